@@ -1,0 +1,247 @@
+"""pacslab: the front door. Verbs call the layers (topology, Ansible engine, pytest, report).
+
+Exit codes (also in the README):
+  0  success
+  1  a phase failed (the failing task and its message are printed)
+  2  usage error
+  3  the lab definition was refused (file, key, reason); nothing was changed
+  4  this machine lacks something (no Docker engine, no ansible-playbook ...); `pacslab doctor` says what
+  5  verify ran and at least one check failed
+  130 interrupted
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from . import doctor as doctor_mod
+from .docker import DockerUnavailable, engine_version, lab_objects
+from .engine import RunResult, ansible_playbook, run_playbook
+from .plan import build_plan, state_dir
+from .topology import REPO_ROOT, Lab, LabDefinitionError, load_lab
+
+EXIT_OK = 0
+EXIT_PHASE_FAILED = 1
+EXIT_USAGE = 2
+EXIT_BAD_LAB = 3
+EXIT_MACHINE = 4
+EXIT_CHECKS_FAILED = 5
+EXIT_INTERRUPTED = 130
+
+DEFAULT_LAB = "inventories/default"
+log = logging.getLogger("pacslab")
+
+
+class Refused(Exception):
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+def _load(path: str) -> Lab:
+    try:
+        return load_lab(path)
+    except LabDefinitionError as exc:
+        lines = "\n".join(f"  {p}" for p in exc.problems)
+        raise Refused(EXIT_BAD_LAB, f"lab definition {path} refused; nothing was changed:\n{lines}") from exc
+
+
+def _require_engine(may_install: bool) -> None:
+    if ansible_playbook() is None:
+        raise Refused(EXIT_MACHINE, "ansible-playbook not found: pip install -r requirements.txt")
+    if engine_version() is not None:
+        return
+    finding = doctor_mod.engine_finding()
+    if may_install and doctor_mod.can_install_engine():
+        print(f"No Docker engine answers yet; the host phase will install and start it ({finding.fix}).")
+        return
+    raise Refused(EXIT_MACHINE, f"{finding.detail}.\n  fix: {finding.fix}\n  (pacslab doctor lists everything this machine lacks)")
+
+
+def _report_run(verb: str, result: RunResult, seconds: float) -> None:
+    if result.failures:
+        print(f"\n{verb} failed:", file=sys.stderr)
+        for f in result.failures:
+            print(f"  phase {f['phase'] or '?'}: {f['task']} [{f['host']}]\n    {f['msg']}", file=sys.stderr)
+        print(f"  full log: {REPO_ROOT / '.pacslab'}/<lab>/ansible.log; re-running {verb} resumes.", file=sys.stderr)
+    print(f"{verb}: {seconds:.1f} s, {result.changed} change(s)")
+
+
+def host_rows(lab: Lab) -> list[dict[str, Any]]:
+    """One row per host of the definition with what Docker says about it."""
+    try:
+        live = {c["Config"]["Labels"].get("pacslab.host"): c for c in lab_objects("container", lab.name)}
+    except (DockerUnavailable, subprocess.CalledProcessError):
+        live = {}
+    rows = []
+    for h in lab.hosts.values():
+        c = live.get(h.name)
+        if h.is_router:
+            addresses = ", ".join(f"{z.name}={z.router}" for z in lab.zones.values())
+            zone = "(all zones)"
+        else:
+            addresses, zone = str(h.address), str(h.zone)
+        state = "planned" if not h.deployed else (c["State"]["Status"] if c else "absent")
+        rows.append({"host": h.name, "zone": zone, "address": addresses, "state": state, "container": lab.container_name(h.name) if h.deployed else ""})
+    return rows
+
+
+def print_hosts(lab: Lab) -> None:
+    rows = host_rows(lab)
+    print(f"\n{'host':<11} {'zone':<12} {'state':<9} address")
+    for r in rows:
+        print(f"{r['host']:<11} {r['zone']:<12} {r['state']:<9} {r['address']}")
+    planned = sum(r["state"] == "planned" for r in rows)
+    if planned:
+        print(f"({planned} planned hosts: in the flow matrix and the firewall rules; their services come with later changes)")
+
+
+# ------------------------------------------------------------------------------------------------
+# Verbs
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    lab = _load(args.lab)
+    _require_engine(may_install=True)
+    plan = build_plan(lab)
+    state = state_dir(lab)
+    print(f"pacslab up: lab {lab.name!r} from {args.lab}")
+    print(f"  {'phase':<10} {'time':>9}   result")
+    start = time.monotonic()
+    result = run_playbook(lab, plan, "up.yml", state)
+    seconds = time.monotonic() - start
+    (state / "last-up.json").write_text(json.dumps({"rc": result.rc, "seconds": round(seconds, 2), "changed": result.changed, "phases": result.phases}, indent=1))
+    _report_run("up", result, seconds)
+    if not result.ok:
+        return EXIT_PHASE_FAILED
+    print_hosts(lab)
+    return EXIT_OK
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    lab = _load(args.lab)
+    _require_engine(may_install=False)
+    plan = build_plan(lab)
+    start = time.monotonic()
+    print(f"pacslab down: lab {lab.name!r}" + (" (volumes too)" if args.volumes else " (volumes kept; --volumes removes them)"))
+    result = run_playbook(lab, plan, "down.yml", state_dir(lab), extra={"lab_provision_remove_volumes": args.volumes})
+    _report_run("down", result, time.monotonic() - start)
+    return EXIT_OK if result.ok else EXIT_PHASE_FAILED
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    lab = _load(args.lab)
+    if engine_version() is None:
+        raise Refused(EXIT_MACHINE, doctor_mod.engine_finding().detail)
+    plan = build_plan(lab)
+    rows = host_rows(lab)
+    rule = any(plan.docker_user_comment in line for line in doctor_mod.docker_user_rules())
+    networks = {n["Name"] for n in lab_objects("network", lab.name)}
+    if args.json:
+        print(json.dumps({"lab": lab.name, "hosts": rows, "networks": sorted(networks), "docker_user_rule": rule}, indent=1))
+    else:
+        print(f"lab {lab.name!r}: {len(networks)}/{len(plan.networks)} zone networks, DOCKER-USER rule {'present' if rule else 'absent'}")
+        print_hosts(lab)
+    deployed = [r for r in rows if r["state"] != "planned"]
+    return EXIT_OK if all(r["state"] == "running" for r in deployed) and rule else EXIT_PHASE_FAILED
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    lab = _load(args.lab)
+    _require_engine(may_install=True)
+    out = state_dir(lab) / "verify"
+    out.mkdir(parents=True, exist_ok=True)
+    junit = out / "junit.xml"
+    cmd = [
+        sys.executable, "-m", "pytest", str(REPO_ROOT / "tests" / "integration"),
+        "--lab", str(Path(args.lab).resolve()), f"--junitxml={junit}",
+        f"--pacslab-results={out / 'results.json'}", *args.pytest_args,
+    ]
+    rc = subprocess.run(cmd, cwd=REPO_ROOT, check=False).returncode
+    from .report import write_report
+
+    html, js = write_report(lab, out / "results.json", out)
+    print(f"report: {html}\n        {js}\n        {junit}")
+    if rc == 0:
+        return EXIT_OK
+    return EXIT_CHECKS_FAILED if rc == 1 else EXIT_PHASE_FAILED
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    findings = doctor_mod.check()
+    for f in findings:
+        mark = "ok " if f.ok else ("MISSING" if f.required else "optional")
+        print(f"  [{mark:^8}] {f.name:<28} {f.detail}")
+        if not f.ok and f.fix:
+            print(f"  {'':10} {'':<28} fix: {f.fix}")
+    missing = [f for f in findings if f.required and not f.ok]
+    if missing:
+        print(f"\n{len(missing)} required item(s) missing.")
+        return EXIT_MACHINE
+    print("\nThis machine has what pacslab needs.")
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    lab = _load(args.lab)
+    from .report import write_report
+
+    out = state_dir(lab) / "verify"
+    html, js = write_report(lab, out / "results.json", out)
+    print(f"report: {html}\n        {js}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pacslab", description="NIST SP 1800-24 (Securing PACS) as a lab that runs.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def verb(name: str, helptext: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=helptext, description=helptext)
+        p.add_argument("--lab", default=DEFAULT_LAB, metavar="PATH", help=f"lab definition folder (default {DEFAULT_LAB})")
+        return p
+
+    verb("up", "build images and bring the lab up (idempotent; re-run after a failure)").set_defaults(func=cmd_up)
+    p = verb("down", "remove exactly what the lab created")
+    p.add_argument("--volumes", action="store_true", help="also remove the lab's named volumes")
+    p.set_defaults(func=cmd_down)
+    p = verb("status", "hosts, zones, addresses and what runs")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_status)
+    p = verb("verify", "run the integration checks and write the control report")
+    p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="extra pytest arguments, after --")
+    p.set_defaults(func=cmd_verify)
+    verb("report", "rewrite the report from the last verify results").set_defaults(func=cmd_report)
+    sub.add_parser("doctor", help="what this machine lacks and how to fix it").set_defaults(func=cmd_doctor)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if getattr(args, "pytest_args", None) and args.pytest_args[:1] == ["--"]:
+        args.pytest_args = args.pytest_args[1:]
+    try:
+        return int(args.func(args))
+    except Refused as exc:
+        print(f"pacslab: {exc}", file=sys.stderr)
+        return exc.code
+    except DockerUnavailable as exc:
+        print(f"pacslab: {exc}", file=sys.stderr)
+        return EXIT_MACHINE
+    except KeyboardInterrupt:
+        print("pacslab: interrupted; re-run the same command to complete it", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

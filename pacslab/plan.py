@@ -1,0 +1,221 @@
+"""Map a validated lab to Docker objects: the one input of both provisioning engines.
+
+The Ansible engine (roles/lab_provision) and the Pulumi program (infra/) each turn this plan into
+networks, volumes and containers and hold no topology of their own (ARCHITECTURE section 3). The
+Pulumi parity test compares what each engine makes of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .firewall import render
+from .topology import IMAGES_DIR, REPO_ROOT, Lab
+
+LABEL_LAB = "pacslab.lab"  # every Docker object of a lab carries it; down removes by it
+LABEL_ROLE = "pacslab.role"  # host | standin
+ROOTFS_TAG = "pacslab/rootfs:bookworm"
+APT_SOURCES_DIRS = (Path("/etc/apt/sources.list.d"),)
+APT_SOURCES_LIST = Path("/etc/apt/sources.list")
+
+
+@dataclass(frozen=True)
+class AptSources:
+    """The host's enabled apt sources: the mirror debootstrap uses and the files the base copies."""
+
+    mirror: str
+    files: dict[str, str]  # file name -> content, written into the base image's sources.list.d
+
+
+def read_apt_sources(dirs: tuple[Path, ...] = APT_SOURCES_DIRS, legacy: Path = APT_SOURCES_LIST) -> AptSources:
+    """Read deb822 ``*.sources`` and one-line ``sources.list``; never hard-code a mirror."""
+    files: dict[str, str] = {}
+    mirror = ""
+    for d in dirs:
+        for f in sorted(d.glob("*.sources")) if d.is_dir() else []:
+            text = f.read_text()
+            files[f.name] = text
+            for stanza in re.split(r"\n\s*\n", text):
+                fields = dict(
+                    (k.strip().lower(), v.strip())
+                    for k, v in (ln.split(":", 1) for ln in stanza.splitlines() if ":" in ln and not ln.startswith("#"))
+                )
+                suites = fields.get("suites", "").split()
+                if not mirror and "deb" in fields.get("types", "").split() and "bookworm" in suites and fields.get("enabled", "yes") != "no":
+                    mirror = fields.get("uris", "").split()[0] if fields.get("uris") else ""
+        for f in sorted(d.glob("*.list")) if d.is_dir() else []:
+            files[f.name] = f.read_text()
+    if legacy.is_file():
+        text = legacy.read_text()
+        lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+        if lines:
+            files["host-sources.list"] = text
+        for ln in lines:
+            parts = [p for p in ln.split() if not p.startswith("[")]
+            if not mirror and len(parts) >= 3 and parts[0] == "deb" and parts[2] == "bookworm":
+                mirror = parts[1]
+    return AptSources(mirror=mirror, files=files)
+
+
+def _tree_hash(*parts: bytes | Path) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, Path):
+            for f in sorted(p for p in part.rglob("*") if p.is_file()):
+                digest.update(str(f.relative_to(part)).encode() + b"\0" + f.read_bytes() + b"\0")
+        else:
+            digest.update(part + b"\0")
+    return digest.hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class ImagePlan:
+    name: str  # folder under images/
+    tag: str  # pacslab/<name>:<content hash>, so a changed Dockerfile means a new tag
+    context: str
+    build_args: dict[str, str]
+
+
+@dataclass(frozen=True)
+class NetworkPlan:
+    name: str
+    zone: str
+    bridge: str
+    subnet: str
+    gateway: str
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """Field names follow community.docker.docker_container's ``networks`` option."""
+
+    name: str
+    ipv4_address: str
+
+
+@dataclass(frozen=True)
+class ContainerPlan:
+    name: str
+    host: str
+    image: str
+    networks: list[Attachment]
+    capabilities: list[str] = field(default_factory=list)
+    sysctls: dict[str, str] = field(default_factory=dict)
+    volumes: list[dict[str, str]] = field(default_factory=list)  # {source, target, type: volume}
+    published: list[int] = field(default_factory=list)
+    router: str | None = None  # the default route a workload gets through the fw
+    command: list[str] | None = None
+    role: str = "host"
+
+
+@dataclass(frozen=True)
+class Plan:
+    lab: str
+    prefix: str
+    labels: dict[str, str]
+    rootfs: str
+    apt_mirror: str
+    apt_sources: dict[str, str]
+    base: ImagePlan
+    images: list[ImagePlan]
+    tools_image: str
+    networks: list[NetworkPlan]
+    containers: list[ContainerPlan]
+    volumes: list[str]
+    docker_user_comment: str
+    bridge_glob: str
+    firewall_ruleset: str
+    firewall_host: str
+
+    def to_vars(self) -> dict[str, Any]:
+        """Ansible extra vars: the whole plan under one key."""
+        return {"pacslab_plan": asdict(self)}
+
+
+def image_plan(name: str, base_tag: str) -> ImagePlan:
+    context = IMAGES_DIR / name
+    tag = f"pacslab/{name}:{_tree_hash(base_tag.encode(), context)}"
+    return ImagePlan(name=name, tag=tag, context=str(context), build_args={"BASE": base_tag})
+
+
+def build_plan(lab: Lab, apt: AptSources | None = None) -> Plan:
+    apt = apt if apt is not None else read_apt_sources()
+    sources_blob = json.dumps(apt.files, sort_keys=True).encode()
+    base_tag = f"pacslab/base:bookworm-{_tree_hash(ROOTFS_TAG.encode(), sources_blob, IMAGES_DIR / 'base')}"
+    base = ImagePlan(name="base", tag=base_tag, context=str(IMAGES_DIR / "base"), build_args={"ROOTFS": ROOTFS_TAG})
+    image_names = sorted({h.image for h in lab.deployed_hosts() if h.image} | {"tools"})
+    images = [image_plan(n, base_tag) for n in image_names]
+    tags = {i.name: i.tag for i in images}
+
+    networks = [
+        NetworkPlan(
+            name=lab.network_name(z.name),
+            zone=z.name,
+            bridge=z.bridge,
+            subnet=str(z.subnet),
+            gateway=str(z.gateway),
+        )
+        for z in lab.zones.values()
+    ]
+    containers: list[ContainerPlan] = []
+    volumes: list[str] = []
+    for host in lab.deployed_hosts():
+        vols = [{"source": f"{lab.prefix}-{host.name}-{v.name}", "target": v.path, "type": "volume"} for v in host.volumes]
+        volumes += [v["source"] for v in vols]
+        assert host.image is not None
+        if host.is_router:
+            containers.append(
+                ContainerPlan(
+                    name=lab.container_name(host.name),
+                    host=host.name,
+                    image=tags[host.image],
+                    networks=[Attachment(lab.network_name(z.name), str(z.router)) for z in lab.zones.values()],
+                    capabilities=["NET_ADMIN"],
+                    sysctls={"net.ipv4.ip_forward": "1"},
+                    volumes=vols,
+                )
+            )
+            continue
+        assert host.zone is not None
+        zone = lab.zones[host.zone]
+        containers.append(
+            ContainerPlan(
+                name=lab.container_name(host.name),
+                host=host.name,
+                image=tags[host.image],
+                networks=[Attachment(lab.network_name(zone.name), str(host.address))],
+                volumes=vols,
+                published=list(host.publish),
+                router=str(zone.router),
+            )
+        )
+    return Plan(
+        lab=lab.name,
+        prefix=lab.prefix,
+        labels={LABEL_LAB: lab.name},
+        rootfs=ROOTFS_TAG,
+        apt_mirror=apt.mirror,
+        apt_sources=apt.files,
+        base=base,
+        images=images,
+        tools_image=tags["tools"],
+        networks=networks,
+        containers=containers,
+        volumes=volumes,
+        docker_user_comment=f"pacslab:{lab.name}",
+        bridge_glob=f"{lab.bridge_prefix}+",
+        firewall_ruleset=render(lab),
+        firewall_host=lab.router.name,
+    )
+
+
+def state_dir(lab: Lab) -> Path:
+    """Where pacslab keeps generated files for one lab (git-ignored)."""
+    path = REPO_ROOT / ".pacslab" / lab.name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
