@@ -22,6 +22,8 @@ LABEL_ROLE = "pacslab.role"  # host | standin
 ROOTFS_TAG = "pacslab/rootfs:bookworm"
 APT_SOURCES_DIRS = (Path("/etc/apt/sources.list.d"),)
 APT_SOURCES_LIST = Path("/etc/apt/sources.list")
+# New network namespaces may inherit the host's ip_forward=1: only the fw may forward.
+WORKLOAD_SYSCTLS = {"net.ipv4.ip_forward": "0"}
 
 
 @dataclass(frozen=True)
@@ -189,6 +191,7 @@ def build_plan(lab: Lab, apt: AptSources | None = None) -> Plan:
                 host=host.name,
                 image=tags[host.image],
                 networks=[Attachment(lab.network_name(zone.name), str(host.address))],
+                sysctls=dict(WORKLOAD_SYSCTLS),
                 volumes=vols,
                 published=list(host.publish),
                 router=str(zone.router),

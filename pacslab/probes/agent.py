@@ -1,0 +1,120 @@
+"""Probe agent, run inside lab containers with ``python3 -c`` (standard library only).
+
+listen  NAME --tcp P,P --udp P: answer each TCP connect with a banner naming the stand-in, echo
+        each UDP datagram with the same banner. A probe that reads the banner knows it reached the
+        intended host, not merely some open port.
+connect: read a JSON list of {id, addr, port, proto[, bind]} on stdin, try them all concurrently, print
+        {id: "open" | "refused" | "dropped" | "error:<reason>"} as JSON. "dropped" means no answer
+        within the timeout, which is what a firewall drop looks like from the source.
+"""
+
+import asyncio
+import json
+import socket
+import sys
+
+BANNER = b"pacslab-standin "
+
+
+def _ports(text):
+    return [int(p) for p in text.split(",") if p]
+
+
+async def _listen(name, tcp_ports, udp_ports):
+    banner = BANNER + name.encode() + b"\n"
+
+    async def on_tcp(reader, writer):
+        writer.write(banner)
+        try:
+            await writer.drain()
+        finally:
+            writer.close()
+
+    class Echo(asyncio.DatagramProtocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def datagram_received(self, data, addr):
+            self.transport.sendto(banner, addr)
+
+    loop = asyncio.get_running_loop()
+    servers = [await asyncio.start_server(on_tcp, "0.0.0.0", p, reuse_address=True) for p in tcp_ports]
+    for p in udp_ports:
+        await loop.create_datagram_endpoint(Echo, local_addr=("0.0.0.0", p))
+    print("listening", name, tcp_ports, udp_ports, flush=True)
+    await asyncio.gather(*(s.serve_forever() for s in servers))
+
+
+async def _try(target, timeout, sem):
+    async with sem:
+        addr, port, proto = target["addr"], int(target["port"]), target["proto"]
+        if proto == "udp":
+            return await _try_udp(addr, port, timeout)
+        try:
+            local = (target["bind"], 0) if target.get("bind") else None
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(addr, port, local_addr=local), timeout)
+        except asyncio.TimeoutError:
+            return "dropped"
+        except ConnectionRefusedError:
+            return "refused"
+        except OSError as exc:
+            return "error:" + (exc.strerror or type(exc).__name__)
+        try:
+            line = await asyncio.wait_for(reader.readline(), timeout)
+        except (asyncio.TimeoutError, OSError):
+            line = b""
+        writer.close()
+        return "open:" + line[len(BANNER):].decode(errors="replace").strip() if line.startswith(BANNER) else "open:?"
+
+
+async def _try_udp(addr, port, timeout):
+    loop = asyncio.get_running_loop()
+    answer = loop.create_future()
+
+    class Client(asyncio.DatagramProtocol):
+        def datagram_received(self, data, _):
+            if not answer.done():
+                answer.set_result(data)
+
+        def error_received(self, exc):
+            if not answer.done():
+                answer.set_exception(exc)
+
+    transport, _ = await loop.create_datagram_endpoint(Client, remote_addr=(addr, port), family=socket.AF_INET)
+    try:
+        transport.sendto(b"pacslab-probe\n")
+        data = await asyncio.wait_for(answer, timeout)
+    except asyncio.TimeoutError:
+        return "dropped"
+    except ConnectionRefusedError:
+        return "refused"
+    except OSError as exc:
+        return "error:" + (exc.strerror or type(exc).__name__)
+    finally:
+        transport.close()
+    return "open:" + data[len(BANNER):].decode(errors="replace").strip() if data.startswith(BANNER) else "open:?"
+
+
+async def _connect(targets, timeout):
+    sem = asyncio.Semaphore(128)
+    results = await asyncio.gather(*(_try(t, timeout, sem) for t in targets))
+    return {t["id"]: r for t, r in zip(targets, results)}
+
+
+def main(argv):
+    if argv[:1] == ["listen"]:
+        name = argv[1]
+        opts = dict(zip(argv[2::2], argv[3::2]))
+        asyncio.run(_listen(name, _ports(opts.get("--tcp", "")), _ports(opts.get("--udp", ""))))
+    elif argv[:1] == ["connect"]:
+        timeout = float(argv[1]) if len(argv) > 1 else 2.0
+        targets = json.load(sys.stdin)
+        print(json.dumps(asyncio.run(_connect(targets, timeout))))
+    else:
+        print("usage: listen NAME [--tcp P,P] [--udp P] | connect [TIMEOUT] < targets.json", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

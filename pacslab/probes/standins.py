@@ -1,0 +1,128 @@
+"""Stand-ins and probe runs for the segmentation check.
+
+A stand-in is a tools-image container at a planned host's address (or a zone's probe address)
+that answers on the ports the matrix needs. Stand-ins are provisioned by the same role tasks as
+lab hosts (playbooks/standins.yml: fixed address, default route through the fw set from outside,
+no NET_ADMIN), carry the lab's label, and are removed after the check and by `pacslab down`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+from ..docker import docker
+from ..engine import RunResult, run_playbook
+from ..plan import LABEL_LAB, LABEL_ROLE, WORKLOAD_SYSCTLS, Attachment, ContainerPlan, Plan
+from ..topology import Lab
+from .segmentation import Case, Peer, listeners
+
+AGENT = (Path(__file__).parent / "agent.py").read_text()
+DROP_LOG = "/var/log/pacslab/fw-drops.json"
+
+
+def container_for(lab: Lab, peer: Peer) -> str:
+    """The container that plays a peer: the deployed host itself, else its stand-in."""
+    host = lab.hosts.get(peer.name)
+    if host is not None and host.deployed:
+        return lab.container_name(host.name)
+    return f"{lab.prefix}-standin-{peer.name.replace('zone:', 'zone-')}"
+
+
+def standin_plans(lab: Lab, plan: Plan, cases: list[Case]) -> list[ContainerPlan]:
+    ports = listeners(cases)
+    peers = {c.src for c in cases} | set(ports)
+    out = []
+    for peer in sorted(peers, key=lambda p: p.name):
+        host = lab.hosts.get(peer.name)
+        if host is not None and host.deployed:
+            continue
+        p = ports.get(peer, {"tcp": set(), "udp": set()})
+        zone = lab.zones[peer.zone]
+        out.append(
+            ContainerPlan(
+                name=container_for(lab, peer),
+                host=peer.name.replace("zone:", "zone-"),
+                image=plan.tools_image,
+                networks=[Attachment(lab.network_name(zone.name), peer.address)],
+                router=str(zone.router),
+                sysctls=dict(WORKLOAD_SYSCTLS),
+                command=[
+                    "python3", "-c", AGENT, "listen", peer.name,
+                    "--tcp", ",".join(map(str, sorted(p["tcp"]))), "--udp", ",".join(map(str, sorted(p["udp"]))),
+                ],
+                role="standin",
+            )
+        )
+    return out
+
+
+def start(lab: Lab, plan: Plan, cases: list[Case], state: Path) -> RunResult:
+    standins = standin_plans(lab, plan, cases)
+    return run_playbook(lab, replace(plan, containers=standins, volumes=[]), "standins.yml", state, quiet=True)
+
+
+def remove(lab: Lab) -> None:
+    ids = docker("ps", "-aq", "--filter", f"label={LABEL_LAB}={lab.name}", "--filter", f"label={LABEL_ROLE}=standin").stdout.split()
+    if ids:
+        docker("rm", "-f", *ids)
+
+
+def wait_listening(lab: Lab, plan: Plan, cases: list[Case], timeout: float = 60) -> None:
+    """Each stand-in prints 'listening' once its sockets are bound."""
+    deadline = time.monotonic() + timeout
+    pending = {s.name for s in standin_plans(lab, plan, cases)}
+    while pending and time.monotonic() < deadline:
+        for name in list(pending):
+            if "listening" in docker("logs", name, check=False).stdout:
+                pending.discard(name)
+        if pending:
+            time.sleep(0.5)
+    if pending:
+        raise RuntimeError(f"stand-ins not listening after {timeout:.0f} s: {', '.join(sorted(pending))}")
+
+
+def probe(container: str, targets: list[dict[str, object]], timeout: float = 2.0) -> dict[str, str]:
+    """Run the agent's connect in one container; target id -> outcome."""
+    proc = docker("exec", "-i", container, "python3", "-c", AGENT, "connect", str(timeout),
+                  input=json.dumps(targets), timeout=120 + timeout * 4)
+    result: dict[str, str] = json.loads(proc.stdout)
+    return result
+
+
+def run_cases(lab: Lab, cases: list[Case], timeout: float = 2.0) -> dict[str, str]:
+    """Run every case from its source container, sources in parallel; case id -> outcome."""
+    by_source: dict[str, list[Case]] = {}
+    for c in cases:
+        by_source.setdefault(container_for(lab, c.src), []).append(c)
+
+    def one(container: str) -> dict[str, str]:
+        targets: list[dict[str, object]] = [
+            {"id": c.id, "addr": c.dst.address, "port": c.port, "proto": c.proto} for c in by_source[container]
+        ]
+        return probe(container, targets, timeout)
+
+    results: dict[str, str] = {}
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for part in pool.map(one, sorted(by_source)):
+            results.update(part)
+    return results
+
+
+def drop_log_size(lab: Lab) -> int:
+    fw = lab.container_name(lab.router.name)
+    proc = docker("exec", fw, "sh", "-c", f"stat -c %s {DROP_LOG} 2>/dev/null || echo 0")
+    return int(proc.stdout.strip() or 0)
+
+
+def read_drop_log(lab: Lab, offset: int) -> str:
+    """The fw's NFLOG JSON lines written after byte ``offset``."""
+    fw = lab.container_name(lab.router.name)
+    try:
+        return docker("exec", fw, "tail", "-c", f"+{offset + 1}", DROP_LOG, timeout=60).stdout
+    except subprocess.CalledProcessError:
+        return ""

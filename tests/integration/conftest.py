@@ -1,0 +1,106 @@
+"""Integration fixtures: a running lab (brought up if it is down) and the segmentation run."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from pacslab import cli
+from pacslab.docker import docker, engine_version, lab_objects
+from pacslab.plan import Plan, build_plan, state_dir
+from pacslab.probes import segmentation as seg
+from pacslab.probes import standins
+from pacslab.topology import Lab, load_lab
+
+LOG_DEADLINE = 10.0  # seconds within which every denied attempt must be in the fw's NFLOG log
+
+
+@pytest.fixture(scope="session")
+def lab(pytestconfig: pytest.Config) -> Lab:
+    return load_lab(pytestconfig.getoption("--lab"))
+
+
+@pytest.fixture(scope="session")
+def plan(lab: Lab) -> Plan:
+    return build_plan(lab)
+
+
+@pytest.fixture(scope="session")
+def state(lab: Lab) -> Path:
+    return state_dir(lab)
+
+
+def lab_is_up(lab: Lab) -> bool:
+    running = {c["Config"]["Labels"].get("pacslab.host") for c in lab_objects("container", lab.name) if c["State"]["Running"]}
+    return all(h.name in running for h in lab.deployed_hosts())
+
+
+@pytest.fixture(scope="session")
+def running_lab(lab: Lab) -> Lab:
+    """The suite brings the lab up when it is down (ARCHITECTURE section 8)."""
+    if engine_version() is None or not lab_is_up(lab):
+        rc = cli.main(["up", "--lab", str(lab.path)])
+        assert rc == cli.EXIT_OK, f"pacslab up failed with exit code {rc}"
+    assert lab_is_up(lab)
+    return lab
+
+
+@dataclass
+class SegmentationRun:
+    cases: list[seg.Case]
+    outcomes: dict[str, str]
+    log: list[dict[str, object]]
+    probe_seconds: float
+
+
+@pytest.fixture(scope="session")
+def segmentation(running_lab: Lab, plan: Plan, state: Path) -> Iterator[SegmentationRun]:
+    """Stand-ins up, every case probed once from its source, the fw's drop log collected."""
+    lab = running_lab
+    cases = seg.build_cases(lab)
+    started = standins.start(lab, plan, cases, state)
+    assert started.ok, f"stand-ins failed: {started.failures}"
+    try:
+        standins.wait_listening(lab, plan, cases)
+        offset = standins.drop_log_size(lab)
+        t0 = time.monotonic()
+        outcomes = standins.run_cases(lab, cases)
+        probe_seconds = time.monotonic() - t0
+        denied = [c for c in cases if c.kind != "allow"]
+        deadline = time.monotonic() + LOG_DEADLINE
+        while True:
+            entries = seg.parse_drop_log(standins.read_drop_log(lab, offset))
+            if all(seg.logged(c, entries) for c in denied) or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        yield SegmentationRun(cases, outcomes, entries, probe_seconds)
+    finally:
+        standins.remove(lab)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """allow_case / deny_case / egress_case / flow: one test per case of the lab's matrix."""
+    wanted = {"allow_case": "allow", "deny_case": "deny", "egress_case": "egress"}
+    names = [n for n in wanted if n in metafunc.fixturenames]
+    if not names and "flow" not in metafunc.fixturenames:
+        return
+    lab = load_lab(metafunc.config.getoption("--lab"))
+    if "flow" in metafunc.fixturenames:
+        metafunc.parametrize("flow", lab.flows, ids=[f.id for f in lab.flows])
+    for name in names:
+        cases = [c for c in seg.build_cases(lab) if c.kind == wanted[name]]
+        metafunc.parametrize(name, cases, ids=[c.id for c in cases])
+
+
+@pytest.fixture(scope="session")
+def fw_exec(running_lab: Lab) -> Callable[..., str]:
+    """Run a command in the fw container; its stdout."""
+
+    def run(*args: str) -> str:
+        return docker("exec", running_lab.container_name(running_lab.router.name), *args).stdout
+
+    return run
