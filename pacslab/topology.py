@@ -263,6 +263,8 @@ def load_lab(path: str | Path) -> Lab:
     origins: dict[str, tuple[Path, str]] = {}
     membership: dict[str, list[str]] = {}
     top = reader.load_yaml(inventory)
+    if reader.problems:
+        raise LabDefinitionError(reader.problems)
     if not isinstance(top, Mapping) or "all" not in top:
         reader.fail(inventory, "all", "missing: the inventory must start with the group 'all'")
     else:
@@ -343,7 +345,7 @@ def _build(
 
     zones = _build_zones(reader, lab_vars, var_origin, default_vars, space, bridge_prefix)
     hosts = _build_hosts(reader, inventory, hosts_raw, origins, membership, zones)
-    _check_addresses(reader, zones, hosts, origins)
+    _check_addresses(reader, var_origin.get("lab_zones", default_vars), zones, hosts, origins)
     flows = _build_flows(reader, lab_vars, var_origin, default_vars, zones, hosts)
     waivers = _build_waivers(reader, lab_vars, var_origin, default_vars)
 
@@ -530,16 +532,17 @@ def _build_hosts(
 
 def _check_addresses(
     reader: _Reader,
+    zones_file: Path,
     zones: dict[str, Zone],
     hosts: dict[str, Host],
     origins: dict[str, tuple[Path, str]],
 ) -> None:
     """Every address inside its zone, not reserved, and used once."""
     seen: dict[ipaddress.IPv4Address, str] = {}
-    zfile_key: list[tuple[Any, str, ipaddress.IPv4Address, str, str]] = []
+    zfile_key: list[tuple[Path, str, ipaddress.IPv4Address, str, str]] = []
     for z in zones.values():
-        zfile_key.append(("group_vars/all", f"lab_zones.{z.name}.router", z.router, z.name, f"router of zone {z.name}"))
-        zfile_key.append(("group_vars/all", f"lab_zones.{z.name}.probe", z.probe, z.name, f"probe address of zone {z.name}"))
+        zfile_key.append((zones_file, f"lab_zones.{z.name}.router", z.router, z.name, f"router of zone {z.name}"))
+        zfile_key.append((zones_file, f"lab_zones.{z.name}.probe", z.probe, z.name, f"probe address of zone {z.name}"))
     for h in hosts.values():
         if h.address is not None and h.zone is not None:
             file, key = origins[h.name]

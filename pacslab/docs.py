@@ -1,0 +1,72 @@
+"""Generated documentation: the README's control table and each role's variable table.
+
+`python -m pacslab.docs` rewrites them from controls.yml and roles/*/meta/argument_specs.yml;
+a unit test fails when they are stale.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import yaml
+
+from .report import load_controls
+from .topology import REPO_ROOT
+
+README = REPO_ROOT / "README.md"
+BEGIN, END = "<!-- controls:begin (python -m pacslab.docs) -->", "<!-- controls:end -->"
+
+
+def control_table() -> str:
+    controls, source = load_controls()
+    lines = [
+        f"Mapping: {source}.",
+        "",
+        "| control | title | CSF v1.1 | status | enforced by |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for c in controls.values():
+        status = "implemented" if c.status == "implemented" else "not implemented yet"
+        roles = ", ".join(f"`{r}`" for r in c.roles) or "-"
+        lines.append(f"| {c.id} | {c.title} | {', '.join(c.csf)} | {status} | {roles} |")
+    return "\n".join(lines)
+
+
+def role_readme(role: Path) -> str:
+    specs = yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())["argument_specs"]
+    defaults_file = role / "defaults" / "main.yml"
+    defaults = yaml.safe_load(defaults_file.read_text()) if defaults_file.is_file() else {}
+    out = [f"# Role `{role.name}`", "", "Generated from `meta/argument_specs.yml` by `python -m pacslab.docs`; do not edit.", ""]
+    for entry, spec in specs.items():
+        out += [f"## `{entry}`: {spec.get('short_description', '')}", "", "| variable | type | default | description |", "| --- | --- | --- | --- |"]
+        for name, opt in (spec.get("options") or {}).items():
+            default = defaults.get(name, opt.get("default", ""))
+            default_text = f"`{default}`" if default != "" else ("required" if opt.get("required") else "")
+            out.append(f"| `{name}` | {opt.get('type', 'str')} | {default_text} | {opt.get('description', '')} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def expected() -> dict[Path, str]:
+    files: dict[Path, str] = {}
+    text = README.read_text()
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    files[README] = f"{head}{BEGIN}\n{control_table()}\n{END}{tail}"
+    for role in sorted((REPO_ROOT / "roles").iterdir()):
+        if (role / "meta" / "argument_specs.yml").is_file():
+            files[role / "README.md"] = role_readme(role)
+    return files
+
+
+def main() -> int:
+    for path, content in expected().items():
+        if not path.is_file() or path.read_text() != content:
+            path.write_text(content)
+            print(f"wrote {path.relative_to(REPO_ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

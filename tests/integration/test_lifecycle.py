@@ -1,0 +1,102 @@
+"""Lab lifecycle (platform, no control): idempotent up, exact down, recovery after an interrupted up.
+
+These tests take the lab down and bring it back; the plugin runs them after every other test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pacslab import cli
+from pacslab.docker import docker, image_id, lab_objects
+from pacslab.doctor import docker_user_rules
+from pacslab.plan import Plan
+from pacslab.topology import REPO_ROOT, Lab
+
+pytestmark = pytest.mark.lifecycle
+
+BYSTANDER_NET = "pacslab-test-bystander"
+BYSTANDER_SUBNET = "10.78.250.0/24"  # outside every lab's address space; no traffic is sent to it
+BYSTANDER_RULE = ["DOCKER-USER", "-s", "192.0.2.1/32", "-m", "comment", "--comment", "pacslab-test-bystander", "-j", "RETURN"]
+
+
+def last_up(state: Path) -> dict:
+    return json.loads((state / "last-up.json").read_text())
+
+
+def lab_rule_present(plan: Plan) -> bool:
+    return any(plan.docker_user_comment in line for line in docker_user_rules())
+
+
+def test_second_up_changes_nothing_and_rebuilds_nothing(running_lab: Lab, plan: Plan, state: Path) -> None:
+    before = {i.tag: image_id(i.tag) for i in plan.images}
+    assert cli.main(["up", "--lab", str(running_lab.path)]) == cli.EXIT_OK
+    run = last_up(state)
+    changed = [t for p in run["phases"] for t in p["changed_tasks"]]
+    assert run["changed"] == 0, f"a second up changed: {changed}"
+    assert {i.tag: image_id(i.tag) for i in plan.images} == before
+
+
+@pytest.fixture
+def bystanders() -> Iterator[None]:
+    """A network and a DOCKER-USER rule that are not the lab's: down must leave them alone."""
+    docker("network", "create", "--internal", "--subnet", BYSTANDER_SUBNET, BYSTANDER_NET)
+    subprocess.run(["iptables", "-I", *BYSTANDER_RULE], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["iptables", "-D", *BYSTANDER_RULE], check=False)
+        docker("network", "rm", BYSTANDER_NET, check=False)
+
+
+def test_down_removes_exactly_what_the_lab_created(running_lab: Lab, plan: Plan, state: Path, bystanders: None) -> None:
+    assert cli.main(["down", "--lab", str(running_lab.path)]) == cli.EXIT_OK
+    assert lab_objects("container", running_lab.name) == []
+    assert lab_objects("network", running_lab.name) == []
+    assert not lab_rule_present(plan)
+    # volumes are kept unless asked
+    assert sorted(v["Name"] for v in lab_objects("volume", running_lab.name)) == sorted(plan.volumes)
+    # and nothing else went
+    assert docker("network", "inspect", BYSTANDER_NET, check=False).returncode == 0
+    assert subprocess.run(["iptables", "-C", *BYSTANDER_RULE], check=False).returncode == 0
+
+    # a second down is a no-op
+    assert cli.main(["down", "--lab", str(running_lab.path)]) == cli.EXIT_OK
+    summary = json.loads((state / "summary-down.json").read_text())
+    assert sum(p["changed"] for p in summary["phases"]) == 0
+
+    assert cli.main(["down", "--volumes", "--lab", str(running_lab.path)]) == cli.EXIT_OK
+    assert lab_objects("volume", running_lab.name) == []
+
+
+def test_up_after_an_interrupted_up_completes(running_lab: Lab, plan: Plan) -> None:
+    """Kill `pacslab up` (and its Ansible) once the networks exist; the next up completes."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pacslab.cli", "up", "--lab", str(running_lab.path)],
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    seen = []
+    deadline = time.monotonic() + 600
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        seen.append(line)
+        if line.strip().startswith("networks") or time.monotonic() > deadline:
+            break
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert any(line.strip().startswith("networks") for line in seen), "".join(seen)
+    assert lab_objects("network", running_lab.name), "the interrupted up should have left its networks"
+
+    assert cli.main(["up", "--lab", str(running_lab.path)]) == cli.EXIT_OK
+    running = {c["Config"]["Labels"]["pacslab.host"] for c in lab_objects("container", running_lab.name) if c["State"]["Running"]}
+    assert running == {h.name for h in running_lab.deployed_hosts()}
+    assert lab_rule_present(plan)
