@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -55,6 +56,14 @@ class SegmentationRun:
     outcomes: dict[str, str]
     log: list[dict[str, object]]
     probe_seconds: float
+    counted: dict[str, int]  # flow id -> packets its named counter gained during the probe run
+
+
+def flow_counters(lab: Lab) -> dict[str, int]:
+    """Packets per flow from the fw's named counters (flow_<id>)."""
+    listing = docker("exec", lab.container_name(lab.router.name), "nft", "-j", "list", "counters", "table", "inet", "pacslab").stdout
+    counters = (o["counter"] for o in json.loads(listing)["nftables"] if "counter" in o)
+    return {c["name"].removeprefix("flow_"): int(c["packets"]) for c in counters if c["name"].startswith("flow_")}
 
 
 @pytest.fixture(scope="session")
@@ -67,9 +76,12 @@ def segmentation(running_lab: Lab, plan: Plan, state: Path) -> Iterator[Segmenta
     try:
         standins.wait_listening(lab, plan, cases)
         offset = standins.drop_log_size(lab)
+        before = flow_counters(lab)
         t0 = time.monotonic()
         outcomes = standins.run_cases(lab, cases)
         probe_seconds = time.monotonic() - t0
+        after = flow_counters(lab)
+        counted = {f: after.get(f, 0) - before.get(f, 0) for f in after}
         denied = [c for c in cases if c.kind != "allow"]
         deadline = time.monotonic() + LOG_DEADLINE
         while True:
@@ -77,7 +89,7 @@ def segmentation(running_lab: Lab, plan: Plan, state: Path) -> Iterator[Segmenta
             if all(seg.logged(c, entries) for c in denied) or time.monotonic() > deadline:
                 break
             time.sleep(1)
-        yield SegmentationRun(cases, outcomes, entries, probe_seconds)
+        yield SegmentationRun(cases, outcomes, entries, probe_seconds, counted)
     finally:
         standins.remove(lab)
 
