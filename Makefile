@@ -3,7 +3,7 @@ PY  ?= python3
 LAB ?= inventories/default
 DEPS := .pacslab/.deps-installed
 
-.PHONY: up test unit verify down status doctor docs bench
+.PHONY: up test lint unit verify down status doctor docs bench
 
 $(DEPS): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
@@ -14,10 +14,14 @@ $(DEPS): requirements.txt pyproject.toml
 up: $(DEPS)
 	$(PY) -m pacslab.cli up --lab $(LAB)
 
-## make test: unit tests, then the integration suite on a lab it brings up, then the report
-test: $(DEPS)
+## make test: lint, unit tests, then the integration suite on a lab it brings up, then the report
+test: lint
 	$(PY) -m pytest tests/unit
 	$(PY) -m pacslab.cli verify --lab $(LAB)
+
+lint: $(DEPS)
+	$(PY) -m ruff check pacslab infra tests bench plugins
+	$(PY) -m mypy
 
 unit: $(DEPS)
 	$(PY) -m pytest tests/unit

@@ -65,7 +65,7 @@ def main() -> int:
     steps["down"] = {"seconds": round(seconds, 1), "rc": rc}
 
     record = {
-        "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "cores": os.cpu_count(),
         "machine": platform.machine(),
         "lab": args.lab,

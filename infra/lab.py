@@ -52,7 +52,12 @@ class Host(pulumi.ComponentResource):
         super().__init__("pacslab:lab:Host", spec.host, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         self.volumes = [
-            docker.Volume(v["source"], name=v["source"], labels=[docker.VolumeLabelArgs(label=k, value=val) for k, val in sorted(labels.items())], opts=child)
+            docker.Volume(
+                v["source"],
+                name=v["source"],
+                labels=[docker.VolumeLabelArgs(label=k, value=val) for k, val in sorted(labels.items())],
+                opts=child,
+            )
             for v in spec.volumes
         ]
         self.container = docker.Container(

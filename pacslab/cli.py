@@ -89,7 +89,8 @@ def host_rows(lab: Lab) -> list[dict[str, Any]]:
         else:
             addresses, zone = str(h.address), str(h.zone)
         state = "planned" if not h.deployed else (c["State"]["Status"] if c else "absent")
-        rows.append({"host": h.name, "zone": zone, "address": addresses, "state": state, "container": lab.container_name(h.name) if h.deployed else ""})
+        container = lab.container_name(h.name) if h.deployed else ""
+        rows.append({"host": h.name, "zone": zone, "address": addresses, "state": state, "container": container})
     return rows
 
 
@@ -117,7 +118,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     start = time.monotonic()
     result = run_playbook(lab, plan, "up.yml", state)
     seconds = time.monotonic() - start
-    (state / "last-up.json").write_text(json.dumps({"rc": result.rc, "seconds": round(seconds, 2), "changed": result.changed, "phases": result.phases}, indent=1))
+    record = {"rc": result.rc, "seconds": round(seconds, 2), "changed": result.changed, "phases": result.phases}
+    (state / "last-up.json").write_text(json.dumps(record, indent=1))
     _report_run("up", result, seconds)
     if not result.ok:
         return EXIT_PHASE_FAILED

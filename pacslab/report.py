@@ -154,7 +154,10 @@ def render_html(data: dict[str, Any]) -> str:
                     f"<td>{c['tests']['passed']} passed, {c['tests']['failed']} failed</td><td>{_e(c['proves'])}{fails}</td></tr>"
                 )
         parts.append("</table>")
-    parts.append("<h2>Flow matrix (the only traffic the fw forwards)</h2><table><tr><th>id</th><th>from</th><th>to</th><th>proto/ports</th><th>purpose</th><th>CSF</th></tr>")
+    parts.append(
+        "<h2>Flow matrix (the only traffic the fw forwards)</h2><table>"
+        "<tr><th>id</th><th>from</th><th>to</th><th>proto/ports</th><th>purpose</th><th>CSF</th></tr>"
+    )
     for f in data["flows"]:
         ports = f["ports"] if f["ports"] == "any" else ",".join(map(str, f["ports"]))
         parts.append(

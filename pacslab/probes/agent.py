@@ -12,18 +12,19 @@ import asyncio
 import json
 import socket
 import sys
+from typing import Any
 
 BANNER = b"pacslab-standin "
 
 
-def _ports(text):
+def _ports(text: str) -> list[int]:
     return [int(p) for p in text.split(",") if p]
 
 
-async def _listen(name, tcp_ports, udp_ports):
+async def _listen(name: str, tcp_ports: list[int], udp_ports: list[int]) -> None:
     banner = BANNER + name.encode() + b"\n"
 
-    async def on_tcp(reader, writer):
+    async def on_tcp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(banner)
         try:
             await writer.drain()
@@ -31,10 +32,13 @@ async def _listen(name, tcp_ports, udp_ports):
             writer.close()
 
     class Echo(asyncio.DatagramProtocol):
-        def connection_made(self, transport):
+        transport: asyncio.DatagramTransport
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            assert isinstance(transport, asyncio.DatagramTransport)
             self.transport = transport
 
-        def datagram_received(self, data, addr):
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
             self.transport.sendto(banner, addr)
 
     loop = asyncio.get_running_loop()
@@ -45,7 +49,7 @@ async def _listen(name, tcp_ports, udp_ports):
     await asyncio.gather(*(s.serve_forever() for s in servers))
 
 
-async def _try(target, timeout, sem):
+async def _try(target: dict[str, Any], timeout: float, sem: asyncio.Semaphore) -> str:
     async with sem:
         addr, port, proto = target["addr"], int(target["port"]), target["proto"]
         if proto == "udp":
@@ -53,7 +57,7 @@ async def _try(target, timeout, sem):
         try:
             local = (target["bind"], 0) if target.get("bind") else None
             reader, writer = await asyncio.wait_for(asyncio.open_connection(addr, port, local_addr=local), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return "dropped"
         except ConnectionRefusedError:
             return "refused"
@@ -61,22 +65,22 @@ async def _try(target, timeout, sem):
             return "error:" + (exc.strerror or type(exc).__name__)
         try:
             line = await asyncio.wait_for(reader.readline(), timeout)
-        except (asyncio.TimeoutError, OSError):
+        except (TimeoutError, OSError):
             line = b""
         writer.close()
         return "open:" + line[len(BANNER):].decode(errors="replace").strip() if line.startswith(BANNER) else "open:?"
 
 
-async def _try_udp(addr, port, timeout):
+async def _try_udp(addr: str, port: int, timeout: float) -> str:
     loop = asyncio.get_running_loop()
-    answer = loop.create_future()
+    answer: asyncio.Future[bytes] = loop.create_future()
 
     class Client(asyncio.DatagramProtocol):
-        def datagram_received(self, data, _):
+        def datagram_received(self, data: bytes, _: tuple[str, int]) -> None:
             if not answer.done():
                 answer.set_result(data)
 
-        def error_received(self, exc):
+        def error_received(self, exc: Exception) -> None:
             if not answer.done():
                 answer.set_exception(exc)
 
@@ -84,7 +88,7 @@ async def _try_udp(addr, port, timeout):
     try:
         transport.sendto(b"pacslab-probe\n")
         data = await asyncio.wait_for(answer, timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return "dropped"
     except ConnectionRefusedError:
         return "refused"
@@ -95,16 +99,16 @@ async def _try_udp(addr, port, timeout):
     return "open:" + data[len(BANNER):].decode(errors="replace").strip() if data.startswith(BANNER) else "open:?"
 
 
-async def _connect(targets, timeout):
+async def _connect(targets: list[dict[str, Any]], timeout: float) -> dict[str, str]:
     sem = asyncio.Semaphore(128)
     results = await asyncio.gather(*(_try(t, timeout, sem) for t in targets))
-    return {t["id"]: r for t, r in zip(targets, results)}
+    return {t["id"]: r for t, r in zip(targets, results, strict=True)}
 
 
-def main(argv):
+def main(argv: list[str]) -> int:
     if argv[:1] == ["listen"]:
         name = argv[1]
-        opts = dict(zip(argv[2::2], argv[3::2]))
+        opts = dict(zip(argv[2::2], argv[3::2], strict=False))
         asyncio.run(_listen(name, _ports(opts.get("--tcp", "")), _ports(opts.get("--udp", ""))))
     elif argv[:1] == ["connect"]:
         timeout = float(argv[1]) if len(argv) > 1 else 2.0

@@ -33,7 +33,7 @@ def test_only_the_fw_holds_net_admin(running_lab: Lab, segmentation, evidence) -
 def test_no_port_is_published_outside_the_dmz(running_lab: Lab, evidence) -> None:
     exposed_hosts = {h.name for h in running_lab.hosts.values() if h.zone and running_lab.zones[h.zone].exposed}
     published = {
-        c["Config"]["Labels"].get("pacslab.host"): sorted((c["HostConfig"].get("PortBindings") or {}))
+        c["Config"]["Labels"].get("pacslab.host"): sorted(c["HostConfig"].get("PortBindings") or {})
         for c in _containers(running_lab)
     }
     evidence.update(published=published)

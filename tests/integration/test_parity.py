@@ -8,12 +8,11 @@ from typing import Any
 
 import pulumi
 
+from infra.lab import deploy  # noqa: I001  (after the mocks are set)
 from pacslab.docker import image_id, lab_objects
 from pacslab.plan import LABEL_ROLE
 from pacslab.topology import Lab
 from tests import pulumi_mocks
-
-from infra.lab import deploy  # noqa: I001  (after the mocks are set)
 
 
 def describe_live(lab: Lab) -> dict[str, Any]:

@@ -16,7 +16,8 @@ pytestmark = pytest.mark.control("C-ACC-04")
 
 def test_allowed_flow_connects(allow_case: seg.Case, segmentation, evidence) -> None:
     outcome = segmentation.outcomes[allow_case.id]
-    evidence.update(flow=allow_case.flow, src=allow_case.src.address, dst=f"{allow_case.dst.address}:{allow_case.port}/{allow_case.proto}", outcome=outcome)
+    dst = f"{allow_case.dst.address}:{allow_case.port}/{allow_case.proto}"
+    evidence.update(flow=allow_case.flow, src=allow_case.src.address, dst=dst, outcome=outcome)
     assert outcome == f"open:{allow_case.dst.name}", f"{allow_case.id}: expected the {allow_case.dst.name} listener, got {outcome}"
 
 

@@ -10,12 +10,11 @@ import pulumi
 import pytest
 import yaml
 
+from infra.lab import deploy  # noqa: I001  (after the mocks are set)
 from pacslab.plan import AptSources, build_plan
 from pacslab.topology import REPO_ROOT, load_lab
 from tests import pulumi_mocks
 from tests.unit.conftest import DEFAULT_LAB, host, mutate
-
-from infra.lab import deploy  # noqa: I001  (after the mocks are set)
 
 APT = AptSources(mirror="http://mirror.example/debian", files={"debian.sources": "Types: deb\n"})
 
@@ -31,7 +30,7 @@ def declared(lab_dir: Path):
 @pytest.fixture
 def dmz_lab(lab_copy: Path) -> Path:
     """The reference lab with rproxy deployed (tools image), so a published port exists to check."""
-    mutate(lab_copy, lambda h, l, f: host(h, "rproxy").update(lab_state="deployed", lab_image="tools"))
+    mutate(lab_copy, lambda h, lv, f: host(h, "rproxy").update(lab_state="deployed", lab_image="tools"))
     return lab_copy
 
 
@@ -79,7 +78,7 @@ def test_a_published_port_outside_the_dmz_fails_the_check(dmz_lab: Path):
     text = yaml.safe_load((lab / "group_vars/all/lab.yml").read_text())
     text["lab_zones"]["datacenter"]["exposed"] = True  # only so the definition accepts it
     (lab / "group_vars/all/lab.yml").write_text(yaml.safe_dump(text))
-    mutate(lab, lambda h, l, f: host(h, "pacs").update(lab_state="deployed", lab_image="tools", lab_publish=[8042]))
+    mutate(lab, lambda h, lv, f: host(h, "pacs").update(lab_state="deployed", lab_image="tools", lab_publish=[8042]))
 
     def check(d):
         published = {n: c["ports"] for n, c in d["containers"].items() if c["ports"]}

@@ -14,7 +14,8 @@ LAB = load_lab(DEFAULT_LAB)
 
 
 def result(control: str | None, outcome: str, name: str = "t") -> dict:
-    return {"nodeid": f"tests/x.py::{name}", "control": control, "outcome": outcome, "seconds": 0.1, "evidence": {"seen": 1}, "message": "boom" if outcome == "failed" else ""}
+    message = "boom" if outcome == "failed" else ""
+    return {"nodeid": f"tests/x.py::{name}", "control": control, "outcome": outcome, "seconds": 0.1, "evidence": {"seen": 1}, "message": message}
 
 
 def test_verdicts() -> None:

@@ -22,71 +22,71 @@ def test_reference_lab_loads() -> None:
 
 BROKEN = {
     "overlapping-subnets": (
-        lambda h, l, f: l["lab_zones"]["clinical"].update(subnet="10.77.10.0/23"),
+        lambda h, lv, f: lv["lab_zones"]["clinical"].update(subnet="10.77.10.0/23"),
         "lab.yml", "lab_zones.", "overlaps zone",
     ),
     "address-outside-zone": (
-        lambda h, l, f: host(h, "pacs").update(lab_address="10.77.99.10"),
+        lambda h, lv, f: host(h, "pacs").update(lab_address="10.77.99.10"),
         "hosts.yml", "pacs.lab_address", "outside zone datacenter",
     ),
     "flow-unknown-host": (
-        lambda h, l, f: f["lab_flows"][0].update(to="pacs2"),
+        lambda h, lv, f: f["lab_flows"][0].update(to="pacs2"),
         "flows.yml", "lab_flows[0] (F01).to", "unknown host 'pacs2'",
     ),
     "duplicate-address": (
-        lambda h, l, f: host(h, "vna").update(lab_address="10.77.40.10"),
+        lambda h, lv, f: host(h, "vna").update(lab_address="10.77.40.10"),
         "hosts.yml", "lab_address", "duplicate address 10.77.40.10",
     ),
     "duplicate-ae-title": (
-        lambda h, l, f: host(h, "mod-mr").update(lab_ae_title="CT01"),
+        lambda h, lv, f: host(h, "mod-mr").update(lab_ae_title="CT01"),
         "hosts.yml", "mod-mr.lab_ae_title", "already the AE title of mod-ct",
     ),
     "bridge-name-too-long": (
-        lambda h, l, f: l.update(lab_bridge_prefix="pacslab-z-"),
+        lambda h, lv, f: lv.update(lab_bridge_prefix="pacslab-z-"),
         "lab.yml", "lab_zones.", "Linux allows at most 15",
     ),
     "missing-required-key": (
-        lambda h, l, f: host(h, "pacs").pop("lab_owner"),
+        lambda h, lv, f: host(h, "pacs").pop("lab_owner"),
         "hosts.yml", "pacs.lab_owner", "missing required key",
     ),
     "missing-zones": (
-        lambda h, l, f: l.pop("lab_zones"),
+        lambda h, lv, f: lv.pop("lab_zones"),
         "group_vars/all", "lab_zones", "missing required key",
     ),
     "router-address-reserved": (
-        lambda h, l, f: l["lab_zones"]["dmz"].update(router="10.77.60.1"),
+        lambda h, lv, f: lv["lab_zones"]["dmz"].update(router="10.77.60.1"),
         "lab.yml", "lab_zones.dmz.router", "reserved",
     ),
     "flow-inside-one-zone": (
-        lambda h, l, f: f["lab_flows"].append({"id": "F99", "from": ["pacs"], "to": "vna", "proto": "tcp", "ports": [2762], "purpose": "x"}),
+        lambda h, lv, f: f["lab_flows"].append({"id": "F99", "from": ["pacs"], "to": "vna", "proto": "tcp", "ports": [2762], "purpose": "x"}),
         "flows.yml", "(F99).from", "never crosses the firewall",
     ),
     "duplicate-flow-id": (
-        lambda h, l, f: f["lab_flows"][1].update(id="F01"),
+        lambda h, lv, f: f["lab_flows"][1].update(id="F01"),
         "flows.yml", "lab_flows[1] (F01).id", "duplicate flow id",
     ),
     "bad-port": (
-        lambda h, l, f: f["lab_flows"][0].update(ports=[70000]),
+        lambda h, lv, f: f["lab_flows"][0].update(ports=[70000]),
         "flows.yml", "(F01).ports", "ports 1-65535",
     ),
     "unknown-lab-key": (
-        lambda h, l, f: host(h, "pacs").update(lab_adress="10.77.40.10"),
+        lambda h, lv, f: host(h, "pacs").update(lab_adress="10.77.40.10"),
         "hosts.yml", "pacs.lab_adress", "unknown lab key",
     ),
     "published-port-outside-dmz": (
-        lambda h, l, f: host(h, "pacs").update(lab_publish=[8042]),
+        lambda h, lv, f: host(h, "pacs").update(lab_publish=[8042]),
         "hosts.yml", "pacs.lab_publish", "exposed",
     ),
     "unknown-zone": (
-        lambda h, l, f: host(h, "pacs").update(lab_zone="basement"),
+        lambda h, lv, f: host(h, "pacs").update(lab_zone="basement"),
         "hosts.yml", "pacs.lab_zone", "unknown zone 'basement'",
     ),
     "no-image-folder": (
-        lambda h, l, f: host(h, "fw").update(lab_image="nosuchimage"),
+        lambda h, lv, f: host(h, "fw").update(lab_image="nosuchimage"),
         "hosts.yml", "fw.lab_image", "no images/nosuchimage/Dockerfile",
     ),
     "waiver-without-justification": (
-        lambda h, l, f: l.update(lab_waivers=[{"control": "C-DAT-01", "justification": " "}]),
+        lambda h, lv, f: lv.update(lab_waivers=[{"control": "C-DAT-01", "justification": " "}]),
         "lab.yml", "lab_waivers[0].justification", "written justification",
     ),
 }
