@@ -1,6 +1,6 @@
 """Probe agent, run inside lab containers with ``python3 -c`` (standard library only).
 
-listen  NAME --tcp P,P --udp P: answer each TCP connect with a banner naming the stand-in, echo
+listen  NAME --tcp P,P --udp P [--bind ADDR]: answer each TCP connect with a banner naming the stand-in, echo
         each UDP datagram with the same banner. A probe that reads the banner knows it reached the
         intended host, not merely some open port.
 connect: read a JSON list of {id, addr, port, proto[, bind]} on stdin, try them all concurrently, print
@@ -12,7 +12,7 @@ import asyncio
 import json
 import socket
 import sys
-from typing import Any
+from typing import Any, cast
 
 BANNER = b"pacslab-standin "
 
@@ -21,7 +21,7 @@ def _ports(text: str) -> list[int]:
     return [int(p) for p in text.split(",") if p]
 
 
-async def _listen(name: str, tcp_ports: list[int], udp_ports: list[int]) -> None:
+async def _listen(name: str, tcp_ports: list[int], udp_ports: list[int], host: str = "0.0.0.0") -> None:
     banner = BANNER + name.encode() + b"\n"
 
     async def on_tcp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -35,16 +35,16 @@ async def _listen(name: str, tcp_ports: list[int], udp_ports: list[int]) -> None
         transport: asyncio.DatagramTransport
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            assert isinstance(transport, asyncio.DatagramTransport)
-            self.transport = transport
+            # asyncio's selector datagram transport does not subclass DatagramTransport: cast only
+            self.transport = cast(asyncio.DatagramTransport, transport)
 
         def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
             self.transport.sendto(banner, addr)
 
     loop = asyncio.get_running_loop()
-    servers = [await asyncio.start_server(on_tcp, "0.0.0.0", p, reuse_address=True) for p in tcp_ports]
+    servers = [await asyncio.start_server(on_tcp, host, p, reuse_address=True) for p in tcp_ports]
     for p in udp_ports:
-        await loop.create_datagram_endpoint(Echo, local_addr=("0.0.0.0", p))
+        await loop.create_datagram_endpoint(Echo, local_addr=(host, p))
     print("listening", name, tcp_ports, udp_ports, flush=True)
     await asyncio.gather(*(s.serve_forever() for s in servers))
 
@@ -109,13 +109,13 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["listen"]:
         name = argv[1]
         opts = dict(zip(argv[2::2], argv[3::2], strict=False))
-        asyncio.run(_listen(name, _ports(opts.get("--tcp", "")), _ports(opts.get("--udp", ""))))
+        asyncio.run(_listen(name, _ports(opts.get("--tcp", "")), _ports(opts.get("--udp", "")), opts.get("--bind", "0.0.0.0")))
     elif argv[:1] == ["connect"]:
         timeout = float(argv[1]) if len(argv) > 1 else 2.0
         targets = json.load(sys.stdin)
         print(json.dumps(asyncio.run(_connect(targets, timeout))))
     else:
-        print("usage: listen NAME [--tcp P,P] [--udp P] | connect [TIMEOUT] < targets.json", file=sys.stderr)
+        print("usage: listen NAME [--tcp P,P] [--udp P] [--bind ADDR] | connect [TIMEOUT] < targets.json", file=sys.stderr)
         return 2
     return 0
 
