@@ -65,12 +65,12 @@ def _require_engine(may_install: bool) -> None:
     raise Refused(EXIT_MACHINE, f"{finding.detail}.\n  fix: {finding.fix}\n  (pacslab doctor lists everything this machine lacks)")
 
 
-def _report_run(verb: str, result: RunResult, seconds: float) -> None:
+def _report_run(verb: str, result: RunResult, seconds: float, lab: Lab) -> None:
     if result.failures:
         print(f"\n{verb} failed:", file=sys.stderr)
         for f in result.failures:
             print(f"  phase {f['phase'] or '?'}: {f['task']} [{f['host']}]\n    {f['msg']}", file=sys.stderr)
-        print(f"  full log: {REPO_ROOT / '.pacslab'}/<lab>/ansible.log; re-running {verb} resumes.", file=sys.stderr)
+        print(f"  full log: {state_dir(lab) / 'ansible.log'}; re-running {verb} resumes.", file=sys.stderr)
     print(f"{verb}: {seconds:.1f} s, {result.changed} change(s)")
 
 
@@ -120,7 +120,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     seconds = time.monotonic() - start
     record = {"rc": result.rc, "seconds": round(seconds, 2), "changed": result.changed, "phases": result.phases}
     (state / "last-up.json").write_text(json.dumps(record, indent=1))
-    _report_run("up", result, seconds)
+    _report_run("up", result, seconds, lab)
     if not result.ok:
         return EXIT_PHASE_FAILED
     print_hosts(lab)
@@ -134,7 +134,7 @@ def cmd_down(args: argparse.Namespace) -> int:
     start = time.monotonic()
     print(f"pacslab down: lab {lab.name!r}" + (" (volumes too)" if args.volumes else " (volumes kept; --volumes removes them)"))
     result = run_playbook(lab, plan, "down.yml", state_dir(lab), extra={"lab_provision_remove_volumes": args.volumes})
-    _report_run("down", result, time.monotonic() - start)
+    _report_run("down", result, time.monotonic() - start, lab)
     return EXIT_OK if result.ok else EXIT_PHASE_FAILED
 
 

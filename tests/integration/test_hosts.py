@@ -4,6 +4,7 @@ and a source address forged from another zone is dropped by the fw's reverse-pat
 from __future__ import annotations
 
 import subprocess
+import time
 
 import pytest
 
@@ -82,7 +83,7 @@ def test_forged_source_from_another_zone_is_dropped_and_logged(running_lab: Lab,
             entries = [e for e in seg.parse_drop_log(standins.read_drop_log(lab, offset)) if e.get("oob.prefix") == PREFIX_SPOOF]
             if entries:
                 break
-            subprocess.run(["sleep", "1"], check=True)
+            time.sleep(1)
     finally:
         subprocess.run([*helper, "ip", "addr", "del", f"{forged}/32", "dev", "eth0"], check=False, capture_output=True)
     evidence.update(outcome=outcome, nflog=entries[:1])
