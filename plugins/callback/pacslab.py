@@ -47,6 +47,8 @@ class CallbackModule(CallbackBase):
         self.current = None
 
     def v2_playbook_on_play_start(self, play) -> None:
+        if self.current is not None and self.current["phase"] == play.get_name():
+            return  # consecutive plays with one name are one phase (hosts: register, then create)
         self._close()
         self.current = {
             "phase": play.get_name(),
