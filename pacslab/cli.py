@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -141,7 +142,8 @@ def cmd_down(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     lab = _load(args.lab)
     if engine_version() is None:
-        raise Refused(EXIT_MACHINE, doctor_mod.engine_finding().detail)
+        finding = doctor_mod.engine_finding()
+        raise Refused(EXIT_MACHINE, f"{finding.detail}.\n  fix: {finding.fix}")
     plan = build_plan(lab)
     rows = host_rows(lab)
     rule = any(plan.docker_user_comment in line for line in doctor_mod.docker_user_rules())
@@ -240,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     except DockerUnavailable as exc:
         print(f"pacslab: {exc}", file=sys.stderr)
         return EXIT_MACHINE
+    except BrokenPipeError:  # output piped into head or a closed pager: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except KeyboardInterrupt:
         print("pacslab: interrupted; re-run the same command to complete it", file=sys.stderr)
         return EXIT_INTERRUPTED
