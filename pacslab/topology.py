@@ -162,13 +162,6 @@ class Lab:
     def router(self) -> Host:
         return next(h for h in self.hosts.values() if h.is_router)
 
-    def zone_of(self, endpoint: Endpoint) -> str:
-        if endpoint.kind == "zone":
-            return endpoint.name
-        zone = self.hosts[endpoint.name].zone
-        assert zone is not None, "the router is never a flow endpoint"
-        return zone
-
     def container_name(self, host: str) -> str:
         return f"{self.prefix}-{host}"
 

@@ -49,6 +49,20 @@ async def _listen(name: str, tcp_ports: list[int], udp_ports: list[int], host: s
     await asyncio.gather(*(s.serve_forever() for s in servers))
 
 
+def _failure(exc: OSError) -> str:
+    """No answer within the timeout is what a firewall drop looks like from the source."""
+    if isinstance(exc, TimeoutError):
+        return "dropped"
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused"
+    return "error:" + (exc.strerror or type(exc).__name__)
+
+
+def _answer(data: bytes) -> str:
+    """open:<stand-in name> when the banner names it, open:? for any other listener."""
+    return "open:" + data[len(BANNER):].decode(errors="replace").strip() if data.startswith(BANNER) else "open:?"
+
+
 async def _try(target: dict[str, Any], timeout: float, sem: asyncio.Semaphore) -> str:
     async with sem:
         addr, port, proto = target["addr"], int(target["port"]), target["proto"]
@@ -57,18 +71,14 @@ async def _try(target: dict[str, Any], timeout: float, sem: asyncio.Semaphore) -
         try:
             local = (target["bind"], 0) if target.get("bind") else None
             reader, writer = await asyncio.wait_for(asyncio.open_connection(addr, port, local_addr=local), timeout)
-        except TimeoutError:
-            return "dropped"
-        except ConnectionRefusedError:
-            return "refused"
-        except OSError as exc:
-            return "error:" + (exc.strerror or type(exc).__name__)
+        except OSError as exc:  # TimeoutError and ConnectionRefusedError are OSErrors too
+            return _failure(exc)
         try:
             line = await asyncio.wait_for(reader.readline(), timeout)
-        except (TimeoutError, OSError):
+        except OSError:
             line = b""
         writer.close()
-        return "open:" + line[len(BANNER):].decode(errors="replace").strip() if line.startswith(BANNER) else "open:?"
+        return _answer(line)
 
 
 async def _try_udp(addr: str, port: int, timeout: float) -> str:
@@ -88,15 +98,11 @@ async def _try_udp(addr: str, port: int, timeout: float) -> str:
     try:
         transport.sendto(b"pacslab-probe\n")
         data = await asyncio.wait_for(answer, timeout)
-    except TimeoutError:
-        return "dropped"
-    except ConnectionRefusedError:
-        return "refused"
     except OSError as exc:
-        return "error:" + (exc.strerror or type(exc).__name__)
+        return _failure(exc)
     finally:
         transport.close()
-    return "open:" + data[len(BANNER):].decode(errors="replace").strip() if data.startswith(BANNER) else "open:?"
+    return _answer(data)
 
 
 async def _connect(targets: list[dict[str, Any]], timeout: float) -> dict[str, str]:
