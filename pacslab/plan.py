@@ -68,7 +68,8 @@ def _tree_hash(*parts: bytes | Path) -> str:
     digest = hashlib.sha256()
     for part in parts:
         if isinstance(part, Path):
-            for f in sorted(p for p in part.rglob("*") if p.is_file()):
+            # wheels/ is filled from requirements.txt at build time; the pins are what counts
+            for f in sorted(p for p in part.rglob("*") if p.is_file() and "wheels" not in p.relative_to(part).parts):
                 digest.update(str(f.relative_to(part)).encode() + b"\0" + f.read_bytes() + b"\0")
         else:
             digest.update(part + b"\0")
@@ -81,6 +82,7 @@ class ImagePlan:
     tag: str  # pacslab/<name>:<content hash>, so a changed Dockerfile means a new tag
     context: str
     build_args: dict[str, str]
+    pip_requirements: bool = False  # the folder pins Python wheels (requirements.txt) that the build copies in
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,7 @@ class Plan:
     bridge_glob: str
     firewall_ruleset: str
     firewall_host: str
+    secrets_dir: str  # generated per lab on the controller (git-ignored, 0700), never defaults
 
     def to_vars(self) -> dict[str, Any]:
         """Ansible extra vars: the whole plan under one key."""
@@ -142,7 +145,9 @@ class Plan:
 def image_plan(name: str, base_tag: str) -> ImagePlan:
     context = IMAGES_DIR / name
     tag = f"pacslab/{name}:{_tree_hash(base_tag.encode(), context)}"
-    return ImagePlan(name=name, tag=tag, context=str(context), build_args={"BASE": base_tag})
+    return ImagePlan(
+        name=name, tag=tag, context=str(context), build_args={"BASE": base_tag}, pip_requirements=(context / "requirements.txt").is_file()
+    )
 
 
 def build_plan(lab: Lab, apt: AptSources | None = None) -> Plan:
@@ -214,6 +219,7 @@ def build_plan(lab: Lab, apt: AptSources | None = None) -> Plan:
         bridge_glob=f"{lab.bridge_prefix}+",
         firewall_ruleset=render(lab),
         firewall_host=lab.router.name,
+        secrets_dir=str(REPO_ROOT / ".pacslab" / lab.name / "secrets"),
     )
 
 

@@ -78,9 +78,9 @@ class CallbackModule(CallbackBase):
             return
         self._count(result, "failed")
         res = result._result
-        msg = res.get("msg") or res.get("stderr") or res.get("reason") or ""
-        if not msg and res.get("results"):
-            msg = "; ".join(str(r.get("msg") or r.get("stderr") or "") for r in res["results"] if r.get("failed"))
+        # A failed loop says only "One or more items failed": show what each failed item said.
+        items = [str(r.get("stderr") or r.get("msg") or "").strip()[-600:] for r in res.get("results") or [] if r.get("failed")]
+        msg = "; ".join(i for i in items if i) or res.get("msg") or res.get("stderr") or res.get("reason") or ""
         entry = {
             "phase": self.current["phase"] if self.current else "",
             "task": result._task.get_name(),

@@ -1,0 +1,531 @@
+"""DICOM nodes of the lab: modality simulators, the workstation and the probes the checks use.
+
+roles/dicom_node installs this file on modalities, workstations and the overlay gateway as
+/usr/local/lib/pacslab/dicomsim.py, with pynetdicom 3.0.4 and pydicom 3.0.2 from the image.
+Every command prints one JSON object, so tests and scenarios read outcomes, not log text.
+
+Services (PS3.4): Verification (C-ECHO), Storage (C-STORE), Study Root Query/Retrieve (C-FIND,
+C-MOVE, C-GET) and Modality Worklist (C-FIND). Transport: DICOM TLS (PS3.15 B.1, the
+"Basic TLS Secure Transport Connection Profile"), mutual, with the node's certificate; the peer is
+checked against the node's trust bundle (the anchors of its enrolled peers) and its address.
+
+Synthetic data only: patients come from the HL7 orders of the lab (``PACSLAB^...`` names); pixel
+data is a computed phantom, never a real image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import json
+import logging
+import math
+import os
+import socket
+import ssl
+import struct
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    CTImageStorage,
+    ModalityWorklistInformationFind,
+    MRImageStorage,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
+
+log = logging.getLogger("dicomsim")
+CONFIG = Path(os.environ.get("PACSLAB_DICOM_CONFIG", "/etc/pacslab/dicom.json"))
+STATE = Path(os.environ.get("PACSLAB_DICOM_STATE", "/var/lib/pacslab"))
+UID_ROOT = "1.2.826.0.1.3680043.10.1077."  # lab-local UIDs (pydicom's registered root + lab suffix)
+STORAGE = {"CT": CTImageStorage, "MR": MRImageStorage}
+GEOMETRY = {"CT": (512, 512, 0.7, 2.5), "MR": (256, 256, 0.9, 5.0)}  # rows, cols, pixel mm, slice mm
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration and TLS
+
+
+def load_config(path: Path = CONFIG) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def client_context(cfg: dict[str, Any], mode: str = "device", tls_version: str | None = None) -> ssl.SSLContext:
+    """A TLS client context (SERVER_AUTH purpose: it verifies the server).
+
+    mode: device (the node's certificate), nocert (no client certificate), or cert:<crt>:<key>
+    (another certificate, for negative checks). tls_version pins TLSv1_1 etc. for probes.
+    """
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cfg["tls"]["trusted"])
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if mode == "device":
+        ctx.load_cert_chain(cfg["tls"]["cert"], cfg["tls"]["key"])
+    elif mode.startswith("cert:"):
+        _, crt, key = mode.split(":", 2)
+        ctx.load_cert_chain(crt, key)
+    if tls_version:
+        version = ssl.TLSVersion[tls_version]
+        ctx.set_ciphers("ALL:@SECLEVEL=0")  # let the probe really offer an old version; the server must refuse
+        ctx.minimum_version = ctx.maximum_version = version
+    return ctx
+
+
+def server_context(cfg: dict[str, Any]) -> ssl.SSLContext:
+    """Mutual TLS for an SCP: a client certificate is required and checked against the bundle."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=cfg["tls"]["trusted"])
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cfg["tls"]["cert"], cfg["tls"]["key"])
+    return ctx
+
+
+def _peer(cfg: dict[str, Any], name: str) -> dict[str, Any]:
+    peer: dict[str, Any] = cfg["peers"][name]
+    return peer
+
+
+# ---------------------------------------------------------------------------------------------
+# Synthetic studies
+
+
+@functools.lru_cache(maxsize=32)
+def phantom_slice(rows: int, cols: int, index: int) -> bytes:
+    """A 16-bit signed phantom: an ellipse whose inner disc moves with the slice (a realistic CT
+    range: air -1000, soft tissue 40, bone-like 700), as little-endian bytes."""
+    cy, cx = rows / 2, cols / 2
+    inner = rows / 8 + (index % 7) * rows / 64
+    row_values: list[bytes] = []
+    for y in range(rows):
+        dy = (y - cy) / (rows * 0.42)
+        values = []
+        for x in range(cols):
+            dx = (x - cx) / (cols * 0.36)
+            if dx * dx + dy * dy > 1:
+                values.append(-1000)
+            elif math.hypot(x - cx * 1.2, y - cy) < inner:
+                values.append(700)
+            else:
+                values.append(40 + ((x * 7 + y * 3 + index) % 23))
+        row_values.append(struct.pack(f"<{cols}h", *values))
+    return b"".join(row_values)
+
+
+def make_series(order: dict[str, str], modality: str, station_ae: str, images: int) -> list[Dataset]:
+    """One series for a worklist item: Patient, Study (keeps the accession and Study UID), Series."""
+    rows, cols, pixel_mm, slice_mm = GEOMETRY[modality]
+    series_uid = generate_uid(UID_ROOT)
+    now = time.strftime("%Y%m%d"), time.strftime("%H%M%S")
+    datasets = []
+    for i in range(images):
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.file_meta.MediaStorageSOPClassUID = STORAGE[modality]
+        ds.SOPClassUID = STORAGE[modality]
+        ds.SOPInstanceUID = generate_uid(UID_ROOT)
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.PatientName = order["patient_name"]
+        ds.PatientID = order["patient_id"]
+        ds.PatientBirthDate = order.get("birth_date", "")
+        ds.PatientSex = order.get("sex", "O")
+        ds.AccessionNumber = order["accession"]
+        ds.StudyInstanceUID = order["study_uid"]
+        ds.StudyID = order["accession"][-16:]
+        ds.StudyDate, ds.StudyTime = now
+        ds.StudyDescription = order.get("procedure", "")
+        ds.SeriesInstanceUID = series_uid
+        ds.SeriesNumber = 1
+        ds.SeriesDescription = f"pacslab synthetic {modality}"
+        ds.Modality = modality
+        ds.StationName = station_ae
+        ds.Manufacturer = "pacslab"
+        ds.InstanceNumber = i + 1
+        ds.ImagePositionPatient = [-(cols * pixel_mm) / 2, -(rows * pixel_mm) / 2, i * slice_mm]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.SliceThickness = slice_mm
+        ds.PixelSpacing = [pixel_mm, pixel_mm]
+        ds.Rows, ds.Columns = rows, cols
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        if modality == "CT":
+            ds.RescaleIntercept, ds.RescaleSlope, ds.KVP = 0, 1, 120
+        else:
+            ds.MagneticFieldStrength, ds.EchoTime, ds.RepetitionTime = 1.5, 90, 4000
+        ds.PixelData = phantom_slice(rows, cols, i)
+        datasets.append(ds)
+    return datasets
+
+
+def fingerprint(ds: Dataset) -> dict[str, str]:
+    """What must survive every hop unchanged (C-DAT-03): pixel data and key tags."""
+    return {
+        "sop_instance_uid": str(ds.SOPInstanceUID),
+        "pixel_md5": hashlib.md5(bytes(ds.PixelData)).hexdigest(),  # noqa: S324 (an identity check, not security)
+        "accession": str(ds.AccessionNumber),
+        "patient_id": str(ds.PatientID),
+        "patient_name": str(ds.PatientName),
+        "study_uid": str(ds.StudyInstanceUID),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Associations
+
+
+def _ae(cfg: dict[str, Any], calling: str | None) -> AE:
+    ae = AE(ae_title=calling or cfg["ae_title"])
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 20
+    ae.connection_timeout = 10
+    return ae
+
+
+def associate(
+    cfg: dict[str, Any], peer: str, contexts: list[str], calling: str | None = None, called: str | None = None, tls: str | None = None,
+    tls_version: str | None = None, host: str | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """Open an association; the result says established / rejected / aborted and why."""
+    target = _peer(cfg, peer)
+    tls = tls or cfg.get("transport", "device")  # the legacy device's configuration says cleartext
+    ae = _ae(cfg, calling)
+    for c in contexts:
+        ae.add_requested_context(c)
+    addr, port = host or target["host"], int(target["port"])
+    kwargs: dict[str, Any] = {"ae_title": called or target["ae_title"]}
+    if tls != "cleartext":
+        kwargs["tls_args"] = (client_context(cfg, tls, tls_version), target["host"])
+    assoc = ae.associate(addr, port, **kwargs)
+    outcome = {
+        "peer": peer,
+        "established": assoc.is_established,
+        "rejected": assoc.is_rejected,
+        "aborted": assoc.is_aborted,
+        "tls": tls,
+    }
+    if assoc.is_established and tls != "cleartext":
+        sock = assoc.dul.socket.socket if assoc.dul.socket else None
+        outcome["tls_version"] = sock.version() if isinstance(sock, ssl.SSLSocket) else None
+    return assoc, outcome
+
+
+def echo(cfg: dict[str, Any], peer: str, **kw: Any) -> dict[str, Any]:
+    assoc, out = associate(cfg, peer, [Verification], **kw)
+    if assoc.is_established:
+        status = assoc.send_c_echo()
+        out["status"] = f"0x{status.Status:04X}" if status else None
+        assoc.release()
+    return out
+
+
+def store(cfg: dict[str, Any], peer: str, datasets: list[Dataset], **kw: Any) -> dict[str, Any]:
+    """C-STORE each dataset on one association; the statuses, the fingerprints and the times."""
+    contexts = sorted({str(ds.SOPClassUID) for ds in datasets})
+    started = time.monotonic()
+    assoc, out = associate(cfg, peer, contexts, **kw)
+    out["stored"], out["failed"], out["latency_ms"] = [], [], []
+    if assoc.is_established:
+        for ds in datasets:
+            t0 = time.monotonic()
+            status = assoc.send_c_store(ds)
+            out["latency_ms"].append(round((time.monotonic() - t0) * 1000, 2))
+            code = status.Status if status else None
+            (out["stored"] if code == 0 else out["failed"]).append({**fingerprint(ds), "status": code})
+        assoc.release()
+    out["seconds"] = round(time.monotonic() - started, 3)
+    out["bytes"] = sum(len(ds.PixelData) for ds in datasets)
+    return out
+
+
+def find_studies(cfg: dict[str, Any], peer: str, accession: str = "", **kw: Any) -> dict[str, Any]:
+    assoc, out = associate(cfg, peer, [StudyRootQueryRetrieveInformationModelFind], **kw)
+    out["matches"], out["statuses"] = [], []
+    if assoc.is_established:
+        query = Dataset()
+        query.QueryRetrieveLevel = "STUDY"
+        query.AccessionNumber = accession
+        query.StudyInstanceUID = ""
+        query.PatientName = ""
+        query.NumberOfStudyRelatedInstances = ""
+        for status, ident in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind):
+            out["statuses"].append(f"0x{status.Status:04X}" if status else None)
+            if status and status.Status in (0xFF00, 0xFF01) and ident is not None:
+                out["matches"].append({"study_uid": str(ident.StudyInstanceUID), "accession": str(ident.get("AccessionNumber", ""))})
+        assoc.release()
+    return out
+
+
+def move(cfg: dict[str, Any], peer: str, study_uid: str, destination: str, **kw: Any) -> dict[str, Any]:
+    assoc, out = associate(cfg, peer, [StudyRootQueryRetrieveInformationModelMove], **kw)
+    out["statuses"] = []
+    if assoc.is_established:
+        query = Dataset()
+        query.QueryRetrieveLevel = "STUDY"
+        query.StudyInstanceUID = study_uid
+        for status, _ in assoc.send_c_move(query, destination, StudyRootQueryRetrieveInformationModelMove):
+            if status:
+                out["statuses"].append(f"0x{status.Status:04X}")
+                out["completed"] = int(status.get("NumberOfCompletedSuboperations", 0) or 0)
+                out["failed"] = int(status.get("NumberOfFailedSuboperations", 0) or 0)
+        assoc.release()
+    return out
+
+
+def get(cfg: dict[str, Any], peer: str, study_uid: str, **kw: Any) -> dict[str, Any]:
+    """C-GET: the retrieved instances come back on the same association (no inbound port)."""
+    got: list[dict[str, str]] = []
+
+    def on_store(event: Any) -> int:
+        ds = event.dataset
+        ds.file_meta = event.file_meta
+        got.append(fingerprint(ds))
+        return 0x0000
+
+    target = _peer(cfg, peer)
+    ae = _ae(cfg, kw.pop("calling", None))
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    roles = []
+    for uid in STORAGE.values():
+        ae.add_requested_context(uid)
+        from pynetdicom import build_role
+
+        roles.append(build_role(uid, scp_role=True))
+    assoc = ae.associate(
+        target["host"], int(target["port"]), ae_title=target["ae_title"], ext_neg=roles,
+        evt_handlers=[(evt.EVT_C_STORE, on_store)], tls_args=(client_context(cfg), target["host"]),
+    )
+    out: dict[str, Any] = {"peer": peer, "established": assoc.is_established, "rejected": assoc.is_rejected, "statuses": []}
+    if assoc.is_established:
+        query = Dataset()
+        query.QueryRetrieveLevel = "STUDY"
+        query.StudyInstanceUID = study_uid
+        for status, _ in assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet):
+            if status:
+                out["statuses"].append(f"0x{status.Status:04X}")
+        assoc.release()
+    out["received"] = got
+    return out
+
+
+def worklist(cfg: dict[str, Any], peer: str = "ris", modality: str | None = None, **kw: Any) -> dict[str, Any]:
+    """Modality Worklist C-FIND (PS3.4 K): this station's scheduled procedure steps."""
+    assoc, out = associate(cfg, peer, [ModalityWorklistInformationFind], **kw)
+    out["items"] = []
+    if assoc.is_established:
+        query = Dataset()
+        query.PatientName = ""
+        query.PatientID = ""
+        query.PatientBirthDate = ""
+        query.PatientSex = ""
+        query.AccessionNumber = ""
+        query.StudyInstanceUID = ""
+        query.RequestedProcedureDescription = ""
+        step = Dataset()
+        step.Modality = modality or cfg.get("modality", "")
+        step.ScheduledStationAETitle = cfg["ae_title"] if cfg.get("station_filter", True) else ""
+        step.ScheduledProcedureStepStartDate = ""
+        step.ScheduledProcedureStepID = ""
+        query.ScheduledProcedureStepSequence = [step]
+        for status, ident in assoc.send_c_find(query, ModalityWorklistInformationFind):
+            if status and status.Status in (0xFF00, 0xFF01) and ident is not None:
+                out["items"].append(
+                    {
+                        "patient_name": str(ident.PatientName),
+                        "patient_id": str(ident.PatientID),
+                        "birth_date": str(ident.get("PatientBirthDate", "")),
+                        "sex": str(ident.get("PatientSex", "")),
+                        "accession": str(ident.AccessionNumber),
+                        "study_uid": str(ident.StudyInstanceUID),
+                        "procedure": str(ident.get("RequestedProcedureDescription", "")),
+                    }
+                )
+        assoc.release()
+    return out
+
+
+def acquire(cfg: dict[str, Any], images: int, accession: str | None = None, **kw: Any) -> dict[str, Any]:
+    """The modality's day: read the worklist, acquire each new item, store it to the PACS.
+
+    Items already acquired (state file) are skipped, so the service can run this in a loop.
+    """
+    wl = worklist(cfg, **kw)
+    done_file = STATE / "acquired.json"
+    done: list[str] = json.loads(done_file.read_text()) if done_file.is_file() else []
+    results = []
+    for item in wl["items"]:
+        if (accession and item["accession"] != accession) or (not accession and item["accession"] in done):
+            continue
+        series = make_series(item, cfg["modality"], cfg["ae_title"], images)
+        result = store(cfg, "pacs", series, **kw)
+        results.append({"accession": item["accession"], **result})
+        sent = STATE / "sent"
+        sent.mkdir(parents=True, exist_ok=True)
+        (sent / f"{item['accession']}.json").write_text(json.dumps([fingerprint(ds) for ds in series]))
+        if result["stored"] and not result["failed"]:
+            done.append(item["accession"])
+            STATE.mkdir(parents=True, exist_ok=True)
+            done_file.write_text(json.dumps(done))
+    return {"worklist": {k: v for k, v in wl.items() if k != "items"}, "items": len(wl["items"]), "acquired": results}
+
+
+# ---------------------------------------------------------------------------------------------
+# Long-running services
+
+
+def serve_modality(cfg: dict[str, Any], every: float, images: int) -> None:
+    """The modality as a service: poll the worklist every ``every`` seconds and acquire new items."""
+    while True:
+        try:
+            result = acquire(cfg, images)
+            for item in result["acquired"]:
+                log.info("acquired %s: %d stored, %d failed", item["accession"], len(item["stored"]), len(item["failed"]))
+        except Exception:  # a service keeps going; the next round retries
+            log.exception("acquisition round failed")
+        time.sleep(every)
+
+
+def serve_storage(cfg: dict[str, Any], port: int, folder: Path, allowed: list[str]) -> None:
+    """A storage SCP over mutual TLS (the workstation's C-MOVE destination). Only the AE titles in
+    ``allowed`` may associate; received instances are written as Part 10 files."""
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def on_store(event: Any) -> int:
+        ds = event.dataset
+        ds.file_meta = event.file_meta
+        ds.save_as(folder / f"{ds.SOPInstanceUID}.dcm", enforce_file_format=True)
+        log.info("stored %s from %s", ds.SOPInstanceUID, event.assoc.requestor.ae_title)
+        return 0x0000
+
+    ae = AE(ae_title=cfg["ae_title"])
+    ae.require_calling_aet = allowed
+    ae.add_supported_context(Verification)
+    for uid in STORAGE.values():
+        ae.add_supported_context(uid)
+    ae.start_server(("0.0.0.0", port), ssl_context=server_context(cfg), evt_handlers=[(evt.EVT_C_STORE, on_store)])
+
+
+def raw_send(host: str, port: int, payload: bytes, cfg: dict[str, Any] | None, hold: float = 2.0) -> dict[str, Any]:
+    """Send bytes (garbage, a truncated PDU) over TLS with the device certificate, or cleartext
+    when cfg is None; report what came back before the peer closed."""
+    out: dict[str, Any] = {"sent": len(payload)}
+    try:
+        with socket.create_connection((host, port), timeout=10) as plain:
+            sock: socket.socket = client_context(cfg).wrap_socket(plain, server_hostname=host) if cfg else plain
+            sock.sendall(payload)
+            sock.settimeout(hold)
+            data = b""
+            try:
+                while chunk := sock.recv(4096):
+                    data += chunk
+            except (TimeoutError, socket.timeout):
+                out["still_open"] = True
+            out["received"] = data[:64].hex()
+    except (OSError, ssl.SSLError) as exc:
+        out["error"] = f"{type(exc).__name__}: {exc}"
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def _conn_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--peer", default="pacs", help="a peer of /etc/pacslab/dicom.json (pacs, ris, ...)")
+    p.add_argument("--calling", help="calling AE title (default: this node's)")
+    p.add_argument("--called", help="called AE title (default: the peer's)")
+    p.add_argument("--tls", help="device | nocert | cleartext | cert:<crt>:<key> (default: the node's transport)")
+    p.add_argument("--tls-version", help="pin a TLS version (TLSv1_1 ...) for negative checks")
+    p.add_argument("--host", help="connect to this address instead of the peer's (e.g. a gateway)")
+
+
+def _kw(args: argparse.Namespace) -> dict[str, Any]:
+    return {"calling": args.calling, "called": args.called, "tls": args.tls, "tls_version": args.tls_version, "host": args.host}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dicomsim", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--config", type=Path, default=CONFIG)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("echo", "worklist", "find"):
+        _conn_args(sub.add_parser(name))
+    sub.choices["find"].add_argument("--accession", default="")
+    p = sub.add_parser("store", help="generate and C-STORE a synthetic series")
+    _conn_args(p)
+    p.add_argument("--images", type=int, default=3)
+    p.add_argument("--modality", choices=sorted(STORAGE))
+    p.add_argument("--patient-name", default="PACSLAB^PROBE")
+    p.add_argument("--accession", default="PROBE")
+    p.add_argument("--repeat", type=int, default=1, help="store the series this many times, with fresh UIDs")
+    p.add_argument("--sop-instance-uid", help="reuse this SOP Instance UID (overwrite attempts)")
+    p.add_argument("--sop-class-uid", help="claim another SOP class (unknown-class checks)")
+    p = sub.add_parser("acquire", help="worklist -> synthetic series -> store to the PACS (one round)")
+    _conn_args(p)
+    p.add_argument("--images", type=int, default=4)
+    p.add_argument("--accession")
+    for name in ("move", "get"):
+        p = sub.add_parser(name)
+        _conn_args(p)
+        p.add_argument("--study", required=True)
+    sub.choices["move"].add_argument("--destination", required=True)
+    p = sub.add_parser("serve-modality")
+    p.add_argument("--every", type=float, default=30)
+    p.add_argument("--images", type=int, default=4)
+    p = sub.add_parser("serve-storage")
+    p.add_argument("--port", type=int, default=2762)
+    p.add_argument("--folder", type=Path, default=STATE / "received")
+    p.add_argument("--allow", nargs="+", required=True, help="calling AE titles allowed")
+    p = sub.add_parser("raw", help="send raw bytes (hex) and report the answer")
+    p.add_argument("--peer", default="pacs")
+    p.add_argument("--hex", required=True)
+    p.add_argument("--cleartext", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s dicomsim %(levelname)s %(message)s", stream=sys.stderr)
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    cfg = load_config(args.config)
+    result: dict[str, Any]
+    if args.command == "echo":
+        result = echo(cfg, args.peer, **_kw(args))
+    elif args.command == "worklist":
+        result = worklist(cfg, args.peer, **_kw(args))
+    elif args.command == "find":
+        result = find_studies(cfg, args.peer, args.accession, **_kw(args))
+    elif args.command == "store":
+        modality = args.modality or cfg.get("modality", "CT")
+        order = {"patient_name": args.patient_name, "patient_id": "PROBE-1", "accession": args.accession, "study_uid": generate_uid(UID_ROOT)}
+        series = [ds for _ in range(args.repeat) for ds in make_series(order, modality, cfg.get("ae_title", "PROBE"), args.images)]
+        for ds in series:
+            if args.sop_instance_uid:
+                ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = args.sop_instance_uid
+            if args.sop_class_uid:
+                ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = args.sop_class_uid
+        result = store(cfg, args.peer, series, **_kw(args))
+    elif args.command == "acquire":
+        result = acquire(cfg, args.images, args.accession, **_kw(args))
+    elif args.command == "move":
+        result = move(cfg, args.peer, args.study, args.destination, **_kw(args))
+    elif args.command == "get":
+        result = get(cfg, args.peer, args.study, calling=args.calling)
+    elif args.command == "serve-modality":
+        serve_modality(cfg, args.every, args.images)
+        return 0
+    elif args.command == "serve-storage":
+        serve_storage(cfg, args.port, args.folder, args.allow)
+        return 0
+    else:
+        peer = _peer(cfg, args.peer)
+        result = raw_send(peer["host"], int(peer["port"]), bytes.fromhex(args.hex), None if args.cleartext else cfg)
+    json.dump(result, sys.stdout)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
