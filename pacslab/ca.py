@@ -46,13 +46,13 @@ PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
 def not_after(cert: x509.Certificate) -> dt.datetime:
     """The expiry as an aware UTC time (cryptography >= 42 has *_utc; Debian's 38 has naive UTC)."""
     value = getattr(cert, "not_valid_after_utc", None)
-    return value if value is not None else cert.not_valid_after.replace(tzinfo=dt.timezone.utc)
+    return value if value is not None else cert.not_valid_after.replace(tzinfo=dt.UTC)
 
 
 def key_strength(cert: x509.Certificate) -> str:
@@ -164,7 +164,8 @@ class Authority:
         tmp.replace(self.inventory_path)
 
     def meta(self) -> dict[str, str]:
-        return json.loads((self.state / "meta.json").read_text())
+        meta: dict[str, str] = json.loads((self.state / "meta.json").read_text())
+        return meta
 
     def root(self) -> x509.Certificate:
         return x509.load_pem_x509_certificate((self.state / "root.crt").read_bytes())
@@ -228,7 +229,10 @@ class Authority:
             ):
                 return {"changed": False, **self._bundle_for(name, current["pem"], cross, anchor)}
             now = _now()
-            start, end = (now - dt.timedelta(days=30), now - dt.timedelta(days=1)) if expired else (now - dt.timedelta(minutes=5), now + dt.timedelta(days=days))
+            if expired:
+                start, end = now - dt.timedelta(days=30), now - dt.timedelta(days=1)
+            else:
+                start, end = now - dt.timedelta(minutes=5), now + dt.timedelta(days=days)
             cn = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
             cert = (
                 x509.CertificateBuilder()

@@ -32,7 +32,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-from pynetdicom import AE, evt
+from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     CTImageStorage,
     ModalityWorklistInformationFind,
@@ -171,10 +171,10 @@ def fingerprint(ds: Dataset) -> dict[str, str]:
     return {
         "sop_instance_uid": str(ds.SOPInstanceUID),
         "pixel_md5": hashlib.md5(bytes(ds.PixelData)).hexdigest(),  # noqa: S324 (an identity check, not security)
-        "accession": str(ds.AccessionNumber),
-        "patient_id": str(ds.PatientID),
-        "patient_name": str(ds.PatientName),
-        "study_uid": str(ds.StudyInstanceUID),
+        "accession": str(ds.get("AccessionNumber", "")),
+        "patient_id": str(ds.get("PatientID", "")),
+        "patient_name": str(ds.get("PatientName", "")),
+        "study_uid": str(ds.get("StudyInstanceUID", "")),
     }
 
 
@@ -292,11 +292,9 @@ def get(cfg: dict[str, Any], peer: str, study_uid: str, **kw: Any) -> dict[str, 
     target = _peer(cfg, peer)
     ae = _ae(cfg, kw.pop("calling", None))
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
-    roles = []
+    roles: list[Any] = []
     for uid in STORAGE.values():
         ae.add_requested_context(uid)
-        from pynetdicom import build_role
-
         roles.append(build_role(uid, scp_role=True))
     assoc = ae.associate(
         target["host"], int(target["port"]), ae_title=target["ae_title"], ext_neg=roles,
@@ -412,6 +410,24 @@ def serve_storage(cfg: dict[str, Any], port: int, folder: Path, allowed: list[st
     ae.start_server(("0.0.0.0", port), ssl_context=server_context(cfg), evt_handlers=[(evt.EVT_C_STORE, on_store)])
 
 
+def flood(cfg: dict[str, Any], peer: str, count: int, hold: float) -> dict[str, Any]:
+    """Open ``count`` associations at once and hold them: what a misbehaving device does."""
+    import concurrent.futures
+
+    def one(_: int) -> bool:
+        assoc, _out = associate(cfg, peer, [Verification])
+        if not assoc.is_established:
+            return False
+        time.sleep(hold)
+        assoc.release()
+        return True
+
+    started = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=count) as pool:
+        results = list(pool.map(one, range(count)))
+    return {"attempted": count, "established": sum(results), "seconds": round(time.monotonic() - started, 2)}
+
+
 def raw_send(host: str, port: int, payload: bytes, cfg: dict[str, Any] | None, hold: float = 2.0) -> dict[str, Any]:
     """Send bytes (garbage, a truncated PDU) over TLS with the device certificate, or cleartext
     when cfg is None; report what came back before the peer closed."""
@@ -425,7 +441,7 @@ def raw_send(host: str, port: int, payload: bytes, cfg: dict[str, Any] | None, h
             try:
                 while chunk := sock.recv(4096):
                     data += chunk
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 out["still_open"] = True
             out["received"] = data[:64].hex()
     except (OSError, ssl.SSLError) as exc:
@@ -466,6 +482,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=1, help="store the series this many times, with fresh UIDs")
     p.add_argument("--sop-instance-uid", help="reuse this SOP Instance UID (overwrite attempts)")
     p.add_argument("--sop-class-uid", help="claim another SOP class (unknown-class checks)")
+    p.add_argument("--malformed", action="store_true", help="drop the Study/Series/SOP Instance UIDs (malformed-object checks)")
+    p = sub.add_parser("flood", help="open many associations at once (robustness checks)")
+    p.add_argument("--peer", default="pacs")
+    p.add_argument("--count", type=int, default=20)
+    p.add_argument("--hold", type=float, default=2.0)
     p = sub.add_parser("acquire", help="worklist -> synthetic series -> store to the PACS (one round)")
     _conn_args(p)
     p.add_argument("--images", type=int, default=4)
@@ -506,6 +527,8 @@ def main(argv: list[str] | None = None) -> int:
                 ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = args.sop_instance_uid
             if args.sop_class_uid:
                 ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = args.sop_class_uid
+            if args.malformed:
+                del ds.StudyInstanceUID, ds.SeriesInstanceUID
         result = store(cfg, args.peer, series, **_kw(args))
     elif args.command == "acquire":
         result = acquire(cfg, args.images, args.accession, **_kw(args))
@@ -513,6 +536,8 @@ def main(argv: list[str] | None = None) -> int:
         result = move(cfg, args.peer, args.study, args.destination, **_kw(args))
     elif args.command == "get":
         result = get(cfg, args.peer, args.study, calling=args.calling)
+    elif args.command == "flood":
+        result = flood(cfg, args.peer, args.count, args.hold)
     elif args.command == "serve-modality":
         serve_modality(cfg, args.every, args.images)
         return 0

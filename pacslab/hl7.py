@@ -107,12 +107,12 @@ def write_worklist(order: dict[str, str], folder: Path = WORKLISTS) -> Path:
     """One worklist file per accession (PS3.4 K.6 attributes), written atomically; the Study
     Instance UID is fixed here so that the acquired study keeps it."""
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.31"
+    ds.file_meta.MediaStorageSOPClassUID = UID("1.2.840.10008.5.1.4.31")  # Modality Worklist Information Model - FIND
     ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     ds.SpecificCharacterSet = "ISO_IR 100"
     ds.PatientName = order["patient_name"]
@@ -213,8 +213,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     cfg: dict[str, Any] = json.loads(args.config.read_text())
     ris = cfg["peers"]["ris-hl7"]
-    order = {k: getattr(args, k.replace("-", "_")) for k in ("patient_id", "patient_name", "accession", "modality", "station", "procedure", "birth_date", "sex")}
-    answer = send(ris["host"], int(ris["port"]), build_orm(order, f"{int(time.time() * 1000) % 10**10}"), cfg["tls"]["trusted"], cfg["tls"]["cert"], cfg["tls"]["key"])
+    fields = ("patient_id", "patient_name", "accession", "modality", "station", "procedure", "birth_date", "sex")
+    order = {k: getattr(args, k) for k in fields}
+    message = build_orm(order, f"{int(time.time() * 1000) % 10**10}")
+    answer = send(ris["host"], int(ris["port"]), message, cfg["tls"]["trusted"], cfg["tls"]["cert"], cfg["tls"]["key"])
     msa = next((line.split("|") for line in answer.split("\r") if line.startswith("MSA")), ["MSA", ""])
     json.dump({"ack": msa[1], "text": msa[3] if len(msa) > 3 else "", "raw": answer}, sys.stdout)
     print()

@@ -14,11 +14,18 @@ from pacslab.probes import segmentation as seg
 pytestmark = pytest.mark.control("C-ACC-04")
 
 
-def test_allowed_flow_connects(allow_case: seg.Case, segmentation, evidence) -> None:
+def test_allowed_flow_connects(allow_case: seg.Case, segmentation, running_lab, evidence) -> None:
+    """A planned destination is a stand-in that names itself. A deployed one is the real service:
+    it answers (no banner) or, where its service comes later (pacs:22 before the bastion issue),
+    refuses; either way the SYN crossed the fw, which only ever drops."""
     outcome = segmentation.outcomes[allow_case.id]
     dst = f"{allow_case.dst.address}:{allow_case.port}/{allow_case.proto}"
     evidence.update(flow=allow_case.flow, src=allow_case.src.address, dst=dst, outcome=outcome)
-    assert outcome == f"open:{allow_case.dst.name}", f"{allow_case.id}: expected the {allow_case.dst.name} listener, got {outcome}"
+    host = running_lab.hosts.get(allow_case.dst.name)
+    if host is not None and host.deployed:
+        assert outcome in ("open:?", "refused"), f"{allow_case.id}: the fw must forward to {allow_case.dst.name}, got {outcome}"
+    else:
+        assert outcome == f"open:{allow_case.dst.name}", f"{allow_case.id}: expected the {allow_case.dst.name} listener, got {outcome}"
 
 
 def test_denied_flow_is_dropped_and_logged(deny_case: seg.Case, segmentation, evidence) -> None:

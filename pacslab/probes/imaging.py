@@ -1,0 +1,136 @@
+"""Probes of the imaging core, run inside lab containers (the source address is the device's own).
+
+Each helper drives a real peer: dicomsim.py on a DICOM node (pynetdicom associations over the
+node's own TLS identity), hl7.py on the order-entry station, Orthanc's REST API through its HTTPS
+front (stunnel) with the lab's generated credentials, the CA tool on ``ca``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..docker import docker
+from ..topology import REPO_ROOT, Lab
+
+T = TypeVar("T")
+DICOMSIM = "/usr/local/lib/pacslab/dicomsim.py"
+HL7 = "/usr/local/lib/pacslab/hl7.py"
+ADMIN = "pacslab-admin"
+
+
+def _json(text: str) -> Any:
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        raise RuntimeError("no output")
+    return json.loads(lines[-1])
+
+
+def exec_in(lab: Lab, host: str, *argv: str, timeout: float = 180, input: str | None = None, check: bool = True) -> str:
+    proc = docker("exec", "-i", lab.container_name(host), *argv, check=False, timeout=timeout, input=input)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{host}: {' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip()[-800:]}")
+    return proc.stdout
+
+
+def dicomsim(lab: Lab, host: str, *args: str, timeout: float = 180) -> dict[str, Any]:
+    """Run one dicomsim command on a DICOM node; its JSON result."""
+    result: dict[str, Any] = _json(exec_in(lab, host, "python3", DICOMSIM, *args, timeout=timeout))
+    return result
+
+
+def send_order(lab: Lab, accession: str, station: str, modality: str, patient: str, patient_id: str) -> dict[str, Any]:
+    out = exec_in(
+        lab, "ws-tech", "python3", HL7, "send", "--patient-id", patient_id, "--patient-name", patient,
+        "--accession", accession, "--modality", modality, "--station", station,
+    )
+    result: dict[str, Any] = _json(out)
+    return result
+
+
+def admin_password(lab: Lab, host: str) -> str:
+    return (REPO_ROOT / ".pacslab" / lab.name / "secrets" / f"orthanc-{host}").read_text().split()[0]
+
+
+def orthanc(lab: Lab, host: str, path: str, method: str = "GET", body: str | None = None, raw: bool = False) -> Any:
+    """Orthanc REST through its HTTPS front, from inside the host (loopback, the lab root as trust)."""
+    argv = [
+        "curl", "-s", "--max-time", "60", "--cacert", "/etc/pacslab/tls/root.pem", "--resolve", f"{host}:443:127.0.0.1",
+        "-u", f"{ADMIN}:{admin_password(lab, host)}", "-X", method, f"https://{host}{path}",
+    ]
+    if body is not None:
+        argv += ["--data-binary", body]
+    out = exec_in(lab, host, *argv, timeout=90)
+    return out if raw else json.loads(out)
+
+
+def instance_count(lab: Lab, host: str) -> int:
+    return int(orthanc(lab, host, "/statistics")["CountInstances"])
+
+
+def find_study(lab: Lab, host: str, accession: str) -> list[str]:
+    body = json.dumps({"Level": "Study", "Query": {"AccessionNumber": accession}})
+    ids: list[str] = orthanc(lab, host, "/tools/find", "POST", body)
+    return ids
+
+
+def study_instances(lab: Lab, host: str, study: str) -> list[dict[str, Any]]:
+    """Each instance: Orthanc id, SOP Instance UID, stored MD5 of the DICOM attachment."""
+    rows = []
+    for inst in orthanc(lab, host, f"/studies/{study}/instances"):
+        md5 = orthanc(lab, host, f"/instances/{inst['ID']}/attachments/dicom/md5", raw=True).strip()
+        rows.append({"id": inst["ID"], "sop_instance_uid": inst["MainDicomTags"]["SOPInstanceUID"], "md5": md5})
+    return rows
+
+
+def wait_for(what: str, fn: Callable[[], T | None], timeout: float = 120, every: float = 2) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {timeout:.0f} s for {what}")
+        time.sleep(every)
+
+
+def ca(lab: Lab, *args: str, input: str | None = None) -> Any:
+    return _json(exec_in(lab, "ca", "pacslab-ca", *args, input=input))
+
+
+def copy_into(lab: Lab, host: str, path: str, content: str) -> None:
+    exec_in(lab, host, "sh", "-c", f"cat > {path}", input=content)
+
+
+def read_from(lab: Lab, host: str, path: str) -> str:
+    return exec_in(lab, host, "cat", path)
+
+
+def received_fingerprints(lab: Lab, host: str, folder: str = "/var/lib/pacslab/received") -> list[dict[str, str]]:
+    """Fingerprints (pixel MD5 and key tags) of the Part 10 files a workstation received."""
+    script = (
+        "import json,sys,pathlib;sys.path.insert(0,'/usr/local/lib/pacslab');import dicomsim,pydicom;"
+        f"print(json.dumps([dicomsim.fingerprint(pydicom.dcmread(p)) for p in sorted(pathlib.Path('{folder}').glob('*.dcm'))]))"
+    )
+    rows: list[dict[str, str]] = _json(exec_in(lab, host, "python3", "-c", script))
+    return rows
+
+
+def capture_start(lab: Lab, name: str, netns_of: str, image: str) -> None:
+    """tcpdump in a container's network namespace (the fw sees every inter-zone link)."""
+    docker(
+        "run", "-d", "--rm", "--name", f"{lab.prefix}-capture-{name}", "--label", f"pacslab.lab={lab.name}",
+        "--network", f"container:{lab.container_name(netns_of)}", "--cap-add", "NET_RAW", "--cap-add", "NET_ADMIN",
+        "--entrypoint", "tcpdump", image, "-i", "any", "-s", "0", "-U", "-w", f"/tmp/{name}.pcap",
+    )
+    time.sleep(1.5)
+
+
+def capture_stop(lab: Lab, name: str, dest: Path) -> bytes:
+    container = f"{lab.prefix}-capture-{name}"
+    docker("cp", f"{container}:/tmp/{name}.pcap", str(dest), check=False)
+    docker("stop", "-t", "2", container, check=False)
+    return dest.read_bytes() if dest.is_file() else b""
