@@ -279,7 +279,8 @@ def load_lab(path: str | Path) -> Lab:
             data = reader.load_yaml(vf)
             if isinstance(data, Mapping):
                 hosts_raw[host].update(data)
-                origins[host] = (vf, "")
+                if any(str(k).startswith("lab_") for k in data):  # role variables alone keep hosts.yml as the origin
+                    origins[host] = (vf, "")
 
     if reader.problems:  # unreadable files: later checks would only echo the damage
         raise LabDefinitionError(reader.problems)

@@ -56,7 +56,7 @@ def test_accept_rules_are_only_the_flows() -> None:
 def test_host_flow_uses_addresses_and_port() -> None:
     f01 = next(f for f in LAB.flows if f.id == "F01")
     (rule,) = flow_rules(LAB, f01)
-    assert rule.startswith("ip saddr { 10.77.30.10, 10.77.30.11, 10.77.30.21 } ip daddr 10.77.40.10 tcp dport 2762 ct state new")
+    assert rule.startswith("ip saddr { 10.77.30.10, 10.77.30.11, 10.77.31.20 } ip daddr 10.77.40.10 tcp dport 2762 ct state new")
 
 
 def test_any_protocol_flow_matches_a_zone_without_port() -> None:

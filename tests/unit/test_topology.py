@@ -14,7 +14,7 @@ from .conftest import DEFAULT_LAB, host, mutate
 
 def test_reference_lab_loads() -> None:
     lab = load_lab(DEFAULT_LAB)
-    assert len(lab.zones) == 9
+    assert len(lab.zones) == 10
     assert lab.router.name == "fw"
     assert {f.id for f in lab.flows} >= {"F01", "F02", "F03", "F05a", "F07", "F08a", "F09", "F10a", "F11", "F12", "F13"}
     assert all(len(z.bridge) <= 15 for z in lab.zones.values())
