@@ -410,6 +410,17 @@ def serve_storage(cfg: dict[str, Any], port: int, folder: Path, allowed: list[st
     ae.start_server(("0.0.0.0", port), ssl_context=server_context(cfg), evt_handlers=[(evt.EVT_C_STORE, on_store)])
 
 
+def serve_sink(port: int) -> None:
+    """A bare storage SCP: cleartext, any AE title, answers Success without decoding or keeping
+    anything. The ingest benchmark's ceiling: what the transport alone allows."""
+    ae = AE(ae_title="SINK")
+    ae.maximum_associations = 4
+    ae.add_supported_context(Verification)
+    for uid in STORAGE.values():
+        ae.add_supported_context(uid)
+    ae.start_server(("0.0.0.0", port), evt_handlers=[(evt.EVT_C_STORE, lambda event: 0x0000)])
+
+
 def flood(cfg: dict[str, Any], peer: str, count: int, hold: float) -> dict[str, Any]:
     """Open ``count`` associations at once and hold them: what a misbehaving device does."""
     import concurrent.futures
@@ -503,6 +514,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=2762)
     p.add_argument("--folder", type=Path, default=STATE / "received")
     p.add_argument("--allow", nargs="+", required=True, help="calling AE titles allowed")
+    p = sub.add_parser("serve-sink", help="a bare cleartext storage SCP that keeps nothing (the benchmark's ceiling)")
+    p.add_argument("--port", type=int, default=11112)
     p = sub.add_parser("raw", help="send raw bytes (hex) and report the answer")
     p.add_argument("--peer", default="pacs")
     p.add_argument("--hex", required=True)
@@ -510,6 +523,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s dicomsim %(levelname)s %(message)s", stream=sys.stderr)
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    if args.command == "serve-sink":  # needs no node configuration
+        serve_sink(args.port)
+        return 0
     cfg = load_config(args.config)
     result: dict[str, Any]
     if args.command == "echo":

@@ -43,7 +43,8 @@ def role_readme(role: Path) -> str:
         for name, opt in (spec.get("options") or {}).items():
             default = defaults.get(name, opt.get("default", ""))
             default_text = f"`{default}`" if default != "" else ("required" if opt.get("required") else "")
-            out.append(f"| `{name}` | {opt.get('type', 'str')} | {default_text} | {opt.get('description', '')} |")
+            cells = [f"`{name}`", opt.get("type", "str"), default_text, opt.get("description", "")]
+            out.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")  # a Jinja filter's | would end the cell
         out.append("")
     return "\n".join(out)
 

@@ -6,6 +6,8 @@ listen  NAME --tcp P,P --udp P [--bind ADDR]: answer each TCP connect with a ban
 connect: read a JSON list of {id, addr, port, proto[, bind]} on stdin, try them all concurrently, print
         {id: "open" | "refused" | "dropped" | "error:<reason>"} as JSON. "dropped" means no answer
         within the timeout, which is what a firewall drop looks like from the source.
+scan    TIMEOUT FIRST-LAST ADDR...: a TCP connect scan of every port in the range of each address,
+        print {addr: {"open": [...], "dropped": [...]}} as JSON (refused ports are left out).
 """
 
 import asyncio
@@ -46,7 +48,7 @@ async def _listen(name: str, tcp_ports: list[int], udp_ports: list[int], host: s
     for p in udp_ports:
         await loop.create_datagram_endpoint(Echo, local_addr=(host, p))
     print("listening", name, tcp_ports, udp_ports, flush=True)
-    await asyncio.gather(*(s.serve_forever() for s in servers))
+    await asyncio.gather(*(s.serve_forever() for s in servers), asyncio.Event().wait())  # a source only listens on nothing
 
 
 def _failure(exc: OSError) -> str:
@@ -111,6 +113,27 @@ async def _connect(targets: list[dict[str, Any]], timeout: float) -> dict[str, s
     return {t["id"]: r for t, r in zip(targets, results, strict=True)}
 
 
+async def _scan(addrs: list[str], ports: range, timeout: float, workers: int = 256) -> dict[str, dict[str, list[int]]]:
+    """A pool of workers draws (address, port) pairs from one iterator: memory stays flat."""
+    todo = iter([(a, p) for a in addrs for p in ports])
+    found: dict[str, dict[str, list[int]]] = {a: {"open": [], "dropped": []} for a in addrs}
+
+    async def worker() -> None:
+        for addr, port in todo:
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(addr, port), timeout)
+            except TimeoutError:
+                found[addr]["dropped"].append(port)
+                continue
+            except OSError:
+                continue
+            writer.close()
+            found[addr]["open"].append(port)
+
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    return {a: {k: sorted(v) for k, v in r.items()} for a, r in found.items()}
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["listen"]:
         name = argv[1]
@@ -120,8 +143,12 @@ def main(argv: list[str]) -> int:
         timeout = float(argv[1]) if len(argv) > 1 else 2.0
         targets = json.load(sys.stdin)
         print(json.dumps(asyncio.run(_connect(targets, timeout))))
+    elif argv[:1] == ["scan"] and len(argv) > 3:
+        first, last = (int(p) for p in argv[2].split("-"))
+        print(json.dumps(asyncio.run(_scan(argv[3:], range(first, last + 1), float(argv[1])))))
     else:
-        print("usage: listen NAME [--tcp P,P] [--udp P] [--bind ADDR] | connect [TIMEOUT] < targets.json", file=sys.stderr)
+        print("usage: listen NAME [--tcp P,P] [--udp P] [--bind ADDR] | connect [TIMEOUT] < targets.json"
+              " | scan TIMEOUT FIRST-LAST ADDR...", file=sys.stderr)
         return 2
     return 0
 

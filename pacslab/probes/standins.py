@@ -94,6 +94,13 @@ def probe(container: str, targets: list[dict[str, object]], timeout: float = 2.0
     return result
 
 
+def scan(container: str, addresses: list[str], ports: str = "1-65535", timeout: float = 2.0) -> dict[str, dict[str, list[int]]]:
+    """A TCP connect scan of lab addresses from one container: address -> open and dropped ports."""
+    proc = docker("exec", container, "python3", "-c", AGENT, "scan", str(timeout), ports, *addresses, timeout=1800)
+    result: dict[str, dict[str, list[int]]] = json.loads(proc.stdout)
+    return result
+
+
 def run_cases(lab: Lab, cases: list[Case], timeout: float = 2.0) -> dict[str, str]:
     """Run every case from its source container, sources in parallel; case id -> outcome."""
     by_source: dict[str, list[Case]] = {}

@@ -19,8 +19,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from pacslab import certs
+from pacslab.docker import docker
 from pacslab.engine import run_playbook
 from pacslab.probes import imaging as im
+from pacslab.probes import segmentation as seg
+from pacslab.probes import standins
 from pacslab.topology import Lab
 
 APP_CONTEXT_UID = b"1.2.840.10008.3.1.1.1"  # every cleartext A-ASSOCIATE-RQ carries it (PS3.7 A.2.1)
@@ -384,6 +387,62 @@ def test_host_listens_on_exactly_its_ports(running_lab: Lab, host: str, evidence
     assert ports == EXPECTED_PORTS[host]
 
 
+# The scanner's view (flows F12/F12b: any port of the datacenter and modality zones, from the
+# security zone only). The scanner is a planned host: a stand-in plays it at its own address.
+SCANNED = ("pacs", "vna", "ris", "mod-ct", "mod-mr")
+ROGUE_PORT = 4444
+
+
+@pytest.fixture(scope="module")
+def scanner(running_lab: Lab, plan, state) -> Any:
+    lab = running_lab
+    src = seg.host_peer(lab.hosts["scanner"])
+    container = standins.container_for(lab, src)
+    if docker("ps", "-q", "--filter", f"name=^{container}$").stdout.strip():  # the segmentation run's: reuse, leave it
+        yield container
+        return
+    cases = [seg.Case("scan", "allow", src, seg.host_peer(lab.hosts["pacs"]), "tcp", 2762)]
+    started = standins.start(lab, plan, cases, state)
+    assert started.ok, started.failures
+    standins.wait_listening(lab, plan, cases)
+    try:
+        yield container
+    finally:
+        docker("rm", "-f", container, check=False)
+
+
+@pytest.fixture(scope="module")
+def outside_scan(running_lab: Lab, scanner: str) -> dict[str, dict[str, list[int]]]:
+    addresses = {str(running_lab.hosts[h].address): h for h in SCANNED}
+    return {addresses[a]: r for a, r in standins.scan(scanner, list(addresses)).items()}
+
+
+@pytest.mark.control("C-PRT-02")
+@pytest.mark.parametrize("host", SCANNED)
+def test_scan_from_the_security_zone_finds_exactly_the_listening_ports(outside_scan, host: str, evidence) -> None:
+    """Every TCP port 1-65535 of the host, connected from the scanner's address through the fw."""
+    found = outside_scan[host]
+    evidence.update(open=found["open"], dropped=len(found["dropped"]))
+    assert found["open"] == sorted(EXPECTED_PORTS[host])
+    assert not found["dropped"], "ports that neither answer nor refuse: a filter the flow matrix does not describe"
+
+
+@pytest.mark.control("C-PRT-02")
+def test_scan_reports_a_listener_nobody_declared(running_lab: Lab, scanner: str, evidence) -> None:
+    """Negative twin: a rogue listener on a modality is found by the same scan, and named."""
+    lab = running_lab
+    im.exec_in(lab, "mod-ct", "sh", "-c", f"nohup python3 -m http.server {ROGUE_PORT} >/dev/null 2>&1 & echo $! > /tmp/rogue.pid")
+    try:
+        address = str(lab.hosts["mod-ct"].address)
+        rogue = f"{ROGUE_PORT}-{ROGUE_PORT}"
+        im.wait_for("the rogue listener", lambda: standins.scan(scanner, [address], rogue)[address]["open"], timeout=30, every=1)
+        found = standins.scan(scanner, [address], f"1-{ROGUE_PORT + 1000}")[address]
+    finally:
+        im.exec_in(lab, "mod-ct", "sh", "-c", "kill $(cat /tmp/rogue.pid); rm -f /tmp/rogue.pid")
+    evidence.update(open=found["open"])
+    assert found["open"] == sorted(EXPECTED_PORTS["mod-ct"] | {ROGUE_PORT})
+
+
 @pytest.mark.control("C-PRT-02")
 @pytest.mark.parametrize("case", ["orthanc-http-from-a-neighbour", "lua-execution"])
 def test_orthanc_refuses_what_it_does_not_need(running_lab: Lab, case: str, evidence) -> None:
@@ -439,8 +498,6 @@ def test_pacs_survives_misbehaving_device(running_lab: Lab, case: str, evidence)
 
 
 @pytest.mark.control("C-ACC-06")
-@pytest.mark.skip(reason="open: in its first run MR01 was still accepted after revocation and `up` rebuilt the PACS bundle; "
-                  "not yet explained, so the revoked case is not claimed as proven")
 def test_revoked_device_is_refused_until_enrolled_again(running_lab: Lab, plan, state, evidence) -> None:
     """Revocation is the CA's record plus `up`: bundles are rebuilt without the node's anchor and
     the consumers reload. Enrolling again gives the node a new issuer (its old anchor stays out)."""
