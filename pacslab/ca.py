@@ -310,6 +310,16 @@ class Authority:
                 left_out.append(name)
         return {"pem": "".join(anchors), "included": [n for n in names if n not in left_out], "left_out": left_out}
 
+    def trust(self) -> dict[str, Any]:
+        """A digest of what every trust bundle depends on: the root, and each node's current status
+        and anchor. Renewing a leaf leaves it unchanged; a revocation or re-enrolment changes it."""
+        digest = hashlib.sha256(_pem(self.root()).encode() if (self.state / "root.crt").is_file() else b"")
+        for name in sorted({r["name"] for r in self.inventory()}):
+            current = self.current(name) or {}
+            anchor = self.state / "nodes" / name / "anchor.crt"
+            digest.update(f"\0{name}\0{current.get('status')}\0{anchor.read_text() if anchor.is_file() else ''}".encode())
+        return {"digest": digest.hexdigest()[:16]}
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pacslab-ca", description=__doc__.splitlines()[0] if __doc__ else None)
@@ -327,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_parser(verb).add_argument("name")
     sub.add_parser("bundle", help="trust bundle: anchors of the named nodes still valid").add_argument("names", nargs="+")
     sub.add_parser("inventory", help="every certificate issued, with its status")
+    sub.add_parser("trust", help="a digest of the root, each node's status and anchor (what trust bundles depend on)")
     args = parser.parse_args(argv)
     ca = Authority()
     result: Any
@@ -340,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
         result = ca.reenrol(args.name)
     elif args.command == "bundle":
         result = ca.bundle(args.names)
+    elif args.command == "trust":
+        result = ca.trust()
     else:
         result = [{k: v for k, v in r.items() if k != "pem"} for r in ca.inventory()]
     json.dump(result, sys.stdout)

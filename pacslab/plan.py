@@ -136,6 +136,8 @@ class Plan:
     firewall_ruleset: str
     firewall_host: str
     secrets_dir: str  # generated per lab on the controller (git-ignored, 0700), never defaults
+    state_dir: str  # the lab's controller-side state (.pacslab/<lab>): logs, converge records
+    config_digest: str  # what hosts are configured from; a warm `up` skips hosts converged from the same
 
     def to_vars(self) -> dict[str, Any]:
         """Ansible extra vars: the whole plan under one key."""
@@ -220,7 +222,25 @@ def build_plan(lab: Lab, apt: AptSources | None = None) -> Plan:
         firewall_ruleset=render(lab),
         firewall_host=lab.router.name,
         secrets_dir=str(REPO_ROOT / ".pacslab" / lab.name / "secrets"),
+        state_dir=str(REPO_ROOT / ".pacslab" / lab.name),
+        config_digest=config_digest(lab),
     )
+
+
+# What the configure plays read besides the plan: roles, playbooks, plugins, the tools the roles
+# copy into hosts, and the lab folder (host and group variables). Secrets are left out: they are
+# generated during the first `up`, and counting them would make the second one converge again.
+CONFIG_SOURCES = ("roles", "playbooks", "plugins", "ansible.cfg", "pacslab/ca.py", "pacslab/dicomsim.py", "pacslab/hl7.py")
+
+
+def config_digest(lab: Lab) -> str:
+    digest = hashlib.sha256()
+    for root in [REPO_ROOT / s for s in CONFIG_SOURCES] + [lab.path]:
+        files = [root] if root.is_file() else sorted(root.rglob("*"))
+        for f in files:
+            if f.is_file() and "__pycache__" not in f.parts:
+                digest.update(str(f.relative_to(REPO_ROOT if root != lab.path else lab.path)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def state_dir(lab: Lab) -> Path:

@@ -46,6 +46,19 @@ def test_second_up_changes_nothing_and_rebuilds_nothing(running_lab: Lab, plan: 
     assert {i.tag: image_id(i.tag) for i in plan.images} == before
 
 
+def test_a_hand_edit_on_one_host_is_put_back_and_only_that_host_converges(running_lab: Lab, state: Path) -> None:
+    """A warm up skips hosts whose inputs and managed files match their last converge
+    (roles/lab_converged); a file edited by hand breaks the match, and up repairs it."""
+    container, path = running_lab.container_name("pacs"), "/etc/pacslab/orthanc/orthanc.json"
+    original = docker("exec", container, "cat", path).stdout
+    docker("exec", container, "sed", "-i", 's/"DicomCheckCalledAet": true/"DicomCheckCalledAet": false/', path)
+    assert docker("exec", container, "cat", path).stdout != original
+    assert cli.main(["up", "--lab", str(running_lab.path)]) == cli.EXIT_OK
+    changed = [t for p in last_up(state)["phases"] for t in p["changed_tasks"]]
+    assert docker("exec", container, "cat", path).stdout == original
+    assert changed and all(t.endswith("[pacs]") for t in changed), changed
+
+
 @pytest.fixture
 def bystanders() -> Iterator[None]:
     """A network and a DOCKER-USER rule that are not the lab's: down must leave them alone."""
