@@ -78,7 +78,7 @@ class Host(pulumi.ComponentResource):
             ports=[docker.ContainerPortArgs(internal=p, external=p, protocol="tcp") for p in spec.published],
             labels=[
                 docker.ContainerLabelArgs(label=k, value=v)
-                for k, v in sorted((labels | {"pacslab.role": spec.role, "pacslab.host": spec.host}).items())
+                for k, v in sorted((labels | {"pacslab.role": spec.role, "pacslab.host": spec.host, "pacslab.spec": spec.spec}).items())
             ],
             restart="unless-stopped",
             must_run=True,

@@ -72,6 +72,8 @@ def _report_run(verb: str, result: RunResult, seconds: float, lab: Lab) -> None:
         for f in result.failures:
             print(f"  phase {f['phase'] or '?'}: {f['task']} [{f['host']}]\n    {f['msg']}", file=sys.stderr)
         print(f"  full log: {state_dir(lab) / 'ansible.log'}; re-running {verb} resumes.", file=sys.stderr)
+    elif result.rc != 0:
+        print(f"\n{verb} failed: ansible-playbook exited {result.rc} before any task ran (its message is above)", file=sys.stderr)
     print(f"{verb}: {seconds:.1f} s, {result.changed} change(s)")
 
 

@@ -115,6 +115,11 @@ class ContainerPlan:
     router: str | None = None  # the default route a workload gets through the fw
     command: list[str] | None = None
     role: str = "host"
+    spec: str = ""  # digest of every other field, the container's label pacslab.spec (computed)
+
+    def __post_init__(self) -> None:
+        body = {k: v for k, v in asdict(self).items() if k != "spec"}
+        object.__setattr__(self, "spec", hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16])
 
 
 @dataclass(frozen=True)

@@ -3,22 +3,16 @@
 One `docker inspect` of every network, volume or container of the plan costs one process; a
 community.docker module per object costs one each. These filters compare the inspection with the
 plan and return only what still needs the module, which then converges it as before. A container
-carries the hash of its plan entry as the label pacslab.spec: what `docker update` or `docker
-network connect` can change in place (restart policy, networks and addresses, state) is compared
-on its own; everything else cannot change without a new container, hence a new spec.
+carries the digest of its plan entry (pacslab.plan.ContainerPlan.spec) as the label pacslab.spec.
+What `docker update` or `docker network connect` can change in place (restart policy, networks
+and addresses, state) is compared on its own; nothing else changes without a new container.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 
 SPEC_LABEL = "pacslab.spec"
-
-
-def pacslab_spec(container: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(container, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _labels_hold(actual: dict[str, str] | None, wanted: dict[str, str]) -> bool:
@@ -64,7 +58,7 @@ def pacslab_unconverged_containers(containers: list[dict[str, Any]], inspected: 
         ok = (
             (have.get("State") or {}).get("Running") is True
             and (have.get("Config") or {}).get("Image") == want["image"]
-            and ((have.get("Config") or {}).get("Labels") or {}).get(SPEC_LABEL) == pacslab_spec(want)
+            and ((have.get("Config") or {}).get("Labels") or {}).get(SPEC_LABEL) == want["spec"]
             and ((have.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name") == "unless-stopped"
             and attached == {a["name"]: a["ipv4_address"] for a in want["networks"]}
         )
@@ -76,7 +70,6 @@ def pacslab_unconverged_containers(containers: list[dict[str, Any]], inspected: 
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
-            "pacslab_spec": pacslab_spec,
             "pacslab_unconverged_networks": pacslab_unconverged_networks,
             "pacslab_missing_volumes": pacslab_missing_volumes,
             "pacslab_unconverged_containers": pacslab_unconverged_containers,
