@@ -52,6 +52,7 @@ RESULTS = REPO / "bench" / "results" / "dicom_ingest.jsonl"
 SINK_PORT = 11112
 TARGET_RATIO = 0.85
 PATIENT = "BENCH^INGEST"
+STABLE_WAIT = 20  # seconds: orthanc_stable_age (10) and the forward itself
 
 
 def pacslab(*args: str) -> None:
@@ -142,6 +143,7 @@ def main() -> int:
                 time.sleep(1)
     finally:
         docker("rm", "-f", sink, check=False)
+        time.sleep(STABLE_WAIT)  # the PACS forwards the last round to the VNA once it is stable
         removed = remove_bench_studies(controlled)
         if not args.keep_baseline:
             pacslab("down", "--volumes", "--lab", str(BASELINE))
