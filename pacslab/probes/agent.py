@@ -7,7 +7,7 @@ connect: read a JSON list of {id, addr, port, proto[, bind]} on stdin, try them 
         {id: "open" | "refused" | "dropped" | "error:<reason>"} as JSON. "dropped" means no answer
         within the timeout, which is what a firewall drop looks like from the source.
 scan    TIMEOUT FIRST-LAST ADDR...: a TCP connect scan of every port in the range of each address,
-        print {addr: {"open": [...], "dropped": [...]}} as JSON (refused ports are left out).
+        print {addr: {"open": [...], "dropped": [...], "error": [...]}} as JSON (refused ports are left out).
 """
 
 import asyncio
@@ -114,18 +114,19 @@ async def _connect(targets: list[dict[str, Any]], timeout: float) -> dict[str, s
 
 
 async def _scan(addrs: list[str], ports: range, timeout: float, workers: int = 256) -> dict[str, dict[str, list[int]]]:
-    """A pool of workers draws (address, port) pairs from one iterator: memory stays flat."""
-    todo = iter([(a, p) for a in addrs for p in ports])
-    found: dict[str, dict[str, list[int]]] = {a: {"open": [], "dropped": []} for a in addrs}
+    """A pool of workers draws (address, port) pairs from one generator: memory stays flat.
+    Refused ports are closed; any other failure (no route, ...) is reported, never taken as closed."""
+    todo = ((a, p) for a in addrs for p in ports)
+    found: dict[str, dict[str, list[int]]] = {a: {"open": [], "dropped": [], "error": []} for a in addrs}
 
     async def worker() -> None:
         for addr, port in todo:
             try:
                 _, writer = await asyncio.wait_for(asyncio.open_connection(addr, port), timeout)
-            except TimeoutError:
-                found[addr]["dropped"].append(port)
+            except ConnectionRefusedError:
                 continue
-            except OSError:
+            except OSError as exc:  # TimeoutError too
+                found[addr]["dropped" if isinstance(exc, TimeoutError) else "error"].append(port)
                 continue
             writer.close()
             found[addr]["open"].append(port)

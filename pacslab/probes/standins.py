@@ -95,7 +95,7 @@ def probe(container: str, targets: list[dict[str, object]], timeout: float = 2.0
 
 
 def scan(container: str, addresses: list[str], ports: str = "1-65535", timeout: float = 2.0) -> dict[str, dict[str, list[int]]]:
-    """A TCP connect scan of lab addresses from one container: address -> open and dropped ports."""
+    """A TCP connect scan of lab addresses from one container: address -> open, dropped, error ports."""
     proc = docker("exec", container, "python3", "-c", AGENT, "scan", str(timeout), ports, *addresses, timeout=1800)
     result: dict[str, dict[str, list[int]]] = json.loads(proc.stdout)
     return result

@@ -422,7 +422,8 @@ def outside_scan(running_lab: Lab, scanner: str) -> dict[str, dict[str, list[int
 def test_scan_from_the_security_zone_finds_exactly_the_listening_ports(outside_scan, host: str, evidence) -> None:
     """Every TCP port 1-65535 of the host, connected from the scanner's address through the fw."""
     found = outside_scan[host]
-    evidence.update(open=found["open"], dropped=len(found["dropped"]))
+    evidence.update(open=found["open"], dropped=len(found["dropped"]), errors=len(found["error"]))
+    assert not found["error"], f"connects that failed otherwise than refused: {found['error'][:20]}"
     assert found["open"] == sorted(EXPECTED_PORTS[host])
     assert not found["dropped"], "ports that neither answer nor refuse: a filter the flow matrix does not describe"
 
