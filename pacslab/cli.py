@@ -19,12 +19,13 @@ import os
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from . import doctor as doctor_mod
 from .docker import DockerUnavailable, engine_version, lab_objects
-from .engine import RunResult, ansible_playbook, run_playbook
+from .engine import RunResult, ansible_playbook, last_converged, run_playbook
 from .plan import build_plan, state_dir
 from .topology import REPO_ROOT, Lab, LabDefinitionError, load_lab
 
@@ -77,34 +78,59 @@ def _report_run(verb: str, result: RunResult, seconds: float, lab: Lab) -> None:
     print(f"{verb}: {seconds:.1f} s, {result.changed} change(s)")
 
 
+def container_state(container: dict[str, Any] | None, converged: datetime | None) -> str:
+    """Docker's state of a deployed host's container, with what `up` made of it: a running container
+    is "unconverged" while no `up` has succeeded, and "restarted" when it started after the last one
+    (an engine restart, a crash, `docker restart`): its routes fail closed until `up` runs again."""
+    if container is None:
+        return "absent"
+    status: str = container["State"]["Status"]
+    if status != "running":
+        return status
+    if converged is None:
+        return "unconverged"
+    started = datetime.fromisoformat(container["State"]["StartedAt"])
+    return "restarted" if started > converged else "running"
+
+
 def host_rows(lab: Lab) -> list[dict[str, Any]]:
     """One row per host of the definition with what Docker says about it."""
     try:
         live = {c["Config"]["Labels"].get("pacslab.host"): c for c in lab_objects("container", lab.name)}
     except (DockerUnavailable, subprocess.CalledProcessError):
         live = {}
+    converged = last_converged(state_dir(lab))
     rows = []
     for h in lab.hosts.values():
-        c = live.get(h.name)
         if h.is_router:
             addresses = ", ".join(f"{z.name}={z.router}" for z in lab.zones.values())
             zone = "(all zones)"
         else:
             addresses, zone = str(h.address), str(h.zone)
-        state = "planned" if not h.deployed else (c["State"]["Status"] if c else "absent")
+        state = container_state(live.get(h.name), converged) if h.deployed else "planned"
         container = lab.container_name(h.name) if h.deployed else ""
         rows.append({"host": h.name, "zone": zone, "address": addresses, "state": state, "container": container})
     return rows
 
 
-def print_hosts(lab: Lab) -> None:
-    rows = host_rows(lab)
-    print(f"\n{'host':<11} {'zone':<12} {'state':<9} address")
+def hosts_up(rows: list[dict[str, Any]]) -> bool:
+    """Every deployed host runs as the last successful `up` left it."""
+    return all(r["state"] == "running" for r in rows if r["state"] != "planned")
+
+
+def lab_is_up(lab: Lab) -> bool:
+    return hosts_up(host_rows(lab))
+
+
+def print_hosts(rows: list[dict[str, Any]]) -> None:
+    print(f"\n{'host':<11} {'zone':<12} {'state':<11} address")
     for r in rows:
-        print(f"{r['host']:<11} {r['zone']:<12} {r['state']:<9} {r['address']}")
+        print(f"{r['host']:<11} {r['zone']:<12} {r['state']:<11} {r['address']}")
     planned = sum(r["state"] == "planned" for r in rows)
     if planned:
         print(f"({planned} planned hosts: in the flow matrix and the firewall rules; their services come with later changes)")
+    if any(r["state"] in ("restarted", "unconverged") for r in rows):
+        print("(restarted/unconverged: started outside a successful `pacslab up`; their routes fail closed until `pacslab up` runs)")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -120,13 +146,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"  {'phase':<10} {'time':>9}   result")
     start = time.monotonic()
     result = run_playbook(lab, plan, "up.yml", state)
-    seconds = time.monotonic() - start
-    record = {"rc": result.rc, "seconds": round(seconds, 2), "changed": result.changed, "phases": result.phases}
-    (state / "last-up.json").write_text(json.dumps(record, indent=1))
-    _report_run("up", result, seconds, lab)
+    _report_run("up", result, time.monotonic() - start, lab)
     if not result.ok:
         return EXIT_PHASE_FAILED
-    print_hosts(lab)
+    print_hosts(host_rows(lab))
     return EXIT_OK
 
 
@@ -154,9 +177,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps({"lab": lab.name, "hosts": rows, "networks": sorted(networks), "docker_user_rule": rule}, indent=1))
     else:
         print(f"lab {lab.name!r}: {len(networks)}/{len(plan.networks)} zone networks, DOCKER-USER rule {'present' if rule else 'absent'}")
-        print_hosts(lab)
-    deployed = [r for r in rows if r["state"] != "planned"]
-    return EXIT_OK if all(r["state"] == "running" for r in deployed) and rule else EXIT_PHASE_FAILED
+        print_hosts(rows)
+    return EXIT_OK if hosts_up(rows) and rule else EXIT_PHASE_FAILED
 
 
 def cmd_verify(args: argparse.Namespace) -> int:

@@ -8,7 +8,9 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from .topology import REPO_ROOT, Lab
 log = logging.getLogger(__name__)
 
 PLAYBOOKS = REPO_ROOT / "playbooks"
+UP_RECORD = "last-up.json"  # the last `up` run: its phases, and when it finished converging the lab
 
 
 @dataclass
@@ -66,6 +69,7 @@ def run_playbook(
     }
     cmd = [exe, "-i", str(lab.path), "-e", f"@{plan_file}", str(PLAYBOOKS / playbook)]
     log.debug("running %s", " ".join(cmd))
+    start = time.monotonic()
     proc = subprocess.run(
         cmd,
         cwd=REPO_ROOT,
@@ -82,4 +86,31 @@ def run_playbook(
         result.failures = data.get("failures", [])
     elif quiet and proc.stdout:
         result.failures = [{"phase": "", "task": "ansible-playbook", "host": "localhost", "msg": proc.stdout[-2000:]}]
+    if playbook == "up.yml":
+        record_up(state, result, time.monotonic() - start)
     return result
+
+
+def record_up(state: Path, result: RunResult, seconds: float) -> None:
+    """Write the `up` record. `finished` (UTC) dates the converged lab: a container started after
+    it was restarted outside `up` and came back fail-closed (ARCHITECTURE 5), see last_converged."""
+    record = {
+        "rc": result.rc,
+        "ok": result.ok,
+        "finished": datetime.now(UTC).isoformat(),
+        "seconds": round(seconds, 2),
+        "changed": result.changed,
+        "phases": result.phases,
+    }
+    (state / UP_RECORD).write_text(json.dumps(record, indent=1))
+
+
+def last_converged(state: Path) -> datetime | None:
+    """When the last `up` finished, if it succeeded; None when there is no successful record."""
+    try:
+        record = json.loads((state / UP_RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    if not record.get("ok") or "finished" not in record:
+        return None
+    return datetime.fromisoformat(record["finished"])

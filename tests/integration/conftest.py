@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pacslab import cli
-from pacslab.docker import docker, engine_version, lab_objects
+from pacslab.docker import docker, engine_version
 from pacslab.plan import Plan, build_plan, state_dir
 from pacslab.probes import segmentation as seg
 from pacslab.probes import standins
@@ -35,18 +35,14 @@ def state(lab: Lab) -> Path:
     return state_dir(lab)
 
 
-def lab_is_up(lab: Lab) -> bool:
-    running = {c["Config"]["Labels"].get("pacslab.host") for c in lab_objects("container", lab.name) if c["State"]["Running"]}
-    return all(h.name in running for h in lab.deployed_hosts())
-
-
 @pytest.fixture(scope="session")
 def running_lab(lab: Lab) -> Lab:
-    """The suite brings the lab up when it is down (ARCHITECTURE section 8)."""
-    if engine_version() is None or not lab_is_up(lab):
+    """The suite brings the lab up when it is down (ARCHITECTURE section 8), or when a container
+    started after the last successful `up` (an engine restart): such a container fails closed."""
+    if engine_version() is None or not cli.lab_is_up(lab):
         rc = cli.main(["up", "--lab", str(lab.path)])
         assert rc == cli.EXIT_OK, f"pacslab up failed with exit code {rc}"
-    assert lab_is_up(lab)
+    assert cli.lab_is_up(lab)
     return lab
 
 

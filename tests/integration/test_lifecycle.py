@@ -20,6 +20,7 @@ from pacslab import cli
 from pacslab.docker import docker, image_id, lab_objects
 from pacslab.doctor import docker_user_rules
 from pacslab.plan import Plan
+from pacslab.probes import imaging as im
 from pacslab.topology import REPO_ROOT, Lab
 
 pytestmark = pytest.mark.lifecycle
@@ -57,6 +58,22 @@ def test_a_hand_edit_on_one_host_is_put_back_and_only_that_host_converges(runnin
     changed = [t for p in last_up(state)["phases"] for t in p["changed_tasks"]]
     assert docker("exec", container, "cat", path).stdout == original
     assert changed and all(t.endswith("[pacs]") for t in changed), changed
+
+
+def test_a_restarted_container_fails_closed_and_is_not_taken_as_up(running_lab: Lab) -> None:
+    """An engine restart (or `docker restart`) brings a workload back with Docker's useless default
+    route: its traffic goes nowhere, status says so, and the next `up` puts it back in service."""
+    lab = running_lab
+    assert im.dicomsim(lab, "mod-ct", "echo")["established"]
+    docker("restart", lab.container_name("mod-ct"))
+    states = {r["host"]: r["state"] for r in cli.host_rows(lab)}
+    assert states["mod-ct"] == "restarted" and states["pacs"] == "running"
+    assert cli.main(["status", "--lab", str(lab.path)]) == cli.EXIT_PHASE_FAILED
+    assert not im.dicomsim(lab, "mod-ct", "echo")["established"], "a restarted modality must fail closed"
+
+    assert cli.main(["up", "--lab", str(lab.path)]) == cli.EXIT_OK
+    assert cli.lab_is_up(lab)
+    assert im.dicomsim(lab, "mod-ct", "echo")["established"]
 
 
 @pytest.fixture

@@ -1,13 +1,15 @@
-"""CLI: argument errors, a missing Docker engine, documented exit codes."""
+"""CLI: argument errors, a missing Docker engine, documented exit codes, what counts as up."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import UTC, datetime
 
 import pytest
 
 from pacslab import cli
+from pacslab.engine import RunResult, last_converged, record_up
 from pacslab.topology import REPO_ROOT
 
 
@@ -38,3 +40,35 @@ def test_exit_codes_are_documented_in_the_readme() -> None:
     readme = (REPO_ROOT / "README.md").read_text()
     for code in (cli.EXIT_OK, cli.EXIT_PHASE_FAILED, cli.EXIT_USAGE, cli.EXIT_BAD_LAB, cli.EXIT_MACHINE, cli.EXIT_CHECKS_FAILED):
         assert f"| {code} |" in readme, f"exit code {code} missing from README"
+
+
+UP_DONE = datetime(2026, 11, 23, 17, 0, tzinfo=UTC)
+
+
+def container(status: str, started: str) -> dict:
+    return {"State": {"Status": status, "StartedAt": started}}
+
+
+@pytest.mark.parametrize(
+    ("live", "converged", "state"),
+    [
+        (container("running", "2026-11-23T16:59:59.900000000Z"), UP_DONE, "running"),
+        # dockerd came back (or `docker restart`): the container lost the route `up` gave it
+        (container("running", "2026-11-23T17:04:55.758500712Z"), UP_DONE, "restarted"),
+        (container("running", "2026-11-23T16:59:59Z"), None, "unconverged"),
+        (container("exited", "2026-11-23T16:59:59Z"), UP_DONE, "exited"),
+        (None, UP_DONE, "absent"),
+    ],
+)
+def test_a_container_started_after_the_last_up_is_not_taken_as_up(live, converged, state) -> None:
+    assert cli.container_state(live, converged) == state
+    assert cli.hosts_up([{"state": state}]) is (state == "running")
+
+
+def test_only_a_successful_up_dates_the_converged_lab(tmp_path) -> None:
+    record_up(tmp_path, RunResult(rc=2), 3.0)
+    assert last_converged(tmp_path) is None
+    record_up(tmp_path, RunResult(rc=0), 3.0)
+    finished = last_converged(tmp_path)
+    assert finished is not None and finished.tzinfo is not None
+    assert last_converged(tmp_path / "nowhere") is None
