@@ -42,6 +42,9 @@ HOST_KEYS = {
     "lab_publish",
 }
 ZONE_KEYS = {"subnet", "router", "probe", "purpose", "exposed"}
+# Role switches that turn controls off, and those controls: false is refused unless the lab waives
+# every one (the roles assert the same; roles/orthanc/defaults names its list).
+CONTROL_SWITCHES = {"orthanc_controls": ("C-ACC-05", "C-ACC-06", "C-DAT-02", "C-DAT-03")}
 FLOW_KEYS = {"id", "from", "to", "proto", "ports", "purpose", "csf"}
 VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]*$")
@@ -274,20 +277,39 @@ def load_lab(path: str | Path) -> Lab:
         for key, value in data.items():
             lab_vars[key] = value
             var_origin[key] = vf
+    host_var_files: dict[tuple[str, str], Path] = {}  # (host, variable) -> the host_vars file setting it
     for host in hosts_raw:
         for vf in _vars_files(root / "host_vars" / host):
             data = reader.load_yaml(vf)
             if isinstance(data, Mapping):
                 hosts_raw[host].update(data)
+                host_var_files.update({(host, str(k)): vf for k in data})
                 if any(str(k).startswith("lab_") for k in data):  # role variables alone keep hosts.yml as the origin
                     origins[host] = (vf, "")
 
     if reader.problems:  # unreadable files: later checks would only echo the damage
         raise LabDefinitionError(reader.problems)
     lab = _build(reader, root, inventory, lab_vars, var_origin, hosts_raw, origins, membership)
+    if lab is not None:
+        switches: dict[tuple[str | None, str], Path] = {(None, k): var_origin[k] for k in CONTROL_SWITCHES if lab_vars.get(k) is False}
+        for hname, hv in hosts_raw.items():
+            for k in CONTROL_SWITCHES:
+                if hv.get(k) is False:
+                    switches[(hname, k)] = host_var_files.get((hname, k), inventory)
+        _check_control_switches(reader, lab, switches)
     if reader.problems or lab is None:
         raise LabDefinitionError(reader.problems)
     return lab
+
+
+def _check_control_switches(reader: _Reader, lab: Lab, switches: dict[tuple[str | None, str], Path]) -> None:
+    """A switch set to false, lab-wide or on a host, needs a waiver for each control it turns off."""
+    waived = {w.control for w in lab.waivers}
+    for (hname, switch), file in switches.items():
+        missing = [c for c in CONTROL_SWITCHES[switch] if c not in waived]
+        if missing:
+            reader.fail(file, f"{hname}.{switch}" if hname else switch,
+                        f"false turns off {', '.join(CONTROL_SWITCHES[switch])}; lab_waivers does not waive {', '.join(missing)}")
 
 
 # --------------------------------------------------------------------------------------------

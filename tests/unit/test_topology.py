@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pacslab import cli
-from pacslab.topology import LabDefinitionError, load_lab
+from pacslab.topology import CONTROL_SWITCHES, REPO_ROOT, LabDefinitionError, load_lab
 
 from .conftest import DEFAULT_LAB, host, mutate
 
@@ -85,6 +86,10 @@ BROKEN = {
         lambda h, lv, f: host(h, "fw").update(lab_image="nosuchimage"),
         "hosts.yml", "fw.lab_image", "no images/nosuchimage/Dockerfile",
     ),
+    "controls-off-without-waivers": (
+        lambda h, lv, f: host(h, "pacs").update(orthanc_controls=False),
+        "hosts.yml", "pacs.orthanc_controls", "does not waive C-ACC-05, C-ACC-06, C-DAT-02, C-DAT-03",
+    ),
     "waiver-without-justification": (
         lambda h, lv, f: lv.update(lab_waivers=[{"control": "C-DAT-01", "justification": " "}]),
         "lab.yml", "lab_waivers[0].justification", "written justification",
@@ -100,6 +105,28 @@ def test_broken_definition_is_refused_with_file_key_reason(case: str, lab_copy: 
         load_lab(lab_copy)
     matching = [p for p in err.value.problems if file in p.file and key in p.key and reason in p.reason]
     assert matching, f"expected {file} / {key} / {reason!r}, got:\n{err.value}"
+
+
+def test_a_control_switch_in_host_vars_needs_every_waiver(lab_copy: Path) -> None:
+    """orthanc_controls: false (cleartext DICOM, no AE checks, no MD5) is the ingest baseline's
+    switch; a lab that waives only some of what it turns off is refused, naming the host_vars file."""
+    with (lab_copy / "host_vars" / "pacs.yml").open("a") as f:
+        f.write("\northanc_controls: false\n")
+    waive = [{"control": c, "justification": "ingest baseline"} for c in ("C-ACC-05", "C-ACC-06", "C-DAT-02")]
+    mutate(lab_copy, lambda h, lv, fl: lv.update(lab_waivers=waive))
+    with pytest.raises(LabDefinitionError) as err:
+        load_lab(lab_copy)
+    [problem] = err.value.problems
+    assert problem.file.endswith("host_vars/pacs.yml") and problem.key == "pacs.orthanc_controls"
+    assert problem.reason.endswith("does not waive C-DAT-03")
+
+    mutate(lab_copy, lambda h, lv, fl: lv["lab_waivers"].append({"control": "C-DAT-03", "justification": "ingest baseline"}))
+    assert load_lab(lab_copy).hosts["pacs"].deployed
+
+
+def test_control_switches_name_what_the_roles_turn_off() -> None:
+    defaults = yaml.safe_load((REPO_ROOT / "roles" / "orthanc" / "defaults" / "main.yml").read_text())
+    assert tuple(defaults["orthanc_controls_waived"]) == CONTROL_SWITCHES["orthanc_controls"]
 
 
 def test_yaml_syntax_error_names_the_line(lab_copy: Path) -> None:
