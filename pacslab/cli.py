@@ -26,7 +26,7 @@ from typing import Any
 from . import doctor as doctor_mod
 from .docker import DockerUnavailable, engine_version, lab_objects
 from .engine import RunResult, ansible_playbook, last_converged, run_playbook
-from .plan import build_plan, state_dir
+from .plan import Plan, build_plan, state_dir
 from .topology import REPO_ROOT, Lab, LabDefinitionError, load_lab
 
 EXIT_OK = 0
@@ -118,8 +118,14 @@ def hosts_up(rows: list[dict[str, Any]]) -> bool:
     return all(r["state"] == "running" for r in rows if r["state"] != "planned")
 
 
+def host_rule_present(plan: Plan) -> bool:
+    """The lab's DOCKER-USER rule (a host reboot loses it until `up`)."""
+    return any(plan.docker_user_comment in line for line in doctor_mod.docker_user_rules())
+
+
 def lab_is_up(lab: Lab) -> bool:
-    return hosts_up(host_rows(lab))
+    """What `status` exits 0 for: every deployed host as the last `up` left it, and the host rule."""
+    return hosts_up(host_rows(lab)) and host_rule_present(build_plan(lab))
 
 
 def print_hosts(rows: list[dict[str, Any]]) -> None:
@@ -171,7 +177,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         raise Refused(EXIT_MACHINE, f"{finding.detail}.\n  fix: {finding.fix}")
     plan = build_plan(lab)
     rows = host_rows(lab)
-    rule = any(plan.docker_user_comment in line for line in doctor_mod.docker_user_rules())
+    rule = host_rule_present(plan)
     networks = {n["Name"] for n in lab_objects("network", lab.name)}
     if args.json:
         print(json.dumps({"lab": lab.name, "hosts": rows, "networks": sorted(networks), "docker_user_rule": rule}, indent=1))

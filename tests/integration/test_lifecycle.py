@@ -18,7 +18,6 @@ import pytest
 
 from pacslab import cli
 from pacslab.docker import docker, image_id, lab_objects
-from pacslab.doctor import docker_user_rules
 from pacslab.plan import Plan
 from pacslab.probes import imaging as im
 from pacslab.topology import REPO_ROOT, Lab
@@ -32,10 +31,6 @@ BYSTANDER_RULE = ["DOCKER-USER", "-s", "192.0.2.1/32", "-m", "comment", "--comme
 
 def last_up(state: Path) -> dict:
     return json.loads((state / "last-up.json").read_text())
-
-
-def lab_rule_present(plan: Plan) -> bool:
-    return any(plan.docker_user_comment in line for line in docker_user_rules())
 
 
 def test_second_up_changes_nothing_and_rebuilds_nothing(running_lab: Lab, plan: Plan, state: Path) -> None:
@@ -92,7 +87,7 @@ def test_down_removes_exactly_what_the_lab_created(running_lab: Lab, plan: Plan,
     assert cli.main(["down", "--lab", str(running_lab.path)]) == cli.EXIT_OK
     assert lab_objects("container", running_lab.name) == []
     assert lab_objects("network", running_lab.name) == []
-    assert not lab_rule_present(plan)
+    assert not cli.host_rule_present(plan)
     # volumes are kept unless asked
     assert sorted(v["Name"] for v in lab_objects("volume", running_lab.name)) == sorted(plan.volumes)
     # and nothing else went
@@ -129,4 +124,4 @@ def test_up_after_an_interrupted_up_completes(running_lab: Lab, plan: Plan) -> N
     assert cli.main(["up", "--lab", str(running_lab.path)]) == cli.EXIT_OK
     running = {c["Config"]["Labels"]["pacslab.host"] for c in lab_objects("container", running_lab.name) if c["State"]["Running"]}
     assert running == {h.name for h in running_lab.deployed_hosts()}
-    assert lab_rule_present(plan)
+    assert cli.host_rule_present(plan)
