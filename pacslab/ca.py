@@ -311,14 +311,17 @@ class Authority:
         return {"pem": "".join(anchors), "included": [n for n in names if n not in left_out], "left_out": left_out}
 
     def trust(self) -> dict[str, Any]:
-        """A digest of what every trust bundle depends on: the root, and each node's current status
-        and anchor. Renewing a leaf leaves it unchanged; a revocation or re-enrolment changes it."""
-        digest = hashlib.sha256(_pem(self.root()).encode() if (self.state / "root.crt").is_file() else b"")
+        """What trust bundles depend on: a digest of the root, and per node a digest of its current
+        status and anchor. Renewing a leaf changes neither; revoking or re-enrolling a node changes
+        its entry, and so only the nodes that trust it re-converge (roles/lab_converged)."""
+        root = _pem(self.root()).encode() if (self.state / "root.crt").is_file() else b""
+        nodes = {}
         for name in sorted({r["name"] for r in self.inventory()}):
-            current = self.current(name) or {}
+            status = (self.current(name) or {}).get("status")
             anchor = self.state / "nodes" / name / "anchor.crt"
-            digest.update(f"\0{name}\0{current.get('status')}\0{anchor.read_text() if anchor.is_file() else ''}".encode())
-        return {"digest": digest.hexdigest()[:16]}
+            state = f"{status}\0{anchor.read_text() if anchor.is_file() else ''}".encode()
+            nodes[name] = hashlib.sha256(state).hexdigest()[:16]
+        return {"root": hashlib.sha256(root).hexdigest()[:16], "nodes": nodes}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -337,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_parser(verb).add_argument("name")
     sub.add_parser("bundle", help="trust bundle: anchors of the named nodes still valid").add_argument("names", nargs="+")
     sub.add_parser("inventory", help="every certificate issued, with its status")
-    sub.add_parser("trust", help="a digest of the root, each node's status and anchor (what trust bundles depend on)")
+    sub.add_parser("trust", help="digests of the root and of each node's status and anchor (what trust bundles depend on)")
     args = parser.parse_args(argv)
     ca = Authority()
     result: Any
