@@ -173,11 +173,13 @@ class _Handler(socketserver.StreamRequestHandler):
                 return
 
 
-def send(host: str, port: int, message: str, cafile: str, cert: str, key: str) -> str:
-    """Send one message over MLLP inside TLS (the RIS checks our certificate; we check its)."""
+def send(host: str, port: int, message: str, cafile: str, cert: str | None, key: str | None) -> str:
+    """Send one message over MLLP inside TLS (the RIS checks our certificate; we check its).
+    Without cert, no client certificate is offered (a negative check: the RIS must refuse)."""
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cafile)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(cert, key)
+    if cert:
+        ctx.load_cert_chain(cert, key)
     with socket.create_connection((host, port), timeout=15) as plain, ctx.wrap_socket(plain, server_hostname=host) as sock:
         sock.sendall(frame(message))
         data = b""
@@ -203,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--procedure", default="synthetic study")
     p.add_argument("--birth-date", default="19700101")
     p.add_argument("--sex", default="O")
+    p.add_argument("--cert", help="client certificate chain (default: the node's, from --config)")
+    p.add_argument("--key", help="its key (default: the node's)")
+    p.add_argument("--no-cert", action="store_true", help="offer no client certificate (negative checks)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s hl7 %(levelname)s %(message)s", stream=sys.stderr)
     if args.command == "listen":
@@ -216,7 +221,17 @@ def main(argv: list[str] | None = None) -> int:
     fields = ("patient_id", "patient_name", "accession", "modality", "station", "procedure", "birth_date", "sex")
     order = {k: getattr(args, k) for k in fields}
     message = build_orm(order, f"{int(time.time() * 1000) % 10**10}")
-    answer = send(ris["host"], int(ris["port"]), message, cfg["tls"]["trusted"], cfg["tls"]["cert"], cfg["tls"]["key"])
+    cert, key = (None, None) if args.no_cert else (args.cert or cfg["tls"]["cert"], args.key or cfg["tls"]["key"])
+    try:
+        answer = send(ris["host"], int(ris["port"]), message, cfg["tls"]["trusted"], cert, key)
+    except OSError as exc:  # ssl.SSLError included: a refused handshake is an answer, not a crash
+        json.dump({"ack": "", "error": f"{type(exc).__name__}: {exc}"}, sys.stdout)
+        print()
+        return 1
+    if not answer:  # the RIS closed the connection without an ACK (stunnel refused the certificate)
+        json.dump({"ack": "", "error": "connection closed without an answer"}, sys.stdout)
+        print()
+        return 1
     msa = next((line.split("|") for line in answer.split("\r") if line.startswith("MSA")), ["MSA", ""])
     json.dump({"ack": msa[1], "text": msa[3] if len(msa) > 3 else "", "raw": answer}, sys.stdout)
     print()

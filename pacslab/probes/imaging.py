@@ -42,10 +42,12 @@ def dicomsim(lab: Lab, host: str, *args: str, timeout: float = 180) -> dict[str,
     return result
 
 
-def send_order(lab: Lab, accession: str, station: str, modality: str, patient: str, patient_id: str) -> dict[str, Any]:
+def send_order(lab: Lab, accession: str, station: str, modality: str, patient: str, patient_id: str, *extra: str) -> dict[str, Any]:
+    """An HL7 order from the order-entry station; extra arguments pick another client certificate
+    (the answer then holds "error" instead of an ACK when the RIS refuses the connection)."""
     out = exec_in(
         lab, "ws-tech", "python3", HL7, "send", "--patient-id", patient_id, "--patient-name", patient,
-        "--accession", accession, "--modality", modality, "--station", station,
+        "--accession", accession, "--modality", modality, "--station", station, *extra, check=not extra,
     )
     result: dict[str, Any] = _json(out)
     return result

@@ -159,22 +159,28 @@ def test_legacy_device_reaches_the_pacs_only_through_its_gateway(running_lab: La
 # C-ACC-06 device authentication
 
 
-@pytest.fixture(scope="module")
-def bad_certificates(running_lab: Lab) -> dict[str, str]:
-    """A certificate from a rogue CA (same subject as CT01) and an expired one from CT01's own
-    issuer, installed in mod-ct's /tmp with their keys."""
-    lab = running_lab
+def rogue_pair(cn: str) -> tuple[str, str]:
+    """A self-signed certificate from no lab CA, with the given CN, and its key (PEM)."""
     rogue_key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mod-ct")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(rogue_key.public_key())
         .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(hours=1))
         .not_valid_after(now + dt.timedelta(days=90)).sign(rogue_key, hashes.SHA256())
     )
-    im.copy_into(lab, "mod-ct", "/tmp/rogue.crt", cert.public_bytes(serialization.Encoding.PEM).decode())
-    im.copy_into(lab, "mod-ct", "/tmp/rogue.key", rogue_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode())
+    key = rogue_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return cert.public_bytes(serialization.Encoding.PEM).decode(), key.decode()
+
+
+@pytest.fixture(scope="module")
+def bad_certificates(running_lab: Lab) -> dict[str, str]:
+    """A certificate from a rogue CA (same subject as CT01) and an expired one from CT01's own
+    issuer, installed in mod-ct's /tmp with their keys."""
+    lab = running_lab
+    cert, key = rogue_pair("mod-ct")
+    im.copy_into(lab, "mod-ct", "/tmp/rogue.crt", cert)
+    im.copy_into(lab, "mod-ct", "/tmp/rogue.key", key)
     csr = im.exec_in(lab, "mod-ct", "openssl", "req", "-new", "-key", "/etc/pacslab/tls/node.key", "-subj", "/CN=mod-ct")
     expired = im.ca(lab, "issue", "mod-ct", "--sans", "DNS:mod-ct,IP:10.77.30.10", "--expired", input=csr)
     im.copy_into(lab, "mod-ct", "/tmp/expired.crt", expired["chain"])
@@ -212,6 +218,29 @@ def test_unauthenticated_device_is_refused(running_lab: Lab, bad_certificates, c
     evidence.update(case=case, established=result["established"], aborted=result["aborted"], stored=len(result["stored"]))
     assert not result["established"], f"{case}: the PACS accepted the association"
     assert not result["stored"] and im.instance_count(running_lab, "pacs") == before
+
+
+REFUSED_SENDERS = {
+    "no-client-certificate": ["--no-cert"],
+    "rogue-ca": ["--cert", "/tmp/rogue.crt", "--key", "/tmp/rogue.key"],
+}
+
+
+@pytest.mark.control("C-ACC-06")
+@pytest.mark.parametrize("case", list(REFUSED_SENDERS))
+def test_order_without_a_listed_sender_certificate_is_refused(running_lab: Lab, case: str, evidence) -> None:
+    """The RIS's TLS front takes orders only from certificates anchored in its HL7 bundle (the
+    order-entry station's issuer); the workflow test is the positive twin (ACK AA)."""
+    lab = running_lab
+    cert, key = rogue_pair("ws-tech")
+    im.copy_into(lab, "ws-tech", "/tmp/rogue.crt", cert)
+    im.copy_into(lab, "ws-tech", "/tmp/rogue.key", key)
+    accession = f"R{secrets.token_hex(4).upper()}"
+    result = im.send_order(lab, accession, "CT01", "CT", "PACSLAB^REFUSED", "PREFUSED", *REFUSED_SENDERS[case])
+    worklists = im.exec_in(lab, "ris", "ls", "/var/lib/orthanc/worklists").split()
+    evidence.update(case=case, answer=result)
+    assert result["ack"] == "" and result.get("error"), f"{case}: the RIS answered {result}"
+    assert f"{accession}.wl" not in worklists
 
 
 # ---------------------------------------------------------------------------------------------
@@ -315,15 +344,25 @@ def test_certificate_in_use_is_sound(running_lab: Lab, lab_root: str, host: str,
     assert problems == []
 
 
+FRONTS = {  # a TLS service -> (a client that may reach it, the server host, its port)
+    "pacs-dicom": ("mod-ct", "pacs", 2762),
+    "pacs-https": ("pacs", "pacs", 443),  # only the (planned) reverse proxy may cross the fw to it
+    "ris-hl7": ("ws-tech", "ris", 2575),
+}
+
+
 @pytest.mark.control("C-DAT-05")
-def test_presented_certificate_is_the_installed_one(running_lab: Lab, evidence) -> None:
-    """What the PACS presents on 2762 is what the audit above looked at."""
+@pytest.mark.parametrize("front", list(FRONTS))
+def test_presented_certificate_is_the_installed_one(running_lab: Lab, front: str, evidence) -> None:
+    """What each TLS service presents is what the audit above looked at (a front still serving
+    a certificate the pki role has replaced would differ)."""
+    client, server, port = FRONTS[front]
     out = im.exec_in(
-        running_lab, "mod-ct", "sh", "-c",
-        "openssl s_client -connect 10.77.40.10:2762 -cert /etc/pacslab/tls/chain.pem -key /etc/pacslab/tls/node.key "
-        "-CAfile /etc/pacslab/tls/trusted.pem </dev/null 2>/dev/null | openssl x509",
+        running_lab, client, "sh", "-c",
+        f"openssl s_client -connect {running_lab.hosts[server].address}:{port} -cert /etc/pacslab/tls/chain.pem "
+        "-key /etc/pacslab/tls/node.key -CAfile /etc/pacslab/tls/trusted.pem </dev/null 2>/dev/null | openssl x509",
     )
-    installed = im.read_from(running_lab, "pacs", "/etc/pacslab/tls/node.crt")
+    installed = im.read_from(running_lab, server, "/etc/pacslab/tls/node.crt")
     evidence.update(presented=out.splitlines()[1][:40] if out else None)
     assert out.strip() == installed.strip()
 
@@ -506,7 +545,8 @@ def test_revoked_device_is_refused_until_enrolled_again(running_lab: Lab, plan, 
     assert im.dicomsim(lab, "mod-mr", "echo")["established"]
     im.ca(lab, "revoke", "mod-mr")
     try:
-        assert run_playbook(lab, plan, "up.yml", state, quiet=True).ok
+        revoked_run = run_playbook(lab, plan, "up.yml", state, quiet=True)
+        assert revoked_run.ok
         revoked = im.dicomsim(lab, "mod-mr", "store", "--images", "1")
         bundle = im.read_from(lab, "pacs", "/etc/pacslab/orthanc/trusted.pem")
     finally:
@@ -514,7 +554,10 @@ def test_revoked_device_is_refused_until_enrolled_again(running_lab: Lab, plan, 
         restored_run = run_playbook(lab, plan, "up.yml", state, quiet=True)
     restored = im.dicomsim(lab, "mod-mr", "echo")
     evidence.update(revoked_established=revoked["established"], anchors_after_revocation=bundle.count("BEGIN CERTIFICATE"))
-    evidence.update(restored=restored["established"])
+    changed_hosts = {t.rsplit("[", 1)[-1].rstrip("]") for p in revoked_run.phases for t in p["changed_tasks"]}
+    evidence.update(restored=restored["established"], hosts_changed_by_revocation=sorted(changed_hosts))
     assert not revoked["established"] and not revoked["stored"]
     assert bundle.count("BEGIN CERTIFICATE") == 4  # mod-ct, ovl-gw, ws-rad, vna
+    # only the nodes whose bundles held mod-mr's anchor (PACS, RIS) re-converge, and mod-mr itself
+    assert "pacs" in changed_hosts and changed_hosts <= {"pacs", "ris", "mod-mr"}, changed_hosts
     assert restored_run.ok and restored["established"]
