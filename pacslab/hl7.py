@@ -224,12 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     cert, key = (None, None) if args.no_cert else (args.cert or cfg["tls"]["cert"], args.key or cfg["tls"]["key"])
     try:
         answer = send(ris["host"], int(ris["port"]), message, cfg["tls"]["trusted"], cert, key)
+        error = "" if answer else "connection closed without an answer"  # stunnel refused the certificate
     except OSError as exc:  # ssl.SSLError included: a refused handshake is an answer, not a crash
-        json.dump({"ack": "", "error": f"{type(exc).__name__}: {exc}"}, sys.stdout)
-        print()
-        return 1
-    if not answer:  # the RIS closed the connection without an ACK (stunnel refused the certificate)
-        json.dump({"ack": "", "error": "connection closed without an answer"}, sys.stdout)
+        answer, error = "", f"{type(exc).__name__}: {exc}"
+    if error:
+        json.dump({"ack": "", "error": error}, sys.stdout)
         print()
         return 1
     msa = next((line.split("|") for line in answer.split("\r") if line.startswith("MSA")), ["MSA", ""])

@@ -42,9 +42,16 @@ HOST_KEYS = {
     "lab_publish",
 }
 ZONE_KEYS = {"subnet", "router", "probe", "purpose", "exposed"}
-# Role switches that turn controls off, and those controls: false is refused unless the lab waives
-# every one (the roles assert the same; roles/orthanc/defaults names its list).
-CONTROL_SWITCHES = {"orthanc_controls": ("C-ACC-05", "C-ACC-06", "C-DAT-02", "C-DAT-03")}
+# Role switches that turn controls off -> (the role, its default listing those controls): false is
+# refused unless the lab waives every one. The role's list is the only one; the role asserts it too.
+CONTROL_SWITCHES = {"orthanc_controls": ("orthanc", "orthanc_controls_waived")}
+
+
+def switched_off(switch: str) -> tuple[str, ...]:
+    """The controls a role switch turns off when false, as the role's defaults list them."""
+    role, key = CONTROL_SWITCHES[switch]
+    defaults = yaml.safe_load((REPO_ROOT / "roles" / role / "defaults" / "main.yml").read_text())
+    return tuple(defaults[key])
 FLOW_KEYS = {"id", "from", "to", "proto", "ports", "purpose", "csf"}
 VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]*$")
@@ -306,10 +313,11 @@ def _check_control_switches(reader: _Reader, lab: Lab, switches: dict[tuple[str 
     """A switch set to false, lab-wide or on a host, needs a waiver for each control it turns off."""
     waived = {w.control for w in lab.waivers}
     for (hname, switch), file in switches.items():
-        missing = [c for c in CONTROL_SWITCHES[switch] if c not in waived]
+        controls = switched_off(switch)
+        missing = [c for c in controls if c not in waived]
         if missing:
             reader.fail(file, f"{hname}.{switch}" if hname else switch,
-                        f"false turns off {', '.join(CONTROL_SWITCHES[switch])}; lab_waivers does not waive {', '.join(missing)}")
+                        f"false turns off {', '.join(controls)}; lab_waivers does not waive {', '.join(missing)}")
 
 
 # --------------------------------------------------------------------------------------------

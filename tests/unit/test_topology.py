@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from pacslab import cli
-from pacslab.topology import CONTROL_SWITCHES, REPO_ROOT, LabDefinitionError, load_lab
+from pacslab.topology import REPO_ROOT, LabDefinitionError, load_lab, switched_off
 
 from .conftest import DEFAULT_LAB, host, mutate
 
@@ -126,7 +126,7 @@ def test_a_control_switch_in_host_vars_needs_every_waiver(lab_copy: Path) -> Non
 
 def test_control_switches_name_what_the_roles_turn_off() -> None:
     defaults = yaml.safe_load((REPO_ROOT / "roles" / "orthanc" / "defaults" / "main.yml").read_text())
-    assert tuple(defaults["orthanc_controls_waived"]) == CONTROL_SWITCHES["orthanc_controls"]
+    assert tuple(defaults["orthanc_controls_waived"]) == switched_off("orthanc_controls")
 
 
 def test_yaml_syntax_error_names_the_line(lab_copy: Path) -> None:
