@@ -1,22 +1,43 @@
-# The two commands of the README, plus helpers. PY is the interpreter that gets the requirements.
-PY  ?= python3
-LAB ?= inventories/default
-DEPS := .pacslab/.deps-installed
+# The two commands of the README, plus helpers. Everything runs in a virtual environment (.venv)
+# made from the machine's python3: Debian's own python3 is externally managed (PEP 668) and has no
+# pip, so nothing is ever installed into it. SYSPY makes the venv; PY is the venv's interpreter.
+SYSPY ?= python3
+VENV  ?= .venv
+PY    := $(VENV)/bin/python
+LAB   ?= inventories/default
+DEPS  := $(VENV)/.deps-installed
 
-.PHONY: up test lint unit verify down status doctor docs bench
+.PHONY: up test lint unit verify down status doctor docs bench venv
 
-$(DEPS): requirements.txt pyproject.toml
+venv: $(DEPS)
+
+# A venv needs Debian's python3-venv (ensurepip); install it through apt when it is missing.
+$(PY):
+	@command -v $(SYSPY) >/dev/null 2>&1 || { echo "make: no $(SYSPY); as root: apt-get install python3" >&2; exit 4; }
+	@$(SYSPY) -m venv $(VENV) 2>/dev/null || { \
+	  rm -rf $(VENV); \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "make: $(SYSPY) cannot make a virtual environment; installing Debian's python3-venv"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; \
+	  else echo "make: $(SYSPY) cannot make a virtual environment; as root: apt-get install python3-venv" >&2; exit 4; fi; \
+	  $(SYSPY) -m venv $(VENV); }
+
+$(DEPS): requirements.txt pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
-	@mkdir -p .pacslab && touch $@
+	@touch $@
 
-## make up: bring the reference lab up (installs the Python requirements; pacslab up installs
-## Debian's docker.io and starts dockerd when no engine answers and you are root)
+## make up: bring the reference lab up (makes .venv with the Python requirements; pacslab up
+## installs Debian's docker.io and starts dockerd when no engine answers and you are root)
 up: $(DEPS)
 	$(PY) -m pacslab.cli up --lab $(LAB)
 
-## make test: lint, unit tests, then the integration suite on a lab it brings up, then the report
-test: lint
-	$(PY) -m pytest tests/unit
+## make test: lint, unit tests, then every integration check (steady and lifecycle) on a lab it
+## brings up (if down or restarted), then the report
+test: lint unit
+	$(PY) -m pacslab.cli verify --lifecycle --lab $(LAB)
+
+## make verify: the steady checks only (they observe a running lab and change nothing)
+verify: $(DEPS)
 	$(PY) -m pacslab.cli verify --lab $(LAB)
 
 lint: $(DEPS)
@@ -29,8 +50,11 @@ unit: $(DEPS)
 down: $(DEPS)
 	$(PY) -m pacslab.cli down --lab $(LAB)
 
-status doctor: $(DEPS)
-	$(PY) -m pacslab.cli $@ $(if $(filter status,$@),--lab $(LAB))
+status: $(DEPS)
+	$(PY) -m pacslab.cli status --lab $(LAB)
+
+doctor: $(DEPS)
+	$(PY) -m pacslab.cli doctor
 
 docs: $(DEPS)
 	$(PY) -m pacslab.docs
