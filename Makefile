@@ -40,9 +40,14 @@ test: lint unit
 verify: $(DEPS)
 	$(PY) -m pacslab.cli verify --lab $(LAB)
 
+# yamllint reads .yamllint, ansible-lint .ansible-lint (production profile, offline): each lists
+# what it leaves out and why. Both walk the whole repository (roles, playbooks, lab folders);
+# ansible-lint runs the venv's ansible tools, so the venv's bin comes first on its PATH.
 lint: $(DEPS)
 	$(PY) -m ruff check pacslab infra tests bench plugins
 	$(PY) -m mypy
+	$(VENV)/bin/yamllint --strict .
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/ansible-lint
 
 unit: $(DEPS)
 	$(PY) -m pytest tests/unit

@@ -1,6 +1,7 @@
 """Ansible stdout callback for pacslab: one line per phase (play) with its duration and counts.
 
-Each play of playbooks/*.yml is a phase of ``pacslab up``/``down``. The callback prints
+Each play of playbooks/*.yml belongs to a phase of ``pacslab up``/``down``, named by the play's
+``pacslab_phase`` variable (the play's name where it has none). The callback prints
 "phase  seconds  ok  changed" as each phase ends, prints the task name, host and message of any
 failure, and writes a JSON summary to $PACSLAB_SUMMARY for the CLI (idempotence is checked on it).
 """
@@ -47,11 +48,12 @@ class CallbackModule(CallbackBase):
         self.current = None
 
     def v2_playbook_on_play_start(self, play) -> None:
-        if self.current is not None and self.current["phase"] == play.get_name():
-            return  # consecutive plays with one name are one phase (hosts: register, then create)
+        phase = str(play.get_vars().get("pacslab_phase") or play.get_name())
+        if self.current is not None and self.current["phase"] == phase:
+            return  # consecutive plays of one phase are one line (hosts: register, then create)
         self._close()
         self.current = {
-            "phase": play.get_name(),
+            "phase": phase,
             "_start": time.monotonic(),
             "ok": 0,
             "changed": 0,
