@@ -143,15 +143,19 @@ def print_hosts(rows: list[dict[str, Any]]) -> None:
 # Verbs
 
 
+# `up --full` and the idempotence check: the skip cache (roles/lab_converged) skips no node.
+FULL_CONVERGE = {"lab_converged_force": True}
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     lab = _load(args.lab)
     _require_engine(may_install=True)
     plan = build_plan(lab)
     state = state_dir(lab)
-    print(f"pacslab up: lab {lab.name!r} from {args.lab}")
+    print(f"pacslab up: lab {lab.name!r} from {args.lab}" + (" (full: no node skipped)" if args.full else ""))
     print(f"  {'phase':<10} {'time':>9}   result")
     start = time.monotonic()
-    result = run_playbook(lab, plan, "up.yml", state)
+    result = run_playbook(lab, plan, "up.yml", state, extra=FULL_CONVERGE if args.full else None)
     _report_run("up", result, time.monotonic() - start, lab)
     if not result.ok:
         return EXIT_PHASE_FAILED
@@ -243,7 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--lab", default=DEFAULT_LAB, metavar="PATH", help=f"lab definition folder (default {DEFAULT_LAB})")
         return p
 
-    verb("up", "build images and bring the lab up (idempotent; re-run after a failure)").set_defaults(func=cmd_up)
+    p = verb("up", "build images and bring the lab up (idempotent; re-run after a failure)")
+    p.add_argument("--full", action="store_true",
+                   help="run every role on every node in full, even where the node is as its last converge left it (roles/lab_converged)")
+    p.set_defaults(func=cmd_up)
     p = verb("down", "remove exactly what the lab created")
     p.add_argument("--volumes", action="store_true", help="also remove the lab's named volumes")
     p.set_defaults(func=cmd_down)

@@ -18,6 +18,7 @@ import pytest
 
 from pacslab import cli
 from pacslab.docker import docker, image_id, lab_objects
+from pacslab.engine import run_playbook
 from pacslab.plan import Plan
 from pacslab.probes import imaging as im
 from pacslab.topology import REPO_ROOT, Lab
@@ -40,6 +41,35 @@ def test_second_up_changes_nothing_and_rebuilds_nothing(running_lab: Lab, plan: 
     changed = [t for p in run["phases"] for t in p["changed_tasks"]]
     assert run["changed"] == 0, f"a second up changed: {changed}"
     assert {i.tag: image_id(i.tag) for i in plan.images} == before
+
+
+# The groups of up.yml's DICOM-node play: the nodes that roles/lab_converged may skip.
+CONVERGE_CACHED_GROUPS = {"pacs_servers", "vna_servers", "ris_servers", "modalities", "overlay_gateways", "workstations"}
+# Tasks a DICOM node runs at the least when it converges in full (a client-only node: its pki
+# enrolment and bundle, the DICOM tools, the record); a node the cache skips runs three.
+FULL_CONVERGE_MIN_TASKS = 15
+
+
+def test_every_role_converged_twice_in_full_changes_nothing_the_second_time(running_lab: Lab, plan: Plan, state: Path) -> None:
+    """Real idempotence (STYLE: the second-run check dev-sec runs in molecule). up.yml runs twice
+    with the skip cache bypassed (lab_converged_force, as `pacslab up --full`), so every role runs
+    every task on every node; the second run must report changed=0, and names each changed task
+    (role : task [host]) when it does not."""
+    nodes = [h for h in running_lab.deployed_hosts() if CONVERGE_CACHED_GROUPS & set(h.groups)]
+    assert nodes
+    runs = []
+    for _ in range(2):
+        run = run_playbook(running_lab, plan, "up.yml", state, extra=cli.FULL_CONVERGE, quiet=True)
+        assert run.ok, run.failures
+        runs.append(run)
+    second = runs[1]
+
+    changed = [t for p in second.phases for t in p["changed_tasks"]]
+    assert second.changed == 0, f"the second full converge changed {second.changed} task(s): {changed}"
+    # The cache really was bypassed: a warm `up` that skips every node runs about 66 tasks in
+    # `configure` on the reference lab, a full converge about 313.
+    configure = next(p for p in second.phases if p["phase"] == "configure")
+    assert configure["ok"] >= FULL_CONVERGE_MIN_TASKS * len(nodes), (configure, [h.name for h in nodes])
 
 
 def test_a_hand_edit_on_one_host_is_put_back_and_only_that_host_converges(running_lab: Lab, state: Path) -> None:
