@@ -143,8 +143,9 @@ def print_hosts(rows: list[dict[str, Any]]) -> None:
 # Verbs
 
 
-# `up --full` and the idempotence check: the skip cache (roles/lab_converged) skips no node.
-FULL_CONVERGE = {"lab_converged_force": True}
+# `up --full` and the idempotence check: the skip cache (roles/lab_converged) skips no node, and
+# every Docker object goes through its module (roles/lab_provision), not only those that differ.
+FULL_CONVERGE = {"lab_converged_force": True, "lab_provision_force": True}
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -249,7 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verb("up", "build images and bring the lab up (idempotent; re-run after a failure)")
     p.add_argument("--full", action="store_true",
-                   help="run every role on every node in full, even where the node is as its last converge left it (roles/lab_converged)")
+                   help="run every role in full: no node skipped where it is as its last converge left it (roles/lab_converged), "
+                   "every Docker object through its module (roles/lab_provision)")
     p.set_defaults(func=cmd_up)
     p = verb("down", "remove exactly what the lab created")
     p.add_argument("--volumes", action="store_true", help="also remove the lab's named volumes")

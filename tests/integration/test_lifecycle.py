@@ -52,9 +52,10 @@ FULL_CONVERGE_MIN_TASKS = 15
 
 def test_every_role_converged_twice_in_full_changes_nothing_the_second_time(running_lab: Lab, plan: Plan, state: Path) -> None:
     """Real idempotence (STYLE: the second-run check dev-sec runs in molecule). up.yml runs twice
-    with the skip cache bypassed (lab_converged_force, as `pacslab up --full`), so every role runs
-    every task on every node; the second run must report changed=0, and names each changed task
-    (role : task [host]) when it does not."""
+    with both skips bypassed, as `pacslab up --full` does (lab_converged_force: no node is ended
+    before its roles; lab_provision_force: every network, volume and container goes through its
+    community.docker module), so every role runs every task; the second run must report
+    changed=0, and names each changed task (role : task [host]) when it does not."""
     nodes = [h for h in running_lab.deployed_hosts() if CONVERGE_CACHED_GROUPS & set(h.groups)]
     assert nodes
     runs = []
@@ -70,6 +71,9 @@ def test_every_role_converged_twice_in_full_changes_nothing_the_second_time(runn
     # `configure` on the reference lab, a full converge about 313.
     configure = next(p for p in second.phases if p["phase"] == "configure")
     assert configure["ok"] >= FULL_CONVERGE_MIN_TASKS * len(nodes), (configure, [h.name for h in nodes])
+    # and every container went through docker_container (one task each), not only those that differ
+    hosts = next(p for p in second.phases if p["phase"] == "hosts")
+    assert hosts["ok"] >= len(running_lab.deployed_hosts()), hosts
 
 
 def test_a_hand_edit_on_one_host_is_put_back_and_only_that_host_converges(running_lab: Lab, state: Path) -> None:
