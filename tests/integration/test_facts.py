@@ -358,9 +358,10 @@ RUNS_AS = (
 
 def services(host: InfraHost) -> list[tuple[int, str, str]]:
     """(pid, user, command line) of the container's PID 1 and its children (the supervised
-    programs and any orphan daemon); processes that `docker exec` started are not among them."""
+    programs and any orphan daemon); processes that `docker exec` started are not among them, nor
+    zombies (ps shows them as ``[name] <defunct>``: they run nothing, they wait for PID 1 to reap them)."""
     procs = [host.process.get(pid=1), *host.process.filter(ppid=1)]
-    return [(p.pid, str(p.user), p.args) for p in procs]
+    return [(p.pid, str(p.user), p.args) for p in procs if not p.args.endswith("<defunct>")]
 
 
 def run_as_problems(procs: list[tuple[int, str, str]]) -> list[str]:
