@@ -63,12 +63,13 @@ def pacslab(*args: str) -> None:
 def start_sink(baseline: Lab) -> str:
     """The bare SCP runs from the dicom image, sharing the baseline PACS's address."""
     image = next(i.tag for i in build_plan(baseline).images if i.name == "dicom")
+    port = baseline.hosts["pacs"].service("sink").port
     name = f"{baseline.prefix}-sink"
     docker("rm", "-f", name, check=False)
     docker(
         "run", "-d", "--rm", "--name", name, "--label", f"pacslab.lab={baseline.name}",
         "--network", f"container:{baseline.container_name('pacs')}",
-        image, "python3", "-c", (REPO / "pacslab" / "dicomsim.py").read_text(), "serve-sink", "--port", str(baseline.hosts["pacs"].service("sink").port),
+        image, "python3", "-c", (REPO / "pacslab" / "dicomsim.py").read_text(), "serve-sink", "--port", str(port),
     )
     return name
 
