@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from .topology import REPO_ROOT, Flow, Host, Lab
+from .topology import REPO_ROOT, Host, Lab
 
 log = logging.getLogger(__name__)
 
@@ -75,23 +75,15 @@ def expected_listeners(lab: Lab, host: str) -> set[Listener]:
     if not h.deployed:
         raise ValueError(f"{host} is planned: it has no container, nothing listens")
     expected: set[Listener] = set()
-    for flow in _flows(lab):
+    for flow in lab.all_flows:  # routed and inside a zone alike: a listener is reachable either way
         reaches = (flow.dest.kind == "host" and flow.dest.name == host) or (flow.dest.kind == "zone" and flow.dest.name == h.zone)
-        if not reaches or flow.ports is None or _planned(flow) or flow.proto not in ("tcp", "udp"):
+        if not reaches or flow.ports is None or flow.planned or flow.proto not in ("tcp", "udp"):
             continue
         expected |= {(flow.proto, port) for port in flow.ports}
     for role, applies in ROLE_APPLIES.items():
         if applies(h):
             expected |= {(e.proto, e.port) for e in declared_extras(role)}
     return expected
-
-
-def _flows(lab: Lab) -> tuple[Flow, ...]:
-    return tuple(getattr(lab, "all_flows", lab.flows))
-
-
-def _planned(flow: Flow) -> bool:
-    return bool(getattr(flow, "planned", False))
 
 
 def outside_loopback(sockets: Iterable[str]) -> set[Listener]:
