@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from testinfra.host import Host as InfraHost
 
 from pacslab.docker import docker
-from pacslab.listeners import Listener, compare, expected_listeners, outside_loopback
+from pacslab.listeners import Listener, compare, declared_extras, expected_listeners, outside_loopback
 from pacslab.probes import imaging as im
 from pacslab.probes import segmentation as seg
 from pacslab.probes import standins
@@ -174,7 +174,7 @@ def scanner(running_lab: Lab, plan, state) -> Any:
     if docker("ps", "-q", "--filter", f"name=^{container}$").stdout.strip():  # the segmentation run's: reuse, leave it
         yield container
         return
-    target = _scanned(lab)[0]
+    target = next(h for h in _scanned(lab) if tcp_ports(lab, h))  # a stand-in needs one allowed case to start
     cases = [seg.Case("scan", "allow", src, seg.host_peer(lab.hosts[target]), "tcp", tcp_ports(lab, target)[0])]
     started = standins.start(lab, plan, cases, state)
     assert started.ok, started.failures
@@ -226,22 +226,27 @@ def test_scan_reports_a_listener_nobody_declared(running_lab: Lab, scanner: str,
 @pytest.mark.parametrize("case", ["orthanc-http-from-a-neighbour", "lua-execution"])
 def test_orthanc_refuses_what_it_does_not_need(running_lab: Lab, case: str, evidence) -> None:
     """Orthanc's HTTP port is the one listener no flow names (roles/orthanc orthanc_extra_listeners):
-    it answers a neighbour in its own zone with 403 (RemoteAccessAllowed false), while the same
-    credentials work through the HTTPS front; Lua execution is refused."""
+    it answers a neighbour in its own zone 401 with valid credentials (RemoteAccessAllowed false),
+    while the same credentials get the system record through the HTTPS front; Lua execution: 403."""
     lab = running_lab
+    pacs = lab.hosts["pacs"]
     if case == "lua-execution":
+        https = pacs.service("https").port
         code = im.orthanc(lab, "pacs", "/tools/execute-script", "POST", "print(1)", raw=True)
         status = im.exec_in(lab, "pacs", "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", "/etc/pacslab/tls/root.pem",
-                            "--resolve", "pacs:443:127.0.0.1", "-u", f"{im.ADMIN}:{im.admin_password(lab, 'pacs')}", "-X", "POST",
-                            "--data-binary", "print(1)", "https://pacs/tools/execute-script")
+                            "--resolve", f"pacs:{https}:127.0.0.1", "-u", f"{im.ADMIN}:{im.admin_password(lab, 'pacs')}", "-X", "POST",
+                            "--data-binary", "print(1)", f"https://pacs:{https}/tools/execute-script")
         evidence.update(status=status, body=code[:80])
+        assert status == "403"
     else:
-        status = im.exec_in(lab, "vna", "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
-                            "-u", f"{im.ADMIN}:{im.admin_password(lab, 'pacs')}", f"http://{lab.hosts['pacs'].address}:8042/system")
+        http = next(e.port for e in declared_extras("orthanc") if e.proto == "tcp")
+        neighbour = next(h.name for h in lab.deployed_hosts() if h.zone == pacs.zone and h.name != "pacs")
+        status = im.exec_in(lab, neighbour, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                            "-u", f"{im.ADMIN}:{im.admin_password(lab, 'pacs')}", f"http://{pacs.address}:{http}/system")
         twin = im.orthanc(lab, "pacs", "/system")  # the same credentials through the HTTPS front
-        evidence.update(status=status, through_https=twin.get("Version"))
+        evidence.update(neighbour=neighbour, port=http, status=status, through_https=twin.get("Version"))
         assert twin.get("Version")
-    assert status in ("401", "403")
+        assert status == "401"
 
 
 # ---------------------------------------------------------------------------------------------

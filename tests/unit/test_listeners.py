@@ -85,7 +85,7 @@ def test_orthanc_declares_its_http_port_with_a_reason() -> None:
     defaults = yaml.safe_load((REPO_ROOT / "roles" / "orthanc" / "defaults" / "main.yml").read_text())
     assert [(e.proto, e.port) for e in extras] == [("tcp", 8042)]
     assert extras[0].port == defaults["orthanc_http_port"]
-    assert "1.10.1" in extras[0].reason and "403" in extras[0].reason
+    assert "1.10.1" in extras[0].reason and "401" in extras[0].reason
     assert declared_extras("dicom_node") == () and declared_extras("ris") == ()
 
 
