@@ -263,7 +263,8 @@ class KeyRule:
 
 KEY_RULES = (
     KeyRule("/etc/pacslab/tls/node.key", "root", frozenset({0o600}),
-            "the node's own key (roles/pki); the DICOM node services and the CLI run as root and read it, each other service gets a copy"),
+            "the node's own key as roles/pki makes it: root's; each service that runs as another user gets its own copy"),
+    KeyRule("/etc/pacslab/dicom/node.key", "pacslab-dicom", frozenset({0o600}), "the DICOM node service's copy: it runs as pacslab-dicom"),
     KeyRule("/etc/pacslab/orthanc/node.key", "orthanc", frozenset({0o600}), "Orthanc's copy for DICOM TLS: Orthanc runs as orthanc"),
     KeyRule("/etc/stunnel/*.key", "stunnel4", frozenset({0o600}), "each stunnel front's copy (https, hl7): those fronts run as stunnel4"),
     KeyRule("/var/lib/pacslab-ca/*", "root", frozenset({0o600}), "the lab root and issuing keys: pacslab-ca runs as root, through provisioning only"),
@@ -354,8 +355,7 @@ RUNS_AS = (
     RunsAs("/usr/sbin/Orthanc ", "orthanc", "roles/orthanc: user=orthanc"),
     RunsAs("/usr/bin/stunnel4 ", "stunnel4", "binds its port as root, then setuid/setgid stunnel4 (roles orthanc, ris, dicom_node)"),
     RunsAs("/usr/bin/python3 /usr/local/lib/pacslab/hl7.py ", "orthanc", "roles/ris: writes worklist files Orthanc reads"),
-    RunsAs("/usr/bin/python3 /usr/local/lib/pacslab/dicomsim.py ", "root",
-           "finding, not fixed yet: the simulators read /etc/pacslab/tls/node.key (root 0600) and share /var/lib/pacslab with the root CLI"),
+    RunsAs("/usr/bin/python3 /usr/local/lib/pacslab/dicomsim.py ", "pacslab-dicom", "roles/dicom_node: user=pacslab-dicom, its own key copy"),
     RunsAs("ulogd", "root", "finding, not fixed yet: the fw's NFLOG collector (its entrypoint execs ulogd without --uid)"),
     RunsAs("sleep infinity", "root", "the ca container's placeholder PID 1: no service, the CA tool runs only through provisioning"),
 )
