@@ -49,9 +49,16 @@ def secret_values(root: Path | None = None) -> list[str]:
 
 
 def redact(text: str, secrets: Iterable[str] | None = None) -> str:
-    """``text`` with each secret (default: :func:`secret_values`) replaced by REDACTED."""
-    for value in secret_values() if secrets is None else secrets:
+    """``text`` with each secret (default: :func:`secret_values`) replaced by REDACTED, and with
+    any piece of one (MIN_SECRET_LENGTH characters or more) that touches an ellipsis: pytest
+    shortens long values in assertion messages to ``'head...tail'``, cutting a secret in two."""
+    values = secret_values() if secrets is None else list(secrets)
+    for value in values:
         text = text.replace(value, REDACTED)
+    if "..." in text:
+        for value in values:
+            for n in range(len(value) - 1, MIN_SECRET_LENGTH - 1, -1):
+                text = text.replace("..." + value[-n:], "..." + REDACTED).replace(value[:n] + "...", REDACTED + "...")
     return text
 
 

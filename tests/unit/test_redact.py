@@ -47,6 +47,14 @@ def test_redact_replaces_every_occurrence_and_keeps_the_rest(state_root: Path) -
     assert redact("shortpw is too short to be told from a word") == "shortpw is too short to be told from a word"
 
 
+def test_redact_cuts_pieces_of_a_secret_that_pytest_shortened(state_root: Path) -> None:
+    """pytest prints a long compared string as 'head...tail': the tail of a secret after the
+    ellipsis (and the head before one) goes too; a piece shorter than 8 characters stays."""
+    assert redact(f"assert 'pacs: sh exi...{PASSWORD[-13:]}' == 'x'") == f"assert 'pacs: sh exi...{REDACTED}' == 'x'"
+    assert redact(f"'{PASSWORD[:10]}...done'") == f"'{REDACTED}...done'"
+    assert redact(f"'...{PASSWORD[-5:]}'") == f"'...{PASSWORD[-5:]}'"
+
+
 def test_redact_tree_walks_keys_values_and_sequences() -> None:
     tree = {"argv": ["-u", f"a:{PASSWORD}"], PASSWORD: ("x", 3, None)}
     assert redact_tree(tree, [PASSWORD]) == {"argv": ["-u", f"a:{REDACTED}"], REDACTED: ("x", 3, None)}
