@@ -102,7 +102,8 @@ def main() -> int:
     if docker("image", "inspect", IMAGE, check=False).returncode != 0:
         print(f"fresh: image {IMAGE} is missing; run `make up` first (its images phase, roles/lab_images, builds it)", file=sys.stderr)
         return EXIT_MACHINE
-    name = f"pacslab-fresh-check-{os.getpid()}"
+    # Not under a lab's name prefix (pacslab-...): nothing of a lab may match it.
+    name = f"fresh-check-{os.getpid()}"
     mounts = registry_mounts_and_env()
 
     def terminate(signum: int, frame: FrameType | None) -> None:
@@ -112,7 +113,8 @@ def main() -> int:
     start = time.monotonic()
     rc = EXIT_FAILED
     try:
-        create = ["create", "--name", name, "--network", "bridge", "--workdir", "/root/pacslab", *mounts, IMAGE, "bash", "tests/fresh/inside.sh"]
+        create = ["create", "--name", name, "--label", "pacslab.fresh-check=1", "--network", "bridge", "--workdir", "/root/pacslab",
+                  *mounts, IMAGE, "bash", "tests/fresh/inside.sh"]
         print("fresh: docker", shlex.join(create))
         docker(*create)
         subprocess.run(["docker", "cp", "-", f"{name}:/root"], input=source_archive(), capture_output=True, check=True)
