@@ -16,6 +16,9 @@ the PIP_* environment and the CA bundle pip trusts (the egress proxy re-signs TL
 CA). Folders that only this host holds (local wheel folders, the host's venv, its pip cache) are not
 given: the container must fetch what it needs itself, as a fresh machine would.
 
+FRESH_IMAGE names another image to start from (e.g. pacslab/base:bookworm-<hash>, which already has
+python3: the check then fails at its first assertion, as it should).
+
 Exit codes: 0 passed; 1 an assertion inside failed; 4 this machine cannot run the check (no
 Docker engine, no rootfs image: run `make up` first).
 """
