@@ -4,10 +4,11 @@
 ``evidence`` fixture keeps what a test observed (probe outcomes, log lines, rule text); it goes into
 the report next to the verdict. ``--pacslab-results=FILE`` writes one JSON record per test.
 
-No secret of the lab (``.pacslab/<lab>/secrets/``) leaves a test through its report: a failure
-whose text, captured output or properties hold one is rewritten with the value replaced by
-``[redacted secret]`` (pacslab.redact) before the terminal, ``--junitxml`` or the results file see
-it. The failure itself is still reported, with its test id and the rest of its message.
+No secret of the lab (``.pacslab/<lab>/secrets/``) leaves a test through its report: each value is
+replaced by ``[redacted secret]`` (pacslab.redact) in the test report before the terminal or
+``--junitxml`` sees it (a failure that holds one is kept as its redacted text), in the results file
+as it is written, and in the JUnit file once more at the end. The failure itself is still reported,
+with its test id and the rest of its message.
 """
 
 from __future__ import annotations
@@ -49,11 +50,31 @@ def evidence(request: pytest.FixtureRequest) -> dict[str, Any]:
     return store
 
 
-def _redact_report(report: pytest.TestReport | pytest.CollectReport, secrets: list[str]) -> None:
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+        marker = item.get_closest_marker("control")
+        record = {
+            "nodeid": item.nodeid,
+            "control": marker.args[0] if marker and marker.args else None,
+            "outcome": report.outcome,
+            "seconds": round(report.duration, 3),
+            "evidence": item.stash.get(_EVIDENCE, {}),
+            "message": str(report.longrepr.reprcrash.message)[:2000]
+            if report.failed and hasattr(report.longrepr, "reprcrash") and report.longrepr.reprcrash
+            else "",
+        }
+        item.config.stash[_RECORDS].append(record)
+    return report
+
+
+def _redact_report(report: pytest.TestReport | pytest.CollectReport) -> None:
     """Rewrite, in place, every part of ``report`` that holds a secret: the failure (``longrepr``,
     then kept as its redacted text; a skip keeps its (file, line, reason) shape), captured output
     sections and, for test reports, user properties. A failure that holds none keeps pytest's own
     structured form."""
+    secrets = secret_values()
     if isinstance(report.longrepr, tuple):
         report.longrepr = redact_tree(report.longrepr, secrets)
     elif report.longrepr is not None:
@@ -65,49 +86,24 @@ def _redact_report(report: pytest.TestReport | pytest.CollectReport, secrets: li
         report.user_properties = [(name, redact_tree(value, secrets)) for name, value in report.user_properties]
 
 
-def _failure_message(report: pytest.TestReport, secrets: list[str]) -> str:
-    """The failure's message (pytest's reprcrash: exception type and text), redacted, at most 2000
-    characters; "" for a report that did not fail."""
-    if not report.failed or report.longrepr is None:
-        return ""
-    crash = getattr(report.longrepr, "reprcrash", None)
-    return redact(str(crash.message if crash is not None else report.longrepr), secrets)[:2000]
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Before any other plugin logs the report (terminal, junitxml, xdist): the record of this
+    test was already taken, with its one-line message, in pytest_runtest_makereport."""
+    _redact_report(report)
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-    report = yield
-    secrets = secret_values()
-    message = _failure_message(report, secrets)  # before the rewrite, which keeps only the text
-    _redact_report(report, secrets)
-    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
-        marker = item.get_closest_marker("control")
-        record = {
-            "nodeid": item.nodeid,
-            "control": marker.args[0] if marker and marker.args else None,
-            "outcome": report.outcome,
-            "seconds": round(report.duration, 3),
-            # through JSON first: evidence may hold any object, and its text is what gets written
-            "evidence": redact_tree(json.loads(json.dumps(item.stash.get(_EVIDENCE, {}), default=str)), secrets),
-            "message": message,
-        }
-        item.config.stash[_RECORDS].append(record)
-    return report
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_make_collect_report(collector: pytest.Collector) -> Any:
-    """A collection error is reported (terminal, JUnit) like a failure: the same redaction."""
-    report = yield
-    _redact_report(report, secret_values())
-    return report
+@pytest.hookimpl(tryfirst=True)
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    """A collection error is logged (terminal, JUnit) like a failure: the same redaction."""
+    _redact_report(report)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     path = session.config.getoption("--pacslab-results")
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(session.config.stash[_RECORDS], indent=1, default=str))
+        Path(path).write_text(redact(json.dumps(session.config.stash[_RECORDS], indent=1, default=str)))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

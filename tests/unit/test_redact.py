@@ -72,7 +72,8 @@ def test_raises_with_secret(evidence, record_property):
     print("stdout carries", SECRET)
     raise RuntimeError("curl -u pacslab-admin:" + SECRET + " failed (22)")
 
-def test_assert_with_secret():
+def test_assert_with_secret(record_testsuite_property):
+    record_testsuite_property("planted", SECRET)  # reaches junit.xml by no test report
     assert SECRET == "", "planted"
 
 def test_fails_without_secret():
@@ -107,3 +108,4 @@ def test_plugin_redacts_results_junit_and_terminal(state_root: Path, pytester: p
         assert "test_raises_with_secret" in texts[name] and f"pacslab-admin:{REDACTED}" in texts[name], name
     assert f"stdout carries {REDACTED}" in texts["junit.xml"]
     assert f'value="curl -u pacslab-admin:{REDACTED}"' in texts["junit.xml"]
+    assert f'<property name="planted" value="{REDACTED}"' in texts["junit.xml"]
