@@ -69,6 +69,24 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    path = session.config.getoption("--pacslab-results")
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(redact(json.dumps(session.config.stash[_RECORDS], indent=1, default=str)))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Last pass over the JUnit file (written at session finish): whatever reached it by another
+    path than a test report (suite properties, a crash in a hook) is redacted there too."""
+    xmlpath = getattr(config.option, "xmlpath", None)
+    if xmlpath and Path(xmlpath).is_file():
+        text = Path(xmlpath).read_text()
+        clean = redact(text)
+        if clean != text:
+            Path(xmlpath).write_text(clean)
+
+
 def _redact_report(report: pytest.TestReport | pytest.CollectReport) -> None:
     """Rewrite, in place, every part of ``report`` that holds a secret: the failure (``longrepr``,
     then kept as its redacted text; a skip keeps its (file, line, reason) shape), captured output
@@ -97,21 +115,3 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 def pytest_collectreport(report: pytest.CollectReport) -> None:
     """A collection error is logged (terminal, JUnit) like a failure: the same redaction."""
     _redact_report(report)
-
-
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    path = session.config.getoption("--pacslab-results")
-    if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(redact(json.dumps(session.config.stash[_RECORDS], indent=1, default=str)))
-
-
-def pytest_unconfigure(config: pytest.Config) -> None:
-    """Last pass over the JUnit file (written at session finish): whatever reached it by another
-    path than a test report (suite properties, a crash in a hook) is redacted there too."""
-    xmlpath = getattr(config.option, "xmlpath", None)
-    if xmlpath and Path(xmlpath).is_file():
-        text = Path(xmlpath).read_text()
-        clean = redact(text)
-        if clean != text:
-            Path(xmlpath).write_text(clean)
