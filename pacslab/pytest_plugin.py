@@ -97,8 +97,9 @@ def _redact_report(report: pytest.TestReport | pytest.CollectReport) -> None:
         report.longrepr = redact_tree(report.longrepr, secrets)
     elif report.longrepr is not None:
         text = str(report.longrepr)
-        if any(s in text for s in secrets):
-            report.longrepr = redact(text, secrets)
+        clean = redact(text, secrets)  # also a secret's piece that pytest cut at an ellipsis
+        if clean != text:
+            report.longrepr = clean
     report.sections = [(title, redact(content, secrets)) for title, content in report.sections]
     if isinstance(report, pytest.TestReport):
         report.user_properties = [(name, redact_tree(value, secrets)) for name, value in report.user_properties]
