@@ -7,7 +7,7 @@ PY    := $(VENV)/bin/python
 LAB   ?= inventories/default
 DEPS  := $(VENV)/.deps-installed
 
-.PHONY: up test lint unit verify down status doctor docs bench venv
+.PHONY: up test lint unit verify down status doctor docs bench venv fresh-check
 
 venv: $(DEPS)
 
@@ -61,3 +61,9 @@ docs: $(DEPS)
 
 bench: $(DEPS)
 	$(PY) bench/deploy.py --lab $(LAB)
+
+## make fresh-check: the README's install path on a fresh Debian 12: a throw-away container from the
+## lab's own bookworm root filesystem (made by `make up`) installs Debian's python3 and make, runs
+## `make doctor` there and checks the venv, every import and `pacslab doctor` (tests/fresh/)
+fresh-check: $(DEPS)
+	$(PY) tests/fresh/fresh_check.py
