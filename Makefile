@@ -14,7 +14,7 @@ venv: $(DEPS)
 # A venv needs Debian's python3-venv (ensurepip); install it through apt when it is missing.
 $(PY):
 	@command -v $(SYSPY) >/dev/null 2>&1 || { echo "make: no $(SYSPY); as root: apt-get install python3" >&2; exit 4; }
-	@$(SYSPY) -m venv $(VENV) 2>/dev/null || { \
+	@$(SYSPY) -m venv $(VENV) >/dev/null 2>&1 || { \
 	  rm -rf $(VENV); \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "make: $(SYSPY) cannot make a virtual environment; installing Debian's python3-venv"; \
