@@ -234,15 +234,15 @@ def test_orthanc_refuses_what_it_does_not_need(running_lab: Lab, case: str, evid
         https = pacs.service("https").port
         code = im.orthanc(lab, "pacs", "/tools/execute-script", "POST", "print(1)", raw=True)
         status = im.exec_in(lab, "pacs", "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", "/etc/pacslab/tls/root.pem",
-                            "--resolve", f"pacs:{https}:127.0.0.1", "-u", f"{im.ADMIN}:{im.admin_password(lab, 'pacs')}", "-X", "POST",
-                            "--data-binary", "print(1)", f"https://pacs:{https}/tools/execute-script")
+                            "--resolve", f"pacs:{https}:127.0.0.1", "-K", "-", "-X", "POST",
+                            "--data-binary", "print(1)", f"https://pacs:{https}/tools/execute-script", input=im.curl_user(lab, "pacs"))
         evidence.update(status=status, body=code[:80])
         assert status == "403"
     else:
         http = next(e.port for e in declared_extras("orthanc") if e.proto == "tcp")
         neighbour = next(h.name for h in lab.deployed_hosts() if h.zone == pacs.zone and h.name != "pacs")
         status = im.exec_in(lab, neighbour, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
-                            "-u", f"{im.ADMIN}:{im.admin_password(lab, 'pacs')}", f"http://{pacs.address}:{http}/system")
+                            "-K", "-", f"http://{pacs.address}:{http}/system", input=im.curl_user(lab, "pacs"))
         twin = im.orthanc(lab, "pacs", "/system")  # the same credentials through the HTTPS front
         evidence.update(neighbour=neighbour, port=http, status=status, through_https=twin.get("Version"))
         assert twin.get("Version")
