@@ -120,11 +120,13 @@ def hosts_up(rows: list[dict[str, Any]]) -> bool:
     return all(r["state"] == "running" for r in rows if r["state"] != "planned")
 
 
-def _commented(lines: list[str], comment: str) -> bool:
-    """Some ``iptables -S`` line carries exactly ``--comment <comment>`` (shlex undoes the quoting)."""
+def _commented(lines: list[str], comment: str, target: str) -> bool:
+    """Some ``iptables -S`` line carries exactly ``--comment <comment>`` and jumps to ``target``
+    (shlex undoes the quoting)."""
     for line in lines:
         tokens = shlex.split(line)
-        if any(a == "--comment" and b == comment for a, b in zip(tokens, tokens[1:], strict=False)):
+        pairs = list(zip(tokens, tokens[1:], strict=False))
+        if ("--comment", comment) in pairs and ("-j", target) in pairs:
             return True
     return False
 
@@ -138,16 +140,19 @@ def _chain_rules(command: str, chain: str) -> list[str]:
 
 
 def host_rules(plan: Plan) -> dict[str, bool]:
-    """Each of the lab's host rules -> present, found by the lab's comment (roles/docker_host):
-    the DOCKER-USER accept for frames bridged inside a lab bridge, and the INPUT drop that keeps
-    every zone off the Docker host's addresses (C-ACC-04), for IPv4 and, where the kernel has it, IPv6.
+    """Each of the lab's host rules -> present, found by the lab's comment and target
+    (roles/docker_host): the DOCKER-USER accept for frames bridged inside a lab bridge; the
+    DOCKER-USER drop of DNATed traffic from the lab's bridges (published ports), and the INPUT drop
+    for IPv4 and, where the kernel has it, IPv6, that keep every zone off the Docker host (C-ACC-04).
     A host reboot loses them all until `up`."""
+    docker_user = doctor_mod.docker_user_rules()
     rules = {
-        "DOCKER-USER": _commented(doctor_mod.docker_user_rules(), plan.docker_user_comment),
-        "INPUT": _commented(_chain_rules("iptables", "INPUT"), plan.docker_user_comment),
+        "DOCKER-USER": _commented(docker_user, plan.docker_user_comment, "ACCEPT"),
+        "DOCKER-USER-DNAT": _commented(docker_user, plan.docker_user_comment, "DROP"),
+        "INPUT": _commented(_chain_rules("iptables", "INPUT"), plan.docker_user_comment, "DROP"),
     }
     if Path("/proc/sys/net/ipv6").exists():
-        rules["INPUT6"] = _commented(_chain_rules("ip6tables", "INPUT"), plan.docker_user_comment)
+        rules["INPUT6"] = _commented(_chain_rules("ip6tables", "INPUT"), plan.docker_user_comment, "DROP")
     return rules
 
 

@@ -11,13 +11,16 @@ left on so that it can use the bridges' link-local addresses). From each zone it
 - other-gateway-via-bridge, docker0, primary, primary-v6: another zone's bridge address, docker0's
   address and the host's primary IPv4 and IPv6 addresses, routed to its own bridge (what a container
   that crafts frames to the bridge's MAC gets): the host's INPUT again;
-- other-gateway-via-fw: another zone's bridge address along its default route, through the fw.
+- other-gateway-via-fw: another zone's bridge address along its default route, through the fw;
+- published-port: a port that a container outside the lab (another lab's, say) publishes on the
+  host's primary address, routed to its own bridge: Docker DNATs it towards that container.
 
 Each must time out: "dropped", not refused (an RST means the host answered) and not answered; the
-fw logs the one it drops, the host's INPUT rules count the others, and the listener hears nobody
-from the lab. The positive twin: the same listener answers each address from the host itself, so
-"dropped" means blocked, not "nothing listening". Probes aim only at the Docker host's own
-addresses; the containers are the lab's (its label, its networks), removed at the end.
+fw logs the one it drops, the host's INPUT rules (and its DOCKER-USER rule for the published port)
+count the others, and the listener hears nobody from the lab. The positive twin: the same listener
+(and the published port) answers each address from the host itself, so "dropped" means blocked,
+not "nothing listening". Probes aim only at the Docker host's own addresses; the containers carry
+the lab's label and are removed at the end.
 """
 
 from __future__ import annotations
@@ -61,7 +64,9 @@ TARGETS: dict[str, tuple[str, ...]] = {
     "primary": ("tcp", "udp"),
     "primary-v6": ("tcp", "udp"),
     "other-gateway-via-fw": ("tcp", "udp"),
+    "published-port": ("tcp", "udp"),
 }
+PUBLISHED = "published-port"  # the name in the published container's banner
 THROUGH_FW = {"other-gateway-via-fw"}
 IPV6_TARGETS = {"own-gateway-v6", "primary-v6"}
 
@@ -181,13 +186,18 @@ class HostListener:
         self.udp.close()
 
 
-def input_rule_packets(command: str, comment: str) -> int | None:
-    """Packets counted by the lab's INPUT rule (`<command> -v -S INPUT`: the rule's -c PACKETS BYTES);
-    None when the chain holds no rule with the lab's comment."""
-    out = subprocess.run([command, "-v", "-S", "INPUT"], capture_output=True, text=True, check=True).stdout
+# the lab's drop rules whose counters the test reads: name -> (command, chain)
+DROP_RULES = {"iptables": ("iptables", "INPUT"), "ip6tables": ("ip6tables", "INPUT"), "DOCKER-USER": ("iptables", "DOCKER-USER")}
+
+
+def drop_rule_packets(command: str, chain: str, comment: str) -> int | None:
+    """Packets counted by the lab's DROP rule in a chain (`<command> -v -S <chain>`: the rule's
+    -c PACKETS BYTES); None when the chain holds no DROP rule with the lab's comment."""
+    out = subprocess.run([command, "-v", "-S", chain], capture_output=True, text=True, check=True).stdout
     for line in out.splitlines():
         tokens = shlex.split(line)
-        if any(a == "--comment" and b == comment for a, b in zip(tokens, tokens[1:], strict=False)) and "-c" in tokens:
+        pairs = list(zip(tokens, tokens[1:], strict=False))
+        if ("--comment", comment) in pairs and ("-j", "DROP") in pairs and "-c" in tokens:
             return int(tokens[tokens.index("-c") + 1])
     return None
 
@@ -244,6 +254,7 @@ def target_address(lab: Lab, host: HostAddresses, case: HostCase, side: str) -> 
         "primary": host.primary,
         "primary-v6": host.primary_v6,
         "other-gateway-via-fw": str(via_fw.gateway),
+        "published-port": host.primary,
     }[case.target]
 
 
@@ -278,7 +289,7 @@ class HostRun:
     host: HostAddresses
     outcomes: dict[str, str]  # case id -> outcome from the zone's container
     twins: dict[str, str]  # case id -> outcome from the host itself
-    counted: dict[str, int | None]  # iptables / ip6tables -> packets its INPUT rule gained during the run (None: no rule)
+    counted: dict[str, int | None]  # DROP_RULES key -> packets that rule gained during the run (None: no rule)
     log: list[dict[str, object]]
     peers: list[str]  # every address the listener heard from
     sources: dict[str, str]  # zone -> its container's address
@@ -293,25 +304,28 @@ def host_run(running_lab: Lab, plan: Plan, state: Path) -> Iterator[HostRun]:
     cases = [c for c in host_cases(lab) if c.target != "primary-v6" or host.primary_v6]
     probers = prober_plans(lab, plan)
     listener = HostListener()
+    published = f"{lab.prefix}-hostprobe-published"
     try:
+        ports = publish(lab, plan, host, published)
         started = run_playbook(lab, replace(plan, containers=probers, volumes=[]), "standins.yml", state, quiet=True)
         assert started.ok, f"probe containers failed: {started.failures}"
         with ThreadPoolExecutor(max_workers=4) as pool:
             list(pool.map(lambda c: route_to_own_bridge(lab, plan, host, c[0], c[1]), zip(probers, lab.zones.values(), strict=True)))
 
         def target(case: HostCase, side: str) -> dict[str, object]:
-            return {"id": case.id, "addr": target_address(lab, host, case, side), "port": listener.port, "proto": case.proto}
+            port = ports[case.proto] if case.target == "published-port" else listener.port
+            return {"id": case.id, "addr": target_address(lab, host, case, side), "port": port, "proto": case.proto}
 
         twins = host_probe([target(c, "host") for c in cases])
         peers_before = len(listener.peers)
 
         offset = standins.drop_log_size(lab)
-        before = {cmd: input_rule_packets(cmd, plan.docker_user_comment) for cmd in ("iptables", "ip6tables")}
+        before = {k: drop_rule_packets(*where, plan.docker_user_comment) for k, where in DROP_RULES.items()}
         by_zone = {z: [target(c, "zone") for c in cases if c.zone == z] for z in lab.zones}
         with ThreadPoolExecutor(max_workers=len(probers)) as pool:
             parts = pool.map(lambda p: standins.probe(p.name, by_zone[p.host.removeprefix("hostprobe-")], PROBE_TIMEOUT), probers)
             outcomes = {k: v for part in parts for k, v in part.items()}
-        after = {cmd: input_rule_packets(cmd, plan.docker_user_comment) for cmd in ("iptables", "ip6tables")}
+        after = {k: drop_rule_packets(*where, plan.docker_user_comment) for k, where in DROP_RULES.items()}
 
         sources = {z: p.networks[0].ipv4_address for z, p in zip(lab.zones, probers, strict=True)}
         fw_cases = [c for c in cases if c.target in THROUGH_FW and c.proto != "icmp"]
@@ -325,8 +339,22 @@ def host_run(running_lab: Lab, plan: Plan, state: Path) -> Iterator[HostRun]:
         yield HostRun(host, outcomes, twins, counted, entries,
                       listener.peers[peers_before:], sources, listener.port, cases)
     finally:
-        docker("rm", "-f", *(p.name for p in probers), check=False)
+        docker("rm", "-f", published, *(p.name for p in probers), check=False)
         listener.stop()
+
+
+def publish(lab: Lab, plan: Plan, host: HostAddresses, name: str) -> dict[str, int]:
+    """A container outside the lab's zones (on docker0, like another lab's service) that publishes
+    TCP and UDP 7000 on the host's primary address, on ports Docker picks; proto -> host port."""
+    docker("run", "-d", "--name", name, "--label", f"pacslab.lab={lab.name}", "--label", "pacslab.role=standin",
+           "-p", f"{host.primary}::7000/tcp", "-p", f"{host.primary}::7000/udp", plan.tools_image,
+           "python3", "-c", standins.AGENT, "listen", PUBLISHED, "--tcp", "7000", "--udp", "7000")
+    deadline = time.monotonic() + 30
+    while "listening" not in docker("logs", name, check=False).stdout:
+        assert time.monotonic() < deadline, f"{name} is not listening after 30 s"
+        time.sleep(0.5)
+    ports = json.loads(docker("inspect", "-f", "{{json .NetworkSettings.Ports}}", name).stdout)
+    return {proto: int(ports[f"7000/{proto}"][0]["HostPort"]) for proto in ("tcp", "udp")}
 
 
 def fw_logged(lab: Lab, case: HostCase, sources: dict[str, str], port: int, entries: list[dict[str, object]]) -> dict[str, object] | None:
@@ -366,22 +394,29 @@ def test_the_same_listener_answers_the_host_itself(host_case: HostCase, host_run
     if host_case.target == "primary-v6" and host_run.host.primary_v6 is None:
         pytest.skip("the Docker host has no global IPv6 address")
     outcome = host_run.twins[host_case.id]
-    expected = "open:echo-reply" if host_case.proto == "icmp" else f"open:{LISTENER}"
+    expected = "open:echo-reply" if host_case.proto == "icmp" else f"open:{PUBLISHED if host_case.target == 'published-port' else LISTENER}"
     evidence.update(dst=target_address(running_lab, host_run.host, host_case, "host"), outcome=outcome)
     assert outcome == expected, f"{host_case.id}: from the host itself, expected {expected}, got {outcome}"
 
 
-@pytest.mark.parametrize("command", ["iptables", "ip6tables"])
-def test_the_host_input_rule_counted_every_probe(command: str, host_run: HostRun, evidence) -> None:
-    """The drops are the lab's INPUT rule's (roles/docker_host): during the run its counter gained at
-    least one packet per probe that went to the host through a bridge (TCP retries add more)."""
-    v6 = command == "ip6tables"
-    sent = [c for c in host_run.cases if c.target not in THROUGH_FW and (c.target in IPV6_TARGETS) == v6]
-    gained = host_run.counted[command]
+@pytest.mark.parametrize("rule", list(DROP_RULES))
+def test_the_host_drop_rule_counted_every_probe(rule: str, host_run: HostRun, evidence) -> None:
+    """The drops are the lab's host rules' (roles/docker_host): during the run each rule's counter
+    gained at least one packet per probe it stands in the way of (TCP retries add more): INPUT for
+    IPv4 and IPv6 towards the host's addresses, DOCKER-USER for the published port."""
+    def stopped_by(case: HostCase) -> str | None:
+        if case.target in THROUGH_FW:
+            return None
+        if case.target == "published-port":
+            return "DOCKER-USER"
+        return "ip6tables" if case.target in IPV6_TARGETS else "iptables"
+
+    sent = [c for c in host_run.cases if stopped_by(c) == rule]
+    gained = host_run.counted[rule]
     evidence.update(probes=len(sent), packets=gained)
-    assert sent, f"no {command} probe was sent"
-    assert gained is not None, f"{command}: INPUT holds no rule with the lab's comment"
-    assert gained >= len(sent), f"{command}: the lab's INPUT rule counted {gained} packets for {len(sent)} probes"
+    assert sent, f"no probe meets the {rule} rule"
+    assert gained is not None, f"{' '.join(DROP_RULES[rule])} holds no DROP rule with the lab's comment"
+    assert gained >= len(sent), f"{rule}: the lab's rule counted {gained} packets for {len(sent)} probes"
 
 
 def test_the_host_listener_heard_nobody_from_the_lab(host_run: HostRun, running_lab: Lab, evidence) -> None:

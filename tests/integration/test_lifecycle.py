@@ -94,13 +94,13 @@ def bystanders() -> Iterator[None]:
 
 def test_down_removes_exactly_what_the_lab_created(running_lab: Lab, plan: Plan, state: Path, bystanders: None) -> None:
     ipv6 = Path("/proc/sys/net/ipv6").exists()  # without IPv6 in the kernel there is no ip6tables rule to hold
-    assert cli.host_rules(plan) == {"DOCKER-USER": True, "INPUT": True} | ({"INPUT6": True} if ipv6 else {})
+    assert cli.host_rules(plan) == {"DOCKER-USER": True, "DOCKER-USER-DNAT": True, "INPUT": True} | ({"INPUT6": True} if ipv6 else {})
     assert cli.main(["down", "--lab", str(running_lab.path)]) == cli.EXIT_OK
     assert lab_objects("container", running_lab.name) == []
     assert lab_objects("network", running_lab.name) == []
-    assert cli.host_rules(plan) == {"DOCKER-USER": False, "INPUT": False} | ({"INPUT6": False} if ipv6 else {})
-    for command in ("iptables", "ip6tables"):  # nothing with the lab's comment is left in INPUT either
-        listing = subprocess.run([command, "-S", "INPUT"], capture_output=True, text=True, check=True).stdout
+    assert cli.host_rules(plan) == {"DOCKER-USER": False, "DOCKER-USER-DNAT": False, "INPUT": False} | ({"INPUT6": False} if ipv6 else {})
+    for command, chain in (("iptables", "INPUT"), ("ip6tables", "INPUT"), ("iptables", "DOCKER-USER")):  # nothing of the lab's is left
+        listing = subprocess.run([command, "-S", chain], capture_output=True, text=True, check=True).stdout
         assert f'"{plan.docker_user_comment}"' not in listing and f" {plan.docker_user_comment} " not in listing, listing
     # volumes are kept unless asked
     assert sorted(v["Name"] for v in lab_objects("volume", running_lab.name)) == sorted(plan.volumes)

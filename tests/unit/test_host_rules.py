@@ -10,14 +10,19 @@ UNQUOTED = "-A DOCKER-USER -i lab-+ -o lab-+ -m physdev --physdev-is-bridged -m 
 
 
 def test_the_labs_own_comment_is_found_quoted_or_not() -> None:
-    assert _commented(["-P INPUT ACCEPT", OWN], "pacslab:hostiso")
-    assert _commented([UNQUOTED], "pacslab:default")
+    assert _commented(["-P INPUT ACCEPT", OWN], "pacslab:hostiso", "DROP")
+    assert _commented([UNQUOTED], "pacslab:default", "ACCEPT")
+
+
+def test_the_target_tells_the_labs_rules_in_one_chain_apart() -> None:
+    assert not _commented([UNQUOTED], "pacslab:default", "DROP")
+    assert not _commented([OWN], "pacslab:hostiso", "ACCEPT")
 
 
 def test_another_labs_rule_whose_comment_starts_the_same_does_not_count() -> None:
-    assert not _commented(["-P INPUT ACCEPT", LONGER], "pacslab:hostiso")
+    assert not _commented(["-P INPUT ACCEPT", LONGER], "pacslab:hostiso", "DROP")
 
 
 def test_a_chain_without_rules_holds_none() -> None:
-    assert not _commented(["-P INPUT ACCEPT"], "pacslab:hostiso")
-    assert not _commented([], "pacslab:hostiso")
+    assert not _commented(["-P INPUT ACCEPT"], "pacslab:hostiso", "DROP")
+    assert not _commented([], "pacslab:hostiso", "DROP")
