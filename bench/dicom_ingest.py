@@ -49,7 +49,6 @@ from pacslab.topology import Lab, load_lab  # noqa: E402
 
 BASELINE = REPO / "bench" / "labs" / "ingest-baseline"
 RESULTS = REPO / "bench" / "results" / "dicom_ingest.jsonl"
-SINK_PORT = 11112
 TARGET_RATIO = 0.85
 PATIENT = "BENCH^INGEST"
 STABLE_WAIT = 20  # seconds: orthanc_stable_age (10) and the forward itself
@@ -64,12 +63,13 @@ def pacslab(*args: str) -> None:
 def start_sink(baseline: Lab) -> str:
     """The bare SCP runs from the dicom image, sharing the baseline PACS's address."""
     image = next(i.tag for i in build_plan(baseline).images if i.name == "dicom")
+    port = baseline.hosts["pacs"].service("sink").port
     name = f"{baseline.prefix}-sink"
     docker("rm", "-f", name, check=False)
     docker(
         "run", "-d", "--rm", "--name", name, "--label", f"pacslab.lab={baseline.name}",
         "--network", f"container:{baseline.container_name('pacs')}",
-        image, "python3", "-c", (REPO / "pacslab" / "dicomsim.py").read_text(), "serve-sink", "--port", str(SINK_PORT),
+        image, "python3", "-c", (REPO / "pacslab" / "dicomsim.py").read_text(), "serve-sink", "--port", str(port),
     )
     return name
 

@@ -40,6 +40,7 @@ HOST_KEYS = {
     "lab_kind",
     "lab_volumes",
     "lab_publish",
+    "lab_services",
 }
 ZONE_KEYS = {"subnet", "router", "probe", "purpose", "exposed"}
 # Role switches that turn controls off -> (the role, its default listing those controls): false is
@@ -52,7 +53,12 @@ def switched_off(switch: str) -> tuple[str, ...]:
     role, key = CONTROL_SWITCHES[switch]
     defaults = yaml.safe_load((REPO_ROOT / "roles" / role / "defaults" / "main.yml").read_text())
     return tuple(defaults[key])
-FLOW_KEYS = {"id", "from", "to", "proto", "ports", "purpose", "csf"}
+FLOW_KEYS = {"id", "from", "to", "proto", "ports", "purpose", "csf", "service"}
+# Variables of the lab as a whole: set once, in group_vars/all; a group or host that overrides one
+# would give its hosts another lab than the rest.
+LAB_WIDE_KEYS = ("lab_name", "lab_prefix", "lab_bridge_prefix", "lab_address_space", "lab_zones", "lab_flows", "lab_waivers")
+# Variables Ansible adds to every host (magic variables): not part of the definition.
+MAGIC_VARS = {"group_names", "groups", "inventory_dir", "inventory_file", "inventory_hostname", "inventory_hostname_short", "playbook_dir"}
 VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]*$")
 PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,11}$")
@@ -98,6 +104,15 @@ class Zone:
 
 
 @dataclass(frozen=True)
+class Service:
+    """A service the host listens for on every lab address: lab_services {name: port | "port/udp"}."""
+
+    name: str
+    proto: str  # tcp | udp
+    port: int
+
+
+@dataclass(frozen=True)
 class Volume:
     name: str
     path: str
@@ -118,6 +133,7 @@ class Host:
     ae_title: str | None = None
     volumes: tuple[Volume, ...] = ()
     publish: tuple[int, ...] = ()
+    services: tuple[Service, ...] = ()
 
     @property
     def deployed(self) -> bool:
@@ -126,6 +142,18 @@ class Host:
     @property
     def is_router(self) -> bool:
         return self.kind == "router"
+
+    def service(self, name: str) -> Service:
+        """The listening service called ``name`` (KeyError naming the host when it has none)."""
+        for svc in self.services:
+            if svc.name == name:
+                return svc
+        raise KeyError(f"host {self.name} has no service {name!r} in lab_services")
+
+    @property
+    def dicom_port(self) -> int:
+        """The port of the host's DICOM service (lab_services.dicom)."""
+        return self.service("dicom").port
 
 
 @dataclass(frozen=True)
@@ -148,6 +176,8 @@ class Flow:
     ports: tuple[int, ...] | None  # None: any port (proto any)
     purpose: str
     csf: tuple[str, ...]
+    planned: bool = False  # service: planned: the destination's service for it comes later
+    intra_zone: bool = False  # source and destination share a zone: the fw never sees it
 
 
 @dataclass(frozen=True)
@@ -165,8 +195,18 @@ class Lab:
     address_space: ipaddress.IPv4Network
     zones: dict[str, Zone]
     hosts: dict[str, Host]
-    flows: tuple[Flow, ...]
+    flows: tuple[Flow, ...]  # flows that cross the fw: its accept rules, the segmentation matrix
     waivers: tuple[Waiver, ...] = field(default=())
+    zone_flows: tuple[Flow, ...] = field(default=())  # flows inside one zone: the hosts' own allow-lists enforce them
+    host_vars: dict[str, dict[str, Any]] = field(default_factory=dict, compare=False)  # as Ansible resolves them
+
+    @property
+    def all_flows(self) -> tuple[Flow, ...]:
+        return self.flows + self.zone_flows
+
+    def group(self, name: str) -> list[Host]:
+        """The hosts of an inventory group, in definition order."""
+        return [h for h in self.hosts.values() if name in h.groups]
 
     @property
     def router(self) -> Host:
@@ -284,40 +324,280 @@ def load_lab(path: str | Path) -> Lab:
         for key, value in data.items():
             lab_vars[key] = value
             var_origin[key] = vf
-    host_var_files: dict[tuple[str, str], Path] = {}  # (host, variable) -> the host_vars file setting it
-    for host in hosts_raw:
-        for vf in _vars_files(root / "host_vars" / host):
-            data = reader.load_yaml(vf)
-            if isinstance(data, Mapping):
-                hosts_raw[host].update(data)
-                host_var_files.update({(host, str(k)): vf for k in data})
-                if any(str(k).startswith("lab_") for k in data):  # role variables alone keep hosts.yml as the origin
-                    origins[host] = (vf, "")
-
+    for folder in ("group_vars", "host_vars"):  # every other vars file must at least be a mapping
+        for entry in sorted((root / folder).iterdir()) if (root / folder).is_dir() else []:
+            for vf in _vars_files(entry.with_suffix("") if entry.is_file() else entry):
+                if not isinstance(reader.load_yaml(vf), Mapping):
+                    reader.fail(vf, "(document)", "must be a mapping of variables")
     if reader.problems:  # unreadable files: later checks would only echo the damage
         raise LabDefinitionError(reader.problems)
-    lab = _build(reader, root, inventory, lab_vars, var_origin, hosts_raw, origins, membership)
+
+    # What Ansible itself makes of the folder (every group's group_vars, host_vars, group vars in
+    # hosts.yml): the values every check below looks at, so no switch hides where pacslab does not read.
+    try:
+        resolved = ansible_host_vars(inventory)
+    except Exception as exc:  # AnsibleError and what its plugins raise: refuse, never crash
+        raise LabDefinitionError([Problem(reader.rel(inventory), "(inventory)", f"Ansible cannot read the inventory: {exc}")]) from exc
+    where = _Origins(reader, root, inventory, membership, origins)
+    for hname in hosts_raw:
+        hv = resolved.get(hname, {})
+        for key in LAB_WIDE_KEYS:
+            if key in hv and hv[key] != lab_vars.get(key):
+                file, keypath = where.of(hname, key)
+                reader.fail(file, keypath, f"{key} belongs to the whole lab: set it in group_vars/all only (here it changes it for {hname})")
+        hosts_raw[hname] = {k: v for k, v in hv.items() if k not in MAGIC_VARS and k not in LAB_WIDE_KEYS}
+
+    if reader.problems:
+        raise LabDefinitionError(reader.problems)
+    lab = _build(reader, root, inventory, lab_vars, var_origin, hosts_raw, where, membership)
     if lab is not None:
-        switches: dict[tuple[str | None, str], Path] = {(None, k): var_origin[k] for k in CONTROL_SWITCHES if lab_vars.get(k) is False}
-        for hname, hv in hosts_raw.items():
-            for k in CONTROL_SWITCHES:
-                if hv.get(k) is False:
-                    switches[(hname, k)] = host_var_files.get((hname, k), inventory)
-        _check_control_switches(reader, lab, switches)
+        lab = Lab(**{**lab.__dict__, "host_vars": hosts_raw})
+        _check_control_switches(reader, lab, where)
+        _check_peers(reader, lab, where)
     if reader.problems or lab is None:
         raise LabDefinitionError(reader.problems)
     return lab
 
 
-def _check_control_switches(reader: _Reader, lab: Lab, switches: dict[tuple[str | None, str], Path]) -> None:
-    """A switch set to false, lab-wide or on a host, needs a waiver for each control it turns off."""
+def _plain(value: Any) -> Any:
+    """Ansible's tagged values (ansible-core 2.19 data tagging) as plain Python values."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    for kind in (bool, int, float, str):
+        if isinstance(value, kind):
+            return kind(value)
+    return value
+
+
+def ansible_host_vars(inventory: Path) -> dict[str, dict[str, Any]]:
+    """Each host's variables as ansible-core resolves them from the inventory file and the
+    group_vars/host_vars folders beside it (InventoryManager + VariableManager), untemplated."""
+    from ansible.inventory.manager import InventoryManager
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.vars.manager import VariableManager
+
+    loader = DataLoader()
+    inventory_manager = InventoryManager(loader=loader, sources=[str(inventory)])
+    variables = VariableManager(loader=loader, inventory=inventory_manager)
+    return {h.name: _plain(variables.get_vars(host=h, include_hostvars=False)) for h in inventory_manager.get_hosts()}
+
+
+class _Origins:
+    """Where a host's variable is set, most specific first, in Ansible's precedence: host_vars,
+    the host's entry in hosts.yml, group_vars of its groups, group vars in hosts.yml, group_vars/all."""
+
+    def __init__(self, reader: _Reader, root: Path, inventory: Path, membership: dict[str, list[str]], origins: dict[str, tuple[Path, str]]):
+        self.reader, self.root, self.inventory = reader, root, inventory
+        self.membership, self.host_entries = membership, dict(origins)
+        self._cache: dict[Path, Any] = {}
+
+    def _data(self, path: Path) -> Any:
+        if path not in self._cache:
+            self._cache[path] = self.reader.load_yaml(path) if path.is_file() else {}
+        return self._cache[path]
+
+    def _group_vars_in_inventory(self, group: str) -> Mapping[str, Any]:
+        def find(node: Any, name: str) -> Any:
+            if not isinstance(node, Mapping):
+                return None
+            if name == "all" and node is self._data(self.inventory).get("all"):
+                return node
+            for child, body in (node.get("children") or {}).items():
+                if child == name:
+                    return body
+                found = find(body, name)
+                if found is not None:
+                    return found
+            return None
+
+        top = self._data(self.inventory)
+        body = find(top.get("all") if isinstance(top, Mapping) else None, group)
+        return (body.get("vars") or {}) if isinstance(body, Mapping) else {}
+
+    def of(self, host: str | None, key: str) -> tuple[Path, str]:
+        """(file, key path) of the most specific place that sets ``key`` for ``host``."""
+        if host is not None:
+            for vf in _vars_files(self.root / "host_vars" / host):
+                if isinstance(self._data(vf), Mapping) and key in self._data(vf):
+                    return vf, f"{host}.{key}"
+            file, keypath = self.host_entries.get(host, (self.inventory, f"all.hosts.{host}"))
+            if file == self.inventory:
+                entry = self._data(self.inventory)
+                for part in keypath.split("."):
+                    entry = (entry.get(part) if isinstance(entry, Mapping) else None) or {}
+                if isinstance(entry, Mapping) and key in entry:
+                    return self.inventory, f"{keypath}.{key}"
+        for group in reversed(self.membership.get(host, []) if host else []):
+            for vf in _vars_files(self.root / "group_vars" / group):
+                if isinstance(self._data(vf), Mapping) and key in self._data(vf):
+                    return vf, key
+            if key in self._group_vars_in_inventory(group):
+                return self.inventory, f"{group}.vars.{key}"
+        for vf in _vars_files(self.root / "group_vars" / "all"):
+            if isinstance(self._data(vf), Mapping) and key in self._data(vf):
+                return vf, key
+        if key in self._group_vars_in_inventory("all"):
+            return self.inventory, f"all.vars.{key}"
+        return self.inventory, f"{host}.{key}" if host else key
+
+
+def _check_control_switches(reader: _Reader, lab: Lab, where: _Origins) -> None:
+    """A switch set to false, wherever Ansible finds it (any group's vars, a host), needs a waiver
+    for each control it turns off; a switch is a boolean, never a string that templates as one."""
     waived = {w.control for w in lab.waivers}
-    for (hname, switch), file in switches.items():
+    found: dict[tuple[Path, str, str], list[str]] = {}
+    for hname, hv in lab.host_vars.items():
+        for switch in CONTROL_SWITCHES:
+            if switch not in hv:
+                continue
+            file, key = where.of(hname, switch)
+            if not isinstance(hv[switch], bool):
+                reader.fail(file, key, f"{hv[switch]!r}: must be true or false")
+            elif hv[switch] is False:
+                found.setdefault((file, key, switch), []).append(hname)
+    for (file, key, switch), hosts in found.items():
         controls = switched_off(switch)
         missing = [c for c in controls if c not in waived]
         if missing:
-            reader.fail(file, f"{hname}.{switch}" if hname else switch,
-                        f"false turns off {', '.join(controls)}; lab_waivers does not waive {', '.join(missing)}")
+            reader.fail(file, key, f"false turns off {', '.join(controls)} on {', '.join(hosts)}; lab_waivers does not waive {', '.join(missing)}")
+
+
+DIMSE_ALLOW = ("echo", "store", "find", "worklist", "move", "get")
+
+
+def flow_between(lab: Lab, src: str, dst: str, proto: str, port: int) -> Flow | None:
+    """The flow (routed or inside a zone) that lets host src reach host dst on port/proto."""
+    s, d = lab.hosts[src], lab.hosts[dst]
+    for flow in lab.all_flows:
+        if flow.proto not in (proto, "any") or (flow.ports is not None and port not in flow.ports):
+            continue
+        dest_ok = flow.dest == Endpoint("host", dst) or flow.dest == Endpoint("zone", str(d.zone))
+        if dest_ok and any(e == Endpoint("host", src) or e == Endpoint("zone", str(s.zone)) for e in flow.sources):
+            return flow
+    return None
+
+
+def _check_peers(reader: _Reader, lab: Lab, where: _Origins) -> None:
+    """What restates a flow (DICOM peers, gateway tunnels, HL7 senders) must agree with lab_flows,
+    both ways: every peer needs a flow to the port the peer really listens on (lab_services), and
+    every flow to a DICOM or HL7 service names only peers its destination accepts."""
+    flows_file, _ = where.of(None, "lab_flows")
+
+    def fail(host: str, var: str, sub: str, reason: str) -> None:
+        file, key = where.of(host, var)
+        reader.fail(file, key + sub, reason)
+
+    def known(host: str, var: str, sub: str, name: Any) -> bool:
+        if str(name) not in lab.hosts or lab.hosts[str(name)].is_router:
+            fail(host, var, sub, f"unknown host {name!r}")
+            return False
+        return True
+
+    def port_of(host: str, service: str, var: str, sub: str, owner: str) -> int | None:
+        try:
+            return lab.hosts[host].service(service).port
+        except KeyError:
+            fail(owner, var, sub, f"{host} has no {service!r} service in lab_services: its port cannot be derived")
+            return None
+
+    def need_flow(owner: str, var: str, sub: str, src: str, dst: str, port: int) -> None:
+        if flow_between(lab, src, dst, "tcp", port) is None:
+            fail(owner, var, sub, f"no flow in lab_flows lets {src} reach {dst}:{port}/tcp")
+
+    def reverse(server: str, port: int, accepted: set[str], what: str) -> None:
+        for flow in lab.all_flows:
+            if flow.dest != Endpoint("host", server) or flow.proto != "tcp" or flow.ports is None or port not in flow.ports:
+                continue
+            for src in flow.sources:
+                members = [src.name] if src.kind == "host" else [h.name for h in lab.hosts.values() if h.zone == src.name]
+                if not set(members) & accepted:
+                    reader.fail(flows_file, f"lab_flows ({flow.id}).from", f"{src} may reach {server}:{port} but is not one of its {what}")
+
+    for hname, hv in lab.host_vars.items():
+        host = lab.hosts.get(hname)
+        if host is None or not host.deployed:
+            continue
+        peers = hv.get("orthanc_peers") or []
+        if peers or host.image == "orthanc":
+            port = port_of(hname, "dicom", "lab_services", "", hname)
+            carriers: set[str] = set()
+            for i, peer in enumerate(peers if isinstance(peers, list) else []):
+                sub = f"[{i}]"
+                if not isinstance(peer, Mapping) or "host" not in peer:
+                    fail(hname, "orthanc_peers", sub, "each peer is a mapping with host and allow")
+                    continue
+                for extra in sorted(set(peer) - {"host", "via", "allow"}):
+                    fail(hname, "orthanc_peers", f"{sub}.{extra}", "unknown key (known: allow, host, via); ports come from lab_services")
+                allow = peer.get("allow")
+                if not isinstance(allow, list) or [a for a in allow if a not in DIMSE_ALLOW]:
+                    fail(hname, "orthanc_peers", f"{sub}.allow", f"a list of {', '.join(DIMSE_ALLOW)} ([]: a destination that requests nothing)")
+                    continue
+                if not known(hname, "orthanc_peers", f"{sub}.host", peer["host"]):
+                    continue
+                carrier = str(peer.get("via", peer["host"]))
+                if not known(hname, "orthanc_peers", f"{sub}.via", carrier):
+                    continue
+                if not allow:  # a destination only (forward target): it needs the flow the other way
+                    continue
+                carriers.add(carrier)
+                if port is not None:
+                    need_flow(hname, "orthanc_peers", sub, carrier, hname, port)
+            target = hv.get("orthanc_forward_to")
+            if target:
+                listed = {str(p.get("host")) for p in peers if isinstance(p, Mapping)}
+                if target not in listed:
+                    fail(hname, "orthanc_forward_to", "", f"{target!r} is not one of the host's orthanc_peers")
+                elif (tport := port_of(str(target), "dicom", "orthanc_forward_to", "", hname)) is not None:
+                    need_flow(hname, "orthanc_forward_to", "", hname, str(target), tport)
+            if port is not None:
+                reverse(hname, port, carriers, "orthanc_peers")
+        if hv.get("dicom_node_mode") == "workstation":  # its storage SCP listens on lab_services.dicom
+            port_of(hname, "dicom", "lab_services", "", hname)
+        for i, peer in enumerate(hv.get("dicom_node_peers") or []):
+            sub = f"[{i}]"
+            if not isinstance(peer, Mapping) or "host" not in peer or "name" not in peer:
+                fail(hname, "dicom_node_peers", sub, "each peer is a mapping with name and host")
+                continue
+            for extra in sorted(set(peer) - {"name", "host", "via", "service"}):
+                fail(hname, "dicom_node_peers", f"{sub}.{extra}", "unknown key (known: host, name, service, via); ports come from lab_services")
+            if not known(hname, "dicom_node_peers", f"{sub}.host", peer["host"]):
+                continue
+            service = str(peer.get("service", "dicom"))
+            via = peer.get("via")
+            if via is None:
+                if (pport := port_of(str(peer["host"]), service, "dicom_node_peers", sub, hname)) is not None:
+                    need_flow(hname, "dicom_node_peers", sub, hname, str(peer["host"]), pport)
+                continue
+            if not known(hname, "dicom_node_peers", f"{sub}.via", via):
+                continue
+            tunnels = [t for t in lab.host_vars.get(str(via), {}).get("dicom_node_tunnels") or [] if isinstance(t, Mapping)]
+            tunnel = next((t for t in tunnels if t.get("host") == peer["host"]), None)
+            if tunnel is None:
+                fail(hname, "dicom_node_peers", f"{sub}.via", f"{via} has no dicom_node_tunnels entry for {peer['host']}")
+            elif isinstance(tunnel.get("listen"), int):
+                need_flow(hname, "dicom_node_peers", sub, hname, str(via), tunnel["listen"])
+        for i, tunnel in enumerate(hv.get("dicom_node_tunnels") or []):
+            sub = f"[{i}]"
+            if not isinstance(tunnel, Mapping) or "host" not in tunnel or "listen" not in tunnel:
+                fail(hname, "dicom_node_tunnels", sub, "each tunnel is a mapping with listen and host")
+                continue
+            for extra in sorted(set(tunnel) - {"listen", "host"}):
+                fail(hname, "dicom_node_tunnels", f"{sub}.{extra}", "unknown key (known: host, listen); the far port comes from lab_services")
+            if tunnel["listen"] not in {s.port for s in host.services if s.proto == "tcp"}:
+                fail(hname, "dicom_node_tunnels", f"{sub}.listen", f"{tunnel['listen']!r} is not a TCP port of {hname}'s lab_services")
+            if known(hname, "dicom_node_tunnels", f"{sub}.host", tunnel["host"]):
+                if (tport := port_of(str(tunnel["host"]), "dicom", "dicom_node_tunnels", sub, hname)) is not None:
+                    need_flow(hname, "dicom_node_tunnels", sub, hname, str(tunnel["host"]), tport)
+        if "ris_hl7_senders" in hv or "ris_servers" in host.groups:
+            hl7 = port_of(hname, "hl7", "lab_services", "", hname)
+            senders = [str(x) for x in hv.get("ris_hl7_senders") or []]
+            for i, sender in enumerate(senders):
+                if known(hname, "ris_hl7_senders", f"[{i}]", sender) and hl7 is not None:
+                    need_flow(hname, "ris_hl7_senders", f"[{i}]", sender, hname, hl7)
+            if hl7 is not None:
+                reverse(hname, hl7, set(senders), "ris_hl7_senders")
 
 
 # --------------------------------------------------------------------------------------------
@@ -339,7 +619,7 @@ def _build(
     lab_vars: dict[str, Any],
     var_origin: dict[str, Path],
     hosts_raw: dict[str, dict[str, Any]],
-    origins: dict[str, tuple[Path, str]],
+    where: _Origins,
     membership: dict[str, list[str]],
 ) -> Lab | None:
     default_vars = root / "group_vars" / "all"
@@ -368,8 +648,8 @@ def _build(
             reader.fail(space_file, "lab_address_space", f"{space_raw!r} is not an IPv4 network: {exc}")
 
     zones = _build_zones(reader, lab_vars, var_origin, default_vars, space, bridge_prefix)
-    hosts = _build_hosts(reader, inventory, hosts_raw, origins, membership, zones)
-    _check_addresses(reader, var_origin.get("lab_zones", default_vars), zones, hosts, origins)
+    hosts = _build_hosts(reader, inventory, hosts_raw, where, membership, zones)
+    _check_addresses(reader, var_origin.get("lab_zones", default_vars), zones, hosts, where)
     flows = _build_flows(reader, lab_vars, var_origin, default_vars, zones, hosts)
     waivers = _build_waivers(reader, lab_vars, var_origin, default_vars)
 
@@ -384,8 +664,9 @@ def _build(
         address_space=space,
         zones=zones,
         hosts=hosts,
-        flows=tuple(flows),
+        flows=tuple(f for f in flows if not f.intra_zone),
         waivers=tuple(waivers),
+        zone_flows=tuple(f for f in flows if f.intra_zone),
     )
 
 
@@ -456,7 +737,7 @@ def _build_hosts(
     reader: _Reader,
     inventory: Path,
     hosts_raw: dict[str, dict[str, Any]],
-    origins: dict[str, tuple[Path, str]],
+    where: _Origins,
     membership: dict[str, list[str]],
     zones: dict[str, Zone],
 ) -> dict[str, Host]:
@@ -464,11 +745,15 @@ def _build_hosts(
     ae_seen: dict[str, str] = {}
     routers: list[str] = []
     for hname, hv in hosts_raw.items():
-        file, base = origins.get(hname, (inventory, f"all.hosts.{hname}"))
-        key = base or hname
+        file, key = where.host_entries.get(hname, (inventory, f"all.hosts.{hname}"))
 
-        def fail(sub: str, reason: str, file: Path = file, key: str = key) -> None:
-            reader.fail(file, f"{key}.{sub}" if sub else key, reason)
+        def fail(sub: str, reason: str, hname: str = hname, file: Path = file, key: str = key) -> None:
+            if not sub:
+                reader.fail(file, key, reason)
+                return
+            var = re.split(r"[.\[]", sub, maxsplit=1)[0]
+            at, keypath = where.of(hname, var)
+            reader.fail(at, keypath + sub[len(var):], reason)
 
         if not NAME_RE.match(hname) or len(hname) > 40:
             fail("", "host names use lower-case letters, digits and '-' (at most 40)")
@@ -507,7 +792,7 @@ def _build_hosts(
             zone = str(hv["lab_zone"])
             if zone not in zones:
                 fail("lab_zone", f"unknown zone {zone!r} (zones: {', '.join(zones) or 'none'})")
-            address = _ip(reader, file, f"{key}.lab_address", hv["lab_address"])
+            address = _ip(reader, *where.of(hname, "lab_address"), hv["lab_address"])
         image = hv.get("lab_image")
         if image is not None and not (IMAGES_DIR / str(image) / "Dockerfile").is_file():
             fail("lab_image", f"no images/{image}/Dockerfile in the repository")
@@ -534,6 +819,21 @@ def _build_hosts(
             publish.append(port)
         if publish and (zone is None or zone not in zones or not zones[zone].exposed):
             fail("lab_publish", "ports may be published only by hosts in a zone marked exposed (the DMZ)")
+        services: list[Service] = []
+        raw_services = hv.get("lab_services") or {}
+        if not isinstance(raw_services, Mapping):
+            fail("lab_services", "a mapping of service name to port (2762) or port/udp (\"123/udp\")")
+            raw_services = {}
+        for sname, value in raw_services.items():
+            m = re.fullmatch(r"([0-9]{1,5})/(tcp|udp)", value) if isinstance(value, str) else None
+            port, proto = (value, "tcp") if isinstance(value, int) and not isinstance(value, bool) else ((int(m[1]), m[2]) if m else (0, ""))
+            if not NAME_RE.match(str(sname)) or not 0 < port < 65536:
+                fail(f"lab_services.{sname}", f"{value!r}: a service is name: port (1-65535) or name: \"port/udp\"")
+                continue
+            if any(x.proto == proto and x.port == port for x in services):
+                fail(f"lab_services.{sname}", f"{port}/{proto} is already another service of {hname}")
+                continue
+            services.append(Service(str(sname), proto, port))
         hosts[hname] = Host(
             name=hname,
             groups=tuple(membership.get(hname, [])),
@@ -548,6 +848,7 @@ def _build_hosts(
             ae_title=ae,
             volumes=tuple(volumes),
             publish=tuple(publish),
+            services=tuple(services),
         )
     if len(routers) != 1:
         reader.fail(inventory, "lab_kind", f"exactly one host must have lab_kind: router (found {len(routers)}: {', '.join(routers) or 'none'})")
@@ -559,7 +860,7 @@ def _check_addresses(
     zones_file: Path,
     zones: dict[str, Zone],
     hosts: dict[str, Host],
-    origins: dict[str, tuple[Path, str]],
+    where: _Origins,
 ) -> None:
     """Every address inside its zone, not reserved, and used once."""
     seen: dict[ipaddress.IPv4Address, str] = {}
@@ -569,8 +870,8 @@ def _check_addresses(
         zfile_key.append((zones_file, f"lab_zones.{z.name}.probe", z.probe, z.name, f"probe address of zone {z.name}"))
     for h in hosts.values():
         if h.address is not None and h.zone is not None:
-            file, key = origins[h.name]
-            zfile_key.append((file, f"{key}.lab_address", h.address, h.zone, f"host {h.name}"))
+            file, key = where.of(h.name, "lab_address")
+            zfile_key.append((file, key, h.address, h.zone, f"host {h.name}"))
     for file, key, addr, zname, owner in zfile_key:
         zone = zones.get(zname)
         if zone is None:
@@ -672,15 +973,18 @@ def _build_flows(
                 reader.fail(ffile, f"{key}.from", "needs at least one source")
             continue
         srcs = tuple(s for s in sources if s is not None)
+        inside = [s for s in srcs if zone_of(s) == zone_of(dest)]
         for s in srcs:
             if s == dest:
                 reader.fail(ffile, f"{key}.from", f"{s} is also the destination")
-            elif zone_of(s) == zone_of(dest):
-                reader.fail(
-                    ffile,
-                    f"{key}.from",
-                    f"{s} and {dest} are both in zone {zone_of(dest)}: traffic inside a zone never crosses the firewall",
-                )
+            elif s in inside and (s.kind == "zone" or dest.kind == "zone"):
+                reader.fail(ffile, f"{key}.from", f"{s} and {dest} are in one zone: a flow inside a zone names its hosts")
+        if inside and len(inside) != len(srcs):
+            reader.fail(ffile, f"{key}.from", f"mixes sources inside zone {zone_of(dest)} ({', '.join(map(str, inside))}) with others: "
+                        "split it (a flow inside a zone never crosses the fw; the hosts' own allow-lists enforce it)")
+        service = body.get("service", "deployed")
+        if service not in ("deployed", "planned"):
+            reader.fail(ffile, f"{key}.service", f"{service!r}: deployed (default) or planned (the destination's service comes later)")
         flows.append(
             Flow(
                 id=str(fid),
@@ -690,9 +994,40 @@ def _build_flows(
                 ports=ports,
                 purpose=str(body["purpose"]),
                 csf=tuple(str(c) for c in body.get("csf") or ()),
+                planned=service == "planned",
+                intra_zone=bool(inside),
             )
         )
+    _check_services(reader, ffile, hosts, flows)
     return flows
+
+
+def _check_services(reader: _Reader, ffile: Path, hosts: dict[str, Host], flows: list[Flow]) -> None:
+    """A flow to a deployed host reaches one of its lab_services (or says its service is planned),
+    and each service of a deployed host is reached by a flow that names its port."""
+    for flow in flows:
+        dest = hosts.get(flow.dest.name) if flow.dest.kind == "host" else None
+        if dest is None or not dest.deployed or flow.ports is None:
+            continue
+        offered = {(s.proto, s.port) for s in dest.services}
+        missing = [p for p in flow.ports if (flow.proto, p) not in offered]
+        if flow.planned and not missing:
+            reader.fail(ffile, f"lab_flows ({flow.id}).service", f"planned, but {dest.name} already offers {flow.proto}/{flow.ports}")
+        elif missing and not flow.planned:
+            reader.fail(ffile, f"lab_flows ({flow.id}).ports", f"{dest.name} has no service on {flow.proto} {missing} in lab_services "
+                        "(add it there, or mark the flow service: planned if its service comes later)")
+    for host in hosts.values():
+        if not host.deployed:
+            continue
+        for svc in host.services:
+            reached = any(
+                f.ports is not None and svc.port in f.ports and f.proto == svc.proto
+                and (f.dest == Endpoint("host", host.name) or f.dest == Endpoint("zone", str(host.zone)))
+                for f in flows
+            )
+            if not reached:
+                reader.fail(ffile, "lab_flows", f"no flow reaches {host.name}'s service {svc.name} ({svc.port}/{svc.proto}): "
+                            "a service nobody may use is one to remove")
 
 
 def _build_waivers(

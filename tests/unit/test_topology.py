@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -58,9 +62,41 @@ BROKEN = {
         lambda h, lv, f: lv["lab_zones"]["dmz"].update(router="10.77.60.1"),
         "lab.yml", "lab_zones.dmz.router", "reserved",
     ),
-    "flow-inside-one-zone": (
-        lambda h, lv, f: f["lab_flows"].append({"id": "F99", "from": ["pacs"], "to": "vna", "proto": "tcp", "ports": [2762], "purpose": "x"}),
-        "flows.yml", "(F99).from", "never crosses the firewall",
+    "flow-mixing-zone-inside-and-outside": (
+        lambda h, lv, f: f["lab_flows"].append({"id": "F99", "from": ["ris", "mod-ct"], "to": "vna", "proto": "tcp", "ports": [2762], "purpose": ""}),
+        "flows.yml", "(F99).from", "split it",
+    ),
+    "flow-to-a-port-nothing-listens-on": (
+        lambda h, lv, f: f["lab_flows"].append({"id": "F99", "from": ["mod-ct"], "to": "vna", "proto": "tcp", "ports": [4242], "purpose": "x"}),
+        "flows.yml", "lab_flows (F99).ports", "vna has no service on tcp [4242]",
+    ),
+    "planned-flow-to-a-running-service": (
+        lambda h, lv, f: f["lab_flows"][0].update(service="planned"),
+        "flows.yml", "lab_flows (F01).service", "already offers",
+    ),
+    "service-no-flow-reaches": (
+        lambda h, lv, f: host(h, "vna").update(lab_services={"dicom": 2762, "https": 443, "rogue": 4444}),
+        "flows.yml", "lab_flows", "no flow reaches vna's service rogue (4444/tcp)",
+    ),
+    "dicom-peer-without-its-flow": (
+        lambda h, lv, f: f["lab_flows"].__setitem__(0, {**f["lab_flows"][0], "from": ["mod-ct", "ovl-gw"]}),
+        "host_vars/pacs.yml", "pacs.orthanc_peers[1]", "no flow in lab_flows lets mod-mr reach pacs:2762/tcp",
+    ),
+    "flow-without-its-dicom-peer": (
+        lambda h, lv, f: f["lab_flows"].append({"id": "F99", "from": ["mod-ct"], "to": "vna", "proto": "tcp", "ports": [2762], "purpose": "x"}),
+        "flows.yml", "lab_flows (F99).from", "mod-ct may reach vna:2762 but is not one of its orthanc_peers",
+    ),
+    "hl7-sender-without-its-flow": (
+        lambda h, lv, f: next(x for x in f["lab_flows"] if x["id"] == "F03").update({"from": ["zone:enterprise"]}),
+        "host_vars/ris.yml", "ris.ris_hl7_senders[0]", "no flow in lab_flows lets ws-tech reach ris:2575/tcp",
+    ),
+    "dicom-peer-port-on-a-host-without-dicom": (
+        lambda h, lv, f: host(h, "ws-rad").update(lab_services={"storage": 2762}),
+        "hosts.yml", "ws-rad.lab_services", "ws-rad has no 'dicom' service",
+    ),
+    "bad-service": (
+        lambda h, lv, f: host(h, "pacs").update(lab_services={"dicom": 2762, "https": "443/sctp"}),
+        "hosts.yml", "pacs.lab_services.https", "name: port (1-65535)",
     ),
     "duplicate-flow-id": (
         lambda h, lv, f: f["lab_flows"][1].update(id="F01"),
@@ -158,3 +194,94 @@ def test_every_command_refuses_a_broken_lab_before_touching_anything(verb: str, 
     assert cli.main([verb, "--lab", str(lab_copy)]) == cli.EXIT_BAD_LAB
     err = capsys.readouterr().err
     assert "refused; nothing was changed" in err and "hosts.yml" in err and "duplicate address" in err
+
+
+def _append(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(text)
+
+
+@pytest.mark.parametrize("place", ["group_vars/pacs_servers.yml", "group_vars/pacs_servers/controls.yml", "group_vars/all/controls.yml"])
+def test_a_control_switch_in_any_group_vars_is_refused(place: str, lab_copy: Path) -> None:
+    """Ansible reads every group's vars; so does the lab definition: a switch there is refused before
+    anything changes, naming the file that sets it and the hosts it turns controls off on."""
+    _append(lab_copy / place, "---\northanc_controls: false\n")
+    with pytest.raises(LabDefinitionError) as err:
+        load_lab(lab_copy)
+    problems = [p for p in err.value.problems if p.key == "orthanc_controls"]
+    assert len(problems) == 1, err.value
+    assert problems[0].file.endswith(place)
+    assert re.search(r" on (.*, )?pacs[,;]", problems[0].reason)
+    assert problems[0].reason.endswith("does not waive C-ACC-05, C-ACC-06, C-DAT-02, C-DAT-03")
+
+
+def test_a_control_switch_in_group_vars_inside_hosts_yml_is_refused(lab_copy: Path) -> None:
+    mutate(lab_copy, lambda h, lv, f: h["all"]["children"]["vna_servers"].update(vars={"orthanc_controls": False}))
+    with pytest.raises(LabDefinitionError) as err:
+        load_lab(lab_copy)
+    [problem] = err.value.problems
+    assert problem.file.endswith("hosts.yml") and problem.key == "vna_servers.vars.orthanc_controls"
+    assert "on vna" in problem.reason
+
+
+def test_a_control_switch_is_a_boolean(lab_copy: Path) -> None:
+    _append(lab_copy / "host_vars" / "pacs.yml", '\northanc_controls: "no"\n')
+    with pytest.raises(LabDefinitionError) as err:
+        load_lab(lab_copy)
+    [problem] = err.value.problems
+    assert problem.key == "pacs.orthanc_controls" and problem.reason == "'no': must be true or false"
+
+
+def test_a_lab_wide_key_set_for_one_group_is_refused(lab_copy: Path) -> None:
+    _append(lab_copy / "group_vars" / "modalities.yml", "---\nlab_prefix: other\n")
+    with pytest.raises(LabDefinitionError) as err:
+        load_lab(lab_copy)
+    assert {p.key for p in err.value.problems} == {"lab_prefix"}
+    assert all(p.file.endswith("group_vars/modalities.yml") and "group_vars/all only" in p.reason for p in err.value.problems)
+
+
+def test_a_port_typed_beside_a_peer_is_refused(lab_copy: Path) -> None:
+    """Ports come from the peer's lab_services: a second copy could disagree with the flow matrix."""
+    text = (lab_copy / "host_vars" / "mod-ct.yml").read_text().replace("{name: pacs, host: pacs}", "{name: pacs, host: pacs, port: 2762}")
+    (lab_copy / "host_vars" / "mod-ct.yml").write_text(text)
+    with pytest.raises(LabDefinitionError) as err:
+        load_lab(lab_copy)
+    [problem] = err.value.problems
+    assert problem.key == "mod-ct.dicom_node_peers[0].port" and "ports come from lab_services" in problem.reason
+
+
+def test_reference_lab_ports_and_flows_inside_zones() -> None:
+    """Written out by hand: what the reference lab's definition says each service listens on."""
+    lab = load_lab(DEFAULT_LAB)
+    assert {(s.name, s.proto, s.port) for s in lab.hosts["pacs"].services} == {("dicom", "tcp", 2762), ("https", "tcp", 443)}
+    assert {(s.name, s.proto, s.port) for s in lab.hosts["ovl-gw"].services} == {("dicom-pacs", "tcp", 104), ("dicom-ris", "tcp", 105)}
+    assert lab.hosts["ris"].service("hl7").port == 2575 and lab.hosts["ws-rad"].dicom_port == 2762
+    assert [f.id for f in lab.zone_flows] == ["F04", "F14"]
+    assert "F04" not in {f.id for f in lab.flows}  # never a firewall rule
+    assert {f.id for f in lab.flows if f.planned} == {"F08b", "F08c"}
+
+
+LAB_FOLDERS = sorted(p.parent for pattern in ("inventories", "bench/labs", "tests/labs") for p in REPO_ROOT.glob(f"{pattern}/*/hosts.yml"))
+
+
+@pytest.mark.parametrize("folder", LAB_FOLDERS, ids=[str(p.relative_to(REPO_ROOT)) for p in LAB_FOLDERS])
+def test_the_definition_is_what_ansible_inventory_lists(folder: Path) -> None:
+    """The loader and Ansible agree on every lab folder in the repository: the same hosts, the same
+    groups per host, and the same lab keys, as `ansible-inventory --list` prints them."""
+    exe = Path(sys.executable).parent / "ansible-inventory"
+    listing = json.loads(subprocess.run([str(exe), "-i", str(folder / "hosts.yml"), "--list"], capture_output=True, text=True, check=True).stdout)
+    lab = load_lab(folder)
+    hostvars = listing["_meta"]["hostvars"]
+    assert set(hostvars) == set(lab.hosts)
+    groups = {g: set(body.get("hosts", [])) for g, body in listing.items() if g not in ("_meta", "all", "ungrouped")}
+    for h in lab.hosts.values():
+        assert set(h.groups) == {g for g, members in groups.items() if h.name in members}, h.name
+        hv = hostvars[h.name]
+        assert hv.get("lab_address") == (str(h.address) if h.address else None), h.name
+        assert hv.get("lab_ae_title") == h.ae_title and hv.get("lab_image") == h.image, h.name
+        assert hv.get("lab_state", "deployed") == h.state, h.name
+        assert {k: hv.get(k) for k in ("orthanc_peers", "dicom_node_peers", "ris_hl7_senders", "orthanc_controls")} == {
+            k: lab.host_vars[h.name].get(k) for k in ("orthanc_peers", "dicom_node_peers", "ris_hl7_senders", "orthanc_controls")
+        }, h.name
+        assert hv["lab_prefix"] == lab.prefix and len(hv["lab_flows"]) == len(lab.all_flows)
