@@ -27,6 +27,8 @@ from typing import Any
 log = logging.getLogger("hl7")
 VT, FS, CR = b"\x0b", b"\x1c", b"\x0d"
 ACCESSION_RE = re.compile(r"^[A-Za-z0-9-]{1,16}$")  # DICOM SH, and safe as a file name
+# OpenSSL reports a TLS alert received from the peer as <version>_ALERT_<description> (RFC 8446 6.2).
+ALERT_REASON = re.compile(r"^(?:SSLV3|TLSV1|TLSV13)_ALERT_(?P<alert>[A-Z_]+)$")
 WORKLISTS = Path(os.environ.get("PACSLAB_WORKLISTS", "/var/lib/orthanc/worklists"))
 
 
@@ -222,13 +224,16 @@ def main(argv: list[str] | None = None) -> int:
     order = {k: getattr(args, k) for k in fields}
     message = build_orm(order, f"{int(time.time() * 1000) % 10**10}")
     cert, key = (None, None) if args.no_cert else (args.cert or cfg["tls"]["cert"], args.key or cfg["tls"]["key"])
+    alert = None
     try:
         answer = send(ris["host"], int(ris["port"]), message, cfg["tls"]["trusted"], cert, key)
         error = "" if answer else "connection closed without an answer"  # stunnel refused the certificate
     except OSError as exc:  # ssl.SSLError included: a refused handshake is an answer, not a crash
         answer, error = "", f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, ssl.SSLError) and (m := ALERT_REASON.match(str(exc.reason))):
+            alert = m["alert"].lower().replace("_", "-")  # the alert the RIS's TLS front sent (RFC 8446 6.2)
     if error:
-        json.dump({"ack": "", "error": error}, sys.stdout)
+        json.dump({"ack": "", "error": error, "tls_alert": alert}, sys.stdout)
         print()
         return 1
     msa = next((line.split("|") for line in answer.split("\r") if line.startswith("MSA")), ["MSA", ""])
