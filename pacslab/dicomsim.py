@@ -242,8 +242,8 @@ def refusal(seen: _Observer, pdus: list[Any], connected: bool) -> dict[str, Any]
     tls-alert / tls-error: the TLS handshake or the first read failed (ssl.SSLError);
     aborted: A-ABORT received (PS3.8 9.3.8); timeout: no TCP connection, or no answer, in time;
     refused: TCP reset; unreachable: another connect error; closed: the peer closed the connection
-    without an A-ASSOCIATE response (``unknown_pdu`` holds the first byte when it sent something
-    that is not a PDU, e.g. 0x15, a TLS alert record).
+    without an A-ASSOCIATE response (``reset``: it reset it; ``unknown_pdu``: the first byte when it
+    sent something that is not a PDU, e.g. 0x15, a TLS alert record).
     """
     rj = next((p for p in pdus if type(p).__name__ == "A_ASSOCIATE_RJ"), None)
     if rj is not None:
@@ -274,7 +274,9 @@ def refusal(seen: _Observer, pdus: list[Any], connected: bool) -> dict[str, Any]
         return {"outcome": "unreachable", "error": connect_error}
     if any(m.startswith("ACSE timeout") for m in seen.messages) or any(isinstance(e, TimeoutError) for e in errors):
         return {"outcome": "timeout", "phase": "association"}
-    out: dict[str, Any] = {"outcome": "closed", "pdus_received": [type(p).__name__ for p in pdus]}
+    out: dict[str, Any] = {
+        "outcome": "closed", "pdus_received": [type(p).__name__ for p in pdus], "reset": any(isinstance(e, ConnectionResetError) for e in errors),
+    }
     unknown = next((m for m in seen.messages if m.startswith("Unknown PDU type received")), None)
     if unknown:
         out["unknown_pdu"] = unknown.rsplit(" ", 1)[-1].strip("'")
@@ -312,6 +314,7 @@ def associate(
         assoc = ae.associate(addr, port, **kwargs)
     finally:
         pnd_log.removeHandler(seen)
+    assoc.pacslab_pdus = pdus  # what the peer sends later (an A-ABORT in answer to a request) is read by ended()
     outcome = {
         "peer": peer,
         "established": assoc.is_established,
@@ -327,6 +330,17 @@ def associate(
     else:
         outcome.update(refusal(seen, pdus, bool(opened)))
     return assoc, outcome
+
+
+def ended(assoc: Any, out: dict[str, Any]) -> dict[str, Any]:
+    """After the requests of an established association: whether the peer aborted it (an A-ABORT
+    in answer to a request it refuses, PS3.8 9.3.8) instead of answering and releasing."""
+    abort = next((p for p in getattr(assoc, "pacslab_pdus", []) if type(p).__name__ == "A_ABORT_RQ"), None)
+    out["aborted"] = bool(assoc.is_aborted)
+    if abort is not None:
+        source = int(abort.source)
+        out["abort"] = {"source": source, "source_name": ABORT_SOURCES.get(source, "unknown"), "reason": int(abort.reason_diagnostic)}
+    return out
 
 
 def echo(cfg: dict[str, Any], peer: str, **kw: Any) -> dict[str, Any]:
@@ -372,6 +386,7 @@ def find_studies(cfg: dict[str, Any], peer: str, accession: str = "", **kw: Any)
             if status and status.Status in (0xFF00, 0xFF01) and ident is not None:
                 out["matches"].append({"study_uid": str(ident.StudyInstanceUID), "accession": str(ident.get("AccessionNumber", ""))})
         assoc.release()
+        ended(assoc, out)
     return out
 
 
@@ -388,6 +403,7 @@ def move(cfg: dict[str, Any], peer: str, study_uid: str, destination: str, **kw:
                 out["completed"] = int(status.get("NumberOfCompletedSuboperations", 0) or 0)
                 out["failed"] = int(status.get("NumberOfFailedSuboperations", 0) or 0)
         assoc.release()
+        ended(assoc, out)
     return out
 
 
