@@ -314,7 +314,9 @@ def associate(
         assoc = ae.associate(addr, port, **kwargs)
     finally:
         pnd_log.removeHandler(seen)
-    assoc.pacslab_pdus = pdus  # what the peer sends later (an A-ABORT in answer to a request) is read by ended()
+    # What the peer sends later (an A-ABORT in answer to a request) is read by ended(); pynetdicom's
+    # Association declares no such attribute, hence setattr.
+    setattr(assoc, "pacslab_pdus", pdus)  # noqa: B010
     outcome = {
         "peer": peer,
         "established": assoc.is_established,
