@@ -109,26 +109,16 @@ def order_entry(lab: Lab) -> Host:
     return lab.hosts[str(senders[0])]
 
 
-def carriers_trusted_by(lab: Lab, server: Host) -> set[str]:
-    """The enrolled hosts a DICOM node exchanges DICOM TLS with, from the flows (routed or inside a
-    zone): every host that may reach the node's DICOM port, and every host whose DICOM port the
-    node may reach. Independent of how the pki role builds its bundle."""
-    out: set[str] = set()
-    for flow in lab.all_flows:
-        if flow.ports is None or flow.proto != "tcp":
-            continue
-        for src in flow.sources:
-            src_hosts = [src.name] if src.kind == "host" else [h.name for h in lab.hosts.values() if h.zone == src.name]
-            dst_hosts = [flow.dest.name] if flow.dest.kind == "host" else [h.name for h in lab.hosts.values() if h.zone == flow.dest.name]
-            if server.name in dst_hosts and server.dicom_port in flow.ports:
-                out.update(src_hosts)
-            if server.name in src_hosts:
-                out.update(d for d in dst_hosts if _dicom_port(lab.hosts[d]) in flow.ports)
-    return {h for h in out - {server.name} if enrolled(lab, lab.hosts[h])}
-
-
-def _dicom_port(host: Host) -> int | None:
-    return next((s.port for s in host.services if s.name == "dicom"), None)
+def tls_peers(lab: Lab, node: Host) -> set[str]:
+    """The enrolled hosts whose issuers a node's trust bundle (trusted.pem) must hold: the carriers
+    of the peers the lab definition names for it (its orthanc_peers and dicom_node_peers, the
+    `via` gateway for a peer that has one; the far end of each dicom_node_tunnels entry). The
+    lab's loader checks each of these against lab_flows both ways. Reference lab: the PACS trusts
+    mod-ct, mod-mr, ovl-gw, ws-rad and the VNA; ws-tech trusts the RIS."""
+    hv = _vars(lab, node.name)
+    named = [str(p.get("via") or p["host"]) for p in (hv.get("orthanc_peers") or []) + (hv.get("dicom_node_peers") or [])]
+    named += [str(t["host"]) for t in hv.get("dicom_node_tunnels") or []]
+    return {h for h in named if h != node.name and enrolled(lab, lab.hosts[h])}
 
 
 @functools.lru_cache(maxsize=4)
@@ -610,6 +600,27 @@ def test_expiry_report_names_a_bad_certificate(running_lab: Lab, lab_root: str, 
     assert any(word in p for p in problems), problems
 
 
+def _keys(pem: str) -> set[bytes]:
+    """The public keys of the certificates in a PEM bundle (DER SubjectPublicKeyInfo)."""
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    return {c.public_key().public_bytes(*spki) for c in x509.load_pem_x509_certificates(pem.encode())} if pem.strip() else set()
+
+
+@pytest.mark.control("C-ACC-06")
+def test_trust_bundle_holds_exactly_the_issuers_of_its_flow_peers(running_lab: Lab, tls_host: str, evidence) -> None:
+    """The bundle a node verifies its TLS peers with holds the issuing key of each peer the lab names
+    for it (read from that peer's own chain), and nothing else: no lab root, no stranger."""
+    lab = running_lab
+    host = lab.hosts[tls_host]
+    path = "/etc/pacslab/orthanc/trusted.pem" if host.image == "orthanc" else "/etc/pacslab/tls/trusted.pem"  # what the service reads
+    bundle = _keys(im.exec_in(lab, tls_host, "cat", path, check=False))
+    peers = sorted(tls_peers(lab, host))
+    issuers = {p: _keys(im.read_from(lab, p, "/etc/pacslab/tls/chain.pem").split("-----END CERTIFICATE-----\n", 1)[1]) for p in peers}
+    evidence.update(bundle=path, anchors=len(bundle), peers=peers)
+    assert all(len(k) == 1 for k in issuers.values()), f"a peer's chain does not hold exactly one issuer: {issuers}"
+    assert bundle == set().union(*issuers.values()), f"{tls_host} trusts other keys than the issuers of {peers}"
+
+
 @pytest.mark.control("C-DAT-05")
 def test_ca_inventory_lists_every_enrolled_node(running_lab: Lab, evidence) -> None:
     inventory = im.ca(running_lab, "inventory")
@@ -767,7 +778,7 @@ def test_revoked_device_is_refused_until_enrolled_again(running_lab: Lab, plan, 
     lab = running_lab
     pacs = the(lab, "pacs_servers")
     victim = tls_stations(lab)[1]
-    trusting = {h.name for h in tls_hosts(lab) if victim.name in carriers_trusted_by(lab, h)}
+    trusting = {h.name for h in tls_hosts(lab) if victim.name in tls_peers(lab, h)}
     assert im.dicomsim(lab, victim.name, "echo")["established"]
     im.ca(lab, "revoke", victim.name)
     try:
@@ -783,8 +794,8 @@ def test_revoked_device_is_refused_until_enrolled_again(running_lab: Lab, plan, 
     changed_hosts = {t.rsplit("[", 1)[-1].rstrip("]") for p in revoked_run.phases for t in p["changed_tasks"]}
     evidence.update(restored=restored["established"], hosts_changed_by_revocation=sorted(changed_hosts), trusting=sorted(trusting))
     assert not revoked["established"] and not revoked["stored"]
-    # the PACS's peers from the flows, without the revoked one (reference lab: mod-ct, ovl-gw, ws-rad, vna)
-    assert bundle.count("BEGIN CERTIFICATE") == len(carriers_trusted_by(lab, pacs) - {victim.name})
+    # the PACS's peers in the lab definition, without the revoked one (reference lab: mod-ct, ovl-gw, ws-rad, vna)
+    assert bundle.count("BEGIN CERTIFICATE") == len(tls_peers(lab, pacs) - {victim.name})
     # only the nodes whose bundles held the victim's anchor (reference lab: PACS, RIS) re-converge, and the victim itself
     assert pacs.name in changed_hosts and changed_hosts <= trusting | {victim.name}, changed_hosts
     assert restored_run.ok and restored["established"]
