@@ -193,8 +193,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
     out = state_dir(lab) / "verify"
     out.mkdir(parents=True, exist_ok=True)
     junit = out / "junit.xml"
+    # Steady checks observe the running lab and leave it as it is; lifecycle checks take it down,
+    # restart, revoke and re-enrol (minutes), and run after the steady ones.
+    selection = [] if args.lifecycle else ["-m", "not lifecycle"]
     cmd = [
-        sys.executable, "-m", "pytest", str(REPO_ROOT / "tests" / "integration"),
+        sys.executable, "-m", "pytest", str(REPO_ROOT / "tests" / "integration"), *selection,
         "--lab", str(Path(args.lab).resolve()), f"--junitxml={junit}",
         f"--pacslab-results={out / 'results.json'}", *args.pytest_args,
     ]
@@ -250,7 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("status", "hosts, zones, addresses and what runs")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_status)
-    p = verb("verify", "run the integration checks and write the control report")
+    p = verb("verify", "run the steady integration checks (they change nothing) and write the control report")
+    p.add_argument("--lifecycle", action="store_true", help="also run the lifecycle checks (down, restart, revoke, re-enrol), after the steady ones")
     p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="extra pytest arguments, after --")
     p.set_defaults(func=cmd_verify)
     verb("report", "rewrite the report from the last verify results").set_defaults(func=cmd_report)

@@ -72,3 +72,22 @@ def test_only_a_successful_up_dates_the_converged_lab(tmp_path) -> None:
     finished = last_converged(tmp_path)
     assert finished is not None and finished.tzinfo is not None
     assert last_converged(tmp_path / "nowhere") is None
+
+
+@pytest.mark.parametrize(("flags", "selection"), [([], ["-m", "not lifecycle"]), (["--lifecycle"], [])], ids=["steady", "lifecycle"])
+def test_verify_runs_the_steady_checks_unless_asked_for_the_lifecycle_ones(flags, selection, monkeypatch, tmp_path) -> None:
+    """`pacslab verify` leaves the lab as it found it; `--lifecycle` adds the checks that take it down."""
+    seen: list[list[str]] = []
+
+    def fake_run(cmd, **kwargs):
+        seen.append(list(cmd))
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(cli, "_require_engine", lambda may_install: None)
+    monkeypatch.setattr(cli, "state_dir", lambda lab: tmp_path)
+    monkeypatch.setattr(cli.subprocess, "run", fake_run)
+    monkeypatch.setattr("pacslab.report.write_report", lambda lab, results, out: (out / "report.html", out / "report.json"))
+    assert cli.main(["verify", *flags]) == cli.EXIT_OK
+    [cmd] = seen
+    assert cmd[2:4] == ["pytest", str(REPO_ROOT / "tests" / "integration")]
+    assert cmd[4 : 4 + len(selection)] == selection and cmd[4 + len(selection)] == "--lab"

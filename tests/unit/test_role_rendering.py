@@ -1,0 +1,96 @@
+"""The roles take every port, address and AE title of a peer from the lab definition: their
+templates, rendered by Ansible's own templar with the variables Ansible gives each host, say what
+is written out below by hand for the reference lab and for the second lab (tests/labs/alt, other
+subnets, AE titles and ports). A template that kept a copy of the reference lab's values (a fixed
+2762, say) passes the first and fails the second."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from ansible.inventory.manager import InventoryManager
+from ansible.parsing.dataloader import DataLoader
+from ansible.template import Templar, trust_as_template
+from ansible.vars.hostvars import HostVars
+from ansible.vars.manager import VariableManager
+
+from pacslab.topology import REPO_ROOT
+
+LABS = {"default": REPO_ROOT / "inventories" / "default", "alt": REPO_ROOT / "tests" / "labs" / "alt"}
+
+
+def _trusted(value: Any) -> Any:
+    """Role defaults as a play would see them: their Jinja expressions are templates."""
+    if isinstance(value, str):
+        return trust_as_template(value)
+    if isinstance(value, dict):
+        return {k: _trusted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_trusted(v) for v in value]
+    return value
+
+
+class Renderer:
+    def __init__(self, lab: Path):
+        self.loader = DataLoader()
+        self.inventory = InventoryManager(loader=self.loader, sources=[str(lab / "hosts.yml")])
+        self.variables = VariableManager(loader=self.loader, inventory=self.inventory)
+
+    def __call__(self, host: str, role: str, template: str, **extra: Any) -> str:
+        defaults = _trusted(yaml.safe_load((REPO_ROOT / "roles" / role / "defaults" / "main.yml").read_text()))
+        hostvars = HostVars(inventory=self.inventory, variable_manager=self.variables, loader=self.loader)
+        own = self.variables.get_vars(host=self.inventory.get_host(host), include_hostvars=False)
+        templar = Templar(loader=self.loader, variables={**defaults, **own, "hostvars": hostvars, **extra})
+        text = (REPO_ROOT / "roles" / role / "templates" / template).read_text()
+        return str(templar.template(trust_as_template(text)))
+
+
+@pytest.fixture(scope="module", params=list(LABS))
+def lab(request: pytest.FixtureRequest) -> tuple[str, Renderer]:
+    return request.param, Renderer(LABS[request.param])
+
+
+# Written out by hand from each lab's hosts.yml (lab_address, lab_ae_title, lab_services).
+PACS_PEERS = {
+    "default": {"CT01": ("10.77.30.10", 104), "MR01": ("10.77.30.11", 104), "LEGACY01": ("10.77.31.20", 104),
+                "WSRAD01": ("10.77.20.10", 2762), "VNA": ("10.77.40.11", 2762)},
+    "alt": {"CTSCAN9": ("10.66.30.10", 104), "MRSCAN9": ("10.66.30.11", 104), "OLDCT9": ("10.66.31.20", 104),
+            "READ7": ("10.66.20.10", 11112), "LONGTERM": ("10.66.40.11", 11112)},
+}
+PACS_LISTENS = {"default": ("PACS", 2762), "alt": ("ARCHIVE", 11112)}
+LEGACY_PEERS = {  # the legacy device reaches both through its gateway's cleartext ports
+    "default": {"pacs": ("10.77.31.20", 104, "PACS"), "ris": ("10.77.31.20", 105, "RIS")},
+    "alt": {"pacs": ("10.66.31.20", 4104, "ARCHIVE"), "ris": ("10.66.31.20", 4105, "WORKLIST")},
+}
+ORDER_ENTRY_PEERS = {"default": {"ris-hl7": ("10.77.40.12", 2575, "RIS")}, "alt": {"ris-hl7": ("10.66.40.12", 2577, "WORKLIST")}}
+GATEWAY_TUNNELS = {
+    "default": [("10.77.31.20:104", "10.77.40.10:2762"), ("10.77.31.20:105", "10.77.40.12:2762")],
+    "alt": [("10.66.31.20:4104", "10.66.40.10:11112"), ("10.66.31.20:4105", "10.66.40.12:11112")],
+}
+
+
+def test_orthanc_peers_and_port_come_from_the_definition(lab: tuple[str, Renderer]) -> None:
+    name, render = lab
+    config = json.loads(render("pacs", "orthanc", "orthanc.json.j2", orthanc_admin_password="unused", pacslab_plan={"secrets_dir": "/x"}))
+    assert {ae: (m["Host"], m["Port"]) for ae, m in config["DicomModalities"].items()} == PACS_PEERS[name]
+    assert (config["DicomAet"], config["DicomPort"]) == PACS_LISTENS[name]
+
+
+def test_dicom_node_peers_come_from_the_definition(lab: tuple[str, Renderer]) -> None:
+    name, render = lab
+    legacy = json.loads(render("mod-legacy", "dicom_node", "dicom.json.j2"))["peers"]
+    assert {k: (p["host"], p["port"], p["ae_title"]) for k, p in legacy.items()} == LEGACY_PEERS[name]
+    entry = json.loads(render("ws-tech", "dicom_node", "dicom.json.j2"))["peers"]
+    assert {k: (p["host"], p["port"], p["ae_title"]) for k, p in entry.items()} == ORDER_ENTRY_PEERS[name]
+
+
+def test_gateway_tunnels_come_from_the_definition(lab: tuple[str, Renderer]) -> None:
+    name, render = lab
+    conf = render("ovl-gw", "dicom_node", "overlay.conf.j2")
+    accepts = [ln.split(" = ")[1] for ln in conf.splitlines() if ln.startswith("accept = ")]
+    connects = [ln.split(" = ")[1] for ln in conf.splitlines() if ln.startswith("connect = ")]
+    assert list(zip(accepts, connects, strict=True)) == GATEWAY_TUNNELS[name]
