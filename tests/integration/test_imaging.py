@@ -771,6 +771,7 @@ def test_pacs_survives_misbehaving_device(running_lab: Lab, case: str, evidence)
 # C-ACC-06 / C-DAT-05 revocation (changes the lab, then restores it)
 
 
+@pytest.mark.lifecycle
 @pytest.mark.control("C-ACC-06")
 def test_revoked_device_is_refused_until_enrolled_again(running_lab: Lab, plan, state, evidence) -> None:
     """Revocation is the CA's record plus `up`: bundles are rebuilt without the node's anchor and
