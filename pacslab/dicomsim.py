@@ -60,13 +60,42 @@ def load_config(path: Path = CONFIG) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+VERDICT_WAIT = 0.5  # seconds a probe waits, after its handshake, for the server's verdict on its certificate
+
+
+class VerdictSocket(ssl.SSLSocket):
+    """A client socket for negative probes: after its handshake it listens briefly before the
+    caller writes. In TLS 1.3 the server judges the client certificate after the client's
+    handshake is done; writing at once can lose its alert to the server's close. A DICOM server
+    never speaks first, so whatever arrives in that time is the verdict: an alert (raised as
+    ssl.SSLError), a close without one (ssl.SSLEOFError), or nothing (accepted)."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        super().do_handshake(block)
+        previous = self.gettimeout()
+        self.settimeout(VERDICT_WAIT)
+        try:
+            early = self.recv(1)
+        except TimeoutError:
+            return  # only session tickets: the server accepted the certificate
+        finally:
+            self.settimeout(previous)
+        if not early:
+            raise ssl.SSLEOFError(8, "the server closed the TLS session without an alert")
+        raise ssl.SSLError(1, "the server spoke first: not a DICOM acceptor")
+
+
 def client_context(cfg: dict[str, Any], mode: str = "device", tls_version: str | None = None) -> ssl.SSLContext:
     """A TLS client context (SERVER_AUTH purpose: it verifies the server).
 
     mode: device (the node's certificate), nocert (no client certificate), or cert:<crt>:<key>
     (another certificate, for negative checks). tls_version pins TLSv1_1 etc. for probes.
+    Negative probes (any mode but device, or a pinned version) wait for the server's verdict
+    (VerdictSocket) so that its alert is always the one reported.
     """
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cfg["tls"]["trusted"])
+    if mode != "device" or tls_version:
+        ctx.sslsocket_class = VerdictSocket
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     if mode == "device":
         ctx.load_cert_chain(cfg["tls"]["cert"], cfg["tls"]["key"])

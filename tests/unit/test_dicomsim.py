@@ -96,6 +96,13 @@ def test_a_device_with_its_certificate_is_answered(pki: Path, scp: int) -> None:
     assert (out["outcome"], out["status"], out["tls_version"]) == ("established", "0x0000", "TLSv1.3")
 
 
+def test_a_probe_that_waits_for_the_verdict_is_still_answered_when_accepted(pki: Path, scp: int) -> None:
+    """The negative probes' socket (VerdictSocket) listens after its handshake: a valid certificate
+    given explicitly is accepted all the same."""
+    out = _echo(pki, scp, tls=f"cert:{pki}/device.crt:{pki}/device.key")
+    assert (out["outcome"], out["status"]) == ("established", "0x0000")
+
+
 # case -> (dicomsim keyword arguments, what dicomsim must report), written out.
 REFUSALS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "no-client-certificate": ({"tls": "nocert"}, {"outcome": "tls-alert", "tls_alert": "certificate-required"}),
