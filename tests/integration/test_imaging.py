@@ -127,12 +127,16 @@ def _lab_at(path: str) -> Lab:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """station / tls_station / legacy_station / tls_host: one test per host of the lab."""
+    """station / tls_station / legacy_station / tls_host: one test per host of the lab;
+    legacy_target: one per (legacy device, PACS, port) it must not reach directly."""
     wanted = {"station": stations, "tls_station": tls_stations, "legacy_station": legacy_stations, "tls_host": tls_hosts}
     names = [n for n in wanted if n in metafunc.fixturenames]
-    if not names:
+    if not names and "legacy_target" not in metafunc.fixturenames:
         return
     lab = _lab_at(str(metafunc.config.getoption("--lab")))
+    if "legacy_target" in metafunc.fixturenames:
+        targets = _legacy_targets(lab)
+        metafunc.parametrize("legacy_target", targets, ids=[f"{d}-{h}-{p}" for d, h, p in targets])
     for name in names:
         hosts = wanted[name](lab)
         metafunc.parametrize(name, [h.name for h in hosts], ids=[f"{h.name}-{h.ae_title}" if h.ae_title else h.name for h in hosts])
@@ -283,31 +287,27 @@ def _legacy_targets(lab: Lab) -> list[tuple[str, str, int]]:
 
 
 @pytest.mark.control("C-ACC-08")
-def test_legacy_device_reaches_the_pacs_only_through_its_gateway(running_lab: Lab, evidence) -> None:
-    """From the legacy device straight to the PACS (its DICOM port, and the ports it uses on its
-    gateway): each SYN is dropped by the fw (no answer: not refused, not reset) and logged as a deny."""
+def test_legacy_device_reaches_the_pacs_only_through_its_gateway(running_lab: Lab, legacy_target: tuple[str, str, int], evidence) -> None:
+    """From the legacy device straight to the PACS (its DICOM port, and the ports the device uses
+    on its gateway): the SYN is dropped by the fw (no answer: not refused, not reset) and logged
+    as a deny with its source, destination and port."""
     lab = running_lab
-    targets = _legacy_targets(lab)
-    assert targets, "the lab has no legacy device behind a gateway"
-    results = {}
-    for dev, dst, port in targets:
-        src_peer, dst_peer = seg.host_peer(lab.hosts[dev]), seg.host_peer(lab.hosts[dst])
-        assert seg.allowed(lab, src_peer.address, dst_peer.address, "tcp", port) is None, f"premise: no flow lets {dev} reach {dst}:{port}"
-        case = seg.Case(f"legacy-{dev}-{dst}-{port}", "deny", src_peer, dst_peer, "tcp", port)
-        offset = standins.drop_log_size(lab)
-        script = (
-            f"import socket\ntry:\n socket.create_connection(({dst_peer.address!r},{port}),4); print('open')\n"
-            "except TimeoutError: print('dropped')\nexcept ConnectionRefusedError: print('refused')\nexcept OSError as e: print('error', e)"
-        )
-        outcome = im.exec_in(lab, dev, "python3", "-c", script).strip()
-        entry = im.wait_for(f"the fw's NFLOG line for {case.id}",
-                            lambda case=case, offset=offset: seg.logged(case, seg.parse_drop_log(standins.read_drop_log(lab, offset))),
-                            timeout=NFLOG_DEADLINE, every=1) if outcome == "dropped" else None
-        results[case.id] = {"outcome": outcome, "nflog": {k: entry.get(k) for k in NFLOG_KEYS} if entry else None}
-    evidence.update(results=results)
-    for cid, r in results.items():
-        assert r["outcome"] == "dropped", f"{cid}: {r['outcome']}"
-        assert r["nflog"] and r["nflog"]["oob.prefix"] == PREFIX_DENY, f"{cid}: dropped but not logged as a deny"
+    dev, dst, port = legacy_target
+    src_peer, dst_peer = seg.host_peer(lab.hosts[dev]), seg.host_peer(lab.hosts[dst])
+    assert seg.allowed(lab, src_peer.address, dst_peer.address, "tcp", port) is None, f"premise: no flow lets {dev} reach {dst}:{port}"
+    case = seg.Case(f"legacy-{dev}-{dst}-{port}", "deny", src_peer, dst_peer, "tcp", port)
+    offset = standins.drop_log_size(lab)
+    script = (
+        f"import socket\ntry:\n socket.create_connection(({dst_peer.address!r},{port}),4); print('open')\n"
+        "except TimeoutError: print('dropped')\nexcept ConnectionRefusedError: print('refused')\nexcept OSError as e: print('error', e)"
+    )
+    outcome = im.exec_in(lab, dev, "python3", "-c", script).strip()
+    evidence.update(target=f"{dst} {dst_peer.address}:{port}", outcome=outcome)
+    assert outcome == "dropped", f"{case.id}: {outcome}"
+    entry = im.wait_for(f"the fw's NFLOG line for {case.id}",
+                        lambda: seg.logged(case, seg.parse_drop_log(standins.read_drop_log(lab, offset))), timeout=NFLOG_DEADLINE, every=1)
+    evidence.update(nflog={k: entry.get(k) for k in NFLOG_KEYS})
+    assert entry["oob.prefix"] == PREFIX_DENY
 
 
 # ---------------------------------------------------------------------------------------------
