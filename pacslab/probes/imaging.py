@@ -47,7 +47,8 @@ def send_order(
 ) -> dict[str, Any]:
     """An HL7 order (ORM^O01) from the order-entry host ``sender`` for the station's AE title; extra
     arguments pick another client certificate. The answer: {"ack": "AA", ...}, or, when the RIS
-    refuses the connection, {"ack": "", "error": ..., "tls_alert": the alert's name or None}."""
+    refuses the connection, {"ack": "", "error": ..., "error_type": "SSLError", "tls_alert": "unknown-ca"}
+    (error_type names the exception; tls_alert the alert the RIS sent, or None)."""
     out = exec_in(
         lab, sender, "python3", HL7, "send", "--patient-id", patient_id, "--patient-name", patient,
         "--accession", accession, "--modality", modality, "--station", station, *extra, check=not extra,
