@@ -7,14 +7,14 @@ PY    := $(VENV)/bin/python
 LAB   ?= inventories/default
 DEPS  := $(VENV)/.deps-installed
 
-.PHONY: up test lint unit verify down status doctor docs bench venv
+.PHONY: up test lint unit verify down status doctor docs bench venv fresh-check
 
 venv: $(DEPS)
 
 # A venv needs Debian's python3-venv (ensurepip); install it through apt when it is missing.
 $(PY):
 	@command -v $(SYSPY) >/dev/null 2>&1 || { echo "make: no $(SYSPY); as root: apt-get install python3" >&2; exit 4; }
-	@$(SYSPY) -m venv $(VENV) 2>/dev/null || { \
+	@$(SYSPY) -m venv $(VENV) >/dev/null 2>&1 || { \
 	  rm -rf $(VENV); \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "make: $(SYSPY) cannot make a virtual environment; installing Debian's python3-venv"; \
@@ -61,3 +61,9 @@ docs: $(DEPS)
 
 bench: $(DEPS)
 	$(PY) bench/deploy.py --lab $(LAB)
+
+## make fresh-check: the README's install path on a fresh Debian 12: a throw-away container from the
+## lab's own bookworm root filesystem (made by `make up`) installs Debian's python3 and make, runs
+## `make doctor` there and checks the venv, every import and `pacslab doctor` (tests/fresh/)
+fresh-check: $(DEPS)
+	$(PY) tests/fresh/fresh_check.py

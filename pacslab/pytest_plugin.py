@@ -3,6 +3,12 @@
 ``@pytest.mark.control("C-ACC-04")`` ties a test to a catalogue control (controls.yml). The
 ``evidence`` fixture keeps what a test observed (probe outcomes, log lines, rule text); it goes into
 the report next to the verdict. ``--pacslab-results=FILE`` writes one JSON record per test.
+
+No secret of the lab (``.pacslab/<lab>/secrets/``) leaves a test through its report: each value is
+replaced by ``[redacted secret]`` (pacslab.redact) in the test report before the terminal or
+``--junitxml`` sees it (a failure that holds one is kept as its redacted text), in the results file
+as it is written, and in the JUnit file once more at the end. The failure itself is still reported,
+with its test id and the rest of its message.
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from .redact import redact, redact_tree, secret_values
 
 _RECORDS = pytest.StashKey[list[dict[str, Any]]]()
 _EVIDENCE = pytest.StashKey[dict[str, Any]]()
@@ -85,4 +93,46 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     path = session.config.getoption("--pacslab-results")
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(session.config.stash[_RECORDS], indent=1, default=str))
+        Path(path).write_text(redact(json.dumps(session.config.stash[_RECORDS], indent=1, default=str)))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Last pass over the JUnit file (written at session finish): whatever reached it by another
+    path than a test report (suite properties, a crash in a hook) is redacted there too."""
+    xmlpath = getattr(config.option, "xmlpath", None)
+    if xmlpath and Path(xmlpath).is_file():
+        text = Path(xmlpath).read_text()
+        clean = redact(text)
+        if clean != text:
+            Path(xmlpath).write_text(clean)
+
+
+def _redact_report(report: pytest.TestReport | pytest.CollectReport) -> None:
+    """Rewrite, in place, every part of ``report`` that holds a secret: the failure (``longrepr``,
+    then kept as its redacted text; a skip keeps its (file, line, reason) shape), captured output
+    sections and, for test reports, user properties. A failure that holds none keeps pytest's own
+    structured form."""
+    secrets = secret_values()
+    if isinstance(report.longrepr, tuple):
+        report.longrepr = redact_tree(report.longrepr, secrets)
+    elif report.longrepr is not None:
+        text = str(report.longrepr)
+        clean = redact(text, secrets)  # also a secret's piece that pytest cut at an ellipsis
+        if clean != text:
+            report.longrepr = clean
+    report.sections = [(title, redact(content, secrets)) for title, content in report.sections]
+    if isinstance(report, pytest.TestReport):
+        report.user_properties = [(name, redact_tree(value, secrets)) for name, value in report.user_properties]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Before any other plugin logs the report (terminal, junitxml, xdist): the record of this
+    test was already taken, with its one-line message, in pytest_runtest_makereport."""
+    _redact_report(report)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    """A collection error is logged (terminal, JUnit) like a failure: the same redaction."""
+    _redact_report(report)

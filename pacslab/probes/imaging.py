@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..docker import docker
+from ..redact import redact
 from ..topology import REPO_ROOT, Lab
 
 T = TypeVar("T")
@@ -30,9 +31,16 @@ def _json(text: str) -> Any:
 
 
 def exec_in(lab: Lab, host: str, *argv: str, timeout: float = 180, input: str | None = None, check: bool = True) -> str:
+    """Run ``argv`` inside ``host``'s container (stdin from ``input``); its stdout.
+
+    Raises RuntimeError when ``check`` and the command exits non-zero. The message names the host,
+    the program (argv[0] only: arguments may be secrets) and its exit code, with the tail of its
+    stderr, every known lab secret redacted (pacslab.redact). Pass credentials on stdin, never in
+    argv: a container's argv is visible to every process in it.
+    """
     proc = docker("exec", "-i", lab.container_name(host), *argv, check=False, timeout=timeout, input=input)
     if check and proc.returncode != 0:
-        raise RuntimeError(f"{host}: {' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip()[-800:]}")
+        raise RuntimeError(f"{host}: {argv[0]} exited {proc.returncode}: {redact(proc.stderr.strip()[-800:])}")
     return proc.stdout
 
 
@@ -61,15 +69,22 @@ def admin_password(lab: Lab, host: str) -> str:
     return (REPO_ROOT / ".pacslab" / lab.name / "secrets" / f"orthanc-{host}").read_text().split()[0]
 
 
+def curl_user(lab: Lab, host: str) -> str:
+    """curl configuration (for ``curl -K -``, fed on stdin) holding ``host``'s REST credentials, so
+    that the password never appears in an argv."""
+    return f'user = "{ADMIN}:{admin_password(lab, host)}"\n'
+
+
 def orthanc(lab: Lab, host: str, path: str, method: str = "GET", body: str | None = None, raw: bool = False) -> Any:
-    """Orthanc REST through its HTTPS front, from inside the host (loopback, the lab root as trust)."""
+    """Orthanc REST through its HTTPS front, from inside the host (loopback, the lab root as trust);
+    credentials go to curl on stdin."""
     argv = [
         "curl", "-s", "--max-time", "60", "--cacert", "/etc/pacslab/tls/root.pem", "--resolve", f"{host}:443:127.0.0.1",
-        "-u", f"{ADMIN}:{admin_password(lab, host)}", "-X", method, f"https://{host}{path}",
+        "-K", "-", "-X", method, f"https://{host}{path}",
     ]
     if body is not None:
         argv += ["--data-binary", body]
-    out = exec_in(lab, host, *argv, timeout=90)
+    out = exec_in(lab, host, *argv, timeout=90, input=curl_user(lab, host))
     return out if raw else json.loads(out)
 
 

@@ -727,12 +727,12 @@ def test_orthanc_refuses_what_it_does_not_need(running_lab: Lab, case: str, evid
     if case == "lua-execution":
         code = im.orthanc(lab, "pacs", "/tools/execute-script", "POST", "print(1)", raw=True)
         status = im.exec_in(lab, "pacs", "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", "/etc/pacslab/tls/root.pem",
-                            "--resolve", "pacs:443:127.0.0.1", "-u", f"{im.ADMIN}:{im.admin_password(lab, 'pacs')}", "-X", "POST",
-                            "--data-binary", "print(1)", "https://pacs/tools/execute-script")
+                            "--resolve", "pacs:443:127.0.0.1", "-K", "-", "-X", "POST",
+                            "--data-binary", "print(1)", "https://pacs/tools/execute-script", input=im.curl_user(lab, "pacs"))
         evidence.update(status=status, body=code[:80])
     else:
         status = im.exec_in(lab, "vna", "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
-                            "-u", f"{im.ADMIN}:{im.admin_password(lab, 'pacs')}", "http://10.77.40.10:8042/system")
+                            "-K", "-", "http://10.77.40.10:8042/system", input=im.curl_user(lab, "pacs"))
         twin = im.orthanc(lab, "pacs", "/system")  # the same credentials through the HTTPS front
         evidence.update(status=status, through_https=twin.get("Version"))
         assert twin.get("Version")
