@@ -2,7 +2,9 @@
 
 roles/dicom_node installs this file on modalities, workstations and the overlay gateway as
 /usr/local/lib/pacslab/dicomsim.py, with pynetdicom 3.0.4 and pydicom 3.0.2 from the image.
-Every command prints one JSON object, so tests and scenarios read outcomes, not log text.
+Every command prints one JSON object, so tests and scenarios read outcomes, not log text: each
+association says its ``outcome`` (established, rejected with the A-ASSOCIATE-RJ fields of PS3.8
+9.3.4, tls-alert with the alert's name, aborted, closed, timeout, refused; see refusal()).
 
 Services (PS3.4): Verification (C-ECHO), Storage (C-STORE), Study Root Query/Retrieve (C-FIND,
 C-MOVE, C-GET) and Modality Worklist (C-FIND). Transport: DICOM TLS (PS3.15 B.1, the
