@@ -16,6 +16,8 @@ import argparse
 import json
 import logging
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -118,9 +120,45 @@ def hosts_up(rows: list[dict[str, Any]]) -> bool:
     return all(r["state"] == "running" for r in rows if r["state"] != "planned")
 
 
+def _commented(lines: list[str], comment: str, target: str) -> bool:
+    """Some ``iptables -S`` line carries exactly ``--comment <comment>`` and jumps to ``target``
+    (shlex undoes the quoting)."""
+    for line in lines:
+        tokens = shlex.split(line)
+        pairs = list(zip(tokens, tokens[1:], strict=False))
+        if ("--comment", comment) in pairs and ("-j", target) in pairs:
+            return True
+    return False
+
+
+def _chain_rules(command: str, chain: str) -> list[str]:
+    """``<command> -S <chain>`` lines of the filter table ([] when the command is missing or fails)."""
+    if shutil.which(command) is None:
+        return []
+    proc = subprocess.run([command, "-S", chain], capture_output=True, text=True, check=False)
+    return proc.stdout.splitlines() if proc.returncode == 0 else []
+
+
+def host_rules(plan: Plan) -> dict[str, bool]:
+    """Each of the lab's host rules -> present, found by the lab's comment and target
+    (roles/docker_host): the DOCKER-USER accept for frames bridged inside a lab bridge; the
+    DOCKER-USER drop of DNATed traffic from the lab's bridges (published ports), and the INPUT drop
+    for IPv4 and, where the kernel has it, IPv6, that keep every zone off the Docker host (C-ACC-04).
+    A host reboot loses them all until `up`."""
+    docker_user = doctor_mod.docker_user_rules()
+    rules = {
+        "DOCKER-USER": _commented(docker_user, plan.docker_user_comment, "ACCEPT"),
+        "DOCKER-USER-DNAT": _commented(docker_user, plan.docker_user_comment, "DROP"),
+        "INPUT": _commented(_chain_rules("iptables", "INPUT"), plan.docker_user_comment, "DROP"),
+    }
+    if Path("/proc/sys/net/ipv6").exists():
+        rules["INPUT6"] = _commented(_chain_rules("ip6tables", "INPUT"), plan.docker_user_comment, "DROP")
+    return rules
+
+
 def host_rule_present(plan: Plan) -> bool:
-    """The lab's DOCKER-USER rule (a host reboot loses it until `up`)."""
-    return any(plan.docker_user_comment in line for line in doctor_mod.docker_user_rules())
+    """Every host rule of the lab is in place (see host_rules)."""
+    return all(host_rules(plan).values())
 
 
 def lab_is_up(lab: Lab) -> bool:
@@ -177,12 +215,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         raise Refused(EXIT_MACHINE, f"{finding.detail}.\n  fix: {finding.fix}")
     plan = build_plan(lab)
     rows = host_rows(lab)
-    rule = host_rule_present(plan)
+    rules = host_rules(plan)
+    rule = all(rules.values())
     networks = {n["Name"] for n in lab_objects("network", lab.name)}
     if args.json:
-        print(json.dumps({"lab": lab.name, "hosts": rows, "networks": sorted(networks), "docker_user_rule": rule}, indent=1))
+        print(json.dumps({"lab": lab.name, "hosts": rows, "networks": sorted(networks), "docker_user_rule": rules["DOCKER-USER"],
+                          "host_rules": rules}, indent=1))
     else:
-        print(f"lab {lab.name!r}: {len(networks)}/{len(plan.networks)} zone networks, DOCKER-USER rule {'present' if rule else 'absent'}")
+        listed = ", ".join(f"{k} {'present' if v else 'absent'}" for k, v in rules.items())
+        print(f"lab {lab.name!r}: {len(networks)}/{len(plan.networks)} zone networks, host rules: {listed}")
         print_hosts(rows)
     return EXIT_OK if hosts_up(rows) and rule else EXIT_PHASE_FAILED
 

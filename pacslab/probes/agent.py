@@ -5,7 +5,9 @@ listen  NAME --tcp P,P --udp P [--bind ADDR]: answer each TCP connect with a ban
         intended host, not merely some open port.
 connect: read a JSON list of {id, addr, port, proto[, bind]} on stdin, try them all concurrently, print
         {id: "open" | "refused" | "dropped" | "error:<reason>"} as JSON. "dropped" means no answer
-        within the timeout, which is what a firewall drop looks like from the source.
+        within the timeout, which is what a firewall drop looks like from the source. addr may be
+        IPv4 or IPv6 (a link-local one with its %interface). proto "icmp" sends one ICMP or ICMPv6
+        echo request (port ignored) through an unprivileged ping socket: "open:echo-reply" or "dropped".
 scan    TIMEOUT FIRST-LAST ADDR...: a TCP connect scan of every port in the range of each address,
         print {addr: {"open": [...], "dropped": [...], "error": [...]}} as JSON (refused ports are left out).
 """
@@ -13,6 +15,7 @@ scan    TIMEOUT FIRST-LAST ADDR...: a TCP connect scan of every port in the rang
 import asyncio
 import json
 import socket
+import struct
 import sys
 from typing import Any, cast
 
@@ -70,6 +73,8 @@ async def _try(target: dict[str, Any], timeout: float, sem: asyncio.Semaphore) -
         addr, port, proto = target["addr"], int(target["port"]), target["proto"]
         if proto == "udp":
             return await _try_udp(addr, port, timeout)
+        if proto == "icmp":
+            return await asyncio.get_running_loop().run_in_executor(None, _echo, addr, timeout)
         try:
             local = (target["bind"], 0) if target.get("bind") else None
             reader, writer = await asyncio.wait_for(asyncio.open_connection(addr, port, local_addr=local), timeout)
@@ -96,7 +101,8 @@ async def _try_udp(addr: str, port: int, timeout: float) -> str:
             if not answer.done():
                 answer.set_exception(exc)
 
-    transport, _ = await loop.create_datagram_endpoint(Client, remote_addr=(addr, port), family=socket.AF_INET)
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    transport, _ = await loop.create_datagram_endpoint(Client, remote_addr=(addr, port), family=family)
     try:
         transport.sendto(b"pacslab-probe\n")
         data = await asyncio.wait_for(answer, timeout)
@@ -105,6 +111,50 @@ async def _try_udp(addr: str, port: int, timeout: float) -> str:
     finally:
         transport.close()
     return _answer(data)
+
+
+def _checksum(data: bytes) -> int:
+    """RFC 1071 Internet checksum."""
+    data += b"\0" * (len(data) % 2)
+    total = int(sum(struct.unpack(f"!{len(data) // 2}H", data)))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def _echo(addr: str, timeout: float) -> str:
+    """One ICMP (type 8) or ICMPv6 (type 128) echo request: "open:echo-reply" or a failure.
+
+    Through a ping socket where net.ipv4.ping_group_range allows it (Docker opens it in containers;
+    the kernel sets identifier and checksum and hands back only this socket's replies), else
+    through a raw socket (root on the Docker host), matching the reply by source and identifier."""
+    family, _, _, _, sockaddr = socket.getaddrinfo(addr, None, type=socket.SOCK_DGRAM)[0]
+    v6 = family == socket.AF_INET6
+    proto, request_type, reply_type = (socket.IPPROTO_ICMPV6, 128, 129) if v6 else (socket.IPPROTO_ICMP, 8, 0)
+    ident = 0x5043
+    try:
+        sock = socket.socket(family, socket.SOCK_DGRAM, proto)
+        raw = False
+    except PermissionError:
+        sock = socket.socket(family, socket.SOCK_RAW, proto)
+        raw = True
+    request = struct.pack("!BBHHH", request_type, 0, 0, ident, 1) + b"pacslab-probe"
+    if raw and not v6:  # the kernel computes ICMPv6 checksums of raw sockets itself
+        request = request[:2] + struct.pack("!H", _checksum(request)) + request[4:]
+    try:
+        with sock:
+            sock.settimeout(timeout)
+            sock.sendto(request, sockaddr)
+            while True:
+                reply, source = sock.recvfrom(2048)
+                if raw and not v6:
+                    reply = reply[(reply[0] & 0x0F) * 4:]  # past the IPv4 header
+                same = str(source[0]).split("%")[0] == str(sockaddr[0]).split("%")[0] and reply[4:6] == request[4:6]
+                if not raw or (same and reply[:1] == bytes([reply_type])):  # a raw socket also sees requests
+                    break
+    except OSError as exc:  # socket.timeout is TimeoutError
+        return _failure(exc)
+    return "open:echo-reply" if reply[:1] == bytes([reply_type]) else f"error:icmp type {reply[0]}"
 
 
 async def _connect(targets: list[dict[str, Any]], timeout: float) -> dict[str, str]:

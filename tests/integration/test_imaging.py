@@ -27,7 +27,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from pacslab import certs
-from pacslab.docker import docker
 from pacslab.engine import run_playbook
 from pacslab.firewall import PREFIX_DENY
 from pacslab.probes import imaging as im
@@ -635,108 +634,7 @@ def test_ca_inventory_lists_every_enrolled_node(running_lab: Lab, evidence) -> N
     assert expected and expected <= valid
 
 
-# ---------------------------------------------------------------------------------------------
-# C-PRT-02 least functionality
-
-
-# Listening sockets outside loopback: the flow matrix's ports for the host, plus the intra-zone
-# ports the lab definition declares (the VNA's 2762 for the PACS, the gateway's cleartext ports on
-# the legacy segment), plus Orthanc's own HTTP port, which answers loopback clients only (checked
-# below). pacs:22 (F08b) is in the matrix, but sshd comes with the bastion issue.
-EXPECTED_PORTS = {
-    "pacs": {443, 2762, 8042}, "vna": {443, 2762, 8042}, "ris": {443, 2575, 2762, 8042},
-    "ws-rad": {2762}, "mod-ct": set(), "mod-mr": set(), "mod-legacy": set(), "ovl-gw": {104, 105},
-    "ws-tech": set(), "ca": set(),
-}
-
-
-@pytest.mark.control("C-PRT-02")
-@pytest.mark.parametrize("host", sorted(EXPECTED_PORTS))
-def test_host_listens_on_exactly_its_ports(running_lab: Lab, host: str, evidence) -> None:
-    ports = set()
-    for line in im.read_from(running_lab, host, "/proc/net/tcp").splitlines()[1:]:  # the kernel's own table
-        local, state = line.split()[1], line.split()[3]
-        addr, port = local.split(":")
-        if state == "0A" and not addr.endswith("7F"):  # LISTEN, not on 127.0.0.0/8 (little-endian hex)
-            ports.add(int(port, 16))
-    evidence.update(listening=sorted(ports))
-    assert ports == EXPECTED_PORTS[host]
-
-
-# The scanner's view (flows F12/F12b: any port of the datacenter and modality zones, from the
-# security zone only). The scanner is a planned host: a stand-in plays it at its own address.
-SCANNED = ("pacs", "vna", "ris", "mod-ct", "mod-mr")
-ROGUE_PORT = 4444
-
-
-@pytest.fixture(scope="module")
-def scanner(running_lab: Lab, plan, state) -> Any:
-    lab = running_lab
-    src = seg.host_peer(lab.hosts["scanner"])
-    container = standins.container_for(lab, src)
-    if docker("ps", "-q", "--filter", f"name=^{container}$").stdout.strip():  # the segmentation run's: reuse, leave it
-        yield container
-        return
-    cases = [seg.Case("scan", "allow", src, seg.host_peer(lab.hosts["pacs"]), "tcp", 2762)]
-    started = standins.start(lab, plan, cases, state)
-    assert started.ok, started.failures
-    standins.wait_listening(lab, plan, cases)
-    try:
-        yield container
-    finally:
-        docker("rm", "-f", container, check=False)
-
-
-@pytest.fixture(scope="module")
-def outside_scan(running_lab: Lab, scanner: str) -> dict[str, dict[str, list[int]]]:
-    addresses = {str(running_lab.hosts[h].address): h for h in SCANNED}
-    return {addresses[a]: r for a, r in standins.scan(scanner, list(addresses)).items()}
-
-
-@pytest.mark.control("C-PRT-02")
-@pytest.mark.parametrize("host", SCANNED)
-def test_scan_from_the_security_zone_finds_exactly_the_listening_ports(outside_scan, host: str, evidence) -> None:
-    """Every TCP port 1-65535 of the host, connected from the scanner's address through the fw."""
-    found = outside_scan[host]
-    evidence.update(open=found["open"], dropped=len(found["dropped"]), errors=len(found["error"]))
-    assert not found["error"], f"connects that failed otherwise than refused: {found['error'][:20]}"
-    assert found["open"] == sorted(EXPECTED_PORTS[host])
-    assert not found["dropped"], "ports that neither answer nor refuse: a filter the flow matrix does not describe"
-
-
-@pytest.mark.control("C-PRT-02")
-def test_scan_reports_a_listener_nobody_declared(running_lab: Lab, scanner: str, evidence) -> None:
-    """Negative twin: a rogue listener on a modality is found by the same scan, and named."""
-    lab = running_lab
-    im.exec_in(lab, "mod-ct", "sh", "-c", f"nohup python3 -m http.server {ROGUE_PORT} >/dev/null 2>&1 & echo $! > /tmp/rogue.pid")
-    try:
-        address = str(lab.hosts["mod-ct"].address)
-        rogue = f"{ROGUE_PORT}-{ROGUE_PORT}"
-        im.wait_for("the rogue listener", lambda: standins.scan(scanner, [address], rogue)[address]["open"], timeout=30, every=1)
-        found = standins.scan(scanner, [address], f"1-{ROGUE_PORT + 1000}")[address]
-    finally:
-        im.exec_in(lab, "mod-ct", "sh", "-c", "kill $(cat /tmp/rogue.pid); rm -f /tmp/rogue.pid")
-    evidence.update(open=found["open"])
-    assert found["open"] == sorted(EXPECTED_PORTS["mod-ct"] | {ROGUE_PORT})
-
-
-@pytest.mark.control("C-PRT-02")
-@pytest.mark.parametrize("case", ["orthanc-http-from-a-neighbour", "lua-execution"])
-def test_orthanc_refuses_what_it_does_not_need(running_lab: Lab, case: str, evidence) -> None:
-    lab = running_lab
-    if case == "lua-execution":
-        code = im.orthanc(lab, "pacs", "/tools/execute-script", "POST", "print(1)", raw=True)
-        status = im.exec_in(lab, "pacs", "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", "/etc/pacslab/tls/root.pem",
-                            "--resolve", "pacs:443:127.0.0.1", "-K", "-", "-X", "POST",
-                            "--data-binary", "print(1)", "https://pacs/tools/execute-script", input=im.curl_user(lab, "pacs"))
-        evidence.update(status=status, body=code[:80])
-    else:
-        status = im.exec_in(lab, "vna", "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
-                            "-K", "-", "http://10.77.40.10:8042/system", input=im.curl_user(lab, "pacs"))
-        twin = im.orthanc(lab, "pacs", "/system")  # the same credentials through the HTTPS front
-        evidence.update(status=status, through_https=twin.get("Version"))
-        assert twin.get("Version")
-    assert status in ("401", "403")
+# C-PRT-02 least functionality (listeners, the scan, Orthanc's refusals): tests/integration/test_facts.py
 
 
 # ---------------------------------------------------------------------------------------------

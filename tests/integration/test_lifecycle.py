@@ -27,6 +27,10 @@ pytestmark = pytest.mark.lifecycle
 BYSTANDER_NET = "pacslab-test-bystander"
 BYSTANDER_SUBNET = "10.78.250.0/24"  # outside every lab's address space; no traffic is sent to it
 BYSTANDER_RULE = ["DOCKER-USER", "-s", "192.0.2.1/32", "-m", "comment", "--comment", "pacslab-test-bystander", "-j", "RETURN"]
+# Another lab's host INPUT rules as roles/docker_host writes them (its own bridge prefix and comment):
+# on interfaces that do not exist, so they match nothing while the test runs.
+BYSTANDER_INPUT = ["INPUT", "-i", "pacslabtst-+", "-m", "conntrack", "!", "--ctstate", "ESTABLISHED,RELATED",
+                   "-m", "comment", "--comment", "pacslab:test-bystander", "-j", "DROP"]
 
 
 def last_up(state: Path) -> dict:
@@ -73,26 +77,38 @@ def test_a_restarted_container_fails_closed_and_is_not_taken_as_up(running_lab: 
 
 @pytest.fixture
 def bystanders() -> Iterator[None]:
-    """A network and a DOCKER-USER rule that are not the lab's: down must leave them alone."""
+    """A network, a DOCKER-USER rule and INPUT rules (IPv4, IPv6) that are not the lab's: down must
+    leave them alone."""
     docker("network", "create", "--internal", "--subnet", BYSTANDER_SUBNET, BYSTANDER_NET)
     subprocess.run(["iptables", "-I", *BYSTANDER_RULE], check=True)
+    subprocess.run(["iptables", "-I", *BYSTANDER_INPUT], check=True)
+    subprocess.run(["ip6tables", "-I", *BYSTANDER_INPUT], check=True)
     try:
         yield
     finally:
         subprocess.run(["iptables", "-D", *BYSTANDER_RULE], check=False)
+        subprocess.run(["iptables", "-D", *BYSTANDER_INPUT], check=False)
+        subprocess.run(["ip6tables", "-D", *BYSTANDER_INPUT], check=False)
         docker("network", "rm", BYSTANDER_NET, check=False)
 
 
 def test_down_removes_exactly_what_the_lab_created(running_lab: Lab, plan: Plan, state: Path, bystanders: None) -> None:
+    ipv6 = Path("/proc/sys/net/ipv6").exists()  # without IPv6 in the kernel there is no ip6tables rule to hold
+    assert cli.host_rules(plan) == {"DOCKER-USER": True, "DOCKER-USER-DNAT": True, "INPUT": True} | ({"INPUT6": True} if ipv6 else {})
     assert cli.main(["down", "--lab", str(running_lab.path)]) == cli.EXIT_OK
     assert lab_objects("container", running_lab.name) == []
     assert lab_objects("network", running_lab.name) == []
-    assert not cli.host_rule_present(plan)
+    assert cli.host_rules(plan) == {"DOCKER-USER": False, "DOCKER-USER-DNAT": False, "INPUT": False} | ({"INPUT6": False} if ipv6 else {})
+    for command, chain in (("iptables", "INPUT"), ("ip6tables", "INPUT"), ("iptables", "DOCKER-USER")):  # nothing of the lab's is left
+        listing = subprocess.run([command, "-S", chain], capture_output=True, text=True, check=True).stdout
+        assert f'"{plan.docker_user_comment}"' not in listing and f" {plan.docker_user_comment} " not in listing, listing
     # volumes are kept unless asked
     assert sorted(v["Name"] for v in lab_objects("volume", running_lab.name)) == sorted(plan.volumes)
     # and nothing else went
     assert docker("network", "inspect", BYSTANDER_NET, check=False).returncode == 0
     assert subprocess.run(["iptables", "-C", *BYSTANDER_RULE], check=False).returncode == 0
+    assert subprocess.run(["iptables", "-C", *BYSTANDER_INPUT], check=False).returncode == 0
+    assert subprocess.run(["ip6tables", "-C", *BYSTANDER_INPUT], check=False).returncode == 0
 
     # a second down is a no-op
     assert cli.main(["down", "--lab", str(running_lab.path)]) == cli.EXIT_OK

@@ -1,0 +1,441 @@
+"""In-host facts through pytest-testinfra's docker backend (ARCHITECTURE section 8), hosts taken from
+the loaded lab definition: listening sockets (TCP and UDP, IPv4 and IPv6) against the flow matrix,
+private key files, the users services run as, and the tools the Orthanc hosts do not carry. Each
+check has its twin: the same comparison, run on a planted deviation, names exactly that deviation.
+
+The outside view of C-PRT-02 (a TCP scan of every port from the scanner's address) lives here too:
+it expects the same listeners, seen through the fw.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import testinfra
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from testinfra.host import Host as InfraHost
+
+from pacslab.docker import docker
+from pacslab.listeners import Listener, compare, declared_extras, expected_listeners, outside_loopback
+from pacslab.probes import imaging as im
+from pacslab.probes import segmentation as seg
+from pacslab.probes import standins
+from pacslab.topology import Lab, load_lab
+
+
+def _deployed(lab: Lab, image: str | None = None) -> list[str]:
+    return [h.name for h in lab.deployed_hosts() if image is None or h.image == image]
+
+
+def _one_per_image(lab: Lab) -> list[str]:
+    """The first deployed host of each image: one witness per kind of container."""
+    seen: dict[str | None, str] = {}
+    for h in lab.deployed_hosts():
+        seen.setdefault(h.image, h.name)
+    return list(seen.values())
+
+
+def _scanned(lab: Lab) -> list[str]:
+    """Deployed hosts that a flow lets the scanner reach on any port (F12, F12b)."""
+    zones = {f.dest.name for f in lab.flows if f.ports is None and f.dest.kind == "zone" and any(s.name == "scanner" for s in f.sources)}
+    return [h.name for h in lab.deployed_hosts() if h.zone in zones]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """fact_host: every deployed host; orthanc_host: the Orthanc hosts (PACS, VNA, RIS); witness:
+    one host per image; scanned_host: the hosts the scanner may sweep. Ids carry the host."""
+    lab = load_lab(metafunc.config.getoption("--lab"))
+    for name, hosts in (
+        ("fact_host", _deployed(lab)),
+        ("orthanc_host", _deployed(lab, "orthanc")),
+        ("witness", _one_per_image(lab)),
+        ("scanned_host", _scanned(lab)),
+    ):
+        if name in metafunc.fixturenames:
+            metafunc.parametrize(name, hosts, ids=hosts)
+
+
+@pytest.fixture(scope="module")
+def infra(running_lab: Lab) -> Callable[[str], InfraHost]:
+    """A testinfra host (docker:// backend) per lab host, made once."""
+    cache: dict[str, InfraHost] = {}
+
+    def get(name: str) -> InfraHost:
+        if name not in cache:
+            cache[name] = testinfra.get_host(f"docker://{running_lab.container_name(name)}")
+        return cache[name]
+
+    return get
+
+
+# ---------------------------------------------------------------------------------------------
+# C-PRT-02 least functionality: listening sockets, seen from inside each host
+
+
+def listening(host: InfraHost) -> set[Listener]:
+    """What the host listens on outside loopback: `ss -nl` through testinfra, TCP and UDP, v4 and v6."""
+    return outside_loopback(host.socket.get_listening_sockets())
+
+
+def _fmt(listeners: set[Listener] | tuple[Listener, ...]) -> list[str]:
+    return [f"{port}/{proto}" for proto, port in sorted(listeners)]
+
+
+@pytest.mark.control("C-PRT-02")
+def test_host_listens_on_exactly_its_flows(running_lab: Lab, infra, fact_host: str, evidence) -> None:
+    """Every socket outside loopback is a flow's port (or a listener its role declares with a
+    reason), and every such port is open."""
+    observed = listening(infra(fact_host))
+    expected = expected_listeners(running_lab, fact_host)
+    drift = compare(observed, expected)
+    evidence.update(listening=_fmt(observed), expected=_fmt(expected))
+    assert observed == expected, str(drift)
+
+
+ROGUE_PORTS = {"ipv4": 4471, "ipv6": 4472}
+ROGUE = """
+import socket, sys, time
+family, address = (socket.AF_INET, "0.0.0.0") if sys.argv[1] == "ipv4" else (socket.AF_INET6, "::")
+held = []
+for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+    s = socket.socket(family, kind)
+    if family == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    s.bind((address, int(sys.argv[2])))
+    if kind == socket.SOCK_STREAM:
+        s.listen()
+    held.append(s)
+time.sleep(300)
+"""
+
+
+@contextlib.contextmanager
+def background(host: InfraHost, *argv: str) -> Iterator[int]:
+    """Run argv in the host, detached from the exec that starts it; kill it on the way out."""
+    command = "nohup " + " ".join(["%s"] * len(argv)) + " >/dev/null 2>&1 & echo $!"
+    pid = int(host.check_output(command, *argv))
+    try:
+        yield pid
+    finally:
+        host.run("kill %s", str(pid))
+
+
+def wait_until(what: str, probe: Callable[[], Any], timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {timeout:.0f} s for {what}")
+        time.sleep(0.5)
+
+
+@pytest.mark.control("C-PRT-02")
+@pytest.mark.parametrize("family", sorted(ROGUE_PORTS))
+def test_rogue_listener_is_named_by_the_same_comparison(running_lab: Lab, infra, witness: str, family: str, evidence) -> None:
+    """Negative twin: a listener nobody declared (TCP and UDP on the wildcard address of one
+    family) turns up in the drift as exactly its port, on both transports, and nothing else."""
+    host, port = infra(witness), ROGUE_PORTS[family]
+    expected = expected_listeners(running_lab, witness)
+    before = compare(listening(host), expected)
+    def rogue_seen() -> set[Listener] | None:
+        observed = listening(host)
+        return observed if {("tcp", port), ("udp", port)} <= observed else None
+
+    with background(host, "python3", "-c", ROGUE, family, str(port)):
+        observed = wait_until(f"the rogue {family} listener", rogue_seen)
+        raw = [s for s in host.socket.get_listening_sockets() if s.endswith(f":{port}")]
+    after = compare(observed, expected)
+    evidence.update(sockets=raw, unexpected=_fmt(after.unexpected), missing=_fmt(after.missing))
+    assert set(after.unexpected) - set(before.unexpected) == {("tcp", port), ("udp", port)}
+    assert after.missing == before.missing
+    assert all(s.startswith(("tcp://::", "udp://::")) == (family == "ipv6") for s in raw), raw
+    assert str(port) in str(after)
+
+
+# The outside view (flows F12/F12b: any port of the datacenter and modality zones, from the
+# security zone only). The scanner is a planned host: a stand-in plays it at its own address.
+SCAN_ROGUE_PORT = 4444
+
+
+@pytest.fixture(scope="module")
+def scanner(running_lab: Lab, plan, state) -> Any:
+    lab = running_lab
+    src = seg.host_peer(lab.hosts["scanner"])
+    container = standins.container_for(lab, src)
+    if docker("ps", "-q", "--filter", f"name=^{container}$").stdout.strip():  # the segmentation run's: reuse, leave it
+        yield container
+        return
+    target = next(h for h in _scanned(lab) if tcp_ports(lab, h))  # a stand-in needs one allowed case to start
+    cases = [seg.Case("scan", "allow", src, seg.host_peer(lab.hosts[target]), "tcp", tcp_ports(lab, target)[0])]
+    started = standins.start(lab, plan, cases, state)
+    assert started.ok, started.failures
+    standins.wait_listening(lab, plan, cases)
+    try:
+        yield container
+    finally:
+        docker("rm", "-f", container, check=False)
+
+
+@pytest.fixture(scope="module")
+def outside_scan(running_lab: Lab, scanner: str) -> dict[str, dict[str, list[int]]]:
+    addresses = {str(running_lab.hosts[h].address): h for h in _scanned(running_lab)}
+    return {addresses[a]: r for a, r in standins.scan(scanner, list(addresses)).items()}
+
+
+def tcp_ports(lab: Lab, host: str) -> list[int]:
+    return sorted(port for proto, port in expected_listeners(lab, host) if proto == "tcp")
+
+
+@pytest.mark.control("C-PRT-02")
+def test_scan_from_the_security_zone_finds_exactly_the_listening_ports(running_lab: Lab, outside_scan, scanned_host: str, evidence) -> None:
+    """Every TCP port 1-65535 of the host, connected from the scanner's address through the fw."""
+    found = outside_scan[scanned_host]
+    evidence.update(open=found["open"], dropped=len(found["dropped"]), errors=len(found["error"]))
+    assert not found["error"], f"connects that failed otherwise than refused: {found['error'][:20]}"
+    assert found["open"] == tcp_ports(running_lab, scanned_host)
+    assert not found["dropped"], "ports that neither answer nor refuse: a filter the flow matrix does not describe"
+
+
+@pytest.mark.control("C-PRT-02")
+def test_scan_reports_a_listener_nobody_declared(running_lab: Lab, scanner: str, evidence) -> None:
+    """Negative twin: a rogue listener on a modality is found by the same scan, and named."""
+    lab = running_lab
+    target = next(h for h in _scanned(lab) if lab.hosts[h].image == "dicom")
+    im.exec_in(lab, target, "sh", "-c", f"nohup python3 -m http.server {SCAN_ROGUE_PORT} >/dev/null 2>&1 & echo $! > /tmp/rogue.pid")
+    try:
+        address = str(lab.hosts[target].address)
+        rogue = f"{SCAN_ROGUE_PORT}-{SCAN_ROGUE_PORT}"
+        im.wait_for("the rogue listener", lambda: standins.scan(scanner, [address], rogue)[address]["open"], timeout=30, every=1)
+        found = standins.scan(scanner, [address], f"1-{SCAN_ROGUE_PORT + 1000}")[address]
+    finally:
+        im.exec_in(lab, target, "sh", "-c", "kill $(cat /tmp/rogue.pid); rm -f /tmp/rogue.pid")
+    evidence.update(host=target, open=found["open"])
+    assert found["open"] == sorted(set(tcp_ports(lab, target)) | {SCAN_ROGUE_PORT})
+
+
+@pytest.mark.control("C-PRT-02")
+@pytest.mark.parametrize("case", ["orthanc-http-from-a-neighbour", "lua-execution"])
+def test_orthanc_refuses_what_it_does_not_need(running_lab: Lab, case: str, evidence) -> None:
+    """Orthanc's HTTP port is the one listener no flow names (roles/orthanc orthanc_extra_listeners):
+    it answers a neighbour in its own zone 401 with valid credentials (RemoteAccessAllowed false),
+    while the same credentials get the system record through the HTTPS front; Lua execution: 403."""
+    lab = running_lab
+    pacs = lab.hosts["pacs"]
+    if case == "lua-execution":
+        https = pacs.service("https").port
+        code = im.orthanc(lab, "pacs", "/tools/execute-script", "POST", "print(1)", raw=True)
+        status = im.exec_in(lab, "pacs", "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", "/etc/pacslab/tls/root.pem",
+                            "--resolve", f"pacs:{https}:127.0.0.1", "-K", "-", "-X", "POST",
+                            "--data-binary", "print(1)", f"https://pacs:{https}/tools/execute-script", input=im.curl_user(lab, "pacs"))
+        evidence.update(status=status, body=code[:80])
+        assert status == "403"
+    else:
+        http = next(e.port for e in declared_extras("orthanc") if e.proto == "tcp")
+        neighbour = next(h.name for h in lab.deployed_hosts() if h.zone == pacs.zone and h.name != "pacs")
+        status = im.exec_in(lab, neighbour, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                            "-K", "-", f"http://{pacs.address}:{http}/system", input=im.curl_user(lab, "pacs"))
+        twin = im.orthanc(lab, "pacs", "/system")  # the same credentials through the HTTPS front
+        evidence.update(neighbour=neighbour, port=http, status=status, through_https=twin.get("Version"))
+        assert twin.get("Version")
+        assert status == "401"
+
+
+# ---------------------------------------------------------------------------------------------
+# C-DAT-05 private keys: mode 0600, owned by the user of the service that reads them
+
+
+@dataclass(frozen=True)
+class KeyRule:
+    pattern: str  # fnmatch pattern of the path ("*" crosses "/")
+    owner: str
+    modes: frozenset[int]
+    why: str
+
+
+KEY_RULES = (
+    KeyRule("/etc/pacslab/tls/node.key", "root", frozenset({0o600}),
+            "the node's own key as roles/pki makes it: root's; each service that runs as another user gets its own copy"),
+    KeyRule("/etc/pacslab/dicom/node.key", "pacslab-dicom", frozenset({0o600}), "the DICOM node service's copy: it runs as pacslab-dicom"),
+    KeyRule("/etc/pacslab/orthanc/node.key", "orthanc", frozenset({0o600}), "Orthanc's copy for DICOM TLS: Orthanc runs as orthanc"),
+    KeyRule("/etc/stunnel/*.key", "stunnel4", frozenset({0o600}), "each stunnel front's copy (https, hl7): those fronts run as stunnel4"),
+    KeyRule("/var/lib/pacslab-ca/*", "root", frozenset({0o600}), "the lab root and issuing keys: pacslab-ca runs as root, through provisioning only"),
+)
+# Where private keys are looked for: configuration and service state, not /tmp (other checks plant
+# throw-away keys there) and not the image stores (/var/lib/orthanc, /var/lib/postgresql).
+KEY_DIRS = ("/etc", "/root", "/home", "/opt", "/usr/local", "/var/lib/pacslab", "/var/lib/pacslab-ca")
+PEM_PRIVATE_KEY = "-----BEGIN ([A-Z0-9]+ )*PRIVATE KEY-----"
+# Keys a host of each image must hold (so that "no problem" cannot mean "nothing found").
+MUST_HOLD = {
+    "orthanc": {"/etc/pacslab/tls/node.key", "/etc/pacslab/orthanc/node.key", "/etc/stunnel/https.key"},
+    "ca": {"/var/lib/pacslab-ca/root.key"},
+}
+
+
+def private_keys(host: InfraHost) -> dict[str, tuple[str, int]]:
+    """Every file under KEY_DIRS holding a PEM private key -> (owner, mode)."""
+    out = host.run("grep -rlIE -e %s " + " ".join(["%s"] * len(KEY_DIRS)), PEM_PRIVATE_KEY, *KEY_DIRS)
+    noise = [ln for ln in out.stderr.splitlines() if not ln.endswith("No such file or directory")]
+    assert out.rc in (0, 1, 2) and not noise, f"grep failed ({out.rc}): {noise[:5]}"
+    return {p: (host.file(p).user, host.file(p).mode) for p in out.stdout.split()}
+
+
+def key_problems(keys: dict[str, tuple[str, int]]) -> dict[str, list[str]]:
+    """path -> what is wrong with it: no rule declares it, the wrong owner, a mode not allowed."""
+    problems: dict[str, list[str]] = {}
+    for path, (owner, mode) in sorted(keys.items()):
+        rule = next((r for r in KEY_RULES if fnmatch.fnmatch(path, r.pattern)), None)
+        if rule is None:
+            problems[path] = [f"a private key no rule declares ({owner}, {mode:04o})"]
+            continue
+        found = ([f"owner {owner}, want {rule.owner}"] if owner != rule.owner else []) + (
+            [f"mode {mode:04o}, want {' or '.join(f'{m:04o}' for m in sorted(rule.modes))}"] if mode not in rule.modes else []
+        )
+        if found:
+            problems[path] = found
+    return problems
+
+
+@pytest.mark.control("C-DAT-05")
+def test_private_keys_are_private_to_their_service(running_lab: Lab, infra, fact_host: str, evidence) -> None:
+    keys = private_keys(infra(fact_host))
+    evidence.update(keys={p: f"{o} {m:04o}" for p, (o, m) in keys.items()})
+    image = running_lab.hosts[fact_host].image or ""
+    assert MUST_HOLD.get(image, set()) <= set(keys), f"expected keys not found: {sorted(MUST_HOLD[image] - set(keys))}"
+    assert key_problems(keys) == {}
+
+
+PLANTED_KEYS = {  # case -> (path, the problems the same audit must report for it)
+    "readable-service-copy": ("/etc/stunnel/planted.key", ["owner root, want stunnel4", "mode 0644, want 0600"]),
+    "undeclared-key": ("/etc/pacslab/planted.key", ["a private key no rule declares (root, 0644)"]),
+}
+
+
+@pytest.mark.control("C-DAT-05")
+@pytest.mark.parametrize("case", sorted(PLANTED_KEYS))
+def test_planted_key_is_named_by_the_same_audit(running_lab: Lab, infra, case: str, evidence) -> None:
+    """Negative twin: a key left readable (0644, root) where a service keeps its copy, or where no
+    service declares one, is reported by the audit above with exactly those problems."""
+    target = _deployed(running_lab, "orthanc")[0]
+    host, (path, want) = infra(target), PLANTED_KEYS[case]
+    before = key_problems(private_keys(host))
+    key = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    im.exec_in(running_lab, target, "sh", "-c", f"umask 022 && cat > {path}", input=key)
+    try:
+        after = key_problems(private_keys(host))
+    finally:
+        im.exec_in(running_lab, target, "rm", "-f", path)
+    evidence.update(host=target, reported={p: v for p, v in after.items() if p not in before})
+    assert {p: v for p, v in after.items() if p not in before} == {path: want}
+
+
+# ---------------------------------------------------------------------------------------------
+# C-PRT-02 least functionality: who each service runs as (SP 800-53 CM-7 with AC-6)
+
+
+@dataclass(frozen=True)
+class RunsAs:
+    command: str  # the start of the process's command line
+    user: str
+    why: str
+
+
+RUNS_AS = (
+    RunsAs("/usr/bin/python3 /usr/bin/supervisord ", "root", "PID 1 of the service images: starts each program as the user its conf.d entry names"),
+    RunsAs("/usr/lib/postgresql/", "postgres", "PostgreSQL refuses to run as root"),
+    RunsAs("/usr/sbin/Orthanc ", "orthanc", "roles/orthanc: user=orthanc"),
+    RunsAs("/usr/bin/stunnel4 ", "stunnel4", "binds its port as root, then setuid/setgid stunnel4 (roles orthanc, ris, dicom_node)"),
+    RunsAs("/usr/bin/python3 /usr/local/lib/pacslab/hl7.py ", "orthanc", "roles/ris: writes worklist files Orthanc reads"),
+    RunsAs("/usr/bin/python3 /usr/local/lib/pacslab/dicomsim.py ", "pacslab-dicom", "roles/dicom_node: user=pacslab-dicom, its own key copy"),
+    RunsAs("ulogd", "root", "finding, not fixed yet: the fw's NFLOG collector (its entrypoint execs ulogd without --uid)"),
+    RunsAs("sleep infinity", "root", "the ca container's placeholder PID 1: no service, the CA tool runs only through provisioning"),
+)
+
+
+def services(host: InfraHost) -> list[tuple[int, str, str]]:
+    """(pid, user, command line) of the container's PID 1 and its children (the supervised
+    programs and any orphan daemon); processes that `docker exec` started are not among them, nor
+    zombies (ps shows them as ``[name] <defunct>``: they run nothing, they wait for PID 1 to reap them)."""
+    procs = [host.process.get(pid=1), *host.process.filter(ppid=1)]
+    return [(p.pid, str(p.user), p.args) for p in procs if not p.args.endswith("<defunct>")]
+
+
+def run_as_problems(procs: list[tuple[int, str, str]]) -> list[str]:
+    """One line per process that runs as another user than its rule says, or that no rule names."""
+    problems = []
+    for pid, user, args in procs:
+        rule = next((r for r in RUNS_AS if args.startswith(r.command) or args == r.command.strip()), None)
+        if rule is None:
+            problems.append(f"pid {pid} ({args[:60]}) runs as {user}: no rule names it")
+        elif user != rule.user:
+            problems.append(f"pid {pid} ({args[:60]}) runs as {user}, want {rule.user}")
+    return problems
+
+
+@pytest.mark.control("C-PRT-02")
+def test_services_run_as_their_own_users(infra, fact_host: str, evidence) -> None:
+    procs = services(infra(fact_host))
+    evidence.update(runs_as=[f"{user}: {args[:80]}" for _, user, args in procs])
+    assert run_as_problems(procs) == []
+
+
+@pytest.mark.control("C-PRT-02")
+def test_orphan_root_process_is_named_by_the_same_check(running_lab: Lab, infra, evidence) -> None:
+    """Negative twin: a root process left behind (its parent gone, so PID 1 adopts it) is reported."""
+    host = infra(_deployed(running_lab, "orthanc")[0])
+    before = run_as_problems(services(host))
+    with background(host, "sleep", "317"):
+        after = wait_until("the orphan", lambda: [p for p in run_as_problems(services(host)) if p not in before])
+    evidence.update(reported=after)
+    assert len(after) == 1 and after[0].endswith("(sleep 317) runs as root: no rule names it"), after
+
+
+# ---------------------------------------------------------------------------------------------
+# C-PRT-02 least functionality: no compilers, scanners, sniffers or extra shells on the Orthanc hosts
+
+
+# Tool packages the lab's base image (debootstrap minbase + python3) does not carry: a compiler, a
+# debugger, a scanner, a sniffer or relay, or a shell beyond dash and bash would arrive with one.
+TOOL_PACKAGES = (
+    "gcc", "g++", "cpp", "clang", "make", "binutils", "gdb", "strace", "ltrace",
+    "nmap", "ncat", "netcat-openbsd", "netcat-traditional", "socat", "telnet", "tcpdump", "tshark",
+    "zsh", "ksh", "mksh", "tcsh", "csh", "fish", "busybox",
+)
+# /etc/shells of the base image: dash and bash (both essential in Debian), nothing more.
+BASE_SHELLS = {"/bin/sh", "/usr/bin/sh", "/bin/bash", "/usr/bin/bash", "/bin/rbash", "/usr/bin/rbash", "/bin/dash", "/usr/bin/dash"}
+
+
+def installed_tools(host: InfraHost) -> list[str]:
+    """The TOOL_PACKAGES dpkg has installed, in one dpkg-query (its own output format)."""
+    out = host.run("dpkg-query -W -f %s " + " ".join(["%s"] * len(TOOL_PACKAGES)), "${Package} ${db:Status-Status}\n", *TOOL_PACKAGES)
+    return sorted(name for name, status in (ln.split() for ln in out.stdout.splitlines()) if status == "installed")
+
+
+def shells(host: InfraHost) -> set[str]:
+    return {ln.strip() for ln in host.file("/etc/shells").content_string.splitlines() if ln.strip() and not ln.startswith("#")}
+
+
+@pytest.mark.control("C-PRT-02")
+def test_orthanc_host_carries_no_tools_beyond_the_base(infra, orthanc_host: str, evidence) -> None:
+    host = infra(orthanc_host)
+    tools, extra_shells = installed_tools(host), shells(host) - BASE_SHELLS
+    evidence.update(tools=tools, extra_shells=sorted(extra_shells))
+    assert tools == [] and extra_shells == set()
+
+
+@pytest.mark.control("C-PRT-02")
+def test_tool_check_names_the_sniffer_the_fw_carries(running_lab: Lab, infra, evidence) -> None:
+    """Negative twin: the fw carries tcpdump on purpose (the C-DAT-02 captures); the same check names
+    it, and nothing else."""
+    tools = installed_tools(infra(running_lab.router.name))
+    evidence.update(tools=tools)
+    assert tools == ["tcpdump"]

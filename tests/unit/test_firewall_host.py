@@ -1,0 +1,55 @@
+"""The fw never forwards to the Docker host (C-ACC-04, issue 9 item 10).
+
+Each zone's gateway address (its bridge's .1) is the host's. A flow to a whole zone, such as F12
+(scanner -> zone:datacenter, any port), matches 10.77.40.0/24 and so the host's 10.77.40.1: the
+forward chain must drop the gateways before any flow. Expectations are written out by hand for the
+reference lab.
+"""
+
+from __future__ import annotations
+
+from pacslab.firewall import render
+from pacslab.topology import load_lab
+
+from .conftest import DEFAULT_LAB
+
+RULES = render(load_lab(DEFAULT_LAB))
+
+GATEWAYS = (
+    "\tset docker_host {\n"
+    "\t\ttype ipv4_addr\n"
+    "\t\telements = { 10.77.10.1, 10.77.20.1, 10.77.30.1, 10.77.31.1, 10.77.40.1,"
+    " 10.77.50.1, 10.77.60.1, 10.77.70.1, 10.77.80.1, 10.77.90.1 }\n"
+    "\t}\n"
+)
+HOST_DROP = 'ip daddr @docker_host counter log group 1 prefix "pacslab host " drop'
+F12_ACCEPT = 'ip saddr 10.77.50.12 ip daddr 10.77.40.0/24 ct state new counter name "flow_F12" accept'
+
+
+def forward_chain(text: str) -> list[str]:
+    body = text.split("chain forward {", 1)[1].split("\n\t}", 1)[0]
+    return [ln.strip() for ln in body.splitlines() if ln.strip()]
+
+
+def test_the_gateway_set_holds_every_zones_bridge_address() -> None:
+    assert GATEWAYS in RULES
+
+
+def test_the_host_is_dropped_and_logged_after_the_replies_and_before_every_flow() -> None:
+    chain = forward_chain(RULES)
+    assert chain[:7] == [
+        "type filter hook forward priority filter; policy drop;",
+        'ip saddr @quarantine counter log group 1 prefix "pacslab quarantine " drop',
+        'ip daddr @quarantine counter log group 1 prefix "pacslab quarantine " drop',
+        "ct state established,related accept",
+        "ct state invalid counter drop",
+        HOST_DROP,
+        'ip daddr != @lab_nets counter log group 1 prefix "pacslab egress " drop',
+    ]
+    assert all("counter name" in r for r in chain[7:-1])
+
+
+def test_a_flow_to_a_whole_zone_comes_after_the_host_drop() -> None:
+    chain = forward_chain(RULES)
+    f12 = next(i for i, r in enumerate(chain) if r.startswith(F12_ACCEPT))
+    assert chain.index(HOST_DROP) < f12
