@@ -2,7 +2,9 @@
 
 roles/dicom_node installs this file on modalities, workstations and the overlay gateway as
 /usr/local/lib/pacslab/dicomsim.py, with pynetdicom 3.0.4 and pydicom 3.0.2 from the image.
-Every command prints one JSON object, so tests and scenarios read outcomes, not log text.
+Every command prints one JSON object, so tests and scenarios read outcomes, not log text: each
+association says its ``outcome`` (established, rejected with the A-ASSOCIATE-RJ fields of PS3.8
+9.3.4, tls-alert with the alert's name, aborted, closed, timeout, refused; see refusal()).
 
 Services (PS3.4): Verification (C-ECHO), Storage (C-STORE), Study Root Query/Retrieve (C-FIND,
 C-MOVE, C-GET) and Modality Worklist (C-FIND). Transport: DICOM TLS (PS3.15 B.1, the
@@ -22,6 +24,7 @@ import json
 import logging
 import math
 import os
+import re
 import socket
 import ssl
 import struct
@@ -59,13 +62,42 @@ def load_config(path: Path = CONFIG) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+VERDICT_WAIT = 0.5  # seconds a probe waits, after its handshake, for the server's verdict on its certificate
+
+
+class VerdictSocket(ssl.SSLSocket):
+    """A client socket for negative probes: after its handshake it listens briefly before the
+    caller writes. In TLS 1.3 the server judges the client certificate after the client's
+    handshake is done; writing at once can lose its alert to the server's close. A DICOM server
+    never speaks first, so whatever arrives in that time is the verdict: an alert (raised as
+    ssl.SSLError), a close without one (ssl.SSLEOFError), or nothing (accepted)."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        super().do_handshake(block)
+        previous = self.gettimeout()
+        self.settimeout(VERDICT_WAIT)
+        try:
+            early = self.recv(1)
+        except TimeoutError:
+            return  # only session tickets: the server accepted the certificate
+        finally:
+            self.settimeout(previous)
+        if not early:
+            raise ssl.SSLEOFError(8, "the server closed the TLS session without an alert")
+        raise ssl.SSLError(1, "the server spoke first: not a DICOM acceptor")
+
+
 def client_context(cfg: dict[str, Any], mode: str = "device", tls_version: str | None = None) -> ssl.SSLContext:
     """A TLS client context (SERVER_AUTH purpose: it verifies the server).
 
     mode: device (the node's certificate), nocert (no client certificate), or cert:<crt>:<key>
     (another certificate, for negative checks). tls_version pins TLSv1_1 etc. for probes.
+    Negative probes (any mode but device, or a pinned version) wait for the server's verdict
+    (VerdictSocket) so that its alert is always the one reported.
     """
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cfg["tls"]["trusted"])
+    if mode != "device" or tls_version:
+        ctx.sslsocket_class = VerdictSocket
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     if mode == "device":
         ctx.load_cert_chain(cfg["tls"]["cert"], cfg["tls"]["key"])
@@ -189,21 +221,133 @@ def _ae(cfg: dict[str, Any], calling: str | None) -> AE:
     return ae
 
 
+# A-ASSOCIATE-RJ fields (PS3.8 9.3.4, Table 9-21): result, source, and the reason per source.
+RJ_RESULTS = {1: "rejected-permanent", 2: "rejected-transient"}
+RJ_SOURCES = {1: "service-user", 2: "service-provider-acse", 3: "service-provider-presentation"}
+RJ_REASONS = {
+    1: {1: "no-reason-given", 2: "application-context-name-not-supported", 3: "calling-AE-title-not-recognized",
+        7: "called-AE-title-not-recognized"},
+    2: {1: "no-reason-given", 2: "protocol-version-not-supported"},
+    3: {1: "temporary-congestion", 2: "local-limit-exceeded"},
+}
+# A-ABORT source (PS3.8 9.3.8, Table 9-26).
+ABORT_SOURCES = {0: "service-user", 1: "reserved", 2: "service-provider"}
+# OpenSSL reports a TLS alert received from the peer as <version>_ALERT_<description> (RFC 8446 6.2).
+ALERT_REASON = re.compile(r"^(?:SSLV3|TLSV1|TLSV13)_ALERT_(?P<alert>[A-Z_]+)$")
+OUTCOMES = ("established", "rejected", "tls-alert", "tls-error", "aborted", "closed", "timeout", "refused", "unreachable")
+
+
+class _Observer(logging.Handler):
+    """Keeps what pynetdicom logs while it fails: it catches the transport's exceptions itself
+    (OSError, ssl.SSLError) and reports them only through its log, with the exception attached
+    (logger.exception) for TLS errors and for errors while reading a PDU."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+        self.errors: list[BaseException] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+        if record.exc_info and record.exc_info[1] is not None:
+            self.errors.append(record.exc_info[1])
+
+
+def tls_failure(exc: ssl.SSLError) -> dict[str, Any]:
+    """An ssl.SSLError as data: the alert the peer sent (RFC 8446 6.2 description, e.g.
+    certificate-required, unknown-ca) or, for an error detected locally, the OpenSSL reason."""
+    reason = str(exc.reason or type(exc).__name__)
+    m = ALERT_REASON.match(reason)
+    return {
+        "outcome": "tls-alert" if m else "tls-error",
+        "tls_alert": m["alert"].lower().replace("_", "-") if m else None,
+        "tls_reason": reason,
+        "error": f"{type(exc).__name__}: {exc}",
+    }
+
+
+def refusal(seen: _Observer, pdus: list[Any], connected: bool) -> dict[str, Any]:
+    """Why an association was not established, as one of OUTCOMES with its details.
+
+    rejected: A-ASSOCIATE-RJ received, with result, source and reason (PS3.8 9.3.4);
+    tls-alert / tls-error: the TLS handshake or the first read failed (ssl.SSLError);
+    aborted: A-ABORT received (PS3.8 9.3.8); timeout: no TCP connection, or no answer, in time;
+    refused: TCP reset; unreachable: another connect error; closed: the peer closed the connection
+    without an A-ASSOCIATE response (``reset``: it reset it; ``unknown_pdu``: the first byte when it
+    sent something that is not a PDU, e.g. 0x15, a TLS alert record).
+    """
+    rj = next((p for p in pdus if type(p).__name__ == "A_ASSOCIATE_RJ"), None)
+    if rj is not None:
+        result, source, reason = int(rj.result), int(rj.source), int(rj.reason_diagnostic)
+        return {
+            "outcome": "rejected",
+            "reject": {
+                "result": result, "source": source, "reason": reason,
+                "result_name": RJ_RESULTS.get(result, "unknown"), "source_name": RJ_SOURCES.get(source, "unknown"),
+                "reason_name": RJ_REASONS.get(source, {}).get(reason, "reserved"),
+            },
+        }
+    tls_errors = [e for e in seen.errors if isinstance(e, ssl.SSLError)]
+    if tls_errors:
+        return tls_failure(tls_errors[0])
+    abort = next((p for p in pdus if type(p).__name__ == "A_ABORT_RQ"), None)
+    if abort is not None:
+        source = int(abort.source)
+        return {"outcome": "aborted", "abort": {"source": source, "source_name": ABORT_SOURCES.get(source, "unknown"),
+                                                "reason": int(abort.reason_diagnostic)}}
+    errors = [e for e in seen.errors if isinstance(e, OSError)]
+    connect_error = next((m.split(": ", 1)[1] for m in seen.messages if m.startswith("TCP Initialisation Error: ")), None)
+    if not connected:
+        if connect_error is not None and connect_error.endswith("timed out"):
+            return {"outcome": "timeout", "phase": "connect", "error": connect_error}
+        if connect_error is not None and "Connection refused" in connect_error:
+            return {"outcome": "refused", "error": connect_error}
+        return {"outcome": "unreachable", "error": connect_error}
+    if any(m.startswith("ACSE timeout") for m in seen.messages) or any(isinstance(e, TimeoutError) for e in errors):
+        return {"outcome": "timeout", "phase": "association"}
+    out: dict[str, Any] = {
+        "outcome": "closed", "pdus_received": [type(p).__name__ for p in pdus], "reset": any(isinstance(e, ConnectionResetError) for e in errors),
+    }
+    unknown = next((m for m in seen.messages if m.startswith("Unknown PDU type received")), None)
+    if unknown:
+        out["unknown_pdu"] = unknown.rsplit(" ", 1)[-1].strip("'")
+    if errors:
+        out["error"] = f"{type(errors[0]).__name__}: {errors[0]}"
+    return out
+
+
 def associate(
     cfg: dict[str, Any], peer: str, contexts: list[str], calling: str | None = None, called: str | None = None, tls: str | None = None,
     tls_version: str | None = None, host: str | None = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """Open an association; the result says established / rejected / aborted and why."""
+    """Open an association; the result says which of OUTCOMES happened and why (see refusal())."""
     target = _peer(cfg, peer)
     tls = tls or cfg.get("transport", "device")  # the legacy device's configuration says cleartext
     ae = _ae(cfg, calling)
     for c in contexts:
         ae.add_requested_context(c)
     addr, port = host or target["host"], int(target["port"])
-    kwargs: dict[str, Any] = {"ae_title": called or target["ae_title"]}
+    pdus: list[Any] = []
+    opened: list[bool] = []
+    kwargs: dict[str, Any] = {
+        "ae_title": called or target["ae_title"],
+        "evt_handlers": [
+            (evt.EVT_PDU_RECV, lambda event: pdus.append(event.pdu)),
+            (evt.EVT_CONN_OPEN, lambda event: opened.append(True)),
+        ],
+    }
     if tls != "cleartext":
         kwargs["tls_args"] = (client_context(cfg, tls, tls_version), target["host"])
-    assoc = ae.associate(addr, port, **kwargs)
+    seen = _Observer()
+    pnd_log = logging.getLogger("pynetdicom")
+    pnd_log.addHandler(seen)
+    try:
+        assoc = ae.associate(addr, port, **kwargs)
+    finally:
+        pnd_log.removeHandler(seen)
+    # What the peer sends later (an A-ABORT in answer to a request) is read by ended(); pynetdicom's
+    # Association declares no such attribute, hence setattr.
+    setattr(assoc, "pacslab_pdus", pdus)  # noqa: B010
     outcome = {
         "peer": peer,
         "established": assoc.is_established,
@@ -211,10 +355,25 @@ def associate(
         "aborted": assoc.is_aborted,
         "tls": tls,
     }
-    if assoc.is_established and tls != "cleartext":
-        sock = assoc.dul.socket.socket if assoc.dul.socket else None
-        outcome["tls_version"] = sock.version() if isinstance(sock, ssl.SSLSocket) else None
+    if assoc.is_established:
+        outcome["outcome"] = "established"
+        if tls != "cleartext":
+            sock = assoc.dul.socket.socket if assoc.dul.socket else None
+            outcome["tls_version"] = sock.version() if isinstance(sock, ssl.SSLSocket) else None
+    else:
+        outcome.update(refusal(seen, pdus, bool(opened)))
     return assoc, outcome
+
+
+def ended(assoc: Any, out: dict[str, Any]) -> dict[str, Any]:
+    """After the requests of an established association: whether the peer aborted it (an A-ABORT
+    in answer to a request it refuses, PS3.8 9.3.8) instead of answering and releasing."""
+    abort = next((p for p in getattr(assoc, "pacslab_pdus", []) if type(p).__name__ == "A_ABORT_RQ"), None)
+    out["aborted"] = bool(assoc.is_aborted)
+    if abort is not None:
+        source = int(abort.source)
+        out["abort"] = {"source": source, "source_name": ABORT_SOURCES.get(source, "unknown"), "reason": int(abort.reason_diagnostic)}
+    return out
 
 
 def echo(cfg: dict[str, Any], peer: str, **kw: Any) -> dict[str, Any]:
@@ -260,6 +419,7 @@ def find_studies(cfg: dict[str, Any], peer: str, accession: str = "", **kw: Any)
             if status and status.Status in (0xFF00, 0xFF01) and ident is not None:
                 out["matches"].append({"study_uid": str(ident.StudyInstanceUID), "accession": str(ident.get("AccessionNumber", ""))})
         assoc.release()
+        ended(assoc, out)
     return out
 
 
@@ -276,6 +436,7 @@ def move(cfg: dict[str, Any], peer: str, study_uid: str, destination: str, **kw:
                 out["completed"] = int(status.get("NumberOfCompletedSuboperations", 0) or 0)
                 out["failed"] = int(status.get("NumberOfFailedSuboperations", 0) or 0)
         assoc.release()
+        ended(assoc, out)
     return out
 
 

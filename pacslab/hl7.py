@@ -27,6 +27,9 @@ from typing import Any
 log = logging.getLogger("hl7")
 VT, FS, CR = b"\x0b", b"\x1c", b"\x0d"
 ACCESSION_RE = re.compile(r"^[A-Za-z0-9-]{1,16}$")  # DICOM SH, and safe as a file name
+# OpenSSL reports a TLS alert received from the peer as <version>_ALERT_<description> (RFC 8446 6.2).
+ALERT_REASON = re.compile(r"^(?:SSLV3|TLSV1|TLSV13)_ALERT_(?P<alert>[A-Z_]+)$")
+VERDICT_WAIT = 0.5  # seconds a sender waits, after its handshake, for the server's verdict on its certificate
 WORKLISTS = Path(os.environ.get("PACSLAB_WORKLISTS", "/var/lib/orthanc/worklists"))
 
 
@@ -181,6 +184,18 @@ def send(host: str, port: int, message: str, cafile: str, cert: str | None, key:
     if cert:
         ctx.load_cert_chain(cert, key)
     with socket.create_connection((host, port), timeout=15) as plain, ctx.wrap_socket(plain, server_hostname=host) as sock:
+        # TLS 1.3: the server judges our certificate after our handshake is done. Listen briefly
+        # before sending, so that its verdict (an alert, or session tickets and silence) is read
+        # before our data can race it.
+        sock.settimeout(VERDICT_WAIT)
+        try:
+            early = sock.recv(65536)
+        except TimeoutError:
+            early = b"-"  # nothing but session tickets: the server accepted us
+        finally:
+            sock.settimeout(15)
+        if not early:
+            raise ssl.SSLEOFError("the server closed the TLS session without an alert, before any data")
         sock.sendall(frame(message))
         data = b""
         while FS + CR not in data:
@@ -222,13 +237,18 @@ def main(argv: list[str] | None = None) -> int:
     order = {k: getattr(args, k) for k in fields}
     message = build_orm(order, f"{int(time.time() * 1000) % 10**10}")
     cert, key = (None, None) if args.no_cert else (args.cert or cfg["tls"]["cert"], args.key or cfg["tls"]["key"])
+    alert, kind = None, "no-answer"
     try:
         answer = send(ris["host"], int(ris["port"]), message, cfg["tls"]["trusted"], cert, key)
         error = "" if answer else "connection closed without an answer"  # stunnel refused the certificate
     except OSError as exc:  # ssl.SSLError included: a refused handshake is an answer, not a crash
-        answer, error = "", f"{type(exc).__name__}: {exc}"
+        answer, error, kind = "", f"{type(exc).__name__}: {exc}", type(exc).__name__
+        if isinstance(exc, ssl.SSLError) and (m := ALERT_REASON.match(str(exc.reason))):
+            alert = m["alert"].lower().replace("_", "-")  # the alert the RIS's TLS front sent (RFC 8446 6.2)
     if error:
-        json.dump({"ack": "", "error": error}, sys.stdout)
+        # error_type: SSLError (with tls_alert), SSLEOFError (closed inside TLS without an alert),
+        # ConnectionRefusedError, TimeoutError ...; no-answer: TLS up, closed without an ACK
+        json.dump({"ack": "", "error": error, "error_type": kind, "tls_alert": alert}, sys.stdout)
         print()
         return 1
     msa = next((line.split("|") for line in answer.split("\r") if line.startswith("MSA")), ["MSA", ""])

@@ -50,23 +50,43 @@ def evidence(request: pytest.FixtureRequest) -> dict[str, Any]:
     return store
 
 
+def _record(item: pytest.Item, outcome: str, seconds: float, message: str) -> dict[str, Any]:
+    marker = item.get_closest_marker("control")
+    return {
+        "nodeid": item.nodeid,
+        "control": marker.args[0] if marker and marker.args else None,
+        "outcome": outcome,
+        "seconds": round(seconds, 3),
+        "evidence": item.stash.get(_EVIDENCE, {}),
+        "message": message[:2000],
+    }
+
+
+def _message(report: pytest.TestReport) -> str:
+    """Why a test did not pass: the crash line of a failure or error, the reason of a skip."""
+    if report.skipped:
+        if hasattr(report, "wasxfail"):
+            return f"xfail: {report.wasxfail}"
+        return str(report.longrepr[2]).removeprefix("Skipped: ") if isinstance(report.longrepr, tuple) else ""
+    crash = getattr(report.longrepr, "reprcrash", None)
+    return str(crash.message) if report.failed and crash else ""
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """One record per test: its call's outcome, or its setup's when setup did not pass (a failed
+    setup is an "error"); a failed teardown adds an "error" record, so it is never hidden."""
     report = yield
-    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
-        marker = item.get_closest_marker("control")
-        record = {
-            "nodeid": item.nodeid,
-            "control": marker.args[0] if marker and marker.args else None,
-            "outcome": report.outcome,
-            "seconds": round(report.duration, 3),
-            "evidence": item.stash.get(_EVIDENCE, {}),
-            "message": str(report.longrepr.reprcrash.message)[:2000]
-            if report.failed and hasattr(report.longrepr, "reprcrash") and report.longrepr.reprcrash
-            else "",
-        }
-        item.config.stash[_RECORDS].append(record)
+    if report.when == "call" or (report.when == "setup" and report.outcome != "passed") or (report.when == "teardown" and report.failed):
+        outcome = "error" if report.when != "call" and report.failed else report.outcome
+        item.config.stash[_RECORDS].append(_record(item, outcome, report.duration, _message(report)))
     return report
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    """Tests collected but left out of this run (-k, -m): the report shows them as not run."""
+    for item in items:
+        item.config.stash[_RECORDS].append(_record(item, "deselected", 0.0, "deselected in this run (-k/-m)"))
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

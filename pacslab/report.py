@@ -1,8 +1,19 @@
 """The control report: control -> CSF v1.1 / SP 800-53 -> test results (ARCHITECTURE section 7).
 
-Grouped by CSF function and subcategory. A control is passed (every test passed), failed (any
-test failed), waived (the lab definition waives it, with its justification; never shown as passed),
-not implemented (the catalogue says so), or not run (implemented, but no result in this run).
+Grouped by CSF function and subcategory. A control is
+
+- passed: it has results, and every one of its tests ran and passed;
+- failed: any of its tests failed, or errored (in setup, call or teardown): the proof broke;
+- incomplete: some tests passed, but at least one was skipped, or expected and not run
+  (deselected, e.g. a lifecycle test left out of a steady verify): the proof is partial;
+- not run: implemented, but no test of it passed in this run (no result, or only skips);
+- waived: the lab definition waives it, with its justification (never shown as passed, whatever
+  its tests did);
+- not implemented: the catalogue says so.
+
+Incomplete and not-run controls name the tests that did not run and why (the skip reason).
+Result records are the pytest plugin's (pacslab.pytest_plugin): nodeid, control, outcome (passed,
+failed, error, skipped, deselected), seconds, evidence, message.
 """
 
 from __future__ import annotations
@@ -20,7 +31,9 @@ from .topology import REPO_ROOT, Lab
 
 CONTROLS_FILE = REPO_ROOT / "controls.yml"
 CSF_FUNCTIONS = {"ID": "Identify", "PR": "Protect", "DE": "Detect", "RS": "Respond", "RC": "Recover"}
-VERDICTS = ("passed", "failed", "waived", "not implemented", "not run")
+VERDICTS = ("passed", "failed", "incomplete", "not run", "waived", "not implemented")
+FAILED_OUTCOMES = ("failed", "error")  # the check ran and broke
+OUTCOMES = ("passed", "failed", "error", "skipped", "deselected")
 
 
 @dataclass(frozen=True)
@@ -52,15 +65,30 @@ def load_controls(path: Path = CONTROLS_FILE) -> tuple[dict[str, Control], str]:
 
 
 def verdict(control: Control, results: list[dict[str, Any]], waivers: dict[str, str]) -> str:
+    """One of VERDICTS for a control from its tests' records (see the module docstring).
+
+    Any outcome other than passed (skipped, deselected, or one this function does not know) keeps
+    the control from being passed: a control is passed only when every test of it ran and passed.
+    """
     if control.id in waivers:
         return "waived"
     if control.status != "implemented":
         return "not implemented"
-    if not results:
-        return "not run"
-    if any(r["outcome"] == "failed" for r in results):
+    if any(r["outcome"] in FAILED_OUTCOMES for r in results):
         return "failed"
-    return "passed" if any(r["outcome"] == "passed" for r in results) else "not run"
+    passed = [r for r in results if r["outcome"] == "passed"]
+    if not passed:
+        return "not run"
+    return "passed" if len(passed) == len(results) else "incomplete"
+
+
+def not_run(results: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The tests of a control that neither passed nor failed: nodeid, outcome and the reason."""
+    return [
+        {"test": r["nodeid"], "outcome": r["outcome"], "reason": r.get("message", "")}
+        for r in results
+        if r["outcome"] != "passed" and r["outcome"] not in FAILED_OUTCOMES
+    ]
 
 
 def build(lab: Lab, results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -83,8 +111,12 @@ def build(lab: Lab, results: list[dict[str, Any]]) -> dict[str, Any]:
             "proves": c.proves,
             "verdict": verdict(c, rs, waivers),
             "justification": waivers.get(cid, ""),
-            "tests": {o: sum(r["outcome"] == o for r in rs) for o in ("passed", "failed", "skipped")},
-            "failures": [{"test": r["nodeid"], "message": r["message"], "evidence": r["evidence"]} for r in rs if r["outcome"] == "failed"][:50],
+            "tests": _counts(rs),
+            "failures": [
+                {"test": r["nodeid"], "outcome": r["outcome"], "message": r["message"], "evidence": r["evidence"]}
+                for r in rs if r["outcome"] in FAILED_OUTCOMES
+            ][:50],
+            "not_run": not_run(rs)[:50],
             "evidence": [{"test": r["nodeid"], "evidence": r["evidence"]} for r in rs if r["evidence"]][:20],
         }
 
@@ -118,9 +150,21 @@ def build(lab: Lab, results: list[dict[str, Any]]) -> dict[str, Any]:
         "functions": ordered,
         "controls": entries,
         "flows": flows,
-        "platform_tests": {o: sum(r["outcome"] == o for r in platform) for o in ("passed", "failed", "skipped")},
-        "platform_failures": [{"test": r["nodeid"], "message": r["message"]} for r in platform if r["outcome"] == "failed"],
+        "platform_tests": _counts(platform),
+        "platform_failures": [{"test": r["nodeid"], "message": r["message"]} for r in platform if r["outcome"] in FAILED_OUTCOMES],
     }
+
+
+def _counts(results: list[dict[str, Any]]) -> dict[str, int]:
+    """Tests per outcome; an outcome outside OUTCOMES is counted under its own name."""
+    counts = dict.fromkeys(OUTCOMES, 0)
+    for r in results:
+        counts[r["outcome"]] = counts.get(r["outcome"], 0) + 1
+    return counts
+
+
+def _tally(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {o}" for o, n in counts.items() if n or o in ("passed", "failed"))
 
 
 def _e(text: Any) -> str:
@@ -128,7 +172,7 @@ def _e(text: Any) -> str:
 
 
 def render_html(data: dict[str, Any]) -> str:
-    colour = {"passed": "#1b7f3b", "failed": "#b3261e", "waived": "#8a6d00", "not implemented": "#666", "not run": "#666"}
+    colour = {"passed": "#1b7f3b", "failed": "#b3261e", "incomplete": "#b35c00", "waived": "#8a6d00", "not implemented": "#666", "not run": "#666"}
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>pacslab report: {_e(data['lab'])}</title>",
@@ -147,11 +191,14 @@ def render_html(data: dict[str, Any]) -> str:
                 c = data["controls"][cid]
                 v = c["verdict"]
                 extra = f"<br><em>waived: {_e(c['justification'])}</em>" if c["justification"] else ""
-                fails = "".join(f"<pre>{_e(f['test'])}: {_e(f['message'])}</pre>" for f in c["failures"][:5])
+                fails = "".join(f"<pre>{_e(f['test'])} ({_e(f['outcome'])}): {_e(f['message'])}</pre>" for f in c["failures"][:5])
+                fails += "".join(
+                    f"<pre>{_e(n['test'])} ({_e(n['outcome'])}){': ' + _e(n['reason']) if n['reason'] else ''}</pre>" for n in c["not_run"][:10]
+                )
                 parts.append(
                     f"<tr><td>{_e(sub)}</td><td>{_e(cid)} {_e(c['title'])}<br><small>SP 800-53: {_e(', '.join(c['sp800_53']))}</small></td>"
                     f"<td><span class='v' style='background:{colour[v]}'>{_e(v)}</span>{extra}</td>"
-                    f"<td>{c['tests']['passed']} passed, {c['tests']['failed']} failed</td><td>{_e(c['proves'])}{fails}</td></tr>"
+                    f"<td>{_e(_tally(c['tests']))}</td><td>{_e(c['proves'])}{fails}</td></tr>"
                 )
         parts.append("</table>")
     parts.append(
@@ -169,7 +216,7 @@ def render_html(data: dict[str, Any]) -> str:
         for ev in c["evidence"]:
             parts.append(f"<h3>{_e(cid)}: {_e(ev['test'])}</h3><pre>{_e(json.dumps(ev['evidence'], indent=1)[:4000])}</pre>")
     pt = data["platform_tests"]
-    parts.append(f"<h2>Platform tests (no control)</h2><p>{pt['passed']} passed, {pt['failed']} failed</p>")
+    parts.append(f"<h2>Platform tests (no control)</h2><p>{_e(_tally(pt))}</p>")
     parts += [f"<pre>{_e(f['test'])}: {_e(f['message'])}</pre>" for f in data["platform_failures"]]
     parts.append("</body></html>")
     return "\n".join(parts)

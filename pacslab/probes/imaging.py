@@ -50,11 +50,15 @@ def dicomsim(lab: Lab, host: str, *args: str, timeout: float = 180) -> dict[str,
     return result
 
 
-def send_order(lab: Lab, accession: str, station: str, modality: str, patient: str, patient_id: str, *extra: str) -> dict[str, Any]:
-    """An HL7 order from the order-entry station; extra arguments pick another client certificate
-    (the answer then holds "error" instead of an ACK when the RIS refuses the connection)."""
+def send_order(
+    lab: Lab, sender: str, accession: str, station: str, modality: str, patient: str, patient_id: str, *extra: str,
+) -> dict[str, Any]:
+    """An HL7 order (ORM^O01) from the order-entry host ``sender`` for the station's AE title; extra
+    arguments pick another client certificate. The answer: {"ack": "AA", ...}, or, when the RIS
+    refuses the connection, {"ack": "", "error": ..., "error_type": "SSLError", "tls_alert": "unknown-ca"}
+    (error_type names the exception; tls_alert the alert the RIS sent, or None)."""
     out = exec_in(
-        lab, "ws-tech", "python3", HL7, "send", "--patient-id", patient_id, "--patient-name", patient,
+        lab, sender, "python3", HL7, "send", "--patient-id", patient_id, "--patient-name", patient,
         "--accession", accession, "--modality", modality, "--station", station, *extra, check=not extra,
     )
     result: dict[str, Any] = _json(out)
@@ -114,8 +118,17 @@ def wait_for(what: str, fn: Callable[[], T | None], timeout: float = 120, every:
         time.sleep(every)
 
 
+def ca_host(lab: Lab) -> str:
+    """The host that runs the lab CA: the deployed host of the group pki_servers."""
+    hosts = [h.name for h in lab.group("pki_servers") if h.deployed]
+    if len(hosts) != 1:
+        raise LookupError(f"expected one deployed host in group pki_servers, found {hosts}")
+    return hosts[0]
+
+
 def ca(lab: Lab, *args: str, input: str | None = None) -> Any:
-    return _json(exec_in(lab, "ca", "pacslab-ca", *args, input=input))
+    """Run the CA tool (pacslab/ca.py) on the lab's CA host; its JSON answer."""
+    return _json(exec_in(lab, ca_host(lab), "pacslab-ca", *args, input=input))
 
 
 def copy_into(lab: Lab, host: str, path: str, content: str) -> None:

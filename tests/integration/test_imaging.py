@@ -3,11 +3,19 @@ legacy overlay, data in transit, integrity, certificates, least functionality, r
 
 Every probe runs inside a lab container, so the source address is the device's own; every negative
 case asserts on what the PACS did (association rejected, nothing stored), not on configuration.
+Each refusal is asserted as the specific answer the service gives (the TLS alert, the
+A-ASSOCIATE-RJ result/source/reason of PS3.8 9.3.4, the fw's drop and its NFLOG line): a timeout
+or a routing fault never passes as a refusal.
+
+Hosts, addresses, ports and AE titles come from the loaded lab (pacslab.topology.Lab): the groups
+say what a host is (modalities, workstations, pacs_servers ...), lab_services its ports, and the
+lab's host variables whom it talks to; nothing here names an address or an AE title.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -20,59 +28,175 @@ from cryptography.x509.oid import NameOID
 
 from pacslab import certs
 from pacslab.engine import run_playbook
+from pacslab.firewall import PREFIX_DENY
 from pacslab.probes import imaging as im
-from pacslab.topology import Lab
+from pacslab.probes import segmentation as seg
+from pacslab.probes import standins
+from pacslab.topology import Host, Lab, load_lab
 
 APP_CONTEXT_UID = b"1.2.840.10008.3.1.1.1"  # every cleartext A-ASSOCIATE-RQ carries it (PS3.7 A.2.1)
+DICOM_IMAGES = ("dicom", "orthanc")  # the images of the DICOM nodes (roles dicom_node, orthanc)
+NFLOG_DEADLINE = 10.0  # seconds within which a drop must be in the fw's NFLOG log
+NFLOG_KEYS = ("timestamp", "oob.prefix", "src_ip", "dest_ip", "ip.protocol", "dest_port")  # of a ulogd2 JSON line, kept as evidence
+
+
+# ---------------------------------------------------------------------------------------------
+# Who is who, from the lab definition
+
+
+def _vars(lab: Lab, host: str) -> dict[str, Any]:
+    return lab.host_vars.get(host, {})
+
+
+def members(lab: Lab, group: str) -> list[Host]:
+    """The deployed hosts of an inventory group, in definition order."""
+    return [h for h in lab.group(group) if h.deployed]
+
+
+def the(lab: Lab, group: str) -> Host:
+    """The one deployed host of a group (the PACS, the VNA, the RIS, the CA)."""
+    hosts = members(lab, group)
+    assert len(hosts) == 1, f"expected one deployed host in group {group}, found {[h.name for h in hosts]}"
+    return hosts[0]
+
+
+def enrolled(lab: Lab, host: Host) -> bool:
+    """A DICOM node that holds a certificate from the lab CA: every deployed DICOM node unless its
+    variables say pki_enrol: false (the legacy device, which has no TLS of its own)."""
+    return host.deployed and host.image in DICOM_IMAGES and _vars(lab, host.name).get("pki_enrol", True) is not False
+
+
+def tls_hosts(lab: Lab) -> list[Host]:
+    return [h for h in lab.hosts.values() if enrolled(lab, h)]
+
+
+def gateway_of(lab: Lab, host: Host) -> Host | None:
+    """The gateway that carries a device's DICOM (the `via` of its peers), if it has one."""
+    vias = {str(p["via"]) for p in _vars(lab, host.name).get("dicom_node_peers") or [] if p.get("via")}
+    assert len(vias) <= 1, f"{host.name} reaches its peers through several gateways: {sorted(vias)}"
+    return lab.hosts[vias.pop()] if vias else None
+
+
+def stations(lab: Lab) -> list[Host]:
+    """The modalities with an AE title: each acquires from the worklist and stores to the PACS."""
+    return [h for h in members(lab, "modalities") if h.ae_title]
+
+
+def tls_stations(lab: Lab) -> list[Host]:
+    return [h for h in stations(lab) if enrolled(lab, h)]
+
+
+def legacy_stations(lab: Lab) -> list[Host]:
+    return [h for h in stations(lab) if not enrolled(lab, h) and gateway_of(lab, h) is not None]
+
+
+def modality_of(lab: Lab, host: Host) -> str:
+    return str(_vars(lab, host.name).get("dicom_node_modality", "CT"))
+
+
+def reader(lab: Lab) -> Host:
+    """The reading workstation: the workstation with an AE title (the PACS's C-MOVE destination)."""
+    hosts = [h for h in members(lab, "workstations") if h.ae_title]
+    assert len(hosts) == 1, f"expected one reading workstation, found {[h.name for h in hosts]}"
+    return hosts[0]
+
+
+def order_entry(lab: Lab) -> Host:
+    """The station that sends HL7 orders: the RIS's first listed sender."""
+    senders = _vars(lab, the(lab, "ris_servers").name).get("ris_hl7_senders") or []
+    assert senders, "the RIS lists no HL7 sender"
+    return lab.hosts[str(senders[0])]
+
+
+def tls_peers(lab: Lab, node: Host) -> set[str]:
+    """The enrolled hosts whose issuers a node's trust bundle (trusted.pem) must hold: the carriers
+    of the peers the lab definition names for it (its orthanc_peers and dicom_node_peers, the
+    `via` gateway for a peer that has one; the far end of each dicom_node_tunnels entry). The
+    lab's loader checks each of these against lab_flows both ways. Reference lab: the PACS trusts
+    mod-ct, mod-mr, ovl-gw, ws-rad and the VNA; ws-tech trusts the RIS."""
+    hv = _vars(lab, node.name)
+    named = [str(p.get("via") or p["host"]) for p in (hv.get("orthanc_peers") or []) + (hv.get("dicom_node_peers") or [])]
+    named += [str(t["host"]) for t in hv.get("dicom_node_tunnels") or []]
+    return {h for h in named if h != node.name and enrolled(lab, lab.hosts[h])}
+
+
+@functools.lru_cache(maxsize=4)
+def _lab_at(path: str) -> Lab:
+    return load_lab(path)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """station / tls_station / legacy_station / tls_host: one test per host of the lab;
+    legacy_target: one per (legacy device, PACS, port) it must not reach directly."""
+    wanted = {"station": stations, "tls_station": tls_stations, "legacy_station": legacy_stations, "tls_host": tls_hosts}
+    names = [n for n in wanted if n in metafunc.fixturenames]
+    if not names and "legacy_target" not in metafunc.fixturenames:
+        return
+    lab = _lab_at(str(metafunc.config.getoption("--lab")))
+    if "legacy_target" in metafunc.fixturenames:
+        targets = _legacy_targets(lab)
+        metafunc.parametrize("legacy_target", targets, ids=[f"{d}-{h}-{p}" for d, h, p in targets])
+    for name in names:
+        hosts = wanted[name](lab)
+        metafunc.parametrize(name, [h.name for h in hosts], ids=[f"{h.name}-{h.ae_title}" if h.ae_title else h.name for h in hosts])
+
+
+# ---------------------------------------------------------------------------------------------
+# The clinical workflow, run once for the module
 
 
 @dataclass
 class ClinicalRun:
-    accession: dict[str, str]  # station -> accession
-    canary: dict[str, str]  # station -> synthetic patient name
-    sent: dict[str, list[dict[str, str]]]  # station -> fingerprints the modality sent
+    accession: dict[str, str]  # station host -> accession
+    canary: dict[str, str]  # station host -> synthetic patient name
+    sent: dict[str, list[dict[str, str]]]  # station host -> fingerprints the modality sent
     pacs: dict[str, list[dict[str, Any]]]
     vna: dict[str, list[dict[str, Any]]]
     received: list[dict[str, str]]
     moves: dict[str, dict[str, Any]]
     fw_capture: bytes
-    legacy_capture: bytes
+    legacy_capture: dict[str, bytes]  # gateway host -> what its segment carried
 
 
 @pytest.fixture(scope="module")
 def clinical(running_lab: Lab, plan, tmp_path_factory) -> ClinicalRun:
-    """HL7 order -> worklist -> modality (CT over TLS; legacy CT in cleartext via its gateway) ->
-    PACS -> VNA -> C-MOVE to the reading workstation, with captures on the fw and on the legacy
-    segment running the whole time."""
+    """HL7 order -> worklist -> each modality (over TLS; a legacy device in cleartext via its
+    gateway) -> PACS -> VNA -> C-MOVE to the reading workstation, with captures on the fw and on
+    each legacy segment running the whole time."""
     lab = running_lab
+    pacs, ws = the(lab, "pacs_servers"), reader(lab)
     folder = tmp_path_factory.mktemp("captures")
     fw_image = next(c.image for c in plan.containers if c.host == plan.firewall_host)
-    im.exec_in(lab, "ws-rad", "sh", "-c", "rm -f /var/lib/pacslab/received/*.dcm")
-    im.capture_start(lab, "fw", "fw", fw_image)
-    im.capture_start(lab, "legacy", "ovl-gw", fw_image)
+    im.exec_in(lab, ws.name, "sh", "-c", "rm -f /var/lib/pacslab/received/*.dcm")
+    gateways = sorted({gw.name for h in legacy_stations(lab) if (gw := gateway_of(lab, h))})
+    im.capture_start(lab, "fw", lab.router.name, fw_image)
+    for gw in gateways:
+        im.capture_start(lab, f"legacy-{gw}", gw, fw_image)
     tag = secrets.token_hex(3).upper()
-    stations = {"CT01": "mod-ct", "LEGACY01": "mod-legacy"}
-    accession = {st: f"A{tag}{i}" for i, st in enumerate(stations)}
-    canary = {st: f"PACSLAB^CANARY{tag}{i}" for i, st in enumerate(stations)}
+    hosts = stations(lab)
+    accession = {h.name: f"A{tag}{i}" for i, h in enumerate(hosts)}
+    canary = {h.name: f"PACSLAB^CANARY{tag}{i}" for i, h in enumerate(hosts)}
     try:
-        for st in stations:
-            ack = im.send_order(lab, accession[st], st, "CT", canary[st], f"P{tag}{st[:2]}")
+        sender = order_entry(lab).name
+        for h in hosts:
+            ack = im.send_order(lab, sender, accession[h.name], str(h.ae_title), modality_of(lab, h), canary[h.name], f"P{tag}{h.name[:6]}")
             assert ack["ack"] == "AA", ack
-        pacs, vna, sent, moves = {}, {}, {}, {}
-        for st, host in stations.items():
-            study = im.wait_for(f"{accession[st]} on the PACS", lambda st=st: im.find_study(lab, "pacs", accession[st]), timeout=150)[0]
-            sent[st] = im.wait_for("the modality's record", lambda st=st, host=host: _sent(lab, host, accession[st]))
-            im.wait_for("every instance on the PACS", lambda study=study, st=st: len(im.study_instances(lab, "pacs", study)) == len(sent[st]))
-            pacs[st] = im.study_instances(lab, "pacs", study)
+        pacs_rows, vna_rows, sent, moves = {}, {}, {}, {}
+        for h in hosts:
+            st = h.name
+            study = im.wait_for(f"{accession[st]} on the PACS", lambda st=st: im.find_study(lab, pacs.name, accession[st]), timeout=150)[0]
+            sent[st] = im.wait_for("the modality's record", lambda st=st: _sent(lab, st, accession[st]))
+            im.wait_for("every instance on the PACS", lambda study=study, st=st: len(im.study_instances(lab, pacs.name, study)) == len(sent[st]))
+            pacs_rows[st] = im.study_instances(lab, pacs.name, study)
             im.wait_for(f"{accession[st]} on the VNA", lambda study=study, st=st: len(_vna_instances(lab, study)) == len(sent[st]), timeout=120)
-            vna[st] = im.study_instances(lab, "vna", study)
-            uid = im.orthanc(lab, "pacs", f"/studies/{study}")["MainDicomTags"]["StudyInstanceUID"]
-            moves[st] = im.dicomsim(lab, "ws-rad", "move", "--study", uid, "--destination", "WSRAD01")
-        received = im.received_fingerprints(lab, "ws-rad")
+            vna_rows[st] = im.study_instances(lab, the(lab, "vna_servers").name, study)
+            uid = im.orthanc(lab, pacs.name, f"/studies/{study}")["MainDicomTags"]["StudyInstanceUID"]
+            moves[st] = im.dicomsim(lab, ws.name, "move", "--study", uid, "--destination", str(ws.ae_title))
+        received = im.received_fingerprints(lab, ws.name)
     finally:
         fw = im.capture_stop(lab, "fw", folder / "fw.pcap")
-        legacy = im.capture_stop(lab, "legacy", folder / "legacy.pcap")
-    return ClinicalRun(accession, canary, sent, pacs, vna, received, moves, fw, legacy)
+        legacy = {gw: im.capture_stop(lab, f"legacy-{gw}", folder / f"legacy-{gw}.pcap") for gw in gateways}
+    return ClinicalRun(accession, canary, sent, pacs_rows, vna_rows, received, moves, fw, legacy)
 
 
 def _sent(lab: Lab, host: str, accession: str) -> list[dict[str, str]] | None:
@@ -81,7 +205,14 @@ def _sent(lab: Lab, host: str, accession: str) -> list[dict[str, str]] | None:
 
 
 def _vna_instances(lab: Lab, study: str) -> list[dict[str, Any]]:
-    return im.study_instances(lab, "vna", study) if study in im.orthanc(lab, "vna", "/studies") else []
+    vna = the(lab, "vna_servers").name
+    return im.study_instances(lab, vna, study) if study in im.orthanc(lab, vna, "/studies") else []
+
+
+def _first_tls_station(lab: Lab) -> Host:
+    hosts = tls_stations(lab)
+    assert hosts, "the lab has no modality with a certificate"
+    return hosts[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -89,7 +220,6 @@ def _vna_instances(lab: Lab, study: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.control("C-DAT-03")
-@pytest.mark.parametrize("station", ["CT01", "LEGACY01"])
 def test_workflow_delivers_identical_images(clinical: ClinicalRun, station: str, evidence) -> None:
     """Order -> worklist -> acquisition -> PACS -> VNA -> workstation: pixel data and key tags
     byte-identical to what the modality sent, accession numbers kept."""
@@ -104,7 +234,6 @@ def test_workflow_delivers_identical_images(clinical: ClinicalRun, station: str,
 
 
 @pytest.mark.control("C-DAT-03")
-@pytest.mark.parametrize("station", ["CT01", "LEGACY01"])
 def test_pacs_and_vna_copies_match(clinical: ClinicalRun, station: str, evidence) -> None:
     pacs = {r["sop_instance_uid"]: r["md5"] for r in clinical.pacs[station]}
     vna = {r["sop_instance_uid"]: r["md5"] for r in clinical.vna[station]}
@@ -132,24 +261,52 @@ def test_no_cleartext_dicom_crosses_a_zone(clinical: ClinicalRun, marker: str, e
 
 
 @pytest.mark.control("C-ACC-08")
-def test_capture_sees_cleartext_on_the_legacy_segment(clinical: ClinicalRun, evidence) -> None:
+def test_capture_sees_cleartext_on_the_legacy_segment(running_lab: Lab, clinical: ClinicalRun, legacy_station: str, evidence) -> None:
     """The twin of the check above: the same search finds the legacy device's cleartext DICOM on
     its own segment (before the gateway), so an empty result on the fw means encrypted, not unseen."""
-    evidence.update(capture_bytes=len(clinical.legacy_capture))
-    assert APP_CONTEXT_UID in clinical.legacy_capture
-    assert clinical.canary["LEGACY01"].encode() in clinical.legacy_capture
+    gateway = gateway_of(running_lab, running_lab.hosts[legacy_station])
+    assert gateway is not None
+    capture = clinical.legacy_capture[gateway.name]
+    evidence.update(gateway=gateway.name, capture_bytes=len(capture))
+    assert APP_CONTEXT_UID in capture
+    assert clinical.canary[legacy_station].encode() in capture
+
+
+def _legacy_targets(lab: Lab) -> list[tuple[str, str, int]]:
+    """(legacy device, target host, port) it must not reach directly: the PACS's DICOM port, and
+    the PACS at each port of its gateway's services (the cleartext ports it does use, on the gateway)."""
+    pacs = the(lab, "pacs_servers")
+    out = []
+    for dev in legacy_stations(lab):
+        gw = gateway_of(lab, dev)
+        assert gw is not None
+        out.append((dev.name, pacs.name, pacs.dicom_port))
+        out += [(dev.name, pacs.name, s.port) for s in gw.services if s.proto == "tcp" and s.port != pacs.dicom_port]
+    return out
 
 
 @pytest.mark.control("C-ACC-08")
-@pytest.mark.parametrize("port", [2762, 104])
-def test_legacy_device_reaches_the_pacs_only_through_its_gateway(running_lab: Lab, port: int, evidence) -> None:
+def test_legacy_device_reaches_the_pacs_only_through_its_gateway(running_lab: Lab, legacy_target: tuple[str, str, int], evidence) -> None:
+    """From the legacy device straight to the PACS (its DICOM port, and the ports the device uses
+    on its gateway): the SYN is dropped by the fw (no answer: not refused, not reset) and logged
+    as a deny with its source, destination and port."""
+    lab = running_lab
+    dev, dst, port = legacy_target
+    src_peer, dst_peer = seg.host_peer(lab.hosts[dev]), seg.host_peer(lab.hosts[dst])
+    assert seg.allowed(lab, src_peer.address, dst_peer.address, "tcp", port) is None, f"premise: no flow lets {dev} reach {dst}:{port}"
+    case = seg.Case(f"legacy-{dev}-{dst}-{port}", "deny", src_peer, dst_peer, "tcp", port)
+    offset = standins.drop_log_size(lab)
     script = (
-        f"import socket\ntry:\n socket.create_connection(('10.77.40.10',{port}),4); print('open')\n"
-        "except TimeoutError: print('dropped')\nexcept OSError as e: print('error', e)"
+        f"import socket\ntry:\n socket.create_connection(({dst_peer.address!r},{port}),4); print('open')\n"
+        "except TimeoutError: print('dropped')\nexcept ConnectionRefusedError: print('refused')\nexcept OSError as e: print('error', e)"
     )
-    outcome = im.exec_in(running_lab, "mod-legacy", "python3", "-c", script).strip()
-    evidence.update(target=f"pacs:{port}", outcome=outcome)
-    assert outcome == "dropped"
+    outcome = im.exec_in(lab, dev, "python3", "-c", script).strip()
+    evidence.update(target=f"{dst} {dst_peer.address}:{port}", outcome=outcome)
+    assert outcome == "dropped", f"{case.id}: {outcome}"
+    entry = im.wait_for(f"the fw's NFLOG line for {case.id}",
+                        lambda: seg.logged(case, seg.parse_drop_log(standins.read_drop_log(lab, offset))), timeout=NFLOG_DEADLINE, every=1)
+    evidence.update(nflog={k: entry.get(k) for k in NFLOG_KEYS})
+    assert entry["oob.prefix"] == PREFIX_DENY
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,16 +328,22 @@ def rogue_pair(cn: str) -> tuple[str, str]:
 
 
 @pytest.fixture(scope="module")
-def bad_certificates(running_lab: Lab) -> dict[str, str]:
-    """A certificate from a rogue CA (same subject as CT01) and an expired one from CT01's own
-    issuer, installed in mod-ct's /tmp with their keys."""
+def device(running_lab: Lab) -> Host:
+    """The device the authentication checks play: the first modality with a certificate."""
+    return _first_tls_station(running_lab)
+
+
+@pytest.fixture(scope="module")
+def bad_certificates(running_lab: Lab, device: Host) -> dict[str, str]:
+    """A certificate from a rogue CA (same subject as the device) and an expired one from the
+    device's own issuer, installed in the device's /tmp with their keys."""
     lab = running_lab
-    cert, key = rogue_pair("mod-ct")
-    im.copy_into(lab, "mod-ct", "/tmp/rogue.crt", cert)
-    im.copy_into(lab, "mod-ct", "/tmp/rogue.key", key)
-    csr = im.exec_in(lab, "mod-ct", "openssl", "req", "-new", "-key", "/etc/pacslab/tls/node.key", "-subj", "/CN=mod-ct")
-    expired = im.ca(lab, "issue", "mod-ct", "--sans", "DNS:mod-ct,IP:10.77.30.10", "--expired", input=csr)
-    im.copy_into(lab, "mod-ct", "/tmp/expired.crt", expired["chain"])
+    cert, key = rogue_pair(device.name)
+    im.copy_into(lab, device.name, "/tmp/rogue.crt", cert)
+    im.copy_into(lab, device.name, "/tmp/rogue.key", key)
+    csr = im.exec_in(lab, device.name, "openssl", "req", "-new", "-key", "/etc/pacslab/tls/node.key", "-subj", f"/CN={device.name}")
+    expired = im.ca(lab, "issue", device.name, "--sans", f"DNS:{device.name},IP:{device.address}", "--expired", input=csr)
+    im.copy_into(lab, device.name, "/tmp/expired.crt", expired["chain"])
     return {
         "rogue": "cert:/tmp/rogue.crt:/tmp/rogue.key",
         "expired": "cert:/tmp/expired.crt:/etc/pacslab/tls/node.key",
@@ -188,38 +351,51 @@ def bad_certificates(running_lab: Lab) -> dict[str, str]:
     }
 
 
-REFUSED_TRANSPORTS = {
-    "no-client-certificate": ["--tls", "nocert"],
-    "rogue-ca": ["--tls", "{rogue}"],
-    "expired-certificate": ["--tls", "{expired}"],
-    "tls-1.1": ["--tls-version", "TLSv1_1"],
-    "cleartext": ["--tls", "cleartext"],
+# Each way a device without a valid certificate tries the PACS, and the refusal it must meet,
+# as dicomsim reports it (pacslab/dicomsim.py refusal()): seen on the reference lab (Orthanc 1.10.1
+# with DCMTK's TLS, OpenSSL 3.0) and written out here.
+REFUSED_TRANSPORTS: dict[str, tuple[list[str], dict[str, Any]]] = {
+    "no-client-certificate": (["--tls", "nocert"], {"outcome": "tls-alert", "tls_alert": "certificate-required"}),
+    "rogue-ca": (["--tls", "{rogue}"], {"outcome": "tls-alert", "tls_alert": "unknown-ca"}),
+    "expired-certificate": (["--tls", "{expired}"], {"outcome": "tls-alert", "tls_alert": "certificate-expired"}),
+    "tls-1.1": (["--tls-version", "TLSv1_1"], {"outcome": "tls-alert", "tls_alert": "handshake-failure"}),  # DCMTK: not protocol-version
+    "cleartext": (["--tls", "cleartext"], {"outcome": "closed", "reset": True, "pdus_received": []}),  # no A-ASSOCIATE-AC, a TCP reset
 }
 
 
 @pytest.mark.control("C-ACC-06")
-def test_enrolled_device_stores_over_tls(running_lab: Lab, evidence) -> None:
-    before = im.instance_count(running_lab, "pacs")
-    result = im.dicomsim(running_lab, "mod-ct", "store", "--images", "1", "--patient-name", "PACSLAB^AUTHN")
-    evidence.update(established=result["established"], tls=result.get("tls_version"), stored=len(result["stored"]))
-    assert result["established"] and result["tls_version"] in ("TLSv1.2", "TLSv1.3")
-    assert len(result["stored"]) == 1 and im.instance_count(running_lab, "pacs") == before + 1
+def test_enrolled_device_stores_over_tls(running_lab: Lab, device: Host, evidence) -> None:
+    pacs = the(running_lab, "pacs_servers").name
+    before = im.instance_count(running_lab, pacs)
+    result = im.dicomsim(running_lab, device.name, "store", "--images", "1", "--patient-name", "PACSLAB^AUTHN")
+    evidence.update(outcome=result["outcome"], tls=result.get("tls_version"), stored=len(result["stored"]))
+    assert result["outcome"] == "established" and result["tls_version"] in ("TLSv1.2", "TLSv1.3")
+    assert len(result["stored"]) == 1 and im.instance_count(running_lab, pacs) == before + 1
 
 
 @pytest.mark.control("C-ACC-06")
 @pytest.mark.parametrize("case", sorted(REFUSED_TRANSPORTS))
-def test_unauthenticated_device_is_refused(running_lab: Lab, bad_certificates, case: str, evidence) -> None:
-    args = [a.format(**bad_certificates) for a in REFUSED_TRANSPORTS[case]]
-    before = im.instance_count(running_lab, "pacs")
-    result = im.dicomsim(running_lab, "mod-ct", "store", "--images", "1", "--patient-name", "PACSLAB^REFUSED", *args)
-    evidence.update(case=case, established=result["established"], aborted=result["aborted"], stored=len(result["stored"]))
-    assert not result["established"], f"{case}: the PACS accepted the association"
-    assert not result["stored"] and im.instance_count(running_lab, "pacs") == before
+def test_unauthenticated_device_is_refused(running_lab: Lab, device: Host, bad_certificates, case: str, evidence) -> None:
+    args, expected = REFUSED_TRANSPORTS[case]
+    pacs = the(running_lab, "pacs_servers").name
+    before = im.instance_count(running_lab, pacs)
+    result = im.dicomsim(running_lab, device.name, "store", "--images", "1", "--patient-name", "PACSLAB^REFUSED",
+                         *[a.format(**bad_certificates) for a in args])
+    seen = {k: result.get(k) for k in expected}
+    evidence.update(case=case, refusal={k: v for k, v in result.items() if k not in ("stored", "failed", "latency_ms")})
+    assert seen == expected, f"{case}: expected {expected}, the PACS answered {result}"
+    assert not result["stored"] and im.instance_count(running_lab, pacs) == before
 
 
 REFUSED_SENDERS = {
     "no-client-certificate": ["--no-cert"],
     "rogue-ca": ["--cert", "/tmp/rogue.crt", "--key", "/tmp/rogue.key"],
+}
+# What the RIS's HL7 front (stunnel 5.68, TLS 1.3, requireCert) answers each, as hl7.py reports it
+# (hl7.py waits for the server's verdict before sending, so the alert cannot be lost to a race).
+SENDER_REFUSALS: dict[str, dict[str, Any]] = {
+    "no-client-certificate": {"error_type": "SSLError", "tls_alert": "certificate-required"},
+    "rogue-ca": {"error_type": "SSLError", "tls_alert": "unknown-ca"},
 }
 
 
@@ -229,14 +405,18 @@ def test_order_without_a_listed_sender_certificate_is_refused(running_lab: Lab, 
     """The RIS's TLS front takes orders only from certificates anchored in its HL7 bundle (the
     order-entry station's issuer); the workflow test is the positive twin (ACK AA)."""
     lab = running_lab
-    cert, key = rogue_pair("ws-tech")
-    im.copy_into(lab, "ws-tech", "/tmp/rogue.crt", cert)
-    im.copy_into(lab, "ws-tech", "/tmp/rogue.key", key)
+    sender, ris = order_entry(lab), the(lab, "ris_servers")
+    cert, key = rogue_pair(sender.name)
+    im.copy_into(lab, sender.name, "/tmp/rogue.crt", cert)
+    im.copy_into(lab, sender.name, "/tmp/rogue.key", key)
     accession = f"R{secrets.token_hex(4).upper()}"
-    result = im.send_order(lab, accession, "CT01", "CT", "PACSLAB^REFUSED", "PREFUSED", *REFUSED_SENDERS[case])
-    worklists = im.exec_in(lab, "ris", "ls", "/var/lib/orthanc/worklists").split()
+    station = _first_tls_station(lab)
+    result = im.send_order(lab, sender.name, accession, str(station.ae_title), modality_of(lab, station), "PACSLAB^REFUSED", "PREFUSED",
+                           *REFUSED_SENDERS[case])
+    worklists = im.exec_in(lab, ris.name, "ls", "/var/lib/orthanc/worklists").split()
     evidence.update(case=case, answer=result)
-    assert result["ack"] == "" and result.get("error"), f"{case}: the RIS answered {result}"
+    assert result["ack"] == "", f"{case}: the RIS answered {result}"
+    assert {k: result.get(k) for k in SENDER_REFUSALS[case]} == SENDER_REFUSALS[case], f"{case}: the RIS answered {result}"
     assert f"{accession}.wl" not in worklists
 
 
@@ -244,40 +424,76 @@ def test_order_without_a_listed_sender_certificate_is_refused(running_lab: Lab, 
 # C-ACC-05 application allow-listing
 
 
-STORE_REFUSALS = {
-    "unknown-calling-ae": ("mod-ct", ["--calling", "EVILMOD"]),
-    "known-ae-wrong-address": ("mod-mr", ["--calling", "CT01"]),
-    "wrong-called-ae": ("mod-ct", ["--called", "NOTPACS"]),
-}
+# A-ASSOCIATE-RJ as Orthanc sends it (seen on the reference lab), PS3.8 9.3.4 Table 9-21.
+CALLING_AE_NOT_RECOGNIZED = {"result": 1, "source": 1, "reason": 3, "result_name": "rejected-permanent",
+                             "source_name": "service-user", "reason_name": "calling-AE-title-not-recognized"}
+CALLED_AE_NOT_RECOGNIZED = {"result": 1, "source": 1, "reason": 7, "result_name": "rejected-permanent",
+                            "source_name": "service-user", "reason_name": "called-AE-title-not-recognized"}
+
+
+def _store_refusals(lab: Lab) -> dict[str, tuple[str, list[str], dict[str, Any]]]:
+    """case -> (the host that tries, dicomsim arguments, the A-ASSOCIATE-RJ it must get)."""
+    first, *others = tls_stations(lab)
+    assert others, "the checks need two modalities with certificates"
+    return {
+        "unknown-calling-ae": (first.name, ["--calling", "EVILMOD"], CALLING_AE_NOT_RECOGNIZED),
+        "known-ae-wrong-address": (others[0].name, ["--calling", str(first.ae_title)], CALLING_AE_NOT_RECOGNIZED),
+        "wrong-called-ae": (first.name, ["--called", "NOTPACS"], CALLED_AE_NOT_RECOGNIZED),
+    }
 
 
 @pytest.mark.control("C-ACC-05")
-@pytest.mark.parametrize("case", sorted(STORE_REFUSALS))
+@pytest.mark.parametrize("case", ["known-ae-wrong-address", "unknown-calling-ae", "wrong-called-ae"])
 def test_store_from_unlisted_application_is_refused(running_lab: Lab, case: str, evidence) -> None:
-    host, args = STORE_REFUSALS[case]
-    before = im.instance_count(running_lab, "pacs")
+    host, args, expected = _store_refusals(running_lab)[case]
+    pacs = the(running_lab, "pacs_servers").name
+    before = im.instance_count(running_lab, pacs)
     result = im.dicomsim(running_lab, host, "store", "--images", "1", "--patient-name", "PACSLAB^EVIL", *args)
-    evidence.update(case=case, rejected=result["rejected"], established=result["established"])
-    assert not result["established"] and not result["stored"]
-    assert im.instance_count(running_lab, "pacs") == before
+    evidence.update(case=case, outcome=result["outcome"], reject=result.get("reject"))
+    assert result["outcome"] == "rejected", f"{case}: expected an A-ASSOCIATE-RJ, got {result}"
+    assert result["reject"] == expected
+    assert not result["stored"] and im.instance_count(running_lab, pacs) == before
 
 
 @pytest.mark.control("C-ACC-05")
-@pytest.mark.parametrize("host,allowed", [("ws-rad", True), ("mod-ct", False)])
-def test_only_the_workstation_may_query(running_lab: Lab, clinical: ClinicalRun, host: str, allowed: bool, evidence) -> None:
-    result = im.dicomsim(running_lab, host, "find", "--accession", clinical.accession["CT01"])
-    evidence.update(host=host, established=result["established"], matches=len(result["matches"]), statuses=result["statuses"])
-    assert bool(result["matches"]) is allowed
+@pytest.mark.parametrize("who", ["reading-workstation", "modality"])
+def test_only_the_workstation_may_query(running_lab: Lab, clinical: ClinicalRun, who: str, evidence) -> None:
+    """The reading workstation finds the study (C-FIND status 0x0000 after the match); a modality,
+    allowed to store but not to query, has its C-FIND answered by an A-ABORT from the PACS
+    (source service-user: Orthanc's "DICOM authorization rejected"), with no status and no match."""
+    lab = running_lab
+    station = _first_tls_station(lab)
+    host = reader(lab) if who == "reading-workstation" else station
+    result = im.dicomsim(lab, host.name, "find", "--accession", clinical.accession[station.name])
+    evidence.update(host=host.name, outcome=result["outcome"], matches=len(result["matches"]), statuses=result["statuses"], abort=result.get("abort"))
+    assert result["outcome"] == "established"
+    if who == "reading-workstation":
+        assert [m["accession"] for m in result["matches"]] == [clinical.accession[station.name]]
+        assert result["statuses"][-1] == "0x0000" and not result["aborted"]
+    else:
+        assert result["matches"] == [] and result["statuses"] == [None]
+        assert result["aborted"] and result.get("abort", {}).get("source_name") == "service-user", result
 
 
 @pytest.mark.control("C-ACC-05")
-@pytest.mark.parametrize("destination,allowed", [("WSRAD01", True), ("ATTACKER", False)])
-def test_move_goes_only_to_registered_destinations(running_lab: Lab, clinical: ClinicalRun, destination: str, allowed: bool, evidence) -> None:
-    study = im.find_study(running_lab, "pacs", clinical.accession["CT01"])[0]
-    uid = im.orthanc(running_lab, "pacs", f"/studies/{study}")["MainDicomTags"]["StudyInstanceUID"]
-    result = im.dicomsim(running_lab, "ws-rad", "move", "--study", uid, "--destination", destination)
+@pytest.mark.parametrize("registered", [True, False], ids=["registered", "unregistered-ATTACKER"])
+def test_move_goes_only_to_registered_destinations(running_lab: Lab, clinical: ClinicalRun, registered: bool, evidence) -> None:
+    """C-MOVE to the reading workstation completes; to an AE title the PACS does not list, it is
+    answered 0xC000 (Orthanc 1.10.1: "Unknown modality for AET", not PS3.4's 0xA801) with nothing sent."""
+    lab = running_lab
+    pacs, ws, station = the(lab, "pacs_servers").name, reader(lab), _first_tls_station(lab)
+    destination = str(ws.ae_title) if registered else "ATTACKER"
+    study = im.find_study(lab, pacs, clinical.accession[station.name])[0]
+    uid = im.orthanc(lab, pacs, f"/studies/{study}")["MainDicomTags"]["StudyInstanceUID"]
+    log_before = len(im.read_from(lab, pacs, "/var/log/pacslab/orthanc.log"))
+    result = im.dicomsim(lab, ws.name, "move", "--study", uid, "--destination", destination)
+    log = im.read_from(lab, pacs, "/var/log/pacslab/orthanc.log")[log_before:]
     evidence.update(destination=destination, statuses=result["statuses"], completed=result.get("completed"))
-    assert (result["statuses"][-1:] == ["0x0000"] and result.get("completed", 0) > 0) is allowed
+    if registered:
+        assert result["statuses"][-1] == "0x0000" and result.get("completed", 0) > 0, result
+    else:
+        assert result["statuses"] == ["0xC000"] and result.get("completed") == 0, result
+        assert "Unknown modality for AET: ATTACKER" in log
 
 
 # ---------------------------------------------------------------------------------------------
@@ -287,19 +503,20 @@ def test_move_goes_only_to_registered_destinations(running_lab: Lab, clinical: C
 @pytest.mark.control("C-DAT-03")
 def test_flipped_byte_on_disk_is_detected(running_lab: Lab, clinical: ClinicalRun, evidence) -> None:
     lab = running_lab
-    target = clinical.pacs["CT01"][0]["id"]
+    pacs = the(lab, "pacs_servers").name
+    target = clinical.pacs[_first_tls_station(lab).name][0]["id"]
     # Orthanc 1.10.1's REST API does not name the attachment's file: the index does.
     query = f"select a.uuid from attachedfiles a join resources r on a.id = r.internalid where r.publicid = '{target}' and a.filetype = 1"
-    uuid = im.exec_in(lab, "pacs", "su", "postgres", "-c", f'psql -h /var/run/postgresql -d orthanc -tAc "{query}"').strip()
+    uuid = im.exec_in(lab, pacs, "su", "postgres", "-c", f'psql -h /var/run/postgresql -d orthanc -tAc "{query}"').strip()
     path = f"/var/lib/orthanc/db/{uuid[0:2]}/{uuid[2:4]}/{uuid}"
     flip = f"f=open('{path}','r+b');f.seek(4000);b=f.read(1);f.seek(4000);f.write(bytes([b[0]^0xFF]));f.close()"
-    clean = im.orthanc(lab, "pacs", "/pacslab/verify", "POST", "")
-    im.exec_in(lab, "pacs", "python3", "-c", flip)
+    clean = im.orthanc(lab, pacs, "/pacslab/verify", "POST", "")
+    im.exec_in(lab, pacs, "python3", "-c", flip)
     try:
-        tampered = im.orthanc(lab, "pacs", "/pacslab/verify", "POST", "")
-        events = im.read_from(lab, "pacs", "/var/log/pacslab/orthanc-events.json")
+        tampered = im.orthanc(lab, pacs, "/pacslab/verify", "POST", "")
+        events = im.read_from(lab, pacs, "/var/log/pacslab/orthanc-events.json")
     finally:
-        im.exec_in(lab, "pacs", "python3", "-c", flip)  # flip it back: later checks read this study
+        im.exec_in(lab, pacs, "python3", "-c", flip)  # flip it back: later checks read this study
     evidence.update(file=path, before=clean["failures"], after=tampered["failures"])
     assert target not in clean["failures"]
     assert target in tampered["failures"]
@@ -309,31 +526,28 @@ def test_flipped_byte_on_disk_is_detected(running_lab: Lab, clinical: ClinicalRu
 @pytest.mark.control("C-DAT-03")
 def test_resending_a_modified_instance_does_not_overwrite(running_lab: Lab, clinical: ClinicalRun, evidence) -> None:
     lab = running_lab
-    original = clinical.pacs["CT01"][0]
+    pacs, station = the(lab, "pacs_servers").name, _first_tls_station(lab)
+    original = clinical.pacs[station.name][0]
     forged = ["--patient-name", "PACSLAB^FORGED", "--sop-instance-uid", original["sop_instance_uid"]]
-    result = im.dicomsim(lab, "mod-ct", "store", "--images", "1", *forged)
-    after = im.orthanc(lab, "pacs", f"/instances/{original['id']}/attachments/dicom/md5", raw=True).strip()
-    name = im.orthanc(lab, "pacs", f"/instances/{original['id']}/simplified-tags")["PatientName"]
+    result = im.dicomsim(lab, station.name, "store", "--images", "1", *forged)
+    after = im.orthanc(lab, pacs, f"/instances/{original['id']}/attachments/dicom/md5", raw=True).strip()
+    name = im.orthanc(lab, pacs, f"/instances/{original['id']}/simplified-tags")["PatientName"]
     evidence.update(store=result["stored"] or result["failed"], md5_before=original["md5"], md5_after=after, patient=name)
-    assert after == original["md5"] and name == clinical.canary["CT01"]
+    assert after == original["md5"] and name == clinical.canary[station.name]
 
 
 # ---------------------------------------------------------------------------------------------
 # C-DAT-05 certificate lifecycle
 
 
-TLS_HOSTS = ["pacs", "vna", "ris", "mod-ct", "mod-mr", "ovl-gw", "ws-rad", "ws-tech"]
-
-
 @pytest.fixture(scope="module")
 def lab_root(running_lab: Lab) -> str:
-    return im.read_from(running_lab, "ca", "/var/lib/pacslab-ca/root.crt")
+    return im.read_from(running_lab, the(running_lab, "pki_servers").name, "/var/lib/pacslab-ca/root.crt")
 
 
 @pytest.mark.control("C-DAT-05")
-@pytest.mark.parametrize("host", TLS_HOSTS)
-def test_certificate_in_use_is_sound(running_lab: Lab, lab_root: str, host: str, evidence) -> None:
-    chain = im.read_from(running_lab, host, "/etc/pacslab/tls/chain.pem")
+def test_certificate_in_use_is_sound(running_lab: Lab, lab_root: str, tls_host: str, evidence) -> None:
+    chain = im.read_from(running_lab, tls_host, "/etc/pacslab/tls/chain.pem")
     problems = certs.audit(chain, lab_root)
     leaf = x509.load_pem_x509_certificate(chain.encode())
     evidence.update(subject=leaf.subject.rfc4514_string(), not_after=str(certs.not_after(leaf)), key=certs.key_strength(leaf))
@@ -341,19 +555,22 @@ def test_certificate_in_use_is_sound(running_lab: Lab, lab_root: str, host: str,
     assert problems == []
 
 
-FRONTS = {  # a TLS service -> (a client that may reach it, the server host, its port)
-    "pacs-dicom": ("mod-ct", "pacs", 2762),
-    "pacs-https": ("pacs", "pacs", 443),  # only the (planned) reverse proxy may cross the fw to it
-    "ris-hl7": ("ws-tech", "ris", 2575),
-}
+def _fronts(lab: Lab) -> dict[str, tuple[str, str, int]]:
+    """A TLS service -> (a client that may reach it, the server host, its port)."""
+    pacs, ris = the(lab, "pacs_servers"), the(lab, "ris_servers")
+    return {
+        "pacs-dicom": (_first_tls_station(lab).name, pacs.name, pacs.dicom_port),
+        "pacs-https": (pacs.name, pacs.name, pacs.service("https").port),  # only the (planned) reverse proxy may cross the fw to it
+        "ris-hl7": (order_entry(lab).name, ris.name, ris.service("hl7").port),
+    }
 
 
 @pytest.mark.control("C-DAT-05")
-@pytest.mark.parametrize("front", list(FRONTS))
+@pytest.mark.parametrize("front", ["pacs-dicom", "pacs-https", "ris-hl7"])
 def test_presented_certificate_is_the_installed_one(running_lab: Lab, front: str, evidence) -> None:
     """What each TLS service presents is what the audit above looked at (a front still serving
     a certificate the pki role has replaced would differ)."""
-    client, server, port = FRONTS[front]
+    client, server, port = _fronts(running_lab)[front]
     out = im.exec_in(
         running_lab, client, "sh", "-c",
         f"openssl s_client -connect {running_lab.hosts[server].address}:{port} -cert /etc/pacslab/tls/chain.pem "
@@ -366,12 +583,12 @@ def test_presented_certificate_is_the_installed_one(running_lab: Lab, front: str
 
 @pytest.mark.control("C-DAT-05")
 @pytest.mark.parametrize("kind", ["expired", "rogue-ca", "weak-key"])
-def test_expiry_report_names_a_bad_certificate(running_lab: Lab, lab_root: str, bad_certificates, kind: str, evidence) -> None:
+def test_expiry_report_names_a_bad_certificate(running_lab: Lab, lab_root: str, device: Host, bad_certificates, kind: str, evidence) -> None:
     if kind == "expired":
         pem = bad_certificates["expired_pem"]
-        chain = pem + im.read_from(running_lab, "mod-ct", "/etc/pacslab/tls/chain.pem").split("-----END CERTIFICATE-----\n", 1)[1]
+        chain = pem + im.read_from(running_lab, device.name, "/etc/pacslab/tls/chain.pem").split("-----END CERTIFICATE-----\n", 1)[1]
     elif kind == "rogue-ca":
-        chain = im.read_from(running_lab, "mod-ct", "/tmp/rogue.crt")
+        chain = im.read_from(running_lab, device.name, "/tmp/rogue.crt")
     else:
         key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "weak")])
@@ -387,12 +604,34 @@ def test_expiry_report_names_a_bad_certificate(running_lab: Lab, lab_root: str, 
     assert any(word in p for p in problems), problems
 
 
+def _keys(pem: str) -> set[bytes]:
+    """The public keys of the certificates in a PEM bundle (DER SubjectPublicKeyInfo)."""
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    return {c.public_key().public_bytes(*spki) for c in x509.load_pem_x509_certificates(pem.encode())} if pem.strip() else set()
+
+
+@pytest.mark.control("C-ACC-06")
+def test_trust_bundle_holds_exactly_the_issuers_of_its_flow_peers(running_lab: Lab, tls_host: str, evidence) -> None:
+    """The bundle a node verifies its TLS peers with holds the issuing key of each peer the lab names
+    for it (read from that peer's own chain), and nothing else: no lab root, no stranger."""
+    lab = running_lab
+    host = lab.hosts[tls_host]
+    path = "/etc/pacslab/orthanc/trusted.pem" if host.image == "orthanc" else "/etc/pacslab/tls/trusted.pem"  # what the service reads
+    bundle = _keys(im.exec_in(lab, tls_host, "cat", path, check=False))
+    peers = sorted(tls_peers(lab, host))
+    issuers = {p: _keys(im.read_from(lab, p, "/etc/pacslab/tls/chain.pem").split("-----END CERTIFICATE-----\n", 1)[1]) for p in peers}
+    evidence.update(bundle=path, anchors=len(bundle), peers=peers)
+    assert all(len(k) == 1 for k in issuers.values()), f"a peer's chain does not hold exactly one issuer: {issuers}"
+    assert bundle == set().union(*issuers.values()), f"{tls_host} trusts other keys than the issuers of {peers}"
+
+
 @pytest.mark.control("C-DAT-05")
 def test_ca_inventory_lists_every_enrolled_node(running_lab: Lab, evidence) -> None:
     inventory = im.ca(running_lab, "inventory")
     valid = {r["name"] for r in inventory if r["status"] == "valid"}
-    evidence.update(valid=sorted(valid))
-    assert set(TLS_HOSTS) <= valid
+    expected = {h.name for h in tls_hosts(running_lab)}
+    evidence.update(valid=sorted(valid), expected=sorted(expected))
+    assert expected and expected <= valid
 
 
 # C-PRT-02 least functionality (listeners, the scan, Orthanc's refusals): tests/integration/test_facts.py
@@ -405,55 +644,62 @@ def test_ca_inventory_lists_every_enrolled_node(running_lab: Lab, evidence) -> N
 @pytest.mark.parametrize("case", ["garbage", "truncated-pdu", "flood", "malformed-object", "unknown-sop-class"])
 def test_pacs_survives_misbehaving_device(running_lab: Lab, case: str, evidence) -> None:
     lab = running_lab
-    before = im.instance_count(lab, "pacs")
-    log_before = len(im.read_from(lab, "pacs", "/var/log/pacslab/orthanc.log"))
+    pacs = the(lab, "pacs_servers").name
+    steady, rogue = tls_stations(lab)[:2]  # one modality misbehaves, the other must still be served
+    before = im.instance_count(lab, pacs)
+    log_before = len(im.read_from(lab, pacs, "/var/log/pacslab/orthanc.log"))
     if case == "garbage":
-        result = im.dicomsim(lab, "mod-mr", "raw", "--hex", secrets.token_hex(512))
+        result = im.dicomsim(lab, rogue.name, "raw", "--hex", secrets.token_hex(512))
     elif case == "truncated-pdu":
-        result = im.dicomsim(lab, "mod-mr", "raw", "--hex", "010000000400" + "0001" + "00" * 10)  # A-ASSOCIATE-RQ, 1024 bytes promised
+        result = im.dicomsim(lab, rogue.name, "raw", "--hex", "010000000400" + "0001" + "00" * 10)  # A-ASSOCIATE-RQ, 1024 bytes promised
     elif case == "flood":
-        result = im.dicomsim(lab, "mod-mr", "flood", "--count", "30", "--hold", "3")
+        result = im.dicomsim(lab, rogue.name, "flood", "--count", "30", "--hold", "3")
         assert result["seconds"] < 120
     elif case == "malformed-object":
-        result = im.dicomsim(lab, "mod-mr", "store", "--images", "1", "--malformed")
+        result = im.dicomsim(lab, rogue.name, "store", "--images", "1", "--malformed")
         assert not result["stored"]
     else:
-        result = im.dicomsim(lab, "mod-mr", "store", "--images", "1", "--sop-class-uid", "1.2.826.0.1.3680043.10.1077.99.1")
+        result = im.dicomsim(lab, rogue.name, "store", "--images", "1", "--sop-class-uid", "1.2.826.0.1.3680043.10.1077.99.1")
         assert not result["stored"]
-    still = im.dicomsim(lab, "mod-ct", "echo")
-    log = im.read_from(lab, "pacs", "/var/log/pacslab/orthanc.log")[log_before:]
-    evidence.update(case=case, result={k: v for k, v in result.items() if k in ("error", "received", "established", "attempted", "failed")},
+    still = im.dicomsim(lab, steady.name, "echo")
+    log = im.read_from(lab, pacs, "/var/log/pacslab/orthanc.log")[log_before:]
+    evidence.update(case=case, result={k: v for k, v in result.items() if k in ("error", "received", "outcome", "attempted", "failed")},
                     other_modality=still.get("status"), log_lines=len(log.splitlines()))
-    assert still["established"] and still["status"] == "0x0000", "the PACS stopped serving CT01"
-    assert im.instance_count(lab, "pacs") == before
-    assert "10.77.30.11" in log or "Receiving Association failed" in log, "the PACS did not log the event"
+    assert still["outcome"] == "established" and still["status"] == "0x0000", f"the PACS stopped serving {steady.ae_title}"
+    assert im.instance_count(lab, pacs) == before
+    assert str(rogue.address) in log or "Receiving Association failed" in log, "the PACS did not log the event"
 
 
 # ---------------------------------------------------------------------------------------------
 # C-ACC-06 / C-DAT-05 revocation (changes the lab, then restores it)
 
 
+@pytest.mark.lifecycle
 @pytest.mark.control("C-ACC-06")
 def test_revoked_device_is_refused_until_enrolled_again(running_lab: Lab, plan, state, evidence) -> None:
     """Revocation is the CA's record plus `up`: bundles are rebuilt without the node's anchor and
     the consumers reload. Enrolling again gives the node a new issuer (its old anchor stays out)."""
     lab = running_lab
-    assert im.dicomsim(lab, "mod-mr", "echo")["established"]
-    im.ca(lab, "revoke", "mod-mr")
+    pacs = the(lab, "pacs_servers")
+    victim = tls_stations(lab)[1]
+    trusting = {h.name for h in tls_hosts(lab) if victim.name in tls_peers(lab, h)}
+    assert im.dicomsim(lab, victim.name, "echo")["established"]
+    im.ca(lab, "revoke", victim.name)
     try:
         revoked_run = run_playbook(lab, plan, "up.yml", state, quiet=True)
         assert revoked_run.ok
-        revoked = im.dicomsim(lab, "mod-mr", "store", "--images", "1")
-        bundle = im.read_from(lab, "pacs", "/etc/pacslab/orthanc/trusted.pem")
+        revoked = im.dicomsim(lab, victim.name, "store", "--images", "1")
+        bundle = im.read_from(lab, pacs.name, "/etc/pacslab/orthanc/trusted.pem")
     finally:
-        im.ca(lab, "reenrol", "mod-mr")
+        im.ca(lab, "reenrol", victim.name)
         restored_run = run_playbook(lab, plan, "up.yml", state, quiet=True)
-    restored = im.dicomsim(lab, "mod-mr", "echo")
+    restored = im.dicomsim(lab, victim.name, "echo")
     evidence.update(revoked_established=revoked["established"], anchors_after_revocation=bundle.count("BEGIN CERTIFICATE"))
     changed_hosts = {t.rsplit("[", 1)[-1].rstrip("]") for p in revoked_run.phases for t in p["changed_tasks"]}
-    evidence.update(restored=restored["established"], hosts_changed_by_revocation=sorted(changed_hosts))
+    evidence.update(restored=restored["established"], hosts_changed_by_revocation=sorted(changed_hosts), trusting=sorted(trusting))
     assert not revoked["established"] and not revoked["stored"]
-    assert bundle.count("BEGIN CERTIFICATE") == 4  # mod-ct, ovl-gw, ws-rad, vna
-    # only the nodes whose bundles held mod-mr's anchor (PACS, RIS) re-converge, and mod-mr itself
-    assert "pacs" in changed_hosts and changed_hosts <= {"pacs", "ris", "mod-mr"}, changed_hosts
+    # the PACS's peers in the lab definition, without the revoked one (reference lab: mod-ct, ovl-gw, ws-rad, vna)
+    assert bundle.count("BEGIN CERTIFICATE") == len(tls_peers(lab, pacs) - {victim.name})
+    # only the nodes whose bundles held the victim's anchor (reference lab: PACS, RIS) re-converge, and the victim itself
+    assert pacs.name in changed_hosts and changed_hosts <= trusting | {victim.name}, changed_hosts
     assert restored_run.ok and restored["established"]

@@ -1,9 +1,12 @@
-"""The report groups controls by CSF function and never shows a waived control as passed."""
+"""The report groups controls by CSF function; a control is passed only when every one of its tests
+ran and passed (never with a test skipped, errored or left out, never when waived)."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+
+import pytest
 
 from pacslab.report import build, render_html, write_report
 from pacslab.topology import Waiver, load_lab
@@ -13,8 +16,9 @@ from .conftest import DEFAULT_LAB
 LAB = load_lab(DEFAULT_LAB)
 
 
-def result(control: str | None, outcome: str, name: str = "t") -> dict:
-    message = "boom" if outcome == "failed" else ""
+def result(control: str | None, outcome: str, name: str = "t", message: str | None = None) -> dict:
+    if message is None:
+        message = "boom" if outcome == "failed" else ""
     return {"nodeid": f"tests/x.py::{name}", "control": control, "outcome": outcome, "seconds": 0.1, "evidence": {"seen": 1}, "message": message}
 
 
@@ -46,3 +50,65 @@ def test_flow_matrix_lists_every_allowed_flow(tmp_path: Path) -> None:
         assert f"<td>{flow.id}</td>" in html
     assert "unverified against SP 1800-24B" in html  # evidence label travels with the mapping
     assert render_html(build(LAB, [])).count("<h2>") >= 7
+
+
+# Hand-written records, one control (C-ACC-04) per case: the records of a run and the verdict a
+# reader must see. Written out, not derived from report.verdict.
+VERDICT_CASES = {
+    "all-passed": ([("a", "passed"), ("b", "passed")], "passed"),
+    "one-skipped": ([("a", "passed"), ("b", "skipped")], "incomplete"),
+    "one-deselected": ([("a", "passed"), ("b", "deselected")], "incomplete"),
+    "unknown-outcome": ([("a", "passed"), ("b", "xpassed")], "incomplete"),
+    "only-skipped": ([("a", "skipped"), ("b", "skipped")], "not run"),
+    "only-deselected": ([("a", "deselected")], "not run"),
+    "setup-error": ([("a", "passed"), ("b", "error")], "failed"),
+    "failed-and-skipped": ([("a", "failed"), ("b", "skipped")], "failed"),
+    "passed-then-teardown-error": ([("a", "passed"), ("a", "error")], "failed"),
+}
+
+
+@pytest.mark.parametrize("case", list(VERDICT_CASES))
+def test_a_control_is_passed_only_when_every_test_ran_and_passed(case: str) -> None:
+    records, expected = VERDICT_CASES[case]
+    data = build(LAB, [result("C-ACC-04", outcome, name) for name, outcome in records])
+    assert data["controls"]["C-ACC-04"]["verdict"] == expected
+
+
+def test_an_incomplete_control_names_the_tests_that_did_not_run_and_why() -> None:
+    records = [
+        result("C-ACC-04", "passed", "test_allowed"),
+        result("C-ACC-04", "skipped", "test_flood", "no scanner in this lab"),
+        result("C-ACC-04", "deselected", "test_revoked", "deselected in this run (-k/-m)"),
+    ]
+    entry = build(LAB, records)["controls"]["C-ACC-04"]
+    assert entry["verdict"] == "incomplete"
+    assert entry["not_run"] == [
+        {"test": "tests/x.py::test_flood", "outcome": "skipped", "reason": "no scanner in this lab"},
+        {"test": "tests/x.py::test_revoked", "outcome": "deselected", "reason": "deselected in this run (-k/-m)"},
+    ]
+    assert entry["tests"] == {"passed": 1, "failed": 0, "error": 0, "skipped": 1, "deselected": 1}
+
+
+def test_an_error_is_listed_with_the_failures() -> None:
+    entry = build(LAB, [result("C-ACC-04", "passed", "a"), result("C-ACC-04", "error", "b", "fixture 'x' broke")])["controls"]["C-ACC-04"]
+    assert entry["failures"] == [{"test": "tests/x.py::b", "outcome": "error", "message": "fixture 'x' broke", "evidence": {"seen": 1}}]
+
+
+def test_summary_counts_incomplete_controls() -> None:
+    data = build(LAB, [result("C-ACC-04", "passed", "a"), result("C-ACC-04", "skipped", "b")])
+    assert data["summary"]["incomplete"] == 1
+    assert data["summary"]["passed"] == 0
+
+
+def test_the_page_shows_an_incomplete_control_and_its_skip_reason() -> None:
+    page = render_html(build(LAB, [result("C-ACC-04", "passed", "a"), result("C-ACC-04", "skipped", "b", "no <scanner>")]))
+    row = next(r for r in page.split("<tr>") if "C-ACC-04" in r)
+    assert ">incomplete</span>" in row
+    assert "1 passed, 0 failed, 1 skipped" in row
+    assert "tests/x.py::b (skipped): no &lt;scanner&gt;" in row
+
+
+def test_a_waived_control_stays_waived_whatever_its_tests_did() -> None:
+    lab = replace(LAB, waivers=(Waiver("C-ACC-04", "segmentation is the hospital network's"),))
+    for outcome in ("passed", "failed", "skipped"):
+        assert build(lab, [result("C-ACC-04", outcome)])["controls"]["C-ACC-04"]["verdict"] == "waived"

@@ -1,0 +1,175 @@
+"""dicomsim reports why an association failed, as the integration checks assert it: the TLS alert
+the server sent, the A-ASSOCIATE-RJ result/source/reason (PS3.8 9.3.4), a reset, a timeout.
+
+Real peers on loopback, no mocks: a pynetdicom SCP with dicomsim's own mutual-TLS server context
+(the workstation's storage SCP), certificates made here. The expected outcomes are written out.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from pacslab import dicomsim
+
+NOW = dt.datetime.now(dt.UTC)
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _issue(subject: str, key: ec.EllipticCurvePrivateKey, issuer: str, issuer_key: ec.EllipticCurvePrivateKey, *,
+           ca: bool = False, days: tuple[int, int] = (-1, 30)) -> x509.Certificate:
+    builder = (
+        x509.CertificateBuilder().subject_name(_name(subject)).issuer_name(_name(issuer)).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW + dt.timedelta(days=days[0])).not_valid_after(NOW + dt.timedelta(days=days[1]))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if not ca:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.IPv4Address("127.0.0.1"))]), critical=False)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def _write(folder: Path, name: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey | None = None) -> None:
+    (folder / f"{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    if key is not None:
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        (folder / f"{name}.key").write_bytes(pem)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """root -> server, device, expired device; rogue (self-signed, same subject as the device)."""
+    folder = tmp_path_factory.mktemp("pki")
+    root_key, rogue_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    root = _issue("root", root_key, "root", root_key, ca=True)
+    _write(folder, "root", root)
+    for name, days in (("server", (-1, 30)), ("device", (-1, 30)), ("expired", (-30, -1))):
+        key = ec.generate_private_key(ec.SECP256R1())
+        _write(folder, name, _issue(name if name != "expired" else "device", key, "root", root_key, days=days), key)
+    _write(folder, "rogue", _issue("device", rogue_key, "device", rogue_key), rogue_key)
+    return folder
+
+
+def _cfg(pki: Path, port: int, name: str = "device") -> dict[str, Any]:
+    return {
+        "ae_title": "CT01",
+        "tls": {"cert": str(pki / f"{name}.crt"), "key": str(pki / f"{name}.key"), "trusted": str(pki / "root.crt")},
+        "peers": {"pacs": {"host": "127.0.0.1", "port": port, "ae_title": "PACS"}},
+    }
+
+
+@pytest.fixture(scope="module")
+def scp(pki: Path) -> Iterator[int]:
+    """A Verification SCP over mutual TLS (dicomsim.server_context) that knows only CT01 and
+    checks the called AE title; its port."""
+    ae = AE(ae_title="PACS")
+    ae.add_supported_context(Verification)
+    ae.require_calling_aet = ["CT01"]
+    ae.require_called_aet = True
+    server = ae.start_server(("127.0.0.1", 0), block=False, ssl_context=dicomsim.server_context(_cfg(pki, 0, "server")))
+    yield server.server_address[1]
+    server.shutdown()
+
+
+def _echo(pki: Path, port: int, **kw: Any) -> dict[str, Any]:
+    return dicomsim.echo(_cfg(pki, port), "pacs", **kw)
+
+
+def test_a_device_with_its_certificate_is_answered(pki: Path, scp: int) -> None:
+    out = _echo(pki, scp)
+    assert (out["outcome"], out["status"], out["tls_version"]) == ("established", "0x0000", "TLSv1.3")
+
+
+def test_a_probe_that_waits_for_the_verdict_is_still_answered_when_accepted(pki: Path, scp: int) -> None:
+    """The negative probes' socket (VerdictSocket) listens after its handshake: a valid certificate
+    given explicitly is accepted all the same."""
+    out = _echo(pki, scp, tls=f"cert:{pki}/device.crt:{pki}/device.key")
+    assert (out["outcome"], out["status"]) == ("established", "0x0000")
+
+
+# case -> (dicomsim keyword arguments, what dicomsim must report), written out.
+REFUSALS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "no-client-certificate": ({"tls": "nocert"}, {"outcome": "tls-alert", "tls_alert": "certificate-required"}),
+    "rogue-ca": ({"tls": "cert:{pki}/rogue.crt:{pki}/rogue.key"}, {"outcome": "tls-alert", "tls_alert": "unknown-ca"}),
+    "expired": ({"tls": "cert:{pki}/expired.crt:{pki}/expired.key"}, {"outcome": "tls-alert", "tls_alert": "certificate-expired"}),
+    "tls-1.1": ({"tls_version": "TLSv1_1"}, {"outcome": "tls-alert", "tls_alert": "protocol-version"}),
+    "unknown-calling-ae": ({"calling": "EVILMOD"}, {"outcome": "rejected", "reject": {
+        "result": 1, "source": 1, "reason": 3,
+        "result_name": "rejected-permanent", "source_name": "service-user", "reason_name": "calling-AE-title-not-recognized"}}),
+    "wrong-called-ae": ({"called": "NOTPACS"}, {"outcome": "rejected", "reject": {
+        "result": 1, "source": 1, "reason": 7,
+        "result_name": "rejected-permanent", "source_name": "service-user", "reason_name": "called-AE-title-not-recognized"}}),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSALS))
+def test_refusal_is_reported_with_its_reason(pki: Path, scp: int, case: str) -> None:
+    kw, expected = REFUSALS[case]
+    out = _echo(pki, scp, **{k: v.format(pki=pki) for k, v in kw.items()})
+    assert {k: out.get(k) for k in expected} == expected, out
+    assert out["established"] is False and "status" not in out
+
+
+def test_cleartext_to_a_tls_port_is_closed_without_an_association(pki: Path, scp: int) -> None:
+    out = _echo(pki, scp, tls="cleartext")
+    assert (out["outcome"], out["pdus_received"], out["reset"]) == ("closed", [], True), out
+
+
+def test_a_closed_port_is_refused(pki: Path) -> None:
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = _echo(pki, port)
+    assert out["outcome"] == "refused" and "Connection refused" in out["error"], out
+
+
+def test_silence_is_a_timeout_not_a_refusal(pki: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A peer that completes TCP and then says nothing (a stalled front): the association times
+    out, reported as such. The AE's timeouts are shortened so the test takes seconds."""
+    real_ae = dicomsim._ae
+
+    def quick(cfg: dict[str, Any], calling: str | None) -> AE:
+        ae = real_ae(cfg, calling)
+        ae.acse_timeout = ae.network_timeout = ae.connection_timeout = 1
+        return ae
+
+    monkeypatch.setattr(dicomsim, "_ae", quick)
+    held: list[socket.socket] = []
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        accept = threading.Thread(target=lambda: held.append(listener.accept()[0]), daemon=True)
+        accept.start()
+        out = _echo(pki, listener.getsockname()[1], tls="cleartext")
+        for conn in held:
+            conn.close()
+    assert out["outcome"] == "timeout" and out["phase"] == "association", out
+
+
+def test_an_alert_reason_is_named_as_the_alert() -> None:
+    """OpenSSL's reason codes for received alerts (ssl.SSLError.reason) map to the alert's name;
+    an error detected locally stays a tls-error with its reason."""
+    import ssl
+
+    alert = ssl.SSLError(1, "[SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] tlsv13 alert certificate required")
+    alert.reason = "TLSV13_ALERT_CERTIFICATE_REQUIRED"
+    local = ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number")
+    local.reason = "WRONG_VERSION_NUMBER"
+    assert dicomsim.tls_failure(alert)["tls_alert"] == "certificate-required"
+    assert (dicomsim.tls_failure(local)["outcome"], dicomsim.tls_failure(local)["tls_reason"]) == ("tls-error", "WRONG_VERSION_NUMBER")
