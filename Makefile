@@ -32,9 +32,11 @@ up: $(DEPS)
 	$(PY) -m pacslab.cli up --lab $(LAB)
 
 ## make test: lint, unit tests, then every integration check (steady and lifecycle) on a lab it
-## brings up (if down or restarted), then the report
+## brings up (if down or restarted), then the report, then the fresh-machine check (it needs the
+## root filesystem image that up builds). The lab is left up.
 test: lint unit
 	$(PY) -m pacslab.cli verify --lifecycle --lab $(LAB)
+	$(PY) tests/fresh/fresh_check.py
 
 ## make verify: the steady checks only (they observe a running lab and change nothing)
 verify: $(DEPS)
