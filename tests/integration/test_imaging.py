@@ -252,7 +252,9 @@ def test_no_cleartext_dicom_crosses_a_zone(clinical: ClinicalRun, marker: str, e
     needles = {
         "application-context": [APP_CONTEXT_UID],
         "patient-name": [n.encode() for n in clinical.canary.values()],
-        "DICM": [b"DICM"],
+        # A DICOM file's zero preamble ends in "DICM" (PS3.10 7.1). The 4 bytes alone turn up in
+        # ciphertext by chance about once in 4 GiB: in about 1 run in 200 of a 20 MB capture (seen).
+        "DICM": [b"\x00" * 16 + b"DICM"],
     }[marker]
     evidence.update(capture_bytes=len(clinical.fw_capture), needles=[n.decode() for n in needles])
     assert len(clinical.fw_capture) > 100_000, "the fw capture saw almost nothing: the workflow did not cross it"
