@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -127,17 +126,6 @@ def background(host: InfraHost, *argv: str) -> Iterator[int]:
         host.run("kill %s", str(pid))
 
 
-def wait_until(what: str, probe: Callable[[], Any], timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"waited {timeout:.0f} s for {what}")
-        time.sleep(0.5)
-
-
 @pytest.mark.control("C-PRT-02")
 @pytest.mark.parametrize("family", sorted(ROGUE_PORTS))
 def test_rogue_listener_is_named_by_the_same_comparison(running_lab: Lab, infra, witness: str, family: str, evidence) -> None:
@@ -151,7 +139,7 @@ def test_rogue_listener_is_named_by_the_same_comparison(running_lab: Lab, infra,
         return observed if {("tcp", port), ("udp", port)} <= observed else None
 
     with background(host, "python3", "-c", ROGUE, family, str(port)):
-        observed = wait_until(f"the rogue {family} listener", rogue_seen)
+        observed = im.wait_for(f"the rogue {family} listener", rogue_seen, timeout=15, every=0.5)
         raw = [s for s in host.socket.get_listening_sockets() if s.endswith(f":{port}")]
     after = compare(observed, expected)
     evidence.update(sockets=raw, unexpected=_fmt(after.unexpected), missing=_fmt(after.missing))
@@ -394,7 +382,7 @@ def test_orphan_root_process_is_named_by_the_same_check(running_lab: Lab, infra,
     host = infra(_deployed(running_lab, "orthanc")[0])
     before = run_as_problems(services(host))
     with background(host, "sleep", "317"):
-        after = wait_until("the orphan", lambda: [p for p in run_as_problems(services(host)) if p not in before])
+        after = im.wait_for("the orphan", lambda: [p for p in run_as_problems(services(host)) if p not in before], timeout=15, every=0.5)
     evidence.update(reported=after)
     assert len(after) == 1 and after[0].endswith("(sleep 317) runs as root: no rule names it"), after
 
