@@ -22,8 +22,10 @@ $(PY):
 	  else echo "make: $(SYSPY) cannot make a virtual environment; as root: apt-get install python3-venv" >&2; exit 4; fi; \
 	  $(SYSPY) -m venv $(VENV); }
 
+# --no-compile: pip would byte-compile every module of the ansible package's 470 MB of collections
+# (about 20 s of a fresh install); Python compiles the few that run when they are first imported.
 $(DEPS): requirements.txt pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile -r requirements.txt
 	@touch $@
 
 ## make up: bring the reference lab up (makes .venv with the Python requirements; pacslab up
