@@ -165,20 +165,27 @@ async def _connect(targets: list[dict[str, Any]], timeout: float) -> dict[str, s
 
 async def _scan(addrs: list[str], ports: range, timeout: float, workers: int = 256) -> dict[str, dict[str, list[int]]]:
     """A pool of workers draws (address, port) pairs from one generator: memory stays flat.
-    Refused ports are closed; any other failure (no route, ...) is reported, never taken as closed."""
+    Refused ports are closed; any other failure (no route, ...) is reported, never taken as closed.
+    Bare non-blocking sockets (no streams, no task per connect): the scan is bound by this
+    process's CPU, and a connect costs about half of what asyncio.open_connection costs."""
+    loop = asyncio.get_running_loop()
     todo = ((a, p) for a in addrs for p in ports)
     found: dict[str, dict[str, list[int]]] = {a: {"open": [], "dropped": [], "error": []} for a in addrs}
 
     async def worker() -> None:
         for addr, port in todo:
+            sock = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_STREAM)
+            sock.setblocking(False)
             try:
-                _, writer = await asyncio.wait_for(asyncio.open_connection(addr, port), timeout)
+                async with asyncio.timeout(timeout):
+                    await loop.sock_connect(sock, (addr, port))
             except ConnectionRefusedError:
                 continue
             except OSError as exc:  # TimeoutError too
                 found[addr]["dropped" if isinstance(exc, TimeoutError) else "error"].append(port)
                 continue
-            writer.close()
+            finally:
+                sock.close()
             found[addr]["open"].append(port)
 
     await asyncio.gather(*(worker() for _ in range(workers)))

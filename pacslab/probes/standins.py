@@ -94,15 +94,29 @@ def probe(container: str, targets: list[dict[str, object]], timeout: float = 2.0
     return result
 
 
-def scan(container: str, addresses: list[str], ports: str = "1-65535", timeout: float = 2.0) -> dict[str, dict[str, list[int]]]:
-    """A TCP connect scan of lab addresses from one container: address -> open, dropped, error ports."""
-    proc = docker("exec", container, "python3", "-c", AGENT, "scan", str(timeout), ports, *addresses, timeout=1800)
-    result: dict[str, dict[str, list[int]]] = json.loads(proc.stdout)
-    return result
+def scan(container: str, addresses: list[str], ports: str = "1-65535", timeout: float = 2.0,
+         processes: int = 2) -> dict[str, dict[str, list[int]]]:
+    """A TCP connect scan of lab addresses from one container: address -> open, dropped, error ports.
+    The range ("first-last") is cut into ``processes`` parts, each scanned by its own agent process
+    at the same time (one agent is bound by one CPU)."""
+    first, last = (int(p) for p in ports.split("-"))
+    step = -(-(last - first + 1) // processes)
+    parts = [f"{lo}-{min(lo + step - 1, last)}" for lo in range(first, last + 1, step)]
+
+    def one(part: str) -> dict[str, dict[str, list[int]]]:
+        proc = docker("exec", container, "python3", "-c", AGENT, "scan", str(timeout), part, *addresses, timeout=1800)
+        result: dict[str, dict[str, list[int]]] = json.loads(proc.stdout)
+        return result
+
+    with ThreadPoolExecutor(max_workers=len(parts)) as pool:
+        results = list(pool.map(one, parts))
+    return {a: {k: sorted(p for r in results for p in r[a][k]) for k in ("open", "dropped", "error")} for a in addresses}
 
 
 def run_cases(lab: Lab, cases: list[Case], timeout: float = 2.0) -> dict[str, str]:
-    """Run every case from its source container, sources in parallel; case id -> outcome."""
+    """Run every case from its source container, every source at the same time (a source's
+    dropped cases each wait ``timeout`` seconds: the run lasts about as long as its slowest
+    source); case id -> outcome."""
     by_source: dict[str, list[Case]] = {}
     for c in cases:
         by_source.setdefault(container_for(lab, c.src), []).append(c)
@@ -114,7 +128,7 @@ def run_cases(lab: Lab, cases: list[Case], timeout: float = 2.0) -> dict[str, st
         return probe(container, targets, timeout)
 
     results: dict[str, str] = {}
-    with ThreadPoolExecutor(max_workers=8) as pool:
+    with ThreadPoolExecutor(max_workers=len(by_source) or 1) as pool:
         for part in pool.map(one, sorted(by_source)):
             results.update(part)
     return results

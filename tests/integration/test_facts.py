@@ -155,22 +155,12 @@ SCAN_ROGUE_PORT = 4444
 
 
 @pytest.fixture(scope="module")
-def scanner(running_lab: Lab, plan, state) -> Any:
-    lab = running_lab
-    src = seg.host_peer(lab.hosts["scanner"])
-    container = standins.container_for(lab, src)
-    if docker("ps", "-q", "--filter", f"name=^{container}$").stdout.strip():  # the segmentation run's: reuse, leave it
-        yield container
-        return
-    target = next(h for h in _scanned(lab) if tcp_ports(lab, h))  # a stand-in needs one allowed case to start
-    cases = [seg.Case("scan", "allow", src, seg.host_peer(lab.hosts[target]), "tcp", tcp_ports(lab, target)[0])]
-    started = standins.start(lab, plan, cases, state)
-    assert started.ok, started.failures
-    standins.wait_listening(lab, plan, cases)
-    try:
-        yield container
-    finally:
-        docker("rm", "-f", container, check=False)
+def scanner(running_lab: Lab, segmentation: Any) -> str:
+    """The scanner's stand-in: one of the segmentation run's (conftest), which starts it with every
+    other stand-in in one playbook run and removes it when the session ends."""
+    container = standins.container_for(running_lab, seg.host_peer(running_lab.hosts["scanner"]))
+    assert docker("ps", "-q", "--filter", f"name=^{container}$").stdout.strip(), f"the segmentation run did not start {container}"
+    return container
 
 
 @pytest.fixture(scope="module")
