@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -287,8 +288,31 @@ def _legacy_targets(lab: Lab) -> list[tuple[str, str, int]]:
     return out
 
 
+def _direct_connect(lab: Lab, target: tuple[str, str, int]) -> str:
+    """A TCP connect from the device to the host's port, 4 s to answer: open, dropped, refused or error."""
+    dev, dst, port = target
+    address = seg.host_peer(lab.hosts[dst]).address
+    script = (
+        f"import socket\ntry:\n socket.create_connection(({address!r},{port}),4); print('open')\n"
+        "except TimeoutError: print('dropped')\nexcept ConnectionRefusedError: print('refused')\nexcept OSError as e: print('error', e)"
+    )
+    return im.exec_in(lab, dev, "python3", "-c", script).strip()
+
+
+@pytest.fixture(scope="module")
+def legacy_attempts(running_lab: Lab) -> tuple[int, dict[tuple[str, str, int], str]]:
+    """Every direct attempt of every legacy device, made at the same time (a dropped SYN waits its
+    4 s once, not once per target): the fw log's size before them, and target -> outcome."""
+    targets = _legacy_targets(running_lab)
+    offset = standins.drop_log_size(running_lab)
+    with ThreadPoolExecutor(max_workers=len(targets) or 1) as pool:
+        outcomes = dict(zip(targets, pool.map(lambda t: _direct_connect(running_lab, t), targets), strict=True))
+    return offset, outcomes
+
+
 @pytest.mark.control("C-ACC-08")
-def test_legacy_device_reaches_the_pacs_only_through_its_gateway(running_lab: Lab, legacy_target: tuple[str, str, int], evidence) -> None:
+def test_legacy_device_reaches_the_pacs_only_through_its_gateway(running_lab: Lab, legacy_target: tuple[str, str, int],
+                                                                  legacy_attempts: tuple[int, dict[tuple[str, str, int], str]], evidence) -> None:
     """From the legacy device straight to the PACS (its DICOM port, and the ports the device uses
     on its gateway): the SYN is dropped by the fw (no answer: not refused, not reset) and logged
     as a deny with its source, destination and port."""
@@ -297,12 +321,8 @@ def test_legacy_device_reaches_the_pacs_only_through_its_gateway(running_lab: La
     src_peer, dst_peer = seg.host_peer(lab.hosts[dev]), seg.host_peer(lab.hosts[dst])
     assert seg.allowed(lab, src_peer.address, dst_peer.address, "tcp", port) is None, f"premise: no flow lets {dev} reach {dst}:{port}"
     case = seg.Case(f"legacy-{dev}-{dst}-{port}", "deny", src_peer, dst_peer, "tcp", port)
-    offset = standins.drop_log_size(lab)
-    script = (
-        f"import socket\ntry:\n socket.create_connection(({dst_peer.address!r},{port}),4); print('open')\n"
-        "except TimeoutError: print('dropped')\nexcept ConnectionRefusedError: print('refused')\nexcept OSError as e: print('error', e)"
-    )
-    outcome = im.exec_in(lab, dev, "python3", "-c", script).strip()
+    offset, outcomes = legacy_attempts
+    outcome = outcomes[legacy_target]
     evidence.update(target=f"{dst} {dst_peer.address}:{port}", outcome=outcome)
     assert outcome == "dropped", f"{case.id}: {outcome}"
     entry = im.wait_for(f"the fw's NFLOG line for {case.id}",
