@@ -1,6 +1,6 @@
 """Pulumi components for a pacslab lab: one Zone per zone network, one Host per container.
 
-Thin by design (ARCHITECTURE section 3): everything comes from pacslab.plan, the same plan the
+Thin by design (docs/architecture.md section 3): everything comes from pacslab.plan, the same plan the
 Ansible engine applies; this module only maps it to pulumi_docker resources. The fw ruleset and
 routes are configuration, applied afterwards by `pacslab up` (Ansible), which then finds every
 Docker object already as planned and changes nothing.

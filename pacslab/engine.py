@@ -1,4 +1,4 @@
-"""Run the Ansible engine (ARCHITECTURE section 3): pacslab calls playbooks, it does not redo them."""
+"""Run the Ansible engine (docs/architecture.md section 3): pacslab calls playbooks, it does not redo them."""
 
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ def run_playbook(
 
 def record_up(state: Path, result: RunResult, seconds: float) -> None:
     """Write the `up` record. `finished` (UTC) dates the converged lab: a container started after
-    it was restarted outside `up` and came back fail-closed (ARCHITECTURE 5), see last_converged."""
+    it was restarted outside `up` and came back fail-closed (docs/architecture.md section 5), see last_converged."""
     record = {
         "rc": result.rc,
         "ok": result.ok,

@@ -1,7 +1,7 @@
 """Map a validated lab to Docker objects: the one input of both provisioning engines.
 
 The Ansible engine (roles/lab_provision) and the Pulumi program (infra/) each turn this plan into
-networks, volumes and containers and hold no topology of their own (ARCHITECTURE section 3). The
+networks, volumes and containers and hold no topology of their own (docs/architecture.md section 3). The
 Pulumi parity test compares what each engine makes of it.
 """
 

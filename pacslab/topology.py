@@ -1,4 +1,4 @@
-"""Load and validate a lab definition (ARCHITECTURE section 1).
+"""Load and validate a lab definition (docs/architecture.md section 1).
 
 A lab is an ordinary Ansible inventory folder: ``hosts.yml`` (hosts, their groups and ``lab_*``
 host keys), ``group_vars/all/*.yml`` (zones, flows, waivers) and optional ``host_vars/<host>.yml``.

@@ -37,7 +37,7 @@ def state(lab: Lab) -> Path:
 
 @pytest.fixture(scope="session")
 def running_lab(lab: Lab) -> Lab:
-    """The suite brings the lab up when it is down (ARCHITECTURE section 8), or when a container
+    """The suite brings the lab up when it is down (docs/architecture.md section 8), or when a container
     started after the last successful `up` (an engine restart): such a container fails closed."""
     if engine_version() is None or not cli.lab_is_up(lab):
         rc = cli.main(["up", "--lab", str(lab.path)])

@@ -159,7 +159,7 @@ def _converged_in_full(run: dict, lab: Lab, nodes: list) -> bool:
 
 
 def test_every_role_converged_twice_in_full_changes_nothing_the_second_time(running_lab: Lab, plan: Plan, state: Path) -> None:
-    """Real idempotence (STYLE: the second-run check dev-sec runs in molecule). up.yml runs with
+    """Real idempotence (the second-run check dev-sec runs in molecule). up.yml runs with
     both skips bypassed, as `pacslab up --full` does (lab_converged_force: no node is ended before
     its roles; lab_provision_force: every network, volume and container goes through its
     community.docker module), so every role runs every task; it must report changed=0, and names

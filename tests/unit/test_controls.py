@@ -1,4 +1,4 @@
-"""The control catalogue and the tests agree (ARCHITECTURE section 7).
+"""The control catalogue and the tests agree (docs/architecture.md section 7).
 
 A control marked implemented needs at least one integration test carrying its id and a role task
 that names it; a test may only name a known control; a control not implemented has no test.

@@ -1,6 +1,6 @@
 """Lint configuration really checks the Ansible content: a lint step whose patterns leave out the
-roles, playbooks or lab folders would pass on anything (STYLE: Python, "Hooks and CI must really
-check files"). `make lint` runs the linters themselves; these tests guard what they are pointed at."""
+roles, playbooks or lab folders would pass on anything (hooks and CI must really
+check files). `make lint` runs the linters themselves; these tests guard what they are pointed at."""
 
 from __future__ import annotations
 

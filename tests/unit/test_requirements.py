@@ -1,5 +1,5 @@
 """Every third-party module the project imports at run time comes from a distribution pinned with
-``==`` in requirements.txt (STYLE: exact pins; issue 9: a clean venv from requirements.txt alone
+``==`` in requirements.txt (exact pins; issue 9: a clean venv from requirements.txt alone
 must run `pacslab up`)."""
 
 from __future__ import annotations
