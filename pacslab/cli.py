@@ -7,12 +7,15 @@ Exit codes (also in the README):
   3  the lab definition was refused (file, key, reason); nothing was changed
   4  this machine lacks something (no Docker engine, no ansible-playbook ...); `pacslab doctor` says what
   5  verify ran and at least one check failed
+  6  another pacslab run (up, down, verify) holds this lab; nothing was changed
   130 interrupted
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -21,7 +24,8 @@ import shutil
 import subprocess
 import sys
 import time
-from datetime import datetime
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +41,12 @@ EXIT_USAGE = 2
 EXIT_BAD_LAB = 3
 EXIT_MACHINE = 4
 EXIT_CHECKS_FAILED = 5
+EXIT_BUSY = 6
 EXIT_INTERRUPTED = 130
 
-DEFAULT_LAB = "inventories/default"
+# The reference lab of this checkout, wherever pacslab is run from; a --lab given on the command
+# line is a path like any other (relative to the current folder).
+DEFAULT_LAB = REPO_ROOT / "inventories" / "default"
 log = logging.getLogger("pacslab")
 
 
@@ -55,6 +62,41 @@ def _load(path: str) -> Lab:
     except LabDefinitionError as exc:
         lines = "\n".join(f"  {p}" for p in exc.problems)
         raise Refused(EXIT_BAD_LAB, f"lab definition {path} refused; nothing was changed:\n{lines}") from exc
+
+
+# Set while a run holds its lab's lock: what it starts (verify's pytest and the `up` a check runs)
+# works under the same lock instead of waiting for itself.
+LOCK_ENV = "PACSLAB_LOCK_HELD"
+
+
+@contextlib.contextmanager
+def lab_lock(lab: Lab, verb: str) -> Iterator[None]:
+    """One changing run (up, down, verify) per lab at a time: an exclusive flock on
+    .pacslab/<lab>/lock, which names its holder. A second run is refused at once (EXIT_BUSY), before
+    it changes anything; the kernel drops the lock when its holder ends, however it ends."""
+    state = state_dir(lab)
+    if os.environ.get(LOCK_ENV) == str(state):
+        yield
+        return
+    state.mkdir(parents=True, exist_ok=True)
+    path = state / "lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = path.read_text().strip() or "a process"
+        os.close(fd)
+        raise Refused(EXIT_BUSY, f"lab {lab.name!r} is busy: {holder} holds {path}; nothing was changed. "
+                                 "Wait for it to end (one up, down or verify per lab at a time).") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()} (pacslab {verb}, since {datetime.now(UTC).isoformat(timespec='seconds')})".encode())
+    os.environ[LOCK_ENV] = str(state)
+    try:
+        yield
+    finally:
+        os.environ.pop(LOCK_ENV, None)
+        os.ftruncate(fd, 0)
+        os.close(fd)
 
 
 def _require_engine(may_install: bool) -> None:
@@ -96,7 +138,10 @@ def container_state(container: dict[str, Any] | None, converged: datetime | None
 
 
 def host_rows(lab: Lab) -> list[dict[str, Any]]:
-    """One row per host of the definition with what Docker says about it."""
+    """One row per host of the definition with what Docker says about it: host, zone (None for
+    the router, which stands in every zone), addresses ({zone: IPv4 address}), state (container_state,
+    or "planned" for a host the definition lists without deploying it), container ("" when
+    planned) and up (the state is "running"; None when planned)."""
     try:
         live = {c["Config"]["Labels"].get("pacslab.host"): c for c in lab_objects("container", lab.name)}
     except (DockerUnavailable, subprocess.CalledProcessError):
@@ -105,13 +150,13 @@ def host_rows(lab: Lab) -> list[dict[str, Any]]:
     rows = []
     for h in lab.hosts.values():
         if h.is_router:
-            addresses = ", ".join(f"{z.name}={z.router}" for z in lab.zones.values())
-            zone = "(all zones)"
+            addresses, zone = {z.name: str(z.router) for z in lab.zones.values()}, None
         else:
-            addresses, zone = str(h.address), str(h.zone)
+            addresses, zone = {str(h.zone): str(h.address)}, str(h.zone)
         state = container_state(live.get(h.name), converged) if h.deployed else "planned"
-        container = lab.container_name(h.name) if h.deployed else ""
-        rows.append({"host": h.name, "zone": zone, "address": addresses, "state": state, "container": container})
+        rows.append({"host": h.name, "zone": zone, "addresses": addresses, "state": state,
+                     "container": lab.container_name(h.name) if h.deployed else "",
+                     "up": None if state == "planned" else state == "running"})
     return rows
 
 
@@ -169,10 +214,12 @@ def lab_is_up(lab: Lab) -> bool:
 def print_hosts(rows: list[dict[str, Any]]) -> None:
     print(f"\n{'host':<11} {'zone':<12} {'state':<11} address")
     for r in rows:
-        print(f"{r['host']:<11} {r['zone']:<12} {r['state']:<11} {r['address']}")
+        zone = r["zone"] or "(all zones)"
+        address = r["addresses"][r["zone"]] if r["zone"] else ", ".join(f"{z}={a}" for z, a in r["addresses"].items())
+        print(f"{r['host']:<11} {zone:<12} {r['state']:<11} {address}")
     planned = sum(r["state"] == "planned" for r in rows)
     if planned:
-        print(f"({planned} planned hosts: in the flow matrix and the firewall rules; their services come with later changes)")
+        print(f"({planned} planned hosts: no container yet; the fw already holds their flows, and the checks probe them from stand-ins)")
     if any(r["state"] in ("restarted", "unconverged") for r in rows):
         print("(restarted/unconverged: started outside a successful `pacslab up`; their routes fail closed until `pacslab up` runs)")
 
@@ -188,14 +235,15 @@ FULL_CONVERGE = {"lab_converged_force": True, "lab_provision_force": True}
 
 def cmd_up(args: argparse.Namespace) -> int:
     lab = _load(args.lab)
-    _require_engine(may_install=True)
-    plan = build_plan(lab)
-    state = state_dir(lab)
-    print(f"pacslab up: lab {lab.name!r} from {args.lab}" + (" (full: no node skipped)" if args.full else ""))
-    print(f"  {'phase':<10} {'time':>9}   result")
-    start = time.monotonic()
-    result = run_playbook(lab, plan, "up.yml", state, extra=FULL_CONVERGE if args.full else None)
-    _report_run("up", result, time.monotonic() - start, lab)
+    with lab_lock(lab, "up"):
+        _require_engine(may_install=True)
+        plan = build_plan(lab)
+        state = state_dir(lab)
+        print(f"pacslab up: lab {lab.name!r} from {args.lab}" + (" (full: no node skipped)" if args.full else ""))
+        print(f"  {'phase':<10} {'time':>9}   result")
+        start = time.monotonic()
+        result = run_playbook(lab, plan, "up.yml", state, extra=FULL_CONVERGE if args.full else None)
+        _report_run("up", result, time.monotonic() - start, lab)
     if not result.ok:
         return EXIT_PHASE_FAILED
     print_hosts(host_rows(lab))
@@ -204,12 +252,13 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_down(args: argparse.Namespace) -> int:
     lab = _load(args.lab)
-    _require_engine(may_install=False)
-    plan = build_plan(lab)
-    start = time.monotonic()
-    print(f"pacslab down: lab {lab.name!r}" + (" (volumes too)" if args.volumes else " (volumes kept; --volumes removes them)"))
-    result = run_playbook(lab, plan, "down.yml", state_dir(lab), extra={"lab_provision_remove_volumes": args.volumes})
-    _report_run("down", result, time.monotonic() - start, lab)
+    with lab_lock(lab, "down"):
+        _require_engine(may_install=False)
+        plan = build_plan(lab)
+        start = time.monotonic()
+        print(f"pacslab down: lab {lab.name!r}" + (" (volumes too)" if args.volumes else " (volumes kept; --volumes removes them)"))
+        result = run_playbook(lab, plan, "down.yml", state_dir(lab), extra={"lab_provision_remove_volumes": args.volumes})
+        _report_run("down", result, time.monotonic() - start, lab)
     return EXIT_OK if result.ok else EXIT_PHASE_FAILED
 
 
@@ -224,8 +273,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     rule = all(rules.values())
     networks = {n["Name"] for n in lab_objects("network", lab.name)}
     if args.json:
-        print(json.dumps({"lab": lab.name, "hosts": rows, "networks": sorted(networks), "docker_user_rule": rules["DOCKER-USER"],
-                          "host_rules": rules}, indent=1))
+        print(json.dumps(status_document(lab, plan, rows, rules, networks), indent=1))
     else:
         listed = ", ".join(f"{k} {'present' if v else 'absent'}" for k, v in rules.items())
         print(f"lab {lab.name!r}: {len(networks)}/{len(plan.networks)} zone networks, host rules: {listed}")
@@ -233,24 +281,43 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK if hosts_up(rows) and rule else EXIT_PHASE_FAILED
 
 
+def status_document(lab: Lab, plan: Plan, rows: list[dict[str, Any]], rules: dict[str, bool], networks: set[str]) -> dict[str, Any]:
+    """What `status --json` prints: {lab, path, up, last_up, hosts: [host_rows], networks: {present,
+    missing}, host_rules: {rule: present}}. up is what `status` exits 0 for; last_up is when the last
+    successful `up` finished (ISO 8601, UTC) or None."""
+    converged = last_converged(state_dir(lab))
+    return {
+        "lab": lab.name,
+        "path": str(lab.path),
+        "up": hosts_up(rows) and all(rules.values()),
+        "last_up": converged.isoformat() if converged else None,
+        "hosts": rows,
+        "networks": {"present": sorted(networks), "missing": sorted({n.name for n in plan.networks} - networks)},
+        "host_rules": rules,
+    }
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     lab = _load(args.lab)
-    _require_engine(may_install=True)
-    out = state_dir(lab) / "verify"
-    out.mkdir(parents=True, exist_ok=True)
-    junit = out / "junit.xml"
-    # Steady checks observe the running lab and leave it as it is; lifecycle checks take it down,
-    # restart, revoke and re-enrol (minutes), and run after the steady ones.
-    selection = [] if args.lifecycle else ["-m", "not lifecycle"]
-    cmd = [
-        sys.executable, "-m", "pytest", str(REPO_ROOT / "tests" / "integration"), *selection,
-        "--lab", str(Path(args.lab).resolve()), f"--junitxml={junit}",
-        f"--pacslab-results={out / 'results.json'}", *args.pytest_args,
-    ]
-    rc = subprocess.run(cmd, cwd=REPO_ROOT, check=False).returncode
-    from .report import write_report
+    from .report import record_verify, write_report
 
-    html, js = write_report(lab, out / "results.json", out)
+    with lab_lock(lab, "verify"):
+        _require_engine(may_install=True)
+        out = state_dir(lab) / "verify"
+        out.mkdir(parents=True, exist_ok=True)
+        junit = out / "junit.xml"
+        # Steady checks observe the running lab and leave it as it is; lifecycle checks take it down,
+        # restart, revoke and re-enrol (minutes), and run after the steady ones.
+        selection = [] if args.lifecycle else ["-m", "not lifecycle"]
+        cmd = [
+            sys.executable, "-m", "pytest", str(REPO_ROOT / "tests" / "integration"), *selection,
+            "--lab", str(Path(args.lab).resolve()), f"--junitxml={junit}",
+            f"--pacslab-results={out / 'results.json'}", *args.pytest_args,
+        ]
+        started = datetime.now(UTC)
+        rc = subprocess.run(cmd, cwd=REPO_ROOT, check=False).returncode
+        record_verify(out, started, datetime.now(UTC), lifecycle=args.lifecycle, pytest_exit=rc)
+        html, js = write_report(lab, out / "results.json", out)
     print(f"report: {html}\n        {js}\n        {junit}")
     if rc == 0:
         return EXIT_OK
@@ -258,27 +325,58 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
+    """The machine's findings, then whether the lab definition loads (exit 4 before 3)."""
     findings = doctor_mod.check()
     for f in findings:
         mark = "ok " if f.ok else ("MISSING" if f.required else "optional")
         print(f"  [{mark:^8}] {f.name:<28} {f.detail}")
         if not f.ok and f.fix:
             print(f"  {'':10} {'':<28} fix: {f.fix}")
+    try:
+        lab = load_lab(args.lab)
+        print(f"  [{'ok ':^8}] {'lab definition':<28} {args.lab}: lab {lab.name!r}, "
+              f"{len(lab.deployed_hosts())} deployed hosts, {len(lab.flows)} flows")
+        refused = None
+    except LabDefinitionError as exc:
+        refused = exc
+        print(f"  [{'REFUSED':^8}] {'lab definition':<28} {args.lab}")
+        for problem in exc.problems:
+            print(f"  {'':10} {'':<28} {problem}")
     missing = [f for f in findings if f.required and not f.ok]
     if missing:
         print(f"\n{len(missing)} required item(s) missing.")
         return EXIT_MACHINE
+    if refused is not None:
+        print("\nThis machine has what pacslab needs; the lab definition was refused.")
+        return EXIT_BAD_LAB
     print("\nThis machine has what pacslab needs.")
     return EXIT_OK
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    """Rewrite the report from the last verify's results; exit 1 when there are none."""
     lab = _load(args.lab)
     from .report import write_report
 
     out = state_dir(lab) / "verify"
+    if not (out / "results.json").is_file():
+        raise Refused(EXIT_PHASE_FAILED, f"lab {lab.name!r} has no verify results ({out / 'results.json'}): run `pacslab verify` first")
     html, js = write_report(lab, out / "results.json", out)
     print(f"report: {html}\n        {js}")
+    state = json.loads(js.read_text())["run"]
+    if state["stale"]:
+        print(f"note: {state['stale']}")
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """The fw's ruleset and the flow matrix (CSV, Markdown) from the lab definition; no Docker."""
+    lab = _load(args.lab)
+    from .export import export
+
+    out = Path(args.out) if args.out else state_dir(lab) / "export"
+    for path in export(lab, out):
+        print(path)
     return EXIT_OK
 
 
@@ -289,7 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def verb(name: str, helptext: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=helptext, description=helptext)
-        p.add_argument("--lab", default=DEFAULT_LAB, metavar="PATH", help=f"lab definition folder (default {DEFAULT_LAB})")
+        p.add_argument("--lab", default=str(DEFAULT_LAB), metavar="PATH",
+                       help="lab definition folder (default: this checkout's inventories/default, from any folder)")
         return p
 
     p = verb("up", "build images and bring the lab up (idempotent; re-run after a failure)")
@@ -308,7 +407,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="extra pytest arguments, after --")
     p.set_defaults(func=cmd_verify)
     verb("report", "rewrite the report from the last verify results").set_defaults(func=cmd_report)
-    sub.add_parser("doctor", help="what this machine lacks and how to fix it").set_defaults(func=cmd_doctor)
+    p = verb("export", "write the fw's nftables ruleset and the flow matrix (CSV, Markdown) from the lab definition, without Docker")
+    p.add_argument("--out", metavar="DIR", help="folder to write ruleset.nft, flows.csv and flows.md into (default .pacslab/<lab>/export)")
+    p.set_defaults(func=cmd_export)
+    verb("doctor", "what this machine lacks and how to fix it, and whether the lab definition loads").set_defaults(func=cmd_doctor)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""The control report: control -> CSF v1.1 / SP 800-53 -> test results (ARCHITECTURE section 7).
+"""The control report: control -> CSF v1.1 / SP 800-53 -> test results (docs/architecture.md section 7).
 
 Grouped by CSF function and subcategory. A control is
 
@@ -20,16 +20,22 @@ from __future__ import annotations
 
 import html
 import json
+import subprocess
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from .engine import last_converged
+from .export import flow_rows
+from .plan import state_dir
 from .topology import REPO_ROOT, Lab
 
 CONTROLS_FILE = REPO_ROOT / "controls.yml"
+RUN_RECORD = "run.json"  # next to results.json: when the verify ran, on which commit
 CSF_FUNCTIONS = {"ID": "Identify", "PR": "Protect", "DE": "Detect", "RS": "Respond", "RC": "Recover"}
 VERDICTS = ("passed", "failed", "incomplete", "not run", "waived", "not implemented")
 FAILED_OUTCOMES = ("failed", "error")  # the check ran and broke
@@ -91,7 +97,48 @@ def not_run(results: list[dict[str, Any]]) -> list[dict[str, str]]:
     ]
 
 
-def build(lab: Lab, results: list[dict[str, Any]]) -> dict[str, Any]:
+def _commit() -> dict[str, Any]:
+    """The checkout's commit and whether it had uncommitted changes; None values without git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip() != ""
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": head, "dirty": dirty}
+
+
+def record_verify(out: Path, started: datetime, finished: datetime, *, lifecycle: bool, pytest_exit: int) -> None:
+    """Write run.json next to the results: {started, finished (ISO 8601, UTC), seconds, commit,
+    dirty, lifecycle, pytest_exit}."""
+    out.mkdir(parents=True, exist_ok=True)
+    record = {"started": started.isoformat(), "finished": finished.isoformat(),
+              "seconds": round((finished - started).total_seconds(), 1), **_commit(),
+              "lifecycle": lifecycle, "pytest_exit": pytest_exit}
+    (out / RUN_RECORD).write_text(json.dumps(record, indent=1))
+
+
+def run_state(record: dict[str, Any] | None, last_up: datetime | None, has_results: bool) -> dict[str, Any]:
+    """The report's header: the verify run (record_verify's record, or None values when none was
+    kept), the lab's last successful `up`, and ``stale``: why these results may no longer describe
+    the lab ("" when they do): no results, no record of the run, or an `up` after the verify ended."""
+    run = dict.fromkeys(("started", "finished", "seconds", "commit", "dirty", "lifecycle", "pytest_exit"))
+    run.update(record or {})
+    run["last_up"] = last_up.isoformat() if last_up else None
+    if not has_results:
+        run["stale"] = "no verify results: run `pacslab verify`"
+    elif record is None:
+        run["stale"] = "the results carry no record of their verify run (when, on which commit)"
+    elif last_up and last_up > datetime.fromisoformat(record["finished"]):
+        run["stale"] = (f"the lab was brought up again at {last_up.isoformat(timespec='seconds')}, after this verify "
+                        f"ended ({record['finished'][:19]}): these results describe the lab before that `up`")
+    else:
+        run["stale"] = ""
+    return run
+
+
+def build(lab: Lab, results: list[dict[str, Any]], run: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The report document; ``run`` is run_state's header (None: no verify recorded)."""
     controls, mapping_source = load_controls()
     waivers = {w.control: w.justification for w in lab.waivers}
     by_control: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -130,21 +177,13 @@ def build(lab: Lab, results: list[dict[str, Any]]) -> dict[str, Any]:
         for fn in CSF_FUNCTIONS.values()
         if fn in functions
     }
-    flows = [
-        {
-            "id": f.id,
-            "from": [str(s) for s in f.sources],
-            "to": str(f.dest),
-            "proto": f.proto,
-            "ports": list(f.ports) if f.ports is not None else "any",
-            "purpose": f.purpose,
-            "csf": list(f.csf),
-        }
-        for f in lab.flows
-    ]
+    flows = [row for row in flow_rows(lab) if row["enforced_by"] == "fw"]
     summary = {v: sum(e["verdict"] == v for e in entries.values()) for v in VERDICTS}
     return {
         "lab": lab.name,
+        "generated": datetime.now(UTC).isoformat(timespec="seconds"),
+        "run": run if run is not None else run_state(None, None, bool(results)),
+        "totals": _counts(results),
         "mapping_source": mapping_source,
         "summary": summary,
         "functions": ordered,
@@ -171,6 +210,23 @@ def _e(text: Any) -> str:
     return html.escape(str(text))
 
 
+def _header(data: dict[str, Any]) -> str:
+    """When the verify ran, on which commit, its totals, and a warning when the results are stale."""
+    run = data["run"]
+    commit = (run["commit"] or "unknown")[:12] + (" (with uncommitted changes)" if run["dirty"] else "")
+    rows = [
+        ("generated", data["generated"]),
+        ("verify", f"{run['started'] or '?'} to {run['finished'] or '?'} ({run['seconds'] or '?'} s)"
+                   + (", with the lifecycle checks" if run["lifecycle"] else ", steady checks only" if run["lifecycle"] is False else "")),
+        ("commit", commit),
+        ("tests", _tally(data["totals"])),
+        ("last successful up", run["last_up"] or "none recorded"),
+    ]
+    table = "<table>" + "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows) + "</table>"
+    warning = f"<p class='stale'><strong>Stale:</strong> {_e(run['stale'])}</p>" if run["stale"] else ""
+    return table + warning
+
+
 def render_html(data: dict[str, Any]) -> str:
     colour = {"passed": "#1b7f3b", "failed": "#b3261e", "incomplete": "#b35c00", "waived": "#8a6d00", "not implemented": "#666", "not run": "#666"}
     parts = [
@@ -179,8 +235,9 @@ def render_html(data: dict[str, Any]) -> str:
         "<style>body{font-family:sans-serif;margin:2em;max-width:75em}table{border-collapse:collapse;width:100%}"
         "td,th{border:1px solid #ccc;padding:.3em .5em;text-align:left;vertical-align:top}"
         "th{background:#f3f3f3}.v{font-weight:bold;color:#fff;padding:0 .4em;border-radius:.2em}"
-        "pre{white-space:pre-wrap;font-size:.85em;margin:0}</style></head><body>",
+        "pre{white-space:pre-wrap;font-size:.85em;margin:0}.stale{background:#fdecea;padding:.5em}</style></head><body>",
         f"<h1>pacslab control report: lab {_e(data['lab'])}</h1>",
+        _header(data),
         "<p>" + ", ".join(f"{_e(v)}: {n}" for v, n in data["summary"].items()) + "</p>",
         f"<p><small>Mapping: {_e(data['mapping_source'])}</small></p>",
     ]
@@ -206,7 +263,7 @@ def render_html(data: dict[str, Any]) -> str:
         "<tr><th>id</th><th>from</th><th>to</th><th>proto/ports</th><th>purpose</th><th>CSF</th></tr>"
     )
     for f in data["flows"]:
-        ports = f["ports"] if f["ports"] == "any" else ",".join(map(str, f["ports"]))
+        ports = f["ports"]
         parts.append(
             f"<tr><td>{_e(f['id'])}</td><td>{_e(', '.join(f['from']))}</td><td>{_e(f['to'])}</td>"
             f"<td>{_e(f['proto'])}/{_e(ports)}</td><td>{_e(f['purpose'])}</td><td>{_e(', '.join(f['csf']))}</td></tr>"
@@ -223,8 +280,13 @@ def render_html(data: dict[str, Any]) -> str:
 
 
 def write_report(lab: Lab, results_file: Path, out: Path) -> tuple[Path, Path]:
+    """report.json and report.html in ``out`` from the results file and the run record beside it."""
     results = json.loads(results_file.read_text()) if results_file.is_file() else []
-    data = build(lab, results)
+    try:
+        record = json.loads((results_file.parent / RUN_RECORD).read_text())
+    except (OSError, ValueError):
+        record = None
+    data = build(lab, results, run_state(record, last_converged(state_dir(lab)), results_file.is_file()))
     out.mkdir(parents=True, exist_ok=True)
     js, page = out / "report.json", out / "report.html"
     js.write_text(json.dumps(data, indent=1, default=str))

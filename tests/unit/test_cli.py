@@ -1,4 +1,5 @@
-"""CLI: argument errors, a missing Docker engine, documented exit codes, what counts as up."""
+"""CLI: argument errors, a missing Docker engine, documented exit codes, what counts as up, the default
+lab from any folder, doctor --lab, the shape of status --json, one changing run per lab, report."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import pytest
 from pacslab import cli
 from pacslab.engine import RunResult, last_converged, record_up
 from pacslab.topology import REPO_ROOT
+
+from .conftest import host, mutate
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -38,7 +41,7 @@ def test_up_without_a_reachable_engine_says_so_and_changes_nothing(tmp_path) -> 
 
 def test_exit_codes_are_documented_in_the_readme() -> None:
     readme = (REPO_ROOT / "README.md").read_text()
-    for code in (cli.EXIT_OK, cli.EXIT_PHASE_FAILED, cli.EXIT_USAGE, cli.EXIT_BAD_LAB, cli.EXIT_MACHINE, cli.EXIT_CHECKS_FAILED):
+    for code in (cli.EXIT_OK, cli.EXIT_PHASE_FAILED, cli.EXIT_USAGE, cli.EXIT_BAD_LAB, cli.EXIT_MACHINE, cli.EXIT_CHECKS_FAILED, cli.EXIT_BUSY):
         assert f"| {code} |" in readme, f"exit code {code} missing from README"
 
 
@@ -87,7 +90,101 @@ def test_verify_runs_the_steady_checks_unless_asked_for_the_lifecycle_ones(flags
     monkeypatch.setattr(cli, "state_dir", lambda lab: tmp_path)
     monkeypatch.setattr(cli.subprocess, "run", fake_run)
     monkeypatch.setattr("pacslab.report.write_report", lambda lab, results, out: (out / "report.html", out / "report.json"))
+    recorded: list[dict] = []
+    monkeypatch.setattr("pacslab.report.record_verify", lambda out, started, finished, **kw: recorded.append(kw))
     assert cli.main(["verify", *flags]) == cli.EXIT_OK
+    assert recorded == [{"lifecycle": flags == ["--lifecycle"], "pytest_exit": 0}]
     [cmd] = seen
     assert cmd[2:4] == ["pytest", str(REPO_ROOT / "tests" / "integration")]
     assert cmd[4 : 4 + len(selection)] == selection and cmd[4 + len(selection)] == "--lab"
+
+
+# ------------------------------------------------------------------------------------------------
+# The default lab, doctor --lab, status --json, the lock, report
+
+
+def test_the_default_lab_is_this_checkouts_from_any_folder(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = cli.build_parser().parse_args(["status"])
+    assert args.lab == str(REPO_ROOT / "inventories" / "default")
+    proc = subprocess.run([sys.executable, "-m", "pacslab.cli", "doctor"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert f"lab definition               {REPO_ROOT / 'inventories' / 'default'}: lab 'default'" in proc.stdout, proc.stdout
+
+
+@pytest.mark.parametrize("machine_ok", [True, False], ids=["machine-ok", "machine-lacks"])
+def test_doctor_takes_lab_and_names_what_refuses_it(machine_ok, lab_copy, monkeypatch, capsys) -> None:
+    from pacslab import doctor
+
+    finding = doctor.Finding("Docker engine", machine_ok, "answers" if machine_ok else "no engine", "start it")
+    monkeypatch.setattr(doctor, "check", lambda: [finding])
+    mutate(lab_copy, lambda h, lv, f: host(h, "pacs").update(lab_zone="basement"))
+    code = cli.main(["doctor", "--lab", str(lab_copy)])
+    out = capsys.readouterr().out
+    assert "REFUSED" in out and "unknown zone 'basement'" in out
+    assert code == (cli.EXIT_BAD_LAB if machine_ok else cli.EXIT_MACHINE)  # the machine first, then the definition
+
+
+def test_status_json_is_a_structure_a_script_can_use(monkeypatch, tmp_path) -> None:
+    from pacslab.plan import build_plan
+    from pacslab.topology import load_lab
+
+    lab = load_lab(REPO_ROOT / "inventories" / "default")
+    monkeypatch.setattr(cli, "state_dir", lambda lab: tmp_path)
+    record_up(tmp_path, RunResult(rc=0), 3.0)
+    monkeypatch.setattr(cli, "lab_objects", lambda kind, name: [])  # nothing runs
+    rows = cli.host_rows(lab)
+    fw = next(r for r in rows if r["host"] == "fw")
+    assert fw["zone"] is None and fw["addresses"]["datacenter"] == "10.77.40.254" and fw["addresses"]["modality"] == "10.77.30.254"
+    pacs = next(r for r in rows if r["host"] == "pacs")
+    assert pacs | {"container": "pacslab-pacs"} == {"host": "pacs", "zone": "datacenter", "addresses": {"datacenter": "10.77.40.10"},
+                                                    "state": "absent", "container": "pacslab-pacs", "up": False}
+    assert next(r for r in rows if r["host"] == "attacker")["up"] is None  # planned
+    doc = cli.status_document(lab, build_plan(lab), rows, {"DOCKER-USER": True}, {"pacslab-datacenter"})
+    assert doc["up"] is False and doc["last_up"] == last_converged(tmp_path).isoformat()
+    assert doc["networks"]["present"] == ["pacslab-datacenter"] and "pacslab-modality" in doc["networks"]["missing"]
+    import json
+
+    assert json.loads(json.dumps(doc)) == doc  # plain JSON types only
+
+
+def test_a_second_changing_run_on_a_lab_is_refused_while_one_holds_it(tmp_path, monkeypatch) -> None:
+    from pacslab.topology import load_lab
+
+    lab = load_lab(REPO_ROOT / "inventories" / "default")
+    monkeypatch.setattr(cli, "state_dir", lambda lab: tmp_path)
+    monkeypatch.delenv(cli.LOCK_ENV, raising=False)
+    with cli.lab_lock(lab, "up"):
+        assert "(pacslab up, since" in (tmp_path / "lock").read_text()
+        # what the holder starts (verify's pytest, its `up`) works under the same lock
+        with cli.lab_lock(lab, "up"):
+            pass
+        env = {k: v for k, v in __import__("os").environ.items() if k != cli.LOCK_ENV}
+        proc = subprocess.run([sys.executable, "-c", CONTEND, str(tmp_path)], capture_output=True, text=True, env=env, timeout=60)
+        assert proc.returncode == cli.EXIT_BUSY, proc.stderr
+        assert "lab 'default' is busy: pid" in proc.stderr and "nothing was changed" in proc.stderr
+    # released: the next run takes it
+    proc = subprocess.run([sys.executable, "-c", CONTEND, str(tmp_path)], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
+# Another process asks for the lock (state_dir pointed at the test's folder), as `pacslab down` would.
+CONTEND = """
+import sys
+from pathlib import Path
+from pacslab import cli
+from pacslab.topology import REPO_ROOT, load_lab
+cli.state_dir = lambda lab: Path(sys.argv[1])
+try:
+    with cli.lab_lock(load_lab(REPO_ROOT / "inventories" / "default"), "down"):
+        pass
+except cli.Refused as exc:
+    print(exc, file=sys.stderr)
+    sys.exit(exc.code)
+"""
+
+
+def test_report_without_results_says_so_and_fails(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(cli, "state_dir", lambda lab: tmp_path)
+    assert cli.main(["report"]) == cli.EXIT_PHASE_FAILED
+    assert "has no verify results" in capsys.readouterr().err
+    assert not (tmp_path / "verify" / "report.html").exists()

@@ -1,14 +1,17 @@
 """The report groups controls by CSF function; a control is passed only when every one of its tests
-ran and passed (never with a test skipped, errored or left out, never when waived)."""
+ran and passed (never with a test skipped, errored or left out, never when waived). Its header says
+when the verify ran, on which commit, with what totals, and whether the results are missing or stale."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from pacslab.report import build, render_html, write_report
+from pacslab.report import build, record_verify, render_html, run_state, write_report
 from pacslab.topology import Waiver, load_lab
 
 from .conftest import DEFAULT_LAB
@@ -112,3 +115,46 @@ def test_a_waived_control_stays_waived_whatever_its_tests_did() -> None:
     lab = replace(LAB, waivers=(Waiver("C-ACC-04", "segmentation is the hospital network's"),))
     for outcome in ("passed", "failed", "skipped"):
         assert build(lab, [result("C-ACC-04", outcome)])["controls"]["C-ACC-04"]["verdict"] == "waived"
+
+
+# ------------------------------------------------------------------------------------------------
+# The header: when the verify ran, on which commit, its totals; stale or missing results
+
+
+VERIFY_START, VERIFY_END = datetime(2026, 11, 30, 9, 0, tzinfo=UTC), datetime(2026, 11, 30, 9, 3, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("has_record", "last_up", "has_results", "stale"),
+    [
+        (True, datetime(2026, 11, 30, 8, 58, tzinfo=UTC), True, ""),
+        (True, datetime(2026, 11, 30, 9, 1, tzinfo=UTC), True, ""),  # the lifecycle checks' own up, inside the run
+        (True, datetime(2026, 11, 30, 9, 10, tzinfo=UTC), True, "the lab was brought up again at 2026-11-30T09:10:00+00:00, after this verify"),
+        (True, None, False, "no verify results: run `pacslab verify`"),
+        (False, None, True, "the results carry no record of their verify run"),
+    ],
+    ids=["fresh", "up-during-verify", "up-after-verify", "no-results", "no-run-record"],
+)
+def test_the_header_says_when_results_are_missing_or_stale(tmp_path, has_record, last_up, has_results, stale) -> None:
+    record = None
+    if has_record:
+        record_verify(tmp_path, VERIFY_START, VERIFY_END, lifecycle=True, pytest_exit=0)
+        record = json.loads((tmp_path / "run.json").read_text())
+    run = run_state(record, last_up, has_results)
+    assert run["stale"].startswith(stale) if stale else run["stale"] == ""
+    if has_record:
+        assert run["started"] == "2026-11-30T09:00:00+00:00" and run["seconds"] == 210.0 and run["lifecycle"] is True
+        assert len(run["commit"]) == 40 and run["dirty"] in (True, False)  # this checkout's HEAD
+
+
+def test_the_page_and_document_carry_the_header(tmp_path) -> None:
+    record_verify(tmp_path, VERIFY_START, VERIFY_END, lifecycle=False, pytest_exit=1)
+    run = run_state(json.loads((tmp_path / "run.json").read_text()), datetime(2026, 11, 30, 9, 10, tzinfo=UTC), True)
+    data = build(LAB, [result("C-ACC-04", "passed", "a"), result(None, "failed", "b")], run)
+    assert data["totals"] == {"passed": 1, "failed": 1, "error": 0, "skipped": 0, "deselected": 0}
+    assert data["generated"] >= "2026-11-30"
+    page = render_html(data)
+    assert "<th>verify</th><td>2026-11-30T09:00:00+00:00 to 2026-11-30T09:03:30+00:00 (210.0 s), steady checks only</td>" in page
+    assert f"<th>commit</th><td>{run['commit'][:12]}" in page
+    assert "<th>tests</th><td>1 passed, 1 failed" in page
+    assert "<p class='stale'><strong>Stale:</strong> the lab was brought up again at 2026-11-30T09:10:00+00:00" in page
