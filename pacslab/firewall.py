@@ -29,7 +29,8 @@ def counter_name(flow: Flow) -> str:
     return f"flow_{flow.id}"
 
 
-def _addresses(lab: Lab, endpoints: Iterable[Endpoint]) -> list[str]:
+def endpoint_addresses(lab: Lab, endpoints: Iterable[Endpoint]) -> list[str]:
+    """Each endpoint's address as the ruleset matches it: a zone's subnet, a host's IPv4 address."""
     out: list[str] = []
     for ep in endpoints:
         if ep.kind == "zone":
@@ -49,8 +50,8 @@ def _quote(text: str) -> str:
 
 def flow_rules(lab: Lab, flow: Flow) -> list[str]:
     """The accept rules of one flow (one per protocol)."""
-    src = _set_expr(_addresses(lab, flow.sources))
-    dst = _set_expr(_addresses(lab, [flow.dest]))
+    src = _set_expr(endpoint_addresses(lab, flow.sources))
+    dst = _set_expr(endpoint_addresses(lab, [flow.dest]))
     match = f"ip saddr {src} ip daddr {dst}"
     tail = f'ct state new counter name "{counter_name(flow)}" accept comment {_quote(flow.id + " " + flow.purpose[:100])}'
     if flow.ports is None:
