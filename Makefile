@@ -10,6 +10,7 @@ DEPS  := $(VENV)/.deps-installed
 .PHONY: up test lint unit verify down status doctor docs bench venv fresh-check
 
 venv: $(DEPS)
+	@echo "$(VENV): $$($(PY) --version), requirements.txt installed"
 
 # A venv needs Debian's python3-venv (ensurepip); install it through apt when it is missing.
 $(PY):
