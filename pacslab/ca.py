@@ -14,7 +14,8 @@ by the lab root (the *cross* certificate; audits verify leaf -> cross -> root) a
 those: removing a node's anchor from the bundles revokes exactly that node (PR.AC-1, PR.DS-2).
 
 Commands print JSON. The inventory (``inventory.json``) records every certificate issued, with its
-status, so ``bundle`` never hands out a revoked node and ``report`` lists what would fail C-DAT-05.
+status, so ``bundle`` never hands out a revoked node; ``inventory`` lists it (the C-DAT-05 checks
+read it).
 """
 
 from __future__ import annotations
@@ -207,8 +208,8 @@ class Authority:
     def issue(self, name: str, csr_pem: bytes, sans: str, days: int, expired: bool = False) -> dict[str, Any]:
         """Sign the node's CSR, unless its current certificate is valid for the same key and SANs.
 
-        ``expired`` issues a certificate that ended yesterday (negative checks of C-ACC-06 and the
-        C-DAT-05 report); it is recorded like any other.
+        ``expired`` issues a certificate that ended yesterday (negative checks of C-ACC-06 and
+        C-DAT-05); it is recorded like any other.
         """
         csr = x509.load_pem_x509_csr(csr_pem)
         if not csr.is_signature_valid:
@@ -328,16 +329,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pacslab-ca", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("init", help="create the lab root (once)")
-    p.add_argument("--lab", required=True)
-    p.add_argument("--key-type", choices=KEY_TYPES, default="ec-p256")
-    p.add_argument("--days", type=int, default=3650)
+    p.add_argument("--lab", required=True, help="the lab's name, in the root's subject")
+    p.add_argument("--key-type", choices=KEY_TYPES, default="ec-p256", help="the root's key")
+    p.add_argument("--days", type=int, default=3650, help="the root's validity")
     p = sub.add_parser("issue", help="sign the CSR read from stdin for one node")
-    p.add_argument("name")
+    p.add_argument("name", help="the node's host name in the lab")
     p.add_argument("--sans", required=True, help="DNS:<name>,IP:<address>,...")
-    p.add_argument("--days", type=int, default=397)
+    p.add_argument("--days", type=int, default=397, help="the certificate's validity (CA/B: at most 397)")
     p.add_argument("--expired", action="store_true", help="issue an already expired certificate (negative checks)")
-    for verb in ("revoke", "reenrol"):
-        sub.add_parser(verb).add_argument("name")
+    for verb, helptext in (("revoke", "revoke the node: its issuer leaves every trust bundle at the next `pacslab up`"),
+                           ("reenrol", "let a revoked node enrol again, with a new issuer (its old anchor stays out)")):
+        sub.add_parser(verb, help=helptext, description=helptext).add_argument("name", help="the node's host name in the lab")
     sub.add_parser("bundle", help="trust bundle: anchors of the named nodes still valid").add_argument("names", nargs="+")
     sub.add_parser("inventory", help="every certificate issued, with its status")
     sub.add_parser("trust", help="digests of the root and of each node's status and anchor (what trust bundles depend on)")

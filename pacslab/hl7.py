@@ -210,16 +210,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hl7", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("listen", help="the RIS order listener (cleartext MLLP on loopback, behind stunnel)")
-    p.add_argument("--bind", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=2576)
-    p.add_argument("--worklists", type=Path, default=WORKLISTS)
-    p = sub.add_parser("send", help="send one new order; prints the ACK as JSON")
-    p.add_argument("--config", type=Path, default=Path("/etc/pacslab/dicom.json"))
-    for k in ("patient-id", "patient-name", "accession", "modality", "station"):
-        p.add_argument(f"--{k}", required=True)
-    p.add_argument("--procedure", default="synthetic study")
-    p.add_argument("--birth-date", default="19700101")
-    p.add_argument("--sex", default="O")
+    p.add_argument("--bind", default="127.0.0.1", help="address to listen on (stunnel forwards to it)")
+    p.add_argument("--port", type=int, default=2576, help="TCP port to listen on")
+    p.add_argument("--worklists", type=Path, default=WORKLISTS, help="folder of the worklist items the orders become")
+    p = sub.add_parser("send", help="send one new order; prints the ACK as JSON; exits 1 unless the RIS accepts it (AA)")
+    p.add_argument("--config", type=Path, default=Path("/etc/pacslab/dicom.json"), help="the node's DICOM/HL7 configuration")
+    for k, helptext in (("patient-id", "PID-3, the patient identifier"), ("patient-name", "PID-5, family^given"),
+                        ("accession", "the order's accession number (unique per order)"), ("modality", "CT, MR ..."),
+                        ("station", "the AE title of the modality that performs it")):
+        p.add_argument(f"--{k}", required=True, help=helptext)
+    p.add_argument("--procedure", default="synthetic study", help="requested procedure description")
+    p.add_argument("--birth-date", default="19700101", help="PID-7, YYYYMMDD")
+    p.add_argument("--sex", default="O", help="PID-8: F, M, O or U")
     p.add_argument("--cert", help="client certificate chain (default: the node's, from --config)")
     p.add_argument("--key", help="its key (default: the node's)")
     p.add_argument("--no-cert", action="store_true", help="offer no client certificate (negative checks)")
@@ -254,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     msa = next((line.split("|") for line in answer.split("\r") if line.startswith("MSA")), ["MSA", ""])
     json.dump({"ack": msa[1], "text": msa[3] if len(msa) > 3 else "", "raw": answer}, sys.stdout)
     print()
-    return 0
+    return 0 if msa[1] == "AA" else 1  # AE/AR: the RIS refused the order (the JSON says why)
 
 
 if __name__ == "__main__":

@@ -59,8 +59,8 @@ def send_order(
     (error_type names the exception; tls_alert the alert the RIS sent, or None)."""
     out = exec_in(
         lab, sender, "python3", HL7, "send", "--patient-id", patient_id, "--patient-name", patient,
-        "--accession", accession, "--modality", modality, "--station", station, *extra, check=not extra,
-    )
+        "--accession", accession, "--modality", modality, "--station", station, *extra, check=False,
+    )  # exit 1 on a refusal (AE/AR, or the TLS front's): the JSON says which, and the caller asserts it
     result: dict[str, Any] = _json(out)
     return result
 
