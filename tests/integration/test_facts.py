@@ -1,4 +1,4 @@
-"""In-host facts through pytest-testinfra's docker backend (ARCHITECTURE section 8), hosts taken from
+"""In-host facts through pytest-testinfra's docker backend (docs/architecture.md section 8), hosts taken from
 the loaded lab definition: listening sockets (TCP and UDP, IPv4 and IPv6) against the flow matrix,
 private key files, the users services run as, and the tools the Orthanc hosts do not carry. Each
 check has its twin: the same comparison, run on a planted deviation, names exactly that deviation.
