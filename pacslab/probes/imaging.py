@@ -30,16 +30,19 @@ def _json(text: str) -> Any:
     return json.loads(lines[-1])
 
 
-def exec_in(lab: Lab, host: str, *argv: str, timeout: float = 180, input: str | None = None, check: bool = True) -> str:
+def exec_in(lab: Lab, host: str, *argv: str, timeout: float = 180, input: str | None = None,
+            check: bool | tuple[int, ...] = True) -> str:
     """Run ``argv`` inside ``host``'s container (stdin from ``input``); its stdout.
 
-    Raises RuntimeError when ``check`` and the command exits non-zero. The message names the host,
+    ``check``: True accepts exit code 0 only, False any, a tuple the exit codes that are answers
+    (hl7.py send: 0 accepted, 1 refused). Raises RuntimeError on any other. The message names the host,
     the program (argv[0] only: arguments may be secrets) and its exit code, with the tail of its
     stderr, every known lab secret redacted (pacslab.redact). Pass credentials on stdin, never in
     argv: a container's argv is visible to every process in it.
     """
     proc = docker("exec", "-i", lab.container_name(host), *argv, check=False, timeout=timeout, input=input)
-    if check and proc.returncode != 0:
+    answers = (0,) if check is True else () if check is False else check
+    if answers and proc.returncode not in answers:
         raise RuntimeError(f"{host}: {argv[0]} exited {proc.returncode}: {redact(proc.stderr.strip()[-800:])}")
     return proc.stdout
 
@@ -59,7 +62,7 @@ def send_order(
     (error_type names the exception; tls_alert the alert the RIS sent, or None)."""
     out = exec_in(
         lab, sender, "python3", HL7, "send", "--patient-id", patient_id, "--patient-name", patient,
-        "--accession", accession, "--modality", modality, "--station", station, *extra, check=False,
+        "--accession", accession, "--modality", modality, "--station", station, *extra, check=(0, 1),
     )  # exit 1 on a refusal (AE/AR, or the TLS front's): the JSON says which, and the caller asserts it
     result: dict[str, Any] = _json(out)
     return result
