@@ -174,18 +174,20 @@ async def _scan(addrs: list[str], ports: range, timeout: float, workers: int = 2
 
     async def worker() -> None:
         for addr, port in todo:
-            sock = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_STREAM)
-            sock.setblocking(False)
+            sock = None
             try:
+                sock = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_STREAM)
+                sock.setblocking(False)
                 async with asyncio.timeout(timeout):
                     await loop.sock_connect(sock, (addr, port))
             except ConnectionRefusedError:
                 continue
-            except OSError as exc:  # TimeoutError too
+            except OSError as exc:  # TimeoutError too; a socket that could not be made is an error
                 found[addr]["dropped" if isinstance(exc, TimeoutError) else "error"].append(port)
                 continue
             finally:
-                sock.close()
+                if sock is not None:
+                    sock.close()
             found[addr]["open"].append(port)
 
     await asyncio.gather(*(worker() for _ in range(workers)))
