@@ -7,7 +7,7 @@ Exit codes (also in the README):
   3  the lab definition was refused (file, key, reason); nothing was changed
   4  this machine lacks something (no Docker engine, no ansible-playbook ...); `pacslab doctor` says what
   5  verify ran and at least one check failed
-  6  another pacslab run (up, down, verify) holds this lab; nothing was changed
+  6  another pacslab run (up, down, verify) holds this lab (/run/lock/pacslab-<lab>.lock); nothing was changed
   130 interrupted
 """
 
@@ -64,22 +64,32 @@ def _load(path: str) -> Lab:
         raise Refused(EXIT_BAD_LAB, f"lab definition {path} refused; nothing was changed:\n{lines}") from exc
 
 
-# Set while a run holds its lab's lock: what it starts (verify's pytest and the `up` a check runs)
-# works under the same lock instead of waiting for itself.
+# Set while a run holds its lab's lock (to the lock file's path): what it starts (verify's pytest,
+# the `up` a check runs) works under the same lock instead of waiting for itself.
 LOCK_ENV = "PACSLAB_LOCK_HELD"
+LOCK_DIR = Path("/run/lock")
+
+
+def lock_path(lab: Lab) -> Path:
+    """One lock per lab name on the machine, whichever checkout drives it (two clones of the
+    repository drive the same containers): /run/lock/pacslab-<lab>.lock, or the lab's state folder
+    where /run/lock is not writable."""
+    if LOCK_DIR.is_dir() and os.access(LOCK_DIR, os.W_OK):
+        return LOCK_DIR / f"pacslab-{lab.name}.lock"
+    return state_dir(lab) / "lock"
 
 
 @contextlib.contextmanager
 def lab_lock(lab: Lab, verb: str) -> Iterator[None]:
-    """One changing run (up, down, verify) per lab at a time: an exclusive flock on
-    .pacslab/<lab>/lock, which names its holder. A second run is refused at once (EXIT_BUSY), before
-    it changes anything; the kernel drops the lock when its holder ends, however it ends."""
-    state = state_dir(lab)
-    if os.environ.get(LOCK_ENV) == str(state):
+    """One changing run (up, down, verify, an integration session) per lab at a time: an
+    exclusive flock on lock_path(lab), whose file names its holder. A second run is refused at once
+    (EXIT_BUSY), before it changes anything; the kernel drops the lock when its holder ends, however
+    it ends. A process started under the lock (LOCK_ENV) runs without taking it again."""
+    path = lock_path(lab)
+    if os.environ.get(LOCK_ENV) == str(path):
         yield
         return
-    state.mkdir(parents=True, exist_ok=True)
-    path = state / "lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -90,11 +100,15 @@ def lab_lock(lab: Lab, verb: str) -> Iterator[None]:
                                  "Wait for it to end (one up, down or verify per lab at a time).") from None
     os.ftruncate(fd, 0)
     os.write(fd, f"pid {os.getpid()} (pacslab {verb}, since {datetime.now(UTC).isoformat(timespec='seconds')})".encode())
-    os.environ[LOCK_ENV] = str(state)
+    outer = os.environ.get(LOCK_ENV)
+    os.environ[LOCK_ENV] = str(path)
     try:
         yield
     finally:
-        os.environ.pop(LOCK_ENV, None)
+        if outer is None:
+            os.environ.pop(LOCK_ENV, None)
+        else:
+            os.environ[LOCK_ENV] = outer
         os.ftruncate(fd, 0)
         os.close(fd)
 
@@ -314,6 +328,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
             "--lab", str(Path(args.lab).resolve()), f"--junitxml={junit}",
             f"--pacslab-results={out / 'results.json'}", *args.pytest_args,
         ]
+        for stale in (out / "results.json", junit, out / "run.json"):  # a run that ends early must not show the last one's
+            stale.unlink(missing_ok=True)
         started = datetime.now(UTC)
         rc = subprocess.run(cmd, cwd=REPO_ROOT, check=False).returncode
         record_verify(out, started, datetime.now(UTC), lifecycle=args.lifecycle, pytest_exit=rc)

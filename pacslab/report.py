@@ -122,14 +122,22 @@ def run_state(record: dict[str, Any] | None, last_up: datetime | None, has_resul
     """The report's header: the verify run (record_verify's record, or None values when none was
     kept), the lab's last successful `up`, and ``stale``: why these results may no longer describe
     the lab ("" when they do): no results, no record of the run, or an `up` after the verify ended."""
-    run = dict.fromkeys(("started", "finished", "seconds", "commit", "dirty", "lifecycle", "pytest_exit"))
-    run.update(record or {})
+    keys = ("started", "finished", "seconds", "commit", "dirty", "lifecycle", "pytest_exit")
+    run: dict[str, Any] = dict.fromkeys(keys)
+    try:  # a record written by another version, or by hand: what cannot be read counts as no record
+        finished = datetime.fromisoformat(record["finished"]) if isinstance(record, dict) else None
+    except (KeyError, TypeError, ValueError):
+        finished = None
+    if finished is None or record is None:
+        record = None
+    else:
+        run.update({k: record.get(k) for k in keys})
     run["last_up"] = last_up.isoformat() if last_up else None
     if not has_results:
         run["stale"] = "no verify results: run `pacslab verify`"
-    elif record is None:
+    elif record is None or finished is None:
         run["stale"] = "the results carry no record of their verify run (when, on which commit)"
-    elif last_up and last_up > datetime.fromisoformat(record["finished"]):
+    elif last_up and last_up > finished:
         run["stale"] = (f"the lab was brought up again at {last_up.isoformat(timespec='seconds')}, after this verify "
                         f"ended ({record['finished'][:19]}): these results describe the lab before that `up`")
     else:

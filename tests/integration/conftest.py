@@ -35,6 +35,14 @@ def state(lab: Lab) -> Path:
     return state_dir(lab)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def lab_held(lab: Lab) -> Iterator[None]:
+    """The session holds the lab's lock (pacslab.cli.lab_lock) when pytest runs on its own; under
+    `pacslab verify` it already does. Another up, down or verify of the lab is refused meanwhile."""
+    with cli.lab_lock(lab, "integration tests"):
+        yield
+
+
 @pytest.fixture(scope="session")
 def running_lab(lab: Lab) -> Lab:
     """The suite brings the lab up when it is down (docs/architecture.md section 8), or when a container

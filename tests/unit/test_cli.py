@@ -3,6 +3,7 @@ lab from any folder, doctor --lab, the shape of status --json, one changing run 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -88,6 +89,7 @@ def test_verify_runs_the_steady_checks_unless_asked_for_the_lifecycle_ones(flags
 
     monkeypatch.setattr(cli, "_require_engine", lambda may_install: None)
     monkeypatch.setattr(cli, "state_dir", lambda lab: tmp_path)
+    monkeypatch.setattr(cli, "LOCK_DIR", tmp_path)  # not the machine's lock: a real verify may hold it
     monkeypatch.setattr(cli.subprocess, "run", fake_run)
     monkeypatch.setattr("pacslab.report.write_report", lambda lab, results, out: (out / "report.html", out / "report.json"))
     recorded: list[dict] = []
@@ -148,32 +150,39 @@ def test_status_json_is_a_structure_a_script_can_use(monkeypatch, tmp_path) -> N
 
 
 def test_a_second_changing_run_on_a_lab_is_refused_while_one_holds_it(tmp_path, monkeypatch) -> None:
+    from dataclasses import replace
+
     from pacslab.topology import load_lab
 
     lab = load_lab(REPO_ROOT / "inventories" / "default")
-    monkeypatch.setattr(cli, "state_dir", lambda lab: tmp_path)
+    monkeypatch.setattr(cli, "LOCK_DIR", tmp_path)
     monkeypatch.delenv(cli.LOCK_ENV, raising=False)
+    env = {k: v for k, v in os.environ.items() if k != cli.LOCK_ENV}
     with cli.lab_lock(lab, "up"):
-        assert "(pacslab up, since" in (tmp_path / "lock").read_text()
+        assert "(pacslab up, since" in (tmp_path / "pacslab-default.lock").read_text()
         # what the holder starts (verify's pytest, its `up`) works under the same lock
         with cli.lab_lock(lab, "up"):
             pass
-        env = {k: v for k, v in __import__("os").environ.items() if k != cli.LOCK_ENV}
+        # another lab has its own lock; leaving it gives the holder's back
+        with cli.lab_lock(replace(lab, name="other"), "up"):
+            assert os.environ[cli.LOCK_ENV] == str(tmp_path / "pacslab-other.lock")
+        assert os.environ[cli.LOCK_ENV] == str(tmp_path / "pacslab-default.lock")
         proc = subprocess.run([sys.executable, "-c", CONTEND, str(tmp_path)], capture_output=True, text=True, env=env, timeout=60)
         assert proc.returncode == cli.EXIT_BUSY, proc.stderr
         assert "lab 'default' is busy: pid" in proc.stderr and "nothing was changed" in proc.stderr
+    assert cli.LOCK_ENV not in os.environ
     # released: the next run takes it
     proc = subprocess.run([sys.executable, "-c", CONTEND, str(tmp_path)], capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 0, proc.stderr
 
 
-# Another process asks for the lock (state_dir pointed at the test's folder), as `pacslab down` would.
+# Another process asks for the lock (the lock folder pointed at the test's), as `pacslab down` would.
 CONTEND = """
 import sys
 from pathlib import Path
 from pacslab import cli
 from pacslab.topology import REPO_ROOT, load_lab
-cli.state_dir = lambda lab: Path(sys.argv[1])
+cli.LOCK_DIR = Path(sys.argv[1])
 try:
     with cli.lab_lock(load_lab(REPO_ROOT / "inventories" / "default"), "down"):
         pass

@@ -158,3 +158,11 @@ def test_the_page_and_document_carry_the_header(tmp_path) -> None:
     assert f"<th>commit</th><td>{run['commit'][:12]}" in page
     assert "<th>tests</th><td>1 passed, 1 failed" in page
     assert "<p class='stale'><strong>Stale:</strong> the lab was brought up again at 2026-11-30T09:10:00+00:00" in page
+
+
+@pytest.mark.parametrize("record", [{}, {"finished": None}, {"finished": "yesterday"}, ["not", "an", "object"]],
+                         ids=["empty", "null-finished", "bad-date", "not-an-object"])
+def test_an_unreadable_run_record_counts_as_none(record) -> None:
+    run = run_state(record, datetime(2026, 11, 30, 9, 10, tzinfo=UTC), True)
+    assert run["stale"] == "the results carry no record of their verify run (when, on which commit)"
+    assert run["started"] is None and run["last_up"] == "2026-11-30T09:10:00+00:00"
