@@ -4,6 +4,8 @@ shared notes), and every docs/ file a source, role or README names exists in the
 from __future__ import annotations
 
 import re
+import subprocess
+from pathlib import Path
 
 from pacslab.topology import REPO_ROOT
 
@@ -13,9 +15,12 @@ OUTSIDE = re.compile("|".join([r"\.\./" + "shared", "shared/" + "reference", "AR
                                "STY" + r"LE(?:\.md|:)", "platform" + "-notes"]))
 
 
-def project_files() -> list:
-    return [p for p in REPO_ROOT.rglob("*") if p.is_file() and not SKIP & set(p.relative_to(REPO_ROOT).parts)
-            and p.suffix in {".py", ".md", ".yml", ".yaml", ".j2", ".cfg", ".toml", ".txt", ".sh", ".conf", ""}]
+def project_files() -> list[Path]:
+    """The repository's files as git lists them (tracked and untracked, not ignored): what a clone holds."""
+    listing = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO_ROOT,
+                             capture_output=True, text=True, check=True).stdout.splitlines()
+    return [REPO_ROOT / name for name in listing if (REPO_ROOT / name).is_file() and not SKIP & set(Path(name).parts)
+            and Path(name).suffix in {".py", ".md", ".yml", ".yaml", ".j2", ".cfg", ".toml", ".txt", ".sh", ".conf", ""}]
 
 
 def test_nothing_points_outside_the_repository() -> None:

@@ -4,22 +4,24 @@ carry a description."""
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import io
 import re
-import subprocess
-import sys
 
 import pytest
-
-from pacslab.topology import REPO_ROOT
 
 TOOLS = ["dicomsim", "hl7", "ca"]
 
 
 def helptext(tool: str, *args: str) -> str:
-    proc = subprocess.run([sys.executable, str(REPO_ROOT / "pacslab" / f"{tool}.py"), *args, "--help"],
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
+    """``<tool> [args] --help``, run in this process (argparse prints and exits 0)."""
+    module = importlib.import_module(f"pacslab.{tool}")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as done:
+        module.main([*args, "--help"])
+    assert done.value.code == 0
+    return out.getvalue()
 
 
 def subcommands(text: str) -> list[str]:
