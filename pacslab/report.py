@@ -11,7 +11,9 @@ Grouped by CSF function and subcategory. A control is
   its tests did);
 - not implemented: the catalogue says so.
 
-Incomplete and not-run controls name the tests that did not run and why (the skip reason).
+Incomplete and not-run controls name the tests that did not run and why (the skip reason). Every
+case of every control is in a collapsible table (test, case id, outcome, what it observed), linked
+from the control's row: for C-ACC-04, each denied zone pair and port with its NFLOG line.
 Result records are the pytest plugin's (pacslab.pytest_plugin): nodeid, control, outcome (passed,
 failed, error, skipped, deselected), seconds, evidence, message.
 """
@@ -172,7 +174,7 @@ def build(lab: Lab, results: list[dict[str, Any]], run: dict[str, Any] | None = 
                 for r in rs if r["outcome"] in FAILED_OUTCOMES
             ][:50],
             "not_run": not_run(rs)[:50],
-            "evidence": [{"test": r["nodeid"], "evidence": r["evidence"]} for r in rs if r["evidence"]][:20],
+            "cases": [_case(r) for r in rs],
         }
 
     functions: dict[str, dict[str, list[str]]] = {}
@@ -200,6 +202,25 @@ def build(lab: Lab, results: list[dict[str, Any]], run: dict[str, Any] | None = 
         "platform_tests": _counts(platform),
         "platform_failures": [{"test": r["nodeid"], "message": r["message"]} for r in platform if r["outcome"] in FAILED_OUTCOMES],
     }
+
+
+def _flat(value: Any, prefix: str = "") -> list[str]:
+    """A test's evidence as ``key=value`` pairs, nested keys joined with dots (nflog.timestamp=...)."""
+    if isinstance(value, dict):
+        return [pair for k, v in value.items() for pair in _flat(v, f"{prefix}{k}.")]
+    text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+    return [f"{prefix.rstrip('.')}={text}" if prefix else text]
+
+
+def _case(result: dict[str, Any]) -> dict[str, str]:
+    """One row of a control's case table: the test, its case (the parametrize id: zone pair, port,
+    host ...), its outcome, and what it observed (its evidence, flattened, at most 600 characters;
+    the message of a failure)."""
+    test, _, case = result["nodeid"].split("::", 1)[-1].partition("[")
+    observed = "; ".join(_flat(result["evidence"])) if result["evidence"] else ""
+    if result["outcome"] not in ("passed",) and result["message"]:
+        observed = f"{result['message']}; {observed}" if observed else result["message"]
+    return {"test": test, "case": case.removesuffix("]"), "outcome": result["outcome"], "observed": observed[:600]}
 
 
 def _counts(results: list[dict[str, Any]]) -> dict[str, int]:
@@ -260,10 +281,11 @@ def render_html(data: dict[str, Any]) -> str:
                 fails += "".join(
                     f"<pre>{_e(n['test'])} ({_e(n['outcome'])}){': ' + _e(n['reason']) if n['reason'] else ''}</pre>" for n in c["not_run"][:10]
                 )
+                cases = f"<br><a href='#cases-{_e(cid)}'>every case</a>" if c["cases"] else ""
                 parts.append(
                     f"<tr><td>{_e(sub)}</td><td>{_e(cid)} {_e(c['title'])}<br><small>SP 800-53: {_e(', '.join(c['sp800_53']))}</small></td>"
                     f"<td><span class='v' style='background:{colour[v]}'>{_e(v)}</span>{extra}</td>"
-                    f"<td>{_e(_tally(c['tests']))}</td><td>{_e(c['proves'])}{fails}</td></tr>"
+                    f"<td>{_e(_tally(c['tests']))}{cases}</td><td>{_e(c['proves'])}{fails}</td></tr>"
                 )
         parts.append("</table>")
     parts.append(
@@ -276,10 +298,21 @@ def render_html(data: dict[str, Any]) -> str:
             f"<tr><td>{_e(f['id'])}</td><td>{_e(', '.join(f['from']))}</td><td>{_e(f['to'])}</td>"
             f"<td>{_e(f['proto'])}/{_e(ports)}</td><td>{_e(f['purpose'])}</td><td>{_e(', '.join(f['csf']))}</td></tr>"
         )
-    parts.append("</table><h2>Evidence</h2>")
+    parts.append("</table><h2>Evidence: every case of every control</h2>"
+                 "<p>One row per test case: the case (zone pair, port, host ...), its outcome and what the "
+                 "check observed (probe outcome, NFLOG line, refusal ...). Open a control to see its cases.</p>")
     for cid, c in data["controls"].items():
-        for ev in c["evidence"]:
-            parts.append(f"<h3>{_e(cid)}: {_e(ev['test'])}</h3><pre>{_e(json.dumps(ev['evidence'], indent=1)[:4000])}</pre>")
+        if not c["cases"]:
+            continue
+        rows = "".join(
+            f"<tr><td>{_e(k['test'])}</td><td>{_e(k['case'])}</td><td>{_e(k['outcome'])}</td><td><small>{_e(k['observed'])}</small></td></tr>"
+            for k in c["cases"]
+        )
+        parts.append(
+            f"<details id='cases-{_e(cid)}'><summary>{_e(cid)} {_e(c['title'])}: {len(c['cases'])} cases "
+            f"({_e(_tally(c['tests']))})</summary><table><tr><th>test</th><th>case</th><th>outcome</th><th>observed</th></tr>"
+            f"{rows}</table></details>"
+        )
     pt = data["platform_tests"]
     parts.append(f"<h2>Platform tests (no control)</h2><p>{_e(_tally(pt))}</p>")
     parts += [f"<pre>{_e(f['test'])}: {_e(f['message'])}</pre>" for f in data["platform_failures"]]

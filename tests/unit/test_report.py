@@ -166,3 +166,26 @@ def test_an_unreadable_run_record_counts_as_none(record) -> None:
     run = run_state(record, datetime(2026, 11, 30, 9, 10, tzinfo=UTC), True)
     assert run["stale"] == "the results carry no record of their verify run (when, on which commit)"
     assert run["started"] is None and run["last_up"] == "2026-11-30T09:10:00+00:00"
+
+
+def test_every_case_of_a_control_is_in_its_table_linked_from_its_row() -> None:
+    """Not 20 samples: each of a control's cases, with what it observed (here 30 denied cases and
+    their NFLOG lines, and a failure with its message)."""
+    denied = [
+        {"nodeid": f"tests/integration/test_segmentation.py::test_denied_flow_is_dropped_and_logged[deny-zone:internet-pacs-tcp{port}]",
+         "control": "C-ACC-04", "outcome": "passed", "seconds": 0.0, "message": "",
+         "evidence": {"outcome": "dropped", "nflog": {"timestamp": f"2026-11-30T08:23:42.{port:06d}", "dest_port": port}}}
+        for port in range(1000, 1030)
+    ]
+    failed = {"nodeid": "tests/integration/test_segmentation.py::test_allowed_flow_connects[allow-F01-mod-ct-pacs-tcp2762]",
+              "control": "C-ACC-04", "outcome": "failed", "seconds": 0.0, "message": "timeout", "evidence": {"outcome": "timeout"}}
+    data = build(LAB, [*denied, failed])
+    assert len(data["controls"]["C-ACC-04"]["cases"]) == 31
+    page = render_html(data)
+    row = next(r for r in page.split("<tr>") if "C-ACC-04 " in r and "class='v'" in r)
+    assert "<a href='#cases-C-ACC-04'>every case</a>" in row
+    table = page.split("<details id='cases-C-ACC-04'>", 1)[1].split("</details>", 1)[0]
+    assert table.count("<tr><td>test_denied_flow_is_dropped_and_logged</td><td>deny-zone:internet-pacs-tcp") == 30
+    assert ("<td>deny-zone:internet-pacs-tcp1007</td><td>passed</td><td><small>outcome=dropped; "
+            "nflog.timestamp=2026-11-30T08:23:42.001007; nflog.dest_port=1007</small></td>") in table
+    assert "<td>allow-F01-mod-ct-pacs-tcp2762</td><td>failed</td><td><small>timeout; outcome=timeout</small></td>" in table
