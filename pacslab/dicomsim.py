@@ -474,8 +474,16 @@ def get(cfg: dict[str, Any], peer: str, study_uid: str, **kw: Any) -> dict[str, 
     return out
 
 
-def worklist(cfg: dict[str, Any], peer: str = "ris", modality: str | None = None, **kw: Any) -> dict[str, Any]:
-    """Modality Worklist C-FIND (PS3.4 K): this station's scheduled procedure steps."""
+def _step(ident: Dataset) -> Dataset:
+    """The first Scheduled Procedure Step of a worklist answer (an empty dataset when there is none)."""
+    steps = ident.get("ScheduledProcedureStepSequence") or []
+    return steps[0] if steps else Dataset()
+
+
+def worklist(cfg: dict[str, Any], peer: str = "ris", modality: str | None = None, broad: bool = False, **kw: Any) -> dict[str, Any]:
+    """Modality Worklist C-FIND (PS3.4 K): this station's scheduled procedure steps. ``broad``: ask
+    for every station's and every modality's (Scheduled Station AE Title and Modality empty, the
+    query a curious or compromised device makes); each item names its station and modality."""
     assoc, out = associate(cfg, peer, [ModalityWorklistInformationFind], **kw)
     out["items"] = []
     if assoc.is_established:
@@ -488,8 +496,8 @@ def worklist(cfg: dict[str, Any], peer: str = "ris", modality: str | None = None
         query.StudyInstanceUID = ""
         query.RequestedProcedureDescription = ""
         step = Dataset()
-        step.Modality = modality or cfg.get("modality", "")
-        step.ScheduledStationAETitle = cfg["ae_title"] if cfg.get("station_filter", True) else ""
+        step.Modality = "" if broad else modality or cfg.get("modality", "")
+        step.ScheduledStationAETitle = "" if broad or not cfg.get("station_filter", True) else cfg["ae_title"]
         step.ScheduledProcedureStepStartDate = ""
         step.ScheduledProcedureStepID = ""
         query.ScheduledProcedureStepSequence = [step]
@@ -504,6 +512,8 @@ def worklist(cfg: dict[str, Any], peer: str = "ris", modality: str | None = None
                         "accession": str(ident.AccessionNumber),
                         "study_uid": str(ident.StudyInstanceUID),
                         "procedure": str(ident.get("RequestedProcedureDescription", "")),
+                        "station": str(_step(ident).get("ScheduledStationAETitle", "")),
+                        "modality": str(_step(ident).get("Modality", "")),
                     }
                 )
         assoc.release()
@@ -647,6 +657,8 @@ def main(argv: list[str] | None = None) -> int:
                            ("find", "C-FIND studies at the peer (Study Root Query/Retrieve - FIND, PS3.4 C)")):
         _conn_args(sub.add_parser(name, help=helptext, description=helptext))
     sub.choices["find"].add_argument("--accession", default="", help="only the study with this Accession Number (0008,0050)")
+    sub.choices["worklist"].add_argument("--broad", action="store_true",
+                                         help="ask for every station's and modality's items (least-privilege checks)")
     p = sub.add_parser("store", help="generate and C-STORE a synthetic series")
     _conn_args(p)
     p.add_argument("--images", type=int, default=3, help="instances in the series")
@@ -695,7 +707,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "echo":
         result = echo(cfg, args.peer, **_kw(args))
     elif args.command == "worklist":
-        result = worklist(cfg, args.peer, **_kw(args))
+        result = worklist(cfg, args.peer, broad=args.broad, **_kw(args))
     elif args.command == "find":
         result = find_studies(cfg, args.peer, args.accession, **_kw(args))
     elif args.command == "store":

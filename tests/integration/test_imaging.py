@@ -498,6 +498,28 @@ def test_only_the_workstation_may_query(running_lab: Lab, clinical: ClinicalRun,
 
 
 @pytest.mark.control("C-ACC-05")
+def test_a_modality_sees_only_its_own_worklist_items(running_lab: Lab, clinical: ClinicalRun, tls_station: str, evidence) -> None:
+    """Least privilege (PR.AC-4): a broad worklist query (no station, no modality: what a curious or
+    compromised device asks) answers only the items scheduled for the calling station's own AE
+    title, while the RIS holds the other stations' items too (read on its disk: the premise that
+    makes an answer without them a filter, not an empty worklist)."""
+    lab = running_lab
+    ris, station = the(lab, "ris_servers"), lab.hosts[tls_station]
+    config = im.json.loads(im.read_from(lab, ris.name, "/etc/pacslab/orthanc/orthanc.json"))
+    held = set(im.exec_in(lab, ris.name, "ls", config["Worklists"]["Database"]).split())
+    others = {clinical.accession[h] for h in clinical.accession if h != station.name}
+    assert others and {f"{a}.wl" for a in others} <= held, f"premise: the RIS holds the other stations' items {sorted(others)}"
+    answer = im.dicomsim(lab, station.name, "worklist", "--peer", ris.name, "--broad")
+    items = answer["items"]
+    evidence.update(station=str(station.ae_title), items=len(items), stations=sorted({i["station"] for i in items}),
+                    other_accessions_held=sorted(others))
+    assert answer["established"], answer
+    assert clinical.accession[station.name] in {i["accession"] for i in items}, "the station's own order is missing"
+    assert {i["station"] for i in items} == {str(station.ae_title)}, "items of other stations were answered"
+    assert not others & {i["accession"] for i in items}
+
+
+@pytest.mark.control("C-ACC-05")
 @pytest.mark.parametrize("registered", [True, False], ids=["registered", "unregistered-ATTACKER"])
 def test_move_goes_only_to_registered_destinations(running_lab: Lab, clinical: ClinicalRun, registered: bool, evidence) -> None:
     """C-MOVE to the reading workstation completes; to an AE title the PACS does not list, it is

@@ -80,6 +80,12 @@ def test_orthanc_peers_and_port_come_from_the_definition(lab: tuple[str, Rendere
     assert (config["DicomAet"], config["DicomPort"]) == PACS_LISTENS[name]
 
 
+def test_the_ris_answers_each_modality_only_its_own_worklist_items(lab: tuple[str, Renderer]) -> None:
+    _, render = lab
+    config = json.loads(render("ris", "orthanc", "orthanc.json.j2", orthanc_admin_password="unused", pacslab_plan={"secrets_dir": "/x"}))
+    assert config["Worklists"] == {"Enable": True, "Database": "/var/lib/orthanc/worklists", "FilterIssuerAet": True}
+
+
 def test_dicom_node_peers_come_from_the_definition(lab: tuple[str, Renderer]) -> None:
     name, render = lab
     legacy = json.loads(render("mod-legacy", "dicom_node", "dicom.json.j2"))["peers"]
