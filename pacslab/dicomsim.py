@@ -563,14 +563,17 @@ def serve_modality(cfg: dict[str, Any], every: float, images: int) -> None:
 
 def serve_storage(cfg: dict[str, Any], port: int, folder: Path, allowed: list[str]) -> None:
     """A storage SCP over mutual TLS (the workstation's C-MOVE destination). Only the AE titles in
-    ``allowed`` may associate; received instances are written as Part 10 files."""
+    ``allowed`` may associate; received instances are written as Part 10 files. A file's name never
+    comes from what was received (a SOP Instance UID of "../../tmp/x" would have written outside the
+    folder): it is the SHA-256 of the SOP Instance UID, so the same instance received twice is one file."""
     folder.mkdir(parents=True, exist_ok=True)
 
     def on_store(event: Any) -> int:
         ds = event.dataset
         ds.file_meta = event.file_meta
-        ds.save_as(folder / f"{ds.SOPInstanceUID}.dcm", enforce_file_format=True)
-        log.info("stored %s from %s", ds.SOPInstanceUID, event.assoc.requestor.ae_title)
+        name = hashlib.sha256(str(ds.SOPInstanceUID).encode()).hexdigest()
+        ds.save_as(folder / f"{name}.dcm", enforce_file_format=True)
+        log.info("stored %r from %s as %s.dcm", str(ds.SOPInstanceUID), event.assoc.requestor.ae_title, name)
         return 0x0000
 
     ae = AE(ae_title=cfg["ae_title"])

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
+import re
 import secrets
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -578,6 +580,61 @@ def test_resending_a_modified_instance_does_not_overwrite(running_lab: Lab, clin
     name = im.orthanc(lab, pacs, f"/instances/{original['id']}/simplified-tags")["PatientName"]
     evidence.update(store=result["stored"] or result["failed"], md5_before=original["md5"], md5_after=after, patient=name)
     assert after == original["md5"] and name == clinical.canary[station.name]
+
+
+def _pacs_events(lab: Lab, pacs: str, kind: str) -> list[dict[str, Any]]:
+    lines = im.read_from(lab, pacs, "/var/log/pacslab/orthanc-events.json").splitlines()
+    return [e for e in map(im.json.loads, lines) if e.get("event") == kind]
+
+
+@pytest.mark.control("C-DAT-03")
+def test_a_uid_that_is_not_a_dicom_uid_is_refused_and_named(running_lab: Lab, evidence) -> None:
+    """PS3.5 9.1: a SOP Instance UID like "../../tmp/x" is refused with 0xC000 (Cannot understand)
+    before it is stored, and a security event names the sender; the PACS holds nothing of it."""
+    lab = running_lab
+    pacs, station = the(lab, "pacs_servers").name, _first_tls_station(lab)
+    uid = f"../../../../tmp/pacslab-{secrets.token_hex(4)}"
+    result = im.dicomsim(lab, station.name, "store", "--images", "1", "--sop-instance-uid", uid)
+    refused = [e for e in _pacs_events(lab, pacs, "invalid-uid-refused") if e.get("uids", {}).get("SOPInstanceUID") == uid]
+    held = im.orthanc(lab, pacs, "/tools/lookup", "POST", uid)
+    evidence.update(statuses=[f"0x{f['status']:04X}" for f in result["failed"]], event=refused[-1:] if refused else None, held=held)
+    assert result["stored"] == [] and [f["status"] for f in result["failed"]] == [0xC000], result
+    assert held == []
+    assert refused and refused[-1]["calling_ae"] == str(station.ae_title), "no security event names the sender"
+
+
+@pytest.mark.control("C-DAT-03")
+def test_a_sop_instance_uid_held_in_another_study_is_refused(running_lab: Lab, evidence) -> None:
+    """A SOP Instance UID names one object everywhere: object A in study S1 is stored (0x0000), a
+    different object B with the same SOP Instance UID in study S2 is refused with 0x0111 (Duplicate
+    SOP Instance), named in a security event; the PACS still holds A alone."""
+    lab = running_lab
+    pacs, station = the(lab, "pacs_servers").name, _first_tls_station(lab)
+    uid = f"1.2.826.0.1.3680043.10.1077.9.{secrets.randbelow(10**18)}"
+    first = im.dicomsim(lab, station.name, "store", "--images", "1", "--sop-instance-uid", uid)
+    second = im.dicomsim(lab, station.name, "store", "--images", "1", "--sop-instance-uid", uid, "--patient-name", "PACSLAB^OTHER")
+    held = [h for h in im.orthanc(lab, pacs, "/tools/lookup", "POST", uid) if h["Type"] == "Instance"]
+    study = im.orthanc(lab, pacs, f"/instances/{held[0]['ID']}/simplified-tags")["StudyInstanceUID"] if held else None
+    refused = [e for e in _pacs_events(lab, pacs, "duplicate-sop-instance-refused") if e.get("sop_instance_uid") == uid]
+    evidence.update(first=[s["status"] for s in first["stored"] + first["failed"]], second=[s["status"] for s in second["stored"] + second["failed"]],
+                    held=len(held), event=refused[-1:] if refused else None)
+    assert [s["status"] for s in first["stored"]] == [0x0000], first
+    a, b = first["stored"][0]["study_uid"], second["failed"][0]["study_uid"] if second["failed"] else None
+    assert b is not None and b != a, f"premise: B is in another study ({second})"
+    assert [f["status"] for f in second["failed"]] == [0x0111] and second["stored"] == [], second
+    assert len(held) == 1 and study == a
+    assert refused and refused[-1]["calling_ae"] == str(station.ae_title) and refused[-1]["held_study_uid"] == a
+
+
+def test_the_workstation_names_no_file_after_a_received_value(running_lab: Lab, clinical: ClinicalRun, evidence) -> None:
+    """The reading workstation's storage service names each file by the SHA-256 of its SOP
+    Instance UID, never by the UID itself (a received "../" would have left the folder)."""
+    lab = running_lab
+    names = im.exec_in(lab, reader(lab).name, "ls", "/var/lib/pacslab/received").split()
+    sop = next(iter(clinical.sent.values()))[0]["sop_instance_uid"]
+    evidence.update(files=len(names), sample=names[:3])
+    assert names and all(re.fullmatch(r"[0-9a-f]{64}\.dcm", n) for n in names), names[:10]
+    assert f"{hashlib.sha256(sop.encode()).hexdigest()}.dcm" in names
 
 
 # ---------------------------------------------------------------------------------------------

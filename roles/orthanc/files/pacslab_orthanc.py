@@ -10,6 +10,7 @@
 """
 
 import json
+import re
 import threading
 import time
 
@@ -29,12 +30,47 @@ def event(kind, **fields):
         log.write(json.dumps(record, sort_keys=True) + "\n")
 
 
-def on_stored(dicom, instance_id):
-    origin = {}
+def _origin(dicom):
     try:
-        origin = {"calling_ae": dicom.GetInstanceRemoteAet(), "origin": str(dicom.GetInstanceOrigin())}
+        return {"calling_ae": dicom.GetInstanceRemoteAet(), "origin": str(dicom.GetInstanceOrigin())}
     except Exception:  # older SDKs lack one of these; the event stays useful without them
-        pass
+        return {}
+
+
+# PS3.5 9.1: a UID is at most 64 characters, numeric components separated by dots, no component
+# with a leading zero. Anything else (a path, a space, a letter) is refused before it is stored.
+UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
+UID_TAGS = ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")
+STATUS_CANNOT_UNDERSTAND = 0xC000  # C-STORE "Error: Cannot understand" (PS3.4 B.2.3)
+STATUS_DUPLICATE_SOP_INSTANCE = 0x0111  # "Duplicate SOP Instance" (PS3.7 C.5)
+
+
+def valid_uid(value):
+    return isinstance(value, str) and len(value) <= 64 and UID.fullmatch(value) is not None
+
+
+def incoming_cstore(dicom):
+    """Before Orthanc stores what a C-STORE brought: refuse invalid UIDs (0xC000) and a SOP
+    Instance UID already held in another study or series (0x0111: a SOP Instance UID names one
+    object everywhere), each with a security event that names the sender. 0 stores it."""
+    tags = json.loads(dicom.GetInstanceSimplifiedJson())
+    invalid = {k: tags.get(k) for k in UID_TAGS if not valid_uid(tags.get(k))}
+    if invalid:
+        event("invalid-uid-refused", uids=invalid, status="0xC000", **_origin(dicom))
+        return STATUS_CANNOT_UNDERSTAND
+    for found in json.loads(orthanc.RestApiPost("/tools/lookup", tags["SOPInstanceUID"])):
+        if found.get("Type") != "Instance":
+            continue
+        held = json.loads(orthanc.RestApiGet(f"/instances/{found['ID']}/simplified-tags"))
+        if (held.get("StudyInstanceUID"), held.get("SeriesInstanceUID")) != (tags["StudyInstanceUID"], tags["SeriesInstanceUID"]):
+            event("duplicate-sop-instance-refused", sop_instance_uid=tags["SOPInstanceUID"], study_uid=tags["StudyInstanceUID"],
+                  held_study_uid=held.get("StudyInstanceUID"), status="0x0111", **_origin(dicom))
+            return STATUS_DUPLICATE_SOP_INSTANCE
+    return 0
+
+
+def on_stored(dicom, instance_id):
+    origin = _origin(dicom)
     tags = json.loads(dicom.GetInstanceSimplifiedJson())
     event("instance-stored", instance=instance_id, sop_instance_uid=tags.get("SOPInstanceUID"),
           accession=tags.get("AccessionNumber"), study_uid=tags.get("StudyInstanceUID"), **origin)
@@ -87,6 +123,7 @@ def on_verify(output, uri, **request):
     output.AnswerBuffer(json.dumps(verify_all()), "application/json")
 
 
+orthanc.RegisterIncomingCStoreInstanceFilter(incoming_cstore)
 orthanc.RegisterOnStoredInstanceCallback(on_stored)
 orthanc.RegisterOnChangeCallback(on_change)
 orthanc.RegisterRestCallback("/pacslab/verify", on_verify)
