@@ -165,6 +165,8 @@ def make_series(order: dict[str, str], modality: str, station_ae: str, images: i
         ds.SOPClassUID = STORAGE[modality]
         ds.SOPInstanceUID = generate_uid(UID_ROOT)
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        if order.get("charset"):  # a name beyond ASCII is stored in the character set the worklist gave it
+            ds.SpecificCharacterSet = order["charset"]
         ds.PatientName = order["patient_name"]
         ds.PatientID = order["patient_id"]
         ds.PatientBirthDate = order.get("birth_date", "")
@@ -506,6 +508,7 @@ def worklist(cfg: dict[str, Any], peer: str = "ris", modality: str | None = None
                 out["items"].append(
                     {
                         "patient_name": str(ident.PatientName),
+                        "charset": str(ident.get("SpecificCharacterSet", "")),  # what the name was sent in (PS3.3 C.12.1.1.2)
                         "patient_id": str(ident.PatientID),
                         "birth_date": str(ident.get("PatientBirthDate", "")),
                         "sex": str(ident.get("PatientSex", "")),

@@ -46,7 +46,29 @@ def role_readme(role: Path) -> str:
             cells = [f"`{name}`", opt.get("type", "str"), default_text, opt.get("description", "")]
             out.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")  # a Jinja filter's | would end the cell
         out.append("")
+    if role.name == "ris":
+        out += mapping_table()
     return "\n".join(out)
+
+
+def mapping_table() -> list[str]:
+    """The RIS's HL7 order -> DICOM worklist mapping, from pacslab.orders.MAPPING (the code that applies it)."""
+    from .orders import MAPPING
+
+    out = [
+        "## HL7 ORM^O01 -> DICOM modality worklist item",
+        "",
+        "After the order-to-worklist mapping of the IHE Radiology Technical Framework (RAD-4 ORM v2.3.1 fields, PS3.4 K.6",
+        "attributes). Each order group (ORC + OBR) of a message becomes one item; a message is scheduled whole or refused",
+        "whole, with an error ACK (MSA AE/AR, ERR with the HL7 table 0357 code and the field). Generated from",
+        "`pacslab/orders.py` (`MAPPING`) by `python -m pacslab.docs`.",
+        "",
+        "| DICOM tag | attribute | HL7 field | rule |",
+        "| --- | --- | --- | --- |",
+    ]
+    out += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in MAPPING]
+    out.append("")
+    return out
 
 
 def expected() -> dict[Path, str]:

@@ -235,7 +235,7 @@ def build_plan(lab: Lab, apt: AptSources | None = None) -> Plan:
 # What the configure plays read besides the plan: roles, playbooks, plugins, the tools the roles
 # copy into hosts, and the lab folder (host and group variables). Secrets are left out: they are
 # generated during the first `up`, and counting them would make the second one converge again.
-CONFIG_SOURCES = ("roles", "playbooks", "plugins", "ansible.cfg", "pacslab/ca.py", "pacslab/dicomsim.py", "pacslab/hl7.py")
+CONFIG_SOURCES = ("roles", "playbooks", "plugins", "ansible.cfg", "pacslab/ca.py", "pacslab/dicomsim.py", "pacslab/orders.py")
 
 
 def config_digest(lab: Lab) -> str:

@@ -1,12 +1,13 @@
 """Probes of the imaging core, run inside lab containers (the source address is the device's own).
 
 Each helper drives a real peer: dicomsim.py on a DICOM node (pynetdicom associations over the
-node's own TLS identity), hl7.py on the order-entry station, Orthanc's REST API through its HTTPS
+node's own TLS identity), orders.py on the order-entry station, Orthanc's REST API through its HTTPS
 front (stunnel) with the lab's generated credentials, the CA tool on ``ca``.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from ..topology import REPO_ROOT, Lab
 
 T = TypeVar("T")
 DICOMSIM = "/usr/local/lib/pacslab/dicomsim.py"
-HL7 = "/usr/local/lib/pacslab/hl7.py"
+ORDERS = "/usr/local/lib/pacslab/orders.py"
 ADMIN = "pacslab-admin"
 
 
@@ -35,7 +36,7 @@ def exec_in(lab: Lab, host: str, *argv: str, timeout: float = 180, input: str | 
     """Run ``argv`` inside ``host``'s container (stdin from ``input``); its stdout.
 
     ``check``: True accepts exit code 0 only, False any, a tuple the exit codes that are answers
-    (hl7.py send: 0 accepted, 1 refused). Raises RuntimeError on any other. The message names the host,
+    (orders.py send: 0 accepted, 1 refused). Raises RuntimeError on any other. The message names the host,
     the program (argv[0] only: arguments may be secrets) and its exit code, with the tail of its
     stderr, every known lab secret redacted (pacslab.redact). Pass credentials on stdin, never in
     argv: a container's argv is visible to every process in it.
@@ -61,10 +62,19 @@ def send_order(
     refuses the connection, {"ack": "", "error": ..., "error_type": "SSLError", "tls_alert": "unknown-ca"}
     (error_type names the exception; tls_alert the alert the RIS sent, or None)."""
     out = exec_in(
-        lab, sender, "python3", HL7, "send", "--patient-id", patient_id, "--patient-name", patient,
+        lab, sender, "python3", ORDERS, "send", "--patient-id", patient_id, "--patient-name", patient,
         "--accession", accession, "--modality", modality, "--station", station, *extra, check=(0, 1),
     )  # exit 1 on a refusal (AE/AR, or the TLS front's): the JSON says which, and the caller asserts it
     result: dict[str, Any] = _json(out)
+    return result
+
+
+def send_raw(lab: Lab, sender: str, messages: list[bytes], connections: str = "one") -> list[dict[str, Any]]:
+    """HL7 messages as bytes from ``sender`` (orders.py send-raw): all on one connection, or with
+    connections="each" each on its own, all at once. One ACK per message, as orders.read_ack reads it
+    ({"ack": "AE", "control_id": ..., "error_code": "100", "error": ...})."""
+    batch = json.dumps({"messages": [base64.b64encode(m).decode() for m in messages], "connections": connections})
+    result: list[dict[str, Any]] = _json(exec_in(lab, sender, "python3", ORDERS, "send-raw", input=batch))
     return result
 
 

@@ -332,7 +332,7 @@ RUNS_AS = (
     RunsAs("/usr/lib/postgresql/", "postgres", "PostgreSQL refuses to run as root"),
     RunsAs("/usr/sbin/Orthanc ", "orthanc", "roles/orthanc: user=orthanc"),
     RunsAs("/usr/bin/stunnel4 ", "stunnel4", "binds its port as root, then setuid/setgid stunnel4 (roles orthanc, ris, dicom_node)"),
-    RunsAs("/usr/bin/python3 /usr/local/lib/pacslab/hl7.py ", "orthanc", "roles/ris: writes worklist files Orthanc reads"),
+    RunsAs("/usr/bin/python3 /usr/local/lib/pacslab/orders.py ", "orthanc", "roles/ris: writes worklist files Orthanc reads"),
     RunsAs("/usr/bin/python3 /usr/local/lib/pacslab/dicomsim.py ", "pacslab-dicom", "roles/dicom_node: user=pacslab-dicom, its own key copy"),
     RunsAs("ulogd", "root", "finding, not fixed yet: the fw's NFLOG collector (its entrypoint execs ulogd without --uid)"),
     RunsAs("sleep infinity", "root", "the ca container's placeholder PID 1: no service, the CA tool runs only through provisioning"),

@@ -421,8 +421,8 @@ REFUSED_SENDERS = {
     "no-client-certificate": ["--no-cert"],
     "rogue-ca": ["--cert", "/tmp/rogue.crt", "--key", "/tmp/rogue.key"],
 }
-# What the RIS's HL7 front (stunnel 5.68, TLS 1.3, requireCert) answers each, as hl7.py reports it
-# (hl7.py waits for the server's verdict before sending, so the alert cannot be lost to a race).
+# What the RIS's HL7 front (stunnel 5.68, TLS 1.3, requireCert) answers each, as orders.py reports it
+# (orders.py waits for the server's verdict before sending, so the alert cannot be lost to a race).
 SENDER_REFUSALS: dict[str, dict[str, Any]] = {
     "no-client-certificate": {"error_type": "SSLError", "tls_alert": "certificate-required"},
     "rogue-ca": {"error_type": "SSLError", "tls_alert": "unknown-ca"},

@@ -1,4 +1,4 @@
-"""The lab's own tools (dicomsim, hl7, ca, run inside the containers) say what each subcommand and
+"""The lab's own tools (dicomsim, orders, ca, run inside the containers) say what each subcommand and
 option does: `--help` lists every subcommand with its help line, and each subcommand's options
 carry a description."""
 
@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-TOOLS = ["dicomsim", "hl7", "ca"]
+TOOLS = ["dicomsim", "orders", "ca"]
 
 
 def helptext(tool: str, *args: str) -> str:

@@ -1,4 +1,4 @@
-"""hl7 send against a TLS 1.3 front that requires a client certificate (as the RIS's stunnel does):
+"""orders.py send against a TLS 1.3 front that requires a client certificate (as the RIS's stunnel does):
 the refused sender reads the server's alert every time, the accepted one gets its ACK.
 
 In TLS 1.3 the server judges the client certificate after the client's handshake is done; a sender
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pacslab import dicomsim, hl7
+from pacslab import dicomsim, orders
 
 from .test_dicomsim import _cfg, pki  # noqa: F401 (the certificates fixture)
 
@@ -37,12 +37,13 @@ def front(pki: Path) -> Iterator[int]:  # noqa: F811
             try:
                 with ctx.wrap_socket(conn, server_side=True) as tls:
                     data = b""
-                    while hl7.FS + hl7.CR not in data:
+                    while orders.FS + orders.CR not in data:
                         chunk = tls.recv(65536)
                         if not chunk:
                             break
                         data += chunk
-                    tls.sendall(hl7.frame(hl7.ack(hl7.unframe(data), "AA")))
+                    block = data[data.index(orders.VT) + 1 : data.index(orders.FS)]
+                    tls.sendall(orders.frame(orders.ack(orders.header(block), "AA").encode()))
             except (ssl.SSLError, OSError):
                 continue
 
@@ -60,10 +61,10 @@ ORDER = {"patient_id": "P1", "patient_name": "PACSLAB^TEST", "accession": "A1", 
 @pytest.mark.parametrize("attempt", range(5))
 def test_a_sender_without_certificate_reads_the_alert(pki: Path, front: int, attempt: int) -> None:  # noqa: F811
     with pytest.raises(ssl.SSLError) as refused:
-        hl7.send("127.0.0.1", front, hl7.build_orm(ORDER, f"{attempt}"), str(pki / "root.crt"), None, None)
+        orders.send("127.0.0.1", front, orders.build_orm(ORDER, f"{attempt}"), str(pki / "root.crt"), None, None)
     assert refused.value.reason == "TLSV13_ALERT_CERTIFICATE_REQUIRED"
 
 
 def test_a_sender_with_its_certificate_gets_the_ack(pki: Path, front: int) -> None:  # noqa: F811
-    answer = hl7.send("127.0.0.1", front, hl7.build_orm(ORDER, "9"), str(pki / "root.crt"), str(pki / "device.crt"), str(pki / "device.key"))
+    answer = orders.send("127.0.0.1", front, orders.build_orm(ORDER, "9"), str(pki / "root.crt"), str(pki / "device.crt"), str(pki / "device.key"))
     assert "\rMSA|AA|" in answer

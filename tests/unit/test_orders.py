@@ -1,0 +1,311 @@
+"""HL7 v2 order intake (pacslab/orders.py) against the inputs real feeds send (issue 10, items 1-5):
+each message goes through ``handle`` (bytes in, ACK bytes out) into a real worklist folder, and the
+worklist files are read back with pydicom. The listener itself is driven over a real TCP socket.
+
+Expected values are written out: the ACK code, the HL7 error code (table 0357), the DICOM values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import hl7
+import pydicom
+import pytest
+
+from pacslab import orders
+
+MSH = "MSH|^~\\&|ORDERS|PACSLAB|RIS|PACSLAB|20261130120000||ORM^O01|{control}|P|2.3"
+PID = "PID|1||{pid}^^^HOSP||{name}||19700101|F"
+GROUP = "ORC|NW|{acc}\rOBR|1|{acc}||CTCHEST^CT chest" + "|" * 14 + "{acc}" + "|" * 6 + "CT" + "|" * 16 + "CT01"
+
+
+def message(*segments: str, control: str = "C1", charset: str = "") -> str:
+    head = MSH.format(control=control) + ("|" * 6 + charset if charset else "")
+    return "\r".join([head, *segments]) + "\r"
+
+
+def order(acc: str = "A1", pid: str = "P1", name: str = "DOE^JANE", control: str = "C1", charset: str = "") -> str:
+    return message(PID.format(pid=pid, name=name), GROUP.format(acc=acc), control=control, charset=charset)
+
+
+def answer(raw: bytes) -> dict[str, str]:
+    """MSA-1, MSA-2, ERR-3.1 and ERR-8 of an ACK, read with the library."""
+    return {k: v for k, v in orders.read_ack(raw.decode("ascii")).items() if k in ("ack", "control_id", "error_code", "error")}
+
+
+def item(folder: Path, acc: str) -> pydicom.Dataset:
+    return pydicom.dcmread(folder / f"{acc}.wl")
+
+
+@pytest.fixture
+def wl(tmp_path: Path) -> Path:
+    return tmp_path / "worklists"
+
+
+# --- the order that should pass, and the mapping (IHE RAD order -> worklist) -------------------------------
+
+
+def test_an_order_is_scheduled_with_every_mapped_value(wl: Path) -> None:
+    raw = message("PID|1||P77^^^HOSP-A||DOE^JOHN^Q^JR^DR||19641231|M", GROUP.format(acc="A77").replace("|CT chest", "|CT chest|LN"))
+    assert answer(orders.handle(raw.encode(), wl)) == {"ack": "AA", "control_id": "C1"}
+    ds = item(wl, "A77")
+    assert "SpecificCharacterSet" not in ds  # ASCII: the default repertoire
+    assert str(ds.PatientName) == "DOE^JOHN^Q^DR^JR"  # XPN suffix^prefix -> PN prefix^suffix
+    assert (ds.PatientID, ds.IssuerOfPatientID, ds.PatientBirthDate, ds.PatientSex) == ("P77", "HOSP-A", "19641231", "M")
+    assert (ds.AccessionNumber, ds.RequestedProcedureID, ds.RequestedProcedureDescription) == ("A77", "A77", "CT chest")
+    step = ds.ScheduledProcedureStepSequence[0]
+    assert (step.Modality, step.ScheduledStationAETitle, step.ScheduledProcedureStepID) == ("CT", "CT01", "A77")
+
+
+def test_an_unknown_sex_becomes_other(wl: Path) -> None:
+    assert answer(orders.handle(order(name="DOE^JANE").replace("|F\r", "|U\r").encode(), wl))["ack"] == "AA"
+    assert item(wl, "A1").PatientSex == "O"
+
+
+# --- item 1: a segment that is only its name ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bare", ["ORC", "PID", "OBR", "ORC|"])
+def test_a_segment_without_fields_gets_an_error_ack(wl: Path, bare: str) -> None:
+    raw = order().replace(bare.rstrip("|") + "|", bare + "\r" + bare.rstrip("|") + "|", 1) if bare != "ORC|" else order().replace("ORC|NW|A1", "ORC|")
+    result = answer(orders.handle(raw.encode(), wl))
+    assert result["ack"] == "AE" and result["error_code"] == "100", result
+    assert f"segment {bare.rstrip('|')} " in result["error"]
+    assert not wl.exists() or not list(wl.iterdir())
+
+
+# --- item 2: two ORC/OBR groups ----------------------------------------------------------------------------
+
+
+def test_every_order_group_of_a_message_is_scheduled(wl: Path) -> None:
+    raw = message(PID.format(pid="P2", name="DOE^JANE"), GROUP.format(acc="A21"), GROUP.format(acc="A22"))
+    assert answer(orders.handle(raw.encode(), wl))["ack"] == "AA"
+    assert sorted(p.name for p in wl.iterdir()) == ["A21.wl", "A22.wl"]
+    assert item(wl, "A21").PatientID == item(wl, "A22").PatientID == "P2"
+    assert item(wl, "A21").StudyInstanceUID != item(wl, "A22").StudyInstanceUID
+
+
+def test_a_message_with_one_taken_accession_schedules_none(wl: Path) -> None:
+    assert answer(orders.handle(order(acc="A32", pid="P31").encode(), wl))["ack"] == "AA"
+    raw = message(PID.format(pid="P3", name="DOE^JANE"), GROUP.format(acc="A31"), GROUP.format(acc="A32"))
+    result = answer(orders.handle(raw.encode(), wl))
+    assert result["ack"] == "AE" and result["error_code"] == "205" and "A32" in result["error"]
+    assert sorted(p.name for p in wl.iterdir()) == ["A32.wl"]
+    assert item(wl, "A32").PatientID == "P31"
+
+
+def test_an_orc_without_its_obr_is_refused(wl: Path) -> None:
+    raw = message(PID.format(pid="P4", name="DOE^JANE"), GROUP.format(acc="A41"), "ORC|NW|A42")
+    result = answer(orders.handle(raw.encode(), wl))
+    assert (result["ack"], result["error_code"]) == ("AE", "100")
+    assert not list(wl.iterdir()) if wl.exists() else True
+
+
+# --- item 3: character sets --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("charset", "codec", "name", "dicom_charset"),
+    [
+        ("8859/1", "latin-1", "MÜLLER^JÖRG", "ISO_IR 100"),
+        ("UNICODE UTF-8", "utf-8", "ΠΑΠΑΔΟΠΟΥΛΟΣ^ΓΙΩΡΓΟΣ", "ISO_IR 192"),
+        ("UNICODE UTF-8", "utf-8", "MÜLLER^JÖRG", "ISO_IR 192"),
+        ("", "ascii", "DOE^JANE", None),
+    ],
+)
+def test_a_name_reaches_the_worklist_exactly_as_sent(wl: Path, charset: str, codec: str, name: str, dicom_charset: str | None) -> None:
+    raw = order(name=name, charset=charset).encode(codec)
+    assert answer(orders.handle(raw, wl))["ack"] == "AA"
+    on_disk = pydicom.dcmread(wl / "A1.wl")
+    assert on_disk.get("SpecificCharacterSet") == dicom_charset
+    assert str(on_disk.PatientName) == name
+
+
+def test_bytes_beyond_ascii_without_msh18_are_refused(wl: Path) -> None:
+    result = answer(orders.handle(order(name="MÜLLER^JÖRG").encode("latin-1"), wl))
+    assert (result["ack"], result["error_code"]) == ("AR", "102")
+    assert "0xdc" in result["error"] and "MSH-18" in result["error"]
+
+
+def test_bytes_that_are_not_the_declared_charset_are_refused(wl: Path) -> None:
+    result = answer(orders.handle(order(name="MÜLLER^JÖRG", charset="UNICODE UTF-8").encode("latin-1"), wl))
+    assert (result["ack"], result["error_code"]) == ("AR", "102")
+
+
+def test_an_unknown_charset_is_refused(wl: Path) -> None:
+    result = answer(orders.handle(order(charset="ISO IR87").encode(), wl))
+    assert (result["ack"], result["error_code"]) == ("AR", "103")
+    assert "'ISO IR87'" in result["error"]
+
+
+# --- item 4: a line feed is data, not a segment end --------------------------------------------------------
+
+
+def test_a_line_feed_in_a_comment_cannot_change_the_patient(wl: Path) -> None:
+    note = "NTE|1||call ward 4 first\nPID|1||EVIL^^^HOSP||INTRUDER^EVE||19990101|M"
+    raw = message(PID.format(pid="P5", name="DOE^JANE"), note, GROUP.format(acc="A5"))
+    assert answer(orders.handle(raw.encode(), wl))["ack"] == "AA"
+    ds = item(wl, "A5")
+    assert (ds.PatientID, str(ds.PatientName)) == ("P5", "DOE^JANE")
+
+
+def test_a_control_character_in_a_mapped_value_is_refused(wl: Path) -> None:
+    result = answer(orders.handle(order(name="DOE^JANE\nPID").encode(), wl))
+    assert (result["ack"], result["error_code"]) == ("AE", "102")
+    assert "PID-5" in result["error"]
+
+
+def test_segments_ended_by_line_feeds_are_one_segment_and_refused(wl: Path) -> None:
+    result = answer(orders.handle(order().replace("\r", "\n").encode(), wl))
+    assert (result["ack"], result["error_code"]) == ("AE", "100")
+
+
+# --- item 5: one accession, many senders at once -----------------------------------------------------------
+
+
+def test_concurrent_orders_for_one_accession_schedule_exactly_one(wl: Path) -> None:
+    raws = [order(acc="A6", pid=f"P6{i}", name=f"RACE^NUMBER{i}", control=f"C6{i}").encode() for i in range(8)]
+    results: list[dict[str, str]] = [{} for _ in raws]
+    start = threading.Barrier(len(raws))
+
+    def send(i: int) -> None:
+        start.wait()
+        results[i] = answer(orders.handle(raws[i], wl))
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(raws))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    accepted = [i for i, r in enumerate(results) if r["ack"] == "AA"]
+    assert len(accepted) == 1, results
+    assert all((r["ack"], r["error_code"]) == ("AE", "205") for i, r in enumerate(results) if i not in accepted)
+    assert item(wl, "A6").PatientID == f"P6{accepted[0]}"
+    assert [p.name for p in wl.iterdir()] == ["A6.wl"]  # nothing staged is left behind
+
+
+# --- values DICOM cannot hold are refused ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("edit", "code", "where"),
+    [
+        (("19700101", "19701345"), "102", "PID-7"),
+        (("|F\r", "|Q\r"), "103", "PID-8"),
+        (("DOE^JANE", "DOE=X^JANE"), "102", "PID-5"),
+        (("DOE^JANE", ""), "101", "PID-5"),
+        (("P1^^^HOSP", ""), "101", "PID-3"),
+        (("|CT|", "|ct|"), "102", "OBR-24"),
+        (("|CT01", "|CT01CT01CT01CT01X"), "102", "OBR-40"),
+        (("|CT01", "|"), "101", "OBR-40"),
+        (("ORC|NW", "ORC|CA"), "103", "ORC-1"),
+        (("A1||||||CT", "A1/../x||||||CT"), "102", "OBR-18"),
+    ],
+    ids=["birth-date", "sex", "name-group", "no-name", "no-patient-id", "modality", "station", "no-station", "cancel", "accession"],
+)
+def test_a_value_dicom_cannot_hold_is_refused(wl: Path, edit: tuple[str, str], code: str, where: str) -> None:
+    raw = order().replace(*edit)
+    result = answer(orders.handle(raw.encode(), wl))
+    assert (result["ack"], result["error_code"]) == ("AE", code), result
+    assert where in result["error"]
+    assert not wl.exists() or not list(wl.iterdir())
+
+
+def test_a_message_that_is_not_an_order_gets_ar_with_its_control_id(wl: Path) -> None:
+    raw = order().replace("ORM^O01", "ADT^A08")
+    assert answer(orders.handle(raw.encode(), wl)) | {"error": ""} == {"ack": "AR", "control_id": "C1", "error_code": "200", "error": ""}
+
+
+@pytest.mark.parametrize("raw", [b"", b"garbage", b"MSH", b"MSH|^~\\&|A|B|RIS|P|1||ADT|7|P|2.3", b"\x00\xff" * 40, b"MSH|^~\\&|" + b"|" * 30])
+def test_no_input_crashes_the_handler(wl: Path, raw: bytes) -> None:
+    result = answer(orders.handle(raw, wl))
+    assert result["ack"] == "AR" and result["error"], result
+
+
+# --- the ACK itself (HL7 v2.5 2.9.2) -----------------------------------------------------------------------
+
+
+def test_the_ack_is_conformant_and_escapes_its_text(wl: Path) -> None:
+    ack = orders.handle(order(charset="X^Y&Z|").encode(), wl).decode("ascii")
+    assert ack.endswith("\r") and ack.count("\r") == 3  # MSH, MSA, ERR, each ended by <CR>
+    msg = hl7.parse(ack)
+    assert [str(s[0]) for s in msg] == ["MSH", "MSA", "ERR"]
+    msh = msg.segment("MSH")
+    assert (str(msh[3]), str(msh[5]), str(msh[9]), str(msh[12])) == ("RIS", "ORDERS", "ACK^O01^ACK", "2.3")
+    assert str(msh[10]) != "C1"  # the ACK's own control id
+    err = msg.segment("ERR")
+    assert len(err) == 9  # the delimiters in the quoted value are escaped, so no field is split
+    assert msg.unescape(str(err[8])) == "character set 'X^Y&Z' (MSH-18) is not supported"
+    assert str(msg.segment("MSA")[1]) == "AR" and str(err[3]) == "103^Table value not found^HL70357"
+    assert str(err[4]) == "E"
+
+
+def test_a_built_order_round_trips_through_the_parser(wl: Path) -> None:
+    sent = {"patient_id": "P|8", "patient_name": "ΠΑΠΑΔΟΠΟΥΛΟΣ^ΓΙΩΡΓΟΣ", "accession": "A8", "modality": "MR", "station": "MR01",
+            "procedure": "MR head & neck | contrast", "birth_date": "19800229", "sex": "F"}
+    raw = orders.encode(orders.build_orm(sent, "C8"))
+    assert b"\n" not in raw and raw.endswith(b"\r")
+    [parsed] = orders.parse_orm(*orders.decode(raw, orders.header(raw)))
+    assert (parsed.patient_id, parsed.patient_name, parsed.procedure, parsed.charset) == (
+        "P|8", "ΠΑΠΑΔΟΠΟΥΛΟΣ^ΓΙΩΡΓΟΣ", "MR head & neck | contrast", "ISO_IR 192")
+
+
+# --- the listener: one connection, many messages -----------------------------------------------------------
+
+
+@pytest.fixture
+def listener(wl: Path) -> Iterator[int]:
+    port_holder = socket.socket()
+    port_holder.bind(("127.0.0.1", 0))
+    port = port_holder.getsockname()[1]
+    port_holder.close()
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(orders.serve("127.0.0.1", port, wl))
+
+    def run() -> None:
+        try:
+            loop.run_until_complete(task)
+        except asyncio.CancelledError:
+            pass
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    yield port
+    loop.call_soon_threadsafe(task.cancel)
+    thread.join(10)
+    loop.close()
+
+
+def _exchange(sock: socket.socket, data: bytes) -> dict[str, str]:
+    sock.sendall(data)
+    got = b""
+    while orders.FS + orders.CR not in got:
+        chunk = sock.recv(65536)
+        assert chunk, "the listener closed the connection"
+        got += chunk
+    return answer(got[got.index(orders.VT) + 1 : got.index(orders.FS)])
+
+
+def test_the_connection_stays_usable_after_a_broken_message(listener: int, wl: Path) -> None:
+    broken = message("ORC", control="C91")
+    with socket.create_connection(("127.0.0.1", listener), timeout=10) as sock:
+        first = _exchange(sock, orders.frame(broken.encode()))
+        assert (first["ack"], first["control_id"], first["error_code"]) == ("AE", "C91", "100")
+        garbage = _exchange(sock, b"no start block" + orders.FS + orders.CR)
+        assert garbage["ack"] == "AR"
+        second = _exchange(sock, orders.frame(order(acc="A92", control="C92").encode()))
+        assert (second["ack"], second["control_id"]) == ("AA", "C92")
+    assert item(wl, "A92").PatientID == "P1"
