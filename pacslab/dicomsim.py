@@ -387,20 +387,70 @@ def echo(cfg: dict[str, Any], peer: str, **kw: Any) -> dict[str, Any]:
     return out
 
 
-def store(cfg: dict[str, Any], peer: str, datasets: list[Dataset], **kw: Any) -> dict[str, Any]:
-    """C-STORE each dataset on one association; the statuses, the fingerprints and the times."""
+# Outcomes of an association attempt after which a modality tries again: the peer was not there
+# (restarting: nothing listens) or the association it had accepted broke without an answer. A
+# rejection, an A-ABORT, a TLS alert or a reset before any answer is the peer's answer: not retried.
+RETRY_OUTCOMES = ("refused", "unreachable", "established")
+RETRIES, BACKOFF = 5, 1.0  # more associations after the first; seconds before the first retry, doubling (1, 2, 4, 8, 16)
+
+
+def _peer_aborted(assoc: Any) -> bool:
+    return any(type(p).__name__ == "A_ABORT_RQ" for p in getattr(assoc, "pacslab_pdus", []))
+
+
+def store(cfg: dict[str, Any], peer: str, datasets: list[Dataset], retries: int = RETRIES, backoff: float = BACKOFF,
+          **kw: Any) -> dict[str, Any]:
+    """C-STORE the datasets as a modality does (PS3.4 B.2): an instance is done once the peer answered
+    it with a status (0x0000 in ``stored``, any other in ``failed``: the peer's answer, never re-sent).
+    An instance left without an answer (the association broke, the peer went away) is kept and sent
+    again on a new association, after ``backoff`` seconds, doubling, at most ``retries`` more times;
+    a rejection, an A-ABORT or a TLS alert ends the attempts. The result: the last association's
+    outcome (associate()), ``stored``/``failed`` per instance with its status, ``unacknowledged`` (the
+    instances never answered), ``attempts`` (per association: outcome, sent, acknowledged, error)."""
     contexts = sorted({str(ds.SOPClassUID) for ds in datasets})
     started = time.monotonic()
-    assoc, out = associate(cfg, peer, contexts, **kw)
-    out["stored"], out["failed"], out["latency_ms"] = [], [], []
-    if assoc.is_established:
-        for ds in datasets:
-            t0 = time.monotonic()
-            status = assoc.send_c_store(ds)
-            out["latency_ms"].append(round((time.monotonic() - t0) * 1000, 2))
-            code = status.Status if status else None
-            (out["stored"] if code == 0 else out["failed"]).append({**fingerprint(ds), "status": code})
-        assoc.release()
+    pending = list(datasets)
+    stored: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    latency: list[float] = []
+    attempts: list[dict[str, Any]] = []
+    out: dict[str, Any] = {}
+    for attempt in range(retries + 1):
+        if attempt:
+            time.sleep(backoff * 2 ** (attempt - 1))
+        try:
+            assoc, out = associate(cfg, peer, contexts, **kw)
+        except Exception as exc:  # noqa: BLE001 (pynetdicom raised instead of reporting: recorded, and tried again)
+            assoc, out = None, {"peer": peer, "established": False, "outcome": "closed", "error": f"{type(exc).__name__}: {exc}"}
+        record: dict[str, Any] = {"outcome": out["outcome"], "sent": 0, "acknowledged": 0}
+        if assoc is not None and assoc.is_established:
+            for ds in list(pending):
+                t0 = time.monotonic()
+                try:
+                    status = assoc.send_c_store(ds)
+                except Exception as exc:  # noqa: BLE001 (the association ended under it: "must be established")
+                    record["error"] = f"{type(exc).__name__}: {exc}"
+                    break
+                record["sent"] += 1
+                code = status.Status if status else None  # an empty status: no answer, the association ended
+                if code is None:
+                    record["error"] = "no answer: the association ended"
+                    break
+                latency.append(round((time.monotonic() - t0) * 1000, 2))
+                pending.remove(ds)
+                record["acknowledged"] += 1
+                (stored if code == 0 else failed).append({**fingerprint(ds), "status": code})
+            if assoc.is_established:
+                assoc.release()
+            if _peer_aborted(assoc):
+                record["outcome"] = "aborted"
+            ended(assoc, out)
+        attempts.append(record)
+        if not pending or record["outcome"] not in RETRY_OUTCOMES:
+            break
+        log.warning("association %d to %s: %s; %d instances not acknowledged, retrying", attempt + 1, peer, record.get("error", record["outcome"]),
+                    len(pending))
+    out.update(stored=stored, failed=failed, unacknowledged=[fingerprint(ds) for ds in pending], attempts=attempts, latency_ms=latency)
     out["seconds"] = round(time.monotonic() - started, 3)
     out["bytes"] = sum(len(ds.PixelData) for ds in datasets)
     return out
@@ -675,6 +725,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sop-instance-uid", help="reuse this SOP Instance UID (overwrite attempts)")
     p.add_argument("--sop-class-uid", help="claim another SOP class (unknown-class checks)")
     p.add_argument("--malformed", action="store_true", help="drop the Study/Series/SOP Instance UIDs (malformed-object checks)")
+    p.add_argument("--retries", type=int, default=RETRIES,
+                   help=f"new associations for instances left without an answer, after {BACKOFF:g} s, doubling (default {RETRIES})")
     p = sub.add_parser("flood", help="open many associations at once (robustness checks)")
     p.add_argument("--peer", default="pacs", help="the peer's name in the node's configuration")
     p.add_argument("--count", type=int, default=20, help="associations opened at once")
@@ -709,6 +761,22 @@ def main(argv: list[str] | None = None) -> int:
         serve_sink(args.port)
         return 0
     cfg = load_config(args.config)
+    try:
+        result = _run(args, cfg)
+    except Exception as exc:  # noqa: BLE001 (a one-shot command always ends with its JSON result)
+        log.exception("%s failed", args.command)
+        result = {"outcome": "error", "error": f"{type(exc).__name__}: {exc}"}
+        json.dump(result, sys.stdout)
+        print()
+        return 1
+    if result:
+        json.dump(result, sys.stdout)
+        print()
+    return 0
+
+
+def _run(args: argparse.Namespace, cfg: dict[str, Any]) -> dict[str, Any]:
+    """The command's JSON result ({} for a service, which runs until stopped)."""
     result: dict[str, Any]
     if args.command == "echo":
         result = echo(cfg, args.peer, **_kw(args))
@@ -727,7 +795,7 @@ def main(argv: list[str] | None = None) -> int:
                 ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = args.sop_class_uid
             if args.malformed:
                 del ds.StudyInstanceUID, ds.SeriesInstanceUID
-        result = store(cfg, args.peer, series, **_kw(args))
+        result = store(cfg, args.peer, series, retries=args.retries, **_kw(args))
     elif args.command == "acquire":
         result = acquire(cfg, args.images, args.accession, **_kw(args))
     elif args.command == "move":
@@ -738,16 +806,14 @@ def main(argv: list[str] | None = None) -> int:
         result = flood(cfg, args.peer, args.count, args.hold)
     elif args.command == "serve-modality":
         serve_modality(cfg, args.every, args.images)
-        return 0
+        return {}
     elif args.command == "serve-storage":
         serve_storage(cfg, args.port, args.folder, args.allow)
-        return 0
+        return {}
     else:
         peer = _peer(cfg, args.peer)
         result = raw_send(peer["host"], int(peer["port"]), bytes.fromhex(args.hex), None if args.cleartext else cfg)
-    json.dump(result, sys.stdout)
-    print()
-    return 0
+    return result
 
 
 if __name__ == "__main__":

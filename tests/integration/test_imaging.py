@@ -805,3 +805,61 @@ def test_revoked_device_is_refused_until_enrolled_again(running_lab: Lab, plan, 
     # only the nodes whose bundles held the victim's anchor (reference lab: PACS, RIS) re-converge, and the victim itself
     assert pacs.name in changed_hosts and changed_hosts <= trusting | {victim.name}, changed_hosts
     assert restored_run.ok and restored["established"]
+
+
+# ---------------------------------------------------------------------------------------------
+# A PACS killed mid-series (changes nothing lasting: supervisor restarts Orthanc)
+
+
+KILLED_SERIES = 120  # instances; the PACS is killed once KILL_AFTER of them are on it
+KILL_AFTER = 30
+
+
+def _store_through_a_kill(lab: Lab, station: Host, retries: int) -> tuple[dict[str, Any], set[str], str]:
+    """mod-* stores a series while Orthanc on the PACS is killed (SIGKILL) once KILL_AFTER instances are
+    on it; (the modality's JSON result, the SOP Instance UIDs the PACS holds afterwards, the accession)."""
+    pacs = the(lab, "pacs_servers").name
+    accession = f"K{secrets.token_hex(4).upper()}"
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(im.dicomsim, lab, station.name, "store", "--images", str(KILLED_SERIES), "--accession", accession,
+                              "--retries", str(retries))
+        study = im.wait_for("the series reaching the PACS", lambda: im.find_study(lab, pacs, accession), timeout=60, every=0.2)[0]
+        im.wait_for(f"{KILL_AFTER} instances on the PACS",
+                    lambda: len(im.orthanc(lab, pacs, f"/studies/{study}/instances")) >= KILL_AFTER, timeout=60, every=0.2)
+        im.exec_in(lab, pacs, "pkill", "-KILL", "-x", "Orthanc")
+        result = running.result(timeout=300)
+    im.wait_for("Orthanc back on the PACS", lambda: im.exec_in(lab, pacs, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                                                               "http://127.0.0.1:8042/system", check=False).strip() == "401", timeout=60)
+    held = {i["MainDicomTags"]["SOPInstanceUID"] for i in im.orthanc(lab, pacs, f"/studies/{study}/instances")}
+    return result, held, accession
+
+
+@pytest.mark.lifecycle
+def test_a_modality_resends_what_a_killed_pacs_did_not_acknowledge(running_lab: Lab, evidence) -> None:
+    """Orthanc killed (SIGKILL) mid-series: the modality keeps every instance left without an answer
+    and sends it again on a new association once supervisor has restarted Orthanc; every instance
+    sent is on the PACS exactly once (one SOP Instance UID, one instance)."""
+    lab = running_lab
+    result, held, _ = _store_through_a_kill(lab, _first_tls_station(lab), retries=5)
+    stored = [s["sop_instance_uid"] for s in result["stored"]]
+    evidence.update(attempts=result["attempts"], stored=len(stored), unacknowledged=len(result["unacknowledged"]), held=len(held))
+    first = result["attempts"][0]
+    assert len(result["attempts"]) >= 2 and first["outcome"] == "established" and first.get("error"), result["attempts"]
+    assert result["unacknowledged"] == [] and result["failed"] == [], result["attempts"]
+    assert len(stored) == len(set(stored)) == KILLED_SERIES
+    assert held == set(stored)
+
+
+@pytest.mark.lifecycle
+def test_without_retries_the_modality_names_what_was_not_acknowledged(running_lab: Lab, evidence) -> None:
+    """The twin, retries off: the one-shot store still ends with its JSON, which names the instances
+    the PACS acknowledged and those it did not; the PACS holds every acknowledged one, and of the
+    others at most the one in flight when Orthanc died."""
+    lab = running_lab
+    result, held, _ = _store_through_a_kill(lab, _first_tls_station(lab), retries=0)
+    stored = {s["sop_instance_uid"] for s in result["stored"]}
+    missing = [u["sop_instance_uid"] for u in result["unacknowledged"]]
+    evidence.update(attempts=result["attempts"], stored=len(stored), unacknowledged=len(missing), held=len(held))
+    assert len(result["attempts"]) == 1 and result["attempts"][0].get("error")
+    assert missing and len(stored) + len(missing) == KILLED_SERIES
+    assert stored <= held and held - stored <= set(missing[:1])

@@ -20,7 +20,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from pynetdicom import AE
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from pacslab import dicomsim
@@ -173,3 +174,68 @@ def test_an_alert_reason_is_named_as_the_alert() -> None:
     local.reason = "WRONG_VERSION_NUMBER"
     assert dicomsim.tls_failure(alert)["tls_alert"] == "certificate-required"
     assert (dicomsim.tls_failure(local)["outcome"], dicomsim.tls_failure(local)["tls_reason"]) == ("tls-error", "WRONG_VERSION_NUMBER")
+
+
+# --- the modality keeps what was not acknowledged (issue 10, item 12) ---------------------------------------
+
+
+@pytest.fixture
+def breaking_scp() -> Iterator[tuple[int, dict[str, int], list[int]]]:
+    """A cleartext CT storage SCP that keeps every instance it receives (SOP Instance UID -> times
+    received) and, on the C-STOREs whose numbers are in ``breaks``, drops the connection before it
+    answers, as a PACS killed mid-series does; (port, received, breaks)."""
+    received: dict[str, int] = {}
+    breaks: list[int] = []
+    count = [0]
+
+    def on_store(event: Any) -> int:
+        uid = str(event.request.AffectedSOPInstanceUID)
+        received[uid] = received.get(uid, 0) + 1
+        count[0] += 1
+        if count[0] in breaks:
+            event.assoc.dul.socket.socket.shutdown(socket.SHUT_RDWR)  # stored, and never acknowledged
+        return 0x0000
+
+    ae = AE(ae_title="PACS")
+    ae.add_supported_context(dicomsim.STORAGE["CT"], ExplicitVRLittleEndian)
+    server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    yield server.server_address[1], received, breaks
+    server.shutdown()
+
+
+def _series(images: int) -> list[Any]:
+    order = {"patient_name": "PACSLAB^RETRY", "patient_id": "P1", "accession": "A1", "study_uid": generate_uid()}
+    return dicomsim.make_series(order, "CT", "CT01", images)
+
+
+def test_instances_left_unanswered_are_sent_again_on_a_new_association(breaking_scp: tuple[int, dict[str, int], list[int]]) -> None:
+    port, received, breaks = breaking_scp
+    breaks += [4, 9]
+    series = _series(12)
+    out = dicomsim.store(_cfg(Path("/nonexistent"), port), "pacs", series, tls="cleartext", backoff=0.05)
+    sent = [str(ds.SOPInstanceUID) for ds in series]
+    assert [s["sop_instance_uid"] for s in out["stored"]] == sent  # each acknowledged once, in order
+    assert out["unacknowledged"] == [] and out["failed"] == []
+    assert [(a["outcome"], a["sent"], a["acknowledged"]) for a in out["attempts"]] == [
+        ("established", 4, 3), ("established", 5, 4), ("established", 5, 5)]
+    # the two in flight when the connection broke reached the SCP twice: the PACS's duplicate handling decides
+    assert received == {u: 2 if u in (sent[3], sent[7]) else 1 for u in sent}
+
+
+def test_without_retries_the_result_names_what_was_not_acknowledged(breaking_scp: tuple[int, dict[str, int], list[int]]) -> None:
+    port, received, breaks = breaking_scp
+    breaks += [4]
+    series = _series(6)
+    out = dicomsim.store(_cfg(Path("/nonexistent"), port), "pacs", series, tls="cleartext", retries=0)
+    sent = [str(ds.SOPInstanceUID) for ds in series]
+    assert [s["sop_instance_uid"] for s in out["stored"]] == sent[:3]
+    assert [u["sop_instance_uid"] for u in out["unacknowledged"]] == sent[3:]
+    assert len(out["attempts"]) == 1 and out["attempts"][0]["error"]
+
+
+def test_a_refusal_is_not_retried(pki: Path, scp: int) -> None:
+    """The SCP knows only CT01: another calling AE title gets an A-ASSOCIATE-RJ, an answer, not an
+    outage; one association, the instance reported as not acknowledged."""
+    out = dicomsim.store(_cfg(pki, scp), "pacs", _series(1), calling="EVILMOD", backoff=0.05)
+    assert [a["outcome"] for a in out["attempts"]] == ["rejected"]
+    assert len(out["unacknowledged"]) == 1 and out["stored"] == []
