@@ -29,6 +29,7 @@ import socket
 import ssl
 import struct
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from typing import Any
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, build_role, evt
+from pynetdicom.association import Association
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     CTImageStorage,
     ModalityWorklistInformationFind,
@@ -111,11 +113,33 @@ def client_context(cfg: dict[str, Any], mode: str = "device", tls_version: str |
     return ctx
 
 
+TLS12_CIPHERS = "ECDHE+AESGCM"  # TLS 1.2: the AEAD suites of BCP 195 (RFC 7525 4.2), as the stunnel fronts offer
+HANDSHAKE_TIMEOUT = 10.0  # seconds an SCP waits for a peer's next handshake bytes before it drops the connection
+
+
+class HandshakeInItsThread(ssl.SSLContext):
+    """pynetdicom's server wraps each accepted socket in the one thread that accepts connections
+    (AssociationServer.get_request): with the handshake done there, one peer that sent the first bytes
+    of a handshake and then nothing kept every other peer from connecting (issue 10, item 9). Here the
+    handshake is deferred to the association's own thread (its first read) and bounded by
+    HANDSHAKE_TIMEOUT seconds of silence."""
+
+    def wrap_socket(self, sock: socket.socket, server_side: bool = False, do_handshake_on_connect: bool = True,  # type: ignore[override]
+                    suppress_ragged_eofs: bool = True, server_hostname: str | None = None, session: ssl.SSLSession | None = None
+                    ) -> ssl.SSLSocket:
+        sock.settimeout(HANDSHAKE_TIMEOUT)
+        return super().wrap_socket(sock, server_side=server_side, do_handshake_on_connect=not server_side and do_handshake_on_connect,
+                                   suppress_ragged_eofs=suppress_ragged_eofs, server_hostname=server_hostname, session=session)
+
+
 def server_context(cfg: dict[str, Any]) -> ssl.SSLContext:
-    """Mutual TLS for an SCP: a client certificate is required and checked against the bundle."""
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=cfg["tls"]["trusted"])
+    """Mutual TLS for an SCP: a client certificate is required and checked against the bundle; each
+    handshake happens in its association's thread, bounded in time (HandshakeInItsThread)."""
+    ctx = HandshakeInItsThread(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_verify_locations(cafile=cfg["tls"]["trusted"])
     ctx.verify_mode = ssl.CERT_REQUIRED
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers(TLS12_CIPHERS)
     ctx.load_cert_chain(cfg["tls"]["cert"], cfg["tls"]["key"])
     return ctx
 
@@ -250,6 +274,10 @@ class _Observer(logging.Handler):
         self.errors: list[BaseException] = []
 
     def emit(self, record: logging.LogRecord) -> None:
+        thread = threading.current_thread()
+        assoc = thread if isinstance(thread, Association) else getattr(thread, "assoc", None)
+        if isinstance(assoc, Association) and assoc.is_acceptor:
+            return  # an SCP of this process (a storage service, a test's peer): not the probe's association
         self.messages.append(record.getMessage())
         if record.exc_info and record.exc_info[1] is not None:
             self.errors.append(record.exc_info[1])
@@ -388,9 +416,14 @@ def echo(cfg: dict[str, Any], peer: str, **kw: Any) -> dict[str, Any]:
 
 
 # Outcomes of an association attempt after which a modality tries again: the peer was not there
-# (restarting: nothing listens) or the association it had accepted broke without an answer. A
+# (restarting: nothing listens, or its TLS front closed the connection, without a reset, because the
+# service behind it was not there), or the association it had accepted broke without an answer. A
 # rejection, an A-ABORT, a TLS alert or a reset before any answer is the peer's answer: not retried.
 RETRY_OUTCOMES = ("refused", "unreachable", "established")
+
+
+def _retry(out: dict[str, Any], record: dict[str, Any]) -> bool:
+    return record["outcome"] in RETRY_OUTCOMES or (record["outcome"] == "closed" and out.get("reset") is False)
 RETRIES, BACKOFF = 5, 1.0  # more associations after the first; seconds before the first retry, doubling (1, 2, 4, 8, 16)
 
 
@@ -446,7 +479,7 @@ def store(cfg: dict[str, Any], peer: str, datasets: list[Dataset], retries: int 
                 record["outcome"] = "aborted"
             ended(assoc, out)
         attempts.append(record)
-        if not pending or record["outcome"] not in RETRY_OUTCOMES:
+        if not pending or not _retry(out, record):
             break
         log.warning("association %d to %s: %s; %d instances not acknowledged, retrying", attempt + 1, peer, record.get("error", record["outcome"]),
                     len(pending))

@@ -23,6 +23,16 @@ PREFIX_SPOOF = "pacslab spoof "
 PREFIX_QUARANTINE = "pacslab quarantine "
 PREFIX_INPUT = "pacslab input "
 PREFIX_HOST = "pacslab host "
+PREFIX_RATE = "pacslab ratelimit "
+# Availability (C-PRT-05, PR.DS-4): per source address, new DICOM connections through the fw are
+# limited in rate (DICOM_RATE, nft limit syntax) and in number held open at once (DICOM_HELD); the
+# excess is dropped and logged. A modality opens one association per series; a flood of 40 at once
+# from one device loses most of its SYNs here while the other devices' traffic passes. DICOM_HELD
+# stays below the associations Orthanc serves at once (roles/orthanc orthanc_dicom_threads, 8): with
+# 12, one flooding modality held all of Orthanc's 4 default threads and another's store took 5.6x longer.
+DICOM_RATE = "10/second burst 20 packets"
+DICOM_HELD = 4
+RUNTIME_SETS = ("dicom_rate", "dicom_held")  # filled by traffic: their elements are state, not configuration
 
 
 def counter_name(flow: Flow) -> str:
@@ -61,6 +71,12 @@ def flow_rules(lab: Lab, flow: Flow) -> list[str]:
     return [f"{match} {proto} dport {ports} {tail}" for proto in protos]
 
 
+def dicom_endpoints(lab: Lab) -> list[str]:
+    """``address . port`` of every DICOM service of the lab (lab_services.dicom), for the rate limits."""
+    return sorted(f"{h.address} . {s.port}" for h in lab.hosts.values() if h.address is not None
+                  for s in h.services if s.name == "dicom" and s.proto == "tcp")
+
+
 def render(lab: Lab) -> str:
     """The complete ruleset for the ``fw`` host, as ``nft -f`` input."""
     nets = ", ".join(str(z.subnet) for z in lab.zones.values())
@@ -81,6 +97,18 @@ def render(lab: Lab) -> str:
         "\tset docker_host {",
         "\t\ttype ipv4_addr",
         f"\t\telements = {{ {gateways} }}",
+        "\t}",
+        "",
+        "\t# Availability (C-PRT-05): sources seen opening DICOM connections, with their rate and held count.",
+        "\tset dicom_rate {",
+        "\t\ttype ipv4_addr",
+        "\t\tflags dynamic",
+        "\t\ttimeout 1m",
+        "\t}",
+        "\tset dicom_held {",
+        "\t\ttype ipv4_addr",
+        "\t\tsize 65535",
+        "\t\tflags dynamic",
         "\t}",
         "",
         "\t# Containment: addresses added here lose every path through the firewall (C-RSP-02).",
@@ -117,6 +145,14 @@ def render(lab: Lab) -> str:
         f'\t\tip daddr @docker_host counter log group {LOG_GROUP} prefix "{PREFIX_HOST}" drop',
         f'\t\tip daddr != @lab_nets counter log group {LOG_GROUP} prefix "{PREFIX_EGRESS}" drop',
     ]
+    dicom = dicom_endpoints(lab)
+    if dicom:
+        to_dicom = f"ip daddr . tcp dport {{ {', '.join(dicom)} }} ct state new"
+        lines += [
+            f"\t\t{to_dicom} update @dicom_rate {{ ip saddr limit rate over {DICOM_RATE} }} counter log group {LOG_GROUP} "
+            f'prefix "{PREFIX_RATE}" drop',
+            f'\t\t{to_dicom} add @dicom_held {{ ip saddr ct count over {DICOM_HELD} }} counter log group {LOG_GROUP} prefix "{PREFIX_RATE}" drop',
+        ]
     for flow in lab.flows:
         lines += [f"\t\t{rule}" for rule in flow_rules(lab, flow)]
     lines += [

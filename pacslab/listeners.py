@@ -20,6 +20,7 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -46,6 +47,15 @@ class ExtraListener:
     proto: str
     port: int
     reason: str
+
+
+def role_default(role: str, name: str, roles_dir: Path = ROLES_DIR) -> Any:
+    """A variable's value in ``roles/<role>/defaults/main.yml``; KeyError naming the file when it is absent."""
+    path = roles_dir / role / "defaults" / "main.yml"
+    defaults = yaml.safe_load(path.read_text()) or {}
+    if name not in defaults:
+        raise KeyError(f"{path}: no {name}")
+    return defaults[name]
 
 
 def declared_extras(role: str, roles_dir: Path = ROLES_DIR) -> tuple[ExtraListener, ...]:

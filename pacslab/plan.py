@@ -143,6 +143,10 @@ class Plan:
     secrets_dir: str  # generated per lab on the controller (git-ignored, 0700), never defaults
     state_dir: str  # the lab's controller-side state (.pacslab/<lab>): logs, converge records
     config_digest: str  # what hosts are configured from; a warm `up` skips hosts converged from the same
+    # container -> the inner ports of its transparent TLS fronts (roles/orthanc: stunnel hands each
+    # DICOM TLS connection to Orthanc with the peer's own address). Packets from these ports are routed
+    # back into the container (policy route, set from outside like the default route), to the front.
+    front_ports: dict[str, list[int]] = field(default_factory=dict)
 
     def to_vars(self) -> dict[str, Any]:
         """Ansible extra vars: the whole plan under one key."""
@@ -229,7 +233,21 @@ def build_plan(lab: Lab, apt: AptSources | None = None) -> Plan:
         secrets_dir=str(REPO_ROOT / ".pacslab" / lab.name / "secrets"),
         state_dir=str(REPO_ROOT / ".pacslab" / lab.name),
         config_digest=config_digest(lab),
+        front_ports=front_ports(lab),
     )
+
+
+def front_ports(lab: Lab) -> dict[str, list[int]]:
+    """The Orthanc hosts whose DICOM TLS is a transparent stunnel front (orthanc_controls, the
+    default): container -> [orthanc_dicom_inner_port] (host variable, else the role's default)."""
+    from .listeners import ROLE_APPLIES, role_default
+
+    ports: dict[str, list[int]] = {}
+    for host in lab.deployed_hosts():
+        hv = lab.host_vars.get(host.name, {})
+        if ROLE_APPLIES["orthanc"](host) and hv.get("orthanc_controls", True) is not False:
+            ports[lab.container_name(host.name)] = [int(hv.get("orthanc_dicom_inner_port", role_default("orthanc", "orthanc_dicom_inner_port")))]
+    return ports
 
 
 # What the configure plays read besides the plan: roles, playbooks, plugins, the tools the roles

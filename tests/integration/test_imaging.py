@@ -382,13 +382,13 @@ def bad_certificates(running_lab: Lab, device: Host) -> dict[str, str]:
 
 
 # Each way a device without a valid certificate tries the PACS, and the refusal it must meet,
-# as dicomsim reports it (pacslab/dicomsim.py refusal()): seen on the reference lab (Orthanc 1.10.1
-# with DCMTK's TLS, OpenSSL 3.0) and written out here.
+# as dicomsim reports it (pacslab/dicomsim.py refusal()): seen on the reference lab (the PACS's DICOM
+# TLS front, stunnel 5.68 with OpenSSL 3.0, before Orthanc 1.10.1) and written out here.
 REFUSED_TRANSPORTS: dict[str, tuple[list[str], dict[str, Any]]] = {
     "no-client-certificate": (["--tls", "nocert"], {"outcome": "tls-alert", "tls_alert": "certificate-required"}),
     "rogue-ca": (["--tls", "{rogue}"], {"outcome": "tls-alert", "tls_alert": "unknown-ca"}),
     "expired-certificate": (["--tls", "{expired}"], {"outcome": "tls-alert", "tls_alert": "certificate-expired"}),
-    "tls-1.1": (["--tls-version", "TLSv1_1"], {"outcome": "tls-alert", "tls_alert": "handshake-failure"}),  # DCMTK: not protocol-version
+    "tls-1.1": (["--tls-version", "TLSv1_1"], {"outcome": "tls-alert", "tls_alert": "protocol-version"}),  # RFC 8446 6.2
     "cleartext": (["--tls", "cleartext"], {"outcome": "closed", "reset": True, "pdus_received": []}),  # no A-ASSOCIATE-AC, a TCP reset
 }
 

@@ -14,7 +14,7 @@ import pytest
 
 from pacslab import cli
 from pacslab.docker import docker
-from pacslab.firewall import render
+from pacslab.firewall import RUNTIME_SETS, render
 from pacslab.plan import Plan
 from pacslab.topology import Lab
 
@@ -22,13 +22,16 @@ pytestmark = pytest.mark.control("C-AST-03")
 
 
 def canonical(listing: str) -> list[dict[str, Any]]:
-    """nft JSON without what changes at run time: handles, counter values, metainfo."""
+    """nft JSON without what changes at run time: handles, counter values, metainfo, the elements
+    traffic puts in the rate-limit sets (pacslab.firewall.RUNTIME_SETS)."""
     out = []
     for obj in json.loads(listing)["nftables"]:
         if "metainfo" in obj:
             continue
         (kind, body), = obj.items()
         body = {k: v for k, v in body.items() if k not in ("handle", "packets", "bytes")}
+        if kind == "set" and body.get("name") in RUNTIME_SETS:
+            body.pop("elem", None)
         if kind == "rule":
             body["expr"] = [e for e in body["expr"] if "counter" not in e or isinstance(e["counter"], str)]
         out.append({kind: body})

@@ -46,7 +46,13 @@ def test_the_host_is_dropped_and_logged_after_the_replies_and_before_every_flow(
         HOST_DROP,
         'ip daddr != @lab_nets counter log group 1 prefix "pacslab egress " drop',
     ]
-    assert all("counter name" in r for r in chain[7:-1])
+    # then the per-source DICOM limits (C-PRT-05), then one accept per flow, then the logged drop
+    dicom = ("ip daddr . tcp dport { 10.77.20.10 . 2762, 10.77.40.10 . 2762, 10.77.40.11 . 2762, 10.77.40.12 . 2762 } ct state new")
+    assert chain[7:9] == [
+        f'{dicom} update @dicom_rate {{ ip saddr limit rate over 10/second burst 20 packets }} counter log group 1 prefix "pacslab ratelimit " drop',
+        f'{dicom} add @dicom_held {{ ip saddr ct count over 4 }} counter log group 1 prefix "pacslab ratelimit " drop',
+    ]
+    assert all("counter name" in r for r in chain[9:-1])
 
 
 def test_a_flow_to_a_whole_zone_comes_after_the_host_drop() -> None:

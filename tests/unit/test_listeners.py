@@ -20,12 +20,12 @@ loaded = functools.cache(load_lab)  # the repository's labs, read once (Ansible'
 # to the PACS, F04 (2762, inside the datacenter) and F05c (443) to the VNA, F02 (2762) and F03
 # (2575) to the RIS (no flow reaches its 443: that front listens on loopback), F06 (2762) to the
 # workstation, F14 (104, 105, inside the legacy segment) to the gateway; Orthanc's HTTP port 8042
-# on the three Orthanc hosts (declared by the role); F08b/F08c (22) are planned services; F12/F12b
+# and its DICOM port behind the TLS front, 4242, on the three Orthanc hosts (declared by the role); F08b/F08c (22) are planned services; F12/F12b
 # (any port, the scanner's) name no listener; nothing ends at fw, ca, ws-tech or the modalities.
 REFERENCE = {
-    "pacs": {("tcp", 443), ("tcp", 2762), ("tcp", 8042)},
-    "vna": {("tcp", 443), ("tcp", 2762), ("tcp", 8042)},
-    "ris": {("tcp", 2575), ("tcp", 2762), ("tcp", 8042)},
+    "pacs": {("tcp", 443), ("tcp", 2762), ("tcp", 4242), ("tcp", 8042)},
+    "vna": {("tcp", 443), ("tcp", 2762), ("tcp", 4242), ("tcp", 8042)},
+    "ris": {("tcp", 2575), ("tcp", 2762), ("tcp", 4242), ("tcp", 8042)},
     "ws-rad": {("tcp", 2762)},
     "ovl-gw": {("tcp", 104), ("tcp", 105)},
     "ws-tech": set(),
@@ -70,7 +70,7 @@ def test_a_flow_to_a_zone_gives_every_host_of_the_zone_the_port(lab_copy: Path) 
     _add_flow(lab_copy, {"id": "F90", "from": ["zone:clinical"], "to": "zone:datacenter", "proto": "tcp", "ports": [9090], "purpose": "t"},
               {h: {"t": 9090} for h in ("pacs", "vna", "ris")})
     lab = load_lab(lab_copy)
-    assert expected_listeners(lab, "ris") == {("tcp", 2575), ("tcp", 2762), ("tcp", 8042), ("tcp", 9090)}
+    assert expected_listeners(lab, "ris") == {("tcp", 2575), ("tcp", 2762), ("tcp", 4242), ("tcp", 8042), ("tcp", 9090)}
     assert expected_listeners(lab, "ws-rad") == {("tcp", 2762)}  # the source zone gains nothing
 
 
@@ -80,12 +80,13 @@ def test_a_udp_flow_is_a_udp_listener(lab_copy: Path) -> None:
     assert expected_listeners(load_lab(lab_copy), "ws-rad") == {("tcp", 2762), ("udp", 11112), ("udp", 11113)}
 
 
-def test_orthanc_declares_its_http_port_with_a_reason() -> None:
+def test_orthanc_declares_its_http_and_inner_dicom_ports_with_a_reason() -> None:
     extras = declared_extras("orthanc")
     defaults = yaml.safe_load((REPO_ROOT / "roles" / "orthanc" / "defaults" / "main.yml").read_text())
-    assert [(e.proto, e.port) for e in extras] == [("tcp", 8042)]
-    assert extras[0].port == defaults["orthanc_http_port"]
-    assert "1.10.1" in extras[0].reason and "401" in extras[0].reason
+    assert [(e.proto, e.port) for e in extras] == [("tcp", 4242), ("tcp", 8042)]
+    assert (extras[0].port, extras[1].port) == (defaults["orthanc_dicom_inner_port"], defaults["orthanc_http_port"])
+    assert "1.10.1" in extras[0].reason and "front" in extras[0].reason
+    assert "1.10.1" in extras[1].reason and "401" in extras[1].reason
     assert declared_extras("dicom_node") == () and declared_extras("ris") == ()
 
 
@@ -131,8 +132,8 @@ def test_compare_names_what_is_extra_and_what_is_missing() -> None:
 ALT_LAB = REPO_ROOT / "tests" / "labs" / "alt"
 # The second lab, read off its flows.yml by hand: DICOM on 11112, HL7 on 2577, the gateway on 4104/4105.
 ALT = {
-    "pacs": {("tcp", 443), ("tcp", 11112), ("tcp", 8042)},
-    "ris": {("tcp", 2577), ("tcp", 11112), ("tcp", 8042)},
+    "pacs": {("tcp", 443), ("tcp", 11112), ("tcp", 4242), ("tcp", 8042)},
+    "ris": {("tcp", 2577), ("tcp", 11112), ("tcp", 4242), ("tcp", 8042)},
     "ws-rad": {("tcp", 11112)},
     "ovl-gw": {("tcp", 4104), ("tcp", 4105)},
     "mod-ct": set(),
@@ -151,5 +152,5 @@ def test_flows_and_lab_services_agree(lab_path: Path) -> None:
     would show here even if the loader let it through)."""
     lab = loaded(lab_path)
     for h in lab.deployed_hosts():
-        declared = {(s.proto, s.port) for s in h.services} | ({("tcp", 8042)} if h.image == "orthanc" else set())
+        declared = {(s.proto, s.port) for s in h.services} | ({("tcp", 4242), ("tcp", 8042)} if h.image == "orthanc" else set())
         assert expected_listeners(lab, h.name) == declared, h.name

@@ -61,7 +61,9 @@ PACS_PEERS = {
     "alt": {"CTSCAN9": ("10.66.30.10", 104), "MRSCAN9": ("10.66.30.11", 104), "OLDCT9": ("10.66.31.20", 104),
             "READ7": ("10.66.20.10", 11112), "LONGTERM": ("10.66.40.11", 11112)},
 }
-PACS_LISTENS = {"default": ("PACS", 2762), "alt": ("ARCHIVE", 11112)}
+# Orthanc's own DICOM port is the front's inner port; the front (stunnel) accepts TLS on the lab's.
+PACS_LISTENS = {"default": ("PACS", 4242), "alt": ("ARCHIVE", 4242)}
+PACS_FRONT = {"default": ("0.0.0.0:2762", "10.77.40.10:4242"), "alt": ("0.0.0.0:11112", "10.66.40.10:4242")}
 LEGACY_PEERS = {  # the legacy device reaches both through its gateway's cleartext ports
     "default": {"pacs": ("10.77.31.20", 104, "PACS"), "ris": ("10.77.31.20", 105, "RIS")},
     "alt": {"pacs": ("10.66.31.20", 4104, "ARCHIVE"), "ris": ("10.66.31.20", 4105, "WORKLIST")},
@@ -78,6 +80,15 @@ def test_orthanc_peers_and_port_come_from_the_definition(lab: tuple[str, Rendere
     config = json.loads(render("pacs", "orthanc", "orthanc.json.j2", orthanc_admin_password="unused", pacslab_plan={"secrets_dir": "/x"}))
     assert {ae: (m["Host"], m["Port"]) for ae, m in config["DicomModalities"].items()} == PACS_PEERS[name]
     assert (config["DicomAet"], config["DicomPort"]) == PACS_LISTENS[name]
+    assert config["DicomTlsEnabled"] is False and config["DicomCheckModalityHost"] is True
+
+
+def test_the_dicom_front_accepts_the_lab_port_and_hands_over_transparently(lab: tuple[str, Renderer]) -> None:
+    name, render = lab
+    conf = dict(line.split(" = ", 1) for line in render("pacs", "orthanc", "stunnel-dicom.conf.j2").splitlines() if " = " in line)
+    assert (conf["accept"], conf["connect"]) == PACS_FRONT[name]
+    assert (conf["transparent"], conf["requireCert"], conf["verifyChain"], conf["sslVersionMin"]) == ("source", "yes", "yes", "TLSv1.2")
+    assert conf["ciphers"] == "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384"
 
 
 def test_the_ris_answers_each_modality_only_its_own_worklist_items(lab: tuple[str, Renderer]) -> None:

@@ -1,0 +1,205 @@
+"""The DICOM TLS listeners (issue 10, items 9 and 10): a stalled peer cannot stop the others, and
+every DICOM TLS port speaks TLS 1.2 with the BCP 195 AEAD suites and TLS 1.3, and nothing older.
+
+Each listener is probed from a host that the lab's flows let reach it, with that host's own lab
+certificate: the PACS and the RIS worklist from the modalities, the VNA and the reading workstation
+from the PACS (their only peer). Independent clients: OpenSSL's s_client, DCMTK's echoscu with each of
+its TLS profiles, and pynetdicom (dicomsim) capped at TLS 1.2. Expected outcomes are written out.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from pacslab.firewall import PREFIX_RATE
+from pacslab.probes import imaging as im
+from pacslab.probes import segmentation as seg
+from pacslab.probes import standins
+from pacslab.topology import Host, Lab
+
+from .test_imaging import reader, the, tls_stations
+
+TLS = "/etc/pacslab/tls"  # every enrolled node's key, chain and trust bundle (roles/pki)
+STALL_HOLD = 40  # seconds the stalling peer waits for the listener to cut it; the fronts cut after 10
+
+# A ClientHello's record and handshake headers, cut short: the first bytes of a handshake, then nothing.
+STALL = """
+import json, socket, sys, time
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+s.sendall(bytes.fromhex("1603010200010001fc0303"))
+s.settimeout(float(sys.argv[3]))
+start = time.monotonic()
+try:
+    data = s.recv(4096)
+    print(json.dumps({"cut": True, "after": round(time.monotonic() - start, 1), "first_byte": data[:1].hex()}))
+except ConnectionResetError:
+    print(json.dumps({"cut": True, "after": round(time.monotonic() - start, 1), "first_byte": "reset"}))
+except TimeoutError:
+    print(json.dumps({"cut": False, "after": round(time.monotonic() - start, 1)}))
+"""
+
+
+def listeners(lab: Lab) -> dict[str, tuple[Host, Host, Host]]:
+    """listener -> (its host, the peer that stalls, the peer that must still be served)."""
+    pacs, vna, ris, ws = the(lab, "pacs_servers"), the(lab, "vna_servers"), the(lab, "ris_servers"), reader(lab)
+    first, second = tls_stations(lab)[:2]
+    return {"pacs": (pacs, second, first), "ris-worklist": (ris, second, first), "vna": (vna, pacs, pacs), "ws-rad-storage": (ws, pacs, pacs)}
+
+
+def _served(lab: Lab, server: Host, client: Host) -> dict[str, Any]:
+    """A fresh association from ``client`` to ``server``: dicomsim from a modality, else the PACS's own
+    C-ECHO (Orthanc's REST /modalities/<AE>/echo, which answers {} on success)."""
+    if client.image == "dicom":
+        peer = "ris" if "ris_servers" in server.groups else "pacs"
+        return im.dicomsim(lab, client.name, "echo", "--peer", peer)
+    out = im.exec_in(lab, client.name, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "30", "--cacert", f"{TLS}/root.pem",
+                     "--resolve", f"{client.name}:443:127.0.0.1", "-K", "-", "-X", "POST", "--data-binary", "{}",
+                     f"https://{client.name}/modalities/{server.ae_title}/echo", input=im.curl_user(lab, client.name))
+    return {"outcome": "established" if out.strip() == "200" else f"http {out.strip()}", "status": "0x0000" if out.strip() == "200" else None}
+
+
+@pytest.mark.control("C-PRT-05")
+@pytest.mark.parametrize("listener", ["pacs", "ris-worklist", "vna", "ws-rad-storage"])
+def test_a_stalled_handshake_does_not_stop_other_peers(running_lab: Lab, listener: str, evidence) -> None:
+    """Item 9: a peer sends the first bytes of a TLS handshake and then nothing. Another peer's new
+    association is still answered (C-ECHO 0x0000) while the stall is held, and the listener cuts the
+    stalled connection by itself (it closes it, with or without an alert, before STALL_HOLD)."""
+    lab = running_lab
+    server, staller, client = listeners(lab)[listener]
+    port = str(server.dicom_port)
+    with ThreadPoolExecutor(1) as pool:
+        stall = pool.submit(im.exec_in, lab, staller.name, "python3", "-c", STALL, str(server.address), port, str(STALL_HOLD),
+                            timeout=STALL_HOLD + 30)
+        time.sleep(1.5)  # the stall is in place
+        served = _served(lab, server, client)
+        held = json.loads(stall.result().strip().splitlines()[-1])
+    evidence.update(listener=listener, staller=staller.name, client=client.name, served=served.get("outcome"), stall=held)
+    assert (served["outcome"], served["status"]) == ("established", "0x0000"), served
+    assert held["cut"] and held["first_byte"] in ("", "15", "reset"), held  # closed, a TLS alert record, or a reset
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 10: TLS versions and suites per DICOM TLS port (DICOM PS3.15 B.12, BCP 195)
+
+AEAD = ["ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384"]  # the lab's keys are ECDSA P-256
+NOT_AEAD = ["ECDHE-ECDSA-AES128-SHA256", "ECDHE-ECDSA-AES128-SHA"]  # CBC with SHA-256, CBC with SHA-1
+# case -> (s_client arguments, what OpenSSL must report): the negotiated version and suite, or the alert.
+OPENSSL_CASES: dict[str, tuple[list[str], dict[str, str]]] = {
+    **{f"tls1.2-{c}": (["-tls1_2", "-cipher", c], {"protocol": "TLSv1.2", "cipher": c}) for c in AEAD},
+    **{f"tls1.2-{c}": (["-tls1_2", "-cipher", c], {"alert": "handshake failure"}) for c in NOT_AEAD},
+    "tls1.3": (["-tls1_3"], {"protocol": "TLSv1.3"}),
+    "tls1.1": (["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"], {"alert": "protocol version"}),
+    "tls1.0": (["-tls1", "-cipher", "DEFAULT@SECLEVEL=0"], {"alert": "protocol version"}),
+}
+
+
+def _s_client(lab: Lab, client: Host, server: Host, args: list[str]) -> dict[str, str]:
+    out = im.exec_in(lab, client.name, "sh", "-c", 'openssl s_client "$@" </dev/null 2>&1; true', "s_client", "-brief",
+                     "-connect", f"{server.address}:{server.dicom_port}", "-servername", server.name, "-cert", f"{TLS}/chain.pem",
+                     "-key", f"{TLS}/node.key", "-CAfile", f"{TLS}/trusted.pem", *args, timeout=60)
+    seen: dict[str, str] = {}
+    if m := re.search(r"^Protocol version: (\S+)", out, re.M):
+        seen["protocol"] = m[1]
+    if m := re.search(r"^Ciphersuite: (\S+)", out, re.M):
+        seen["cipher"] = m[1]
+    if m := re.search(r"alert ([a-z ]+?)(?::|\n| \(|$)", out, re.M):
+        seen["alert"] = m[1].strip()
+    return seen
+
+
+@pytest.mark.control("C-DAT-02")
+@pytest.mark.parametrize("case", list(OPENSSL_CASES))
+@pytest.mark.parametrize("listener", ["pacs", "ris-worklist", "vna", "ws-rad-storage"])
+def test_a_dicom_tls_port_speaks_tls_1_2_with_aead_and_1_3_only(running_lab: Lab, listener: str, case: str, evidence) -> None:
+    lab = running_lab
+    server, _, client = listeners(lab)[listener]
+    args, expected = OPENSSL_CASES[case]
+    seen = _s_client(lab, client, server, args)
+    evidence.update(listener=listener, client=client.name, seen=seen)
+    assert {k: seen.get(k) for k in expected} == expected, seen
+
+
+@pytest.mark.control("C-DAT-02")
+@pytest.mark.parametrize("listener", ["pacs", "ris-worklist"])
+def test_pynetdicom_capped_at_tls_1_2_is_answered(running_lab: Lab, listener: str, evidence) -> None:
+    """A modality whose TLS stops at 1.2 (many installed ones) associates and is answered."""
+    lab = running_lab
+    server, _, client = listeners(lab)[listener]
+    result = im.dicomsim(lab, client.name, "echo", "--peer", "ris" if listener == "ris-worklist" else "pacs", "--tls-version", "TLSv1_2")
+    evidence.update(listener=listener, outcome=result["outcome"], tls=result.get("tls_version"))
+    assert (result["outcome"], result.get("tls_version"), result.get("status")) == ("established", "TLSv1.2", "0x0000"), result
+
+
+# DCMTK 3.6.7's echoscu (/usr/bin: pynetdicom's own echoscu is first on PATH) with each of its TLS
+# profiles: the three BCP 195 ones are answered, the AES profile (TLS_RSA with CBC) and the null
+# profile (no encryption) are refused. What it printed (-d), written out.
+DCMTK_PROFILES: dict[str, dict[str, str]] = {
+    "+py": {"result": "Received Echo Response (Success)", "protocol": "TLSv1.3"},  # non-downgrading BCP 195, the default
+    "+px": {"result": "Received Echo Response (Success)", "protocol": "TLSv1.3"},  # BCP 195
+    "+pz": {"result": "Received Echo Response (Success)", "protocol": "TLSv1.2"},  # extended BCP 195: TLS 1.2, four AEAD suites
+    "+pa": {"result": "TLS error: sslv3 alert handshake failure"},  # AES profile: TLS_RSA_WITH_AES_128_CBC_SHA
+    "+pn": {"result": "TLS error: sslv3 alert handshake failure"},  # authenticated, unencrypted
+}
+
+
+@pytest.mark.control("C-DAT-02")
+@pytest.mark.parametrize("profile", list(DCMTK_PROFILES))
+@pytest.mark.parametrize("listener", ["pacs", "ris-worklist"])
+def test_dcmtk_tls_profiles(running_lab: Lab, listener: str, profile: str, evidence) -> None:
+    lab = running_lab
+    server, _, client = listeners(lab)[listener]
+    out = im.exec_in(lab, client.name, "sh", "-c", '/usr/bin/echoscu "$@" 2>&1', "echoscu", "-d", "-aet", str(client.ae_title),
+                     "-aec", str(server.ae_title), "+tls", f"{TLS}/node.key", f"{TLS}/chain.pem", "+cf", f"{TLS}/trusted.pem", profile,
+                     str(server.address), str(server.dicom_port), check=False, timeout=60)
+    seen = {"result": next((r for r in ("Received Echo Response (Success)", "TLS error: sslv3 alert handshake failure") if r in out), "")}
+    if m := re.search(r"Protocol\s+: (\S+)", out):
+        seen["protocol"] = m[1]
+    if m := re.search(r"Ciphersuite : ([^\s,]+)", out):
+        seen["cipher"] = m[1]
+    evidence.update(listener=listener, profile=profile, seen=seen)
+    expected = DCMTK_PROFILES[profile]
+    assert {k: seen.get(k) for k in expected} == expected, out[-1500:]
+    if seen.get("protocol") == "TLSv1.2":
+        assert seen["cipher"] in ("ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384"), seen
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 11: an association flood from one modality (C-PRT-05)
+
+FLOOD = 40  # associations opened at once by the flooding modality
+FLOOD_HOLD = 5  # seconds each is held
+SERIES = 20  # instances the other modality stores meanwhile
+
+
+@pytest.mark.control("C-PRT-05")
+def test_a_flood_from_one_modality_is_limited_and_logged_while_another_stores(running_lab: Lab, evidence) -> None:
+    """One modality opens FLOOD associations at once to the PACS while another stores a series: the
+    fw drops the flooding source's excess SYNs with the rate-limit prefix (PREFIX_RATE, its NFLOG
+    line names the source), never the other's; the other modality's series is stored in full on its
+    first association (no retry needed). The time ratio to an unflooded store is bench/availability.py's."""
+    lab = running_lab
+    steady, flooder = tls_stations(lab)[:2]
+    offset = standins.drop_log_size(lab)
+    with ThreadPoolExecutor(1) as pool:
+        flood = pool.submit(im.dicomsim, lab, flooder.name, "flood", "--count", str(FLOOD), "--hold", str(FLOOD_HOLD))
+        time.sleep(0.5)
+        stored = im.dicomsim(lab, steady.name, "store", "--images", str(SERIES), "--accession", f"FLOOD{int(time.time()) % 10**6}")
+        flooded = flood.result()
+    entries = im.wait_for("the fw's rate-limit lines", lambda: [e for e in seg.parse_drop_log(standins.read_drop_log(lab, offset))
+                                                                if e.get("oob.prefix") == PREFIX_RATE] or None, timeout=15, every=1)
+    sources = {e.get("src_ip") for e in entries}
+    evidence.update(flood=flooded, stored=len(stored["stored"]), attempts=stored["attempts"], seconds=stored["seconds"],
+                    rate_limited_sources=sorted(str(s) for s in sources), lines=len(entries))
+    assert sources == {str(flooder.address)}, sources
+    assert {e.get("dest_port") for e in entries} == {server_port(lab)}
+    assert len(stored["stored"]) == SERIES and stored["unacknowledged"] == [] and len(stored["attempts"]) == 1, stored["attempts"]
+
+
+def server_port(lab: Lab) -> int:
+    return int(the(lab, "pacs_servers").dicom_port or 0)
