@@ -420,11 +420,11 @@ def echo(cfg: dict[str, Any], peer: str, **kw: Any) -> dict[str, Any]:
 # service behind it was not there), or the association it had accepted broke without an answer. A
 # rejection, an A-ABORT, a TLS alert or a reset before any answer is the peer's answer: not retried.
 RETRY_OUTCOMES = ("refused", "unreachable", "established")
+RETRIES, BACKOFF = 5, 1.0  # more associations after the first; seconds before the first retry, doubling (1, 2, 4, 8, 16)
 
 
 def _retry(out: dict[str, Any], record: dict[str, Any]) -> bool:
     return record["outcome"] in RETRY_OUTCOMES or (record["outcome"] == "closed" and out.get("reset") is False)
-RETRIES, BACKOFF = 5, 1.0  # more associations after the first; seconds before the first retry, doubling (1, 2, 4, 8, 16)
 
 
 def _peer_aborted(assoc: Any) -> bool:
@@ -453,7 +453,7 @@ def store(cfg: dict[str, Any], peer: str, datasets: list[Dataset], retries: int 
             time.sleep(backoff * 2 ** (attempt - 1))
         try:
             assoc, out = associate(cfg, peer, contexts, **kw)
-        except Exception as exc:  # noqa: BLE001 (pynetdicom raised instead of reporting: recorded, and tried again)
+        except Exception as exc:  # noqa: BLE001 (pynetdicom raised instead of reporting: recorded as the attempt's end)
             assoc, out = None, {"peer": peer, "established": False, "outcome": "closed", "error": f"{type(exc).__name__}: {exc}"}
         record: dict[str, Any] = {"outcome": out["outcome"], "sent": 0, "acknowledged": 0}
         if assoc is not None and assoc.is_established:
