@@ -21,12 +21,8 @@ bench/results/availability.jsonl. The series stored are deleted from the PACS an
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +32,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.record import append_result  # noqa: E402
 from pacslab.probes import imaging as im  # noqa: E402
 from pacslab.topology import load_lab  # noqa: E402
 
@@ -105,21 +102,14 @@ def main() -> int:
             im.orthanc(lab, host, f"/studies/{study}", "DELETE")
             removed += 1
     medians = {shape: round(statistics.median(t), 3) for shape, t in times.items()}
-    record = {
-        "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "cores": os.cpu_count(),
-        "machine": platform.machine(),
-        "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip(),
+    append_result(RESULTS, {
         "victim": victim, "attacker": attacker, "images": args.images, "rounds": args.rounds,
         "flood": {"count": args.flood, "hold_s": args.hold}, "stalls": args.stalls,
         "store_seconds_median": medians,
         "flood_over_none": round(medians["flood"] / medians["none"], 3),
         "stall_over_none": round(medians["stall"] / medians["none"], 3),
         "bench_studies_removed": removed,
-    }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with RESULTS.open("a") as fh:
-        fh.write(json.dumps(record) + "\n")
+    })
     print(f"\n{'attack':<7} {'store s':>8} {'ratio':>6}")
     for shape, m in medians.items():
         print(f"{shape:<7} {m:>8.2f} {m / medians['none']:>6.2f}")

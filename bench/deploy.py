@@ -13,10 +13,6 @@ nothing about time; it prints the figures next to the targets of the foundation 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
-import os
-import platform
 import subprocess
 import sys
 import time
@@ -25,6 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.record import append_result  # noqa: E402
 from pacslab.plan import ROOTFS_TAG, build_plan  # noqa: E402
 from pacslab.topology import load_lab  # noqa: E402
 
@@ -68,17 +65,7 @@ def main() -> int:
     seconds, rc = timed("down", "--lab", args.lab)
     steps["down"] = {"seconds": round(seconds, 1), "rc": rc}
 
-    record = {
-        "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "cores": os.cpu_count(),
-        "machine": platform.machine(),
-        "lab": args.lab,
-        "steps": steps,
-        "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip(),
-    }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with RESULTS.open("a") as fh:
-        fh.write(json.dumps(record) + "\n")
+    append_result(RESULTS, {"lab": args.lab, "steps": steps})
     for name, step in steps.items():
         target = TARGETS.get(name)
         print(f"{name:<8} {step['seconds']:>7.1f} s  rc={step['rc']}" + (f"  (target < {target:.0f} s)" if target else ""))

@@ -28,10 +28,7 @@ studies the benchmark stored in the reference lab are deleted from the PACS and 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -42,6 +39,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.record import append_result  # noqa: E402
 from pacslab.docker import docker  # noqa: E402
 from pacslab.plan import build_plan  # noqa: E402
 from pacslab.probes import imaging as im  # noqa: E402
@@ -151,21 +149,14 @@ def main() -> int:
     results = {name: summary(s) for name, s in samples.items()}
     ratio = results["controlled"]["instances_per_s"] / results["baseline"]["instances_per_s"]
     ceiling = results["baseline"]["instances_per_s"] / results["sink"]["instances_per_s"]
-    record = {
-        "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "cores": os.cpu_count(),
-        "machine": platform.machine(),
-        "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip(),
+    append_result(RESULTS, {
         "per_sample": {"images": args.images, "repeat": args.repeat, "instances": args.images * args.repeat},
         "rounds": args.rounds,
         "paths": results,
         "controlled_over_baseline": round(ratio, 3),
         "baseline_over_sink": round(ceiling, 3),
         "bench_studies_removed": removed,
-    }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with RESULTS.open("a") as fh:
-        fh.write(json.dumps(record) + "\n")
+    })
 
     print(f"\n{'path':<11} {'inst/s':>8} {'MB/s':>7} {'p50 ms':>8} {'p95 ms':>8}")
     for name, r in results.items():

@@ -22,10 +22,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,6 +30,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.record import append_result  # noqa: E402
 from pacslab.probes import imaging as im  # noqa: E402
 from pacslab.topology import load_lab  # noqa: E402
 
@@ -108,18 +106,7 @@ def main() -> int:
     finally:
         im.exec_in(lab, ris, "sh", "-c", f"rm -f /var/lib/orthanc/worklists/B{stamp}*.wl")
     results = {name: summary(rs) for name, rs in runs.items()}
-    record = {
-        "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "cores": os.cpu_count(),
-        "machine": platform.machine(),
-        "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip(),
-        "orders_per_round": args.orders,
-        "rounds": args.rounds,
-        "shapes": results,
-    }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with RESULTS.open("a") as fh:
-        fh.write(json.dumps(record) + "\n")
+    append_result(RESULTS, {"orders_per_round": args.orders, "rounds": args.rounds, "shapes": results})
     print(f"\n{'shape':<16} {'orders/s':>9} {'p50 ms':>8} {'p95 ms':>8}")
     for name, row in results.items():
         print(f"{name:<16} {row['orders_per_s']:>9.1f} {row['latency_ms_p50']:>8.1f} {row['latency_ms_p95']:>8.1f}")

@@ -416,15 +416,18 @@ def echo(cfg: dict[str, Any], peer: str, **kw: Any) -> dict[str, Any]:
 
 
 # Outcomes of an association attempt after which a modality tries again: the peer was not there
-# (restarting: nothing listens, or its TLS front closed the connection, without a reset, because the
-# service behind it was not there), or the association it had accepted broke without an answer. A
-# rejection, an A-ABORT, a TLS alert or a reset before any answer is the peer's answer: not retried.
+# (restarting: nothing listens), or the association it had accepted broke without an answer. After
+# such a break, a TLS front that closes the connection without a reset also counts (the service
+# behind it is restarting); before one, that close is the peer's answer (Orthanc closes on a SOP
+# class it does not take). A rejection, an A-ABORT, a TLS alert or a reset is never retried.
 RETRY_OUTCOMES = ("refused", "unreachable", "established")
 RETRIES, BACKOFF = 5, 1.0  # more associations after the first; seconds before the first retry, doubling (1, 2, 4, 8, 16)
 
 
-def _retry(out: dict[str, Any], record: dict[str, Any]) -> bool:
-    return record["outcome"] in RETRY_OUTCOMES or (record["outcome"] == "closed" and out.get("reset") is False)
+def _retry(out: dict[str, Any], attempts: list[dict[str, Any]]) -> bool:
+    broke = any(a["outcome"] == "established" and a.get("error") for a in attempts)
+    last = attempts[-1]["outcome"]
+    return last in RETRY_OUTCOMES or (last == "closed" and out.get("reset") is False and broke)
 
 
 def _peer_aborted(assoc: Any) -> bool:
@@ -434,7 +437,8 @@ def _peer_aborted(assoc: Any) -> bool:
 def store(cfg: dict[str, Any], peer: str, datasets: list[Dataset], retries: int = RETRIES, backoff: float = BACKOFF,
           **kw: Any) -> dict[str, Any]:
     """C-STORE the datasets as a modality does (PS3.4 B.2): an instance is done once the peer answered
-    it with a status (0x0000 in ``stored``, any other in ``failed``: the peer's answer, never re-sent).
+    it with a status (0x0000 in ``stored``, any other in ``failed``: the peer's answer, never re-sent;
+    so is a SOP class the peer accepted no presentation context for: ``failed`` with status None).
     An instance left without an answer (the association broke, the peer went away) is kept and sent
     again on a new association, after ``backoff`` seconds, doubling, at most ``retries`` more times;
     a rejection, an A-ABORT or a TLS alert ends the attempts. The result: the last association's
@@ -461,6 +465,10 @@ def store(cfg: dict[str, Any], peer: str, datasets: list[Dataset], retries: int 
                 t0 = time.monotonic()
                 try:
                     status = assoc.send_c_store(ds)
+                except ValueError as exc:  # the peer accepted no presentation context for its SOP class: its answer
+                    pending.remove(ds)
+                    failed.append({**fingerprint(ds), "status": None, "error": str(exc)[:200]})
+                    continue
                 except Exception as exc:  # noqa: BLE001 (the association ended under it: "must be established")
                     record["error"] = f"{type(exc).__name__}: {exc}"
                     break
@@ -479,7 +487,7 @@ def store(cfg: dict[str, Any], peer: str, datasets: list[Dataset], retries: int 
                 record["outcome"] = "aborted"
             ended(assoc, out)
         attempts.append(record)
-        if not pending or not _retry(out, record):
+        if not pending or not _retry(out, attempts):
             break
         log.warning("association %d to %s: %s; %d instances not acknowledged, retrying", attempt + 1, peer, record.get("error", record["outcome"]),
                     len(pending))

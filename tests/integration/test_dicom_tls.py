@@ -64,21 +64,28 @@ def _served(lab: Lab, server: Host, client: Host) -> dict[str, Any]:
     return {"outcome": "established" if out.strip() == "200" else f"http {out.strip()}", "status": "0x0000" if out.strip() == "200" else None}
 
 
+@pytest.fixture(scope="module")
+def stalls(running_lab: Lab) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+    """Every listener stalled at once (each is cut after about 10 s: one wait for all four), each
+    other peer's association made while its listener's stall is held: listener -> (served, stall)."""
+    lab = running_lab
+    targets = listeners(lab)
+    with ThreadPoolExecutor(len(targets)) as pool:
+        held = {name: pool.submit(im.exec_in, lab, staller.name, "python3", "-c", STALL, str(server.address), str(server.dicom_port),
+                                  str(STALL_HOLD), timeout=STALL_HOLD + 30) for name, (server, staller, _) in targets.items()}
+        time.sleep(1.5)  # the stalls are in place
+        served = {name: _served(lab, server, client) for name, (server, _, client) in targets.items()}
+        return {name: (served[name], json.loads(held[name].result().strip().splitlines()[-1])) for name in targets}
+
+
 @pytest.mark.control("C-PRT-05")
 @pytest.mark.parametrize("listener", ["pacs", "ris-worklist", "vna", "ws-rad-storage"])
-def test_a_stalled_handshake_does_not_stop_other_peers(running_lab: Lab, listener: str, evidence) -> None:
+def test_a_stalled_handshake_does_not_stop_other_peers(running_lab: Lab, stalls, listener: str, evidence) -> None:
     """Item 9: a peer sends the first bytes of a TLS handshake and then nothing. Another peer's new
     association is still answered (C-ECHO 0x0000) while the stall is held, and the listener cuts the
     stalled connection by itself (it closes it, with or without an alert, before STALL_HOLD)."""
-    lab = running_lab
-    server, staller, client = listeners(lab)[listener]
-    port = str(server.dicom_port)
-    with ThreadPoolExecutor(1) as pool:
-        stall = pool.submit(im.exec_in, lab, staller.name, "python3", "-c", STALL, str(server.address), port, str(STALL_HOLD),
-                            timeout=STALL_HOLD + 30)
-        time.sleep(1.5)  # the stall is in place
-        served = _served(lab, server, client)
-        held = json.loads(stall.result().strip().splitlines()[-1])
+    server, staller, client = listeners(running_lab)[listener]
+    served, held = stalls[listener]
     evidence.update(listener=listener, staller=staller.name, client=client.name, served=served.get("outcome"), stall=held)
     assert (served["outcome"], served["status"]) == ("established", "0x0000"), served
     assert held["cut"] and held["first_byte"] in ("", "15", "reset"), held  # closed, a TLS alert record, or a reset

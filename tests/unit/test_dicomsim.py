@@ -255,3 +255,16 @@ def test_a_stalled_handshake_holds_only_its_own_connection(pki: Path, scp: int, 
         except ConnectionResetError:
             cut = b""
     assert cut == b"" or cut[:1] == b"\x15", cut
+
+
+def test_a_sop_class_the_peer_does_not_take_is_failed_not_retried(breaking_scp: tuple[int, dict[str, int], list[int]]) -> None:
+    """The SCP takes CT only: of a CT and an MR instance on one association, the MR one has no accepted
+    presentation context. That is the peer's answer: failed (status None), not left unacknowledged,
+    and no second association."""
+    port, received, _ = breaking_scp
+    order = {"patient_name": "PACSLAB^MR", "patient_id": "P1", "accession": "A1", "study_uid": generate_uid()}
+    ct, mr = dicomsim.make_series(order, "CT", "CT01", 1)[0], dicomsim.make_series(order, "MR", "MR01", 1)[0]
+    out = dicomsim.store(_cfg(Path("/nonexistent"), port), "pacs", [ct, mr], tls="cleartext", backoff=0.05)
+    assert [s["sop_instance_uid"] for s in out["stored"]] == [str(ct.SOPInstanceUID)]
+    assert [(f["sop_instance_uid"], f["status"]) for f in out["failed"]] == [(str(mr.SOPInstanceUID), None)]
+    assert out["unacknowledged"] == [] and len(out["attempts"]) == 1 and received == {str(ct.SOPInstanceUID): 1}
