@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +118,7 @@ class Order:
     modality: str
     station: str
     charset: str = ""  # DICOM Specific Character Set; "" is the default repertoire
-    study_uid: str = field(default="")
+    study_uid: str = ""  # "": the RIS generates one when it writes the item
 
 
 # ---------------------------------------------------------------------------------------------
