@@ -17,10 +17,12 @@ from typing import Any
 
 import pytest
 
+from pacslab.docker import docker
 from pacslab.firewall import PREFIX_RATE
+from pacslab.plan import LABEL_LAB
 from pacslab.probes import imaging as im
 from pacslab.probes import segmentation as seg
-from pacslab.probes import standins
+from pacslab.probes import standins, tlsgrade
 from pacslab.topology import Host, Lab
 
 from .test_imaging import reader, the, tls_stations
@@ -174,6 +176,78 @@ def test_dcmtk_tls_profiles(running_lab: Lab, listener: str, profile: str, evide
     assert {k: seen.get(k) for k in expected} == expected, out[-1500:]
     if seen.get("protocol") == "TLSv1.2":
         assert seen["cipher"] in ("ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384"), seen
+
+
+# nmap's grade (ssl-enum-ciphers) per DICOM TLS port. nmap runs in a tools container that joins the
+# listener's own network namespace and scans the address its peers use: the grade is the listener's
+# TLS configuration, and from there no fw rate limit (C-PRT-05) drops the script's many short
+# connections (from a modality, one scan met 21 rate-limit drops, and two at once lost TLS 1.2 now
+# and then). The peers' own path is what the openssl, DCMTK and pynetdicom cases above take.
+# What nmap 7.93 must report, written out: the lab's keys are ECDSA P-256.
+NMAP_EXPECTED = {
+    "state": "open",
+    "least strength": "A",
+    "protocols": {
+        "TLSv1.2": ["TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"],
+        "TLSv1.3": ["TLS_AKE_WITH_AES_128_GCM_SHA256", "TLS_AKE_WITH_AES_256_GCM_SHA384", "TLS_AKE_WITH_CHACHA20_POLY1305_SHA256"],
+    },
+    "warnings": [],
+}
+
+
+@pytest.fixture(scope="module")
+def nmap_grades(running_lab: Lab, plan) -> dict[str, tlsgrade.TlsGrade]:
+    """listener -> nmap's grade, the four scans at once."""
+    lab = running_lab
+    targets = listeners(lab)
+    with ThreadPoolExecutor(len(targets)) as pool:
+        grades = {name: pool.submit(tlsgrade.scan, lab.container_name(server.name), plan.tools_image, str(server.address),
+                                    int(server.dicom_port or 0)) for name, (server, _, _) in targets.items()}
+        return {name: g.result() for name, g in grades.items()}
+
+
+@pytest.mark.control("C-DAT-02")
+@pytest.mark.parametrize("listener", ["pacs", "ris-worklist", "vna", "ws-rad-storage"])
+def test_nmap_grades_each_dicom_tls_port_a_with_tls_1_2_aead_and_1_3(nmap_grades, listener: str, evidence) -> None:
+    seen = nmap_grades[listener].summary()
+    evidence.update(listener=listener, nmap=seen)
+    assert seen == NMAP_EXPECTED, seen
+
+
+# The throwaway weak listener, on its own loopback (no network at all), on the DICOM TLS port number:
+# ssl-enum-ciphers runs only on ports nmap knows as TLS (2762 is "dicom-tls" in its services table).
+WEAK_SERVER = 2762
+
+
+def _listening(container: str, port: int) -> bool:
+    """A socket of ``container`` listens on ``port`` (the kernel's table: state 0A is LISTEN)."""
+    table = docker("exec", container, "cat", "/proc/net/tcp", "/proc/net/tcp6").stdout.splitlines()
+    return any(f[1].endswith(f":{port:04X}") and f[3] == "0A" for f in (ln.split() for ln in table) if len(f) > 3)
+
+
+@pytest.mark.control("C-DAT-02")
+def test_nmap_grade_check_fails_on_a_listener_with_the_old_suites(plan, running_lab: Lab, evidence) -> None:
+    """Negative twin: an OpenSSL server with no cipher or version policy (every suite at security
+    level 0, TLS 1.0 to 1.2, as stunnel's defaults offered CBC and SHA-1 suites before the fronts
+    were restricted) in a container with no network; nmap from its namespace grades it F, lists TLS
+    1.0 and 1.1 and CBC suites, and the same comparison as above fails."""
+    image = next(c.image for c in plan.containers if c.host == listeners(running_lab)["pacs"][2].name)  # has the openssl CLI
+    name = f"{running_lab.prefix}-tlsgrade-weak"
+    docker("rm", "-f", name, check=False)
+    docker("run", "-d", "--name", name, "--network", "none", "--label", f"{LABEL_LAB}={running_lab.name}", image, "sh", "-c",
+           "cd /tmp && openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=weak -keyout k.pem -out c.pem -days 1 2>/dev/null"
+           f' && exec openssl s_server -quiet -accept {WEAK_SERVER} -cert c.pem -key k.pem -no_tls1_3 -cipher "ALL:@SECLEVEL=0"')
+    try:
+        im.wait_for("the weak listener", lambda: _listening(name, WEAK_SERVER) or None, timeout=60, every=0.5)
+        seen = tlsgrade.scan(name, plan.tools_image, "127.0.0.1", WEAK_SERVER).summary()
+    finally:
+        docker("rm", "-f", name, check=False)
+    evidence.update(nmap=seen)
+    protocols = seen["protocols"]
+    assert isinstance(protocols, dict)
+    assert seen["least strength"] == "F" and {"TLSv1.0", "TLSv1.1", "TLSv1.2"} <= set(protocols), seen
+    assert "TLS_RSA_WITH_AES_128_CBC_SHA" in protocols["TLSv1.2"], protocols["TLSv1.2"]
+    assert seen != NMAP_EXPECTED
 
 
 # ---------------------------------------------------------------------------------------------
