@@ -113,7 +113,6 @@ def client_context(cfg: dict[str, Any], mode: str = "device", tls_version: str |
     return ctx
 
 
-TLS12_CIPHERS = "ECDHE+AESGCM"  # TLS 1.2: the AEAD suites of BCP 195 (RFC 7525 4.2), as the stunnel fronts offer
 HANDSHAKE_TIMEOUT = 10.0  # seconds an SCP waits for a peer's next handshake bytes before it drops the connection
 
 
@@ -133,13 +132,15 @@ class HandshakeInItsThread(ssl.SSLContext):
 
 
 def server_context(cfg: dict[str, Any]) -> ssl.SSLContext:
-    """Mutual TLS for an SCP: a client certificate is required and checked against the bundle; each
-    handshake happens in its association's thread, bounded in time (HandshakeInItsThread)."""
+    """Mutual TLS for an SCP: a client certificate is required and checked against the bundle; TLS
+    1.2 with the suites of the node's config (``tls.tls12_ciphers``, OpenSSL's spelling: the lab's TLS
+    policy, as the stunnel fronts) or 1.3; each handshake happens in its association's thread,
+    bounded in time (HandshakeInItsThread). KeyError when the config names no suites."""
     ctx = HandshakeInItsThread(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_verify_locations(cafile=cfg["tls"]["trusted"])
     ctx.verify_mode = ssl.CERT_REQUIRED
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.set_ciphers(TLS12_CIPHERS)
+    ctx.set_ciphers(cfg["tls"]["tls12_ciphers"])
     ctx.load_cert_chain(cfg["tls"]["cert"], cfg["tls"]["key"])
     return ctx
 

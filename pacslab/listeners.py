@@ -6,8 +6,9 @@ host or its zone (flows inside one zone included: the VNA's DICOM port for the P
 gateway's cleartext ports on the legacy segment), except flows whose service comes with a later
 change (``service: planned``) and flows that allow any port (the scanner's), which name no
 listener. To these come the few listeners a role declares it cannot move to loopback, each with
-its reason (``<role>_extra_listeners`` in the role's defaults). Loopback listeners are not
-counted: no other host can reach them.
+its reason (``<role>_extra_listeners`` in the role's defaults), and the inner DICOM port of an
+Orthanc behind its transparent TLS front (``front_inner_port``: the same number the plan routes
+back to the front). Loopback listeners are not counted: no other host can reach them.
 
 A listener is a pair ``(proto, port)``: proto ``"tcp"`` or ``"udp"``, port 1-65535. IPv4 and IPv6
 sockets on the same port are one listener (a host reachable on either is reachable).
@@ -75,6 +76,19 @@ def declared_extras(role: str, roles_dir: Path = ROLES_DIR) -> tuple[ExtraListen
     return tuple(extras)
 
 
+def front_inner_port(lab: Lab, host: Host) -> int | None:
+    """Orthanc's cleartext DICOM port behind ``host``'s transparent stunnel front
+    (orthanc_dicom_inner_port: the host variable, else the role's default), or None when the host
+    has no such front (not an Orthanc host, or orthanc_controls: false, where Orthanc listens on the
+    DICOM port itself). Orthanc 1.10.1 binds it on every address (no bind option); its answers are
+    routed back to the front (pacslab.plan front_ports), so a peer dialling it directly never
+    completes a TCP handshake."""
+    hv = lab.host_vars.get(host.name, {})
+    if not ROLE_APPLIES["orthanc"](host) or hv.get("orthanc_controls", True) is False:
+        return None
+    return int(hv.get("orthanc_dicom_inner_port", role_default("orthanc", "orthanc_dicom_inner_port")))
+
+
 def expected_listeners(lab: Lab, host: str) -> set[Listener]:
     """The (proto, port) pairs the deployed ``host`` listens on outside loopback, per the lab definition.
 
@@ -93,6 +107,8 @@ def expected_listeners(lab: Lab, host: str) -> set[Listener]:
     for role, applies in ROLE_APPLIES.items():
         if applies(h):
             expected |= {(e.proto, e.port) for e in declared_extras(role)}
+    if (inner := front_inner_port(lab, h)) is not None:
+        expected.add(("tcp", inner))
     return expected
 
 

@@ -239,15 +239,12 @@ def build_plan(lab: Lab, apt: AptSources | None = None) -> Plan:
 
 def front_ports(lab: Lab) -> dict[str, list[int]]:
     """The Orthanc hosts whose DICOM TLS is a transparent stunnel front (orthanc_controls, the
-    default): container -> [orthanc_dicom_inner_port] (host variable, else the role's default)."""
-    from .listeners import ROLE_APPLIES, role_default
+    default): container -> [the inner port its answers are routed back from] (pacslab.listeners
+    front_inner_port, which the listener check reads too)."""
+    from .listeners import front_inner_port
 
-    ports: dict[str, list[int]] = {}
-    for host in lab.deployed_hosts():
-        hv = lab.host_vars.get(host.name, {})
-        if ROLE_APPLIES["orthanc"](host) and hv.get("orthanc_controls", True) is not False:
-            ports[lab.container_name(host.name)] = [int(hv.get("orthanc_dicom_inner_port", role_default("orthanc", "orthanc_dicom_inner_port")))]
-    return ports
+    inner = {lab.container_name(h.name): front_inner_port(lab, h) for h in lab.deployed_hosts()}
+    return {name: [port] for name, port in inner.items() if port is not None}
 
 
 # What the configure plays read besides the plan: roles, playbooks, plugins, the tools the roles

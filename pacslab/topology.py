@@ -354,6 +354,7 @@ def load_lab(path: str | Path) -> Lab:
         lab = Lab(**{**lab.__dict__, "host_vars": hosts_raw})
         _check_control_switches(reader, lab, where)
         _check_peers(reader, lab, where)
+        _check_dicom_threads(reader, lab, where)
     if reader.problems or lab is None:
         raise LabDefinitionError(reader.problems)
     return lab
@@ -462,6 +463,27 @@ def _check_control_switches(reader: _Reader, lab: Lab, where: _Origins) -> None:
         missing = [c for c in controls if c not in waived]
         if missing:
             reader.fail(file, key, f"false turns off {', '.join(controls)} on {', '.join(hosts)}; lab_waivers does not waive {', '.join(missing)}")
+
+
+def _check_dicom_threads(reader: _Reader, lab: Lab, where: _Origins) -> None:
+    """C-PRT-05 rests on one inequality: the fw lets one source hold DICOM_HELD connections to a DICOM
+    port at once (pacslab.firewall), and each Orthanc serves orthanc_dicom_threads associations at
+    once; with threads <= DICOM_HELD one flooding device takes every thread. Checked for each Orthanc
+    host, on its host variable or else the role's default."""
+    from .firewall import DICOM_HELD
+    from .listeners import ROLE_APPLIES, ROLES_DIR, role_default
+
+    for host in lab.deployed_hosts():
+        if not ROLE_APPLIES["orthanc"](host):
+            continue
+        hv = lab.host_vars.get(host.name, {})
+        threads = hv.get("orthanc_dicom_threads", role_default("orthanc", "orthanc_dicom_threads"))
+        if isinstance(threads, int) and not isinstance(threads, bool) and threads > DICOM_HELD:
+            continue
+        file, key = where.of(host.name, "orthanc_dicom_threads") if "orthanc_dicom_threads" in hv else (
+            ROLES_DIR / "orthanc" / "defaults" / "main.yml", "orthanc_dicom_threads")
+        reader.fail(file, key, f"{threads!r}: {host.name} must serve more DICOM associations at once than the {DICOM_HELD} the fw lets "
+                    "one source hold (C-PRT-05), or one flooding device takes every one")
 
 
 DIMSE_ALLOW = ("echo", "store", "find", "worklist", "move", "get")

@@ -10,12 +10,14 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -25,6 +27,7 @@ from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from pacslab import dicomsim
+from pacslab.topology import REPO_ROOT
 
 NOW = dt.datetime.now(dt.UTC)
 
@@ -67,10 +70,14 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+# The lab's TLS policy, as roles/dicom_node writes it into dicom.json.
+TLS_POLICY = yaml.safe_load((REPO_ROOT / "playbooks" / "group_vars" / "all" / "tls.yml").read_text())["pacslab_tls12_ciphers"]
+
+
 def _cfg(pki: Path, port: int, name: str = "device") -> dict[str, Any]:
     return {
         "ae_title": "CT01",
-        "tls": {"cert": str(pki / f"{name}.crt"), "key": str(pki / f"{name}.key"), "trusted": str(pki / "root.crt")},
+        "tls": {"cert": str(pki / f"{name}.crt"), "key": str(pki / f"{name}.key"), "trusted": str(pki / "root.crt"), "tls12_ciphers": TLS_POLICY},
         "peers": {"pacs": {"host": "127.0.0.1", "port": port, "ae_title": "PACS"}},
     }
 
@@ -125,6 +132,28 @@ def test_refusal_is_reported_with_its_reason(pki: Path, scp: int, case: str) -> 
     out = _echo(pki, scp, **{k: v.format(pki=pki) for k, v in kw.items()})
     assert {k: out.get(k) for k in expected} == expected, out
     assert out["established"] is False and "status" not in out
+
+
+@pytest.mark.parametrize("suite, expected", [
+    ("ECDHE-ECDSA-AES128-GCM-SHA256", ("TLSv1.2", "ECDHE-ECDSA-AES128-GCM-SHA256")),
+    ("ECDHE-ECDSA-AES128-SHA256", "SSLV3_ALERT_HANDSHAKE_FAILURE"),  # CBC: not in the policy
+    ("ECDHE-ECDSA-AES128-SHA", "SSLV3_ALERT_HANDSHAKE_FAILURE"),
+])
+def test_the_scp_takes_its_tls_1_2_suites_from_the_config(pki: Path, scp: int, suite: str, expected: object) -> None:
+    """A TLS 1.2 client offering one suite: an AEAD suite of the lab's policy is negotiated, a CBC
+    suite gets a handshake-failure alert."""
+    ctx = ssl.create_default_context(cafile=str(pki / "root.crt"))
+    ctx.check_hostname = False
+    ctx.load_cert_chain(str(pki / "device.crt"), str(pki / "device.key"))
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers(suite)
+    with socket.create_connection(("127.0.0.1", scp), timeout=10) as raw:
+        try:
+            with ctx.wrap_socket(raw) as tls:
+                seen: object = (tls.version(), tls.cipher()[0])
+        except ssl.SSLError as exc:
+            seen = exc.reason
+    assert seen == expected
 
 
 def test_cleartext_to_a_tls_port_is_closed_without_an_association(pki: Path, scp: int) -> None:

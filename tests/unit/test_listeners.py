@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from pacslab.listeners import Drift, ExtraListener, compare, declared_extras, expected_listeners, outside_loopback
+from pacslab.listeners import Drift, ExtraListener, compare, declared_extras, expected_listeners, front_inner_port, outside_loopback
+from pacslab.plan import front_ports
 from pacslab.topology import REPO_ROOT, load_lab
 
 from .conftest import DEFAULT_LAB, host, mutate
@@ -20,7 +21,8 @@ loaded = functools.cache(load_lab)  # the repository's labs, read once (Ansible'
 # to the PACS, F04 (2762, inside the datacenter) and F05c (443) to the VNA, F02 (2762) and F03
 # (2575) to the RIS (no flow reaches its 443: that front listens on loopback), F06 (2762) to the
 # workstation, F14 (104, 105, inside the legacy segment) to the gateway; Orthanc's HTTP port 8042
-# and its DICOM port behind the TLS front, 4242, on the three Orthanc hosts (declared by the role); F08b/F08c (22) are planned services; F12/F12b
+# (declared by the role) and its DICOM port behind the TLS front, 4242 (the role's default), on the
+# three Orthanc hosts; F08b/F08c (22) are planned services; F12/F12b
 # (any port, the scanner's) name no listener; nothing ends at fw, ca, ws-tech or the modalities.
 REFERENCE = {
     "pacs": {("tcp", 443), ("tcp", 2762), ("tcp", 4242), ("tcp", 8042)},
@@ -80,14 +82,25 @@ def test_a_udp_flow_is_a_udp_listener(lab_copy: Path) -> None:
     assert expected_listeners(load_lab(lab_copy), "ws-rad") == {("tcp", 2762), ("udp", 11112), ("udp", 11113)}
 
 
-def test_orthanc_declares_its_http_and_inner_dicom_ports_with_a_reason() -> None:
+def test_orthanc_declares_its_http_port_with_a_reason() -> None:
     extras = declared_extras("orthanc")
     defaults = yaml.safe_load((REPO_ROOT / "roles" / "orthanc" / "defaults" / "main.yml").read_text())
-    assert [(e.proto, e.port) for e in extras] == [("tcp", 4242), ("tcp", 8042)]
-    assert (extras[0].port, extras[1].port) == (defaults["orthanc_dicom_inner_port"], defaults["orthanc_http_port"])
-    assert "1.10.1" in extras[0].reason and "front" in extras[0].reason
-    assert "1.10.1" in extras[1].reason and "401" in extras[1].reason
+    assert [(e.proto, e.port) for e in extras] == [("tcp", 8042)]
+    assert extras[0].port == defaults["orthanc_http_port"]
+    assert "1.10.1" in extras[0].reason and "401" in extras[0].reason
     assert declared_extras("dicom_node") == () and declared_extras("ris") == ()
+
+
+def test_the_front_inner_port_is_the_role_default_unless_the_host_sets_it(lab_copy: Path) -> None:
+    """The listener check and the reply routing read one number: the PACS moved to 4300 listens
+    there and nowhere on 4242, and the plan routes 4300 back to its front."""
+    lab = load_lab(lab_copy)
+    assert front_inner_port(lab, lab.hosts["pacs"]) == 4242 and front_inner_port(lab, lab.hosts["mod-ct"]) is None
+    pacs_vars = lab_copy / "host_vars" / "pacs.yml"
+    pacs_vars.write_text(pacs_vars.read_text() + "orthanc_dicom_inner_port: 4300\n")
+    moved = load_lab(lab_copy)
+    assert expected_listeners(moved, "pacs") == {("tcp", 443), ("tcp", 2762), ("tcp", 4300), ("tcp", 8042)}
+    assert front_ports(moved)["pacslab-pacs"] == [4300] and front_ports(moved)["pacslab-vna"] == [4242]
 
 
 @pytest.mark.parametrize("entry", [{"proto": "sctp", "port": 1, "reason": "x"}, {"proto": "tcp", "port": 0, "reason": "x"},

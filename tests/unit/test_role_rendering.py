@@ -21,6 +21,9 @@ from ansible.vars.manager import VariableManager
 from pacslab.topology import REPO_ROOT
 
 LABS = {"default": REPO_ROOT / "inventories" / "default", "alt": REPO_ROOT / "tests" / "labs" / "alt"}
+# group_vars beside the playbooks (the lab's TLS policy): Ansible gives them to every host of every lab.
+PLAYBOOK_VARS = {k: v for f in sorted((REPO_ROOT / "playbooks" / "group_vars" / "all").glob("*.yml"))
+                 for k, v in yaml.safe_load(f.read_text()).items()}
 
 
 def _trusted(value: Any) -> Any:
@@ -44,7 +47,7 @@ class Renderer:
         defaults = _trusted(yaml.safe_load((REPO_ROOT / "roles" / role / "defaults" / "main.yml").read_text()))
         hostvars = HostVars(inventory=self.inventory, variable_manager=self.variables, loader=self.loader)
         own = self.variables.get_vars(host=self.inventory.get_host(host), include_hostvars=False)
-        templar = Templar(loader=self.loader, variables={**defaults, **own, "hostvars": hostvars, **extra})
+        templar = Templar(loader=self.loader, variables={**defaults, **PLAYBOOK_VARS, **own, "hostvars": hostvars, **extra})
         text = (REPO_ROOT / "roles" / role / "templates" / template).read_text()
         return str(templar.template(trust_as_template(text)))
 
@@ -103,6 +106,16 @@ def test_dicom_node_peers_come_from_the_definition(lab: tuple[str, Renderer]) ->
     assert {k: (p["host"], p["port"], p["ae_title"]) for k, p in legacy.items()} == LEGACY_PEERS[name]
     entry = json.loads(render("ws-tech", "dicom_node", "dicom.json.j2"))["peers"]
     assert {k: (p["host"], p["port"], p["ae_title"]) for k, p in entry.items()} == ORDER_ENTRY_PEERS[name]
+
+
+def test_the_workstation_scp_and_the_fronts_share_one_tls_policy(lab: tuple[str, Renderer]) -> None:
+    """The storage SCP of ws-rad (dicomsim, from dicom.json) offers the same TLS 1.2 suites as the
+    PACS's DICOM front: both read pacslab_tls12_ciphers."""
+    _, render = lab
+    tls = json.loads(render("ws-rad", "dicom_node", "dicom.json.j2"))["tls"]
+    front = dict(line.split(" = ", 1) for line in render("pacs", "orthanc", "stunnel-dicom.conf.j2").splitlines() if " = " in line)
+    assert tls["tls12_ciphers"] == front["ciphers"] == (
+        "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384")
 
 
 def test_gateway_tunnels_come_from_the_definition(lab: tuple[str, Renderer]) -> None:

@@ -160,6 +160,27 @@ def test_a_control_switch_in_host_vars_needs_every_waiver(lab_copy: Path) -> Non
     assert load_lab(lab_copy).hosts["pacs"].deployed
 
 
+@pytest.mark.parametrize("threads", [4, 2, "eight"])
+def test_an_orthanc_serving_no_more_associations_than_one_source_may_hold_is_refused(lab_copy: Path, threads: object) -> None:
+    """The fw lets one source hold 4 DICOM connections at once (C-PRT-05): an Orthanc serving 4 or
+    fewer associations at once is taken whole by one flooding device, so the definition is refused."""
+    with (lab_copy / "host_vars" / "vna.yml").open("a") as f:
+        f.write(f"\northanc_dicom_threads: {threads}\n")
+    with pytest.raises(LabDefinitionError) as err:
+        load_lab(lab_copy)
+    [problem] = err.value.problems
+    assert problem.file.endswith("host_vars/vna.yml") and problem.key == "vna.orthanc_dicom_threads"
+    assert problem.reason.startswith(f"{threads!r}: vna must serve more DICOM associations at once than the 4 the fw lets one source hold")
+
+
+def test_the_role_default_threads_exceed_what_one_source_may_hold(lab_copy: Path) -> None:
+    with (lab_copy / "host_vars" / "vna.yml").open("a") as f:
+        f.write("\northanc_dicom_threads: 5\n")
+    assert load_lab(lab_copy).host_vars["vna"]["orthanc_dicom_threads"] == 5
+    defaults = yaml.safe_load((REPO_ROOT / "roles" / "orthanc" / "defaults" / "main.yml").read_text())
+    assert defaults["orthanc_dicom_threads"] == 8  # twice what one source may hold: room for a second device
+
+
 def test_control_switches_name_what_the_roles_turn_off() -> None:
     defaults = yaml.safe_load((REPO_ROOT / "roles" / "orthanc" / "defaults" / "main.yml").read_text())
     assert tuple(defaults["orthanc_controls_waived"]) == switched_off("orthanc_controls")
