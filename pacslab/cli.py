@@ -7,6 +7,8 @@ Exit codes (also in the README):
   3  the lab definition was refused (file, key, reason); nothing was changed
   4  this machine lacks something (no Docker engine, no ansible-playbook ...); `pacslab doctor` says what
   5  verify ran and at least one check failed
+  5  (scenario run) a step did not end as the scenario expects; (check) a control fails; (reset) the lab
+     is not back to its state before the run
   6  another pacslab run (up, down, verify) holds this lab (/run/lock/pacslab-<lab>.lock); nothing was changed
   130 interrupted
 """
@@ -396,6 +398,103 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _scenarios(lab: Lab, scenario_id: str | None) -> list[Any]:
+    """The scenario named, or all of them; a refused scenario file or an unknown id is a usage error."""
+    from . import scenario as sc
+
+    try:
+        if scenario_id is None:
+            return sc.load_all(lab)
+        return [sc.find(lab, scenario_id)]
+    except sc.ScenarioError as exc:
+        lines = "\n".join(f"  {p}" for p in exc.problems)
+        raise Refused(EXIT_BAD_LAB, f"scenario refused; nothing ran:\n{lines}") from exc
+    except KeyError as exc:
+        raise Refused(EXIT_USAGE, str(exc.args[0])) from exc
+
+
+def _table(rows: list[list[str]], header: list[str]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  " + "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def cmd_scenario(args: argparse.Namespace) -> int:
+    """list | show ID | run ID | check ID | reset ID (pacslab.scenario). A run expects the defended
+    outcomes: the lab as `up` leaves it."""
+    from . import scenario as sc
+
+    lab = _load(args.lab)
+    if args.action != "list" and not args.id:
+        raise Refused(EXIT_USAGE, f"scenario {args.action} needs a scenario id (pacslab scenario list shows them)")
+    found = _scenarios(lab, args.id if args.action != "list" else None)
+    if args.action == "list":
+        if args.json:
+            print(json.dumps([s.summary() for s in found], indent=1))
+        else:
+            _table([[s.id, s.title, ", ".join(s.category), ", ".join(sorted(s.controls)), s.attacker, "/".join(s.modes)] for s in found],
+                   ["id", "title", "category", "controls", "attacker", "modes"])
+        return EXIT_OK
+    scenario = found[0]
+    if args.action == "show":
+        doc = scenario.document()
+        if args.json:
+            print(json.dumps(doc, indent=1))
+            return EXIT_OK
+        print(f"{scenario.id}: {scenario.title}\n  category: {', '.join(sc.CATEGORIES[c] for c in scenario.category)}"
+              f"\n  attacker: {scenario.attacker}\n  controls: {', '.join(scenario.controls)}\n\n{scenario.story}\n")
+        for i, step in enumerate(scenario.steps, 1):
+            print(f"  {i}. {step.title} (from {step.host})")
+            for mode, want in step.expect.items():
+                print(f"       {mode}: {want.evidence}")
+        return EXIT_OK
+    mode = "defended"
+    with lab_lock(lab, f"scenario {args.action} {scenario.id}"):
+        if engine_version() is None or not lab_is_up(lab):
+            raise Refused(EXIT_PHASE_FAILED, f"lab {lab.name!r} is not up: run `pacslab up` first")
+        if args.action == "run":
+            def progress(o: Any) -> None:
+                if not args.json:
+                    print(f"  [{'as expected' if o.as_expected else 'UNEXPECTED':^12}] {o.id} ({o.host}, {o.seconds} s): {o.title}", flush=True)
+
+            if not args.json:
+                print(f"pacslab scenario run {scenario.id} ({mode}) on lab {lab.name!r}")
+            record = sc.run_scenario(lab, scenario, mode, progress)
+            if args.json:
+                print(json.dumps(record, indent=1))
+            else:
+                print()
+                for step in record["steps"]:
+                    print(f"  {step['id']}: {step['evidence'] if step['as_expected'] else '; '.join(step['problems'])}")
+                print(f"\n{scenario.id} {mode}: {'every step as expected' if record['as_expected'] else 'NOT as expected'}; "
+                      f"`pacslab scenario reset {scenario.id}` puts the lab back")
+            return EXIT_OK if record["as_expected"] else EXIT_CHECKS_FAILED
+        if args.action == "check":
+            result = sc.check_scenario(lab, scenario)
+            if args.json:
+                print(json.dumps(result, indent=1))
+            else:
+                _table([[cid, "holds" if c["verdict"] == "holds" else "FAILS", str(len(c["tests"])),
+                         "; ".join(f"{t['nodeid'].split('::')[-1]}: {t['message'][:80]}" for t in c["tests"] if t["outcome"] != "passed")]
+                        for cid, c in result["controls"].items()], ["control", "verdict", "tests", "what failed"])
+                if "error" in result:
+                    print(f"\npytest ran no test:\n{result['error']}")
+            return EXIT_OK if result["holds"] else EXIT_CHECKS_FAILED
+        result = sc.reset_scenario(lab, scenario)
+        if args.json:
+            print(json.dumps(result, indent=1))
+        elif result.get("nothing"):
+            print(f"{scenario.id}: nothing to reset (no run since the last reset)")
+        else:
+            for a in result["actions"]:
+                print(f"  [{'ok' if a['ok'] else 'FAILED':^6}] {a['id']} ({a['from']}): {a['title']}")
+            for line in result["undone"]:
+                print(f"  [{'ok':^6}] {line}")
+            print(f"\n{scenario.id}: " + ("the lab's state fingerprint equals the one before the run" if result["equal"] else
+                                          "NOT back to the state before the run:\n    " + "\n    ".join(result["differences"])))
+        return EXIT_OK if result["equal"] else EXIT_CHECKS_FAILED
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pacslab", description="NIST SP 1800-24 (Securing PACS) as a lab that runs.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -427,6 +526,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="folder to write ruleset.nft, flows.csv and flows.md into (default .pacslab/<lab>/export)")
     p.set_defaults(func=cmd_export)
     verb("doctor", "what this machine lacks and how to fix it, and whether the lab definition loads").set_defaults(func=cmd_doctor)
+    p = verb("scenario", "workshop scenarios: list | show ID | run ID | check ID | reset ID")
+    p.add_argument("action", choices=["list", "show", "run", "check", "reset"])
+    p.add_argument("id", nargs="?", help="the scenario id (W3 ...)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_scenario)
     return parser
 
 

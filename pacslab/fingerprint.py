@@ -1,0 +1,108 @@
+"""The lab's state fingerprint: what a scenario's reset must put back exactly.
+
+Sections, each a plain JSON value:
+
+- ``orthanc:<host>`` for each Orthanc host (PACS, VNA, RIS): ``instances``, the sorted Orthanc ids of
+  every stored instance (its REST API), and ``files``, the MD5 of every file of its storage area
+  (relative path -> hex digest; the SQLite index files are left out, the instance list covers the
+  index), so a byte changed at rest shows.
+- ``worklists:<host>`` for each RIS: worklist file name -> SHA-256.
+- ``converged``: the converge records of every node (``.pacslab/<lab>/converged/<host>``: inputs and
+  observed digests; roles/lab_converged).
+- ``fw``: the SHA-256 of the fw's ruleset without set contents (``nft -s -t``), and the elements of
+  every named set except those that traffic fills (pacslab.firewall.RUNTIME_SETS).
+
+``take(lab)`` reads them (seconds: one REST call and one md5sum per Orthanc host); ``differences(a, b)``
+lists what changed, per section, in words.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from .docker import docker
+from .firewall import RUNTIME_SETS
+from .listeners import role_default
+from .plan import state_dir
+from .probes import imaging as im
+from .topology import Lab
+
+SQLITE_INDEX = ("index", "index-shm", "index-wal")  # Orthanc's SQLite index (the RIS), beside its storage
+
+
+def orthanc_hosts(lab: Lab) -> list[str]:
+    return [h.name for h in lab.deployed_hosts() if h.image == "orthanc"]
+
+
+def ris_hosts(lab: Lab) -> list[str]:
+    return [h.name for h in lab.deployed_hosts() if "ris_servers" in h.groups]
+
+
+def _digests(lab: Lab, host: str, folder: str, algorithm: str) -> dict[str, str]:
+    """relative path -> digest of every regular file under ``folder`` in ``host`` (one exec)."""
+    out = docker("exec", lab.container_name(host), "sh", "-c", f'cd "$1" 2>/dev/null && find . -type f -print0 | xargs -0 -r {algorithm}sum',
+                 "digests", folder, timeout=300).stdout
+    found = {}
+    for line in out.splitlines():
+        digest, _, path = line.partition("  ")
+        found[path.removeprefix("./")] = digest
+    return found
+
+
+def _fw(lab: Lab) -> dict[str, Any]:
+    fw = lab.container_name(lab.router.name)
+    ruleset = docker("exec", fw, "nft", "-s", "-t", "list", "ruleset").stdout
+    sets = {}
+    for entry in json.loads(docker("exec", fw, "nft", "-j", "list", "sets").stdout)["nftables"]:
+        body = entry.get("set")
+        if body and body["name"] not in RUNTIME_SETS:
+            sets[f"{body['table']}/{body['name']}"] = sorted(json.dumps(e, sort_keys=True) for e in body.get("elem", []))
+    return {"ruleset_sha256": hashlib.sha256(ruleset.encode()).hexdigest(), "sets": sets}
+
+
+def role_var(lab: Lab, host: str, role: str, name: str) -> str:
+    """A role variable as the host gets it: its host variable, else the role's default."""
+    return str(lab.host_vars.get(host, {}).get(name, role_default(role, name)))
+
+
+def take(lab: Lab) -> dict[str, Any]:
+    """The fingerprint of the running lab (see the module docstring)."""
+    sections: dict[str, Any] = {}
+    for host in orthanc_hosts(lab):
+        storage = role_var(lab, host, "orthanc", "orthanc_storage_dir")
+        files = {p: d for p, d in _digests(lab, host, storage, "md5").items() if p not in SQLITE_INDEX}
+        sections[f"orthanc:{host}"] = {"instances": sorted(im.orthanc(lab, host, "/instances")), "files": files}
+    for host in ris_hosts(lab):
+        sections[f"worklists:{host}"] = _digests(lab, host, role_var(lab, host, "ris", "ris_worklists_dir"), "sha256")
+    records = state_dir(lab) / "converged"
+    sections["converged"] = {p.name: p.read_text().strip() for p in sorted(records.glob("*"))} if records.is_dir() else {}
+    sections["fw"] = _fw(lab)
+    return sections
+
+
+def differences(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """What differs between two fingerprints, one line per difference; empty when equal."""
+    out = []
+    for section in sorted(set(before) | set(after)):
+        a, b = before.get(section), after.get(section)
+        if a == b:
+            continue
+        if a is None or b is None:
+            out.append(f"{section}: {'appeared' if a is None else 'gone'}")
+            continue
+        if section.startswith("orthanc:"):
+            added, gone = sorted(set(b["instances"]) - set(a["instances"])), sorted(set(a["instances"]) - set(b["instances"]))
+            changed = sorted(p for p in set(a["files"]) & set(b["files"]) if a["files"][p] != b["files"][p])
+            new_files, lost = sorted(set(b["files"]) - set(a["files"])), sorted(set(a["files"]) - set(b["files"]))
+            for label, items in (("instances added", added), ("instances gone", gone), ("files changed", changed),
+                                 ("files added", new_files), ("files gone", lost)):
+                if items:
+                    out.append(f"{section}: {len(items)} {label} ({', '.join(items[:3])}{', ...' if len(items) > 3 else ''})")
+        elif isinstance(a, dict) and isinstance(b, dict):
+            keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+            out.append(f"{section}: {', '.join(keys)} differ")
+        else:
+            out.append(f"{section}: differs")
+    return out

@@ -1,0 +1,477 @@
+"""Workshop scenarios (docs/architecture.md, the exercise layer): ``scenarios/<id>/scenario.yml``.
+
+A scenario file follows ``scenarios/scenario.schema.json`` (JSON Schema 2020-12, format version
+``schema_version: 1``) and is then checked against what the schema cannot see: the control
+catalogue (controls.yml), the lab definition (the attacker and every step's host are deployed
+hosts of this lab), the step scripts beside the file, and the integration checks that grade each
+control (each names a test under tests/integration that carries that control's marker). A broken
+file is refused with file, key and reason, like a lab definition, before anything runs.
+
+A step is a Python script beside scenario.yml, run by ``python3`` inside a lab container (``docker
+exec``, the script and its CONTEXT on stdin, never in argv). CONTEXT holds the lab's hosts
+(address, zone, AE title, services), the step's ``args``, the run's start (``since``, epoch
+seconds) and, for reset actions, the results of the run (``run``: step id -> result). The script
+prints one JSON object as its last line: the step's result, compared with the outcome the scenario
+expects in the mode it runs in (keys dotted for nested values, values written out).
+
+``check`` grades the lab with the scenario's integration checks (pytest, the same tests ``pacslab
+verify`` runs); ``reset`` runs the scenario's reset actions, deletes the studies the run added to
+each Orthanc and the worklist files it added, empties the fw's rate-limit sets, and proves the lab
+is back by its state fingerprint (pacslab.fingerprint) taken before the first run.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from .docker import docker
+from .redact import redact
+from .topology import REPO_ROOT, Lab, Problem
+
+SCENARIOS_DIR = REPO_ROOT / "scenarios"
+SCHEMA_FILE = SCENARIOS_DIR / "scenario.schema.json"
+CONTROLS_FILE = REPO_ROOT / "controls.yml"
+# The six threat categories NCCoE published for SP 1800-24 [V] (reference catalogue section 6.1).
+CATEGORIES = {
+    "targeted-attack": "Targeted attacks",
+    "service-disruption": "Service disruption",
+    "lack-of-access-control": "Lack of access control",
+    "unprotected-data-in-transit": "Unprotected data in transit",
+    "vulnerability": "Vulnerability (weak link)",
+    "malware": "Malware",
+}
+MODES = ("defended", "vulnerable")
+STEP_TIMEOUT = 300.0  # seconds one step may run
+
+# Runs a step inside a container: the script and its CONTEXT arrive as one JSON document on stdin.
+BOOT = (
+    "import json, sys\n"
+    "envelope = json.load(sys.stdin)\n"
+    "exec(compile(envelope['source'], envelope['name'], 'exec'), {'__name__': '__main__', 'CONTEXT': envelope['context']})\n"
+)
+
+
+class ScenarioError(Exception):
+    """A scenario file is refused; nothing ran. ``problems``: file, key and reason of each fault."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+@dataclass(frozen=True)
+class Expectation:
+    result: dict[str, Any]  # dotted key -> value the step's JSON must hold
+    evidence: str  # what the defence did (or failed to do), in words
+
+
+@dataclass(frozen=True)
+class Action:
+    """A script run from a lab host: a step of the attack, or a reset action."""
+
+    id: str
+    title: str
+    host: str
+    script: Path
+    args: dict[str, Any] = field(default_factory=dict)
+    expect: dict[str, Expectation] = field(default_factory=dict)  # mode -> outcome (steps only)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    id: str
+    title: str
+    category: tuple[str, ...]
+    controls: dict[str, tuple[str, ...]]  # control id -> pytest node ids that grade it
+    attacker: str
+    story: str
+    learning_goals: tuple[str, ...]
+    hints: tuple[str, ...]
+    steps: tuple[Action, ...]
+    reset: tuple[Action, ...]
+    folder: Path
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        """The modes every step has an expected outcome for."""
+        return tuple(m for m in MODES if all(m in s.expect for s in self.steps))
+
+    def summary(self) -> dict[str, Any]:
+        return {"id": self.id, "title": self.title, "category": list(self.category), "controls": sorted(self.controls),
+                "attacker": self.attacker, "steps": len(self.steps), "modes": list(self.modes)}
+
+    def document(self) -> dict[str, Any]:
+        """Everything the file says, as plain data (``scenario show --json``)."""
+        def action(a: Action) -> dict[str, Any]:
+            body: dict[str, Any] = {"id": a.id, "title": a.title, "from": a.host, "script": a.script.name, "args": a.args}
+            if a.expect:
+                body["expect"] = {m: {"result": e.result, "evidence": e.evidence} for m, e in a.expect.items()}
+            return body
+
+        return {**self.summary(), "controls": {c: list(t) for c, t in self.controls.items()}, "story": self.story,
+                "learning_goals": list(self.learning_goals), "hints": list(self.hints),
+                "steps": [action(s) for s in self.steps], "reset": [action(a) for a in self.reset]}
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and validation
+
+
+def _rel(path: Path) -> str:
+    try:
+        return str(path.relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def _key(path: Any) -> str:
+    """A JSON Schema error path as a key: steps[2].expect.defended."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(document)"
+
+
+def catalogue(path: Path = CONTROLS_FILE) -> set[str]:
+    return set((yaml.safe_load(path.read_text()) or {}).get("controls", {}))
+
+
+def _test_controls(test_file: Path) -> tuple[set[str], dict[str, set[str]]]:
+    """The control markers of a test module: the module's own (pytestmark) and each test
+    function's, read from its source (ast): no import, no fixture runs."""
+    def marks(node: ast.AST) -> set[str]:
+        found = set()
+        for call in ast.walk(node):
+            if (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "control"
+                    and call.args and isinstance(call.args[0], ast.Constant)):
+                found.add(str(call.args[0].value))
+        return found
+
+    tree = ast.parse(test_file.read_text())
+    module: set[str] = set()
+    functions: dict[str, set[str]] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "pytestmark" for t in node.targets):
+            module |= marks(node.value)
+        elif isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
+            functions[node.name] = set().union(*(marks(d) for d in node.decorator_list))
+    return module, functions
+
+
+def load_scenario(folder: Path, lab: Lab, controls: set[str] | None = None) -> Scenario:
+    """The scenario in ``folder``/scenario.yml, checked against the schema, the control catalogue,
+    ``lab`` and the repository. Raises ScenarioError with every problem found."""
+    file = folder / "scenario.yml"
+    fname = _rel(file)
+    if not file.is_file():
+        raise ScenarioError([Problem(_rel(folder), "(folder)", "no scenario.yml")])
+    try:
+        data = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ScenarioError([Problem(fname, f"line {mark.line + 1}" if mark else "(document)", f"not YAML: {exc}")]) from exc
+    schema = json.loads(SCHEMA_FILE.read_text())
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(data), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise ScenarioError([Problem(fname, _key(e.absolute_path), e.message) for e in errors])
+
+    problems: list[Problem] = []
+    known = catalogue() if controls is None else controls
+    if data["id"] != folder.name:
+        problems.append(Problem(fname, "id", f"{data['id']!r} is not the folder's name {folder.name!r}"))
+
+    def host(value: str, key: str) -> None:
+        if value not in lab.hosts:
+            problems.append(Problem(fname, key, f"{value!r}: lab {lab.name!r} has no such host"))
+        elif not lab.hosts[value].deployed:
+            problems.append(Problem(fname, key, f"{value!r} is planned in lab {lab.name!r}: no container to run from"))
+
+    host(data["attacker"], "attacker")
+    for cid, node_ids in data["controls"].items():
+        if cid not in known:
+            problems.append(Problem(fname, f"controls.{cid}", "not a control of the catalogue (controls.yml)"))
+            continue
+        for i, node_id in enumerate(node_ids):
+            path, _, name = node_id.partition("::")
+            test_file = REPO_ROOT / path
+            function = name.split("[", 1)[0]
+            if not test_file.is_file():
+                problems.append(Problem(fname, f"controls.{cid}[{i}]", f"{path}: no such test file"))
+                continue
+            module, functions = _test_controls(test_file)
+            if function not in functions:
+                problems.append(Problem(fname, f"controls.{cid}[{i}]", f"{path} has no test {function}"))
+            elif cid not in module | functions[function]:
+                problems.append(Problem(fname, f"controls.{cid}[{i}]", f"{function} does not carry @pytest.mark.control({cid!r})"))
+
+    def action(body: dict[str, Any], key: str) -> Action:
+        where = body.get("from", data["attacker"])
+        if "from" in body:
+            host(where, f"{key}.from")
+        script = folder / body["script"]
+        if not script.is_file():
+            problems.append(Problem(fname, f"{key}.script", f"{body['script']}: no such file beside scenario.yml"))
+        expect = {m: Expectation(dict(o["result"]), o["evidence"].strip()) for m, o in body.get("expect", {}).items()}
+        return Action(body["id"], body["title"], where, script, dict(body.get("args") or {}), expect)
+
+    steps = tuple(action(s, f"steps[{i}]") for i, s in enumerate(data["steps"]))
+    resets = tuple(action(a, f"reset[{i}]") for i, a in enumerate(data["reset"]))
+    seen: set[str] = set()
+    for key, a in [(f"steps[{i}]", s) for i, s in enumerate(steps)] + [(f"reset[{i}]", r) for i, r in enumerate(resets)]:
+        if a.id in seen:
+            problems.append(Problem(fname, f"{key}.id", f"{a.id!r} is used twice: step and reset ids are one namespace"))
+        seen.add(a.id)
+    if problems:
+        raise ScenarioError(problems)
+    return Scenario(
+        id=data["id"], title=data["title"], category=tuple(data["category"]),
+        controls={c: tuple(n) for c, n in data["controls"].items()}, attacker=data["attacker"], story=data["story"].strip(),
+        learning_goals=tuple(data["learning_goals"]), hints=tuple(data["hints"]), steps=steps, reset=resets, folder=folder,
+    )
+
+
+def load_all(lab: Lab, root: Path = SCENARIOS_DIR) -> list[Scenario]:
+    """Every scenario under ``root`` (a folder with a scenario.yml), sorted by number. Raises
+    ScenarioError with the problems of every refused file."""
+    scenarios, problems = [], []
+    known = catalogue()
+    for folder in sorted(p.parent for p in root.glob("*/scenario.yml")):
+        try:
+            scenarios.append(load_scenario(folder, lab, known))
+        except ScenarioError as exc:
+            problems += exc.problems
+    if problems:
+        raise ScenarioError(problems)
+    return sorted(scenarios, key=lambda s: int(s.id[1:]))
+
+
+def find(lab: Lab, scenario_id: str, root: Path = SCENARIOS_DIR) -> Scenario:
+    """One scenario by id. KeyError naming the ids there are when it does not exist."""
+    folder = root / scenario_id
+    if not (folder / "scenario.yml").is_file():
+        there = ", ".join(sorted(p.parent.name for p in root.glob("*/scenario.yml"))) or "none"
+        raise KeyError(f"no scenario {scenario_id!r} (there are: {there})")
+    return load_scenario(folder, lab)
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+
+
+def mismatches(result: dict[str, Any], expected: dict[str, Any]) -> list[str]:
+    """Each expected key (dotted for nested values) whose value the result does not hold, as
+    'key: expected X, seen Y'. Empty when the result holds every expected value."""
+    out = []
+    for key, want in expected.items():
+        seen: Any = result
+        for part in key.split("."):
+            seen = seen.get(part, KeyError) if isinstance(seen, dict) else KeyError
+        if seen is KeyError:
+            out.append(f"{key}: expected {want!r}, absent")
+        elif seen != want:
+            out.append(f"{key}: expected {want!r}, seen {seen!r}")
+    return out
+
+
+def lab_context(lab: Lab) -> dict[str, Any]:
+    """What a step may know of the lab: per host its address, zone, AE title and services."""
+    return {
+        "lab": lab.name,
+        "hosts": {
+            h.name: {"address": str(h.address) if h.address else None, "zone": h.zone, "ae_title": h.ae_title,
+                     "deployed": h.deployed, "services": {s.name: s.port for s in h.services}, "groups": list(h.groups)}
+            for h in lab.hosts.values()
+        },
+    }
+
+
+def run_action(lab: Lab, scenario: Scenario, action: Action, context: dict[str, Any]) -> dict[str, Any]:
+    """Run one action's script in its host's container; its JSON result. A script that fails or
+    prints no JSON gives {"error": ...} with the tail of its output (lab secrets redacted)."""
+    envelope = {"name": f"{scenario.id}/{action.script.name}", "source": action.script.read_text(),
+                "context": {**context, "args": action.args, "scenario": scenario.id, "step": action.id}}
+    try:
+        proc = docker("exec", "-i", lab.container_name(action.host), "python3", "-c", BOOT, input=json.dumps(envelope),
+                      check=False, timeout=STEP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return {"error": f"no result within {STEP_TIMEOUT:.0f} s"}
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    try:
+        result = json.loads(lines[-1]) if lines else None
+    except json.JSONDecodeError:
+        result = None
+    if proc.returncode != 0 or not isinstance(result, dict):
+        return {"error": f"exit {proc.returncode}: {redact((proc.stderr or proc.stdout).strip()[-600:])}"}
+    return result
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    id: str
+    title: str
+    host: str
+    seconds: float
+    result: dict[str, Any]
+    expected: dict[str, Any]
+    evidence: str
+    problems: tuple[str, ...]  # mismatches with the expected outcome: empty when as expected
+
+    @property
+    def as_expected(self) -> bool:
+        return not self.problems
+
+    def record(self) -> dict[str, Any]:
+        return {"id": self.id, "title": self.title, "from": self.host, "seconds": self.seconds, "as_expected": self.as_expected,
+                "expected": self.expected, "evidence": self.evidence, "problems": list(self.problems), "result": self.result}
+
+
+def run_steps(lab: Lab, scenario: Scenario, mode: str, progress: Any = None) -> list[StepOutcome]:
+    """Every step in order, from its host; each result against the mode's expectation.
+    ``progress(outcome)`` is called after each step. ValueError when the scenario has no
+    expectation for ``mode``."""
+    if mode not in scenario.modes:
+        raise ValueError(f"{scenario.id} has no expected outcome for mode {mode!r} (it has: {', '.join(scenario.modes) or 'none'})")
+    context = {**lab_context(lab), "mode": mode, "since": time.time()}
+    outcomes = []
+    for step in scenario.steps:
+        started = time.monotonic()
+        result = run_action(lab, scenario, step, context)
+        want = step.expect[mode]
+        outcome = StepOutcome(step.id, step.title, step.host, round(time.monotonic() - started, 1), result, want.result, want.evidence,
+                              tuple(mismatches(result, want.result)))
+        outcomes.append(outcome)
+        context.setdefault("run", {})[step.id] = result
+        if progress:
+            progress(outcome)
+    return outcomes
+
+
+# ---------------------------------------------------------------------------------------------
+# State of a run, reset, check
+
+def run_dir(lab: Lab, scenario: Scenario) -> Path:
+    """.pacslab/<lab>/scenarios/<id>: baseline.json (the fingerprint before the first run since the
+    last reset) and run.json (the last run's mode and step results)."""
+    from .plan import state_dir
+
+    return state_dir(lab) / "scenarios" / scenario.id
+
+
+def run_scenario(lab: Lab, scenario: Scenario, mode: str, progress: Any = None) -> dict[str, Any]:
+    """Take the baseline fingerprint (unless a run since the last reset already took it), run the
+    steps, and keep their results for reset. The run record: {scenario, mode, started, steps,
+    as_expected}."""
+    from . import fingerprint
+
+    folder = run_dir(lab, scenario)
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / "baseline.json").is_file():
+        (folder / "baseline.json").write_text(json.dumps(fingerprint.take(lab)))
+    started = time.time()
+    outcomes = run_steps(lab, scenario, mode, progress)
+    record = {"scenario": scenario.id, "mode": mode, "started": started, "as_expected": all(o.as_expected for o in outcomes),
+              "steps": [o.record() for o in outcomes]}
+    (folder / "run.json").write_text(json.dumps(record, indent=1))
+    return record
+
+
+def _undo_additions(lab: Lab, baseline: dict[str, Any]) -> list[str]:
+    """Delete what was added since ``baseline``: instances on each Orthanc, worklist files on each
+    RIS; empty the fw's rate-limit sets. What it did, in words."""
+    from . import fingerprint
+    from .firewall import RUNTIME_SETS
+    from .probes import imaging as im
+
+    done = []
+    for host in fingerprint.orthanc_hosts(lab):
+        before = set(baseline.get(f"orthanc:{host}", {}).get("instances", []))
+        added = sorted(set(im.orthanc(lab, host, "/instances")) - before)
+        for instance in added:
+            im.orthanc(lab, host, f"/instances/{instance}", "DELETE")
+        if added:
+            done.append(f"{host}: {len(added)} instance(s) deleted")
+    for host in fingerprint.ris_hosts(lab):
+        folder = fingerprint.role_var(lab, host, "ris", "ris_worklists_dir")
+        before = set(baseline.get(f"worklists:{host}", {}))
+        added = sorted(set(fingerprint._digests(lab, host, folder, "sha256")) - before)
+        if added:
+            docker("exec", "-w", folder, lab.container_name(host), "rm", "-f", "--", *added)
+            done.append(f"{host}: {len(added)} worklist file(s) removed")
+    fw = lab.container_name(lab.router.name)
+    for name in RUNTIME_SETS:
+        docker("exec", fw, "nft", "flush", "set", "inet", "pacslab", name)
+    return done
+
+
+SETTLE = (0, 3, 6)  # seconds to wait before each comparison: a forward to the VNA may land after the first
+
+
+def reset_scenario(lab: Lab, scenario: Scenario) -> dict[str, Any]:
+    """Put back what the run changed: the scenario's reset actions (they get the run's results as
+    CONTEXT['run']), then _undo_additions; then compare the fingerprint with the baseline, a few
+    times while late effects settle. The record: {scenario, actions, undone, differences, equal}.
+    With no run since the last reset: {..., "equal": True, "nothing": True}."""
+    from . import fingerprint
+
+    folder = run_dir(lab, scenario)
+    if not (folder / "baseline.json").is_file():
+        return {"scenario": scenario.id, "nothing": True, "actions": [], "undone": [], "differences": [], "equal": True}
+    baseline = json.loads((folder / "baseline.json").read_text())
+    run = json.loads((folder / "run.json").read_text()) if (folder / "run.json").is_file() else {"steps": []}
+    context = {**lab_context(lab), "mode": run.get("mode"), "since": run.get("started"),
+               "run": {s["id"]: s["result"] for s in run["steps"]}}
+    actions = []
+    for action in scenario.reset:
+        result = run_action(lab, scenario, action, context)
+        actions.append({"id": action.id, "title": action.title, "from": action.host, "result": result, "ok": "error" not in result})
+    undone: list[str] = []
+    diff: list[str] = []
+    for wait in SETTLE:
+        time.sleep(wait)
+        undone += _undo_additions(lab, baseline)
+        diff = fingerprint.differences(baseline, fingerprint.take(lab))
+        if not diff:
+            break
+    equal = not diff and all(a["ok"] for a in actions)
+    if equal:
+        for name in ("baseline.json", "run.json"):
+            (folder / name).unlink(missing_ok=True)
+    return {"scenario": scenario.id, "actions": actions, "undone": undone, "differences": diff, "equal": equal}
+
+
+def check_scenario(lab: Lab, scenario: Scenario, pytest_args: list[str] | None = None) -> dict[str, Any]:
+    """Grade the lab with the scenario's integration checks (pytest, as ``pacslab verify`` runs
+    them): per control "holds" when each of its tests passed, else "fails" with the failures.
+    The record: {scenario, controls: {id: {verdict, tests: [{nodeid, outcome, message}]}}, holds}."""
+    import sys
+
+    folder = run_dir(lab, scenario)
+    folder.mkdir(parents=True, exist_ok=True)
+    results = folder / "check-results.json"
+    results.unlink(missing_ok=True)
+    node_ids = sorted({n for ids in scenario.controls.values() for n in ids})
+    cmd = [sys.executable, "-m", "pytest", "-p", "pacslab.pytest_plugin", *node_ids, "--lab", str(lab.path),
+           f"--pacslab-results={results}", "-q", "-p", "no:cacheprovider", *(pytest_args or [])]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+    records = json.loads(results.read_text()) if results.is_file() else []
+    if isinstance(records, dict):
+        records = records.get("tests", [])
+    controls = {}
+    for cid, ids in scenario.controls.items():
+        mine = [r for r in records if any(r["nodeid"] == n or r["nodeid"].startswith(n + "[") for n in ids)]
+        ok = bool(mine) and all(r["outcome"] == "passed" for r in mine)
+        controls[cid] = {"verdict": "holds" if ok else "fails",
+                         "tests": [{"nodeid": r["nodeid"], "outcome": r["outcome"], "message": r.get("message", "")} for r in mine]}
+    out = {"scenario": scenario.id, "controls": controls, "holds": all(c["verdict"] == "holds" for c in controls.values())}
+    if not records:
+        out["error"] = redact(proc.stdout.strip()[-1500:] or proc.stderr.strip()[-1500:])
+    return out

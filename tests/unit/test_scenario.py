@@ -1,0 +1,119 @@
+"""pacslab.scenario: scenario files are refused like a lab definition (file, key, reason), before
+anything runs; expectations compare as written; a step script runs with its CONTEXT."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pacslab import scenario as sc
+from pacslab.topology import REPO_ROOT, load_lab
+
+from .conftest import DEFAULT_LAB, host, mutate
+
+ALT_LAB = REPO_ROOT / "tests" / "labs" / "alt"
+
+
+@pytest.mark.parametrize("lab_path", [DEFAULT_LAB, ALT_LAB], ids=["default", "alt"])
+def test_every_shipped_scenario_loads_on_both_labs(lab_path: Path) -> None:
+    scenarios = sc.load_all(load_lab(lab_path))
+    assert [s.id for s in scenarios] == sorted((p.parent.name for p in sc.SCENARIOS_DIR.glob("*/scenario.yml")), key=lambda i: int(i[1:]))
+    for s in scenarios:
+        assert s.modes == ("defended",) and s.steps and s.controls
+
+
+@pytest.fixture
+def w3(tmp_path: Path) -> Path:
+    shutil.copytree(sc.SCENARIOS_DIR / "W3", tmp_path / "W3")
+    return tmp_path / "W3"
+
+
+def edit(folder: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    data = yaml.safe_load((folder / "scenario.yml").read_text())
+    change(data)
+    (folder / "scenario.yml").write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def refused(folder: Path, lab_path: Path = DEFAULT_LAB) -> list[tuple[str, str, str]]:
+    with pytest.raises(sc.ScenarioError) as err:
+        sc.load_scenario(folder, load_lab(lab_path))
+    return [(p.file, p.key, p.reason) for p in err.value.problems]
+
+
+ENROLLED = "tests/integration/test_imaging.py::test_enrolled_device_stores_over_tls"  # carries C-ACC-06 only
+# case -> (edit, the key refused, the start of its reason), written out.
+CASES: dict[str, tuple[Callable[[dict[str, Any]], None], str, str]] = {
+    "unknown control": (lambda d: d["controls"].update({"C-XYZ-99": [ENROLLED]}),
+                        "controls.C-XYZ-99", "not a control of the catalogue"),
+    "control without its marker": (lambda d: d["controls"].update({"C-DAT-03": [ENROLLED]}),
+                                   "controls.C-DAT-03[0]", "test_enrolled_device_stores_over_tls does not carry @pytest.mark.control('C-DAT-03')"),
+    "no such test": (lambda d: d["controls"]["C-ACC-05"].append("tests/integration/test_imaging.py::test_nothing_like_it"),
+                     "controls.C-ACC-05[1]", "tests/integration/test_imaging.py has no test test_nothing_like_it"),
+    "no such test file": (lambda d: d["controls"]["C-ACC-05"].append("tests/integration/test_none.py::test_x"),
+                          "controls.C-ACC-05[1]", "tests/integration/test_none.py: no such test file"),
+    "unknown attacker": (lambda d: d.update(attacker="mod-xr"), "attacker", "'mod-xr': lab 'default' has no such host"),
+    "planned step host": (lambda d: d["steps"][2].update({"from": "siem"}), "steps[2].from", "'siem' is planned in lab 'default': no container"),
+    "missing script": (lambda d: d["steps"][0].update(script="nothing_here.py"), "steps[0].script", "nothing_here.py: no such file"),
+    "id is not the folder": (lambda d: d.update(id="W4"), "id", "'W4' is not the folder's name 'W3'"),
+    "duplicate step id": (lambda d: d["steps"][1].update(id="claim-ct-ae-title"), "steps[1].id", "'claim-ct-ae-title' is used twice"),
+    "unknown category": (lambda d: d.update(category=["phishing"]), "category[0]", "'phishing' is not one of"),
+    "missing expectation": (lambda d: d["steps"][0]["expect"].pop("defended"), "steps[0].expect", "'defended' is a required property"),
+    "unknown key": (lambda d: d.update(difficulty="hard"), "(document)", "Additional properties are not allowed ('difficulty'"),
+    "wrong format version": (lambda d: d.update(schema_version=2), "schema_version", "1 was expected"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_broken_scenario_is_refused_with_file_key_and_reason(w3: Path, case: str) -> None:
+    change, key, reason = CASES[case]
+    edit(w3, change)
+    problems = refused(w3)
+    assert any(f.endswith("W3/scenario.yml") and k == key and r.startswith(reason) for f, k, r in problems), problems
+
+
+def test_a_yaml_error_names_its_line(w3: Path) -> None:
+    (w3 / "scenario.yml").write_text("id: W3\ntitle: [unclosed\n")
+    [(file, key, reason)] = refused(w3)
+    assert key == "line 3" and reason.startswith("not YAML"), (file, key, reason)
+
+
+def test_a_host_the_other_lab_lacks_is_refused_there(w3: Path, lab_copy: Path) -> None:
+    """Hosts are checked against the lab the scenario runs on: remove mod-mr from a lab and W3's
+    attacker is refused there, by name."""
+    def drop(hosts: dict[str, Any], lab_vars: dict[str, Any], flows: dict[str, Any]) -> None:
+        host(hosts, "mod-mr")["lab_state"] = "planned"
+    mutate(lab_copy, drop)
+    assert ("attacker", "'mod-mr' is planned in lab 'default': no container to run from") in [(k, r) for _, k, r in refused(w3, lab_copy)]
+
+
+def test_an_unknown_id_names_the_ids_there_are() -> None:
+    with pytest.raises(KeyError, match=r"no scenario 'W99' \(there are: .*W3"):
+        sc.find(load_lab(DEFAULT_LAB), "W99")
+
+
+@pytest.mark.parametrize("result, expected, problems", [
+    ({"outcome": "rejected", "reject": {"reason_name": "x"}}, {"outcome": "rejected", "reject.reason_name": "x"}, []),
+    ({"outcome": "established"}, {"outcome": "rejected"}, ["outcome: expected 'rejected', seen 'established'"]),
+    ({"outcome": "rejected", "reject": None}, {"reject.reason_name": "x"}, ["reject.reason_name: expected 'x', absent"]),
+    ({"error": "exit 1: boom"}, {"stored": 0}, ["stored: expected 0, absent"]),
+    ({"stored": False}, {"stored": 0}, []),  # Python's equality: a script says 0 or false alike
+])
+def test_mismatches_compare_written_out_values(result: dict[str, Any], expected: dict[str, Any], problems: list[str]) -> None:
+    assert sc.mismatches(result, expected) == problems
+
+
+def test_a_step_script_runs_with_its_context_from_stdin() -> None:
+    """BOOT, as docker exec runs it, here with the local python3: the script reads CONTEXT and its
+    last line is the result; nothing of it is in argv."""
+    envelope = {"name": "W0/echo.py", "source": "import json\nprint('noise')\nprint(json.dumps({'got': CONTEXT['args']['x']}))\n",
+                "context": {"args": {"x": 7}}}
+    out = subprocess.run([sys.executable, "-c", sc.BOOT], input=json.dumps(envelope), capture_output=True, text=True, check=True).stdout
+    assert json.loads(out.splitlines()[-1]) == {"got": 7}
