@@ -7,6 +7,9 @@ Sections, each a plain JSON value:
   (relative path -> hex digest; the SQLite index files are left out, the instance list covers the
   index), so a byte changed at rest shows.
 - ``worklists:<host>`` for each RIS: worklist file name -> SHA-256.
+- ``dicom_node:<host>`` for each DICOM node that is not Orthanc (modalities, the gateway, the
+  workstations): its state folder (DICOM_NODE_STATE: images a workstation received, a modality's
+  acquisition record), relative path -> SHA-256.
 - ``converged``: the converge records of every node (``.pacslab/<lab>/converged/<host>``: inputs and
   observed digests; roles/lab_converged).
 - ``fw``: the SHA-256 of the fw's ruleset without set contents (``nft -s -t``), and the elements of
@@ -30,10 +33,15 @@ from .probes import imaging as im
 from .topology import Lab
 
 SQLITE_INDEX = ("index", "index-shm", "index-wal")  # Orthanc's SQLite index (the RIS), beside its storage
+DICOM_NODE_STATE = "/var/lib/pacslab"  # dicomsim's STATE, the home of the node's service user (roles/dicom_node)
 
 
 def orthanc_hosts(lab: Lab) -> list[str]:
     return [h.name for h in lab.deployed_hosts() if h.image == "orthanc"]
+
+
+def dicom_node_hosts(lab: Lab) -> list[str]:
+    return [h.name for h in lab.deployed_hosts() if h.image == "dicom"]
 
 
 def ris_hosts(lab: Lab) -> list[str]:
@@ -76,10 +84,17 @@ def take(lab: Lab) -> dict[str, Any]:
         sections[f"orthanc:{host}"] = {"instances": sorted(im.orthanc(lab, host, "/instances")), "files": files}
     for host in ris_hosts(lab):
         sections[f"worklists:{host}"] = _digests(lab, host, role_var(lab, host, "ris", "ris_worklists_dir"), "sha256")
+    for host in dicom_node_hosts(lab):
+        sections[f"dicom_node:{host}"] = _digests(lab, host, DICOM_NODE_STATE, "sha256")
     records = state_dir(lab) / "converged"
     sections["converged"] = {p.name: p.read_text().strip() for p in sorted(records.glob("*"))} if records.is_dir() else {}
     sections["fw"] = _fw(lab)
     return sections
+
+
+def added_files(before: dict[str, Any], after: dict[str, Any], section: str) -> list[str]:
+    """Files of a worklists: or dicom_node: section that ``after`` has and ``before`` has not."""
+    return sorted(set(after.get(section, {})) - set(before.get(section, {})))
 
 
 def differences(before: dict[str, Any], after: dict[str, Any]) -> list[str]:

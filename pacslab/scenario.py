@@ -7,7 +7,7 @@ hosts of this lab), the step scripts beside the file, and the integration checks
 control (each names a test under tests/integration that carries that control's marker). A broken
 file is refused with file, key and reason, like a lab definition, before anything runs.
 
-A step is a Python script beside scenario.yml, run by ``python3`` inside a lab container (``docker
+A step is a Python script beside scenario.yml (or ``lib/<name>.py``, shared: scenarios/lib), run by ``python3`` inside a lab container (``docker
 exec``, the script and its CONTEXT on stdin, never in argv). CONTEXT holds the lab's hosts
 (address, zone, AE title, services), the step's ``args``, the run's start (``since``, epoch
 seconds) and, for reset actions, the results of the run (``run``: step id -> result). The script
@@ -39,6 +39,7 @@ from .topology import REPO_ROOT, Lab, Problem
 
 SCENARIOS_DIR = REPO_ROOT / "scenarios"
 SCHEMA_FILE = SCENARIOS_DIR / "scenario.schema.json"
+LIB_DIR = SCENARIOS_DIR / "lib"  # step scripts several scenarios share (script: lib/<name>.py)
 CONTROLS_FILE = REPO_ROOT / "controls.yml"
 # The six threat categories NCCoE published for SP 1800-24 [V] (reference catalogue section 6.1).
 CATEGORIES = {
@@ -217,9 +218,10 @@ def load_scenario(folder: Path, lab: Lab, controls: set[str] | None = None) -> S
         where = body.get("from", data["attacker"])
         if "from" in body:
             host(where, f"{key}.from")
-        script = folder / body["script"]
+        script = (LIB_DIR / body["script"].removeprefix("lib/")) if body["script"].startswith("lib/") else folder / body["script"]
         if not script.is_file():
-            problems.append(Problem(fname, f"{key}.script", f"{body['script']}: no such file beside scenario.yml"))
+            problems.append(Problem(fname, f"{key}.script", f"{body['script']}: no such file "
+                                    + ("in scenarios/lib" if body["script"].startswith("lib/") else "beside scenario.yml")))
         expect = {m: Expectation(dict(o["result"]), o["evidence"].strip()) for m, o in body.get("expect", {}).items()}
         return Action(body["id"], body["title"], where, script, dict(body.get("args") or {}), expect)
 
@@ -386,7 +388,8 @@ def run_scenario(lab: Lab, scenario: Scenario, mode: str, progress: Any = None) 
 
 def _undo_additions(lab: Lab, baseline: dict[str, Any]) -> list[str]:
     """Delete what was added since ``baseline``: instances on each Orthanc, worklist files on each
-    RIS; empty the fw's rate-limit sets. What it did, in words."""
+    RIS, files in each DICOM node's state folder (images a workstation received); empty the fw's
+    rate-limit sets. What it did, in words."""
     from . import fingerprint
     from .firewall import RUNTIME_SETS
     from .probes import imaging as im
@@ -399,13 +402,14 @@ def _undo_additions(lab: Lab, baseline: dict[str, Any]) -> list[str]:
             im.orthanc(lab, host, f"/instances/{instance}", "DELETE")
         if added:
             done.append(f"{host}: {len(added)} instance(s) deleted")
-    for host in fingerprint.ris_hosts(lab):
-        folder = fingerprint.role_var(lab, host, "ris", "ris_worklists_dir")
-        before = set(baseline.get(f"worklists:{host}", {}))
-        added = sorted(set(fingerprint._digests(lab, host, folder, "sha256")) - before)
+    now = fingerprint.take(lab)
+    folders = {f"worklists:{h}": (h, fingerprint.role_var(lab, h, "ris", "ris_worklists_dir")) for h in fingerprint.ris_hosts(lab)}
+    folders |= {f"dicom_node:{h}": (h, fingerprint.DICOM_NODE_STATE) for h in fingerprint.dicom_node_hosts(lab)}
+    for section, (host, folder) in folders.items():
+        added = fingerprint.added_files(baseline, now, section)
         if added:
             docker("exec", "-w", folder, lab.container_name(host), "rm", "-f", "--", *added)
-            done.append(f"{host}: {len(added)} worklist file(s) removed")
+            done.append(f"{host}: {len(added)} file(s) removed from {folder}")
     fw = lab.container_name(lab.router.name)
     for name in RUNTIME_SETS:
         docker("exec", fw, "nft", "flush", "set", "inet", "pacslab", name)

@@ -1,0 +1,28 @@
+"""A TCP connect scan from this host of every deployed host in the given zones, on the given ports,
+all at once (a dropped SYN costs its timeout once). Result: the probes that got any answer (open or
+refused: "host:port state"), and how many went unanswered."""
+
+import json
+import socket
+from concurrent.futures import ThreadPoolExecutor
+
+args, hosts = CONTEXT["args"], CONTEXT["hosts"]  # noqa: F821 (given by the scenario runner)
+targets = [(name, h["address"], port) for name, h in sorted(hosts.items())
+           if h["deployed"] and h["zone"] in args["zones"] and h["address"] for port in args["ports"]]
+
+
+def probe(target: tuple) -> str:
+    name, address, port = target
+    try:
+        socket.create_connection((address, port), timeout=args["timeout"]).close()
+        return "open"
+    except ConnectionRefusedError:
+        return "refused"
+    except (TimeoutError, OSError):
+        return "unanswered"
+
+
+with ThreadPoolExecutor(len(targets)) as pool:
+    states = list(pool.map(probe, targets))
+print(json.dumps({"probed": len(targets), "answered": [f"{n}:{p} {s}" for (n, _, p), s in zip(targets, states, strict=True) if s != "unanswered"],
+                  "unanswered": states.count("unanswered")}))

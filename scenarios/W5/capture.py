@@ -1,0 +1,40 @@
+"""On the fw: start tcpdump between two lab hosts (args.between), in the background, into
+/tmp/pacslab-W5.pcap; or stop it and search the capture for each needle (args.needles: name -> text);
+or only stop it and remove the files (args.stop). The DICM needle is PS3.10's preamble end (16 zero
+bytes, then DICM), the rest are plain text."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+args, hosts = CONTEXT["args"], CONTEXT["hosts"]  # noqa: F821 (given by the scenario runner)
+pcap, pidfile = "/tmp/pacslab-W5.pcap", "/tmp/pacslab-W5.pid"
+
+if args.get("start"):
+    a, b = (hosts[h]["address"] for h in args["between"])
+    proc = subprocess.Popen(["timeout", "120", "tcpdump", "-i", "any", "-U", "-s", "0", "-w", pcap, "host", a, "and", "host", b],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    open(pidfile, "w").write(str(proc.pid))
+    time.sleep(1.5)  # tcpdump opens its socket
+    print(json.dumps({"capturing": proc.poll() is None}))
+else:
+    if os.path.exists(pidfile):
+        try:
+            os.killpg(int(open(pidfile).read()), signal.SIGINT)
+        except ProcessLookupError:
+            pass
+        time.sleep(1)
+    data = open(pcap, "rb").read() if os.path.exists(pcap) else b""
+    for f in (pcap, pidfile):
+        if os.path.exists(f):
+            os.remove(f)
+    if args.get("stop"):
+        print(json.dumps({"stopped": True}))
+    else:
+        def needle(name: str, text: str) -> bytes:
+            return b"\x00" * 16 + b"DICM" if name == "dicm_preamble" else text.encode()
+
+        print(json.dumps({"bytes": len(data), "saw_the_store": len(data) > 100_000,
+                          "found": {name: needle(name, text) in data for name, text in args["needles"].items()}}))

@@ -1,0 +1,43 @@
+"""On the fw: the drop log's lines (ulogd2 JSON, one per dropped packet) written since the run began
+with the given prefix (args.prefix, e.g. "pacslab deny ") whose source is args.source (a host name of
+the lab), waiting up to args.wait seconds for the first. Result: whether any, the destination hosts
+and ports they name (host names where the address is a lab host), and the sources seen with that
+prefix (host names)."""
+
+import datetime as dt
+import json
+import time
+
+args, hosts = CONTEXT["args"], CONTEXT["hosts"]  # noqa: F821 (given by the scenario runner)
+since = CONTEXT["since"] - 1  # noqa: F821
+names = {h["address"]: name for name, h in hosts.items() if h["address"]}
+source = hosts[args["source"]]["address"] if args.get("source") else None
+
+
+def lines() -> list[dict]:
+    found = []
+    with open("/var/log/pacslab/fw-drops.json", errors="replace") as log:
+        for line in log:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            when = dt.datetime.fromisoformat(entry.get("timestamp", "1970-01-01T00:00:00")).replace(tzinfo=dt.UTC).timestamp()
+            if when >= since and entry.get("oob.prefix") == args["prefix"]:
+                found.append(entry)
+    return found
+
+
+deadline = time.monotonic() + float(args.get("wait", 10))
+while True:
+    entries = lines()
+    mine = [e for e in entries if source is None or e.get("src_ip") == source]
+    if mine or time.monotonic() > deadline:
+        break
+    time.sleep(1)
+print(json.dumps({
+    "logged": bool(mine),
+    "sources": sorted({names.get(e.get("src_ip"), e.get("src_ip")) for e in entries}),
+    "destinations": sorted({names.get(e.get("dest_ip"), e.get("dest_ip")) for e in mine}),
+    "ports": sorted({e.get("dest_port") for e in mine if e.get("dest_port") is not None}),
+}))
