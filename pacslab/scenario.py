@@ -467,8 +467,6 @@ def check_scenario(lab: Lab, scenario: Scenario, pytest_args: list[str] | None =
            f"--pacslab-results={results}", "-q", "-p", "no:cacheprovider", *(pytest_args or [])]
     proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, check=False)
     records = json.loads(results.read_text()) if results.is_file() else []
-    if isinstance(records, dict):
-        records = records.get("tests", [])
     controls = {}
     for cid, ids in scenario.controls.items():
         mine = [r for r in records if any(r["nodeid"] == n or r["nodeid"].startswith(n + "[") for n in ids)]

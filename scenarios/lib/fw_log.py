@@ -1,8 +1,8 @@
 """On the fw: the drop log's lines (ulogd2 JSON, one per dropped packet) written since the run began
 with the given prefix (args.prefix, e.g. "pacslab deny ") whose source is args.source (a host name of
 the lab), waiting up to args.wait seconds for the first. Result: whether any, the destination hosts
-and ports they name (host names where the address is a lab host), and the sources seen with that
-prefix (host names)."""
+and ports they name (host names where the address is a lab host), the sources seen with that prefix
+(host names), and whether one names args.destination (a host name) as its destination."""
 
 import datetime as dt
 import json
@@ -40,4 +40,5 @@ print(json.dumps({
     "sources": sorted({names.get(e.get("src_ip"), e.get("src_ip")) for e in entries}),
     "destinations": sorted({names.get(e.get("dest_ip"), e.get("dest_ip")) for e in mine}),
     "ports": sorted({e.get("dest_port") for e in mine if e.get("dest_port") is not None}),
+    "to_destination": any(names.get(e.get("dest_ip")) == args.get("destination") for e in mine),
 }))

@@ -1,0 +1,68 @@
+"""The workshop scenarios on the running lab (issue 11): each runs from its attacker's position and
+every step ends as the scenario expects in the defended lab; its reset puts back exactly what it
+changed, seen by the lab's state fingerprint and, independently, by the instance counts of every
+Orthanc. The twin: before the reset, the fingerprint names what the run left behind."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pacslab import fingerprint
+from pacslab import scenario as sc
+from pacslab.probes import imaging as im
+from pacslab.topology import Lab
+
+SCENARIO_IDS = sorted((p.parent.name for p in sc.SCENARIOS_DIR.glob("*/scenario.yml")), key=lambda i: int(i[1:]))
+
+
+def counts(lab: Lab) -> dict[str, int]:
+    return {h: im.instance_count(lab, h) for h in fingerprint.orthanc_hosts(lab)}
+
+
+@pytest.mark.parametrize("scenario_id", SCENARIO_IDS)
+def test_a_scenario_runs_as_expected_and_its_reset_puts_the_lab_back(running_lab: Lab, scenario_id: str, evidence) -> None:
+    lab = running_lab
+    scenario = sc.find(lab, scenario_id)
+    for control in scenario.controls:
+        evidence.setdefault("controls", []).append(control)
+    sc.reset_scenario(lab, scenario)  # a run an earlier session left behind
+    before, counted = fingerprint.take(lab), counts(lab)
+    record = sc.run_scenario(lab, scenario, "defended")
+    left = fingerprint.differences(before, fingerprint.take(lab))
+    reset = sc.reset_scenario(lab, scenario)
+    after = fingerprint.take(lab)
+    evidence.update(steps={s["id"]: s["result"] for s in record["steps"]}, left_by_the_run=left, reset=reset["undone"])
+    assert [(s["id"], s["problems"]) for s in record["steps"] if not s["as_expected"]] == []
+    assert reset["equal"] and reset["differences"] == [], reset
+    assert fingerprint.differences(before, after) == [] and counts(lab) == counted
+
+
+def test_the_fingerprint_names_what_a_run_left_behind(running_lab: Lab, evidence) -> None:
+    """Twin: W4 leaves one image on the PACS (its acquire step) with a byte flipped; before the reset the
+    fingerprint names the added instance and file on the PACS; after it, nothing."""
+    lab = running_lab
+    scenario = sc.find(lab, "W4")
+    sc.reset_scenario(lab, scenario)
+    before = fingerprint.take(lab)
+    record = sc.run_scenario(lab, scenario, "defended")
+    left = fingerprint.differences(before, fingerprint.take(lab))
+    reset = sc.reset_scenario(lab, scenario)
+    evidence.update(left=left)
+    instance: Any = record["steps"][1]["result"]["instance"]
+    assert any(line.startswith("orthanc:pacs: 1 instances added (") and instance in line for line in left), left
+    assert any(line.startswith("orthanc:pacs: 1 files added") for line in left), left
+    assert reset["equal"], reset
+
+
+def test_check_grades_with_the_integration_checks_of_each_control(running_lab: Lab, evidence) -> None:
+    """`scenario check W3` runs the tests the scenario names for C-ACC-05 and C-ACC-06 (pytest, the
+    same tests as `pacslab verify`): each control holds, by the outcome of exactly those tests."""
+    result = sc.check_scenario(running_lab, sc.find(running_lab, "W3"))
+    evidence.update(controls={c: [t["nodeid"] for t in v["tests"]] for c, v in result["controls"].items()})
+    assert result["holds"] and {c: v["verdict"] for c, v in result["controls"].items()} == {"C-ACC-05": "holds", "C-ACC-06": "holds"}
+    names = {c: sorted({t["nodeid"].split("::")[1].split("[")[0] for t in v["tests"]}) for c, v in result["controls"].items()}
+    assert names == {"C-ACC-05": ["test_store_from_unlisted_application_is_refused"], "C-ACC-06": ["test_unauthenticated_device_is_refused"]}
+    assert all(t["outcome"] == "passed" for v in result["controls"].values() for t in v["tests"])
+    assert len(result["controls"]["C-ACC-05"]["tests"]) == 3 and len(result["controls"]["C-ACC-06"]["tests"]) == 5
