@@ -420,14 +420,19 @@ def _table(rows: list[list[str]], header: list[str]) -> None:
 
 
 def cmd_scenario(args: argparse.Namespace) -> int:
-    """list | show ID | run ID | check ID | reset ID (pacslab.scenario). A run expects the defended
+    """list | show ID | run ID | check ID | reset ID | sheets [ID] (pacslab.scenario). A run expects the defended
     outcomes: the lab as `up` leaves it."""
     from . import scenario as sc
 
     lab = _load(args.lab)
-    if args.action != "list" and not args.id:
+    if args.action not in ("list", "sheets") and not args.id:
         raise Refused(EXIT_USAGE, f"scenario {args.action} needs a scenario id (pacslab scenario list shows them)")
-    found = _scenarios(lab, args.id if args.action != "list" else None)
+    found = _scenarios(lab, args.id if args.action not in ("list", "sheets") or args.id else None)
+    if args.action == "sheets":
+        out = Path(args.out) if args.out else state_dir(lab) / "sheets"
+        for path in sc.write_sheets(found, out):
+            print(path)
+        return EXIT_OK
     if args.action == "list":
         if args.json:
             print(json.dumps([s.summary() for s in found], indent=1))
@@ -526,10 +531,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="folder to write ruleset.nft, flows.csv and flows.md into (default .pacslab/<lab>/export)")
     p.set_defaults(func=cmd_export)
     verb("doctor", "what this machine lacks and how to fix it, and whether the lab definition loads").set_defaults(func=cmd_doctor)
-    p = verb("scenario", "workshop scenarios: list | show ID | run ID | check ID | reset ID")
-    p.add_argument("action", choices=["list", "show", "run", "check", "reset"])
+    p = verb("scenario", "workshop scenarios: list | show ID | run ID | check ID | reset ID | sheets [ID]")
+    p.add_argument("action", choices=["list", "show", "run", "check", "reset", "sheets"])
     p.add_argument("id", nargs="?", help="the scenario id (W3 ...)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--out", metavar="DIR", help="sheets: where to write them (default .pacslab/<lab>/sheets)")
     p.set_defaults(func=cmd_scenario)
     return parser
 

@@ -477,3 +477,31 @@ def check_scenario(lab: Lab, scenario: Scenario, pytest_args: list[str] | None =
     if not records:
         out["error"] = redact(proc.stdout.strip()[-1500:] or proc.stderr.strip()[-1500:])
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Sheets
+
+TEMPLATES_DIR = SCENARIOS_DIR / "templates"
+
+
+def write_sheets(scenarios: list[Scenario], out: Path) -> list[Path]:
+    """The student's and the trainer's sheet of each scenario, in Markdown and HTML (Jinja2, HTML
+    autoescaped): ``out/<id>/{student,trainer}.{md,html}``. The student's has the story, the steps,
+    the learning goals and the hints; the trainer's adds each step's expected result and evidence, the
+    controls with their checks, and how to run, check and reset. The written paths."""
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES_DIR), autoescape=lambda name: bool(name and name.endswith(".html.j2")),
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    written = []
+    for s in scenarios:
+        folder = out / s.id
+        folder.mkdir(parents=True, exist_ok=True)
+        for audience in ("student", "trainer"):
+            for ext in ("md", "html"):
+                path = folder / f"{audience}.{ext}"
+                path.write_text(env.get_template(f"sheet.{ext}.j2").render(s=s, trainer=audience == "trainer",
+                                                                          categories=[CATEGORIES[c] for c in s.category]))
+                written.append(path)
+    return written

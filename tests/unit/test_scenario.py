@@ -117,3 +117,17 @@ def test_a_step_script_runs_with_its_context_from_stdin() -> None:
                 "context": {"args": {"x": 7}}}
     out = subprocess.run([sys.executable, "-c", sc.BOOT], input=json.dumps(envelope), capture_output=True, text=True, check=True).stdout
     assert json.loads(out.splitlines()[-1]) == {"got": 7}
+
+
+def test_sheets_keep_the_answers_for_the_trainer_and_escape_html(w3: Path, tmp_path: Path) -> None:
+    edit(w3, lambda d: d.update(story="A <script>alert(1)</script> story & more."))
+    s = sc.load_scenario(w3, load_lab(DEFAULT_LAB))
+    written = sc.write_sheets([s], tmp_path / "out")
+    assert sorted(p.name for p in written) == ["student.html", "student.md", "trainer.html", "trainer.md"]
+    sheet = {p.name: p.read_text() for p in written}
+    evidence = s.steps[0].expect["defended"].evidence
+    assert evidence.split(":")[0] in sheet["trainer.md"] and "calling-AE-title-not-recognized" in sheet["trainer.md"]
+    assert "calling-AE-title-not-recognized" not in sheet["student.md"] and evidence.split(":")[0] not in sheet["student.md"]
+    assert "test_store_from_unlisted_application_is_refused" in sheet["trainer.html"] and "test_store" not in sheet["student.html"]
+    assert s.hints[0] in sheet["student.md"]
+    assert "A &lt;script&gt;alert(1)&lt;/script&gt; story &amp; more." in sheet["student.html"] and "<script>" not in sheet["student.html"]
