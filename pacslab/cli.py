@@ -260,10 +260,23 @@ def cmd_up(args: argparse.Namespace) -> int:
         start = time.monotonic()
         result = run_playbook(lab, plan, "up.yml", state, extra=FULL_CONVERGE if args.full else None)
         _report_run("up", result, time.monotonic() - start, lab)
+        if result.ok:
+            _after_up_snapshot(lab)
     if not result.ok:
         return EXIT_PHASE_FAILED
     print_hosts(host_rows(lab))
     return EXIT_OK
+
+
+def _after_up_snapshot(lab: Lab) -> None:
+    """The first successful `up` of a lab saves its state as snapshot _up: what `pacslab reset`
+    restores. Later runs keep it (`down --volumes` forgets it with the volumes)."""
+    from . import snapshot
+
+    if any(s["name"] == snapshot.AFTER_UP for s in snapshot.listing(lab)):
+        return
+    meta = snapshot.save(lab, snapshot.AFTER_UP)
+    print(f"  saved the state after this first up as snapshot {snapshot.AFTER_UP} ({meta['seconds']} s): `pacslab reset` returns to it")
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -275,6 +288,10 @@ def cmd_down(args: argparse.Namespace) -> int:
         print(f"pacslab down: lab {lab.name!r}" + (" (volumes too)" if args.volumes else " (volumes kept; --volumes removes them)"))
         result = run_playbook(lab, plan, "down.yml", state_dir(lab), extra={"lab_provision_remove_volumes": args.volumes})
         _report_run("down", result, time.monotonic() - start, lab)
+        if result.ok and args.volumes:
+            from . import snapshot
+
+            snapshot.remove_all(lab)  # they were of these volumes
     return EXIT_OK if result.ok else EXIT_PHASE_FAILED
 
 
@@ -500,6 +517,69 @@ def cmd_scenario(args: argparse.Namespace) -> int:
         return EXIT_OK if result["equal"] else EXIT_CHECKS_FAILED
 
 
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    """save NAME | restore NAME | list (pacslab.snapshot)."""
+    from . import snapshot
+
+    lab = _load(args.lab)
+    if args.action == "list":
+        rows = snapshot.listing(lab)
+        if args.json:
+            print(json.dumps(rows, indent=1))
+        else:
+            _table([[r["name"], r["created"], f"{r['bytes'] / 1e6:.1f} MB", str(r["paths"])] for r in rows], ["name", "created", "size", "paths"])
+        return EXIT_OK
+    if not args.name:
+        raise Refused(EXIT_USAGE, f"snapshot {args.action} needs a name")
+    return _restore(lab, args.name, args.json) if args.action == "restore" else _save(lab, args.name, args.json)
+
+
+def _save(lab: Lab, name: str, as_json: bool) -> int:
+    from . import snapshot
+
+    with lab_lock(lab, f"snapshot save {name}"):
+        if engine_version() is None or not lab_is_up(lab):
+            raise Refused(EXIT_PHASE_FAILED, f"lab {lab.name!r} is not up: run `pacslab up` first")
+        try:
+            meta = snapshot.save(lab, name)
+        except snapshot.SnapshotError as exc:
+            raise Refused(EXIT_USAGE, str(exc)) from exc
+    size = sum(p["bytes"] for p in meta["paths"])
+    print(json.dumps({k: meta[k] for k in ("name", "created", "seconds", "paths")}, indent=1) if as_json else
+          f"snapshot {name!r} of lab {lab.name!r}: {len(meta['paths'])} paths, {size / 1e6:.1f} MB, {meta['seconds']} s")
+    return EXIT_OK
+
+
+def _restore(lab: Lab, name: str, as_json: bool) -> int:
+    from . import snapshot
+
+    with lab_lock(lab, f"snapshot restore {name}"):
+        if engine_version() is None or not lab_is_up(lab):
+            raise Refused(EXIT_PHASE_FAILED, f"lab {lab.name!r} is not up: run `pacslab up` first")
+        try:
+            result = snapshot.restore(lab, name)
+        except snapshot.SnapshotError as exc:
+            raise Refused(EXIT_USAGE, str(exc)) from exc
+    if as_json:
+        print(json.dumps(result, indent=1))
+    else:
+        print(f"lab {lab.name!r} restored to snapshot {name!r} in {result['seconds']} s: " +
+              ("its state fingerprint equals the one saved" if result["equal"] else
+               "its state fingerprint DIFFERS from the one saved:\n    " + "\n    ".join(result["differences"])))
+    return EXIT_OK if result["equal"] else EXIT_CHECKS_FAILED
+
+
+def cmd_reset(args: argparse.Namespace) -> int:
+    """Restore the snapshot the lab's first `up` saved."""
+    from . import snapshot
+
+    lab = _load(args.lab)
+    if not any(s["name"] == snapshot.AFTER_UP for s in snapshot.listing(lab)):
+        raise Refused(EXIT_USAGE, f"lab {lab.name!r} has no snapshot {snapshot.AFTER_UP} (its first `up` saves it; "
+                                  f"a lab that was up before this version: `pacslab snapshot save {snapshot.AFTER_UP}` on a state you trust)")
+    return _restore(lab, snapshot.AFTER_UP, args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pacslab", description="NIST SP 1800-24 (Securing PACS) as a lab that runs.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -537,6 +617,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--out", metavar="DIR", help="sheets: where to write them (default .pacslab/<lab>/sheets)")
     p.set_defaults(func=cmd_scenario)
+    p = verb("snapshot", "the running lab's state: save NAME | restore NAME | list")
+    p.add_argument("action", choices=["save", "restore", "list"])
+    p.add_argument("name", nargs="?", help="the snapshot's name")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_snapshot)
+    p = verb("reset", "return the lab to the state right after its first `up` (snapshot _up)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_reset)
     return parser
 
 

@@ -1,0 +1,211 @@
+"""Snapshots of a running lab's state (issue 11): ``pacslab snapshot save NAME | restore NAME | list``,
+and ``pacslab reset`` (restore ``_up``, the snapshot the lab's first ``up`` took).
+
+What a snapshot holds, under ``.pacslab/<lab>/snapshots/<NAME>/``:
+
+- ``state/<host>/<n>.tar``: every named volume of a host except its logs (Orthanc's storage and
+  PostgreSQL index on the PACS and VNA, the RIS's worklists and SQLite index, the CA's state), and
+  each DICOM node's state folder (images a workstation received, a modality's acquisition record),
+  read with tar inside the container while the host's supervised programs are stopped (a
+  consistent PostgreSQL data directory, no half-written file);
+- ``fw-sets.json``: the elements of the fw's named sets, except those traffic fills (the rate limits);
+- ``meta.json``: the lab's name, its configuration digest (a snapshot restores only into the lab
+  definition it was taken from), when, the paths saved, and the state fingerprint taken right after
+  the save (pacslab.fingerprint), which the restore must reproduce.
+
+Logs are left out on purpose: a restore rolls the lab's state back, not its evidence.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from . import fingerprint
+from .docker import docker
+from .firewall import RUNTIME_SETS
+from .plan import build_plan, state_dir
+from .probes import imaging as im
+from .topology import Lab
+
+AFTER_UP = "_up"  # the snapshot `up` takes when the lab has none: what `pacslab reset` restores
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+LOG_VOLUMES = ("log",)  # volume names left out: a restore rolls state back, not evidence
+READY_TIMEOUT = 120.0  # seconds for each Orthanc to answer its REST API again after a restore
+
+
+class SnapshotError(Exception):
+    """A snapshot cannot be taken or restored as asked (the message says why); nothing was changed
+    unless the message says otherwise."""
+
+
+@dataclass(frozen=True)
+class StatePath:
+    host: str
+    path: str
+    source: str  # "volume <name>" or "node state"
+
+
+def state_paths(lab: Lab) -> list[StatePath]:
+    """Every path a snapshot saves, host by host (see the module docstring)."""
+    out = []
+    for host in lab.deployed_hosts():
+        out += [StatePath(host.name, v.path, f"volume {v.name}") for v in host.volumes if v.name not in LOG_VOLUMES]
+        if host.image == "dicom":
+            out.append(StatePath(host.name, fingerprint.DICOM_NODE_STATE, "node state"))
+    return out
+
+
+def snapshots_dir(lab: Lab) -> Path:
+    return state_dir(lab) / "snapshots"
+
+
+def _supervised(lab: Lab, host: str, action: str) -> None:
+    """supervisorctl stop|start all in the host, where it runs supervisor (the CA does not)."""
+    docker("exec", lab.container_name(host), "sh", "-c", f"! command -v supervisorctl >/dev/null || supervisorctl {action} all >/dev/null",
+           timeout=180)
+
+
+def _sets(lab: Lab) -> dict[str, list[Any]]:
+    fw = lab.container_name(lab.router.name)
+    found = {}
+    for entry in json.loads(docker("exec", fw, "nft", "-j", "list", "sets").stdout)["nftables"]:
+        body = entry.get("set")
+        if body and body["name"] not in RUNTIME_SETS:
+            found[f"{body['family']} {body['table']} {body['name']}"] = body.get("elem", [])
+    return found
+
+
+def _wait_ready(lab: Lab) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    for host in fingerprint.orthanc_hosts(lab):
+        while True:
+            try:
+                im.orthanc(lab, host, "/system")
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise SnapshotError(f"{host}: Orthanc did not answer within {READY_TIMEOUT:.0f} s after the restore") from None
+                time.sleep(1)
+
+
+def save(lab: Lab, name: str, overwrite: bool = False) -> dict[str, Any]:
+    """Save the running lab's state as snapshot ``name``; its meta record. SnapshotError for a bad
+    name or an existing snapshot (unless ``overwrite``)."""
+    if not NAME.fullmatch(name) and name != AFTER_UP:
+        raise SnapshotError(f"{name!r}: a snapshot name is letters, digits, '.', '_' and '-' (at most 64), starting with a letter or digit")
+    final = snapshots_dir(lab) / name
+    if final.exists() and not overwrite:
+        raise SnapshotError(f"snapshot {name!r} exists ({final}); restore it, or save under another name")
+    work = final.with_name(f".{name}.partial")
+    shutil.rmtree(work, ignore_errors=True)
+    started = time.monotonic()
+    paths = state_paths(lab)
+    hosts = sorted({p.host for p in paths})
+    def save_host(host: str) -> list[dict[str, Any]]:
+        done = []
+        _supervised(lab, host, "stop")
+        try:
+            for i, sp in enumerate(p for p in paths if p.host == host):
+                target = work / "state" / host / f"{i}.tar"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with target.open("wb") as out:
+                    subprocess.run(["docker", "exec", lab.container_name(host), "tar", "-C", sp.path, "-cf", "-", "."],
+                                   stdout=out, stderr=subprocess.PIPE, check=True, timeout=900)
+                done.append({"host": host, "path": sp.path, "source": sp.source, "file": str(target.relative_to(work)),
+                             "bytes": target.stat().st_size})
+        finally:
+            _supervised(lab, host, "start")
+        return done
+
+    try:
+        with ThreadPoolExecutor(len(hosts) or 1) as pool:  # hosts one at a time took 41 s; each waits on its own programs
+            saved = [p for done in pool.map(save_host, hosts) for p in done]
+        (work / "fw-sets.json").write_text(json.dumps(_sets(lab)))
+        _wait_ready(lab)
+        meta = {"name": name, "lab": lab.name, "config_digest": build_plan(lab).config_digest,
+                "created": datetime.now(UTC).isoformat(timespec="seconds"), "paths": saved, "fingerprint": fingerprint.take(lab),
+                "seconds": 0.0}
+        meta["seconds"] = round(time.monotonic() - started, 1)
+        (work / "meta.json").write_text(json.dumps(meta, indent=1))
+        shutil.rmtree(final, ignore_errors=True)
+        work.rename(final)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return meta
+
+
+def listing(lab: Lab) -> list[dict[str, Any]]:
+    """The lab's snapshots: name, created, size in bytes, paths saved."""
+    out = []
+    folder = snapshots_dir(lab)
+    for meta_file in sorted(folder.glob("*/meta.json")) if folder.is_dir() else []:
+        meta = json.loads(meta_file.read_text())
+        out.append({"name": meta["name"], "created": meta["created"], "bytes": sum(p["bytes"] for p in meta["paths"]),
+                    "paths": len(meta["paths"]), "seconds": meta["seconds"]})
+    return out
+
+
+def restore(lab: Lab, name: str) -> dict[str, Any]:
+    """Put the running lab back to snapshot ``name``: each host's supervised programs stopped, its
+    saved paths emptied and unpacked, its programs started; the fw's sets as saved; then the state
+    fingerprint compared with the one taken at the save. The record: {name, seconds, differences,
+    equal}. SnapshotError when there is no such snapshot or it was taken from another lab
+    definition (nothing changed then)."""
+    folder = snapshots_dir(lab) / name
+    if not (folder / "meta.json").is_file():
+        there = ", ".join(s["name"] for s in listing(lab)) or "none"
+        raise SnapshotError(f"lab {lab.name!r} has no snapshot {name!r} (there are: {there})")
+    meta = json.loads((folder / "meta.json").read_text())
+    digest = build_plan(lab).config_digest
+    if meta["lab"] != lab.name or meta["config_digest"] != digest:
+        raise SnapshotError(f"snapshot {name!r} was taken from another definition of lab {meta['lab']!r} "
+                            f"(configuration {meta['config_digest'][:12]}, now {digest[:12]}); nothing was changed")
+    started = time.monotonic()
+
+    def restore_host(host: str) -> None:
+        _supervised(lab, host, "stop")
+        try:
+            for p in (p for p in meta["paths"] if p["host"] == host):
+                with (folder / p["file"]).open("rb") as archive:
+                    subprocess.run(["docker", "exec", "-i", lab.container_name(host), "sh", "-c",
+                                    'find "$1" -mindepth 1 -delete && tar -C "$1" -xpf -', "restore", p["path"]],
+                                   stdin=archive, stderr=subprocess.PIPE, check=True, timeout=900)
+        finally:
+            _supervised(lab, host, "start")
+
+    hosts = sorted({p["host"] for p in meta["paths"]})
+    with ThreadPoolExecutor(len(hosts) or 1) as pool:
+        list(pool.map(restore_host, hosts))
+    fw = lab.container_name(lab.router.name)
+    now = _sets(lab)
+    for key, elems in json.loads((folder / "fw-sets.json").read_text()).items():
+        if now.get(key) == elems:
+            continue  # as saved: a set the rules use is never emptied for nothing
+        family, table, set_name = key.split()
+        docker("exec", fw, "nft", "flush", "set", family, table, set_name)
+        if elems:
+            command = {"nftables": [{"add": {"element": {"family": family, "table": table, "name": set_name, "elem": elems}}}]}
+            docker("exec", "-i", fw, "nft", "-j", "-f", "-", input=json.dumps(command))
+    for set_name in RUNTIME_SETS:
+        docker("exec", fw, "nft", "flush", "set", "inet", "pacslab", set_name)
+    _wait_ready(lab)
+    diff = fingerprint.differences(meta["fingerprint"], fingerprint.take(lab))
+    return {"name": name, "seconds": round(time.monotonic() - started, 1), "differences": diff, "equal": not diff}
+
+
+def remove(lab: Lab, name: str) -> None:
+    shutil.rmtree(snapshots_dir(lab) / name, ignore_errors=True)
+
+
+def remove_all(lab: Lab) -> None:
+    """Forget every snapshot of the lab (its volumes are gone: `down --volumes`)."""
+    shutil.rmtree(snapshots_dir(lab), ignore_errors=True)
