@@ -580,6 +580,54 @@ def cmd_reset(args: argparse.Namespace) -> int:
     return _restore(lab, snapshot.AFTER_UP, args.json)
 
 
+def cmd_class(args: argparse.Namespace) -> int:
+    """up --count N | status [--check] | down (pacslab.classroom)."""
+    from . import classroom
+
+    lab = _load(args.lab)
+    if args.action == "up":
+        if not args.count:
+            raise Refused(EXIT_USAGE, "class up needs --count N (the number of student labs)")
+        try:
+            students = classroom.derive_class(lab, args.count)
+        except classroom.ClassError as exc:
+            raise Refused(EXIT_BAD_LAB, str(exc)) from exc
+        failed = []
+        for student in students:
+            print(f"\n== {student.name} ({student.address_space}, containers {student.prefix}-*)", flush=True)
+            if main(["up", "--lab", str(student.path)]) != EXIT_OK:
+                failed.append(student.name)
+        print(f"\nclass of lab {lab.name!r}: {len(students) - len(failed)} of {len(students)} student labs up"
+              + (f"; failed: {', '.join(failed)} (re-run `pacslab class up --count {args.count}`)" if failed else ""))
+        return EXIT_PHASE_FAILED if failed else EXIT_OK
+    students = classroom.members(lab)
+    if not students:
+        raise Refused(EXIT_USAGE, f"lab {lab.name!r} has no class: `pacslab class up --count N` derives one")
+    if args.action == "down":
+        rcs = [main(["down", "--lab", str(s.path), "--volumes"]) for s in students]
+        if all(rc == EXIT_OK for rc in rcs):
+            classroom.forget(lab)
+        return EXIT_OK if all(rc == EXIT_OK for rc in rcs) else EXIT_PHASE_FAILED
+    from . import scenario as sc
+
+    rows = []
+    for student in students:
+        row: dict[str, Any] = {"lab": student.name, "path": str(student.path), "address_space": str(student.address_space),
+                               "up": engine_version() is not None and lab_is_up(student), "memory_mib": classroom.memory_mib(student)}
+        if args.check and row["up"]:
+            with lab_lock(student, "class status --check"):
+                row["scenarios"] = {s.id: sc.check_scenario(student, s)["holds"] for s in sc.load_all(student)}
+        rows.append(row)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        ids = sorted({i for r in rows for i in r.get("scenarios", {})}, key=lambda i: int(i[1:]))
+        _table([[r["lab"], r["address_space"], "up" if r["up"] else "DOWN", f"{r['memory_mib']:.0f} MiB",
+                 *[("holds" if r["scenarios"][i] else "FAILS") if i in r.get("scenarios", {}) else "-" for i in ids]] for r in rows],
+               ["lab", "addresses", "state", "memory", *ids])
+    return EXIT_OK if all(r["up"] and all(r.get("scenarios", {}).values()) for r in rows) else EXIT_CHECKS_FAILED
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pacslab", description="NIST SP 1800-24 (Securing PACS) as a lab that runs.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -622,6 +670,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", help="the snapshot's name")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_snapshot)
+    p = verb("class", "a class of student labs derived from this one: up --count N | status [--check] | down")
+    p.add_argument("action", choices=["up", "status", "down"])
+    p.add_argument("--count", type=int, help="up: how many student labs")
+    p.add_argument("--check", action="store_true", help="status: grade every scenario's controls in each student lab")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_class)
     p = verb("reset", "return the lab to the state right after its first `up` (snapshot _up)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_reset)

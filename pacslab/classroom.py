@@ -1,0 +1,155 @@
+"""A class of labs (issue 11): N student labs derived from one lab definition, side by side on
+one Docker host.
+
+Student ``i`` (1..N) of lab ``L`` is a copy of L's folder under ``.pacslab/<L>/class/<L>-s<i>/``,
+changed in exactly these ways:
+
+- ``lab_name`` ``<L>-s<i>``, ``lab_prefix`` ``<prefix>s<i>`` (containers, networks and volumes),
+  ``lab_bridge_prefix`` ``s<i>-`` (Linux bridge names, at most 15 characters with the zone name);
+- every IPv4 address and network inside L's ``lab_address_space`` (zone subnets, routers, probe
+  addresses, hosts) moved by ``i`` times the size of that space: 10.77.0.0/16 becomes 10.78.0.0/16
+  for student 1, so no two labs share an address and each keeps its own internal networks;
+- every published host port (``lab_publish``) moved up by ``1000 * i``: two labs cannot both
+  publish 443 on the Docker host.
+
+Each derived folder is loaded (pacslab.topology) before any lab is brought up: a derivation the
+loader refuses is reported with file, key and reason, and nothing is started. ``class.json`` beside
+the folders lists the members.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .plan import state_dir
+from .topology import Lab, LabDefinitionError, Problem, load_lab
+
+PORT_STEP = 1000  # a student lab's published ports: the source's + PORT_STEP * its index
+MAX_STUDENTS = 50
+
+
+class ClassError(Exception):
+    """The class cannot be derived as asked; nothing was started. ``problems``: file, key, reason."""
+
+    def __init__(self, message: str, problems: list[Problem] | None = None):
+        self.problems = problems or []
+        super().__init__(message + "".join(f"\n  {p}" for p in self.problems))
+
+
+def class_dir(lab: Lab) -> Path:
+    return state_dir(lab) / "class"
+
+
+def _shift(value: Any, space: ipaddress.IPv4Network, offset: int) -> Any:
+    """``value`` with every IPv4 address or network inside ``space`` moved by ``offset`` addresses."""
+    if isinstance(value, dict):
+        return {k: _shift(v, space, offset) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shift(v, space, offset) for v in value]
+    if isinstance(value, str):
+        try:
+            if "/" in value:
+                net = ipaddress.IPv4Network(value, strict=False)
+                if net.subnet_of(space):
+                    return f"{ipaddress.IPv4Address(int(net.network_address) + offset)}/{net.prefixlen}"
+            else:
+                ip = ipaddress.IPv4Address(value)
+                if ip in space:
+                    return str(ipaddress.IPv4Address(int(ip) + offset))
+        except (ValueError, TypeError):
+            return value
+    return value
+
+
+def _publish(value: Any, step: int) -> Any:
+    """lab_publish lists moved up by ``step``, wherever they are in a vars tree."""
+    if isinstance(value, dict):
+        return {k: ([int(p) + step for p in v] if k == "lab_publish" and isinstance(v, list) else _publish(v, step)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_publish(v, step) for v in value]
+    return value
+
+
+def student_name(lab: Lab, index: int) -> str:
+    return f"{lab.name}-s{index}"
+
+
+def derive(lab: Lab, index: int, out: Path) -> Path:
+    """Write student ``index``'s lab folder into ``out``/<name> (see the module docstring); its path.
+    ClassError when the derived space leaves the private 10.0.0.0/8 (or the space of its kind)."""
+    space = lab.address_space
+    offset = index * space.num_addresses
+    shifted = ipaddress.IPv4Network(f"{ipaddress.IPv4Address(int(space.network_address) + offset)}/{space.prefixlen}")
+    if not shifted.is_private or (space.subnet_of(ipaddress.IPv4Network("10.0.0.0/8")) and not shifted.subnet_of(ipaddress.IPv4Network("10.0.0.0/8"))):
+        raise ClassError(f"student {index}: {space} moved by {index} spaces is {shifted}, outside the private range it started in")
+    target = out / student_name(lab, index)
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(lab.path, target)
+    names = {"lab_name": student_name(lab, index), "lab_prefix": f"{lab.prefix}s{index}", "lab_bridge_prefix": f"s{index}-"}
+    for path in sorted(target.rglob("*.yml")) + sorted(target.rglob("*.yaml")):
+        data = yaml.safe_load(path.read_text())
+        if data is None:
+            continue
+        data = _publish(_shift(data, space, offset), PORT_STEP * index)
+        if isinstance(data, dict):
+            data.update({k: v for k, v in names.items() if k in data})
+        header = f"# Derived by pacslab class from {lab.path} (student {index}); rewritten by `pacslab class up`.\n"
+        path.write_text(header + yaml.safe_dump(data, sort_keys=False, width=160))
+    return target
+
+
+def derive_class(lab: Lab, count: int) -> list[Lab]:
+    """Derive and load ``count`` student labs (1..count); nothing is started. ClassError with every
+    refused student's problems, or for a count out of 1..MAX_STUDENTS."""
+    if not 1 <= count <= MAX_STUDENTS:
+        raise ClassError(f"--count {count}: a class has 1 to {MAX_STUDENTS} student labs")
+    out = class_dir(lab)
+    out.mkdir(parents=True, exist_ok=True)
+    students, problems = [], []
+    for i in range(1, count + 1):
+        folder = derive(lab, i, out)
+        try:
+            students.append(load_lab(folder))
+        except LabDefinitionError as exc:
+            problems += exc.problems
+    if problems:
+        raise ClassError(f"the class of lab {lab.name!r} was refused; nothing was started", problems)
+    (out / "class.json").write_text(json.dumps({"lab": lab.name, "students": [str(s.path) for s in students]}, indent=1))
+    return students
+
+
+def members(lab: Lab) -> list[Lab]:
+    """The student labs of the class last derived from ``lab`` (none when there is no class)."""
+    record = class_dir(lab) / "class.json"
+    if not record.is_file():
+        return []
+    return [load_lab(p) for p in json.loads(record.read_text())["students"] if Path(p).is_dir()]
+
+
+def forget(lab: Lab) -> None:
+    shutil.rmtree(class_dir(lab), ignore_errors=True)
+
+
+_UNITS = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "kB": 1000, "MB": 1000**2, "GB": 1000**3}
+
+
+def memory_mib(lab: Lab) -> float:
+    """The memory the lab's containers use now (docker stats, one sample), in MiB."""
+    from .docker import docker
+    from .plan import LABEL_LAB
+
+    ids = docker("ps", "-q", "--filter", f"label={LABEL_LAB}={lab.name}").stdout.split()
+    if not ids:
+        return 0.0
+    total = 0.0
+    for line in docker("stats", "--no-stream", "--format", "{{.MemUsage}}", *ids, timeout=120).stdout.splitlines():
+        used = line.split("/")[0].strip()
+        number = used.rstrip("BKMGikb")
+        total += float(number) * _UNITS[used[len(number):]]
+    return round(total / 1024**2, 1)
