@@ -86,7 +86,8 @@ def derive(lab: Lab, index: int, out: Path) -> Path:
     space = lab.address_space
     offset = index * space.num_addresses
     shifted = ipaddress.IPv4Network(f"{ipaddress.IPv4Address(int(space.network_address) + offset)}/{space.prefixlen}")
-    if not shifted.is_private or (space.subnet_of(ipaddress.IPv4Network("10.0.0.0/8")) and not shifted.subnet_of(ipaddress.IPv4Network("10.0.0.0/8"))):
+    ten = ipaddress.IPv4Network("10.0.0.0/8")
+    if not shifted.is_private or (space.subnet_of(ten) and not shifted.subnet_of(ten)):
         raise ClassError(f"student {index}: {space} moved by {index} spaces is {shifted}, outside the private range it started in")
     target = out / student_name(lab, index)
     shutil.rmtree(target, ignore_errors=True)
