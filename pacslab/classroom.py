@@ -5,22 +5,27 @@ Student ``i`` (1..N) of lab ``L`` is a copy of L's folder under ``.pacslab/<L>/c
 changed in exactly these ways:
 
 - ``lab_name`` ``<L>-s<i>``, ``lab_prefix`` ``<prefix>s<i>`` (containers, networks and volumes),
-  ``lab_bridge_prefix`` ``s<i>-`` (Linux bridge names, at most 15 characters with the zone name);
+  ``lab_bridge_prefix`` ``<b>s<i>-`` where ``b`` is the first letter of L's bridge prefix (Linux
+  bridge names, at most 15 characters with the zone name);
 - every IPv4 address and network inside L's ``lab_address_space`` (zone subnets, routers, probe
   addresses, hosts) moved by ``i`` times the size of that space: 10.77.0.0/16 becomes 10.78.0.0/16
   for student 1, so no two labs share an address and each keeps its own internal networks;
 - every published host port (``lab_publish``) moved up by ``1000 * i``: two labs cannot both
   publish 443 on the Docker host.
 
-Each derived folder is loaded (pacslab.topology) before any lab is brought up: a derivation the
-loader refuses is reported with file, key and reason, and nothing is started. ``class.json`` beside
-the folders lists the members.
+The class is derived into a scratch folder and each student loaded there (pacslab.topology) before
+any existing student folder is replaced or any lab is brought up: a derivation the loader refuses
+is reported with file, key and reason, and nothing changes. So is one whose subnets another Docker
+network already uses, one that leaves an address of L's space in a value it cannot move (an address
+inside a URL, say), and a smaller class while the larger one exists. ``class.json`` beside the
+folders lists the members.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -31,6 +36,7 @@ from .plan import state_dir
 from .topology import Lab, LabDefinitionError, Problem, load_lab
 
 PORT_STEP = 1000  # a student lab's published ports: the source's + PORT_STEP * its index
+ADDRESS = re.compile(r"(?<![\d.])(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})(?![\d.])")
 MAX_STUDENTS = 50
 
 
@@ -55,9 +61,9 @@ def _shift(value: Any, space: ipaddress.IPv4Network, offset: int) -> Any:
     if isinstance(value, str):
         try:
             if "/" in value:
-                net = ipaddress.IPv4Network(value, strict=False)
-                if net.subnet_of(space):
-                    return f"{ipaddress.IPv4Address(int(net.network_address) + offset)}/{net.prefixlen}"
+                iface = ipaddress.IPv4Interface(value)  # an address with its prefix keeps its host bits
+                if iface.network.subnet_of(space):
+                    return f"{ipaddress.IPv4Address(int(iface.ip) + offset)}/{iface.network.prefixlen}"
             else:
                 ip = ipaddress.IPv4Address(value)
                 if ip in space:
@@ -92,7 +98,7 @@ def derive(lab: Lab, index: int, out: Path) -> Path:
     target = out / student_name(lab, index)
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(lab.path, target)
-    names = {"lab_name": student_name(lab, index), "lab_prefix": f"{lab.prefix}s{index}", "lab_bridge_prefix": f"s{index}-"}
+    names = {"lab_name": student_name(lab, index), "lab_prefix": f"{lab.prefix}s{index}", "lab_bridge_prefix": f"{lab.bridge_prefix[0]}s{index}-"}
     for path in sorted(target.rglob("*.yml")) + sorted(target.rglob("*.yaml")):
         data = yaml.safe_load(path.read_text())
         if data is None:
@@ -100,40 +106,96 @@ def derive(lab: Lab, index: int, out: Path) -> Path:
         data = _publish(_shift(data, space, offset), PORT_STEP * index)
         if isinstance(data, dict):
             data.update({k: v for k, v in names.items() if k in data})
+        text = yaml.safe_dump(data, sort_keys=False, width=160)
+        left = [m for m in ADDRESS.findall(text) if ipaddress.IPv4Address(m) in space]
+        if left:
+            raise ClassError(f"student {index}: {path.relative_to(target)} still holds {left[0]} of {space} where it cannot be moved "
+                             "(inside a longer value): write it as an address or a network of its own")
         header = f"# Derived by pacslab class from {lab.path} (student {index}); rewritten by `pacslab class up`.\n"
-        path.write_text(header + yaml.safe_dump(data, sort_keys=False, width=160))
+        path.write_text(header + text)
     return target
 
 
+def _taken_subnets(exclude_labs: set[str]) -> dict[ipaddress.IPv4Network, str]:
+    """Subnets of the Docker networks that no lab in ``exclude_labs`` owns: network name by subnet
+    (empty when no engine answers: `up` then meets Docker's own refusal)."""
+    from .docker import docker, engine_version
+    from .plan import LABEL_LAB
+
+    if engine_version() is None:
+        return {}
+    ids = docker("network", "ls", "-q").stdout.split()
+    taken = {}
+    for net in json.loads(docker("network", "inspect", *ids).stdout) if ids else []:
+        if (net.get("Labels") or {}).get(LABEL_LAB) in exclude_labs:
+            continue
+        for cfg in (net.get("IPAM") or {}).get("Config") or []:
+            if cfg.get("Subnet") and ":" not in cfg["Subnet"]:
+                taken[ipaddress.IPv4Network(cfg["Subnet"])] = net["Name"]
+    return taken
+
+
 def derive_class(lab: Lab, count: int) -> list[Lab]:
-    """Derive and load ``count`` student labs (1..count); nothing is started. ClassError with every
-    refused student's problems, or for a count out of 1..MAX_STUDENTS."""
+    """Derive and load ``count`` student labs (1..count); nothing is started. ClassError (nothing
+    changed) with every refused student's problems, for a count out of 1..MAX_STUDENTS, for a class
+    smaller than the one that exists, or for subnets another Docker network uses."""
     if not 1 <= count <= MAX_STUDENTS:
         raise ClassError(f"--count {count}: a class has 1 to {MAX_STUDENTS} student labs")
     out = class_dir(lab)
-    out.mkdir(parents=True, exist_ok=True)
-    students, problems = [], []
-    for i in range(1, count + 1):
-        folder = derive(lab, i, out)
-        try:
-            students.append(load_lab(folder))
-        except LabDefinitionError as exc:
-            problems += exc.problems
-    if problems:
-        raise ClassError(f"the class of lab {lab.name!r} was refused; nothing was started", problems)
-    (out / "class.json").write_text(json.dumps({"lab": lab.name, "students": [str(s.path) for s in students]}, indent=1))
+    record = out / "class.json"
+    existing = json.loads(record.read_text())["students"] if record.is_file() else []
+    if len(existing) > count:
+        raise ClassError(f"lab {lab.name!r} has a class of {len(existing)} student labs: `pacslab class down` before a smaller one")
+    scratch = out / ".derive"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    try:
+        problems: list[Problem] = []
+        derived = []
+        for i in range(1, count + 1):
+            folder = derive(lab, i, scratch)
+            try:
+                derived.append(load_lab(folder))
+            except LabDefinitionError as exc:
+                problems += exc.problems
+        if problems:
+            raise ClassError(f"the class of lab {lab.name!r} was refused; nothing was changed", problems)
+        taken = _taken_subnets({s.name for s in derived} | {lab.name})
+        clashes = [f"{s.name} zone {z.name} {z.subnet} overlaps Docker network {taken[t]} ({t})"
+                   for s in derived for z in s.zones.values() for t in taken if z.subnet.overlaps(t)]
+        if clashes:
+            raise ClassError(f"the class of lab {lab.name!r} was refused; nothing was changed: " + "; ".join(clashes))
+        for s in derived:
+            final = out / s.path.name
+            shutil.rmtree(final, ignore_errors=True)
+            s.path.rename(final)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    students = [load_lab(out / student_name(lab, i)) for i in range(1, count + 1)]
+    record.write_text(json.dumps({"lab": lab.name, "students": [str(s.path) for s in students]}, indent=1))
     return students
 
 
 def members(lab: Lab) -> list[Lab]:
-    """The student labs of the class last derived from ``lab`` (none when there is no class)."""
+    """The student labs of the class last derived from ``lab`` (none when there is no class).
+    ClassError when a member's folder is gone or no longer loads (its lab may still run: take it
+    down with `pacslab down --lab` on a copy of its definition)."""
     record = class_dir(lab) / "class.json"
     if not record.is_file():
         return []
-    return [load_lab(p) for p in json.loads(record.read_text())["students"] if Path(p).is_dir()]
+    students = []
+    for path in json.loads(record.read_text())["students"]:
+        try:
+            students.append(load_lab(path))
+        except (LabDefinitionError, FileNotFoundError) as exc:
+            raise ClassError(f"student lab {path} of the class of {lab.name!r} cannot be read: {exc}") from exc
+    return students
 
 
-def forget(lab: Lab) -> None:
+def forget(lab: Lab, students: list[Lab]) -> None:
+    """Drop the class's folders and each student lab's state folder (secrets, records, snapshots)."""
+    for s in students:
+        shutil.rmtree(state_dir(s), ignore_errors=True)
     shutil.rmtree(class_dir(lab), ignore_errors=True)
 
 

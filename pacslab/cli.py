@@ -270,13 +270,19 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def _after_up_snapshot(lab: Lab) -> None:
     """The first successful `up` of a lab saves its state as snapshot _up: what `pacslab reset`
-    restores. Later runs keep it (`down --volumes` forgets it with the volumes)."""
+    restores. Later runs keep it while the lab can still take it (same definition, same
+    containers), and save it again when not; `down --volumes` forgets it with the volumes."""
     from . import snapshot
 
-    if any(s["name"] == snapshot.AFTER_UP for s in snapshot.listing(lab)):
+    meta_file = snapshot.snapshots_dir(lab) / snapshot.AFTER_UP / "meta.json"
+    if meta_file.is_file() and snapshot.restorable(lab, json.loads(meta_file.read_text())) is None:
         return
-    meta = snapshot.save(lab, snapshot.AFTER_UP)
-    print(f"  saved the state after this first up as snapshot {snapshot.AFTER_UP} ({meta['seconds']} s): `pacslab reset` returns to it")
+    try:  # none yet, or one this lab can no longer take (another definition, containers made again): this up's state
+        meta = snapshot.save(lab, snapshot.AFTER_UP, overwrite=True)
+    except snapshot.SnapshotError as exc:
+        print(f"  warning: the lab is up, but its state after up was not saved: {exc}", file=sys.stderr)
+        return
+    print(f"  saved the state after this up as snapshot {snapshot.AFTER_UP} ({meta['seconds']} s): `pacslab reset` returns to it")
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -289,9 +295,10 @@ def cmd_down(args: argparse.Namespace) -> int:
         result = run_playbook(lab, plan, "down.yml", state_dir(lab), extra={"lab_provision_remove_volumes": args.volumes})
         _report_run("down", result, time.monotonic() - start, lab)
         if result.ok and args.volumes:
-            from . import snapshot
+            from . import scenario, snapshot
 
             snapshot.remove_all(lab)  # they were of these volumes
+            scenario.forget(lab)  # and so were the scenario runs' baselines
     return EXIT_OK if result.ok else EXIT_PHASE_FAILED
 
 
@@ -437,8 +444,10 @@ def _table(rows: list[list[str]], header: list[str]) -> None:
 
 
 def cmd_scenario(args: argparse.Namespace) -> int:
-    """list | show ID | run ID | check ID | reset ID | sheets [ID] (pacslab.scenario). A run expects the defended
-    outcomes: the lab as `up` leaves it."""
+    """list | show ID | run ID [--vulnerable] | check ID | reset ID | sheets [ID] (pacslab.scenario).
+    A run expects the defended outcomes (the lab as `up` leaves it); --vulnerable first brings the lab
+    into the scenario's overlay and expects the attack to succeed; a reset after it brings the lab's
+    own definition back."""
     from . import scenario as sc
 
     lab = _load(args.lab)
@@ -470,10 +479,29 @@ def cmd_scenario(args: argparse.Namespace) -> int:
             for mode, want in step.expect.items():
                 print(f"       {mode}: {want.evidence}")
         return EXIT_OK
-    mode = "defended"
+    mode = "vulnerable" if args.vulnerable else "defended"
+    if args.vulnerable and args.action != "run":
+        raise Refused(EXIT_USAGE, "--vulnerable goes with `scenario run` only")
+    if mode not in scenario.modes:
+        raise Refused(EXIT_USAGE, f"{scenario.id} has no vulnerable overlay: it runs {', '.join(scenario.modes)} only")
     with lab_lock(lab, f"scenario {args.action} {scenario.id}"):
-        if engine_version() is None or not lab_is_up(lab):
-            raise Refused(EXIT_PHASE_FAILED, f"lab {lab.name!r} is not up: run `pacslab up` first")
+        _require_up(lab)
+        if args.action == "run":
+            try:
+                sc.refuse_other_open_runs(lab, scenario)
+            except sc.ScenarioError as exc:
+                raise Refused(EXIT_USAGE, "; ".join(str(p) for p in exc.problems)) from exc
+        if args.action == "run" and args.vulnerable:
+            try:
+                overlay = sc.derive_overlay(lab, scenario)
+            except sc.ScenarioError as exc:
+                lines = "\n".join(f"  {p}" for p in exc.problems)
+                raise Refused(EXIT_BAD_LAB, f"the vulnerable overlay of {scenario.id} was refused; nothing was changed:\n{lines}") from exc
+            sc.ensure_baseline(lab, scenario)  # the defended state a reset returns to
+            if not args.json:
+                print(f"{scenario.id}: the lab takes the vulnerable overlay {overlay.path} (waives {', '.join(scenario.vulnerable.waives)})")
+            if main(["up", "--lab", str(overlay.path)]) != EXIT_OK:
+                return EXIT_PHASE_FAILED
         if args.action == "run":
             def progress(o: Any) -> None:
                 if not args.json:
@@ -490,6 +518,10 @@ def cmd_scenario(args: argparse.Namespace) -> int:
                     print(f"  {step['id']}: {step['evidence'] if step['as_expected'] else '; '.join(step['problems'])}")
                 print(f"\n{scenario.id} {mode}: {'every step as expected' if record['as_expected'] else 'NOT as expected'}; "
                       f"`pacslab scenario reset {scenario.id}` puts the lab back")
+                if scenario.vulnerable and args.vulnerable:
+                    print(f"\nBreak-and-fix: the lab runs {sc.overlay_dir(lab, scenario)}. Repair it there (or on the hosts): "
+                          f"{scenario.vulnerable.repair}\nthen `pacslab up --lab {sc.overlay_dir(lab, scenario)}` and "
+                          f"`pacslab scenario check {scenario.id}` says, per control, whether it is fixed.")
             return EXIT_OK if record["as_expected"] else EXIT_CHECKS_FAILED
         if args.action == "check":
             result = sc.check_scenario(lab, scenario)
@@ -502,6 +534,11 @@ def cmd_scenario(args: argparse.Namespace) -> int:
                 if "error" in result:
                     print(f"\npytest ran no test:\n{result['error']}")
             return EXIT_OK if result["holds"] else EXIT_CHECKS_FAILED
+        if sc.last_mode(lab, scenario) == "vulnerable":  # the lab ran the overlay: its own definition again first
+            if not args.json:
+                print(f"{scenario.id}: the lab takes its own definition {lab.path} again")
+            if main(["up", "--lab", str(lab.path)]) != EXIT_OK:
+                return EXIT_PHASE_FAILED
         result = sc.reset_scenario(lab, scenario)
         if args.json:
             print(json.dumps(result, indent=1))
@@ -531,17 +568,21 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
         return EXIT_OK
     if not args.name:
         raise Refused(EXIT_USAGE, f"snapshot {args.action} needs a name")
-    return _restore(lab, args.name, args.json) if args.action == "restore" else _save(lab, args.name, args.json)
+    return _restore(lab, args.name, args.json) if args.action == "restore" else _save(lab, args.name, args.json, args.overwrite)
 
 
-def _save(lab: Lab, name: str, as_json: bool) -> int:
+def _require_up(lab: Lab) -> None:
+    if engine_version() is None or not lab_is_up(lab):
+        raise Refused(EXIT_PHASE_FAILED, f"lab {lab.name!r} is not up: run `pacslab up` first")
+
+
+def _save(lab: Lab, name: str, as_json: bool, overwrite: bool = False) -> int:
     from . import snapshot
 
     with lab_lock(lab, f"snapshot save {name}"):
-        if engine_version() is None or not lab_is_up(lab):
-            raise Refused(EXIT_PHASE_FAILED, f"lab {lab.name!r} is not up: run `pacslab up` first")
+        _require_up(lab)
         try:
-            meta = snapshot.save(lab, name)
+            meta = snapshot.save(lab, name, overwrite=overwrite)
         except snapshot.SnapshotError as exc:
             raise Refused(EXIT_USAGE, str(exc)) from exc
     size = sum(p["bytes"] for p in meta["paths"])
@@ -554,12 +595,14 @@ def _restore(lab: Lab, name: str, as_json: bool) -> int:
     from . import snapshot
 
     with lab_lock(lab, f"snapshot restore {name}"):
-        if engine_version() is None or not lab_is_up(lab):
-            raise Refused(EXIT_PHASE_FAILED, f"lab {lab.name!r} is not up: run `pacslab up` first")
+        _require_up(lab)
         try:
             result = snapshot.restore(lab, name)
         except snapshot.SnapshotError as exc:
-            raise Refused(EXIT_USAGE, str(exc)) from exc
+            raise Refused(EXIT_USAGE if "nothing was changed" in str(exc) else EXIT_PHASE_FAILED, str(exc)) from exc
+        from . import scenario
+
+        scenario.forget(lab)  # the state the runs' baselines describe is gone
     if as_json:
         print(json.dumps(result, indent=1))
     else:
@@ -595,18 +638,28 @@ def cmd_class(args: argparse.Namespace) -> int:
         failed = []
         for student in students:
             print(f"\n== {student.name} ({student.address_space}, containers {student.prefix}-*)", flush=True)
-            if main(["up", "--lab", str(student.path)]) != EXIT_OK:
+            rc = main(["up", "--lab", str(student.path)])
+            if rc == EXIT_INTERRUPTED:
+                return rc
+            if rc != EXIT_OK:
                 failed.append(student.name)
         print(f"\nclass of lab {lab.name!r}: {len(students) - len(failed)} of {len(students)} student labs up"
               + (f"; failed: {', '.join(failed)} (re-run `pacslab class up --count {args.count}`)" if failed else ""))
         return EXIT_PHASE_FAILED if failed else EXIT_OK
-    students = classroom.members(lab)
+    try:
+        students = classroom.members(lab)
+    except classroom.ClassError as exc:
+        raise Refused(EXIT_BAD_LAB, str(exc)) from exc
     if not students:
         raise Refused(EXIT_USAGE, f"lab {lab.name!r} has no class: `pacslab class up --count N` derives one")
     if args.action == "down":
-        rcs = [main(["down", "--lab", str(s.path), "--volumes"]) for s in students]
+        rcs = []
+        for s in students:
+            rcs.append(main(["down", "--lab", str(s.path), "--volumes"]))
+            if rcs[-1] == EXIT_INTERRUPTED:
+                return EXIT_INTERRUPTED
         if all(rc == EXIT_OK for rc in rcs):
-            classroom.forget(lab)
+            classroom.forget(lab, students)
         return EXIT_OK if all(rc == EXIT_OK for rc in rcs) else EXIT_PHASE_FAILED
     from . import scenario as sc
 
@@ -659,15 +712,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="folder to write ruleset.nft, flows.csv and flows.md into (default .pacslab/<lab>/export)")
     p.set_defaults(func=cmd_export)
     verb("doctor", "what this machine lacks and how to fix it, and whether the lab definition loads").set_defaults(func=cmd_doctor)
-    p = verb("scenario", "workshop scenarios: list | show ID | run ID | check ID | reset ID | sheets [ID]")
+    p = verb("scenario", "workshop scenarios: list | show ID | run ID [--vulnerable] | check ID | reset ID | sheets [ID]")
     p.add_argument("action", choices=["list", "show", "run", "check", "reset", "sheets"])
     p.add_argument("id", nargs="?", help="the scenario id (W3 ...)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--vulnerable", action="store_true",
+                   help="run: break-and-fix - the lab takes the scenario's overlay (its controls waived) and the attack is expected to succeed")
     p.add_argument("--out", metavar="DIR", help="sheets: where to write them (default .pacslab/<lab>/sheets)")
     p.set_defaults(func=cmd_scenario)
     p = verb("snapshot", "the running lab's state: save NAME | restore NAME | list")
     p.add_argument("action", choices=["save", "restore", "list"])
     p.add_argument("name", nargs="?", help="the snapshot's name")
+    p.add_argument("--overwrite", action="store_true", help="save: replace a snapshot of that name")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_snapshot)
     p = verb("class", "a class of student labs derived from this one: up --count N | status [--check] | down")

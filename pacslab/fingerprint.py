@@ -50,7 +50,9 @@ def ris_hosts(lab: Lab) -> list[str]:
 
 def _digests(lab: Lab, host: str, folder: str, algorithm: str) -> dict[str, str]:
     """relative path -> digest of every regular file under ``folder`` in ``host`` (one exec)."""
-    out = docker("exec", lab.container_name(host), "sh", "-c", f'cd "$1" 2>/dev/null && find . -type f -print0 | xargs -0 -r {algorithm}sum',
+    # A file removed between find and the sum (a forward, a worklist poll) is skipped, not an error; no folder, no files.
+    out = docker("exec", lab.container_name(host), "sh", "-c",
+                 f'cd "$1" 2>/dev/null || exit 0; find . -type f -print0 | xargs -0 -r {algorithm}sum 2>/dev/null; exit 0',
                  "digests", folder, timeout=300).stdout
     found = {}
     for line in out.splitlines():
@@ -59,14 +61,21 @@ def _digests(lab: Lab, host: str, folder: str, algorithm: str) -> dict[str, str]
     return found
 
 
-def _fw(lab: Lab) -> dict[str, Any]:
+def fw_sets(lab: Lab) -> dict[str, list[Any]]:
+    """"family/table/name" -> elements (nft's JSON) of every named set of the fw, except those
+    traffic fills (pacslab.firewall.RUNTIME_SETS)."""
     fw = lab.container_name(lab.router.name)
-    ruleset = docker("exec", fw, "nft", "-s", "-t", "list", "ruleset").stdout
-    sets = {}
+    found = {}
     for entry in json.loads(docker("exec", fw, "nft", "-j", "list", "sets").stdout)["nftables"]:
         body = entry.get("set")
         if body and body["name"] not in RUNTIME_SETS:
-            sets[f"{body['table']}/{body['name']}"] = sorted(json.dumps(e, sort_keys=True) for e in body.get("elem", []))
+            found[f"{body['family']}/{body['table']}/{body['name']}"] = body.get("elem", [])
+    return found
+
+
+def _fw(lab: Lab) -> dict[str, Any]:
+    ruleset = docker("exec", lab.container_name(lab.router.name), "nft", "-s", "-t", "list", "ruleset").stdout
+    sets = {name: sorted(json.dumps(e, sort_keys=True) for e in elems) for name, elems in fw_sets(lab).items()}
     return {"ruleset_sha256": hashlib.sha256(ruleset.encode()).hexdigest(), "sets": sets}
 
 
@@ -97,10 +106,11 @@ def added_files(before: dict[str, Any], after: dict[str, Any], section: str) -> 
     return sorted(set(after.get(section, {})) - set(before.get(section, {})))
 
 
-def differences(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
-    """What differs between two fingerprints, one line per difference; empty when equal."""
+def differences(before: dict[str, Any], after: dict[str, Any], ignore: tuple[str, ...] = ()) -> list[str]:
+    """What differs between two fingerprints, one line per difference (sections in ``ignore``
+    left out); empty when equal."""
     out = []
-    for section in sorted(set(before) | set(after)):
+    for section in sorted((set(before) | set(after)) - set(ignore)):
         a, b = before.get(section), after.get(section)
         if a == b:
             continue

@@ -146,7 +146,8 @@ def render(lab: Lab) -> str:
         f'\t\tip daddr != @lab_nets counter log group {LOG_GROUP} prefix "{PREFIX_EGRESS}" drop',
     ]
     dicom = dicom_endpoints(lab)
-    if dicom:
+    # firewall_dicom_limits: false on the fw host (a waived C-PRT-05: workshop W12's break-and-fix run) drops the limits.
+    if dicom and lab.host_vars.get(lab.router.name, {}).get("firewall_dicom_limits", True) is not False:
         to_dicom = f"ip daddr . tcp dport {{ {', '.join(dicom)} }} ct state new"
         lines += [
             f"\t\t{to_dicom} update @dicom_rate {{ ip saddr limit rate over {DICOM_RATE} }} counter log group {LOG_GROUP} "

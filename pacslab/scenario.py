@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ast
 import json
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ import jsonschema
 import yaml
 
 from .docker import docker
-from .redact import redact
+from .redact import redact, redact_tree, secret_values
 from .topology import REPO_ROOT, Lab, Problem
 
 SCENARIOS_DIR = REPO_ROOT / "scenarios"
@@ -88,6 +89,16 @@ class Action:
 
 
 @dataclass(frozen=True)
+class Vulnerable:
+    """The break-and-fix overlay: controls waived, host variables set, flows added; what to repair."""
+
+    waives: tuple[str, ...]
+    host_vars: dict[str, dict[str, Any]]
+    flows: tuple[dict[str, Any], ...]
+    repair: str
+
+
+@dataclass(frozen=True)
 class Scenario:
     id: str
     title: str
@@ -100,11 +111,13 @@ class Scenario:
     steps: tuple[Action, ...]
     reset: tuple[Action, ...]
     folder: Path
+    vulnerable: Vulnerable | None = None
 
     @property
     def modes(self) -> tuple[str, ...]:
-        """The modes every step has an expected outcome for."""
-        return tuple(m for m in MODES if all(m in s.expect for s in self.steps))
+        """The modes it runs in: defended, and vulnerable where it has an overlay (then every step
+        has a vulnerable outcome: load_scenario checks it)."""
+        return ("defended", "vulnerable") if self.vulnerable else ("defended",)
 
     def summary(self) -> dict[str, Any]:
         return {"id": self.id, "title": self.title, "category": list(self.category), "controls": sorted(self.controls),
@@ -118,9 +131,13 @@ class Scenario:
                 body["expect"] = {m: {"result": e.result, "evidence": e.evidence} for m, e in a.expect.items()}
             return body
 
-        return {**self.summary(), "controls": {c: list(t) for c, t in self.controls.items()}, "story": self.story,
-                "learning_goals": list(self.learning_goals), "hints": list(self.hints),
-                "steps": [action(s) for s in self.steps], "reset": [action(a) for a in self.reset]}
+        doc = {**self.summary(), "controls": {c: list(t) for c, t in self.controls.items()}, "story": self.story,
+               "learning_goals": list(self.learning_goals), "hints": list(self.hints),
+               "steps": [action(s) for s in self.steps], "reset": [action(a) for a in self.reset]}
+        if self.vulnerable:
+            doc["vulnerable"] = {"waives": list(self.vulnerable.waives), "host_vars": self.vulnerable.host_vars,
+                                 "flows": list(self.vulnerable.flows), "repair": self.vulnerable.repair}
+        return doc
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,6 +243,20 @@ def load_scenario(folder: Path, lab: Lab, controls: set[str] | None = None) -> S
         return Action(body["id"], body["title"], where, script, dict(body.get("args") or {}), expect)
 
     steps = tuple(action(s, f"steps[{i}]") for i, s in enumerate(data["steps"]))
+    vulnerable = None
+    if "vulnerable" in data:
+        v = data["vulnerable"]
+        for i, cid in enumerate(v["waives"]):
+            if cid not in data["controls"]:
+                problems.append(Problem(fname, f"vulnerable.waives[{i}]", f"{cid} is not one of the scenario's controls"))
+        for hname in v.get("host_vars", {}):
+            host(hname, f"vulnerable.host_vars.{hname}")
+        vulnerable = Vulnerable(tuple(v["waives"]), {h: dict(x) for h, x in v.get("host_vars", {}).items()},
+                                tuple(v.get("flows", [])), v["repair"].strip())
+    for i, step in enumerate(steps):
+        if (vulnerable is None) == ("vulnerable" in step.expect):
+            problems.append(Problem(fname, f"steps[{i}].expect", "no vulnerable outcome: with a vulnerable overlay every step needs one"
+                                    if vulnerable else "a vulnerable outcome, but the scenario has no vulnerable overlay"))
     resets = tuple(action(a, f"reset[{i}]") for i, a in enumerate(data["reset"]))
     seen: set[str] = set()
     for key, a in [(f"steps[{i}]", s) for i, s in enumerate(steps)] + [(f"reset[{i}]", r) for i, r in enumerate(resets)]:
@@ -238,6 +269,7 @@ def load_scenario(folder: Path, lab: Lab, controls: set[str] | None = None) -> S
         id=data["id"], title=data["title"], category=tuple(data["category"]),
         controls={c: tuple(n) for c, n in data["controls"].items()}, attacker=data["attacker"], story=data["story"].strip(),
         learning_goals=tuple(data["learning_goals"]), hints=tuple(data["hints"]), steps=steps, reset=resets, folder=folder,
+        vulnerable=vulnerable,
     )
 
 
@@ -279,7 +311,7 @@ def mismatches(result: dict[str, Any], expected: dict[str, Any]) -> list[str]:
             seen = seen.get(part, KeyError) if isinstance(seen, dict) else KeyError
         if seen is KeyError:
             out.append(f"{key}: expected {want!r}, absent")
-        elif seen != want:
+        elif seen != want or type(seen) is not type(want):  # false is not 0 and 1 is not true
             out.append(f"{key}: expected {want!r}, seen {seen!r}")
     return out
 
@@ -301,19 +333,22 @@ def run_action(lab: Lab, scenario: Scenario, action: Action, context: dict[str, 
     prints no JSON gives {"error": ...} with the tail of its output (lab secrets redacted)."""
     envelope = {"name": f"{scenario.id}/{action.script.name}", "source": action.script.read_text(),
                 "context": {**context, "args": action.args, "scenario": scenario.id, "step": action.id}}
-    try:
-        proc = docker("exec", "-i", lab.container_name(action.host), "python3", "-c", BOOT, input=json.dumps(envelope),
-                      check=False, timeout=STEP_TIMEOUT)
+    try:  # coreutils' timeout inside the container ends the script there too (the client's timeout alone would not)
+        proc = docker("exec", "-i", lab.container_name(action.host), "timeout", "-k", "5", str(int(STEP_TIMEOUT)), "python3", "-c", BOOT,
+                      input=json.dumps(envelope), check=False, timeout=STEP_TIMEOUT + 30)
     except subprocess.TimeoutExpired:
         return {"error": f"no result within {STEP_TIMEOUT:.0f} s"}
+    if proc.returncode == 124:
+        return {"error": f"no result within {STEP_TIMEOUT:.0f} s (the script was stopped)"}
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
     try:
         result = json.loads(lines[-1]) if lines else None
     except json.JSONDecodeError:
         result = None
     if proc.returncode != 0 or not isinstance(result, dict):
-        return {"error": f"exit {proc.returncode}: {redact((proc.stderr or proc.stdout).strip()[-600:])}"}
-    return result
+        return {"error": f"exit {proc.returncode}: {redact((proc.stderr or proc.stdout).strip())[-600:]}"}
+    cleaned: dict[str, Any] = redact_tree(result, secret_values())  # a result is saved (run.json) and printed: no lab secret in it
+    return cleaned
 
 
 @dataclass(frozen=True)
@@ -360,29 +395,39 @@ def run_steps(lab: Lab, scenario: Scenario, mode: str, progress: Any = None) -> 
 # ---------------------------------------------------------------------------------------------
 # State of a run, reset, check
 
+def run_dir_root(lab: Lab) -> Path:
+    from .plan import state_dir
+
+    return state_dir(lab) / "scenarios"
+
+
 def run_dir(lab: Lab, scenario: Scenario) -> Path:
     """.pacslab/<lab>/scenarios/<id>: baseline.json (the fingerprint before the first run since the
     last reset) and run.json (the last run's mode and step results)."""
-    from .plan import state_dir
-
-    return state_dir(lab) / "scenarios" / scenario.id
+    return run_dir_root(lab) / scenario.id
 
 
 def run_scenario(lab: Lab, scenario: Scenario, mode: str, progress: Any = None) -> dict[str, Any]:
     """Take the baseline fingerprint (unless a run since the last reset already took it), run the
-    steps, and keep their results for reset. The run record: {scenario, mode, started, steps,
-    as_expected}."""
-    from . import fingerprint
-
+    steps, and keep their results for reset (run.json, written after each step: an interrupted run
+    can be reset too). The run record: {scenario, mode, started, steps, as_expected}. A vulnerable
+    run expects the lab to run the overlay already (derive_overlay, then `up` with it: pacslab.cli
+    does both). ScenarioError when another scenario's run has not been reset: a reset puts back what
+    was added since its own baseline, so two open runs would undo each other's."""
     folder = run_dir(lab, scenario)
-    folder.mkdir(parents=True, exist_ok=True)
-    if not (folder / "baseline.json").is_file():
-        (folder / "baseline.json").write_text(json.dumps(fingerprint.take(lab)))
-    started = time.time()
-    outcomes = run_steps(lab, scenario, mode, progress)
-    record = {"scenario": scenario.id, "mode": mode, "started": started, "as_expected": all(o.as_expected for o in outcomes),
-              "steps": [o.record() for o in outcomes]}
-    (folder / "run.json").write_text(json.dumps(record, indent=1))
+    refuse_other_open_runs(lab, scenario)
+    ensure_baseline(lab, scenario)
+    record: dict[str, Any] = {"scenario": scenario.id, "mode": mode, "started": time.time(), "as_expected": True, "steps": [],
+                              "reset_actions_done": False}
+
+    def keep(outcome: StepOutcome) -> None:
+        record["steps"].append(outcome.record())
+        record["as_expected"] = all(s["as_expected"] for s in record["steps"])
+        (folder / "run.json").write_text(json.dumps(record, indent=1))
+        if progress:
+            progress(outcome)
+
+    run_steps(lab, scenario, mode, keep)
     return record
 
 
@@ -391,7 +436,7 @@ def _undo_additions(lab: Lab, baseline: dict[str, Any]) -> list[str]:
     RIS, files in each DICOM node's state folder (images a workstation received); empty the fw's
     rate-limit sets. What it did, in words."""
     from . import fingerprint
-    from .firewall import RUNTIME_SETS
+    from .firewall import RUNTIME_SETS, TABLE
     from .probes import imaging as im
 
     done = []
@@ -412,7 +457,7 @@ def _undo_additions(lab: Lab, baseline: dict[str, Any]) -> list[str]:
             done.append(f"{host}: {len(added)} file(s) removed from {folder}")
     fw = lab.container_name(lab.router.name)
     for name in RUNTIME_SETS:
-        docker("exec", fw, "nft", "flush", "set", "inet", "pacslab", name)
+        docker("exec", fw, "nft", "flush", "set", "inet", TABLE, name)
     return done
 
 
@@ -434,9 +479,12 @@ def reset_scenario(lab: Lab, scenario: Scenario) -> dict[str, Any]:
     context = {**lab_context(lab), "mode": run.get("mode"), "since": run.get("started"),
                "run": {s["id"]: s["result"] for s in run["steps"]}}
     actions = []
-    for action in scenario.reset:
-        result = run_action(lab, scenario, action, context)
-        actions.append({"id": action.id, "title": action.title, "from": action.host, "result": result, "ok": "error" not in result})
+    if not run.get("reset_actions_done"):  # once per run: a second reset must not flip a byte back again
+        for action in scenario.reset:
+            result = run_action(lab, scenario, action, context)
+            actions.append({"id": action.id, "title": action.title, "from": action.host, "result": result, "ok": "error" not in result})
+        if (folder / "run.json").is_file() and all(a["ok"] for a in actions):
+            (folder / "run.json").write_text(json.dumps({**run, "reset_actions_done": True}, indent=1))
     undone: list[str] = []
     diff: list[str] = []
     for wait in SETTLE:
@@ -445,11 +493,17 @@ def reset_scenario(lab: Lab, scenario: Scenario) -> dict[str, Any]:
         diff = fingerprint.differences(baseline, fingerprint.take(lab))
         if not diff:
             break
-    equal = not diff and all(a["ok"] for a in actions)
+    equal = not diff  # the lab is back whatever an action said; a failed action is reported beside
     if equal:
-        for name in ("baseline.json", "run.json"):
-            (folder / name).unlink(missing_ok=True)
+        forget(lab, scenario)
     return {"scenario": scenario.id, "actions": actions, "undone": undone, "differences": diff, "equal": equal}
+
+
+def forget(lab: Lab, scenario: Scenario | None = None) -> None:
+    """Drop a scenario's run state (all scenarios' without one): after its reset, or when the lab's
+    state was replaced as a whole (snapshot restore, reset, down --volumes)."""
+    folder = run_dir(lab, scenario) if scenario else run_dir_root(lab)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def check_scenario(lab: Lab, scenario: Scenario, pytest_args: list[str] | None = None) -> dict[str, Any]:
@@ -505,3 +559,81 @@ def write_sheets(scenarios: list[Scenario], out: Path) -> list[Path]:
                                                                           categories=[CATEGORIES[c] for c in s.category]))
                 written.append(path)
     return written
+
+
+# ---------------------------------------------------------------------------------------------
+# Break-and-fix: the vulnerable overlay
+
+JUSTIFICATION = "workshop scenario {id}, break-and-fix (pacslab scenario run --vulnerable): {repair}"
+
+
+def overlay_dir(lab: Lab, scenario: Scenario) -> Path:
+    from .plan import state_dir
+
+    return state_dir(lab) / "overlay" / scenario.id
+
+
+def _vars_file_with(folder: Path, key: str) -> Path:
+    """The group_vars/all file that defines ``key``, else group_vars/all/lab.yml."""
+    for path in sorted((folder / "group_vars" / "all").glob("*.y*ml")):
+        if key in (yaml.safe_load(path.read_text()) or {}):
+            return path
+    return folder / "group_vars" / "all" / "lab.yml"
+
+
+def derive_overlay(lab: Lab, scenario: Scenario) -> Lab:
+    """Write the scenario's vulnerable overlay of ``lab`` (a copy of its folder, same lab name, with
+    the overlay's host variables and flows and a waiver for each control it switches off) under
+    .pacslab/<lab>/overlay/<id>/ and load it. ScenarioError with the loader's problems (nothing
+    else is changed) when the overlay is refused; ValueError when the scenario has none."""
+    from .topology import LabDefinitionError, load_lab
+
+    if scenario.vulnerable is None:
+        raise ValueError(f"{scenario.id} has no vulnerable overlay")
+    v = scenario.vulnerable
+    target = overlay_dir(lab, scenario)
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(lab.path, target)
+    header = f"# Overlay of {lab.path} by `pacslab scenario run {scenario.id} --vulnerable` (break-and-fix).\n"
+
+    def update(path: Path, change: Any) -> None:
+        data = (yaml.safe_load(path.read_text()) if path.is_file() else None) or {}
+        change(data)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(header + yaml.safe_dump(data, sort_keys=False, width=160))
+
+    for hname, variables in v.host_vars.items():
+        update(target / "host_vars" / f"{hname}.yml", lambda d, x=variables: d.update(x))
+    if v.flows:
+        update(_vars_file_with(target, "lab_flows"), lambda d: d.setdefault("lab_flows", []).extend(v.flows))
+    waivers = [{"control": c, "justification": JUSTIFICATION.format(id=scenario.id, repair=v.repair)} for c in v.waives]
+    update(_vars_file_with(target, "lab_waivers"), lambda d: d.update(lab_waivers=[*(d.get("lab_waivers") or []), *waivers]))
+    try:
+        return load_lab(target)
+    except LabDefinitionError as exc:
+        raise ScenarioError(exc.problems) from exc
+
+
+def refuse_other_open_runs(lab: Lab, scenario: Scenario) -> None:
+    """ScenarioError naming the scenarios whose run has not been reset, other than this one: a reset
+    deletes what was added since its own baseline, so two open runs would undo each other's."""
+    open_runs = sorted(p.parent.name for p in run_dir_root(lab).glob("*/baseline.json") if p.parent.name != scenario.id)
+    if open_runs:
+        raise ScenarioError([Problem(_rel(run_dir_root(lab)), ", ".join(open_runs),
+                                     f"not reset yet: `pacslab scenario reset {open_runs[0]}` before running {scenario.id}")])
+
+
+def ensure_baseline(lab: Lab, scenario: Scenario) -> None:
+    """Take the fingerprint a reset must come back to, unless a run since the last reset took it."""
+    from . import fingerprint
+
+    folder = run_dir(lab, scenario)
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / "baseline.json").is_file():
+        (folder / "baseline.json").write_text(json.dumps(fingerprint.take(lab)))
+
+
+def last_mode(lab: Lab, scenario: Scenario) -> str | None:
+    """The mode of the last run since the last reset (None: no run)."""
+    record = run_dir(lab, scenario) / "run.json"
+    return json.loads(record.read_text()).get("mode") if record.is_file() else None

@@ -19,6 +19,7 @@ Logs are left out on purpose: a restore rolls the lab's state back, not its evid
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -31,7 +32,7 @@ from typing import Any
 
 from . import fingerprint
 from .docker import docker
-from .firewall import RUNTIME_SETS
+from .firewall import RUNTIME_SETS, TABLE
 from .plan import build_plan, state_dir
 from .probes import imaging as im
 from .topology import Lab
@@ -74,14 +75,32 @@ def _supervised(lab: Lab, host: str, action: str) -> None:
            timeout=180)
 
 
-def _sets(lab: Lab) -> dict[str, list[Any]]:
-    fw = lab.container_name(lab.router.name)
-    found = {}
-    for entry in json.loads(docker("exec", fw, "nft", "-j", "list", "sets").stdout)["nftables"]:
-        body = entry.get("set")
-        if body and body["name"] not in RUNTIME_SETS:
-            found[f"{body['family']} {body['table']} {body['name']}"] = body.get("elem", [])
-    return found
+def _each(hosts: list[str], work: Any) -> dict[str, str]:
+    """``work(host)`` for every host at once (each waits on its own programs: one at a time, a save
+    took 41 s); host -> error text for those that failed."""
+    def attempt(host: str) -> str | None:
+        try:
+            work(host)
+            return None
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
+            err = getattr(exc, "stderr", b"") or b""
+            detail = err.decode(errors="replace").strip()[-300:] if isinstance(err, bytes) else str(err)[-300:]
+            return f"{exc.__class__.__name__}: {detail or exc}"
+    with ThreadPoolExecutor(len(hosts) or 1) as pool:
+        return {h: e for h, e in zip(hosts, pool.map(attempt, hosts), strict=True) if e is not None}
+
+
+def _stopped(lab: Lab, hosts: list[str], work: Any) -> dict[str, str]:
+    """Every host's supervised programs stopped together, ``work(host)`` on each, then all started
+    again (also after a failure): a barrier, so no program forwards or writes between two hosts'
+    archives. host -> error text for the hosts whose work failed."""
+    failed = _each(hosts, lambda h: _supervised(lab, h, "stop"))
+    try:
+        if not failed:
+            failed = _each(hosts, work)
+    finally:
+        failed |= {h: f"start: {e}" for h, e in _each(hosts, lambda h: _supervised(lab, h, "start")).items()}
+    return failed
 
 
 def _wait_ready(lab: Lab) -> None:
@@ -97,48 +116,59 @@ def _wait_ready(lab: Lab) -> None:
                 time.sleep(1)
 
 
+def _containers(lab: Lab) -> dict[str, str]:
+    """container name -> id of every container of the lab: a snapshot restores only into these."""
+    from .docker import lab_objects
+
+    return {o["Name"].lstrip("/"): o["Id"] for o in lab_objects("container", lab.name)}
+
+
 def save(lab: Lab, name: str, overwrite: bool = False) -> dict[str, Any]:
     """Save the running lab's state as snapshot ``name``; its meta record. SnapshotError for a bad
-    name or an existing snapshot (unless ``overwrite``)."""
+    name, an existing snapshot (unless ``overwrite``), or a host whose state could not be read (the
+    lab runs on, the partial snapshot is dropped). Files are readable by their owner only: the CA's
+    keys are among them."""
     if not NAME.fullmatch(name) and name != AFTER_UP:
         raise SnapshotError(f"{name!r}: a snapshot name is letters, digits, '.', '_' and '-' (at most 64), starting with a letter or digit")
     final = snapshots_dir(lab) / name
     if final.exists() and not overwrite:
-        raise SnapshotError(f"snapshot {name!r} exists ({final}); restore it, or save under another name")
+        raise SnapshotError(f"snapshot {name!r} exists ({final}); restore it, save under another name, or save with --overwrite")
     work = final.with_name(f".{name}.partial")
     shutil.rmtree(work, ignore_errors=True)
     started = time.monotonic()
     paths = state_paths(lab)
     hosts = sorted({p.host for p in paths})
-    def save_host(host: str) -> list[dict[str, Any]]:
-        done = []
-        _supervised(lab, host, "stop")
-        try:
+    saved: list[dict[str, Any]] = []
+    umask = os.umask(0o077)
+    try:
+        snapshots_dir(lab).mkdir(parents=True, exist_ok=True)
+        snapshots_dir(lab).chmod(0o700)
+
+        def save_host(host: str) -> None:
             for i, sp in enumerate(p for p in paths if p.host == host):
                 target = work / "state" / host / f"{i}.tar"
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with target.open("wb") as out:
                     subprocess.run(["docker", "exec", lab.container_name(host), "tar", "-C", sp.path, "-cf", "-", "."],
                                    stdout=out, stderr=subprocess.PIPE, check=True, timeout=900)
-                done.append({"host": host, "path": sp.path, "source": sp.source, "file": str(target.relative_to(work)),
-                             "bytes": target.stat().st_size})
-        finally:
-            _supervised(lab, host, "start")
-        return done
+                saved.append({"host": host, "path": sp.path, "source": sp.source, "file": str(target.relative_to(work)),
+                              "bytes": target.stat().st_size})
 
-    try:
-        with ThreadPoolExecutor(len(hosts) or 1) as pool:  # hosts one at a time took 41 s; each waits on its own programs
-            saved = [p for done in pool.map(save_host, hosts) for p in done]
-        (work / "fw-sets.json").write_text(json.dumps(_sets(lab)))
+        failed = _stopped(lab, hosts, save_host)
+        if failed:
+            raise SnapshotError(f"snapshot {name!r} not saved (the lab runs on as before): "
+                                + "; ".join(f"{h}: {e}" for h, e in sorted(failed.items())))
+        (work / "fw-sets.json").write_text(json.dumps(fingerprint.fw_sets(lab)))
         _wait_ready(lab)
-        meta = {"name": name, "lab": lab.name, "config_digest": build_plan(lab).config_digest,
-                "created": datetime.now(UTC).isoformat(timespec="seconds"), "paths": saved, "fingerprint": fingerprint.take(lab),
-                "seconds": 0.0}
+        meta = {"name": name, "lab": lab.name, "config_digest": build_plan(lab).config_digest, "containers": _containers(lab),
+                "created": datetime.now(UTC).isoformat(timespec="seconds"), "paths": sorted(saved, key=lambda p: (p["host"], p["file"])),
+                "fingerprint": fingerprint.take(lab), "seconds": 0.0}
         meta["seconds"] = round(time.monotonic() - started, 1)
         (work / "meta.json").write_text(json.dumps(meta, indent=1))
         shutil.rmtree(final, ignore_errors=True)
         work.rename(final)
     finally:
+        os.umask(umask)
         shutil.rmtree(work, ignore_errors=True)
     return meta
 
@@ -154,51 +184,64 @@ def listing(lab: Lab) -> list[dict[str, Any]]:
     return out
 
 
+def restorable(lab: Lab, meta: dict[str, Any]) -> str | None:
+    """Why snapshot ``meta`` cannot be restored into the running lab, or None. It must come from
+    this lab definition, into the same containers (a container made again since has other keys and
+    certificates than the CA state saved), with the paths this lab saves."""
+    digest = build_plan(lab).config_digest
+    if meta["lab"] != lab.name or meta["config_digest"] != digest:
+        return f"it was taken from another definition of lab {meta['lab']!r} (configuration {meta['config_digest'][:12]}, now {digest[:12]})"
+    if meta.get("containers") != _containers(lab):
+        return "the lab's containers were made again since it was taken (down and up): their keys and certificates are not the saved ones"
+    if sorted((p["host"], p["path"]) for p in meta["paths"]) != sorted((p.host, p.path) for p in state_paths(lab)):
+        return "its paths are not the ones this lab saves"
+    return None
+
+
 def restore(lab: Lab, name: str) -> dict[str, Any]:
-    """Put the running lab back to snapshot ``name``: each host's supervised programs stopped, its
-    saved paths emptied and unpacked, its programs started; the fw's sets as saved; then the state
-    fingerprint compared with the one taken at the save. The record: {name, seconds, differences,
-    equal}. SnapshotError when there is no such snapshot or it was taken from another lab
-    definition (nothing changed then)."""
+    """Put the running lab back to snapshot ``name``: every host's supervised programs stopped, its
+    saved paths emptied and unpacked, all started again; the fw's sets as saved (one nft transaction
+    per set); then the state fingerprint compared with the one taken at the save (converge records
+    aside: a restore does not roll back the controller's own files). The record: {name, seconds,
+    differences, equal}. SnapshotError when there is no such snapshot or restorable() says why not
+    (nothing changed then), or when a host failed (the message names what was restored)."""
+    if not NAME.fullmatch(name) and name != AFTER_UP:
+        raise SnapshotError(f"{name!r} is not a snapshot name")
     folder = snapshots_dir(lab) / name
     if not (folder / "meta.json").is_file():
         there = ", ".join(s["name"] for s in listing(lab)) or "none"
         raise SnapshotError(f"lab {lab.name!r} has no snapshot {name!r} (there are: {there})")
     meta = json.loads((folder / "meta.json").read_text())
-    digest = build_plan(lab).config_digest
-    if meta["lab"] != lab.name or meta["config_digest"] != digest:
-        raise SnapshotError(f"snapshot {name!r} was taken from another definition of lab {meta['lab']!r} "
-                            f"(configuration {meta['config_digest'][:12]}, now {digest[:12]}); nothing was changed")
+    why = restorable(lab, meta)
+    if why:
+        raise SnapshotError(f"snapshot {name!r} cannot be restored: {why}; nothing was changed")
     started = time.monotonic()
 
     def restore_host(host: str) -> None:
-        _supervised(lab, host, "stop")
-        try:
-            for p in (p for p in meta["paths"] if p["host"] == host):
-                with (folder / p["file"]).open("rb") as archive:
-                    subprocess.run(["docker", "exec", "-i", lab.container_name(host), "sh", "-c",
-                                    'find "$1" -mindepth 1 -delete && tar -C "$1" -xpf -', "restore", p["path"]],
-                                   stdin=archive, stderr=subprocess.PIPE, check=True, timeout=900)
-        finally:
-            _supervised(lab, host, "start")
+        for p in (p for p in meta["paths"] if p["host"] == host):
+            with (folder / p["file"]).open("rb") as archive:
+                subprocess.run(["docker", "exec", "-i", lab.container_name(host), "sh", "-c",
+                                'find "$1" -mindepth 1 -delete && tar -C "$1" -xpf -', "restore", p["path"]],
+                               stdin=archive, stderr=subprocess.PIPE, check=True, timeout=900)
 
     hosts = sorted({p["host"] for p in meta["paths"]})
-    with ThreadPoolExecutor(len(hosts) or 1) as pool:
-        list(pool.map(restore_host, hosts))
+    failed = _stopped(lab, hosts, restore_host)
+    if failed:
+        raise SnapshotError(f"snapshot {name!r} restored on {', '.join(h for h in hosts if h not in failed) or 'no host'} but not on "
+                            + "; ".join(f"{h}: {e}" for h, e in sorted(failed.items())) + f" - restore {name!r} again")
     fw = lab.container_name(lab.router.name)
-    now = _sets(lab)
+    now = fingerprint.fw_sets(lab)
     for key, elems in json.loads((folder / "fw-sets.json").read_text()).items():
         if now.get(key) == elems:
             continue  # as saved: a set the rules use is never emptied for nothing
-        family, table, set_name = key.split()
-        docker("exec", fw, "nft", "flush", "set", family, table, set_name)
-        if elems:
-            command = {"nftables": [{"add": {"element": {"family": family, "table": table, "name": set_name, "elem": elems}}}]}
-            docker("exec", "-i", fw, "nft", "-j", "-f", "-", input=json.dumps(command))
+        family, table, set_name = key.split("/")
+        spec = {"family": family, "table": table, "name": set_name}
+        batch = [{"flush": {"set": spec}}] + ([{"add": {"element": {**spec, "elem": elems}}}] if elems else [])
+        docker("exec", "-i", fw, "nft", "-j", "-f", "-", input=json.dumps({"nftables": batch}))  # one transaction: all or nothing
     for set_name in RUNTIME_SETS:
-        docker("exec", fw, "nft", "flush", "set", "inet", "pacslab", set_name)
+        docker("exec", fw, "nft", "flush", "set", "inet", TABLE, set_name)
     _wait_ready(lab)
-    diff = fingerprint.differences(meta["fingerprint"], fingerprint.take(lab))
+    diff = fingerprint.differences(meta["fingerprint"], fingerprint.take(lab), ignore=("converged",))
     return {"name": name, "seconds": round(time.monotonic() - started, 1), "differences": diff, "equal": not diff}
 
 

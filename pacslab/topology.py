@@ -45,7 +45,8 @@ HOST_KEYS = {
 ZONE_KEYS = {"subnet", "router", "probe", "purpose", "exposed"}
 # Role switches that turn controls off -> (the role, its default listing those controls): false is
 # refused unless the lab waives every one. The role's list is the only one; the role asserts it too.
-CONTROL_SWITCHES = {"orthanc_controls": ("orthanc", "orthanc_controls_waived")}
+CONTROL_SWITCHES = {"orthanc_controls": ("orthanc", "orthanc_controls_waived"),
+                    "firewall_dicom_limits": ("firewall", "firewall_dicom_limits_waived")}
 
 
 def switched_off(switch: str) -> tuple[str, ...]:

@@ -2,9 +2,10 @@
 nmap's ``ssl-enum-ciphers`` script (nmap 7.93, Debian bookworm) reports for one port.
 
 The scan runs in a throwaway tools-image container that joins a lab container's network namespace
-(``docker run --network container:...``), so it leaves from that host's own address over the lab's
-own zone network and crosses the fw as that host's traffic would. nmap is told not to resolve names
-(``-n``) and not to ping (``-Pn``): it sends nothing but TCP to the one address and port it is given.
+(``docker run --network container:...``), so it leaves from that host's own address: from a peer it
+crosses the fw as that peer's traffic would; from the listener's own namespace (the integration
+checks) it stays inside the host. nmap is told not to resolve names (``-n``) and not to ping
+(``-Pn``): it sends nothing but TCP to the one address and port it is given.
 """
 
 from __future__ import annotations
@@ -75,6 +76,11 @@ def scan(from_container: str, tools_image: str, address: str, port: int, timeout
 
     Raises subprocess.CalledProcessError if nmap fails, ValueError if its output lacks the port.
     """
-    argv = ["nmap", "-n", "-Pn", "-sT", "-p", str(port), "--script", SCRIPT, "-oX", "-", address]
-    out = docker("run", "--rm", "--network", f"container:{from_container}", tools_image, *argv, timeout=timeout).stdout
+    argv = ["nmap", "-n", "-Pn", "-sT", "-p", str(port), "--host-timeout", f"{int(timeout - 30)}s", "--script", SCRIPT, "-oX", "-", address]
+    name = f"{from_container}-tlsgrade"  # named, so a scan the timeout cut is removed, not left in the peer's namespace
+    docker("rm", "-f", name, check=False)
+    try:
+        out = docker("run", "--rm", "--name", name, "--network", f"container:{from_container}", tools_image, *argv, timeout=timeout).stdout
+    finally:
+        docker("rm", "-f", name, check=False)
     return parse(out, port)

@@ -24,5 +24,5 @@ def probe(target: tuple) -> str:
 
 with ThreadPoolExecutor(len(targets)) as pool:
     states = list(pool.map(probe, targets))
-print(json.dumps({"probed": len(targets), "answered": [f"{n}:{p} {s}" for (n, _, p), s in zip(targets, states, strict=True) if s != "unanswered"],
-                  "unanswered": states.count("unanswered")}))
+answered = [f"{n}:{p} {s}" for (n, _, p), s in zip(targets, states, strict=True) if s != "unanswered"]
+print(json.dumps({"probed": len(targets), "reached": bool(answered), "answered": answered, "unanswered": states.count("unanswered")}))

@@ -1,7 +1,6 @@
 """On the fw: start tcpdump between two lab hosts (args.between), in the background, into
 /tmp/pacslab-W5.pcap; or stop it and search the capture for each needle (args.needles: name -> text);
-or only stop it and remove the files (args.stop). The DICM needle is PS3.10's preamble end (16 zero
-bytes, then DICM), the rest are plain text."""
+or only stop it and remove the files (args.stop). Needles are plain text."""
 
 import json
 import os
@@ -33,8 +32,5 @@ else:
     if args.get("stop"):
         print(json.dumps({"stopped": True}))
     else:
-        def needle(name: str, text: str) -> bytes:
-            return b"\x00" * 16 + b"DICM" if name == "dicm_preamble" else text.encode()
-
         print(json.dumps({"bytes": len(data), "saw_the_store": len(data) > 100_000,
-                          "found": {name: needle(name, text) in data for name, text in args["needles"].items()}}))
+                          "found": {name: text.encode() in data for name, text in args["needles"].items()}}))

@@ -5,16 +5,17 @@ Orthanc. The twin: before the reset, the fingerprint names what the run left beh
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
-from pacslab import fingerprint
+from pacslab import cli, fingerprint
 from pacslab import scenario as sc
 from pacslab.probes import imaging as im
 from pacslab.topology import Lab
 
-SCENARIO_IDS = sorted((p.parent.name for p in sc.SCENARIOS_DIR.glob("*/scenario.yml")), key=lambda i: int(i[1:]))
+SCENARIO_IDS = ["W2", "W3", "W4", "W5", "W10", "W12"]
 
 
 def counts(lab: Lab) -> dict[str, int]:
@@ -66,3 +67,32 @@ def test_check_grades_with_the_integration_checks_of_each_control(running_lab: L
     assert names == {"C-ACC-05": ["test_store_from_unlisted_application_is_refused"], "C-ACC-06": ["test_unauthenticated_device_is_refused"]}
     assert all(t["outcome"] == "passed" for v in result["controls"].values() for t in v["tests"])
     assert len(result["controls"]["C-ACC-05"]["tests"]) == 3 and len(result["controls"]["C-ACC-06"]["tests"]) == 5
+
+
+def _last_json(capsys: pytest.CaptureFixture[str]) -> Any:
+    """The JSON document a --json command printed last (an `up` it ran printed its own lines before)."""
+    out = capsys.readouterr().out
+    start = 0 if out.startswith("{") else out.rindex("\n{") + 1
+    return json.loads(out[start:])
+
+
+@pytest.mark.lifecycle
+def test_break_and_fix_w12(running_lab: Lab, capsys, evidence) -> None:
+    """`scenario run W12 --vulnerable` brings the lab into W12's overlay (the fw's DICOM limits off,
+    C-PRT-05 waived): the flood is neither limited nor logged and all 40 associations are
+    established. `scenario check W12` then says C-PRT-05 fails (its integration check meets no
+    rate-limit line). `scenario reset W12` brings the lab's own definition back, and the fingerprint
+    equals the one before the run (the fw's ruleset included)."""
+    lab = running_lab
+    before = fingerprint.take(lab)
+    rc_run = cli.main(["scenario", "run", "W12", "--vulnerable", "--json", "--lab", str(lab.path)])
+    run = _last_json(capsys)
+    rc_check = cli.main(["scenario", "check", "W12", "--json", "--lab", str(lab.path)])
+    check = _last_json(capsys)
+    rc_reset = cli.main(["scenario", "reset", "W12", "--json", "--lab", str(lab.path)])
+    reset = _last_json(capsys)
+    evidence.update(steps={s["id"]: s["result"] for s in run["steps"]}, check=check["controls"]["C-PRT-05"]["verdict"], reset=reset["undone"])
+    assert rc_run == 0 and [(s["id"], s["problems"]) for s in run["steps"] if not s["as_expected"]] == []
+    assert rc_check == 5 and check["controls"]["C-PRT-05"]["verdict"] == "fails"
+    assert rc_reset == 0 and reset["equal"], reset
+    assert fingerprint.differences(before, fingerprint.take(lab)) == []

@@ -15,6 +15,7 @@ from pacslab.probes import imaging as im
 from pacslab.topology import Lab
 
 from .test_imaging import the, tls_stations
+from .test_scenarios import counts
 
 NAME = "itest-snapshot"
 
@@ -24,10 +25,6 @@ def saved(running_lab: Lab):
     meta = snapshot.save(running_lab, NAME, overwrite=True)
     yield meta
     snapshot.remove(running_lab, NAME)
-
-
-def counts(lab: Lab) -> dict[str, int]:
-    return {h: im.instance_count(lab, h) for h in fingerprint.orthanc_hosts(lab)}
 
 
 def test_a_restore_puts_back_the_state_saved(running_lab: Lab, saved, evidence) -> None:
@@ -56,7 +53,7 @@ def test_a_snapshot_of_another_lab_definition_is_refused(running_lab: Lab, saved
     before = fingerprint.take(lab)
     meta_file.write_text(json.dumps({**meta, "config_digest": "0" * 64}))
     try:
-        with pytest.raises(snapshot.SnapshotError, match="was taken from another definition of lab .*; nothing was changed"):
+        with pytest.raises(snapshot.SnapshotError, match="cannot be restored: it was taken from another definition of lab .*; nothing was changed"):
             snapshot.restore(lab, NAME)
     finally:
         meta_file.write_text(json.dumps(meta))
@@ -64,10 +61,18 @@ def test_a_snapshot_of_another_lab_definition_is_refused(running_lab: Lab, saved
 
 
 def test_reset_returns_to_the_state_after_the_first_up(running_lab: Lab, capsys, evidence) -> None:
+    """A study stored after up is gone after `pacslab reset`, and the state equals the one `up` saved."""
     lab = running_lab
-    listed = {s["name"] for s in snapshot.listing(lab)}
-    assert snapshot.AFTER_UP in listed, listed  # the first up of this lab saved it
+    meta_file = snapshot.snapshots_dir(lab) / snapshot.AFTER_UP / "meta.json"
+    assert meta_file.is_file(), "the up of this session saved no _up"
+    meta = json.loads(meta_file.read_text())
+    assert snapshot.restorable(lab, meta) is None, snapshot.restorable(lab, meta)  # up saves it again when it is not
+    pacs = the(lab, "pacs_servers").name
+    accession = f"RESET{int(time.time()) % 10**6}"
+    assert len(im.dicomsim(lab, tls_stations(lab)[0].name, "store", "--images", "2", "--accession", accession)["stored"]) == 2
     rc = cli.main(["reset", "--lab", str(lab.path), "--json"])
     out = json.loads(capsys.readouterr().out)
-    evidence.update(seconds=out["seconds"])
+    evidence.update(seconds=out["seconds"], differences=out["differences"])
     assert rc == 0 and out["equal"], out
+    assert im.find_study(lab, pacs, accession) == []
+    assert fingerprint.differences(meta["fingerprint"], fingerprint.take(lab), ignore=("converged",)) == []

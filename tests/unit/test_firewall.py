@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from pacslab import firewall
 from pacslab.firewall import LOG_GROUP, PREFIX_DENY, PREFIX_EGRESS, counter_name, render
-from pacslab.topology import Flow, Lab, load_lab
+from pacslab.topology import Flow, Lab, LabDefinitionError, load_lab
 
-from .conftest import DEFAULT_LAB
+from .conftest import DEFAULT_LAB, mutate
 
 LAB = load_lab(DEFAULT_LAB)
 RULES = render(LAB)
@@ -183,3 +184,30 @@ def test_mutations_are_caught(mutation: str, monkeypatch: pytest.MonkeyPatch) ->
 def test_the_real_renderer_passes_every_check() -> None:
     for check in CHECKS.values():
         check(RULES)
+
+
+# The two per-source DICOM limits (C-PRT-05), exactly as the reference lab's forward chain holds them.
+DICOM_LIMITS = [
+    'ip daddr . tcp dport { 10.77.20.10 . 2762, 10.77.40.10 . 2762, 10.77.40.11 . 2762, 10.77.40.12 . 2762 } ct state new '
+    'update @dicom_rate { ip saddr limit rate over 10/second burst 20 packets } counter log group 1 prefix "pacslab ratelimit " drop',
+    'ip daddr . tcp dport { 10.77.20.10 . 2762, 10.77.40.10 . 2762, 10.77.40.11 . 2762, 10.77.40.12 . 2762 } ct state new '
+    'add @dicom_held { ip saddr ct count over 4 } counter log group 1 prefix "pacslab ratelimit " drop',
+]
+
+
+def test_the_forward_chain_limits_dicom_per_source() -> None:
+    chain = forward_chain(RULES)
+    assert [ln for ln in chain if "pacslab ratelimit" in ln] == DICOM_LIMITS
+
+
+def test_without_the_limits_switch_the_chain_has_none(lab_copy: Path) -> None:
+    """firewall_dicom_limits: false on the fw (W12's break-and-fix run) needs C-PRT-05 waived; then the
+    chain has no rate-limit rule and everything else is as before."""
+    (lab_copy / "host_vars" / "fw.yml").write_text("firewall_dicom_limits: false\n")
+    with pytest.raises(LabDefinitionError, match=r"host_vars/fw.yml: fw.firewall_dicom_limits: false turns off C-PRT-05 on fw; "
+                                                 r"lab_waivers does not waive C-PRT-05"):
+        load_lab(lab_copy)
+    mutate(lab_copy, lambda h, lv, fl: lv.update(lab_waivers=[{"control": "C-PRT-05", "justification": "workshop W12"}]))
+    open_chain = forward_chain(render(load_lab(lab_copy)))
+    assert [ln for ln in open_chain if "ratelimit" in ln] == []
+    assert open_chain == [ln for ln in forward_chain(RULES) if ln not in DICOM_LIMITS]

@@ -25,9 +25,11 @@ ALT_LAB = REPO_ROOT / "tests" / "labs" / "alt"
 @pytest.mark.parametrize("lab_path", [DEFAULT_LAB, ALT_LAB], ids=["default", "alt"])
 def test_every_shipped_scenario_loads_on_both_labs(lab_path: Path) -> None:
     scenarios = sc.load_all(load_lab(lab_path))
-    assert [s.id for s in scenarios] == sorted((p.parent.name for p in sc.SCENARIOS_DIR.glob("*/scenario.yml")), key=lambda i: int(i[1:]))
+    assert [s.id for s in scenarios] == ["W2", "W3", "W4", "W5", "W10", "W12"]
     for s in scenarios:
-        assert s.modes == ("defended",) and s.steps and s.controls
+        assert s.steps and s.controls
+    assert {s.id: s.modes for s in scenarios} == {"W2": ("defended", "vulnerable"), "W3": ("defended",), "W4": ("defended",),
+                                                  "W5": ("defended",), "W10": ("defended",), "W12": ("defended", "vulnerable")}
 
 
 @pytest.fixture
@@ -68,6 +70,14 @@ CASES: dict[str, tuple[Callable[[dict[str, Any]], None], str, str]] = {
     "missing expectation": (lambda d: d["steps"][0]["expect"].pop("defended"), "steps[0].expect", "'defended' is a required property"),
     "unknown key": (lambda d: d.update(difficulty="hard"), "(document)", "Additional properties are not allowed ('difficulty'"),
     "wrong format version": (lambda d: d.update(schema_version=2), "schema_version", "1 was expected"),
+    "vulnerable outcome without overlay": (lambda d: d["steps"][0]["expect"].update(vulnerable={"result": {"x": 1}, "evidence": "e"}),
+                                           "steps[0].expect", "a vulnerable outcome, but the scenario has no vulnerable overlay"),
+    "overlay without a step's outcome": (lambda d: d.update(vulnerable={"waives": ["C-ACC-05"], "repair": "r"}),
+                                         "steps[0].expect", "no vulnerable outcome: with a vulnerable overlay every step needs one"),
+    "overlay waives another control": (lambda d: d.update(vulnerable={"waives": ["C-PRT-05"], "repair": "r"}),
+                                       "vulnerable.waives[0]", "C-PRT-05 is not one of the scenario's controls"),
+    "overlay on an unknown host": (lambda d: d.update(vulnerable={"waives": ["C-ACC-05"], "repair": "r", "host_vars": {"nohost": {"a": 1}}}),
+                                   "vulnerable.host_vars.nohost", "'nohost': lab 'default' has no such host"),
 }
 
 
@@ -104,7 +114,9 @@ def test_an_unknown_id_names_the_ids_there_are() -> None:
     ({"outcome": "established"}, {"outcome": "rejected"}, ["outcome: expected 'rejected', seen 'established'"]),
     ({"outcome": "rejected", "reject": None}, {"reject.reason_name": "x"}, ["reject.reason_name: expected 'x', absent"]),
     ({"error": "exit 1: boom"}, {"stored": 0}, ["stored: expected 0, absent"]),
-    ({"stored": False}, {"stored": 0}, []),  # Python's equality: a script says 0 or false alike
+    ({"stored": False}, {"stored": 0}, ["stored: expected 0, seen False"]),  # false is not 0
+    ({"found": 0}, {"found": False}, ["found: expected False, seen 0"]),
+    ({"status": "0x0000", "n": 1.0}, {"status": "0x0000"}, []),
 ])
 def test_mismatches_compare_written_out_values(result: dict[str, Any], expected: dict[str, Any], problems: list[str]) -> None:
     assert sc.mismatches(result, expected) == problems
@@ -131,3 +143,36 @@ def test_sheets_keep_the_answers_for_the_trainer_and_escape_html(w3: Path, tmp_p
     assert "test_store_from_unlisted_application_is_refused" in sheet["trainer.html"] and "test_store" not in sheet["student.html"]
     assert s.hints[0] in sheet["student.md"]
     assert "A &lt;script&gt;alert(1)&lt;/script&gt; story &amp; more." in sheet["student.html"] and "<script>" not in sheet["student.html"]
+
+
+def test_the_overlay_is_the_lab_with_its_switches_waivers_and_flows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """W12's overlay: the same lab (name, hosts, addresses) with firewall_dicom_limits false on the fw
+    and C-PRT-05 waived; W2's: one flow more, from the legacy zone to the datacenter, and C-ACC-04 and
+    C-ACC-08 waived. The lab's own folder is untouched."""
+    from pacslab import plan
+
+    monkeypatch.setattr(plan, "state_dir", lambda lab: tmp_path / lab.name)
+    lab = load_lab(DEFAULT_LAB)
+    before = {p: p.read_bytes() for p in DEFAULT_LAB.rglob("*.yml")}
+    w12 = sc.derive_overlay(lab, sc.find(lab, "W12"))
+    assert (w12.name, w12.prefix, w12.path) == ("default", "pacslab", tmp_path / "default" / "overlay" / "W12")
+    assert w12.host_vars["fw"]["firewall_dicom_limits"] is False and [w.control for w in w12.waivers] == ["C-PRT-05"]
+    assert [w.justification for w in w12.waivers][0].startswith("workshop scenario W12, break-and-fix")
+    w2 = sc.derive_overlay(lab, sc.find(lab, "W2"))
+    assert [f.id for f in w2.flows] == [f.id for f in lab.flows] + ["F90"]
+    assert (str(w2.flows[-1].sources[0]), str(w2.flows[-1].dest), w2.flows[-1].ports) == ("zone:legacy", "zone:datacenter", None)
+    assert sorted(w.control for w in w2.waivers) == ["C-ACC-04", "C-ACC-08"]
+    assert {p: p.read_bytes() for p in DEFAULT_LAB.rglob("*.yml")} == before
+
+
+def test_an_overlay_the_lab_refuses_is_refused_before_anything_changes(w3: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pacslab import plan
+
+    monkeypatch.setattr(plan, "state_dir", lambda lab: tmp_path / lab.name)
+    edit(w3, lambda d: (d.update(vulnerable={"waives": ["C-ACC-05"], "repair": "r", "flows": [{"id": "BAD", "from": ["mod-mr"], "to": "pacs",
+                                                                                            "proto": "tcp", "ports": [1], "purpose": "x"}]}),
+                        [st["expect"].update(vulnerable={"result": {"x": 1}, "evidence": "e"}) for st in d["steps"]]))
+    lab = load_lab(DEFAULT_LAB)
+    with pytest.raises(sc.ScenarioError) as err:
+        sc.derive_overlay(lab, sc.load_scenario(w3, lab))
+    assert any(p.key.endswith("(BAD).id") and "flow ids look like F01" in p.reason for p in err.value.problems), err.value
