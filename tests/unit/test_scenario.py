@@ -176,3 +176,33 @@ def test_an_overlay_the_lab_refuses_is_refused_before_anything_changes(w3: Path,
     with pytest.raises(sc.ScenarioError) as err:
         sc.derive_overlay(lab, sc.load_scenario(w3, lab))
     assert any(p.key.endswith("(BAD).id") and "flow ids look like F01" in p.reason for p in err.value.problems), err.value
+
+
+@pytest.mark.parametrize("stdout, stderr, rc, expected", [
+    ('noise\n{"outcome": "rejected", "note": "pw S3CRETVALUE-1234567890abcdef"}\n', "", 0,
+     {"outcome": "rejected", "note": "pw [redacted secret]"}),
+    ("", "", 0, {"error": "exit 0: "}),
+    ('["not", "an", "object"]\n', "", 0, {"error": 'exit 0: ["not", "an", "object"]'}),
+    ("", "Traceback ...\nKeyError: 'acquire' S3CRETVALUE-1234567890abcdef", 1,
+     {"error": "exit 1: Traceback ...\nKeyError: 'acquire' [redacted secret]"}),
+    ("", "", 124, {"error": "no result within 300 s (the script was stopped)"}),
+])
+def test_run_action_reports_what_the_script_did(w3: Path, monkeypatch: pytest.MonkeyPatch, stdout: str, stderr: str, rc: int,
+                                                 expected: dict[str, Any]) -> None:
+    """The step's script under `timeout` in its container, its CONTEXT on stdin (never in argv); its
+    last line is the result, redacted; anything else is an error that says what happened."""
+    calls: list[tuple[tuple[str, ...], str]] = []
+
+    def fake_docker(*args: str, input: str = "", **kw: Any) -> subprocess.CompletedProcess[str]:
+        calls.append((args, input))
+        return subprocess.CompletedProcess(args, rc, stdout, stderr)
+
+    monkeypatch.setattr(sc, "docker", fake_docker)
+    monkeypatch.setattr(sc, "secret_values", lambda: ["S3CRETVALUE-1234567890abcdef"])
+    monkeypatch.setattr("pacslab.redact.secret_values", lambda *a: ["S3CRETVALUE-1234567890abcdef"])
+    lab = load_lab(DEFAULT_LAB)
+    s = sc.load_scenario(w3, lab)
+    assert sc.run_action(lab, s, s.steps[0], {"args": {}, "secret": "S3CRETVALUE-1234567890abcdef"}) == expected
+    [(argv, stdin)] = calls
+    assert argv[:6] == ("exec", "-i", "pacslab-mod-mr", "timeout", "-k", "5") and argv[7:9] == ("python3", "-c")
+    assert "S3CRETVALUE" not in " ".join(argv) and json.loads(stdin)["context"]["args"] == s.steps[0].args
