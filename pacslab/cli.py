@@ -260,7 +260,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         start = time.monotonic()
         result = run_playbook(lab, plan, "up.yml", state, extra=FULL_CONVERGE if args.full else None)
         _report_run("up", result, time.monotonic() - start, lab)
-        if result.ok:
+        if result.ok and state_dir(lab) / "overlay" not in lab.path.parents:  # a scenario's overlay is not the state to reset to
             _after_up_snapshot(lab)
     if not result.ok:
         return EXIT_PHASE_FAILED
