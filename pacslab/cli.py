@@ -534,7 +534,7 @@ def cmd_scenario(args: argparse.Namespace) -> int:
                 if "error" in result:
                     print(f"\npytest ran no test:\n{result['error']}")
             return EXIT_OK if result["holds"] else EXIT_CHECKS_FAILED
-        if sc.last_mode(lab, scenario) == "vulnerable":  # the lab ran the overlay: its own definition again first
+        if sc.last_mode(lab, scenario) == "vulnerable" or sc.overlay_dir(lab, scenario).is_dir():  # it took the overlay (or began to)
             if not args.json:
                 print(f"{scenario.id}: the lab takes its own definition {lab.path} again")
             if main(["up", "--lab", str(lab.path)]) != EXIT_OK:

@@ -473,6 +473,7 @@ def reset_scenario(lab: Lab, scenario: Scenario) -> dict[str, Any]:
 
     folder = run_dir(lab, scenario)
     if not (folder / "baseline.json").is_file():
+        shutil.rmtree(overlay_dir(lab, scenario), ignore_errors=True)
         return {"scenario": scenario.id, "nothing": True, "actions": [], "undone": [], "differences": [], "equal": True}
     baseline = json.loads((folder / "baseline.json").read_text())
     run = json.loads((folder / "run.json").read_text()) if (folder / "run.json").is_file() else {"steps": []}
@@ -496,6 +497,7 @@ def reset_scenario(lab: Lab, scenario: Scenario) -> dict[str, Any]:
     equal = not diff  # the lab is back whatever an action said; a failed action is reported beside
     if equal:
         forget(lab, scenario)
+        shutil.rmtree(overlay_dir(lab, scenario), ignore_errors=True)  # the lab runs its own definition again
     return {"scenario": scenario.id, "actions": actions, "undone": undone, "differences": diff, "equal": equal}
 
 
