@@ -279,7 +279,7 @@ def _after_up_snapshot(lab: Lab) -> None:
         return
     try:  # none yet, or one this lab can no longer take (another definition, containers made again): this up's state
         meta = snapshot.save(lab, snapshot.AFTER_UP, overwrite=True)
-    except snapshot.SnapshotError as exc:
+    except Exception as exc:  # the up itself succeeded: a snapshot that could not be taken is a warning, not a failed up
         print(f"  warning: the lab is up, but its state after up was not saved: {exc}", file=sys.stderr)
         return
     print(f"  saved the state after this up as snapshot {snapshot.AFTER_UP} ({meta['seconds']} s): `pacslab reset` returns to it")
