@@ -25,9 +25,9 @@ import hashlib
 import json
 from typing import Any
 
+from . import listeners
 from .docker import docker
 from .firewall import RUNTIME_SETS
-from .listeners import role_default
 from .plan import state_dir
 from .probes import imaging as im
 from .topology import Lab
@@ -80,8 +80,8 @@ def _fw(lab: Lab) -> dict[str, Any]:
 
 
 def role_var(lab: Lab, host: str, role: str, name: str) -> str:
-    """A role variable as the host gets it: its host variable, else the role's default."""
-    return str(lab.host_vars.get(host, {}).get(name, role_default(role, name)))
+    """A role variable of ``host`` as text (pacslab.listeners.role_var)."""
+    return str(listeners.role_var(lab, host, role, name))
 
 
 def take(lab: Lab) -> dict[str, Any]:

@@ -59,6 +59,11 @@ def role_default(role: str, name: str, roles_dir: Path = ROLES_DIR) -> Any:
     return defaults[name]
 
 
+def role_var(lab: Lab, host: str, role: str, name: str) -> Any:
+    """A role variable as ``host`` gets it: its host variable, else the role's default."""
+    return lab.host_vars.get(host, {}).get(name, role_default(role, name))
+
+
 def declared_extras(role: str, roles_dir: Path = ROLES_DIR) -> tuple[ExtraListener, ...]:
     """``<role>_extra_listeners`` from ``roles/<role>/defaults/main.yml``: () when absent.
 
@@ -86,7 +91,7 @@ def front_inner_port(lab: Lab, host: Host) -> int | None:
     hv = lab.host_vars.get(host.name, {})
     if not ROLE_APPLIES["orthanc"](host) or hv.get("orthanc_controls", True) is False:
         return None
-    return int(hv.get("orthanc_dicom_inner_port", role_default("orthanc", "orthanc_dicom_inner_port")))
+    return int(role_var(lab, host.name, "orthanc", "orthanc_dicom_inner_port"))
 
 
 def expected_listeners(lab: Lab, host: str) -> set[Listener]:

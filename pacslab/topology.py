@@ -472,13 +472,13 @@ def _check_dicom_threads(reader: _Reader, lab: Lab, where: _Origins) -> None:
     once; with threads <= DICOM_HELD one flooding device takes every thread. Checked for each Orthanc
     host, on its host variable or else the role's default."""
     from .firewall import DICOM_HELD
-    from .listeners import ROLE_APPLIES, ROLES_DIR, role_default
+    from .listeners import ROLE_APPLIES, ROLES_DIR, role_var
 
     for host in lab.deployed_hosts():
         if not ROLE_APPLIES["orthanc"](host):
             continue
         hv = lab.host_vars.get(host.name, {})
-        threads = hv.get("orthanc_dicom_threads", role_default("orthanc", "orthanc_dicom_threads"))
+        threads = role_var(lab, host.name, "orthanc", "orthanc_dicom_threads")
         if isinstance(threads, int) and not isinstance(threads, bool) and threads > DICOM_HELD:
             continue
         file, key = where.of(host.name, "orthanc_dicom_threads") if "orthanc_dicom_threads" in hv else (
