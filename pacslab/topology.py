@@ -46,6 +46,9 @@ ZONE_KEYS = {"subnet", "router", "probe", "purpose", "exposed"}
 # Role switches that turn controls off -> (the role, its default listing those controls): false is
 # refused unless the lab waives every one. The role's list is the only one; the role asserts it too.
 CONTROL_SWITCHES = {"orthanc_controls": ("orthanc", "orthanc_controls_waived"),
+                    "orthanc_dicom_allowlist": ("orthanc", "orthanc_dicom_allowlist_waived"),
+                    "orthanc_dicom_peer_certificates": ("orthanc", "orthanc_dicom_peer_certificates_waived"),
+                    "orthanc_md5": ("orthanc", "orthanc_md5_waived"),
                     "firewall_dicom_limits": ("firewall", "firewall_dicom_limits_waived")}
 
 

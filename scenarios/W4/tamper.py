@@ -15,7 +15,8 @@ query = ("select r.publicid, a.uuid from attachedfiles a join resources r on r.i
 row = subprocess.run(["su", "postgres", "-c", f'psql -h /var/run/postgresql -d orthanc -tA -F " " -c "{query}"'],
                      capture_output=True, text=True, check=True).stdout.split()
 instance, uuid = row[0], row[1]
-path = f"/var/lib/orthanc/db/{uuid[0:2]}/{uuid[2:4]}/{uuid}"
+storage = json.load(open("/etc/pacslab/orthanc/orthanc.json"))["StorageDirectory"]  # orthanc_storage_dir
+path = f"{storage}/{uuid[0:2]}/{uuid[2:4]}/{uuid}"
 offset = 4000  # inside the pixel data of the simulator's images (header about 1 kB, pixels 512 kB)
 with open(path, "r+b") as f:
     f.seek(offset)

@@ -1,6 +1,7 @@
 """On the PACS: run the integrity job now (POST /pacslab/verify over loopback, the administrator's
 credentials from Orthanc's own configuration) and look for the integrity-failure event of the
-tampered instance in the PACS's event log."""
+tampered instance in the PACS's event log. An instance stored without an MD5 (orthanc_md5 false) is
+named unverifiable, not failed."""
 
 import base64
 import json
@@ -21,4 +22,5 @@ with open("/var/log/pacslab/orthanc-events.json") as log:
             continue
 logged = any(e.get("event") == "integrity-failure" and e.get("instance") == instance for e in events)
 print(json.dumps({"failure_named": instance in answer.get("failures", []), "failures": len(answer.get("failures", [])),
+                  "unverifiable_named": instance in answer.get("unverifiable", []),
                   "checked": answer.get("checked"), "event_logged": logged}))

@@ -76,23 +76,34 @@ def _last_json(capsys: pytest.CaptureFixture[str]) -> Any:
     return json.loads(out[start:])
 
 
+# What `scenario check` says of each control while the lab runs a scenario's vulnerable overlay,
+# written out: every control the overlay switches off fails its integration checks.
+VULNERABLE_VERDICTS = {
+    "W3": {"C-ACC-05": "fails", "C-ACC-06": "fails"},
+    "W4": {"C-DAT-03": "fails"},
+    "W12": {"C-PRT-05": "fails"},
+}
+
+
 @pytest.mark.lifecycle
-def test_break_and_fix_w12(running_lab: Lab, capsys, evidence) -> None:
-    """`scenario run W12 --vulnerable` brings the lab into W12's overlay (the fw's DICOM limits off,
-    C-PRT-05 waived): the flood is neither limited nor logged and all 40 associations are
-    established. `scenario check W12` then says C-PRT-05 fails (its integration check meets no
-    rate-limit line). `scenario reset W12` brings the lab's own definition back, and the fingerprint
-    equals the one before the run (the fw's ruleset included)."""
+@pytest.mark.parametrize("scenario", list(VULNERABLE_VERDICTS))
+def test_break_and_fix(running_lab: Lab, scenario: str, capsys, evidence) -> None:
+    """`scenario run ID --vulnerable` brings the lab into the scenario's overlay (a switch off, its
+    controls waived) and every step goes as the vulnerable outcome says: W3's forged studies are
+    stored, W4's altered image is "unverifiable", W12's flood is neither limited nor logged.
+    `scenario check ID` then names each control as failing; `scenario reset ID` brings the lab's
+    own definition back, and the fingerprint equals the one before the run."""
     lab = running_lab
     before = fingerprint.take(lab)
-    rc_run = cli.main(["scenario", "run", "W12", "--vulnerable", "--json", "--lab", str(lab.path)])
+    rc_run = cli.main(["scenario", "run", scenario, "--vulnerable", "--json", "--lab", str(lab.path)])
     run = _last_json(capsys)
-    rc_check = cli.main(["scenario", "check", "W12", "--json", "--lab", str(lab.path)])
+    rc_check = cli.main(["scenario", "check", scenario, "--json", "--lab", str(lab.path)])
     check = _last_json(capsys)
-    rc_reset = cli.main(["scenario", "reset", "W12", "--json", "--lab", str(lab.path)])
+    rc_reset = cli.main(["scenario", "reset", scenario, "--json", "--lab", str(lab.path)])
     reset = _last_json(capsys)
-    evidence.update(steps={s["id"]: s["result"] for s in run["steps"]}, check=check["controls"]["C-PRT-05"]["verdict"], reset=reset["undone"])
+    verdicts = {c: v["verdict"] for c, v in check["controls"].items()}
+    evidence.update(steps={s["id"]: s["result"] for s in run["steps"]}, check=verdicts, reset=reset["undone"])
     assert rc_run == 0 and [(s["id"], s["problems"]) for s in run["steps"] if not s["as_expected"]] == []
-    assert rc_check == 5 and check["controls"]["C-PRT-05"]["verdict"] == "fails"
+    assert rc_check == 5 and verdicts == VULNERABLE_VERDICTS[scenario]
     assert rc_reset == 0 and reset["equal"], reset
     assert fingerprint.differences(before, fingerprint.take(lab)) == []

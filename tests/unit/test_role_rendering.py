@@ -86,6 +86,33 @@ def test_orthanc_peers_and_port_come_from_the_definition(lab: tuple[str, Rendere
     assert config["DicomTlsEnabled"] is False and config["DicomCheckModalityHost"] is True
 
 
+# What each break-and-fix switch changes in Orthanc's configuration, and nothing else.
+SWITCH_CHANGES = {
+    "orthanc_dicom_allowlist": {"DicomCheckModalityHost": False, "DicomAlwaysAllowEcho": True, "DicomAlwaysAllowStore": True,
+                                "DicomAlwaysAllowFind": True, "DicomAlwaysAllowGet": True, "DicomAlwaysAllowMove": True},
+    "orthanc_md5": {"StoreMD5ForAttachments": False},
+    "orthanc_dicom_peer_certificates": {},
+}
+
+
+@pytest.mark.parametrize("switch", list(SWITCH_CHANGES))
+def test_a_break_and_fix_switch_changes_only_its_keys(lab: tuple[str, Renderer], switch: str) -> None:
+    _, render = lab
+    extra = {"orthanc_admin_password": "unused", "pacslab_plan": {"secrets_dir": "/x"}}
+    on = json.loads(render("pacs", "orthanc", "orthanc.json.j2", **extra))
+    off = json.loads(render("pacs", "orthanc", "orthanc.json.j2", **extra, **{switch: False}))
+    assert {k: v for k, v in off.items() if on.get(k) != v} == SWITCH_CHANGES[switch]
+    assert {k: on[k] for k in SWITCH_CHANGES[switch]} == {k: not v for k, v in SWITCH_CHANGES[switch].items()}
+
+
+def test_without_peer_certificates_the_front_asks_for_none(lab: tuple[str, Renderer]) -> None:
+    _, render = lab
+    lines = lambda **kw: [ln for ln in render("pacs", "orthanc", "stunnel-dicom.conf.j2", **kw).splitlines() if " = " in ln]  # noqa: E731
+    on, off = lines(), lines(orthanc_dicom_peer_certificates=False)
+    assert sorted(set(on) - set(off)) == ["requireCert = yes", "verifyChain = yes"]
+    assert sorted(set(off) - set(on)) == ["requireCert = no", "verifyChain = no"]
+
+
 def test_the_dicom_front_accepts_the_lab_port_and_hands_over_transparently(lab: tuple[str, Renderer]) -> None:
     name, render = lab
     conf = dict(line.split(" = ", 1) for line in render("pacs", "orthanc", "stunnel-dicom.conf.j2").splitlines() if " = " in line)

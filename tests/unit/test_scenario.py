@@ -28,8 +28,8 @@ def test_every_shipped_scenario_loads_on_both_labs(lab_path: Path) -> None:
     assert [s.id for s in scenarios] == ["W2", "W3", "W4", "W5", "W10", "W12"]
     for s in scenarios:
         assert s.steps and s.controls
-    assert {s.id: s.modes for s in scenarios} == {"W2": ("defended", "vulnerable"), "W3": ("defended",), "W4": ("defended",),
-                                                  "W5": ("defended",), "W10": ("defended",), "W12": ("defended", "vulnerable")}
+    both = ("defended", "vulnerable")
+    assert {s.id: s.modes for s in scenarios} == {"W2": both, "W3": both, "W4": both, "W5": ("defended",), "W10": ("defended",), "W12": both}
 
 
 @pytest.fixture
@@ -70,9 +70,9 @@ CASES: dict[str, tuple[Callable[[dict[str, Any]], None], str, str]] = {
     "missing expectation": (lambda d: d["steps"][0]["expect"].pop("defended"), "steps[0].expect", "'defended' is a required property"),
     "unknown key": (lambda d: d.update(difficulty="hard"), "(document)", "Additional properties are not allowed ('difficulty'"),
     "wrong format version": (lambda d: d.update(schema_version=2), "schema_version", "1 was expected"),
-    "vulnerable outcome without overlay": (lambda d: d["steps"][0]["expect"].update(vulnerable={"result": {"x": 1}, "evidence": "e"}),
+    "vulnerable outcome without overlay": (lambda d: d.pop("vulnerable"),
                                            "steps[0].expect", "a vulnerable outcome, but the scenario has no vulnerable overlay"),
-    "overlay without a step's outcome": (lambda d: d.update(vulnerable={"waives": ["C-ACC-05"], "repair": "r"}),
+    "overlay without a step's outcome": (lambda d: d["steps"][0]["expect"].pop("vulnerable"),
                                          "steps[0].expect", "no vulnerable outcome: with a vulnerable overlay every step needs one"),
     "overlay waives another control": (lambda d: d.update(vulnerable={"waives": ["C-PRT-05"], "repair": "r"}),
                                        "vulnerable.waives[0]", "C-PRT-05 is not one of the scenario's controls"),
@@ -162,6 +162,12 @@ def test_the_overlay_is_the_lab_with_its_switches_waivers_and_flows(tmp_path: Pa
     assert [f.id for f in w2.flows] == [f.id for f in lab.flows] + ["F90"]
     assert (str(w2.flows[-1].sources[0]), str(w2.flows[-1].dest), w2.flows[-1].ports) == ("zone:legacy", "zone:datacenter", None)
     assert sorted(w.control for w in w2.waivers) == ["C-ACC-04", "C-ACC-08"]
+    w3 = sc.derive_overlay(lab, sc.find(lab, "W3"))
+    assert {k: w3.host_vars["pacs"][k] for k in ("orthanc_dicom_allowlist", "orthanc_dicom_peer_certificates")} == {
+        "orthanc_dicom_allowlist": False, "orthanc_dicom_peer_certificates": False}
+    assert sorted(w.control for w in w3.waivers) == ["C-ACC-05", "C-ACC-06"] and w3.flows == lab.flows
+    w4 = sc.derive_overlay(lab, sc.find(lab, "W4"))
+    assert w4.host_vars["pacs"]["orthanc_md5"] is False and [w.control for w in w4.waivers] == ["C-DAT-03"]
     assert {p: p.read_bytes() for p in DEFAULT_LAB.rglob("*.yml")} == before
 
 

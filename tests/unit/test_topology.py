@@ -181,9 +181,35 @@ def test_the_role_default_threads_exceed_what_one_source_may_hold(lab_copy: Path
     assert defaults["orthanc_dicom_threads"] == 8  # twice what one source may hold: room for a second device
 
 
-def test_control_switches_name_what_the_roles_turn_off() -> None:
-    defaults = yaml.safe_load((REPO_ROOT / "roles" / "orthanc" / "defaults" / "main.yml").read_text())
-    assert tuple(defaults["orthanc_controls_waived"]) == switched_off("orthanc_controls")
+# What each switch turns off, written out from the controls catalogue (C-ACC-05 allow-listing,
+# C-ACC-06 device certificates, C-DAT-02 DICOM TLS, C-DAT-03 MD5, C-PRT-05 DICOM limits).
+SWITCHED_OFF = {
+    "orthanc_controls": ("C-ACC-05", "C-ACC-06", "C-DAT-02", "C-DAT-03"),
+    "orthanc_dicom_allowlist": ("C-ACC-05",),
+    "orthanc_dicom_peer_certificates": ("C-ACC-06",),
+    "orthanc_md5": ("C-DAT-03",),
+    "firewall_dicom_limits": ("C-PRT-05",),
+}
+
+
+@pytest.mark.parametrize("switch", list(SWITCHED_OFF))
+def test_control_switches_name_what_the_roles_turn_off(switch: str) -> None:
+    assert switched_off(switch) == SWITCHED_OFF[switch]
+
+
+@pytest.mark.parametrize("switch", ["orthanc_dicom_allowlist", "orthanc_dicom_peer_certificates", "orthanc_md5"])
+def test_a_scenario_switch_on_the_pacs_needs_its_waiver(lab_copy: Path, switch: str) -> None:
+    """The break-and-fix switches of W3 and W4: false without the waiver is refused, naming the
+    file, the key and the control; with it, the PACS is still deployed."""
+    with (lab_copy / "host_vars" / "pacs.yml").open("a") as f:
+        f.write(f"\n{switch}: false\n")
+    with pytest.raises(LabDefinitionError) as err:
+        load_lab(lab_copy)
+    [problem] = err.value.problems
+    assert (problem.file.endswith("host_vars/pacs.yml"), problem.key) == (True, f"pacs.{switch}")
+    assert problem.reason == f"false turns off {SWITCHED_OFF[switch][0]} on pacs; lab_waivers does not waive {SWITCHED_OFF[switch][0]}"
+    mutate(lab_copy, lambda h, lv, fl: lv.update(lab_waivers=[{"control": SWITCHED_OFF[switch][0], "justification": "break-and-fix"}]))
+    assert load_lab(lab_copy).host_vars["pacs"][switch] is False
 
 
 def test_yaml_syntax_error_names_the_line(lab_copy: Path) -> None:

@@ -6,7 +6,8 @@
   synchronous job so a failure is logged as an event, never lost silently.
 - Integrity (C-DAT-03, PR.DS-6): every PacslabVerifyEvery seconds, and on POST /pacslab/verify,
   each instance's DICOM attachment is checked against the MD5 Orthanc stored when it arrived
-  (StoreMD5ForAttachments); a mismatch is an "integrity-failure" event.
+  (StoreMD5ForAttachments); a mismatch is an "integrity-failure" event, and an instance stored
+  without an MD5 (orthanc_md5 false) is "unverifiable".
 """
 
 import json
@@ -93,18 +94,32 @@ def on_change(change_type, level, resource_id):
             threading.Thread(target=forward, args=(resource_id,), daemon=True).start()
 
 
+def _has_md5(instance_id):
+    """Whether Orthanc recorded an MD5 for the instance's DICOM attachment (Orthanc 1.10.1 answers
+    GET .../md5 with 404 when StoreMD5ForAttachments was off at ingest, and verify-md5 with 400)."""
+    try:
+        orthanc.RestApiGet(f"/instances/{instance_id}/attachments/dicom/md5")
+        return True
+    except Exception:
+        return False
+
+
 def verify_all():
-    """Check every instance's DICOM attachment against its stored MD5."""
-    checked, failures = 0, []
+    """Check every instance's DICOM attachment against its stored MD5. An instance stored without
+    an MD5 cannot be verified: it is counted as unverifiable, never as intact or as a failure."""
+    checked, failures, unverifiable = 0, [], []
     for instance_id in json.loads(orthanc.RestApiGet("/instances")):
         checked += 1
         try:
             orthanc.RestApiPost(f"/instances/{instance_id}/attachments/dicom/verify-md5", "")
         except Exception as exc:
+            if not _has_md5(instance_id):
+                unverifiable.append(instance_id)
+                continue
             failures.append(instance_id)
             event("integrity-failure", instance=instance_id, detail=str(exc))
-    event("integrity-verified", checked=checked, failures=len(failures))
-    return {"checked": checked, "failures": failures}
+    event("integrity-verified", checked=checked, failures=len(failures), unverifiable=len(unverifiable))
+    return {"checked": checked, "failures": failures, "unverifiable": unverifiable}
 
 
 def verify_loop():
