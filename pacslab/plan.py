@@ -14,8 +14,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from .firewall import render
-from .topology import IMAGES_DIR, REPO_ROOT, Lab
+from .topology import CONTROL_SWITCHES, IMAGES_DIR, REPO_ROOT, Lab
 
 LABEL_LAB = "pacslab.lab"  # every Docker object of a lab carries it; down removes by it
 LABEL_ROLE = "pacslab.role"  # host | standin
@@ -142,7 +144,9 @@ class Plan:
     firewall_host: str
     secrets_dir: str  # generated per lab on the controller (git-ignored, 0700), never defaults
     state_dir: str  # the lab's controller-side state (.pacslab/<lab>): logs, converge records
-    config_digest: str  # what hosts are configured from; a warm `up` skips hosts converged from the same
+    config_digest: str  # what hosts are configured from, in full (a snapshot's restorable() compares it)
+    shared_digest: str  # config_digest without the host-local keys: with host_inputs, what a warm `up` compares
+    host_inputs: dict[str, str]  # host -> digest of its own control switches (roles/lab_converged)
     # container -> the inner ports of its transparent TLS fronts (roles/orthanc: stunnel hands each
     # DICOM TLS connection to Orthanc with the peer's own address). Packets from these ports are routed
     # back into the container (policy route, set from outside like the default route), to the front.
@@ -233,6 +237,8 @@ def build_plan(lab: Lab, apt: AptSources | None = None) -> Plan:
         secrets_dir=str(REPO_ROOT / ".pacslab" / lab.name / "secrets"),
         state_dir=str(REPO_ROOT / ".pacslab" / lab.name),
         config_digest=config_digest(lab),
+        shared_digest=config_digest(lab, shared=True),
+        host_inputs=host_inputs(lab),
         front_ports=front_ports(lab),
     )
 
@@ -253,14 +259,46 @@ def front_ports(lab: Lab) -> dict[str, list[int]]:
 CONFIG_SOURCES = ("roles", "playbooks", "plugins", "ansible.cfg", "pacslab/ca.py", "pacslab/dicomsim.py", "pacslab/orders.py")
 
 
-def config_digest(lab: Lab) -> str:
+def config_digest(lab: Lab, shared: bool = False) -> str:
+    """sha256 (16 hex digits) of CONFIG_SOURCES and the lab folder, file by file. shared: the part
+    every host is configured from - the lab folder's YAML read with the control switches and
+    lab_waivers left out (HOST_LOCAL_KEYS): a switch is read by its own host's roles only, and a
+    waiver by no role but the assert that the definition already enforced (pacslab.topology), so
+    switching a control off on the PACS re-converges the PACS alone (host_inputs)."""
     digest = hashlib.sha256()
     for root in [REPO_ROOT / s for s in CONFIG_SOURCES] + [lab.path]:
         files = [root] if root.is_file() else sorted(root.rglob("*"))
         for f in files:
             if f.is_file() and "__pycache__" not in f.parts:
-                digest.update(str(f.relative_to(REPO_ROOT if root != lab.path else lab.path)).encode() + b"\0" + f.read_bytes() + b"\0")
+                body = f.read_bytes()
+                if shared and root == lab.path and f.suffix in (".yml", ".yaml"):
+                    body = json.dumps(_without(yaml.safe_load(body), HOST_LOCAL_KEYS), sort_keys=True, default=str).encode()
+                digest.update(str(f.relative_to(REPO_ROOT if root != lab.path else lab.path)).encode() + b"\0" + body + b"\0")
     return digest.hexdigest()[:16]
+
+
+# Variables no role reads from another host: each host's own value goes into its host_inputs.
+HOST_LOCAL_KEYS = frozenset(CONTROL_SWITCHES) | {"lab_waivers"}
+
+
+def _without(data: Any, keys: frozenset[str]) -> Any:
+    """``data`` with every mapping key in ``keys`` removed, at any depth."""
+    if isinstance(data, dict):
+        return {k: _without(v, keys) for k, v in data.items() if k not in keys}
+    if isinstance(data, list):
+        return [_without(v, keys) for v in data]
+    return data
+
+
+def host_inputs(lab: Lab) -> dict[str, str]:
+    """Per deployed host: sha256 (16 hex digits) of the control switches it sets (as Ansible resolves
+    them for it), the part of its inputs config_digest(shared=True) leaves out."""
+    out = {}
+    for host in lab.deployed_hosts():
+        hv = lab.host_vars.get(host.name, {})
+        switches = {k: hv[k] for k in sorted(CONTROL_SWITCHES) if k in hv}
+        out[host.name] = hashlib.sha256(json.dumps(switches, sort_keys=True).encode()).hexdigest()[:16]
+    return out
 
 
 def state_dir(lab: Lab) -> Path:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+
+import pytest
 
 from pacslab.plan import AptSources, build_plan, read_apt_sources
 from pacslab.topology import load_lab
@@ -60,3 +63,48 @@ def test_networks_are_one_per_zone_with_the_bridge_name() -> None:
         ("pacslab-clinical", "lab-clinical", "10.77.20.0/24"),
     ]
     assert plan.docker_user_comment == "pacslab:default" and plan.bridge_glob == "lab-+"
+
+
+def test_a_switch_on_one_host_changes_only_that_hosts_converge_inputs(lab_copy: Path) -> None:
+    """W4's break-and-fix switch on the PACS (with its waiver): the shared digest is unchanged, only
+    the PACS's own inputs differ, so a warm `up` re-converges the PACS alone; the full digest (what a
+    snapshot is tied to) differs. A flow added (W2's) changes the shared digest: every host runs."""
+    before = build_plan(load_lab(lab_copy), APT)
+    with (lab_copy / "host_vars" / "pacs.yml").open("a") as f:
+        f.write("\northanc_md5: false\n")
+    lab_yml = lab_copy / "group_vars" / "all" / "lab.yml"
+    lab_yml.write_text(lab_yml.read_text().replace("lab_waivers: []", "lab_waivers: [{control: C-DAT-03, justification: W4 break-and-fix}]"))
+    after = build_plan(load_lab(lab_copy), APT)
+    assert after.shared_digest == before.shared_digest and after.config_digest != before.config_digest
+    assert {h for h in after.host_inputs if after.host_inputs[h] != before.host_inputs[h]} == {"pacs"}
+    flows = lab_copy / "group_vars" / "all" / "flows.yml"
+    flows.write_text(flows.read_text() + "  - {id: F90, from: [zone:legacy], to: zone:datacenter, proto: any, ports: any, purpose: flat}\n")
+    assert build_plan(load_lab(lab_copy), APT).shared_digest != before.shared_digest
+
+
+ENGINE_HOST_REFUSALS = {
+    "not JSON": ("{ansible_host: x}", "PACSLAB_ENGINE_HOST: not JSON"),
+    "not an object": ('["x"]', "PACSLAB_ENGINE_HOST: must be a JSON object of Ansible connection variables"),
+    "not an ansible variable": ('{"ansible_host": "d2", "docker_host": "tcp://d2"}', "PACSLAB_ENGINE_HOST: docker_host: only ansible_* variables"),
+}
+
+
+@pytest.mark.parametrize("case", list(ENGINE_HOST_REFUSALS))
+def test_a_broken_engine_host_is_refused(monkeypatch: pytest.MonkeyPatch, case: str) -> None:
+    from pacslab.engine import EngineHostError, engine_host_vars
+
+    value, message = ENGINE_HOST_REFUSALS[case]
+    monkeypatch.setenv("PACSLAB_ENGINE_HOST", value)
+    with pytest.raises(EngineHostError, match="^" + re.escape(message)):
+        engine_host_vars()
+
+
+def test_the_engine_host_is_this_machine_unless_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from pacslab.engine import engine_host_vars
+
+    monkeypatch.delenv("PACSLAB_ENGINE_HOST", raising=False)
+    assert engine_host_vars() == {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+    monkeypatch.setenv("PACSLAB_ENGINE_HOST", '{"ansible_connection": "ssh", "ansible_host": "docker2", "ansible_port": 2222}')
+    assert engine_host_vars() == {"ansible_connection": "ssh", "ansible_host": "docker2", "ansible_port": "2222"}
