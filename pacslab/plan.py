@@ -272,7 +272,10 @@ def config_digest(lab: Lab, shared: bool = False) -> str:
             if f.is_file() and "__pycache__" not in f.parts:
                 body = f.read_bytes()
                 if shared and root == lab.path and f.suffix in (".yml", ".yaml"):
-                    body = json.dumps(_without(yaml.safe_load(body), HOST_LOCAL_KEYS), sort_keys=True, default=str).encode()
+                    data = _without(yaml.safe_load(body), HOST_LOCAL_KEYS)
+                    if not data:  # host-local keys alone (an overlay's host_vars/fw.yml): as if the file were not there
+                        continue
+                    body = json.dumps(data, sort_keys=True, default=str).encode()
                 digest.update(str(f.relative_to(REPO_ROOT if root != lab.path else lab.path)).encode() + b"\0" + body + b"\0")
     return digest.hexdigest()[:16]
 

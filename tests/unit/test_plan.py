@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,17 @@ def test_a_switch_on_one_host_changes_only_that_hosts_converge_inputs(lab_copy: 
     after = build_plan(load_lab(lab_copy), APT)
     assert after.shared_digest == before.shared_digest and after.config_digest != before.config_digest
     assert {h for h in after.host_inputs if after.host_inputs[h] != before.host_inputs[h]} == {"pacs"}
+    # W12's: a host_vars file of its own for the fw, holding the switch alone (the lab has none). In
+    # a folder of its own: Ansible's host_vars plugin remembers, per process, which files a folder had.
+    w12_dir = lab_copy.parent / "w12"
+    shutil.copytree(lab_copy, w12_dir)
+    assert not (w12_dir / "host_vars" / "fw.yml").exists()
+    (w12_dir / "host_vars" / "fw.yml").write_text("---\nfirewall_dicom_limits: false\n")
+    w12_yml = w12_dir / "group_vars" / "all" / "lab.yml"
+    w12_yml.write_text(w12_yml.read_text().replace("W4 break-and-fix}]", "W4 break-and-fix}, {control: C-PRT-05, justification: W12}]"))
+    w12 = build_plan(load_lab(w12_dir), APT)
+    assert w12.shared_digest == before.shared_digest
+    assert {h for h in w12.host_inputs if w12.host_inputs[h] != before.host_inputs[h]} == {"pacs", "fw"}
     flows = lab_copy / "group_vars" / "all" / "flows.yml"
     flows.write_text(flows.read_text() + "  - {id: F90, from: [zone:legacy], to: zone:datacenter, proto: any, ports: any, purpose: flat}\n")
     assert build_plan(load_lab(lab_copy), APT).shared_digest != before.shared_digest
