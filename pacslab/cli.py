@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -33,7 +32,7 @@ from typing import Any
 
 from . import doctor as doctor_mod
 from .docker import DockerUnavailable, engine_version, lab_objects
-from .engine import RunResult, ansible_playbook, last_converged, run_playbook
+from .engine import EngineHostError, RunResult, ansible_playbook, engine_host_vars, host_chains, last_converged, run_playbook
 from .plan import Plan, build_plan, state_dir
 from .topology import REPO_ROOT, Lab, LabDefinitionError, load_lab
 
@@ -118,6 +117,10 @@ def lab_lock(lab: Lab, verb: str) -> Iterator[None]:
 def _require_engine(may_install: bool) -> None:
     if ansible_playbook() is None:
         raise Refused(EXIT_MACHINE, "ansible-playbook not found: pip install -r requirements.txt")
+    try:
+        engine_host_vars()
+    except EngineHostError as exc:
+        raise Refused(EXIT_USAGE, str(exc)) from exc
     if engine_version() is not None:
         return
     finding = doctor_mod.engine_finding()
@@ -192,28 +195,20 @@ def _commented(lines: list[str], comment: str, target: str) -> bool:
     return False
 
 
-def _chain_rules(command: str, chain: str) -> list[str]:
-    """``<command> -S <chain>`` lines of the filter table ([] when the command is missing or fails)."""
-    if shutil.which(command) is None:
-        return []
-    proc = subprocess.run([command, "-S", chain], capture_output=True, text=True, check=False)
-    return proc.stdout.splitlines() if proc.returncode == 0 else []
-
-
 def host_rules(plan: Plan) -> dict[str, bool]:
     """Each of the lab's host rules -> present, found by the lab's comment and target
     (roles/docker_host): the DOCKER-USER accept for frames bridged inside a lab bridge; the
     DOCKER-USER drop of DNATed traffic from the lab's bridges (published ports), and the INPUT drop
     for IPv4 and, where the kernel has it, IPv6, that keep every zone off the Docker host (C-ACC-04).
     A host reboot loses them all until `up`."""
-    docker_user = doctor_mod.docker_user_rules()
+    chains = host_chains()  # on the engine's machine: this one, or PACSLAB_ENGINE_HOST's
     rules = {
-        "DOCKER-USER": _commented(docker_user, plan.docker_user_comment, "ACCEPT"),
-        "DOCKER-USER-DNAT": _commented(docker_user, plan.docker_user_comment, "DROP"),
-        "INPUT": _commented(_chain_rules("iptables", "INPUT"), plan.docker_user_comment, "DROP"),
+        "DOCKER-USER": _commented(chains.get("DOCKER-USER", []), plan.docker_user_comment, "ACCEPT"),
+        "DOCKER-USER-DNAT": _commented(chains.get("DOCKER-USER", []), plan.docker_user_comment, "DROP"),
+        "INPUT": _commented(chains.get("INPUT", []), plan.docker_user_comment, "DROP"),
     }
-    if Path("/proc/sys/net/ipv6").exists():
-        rules["INPUT6"] = _commented(_chain_rules("ip6tables", "INPUT"), plan.docker_user_comment, "DROP")
+    if "INPUT6" in chains:
+        rules["INPUT6"] = _commented(chains["INPUT6"], plan.docker_user_comment, "DROP")
     return rules
 
 
@@ -624,7 +619,7 @@ def cmd_reset(args: argparse.Namespace) -> int:
 
 
 def cmd_class(args: argparse.Namespace) -> int:
-    """up --count N | status [--check] | down (pacslab.classroom)."""
+    """up --count N [--hosts FILE] | status [--check] | down (pacslab.classroom, playbooks/class.yml)."""
     from . import classroom
 
     lab = _load(args.lab)
@@ -632,20 +627,26 @@ def cmd_class(args: argparse.Namespace) -> int:
         if not args.count:
             raise Refused(EXIT_USAGE, "class up needs --count N (the number of student labs)")
         try:
-            students = classroom.derive_class(lab, args.count)
+            hosts, text = classroom.docker_hosts(lab, Path(args.hosts) if args.hosts else None)
+            students = classroom.derive_class(lab, args.count, hosts)
         except classroom.ClassError as exc:
             raise Refused(EXIT_BAD_LAB, str(exc)) from exc
-        failed = []
-        for student in students:
-            print(f"\n== {student.name} ({student.address_space}, containers {student.prefix}-*)", flush=True)
-            rc = main(["up", "--lab", str(student.path)])
-            if rc == EXIT_INTERRUPTED:
-                return rc
-            if rc != EXIT_OK:
-                failed.append(student.name)
+        classroom.keep_docker_hosts(lab, text)
+        print(f"pacslab class up: {len(students)} student lab(s) of {lab.name!r} on {len(hosts)} Docker host(s): "
+              + ", ".join(f"{h.name} ({h.docker_host})" for h in hosts), flush=True)
+        rc = classroom.run_class(lab, students, "up")
+        if rc == EXIT_INTERRUPTED:
+            return rc
+        rows = _class_rows(lab, students, check=False)
+        failed = [r["lab"] for r in rows if not r["up"]]
+        _table([[r["lab"], r["docker_host"], r["address_space"], "up" if r["up"] else "DOWN"] for r in rows],
+               ["lab", "docker host", "addresses", "state"])
         print(f"\nclass of lab {lab.name!r}: {len(students) - len(failed)} of {len(students)} student labs up"
-              + (f"; failed: {', '.join(failed)} (re-run `pacslab class up --count {args.count}`)" if failed else ""))
-        return EXIT_PHASE_FAILED if failed else EXIT_OK
+              + (f"; not up: {', '.join(failed)} (re-run `pacslab class up --count {args.count}`{' --hosts ' + args.hosts if args.hosts else ''})"
+                 if failed else ""))
+        return EXIT_PHASE_FAILED if failed or rc != 0 else EXIT_OK
+    if args.hosts:
+        raise Refused(EXIT_USAGE, "--hosts belongs to class up; status and down use the class's own")
     try:
         students = classroom.members(lab)
     except classroom.ClassError as exc:
@@ -653,32 +654,60 @@ def cmd_class(args: argparse.Namespace) -> int:
     if not students:
         raise Refused(EXIT_USAGE, f"lab {lab.name!r} has no class: `pacslab class up --count N` derives one")
     if args.action == "down":
-        rcs = []
-        for s in students:
-            rcs.append(main(["down", "--lab", str(s.path), "--volumes"]))
-            if rcs[-1] == EXIT_INTERRUPTED:
-                return EXIT_INTERRUPTED
-        if all(rc == EXIT_OK for rc in rcs):
+        if not classroom.hosts_file(lab).is_file():  # a class from before class files: this machine's engine
+            classroom.keep_docker_hosts(lab, classroom.docker_hosts(lab, None)[1])
+        rc = classroom.run_class(lab, students, "down")
+        if rc == EXIT_INTERRUPTED:
+            return rc
+        left = [s.name for s in students if _student_objects(lab, s)]
+        if not left and rc == 0:
             classroom.forget(lab, students)
-        return EXIT_OK if all(rc == EXIT_OK for rc in rcs) else EXIT_PHASE_FAILED
-    from . import scenario as sc
-
-    rows = []
-    for student in students:
-        row: dict[str, Any] = {"lab": student.name, "path": str(student.path), "address_space": str(student.address_space),
-                               "up": engine_version() is not None and lab_is_up(student), "memory_mib": classroom.memory_mib(student)}
-        if args.check and row["up"]:
-            with lab_lock(student, "class status --check"):
-                row["scenarios"] = {s.id: sc.check_scenario(student, s)["holds"] for s in sc.load_all(student)}
-        rows.append(row)
+            print(f"class of lab {lab.name!r}: {len(students)} student lab(s) removed")
+            return EXIT_OK
+        print(f"class of lab {lab.name!r}: still there: {', '.join(left) or '(see the failure above)'}; re-run `pacslab class down`",
+              file=sys.stderr)
+        return EXIT_PHASE_FAILED
+    rows = _class_rows(lab, students, check=args.check)
     if args.json:
         print(json.dumps(rows, indent=1))
     else:
         ids = sorted({i for r in rows for i in r.get("scenarios", {})}, key=lambda i: int(i[1:]))
-        _table([[r["lab"], r["address_space"], "up" if r["up"] else "DOWN", f"{r['memory_mib']:.0f} MiB",
+        _table([[r["lab"], r["docker_host"], r["address_space"], "up" if r["up"] else "DOWN", f"{r['memory_mib']:.0f} MiB",
                  *[("holds" if r["scenarios"][i] else "FAILS") if i in r.get("scenarios", {}) else "-" for i in ids]] for r in rows],
-               ["lab", "addresses", "state", "memory", *ids])
+               ["lab", "docker host", "addresses", "state", "memory", *ids])
     return EXIT_OK if all(r["up"] and all(r.get("scenarios", {}).values()) for r in rows) else EXIT_CHECKS_FAILED
+
+
+def _student_objects(lab: Lab, student: Lab) -> list[str]:
+    """The containers, networks and volumes of ``student`` still on its Docker host's engine."""
+    from . import classroom
+    from .docker import lab_objects
+
+    with classroom.on_engine(classroom.engine_of(lab, student)):
+        if engine_version() is None:
+            return []
+        return [o.get("Name", "") for kind in ("container", "network", "volume") for o in lab_objects(kind, student.name)]
+
+
+def _class_rows(lab: Lab, students: list[Lab], check: bool) -> list[dict[str, Any]]:
+    """Per student lab: its Docker host, addresses, whether it is up, its memory, and with ``check``
+    whether each scenario's controls hold there (each measured on the student's own engine)."""
+    from . import classroom
+    from . import scenario as sc
+
+    rows = []
+    for student in students:
+        host = classroom.engine_of(lab, student)
+        with classroom.on_engine(host):
+            up = engine_version() is not None and lab_is_up(student)
+            row: dict[str, Any] = {"lab": student.name, "path": str(student.path), "docker_host": host.name,
+                                   "address_space": str(student.address_space), "up": up,
+                                   "memory_mib": classroom.memory_mib(student) if up else 0.0}
+            if check and up:
+                with lab_lock(student, "class status --check"):
+                    row["scenarios"] = {s.id: sc.check_scenario(student, s)["holds"] for s in sc.load_all(student)}
+        rows.append(row)
+    return rows
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -726,9 +755,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="save: replace a snapshot of that name")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_snapshot)
-    p = verb("class", "a class of student labs derived from this one: up --count N | status [--check] | down")
+    p = verb("class", "a class of student labs derived from this one: up --count N [--hosts FILE] | status [--check] | down")
     p.add_argument("action", choices=["up", "status", "down"])
     p.add_argument("--count", type=int, help="up: how many student labs")
+    p.add_argument("--hosts", metavar="FILE",
+                   help="up: the class file, an Ansible inventory whose group docker_hosts lists the Docker hosts (docker_host: the engine's "
+                   "URL; the host's Ansible connection reaches its machine); default: this machine's engine")
     p.add_argument("--check", action="store_true", help="status: grade every scenario's controls in each student lab")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_class)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,14 +29,6 @@ def is_root() -> bool:
 def can_install_engine() -> bool:
     """`pacslab up` installs and starts the local engine itself only as root, with apt, locally."""
     return is_root() and shutil.which("apt-get") is not None and not os.environ.get("DOCKER_HOST")
-
-
-def docker_user_rules() -> list[str]:
-    """The host's DOCKER-USER chain as iptables -S lines ([] when it cannot be read)."""
-    if shutil.which("iptables") is None:
-        return []
-    proc = subprocess.run(["iptables", "-S", "DOCKER-USER"], capture_output=True, text=True, check=False)
-    return proc.stdout.splitlines() if proc.returncode == 0 else []
 
 
 def engine_finding() -> Finding:

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -44,6 +45,73 @@ def ansible_playbook() -> str | None:
     return str(beside) if beside.is_file() else shutil.which("ansible-playbook")
 
 
+# How Ansible reaches the machine that runs the Docker engine, when that is not this one: a JSON
+# object of Ansible connection variables (ansible_connection, ansible_host, ansible_user, ...), set
+# next to DOCKER_HOST. The docker_host role (engine, DOCKER-USER and INPUT rules) runs there: the
+# rules belong to the machine whose bridges carry the lab. `pacslab class` sets both per Docker host.
+ENGINE_HOST_ENV = "PACSLAB_ENGINE_HOST"
+ENGINE_HOST = "pacslab-engine"
+
+
+class EngineHostError(ValueError):
+    """PACSLAB_ENGINE_HOST is not a JSON object of Ansible connection variables."""
+
+
+def engine_host_vars() -> dict[str, str]:
+    """The Ansible variables of the engine's machine: PACSLAB_ENGINE_HOST's, else this machine
+    (local connection, this interpreter). EngineHostError names what is wrong with the variable."""
+    raw = os.environ.get(ENGINE_HOST_ENV, "").strip()
+    if not raw:
+        return {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise EngineHostError(f"{ENGINE_HOST_ENV}: not JSON ({exc})") from exc
+    if not isinstance(data, dict) or not data:
+        raise EngineHostError(f"{ENGINE_HOST_ENV}: must be a JSON object of Ansible connection variables, like "
+                              '{"ansible_connection": "ssh", "ansible_host": "docker2.example.org"}')
+    bad = [k for k, v in data.items() if not (isinstance(k, str) and k.startswith("ansible_") and isinstance(v, str | int))]
+    if bad:
+        raise EngineHostError(f"{ENGINE_HOST_ENV}: {', '.join(map(str, bad))}: only ansible_* variables with string or number values")
+    return {k: str(v) for k, v in data.items()}
+
+
+# The host-rule chains of the engine's machine (roles/docker_host), read with one command there.
+HOST_CHAINS_SCRIPT = ("iptables -S DOCKER-USER; echo '#--'; iptables -S INPUT; echo '#--'; "
+                      "if [ -d /proc/sys/net/ipv6 ]; then ip6tables -S INPUT; else echo '#no-ipv6'; fi")
+
+
+def host_chains() -> dict[str, list[str]]:
+    """The engine machine's DOCKER-USER, INPUT and (where its kernel has IPv6) INPUT6 chains as
+    ``iptables -S`` lines; a chain that cannot be read has no lines. Read here, or on the machine
+    PACSLAB_ENGINE_HOST names (through Ansible, as the docker_host role reaches it)."""
+    machine = engine_host_vars()
+    if machine.get("ansible_connection") == "local":
+        proc = subprocess.run(["sh", "-c", HOST_CHAINS_SCRIPT], capture_output=True, text=True, check=False)
+        out = proc.stdout
+    else:
+        exe = ansible_playbook()
+        adhoc = str(Path(exe).with_name("ansible")) if exe else "ansible"
+        inventory = {"pacslab_engine": {"hosts": {ENGINE_HOST: machine}}}
+        env = os.environ | {"ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"), "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
+                            "ANSIBLE_STDOUT_CALLBACK": "json"}
+        with tempfile.NamedTemporaryFile("w", suffix=".json") as inv:
+            json.dump(inventory, inv)
+            inv.flush()
+            proc = subprocess.run([adhoc, ENGINE_HOST, "-i", inv.name, "-m", "ansible.builtin.shell", "-a", HOST_CHAINS_SCRIPT],
+                                  capture_output=True, text=True, check=False, cwd=REPO_ROOT, env=env)
+        try:
+            out = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"][ENGINE_HOST].get("stdout", "")
+        except (ValueError, KeyError, IndexError):
+            out = ""
+    parts = out.split("#--\n") if out else []
+    names = ("DOCKER-USER", "INPUT", "INPUT6")
+    chains = {name: [ln for ln in part.splitlines() if ln.startswith("-")] for name, part in zip(names, parts[:3], strict=False)}
+    if "#no-ipv6" in out:
+        chains.pop("INPUT6", None)
+    return chains
+
+
 def run_playbook(
     lab: Lab,
     plan: Plan,
@@ -67,7 +135,9 @@ def run_playbook(
         "ANSIBLE_LOG_PATH": str(state / "ansible.log"),
         "ANSIBLE_NOCOLOR": os.environ.get("ANSIBLE_NOCOLOR", "1" if not sys.stdout.isatty() else "0"),
     }
-    cmd = [exe, "-i", str(lab.path), "-e", f"@{plan_file}", str(PLAYBOOKS / playbook)]
+    engine = state / "engine-host.yml"  # the engine's machine, group pacslab_engine (playbooks/up.yml, down.yml)
+    engine.write_text(json.dumps({"pacslab_engine": {"hosts": {ENGINE_HOST: engine_host_vars()}}}, indent=1))
+    cmd = [exe, "-i", str(lab.path), "-i", str(engine), "-e", f"@{plan_file}", str(PLAYBOOKS / playbook)]
     log.debug("running %s", " ".join(cmd))
     start = time.monotonic()
     proc = subprocess.run(
