@@ -19,14 +19,27 @@ is reported with file, key and reason, and nothing changes. So is one whose subn
 network already uses, one that leaves an address of L's space in a value it cannot move (an address
 inside a URL, say), and a smaller class while the larger one exists. ``class.json`` beside the
 folders lists the members.
+
+Beyond one Docker host: a class file is an Ansible inventory whose group ``docker_hosts`` lists the
+Docker engines (``docker_host``: the DOCKER_HOST URL the controller reaches the engine at; the
+host's Ansible connection: how to reach the machine the engine runs on, for its host rules).
+playbooks/class.yml spreads the students over them (student i on host i mod H, in the group's
+order), copies the lab's images to each engine from the controller's, and runs `pacslab up` or
+`down` for each student with that engine's DOCKER_HOST and PACSLAB_ENGINE_HOST (pacslab.engine).
+Without a class file the class has one Docker host: this machine's engine. ``placement.json``
+records each student's engine for `class status` and `class down`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
+import os
 import re
 import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -116,9 +129,114 @@ def derive(lab: Lab, index: int, out: Path) -> Path:
     return target
 
 
-def _taken_subnets(exclude_labs: set[str]) -> dict[ipaddress.IPv4Network, str]:
-    """Subnets of the Docker networks that no lab in ``exclude_labs`` owns: network name by subnet
-    (empty when no engine answers: `up` then meets Docker's own refusal)."""
+DOCKER_HOSTS_GROUP = "docker_hosts"
+DOCKER_URL = re.compile(r"^(unix:///\S+|tcp://[A-Za-z0-9.:\[\]-]+|ssh://\S+)$")
+# The Ansible variables of a Docker host that say how to reach its machine; PACSLAB_ENGINE_HOST
+# carries them to `pacslab up` (pacslab.engine). No password: it would travel in an environment.
+CONNECTION_VARS = ("ansible_connection", "ansible_host", "ansible_port", "ansible_user", "ansible_python_interpreter",
+                   "ansible_docker_extra_args", "ansible_ssh_private_key_file", "ansible_ssh_common_args",
+                   "ansible_become", "ansible_become_user", "ansible_become_method")
+SECRET_VARS = ("ansible_password", "ansible_ssh_pass", "ansible_become_password", "ansible_become_pass", "ansible_sudo_pass")
+LOCAL = "local"
+
+
+@dataclass(frozen=True)
+class DockerHost:
+    """One Docker engine of a class: its inventory name, the DOCKER_HOST URL the controller uses,
+    and the Ansible connection variables of the machine it runs on."""
+
+    name: str
+    docker_host: str
+    connection: dict[str, str] = field(default_factory=dict)
+
+    def environment(self) -> dict[str, str]:
+        """DOCKER_HOST and PACSLAB_ENGINE_HOST for a pacslab command on this engine (the second
+        empty for this machine: pacslab.engine's default, a local connection)."""
+        from .engine import ENGINE_HOST_ENV
+
+        local = self.connection.get("ansible_connection", "ssh") == "local"
+        return {"DOCKER_HOST": self.docker_host, ENGINE_HOST_ENV: "" if local else json.dumps(self.connection, sort_keys=True)}
+
+
+def this_machine() -> DockerHost:
+    """The one Docker host of a class without a class file: the engine pacslab uses here."""
+    from .docker import engine_location
+
+    return DockerHost(LOCAL, engine_location(), {"ansible_connection": "local"})
+
+
+def load_docker_hosts(path: Path) -> list[DockerHost]:
+    """The Docker hosts of a class file (an Ansible inventory, read by Ansible), in the group's
+    order. ClassError with file, key and reason for each problem: no such file or group, a host
+    without docker_host or with one that is not a unix://, tcp:// or ssh:// URL, one engine listed
+    twice, a password among the connection variables."""
+    from ansible.inventory.manager import InventoryManager
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.vars.manager import VariableManager
+
+    file = str(path)
+    if not path.is_file():
+        raise ClassError("the class file was refused; nothing was changed", [Problem(file, "(file)", "no such file")])
+    loader = DataLoader()
+    try:
+        inventory = InventoryManager(loader=loader, sources=[file])
+    except Exception as exc:  # Ansible's own parse errors, whatever their class
+        raise ClassError("the class file was refused; nothing was changed", [Problem(file, "(document)", str(exc))]) from exc
+    group = inventory.groups.get(DOCKER_HOSTS_GROUP)
+    if group is None or not group.get_hosts():
+        raise ClassError("the class file was refused; nothing was changed",
+                         [Problem(file, DOCKER_HOSTS_GROUP, "no such group, or it lists no host: the class's Docker hosts go there")])
+    variables = VariableManager(loader=loader, inventory=inventory)
+    problems: list[Problem] = []
+    hosts: list[DockerHost] = []
+    seen: dict[str, str] = {}
+    for host in group.get_hosts():
+        hv = variables.get_vars(host=host, include_hostvars=False)
+        url = hv.get("docker_host")
+        if not isinstance(url, str) or not DOCKER_URL.match(url):
+            problems.append(Problem(file, f"{host.name}.docker_host", f"{url!r}: the engine's URL, like unix:///var/run/docker.sock, "
+                                                                       "tcp://docker2:2376 or ssh://root@docker2"))
+        elif url in seen:
+            problems.append(Problem(file, f"{host.name}.docker_host", f"{url}: the engine of {seen[url]} too; a Docker host is listed once"))
+        else:
+            seen[url] = host.name
+        for key in SECRET_VARS:
+            if key in hv:
+                problems.append(Problem(file, f"{host.name}.{key}", "no password here: it would travel in an environment; use an SSH key"))
+        hosts.append(DockerHost(host.name, str(url), {k: str(hv[k]) for k in CONNECTION_VARS if k in hv}))
+    if problems:
+        raise ClassError("the class file was refused; nothing was changed", problems)
+    return hosts
+
+
+@contextlib.contextmanager
+def on_engine(host: DockerHost) -> Iterator[None]:
+    """Run the body (and what it starts) against ``host``'s engine: DOCKER_HOST and
+    PACSLAB_ENGINE_HOST set, then put back as they were."""
+    saved = {k: os.environ.get(k) for k in host.environment()}
+    os.environ.update(host.environment())
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _taken_subnets(exclude_labs: set[str], hosts: list[DockerHost] | None = None) -> dict[ipaddress.IPv4Network, str]:
+    """Subnets of the Docker networks, on every engine of ``hosts`` (this machine's by default),
+    that no lab in ``exclude_labs`` owns: network name by subnet (an engine that does not answer
+    adds none: `up` then meets its own refusal)."""
+    taken: dict[ipaddress.IPv4Network, str] = {}
+    for host in hosts or [this_machine()]:
+        with on_engine(host):
+            taken |= {net: f"{name} on {host.name}" if host.name != LOCAL else name for net, name in _engine_subnets(exclude_labs).items()}
+    return taken
+
+
+def _engine_subnets(exclude_labs: set[str]) -> dict[ipaddress.IPv4Network, str]:
     from .docker import docker, engine_version
     from .plan import LABEL_LAB
 
@@ -135,10 +253,11 @@ def _taken_subnets(exclude_labs: set[str]) -> dict[ipaddress.IPv4Network, str]:
     return taken
 
 
-def derive_class(lab: Lab, count: int) -> list[Lab]:
+def derive_class(lab: Lab, count: int, hosts: list[DockerHost] | None = None) -> list[Lab]:
     """Derive and load ``count`` student labs (1..count); nothing is started. ClassError (nothing
     changed) with every refused student's problems, for a count out of 1..MAX_STUDENTS, for a class
-    smaller than the one that exists, or for subnets another Docker network uses."""
+    smaller than the one that exists, or for subnets another Docker network uses on any of
+    ``hosts`` (the class's Docker hosts; this machine's engine by default)."""
     if not 1 <= count <= MAX_STUDENTS:
         raise ClassError(f"--count {count}: a class has 1 to {MAX_STUDENTS} student labs")
     out = class_dir(lab)
@@ -160,7 +279,7 @@ def derive_class(lab: Lab, count: int) -> list[Lab]:
                 problems += exc.problems
         if problems:
             raise ClassError(f"the class of lab {lab.name!r} was refused; nothing was changed", problems)
-        taken = _taken_subnets({s.name for s in derived} | {lab.name})
+        taken = _taken_subnets({s.name for s in derived} | {lab.name}, hosts)
         clashes = [f"{s.name} zone {z.name} {z.subnet} overlaps Docker network {taken[t]} ({t})"
                    for s in derived for z in s.zones.values() for t in taken if z.subnet.overlaps(t)]
         if clashes:
@@ -216,3 +335,96 @@ def memory_mib(lab: Lab) -> float:
         number = used.rstrip("BKMGikb")
         total += float(number) * _UNITS[used[len(number):]]
     return round(total / 1024**2, 1)
+
+
+def hosts_file(lab: Lab) -> Path:
+    """The class's inventory of Docker hosts: the class file given to `class up`, copied, or one
+    with this machine's engine alone."""
+    return class_dir(lab) / "docker-hosts.yml"
+
+
+def docker_hosts(lab: Lab, source: Path | None) -> tuple[list[DockerHost], str]:
+    """The class's Docker hosts (``source``, a class file, or this machine alone) and the inventory
+    text to keep for them (keep_docker_hosts). ClassError, nothing changed, for a class file that
+    is refused, or for hosts other than those of the class that exists (its labs would be left
+    running on the others)."""
+    if source is not None:
+        hosts = load_docker_hosts(source)
+        text = source.read_text()
+    else:
+        here = this_machine()
+        hosts = [here]
+        text = yaml.safe_dump({"all": {"children": {DOCKER_HOSTS_GROUP: {"hosts": {here.name: {"docker_host": here.docker_host,
+                                                                                             **here.connection}}}}}})
+    before = {h.name: h.docker_host for h in placement(lab).values()}
+    now = {h.name: h.docker_host for h in hosts}
+    if any(now.get(name) != url for name, url in before.items()):
+        raise ClassError(f"lab {lab.name!r} has a class on {', '.join(f'{n} ({u})' for n, u in sorted(before.items()))}: "
+                         "`pacslab class down` before a class on other Docker hosts")
+    return hosts, text
+
+
+def keep_docker_hosts(lab: Lab, text: str) -> None:
+    hosts_file(lab).parent.mkdir(parents=True, exist_ok=True)
+    hosts_file(lab).write_text(text)
+
+
+def placement_file(lab: Lab) -> Path:
+    return class_dir(lab) / "placement.json"
+
+
+def place(students: list[Lab], hosts: list[DockerHost]) -> dict[str, DockerHost]:
+    """Student lab folder -> its Docker host: student i (0-based) on host i mod len(hosts)."""
+    return {str(s.path): hosts[i % len(hosts)] for i, s in enumerate(students)}
+
+
+def placement(lab: Lab) -> dict[str, DockerHost]:
+    """Where each student lab of the class runs (this machine for a class from before class files)."""
+    record = placement_file(lab)
+    if not record.is_file():
+        return {}
+    return {path: DockerHost(p["host"], p["docker_host"], p["connection"]) for path, p in json.loads(record.read_text()).items()}
+
+
+def engine_of(lab: Lab, student: Lab) -> DockerHost:
+    return placement(lab).get(str(student.path)) or this_machine()
+
+
+def run_class(lab: Lab, students: list[Lab], action: str) -> int:
+    """Run playbooks/class.yml: each Docker host's students brought ``action`` (up or down) on its
+    engine, the hosts in parallel. Placement is recorded first (up), so a failed run can be
+    re-run or taken down. Returns ansible-playbook's exit status."""
+    import subprocess
+    import sys
+
+    from .engine import PLAYBOOKS, ansible_playbook
+    from .plan import build_plan
+    from .topology import REPO_ROOT
+
+    hosts = {h.name: h for h in load_docker_hosts(hosts_file(lab))}
+    where = (placement(lab) if action == "down" else {}) or place(students, list(hosts.values()))
+    if action == "up":
+        placement_file(lab).write_text(json.dumps({path: {"host": h.name, "docker_host": h.docker_host, "connection": h.connection}
+                                                   for path, h in where.items()}, indent=1))
+    students_of: dict[str, list[str]] = {}
+    for path, host in where.items():
+        students_of.setdefault(host.name, []).append(path)
+    beside = Path(sys.executable).parent / "pacslab"
+    plan = build_plan(lab)
+    variables = plan.to_vars() | {
+        "class_action": action,
+        "class_students_of": students_of,
+        "class_environment": {name: h.environment() for name, h in hosts.items()} | {h.name: h.environment() for h in where.values()},
+        "class_images": [plan.rootfs, plan.base.tag] + [i.tag for i in plan.images],
+        "class_controller_engine": this_machine().docker_host,
+        "class_pacslab": [str(beside)] if beside.is_file() else [shutil.which("pacslab") or "pacslab"],
+    }
+    plan_file = class_dir(lab) / "class-plan.json"
+    plan_file.write_text(json.dumps(variables, indent=1))
+    exe = ansible_playbook()
+    if exe is None:
+        raise ClassError("ansible-playbook not found: pip install -r requirements.txt")
+    env = os.environ | {"ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"), "ANSIBLE_LOG_PATH": str(class_dir(lab) / "ansible.log"),
+                        "PACSLAB_SUMMARY": str(class_dir(lab) / f"summary-{action}.json")}
+    cmd = [exe, "-i", str(hosts_file(lab)), "-e", f"@{plan_file}", str(PLAYBOOKS / "class.yml")]
+    return subprocess.run(cmd, cwd=REPO_ROOT, env=env, check=False).returncode

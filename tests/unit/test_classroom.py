@@ -64,3 +64,68 @@ def test_an_address_with_its_prefix_keeps_its_host_bits() -> None:
     space = ipaddress.IPv4Network("10.77.0.0/16")
     assert classroom._shift({"a": "10.77.40.10/24", "b": ["10.77.40.0/24", "10.77.1.2"], "c": "10.99.0.1"}, space, 65536) == {
         "a": "10.78.40.10/24", "b": ["10.78.40.0/24", "10.78.1.2"], "c": "10.99.0.1"}
+
+
+CLASS_FILE = """
+all:
+  children:
+    docker_hosts:
+      hosts:
+        here: {docker_host: "unix:///var/run/docker.sock", ansible_connection: local}
+        engine2:
+          docker_host: unix:///run/pacslab-engine2/docker.sock
+          ansible_connection: community.docker.docker
+          ansible_host: pacslabtest-engine2
+          ansible_docker_extra_args: --host=unix:///var/run/docker.sock
+          ansible_python_interpreter: /usr/bin/python3
+        docker3: {docker_host: "ssh://root@docker3.example.org", ansible_host: docker3.example.org, ansible_user: root}
+"""
+
+
+def test_a_class_file_lists_docker_hosts_in_order_with_their_connections(tmp_path: Path) -> None:
+    (tmp_path / "class.yml").write_text(CLASS_FILE)
+    hosts = classroom.load_docker_hosts(tmp_path / "class.yml")
+    assert [(h.name, h.docker_host) for h in hosts] == [("here", "unix:///var/run/docker.sock"),
+                                                         ("engine2", "unix:///run/pacslab-engine2/docker.sock"),
+                                                         ("docker3", "ssh://root@docker3.example.org")]
+    assert hosts[1].connection == {"ansible_connection": "community.docker.docker", "ansible_host": "pacslabtest-engine2",
+                                   "ansible_docker_extra_args": "--host=unix:///var/run/docker.sock",
+                                   "ansible_python_interpreter": "/usr/bin/python3"}
+    # what `pacslab up` gets for each: this machine needs no PACSLAB_ENGINE_HOST
+    assert hosts[0].environment() == {"DOCKER_HOST": "unix:///var/run/docker.sock", "PACSLAB_ENGINE_HOST": ""}
+    assert hosts[2].environment() == {"DOCKER_HOST": "ssh://root@docker3.example.org",
+                                      "PACSLAB_ENGINE_HOST": '{"ansible_host": "docker3.example.org", "ansible_user": "root"}'}
+    # five students on three hosts: 1 and 4 here, 2 and 5 on engine2, 3 on docker3
+    students = [load_lab(classroom.derive(load_lab(DEFAULT_LAB), i, tmp_path / "s")) for i in range(1, 6)]
+    assert [classroom.place(students, hosts)[str(s.path)].name for s in students] == ["here", "engine2", "docker3", "here", "engine2"]
+
+
+CLASS_FILE_REFUSALS = {
+    "no group": ("all:\n  hosts:\n    a: {docker_host: 'unix:///x'}\n", "docker_hosts", "no such group, or it lists no host"),
+    "no docker_host": ("all:\n  children:\n    docker_hosts:\n      hosts:\n        a: {ansible_host: a}\n", "a.docker_host",
+                       "None: the engine's URL, like unix:///var/run/docker.sock"),
+    "not a URL": ("all:\n  children:\n    docker_hosts:\n      hosts:\n        a: {docker_host: 'docker2:2375'}\n", "a.docker_host",
+                  "'docker2:2375': the engine's URL"),
+    "an engine twice": ("all:\n  children:\n    docker_hosts:\n      hosts:\n        a: {docker_host: 'tcp://d:2376'}\n"
+                        "        b: {docker_host: 'tcp://d:2376'}\n", "b.docker_host",
+                        "tcp://d:2376: the engine of a too; a Docker host is listed once"),
+    "a password": ("all:\n  children:\n    docker_hosts:\n      hosts:\n        a: {docker_host: 'ssh://d', ansible_password: hunter2}\n",
+                   "a.ansible_password", "no password here: it would travel in an environment; use an SSH key"),
+}
+
+
+@pytest.mark.parametrize("case", list(CLASS_FILE_REFUSALS))
+def test_a_broken_class_file_is_refused_with_file_key_and_reason(tmp_path: Path, case: str) -> None:
+    text, key, reason = CLASS_FILE_REFUSALS[case]
+    (tmp_path / "class.yml").write_text(text)
+    with pytest.raises(classroom.ClassError) as err:
+        classroom.load_docker_hosts(tmp_path / "class.yml")
+    assert [(p.file, p.key) for p in err.value.problems] == [(str(tmp_path / "class.yml"), key)]
+    assert err.value.problems[0].reason.startswith(reason), err.value.problems[0].reason
+    assert "hunter2" not in str(err.value)
+
+
+def test_a_missing_class_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(classroom.ClassError) as err:
+        classroom.load_docker_hosts(tmp_path / "nope.yml")
+    assert [(p.key, p.reason) for p in err.value.problems] == [("(file)", "no such file")]

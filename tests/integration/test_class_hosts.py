@@ -1,0 +1,139 @@
+"""A class over two Docker hosts (issue 11): the class file is an Ansible inventory listing this
+machine's engine and a second engine (Debian's dockerd in a container, with every capability but
+CAP_SYS_RESOURCE, which this machine lacks, its own /var/lib/docker on a volume, no network of its
+own). `pacslab class up --count 2 --hosts FILE` puts student 1 here and student 2 on the second
+engine (playbooks/class.yml), each lab's host rules on its own engine's machine, and a scenario runs
+in the lab on the second engine as in the reference; `class down` leaves neither engine anything."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from pacslab import classroom, cli
+from pacslab import scenario as sc
+from pacslab.docker import docker, lab_objects
+from pacslab.plan import _tree_hash, build_plan
+from pacslab.topology import Lab
+
+pytestmark = pytest.mark.lifecycle
+
+ENGINE = "pacslabtest-engine2"
+HERE = Path(__file__).parent / "engine"
+
+
+def _engine_cmd(*argv: str) -> str:
+    return docker("exec", ENGINE, *argv, timeout=60).stdout
+
+
+@pytest.fixture(scope="module")
+def second_engine(running_lab: Lab, tmp_path_factory: pytest.TempPathFactory):
+    """The second engine, answering at a socket in a temporary folder; removed with its volume."""
+    base = build_plan(running_lab).base.tag
+    tag = f"pacslabtest/engine:{_tree_hash(base.encode(), HERE)}"
+    docker("build", "-q", "--build-arg", f"BASE={base}", "-t", tag, str(HERE), timeout=900)
+    run = tmp_path_factory.mktemp("engine2")
+    docker("rm", "-f", ENGINE, check=False)
+    docker("run", "-d", "--name", ENGINE, "--network", "none", "--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE",
+           "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined", "--security-opt", "systempaths=unconfined",
+           "--cgroupns", "host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "-v", f"{ENGINE}:/var/lib/docker", "-v", f"{run}:/run/engine",
+           tag, "dockerd", "-H", "unix:///var/run/docker.sock", "-H", "unix:///run/engine/docker.sock", "--cgroup-parent", f"/{ENGINE}")
+    url = f"unix://{run}/docker.sock"
+    try:
+        for _ in range(60):
+            if subprocess.run(["docker", "--host", url, "version"], capture_output=True, check=False).returncode == 0:
+                break
+            time.sleep(1)
+        else:
+            pytest.fail(f"the second engine did not answer: {docker('logs', ENGINE, check=False).stderr[-1500:]}")
+        yield url
+    finally:
+        docker("rm", "-f", ENGINE, check=False)
+        docker("volume", "rm", ENGINE, check=False)
+
+
+@pytest.fixture(scope="module")
+def class_of_two(running_lab: Lab, second_engine: str, tmp_path_factory: pytest.TempPathFactory):
+    hosts = tmp_path_factory.mktemp("class") / "docker-hosts.yml"
+    hosts.write_text(json.dumps({"all": {"children": {"docker_hosts": {"hosts": {
+        "here": {"docker_host": "unix:///var/run/docker.sock", "ansible_connection": "local"},
+        "engine2": {"docker_host": second_engine, "ansible_connection": "community.docker.docker", "ansible_host": ENGINE,
+                    "ansible_docker_extra_args": "--host=unix:///var/run/docker.sock", "ansible_python_interpreter": "/usr/bin/python3"},
+    }}}}}))
+    rc = cli.main(["class", "up", "--count", "2", "--hosts", str(hosts), "--lab", str(running_lab.path)])
+    students = classroom.members(running_lab)
+    yield rc, students, second_engine
+    if classroom.members(running_lab):
+        cli.main(["class", "down", "--lab", str(running_lab.path)])
+
+
+def _names(kind: str, lab: str, url: str) -> list[str]:
+    saved = os.environ.get("DOCKER_HOST")
+    os.environ["DOCKER_HOST"] = url
+    try:
+        return sorted(o["Name"].lstrip("/") for o in lab_objects(kind, lab))
+    finally:
+        if saved is None:
+            os.environ.pop("DOCKER_HOST")
+        else:
+            os.environ["DOCKER_HOST"] = saved
+
+
+def test_each_student_runs_on_its_own_docker_host(running_lab: Lab, class_of_two, evidence) -> None:
+    """Student 1 on this machine's engine, student 2 on the second one: each lab's containers on its
+    own engine and none on the other; its host rules (the DOCKER-USER accept) on its own engine's
+    machine only."""
+    rc, (one, two), engine2 = class_of_two
+    here = "unix:///var/run/docker.sock"
+    where = {s.name: classroom.engine_of(running_lab, s).name for s in (one, two)}
+    containers = {(s.name, e): len(_names("container", s.name, url)) for s in (one, two) for e, url in (("here", here), ("engine2", engine2))}
+    evidence.update(placement=where, containers={f"{k[0]}@{k[1]}": v for k, v in containers.items()})
+    assert rc == 0 and where == {"default-s1": "here", "default-s2": "engine2"}
+    assert containers[("default-s1", "engine2")] == 0 and containers[("default-s2", "here")] == 0
+    assert containers[("default-s1", "here")] == len(one.deployed_hosts()) and containers[("default-s2", "engine2")] == len(two.deployed_hosts())
+    rules_engine2 = _engine_cmd("iptables", "-S", "DOCKER-USER")
+    rules_here = subprocess.run(["iptables", "-S", "DOCKER-USER"], capture_output=True, text=True, check=True).stdout
+    assert "pacslab:default-s2" in rules_engine2 and "pacslab:default-s2" not in rules_here
+    assert "pacslab:default-s1" in rules_here and "pacslab:default-s1" not in rules_engine2
+
+
+def test_class_status_reads_each_student_on_its_engine(running_lab: Lab, class_of_two, capsys, evidence) -> None:
+    rc = cli.main(["class", "status", "--json", "--lab", str(running_lab.path)])
+    rows = json.loads(capsys.readouterr().out)
+    evidence.update(rows=[{k: r[k] for k in ("lab", "docker_host", "up", "memory_mib")} for r in rows])
+    assert rc == 0
+    assert [(r["lab"], r["docker_host"], r["up"]) for r in rows] == [("default-s1", "here", True), ("default-s2", "engine2", True)]
+    assert all(r["memory_mib"] > 100 for r in rows)
+
+
+def test_a_scenario_runs_in_the_lab_on_the_second_engine(running_lab: Lab, class_of_two, evidence) -> None:
+    """W3 defended in student 2 (on the second engine): the forged study refused with the same
+    A-ASSOCIATE-RJ and TLS alert as in the reference lab, and reset to the state before."""
+    _, (_, two), _ = class_of_two
+    with classroom.on_engine(classroom.engine_of(running_lab, two)):
+        scenario = sc.find(two, "W3")
+        record = sc.run_scenario(two, scenario, "defended")
+        reset = sc.reset_scenario(two, scenario)
+    evidence.update(steps={s["id"]: s["result"] for s in record["steps"]})
+    assert record["as_expected"] and reset["equal"], (record, reset)
+
+
+def test_class_down_leaves_neither_engine_anything(running_lab: Lab, class_of_two, evidence) -> None:
+    """Last in the module: both student labs' containers, networks and volumes gone from their
+    engines, and student 2's host rules from the second engine's machine; the reference lab as before."""
+    _, (one, two), engine2 = class_of_two
+    here = "unix:///var/run/docker.sock"
+    reference = {k: _names(k, running_lab.name, here) for k in ("container", "network", "volume")}
+    assert cli.main(["class", "down", "--lab", str(running_lab.path)]) == 0
+    left = {f"{s.name}@{e}": sum(len(_names(k, s.name, url)) for k in ("container", "network", "volume"))
+            for s in (one, two) for e, url in (("here", here), ("engine2", engine2))}
+    evidence.update(left=left)
+    assert set(left.values()) == {0}
+    assert "pacslab:default-s2" not in _engine_cmd("iptables", "-S", "DOCKER-USER")
+    assert {k: _names(k, running_lab.name, here) for k in ("container", "network", "volume")} == reference
+    assert classroom.members(running_lab) == []
