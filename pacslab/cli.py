@@ -201,7 +201,10 @@ def host_rules(plan: Plan) -> dict[str, bool]:
     DOCKER-USER drop of DNATed traffic from the lab's bridges (published ports), and the INPUT drop
     for IPv4 and, where the kernel has it, IPv6, that keep every zone off the Docker host (C-ACC-04).
     A host reboot loses them all until `up`."""
-    chains = host_chains()  # on the engine's machine: this one, or PACSLAB_ENGINE_HOST's
+    try:
+        chains = host_chains()  # on the engine's machine: this one, or PACSLAB_ENGINE_HOST's
+    except EngineHostError as exc:
+        raise Refused(EXIT_USAGE, str(exc)) from exc
     rules = {
         "DOCKER-USER": _commented(chains.get("DOCKER-USER", []), plan.docker_user_comment, "ACCEPT"),
         "DOCKER-USER-DNAT": _commented(chains.get("DOCKER-USER", []), plan.docker_user_comment, "DROP"),

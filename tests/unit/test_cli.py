@@ -200,3 +200,14 @@ def test_report_without_results_says_so_and_fails(tmp_path, monkeypatch, capsys)
     assert cli.main(["report"]) == cli.EXIT_PHASE_FAILED
     assert "has no verify results" in capsys.readouterr().err
     assert not (tmp_path / "verify" / "report.html").exists()
+
+
+def test_up_with_a_broken_engine_host_is_refused_before_anything_runs(tmp_path, monkeypatch, capsys) -> None:
+    """PACSLAB_ENGINE_HOST that is not a JSON object of ansible_* variables: exit 2 and the reason,
+    no playbook started."""
+    monkeypatch.setattr(cli, "LOCK_DIR", tmp_path)
+    monkeypatch.delenv(cli.LOCK_ENV, raising=False)
+    monkeypatch.setenv("PACSLAB_ENGINE_HOST", '{"docker_host": "tcp://d2"}')
+    monkeypatch.setattr(cli, "run_playbook", lambda *a, **k: pytest.fail("a playbook ran"))
+    assert cli.main(["up"]) == cli.EXIT_USAGE
+    assert "PACSLAB_ENGINE_HOST: docker_host: only ansible_* variables" in capsys.readouterr().err
