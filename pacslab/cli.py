@@ -637,7 +637,10 @@ def cmd_class(args: argparse.Namespace) -> int:
         classroom.keep_docker_hosts(lab, text)
         print(f"pacslab class up: {len(students)} student lab(s) of {lab.name!r} on {len(hosts)} Docker host(s): "
               + ", ".join(f"{h.name} ({h.docker_host})" for h in hosts), flush=True)
-        rc = classroom.run_class(lab, students, "up")
+        try:
+            rc = classroom.run_class(lab, students, "up")
+        except classroom.ClassError as exc:
+            raise Refused(EXIT_MACHINE, str(exc)) from exc
         if rc == EXIT_INTERRUPTED:
             return rc
         rows = _class_rows(lab, students, check=False)
@@ -659,7 +662,10 @@ def cmd_class(args: argparse.Namespace) -> int:
     if args.action == "down":
         if not classroom.hosts_file(lab).is_file():  # a class from before class files: this machine's engine
             classroom.keep_docker_hosts(lab, classroom.docker_hosts(lab, None)[1])
-        rc = classroom.run_class(lab, students, "down")
+        try:
+            rc = classroom.run_class(lab, students, "down")
+        except classroom.ClassError as exc:
+            raise Refused(EXIT_BAD_LAB, str(exc)) from exc
         if rc == EXIT_INTERRUPTED:
             return rc
         left = [s.name for s in students if _student_objects(lab, s)]
