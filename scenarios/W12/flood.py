@@ -17,9 +17,11 @@ if args.get("collect") or args.get("stop"):
     if os.path.exists(out) and os.path.getsize(out):
         result = json.loads(open(out).read().strip().splitlines()[-1])
     elif os.path.exists(pidfile):
-        try:
-            os.kill(int(open(pidfile).read()), signal.SIGTERM)
-        except ProcessLookupError:
+        pid = int(open(pidfile).read())
+        try:  # only the flood this script started: a pid left in the file may belong to another program by now
+            if b"dicomsim.py\0flood" in open(f"/proc/{pid}/cmdline", "rb").read():
+                os.kill(pid, signal.SIGTERM)
+        except (FileNotFoundError, ProcessLookupError):
             pass
     for f in (out, pidfile):
         if os.path.exists(f):

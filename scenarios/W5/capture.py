@@ -20,11 +20,13 @@ if args.get("start"):
     print(json.dumps({"capturing": proc.poll() is None}))
 else:
     if os.path.exists(pidfile):
-        try:
-            os.killpg(int(open(pidfile).read()), signal.SIGINT)
-        except ProcessLookupError:
+        pid = int(open(pidfile).read())
+        try:  # only the capture this script started: a pid left in the file may belong to another program by now
+            if open(f"/proc/{pid}/cmdline", "rb").read().startswith(b"timeout\x00120\x00tcpdump\x00"):
+                os.killpg(pid, signal.SIGINT)
+                time.sleep(1)
+        except (FileNotFoundError, ProcessLookupError):
             pass
-        time.sleep(1)
     data = open(pcap, "rb").read() if os.path.exists(pcap) else b""
     for f in (pcap, pidfile):
         if os.path.exists(f):
