@@ -637,10 +637,7 @@ def cmd_class(args: argparse.Namespace) -> int:
         classroom.keep_docker_hosts(lab, text)
         print(f"pacslab class up: {len(students)} student lab(s) of {lab.name!r} on {len(hosts)} Docker host(s): "
               + ", ".join(f"{h.name} ({h.docker_host})" for h in hosts), flush=True)
-        try:
-            rc = classroom.run_class(lab, students, "up")
-        except classroom.ClassError as exc:
-            raise Refused(EXIT_MACHINE, str(exc)) from exc
+        rc = _run_class(lab, students, "up")
         if rc == EXIT_INTERRUPTED:
             return rc
         rows = _class_rows(lab, students, check=False)
@@ -662,10 +659,7 @@ def cmd_class(args: argparse.Namespace) -> int:
     if args.action == "down":
         if not classroom.hosts_file(lab).is_file():  # a class from before class files: this machine's engine
             classroom.keep_docker_hosts(lab, classroom.docker_hosts(lab, None)[1])
-        try:
-            rc = classroom.run_class(lab, students, "down")
-        except classroom.ClassError as exc:
-            raise Refused(EXIT_BAD_LAB, str(exc)) from exc
+        rc = _run_class(lab, students, "down")
         if rc == EXIT_INTERRUPTED:
             return rc
         left = [s.name for s in students if _student_objects(lab, s)]
@@ -685,6 +679,19 @@ def cmd_class(args: argparse.Namespace) -> int:
                  *[("holds" if r["scenarios"][i] else "FAILS") if i in r.get("scenarios", {}) else "-" for i in ids]] for r in rows],
                ["lab", "docker host", "addresses", "state", "memory", *ids])
     return EXIT_OK if all(r["up"] and all(r.get("scenarios", {}).values()) for r in rows) else EXIT_CHECKS_FAILED
+
+
+def _run_class(lab: Lab, students: list[Lab], action: str) -> int:
+    """playbooks/class.yml for ``action`` (pacslab.classroom.run_class): its exit status, or Refused
+    when it cannot start (no ansible-playbook; the class's Docker hosts file unreadable)."""
+    from . import classroom
+
+    if ansible_playbook() is None:
+        raise Refused(EXIT_MACHINE, "ansible-playbook not found: pip install -r requirements.txt")
+    try:
+        return classroom.run_class(lab, students, action)
+    except classroom.ClassError as exc:
+        raise Refused(EXIT_BAD_LAB, str(exc)) from exc
 
 
 def _student_objects(lab: Lab, student: Lab) -> list[str]:
