@@ -6,8 +6,8 @@
   synchronous job so a failure is logged as an event, never lost silently.
 - Integrity (C-DAT-03, PR.DS-6): every PacslabVerifyEvery seconds, and on POST /pacslab/verify,
   each instance's DICOM attachment is checked against the MD5 Orthanc stored when it arrived
-  (StoreMD5ForAttachments); a mismatch is an "integrity-failure" event, and an instance stored
-  without an MD5 (orthanc_md5 false) is "unverifiable".
+  (StoreMD5ForAttachments); a mismatch, or a missing MD5 where MD5s are recorded, is an
+  "integrity-failure" event; where they are not (orthanc_md5 false), "integrity-unverifiable".
 """
 
 import json
@@ -21,6 +21,7 @@ CONFIG = json.loads(orthanc.GetConfiguration())
 EVENT_LOG = CONFIG.get("PacslabEventLog", "/var/log/pacslab/orthanc-events.json")
 FORWARD_TO = CONFIG.get("PacslabForwardTo", "")
 VERIFY_EVERY = int(CONFIG.get("PacslabVerifyEvery", 300))
+RECORDS_MD5 = bool(CONFIG.get("StoreMD5ForAttachments", True))
 NAME = CONFIG.get("Name", "orthanc")
 _lock = threading.Lock()
 
@@ -105,16 +106,19 @@ def _has_md5(instance_id):
 
 
 def verify_all():
-    """Check every instance's DICOM attachment against its stored MD5. An instance stored without
-    an MD5 cannot be verified: it is counted as unverifiable, never as intact or as a failure."""
+    """Check every instance's DICOM attachment against its stored MD5. Where this Orthanc records
+    no MD5 (StoreMD5ForAttachments off: orthanc_md5 false), an instance without one cannot be
+    verified: it is counted, and logged, as unverifiable, never as intact. Where it records them,
+    an instance without an MD5 is a failure: its reference was removed."""
     checked, failures, unverifiable = 0, [], []
     for instance_id in json.loads(orthanc.RestApiGet("/instances")):
         checked += 1
         try:
             orthanc.RestApiPost(f"/instances/{instance_id}/attachments/dicom/verify-md5", "")
         except Exception as exc:
-            if not _has_md5(instance_id):
+            if not RECORDS_MD5 and not _has_md5(instance_id):
                 unverifiable.append(instance_id)
+                event("integrity-unverifiable", instance=instance_id, detail="no MD5 was recorded when it was stored")
                 continue
             failures.append(instance_id)
             event("integrity-failure", instance=instance_id, detail=str(exc))
