@@ -45,6 +45,7 @@ from typing import Any
 
 import yaml
 
+from .engine import SECRET_VARS
 from .plan import state_dir
 from .topology import Lab, LabDefinitionError, Problem, load_lab
 
@@ -136,7 +137,6 @@ DOCKER_URL = re.compile(r"^(unix:///\S+|tcp://[A-Za-z0-9.:\[\]-]+|ssh://\S+)$")
 CONNECTION_VARS = ("ansible_connection", "ansible_host", "ansible_port", "ansible_user", "ansible_python_interpreter",
                    "ansible_docker_extra_args", "ansible_ssh_private_key_file", "ansible_ssh_common_args",
                    "ansible_become", "ansible_become_user", "ansible_become_method")
-SECRET_VARS = ("ansible_password", "ansible_ssh_pass", "ansible_become_password", "ansible_become_pass", "ansible_sudo_pass")
 LOCAL = "local"
 
 
@@ -154,8 +154,10 @@ class DockerHost:
         empty for this machine: pacslab.engine's default, a local connection)."""
         from .engine import ENGINE_HOST_ENV
 
-        local = self.connection.get("ansible_connection", "ssh") == "local"
-        return {"DOCKER_HOST": self.docker_host, ENGINE_HOST_ENV: "" if local else json.dumps(self.connection, sort_keys=True)}
+        # Ansible's own defaults, written out: the lab's group_vars/all would otherwise fill them in
+        connection = {"ansible_connection": "ssh", "ansible_host": self.name} | self.connection
+        local = connection["ansible_connection"] == "local"
+        return {"DOCKER_HOST": self.docker_host, ENGINE_HOST_ENV: "" if local else json.dumps(connection, sort_keys=True)}
 
 
 def this_machine() -> DockerHost:
@@ -200,7 +202,7 @@ def load_docker_hosts(path: Path) -> list[DockerHost]:
             problems.append(Problem(file, f"{host.name}.docker_host", f"{url}: the engine of {seen[url]} too; a Docker host is listed once"))
         else:
             seen[url] = host.name
-        for key in SECRET_VARS:
+        for key in SECRET_VARS:  # pacslab.engine's list
             if key in hv:
                 problems.append(Problem(file, f"{host.name}.{key}", "no password here: it would travel in an environment; use an SSH key"))
         hosts.append(DockerHost(host.name, str(url), {k: str(hv[k]) for k in CONNECTION_VARS if k in hv}))
@@ -344,10 +346,12 @@ def hosts_file(lab: Lab) -> Path:
 
 
 def docker_hosts(lab: Lab, source: Path | None) -> tuple[list[DockerHost], str]:
-    """The class's Docker hosts (``source``, a class file, or this machine alone) and the inventory
-    text to keep for them (keep_docker_hosts). ClassError, nothing changed, for a class file that
-    is refused, or for hosts other than those of the class that exists (its labs would be left
-    running on the others)."""
+    """The class's Docker hosts (``source``, a class file; else the class's own; else this machine
+    alone) and the inventory text to keep for them (keep_docker_hosts). ClassError, nothing
+    changed, for a class file that is refused, or that lacks a host a student lab of the class runs
+    on, or gives it another URL (the lab would be left running there). New hosts may join."""
+    if source is None and hosts_file(lab).is_file():  # the class's own, from its first `class up`
+        source = hosts_file(lab)
     if source is not None:
         hosts = load_docker_hosts(source)
         text = source.read_text()
@@ -360,7 +364,7 @@ def docker_hosts(lab: Lab, source: Path | None) -> tuple[list[DockerHost], str]:
     now = {h.name: h.docker_host for h in hosts}
     if any(now.get(name) != url for name, url in before.items()):
         raise ClassError(f"lab {lab.name!r} has a class on {', '.join(f'{n} ({u})' for n, u in sorted(before.items()))}: "
-                         "`pacslab class down` before a class on other Docker hosts")
+                         "`pacslab class down` first, or keep those hosts in the class file")
     return hosts, text
 
 
@@ -378,12 +382,24 @@ def place(students: list[Lab], hosts: list[DockerHost]) -> dict[str, DockerHost]
     return {str(s.path): hosts[i % len(hosts)] for i, s in enumerate(students)}
 
 
+def place_again(students: list[Lab], hosts: list[DockerHost], placed: dict[str, DockerHost]) -> dict[str, DockerHost]:
+    """Placement for `class up` on a class that may exist: a student lab already placed stays on its
+    host (docker_hosts refused a file without it; its connection is the file's now), a new one goes
+    where place() puts it."""
+    by_name = {h.name: h for h in hosts}
+    return {path: by_name.get(placed[path].name, placed[path]) if path in placed else host for path, host in place(students, hosts).items()}
+
+
 def placement(lab: Lab) -> dict[str, DockerHost]:
-    """Where each student lab of the class runs (this machine for a class from before class files)."""
+    """Where each student lab of the class runs: placement.json, or this machine for every member
+    of a class from before class files (class.json alone); {} without a class."""
     record = placement_file(lab)
-    if not record.is_file():
-        return {}
-    return {path: DockerHost(p["host"], p["docker_host"], p["connection"]) for path, p in json.loads(record.read_text()).items()}
+    if record.is_file():
+        return {path: DockerHost(p["host"], p["docker_host"], p["connection"]) for path, p in json.loads(record.read_text()).items()}
+    members = class_dir(lab) / "class.json"
+    if members.is_file():
+        return {path: this_machine() for path in json.loads(members.read_text())["students"]}
+    return {}
 
 
 def engine_of(lab: Lab, student: Lab) -> DockerHost:
@@ -402,7 +418,8 @@ def run_class(lab: Lab, students: list[Lab], action: str) -> int:
     from .topology import REPO_ROOT
 
     hosts = {h.name: h for h in load_docker_hosts(hosts_file(lab))}
-    where = (placement(lab) if action == "down" else {}) or place(students, list(hosts.values()))
+    placed = placement(lab)
+    where = (placed or place(students, list(hosts.values()))) if action == "down" else place_again(students, list(hosts.values()), placed)
     if action == "up":
         placement_file(lab).write_text(json.dumps({path: {"host": h.name, "docker_host": h.docker_host, "connection": h.connection}
                                                    for path, h in where.items()}, indent=1))

@@ -73,7 +73,21 @@ def engine_host_vars() -> dict[str, str]:
     bad = [k for k, v in data.items() if not (isinstance(k, str) and k.startswith("ansible_") and isinstance(v, str | int))]
     if bad:
         raise EngineHostError(f"{ENGINE_HOST_ENV}: {', '.join(map(str, bad))}: only ansible_* variables with string or number values")
+    secret = [k for k in data if k in SECRET_VARS]
+    if secret:
+        raise EngineHostError(f"{ENGINE_HOST_ENV}: {', '.join(secret)}: no password in an environment variable; use an SSH key")
+    # Both always: the lab folder is an inventory too, and its group_vars/all (a lab host's Docker
+    # connection, ansible_host from the container name) would fill in whichever is missing.
+    missing = [k for k in ("ansible_connection", "ansible_host") if k not in data]
+    if missing:
+        raise EngineHostError(f"{ENGINE_HOST_ENV}: {', '.join(missing)} missing: say how to reach the engine's machine, like "
+                              '{"ansible_connection": "ssh", "ansible_host": "docker2.example.org"}')
     return {k: str(v) for k, v in data.items()}
+
+
+# Ansible variables that hold a password: refused wherever they would travel in an environment.
+SECRET_VARS = ("ansible_password", "ansible_ssh_pass", "ansible_ssh_password", "ansible_become_password", "ansible_become_pass",
+               "ansible_sudo_pass", "ansible_su_pass")
 
 
 # The host-rule chains of the engine's machine (roles/docker_host), read with one command there.

@@ -94,7 +94,11 @@ def test_a_class_file_lists_docker_hosts_in_order_with_their_connections(tmp_pat
     # what `pacslab up` gets for each: this machine needs no PACSLAB_ENGINE_HOST
     assert hosts[0].environment() == {"DOCKER_HOST": "unix:///var/run/docker.sock", "PACSLAB_ENGINE_HOST": ""}
     assert hosts[2].environment() == {"DOCKER_HOST": "ssh://root@docker3.example.org",
-                                      "PACSLAB_ENGINE_HOST": '{"ansible_host": "docker3.example.org", "ansible_user": "root"}'}
+                                      "PACSLAB_ENGINE_HOST": '{"ansible_connection": "ssh", "ansible_host": "docker3.example.org", '
+                                                             '"ansible_user": "root"}'}
+    # a host that names neither: Ansible's defaults written out, not the lab's Docker connection
+    bare = classroom.DockerHost("docker4.example.org", "ssh://root@docker4.example.org", {})
+    assert bare.environment()["PACSLAB_ENGINE_HOST"] == '{"ansible_connection": "ssh", "ansible_host": "docker4.example.org"}'
     # five students on three hosts: 1 and 4 here, 2 and 5 on engine2, 3 on docker3
     students = [load_lab(classroom.derive(load_lab(DEFAULT_LAB), i, tmp_path / "s")) for i in range(1, 6)]
     assert [classroom.place(students, hosts)[str(s.path)].name for s in students] == ["here", "engine2", "docker3", "here", "engine2"]
@@ -129,3 +133,30 @@ def test_a_missing_class_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(classroom.ClassError) as err:
         classroom.load_docker_hosts(tmp_path / "nope.yml")
     assert [(p.key, p.reason) for p in err.value.problems] == [("(file)", "no such file")]
+
+
+def test_a_class_that_grows_keeps_each_student_where_it_runs(tmp_path: Path) -> None:
+    """Four students on [a, b]; the class file gains c: students 1 and 2 stay on a and b, 3 goes to
+    c, 4 to a. A file that drops b, or gives b another URL, is refused while a student runs there."""
+    a, b, c = (classroom.DockerHost(n, f"tcp://{n}:2376") for n in "abc")
+    students = [load_lab(classroom.derive(load_lab(DEFAULT_LAB), i, tmp_path / "s")) for i in range(1, 5)]
+    placed = {str(s.path): h for s, h in zip(students[:2], (a, b), strict=True)}
+    where = classroom.place_again(students, [a, b, c], placed)
+    assert [where[str(s.path)].name for s in students] == ["a", "b", "c", "a"]
+
+
+@pytest.mark.parametrize("hosts", [["a"], ["a", "b2"]], ids=["host-dropped", "url-changed"])
+def test_a_class_file_that_would_leave_a_lab_behind_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hosts: list[str]) -> None:
+    import json
+
+    lab = load_lab(DEFAULT_LAB)
+    monkeypatch.setattr(classroom, "state_dir", lambda lab: tmp_path)
+    (tmp_path / "class").mkdir()
+    (tmp_path / "class" / "placement.json").write_text(json.dumps({
+        "/x/default-s1": {"host": "a", "docker_host": "tcp://a:2376", "connection": {}},
+        "/x/default-s2": {"host": "b", "docker_host": "tcp://b:2376", "connection": {}}}))
+    urls = {"a": "tcp://a:2376", "b2": "tcp://b-other:2376"}
+    entries = "".join(f"        {h.rstrip('2')}: {{docker_host: '{urls[h]}'}}\n" for h in hosts)
+    (tmp_path / "new.yml").write_text("all:\n  children:\n    docker_hosts:\n      hosts:\n" + entries)
+    with pytest.raises(classroom.ClassError, match=r"has a class on a \(tcp://a:2376\), b \(tcp://b:2376\): `pacslab class down` first, or keep"):
+        classroom.docker_hosts(lab, tmp_path / "new.yml")

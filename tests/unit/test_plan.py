@@ -98,6 +98,9 @@ ENGINE_HOST_REFUSALS = {
     "not JSON": ("{ansible_host: x}", "PACSLAB_ENGINE_HOST: not JSON"),
     "not an object": ('["x"]', "PACSLAB_ENGINE_HOST: must be a JSON object of Ansible connection variables"),
     "not an ansible variable": ('{"ansible_host": "d2", "docker_host": "tcp://d2"}', "PACSLAB_ENGINE_HOST: docker_host: only ansible_* variables"),
+    "a password": ('{"ansible_connection": "ssh", "ansible_host": "d2", "ansible_password": "hunter2"}',
+                   "PACSLAB_ENGINE_HOST: ansible_password: no password in an environment variable"),
+    "no connection": ('{"ansible_host": "d2"}', "PACSLAB_ENGINE_HOST: ansible_connection missing"),
 }
 
 
