@@ -123,3 +123,22 @@ def test_the_engine_host_is_this_machine_unless_named(monkeypatch: pytest.Monkey
     assert engine_host_vars() == {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
     monkeypatch.setenv("PACSLAB_ENGINE_HOST", '{"ansible_connection": "ssh", "ansible_host": "docker2", "ansible_port": 2222}')
     assert engine_host_vars() == {"ansible_connection": "ssh", "ansible_host": "docker2", "ansible_port": "2222"}
+
+
+def test_no_role_reads_another_hosts_switch_or_the_waivers() -> None:
+    """What the shared converge digest rests on (plan.HOST_LOCAL_KEYS): a control switch is read by
+    its own host's roles only, and the waivers by no role but the switch assert. A role that reads
+    one through hostvars, or the waivers anywhere else, would need them back in the shared digest."""
+    from pacslab.plan import HOST_LOCAL_KEYS, REPO_ROOT
+
+    assert_file = "roles/orthanc/tasks/main.yml"  # the switch assert: it reads lab_waivers
+    offending = []
+    for f in sorted((REPO_ROOT / "roles").rglob("*")):
+        if f.suffix not in (".yml", ".j2") or not f.is_file() or "meta" in f.parts:
+            continue
+        where = f.relative_to(REPO_ROOT).as_posix()
+        for n, line in enumerate(f.read_text().splitlines(), 1):
+            for key in HOST_LOCAL_KEYS:
+                if key in line and ("hostvars" in line or (key == "lab_waivers" and where != assert_file)):
+                    offending.append(f"{where}:{n}")
+    assert offending == []
