@@ -115,9 +115,12 @@ def host_chains() -> dict[str, list[str]]:
             proc = subprocess.run([adhoc, ENGINE_HOST, "-i", inv.name, "-m", "ansible.builtin.shell", "-a", HOST_CHAINS_SCRIPT],
                                   capture_output=True, text=True, check=False, cwd=REPO_ROOT, env=env)
         try:
-            out = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"][ENGINE_HOST].get("stdout", "")
+            answer = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"][ENGINE_HOST]
         except (ValueError, KeyError, IndexError):
-            out = ""
+            answer = {"unreachable": True, "msg": (proc.stderr or proc.stdout)[-300:]}
+        if answer.get("unreachable") or answer.get("failed"):  # the rules then count as missing: say why
+            log.warning("the host rules could not be read on %s: %s", machine.get("ansible_host"), str(answer.get("msg", "")).strip())
+        out = answer.get("stdout", "")
     parts = out.split("#--\n") if out else []
     names = ("DOCKER-USER", "INPUT", "INPUT6")
     chains = {name: [ln for ln in part.splitlines() if ln.startswith("-")] for name, part in zip(names, parts[:3], strict=False)}
