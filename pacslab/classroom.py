@@ -397,9 +397,19 @@ def placement(lab: Lab) -> dict[str, DockerHost]:
     if record.is_file():
         return {path: DockerHost(p["host"], p["docker_host"], p["connection"]) for path, p in json.loads(record.read_text()).items()}
     members = class_dir(lab) / "class.json"
-    if members.is_file():
+    if members.is_file() and not hosts_file(lab).is_file():  # brought up before class files, on this machine
         return {path: this_machine() for path in json.loads(members.read_text())["students"]}
     return {}
+
+
+def keep_placement(lab: Lab) -> None:
+    """Write down where a class from before class files runs (this machine), before `class up`
+    keeps a hosts file and derives the class again: its labs then stay where they are."""
+    if not placement_file(lab).is_file():
+        placed = placement(lab)
+        if placed:
+            placement_file(lab).write_text(json.dumps({path: {"host": h.name, "docker_host": h.docker_host, "connection": h.connection}
+                                                       for path, h in placed.items()}, indent=1))
 
 
 def engine_of(lab: Lab, student: Lab) -> DockerHost:

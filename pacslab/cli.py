@@ -631,6 +631,7 @@ def cmd_class(args: argparse.Namespace) -> int:
             raise Refused(EXIT_USAGE, "class up needs --count N (the number of student labs)")
         try:
             hosts, text = classroom.docker_hosts(lab, Path(args.hosts) if args.hosts else None)
+            classroom.keep_placement(lab)  # before derive_class writes class.json again: a class from before class files stays here
             students = classroom.derive_class(lab, args.count, hosts)
         except classroom.ClassError as exc:
             raise Refused(EXIT_BAD_LAB, str(exc)) from exc

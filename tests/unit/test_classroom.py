@@ -160,3 +160,21 @@ def test_a_class_file_that_would_leave_a_lab_behind_is_refused(tmp_path: Path, m
     (tmp_path / "new.yml").write_text("all:\n  children:\n    docker_hosts:\n      hosts:\n" + entries)
     with pytest.raises(classroom.ClassError, match=r"has a class on a \(tcp://a:2376\), b \(tcp://b:2376\): `pacslab class down` first, or keep"):
         classroom.docker_hosts(lab, tmp_path / "new.yml")
+
+
+def test_a_new_class_is_placed_by_its_file_and_a_class_from_before_stays_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """class.json alone (a class brought up before class files): every member on this machine.
+    Once the class's hosts file is kept (every `class up` keeps one before it derives), class.json
+    says nothing about placement: a new class is placed by its file."""
+    import json
+
+    lab = load_lab(DEFAULT_LAB)
+    monkeypatch.setattr(classroom, "state_dir", lambda lab: tmp_path)
+    (tmp_path / "class").mkdir()
+    (tmp_path / "class" / "class.json").write_text(json.dumps({"lab": "default", "students": ["/x/default-s1"]}))
+    assert {p: h.name for p, h in classroom.placement(lab).items()} == {"/x/default-s1": "local"}
+    classroom.keep_placement(lab)
+    classroom.keep_docker_hosts(lab, "all: {}\n")
+    assert {p: h.name for p, h in classroom.placement(lab).items()} == {"/x/default-s1": "local"}  # written down
+    (tmp_path / "class" / "placement.json").unlink()
+    assert classroom.placement(lab) == {}  # class.json of a class being derived now, with its hosts file kept
