@@ -548,7 +548,10 @@ def cmd_scenario(args: argparse.Namespace) -> int:
             for line in result["undone"]:
                 print(f"  [{'ok':^6}] {line}")
             print(f"\n{scenario.id}: " + ("the lab's state fingerprint equals the one before the run" if result["equal"] else
-                                          "NOT back to the state before the run:\n    " + "\n    ".join(result["differences"])))
+                                          "NOT back to the state before the run:\n    " + "\n    ".join(result["differences"])
+                                          + "\nA scenario reset removes what was added since the run; what went missing or changed otherwise"
+                                            " comes back with `pacslab reset` (the state right after `up`) or `pacslab snapshot restore NAME`,"
+                                            " and either closes the run."))
         return EXIT_OK if result["equal"] else EXIT_CHECKS_FAILED
 
 

@@ -353,7 +353,8 @@ def associate(
 ) -> tuple[Any, dict[str, Any]]:
     """Open an association; the result says which of OUTCOMES happened and why (see refusal())."""
     target = _peer(cfg, peer)
-    tls = tls or cfg.get("transport", "device")  # the legacy device's configuration says cleartext
+    # The legacy device's configuration says cleartext, and so does a peer's that takes cleartext DICOM.
+    tls = tls or target.get("transport") or cfg.get("transport", "device")
     ae = _ae(cfg, calling)
     for c in contexts:
         ae.add_requested_context(c)

@@ -84,12 +84,12 @@ def declared_extras(role: str, roles_dir: Path = ROLES_DIR) -> tuple[ExtraListen
 def front_inner_port(lab: Lab, host: Host) -> int | None:
     """Orthanc's cleartext DICOM port behind ``host``'s transparent stunnel front
     (orthanc_dicom_inner_port: the host variable, else the role's default), or None when the host
-    has no such front (not an Orthanc host, or orthanc_controls: false, where Orthanc listens on the
-    DICOM port itself). Orthanc 1.10.1 binds it on every address (no bind option); its answers are
+    has no such front (not an Orthanc host, or orthanc_controls or orthanc_dicom_tls false, where
+    Orthanc listens on the DICOM port itself). Orthanc 1.10.1 binds it on every address (no bind option); its answers are
     routed back to the front (pacslab.plan front_ports), so a peer dialling it directly never
     completes a TCP handshake."""
     hv = lab.host_vars.get(host.name, {})
-    if not ROLE_APPLIES["orthanc"](host) or hv.get("orthanc_controls", True) is False:
+    if not ROLE_APPLIES["orthanc"](host) or False in (hv.get("orthanc_controls", True), hv.get("orthanc_dicom_tls", True)):
         return None
     return int(role_var(lab, host.name, "orthanc", "orthanc_dicom_inner_port"))
 

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from .firewall import render
-from .topology import CONTROL_SWITCHES, IMAGES_DIR, REPO_ROOT, Lab
+from .topology import CONTROL_SWITCHES, IMAGES_DIR, PEER_READ_SWITCHES, REPO_ROOT, Lab
 
 LABEL_LAB = "pacslab.lab"  # every Docker object of a lab carries it; down removes by it
 LABEL_ROLE = "pacslab.role"  # host | standin
@@ -281,7 +281,7 @@ def config_digest(lab: Lab, shared: bool = False) -> str:
 
 
 # Variables no role reads from another host: each host's own value goes into its host_inputs.
-HOST_LOCAL_KEYS = frozenset(CONTROL_SWITCHES) | {"lab_waivers"}
+HOST_LOCAL_KEYS = (frozenset(CONTROL_SWITCHES) - PEER_READ_SWITCHES) | {"lab_waivers"}
 
 
 def _without(data: Any, keys: frozenset[str]) -> Any:
@@ -299,7 +299,7 @@ def host_inputs(lab: Lab) -> dict[str, str]:
     out = {}
     for host in lab.deployed_hosts():
         hv = lab.host_vars.get(host.name, {})
-        switches = {k: hv[k] for k in sorted(CONTROL_SWITCHES) if k in hv}
+        switches = {k: hv[k] for k in sorted(HOST_LOCAL_KEYS - {"lab_waivers"}) if k in hv}
         out[host.name] = hashlib.sha256(json.dumps(switches, sort_keys=True).encode()).hexdigest()[:16]
     return out
 

@@ -49,7 +49,12 @@ CONTROL_SWITCHES = {"orthanc_controls": ("orthanc", "orthanc_controls_waived"),
                     "orthanc_dicom_allowlist": ("orthanc", "orthanc_dicom_allowlist_waived"),
                     "orthanc_dicom_peer_certificates": ("orthanc", "orthanc_dicom_peer_certificates_waived"),
                     "orthanc_md5": ("orthanc", "orthanc_md5_waived"),
+                    "orthanc_dicom_tls": ("orthanc", "orthanc_dicom_tls_waived"),
                     "firewall_dicom_limits": ("firewall", "firewall_dicom_limits_waived")}
+
+# Switches that other hosts' roles read too (hostvars): a node dials a PACS without DICOM TLS in
+# cleartext. They stay in the shared converge digest (pacslab.plan HOST_LOCAL_KEYS).
+PEER_READ_SWITCHES = frozenset({"orthanc_dicom_tls"})
 
 
 def switched_off(switch: str) -> tuple[str, ...]:

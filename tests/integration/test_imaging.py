@@ -271,6 +271,29 @@ def test_no_cleartext_dicom_crosses_a_zone(clinical: ClinicalRun, marker: str, e
         assert needle not in clinical.fw_capture, f"{needle!r} crossed a zone boundary in cleartext"
 
 
+@pytest.mark.control("C-DAT-02")
+def test_a_modality_store_crosses_the_fw_inside_tls(running_lab: Lab, plan, device: Host, tmp_path, evidence) -> None:
+    """One C-STORE from a modality to the PACS, with a capture on the fw: the capture holds the store
+    (its size is the witness) and neither the patient's name nor the DICOM application context. The
+    clinical run above covers every link of the workflow; this one needs no other part of it (the
+    RIS, the VNA, the workstation, a legacy gateway) to work, so it grades the modality link alone
+    (workshop scenario W5)."""
+    lab = running_lab
+    fw_image = next(c.image for c in plan.containers if c.host == plan.firewall_host)
+    canary = f"PACSLAB^LINK{secrets.token_hex(3).upper()}"
+    name = f"link-{secrets.token_hex(3)}"
+    im.capture_start(lab, name, lab.router.name, fw_image)
+    try:
+        result = im.dicomsim(lab, device.name, "store", "--images", "1", "--patient-name", canary)
+    finally:
+        capture = im.capture_stop(lab, name, tmp_path / "link.pcap")
+    evidence.update(device=device.name, outcome=result["outcome"], stored=len(result["stored"]), capture_bytes=len(capture))
+    assert len(result["stored"]) == 1, f"the store did not go through, nothing to search: {result}"
+    assert len(capture) > 100_000, "the fw capture saw almost nothing: the store did not cross it"
+    assert APP_CONTEXT_UID not in capture, "a DICOM application context crossed the fw in cleartext"
+    assert canary.encode() not in capture, f"{canary} crossed the fw in cleartext"
+
+
 @pytest.mark.control("C-ACC-08")
 def test_capture_sees_cleartext_on_the_legacy_segment(running_lab: Lab, clinical: ClinicalRun, legacy_station: str, evidence) -> None:
     """The twin of the check above: the same search finds the legacy device's cleartext DICOM on

@@ -81,6 +81,7 @@ def _last_json(capsys: pytest.CaptureFixture[str]) -> Any:
 VULNERABLE_VERDICTS = {
     "W3": {"C-ACC-05": "fails", "C-ACC-06": "fails"},
     "W4": {"C-DAT-03": "fails"},
+    "W5": {"C-DAT-02": "fails", "C-ACC-06": "fails"},
     "W12": {"C-PRT-05": "fails"},
 }
 
@@ -90,7 +91,7 @@ VULNERABLE_VERDICTS = {
 def test_break_and_fix(running_lab: Lab, scenario: str, capsys, evidence) -> None:
     """`scenario run ID --vulnerable` brings the lab into the scenario's overlay (a switch off, its
     controls waived) and every step goes as the vulnerable outcome says: W3's forged studies are
-    stored, W4's altered image is "unverifiable", W12's flood is neither limited nor logged.
+    stored, W4's altered image is "unverifiable", W5's capture holds the patient's name, W12's flood is neither limited nor logged.
     `scenario check ID` then names each control as failing; `scenario reset ID` brings the lab's
     own definition back, and the fingerprint equals the one before the run."""
     lab = running_lab

@@ -89,6 +89,15 @@ def test_a_switch_on_one_host_changes_only_that_hosts_converge_inputs(lab_copy: 
     w12 = build_plan(load_lab(w12_dir), APT)
     assert w12.shared_digest == before.shared_digest
     assert {h for h in w12.host_inputs if w12.host_inputs[h] != before.host_inputs[h]} == {"pacs", "fw"}
+    # W5's: the peers of a PACS without DICOM TLS dial it in cleartext, so it is a shared input.
+    w5_dir = lab_copy.parent / "w5"
+    shutil.copytree(lab_copy, w5_dir)
+    with (w5_dir / "host_vars" / "pacs.yml").open("a") as f:
+        f.write("orthanc_dicom_tls: false\n")
+    w5_yml = w5_dir / "group_vars" / "all" / "lab.yml"
+    w5_waivers = "W4 break-and-fix}, {control: C-ACC-06, justification: W5}, {control: C-DAT-02, justification: W5}]"
+    w5_yml.write_text(w5_yml.read_text().replace("W4 break-and-fix}]", w5_waivers))
+    assert build_plan(load_lab(w5_dir), APT).shared_digest != before.shared_digest
     flows = lab_copy / "group_vars" / "all" / "flows.yml"
     flows.write_text(flows.read_text() + "  - {id: F90, from: [zone:legacy], to: zone:datacenter, proto: any, ports: any, purpose: flat}\n")
     assert build_plan(load_lab(lab_copy), APT).shared_digest != before.shared_digest

@@ -105,6 +105,29 @@ def test_a_break_and_fix_switch_changes_only_its_keys(lab: tuple[str, Renderer],
     assert {k: on[k] for k in SWITCH_CHANGES[switch]} == {k: not v for k, v in SWITCH_CHANGES[switch].items()}
 
 
+# Written out by hand from each lab's hosts.yml: the PACS's lab_services.dicom and AE title.
+PACS_DICOM = {"default": (2762, "PACS"), "alt": (11112, "ARCHIVE")}
+
+
+def test_without_dicom_tls_orthanc_takes_the_lab_port_and_its_peers_dial_it_in_cleartext(lab: tuple[str, Renderer]) -> None:
+    """orthanc_dicom_tls false (W5's break-and-fix run): Orthanc itself listens on the lab's DICOM
+    port (no front), the nodes that dial the PACS directly do so in cleartext, the VNA's entry for
+    the PACS drops TLS, and everything else stays as it was."""
+    name, _ = lab
+    render = Renderer(LABS[name])  # its own: the PACS's switch is set for every host below
+    extra = {"orthanc_admin_password": "unused", "pacslab_plan": {"secrets_dir": "/x"}}
+    on = json.loads(render("pacs", "orthanc", "orthanc.json.j2", **extra))
+    off = json.loads(render("pacs", "orthanc", "orthanc.json.j2", **extra, orthanc_dicom_tls=False))
+    assert {k: v for k, v in off.items() if on.get(k) != v} == {"DicomPort": PACS_DICOM[name][0]}
+    transports = lambda host: {k: p["transport"] for k, p in json.loads(render(host, "dicom_node", "dicom.json.j2"))["peers"].items()}  # noqa: E731
+    vna_tls = lambda: {ae: m["UseDicomTls"] for ae, m in json.loads(render("vna", "orthanc", "orthanc.json.j2", **extra))["DicomModalities"].items()}  # noqa: E731
+    assert (transports("mod-ct"), transports("mod-legacy"), vna_tls()) == (
+        {"pacs": "device", "ris": "device"}, {"pacs": "cleartext", "ris": "cleartext"}, {PACS_DICOM[name][1]: True})
+    render.variables.set_host_variable("pacs", "orthanc_dicom_tls", False)
+    assert (transports("mod-ct"), transports("ws-rad"), transports("mod-legacy"), vna_tls()) == (
+        {"pacs": "cleartext", "ris": "device"}, {"pacs": "cleartext"}, {"pacs": "cleartext", "ris": "cleartext"}, {PACS_DICOM[name][1]: False})
+
+
 def test_without_peer_certificates_the_front_asks_for_none(lab: tuple[str, Renderer]) -> None:
     _, render = lab
     lines = lambda **kw: [ln for ln in render("pacs", "orthanc", "stunnel-dicom.conf.j2", **kw).splitlines() if " = " in ln]  # noqa: E731

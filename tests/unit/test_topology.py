@@ -188,6 +188,7 @@ SWITCHED_OFF = {
     "orthanc_dicom_allowlist": ("C-ACC-05",),
     "orthanc_dicom_peer_certificates": ("C-ACC-06",),
     "orthanc_md5": ("C-DAT-03",),
+    "orthanc_dicom_tls": ("C-ACC-06", "C-DAT-02"),
     "firewall_dicom_limits": ("C-PRT-05",),
 }
 
@@ -197,18 +198,19 @@ def test_control_switches_name_what_the_roles_turn_off(switch: str) -> None:
     assert switched_off(switch) == SWITCHED_OFF[switch]
 
 
-@pytest.mark.parametrize("switch", ["orthanc_dicom_allowlist", "orthanc_dicom_peer_certificates", "orthanc_md5"])
+@pytest.mark.parametrize("switch", ["orthanc_dicom_allowlist", "orthanc_dicom_peer_certificates", "orthanc_md5", "orthanc_dicom_tls"])
 def test_a_scenario_switch_on_the_pacs_needs_its_waiver(lab_copy: Path, switch: str) -> None:
-    """The break-and-fix switches of W3 and W4: false without the waiver is refused, naming the
-    file, the key and the control; with it, the PACS is still deployed."""
+    """The break-and-fix switches of W3, W4 and W5: false without the waivers is refused, naming the
+    file, the key and the controls; with them, the PACS is still deployed."""
     with (lab_copy / "host_vars" / "pacs.yml").open("a") as f:
         f.write(f"\n{switch}: false\n")
     with pytest.raises(LabDefinitionError) as err:
         load_lab(lab_copy)
     [problem] = err.value.problems
     assert (problem.file.endswith("host_vars/pacs.yml"), problem.key) == (True, f"pacs.{switch}")
-    assert problem.reason == f"false turns off {SWITCHED_OFF[switch][0]} on pacs; lab_waivers does not waive {SWITCHED_OFF[switch][0]}"
-    mutate(lab_copy, lambda h, lv, fl: lv.update(lab_waivers=[{"control": SWITCHED_OFF[switch][0], "justification": "break-and-fix"}]))
+    controls = ", ".join(SWITCHED_OFF[switch])
+    assert problem.reason == f"false turns off {controls} on pacs; lab_waivers does not waive {controls}"
+    mutate(lab_copy, lambda h, lv, fl: lv.update(lab_waivers=[{"control": c, "justification": "break-and-fix"} for c in SWITCHED_OFF[switch]]))
     assert load_lab(lab_copy).host_vars["pacs"][switch] is False
 
 
