@@ -152,12 +152,9 @@ class DockerHost:
     def environment(self) -> dict[str, str]:
         """DOCKER_HOST and PACSLAB_ENGINE_HOST for a pacslab command on this engine (the second
         empty for this machine: pacslab.engine's default, a local connection)."""
-        from .engine import ENGINE_HOST_ENV
+        from .engine import ENGINE_HOST_ENV, engine_host_value
 
-        # Ansible's own defaults, written out: the lab's group_vars/all would otherwise fill them in
-        connection = {"ansible_connection": "ssh", "ansible_host": self.name} | self.connection
-        local = connection["ansible_connection"] == "local"
-        return {"DOCKER_HOST": self.docker_host, ENGINE_HOST_ENV: "" if local else json.dumps(connection, sort_keys=True)}
+        return {"DOCKER_HOST": self.docker_host, ENGINE_HOST_ENV: engine_host_value(self.name, self.connection)}
 
 
 def this_machine() -> DockerHost:
@@ -377,17 +374,14 @@ def placement_file(lab: Lab) -> Path:
     return class_dir(lab) / "placement.json"
 
 
-def place(students: list[Lab], hosts: list[DockerHost]) -> dict[str, DockerHost]:
-    """Student lab folder -> its Docker host: student i (0-based) on host i mod len(hosts)."""
-    return {str(s.path): hosts[i % len(hosts)] for i, s in enumerate(students)}
-
-
-def place_again(students: list[Lab], hosts: list[DockerHost], placed: dict[str, DockerHost]) -> dict[str, DockerHost]:
-    """Placement for `class up` on a class that may exist: a student lab already placed stays on its
-    host (docker_hosts refused a file without it; its connection is the file's now), a new one goes
-    where place() puts it."""
+def place(students: list[Lab], hosts: list[DockerHost], placed: dict[str, DockerHost] | None = None) -> dict[str, DockerHost]:
+    """Student lab folder -> its Docker host: student i (0-based) on host i mod len(hosts), but a
+    student lab already ``placed`` stays on its host (docker_hosts refused a class file without it;
+    its connection is the file's now)."""
+    placed = placed or {}
     by_name = {h.name: h for h in hosts}
-    return {path: by_name.get(placed[path].name, placed[path]) if path in placed else host for path, host in place(students, hosts).items()}
+    fresh = {str(s.path): hosts[i % len(hosts)] for i, s in enumerate(students)}
+    return {path: by_name.get(placed[path].name, placed[path]) if path in placed else host for path, host in fresh.items()}
 
 
 def placement(lab: Lab) -> dict[str, DockerHost]:
@@ -429,7 +423,7 @@ def run_class(lab: Lab, students: list[Lab], action: str) -> int:
 
     hosts = {h.name: h for h in load_docker_hosts(hosts_file(lab))}
     placed = placement(lab)
-    where = (placed or place(students, list(hosts.values()))) if action == "down" else place_again(students, list(hosts.values()), placed)
+    where = (placed or place(students, list(hosts.values()))) if action == "down" else place(students, list(hosts.values()), placed)
     if action == "up":
         placement_file(lab).write_text(json.dumps({path: {"host": h.name, "docker_host": h.docker_host, "connection": h.connection}
                                                    for path, h in where.items()}, indent=1))

@@ -57,6 +57,15 @@ class EngineHostError(ValueError):
     """PACSLAB_ENGINE_HOST is not a JSON object of Ansible connection variables."""
 
 
+def engine_host_value(name: str, connection: dict[str, Any]) -> str:
+    """PACSLAB_ENGINE_HOST for the machine an Ansible inventory names ``name``, reached with the
+    ``connection`` variables it gives it: "" for a local connection (this machine, the default);
+    else their JSON with Ansible's own defaults written out (ssh, the inventory name as host), the
+    two engine_host_vars requires."""
+    full = {"ansible_connection": "ssh", "ansible_host": name} | connection
+    return "" if full["ansible_connection"] == "local" else json.dumps(full, sort_keys=True)
+
+
 def engine_host_vars() -> dict[str, str]:
     """The Ansible variables of the engine's machine: PACSLAB_ENGINE_HOST's, else this machine
     (local connection, this interpreter). EngineHostError names what is wrong with the variable."""

@@ -117,6 +117,10 @@ class ContainerPlan:
     router: str | None = None  # the default route a workload gets through the fw
     command: list[str] | None = None
     role: str = "host"
+    # Docker's init (tini) as PID 1, reaping what the main program does not: the fw runs ulogd as
+    # its program, and what a workshop step leaves behind there (a capture's `timeout`) ends as a
+    # zombie otherwise. The other images run supervisord, which reaps.
+    init: bool = False
     spec: str = ""  # digest of every other field, the container's label pacslab.spec (computed)
 
     def __post_init__(self) -> None:
@@ -200,6 +204,7 @@ def build_plan(lab: Lab, apt: AptSources | None = None) -> Plan:
                     capabilities=["NET_ADMIN"],
                     sysctls={"net.ipv4.ip_forward": "1"},
                     volumes=vols,
+                    init=True,
                 )
             )
             continue

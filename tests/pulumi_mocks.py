@@ -50,6 +50,7 @@ def describe_mocked() -> dict[str, Any]:
             "sysctls": dict(i.get("sysctls") or {}),
             "volumes": sorted((v["volumeName"], v["containerPath"]) for v in i.get("volumes", [])),
             "ports": sorted(p["external"] for p in i.get("ports", [])),
+            "init": bool(i.get("init")),
         }
         for _, i in _of("docker:index/container:Container")
     }

@@ -141,7 +141,7 @@ def test_a_class_that_grows_keeps_each_student_where_it_runs(tmp_path: Path) -> 
     a, b, c = (classroom.DockerHost(n, f"tcp://{n}:2376") for n in "abc")
     students = [load_lab(classroom.derive(load_lab(DEFAULT_LAB), i, tmp_path / "s")) for i in range(1, 5)]
     placed = {str(s.path): h for s, h in zip(students[:2], (a, b), strict=True)}
-    where = classroom.place_again(students, [a, b, c], placed)
+    where = classroom.place(students, [a, b, c], placed)
     assert [where[str(s.path)].name for s in students] == ["a", "b", "c", "a"]
 
 
