@@ -346,6 +346,7 @@ RUNS_AS = (
     RunsAs("/usr/bin/stunnel4 ", "stunnel4", "binds its port as root, then setuid/setgid stunnel4 (roles orthanc, ris, dicom_node)"),
     RunsAs("/usr/bin/python3 /usr/local/lib/pacslab/orders.py ", "orthanc", "roles/ris: writes worklist files Orthanc reads"),
     RunsAs("/usr/bin/python3 /usr/local/lib/pacslab/dicomsim.py ", "pacslab-dicom", "roles/dicom_node: user=pacslab-dicom, its own key copy"),
+    RunsAs("/sbin/docker-init -- ", "root", "the fw's PID 1, Docker's init (tini): starts the entrypoint and reaps orphans, nothing else"),
     RunsAs("ulogd", "root", "finding, not fixed yet: the fw's NFLOG collector (its entrypoint execs ulogd without --uid)"),
     RunsAs("sleep infinity", "root", "the ca container's placeholder PID 1: no service, the CA tool runs only through provisioning"),
 )
