@@ -552,9 +552,10 @@ def get(cfg: dict[str, Any], peer: str, study_uid: str, **kw: Any) -> dict[str, 
     for uid in STORAGE.values():
         ae.add_requested_context(uid)
         roles.append(build_role(uid, scp_role=True))
+    tls = target.get("transport") or cfg.get("transport", "device")  # as associate() chooses
     assoc = ae.associate(
         target["host"], int(target["port"]), ae_title=target["ae_title"], ext_neg=roles,
-        evt_handlers=[(evt.EVT_C_STORE, on_store)], tls_args=(client_context(cfg), target["host"]),
+        evt_handlers=[(evt.EVT_C_STORE, on_store)], tls_args=None if tls == "cleartext" else (client_context(cfg), target["host"]),
     )
     out: dict[str, Any] = {"peer": peer, "established": assoc.is_established, "rejected": assoc.is_rejected, "statuses": []}
     if assoc.is_established:

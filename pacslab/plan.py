@@ -119,12 +119,13 @@ class ContainerPlan:
     role: str = "host"
     # Docker's init (tini) as PID 1, reaping what the main program does not: the fw runs ulogd as
     # its program, and what a workshop step leaves behind there (a capture's `timeout`) ends as a
-    # zombie otherwise. The other images run supervisord, which reaps.
+    # zombie otherwise. The service images run supervisord, which reaps; the ca runs nothing.
     init: bool = False
     spec: str = ""  # digest of every other field, the container's label pacslab.spec (computed)
 
     def __post_init__(self) -> None:
-        body = {k: v for k, v in asdict(self).items() if k != "spec"}
+        # init only when set: a container planned before the field existed keeps its spec
+        body = {k: v for k, v in asdict(self).items() if k != "spec" and not (k == "init" and not v)}
         object.__setattr__(self, "spec", hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16])
 
 
@@ -267,9 +268,11 @@ CONFIG_SOURCES = ("roles", "playbooks", "plugins", "ansible.cfg", "pacslab/ca.py
 def config_digest(lab: Lab, shared: bool = False) -> str:
     """sha256 (16 hex digits) of CONFIG_SOURCES and the lab folder, file by file. shared: the part
     every host is configured from - the lab folder's YAML read with the control switches and
-    lab_waivers left out (HOST_LOCAL_KEYS): a switch is read by its own host's roles only, and a
-    waiver by no role but the assert that the definition already enforced (pacslab.topology), so
-    switching a control off on the PACS re-converges the PACS alone (host_inputs)."""
+    lab_waivers left out (HOST_LOCAL_KEYS): such a switch is read by its own host's roles only, and
+    a waiver by no role but the assert that the definition already enforced (pacslab.topology), so
+    switching such a control off on the PACS re-converges the PACS alone (host_inputs). A switch
+    its peers read too (topology.PEER_READ_SWITCHES: orthanc_dicom_tls) stays in, and re-converges
+    every host."""
     digest = hashlib.sha256()
     for root in [REPO_ROOT / s for s in CONFIG_SOURCES] + [lab.path]:
         files = [root] if root.is_file() else sorted(root.rglob("*"))

@@ -97,7 +97,8 @@ def test_a_switch_on_one_host_changes_only_that_hosts_converge_inputs(lab_copy: 
     w5_yml = w5_dir / "group_vars" / "all" / "lab.yml"
     w5_waivers = "W4 break-and-fix}, {control: C-ACC-06, justification: W5}, {control: C-DAT-02, justification: W5}]"
     w5_yml.write_text(w5_yml.read_text().replace("W4 break-and-fix}]", w5_waivers))
-    assert build_plan(load_lab(w5_dir), APT).shared_digest != before.shared_digest
+    w5 = build_plan(load_lab(w5_dir), APT)
+    assert w5.shared_digest != before.shared_digest and w5.host_inputs == after.host_inputs
     flows = lab_copy / "group_vars" / "all" / "flows.yml"
     flows.write_text(flows.read_text() + "  - {id: F90, from: [zone:legacy], to: zone:datacenter, proto: any, ports: any, purpose: flat}\n")
     assert build_plan(load_lab(lab_copy), APT).shared_digest != before.shared_digest
@@ -132,6 +133,16 @@ def test_the_engine_host_is_this_machine_unless_named(monkeypatch: pytest.Monkey
     assert engine_host_vars() == {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
     monkeypatch.setenv("PACSLAB_ENGINE_HOST", '{"ansible_connection": "ssh", "ansible_host": "docker2", "ansible_port": 2222}')
     assert engine_host_vars() == {"ansible_connection": "ssh", "ansible_host": "docker2", "ansible_port": "2222"}
+
+
+def test_a_class_hosts_connection_reaches_the_engine_variable_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a class file gives a Docker host becomes PACSLAB_ENGINE_HOST with Ansible's defaults
+    written out (ssh, the inventory name as host), and engine_host_vars reads it back."""
+    from pacslab.engine import engine_host_value, engine_host_vars
+
+    assert engine_host_value("here", {"ansible_connection": "local"}) == ""
+    monkeypatch.setenv("PACSLAB_ENGINE_HOST", engine_host_value("docker3", {"ansible_user": "root"}))
+    assert engine_host_vars() == {"ansible_connection": "ssh", "ansible_host": "docker3", "ansible_user": "root"}
 
 
 def test_no_role_reads_another_hosts_switch_or_the_waivers() -> None:

@@ -126,6 +126,7 @@ def test_without_dicom_tls_orthanc_takes_the_lab_port_and_its_peers_dial_it_in_c
     render.variables.set_host_variable("pacs", "orthanc_dicom_tls", False)
     assert (transports("mod-ct"), transports("ws-rad"), transports("mod-legacy"), vna_tls()) == (
         {"pacs": "cleartext", "ris": "device"}, {"pacs": "cleartext"}, {"pacs": "cleartext", "ris": "cleartext"}, {PACS_DICOM[name][1]: False})
+    assert transports("ws-tech") == {"ris-hl7": "device"}  # HL7 to the RIS: not the PACS's DICOM port
 
 
 def test_without_peer_certificates_the_front_asks_for_none(lab: tuple[str, Renderer]) -> None:
