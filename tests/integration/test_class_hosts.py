@@ -3,7 +3,10 @@ machine's engine and a second engine (Debian's dockerd in a container, with ever
 CAP_SYS_RESOURCE, which this machine lacks, its own /var/lib/docker on a volume, no network of its
 own). `pacslab class up --count 2 --hosts FILE` puts student 1 here and student 2 on the second
 engine (playbooks/class.yml), each lab's host rules on its own engine's machine, and a scenario runs
-in the lab on the second engine as in the reference; `class down` leaves neither engine anything."""
+in the lab on the second engine as in the reference; student 1 and the reference lab, on the same
+engine, do not reach each other (each SYN dropped by the sender's own fw and logged as egress);
+`class down` leaves neither engine anything. One class serves every check of a class: a class on one
+engine is the same derivation and the same playbook with a single Docker host."""
 
 from __future__ import annotations
 
@@ -18,7 +21,11 @@ import pytest
 from pacslab import classroom, cli
 from pacslab import scenario as sc
 from pacslab.docker import docker, lab_objects
+from pacslab.firewall import PREFIX_EGRESS
 from pacslab.plan import _tree_hash, build_plan
+from pacslab.probes import imaging as im
+from pacslab.probes import segmentation as seg
+from pacslab.probes import standins
 from pacslab.topology import Lab
 
 pytestmark = pytest.mark.lifecycle
@@ -72,6 +79,27 @@ def class_of_two(running_lab: Lab, second_engine: str, tmp_path_factory: pytest.
         cli.main(["class", "down", "--lab", str(running_lab.path)])
 
 
+CONNECT = """
+import socket, sys
+try:
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), 4); print("open")
+except TimeoutError: print("dropped")
+except ConnectionRefusedError: print("refused")
+except OSError as e: print("error", e)
+"""
+
+
+def _attempt(src_lab: Lab, dst_lab: Lab) -> tuple[str, list[dict]]:
+    """From src_lab's first modality to dst_lab's PACS DICOM port (both labs on this machine's
+    engine): the outcome, and src_lab's fw log lines for it."""
+    src, dst = src_lab.hosts["mod-ct"], dst_lab.hosts["pacs"]
+    offset = standins.drop_log_size(src_lab)
+    outcome = im.exec_in(src_lab, src.name, "python3", "-c", CONNECT, str(dst.address), str(dst.dicom_port)).strip()
+    lines = im.wait_for("the egress line", lambda: [e for e in seg.parse_drop_log(standins.read_drop_log(src_lab, offset))
+                                                     if e.get("dest_ip") == str(dst.address)] or None, timeout=15, every=1)
+    return outcome, lines
+
+
 def _names(kind: str, lab: str, url: str) -> list[str]:
     saved = os.environ.get("DOCKER_HOST")
     os.environ["DOCKER_HOST"] = url
@@ -100,6 +128,20 @@ def test_each_student_runs_on_its_own_docker_host(running_lab: Lab, class_of_two
     rules_here = subprocess.run(["iptables", "-S", "DOCKER-USER"], capture_output=True, text=True, check=True).stdout
     assert "pacslab:default-s2" in rules_engine2 and "pacslab:default-s2" not in rules_here
     assert "pacslab:default-s1" in rules_here and "pacslab:default-s1" not in rules_engine2
+
+
+@pytest.mark.parametrize("direction", ["student-to-reference", "reference-to-student"])
+def test_one_lab_cannot_reach_another(running_lab: Lab, class_of_two, direction: str, evidence) -> None:
+    """Student 1 shares this machine's engine with the reference lab: a connection from either lab's
+    modality to the other's PACS is dropped by the sender's own fw, and only that fw logs it, as egress."""
+    _, (one, _), _ = class_of_two
+    src_lab, dst_lab = (one, running_lab) if direction == "student-to-reference" else (running_lab, one)
+    outcome, lines = _attempt(src_lab, dst_lab)
+    evidence.update(src=f"{src_lab.name}/mod-ct", dst=f"{dst_lab.name}/pacs {dst_lab.hosts['pacs'].address}", outcome=outcome,
+                    prefixes=sorted({e.get("oob.prefix") for e in lines}))
+    assert outcome == "dropped"
+    assert {e.get("oob.prefix") for e in lines} == {PREFIX_EGRESS}
+    assert {e.get("src_ip") for e in lines} == {str(src_lab.hosts["mod-ct"].address)}
 
 
 def test_class_status_reads_each_student_on_its_engine(running_lab: Lab, class_of_two, capsys, evidence) -> None:
