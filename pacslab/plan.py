@@ -271,8 +271,8 @@ def config_digest(lab: Lab, shared: bool = False) -> str:
     lab_waivers left out (HOST_LOCAL_KEYS): such a switch is read by its own host's roles only, and
     a waiver by no role but the assert that the definition already enforced (pacslab.topology), so
     switching such a control off on the PACS re-converges the PACS alone (host_inputs). A switch
-    its peers read too (topology.PEER_READ_SWITCHES: orthanc_dicom_tls) stays in, and re-converges
-    every host."""
+    its peers read too (topology.PEER_READ_SWITCHES: orthanc_dicom_tls) is left out as well: it goes
+    into the host_inputs of its host and of every host that names that host as a peer."""
     digest = hashlib.sha256()
     for root in [REPO_ROOT / s for s in CONFIG_SOURCES] + [lab.path]:
         files = [root] if root.is_file() else sorted(root.rglob("*"))
@@ -280,7 +280,7 @@ def config_digest(lab: Lab, shared: bool = False) -> str:
             if f.is_file() and "__pycache__" not in f.parts:
                 body = f.read_bytes()
                 if shared and root == lab.path and f.suffix in (".yml", ".yaml"):
-                    data = _without(yaml.safe_load(body), HOST_LOCAL_KEYS)
+                    data = _without(yaml.safe_load(body), HOST_INPUT_KEYS)
                     if not data:  # host-local keys alone (an overlay's host_vars/fw.yml): as if the file were not there
                         continue
                     body = json.dumps(data, sort_keys=True, default=str).encode()
@@ -290,6 +290,11 @@ def config_digest(lab: Lab, shared: bool = False) -> str:
 
 # Variables no role reads from another host: each host's own value goes into its host_inputs.
 HOST_LOCAL_KEYS = (frozenset(CONTROL_SWITCHES) - PEER_READ_SWITCHES) | {"lab_waivers"}
+# What the shared digest leaves out: those, and the switches a host's peers read (host_inputs
+# counts each of those for its host and for the hosts that name it in orthanc_peers or dicom_node_peers).
+HOST_INPUT_KEYS = HOST_LOCAL_KEYS | PEER_READ_SWITCHES
+# The lab-definition keys in which a host names its DICOM peers (pacslab.topology checks them).
+PEER_KEYS = ("orthanc_peers", "dicom_node_peers")
 
 
 def _without(data: Any, keys: frozenset[str]) -> Any:
@@ -303,11 +308,17 @@ def _without(data: Any, keys: frozenset[str]) -> Any:
 
 def host_inputs(lab: Lab) -> dict[str, str]:
     """Per deployed host: sha256 (16 hex digits) of the control switches it sets (as Ansible resolves
-    them for it), the part of its inputs config_digest(shared=True) leaves out."""
+    them for it) and of the PEER_READ_SWITCHES each of its DICOM peers sets (keyed "<peer>.<switch>"),
+    the part of its inputs config_digest(shared=True) leaves out. W5's switch on the PACS thus
+    re-converges the PACS and the hosts that dial it or that it dials, not the whole lab."""
     out = {}
     for host in lab.deployed_hosts():
         hv = lab.host_vars.get(host.name, {})
-        switches = {k: hv[k] for k in sorted(HOST_LOCAL_KEYS - {"lab_waivers"}) if k in hv}
+        switches = {k: hv[k] for k in sorted(CONTROL_SWITCHES) if k in hv}
+        peers = {str(p["host"]) for key in PEER_KEYS for p in hv.get(key) or [] if isinstance(p, dict) and "host" in p}
+        for peer in sorted(peers):
+            peer_vars = lab.host_vars.get(peer, {})
+            switches.update({f"{peer}.{k}": peer_vars[k] for k in sorted(PEER_READ_SWITCHES) if k in peer_vars})
         out[host.name] = hashlib.sha256(json.dumps(switches, sort_keys=True).encode()).hexdigest()[:16]
     return out
 

@@ -53,7 +53,8 @@ CONTROL_SWITCHES = {"orthanc_controls": ("orthanc", "orthanc_controls_waived"),
                     "firewall_dicom_limits": ("firewall", "firewall_dicom_limits_waived")}
 
 # Switches that other hosts' roles read too (hostvars): a node dials a PACS without DICOM TLS in
-# cleartext. They stay in the shared converge digest (pacslab.plan HOST_LOCAL_KEYS).
+# cleartext. Each counts in the converge inputs of its host and of the hosts that name that host as
+# a peer (pacslab.plan host_inputs).
 PEER_READ_SWITCHES = frozenset({"orthanc_dicom_tls"})
 
 
