@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -332,6 +332,44 @@ def status_document(lab: Lab, plan: Plan, rows: list[dict[str, Any]], rules: dic
         "hosts": rows,
         "networks": {"present": sorted(networks), "missing": sorted({n.name for n in plan.networks} - networks)},
         "host_rules": rules,
+    }
+
+
+def cmd_users(args: argparse.Namespace) -> int:
+    """The lab definition's people and service accounts (pacslab.people): what the directory holds
+    after `up`. Reads the definition only; no secret is shown."""
+    lab = _load(args.lab)
+    doc = users_document(lab)
+    if args.json:
+        print(json.dumps(doc, indent=1))
+        return EXIT_OK
+    _print_table([("user", "name", "roles", "owner", "state", "expires")]
+                 + [(p["name"], p["display_name"], ",".join(p["roles"]), p["owner"], p["status"], p["expires"] or "-") for p in doc["people"]])
+    if doc["service_accounts"]:
+        print()
+        _print_table([("service account", "owner", "purpose (read-only directory bind)")]
+                     + [(a["name"], a["owner"], a["purpose"]) for a in doc["service_accounts"]])
+    if not any("directories" in h.groups for h in lab.deployed_hosts()):
+        print(f"(lab {lab.name!r} deploys no directory: nobody above can log in anywhere)")
+    return EXIT_OK
+
+
+def _print_table(rows: list[tuple[str, ...]]) -> None:
+    """Columns padded to their widest cell, the last one as it is."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1])
+
+
+def users_document(lab: Lab, today: date | None = None) -> dict[str, Any]:
+    """What `users --json` prints: {lab, people: [{name, display_name, roles, owner, state, status,
+    expires}], service_accounts: [{name, owner, purpose}]}. state is the definition's (enabled |
+    disabled); status what it means on ``today`` (UTC; default today): enabled | disabled | expired."""
+    return {
+        "lab": lab.name,
+        "people": [{"name": p.name, "display_name": p.display_name, "roles": list(p.roles), "owner": p.owner, "state": p.state,
+                    "status": p.status(today), "expires": p.expires.isoformat() if p.expires else None} for p in lab.people],
+        "service_accounts": [{"name": a.name, "owner": a.owner, "purpose": a.purpose} for a in lab.service_accounts],
     }
 
 
@@ -752,6 +790,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("status", "hosts, zones, addresses and what runs")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_status)
+    p = verb("users", "the lab's people (roles, owner, state, end date) and service accounts, from its definition")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_users)
     p = verb("verify", "run the steady integration checks (they change nothing) and write the control report")
     p.add_argument("--lifecycle", action="store_true", help="also run the lifecycle checks (down, restart, revoke, re-enrol), after the steady ones")
     p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="extra pytest arguments, after --")

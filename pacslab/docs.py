@@ -27,7 +27,7 @@ def control_table() -> str:
         "| --- | --- | --- | --- | --- |",
     ]
     for c in controls.values():
-        status = "implemented" if c.status == "implemented" else "not implemented yet"
+        status = {"implemented": "implemented", "partial": f"partial; not built yet: {c.missing}"}.get(c.status, "not implemented yet")
         roles = ", ".join(f"`{r}`" for r in c.roles) or "-"
         lines.append(f"| {c.id} | {c.title} | {', '.join(c.csf)} | {status} | {roles} |")
     return "\n".join(lines)

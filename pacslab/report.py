@@ -6,7 +6,9 @@ Grouped by CSF function and subcategory. A control is
 - failed: any of its tests failed, or errored (in setup, call or teardown): the proof broke;
 - incomplete: some tests passed, but at least one was skipped, or expected and not run
   (deselected, e.g. a lifecycle test left out of a steady verify): the proof is partial;
-- not run: implemented, but no test of it passed in this run (no result, or only skips);
+- partial: the catalogue says only part of it is built (its `missing` names the rest), and every
+  test of the part that is ran and passed; never shown as passed;
+- not run: implemented (or partial), but no test of it passed in this run (no result, or only skips);
 - waived: the lab definition waives it, with its justification (never shown as passed, whatever
   its tests did);
 - not implemented: the catalogue says so.
@@ -39,7 +41,8 @@ from .topology import REPO_ROOT, Lab
 CONTROLS_FILE = REPO_ROOT / "controls.yml"
 RUN_RECORD = "run.json"  # next to results.json: when the verify ran, on which commit
 CSF_FUNCTIONS = {"ID": "Identify", "PR": "Protect", "DE": "Detect", "RS": "Respond", "RC": "Recover"}
-VERDICTS = ("passed", "failed", "incomplete", "not run", "waived", "not implemented")
+VERDICTS = ("passed", "partial", "failed", "incomplete", "not run", "waived", "not implemented")
+STATUSES = ("implemented", "partial", "not_implemented")  # controls.yml
 FAILED_OUTCOMES = ("failed", "error")  # the check ran and broke
 OUTCOMES = ("passed", "failed", "error", "skipped", "deselected")
 
@@ -53,6 +56,7 @@ class Control:
     roles: tuple[str, ...]
     status: str
     proves: str
+    missing: str = ""  # status partial: what is not built yet
 
 
 def load_controls(path: Path = CONTROLS_FILE) -> tuple[dict[str, Control], str]:
@@ -66,6 +70,7 @@ def load_controls(path: Path = CONTROLS_FILE) -> tuple[dict[str, Control], str]:
             roles=tuple(body["roles"]),
             status=body["status"],
             proves=body["proves"],
+            missing=body.get("missing", ""),
         )
         for cid, body in data["controls"].items()
     }
@@ -80,14 +85,16 @@ def verdict(control: Control, results: list[dict[str, Any]], waivers: dict[str, 
     """
     if control.id in waivers:
         return "waived"
-    if control.status != "implemented":
+    if control.status not in ("implemented", "partial"):
         return "not implemented"
     if any(r["outcome"] in FAILED_OUTCOMES for r in results):
         return "failed"
     passed = [r for r in results if r["outcome"] == "passed"]
     if not passed:
         return "not run"
-    return "passed" if len(passed) == len(results) else "incomplete"
+    if len(passed) != len(results):
+        return "incomplete"
+    return "partial" if control.status == "partial" else "passed"
 
 
 def not_run(results: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -166,6 +173,7 @@ def build(lab: Lab, results: list[dict[str, Any]], run: dict[str, Any] | None = 
             "sp800_53": list(c.sp800_53),
             "roles": list(c.roles),
             "proves": c.proves,
+            "missing": c.missing,
             "verdict": verdict(c, rs, waivers),
             "justification": waivers.get(cid, ""),
             "tests": _counts(rs),
@@ -257,7 +265,8 @@ def _header(data: dict[str, Any]) -> str:
 
 
 def render_html(data: dict[str, Any]) -> str:
-    colour = {"passed": "#1b7f3b", "failed": "#b3261e", "incomplete": "#b35c00", "waived": "#8a6d00", "not implemented": "#666", "not run": "#666"}
+    colour = {"passed": "#1b7f3b", "partial": "#b35c00", "failed": "#b3261e", "incomplete": "#b35c00", "waived": "#8a6d00",
+              "not implemented": "#666", "not run": "#666"}
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>pacslab report: {_e(data['lab'])}</title>",
@@ -277,6 +286,7 @@ def render_html(data: dict[str, Any]) -> str:
                 c = data["controls"][cid]
                 v = c["verdict"]
                 extra = f"<br><em>waived: {_e(c['justification'])}</em>" if c["justification"] else ""
+                extra += f"<br><em>not built yet: {_e(c['missing'])}</em>" if c["missing"] else ""
                 fails = "".join(f"<pre>{_e(f['test'])} ({_e(f['outcome'])}): {_e(f['message'])}</pre>" for f in c["failures"][:5])
                 fails += "".join(
                     f"<pre>{_e(n['test'])} ({_e(n['outcome'])}){': ' + _e(n['reason']) if n['reason'] else ''}</pre>" for n in c["not_run"][:10]

@@ -18,6 +18,9 @@ from typing import Any
 
 import yaml
 
+from .people import Person, ServiceAccount
+from .people import check as people_check
+
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -66,7 +69,8 @@ def switched_off(switch: str) -> tuple[str, ...]:
 FLOW_KEYS = {"id", "from", "to", "proto", "ports", "purpose", "csf", "service"}
 # Variables of the lab as a whole: set once, in group_vars/all; a group or host that overrides one
 # would give its hosts another lab than the rest.
-LAB_WIDE_KEYS = ("lab_name", "lab_prefix", "lab_bridge_prefix", "lab_address_space", "lab_zones", "lab_flows", "lab_waivers")
+LAB_WIDE_KEYS = ("lab_name", "lab_prefix", "lab_bridge_prefix", "lab_address_space", "lab_zones", "lab_flows", "lab_waivers",
+                 "lab_people", "lab_service_accounts")
 # Variables Ansible adds to every host (magic variables): not part of the definition.
 MAGIC_VARS = {"group_names", "groups", "inventory_dir", "inventory_file", "inventory_hostname", "inventory_hostname_short", "playbook_dir"}
 VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -209,6 +213,8 @@ class Lab:
     waivers: tuple[Waiver, ...] = field(default=())
     zone_flows: tuple[Flow, ...] = field(default=())  # flows inside one zone: the hosts' own allow-lists enforce them
     host_vars: dict[str, dict[str, Any]] = field(default_factory=dict, compare=False)  # as Ansible resolves them
+    people: tuple[Person, ...] = field(default=())  # group_vars/all lab_people (pacslab.people)
+    service_accounts: tuple[ServiceAccount, ...] = field(default=())  # group_vars/all lab_service_accounts
 
     @property
     def all_flows(self) -> tuple[Flow, ...]:
@@ -361,7 +367,10 @@ def load_lab(path: str | Path) -> Lab:
         raise LabDefinitionError(reader.problems)
     lab = _build(reader, root, inventory, lab_vars, var_origin, hosts_raw, where, membership)
     if lab is not None:
-        lab = Lab(**{**lab.__dict__, "host_vars": hosts_raw})
+        people, services, people_problems = people_check(lab_vars)
+        for key, keypath, reason in people_problems:
+            reader.fail(var_origin.get(key, root / "group_vars" / "all"), keypath, reason)
+        lab = Lab(**{**lab.__dict__, "host_vars": hosts_raw, "people": people, "service_accounts": services})
         _check_control_switches(reader, lab, where)
         _check_peers(reader, lab, where)
         _check_dicom_threads(reader, lab, where)

@@ -257,6 +257,7 @@ KEY_RULES = (
     KeyRule("/etc/pacslab/dicom/node.key", "pacslab-dicom", frozenset({0o600}), "the DICOM node service's copy: it runs as pacslab-dicom"),
     KeyRule("/etc/pacslab/orthanc/node.key", "orthanc", frozenset({0o600}), "Orthanc's copy for DICOM TLS: Orthanc runs as orthanc"),
     KeyRule("/etc/stunnel/*.key", "stunnel4", frozenset({0o600}), "each stunnel front's copy (https, hl7): those fronts run as stunnel4"),
+    KeyRule("/etc/ldap/tls/node.key", "openldap", frozenset({0o600}), "slapd's copy for LDAPS: slapd runs as openldap"),
     KeyRule("/var/lib/pacslab-ca/*", "root", frozenset({0o600}), "the lab root and issuing keys: pacslab-ca runs as root, through provisioning only"),
 )
 # Where private keys are looked for: configuration and service state, not /tmp (other checks plant
@@ -267,6 +268,7 @@ PEM_PRIVATE_KEY = "-----BEGIN ([A-Z0-9]+ )*PRIVATE KEY-----"
 MUST_HOLD = {
     "orthanc": {"/etc/pacslab/tls/node.key", "/etc/pacslab/orthanc/node.key", "/etc/stunnel/https.key"},
     "ca": {"/var/lib/pacslab-ca/root.key"},
+    "dir": {"/etc/pacslab/tls/node.key", "/etc/ldap/tls/node.key"},
 }
 
 
@@ -343,6 +345,7 @@ RUNS_AS = (
     RunsAs("/usr/bin/python3 /usr/bin/supervisord ", "root", "PID 1 of the service images: starts each program as the user its conf.d entry names"),
     RunsAs("/usr/lib/postgresql/", "postgres", "PostgreSQL refuses to run as root"),
     RunsAs("/usr/sbin/Orthanc ", "orthanc", "roles/orthanc: user=orthanc"),
+    RunsAs("/usr/sbin/slapd ", "openldap", "roles/directory: slapd -u openldap -g openldap (binds 636 as root first)"),
     RunsAs("/usr/bin/stunnel4 ", "stunnel4", "binds its port as root, then setuid/setgid stunnel4 (roles orthanc, ris, dicom_node)"),
     RunsAs("/usr/bin/python3 /usr/local/lib/pacslab/orders.py ", "orthanc", "roles/ris: writes worklist files Orthanc reads"),
     RunsAs("/usr/bin/python3 /usr/local/lib/pacslab/dicomsim.py ", "pacslab-dicom", "roles/dicom_node: user=pacslab-dicom, its own key copy"),

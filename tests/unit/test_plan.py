@@ -53,7 +53,7 @@ def test_image_tags_follow_content(tmp_path: Path) -> None:
     b = build_plan(load_lab(DEFAULT_LAB), AptSources(APT.mirror, {"debian.sources": "Types: deb\nURIs: other\n"}))
     assert a == build_plan(load_lab(DEFAULT_LAB), APT)  # stable: a warm up rebuilds nothing
     assert a.base.tag != b.base.tag  # other apt sources, other base
-    assert {i.name for i in a.images} == {"ca", "dicom", "fw", "orthanc", "tools"}
+    assert {i.name for i in a.images} == {"ca", "dicom", "dir", "fw", "orthanc", "tools"}
     assert all(i.tag.startswith(f"pacslab/{i.name}:") for i in a.images)
 
 

@@ -35,6 +35,18 @@ def test_verdicts() -> None:
     assert data["platform_tests"]["passed"] == 1
 
 
+def test_a_partial_control_is_never_shown_as_passed() -> None:
+    """C-ACC-01 is partial (the directory is built, the IdP and the proxy are not): its tests all
+    passing reads "partial" with what is missing; one failing still reads "failed"."""
+    passed = build(LAB, [result("C-ACC-01", "passed"), result("C-ACC-01", "passed", "u")])
+    assert passed["controls"]["C-ACC-01"]["verdict"] == "partial"
+    assert "the IdP and the proxy come later" in passed["controls"]["C-ACC-01"]["missing"]
+    assert "not built yet: default credentials" in render_html(passed)
+    failed = build(LAB, [result("C-ACC-01", "passed"), result("C-ACC-01", "failed", "u")])
+    assert failed["controls"]["C-ACC-01"]["verdict"] == "failed"
+    assert build(LAB, [])["controls"]["C-ACC-01"]["verdict"] == "not run"
+
+
 def test_implemented_without_results_is_not_run() -> None:
     assert build(LAB, [])["controls"]["C-ACC-04"]["verdict"] == "not run"
 

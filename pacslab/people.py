@@ -1,0 +1,162 @@
+"""The people of a lab (issue 12): who may log in, with which roles, owned by whom, until when.
+
+They live in the lab folder, in ``group_vars/all/people.yml``, as two lab-wide keys:
+
+``lab_people``: one entry per person (the directory holds them: roles/directory)::
+
+    - {name: rad-ada, display_name: Ada Reader, roles: [radiologist], owner: radiology}
+    - {name: vnd-acme, display_name: Acme Service, roles: [vendor], owner: biomed, expires: 2027-06-30}
+    - {name: rad-left, display_name: Lee Left, roles: [radiologist], owner: radiology, state: disabled}
+
+``lab_service_accounts``: read-only directory accounts of the lab's own services (the IdP's bind)::
+
+    - {name: svc-idp, owner: it-identity, purpose: the IdP's LDAP lookups}
+
+Every person and every service account has an owner (C-ACC-01 (c): no account without one); a
+vendor has an end date (C-MNT-01: vendor access is time-bound). Passwords are never in the
+definition: `up` generates them per lab (.pacslab/<lab>/secrets/person-<name>, service-<name>).
+This module only checks the definition and reads it; pacslab.topology calls :func:`check` and
+refuses the lab with file, key and reason for each problem, before anything changes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+# The roles of the lab, in the vocabulary of the issue's permission table (roles/orthanc takes it up).
+ROLES = ("radiologist", "technologist", "pacs-admin", "auditor", "vendor")
+STATES = ("enabled", "disabled")
+PERSON_KEYS = {"name", "display_name", "roles", "owner", "state", "expires"}
+SERVICE_KEYS = {"name", "owner", "purpose"}
+# A directory uid / cn that is also a Unix user name on the bastion: lower case, digits, '-'.
+NAME_RE = re.compile(r"^[a-z][a-z0-9-]{1,31}$")
+KEYS = ("lab_people", "lab_service_accounts")
+
+
+@dataclass(frozen=True)
+class Person:
+    name: str
+    display_name: str
+    roles: tuple[str, ...]
+    owner: str
+    state: str = "enabled"  # as the definition says; see status() for what it means today
+    expires: dt.date | None = None  # the last day the account may be used (UTC)
+
+    def status(self, today: dt.date | None = None) -> str:
+        """enabled | disabled | expired (``today``: default, today in UTC)."""
+        if self.state == "disabled":
+            return "disabled"
+        day = today or dt.datetime.now(dt.UTC).date()
+        return "expired" if self.expires is not None and self.expires < day else "enabled"
+
+
+@dataclass(frozen=True)
+class ServiceAccount:
+    name: str
+    owner: str
+    purpose: str
+
+
+def _date(value: Any) -> dt.date | None:
+    """A YAML date (2027-06-30, which YAML already reads as a date) or the same as a string."""
+    if isinstance(value, dt.datetime):
+        return None
+    if isinstance(value, dt.date):
+        return value
+    if isinstance(value, str):
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            return None
+    return None
+
+
+def check(lab_vars: Mapping[str, Any]) -> tuple[tuple[Person, ...], tuple[ServiceAccount, ...], list[tuple[str, str, str]]]:
+    """The people and service accounts of ``lab_vars`` (group_vars/all), and every problem as
+    (lab key, key path, reason): an unknown key or role, a missing name, display name, role or
+    owner, a vendor without an end date, a name used twice (people and services share one
+    namespace: each is a login name). Both keys are optional: a lab without people has none."""
+    problems: list[tuple[str, str, str]] = []
+    people: list[Person] = []
+    services: list[ServiceAccount] = []
+    seen: dict[str, str] = {}
+
+    def text(key: str, path: str, entry: Mapping[str, Any], field: str, required: bool = True) -> str | None:
+        value = entry.get(field)
+        if value is None:
+            if required:
+                problems.append((key, f"{path}.{field}", "missing required key"))
+            return None
+        if not isinstance(value, str) or not value.strip():
+            problems.append((key, f"{path}.{field}", f"{value!r}: must be a non-empty string"))
+            return None
+        return value
+
+    def name_of(key: str, path: str, entry: Mapping[str, Any]) -> str | None:
+        name = text(key, path, entry, "name")
+        if name is None:
+            return None
+        if not NAME_RE.match(name):
+            problems.append((key, f"{path}.name", f"{name!r}: 2-32 lower-case letters, digits or '-', starting with a letter"))
+            return None
+        if name in seen:
+            problems.append((key, f"{path}.name", f"{name!r} is already {seen[name]}: each login name once"))
+            return None
+        seen[name] = path if key == "lab_people" else f"lab_service_accounts {path}"
+        return name
+
+    raw = lab_vars.get("lab_people", [])
+    if not isinstance(raw, list):
+        problems.append(("lab_people", "lab_people", "must be a list of people"))
+        raw = []
+    for i, entry in enumerate(raw):
+        path = f"lab_people[{i}]"
+        if not isinstance(entry, Mapping):
+            problems.append(("lab_people", path, "each person is a mapping with name, display_name, roles and owner"))
+            continue
+        for extra in sorted(set(entry) - PERSON_KEYS):
+            problems.append(("lab_people", f"{path}.{extra}", f"unknown key (known: {', '.join(sorted(PERSON_KEYS))})"))
+        name = name_of("lab_people", path, entry)
+        display = text("lab_people", path, entry, "display_name")
+        owner = text("lab_people", path, entry, "owner")
+        roles = entry.get("roles")
+        if not isinstance(roles, list) or not roles or not all(isinstance(r, str) for r in roles):
+            problems.append(("lab_people", f"{path}.roles", f"a non-empty list of {', '.join(ROLES)}"))
+            roles = []
+        for r in roles:
+            if r not in ROLES:
+                problems.append(("lab_people", f"{path}.roles", f"{r!r}: unknown role (known: {', '.join(ROLES)})"))
+        state = entry.get("state", "enabled")
+        if state not in STATES:
+            problems.append(("lab_people", f"{path}.state", f"{state!r}: one of {', '.join(STATES)}"))
+        expires = None
+        if "expires" in entry:
+            expires = _date(entry["expires"])
+            if expires is None:
+                problems.append(("lab_people", f"{path}.expires", f"{entry['expires']!r}: a date, YYYY-MM-DD (the last day of access)"))
+        elif "vendor" in roles:
+            problems.append(("lab_people", f"{path}.expires", "missing: a vendor's access ends on a date (YYYY-MM-DD)"))
+        if name and display and owner and roles and state in STATES and ("expires" not in entry or expires):
+            people.append(Person(name, display, tuple(roles), owner, state, expires))
+
+    raw = lab_vars.get("lab_service_accounts", [])
+    if not isinstance(raw, list):
+        problems.append(("lab_service_accounts", "lab_service_accounts", "must be a list of service accounts"))
+        raw = []
+    for i, entry in enumerate(raw):
+        path = f"lab_service_accounts[{i}]"
+        if not isinstance(entry, Mapping):
+            problems.append(("lab_service_accounts", path, "each service account is a mapping with name, owner and purpose"))
+            continue
+        for extra in sorted(set(entry) - SERVICE_KEYS):
+            problems.append(("lab_service_accounts", f"{path}.{extra}", f"unknown key (known: {', '.join(sorted(SERVICE_KEYS))})"))
+        name = name_of("lab_service_accounts", path, entry)
+        owner = text("lab_service_accounts", path, entry, "owner")
+        purpose = text("lab_service_accounts", path, entry, "purpose")
+        if name and owner and purpose:
+            services.append(ServiceAccount(name, owner, purpose))
+    return tuple(people), tuple(services), problems

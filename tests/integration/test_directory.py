@@ -1,0 +1,271 @@
+"""The lab directory (issue 12, host `dir`): OpenLDAP slapd holding the lab definition's people,
+roles and service accounts (roles/directory), C-ACC-01 and C-ACC-03.
+
+Every bind is a real LDAP simple bind over LDAPS to the directory's lab address, made with
+python-ldap on the directory host itself (the only lab host with an LDAP client); the lab root
+verifies the server's certificate. Passwords are the ones `up` generated for this lab, read from
+.pacslab/<lab>/secrets/ and handed to the probe on stdin, never in an argv. Each expected outcome is
+the LDAP result (RFC 4511 4.1.9) written out, with slapd's diagnostic message where it has one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pacslab.people import Person
+from pacslab.plan import Plan
+from pacslab.probes import imaging as im
+from pacslab.topology import Host, Lab
+
+from .test_dicom_tls import AEAD, NOT_AEAD
+
+CA = "/etc/pacslab/tls/root.pem"
+
+# One LDAP session per step: a simple bind, then optionally a search and a modify as that identity.
+PROBE = r"""
+import json, sys
+import ldap
+
+req = json.load(sys.stdin)
+ldap.set_option(ldap.OPT_X_TLS_CACERTFILE, req["ca"])
+ldap.set_option(ldap.OPT_X_TLS_REQUIRE_CERT, ldap.OPT_X_TLS_DEMAND)
+ldap.set_option(ldap.OPT_NETWORK_TIMEOUT, 10)
+
+def failure(exc):
+    info = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+    return {"error": type(exc).__name__, "code": info.get("result"), "info": info.get("info", "")}
+
+out = []
+for step in req["steps"]:
+    con = ldap.initialize(req["uri"])
+    try:
+        con.simple_bind_s(step.get("dn", ""), step.get("password", ""))
+    except ldap.LDAPError as exc:
+        out.append({"bind": failure(exc)})
+        continue
+    result = {"bind": "success", "whoami": con.whoami_s()}
+    if "search" in step:
+        try:
+            found = con.search_s(step["search"]["base"], ldap.SCOPE_SUBTREE, "(objectClass=*)", step["search"].get("attrs"))
+            result["search"] = {dn: {k: sorted(v.decode() for v in vs) for k, vs in attrs.items()} for dn, attrs in found}
+        except ldap.LDAPError as exc:
+            result["search"] = failure(exc)
+    if "modify" in step:
+        m = step["modify"]
+        try:
+            con.modify_s(m["dn"], [(ldap.MOD_REPLACE, m["attr"], [m["value"].encode()])])
+            result["modify"] = "success"
+        except ldap.LDAPError as exc:
+            result["modify"] = failure(exc)
+    out.append(result)
+    con.unbind_s()
+print(json.dumps(out))
+"""
+
+def directory(lab: Lab) -> Host:
+    [host] = [h for h in lab.group("directories") if h.deployed] or [None]
+    if host is None:
+        pytest.skip(f"lab {lab.name!r} deploys no directory")
+    return host
+
+
+def one(lab: Lab, status: str, vendor: bool = False) -> Person:
+    """The first person of the definition whose status (today) is ``status``, a vendor or not."""
+    found = [p for p in lab.people if p.status() == status and ("vendor" in p.roles) == vendor]
+    if not found:
+        pytest.skip(f"lab {lab.name!r} defines no {'vendor' if vendor else 'person'} who is {status}")
+    return found[0]
+
+
+INVALID = {"error": "INVALID_CREDENTIALS", "code": 49, "info": ""}
+CONNECT = """
+import socket, sys
+try:
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), 4); print("open")
+except ConnectionRefusedError: print("refused")
+except TimeoutError: print("dropped")
+"""
+
+
+@pytest.fixture(scope="module")
+def suffix(running_lab: Lab) -> str:
+    return f"dc={running_lab.name},dc=pacslab"
+
+
+def person(suffix: str, name: str) -> str:
+    return f"uid={name},ou=people,{suffix}"
+
+
+def password(plan: Plan, kind: str, name: str) -> str:
+    return (Path(plan.secrets_dir) / f"{kind}-{name}").read_text().split()[0]
+
+
+def ldap_steps(lab: Lab, steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Run the probe's steps against the directory's LDAPS address; one result per step."""
+    host = directory(lab)
+    request = {"uri": f"ldaps://{host.address}:{host.service('ldaps').port}", "ca": CA, "steps": steps}
+    result: list[dict[str, Any]] = json.loads(im.exec_in(lab, host.name, "python3", "-c", PROBE, input=json.dumps(request)))
+    return result
+
+
+def as_root(lab: Lab, *argv: str, input: str | None = None) -> str:
+    """An OpenLDAP tool as the directory's manager: the local root over ldapi:/// (SASL EXTERNAL)."""
+    return im.exec_in(lab, directory(lab).name, *argv, "-Q", "-Y", "EXTERNAL", "-H", "ldapi:///", input=input)
+
+
+def entries(lab: Lab, base: str, *attrs: str) -> dict[str, dict[str, list[str]]]:
+    """dn -> attribute -> values, as the manager reads them (ldapsearch's LDIF, unwrapped)."""
+    out = as_root(lab, "ldapsearch", "-LLL", "-o", "ldif_wrap=no", "-b", base, *attrs)
+    found: dict[str, dict[str, list[str]]] = {}
+    for block in out.strip().split("\n\n"):
+        lines = [ln for ln in block.splitlines() if ": " in ln]
+        if not lines:
+            continue
+        dn = lines[0].split(": ", 1)[1]
+        found[dn] = {}
+        for ln in lines[1:]:
+            key, value = ln.split(": ", 1)
+            found[dn].setdefault(key, []).append(value)
+    return found
+
+
+@pytest.mark.control("C-ACC-01")
+@pytest.mark.parametrize("case", ["anonymous", "name-without-password"])
+def test_a_bind_without_credentials_is_refused(running_lab: Lab, suffix: str, case: str, evidence) -> None:
+    """No anonymous bind (olcDisallows bind_anon), no unauthenticated bind (a DN and no password,
+    RFC 4513 5.1.2, refused by slapd's default)."""
+    step = {} if case == "anonymous" else {"dn": person(suffix, one(running_lab, "enabled").name)}
+    [result] = ldap_steps(running_lab, [step])
+    evidence.update(result=result)
+    expected = {
+        "anonymous": {"error": "INAPPROPRIATE_AUTH", "code": 48, "info": "anonymous bind disallowed"},
+        "name-without-password": {"error": "UNWILLING_TO_PERFORM", "code": 53, "info": "unauthenticated bind (DN with no password) disallowed"},
+    }[case]
+    assert result == {"bind": expected}
+
+
+@pytest.mark.control("C-ACC-01")
+@pytest.mark.parametrize("vendor", [False, True], ids=["person", "vendor-before-the-end-date"])
+def test_an_enabled_person_binds_with_the_password_generated_for_the_lab(running_lab: Lab, plan: Plan, suffix: str, vendor: bool,
+                                                                         evidence) -> None:
+    """The twin of the refusals below: an enabled person, and a vendor before their end date, bind."""
+    who = one(running_lab, "enabled", vendor)
+    [result] = ldap_steps(running_lab, [{"dn": person(suffix, who.name), "password": password(plan, "person", who.name)}])
+    evidence.update(who=who.name, result=result)
+    assert result == {"bind": "success", "whoami": f"dn:{person(suffix, who.name)}"}
+
+
+@pytest.mark.control("C-ACC-01")
+@pytest.mark.parametrize(("status", "vendor"), [("disabled", False), ("expired", True)], ids=["disabled", "vendor-after-the-end-date"])
+def test_a_person_disabled_or_expired_in_the_definition_cannot_bind(running_lab: Lab, plan: Plan, suffix: str, status: str, vendor: bool,
+                                                                    evidence) -> None:
+    """`state: disabled`: locked until enabled again (pwdAccountLockedTime 000001010000Z); a vendor
+    whose `expires` has passed: pwdEndTime, the end of that day. Each is refused with their own,
+    correct password (set when the entry was made)."""
+    who = one(running_lab, status, vendor)
+    dn = person(suffix, who.name)
+    [result] = ldap_steps(running_lab, [{"dn": dn, "password": password(plan, "person", who.name)}])
+    held = entries(running_lab, dn, "pwdAccountLockedTime", "pwdEndTime")[dn]
+    evidence.update(who=who.name, result=result, held=held)
+    assert result == {"bind": INVALID}
+    if status == "disabled":
+        assert held == {"pwdAccountLockedTime": ["000001010000Z"]}
+    else:
+        assert who.expires is not None and held == {"pwdEndTime": [f"{who.expires:%Y%m%d}235959Z"]}
+
+
+@pytest.mark.control("C-ACC-01")
+def test_repeated_failed_binds_lock_the_account(running_lab: Lab, plan: Plan, suffix: str, evidence) -> None:
+    """Four wrong passwords and then the right one: in (a success clears the count). Five wrong
+    ones: the right one is refused too, and the entry carries pwdAccountLockedTime. The lock is
+    lifted afterwards (as an administrator would), so that the lab is as before."""
+    who = one(running_lab, "enabled")
+    dn, right = person(suffix, who.name), password(plan, "person", who.name)
+    wrong = {"dn": dn, "password": "not-" + right[:8]}
+    try:
+        below = ldap_steps(running_lab, [wrong] * 4 + [{"dn": dn, "password": right}])
+        at = ldap_steps(running_lab, [wrong] * 5 + [{"dn": dn, "password": right}])
+        locked = entries(running_lab, dn, "pwdAccountLockedTime")[dn]
+    finally:
+        # pwdFailureTime is the overlay's alone (no user modification); the next good bind clears it
+        as_root(running_lab, "ldapmodify", input=f"dn: {dn}\nchangetype: modify\ndelete: pwdAccountLockedTime\n-\n")
+    evidence.update(who=who.name, below=[r["bind"] if isinstance(r["bind"], str) else r["bind"]["error"] for r in below], locked=locked)
+    assert [r["bind"] for r in below] == [INVALID] * 4 + ["success"]
+    assert [r["bind"] for r in at] == [INVALID] * 6
+    assert list(locked) == ["pwdAccountLockedTime"] and re.fullmatch(r"\d{14}Z", locked["pwdAccountLockedTime"][0])
+    assert ldap_steps(running_lab, [{"dn": dn, "password": right}])[0]["bind"] == "success"
+
+
+@pytest.mark.control("C-ACC-03")
+def test_a_service_account_reads_people_but_no_password_and_writes_nothing(running_lab: Lab, plan: Plan, suffix: str, evidence) -> None:
+    """A service account (the IdP's read-only bind) reads every person, not their password hashes,
+    and is refused a change (insufficientAccess). Its twin: a person reads their own entry, and the
+    people's folder does not even exist for them (noSuchObject: slapd does not disclose it)."""
+    if not running_lab.service_accounts:
+        pytest.skip(f"lab {running_lab.name!r} defines no service account")
+    svc_name, who = running_lab.service_accounts[0].name, one(running_lab, "enabled")
+    svc = {"dn": f"cn={svc_name},ou=services,{suffix}", "password": password(plan, "service", svc_name)}
+    own = {"dn": person(suffix, who.name), "password": password(plan, "person", who.name)}
+    change = {"dn": person(suffix, who.name), "attr": "cn", "value": "Changed By A Service"}
+    as_svc, as_person, as_self = ldap_steps(running_lab, [
+        {**svc, "search": {"base": f"ou=people,{suffix}", "attrs": ["uid", "userPassword"]}, "modify": change},
+        {**own, "search": {"base": f"ou=people,{suffix}", "attrs": ["uid"]}},
+        {**own, "search": {"base": person(suffix, who.name), "attrs": ["uid"]}},
+    ])
+    evidence.update(service=svc_name, svc_sees=sorted(as_svc["search"]), svc_modify=as_svc["modify"], person_sees=as_person["search"])
+    assert as_svc["bind"] == "success"
+    assert as_svc["search"] == {f"ou=people,{suffix}": {}, **{person(suffix, p.name): {"uid": [p.name]} for p in running_lab.people}}
+    assert as_svc["modify"] == {"error": "INSUFFICIENT_ACCESS", "code": 50, "info": ""}
+    assert as_person["search"] == {"error": "NO_SUCH_OBJECT", "code": 32, "info": ""}
+    assert as_self["search"] == {person(suffix, who.name): {"uid": [who.name]}}
+    assert entries(running_lab, person(suffix, who.name), "cn")[person(suffix, who.name)] == {"cn": [who.display_name]}
+
+
+@pytest.mark.control("C-ACC-01")
+def test_the_directory_holds_exactly_the_definitions_accounts_each_with_an_owner(running_lab: Lab, suffix: str, evidence) -> None:
+    """C-ACC-01 (c): the directory holds the definition's people (each with its owner as ou), one
+    group per role with exactly its people, and the service accounts with theirs; nothing more."""
+    people = entries(running_lab, f"ou=people,{suffix}", "uid", "ou")
+    groups = entries(running_lab, f"ou=groups,{suffix}", "cn", "member")
+    services = entries(running_lab, f"ou=services,{suffix}", "cn", "ou")
+    held = {v["uid"][0]: v.get("ou") for v in people.values() if "uid" in v}
+    members = {v["cn"][0]: sorted(m.split(",")[0].removeprefix("uid=") for m in v.get("member", [])) for v in groups.values() if "cn" in v}
+    evidence.update(people=held, groups=members)
+    assert held == {p.name: [p.owner] for p in running_lab.people}
+    roles = sorted({r for p in running_lab.people for r in p.roles})
+    assert members == {r: sorted(p.name for p in running_lab.people if r in p.roles) for r in roles}
+    assert {v["cn"][0]: v.get("ou") for v in services.values() if "cn" in v} == {a.name: [a.owner] for a in running_lab.service_accounts}
+
+
+@pytest.mark.control("C-DAT-02")
+@pytest.mark.parametrize("case", ["tls1.3", "tls1.2-aead", "tls1.2-cbc", "tls1.1", "cleartext-389"])
+def test_the_directory_speaks_ldaps_with_tls_1_2_or_later_only(running_lab: Lab, case: str, evidence) -> None:
+    """LDAPS with the lab certificate: TLS 1.3, TLS 1.2 with an AEAD suite. A CBC suite or TLS 1.1:
+    slapd ends the handshake by closing the connection, without an alert (OpenSSL: unexpected eof),
+    and nothing is negotiated. Nothing listens on LDAP's cleartext port 389."""
+    host = directory(running_lab)
+    if case == "cleartext-389":
+        out = im.exec_in(running_lab, host.name, "python3", "-c", CONNECT, str(host.address), "389").strip()
+        evidence.update(outcome=out)
+        assert out == "refused"
+        return
+    args = {"tls1.3": ["-tls1_3"], "tls1.2-aead": ["-tls1_2", "-cipher", AEAD[0]], "tls1.2-cbc": ["-tls1_2", "-cipher", NOT_AEAD[0]],
+            "tls1.1": ["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"]}[case]
+    out = im.exec_in(running_lab, host.name, "sh", "-c", 'openssl s_client "$@" </dev/null 2>&1; true', "s_client", "-brief",
+                     "-connect", f"{host.address}:{host.service('ldaps').port}", "-CAfile", CA, "-verify_return_error", *args, timeout=60)
+    seen = {k: m[1] for k, pat in (("protocol", r"^Protocol version: (\S+)"), ("cipher", r"^Ciphersuite: (\S+)"),
+                                   ("alert", r"alert ([a-z ]+?)(?::|\n| \(|$)"), ("verify", r"^Verification: (\S+)"),
+                                   ("closed", r"(unexpected eof) while reading"))
+            if (m := re.search(pat, out, re.M))}
+    evidence.update(seen=seen)
+    assert seen == {
+        "tls1.3": {"protocol": "TLSv1.3", "cipher": "TLS_AES_256_GCM_SHA384", "verify": "OK"},
+        "tls1.2-aead": {"protocol": "TLSv1.2", "cipher": AEAD[0], "verify": "OK"},
+        "tls1.2-cbc": {"closed": "unexpected eof"},
+        "tls1.1": {"closed": "unexpected eof"},
+    }[case]

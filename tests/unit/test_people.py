@@ -1,0 +1,106 @@
+"""The lab's people (pacslab.people, issue 12): a broken people file is refused with file, key and
+reason before anything changes; `pacslab users` shows what the definition says and what it means."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pacslab import cli
+from pacslab.topology import LabDefinitionError, load_lab
+
+from .conftest import DEFAULT_LAB
+
+PEOPLE_FILE = "group_vars/all/people.yml"
+ADA = {"name": "rad-ada", "display_name": "Ada Reader", "roles": ["radiologist"], "owner": "radiology"}
+
+
+def write_people(lab: Path, people: list[Any], services: list[Any] | None = None) -> None:
+    doc: dict[str, Any] = {"lab_people": people}
+    if services is not None:
+        doc["lab_service_accounts"] = services
+    (lab / PEOPLE_FILE).write_text("---\n" + yaml.safe_dump(doc))
+
+
+# case -> (people, service accounts, key, reason)
+BROKEN: dict[str, tuple[list[Any], list[Any] | None, str, str]] = {
+    "unknown role": ([{**ADA, "roles": ["radiologist", "janitor"]}], None, "lab_people[0].roles", "'janitor': unknown role"),
+    "no role": ([{**ADA, "roles": []}], None, "lab_people[0].roles", "a non-empty list of radiologist"),
+    "vendor without an end date": ([{**ADA, "name": "vnd-x", "roles": ["vendor"]}], None,
+                                   "lab_people[0].expires", "missing: a vendor's access ends on a date"),
+    "end date not a date": ([{**ADA, "expires": "next spring"}], None, "lab_people[0].expires", "'next spring': a date, YYYY-MM-DD"),
+    "duplicate name": ([ADA, {**ADA, "display_name": "Ada Again"}], None, "lab_people[1].name", "'rad-ada' is already lab_people[0]"),
+    "a service account named like a person": ([ADA], [{"name": "rad-ada", "owner": "it", "purpose": "x"}],
+                                              "lab_service_accounts[0].name", "'rad-ada' is already lab_people[0]"),
+    "no owner": ([{k: v for k, v in ADA.items() if k != "owner"}], None, "lab_people[0].owner", "missing required key"),
+    "blank owner": ([{**ADA, "owner": " "}], None, "lab_people[0].owner", "must be a non-empty string"),
+    "service account without an owner": ([ADA], [{"name": "svc-x", "purpose": "x"}], "lab_service_accounts[0].owner", "missing required key"),
+    "unknown key": ([{**ADA, "password": "hunter2hunter2"}], None, "lab_people[0].password", "unknown key"),
+    "unknown state": ([{**ADA, "state": "paused"}], None, "lab_people[0].state", "'paused': one of enabled, disabled"),
+    "a login name a shell would mangle": ([{**ADA, "name": "Ada Reader"}], None, "lab_people[0].name", "lower-case letters, digits or '-'"),
+    "not a list": ({"rad-ada": ADA}, None, "lab_people", "must be a list of people"),  # type: ignore[dict-item]
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_a_broken_people_file_is_refused_with_file_key_reason(lab_copy: Path, case: str) -> None:
+    people, services, key, reason = BROKEN[case]
+    write_people(lab_copy, people, services)
+    with pytest.raises(LabDefinitionError) as err:
+        load_lab(lab_copy)
+    assert [(p.file.endswith(PEOPLE_FILE), p.key, reason in p.reason) for p in err.value.problems] == [(True, key, True)], str(err.value)
+
+
+def test_people_may_be_set_in_group_vars_all_only(lab_copy: Path) -> None:
+    """A host or group that set its own lab_people would change who the lab's directory holds."""
+    with (lab_copy / "host_vars" / "pacs.yml").open("a") as f:
+        f.write("\nlab_people: []\n")
+    with pytest.raises(LabDefinitionError) as err:
+        load_lab(lab_copy)
+    assert [(p.key, "belongs to the whole lab" in p.reason) for p in err.value.problems] == [("pacs.lab_people", True)], str(err.value)
+
+
+def test_the_reference_people_load_as_written() -> None:
+    lab = load_lab(DEFAULT_LAB)
+    assert [(p.name, p.roles, p.owner, p.state, p.expires) for p in lab.people] == [
+        ("rad-ada", ("radiologist",), "radiology", "enabled", None),
+        ("tech-tom", ("technologist",), "radiology", "enabled", None),
+        ("adm-pat", ("pacs-admin",), "radiology-it", "enabled", None),
+        ("aud-ines", ("auditor",), "it-security", "enabled", None),
+        ("vnd-acme", ("vendor",), "biomed", "enabled", dt.date(2030, 6, 30)),
+        ("vnd-old", ("vendor",), "biomed", "enabled", dt.date(2026, 1, 31)),
+        ("rad-left", ("radiologist",), "radiology", "disabled", None),
+    ]
+    assert [(a.name, a.owner) for a in lab.service_accounts] == [("svc-idp", "it-identity")]
+
+
+def test_a_lab_without_a_people_file_has_nobody(lab_copy: Path) -> None:
+    (lab_copy / PEOPLE_FILE).unlink()
+    lab = load_lab(lab_copy)
+    assert lab.people == () and lab.service_accounts == ()
+
+
+def test_status_says_what_the_definition_means_on_a_day() -> None:
+    """The end date is the last day of access: expired from the day after it."""
+    lab = load_lab(DEFAULT_LAB)
+    doc = cli.users_document(lab, today=dt.date(2030, 6, 30))
+    assert {p["name"]: p["status"] for p in doc["people"]} == {
+        "rad-ada": "enabled", "tech-tom": "enabled", "adm-pat": "enabled", "aud-ines": "enabled",
+        "vnd-acme": "enabled", "vnd-old": "expired", "rad-left": "disabled"}
+    after = cli.users_document(lab, today=dt.date(2030, 7, 1))
+    assert [p["name"] for p in after["people"] if p["status"] == "expired"] == ["vnd-acme", "vnd-old"]
+
+
+def test_users_lists_people_and_service_accounts_without_a_secret(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["users", "--json", "--lab", str(DEFAULT_LAB)]) == cli.EXIT_OK
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["people"][4] == {"name": "vnd-acme", "display_name": "Acme Field Engineer", "roles": ["vendor"], "owner": "biomed",
+                                "state": "enabled", "status": "enabled", "expires": "2030-06-30"}
+    assert doc["service_accounts"] == [{"name": "svc-idp", "owner": "it-identity",
+                                        "purpose": "the identity provider's lookups of people and roles (flow F10a)"}]
+    assert not {k for p in doc["people"] for k in p} & {"password", "secret", "totp"}
