@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from pacslab import cli
 from pacslab.people import Person
-from pacslab.plan import Plan
+from pacslab.plan import Plan, state_dir
 from pacslab.probes import imaging as im
 from pacslab.topology import Host, Lab
 
@@ -269,3 +272,37 @@ def test_the_directory_speaks_ldaps_with_tls_1_2_or_later_only(running_lab: Lab,
         "tls1.2-cbc": {"closed": "unexpected eof"},
         "tls1.1": {"closed": "unexpected eof"},
     }[case]
+
+
+@pytest.mark.lifecycle
+@pytest.mark.control("C-ACC-01")
+def test_a_person_disabled_in_the_definition_is_locked_out_by_the_next_up(running_lab: Lab, plan: Plan, suffix: str, evidence) -> None:
+    """The lab definition with one enabled person set to `state: disabled` (a copy of the lab folder,
+    kept under .pacslab/<lab>/overlay/ like a scenario's overlay, so that it is not saved as the
+    state to reset to): its `up` re-converges the directory alone, and that person's own password is
+    refused. The lab's own `up` enables them again."""
+    who = one(running_lab, "enabled")
+    dn, own = person(suffix, who.name), {"dn": person(suffix, who.name), "password": password(plan, "person", who.name)}
+    changed = state_dir(running_lab) / "overlay" / "people-disabled"
+    shutil.rmtree(changed, ignore_errors=True)
+    shutil.copytree(running_lab.path, changed)
+    people_file = changed / "group_vars" / "all" / "people.yml"
+    data = yaml.safe_load(people_file.read_text())
+    for entry in data["lab_people"]:
+        if entry["name"] == who.name:
+            entry["state"] = "disabled"
+    people_file.write_text(yaml.safe_dump(data, sort_keys=False))
+    try:
+        assert cli.main(["up", "--lab", str(changed)]) == cli.EXIT_OK
+        tasks = [t for p in json.loads((state_dir(running_lab) / "last-up.json").read_text())["phases"] for t in p["changed_tasks"]]
+        [refused] = ldap_steps(running_lab, [own])
+        held = entries(running_lab, dn, "pwdAccountLockedTime")[dn]
+    finally:
+        restored = cli.main(["up", "--lab", str(running_lab.path)])
+        shutil.rmtree(changed, ignore_errors=True)
+    [again] = ldap_steps(running_lab, [own])
+    evidence.update(who=who.name, changed_tasks=tasks, refused=refused, held=held, again=again["bind"])
+    assert refused == {"bind": INVALID} and held == {"pwdAccountLockedTime": ["000001010000Z"]}
+    lock = "directory : Ensure each person disabled in the lab definition is locked until enabled again | C-ACC-01"
+    assert tasks == [f"{lock} [{directory(running_lab).name}]"]
+    assert restored == cli.EXIT_OK and again == {"bind": "success", "whoami": f"dn:{dn}"}
