@@ -109,17 +109,25 @@ def check(lab_vars: Mapping[str, Any]) -> tuple[tuple[Person, ...], tuple[Servic
         seen[name] = path if key == "lab_people" else f"lab_service_accounts {path}"
         return name
 
-    raw = lab_vars.get("lab_people", [])
-    if not isinstance(raw, list):
-        problems.append(("lab_people", "lab_people", "must be a list of people"))
-        raw = []
-    for i, entry in enumerate(raw):
-        path = f"lab_people[{i}]"
-        if not isinstance(entry, Mapping):
-            problems.append(("lab_people", path, "each person is a mapping with name, display_name, roles and owner"))
-            continue
-        for extra in sorted(set(entry) - PERSON_KEYS):
-            problems.append(("lab_people", f"{path}.{extra}", f"unknown key (known: {', '.join(sorted(PERSON_KEYS))})"))
+    def mappings(key: str, what: str, known: set[str], required: str) -> list[tuple[str, Mapping[str, Any]]]:
+        """(key path, entry) for each entry of the list at ``key`` that is a mapping; a problem for
+        anything else, and for each unknown key of an entry."""
+        raw = lab_vars.get(key, [])
+        if not isinstance(raw, list):
+            problems.append((key, key, f"must be a list of {what}"))
+            return []
+        out = []
+        for i, entry in enumerate(raw):
+            path = f"{key}[{i}]"
+            if not isinstance(entry, Mapping):
+                problems.append((key, path, f"each entry is a mapping with {required}"))
+                continue
+            for extra in sorted(set(entry) - known):
+                problems.append((key, f"{path}.{extra}", f"unknown key (known: {', '.join(sorted(known))})"))
+            out.append((path, entry))
+        return out
+
+    for path, entry in mappings("lab_people", "people", PERSON_KEYS, "name, display_name, roles and owner"):
         name = name_of("lab_people", path, entry)
         display = text("lab_people", path, entry, "display_name")
         owner = text("lab_people", path, entry, "owner")
@@ -143,17 +151,7 @@ def check(lab_vars: Mapping[str, Any]) -> tuple[tuple[Person, ...], tuple[Servic
         if name and display and owner and roles and state in STATES and ("expires" not in entry or expires):
             people.append(Person(name, display, tuple(roles), owner, state, expires))
 
-    raw = lab_vars.get("lab_service_accounts", [])
-    if not isinstance(raw, list):
-        problems.append(("lab_service_accounts", "lab_service_accounts", "must be a list of service accounts"))
-        raw = []
-    for i, entry in enumerate(raw):
-        path = f"lab_service_accounts[{i}]"
-        if not isinstance(entry, Mapping):
-            problems.append(("lab_service_accounts", path, "each service account is a mapping with name, owner and purpose"))
-            continue
-        for extra in sorted(set(entry) - SERVICE_KEYS):
-            problems.append(("lab_service_accounts", f"{path}.{extra}", f"unknown key (known: {', '.join(sorted(SERVICE_KEYS))})"))
+    for path, entry in mappings("lab_service_accounts", "service accounts", SERVICE_KEYS, "name, owner and purpose"):
         name = name_of("lab_service_accounts", path, entry)
         owner = text("lab_service_accounts", path, entry, "owner")
         purpose = text("lab_service_accounts", path, entry, "purpose")
