@@ -33,7 +33,7 @@ from typing import Any
 from . import doctor as doctor_mod
 from .docker import DockerUnavailable, engine_version, lab_objects
 from .engine import EngineHostError, RunResult, ansible_playbook, engine_host_vars, host_chains, last_converged, run_playbook
-from .plan import Plan, build_plan, state_dir
+from .plan import PEOPLE_READERS, Plan, build_plan, state_dir
 from .topology import REPO_ROOT, Lab, LabDefinitionError, load_lab
 
 EXIT_OK = 0
@@ -349,7 +349,7 @@ def cmd_users(args: argparse.Namespace) -> int:
         print()
         _print_table([("service account", "owner", "purpose (read-only directory bind)")]
                      + [(a["name"], a["owner"], a["purpose"]) for a in doc["service_accounts"]])
-    if not any("directories" in h.groups for h in lab.deployed_hosts()):
+    if not any(PEOPLE_READERS in h.groups for h in lab.deployed_hosts()):
         print(f"(lab {lab.name!r} deploys no directory: nobody above can log in anywhere)")
     return EXIT_OK
 

@@ -25,6 +25,7 @@ from pacslab.plan import Plan, state_dir
 from pacslab.probes import imaging as im
 from pacslab.topology import Host, Lab
 
+from .test_class_hosts import CONNECT
 from .test_dicom_tls import AEAD, NOT_AEAD
 
 CA = "/etc/pacslab/tls/root.pem"
@@ -87,13 +88,6 @@ def one(lab: Lab, status: str, vendor: bool = False) -> Person:
 
 
 INVALID = {"error": "INVALID_CREDENTIALS", "code": 49, "info": ""}
-CONNECT = """
-import socket, sys
-try:
-    socket.create_connection((sys.argv[1], int(sys.argv[2])), 4); print("open")
-except ConnectionRefusedError: print("refused")
-except TimeoutError: print("dropped")
-"""
 
 
 @pytest.fixture(scope="module")
