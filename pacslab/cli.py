@@ -31,9 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from . import doctor as doctor_mod
+from . import people
 from .docker import DockerUnavailable, engine_version, lab_objects
 from .engine import EngineHostError, RunResult, ansible_playbook, engine_host_vars, host_chains, last_converged, run_playbook
-from .plan import PEOPLE_READERS, Plan, build_plan, state_dir
+from .plan import DIRECTORIES, Plan, build_plan, state_dir
 from .topology import REPO_ROOT, Lab, LabDefinitionError, load_lab
 
 EXIT_OK = 0
@@ -349,7 +350,7 @@ def cmd_users(args: argparse.Namespace) -> int:
         print()
         _print_table([("service account", "owner", "purpose (read-only directory bind)")]
                      + [(a["name"], a["owner"], a["purpose"]) for a in doc["service_accounts"]])
-    if not any(PEOPLE_READERS in h.groups for h in lab.deployed_hosts()):
+    if not any(DIRECTORIES in h.groups for h in lab.deployed_hosts()):
         print(f"(lab {lab.name!r} deploys no directory: nobody above can log in anywhere)")
     return EXIT_OK
 
@@ -359,6 +360,24 @@ def _print_table(rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1])
+
+
+def cmd_totp(args: argparse.Namespace) -> int:
+    """Print the person's current TOTP code (RFC 6238), computed from the seed `up` generated for
+    them: what their authenticator app would show, for trainers and checks. The seed is not shown."""
+    lab = _load(args.lab)
+    known = {p.name: p for p in lab.people}
+    if args.user not in known:
+        raise Refused(EXIT_USAGE, f"no person {args.user!r} in lab {lab.name!r}; its people: {', '.join(sorted(known)) or 'none'}")
+    try:
+        seed = people.totp_seed(build_plan(lab).secrets_dir, args.user)
+    except FileNotFoundError:
+        raise Refused(EXIT_USAGE, f"lab {lab.name!r} has no TOTP seed for {args.user!r} yet: `pacslab up` generates it") from None
+    status = known[args.user].status()
+    print(people.totp_now(seed))
+    if status != "enabled":
+        print(f"({args.user} is {status}: the IdP refuses them whatever the code)", file=sys.stderr)
+    return EXIT_OK
 
 
 def users_document(lab: Lab, today: date | None = None) -> dict[str, Any]:
@@ -793,6 +812,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("users", "the lab's people (roles, owner, state, end date) and service accounts, from its definition")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_users)
+    p = verb("totp", "a person's current TOTP code (from the seed up generated), for trainers and checks")
+    p.add_argument("user", help="the person's user name (see `pacslab users`)")
+    p.set_defaults(func=cmd_totp)
     p = verb("verify", "run the steady integration checks (they change nothing) and write the control report")
     p.add_argument("--lifecycle", action="store_true", help="also run the lifecycle checks (down, restart, revoke, re-enrol), after the steady ones")
     p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="extra pytest arguments, after --")

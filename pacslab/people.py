@@ -14,7 +14,8 @@ They live in the lab folder, in ``group_vars/all/people.yml``, as two lab-wide k
 
 Every person and every service account has an owner (C-ACC-01 (c): no account without one); a
 vendor has an end date (C-MNT-01: vendor access is time-bound). Passwords are never in the
-definition: `up` generates them per lab (.pacslab/<lab>/secrets/person-<name>, service-<name>).
+definition: `up` generates them per lab (.pacslab/<lab>/secrets/person-<name>, service-<name>),
+with each person's TOTP seed (totp-<name>, what the IdP checks their second factor against).
 This module only checks the definition and reads it; pacslab.topology calls :func:`check` and
 refuses the lab with file, key and reason for each problem, before anything changes.
 """
@@ -25,7 +26,10 @@ import datetime as dt
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import pyotp
 
 # The roles of the lab, in the vocabulary of the issue's permission table (roles/orthanc takes it up).
 ROLES = ("radiologist", "technologist", "pacs-admin", "auditor", "vendor")
@@ -158,3 +162,16 @@ def check(lab_vars: Mapping[str, Any]) -> tuple[tuple[Person, ...], tuple[Servic
         if name and owner and purpose:
             services.append(ServiceAccount(name, owner, purpose))
     return tuple(people), tuple(services), problems
+
+
+def totp_seed(secrets_dir: str | Path, name: str) -> str:
+    """The base32 TOTP seed `up` generated for person ``name`` (RFC 4226 section 4: 160 bits).
+    Raises FileNotFoundError when no `up` has made one yet."""
+    return (Path(secrets_dir) / f"totp-{name}").read_text().split()[0]
+
+
+def totp_now(seed: str, at: float | None = None) -> str:
+    """The 6-digit TOTP code of a base32 seed at ``at`` (Unix seconds; now by default), as RFC 6238
+    computes it: HMAC-SHA1, 30-second steps from the Unix epoch."""
+    totp = pyotp.TOTP(seed)
+    return totp.now() if at is None else totp.at(int(at))

@@ -293,9 +293,12 @@ HOST_LOCAL_KEYS = (frozenset(CONTROL_SWITCHES) - PEER_READ_SWITCHES) | {"lab_wai
 # What the shared digest leaves out: those, and the switches a host's peers read (host_inputs
 # counts each of those for its host and for the hosts that name it in orthanc_peers or dicom_node_peers).
 HOST_INPUT_KEYS = HOST_LOCAL_KEYS | PEER_READ_SWITCHES | {"lab_people", "lab_service_accounts"}
-# The group whose roles read the lab's people (roles/directory): the people count in its hosts'
-# inputs only, so disabling a person re-converges the directory, not every node.
-PEOPLE_READERS = "directories"
+# The groups whose roles read the lab's people (roles/directory: entries and passwords; roles/idp:
+# TOTP seeds): the people count in their hosts' inputs only, so disabling a person re-converges the
+# directory and the IdP, not every node.
+PEOPLE_READERS = frozenset({"directories", "idp_servers"})
+# The group that holds the people's passwords (what `pacslab users` needs deployed for a login).
+DIRECTORIES = "directories"
 # The lab-definition keys in which a host names its DICOM peers (pacslab.topology checks them).
 PEER_KEYS = ("orthanc_peers", "dicom_node_peers")
 
@@ -314,7 +317,7 @@ def host_inputs(lab: Lab) -> dict[str, str]:
     them for it) and of the PEER_READ_SWITCHES each of its DICOM peers sets (keyed "<peer>.<switch>"),
     the part of its inputs config_digest(shared=True) leaves out. W5's switch on the PACS thus
     re-converges the PACS and the hosts that dial it or that it dials, not the whole lab. A
-    directory (group PEOPLE_READERS) counts the lab's people and service accounts as well."""
+    directory or an IdP (groups PEOPLE_READERS) counts the lab's people and service accounts as well."""
     out = {}
     for host in lab.deployed_hosts():
         hv = lab.host_vars.get(host.name, {})
@@ -323,7 +326,7 @@ def host_inputs(lab: Lab) -> dict[str, str]:
         for peer in sorted(peers):
             peer_vars = lab.host_vars.get(peer, {})
             switches.update({f"{peer}.{k}": peer_vars[k] for k in sorted(PEER_READ_SWITCHES) if k in peer_vars})
-        if PEOPLE_READERS in host.groups:
+        if PEOPLE_READERS & set(host.groups):
             switches["lab_people"] = [asdict(p) for p in lab.people]
             switches["lab_service_accounts"] = [asdict(a) for a in lab.service_accounts]
         out[host.name] = hashlib.sha256(json.dumps(switches, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -23,7 +23,8 @@ loaded = functools.cache(load_lab)  # the repository's labs, read once (Ansible'
 # workstation, F14 (104, 105, inside the legacy segment) to the gateway; Orthanc's HTTP port 8042
 # (declared by the role) and its DICOM port behind the TLS front, 4242 (the role's default), on the
 # three Orthanc hosts; F08b/F08c (22) are planned services; F12/F12b
-# (any port, the scanner's) name no listener; F10a (636) to the directory; nothing ends at fw, ca,
+# (any port, the scanner's) name no listener; F10a (636) to the directory; F10b (443) to the IdP;
+# nothing ends at fw, ca,
 # ws-tech or the modalities.
 REFERENCE = {
     "pacs": {("tcp", 443), ("tcp", 2762), ("tcp", 4242), ("tcp", 8042)},
@@ -37,6 +38,7 @@ REFERENCE = {
     "mod-legacy": set(),
     "ca": set(),
     "dir": {("tcp", 636)},
+    "idp": {("tcp", 443)},
     "fw": set(),
 }
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pacslab import cli
+from pacslab import cli, people
 from pacslab.topology import LabDefinitionError, load_lab
 
 from .conftest import DEFAULT_LAB
@@ -104,3 +104,31 @@ def test_users_lists_people_and_service_accounts_without_a_secret(capsys: pytest
     assert doc["service_accounts"] == [{"name": "svc-idp", "owner": "it-identity",
                                         "purpose": "the identity provider's lookups of people and roles (flow F10a)"}]
     assert not {k for p in doc["people"] for k in p} & {"password", "secret", "totp"}
+
+
+# RFC 6238 appendix B: the SHA-1 seed "12345678901234567890" (ASCII), in base32, and the 8-digit
+# codes at two of its times; a 6-digit code is their last six digits (RFC 4226 5.3).
+RFC6238_SEED = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"
+
+
+@pytest.mark.parametrize(("at", "code"), [(59, "287082"), (1111111109, "081804"), (2000000000, "279037")])
+def test_totp_codes_follow_rfc_6238(at: int, code: str) -> None:
+    assert people.totp_now(RFC6238_SEED, at) == code
+
+
+def test_totp_prints_the_code_of_a_known_person_only(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`pacslab totp USER`: the current code from the seed up made (here the RFC's, in place of a
+    lab's), nothing else on stdout; an unknown user or a lab without the seed yet is refused."""
+    monkeypatch.setattr(people, "totp_seed", lambda secrets_dir, name: RFC6238_SEED)
+    assert cli.main(["totp", "rad-ada", "--lab", str(DEFAULT_LAB)]) == cli.EXIT_OK
+    out = capsys.readouterr()
+    assert len(out.out.strip()) == 6 and out.out.strip().isdigit() and RFC6238_SEED not in out.out + out.err
+    assert cli.main(["totp", "nobody", "--lab", str(DEFAULT_LAB)]) == cli.EXIT_USAGE
+    assert "no person 'nobody' in lab 'default'" in capsys.readouterr().err
+
+    def missing(secrets_dir: str, name: str) -> str:
+        raise FileNotFoundError(name)
+
+    monkeypatch.setattr(people, "totp_seed", missing)
+    assert cli.main(["totp", "rad-ada", "--lab", str(DEFAULT_LAB)]) == cli.EXIT_USAGE
+    assert "has no TOTP seed for 'rad-ada' yet: `pacslab up` generates it" in capsys.readouterr().err

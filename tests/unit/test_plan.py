@@ -53,7 +53,7 @@ def test_image_tags_follow_content(tmp_path: Path) -> None:
     b = build_plan(load_lab(DEFAULT_LAB), AptSources(APT.mirror, {"debian.sources": "Types: deb\nURIs: other\n"}))
     assert a == build_plan(load_lab(DEFAULT_LAB), APT)  # stable: a warm up rebuilds nothing
     assert a.base.tag != b.base.tag  # other apt sources, other base
-    assert {i.name for i in a.images} == {"ca", "dicom", "dir", "fw", "orthanc", "tools"}
+    assert {i.name for i in a.images} == {"ca", "dicom", "dir", "fw", "idp", "orthanc", "tools"}
     assert all(i.tag.startswith(f"pacslab/{i.name}:") for i in a.images)
 
 
@@ -105,6 +105,19 @@ def test_a_switch_on_one_host_changes_only_that_hosts_converge_inputs(lab_copy: 
     flows = lab_copy / "group_vars" / "all" / "flows.yml"
     flows.write_text(flows.read_text() + "  - {id: F90, from: [zone:legacy], to: zone:datacenter, proto: any, ports: any, purpose: flat}\n")
     assert build_plan(load_lab(lab_copy), APT).shared_digest != before.shared_digest
+
+
+def test_a_person_disabled_changes_only_the_directory_s_and_the_idp_s_inputs(lab_copy: Path) -> None:
+    """The people are read by the directory (entries, locks) and the IdP (TOTP seeds) only: a person
+    disabled in people.yml leaves the shared digest alone and re-converges dir and idp."""
+    before = build_plan(load_lab(lab_copy), APT)
+    people = lab_copy / "group_vars" / "all" / "people.yml"
+    text = people.read_text()
+    assert "name: rad-ada," in text
+    people.write_text(text.replace("name: rad-ada,", "name: rad-ada, state: disabled,"))
+    after = build_plan(load_lab(lab_copy), APT)
+    assert after.shared_digest == before.shared_digest
+    assert {h for h in after.host_inputs if after.host_inputs[h] != before.host_inputs[h]} == {"dir", "idp"}
 
 
 ENGINE_HOST_REFUSALS = {

@@ -36,11 +36,11 @@ def test_verdicts() -> None:
 
 
 def test_a_partial_control_is_never_shown_as_passed() -> None:
-    """C-ACC-01 is partial (the directory is built, the IdP and the proxy are not): its tests all
+    """C-ACC-01 is partial (the directory and the IdP are built, the proxy is not): its tests all
     passing reads "partial" with what is missing; one failing still reads "failed"."""
     passed = build(LAB, [result("C-ACC-01", "passed"), result("C-ACC-01", "passed", "u")])
     assert passed["controls"]["C-ACC-01"]["verdict"] == "partial"
-    assert "the IdP and the proxy come later" in passed["controls"]["C-ACC-01"]["missing"]
+    assert "the proxy comes later" in passed["controls"]["C-ACC-01"]["missing"]
     assert "not built yet: default credentials" in render_html(passed)
     failed = build(LAB, [result("C-ACC-01", "passed"), result("C-ACC-01", "failed", "u")])
     assert failed["controls"]["C-ACC-01"]["verdict"] == "failed"

@@ -1,0 +1,154 @@
+"""A person signing in to the lab's OpenID Connect provider, as a relying party would have them do
+it: the authorization code flow (OpenID Connect Core 1.0, 3.1), from a lab host, with the
+standard library only (the lab hosts carry python3 and nothing else for HTTP).
+
+The probe follows the provider's own pages: the authorization request, LemonLDAP::NG's login form
+(user and password), its second-factor form (a TOTP code, RFC 6238), back to the authorization
+endpoint, which answers the relying party's redirect URI with a code (the probe stops there, as a
+browser would hand that URL to the relying party) and then redeems the code at the token endpoint
+with the client's secret (client_secret_basic, 9). Every step reports the HTTP status and, on a
+portal page, LemonLDAP's result code (its ``trmsg`` attribute: 5 bad credentials, 96 bad OTP, 84
+relying party refused, Lemonldap::NG::Portal::Main::Constants). Secrets travel on stdin only.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from .. import people
+from ..topology import Lab
+from . import imaging as im
+
+CA = "/etc/pacslab/tls/root.pem"
+# Where the IdP's TOTP checker keeps the last step it accepted for each person (roles/idp).
+USED_STEPS = "/var/lib/pacslab-totp"
+STEP = 30
+# The scopes the relying parties ask for: the person's name and the roles claim.
+SCOPE = "openid profile roles"
+
+LOGIN = r"""
+import base64, html.parser, http.cookiejar, json, re, ssl, sys, urllib.error, urllib.parse, urllib.request
+
+req = json.load(sys.stdin)
+ctx = ssl.create_default_context(cafile=req["ca"])
+if req.get("tls_max"):
+    ctx.maximum_version = getattr(ssl.TLSVersion, req["tls_max"])
+    ctx.minimum_version = getattr(ssl.TLSVersion, req["tls_max"])
+jar = http.cookiejar.CookieJar()
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *a, **k):
+        return None
+
+# the person's browser (with their cookies) and the relying party's back channel (none of them)
+browser = urllib.request.build_opener(urllib.request.HTTPSHandler(context=ctx), urllib.request.HTTPCookieProcessor(jar), NoRedirect)
+backchannel = urllib.request.build_opener(urllib.request.HTTPSHandler(context=ctx), NoRedirect)
+
+class Forms(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.forms, self.trmsg = [], []
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "form":
+            self.forms.append({"action": a.get("action") or "", "fields": {}})
+        elif tag in ("input", "button") and self.forms and a.get("name"):
+            self.forms[-1]["fields"].setdefault(a["name"], a.get("value") or "")
+        if a.get("trmsg"):
+            self.trmsg.append(int(a["trmsg"]))
+
+def fetch(url, data=None, headers=None, opener=browser):
+    body = urllib.parse.urlencode(data).encode() if data is not None else None
+    r = urllib.request.Request(url, data=body, headers=headers or {})
+    try:
+        resp = opener.open(r, timeout=20)
+    except urllib.error.HTTPError as exc:
+        resp = exc
+    text = resp.read().decode("utf-8", "replace")
+    return resp.status, resp.headers.get("Location"), text
+
+def page(status, location, text):
+    p = Forms()
+    p.feed(text)
+    return {"status": status, "location": location, "trmsg": p.trmsg, "forms": p.forms}
+
+steps = []
+issuer = req["issuer"]
+auth = issuer + "/oauth2/authorize?" + urllib.parse.urlencode({
+    "response_type": "code", "client_id": req["client_id"], "redirect_uri": req["redirect_uri"],
+    "scope": req["scope"], "state": "pacslab-state", "nonce": "pacslab-nonce"})
+try:
+    status, location, text = fetch(auth)
+except (OSError, ssl.SSLError) as exc:
+    print(json.dumps({"steps": [{"step": "authorize", "error": f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"}]}))
+    sys.exit(0)
+cur = page(status, location, text)
+steps.append(dict(cur, step="authorize"))
+
+def submit(form, values, name):
+    fields = dict(form["fields"])
+    fields.update(values)
+    action = urllib.parse.urljoin(issuer + "/", form["action"]) if form["action"] not in ("", "#") else auth
+    s, loc, t = fetch(action, fields)
+    # the portal answers a good form with a redirect back to the authorization endpoint
+    while s in (302, 303) and loc and loc.startswith(issuer):
+        s, loc, t = fetch(urllib.parse.urljoin(issuer + "/", loc))
+    out = page(s, loc, t)
+    steps.append(dict(out, step=name))
+    return out
+
+login = next((f for f in cur["forms"] if "user" in f["fields"] and "password" in f["fields"]), None)
+if login and "password" in req:
+    cur = submit(login, {"user": req["user"], "password": req["password"]}, "password")
+    second = next((f for f in cur["forms"] if "code" in f["fields"]), None)
+    if second and "code" in req:
+        cur = submit(second, {"code": req["code"]}, "second-factor")
+
+result = {"steps": [{k: v for k, v in s.items() if k != "forms"} | {"forms": [sorted(f["fields"]) for f in s["forms"]]} for s in steps]}
+final = steps[-1].get("location") or ""
+if final.startswith(req["redirect_uri"]):
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(final).query)
+    result["redirect"] = {k: v[0] for k, v in query.items() if k != "code"}
+    if "code" in query and req.get("client_secret"):
+        basic = base64.b64encode(f'{req["client_id"]}:{req["client_secret"]}'.encode()).decode()
+        s, _, t = fetch(issuer + "/oauth2/token", {"grant_type": "authorization_code", "code": query["code"][0], "redirect_uri": req["redirect_uri"]},
+                        {"Authorization": "Basic " + basic}, backchannel)
+        token = json.loads(t) if t.startswith("{") else {"body": t[:200]}
+        result["token_status"] = s
+        if "id_token" in token:
+            payload = token["id_token"].split(".")[1]
+            result["id_token"] = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        result["token_error"] = token.get("error")
+result["cookies"] = sorted(c.name for c in jar)
+print(json.dumps(result))
+"""
+
+
+def login(lab: Lab, from_host: str, issuer: str, client_id: str, redirect_uri: str, *, user: str | None = None,
+          password: str | None = None, code: str | None = None, client_secret: str | None = None,
+          tls_max: str | None = None) -> dict[str, Any]:
+    """Run the authorization code flow from ``from_host`` (a lab container) as far as the given
+    credentials go. Returns {"steps": [{step, status, location, trmsg, forms}], "redirect": the
+    redirect URI's parameters but the code, "token_status", "id_token": its claims, "token_error",
+    "cookies": the cookie names the client holds}; a TLS or connection failure is the first step's
+    "error". ``tls_max`` pins the client to one version (``TLSv1_1``, ``TLSv1_2``)."""
+    request: dict[str, Any] = {"ca": CA, "issuer": issuer, "client_id": client_id, "redirect_uri": redirect_uri, "scope": SCOPE}
+    for key, value in (("user", user), ("password", password), ("code", code), ("client_secret", client_secret), ("tls_max", tls_max)):
+        if value is not None:
+            request[key] = value
+    result: dict[str, Any] = json.loads(im.exec_in(lab, from_host, "python3", "-c", LOGIN, input=json.dumps(request)))
+    return result
+
+
+def fresh_code(lab: Lab, idp_host: str, secrets_dir: str, user: str) -> str:
+    """A TOTP code for ``user`` that the IdP has not seen: the current one, or, when the IdP already
+    accepted a code of the current 30-second step for them (it refuses a second one, RFC 6238 5.2),
+    the next step's, after waiting for it (at most 30 s)."""
+    seed = people.totp_seed(secrets_dir, user)
+    used = im.exec_in(lab, idp_host, "sh", "-c", f'cat "{USED_STEPS}/$1" 2>/dev/null; true', "used", user).strip()
+    last = int(used) if used.isdigit() else -1
+    while int(time.time() // STEP) <= last:
+        time.sleep((last + 1) * STEP - time.time() + 0.5)
+    return people.totp_now(seed)
