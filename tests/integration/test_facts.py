@@ -258,17 +258,22 @@ KEY_RULES = (
     KeyRule("/etc/pacslab/orthanc/node.key", "orthanc", frozenset({0o600}), "Orthanc's copy for DICOM TLS: Orthanc runs as orthanc"),
     KeyRule("/etc/stunnel/*.key", "stunnel4", frozenset({0o600}), "each stunnel front's copy (https, hl7): those fronts run as stunnel4"),
     KeyRule("/etc/ldap/tls/node.key", "openldap", frozenset({0o600}), "slapd's copy for LDAPS: slapd runs as openldap"),
+    KeyRule("/etc/lemonldap-ng/oidc-sig.key", "root", frozenset({0o600}),
+            "the IdP's OpenID Connect signing key as roles/idp makes it: root's; the portal reads the copy in its configuration"),
+    KeyRule("/var/lib/lemonldap-ng/conf/lmConf-*.json", "www-data", frozenset({0o600}),
+            "LemonLDAP's configuration holds the signing key (and the IdP's secrets): the portal runs as www-data"),
     KeyRule("/var/lib/pacslab-ca/*", "root", frozenset({0o600}), "the lab root and issuing keys: pacslab-ca runs as root, through provisioning only"),
 )
 # Where private keys are looked for: configuration and service state, not /tmp (other checks plant
 # throw-away keys there) and not the image stores (/var/lib/orthanc, /var/lib/postgresql).
-KEY_DIRS = ("/etc", "/root", "/home", "/opt", "/usr/local", "/var/lib/pacslab", "/var/lib/pacslab-ca")
+KEY_DIRS = ("/etc", "/root", "/home", "/opt", "/usr/local", "/var/lib/pacslab", "/var/lib/pacslab-ca", "/var/lib/lemonldap-ng/conf")
 PEM_PRIVATE_KEY = "-----BEGIN ([A-Z0-9]+ )*PRIVATE KEY-----"
 # Keys a host of each image must hold (so that "no problem" cannot mean "nothing found").
 MUST_HOLD = {
     "orthanc": {"/etc/pacslab/tls/node.key", "/etc/pacslab/orthanc/node.key", "/etc/stunnel/https.key"},
     "ca": {"/var/lib/pacslab-ca/root.key"},
     "dir": {"/etc/pacslab/tls/node.key", "/etc/ldap/tls/node.key"},
+    "idp": {"/etc/pacslab/tls/node.key", "/etc/lemonldap-ng/oidc-sig.key", "/var/lib/lemonldap-ng/conf/lmConf-1.json"},
 }
 
 
@@ -346,6 +351,8 @@ RUNS_AS = (
     RunsAs("/usr/lib/postgresql/", "postgres", "PostgreSQL refuses to run as root"),
     RunsAs("/usr/sbin/Orthanc ", "orthanc", "roles/orthanc: user=orthanc"),
     RunsAs("/usr/sbin/slapd ", "openldap", "roles/directory: slapd -u openldap -g openldap (binds 636 as root first)"),
+    RunsAs("llng-fastcgi-server", "www-data", "roles/idp: LemonLDAP's portal, llng-fastcgi-server -u www-data -g www-data"),
+    RunsAs("nginx: master process ", "root", "roles/idp: binds 443 and reads the node key as root; its workers run as www-data (nginx.conf)"),
     RunsAs("/usr/bin/stunnel4 ", "stunnel4", "binds its port as root, then setuid/setgid stunnel4 (roles orthanc, ris, dicom_node)"),
     RunsAs("/usr/bin/python3 /usr/local/lib/pacslab/orders.py ", "orthanc", "roles/ris: writes worklist files Orthanc reads"),
     RunsAs("/usr/bin/python3 /usr/local/lib/pacslab/dicomsim.py ", "pacslab-dicom", "roles/dicom_node: user=pacslab-dicom, its own key copy"),
