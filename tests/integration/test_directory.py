@@ -262,13 +262,23 @@ def test_the_directory_speaks_ldaps_with_tls_1_2_or_later_only(running_lab: Lab,
     }[case]
 
 
+def _idp_outline(lab: Lab, plan: Plan, user: str) -> list[Any] | None:
+    """The steps of ``user``'s sign-in at the lab's IdP (test_idp), or None in a lab without one."""
+    from . import test_idp
+
+    if not any(h.deployed for h in lab.group("idp_servers")):
+        return None
+    return test_idp.outline(test_idp.sign_in(lab, plan, user, code="now"))
+
+
 @pytest.mark.lifecycle
 @pytest.mark.control("C-ACC-01")
 def test_a_person_disabled_in_the_definition_is_locked_out_by_the_next_up(running_lab: Lab, plan: Plan, suffix: str, evidence) -> None:
     """The lab definition with one enabled person set to `state: disabled` (a copy of the lab folder,
     kept under .pacslab/<lab>/overlay/ like a scenario's overlay, so that it is not saved as the
-    state to reset to): its `up` re-converges the directory alone, and that person's own password is
-    refused. The lab's own `up` enables them again."""
+    state to reset to): its `up` changes the directory alone (the IdP, which reads the people too,
+    converges and changes nothing), and that person's own password is refused, by the directory and
+    at the IdP. The lab's own `up` enables them again."""
     who = one(running_lab, "enabled")
     dn, own = person(suffix, who.name), {"dn": person(suffix, who.name), "password": password(plan, "person", who.name)}
     changed = state_dir(running_lab) / "overlay" / "people-disabled"
@@ -285,12 +295,16 @@ def test_a_person_disabled_in_the_definition_is_locked_out_by_the_next_up(runnin
         tasks = [t for p in json.loads((state_dir(running_lab) / "last-up.json").read_text())["phases"] for t in p["changed_tasks"]]
         [refused] = ldap_steps(running_lab, [own])
         held = entries(running_lab, dn, "pwdAccountLockedTime")[dn]
+        signed_in = _idp_outline(running_lab, plan, who.name)
     finally:
         restored = cli.main(["up", "--lab", str(running_lab.path)])
         shutil.rmtree(changed, ignore_errors=True)
     [again] = ldap_steps(running_lab, [own])
-    evidence.update(who=who.name, changed_tasks=tasks, refused=refused, held=held, again=again["bind"])
+    evidence.update(who=who.name, changed_tasks=tasks, refused=refused, held=held, again=again["bind"], idp=signed_in)
     assert refused == {"bind": INVALID} and held == {"pwdAccountLockedTime": ["000001010000Z"]}
+    if signed_in is not None:  # the IdP binds as the person too: refused at the password, with a fresh TOTP code
+        from .test_idp import LOGIN_FORM, PE_BADCREDENTIALS, PE_FIRSTACCESS
+        assert signed_in == [("authorize", 200, [PE_FIRSTACCESS], [LOGIN_FORM]), ("password", 200, [PE_BADCREDENTIALS], [LOGIN_FORM])]
     lock = "directory : Ensure each person disabled in the lab definition is locked until enabled again | C-ACC-01"
     assert tasks == [f"{lock} [{directory(running_lab).name}]"]
     assert restored == cli.EXIT_OK and again == {"bind": "success", "whoami": f"dn:{dn}"}

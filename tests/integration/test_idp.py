@@ -25,8 +25,11 @@ import pytest
 from pacslab import people
 from pacslab.people import Person
 from pacslab.plan import Plan
+from pacslab.probes import imaging as im
 from pacslab.probes import oidc, openssl
 from pacslab.topology import Host, Lab
+
+from . import test_directory as td
 
 # The client of every sign-in: a clinical workstation (flow F10b reaches idp:443 from clinical).
 CLIENT = "ws-rad"
@@ -160,6 +163,35 @@ def test_a_vendor_signs_in_but_the_viewer_s_relying_party_refuses_them(running_l
     assert outline(result) == [("authorize", 200, [PE_FIRSTACCESS], [LOGIN_FORM]), ("password", 200, [], [CODE_FORM]),
                                ("second-factor", 200, [PE_UNAUTHORIZEDPARTNER], [])]
     assert "redirect" not in result and "id_token" not in result
+
+
+@pytest.mark.control("C-ACC-07")
+def test_repeated_wrong_passwords_at_the_idp_lock_the_account_and_leave_events(running_lab: Lab, plan: Plan, evidence) -> None:
+    """Five wrong passwords through the portal (the directory's ppolicy: five failures lock): the
+    sixth attempt, with the right password and a fresh code, is refused at the password too, the
+    directory holds pwdAccountLockedTime, and the portal logged each failure with the person and
+    the source address. The lock is lifted afterwards as an administrator would (then one good bind
+    clears the failure count), so that the lab is as before."""
+    who = one(running_lab, "enabled", "pacs-admin")
+    dn = td.person(f"dc={running_lab.name},dc=pacslab", who.name)
+    log = "/var/log/pacslab/llng.log"
+    host = idp(running_lab)
+    logged_before = len(im.read_from(running_lab, host.name, log).splitlines())
+    try:
+        wrong = [sign_in(running_lab, plan, who.name, password="not-the-password") for _ in range(5)]
+        right = sign_in(running_lab, plan, who.name, code="now")
+        locked = td.entries(running_lab, dn, "pwdAccountLockedTime")[dn]
+        events = [ln for ln in im.read_from(running_lab, host.name, log).splitlines()[logged_before:] if who.name in ln]
+    finally:
+        td.as_root(running_lab, "ldapmodify", input=f"dn: {dn}\nchangetype: modify\ndelete: pwdAccountLockedTime\n-\n")
+        td.ldap_steps(running_lab, [{"dn": dn, "password": secret(plan, f"person-{who.name}")}])
+    evidence.update(who=who.name, wrong=[outline(r)[-1] for r in wrong], right=outline(right), locked=locked, events=events)
+    refused = ("password", 200, [PE_BADCREDENTIALS], [LOGIN_FORM])
+    assert [outline(r)[-1] for r in wrong] == [refused] * 5
+    assert outline(right)[-1] == refused and "redirect" not in right
+    assert list(locked) == ["pwdAccountLockedTime"]
+    client = running_lab.hosts[CLIENT].address
+    assert [e.split("] ", 3)[-1] for e in events] == [f"Bad password for {who.name} ({client})"] * 6
 
 
 @pytest.mark.control("C-DAT-02")
