@@ -6,7 +6,7 @@ The probe follows the provider's own pages: the authorization request, LemonLDAP
 (user and password), its second-factor form (a TOTP code, RFC 6238), back to the authorization
 endpoint, which answers the relying party's redirect URI with a code (the probe stops there, as a
 browser would hand that URL to the relying party) and then redeems the code at the token endpoint
-with the client's secret (client_secret_basic, 9). Every step reports the HTTP status and, on a
+with the client's secret (client_secret_basic, Core section 9). Every step reports the HTTP status and, on a
 portal page, LemonLDAP's result code (its ``trmsg`` attribute: 5 bad credentials, 96 bad OTP, 84
 relying party refused, Lemonldap::NG::Portal::Main::Constants). Secrets travel on stdin only.
 """
@@ -29,13 +29,10 @@ STEP = 30
 SCOPE = "openid profile roles"
 
 LOGIN = r"""
-import base64, html.parser, http.cookiejar, json, re, ssl, sys, urllib.error, urllib.parse, urllib.request
+import base64, html.parser, http.cookiejar, json, ssl, sys, urllib.error, urllib.parse, urllib.request
 
 req = json.load(sys.stdin)
 ctx = ssl.create_default_context(cafile=req["ca"])
-if req.get("tls_max"):
-    ctx.maximum_version = getattr(ssl.TLSVersion, req["tls_max"])
-    ctx.minimum_version = getattr(ssl.TLSVersion, req["tls_max"])
 jar = http.cookiejar.CookieJar()
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -93,7 +90,9 @@ def submit(form, values, name):
     action = urllib.parse.urljoin(issuer + "/", form["action"]) if form["action"] not in ("", "#") else auth
     s, loc, t = fetch(action, fields)
     # the portal answers a good form with a redirect back to the authorization endpoint
-    while s in (302, 303) and loc and loc.startswith(issuer):
+    for _ in range(5):
+        if s not in (302, 303) or not loc or not loc.startswith(issuer):
+            break
         s, loc, t = fetch(urllib.parse.urljoin(issuer + "/", loc))
     out = page(s, loc, t)
     steps.append(dict(out, step=name))
@@ -127,15 +126,14 @@ print(json.dumps(result))
 
 
 def login(lab: Lab, from_host: str, issuer: str, client_id: str, redirect_uri: str, *, user: str | None = None,
-          password: str | None = None, code: str | None = None, client_secret: str | None = None,
-          tls_max: str | None = None) -> dict[str, Any]:
+          password: str | None = None, code: str | None = None, client_secret: str | None = None) -> dict[str, Any]:
     """Run the authorization code flow from ``from_host`` (a lab container) as far as the given
     credentials go. Returns {"steps": [{step, status, location, trmsg, forms}], "redirect": the
     redirect URI's parameters but the code, "token_status", "id_token": its claims, "token_error",
     "cookies": the cookie names the client holds}; a TLS or connection failure is the first step's
-    "error". ``tls_max`` pins the client to one version (``TLSv1_1``, ``TLSv1_2``)."""
+    "error"."""
     request: dict[str, Any] = {"ca": CA, "issuer": issuer, "client_id": client_id, "redirect_uri": redirect_uri, "scope": SCOPE}
-    for key, value in (("user", user), ("password", password), ("code", code), ("client_secret", client_secret), ("tls_max", tls_max)):
+    for key, value in (("user", user), ("password", password), ("code", code), ("client_secret", client_secret)):
         if value is not None:
             request[key] = value
     result: dict[str, Any] = json.loads(im.exec_in(lab, from_host, "python3", "-c", LOGIN, input=json.dumps(request)))
