@@ -116,19 +116,20 @@ def as_root(lab: Lab, *argv: str, input: str | None = None) -> str:
     return im.exec_in(lab, directory(lab).name, *argv, "-Q", "-Y", "EXTERNAL", "-H", "ldapi:///", input=input)
 
 
+# python-ldap's LDIF parser (RFC 2849: folded lines, base64 values) on the directory host.
+LDIF_TO_JSON = r"""
+import io, json, sys
+import ldif
+records = ldif.LDIFRecordList(io.StringIO(sys.stdin.read()))
+records.parse()
+print(json.dumps({dn: {k: [v.decode() for v in vs] for k, vs in attrs.items()} for dn, attrs in records.all_records}))
+"""
+
+
 def entries(lab: Lab, base: str, *attrs: str) -> dict[str, dict[str, list[str]]]:
-    """dn -> attribute -> values, as the manager reads them (ldapsearch's LDIF, unwrapped)."""
-    out = as_root(lab, "ldapsearch", "-LLL", "-o", "ldif_wrap=no", "-b", base, *attrs)
-    found: dict[str, dict[str, list[str]]] = {}
-    for block in out.strip().split("\n\n"):
-        lines = [ln for ln in block.splitlines() if ": " in ln]
-        if not lines:
-            continue
-        dn = lines[0].split(": ", 1)[1]
-        found[dn] = {}
-        for ln in lines[1:]:
-            key, value = ln.split(": ", 1)
-            found[dn].setdefault(key, []).append(value)
+    """dn -> attribute -> values, as the manager reads them (ldapsearch's LDIF, parsed by python-ldap)."""
+    out = as_root(lab, "ldapsearch", "-LLL", "-b", base, *attrs)
+    found: dict[str, dict[str, list[str]]] = json.loads(im.exec_in(lab, directory(lab).name, "python3", "-c", LDIF_TO_JSON, input=out))
     return found
 
 
