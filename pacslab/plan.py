@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from .firewall import render
-from .topology import CONTROL_SWITCHES, IMAGES_DIR, PEER_READ_SWITCHES, REPO_ROOT, Lab
+from .topology import CONTROL_SWITCHES, IMAGES_DIR, PEER_READ_SWITCHES, REPO_ROOT, Host, Lab, flow_between
 
 LABEL_LAB = "pacslab.lab"  # every Docker object of a lab carries it; down removes by it
 LABEL_ROLE = "pacslab.role"  # host | standin
@@ -121,11 +121,13 @@ class ContainerPlan:
     # its program, and what a workshop step leaves behind there (a capture's `timeout`) ends as a
     # zombie otherwise. The service images run supervisord, which reaps; the ca runs nothing.
     init: bool = False
+    # /etc/hosts entries, name -> IPv4 address: the web names the host may reach (web_names)
+    names: dict[str, str] = field(default_factory=dict)
     spec: str = ""  # digest of every other field, the container's label pacslab.spec (computed)
 
     def __post_init__(self) -> None:
-        # init only when set: a container planned before the field existed keeps its spec
-        body = {k: v for k, v in asdict(self).items() if k != "spec" and not (k == "init" and not v)}
+        # init and names only when set: a container planned before the field existed keeps its spec
+        body = {k: v for k, v in asdict(self).items() if k != "spec" and not (k in ("init", "names") and not v)}
         object.__setattr__(self, "spec", hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16])
 
 
@@ -221,6 +223,7 @@ def build_plan(lab: Lab, apt: AptSources | None = None) -> Plan:
                 volumes=vols,
                 published=list(host.publish),
                 router=str(zone.router),
+                names=web_names(lab, host),
             )
         )
     return Plan(
@@ -247,6 +250,26 @@ def build_plan(lab: Lab, apt: AptSources | None = None) -> Plan:
         host_inputs=host_inputs(lab),
         front_ports=front_ports(lab),
     )
+
+
+def web_names(lab: Lab, host: Host) -> dict[str, str]:
+    """The /etc/hosts entries of ``host`` (name -> IPv4 address). OpenID Connect and browsers work
+    with names (the issuer, the redirect URIs, the certificate a page is served with) and the lab
+    has no DNS server: each deployed host whose ``https`` service a flow lets ``host`` reach, at its
+    lab address; and, split horizon, each identity provider (group idp_servers) that ``host`` may
+    not reach but a reverse proxy it may reach publishes (the internet zone signs in through the
+    proxy), at that proxy's address."""
+    names: dict[str, str] = {}
+    for target in lab.deployed_hosts():
+        if target.name == host.name or "https" not in {s.name for s in target.services}:
+            continue
+        if flow_between(lab, host.name, target.name, "tcp", target.service("https").port):
+            names[target.name] = str(target.address)
+    proxies = [p for p in lab.group("reverse_proxies") if p.name in names]
+    for idp in lab.group("idp_servers"):
+        if idp.deployed and idp.name not in names and idp.name != host.name and proxies:
+            names[idp.name] = str(proxies[0].address)
+    return names
 
 
 def front_ports(lab: Lab) -> dict[str, list[int]]:

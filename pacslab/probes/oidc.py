@@ -28,12 +28,29 @@ STEP = 30
 # The scopes the relying parties ask for: the person's name and the roles claim.
 SCOPE = "openid profile roles"
 
-LOGIN = r"""
-import base64, html.parser, http.cookiejar, json, ssl, sys, urllib.error, urllib.parse, urllib.request
+# A browser's cookie rule for a host name of one label (the lab's names: idp, rproxy): a cookie
+# whose Domain is the host itself is kept and sent back to it (RFC 6265 5.3 step 6; Chromium and
+# Firefox do so); Python's cookiejar wants an embedded dot and drops it.
+JAR = r"""
+import http.cookiejar, urllib.parse
+
+class BrowserPolicy(http.cookiejar.DefaultCookiePolicy):
+    @staticmethod
+    def _own(cookie, request):
+        return cookie.domain.lstrip(".") == urllib.parse.urlsplit(request.get_full_url()).hostname
+    def set_ok_domain(self, cookie, request):
+        return self._own(cookie, request) or super().set_ok_domain(cookie, request)
+    def return_ok_domain(self, cookie, request):
+        return self._own(cookie, request) or super().return_ok_domain(cookie, request)
+
+jar = http.cookiejar.CookieJar(BrowserPolicy())
+"""
+
+LOGIN = JAR + r"""
+import base64, html.parser, json, ssl, sys, urllib.error, urllib.parse, urllib.request
 
 req = json.load(sys.stdin)
 ctx = ssl.create_default_context(cafile=req["ca"])
-jar = http.cookiejar.CookieJar()
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *a, **k):
@@ -150,3 +167,118 @@ def fresh_code(lab: Lab, idp_host: str, secrets_dir: str, user: str) -> str:
     while int(time.time() // STEP) <= last:
         time.sleep((last + 1) * STEP - time.time() + 0.5)
     return people.totp_now(seed)
+
+
+BROWSE = JAR + r"""
+import html.parser, json, ssl, sys, urllib.error, urllib.parse, urllib.request
+
+req = json.load(sys.stdin)
+ctx = ssl.create_default_context(cafile=req["ca"])
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *a, **k):
+        return None
+
+browser = urllib.request.build_opener(urllib.request.HTTPSHandler(context=ctx), urllib.request.HTTPCookieProcessor(jar), NoRedirect)
+
+class Forms(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.forms, self.trmsg = [], []
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "form":
+            self.forms.append({"action": a.get("action") or "", "fields": {}})
+        elif tag in ("input", "button") and self.forms and a.get("name"):
+            self.forms[-1]["fields"].setdefault(a["name"], a.get("value") or "")
+        if a.get("trmsg"):
+            self.trmsg.append(int(a["trmsg"]))
+
+# what a browser sends when it navigates (mod_auth_openidc answers 401, not a redirect, to a
+# request that accepts no HTML: a script's)
+NAVIGATE = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+
+def fetch(url, method="GET", data=None, headers=None):
+    body = urllib.parse.urlencode(data).encode() if isinstance(data, dict) else data
+    r = urllib.request.Request(url, data=body, headers=NAVIGATE | (headers or {}), method=method)
+    try:
+        resp = browser.open(r, timeout=20)
+    except urllib.error.HTTPError as exc:
+        resp = exc
+    return resp.status, resp.headers, resp.read().decode("utf-8", "replace")
+
+def where(url):
+    u = urllib.parse.urlsplit(url)
+    return u.netloc + u.path
+
+steps, used = [], set()
+url, method, data, headers = req["url"], "GET", None, req.get("headers") or {}
+status, text = None, ""
+try:
+    for _ in range(20):
+        status, hdrs, text = fetch(url, method, data, headers)
+        p = Forms()
+        p.feed(text)
+        steps.append({"at": where(url), "method": method, "status": status, "trmsg": p.trmsg})
+        method, data, headers = "GET", None, {}
+        if status in (301, 302, 303, 307) and hdrs.get("Location"):
+            url = urllib.parse.urljoin(url, hdrs["Location"])
+            continue
+        # the IdP's pages: the login form, then the second-factor form, each filled once
+        form = next((f for f in p.forms if {"user", "password"} <= set(f["fields"])), None)
+        if form is not None and "password" in req and "password" not in used:
+            used.add("password")
+            values = {"user": req["user"], "password": req["password"]}
+        else:
+            form = next((f for f in p.forms if "code" in f["fields"]), None)
+            if form is None or "code" not in req or "code" in used:
+                break
+            used.add("code")
+            values = {"code": req["code"]}
+        fields = dict(form["fields"]) | values
+        url = urllib.parse.urljoin(url, form["action"]) if form["action"] not in ("", "#") else url
+        method, data = "POST", fields
+except (OSError, ssl.SSLError) as exc:
+    steps.append({"at": where(url), "error": f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"})
+
+def answer(status, text):
+    out = {"status": status}
+    try:
+        out["json"] = json.loads(text)
+    except ValueError:
+        out["text"] = text[:300]
+    return out
+
+result = {"steps": steps, "final": answer(status, text) if "error" not in steps[-1] else None}
+then = []
+for call in req.get("then") or []:
+    try:
+        s, _, t = fetch(call["url"], call.get("method", "GET"), (call.get("body") or "").encode() or None, call.get("headers") or {})
+        then.append(answer(s, t))
+    except (OSError, ssl.SSLError) as exc:
+        then.append({"error": f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"})
+result["then"] = then
+result["cookies"] = sorted(f"{c.domain}:{c.name}" for c in jar)
+if req.get("keep"):
+    result["jar"] = {c.name: c.value for c in jar}
+print(json.dumps(result))
+"""
+
+
+def browse(lab: Lab, from_host: str, url: str, *, user: str | None = None, password: str | None = None, code: str | None = None,
+           headers: dict[str, str] | None = None, then: list[dict[str, Any]] | None = None, keep: bool = False) -> dict[str, Any]:
+    """A person's browser on ``from_host`` (a lab container) opening ``url``: redirects followed
+    (at most 20 answers), the IdP's login form filled with user and password and its second-factor
+    form with ``code``, each once, when given. Every request accepts HTML as a browser's
+    navigation does; ``headers`` go with the first request only and win over that. Then,
+    with the cookies it holds, each request of ``then`` ({url, method, headers, body}).
+    Returns {"steps": [{at: host/path, method, status, trmsg}], "final": {status, json | text},
+    "then": [{status, json | text} or {error}], "cookies": ["domain:name"]}, and with ``keep``
+    "jar": {name: value} (a later browse sends them back in a Cookie header); a TLS or connection
+    failure ends the steps with {at, error} and "final" None."""
+    request: dict[str, Any] = {"ca": CA, "url": url, "headers": headers or {}, "then": then or [], "keep": keep}
+    for key, value in (("user", user), ("password", password), ("code", code)):
+        if value is not None:
+            request[key] = value
+    result: dict[str, Any] = json.loads(im.exec_in(lab, from_host, "python3", "-c", BROWSE, input=json.dumps(request)))
+    return result

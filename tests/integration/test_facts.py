@@ -274,6 +274,7 @@ MUST_HOLD = {
     "ca": {"/var/lib/pacslab-ca/root.key"},
     "dir": {"/etc/pacslab/tls/node.key", "/etc/ldap/tls/node.key"},
     "idp": {"/etc/pacslab/tls/node.key", "/etc/lemonldap-ng/oidc-sig.key", "/var/lib/lemonldap-ng/conf/lmConf-1.json"},
+    "rproxy": {"/etc/pacslab/tls/node.key"},
 }
 
 
@@ -353,12 +354,13 @@ RUNS_AS = (
     RunsAs("/usr/sbin/slapd ", "openldap", "roles/directory: slapd -u openldap -g openldap (binds 636 as root first)"),
     RunsAs("llng-fastcgi-server", "www-data", "roles/idp: LemonLDAP's portal, llng-fastcgi-server -u www-data -g www-data"),
     RunsAs("nginx: master process ", "root", "roles/idp: binds 443 and reads the node key as root; its workers run as www-data (nginx.conf)"),
+    RunsAs("/usr/sbin/apache2 ", "root", "roles/rproxy: binds 443, reads the node key and the proxy's secrets as root; its workers run as www-data"),
     RunsAs("/usr/bin/stunnel4 ", "stunnel4", "binds its port as root, then setuid/setgid stunnel4 (roles orthanc, ris, dicom_node)"),
     RunsAs("/usr/bin/python3 /usr/local/lib/pacslab/orders.py ", "orthanc", "roles/ris: writes worklist files Orthanc reads"),
     RunsAs("/usr/bin/python3 /usr/local/lib/pacslab/dicomsim.py ", "pacslab-dicom", "roles/dicom_node: user=pacslab-dicom, its own key copy"),
     RunsAs("/sbin/docker-init -- ", "root", "the fw's PID 1, Docker's init (tini): starts the entrypoint and reaps orphans, nothing else"),
     RunsAs("ulogd", "root", "finding, not fixed yet: the fw's NFLOG collector (its entrypoint execs ulogd without --uid)"),
-    RunsAs("sleep infinity", "root", "the ca container's placeholder PID 1: no service, the CA tool runs only through provisioning"),
+    RunsAs("sleep infinity", "root", "PID 1 of the ca and of the internet zone's computers: no service (the CA tool runs only through provisioning)"),
 )
 
 

@@ -72,7 +72,7 @@ def sign_in(lab: Lab, plan: Plan, user: str, *, password: str | None = None, cod
     host, rp = idp(lab), relying_party(lab)
     if code == "now":
         code = oidc.fresh_code(lab, host.name, plan.secrets_dir, user)
-    return oidc.login(lab, CLIENT, f"https://{host.address}", rp.name, f"https://{rp.address}/oidc/redirect", user=user,
+    return oidc.login(lab, CLIENT, f"https://{host.name}", rp.name, f"https://{rp.name}/oidc/redirect", user=user,
                       password=password if password is not None else secret(plan, f"person-{user}"), code=code,
                       client_secret=secret(plan, f"oidc-{rp.name}"), **kw)
 
@@ -95,11 +95,11 @@ def test_password_and_totp_code_sign_in_and_the_id_token_carries_the_roles(runni
     evidence.update(who=who.name, steps=outline(result), claims=result.get("id_token"))
     assert outline(result) == [("authorize", 200, [PE_FIRSTACCESS], [LOGIN_FORM]), ("password", 200, [], [CODE_FORM]),
                                ("second-factor", 302, [], [])]
-    assert result["steps"][-1]["location"].startswith(f"https://{rp.address}/oidc/redirect?")
+    assert result["steps"][-1]["location"].startswith(f"https://{rp.name}/oidc/redirect?")
     assert result["redirect"]["state"] == "pacslab-state" and result["token_status"] == 200
     claims = result["id_token"]
     assert {k: claims[k] for k in ("iss", "aud", "azp", "sub", "preferred_username", "nonce", "roles", "acr")} == {
-        "iss": f"https://{idp(running_lab).address}", "aud": [rp.name], "azp": rp.name, "sub": who.name,
+        "iss": f"https://{idp(running_lab).name}", "aud": [rp.name], "azp": rp.name, "sub": who.name,
         "preferred_username": who.name, "nonce": "pacslab-nonce", "roles": sorted(who.roles), "acr": "loa-2"}
 
 

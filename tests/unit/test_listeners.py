@@ -39,6 +39,8 @@ REFERENCE = {
     "ca": set(),
     "dir": {("tcp", 636)},
     "idp": {("tcp", 443)},
+    "rproxy": {("tcp", 443)},
+    "remote-rad": set(),
     "fw": set(),
 }
 

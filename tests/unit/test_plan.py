@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pacslab.plan import AptSources, build_plan, read_apt_sources
 from pacslab.topology import load_lab
@@ -53,8 +54,30 @@ def test_image_tags_follow_content(tmp_path: Path) -> None:
     b = build_plan(load_lab(DEFAULT_LAB), AptSources(APT.mirror, {"debian.sources": "Types: deb\nURIs: other\n"}))
     assert a == build_plan(load_lab(DEFAULT_LAB), APT)  # stable: a warm up rebuilds nothing
     assert a.base.tag != b.base.tag  # other apt sources, other base
-    assert {i.name for i in a.images} == {"ca", "dicom", "dir", "fw", "idp", "orthanc", "tools"}
+    assert {i.name for i in a.images} == {"ca", "client", "dicom", "dir", "fw", "idp", "orthanc", "rproxy", "tools"}
     assert all(i.tag.startswith(f"pacslab/{i.name}:") for i in a.images)
+
+
+def test_hosts_find_the_web_names_they_may_reach_and_the_internet_finds_the_idp_at_the_proxy() -> None:
+    """Split horizon from the flow matrix: the clinical zone (F05a, F10b) and the proxy (F10b) reach
+    the IdP itself, the proxy its backends (F05b, F05c); the internet zone (F07 only) finds the
+    IdP's name at the proxy's address; hosts without a flow to an HTTPS service get no entry (and
+    keep their container spec)."""
+    names = {c.host: c.names for c in build_plan(load_lab(DEFAULT_LAB), APT).containers}
+    assert names["ws-rad"] == names["ws-tech"] == {"idp": "10.77.10.11", "rproxy": "10.77.60.10"}
+    assert names["rproxy"] == {"idp": "10.77.10.11", "pacs": "10.77.40.10", "vna": "10.77.40.11"}
+    assert names["remote-rad"] == {"idp": "10.77.60.10", "rproxy": "10.77.60.10"}
+    assert {h for h, n in names.items() if n} == {"ws-rad", "ws-tech", "rproxy", "remote-rad"}
+
+
+def test_without_the_flow_to_the_proxy_the_internet_gets_no_name(lab_copy: Path) -> None:
+    """Negative twin: the internet zone's one flow (F07) removed, it finds neither name."""
+    flows = lab_copy / "group_vars/all/flows.yml"
+    data = yaml.safe_load(flows.read_text())
+    data["lab_flows"] = [f for f in data["lab_flows"] if f["id"] != "F07"]
+    flows.write_text(yaml.safe_dump(data))
+    names = {c.host: c.names for c in build_plan(load_lab(lab_copy), APT).containers}
+    assert names["remote-rad"] == {} and names["rproxy"]["idp"] == "10.77.10.11"
 
 
 def test_networks_are_one_per_zone_with_the_bridge_name() -> None:

@@ -73,6 +73,18 @@ def test_net_admin_only_on_fw_and_networks_internal(dmz_lab: Path):
 
 
 @pulumi.runtime.test
+def test_containers_get_the_web_names_of_the_plan_in_etc_hosts():
+    """The internet computer finds the IdP at the proxy (split horizon); a host without a flow to an
+    HTTPS service gets no entry."""
+    def check(d):
+        assert d["containers"]["pacslab-remote-rad"]["hosts"] == {"idp": "10.77.60.10", "rproxy": "10.77.60.10"}
+        assert d["containers"]["pacslab-ws-rad"]["hosts"] == {"idp": "10.77.10.11", "rproxy": "10.77.60.10"}
+        assert d["containers"]["pacslab-pacs"]["hosts"] == {}
+
+    return declared(DEFAULT_LAB).apply(check)
+
+
+@pulumi.runtime.test
 def test_a_published_port_outside_the_dmz_fails_the_check(dmz_lab: Path):
     """Negative twin: the same check flags a port published by a datacenter host."""
     lab = dmz_lab
