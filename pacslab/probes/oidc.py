@@ -28,11 +28,12 @@ STEP = 30
 # The scopes the relying parties ask for: the person's name and the roles claim.
 SCOPE = "openid profile roles"
 
-# A browser's cookie rule for a host name of one label (the lab's names: idp, rproxy): a cookie
-# whose Domain is the host itself is kept and sent back to it (RFC 6265 5.3 step 6; Chromium and
-# Firefox do so); Python's cookiejar wants an embedded dot and drops it.
-JAR = r"""
-import http.cookiejar, urllib.parse
+# What both scripts share: the page parser, a redirect handler that follows nothing, and a
+# browser's cookie rule for a host name of one label (the lab's names: idp, rproxy): a cookie whose
+# Domain is the host itself is kept and sent back to it (RFC 6265 5.3 step 6; Chromium and Firefox
+# do so), where Python's cookiejar wants an embedded dot and drops it.
+BROWSER = r"""
+import html.parser, http.cookiejar, urllib.parse, urllib.request
 
 class BrowserPolicy(http.cookiejar.DefaultCookiePolicy):
     @staticmethod
@@ -44,22 +45,12 @@ class BrowserPolicy(http.cookiejar.DefaultCookiePolicy):
         return self._own(cookie, request) or super().return_ok_domain(cookie, request)
 
 jar = http.cookiejar.CookieJar(BrowserPolicy())
-"""
-
-LOGIN = JAR + r"""
-import base64, html.parser, json, ssl, sys, urllib.error, urllib.parse, urllib.request
-
-req = json.load(sys.stdin)
-ctx = ssl.create_default_context(cafile=req["ca"])
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *a, **k):
         return None
 
-# the person's browser (with their cookies) and the relying party's back channel (none of them)
-browser = urllib.request.build_opener(urllib.request.HTTPSHandler(context=ctx), urllib.request.HTTPCookieProcessor(jar), NoRedirect)
-backchannel = urllib.request.build_opener(urllib.request.HTTPSHandler(context=ctx), NoRedirect)
-
+# the page's forms (action, field names and values) and LemonLDAP's result codes (trmsg)
 class Forms(html.parser.HTMLParser):
     def __init__(self):
         super().__init__()
@@ -72,6 +63,18 @@ class Forms(html.parser.HTMLParser):
             self.forms[-1]["fields"].setdefault(a["name"], a.get("value") or "")
         if a.get("trmsg"):
             self.trmsg.append(int(a["trmsg"]))
+"""
+
+LOGIN = BROWSER + r"""
+import base64, html.parser, json, ssl, sys, urllib.error, urllib.parse, urllib.request
+
+req = json.load(sys.stdin)
+ctx = ssl.create_default_context(cafile=req["ca"])
+
+# the person's browser (with their cookies) and the relying party's back channel (none of them)
+browser = urllib.request.build_opener(urllib.request.HTTPSHandler(context=ctx), urllib.request.HTTPCookieProcessor(jar), NoRedirect)
+backchannel = urllib.request.build_opener(urllib.request.HTTPSHandler(context=ctx), NoRedirect)
+
 
 def fetch(url, data=None, headers=None, opener=browser):
     body = urllib.parse.urlencode(data).encode() if data is not None else None
@@ -169,30 +172,13 @@ def fresh_code(lab: Lab, idp_host: str, secrets_dir: str, user: str) -> str:
     return people.totp_now(seed)
 
 
-BROWSE = JAR + r"""
+BROWSE = BROWSER + r"""
 import html.parser, json, ssl, sys, urllib.error, urllib.parse, urllib.request
 
 req = json.load(sys.stdin)
 ctx = ssl.create_default_context(cafile=req["ca"])
-
-class NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *a, **k):
-        return None
-
 browser = urllib.request.build_opener(urllib.request.HTTPSHandler(context=ctx), urllib.request.HTTPCookieProcessor(jar), NoRedirect)
 
-class Forms(html.parser.HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.forms, self.trmsg = [], []
-    def handle_starttag(self, tag, attrs):
-        a = dict(attrs)
-        if tag == "form":
-            self.forms.append({"action": a.get("action") or "", "fields": {}})
-        elif tag in ("input", "button") and self.forms and a.get("name"):
-            self.forms[-1]["fields"].setdefault(a["name"], a.get("value") or "")
-        if a.get("trmsg"):
-            self.trmsg.append(int(a["trmsg"]))
 
 # what a browser sends when it navigates (mod_auth_openidc answers 401, not a redirect, to a
 # request that accepts no HTML: a script's)
