@@ -29,6 +29,7 @@ from .test_idp import HTTPS_POLICY, PE_BADOTP, PE_FIRSTACCESS, idp, one, secret
 CLIENT = "remote-rad"
 # The QIDO-RS attributes compared (DICOM PS3.18 10.6): Study Instance UID, Accession Number.
 STUDY_UID, ACCESSION = "0020000D", "00080050"
+ACCESS_LOG = "/var/log/pacslab/rproxy-access.log"
 
 CONNECT_ALL = r"""
 import concurrent.futures, json, socket, sys
@@ -127,13 +128,18 @@ def test_a_radiologist_with_password_and_code_reads_a_study_through_the_proxy(ru
     """Password and a fresh TOTP code at the IdP (through the proxy), back to the proxy's redirect
     URI, then the original request: a QIDO-RS search by accession number answers the study the
     PACS holds under it. With the same session, a write (POST) is refused with 403 and nothing is
-    stored; a path no route publishes answers 404; identity headers the browser sends itself are
-    dropped (the answer is the same)."""
+    stored; a path no route publishes answers 404; an Authorization header the browser sends
+    itself (the PACS administrator with a wrong password, which the PACS answers 401) does not
+    replace the proxy's own account: the answer is the same. (What the forged identity headers
+    would do once the PACS reads them is the PACS permission table's check.) The proxy's access log
+    names the person and their roles, and holds no query string: the code the IdP sent back is not
+    in it."""
     who = one(running_lab, "enabled", "radiologist")
     count = im.instance_count(running_lab, pacs(running_lab).name)
     query = f"/dicom-web/studies?AccessionNumber={study['accession']}"
     rp = proxy(running_lab)
     forged = {"X-Pacslab-User": "someone-else", "X-Pacslab-Roles": "pacs-admin", "Authorization": "Basic cGFjc2xhYi1hZG1pbjp4"}
+    logged_before = len(im.read_from(running_lab, rp.name, ACCESS_LOG).splitlines())
     result = browse(running_lab, plan, query, who.name, "now", then=[
         {"url": f"https://{rp.name}/dicom-web/studies", "method": "POST", "headers": {"Content-Type": "application/dicom"}, "body": "x"},
         {"url": f"https://{rp.name}/system"},
@@ -149,6 +155,10 @@ def test_a_radiologist_with_password_and_code_reads_a_study_through_the_proxy(ru
     assert (post["status"], other["status"], with_forged["status"]) == (403, 404, 200)
     assert with_forged["json"] == found
     assert im.instance_count(running_lab, pacs(running_lab).name) == count
+    # the proxy logged the person and their roles, and the path back from the IdP without its query (the code)
+    logged = im.read_from(running_lab, rp.name, ACCESS_LOG).splitlines()[logged_before:]
+    assert [ln.split(" ", 2)[2] for ln in logged if "/oidc/redirect" in ln] == ['"GET /oidc/redirect HTTP/1.1" 302 user=- roles=-']
+    assert f'"GET /dicom-web/studies HTTP/1.1" 200 user={who.name} roles={",".join(sorted(who.roles))}' in [ln.split(" ", 2)[2] for ln in logged]
 
 
 @pytest.mark.control("C-ACC-02")

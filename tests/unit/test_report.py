@@ -36,12 +36,13 @@ def test_verdicts() -> None:
 
 
 def test_a_partial_control_is_never_shown_as_passed() -> None:
-    """C-ACC-01 is partial (the directory and the IdP are built, the proxy is not): its tests all
-    passing reads "partial" with what is missing; one failing still reads "failed"."""
+    """C-ACC-01 is partial (the directory, the IdP and the proxy are built; the lifetime of a
+    disabled person's session is not measured): its tests all passing reads "partial" with what is
+    missing; one failing still reads "failed"."""
     passed = build(LAB, [result("C-ACC-01", "passed"), result("C-ACC-01", "passed", "u")])
     assert passed["controls"]["C-ACC-01"]["verdict"] == "partial"
-    assert "the proxy comes later" in passed["controls"]["C-ACC-01"]["missing"]
-    assert "not built yet: default credentials" in render_html(passed)
+    assert "ending within its lifetime (measured)" in passed["controls"]["C-ACC-01"]["missing"]
+    assert "not built yet: Orthanc&#x27;s default credentials" in render_html(passed)
     failed = build(LAB, [result("C-ACC-01", "passed"), result("C-ACC-01", "failed", "u")])
     assert failed["controls"]["C-ACC-01"]["verdict"] == "failed"
     assert build(LAB, [])["controls"]["C-ACC-01"]["verdict"] == "not run"
