@@ -223,3 +223,45 @@ def test_the_proxy_speaks_https_with_tls_1_2_aead_or_1_3_only(running_lab: Lab, 
     seen = openssl.s_client(running_lab, CLIENT, str(rp.address), rp.service("https").port, "-servername", rp.name, *openssl.CASES[case])
     evidence.update(seen=seen)
     assert seen == HTTPS_POLICY[case]
+
+
+# Orthanc's packaged defaults: the account Orthanc makes itself when remote access is on and no
+# user is registered (orthanc:orthanc), and the sample user of its default configuration file.
+ORTHANC_DEFAULTS = [("orthanc", "orthanc"), ("alice", "alicePassword")]
+BASIC_AUTH = r"""
+import base64, json, ssl, sys, urllib.error, urllib.request
+url, accounts = json.load(sys.stdin)
+context = ssl.create_default_context(cafile="/etc/pacslab/tls/root.pem")
+out = []
+for account in accounts:
+    request = urllib.request.Request(url)
+    if account:
+        request.add_header("Authorization", "Basic " + base64.b64encode(":".join(account).encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=20, context=context) as answer:
+            out.append([answer.status, answer.headers.get("WWW-Authenticate")])
+    except urllib.error.HTTPError as e:
+        out.append([e.code, e.headers.get("WWW-Authenticate")])
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.control("C-ACC-01")
+@pytest.mark.parametrize("backend", ["pacs_servers", "vna_servers"])
+def test_orthanc_s_default_credentials_are_refused_at_each_backend(running_lab: Lab, plan: Plan, backend: str, evidence) -> None:
+    """From the proxy, the only host whose flows reach an Orthanc's HTTPS front (F05b, F05c): the
+    packaged default accounts and no account at all get 401 with Orthanc's Basic challenge; the
+    proxy's own account of that backend (the twin: the same request can succeed) gets 200.
+    Credentials go to the script on stdin."""
+    rp = proxy(running_lab)
+    target = next((h for h in running_lab.group(backend) if h.deployed), None)
+    if target is None:
+        pytest.skip(f"lab {running_lab.name!r} deploys no host of {backend}")
+    own = (rp.name, secret(plan, f"orthanc-{target.name}-{rp.name}"))  # roles/orthanc: the proxy's account bears its name
+    url = f"https://{target.name}:{target.service('https').port}/system"
+    accounts = [*ORTHANC_DEFAULTS, None, own]
+    seen = json.loads(im.exec_in(running_lab, rp.name, "python3", "-c", BASIC_AUTH, input=json.dumps([url, accounts])))
+    labels = [a[0] if a else "no account" for a in ORTHANC_DEFAULTS] + ["no account", "the proxy's own account"]
+    evidence.update(url=url, answers=dict(zip(labels, seen, strict=True)))
+    challenge = 'Basic realm="Orthanc Secure Area"'
+    assert seen == [[401, challenge], [401, challenge], [401, challenge], [200, None]]

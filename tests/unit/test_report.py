@@ -42,7 +42,7 @@ def test_a_partial_control_is_never_shown_as_passed() -> None:
     passed = build(LAB, [result("C-ACC-01", "passed"), result("C-ACC-01", "passed", "u")])
     assert passed["controls"]["C-ACC-01"]["verdict"] == "partial"
     assert "ending within its lifetime (measured)" in passed["controls"]["C-ACC-01"]["missing"]
-    assert "not built yet: Orthanc&#x27;s default credentials" in render_html(passed)
+    assert "not built yet: an existing proxy session of a person disabled afterwards" in render_html(passed)
     failed = build(LAB, [result("C-ACC-01", "passed"), result("C-ACC-01", "failed", "u")])
     assert failed["controls"]["C-ACC-01"]["verdict"] == "failed"
     assert build(LAB, [])["controls"]["C-ACC-01"]["verdict"] == "not run"
