@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from pacslab import cli
 from pacslab.people import Person
 from pacslab.plan import Plan, state_dir
 from pacslab.probes import imaging as im
-from pacslab.probes import openssl
+from pacslab.probes import oidc, openssl
 from pacslab.topology import Host, Lab
 
 from .test_class_hosts import CONNECT
@@ -272,6 +273,35 @@ def _idp_outline(lab: Lab, plan: Plan, user: str) -> list[Any] | None:
     return test_idp.outline(test_idp.sign_in(lab, plan, user, code="now"))
 
 
+# roles/idp idp_access_token_lifetime: the proxy refreshes its access token before it ends, and the
+# IdP refuses the refresh once up has ended a disabled person's IdP session.
+ACCESS_TOKEN_LIFETIME = 120
+PROXY_READ = "/dicom-web/studies?limit=1"
+
+
+def _proxy_sessions(lab: Lab, plan: Plan, names: list[str]) -> dict[str, str] | None:
+    """Each person signed in at the lab's reverse proxy from the internet computer, password and a
+    fresh code (test_rproxy): {name: the Cookie header of their proxy session}; None in a lab
+    without a proxy."""
+    from . import test_rproxy
+
+    if not any(h.deployed for h in lab.group("reverse_proxies")) or not lab.hosts.get(test_rproxy.CLIENT, None):
+        return None
+    out = {}
+    for name in names:
+        result = test_rproxy.browse(lab, plan, PROXY_READ, name, "now", keep=True)
+        out[name] = "; ".join(f"{k}={v}" for k, v in sorted(result["jar"].items()) if k.startswith("mod_auth_openidc_session"))
+    return out
+
+
+def _proxy_answer(lab: Lab, cookie: str) -> list[tuple[str, str, int]]:
+    """The proxy's answers to a browser that sends ``cookie`` again (its redirects followed)."""
+    from . import test_rproxy
+
+    rp = next(h for h in lab.group("reverse_proxies") if h.deployed)
+    return test_rproxy.hops(oidc.browse(lab, test_rproxy.CLIENT, f"https://{rp.name}{PROXY_READ}", headers={"Cookie": cookie}))
+
+
 @pytest.mark.lifecycle
 @pytest.mark.control("C-ACC-01")
 def test_a_person_disabled_in_the_definition_is_locked_out_by_the_next_up(running_lab: Lab, plan: Plan, suffix: str, evidence) -> None:
@@ -279,8 +309,12 @@ def test_a_person_disabled_in_the_definition_is_locked_out_by_the_next_up(runnin
     kept under .pacslab/<lab>/overlay/ like a scenario's overlay, so that it is not saved as the
     state to reset to): its `up` changes the directory alone (the IdP, which reads the people too,
     converges and changes nothing), and that person's own password is refused, by the directory and
-    at the IdP. The lab's own `up` enables them again."""
+    at the IdP. A proxy session they opened before that `up` ends within the access token's
+    lifetime after it (the IdP session ended by `up`, the proxy's refresh refused), while one a
+    technologist opened at the same time goes on (403: the route admits radiologists only, but
+    the proxy still knows them). The lab's own `up` enables them again."""
     who = one(running_lab, "enabled")
+    other = next((p for p in running_lab.people if p.status() == "enabled" and "technologist" in p.roles), None)
     dn, own = person(suffix, who.name), {"dn": person(suffix, who.name), "password": password(plan, "person", who.name)}
     changed = state_dir(running_lab) / "overlay" / "people-disabled"
     shutil.rmtree(changed, ignore_errors=True)
@@ -291,8 +325,18 @@ def test_a_person_disabled_in_the_definition_is_locked_out_by_the_next_up(runnin
         if entry["name"] == who.name:
             entry["state"] = "disabled"
     people_file.write_text(yaml.safe_dump(data, sort_keys=False))
+    # the proxy's route admits radiologists: the person disabled reads through it, the technologist is refused
+    sessions = _proxy_sessions(running_lab, plan, [who.name, other.name]) if other and "radiologist" in who.roles else None
+    ended = None
     try:
         assert cli.main(["up", "--lab", str(changed)]) == cli.EXIT_OK
+        up_done = time.monotonic()
+        if sessions is not None:
+            answers = im.wait_for("the disabled person's proxy session to end",
+                                  lambda: a if (a := _proxy_answer(running_lab, sessions[who.name]))[0][2] != 200 else None,
+                                  timeout=ACCESS_TOKEN_LIFETIME + 30, every=5)
+            ended = {"seconds_after_up": round(time.monotonic() - up_done, 1), "answers": answers,
+                     "other": _proxy_answer(running_lab, sessions[other.name])}  # type: ignore[union-attr]
         tasks = [t for p in json.loads((state_dir(running_lab) / "last-up.json").read_text())["phases"] for t in p["changed_tasks"]]
         [refused] = ldap_steps(running_lab, [own])
         held = entries(running_lab, dn, "pwdAccountLockedTime")[dn]
@@ -301,11 +345,19 @@ def test_a_person_disabled_in_the_definition_is_locked_out_by_the_next_up(runnin
         restored = cli.main(["up", "--lab", str(running_lab.path)])
         shutil.rmtree(changed, ignore_errors=True)
     [again] = ldap_steps(running_lab, [own])
-    evidence.update(who=who.name, changed_tasks=tasks, refused=refused, held=held, again=again["bind"], idp=signed_in)
+    evidence.update(who=who.name, changed_tasks=tasks, refused=refused, held=held, again=again["bind"], idp=signed_in, proxy_session=ended)
     assert refused == {"bind": INVALID} and held == {"pwdAccountLockedTime": ["000001010000Z"]}
     if signed_in is not None:  # the IdP binds as the person too: refused at the password, with a fresh TOTP code
         from .test_idp import LOGIN_FORM, PE_BADCREDENTIALS, PE_FIRSTACCESS
         assert signed_in == [("authorize", 200, [PE_FIRSTACCESS], [LOGIN_FORM]), ("password", 200, [PE_BADCREDENTIALS], [LOGIN_FORM])]
     lock = "directory : Ensure each person disabled in the lab definition is locked until enabled again | C-ACC-01"
-    assert tasks == [f"{lock} [{directory(running_lab).name}]"]
+    if ended is None:
+        assert tasks == [f"{lock} [{directory(running_lab).name}]"]
+    else:
+        end = "idp : Ensure no IdP session is left to a person disabled or past their end date | C-ACC-01"
+        provider = next(h for h in running_lab.group("idp_servers") if h.deployed)
+        assert sorted(tasks) == sorted([f"{lock} [{directory(running_lab).name}]", f"{end} [{provider.name}]"])
+        rp = next(h for h in running_lab.group("reverse_proxies") if h.deployed)
+        assert ended["answers"] == [(f"{rp.name}/dicom-web/studies", "GET", 302), (f"{provider.name}/oauth2/authorize", "GET", 200)]
+        assert ended["other"] == [(f"{rp.name}/dicom-web/studies", "GET", 403)]
     assert restored == cli.EXIT_OK and again == {"bind": "success", "whoami": f"dn:{dn}"}
