@@ -358,6 +358,8 @@ def test_a_person_disabled_in_the_definition_is_locked_out_by_the_next_up(runnin
         provider = next(h for h in running_lab.group("idp_servers") if h.deployed)
         assert sorted(tasks) == sorted([f"{lock} [{directory(running_lab).name}]", f"{end} [{provider.name}]"])
         rp = next(h for h in running_lab.group("reverse_proxies") if h.deployed)
-        assert ended["answers"] == [(f"{rp.name}/dicom-web/studies", "GET", 302), (f"{provider.name}/oauth2/authorize", "GET", 200)]
+        # the refused refresh ends the proxy's session: to the site's root, from there to the IdP's login form
+        assert ended["answers"] == [(f"{rp.name}/dicom-web/studies", "GET", 302), (f"{rp.name}/", "GET", 302),
+                                    (f"{provider.name}/oauth2/authorize", "GET", 200)]
         assert ended["other"] == [(f"{rp.name}/dicom-web/studies", "GET", 403)]
     assert restored == cli.EXIT_OK and again == {"bind": "success", "whoami": f"dn:{dn}"}
