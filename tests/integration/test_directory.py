@@ -149,6 +149,25 @@ def test_a_bind_without_credentials_is_refused(running_lab: Lab, suffix: str, ca
     assert result == {"bind": expected}
 
 
+# Administrators an OpenLDAP install is known for: Debian's slapd package makes cn=admin under the
+# suffix of the machine's domain (dc=nodomain without one), with the password debconf asked for;
+# OpenLDAP's sample slapd.conf has cn=Manager with "secret". The lab's manager is the local root
+# over ldapi only (SASL EXTERNAL): no name with a password manages the directory.
+PACKAGED_ADMINS = ["cn=admin,{suffix}", "cn=admin,dc=nodomain", "cn=Manager,{suffix}"]
+PACKAGED_PASSWORDS = ["admin", "secret", "password"]
+
+
+@pytest.mark.control("C-ACC-01")
+def test_no_packaged_administrator_binds(running_lab: Lab, suffix: str, evidence) -> None:
+    """Each packaged administrator's name with each well-known password: invalid credentials (49),
+    as for any wrong password (the twin, an enabled person with their own password, binds in the
+    next test)."""
+    steps = [{"dn": dn.format(suffix=suffix), "password": pw} for dn in PACKAGED_ADMINS for pw in PACKAGED_PASSWORDS]
+    results = ldap_steps(running_lab, steps)
+    evidence.update(tried=[s["dn"] for s in steps[::len(PACKAGED_PASSWORDS)]], results=results)
+    assert results == [{"bind": INVALID}] * len(steps)
+
+
 @pytest.mark.control("C-ACC-01")
 @pytest.mark.parametrize("vendor", [False, True], ids=["person", "vendor-before-the-end-date"])
 def test_an_enabled_person_binds_with_the_password_generated_for_the_lab(running_lab: Lab, plan: Plan, suffix: str, vendor: bool,

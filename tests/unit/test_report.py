@@ -36,16 +36,16 @@ def test_verdicts() -> None:
 
 
 def test_a_partial_control_is_never_shown_as_passed() -> None:
-    """C-ACC-01 is partial (the directory, the IdP and the proxy are built; the lifetime of a
-    disabled person's session is not measured): its tests all passing reads "partial" with what is
-    missing; one failing still reads "failed"."""
-    passed = build(LAB, [result("C-ACC-01", "passed"), result("C-ACC-01", "passed", "u")])
-    assert passed["controls"]["C-ACC-01"]["verdict"] == "partial"
-    assert "ending within its lifetime (measured)" in passed["controls"]["C-ACC-01"]["missing"]
-    assert "not built yet: an existing proxy session of a person disabled afterwards" in render_html(passed)
-    failed = build(LAB, [result("C-ACC-01", "passed"), result("C-ACC-01", "failed", "u")])
-    assert failed["controls"]["C-ACC-01"]["verdict"] == "failed"
-    assert build(LAB, [])["controls"]["C-ACC-01"]["verdict"] == "not run"
+    """C-ACC-03 is partial (the directory, the IdP and the proxy enforce their part; the PACS's own
+    permission table is not built): its tests all passing reads "partial" with what is missing;
+    one failing still reads "failed"."""
+    passed = build(LAB, [result("C-ACC-03", "passed"), result("C-ACC-03", "passed", "u")])
+    assert passed["controls"]["C-ACC-03"]["verdict"] == "partial"
+    assert "the PACS&#x27;s own permission table" in render_html(passed)
+    assert "the PACS's own permission table" in passed["controls"]["C-ACC-03"]["missing"]
+    failed = build(LAB, [result("C-ACC-03", "passed"), result("C-ACC-03", "failed", "u")])
+    assert failed["controls"]["C-ACC-03"]["verdict"] == "failed"
+    assert build(LAB, [])["controls"]["C-ACC-03"]["verdict"] == "not run"
 
 
 def test_implemented_without_results_is_not_run() -> None:
