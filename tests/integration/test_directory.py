@@ -326,12 +326,12 @@ def _proxy_answer(lab: Lab, cookie: str) -> list[tuple[str, str, int]]:
 def test_a_person_disabled_in_the_definition_is_locked_out_by_the_next_up(running_lab: Lab, plan: Plan, suffix: str, evidence) -> None:
     """The lab definition with one enabled person set to `state: disabled` (a copy of the lab folder,
     kept under .pacslab/<lab>/overlay/ like a scenario's overlay, so that it is not saved as the
-    state to reset to): its `up` changes the directory alone (the IdP, which reads the people too,
-    converges and changes nothing), and that person's own password is refused, by the directory and
-    at the IdP. A proxy session they opened before that `up` ends within the access token's
-    lifetime after it (the IdP session ended by `up`, the proxy's refresh refused), while one a
-    technologist opened at the same time goes on (403: the route admits radiologists only, but
-    the proxy still knows them). The lab's own `up` enables them again."""
+    state to reset to): its `up` locks them in the directory and, where they hold an IdP session,
+    ends it at the IdP (nothing else changes), and that person's own password is refused, by the
+    directory and at the IdP. A proxy session they opened before that `up` ends within the access
+    token's lifetime after it (the proxy's refresh refused, measured), and the browser lands on the
+    IdP's login form; one a technologist opened at the same time goes on (403: the route admits
+    radiologists only, but the proxy still knows them). The lab's own `up` enables them again."""
     who = one(running_lab, "enabled")
     other = next((p for p in running_lab.people if p.status() == "enabled" and "technologist" in p.roles), None)
     dn, own = person(suffix, who.name), {"dn": person(suffix, who.name), "password": password(plan, "person", who.name)}
@@ -353,9 +353,9 @@ def test_a_person_disabled_in_the_definition_is_locked_out_by_the_next_up(runnin
         if sessions is not None:
             answers = im.wait_for("the disabled person's proxy session to end",
                                   lambda: a if (a := _proxy_answer(running_lab, sessions[who.name]))[0][2] != 200 else None,
-                                  timeout=ACCESS_TOKEN_LIFETIME + 30, every=5)
+                                  timeout=ACCESS_TOKEN_LIFETIME, every=5)
             ended = {"seconds_after_up": round(time.monotonic() - up_done, 1), "answers": answers,
-                     "other": _proxy_answer(running_lab, sessions[other.name])}  # type: ignore[union-attr]
+                     "other": _proxy_answer(running_lab, sessions[other.name])}
         tasks = [t for p in json.loads((state_dir(running_lab) / "last-up.json").read_text())["phases"] for t in p["changed_tasks"]]
         [refused] = ldap_steps(running_lab, [own])
         held = entries(running_lab, dn, "pwdAccountLockedTime")[dn]
