@@ -105,6 +105,17 @@ def instance_count(lab: Lab, host: str) -> int:
     return int(orthanc(lab, host, "/statistics")["CountInstances"])
 
 
+def instance_ids(lab: Lab, host: str) -> set[str]:
+    """The Orthanc ids of every instance ``host`` holds."""
+    return set(orthanc(lab, host, "/instances"))
+
+
+def instance_origin(lab: Lab, host: str, instance: str) -> str:
+    """How ``instance`` arrived, as Orthanc recorded it with the instance (its "Origin" metadata):
+    "DicomProtocol" (C-STORE), "RestApi", "Plugins", "Lua", "WebDav" or "Unknown"."""
+    return str(orthanc(lab, host, f"/instances/{instance}/metadata/Origin", raw=True)).strip()
+
+
 def find_study(lab: Lab, host: str, accession: str) -> list[str]:
     body = json.dumps({"Level": "Study", "Query": {"AccessionNumber": accession}})
     ids: list[str] = orthanc(lab, host, "/tools/find", "POST", body)
