@@ -173,7 +173,7 @@ def fresh_code(lab: Lab, idp_host: str, secrets_dir: str, user: str) -> str:
 
 
 BROWSE = BROWSER + r"""
-import html.parser, json, ssl, sys, urllib.error, urllib.parse, urllib.request
+import base64, html.parser, json, ssl, sys, urllib.error, urllib.parse, urllib.request
 
 req = json.load(sys.stdin)
 ctx = ssl.create_default_context(cafile=req["ca"])
@@ -183,10 +183,12 @@ browser = urllib.request.build_opener(urllib.request.HTTPSHandler(context=ctx), 
 # what a browser sends when it navigates (mod_auth_openidc answers 401, not a redirect, to a
 # request that accepts no HTML: a script's)
 NAVIGATE = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+# a session's cookies from an earlier browse, sent with every request
+SESSION = {"Cookie": req["cookie"]} if req.get("cookie") else {}
 
 def fetch(url, method="GET", data=None, headers=None):
     body = urllib.parse.urlencode(data).encode() if isinstance(data, dict) else data
-    r = urllib.request.Request(url, data=body, headers=NAVIGATE | (headers or {}), method=method)
+    r = urllib.request.Request(url, data=body, headers=NAVIGATE | SESSION | (headers or {}), method=method)
     try:
         resp = browser.open(r, timeout=20)
     except urllib.error.HTTPError as exc:
@@ -239,7 +241,8 @@ result = {"steps": steps, "final": answer(status, text) if "error" not in steps[
 then = []
 for call in req.get("then") or []:
     try:
-        s, _, t = fetch(call["url"], call.get("method", "GET"), (call.get("body") or "").encode() or None, call.get("headers") or {})
+        body = base64.b64decode(call["body_base64"]) if "body_base64" in call else (call.get("body") or "").encode() or None
+        s, _, t = fetch(call["url"], call.get("method", "GET"), body, call.get("headers") or {})
         then.append(answer(s, t))
     except (OSError, ssl.SSLError) as exc:
         then.append({"error": f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"})
@@ -252,19 +255,27 @@ print(json.dumps(result))
 
 
 def browse(lab: Lab, from_host: str, url: str, *, user: str | None = None, password: str | None = None, code: str | None = None,
-           headers: dict[str, str] | None = None, then: list[dict[str, Any]] | None = None, keep: bool = False) -> dict[str, Any]:
+           headers: dict[str, str] | None = None, then: list[dict[str, Any]] | None = None, keep: bool = False,
+           cookie: str | None = None) -> dict[str, Any]:
     """A person's browser on ``from_host`` (a lab container) opening ``url``: redirects followed
     (at most 20 answers), the IdP's login form filled with user and password and its second-factor
     form with ``code``, each once, when given. Every request accepts HTML as a browser's
     navigation does; ``headers`` go with the first request only and win over that. Then,
-    with the cookies it holds, each request of ``then`` ({url, method, headers, body}).
+    with the cookies it holds, each request of ``then`` ({url, method, headers, body} or, for bytes,
+    body_base64). ``cookie`` (a Cookie header: session_cookie of an earlier browse) goes with every request.
     Returns {"steps": [{at: host/path, method, status, trmsg}], "final": {status, json | text},
     "then": [{status, json | text} or {error}], "cookies": ["domain:name"]}, and with ``keep``
     "jar": {name: value} (a later browse sends them back in a Cookie header); a TLS or connection
     failure ends the steps with {at, error} and "final" None."""
-    request: dict[str, Any] = {"ca": CA, "url": url, "headers": headers or {}, "then": then or [], "keep": keep}
+    request: dict[str, Any] = {"ca": CA, "url": url, "headers": headers or {}, "then": then or [], "keep": keep, "cookie": cookie}
     for key, value in (("user", user), ("password", password), ("code", code)):
         if value is not None:
             request[key] = value
     result: dict[str, Any] = json.loads(im.exec_in(lab, from_host, "python3", "-c", BROWSE, input=json.dumps(request)))
     return result
+
+
+def session_cookie(result: dict[str, Any]) -> str:
+    """The proxy session a browse(..., keep=True) signed in to, as a Cookie header: the
+    mod_auth_openidc session cookie (and its chunks), by name."""
+    return "; ".join(f"{k}={v}" for k, v in sorted(result["jar"].items()) if k.startswith("mod_auth_openidc_session"))

@@ -309,7 +309,7 @@ def _proxy_sessions(lab: Lab, plan: Plan, names: list[str]) -> dict[str, str] | 
     out = {}
     for name in names:
         result = test_rproxy.browse(lab, plan, PROXY_READ, name, "now", keep=True)
-        out[name] = "; ".join(f"{k}={v}" for k, v in sorted(result["jar"].items()) if k.startswith("mod_auth_openidc_session"))
+        out[name] = oidc.session_cookie(result)
     return out
 
 

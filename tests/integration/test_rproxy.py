@@ -30,8 +30,8 @@ CLIENT = "remote-rad"
 # The QIDO-RS attributes compared (DICOM PS3.18 10.6): Study Instance UID, Accession Number.
 STUDY_UID, ACCESSION = "0020000D", "00080050"
 ACCESS_LOG = "/var/log/pacslab/rproxy-access.log"
-# The lab plugin's event log on an Orthanc host (roles/orthanc), and the origin Orthanc gives an
-# instance that came by C-STORE (OrthancPluginInstanceOrigin_DicomProtocol; 3 is its REST API).
+# The plugin's event log on an Orthanc host (roles/orthanc): its access decisions among them.
+EVENT_LOG = "/var/log/pacslab/orthanc-events.json"
 
 CONNECT_ALL = r"""
 import concurrent.futures, json, socket, sys
@@ -64,18 +64,24 @@ def pacs(lab: Lab) -> Host:
     return next(h for h in lab.group("pacs_servers") if h.deployed)
 
 
+def store_study(lab: Lab) -> dict[str, str]:
+    """A study a modality of the modality zone stores on the PACS (DICOM TLS), one image, with an
+    accession number of this run: its UID as the PACS's REST API (not DICOMweb) tells, the accession,
+    the PACS's ids of the study and of its instance."""
+    device = next((h for h in lab.group("modalities") if h.deployed and h.zone == "modality"), None)
+    if device is None:
+        pytest.skip(f"lab {lab.name!r} deploys no modality in the modality zone")
+    accession = f"RP{secrets.token_hex(3).upper()}"
+    im.dicomsim(lab, device.name, "store", "--images", "1", "--accession", accession)
+    found = im.wait_for(f"{accession} on the PACS", lambda: im.find_study(lab, pacs(lab).name, accession), timeout=60)
+    record = im.orthanc(lab, pacs(lab).name, f"/studies/{found[0]}")
+    return {"uid": record["MainDicomTags"]["StudyInstanceUID"], "accession": accession, "id": found[0],
+            "instance": im.study_instances(lab, pacs(lab).name, found[0])[0]["id"]}
+
+
 @pytest.fixture(scope="module")
 def study(running_lab: Lab) -> dict[str, str]:
-    """A study a modality of the modality zone stores on the PACS (DICOM TLS), with an accession
-    number of this run: its UID as the PACS's REST API (not DICOMweb) tells, and the accession."""
-    device = next((h for h in running_lab.group("modalities") if h.deployed and h.zone == "modality"), None)
-    if device is None:
-        pytest.skip(f"lab {running_lab.name!r} deploys no modality in the modality zone")
-    accession = f"RP{secrets.token_hex(3).upper()}"
-    im.dicomsim(running_lab, device.name, "store", "--images", "1", "--accession", accession)
-    found = im.wait_for(f"{accession} on the PACS", lambda: im.find_study(running_lab, pacs(running_lab).name, accession), timeout=60)
-    tags = im.orthanc(running_lab, pacs(running_lab).name, f"/studies/{found[0]}")["MainDicomTags"]
-    return {"uid": tags["StudyInstanceUID"], "accession": accession}
+    return store_study(running_lab)
 
 
 def browse(lab: Lab, plan: Plan, path: str, user: str | None = None, code: str | None = None, **kw: Any) -> dict[str, Any]:
@@ -130,10 +136,10 @@ def test_a_radiologist_with_password_and_code_reads_a_study_through_the_proxy(ru
     """Password and a fresh TOTP code at the IdP (through the proxy), back to the proxy's redirect
     URI, then the original request: a QIDO-RS search by accession number answers the study the
     PACS holds under it. With the same session, a write (POST) is refused with 403 and nothing is
-    stored; a path no route publishes answers 404; an Authorization header the browser sends
-    itself (the PACS administrator with a wrong password, which the PACS answers 401) does not
-    replace the proxy's own account: the answer is the same. (What the forged identity headers
-    would do once the PACS reads them is the PACS permission table's check.) The proxy's access log
+    stored (the PACS's permission table refuses it: a radiologist may not upload); a path no route
+    publishes answers 404; an Authorization header the browser sends itself (the PACS
+    administrator with a wrong password, which the PACS answers 401) does not replace the proxy's
+    own account: the answer is the same (forged identity headers: test_permissions). The proxy's access log
     names the person and their roles, and holds no query string: the code the IdP sent back is not
     in it. "Nothing stored": the modalities go on acquiring meanwhile, so every instance the PACS
     gained in that time is one whose Origin (the metadata Orthanc writes with the instance, in the
@@ -177,8 +183,8 @@ def test_a_proxy_session_outlives_a_restart_of_the_proxy_and_a_forged_one_does_n
     im.exec_in(running_lab, rp.name, "supervisorctl", "restart", "apache2")
     port = (str(rp.address), rp.service("https").port)
     im.wait_for("the proxy's port", lambda: connect(running_lab, [port]) == ["open"] or None, timeout=30, every=1)
-    jar = {k: v for k, v in first.pop("jar").items() if k.startswith("mod_auth_openidc_session")}
-    cookie = "; ".join(f"{k}={v}" for k, v in sorted(jar.items()))
+    cookie = oidc.session_cookie(first)
+    jar = dict(part.split("=", 1) for part in cookie.split("; "))
     longest = max(jar, key=lambda k: len(jar[k]))
     changed = jar[longest][:-8] + ("A" if jar[longest][-8] != "A" else "B") + jar[longest][-7:]
     forged = "; ".join(f"{k}={changed if k == longest else v}" for k, v in sorted(jar.items()))
@@ -208,13 +214,17 @@ def test_a_password_without_a_valid_code_gets_no_proxy_session(running_lab: Lab,
 
 @pytest.mark.control("C-ACC-03")
 def test_a_role_the_route_does_not_admit_is_refused_by_the_proxy(running_lab: Lab, plan: Plan, evidence) -> None:
-    """A technologist signs in (the IdP admits the role to the proxy) but the DICOMweb route admits
-    radiologists only until the PACS enforces its permission table: 403, nothing passed."""
-    who = one(running_lab, "enabled", "technologist")
+    """An auditor signs in (the IdP admits the role to the proxy) but the DICOMweb route admits the
+    roles that work with images only: 403 from the proxy, nothing passed to the PACS (its decision
+    log gains no line naming the auditor)."""
+    who = one(running_lab, "enabled", "auditor")
     rp = proxy(running_lab)
+    decided = len(im.read_from(running_lab, pacs(running_lab).name, EVENT_LOG).splitlines())
     result = browse(running_lab, plan, "/dicom-web/studies", who.name, "now")
     evidence.update(who=who.name, hops=hops(result), final=result["final"])
     assert hops(result)[-2:] == [(f"{rp.name}/oidc/redirect", "GET", 302), (f"{rp.name}/dicom-web/studies", "GET", 403)]
+    events = map(json.loads, im.read_from(running_lab, pacs(running_lab).name, EVENT_LOG).splitlines()[decided:])
+    assert [e for e in events if e.get("user") == who.name] == []
 
 
 @pytest.mark.control("C-DAT-02")
@@ -235,13 +245,12 @@ def test_the_proxy_speaks_https_with_tls_1_2_aead_or_1_3_only(running_lab: Lab, 
 ORTHANC_DEFAULTS = [("orthanc", "orthanc"), ("alice", "alicePassword")]
 BASIC_AUTH = r"""
 import base64, json, ssl, sys, urllib.error, urllib.request
-url, accounts = json.load(sys.stdin)
 context = ssl.create_default_context(cafile="/etc/pacslab/tls/root.pem")
 out = []
-for account in accounts:
-    request = urllib.request.Request(url)
-    if account:
-        request.add_header("Authorization", "Basic " + base64.b64encode(":".join(account).encode()).decode())
+for call in json.load(sys.stdin):
+    request = urllib.request.Request(call["url"], method=call.get("method", "GET"), headers=call.get("headers") or {})
+    if call.get("account"):
+        request.add_header("Authorization", "Basic " + base64.b64encode(":".join(call["account"]).encode()).decode())
     try:
         with urllib.request.urlopen(request, timeout=20, context=context) as answer:
             out.append([answer.status, answer.headers.get("WWW-Authenticate")])
@@ -251,21 +260,28 @@ print(json.dumps(out))
 """
 
 
+def basic_auth(lab: Lab, host: str, calls: list[dict[str, Any]]) -> list[list[Any]]:
+    """Requests from ``host`` with Basic credentials ({url, method, account: [user, password] or
+    None, headers}), the lab root as trust; each answer as [HTTP status, WWW-Authenticate or None].
+    The credentials go to the script on stdin."""
+    return list(json.loads(im.exec_in(lab, host, "python3", "-c", BASIC_AUTH, input=json.dumps(calls))))
+
+
 @pytest.mark.control("C-ACC-01")
 @pytest.mark.parametrize("backend", ["pacs_servers", "vna_servers"])
 def test_orthanc_s_default_credentials_are_refused_at_each_backend(running_lab: Lab, plan: Plan, backend: str, evidence) -> None:
     """From the proxy, the only host whose flows reach an Orthanc's HTTPS front (F05b, F05c): the
     packaged default accounts and no account at all get 401 with Orthanc's Basic challenge; the
-    proxy's own account of that backend (the twin: the same request can succeed) gets 200.
-    Credentials go to the script on stdin."""
+    proxy's own account of that backend naming a PACS administrator, as the proxy does (the twin:
+    the same request can succeed; the permission table admits settings to that role), gets 200."""
     rp = proxy(running_lab)
     target = next((h for h in running_lab.group(backend) if h.deployed), None)
     if target is None:
         pytest.skip(f"lab {running_lab.name!r} deploys no host of {backend}")
     own = (rp.name, secret(plan, f"orthanc-{target.name}-{rp.name}"))  # roles/orthanc: the proxy's account bears its name
     url = f"https://{target.name}:{target.service('https').port}/system"
-    accounts = [*ORTHANC_DEFAULTS, None, own]
-    seen = json.loads(im.exec_in(running_lab, rp.name, "python3", "-c", BASIC_AUTH, input=json.dumps([url, accounts])))
+    admin = {"X-Pacslab-User": "adm-check", "X-Pacslab-Roles": "pacs-admin"}
+    seen = basic_auth(running_lab, rp.name, [{"url": url, "account": a, "headers": admin} for a in [*ORTHANC_DEFAULTS, None, own]])
     labels = [a[0] if a else "no account" for a in ORTHANC_DEFAULTS] + ["no account", "the proxy's own account"]
     evidence.update(url=url, answers=dict(zip(labels, seen, strict=True)))
     challenge = 'Basic realm="Orthanc Secure Area"'

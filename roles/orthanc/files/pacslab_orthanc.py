@@ -8,8 +8,18 @@
   each instance's DICOM attachment is checked against the MD5 Orthanc stored when it arrived
   (StoreMD5ForAttachments); a mismatch, or a missing MD5 where MD5s are recorded, is an
   "integrity-failure" event; where they are not (orthanc_md5 false), "integrity-unverifiable".
+- Least privilege (C-ACC-03, PR.AC-4): every REST and DICOMweb request passes the permission table
+  (PacslabPermissions, one JSON file rendered from roles/orthanc's orthanc_permission_rules and
+  orthanc_role_permissions). A proxy's account (PacslabProxies) acts for the person named in the
+  proxy's identity headers, with their roles: the table decides. The lab's REST administrator (the
+  lab's own tooling) may do everything. Any other account, and a proxy request naming no person,
+  is refused (403). Every decision is an "access-decision" event (user, roles, account, method,
+  path, study, permission, verdict); an allowed delete is followed by a "resource-deleted" event
+  naming the person. GET /pacslab/audit answers the event log's last records (the auditor's).
 """
 
+import base64
+import collections
 import json
 import re
 import threading
@@ -24,6 +34,11 @@ VERIFY_EVERY = int(CONFIG.get("PacslabVerifyEvery", 300))
 RECORDS_MD5 = bool(CONFIG.get("StoreMD5ForAttachments", True))
 NAME = CONFIG.get("Name", "orthanc")
 _lock = threading.Lock()
+PERMISSIONS_FILE = CONFIG.get("PacslabPermissions", "")
+PROXIES = set(CONFIG.get("PacslabProxies", []))
+SERVICE_ACCOUNTS = set(CONFIG.get("PacslabServiceAccounts", []))
+USER_HEADER = CONFIG.get("PacslabUserHeader", "X-Pacslab-User").lower()
+ROLES_HEADER = CONFIG.get("PacslabRolesHeader", "X-Pacslab-Roles").lower()
 
 
 def event(kind, **fields):
@@ -88,7 +103,76 @@ def forward(study_id):
         event("forward-failed", study=study_id, to=FORWARD_TO, error=str(exc))
 
 
+def load_permissions(path):
+    """The table: {"rules": [{"methods", "path", "permission"}], "roles": {role: [permission]},
+    "send_to": [AE title]}, each rule's path compiled (it must match the whole path)."""
+    with open(path) as f:
+        table = json.load(f)
+    rules = [(set(r["methods"]), re.compile(r["path"]), r["permission"]) for r in table["rules"]]
+    return rules, {role: set(perms) for role, perms in table["roles"].items()}, set(table["send_to"])
+
+
+RULES, ROLE_PERMISSIONS, SEND_TO = load_permissions(PERMISSIONS_FILE) if PERMISSIONS_FILE else ([], {}, set())
+LEVELS = {orthanc.ResourceType.PATIENT: "Patient", orthanc.ResourceType.STUDY: "Study",
+          orthanc.ResourceType.SERIES: "Series", orthanc.ResourceType.INSTANCE: "Instance"}
+_deleting = {}  # Orthanc id -> the person whose delete was allowed, until Orthanc reports it deleted
+
+
+def _account(headers):
+    """The REST account of a request (Orthanc checked its password before the filter runs)."""
+    scheme, _, value = headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return ""
+    try:
+        return base64.b64decode(value, validate=True).decode("utf-8").partition(":")[0]
+    except ValueError:
+        return ""
+
+
+def decide(method, path, account, person, roles):
+    """(verdict, permission, match): the first rule whose methods and whole path match names the
+    permission the request needs; the service accounts hold every permission, a proxy's person the
+    union of their roles' permissions; `send` goes only to SEND_TO (a destination named in the path)."""
+    rule = next(((permission, m) for methods, pattern, permission in RULES if method in methods
+                 for m in [pattern.fullmatch(path)] if m), (None, None))
+    permission, match = rule
+    if account in SERVICE_ACCOUNTS:
+        return "allow", permission, match
+    if account not in PROXIES or not person or permission is None:
+        return "deny", permission, match
+    granted = set().union(*(ROLE_PERMISSIONS.get(r, set()) for r in roles))
+    if permission not in granted:
+        return "deny", permission, match
+    if permission == "send" and match.groupdict().get("destination") not in SEND_TO:
+        return "deny", permission, match
+    return "allow", permission, match
+
+
+def http_filter(uri, **request):
+    """Orthanc's incoming HTTP filter: True lets the request through, False answers 403."""
+    headers = {k.lower(): v for k, v in (request.get("headers") or {}).items()}
+    method = str(request.get("method", "")).upper().rsplit(".", 1)[-1]
+    path = uri.split("?", 1)[0]
+    account = _account(headers)
+    proxied = account in PROXIES
+    person = headers.get(USER_HEADER, "") if proxied else account
+    roles = sorted(r for r in headers.get(ROLES_HEADER, "").split(",") if r) if proxied else []
+    verdict, permission, match = decide(method, path, account, person, roles)
+    groups = match.groupdict() if match else {}
+    event("access-decision", user=person, roles=roles, account=account, ip=request.get("ip"), method=method, path=path,
+          study=groups.get("study"), permission=permission, verdict=verdict)
+    resource = groups.get("resource") or groups.get("study")
+    if verdict == "allow" and permission == "delete" and resource:
+        with _lock:
+            _deleting[resource] = person
+    return verdict == "allow"
+
+
 def on_change(change_type, level, resource_id):
+    if change_type == orthanc.ChangeType.DELETED:
+        with _lock:
+            person = _deleting.pop(resource_id, None)
+        event("resource-deleted", level=LEVELS.get(level, str(level)), resource=resource_id, user=person)
     if change_type == orthanc.ChangeType.STABLE_STUDY:
         event("study-stable", study=resource_id)
         if FORWARD_TO:
@@ -142,8 +226,27 @@ def on_verify(output, uri, **request):
     output.AnswerBuffer(json.dumps(verify_all()), "application/json")
 
 
+AUDIT_MAX = 1000
+
+
+def on_audit(output, uri, **request):
+    """GET /pacslab/audit?limit=N: the event log's last N records (at most AUDIT_MAX, 200 by
+    default), oldest first, as a JSON list: what an auditor reads (permission audit)."""
+    if request["method"] != "GET":
+        output.SendMethodNotAllowed("GET")
+        return
+    limit = str((request.get("get") or {}).get("limit", "200"))
+    count = min(int(limit), AUDIT_MAX) if limit.isdigit() else 200
+    with _lock, open(EVENT_LOG) as log:
+        last = collections.deque(log, maxlen=count)
+    output.AnswerBuffer("[" + ",".join(line.strip() for line in last if line.strip()) + "]", "application/json")
+
+
 orthanc.RegisterIncomingCStoreInstanceFilter(incoming_cstore)
 orthanc.RegisterOnStoredInstanceCallback(on_stored)
 orthanc.RegisterOnChangeCallback(on_change)
+if PERMISSIONS_FILE:
+    orthanc.RegisterIncomingHttpRequestFilter(http_filter)
 orthanc.RegisterRestCallback("/pacslab/verify", on_verify)
+orthanc.RegisterRestCallback("/pacslab/audit", on_audit)
 threading.Thread(target=verify_loop, daemon=True).start()

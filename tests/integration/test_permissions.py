@@ -1,0 +1,228 @@
+"""The PACS's permission table (issue 12, C-ACC-03, PR.AC-4): the plugin of roles/orthanc decides
+every REST and DICOMweb request the proxy passes by the person it names and their roles, from one
+table (orthanc_permission_rules, orthanc_role_permissions), and logs each decision.
+
+Two vantage points:
+- the people's own browsers, through the proxy, with real sessions (password and TOTP code at the
+  IdP; pacslab.probes.oidc.browse from the internet computer, one sign-in per person for the
+  module): the role x action matrix, each answer and its effect (what the PACS holds, how it came,
+  its decision log);
+- the proxy host, the only one whose flows reach the PACS's HTTPS front (F05b): what the table
+  makes of the proxy's account naming a vendor, no one, or a role the lab does not know, and of
+  the same headers under an account that is not the proxy's.
+Each expected answer is written out below.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import secrets
+from typing import Any
+
+import pydicom
+import pytest
+
+from pacslab import dicomsim
+from pacslab.plan import Plan
+from pacslab.probes import imaging as im
+from pacslab.probes import oidc
+from pacslab.topology import Lab
+
+from .test_idp import one, secret
+from .test_rproxy import CLIENT, EVENT_LOG, basic_auth, browse, pacs, proxy, store_study
+
+ROLES = ["radiologist", "technologist", "pacs-admin", "auditor"]
+# What each role gets, by request (the table of roles/orthanc; the proxy's routes of roles/rproxy
+# refuse the auditor DICOMweb before the PACS sees it). 200 allowed, 403 refused.
+MATRIX = {
+    #                 search retrieve record file audit settings send-ws send-vna
+    "radiologist":   [200,   200,     200,   200, 403,  403,     200,    403],
+    "technologist":  [200,   403,     200,   403, 403,  403,     403,    403],
+    "pacs-admin":    [200,   403,     200,   403, 403,  200,     200,    403],
+    "auditor":       [403,   403,     403,   403, 200,  403,     403,    403],
+}
+ACTIONS = ["search", "retrieve", "record", "file", "audit", "settings", "send-ws", "send-vna"]
+# The requests the proxy refuses itself (its DICOMweb route does not admit the role): the PACS
+# never decides them.
+REFUSED_BY_PROXY = {("auditor", "search"), ("auditor", "retrieve")}
+# STOW-RS (PS3.18 10.5): one Part 10 instance in a multipart/related body.
+BOUNDARY = "pacslab-stow-boundary"
+STOW_TYPE = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
+# Where a signed-in browser lands first: a path no route publishes (the proxy's 404, nothing passed).
+NOWHERE = "/no-such-page"
+
+
+@pytest.fixture(scope="module")
+def sessions(running_lab: Lab, plan: Plan) -> dict[str, tuple[str, str]]:
+    """{role: (person, the Cookie header of their proxy session)}: the first enabled person of each
+    role, signed in once from the internet computer."""
+    proxy(running_lab)
+    out = {}
+    for role in ROLES:
+        who = one(running_lab, "enabled", role)
+        result = browse(running_lab, plan, NOWHERE, who.name, "now", keep=True)
+        out[role] = (who.name, oidc.session_cookie(result))
+    return out
+
+
+@pytest.fixture(scope="module")
+def stored(running_lab: Lab) -> dict[str, str]:
+    return store_study(running_lab)
+
+
+def as_person(lab: Lab, cookie: str, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each call ({path, method, headers, body | body_base64}) through the proxy with the person's
+    session; each answer {status, json | text}."""
+    rp = proxy(lab)
+    then = [{k: v for k, v in c.items() if k != "path"} | {"url": f"https://{rp.name}{c['path']}"} for c in calls]
+    result = oidc.browse(lab, CLIENT, f"https://{rp.name}{NOWHERE}", cookie=cookie, then=then)
+    assert result["steps"][-1].get("status") == 404, result["steps"]  # the session holds: no hop to the IdP
+    return list(result["then"])
+
+
+def decisions(lab: Lab, since: int) -> list[dict[str, Any]]:
+    """The PACS's access decisions logged after the first ``since`` lines of its event log."""
+    lines = im.read_from(lab, pacs(lab).name, EVENT_LOG).splitlines()[since:]
+    return [e for e in map(json.loads, lines) if e.get("event") == "access-decision"]
+
+
+def log_length(lab: Lab) -> int:
+    return len(im.read_from(lab, pacs(lab).name, EVENT_LOG).splitlines())
+
+
+def stow_body(accession: str) -> str:
+    """A STOW-RS body holding one new CT instance (dicomsim's synthetic series) with ``accession``,
+    base64-encoded."""
+    order = {"patient_name": "PERMISSION^CHECK", "patient_id": f"PC{accession}", "accession": accession,
+             "study_uid": pydicom.uid.generate_uid(dicomsim.UID_ROOT)}
+    [ds] = dicomsim.make_series(order, "CT", "CT01", 1)
+    part10 = io.BytesIO()
+    pydicom.dcmwrite(part10, ds, write_like_original=False)
+    body = (f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode() + part10.getvalue()
+            + f"\r\n--{BOUNDARY}--\r\n".encode())
+    return base64.b64encode(body).decode()
+
+
+@pytest.mark.control("C-ACC-03")
+def test_each_role_gets_what_its_permissions_allow_through_the_proxy(running_lab: Lab, sessions: dict[str, tuple[str, str]],
+                                                                     stored: dict[str, str], evidence) -> None:
+    """Each role, with a real session, asks for the same eight things of one study a modality
+    stored: a QIDO-RS search by accession (view), its WADO-RS retrieval (download), its record in
+    the REST API (view), its DICOM file (download: pixel data), the audit records (audit), the
+    server's settings (settings), sending it to the reading workstation and to the VNA (send, which
+    goes to the reading workstations only). The answers are the matrix above; the PACS decided every
+    request the proxy passed, and logged each with the person, their roles and its verdict; the
+    auditor's audit records hold the radiologist's decision to fetch the file."""
+    lab = running_lab
+    reading = next(h for h in lab.group("workstations") if h.deployed and h.ae_title and "dicom" in [s.name for s in h.services])
+    vna = next(h for h in lab.group("vna_servers") if h.deployed)
+    dicom = {"Accept": 'multipart/related; type="application/dicom"'}
+    calls = [
+        {"path": f"/dicom-web/studies?AccessionNumber={stored['accession']}", "headers": {"Accept": "application/dicom+json"}},
+        {"path": f"/dicom-web/studies/{stored['uid']}", "headers": dicom},
+        {"path": f"/pacs/studies/{stored['id']}", "headers": {"Accept": "application/json"}},
+        {"path": f"/pacs/instances/{stored['instance']}/file", "headers": {"Accept": "application/dicom"}},
+        {"path": "/pacs/pacslab/audit?limit=1000", "headers": {"Accept": "application/json"}},
+        {"path": "/pacs/system", "headers": {"Accept": "application/json"}},
+        {"path": f"/pacs/modalities/{reading.ae_title}/store", "method": "POST", "body": stored["id"]},
+        {"path": f"/pacs/modalities/{vna.ae_title}/store", "method": "POST", "body": stored["id"]},
+    ]
+    since = log_length(lab)
+    answers = {role: as_person(lab, cookie, calls) for role, (_, cookie) in sessions.items()}
+    seen = {role: [a.get("status") for a in answers[role]] for role in ROLES}
+    logged = decisions(lab, since)
+    evidence.update(people={r: p for r, (p, _) in sessions.items()}, seen=seen, decisions=len(logged))
+    assert seen == MATRIX
+    paths = [c["path"].split("?")[0].removeprefix("/pacs") for c in calls]
+    for role in ROLES:
+        person = sessions[role][0]
+        mine = [(d["method"], d["path"], d["verdict"], d["roles"]) for d in logged if d["user"] == person]
+        expected = [(c.get("method", "GET"), path, "allow" if code == 200 else "deny", [role])
+                    for c, path, code, action in zip(calls, paths, MATRIX[role], ACTIONS, strict=True) if (role, action) not in REFUSED_BY_PROXY]
+        assert mine == expected, role
+    # the auditor read the radiologist's file download among the audit records
+    audit = answers["auditor"][ACTIONS.index("audit")]["json"]
+    fetched = {"event": "access-decision", "user": sessions["radiologist"][0], "method": "GET",
+               "path": f"/instances/{stored['instance']}/file", "verdict": "allow", "permission": "download"}
+    assert [e for e in audit if fetched.items() <= e.items()] != []
+
+
+@pytest.mark.control("C-ACC-03")
+def test_a_technologist_stores_a_pacs_admin_deletes_and_no_other_role_does(running_lab: Lab, sessions: dict[str, tuple[str, str]],
+                                                                            evidence) -> None:
+    """STOW-RS of a new instance: the technologist's is stored (200; the PACS holds it, Origin
+    "RestApi"), the radiologist's is refused (403; nothing held under its accession). Deleting the
+    technologist's study: the technologist, the radiologist and the auditor are refused (403), the
+    study still held; the PACS administrator deletes it (200), it is gone, and the PACS logged the
+    allowed delete and then the deletion itself, each naming the administrator."""
+    lab = running_lab
+    host = pacs(lab).name
+    mine, theirs = f"PT{secrets.token_hex(3).upper()}", f"PR{secrets.token_hex(3).upper()}"
+    stow = {"path": "/dicom-web/studies", "method": "POST", "headers": {"Content-Type": STOW_TYPE, "Accept": "application/dicom+json"}}
+    since = log_length(lab)
+    [by_technologist] = as_person(lab, sessions["technologist"][1], [stow | {"body_base64": stow_body(mine)}])
+    [by_radiologist] = as_person(lab, sessions["radiologist"][1], [stow | {"body_base64": stow_body(theirs)}])
+    [study] = im.find_study(lab, host, mine)
+    origins = {im.instance_origin(lab, host, i["id"]) for i in im.study_instances(lab, host, study)}
+    delete = {"path": f"/pacs/studies/{study}", "method": "DELETE", "headers": {"Accept": "application/json"}}
+    refused = {role: as_person(lab, sessions[role][1], [delete])[0]["status"] for role in ("technologist", "radiologist", "auditor")}
+    held_after_refusals = im.find_study(lab, host, mine)
+    [by_admin] = as_person(lab, sessions["pacs-admin"][1], [delete])
+    held_after_delete = im.find_study(lab, host, mine)
+    events = [e for e in map(json.loads, im.read_from(lab, host, EVENT_LOG).splitlines()[since:])
+              if e.get("event") == "resource-deleted" or (e.get("event") == "access-decision" and e.get("permission") == "delete")]
+    evidence.update(stored=by_technologist["status"], refused_stow=by_radiologist["status"], origins=sorted(origins), refused=refused,
+                    deleted=by_admin["status"], events=events)
+    assert (by_technologist["status"], by_radiologist["status"]) == (200, 403)
+    assert origins == {"RestApi"} and im.find_study(lab, host, theirs) == []
+    assert refused == {"technologist": 403, "radiologist": 403, "auditor": 403} and held_after_refusals == [study]
+    assert by_admin["status"] == 200 and held_after_delete == []
+    admin = sessions["pacs-admin"][0]
+    assert [(e["event"], e.get("user"), e.get("verdict")) for e in events] == [
+        ("access-decision", sessions["technologist"][0], "deny"), ("access-decision", sessions["radiologist"][0], "deny"),
+        ("access-decision", sessions["auditor"][0], "deny"), ("access-decision", admin, "allow"), ("resource-deleted", admin, None)]
+    assert events[-1]["resource"] == study and events[-1]["level"] == "Study"
+
+
+@pytest.mark.control("C-ACC-03")
+def test_the_pacs_believes_identity_headers_only_under_the_proxy_s_account(running_lab: Lab, plan: Plan, evidence) -> None:
+    """From the proxy host, straight to the PACS's HTTPS front, a QIDO-RS search: the proxy's account
+    naming a radiologist gets 200 (the twin); naming a vendor (a role that holds nothing), a role the
+    lab does not know, or no person at all gets 403, each logged as refused; the same radiologist's
+    headers under Orthanc's packaged account get 401 (Orthanc's own check comes first)."""
+    rp, target = proxy(running_lab), pacs(running_lab)
+    own = [rp.name, secret(plan, f"orthanc-{target.name}-{rp.name}")]
+    url = f"https://{target.name}:{target.service('https').port}/dicom-web/studies?limit=1"
+    as_whom = {
+        "radiologist": {"X-Pacslab-User": "rad-check", "X-Pacslab-Roles": "radiologist"},
+        "vendor": {"X-Pacslab-User": "vnd-check", "X-Pacslab-Roles": "vendor"},
+        "unknown role": {"X-Pacslab-User": "odd-check", "X-Pacslab-Roles": "superuser"},
+        "no person": {"X-Pacslab-Roles": "pacs-admin"},
+    }
+    since = log_length(running_lab)
+    seen = basic_auth(running_lab, rp.name, [{"url": url, "account": own, "headers": h} for h in as_whom.values()]
+                      + [{"url": url, "account": ["orthanc", "orthanc"], "headers": as_whom["radiologist"]}])
+    logged = [(d["user"], d["roles"], d["verdict"]) for d in decisions(running_lab, since) if d["account"] == rp.name]
+    evidence.update(answers=dict(zip([*as_whom, "packaged account"], seen, strict=True)), logged=logged)
+    assert [s[0] for s in seen] == [200, 403, 403, 403, 401]
+    assert logged == [("rad-check", ["radiologist"], "allow"), ("vnd-check", ["vendor"], "deny"),
+                      ("odd-check", ["superuser"], "deny"), ("", ["pacs-admin"], "deny")]
+
+
+@pytest.mark.control("C-ACC-03")
+def test_identity_headers_a_browser_forges_are_replaced_by_the_proxy_s(running_lab: Lab, sessions: dict[str, tuple[str, str]],
+                                                                        evidence) -> None:
+    """The radiologist's browser sends identity headers of its own, naming a PACS administrator,
+    with a request for the server's settings (a PACS administrator's permission): 403, and the PACS
+    logged the radiologist and their role, not the forged ones."""
+    person, cookie = sessions["radiologist"]
+    forged = {"X-Pacslab-User": "adm-forged", "X-Pacslab-Roles": "pacs-admin", "Accept": "application/json"}
+    since = log_length(running_lab)
+    [answer] = as_person(running_lab, cookie, [{"path": "/pacs/system", "headers": forged}])
+    logged = [(d["user"], d["roles"], d["path"], d["verdict"]) for d in decisions(running_lab, since)
+              if d["account"] == proxy(running_lab).name]
+    evidence.update(status=answer["status"], logged=logged)
+    assert answer["status"] == 403
+    assert logged == [(person, ["radiologist"], "/system", "deny")]
