@@ -52,6 +52,13 @@ BOUNDARY = "pacslab-stow-boundary"
 STOW_TYPE = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
 # Where a signed-in browser lands first: a path no route publishes (the proxy's 404, nothing passed).
 NOWHERE = "/no-such-page"
+# Identity headers as the proxy sets them, for the checks from the proxy host.
+AS_WHOM = {
+    "radiologist": {"X-Pacslab-User": "rad-check", "X-Pacslab-Roles": "radiologist"},
+    "vendor": {"X-Pacslab-User": "vnd-check", "X-Pacslab-Roles": "vendor"},
+    "unknown role": {"X-Pacslab-User": "odd-check", "X-Pacslab-Roles": "superuser"},
+    "no person": {"X-Pacslab-Roles": "pacs-admin"},
+}
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +106,7 @@ def stow_body(accession: str) -> str:
              "study_uid": pydicom.uid.generate_uid(dicomsim.UID_ROOT)}
     [ds] = dicomsim.make_series(order, "CT", "CT01", 1)
     part10 = io.BytesIO()
-    pydicom.dcmwrite(part10, ds, write_like_original=False)
+    pydicom.dcmwrite(part10, ds, enforce_file_format=True)
     body = (f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode() + part10.getvalue()
             + f"\r\n--{BOUNDARY}--\r\n".encode())
     return base64.b64encode(body).decode()
@@ -152,11 +159,11 @@ def test_each_role_gets_what_its_permissions_allow_through_the_proxy(running_lab
 @pytest.mark.control("C-ACC-03")
 def test_a_technologist_stores_a_pacs_admin_deletes_and_no_other_role_does(running_lab: Lab, sessions: dict[str, tuple[str, str]],
                                                                             evidence) -> None:
-    """STOW-RS of a new instance: the technologist's is stored (200; the PACS holds it, Origin
-    "RestApi"), the radiologist's is refused (403; nothing held under its accession). Deleting the
+    """STOW-RS of a new instance: the technologist's is stored (200; the PACS holds it, with the Origin
+    "Plugins": the DICOMweb plugin stored it), the radiologist's is refused (403; nothing held under its accession). Deleting the
     technologist's study: the technologist, the radiologist and the auditor are refused (403), the
-    study still held; the PACS administrator deletes it (200), it is gone, and the PACS logged the
-    allowed delete and then the deletion itself, each naming the administrator."""
+    study still held; the PACS administrator deletes it (200), it is gone, and the PACS logged each
+    decision and then each resource the delete removed, naming the administrator."""
     lab = running_lab
     host = pacs(lab).name
     mine, theirs = f"PT{secrets.token_hex(3).upper()}", f"PR{secrets.token_hex(3).upper()}"
@@ -176,39 +183,62 @@ def test_a_technologist_stores_a_pacs_admin_deletes_and_no_other_role_does(runni
     evidence.update(stored=by_technologist["status"], refused_stow=by_radiologist["status"], origins=sorted(origins), refused=refused,
                     deleted=by_admin["status"], events=events)
     assert (by_technologist["status"], by_radiologist["status"]) == (200, 403)
-    assert origins == {"RestApi"} and im.find_study(lab, host, theirs) == []
+    assert origins == {"Plugins"} and im.find_study(lab, host, theirs) == []
     assert refused == {"technologist": 403, "radiologist": 403, "auditor": 403} and held_after_refusals == [study]
     assert by_admin["status"] == 200 and held_after_delete == []
     admin = sessions["pacs-admin"][0]
-    assert [(e["event"], e.get("user"), e.get("verdict")) for e in events] == [
-        ("access-decision", sessions["technologist"][0], "deny"), ("access-decision", sessions["radiologist"][0], "deny"),
-        ("access-decision", sessions["auditor"][0], "deny"), ("access-decision", admin, "allow"), ("resource-deleted", admin, None)]
-    assert events[-1]["resource"] == study and events[-1]["level"] == "Study"
+    assert [(e.get("user"), e.get("verdict")) for e in events if e["event"] == "access-decision"] == [
+        (sessions["technologist"][0], "deny"), (sessions["radiologist"][0], "deny"), (sessions["auditor"][0], "deny"), (admin, "allow")]
+    # Orthanc removes the study, its series and instance, and its patient (left without a study)
+    deleted = [(e["level"], e["user"]) for e in events if e["event"] == "resource-deleted"]
+    assert sorted(deleted) == [("Instance", admin), ("Patient", admin), ("Series", admin), ("Study", admin)]
+    assert [e["resource"] for e in events if e["event"] == "resource-deleted" and e["level"] == "Study"] == [study]
 
 
 @pytest.mark.control("C-ACC-03")
 def test_the_pacs_believes_identity_headers_only_under_the_proxy_s_account(running_lab: Lab, plan: Plan, evidence) -> None:
-    """From the proxy host, straight to the PACS's HTTPS front, a QIDO-RS search: the proxy's account
-    naming a radiologist gets 200 (the twin); naming a vendor (a role that holds nothing), a role the
-    lab does not know, or no person at all gets 403, each logged as refused; the same radiologist's
-    headers under Orthanc's packaged account get 401 (Orthanc's own check comes first)."""
+    """From the proxy host, straight to the PACS's HTTPS front with the proxy's certificate, a QIDO-RS
+    search: the proxy's account naming a radiologist gets 200 (the twin); naming a vendor (a role
+    that holds nothing), a role the lab does not know, or no person at all gets 403, each logged as
+    refused; the radiologist's headers under Orthanc's packaged account get 401 (Orthanc's own check
+    comes first)."""
     rp, target = proxy(running_lab), pacs(running_lab)
     own = [rp.name, secret(plan, f"orthanc-{target.name}-{rp.name}")]
     url = f"https://{target.name}:{target.service('https').port}/dicom-web/studies?limit=1"
-    as_whom = {
-        "radiologist": {"X-Pacslab-User": "rad-check", "X-Pacslab-Roles": "radiologist"},
-        "vendor": {"X-Pacslab-User": "vnd-check", "X-Pacslab-Roles": "vendor"},
-        "unknown role": {"X-Pacslab-User": "odd-check", "X-Pacslab-Roles": "superuser"},
-        "no person": {"X-Pacslab-Roles": "pacs-admin"},
-    }
     since = log_length(running_lab)
-    seen = basic_auth(running_lab, rp.name, [{"url": url, "account": own, "headers": h} for h in as_whom.values()]
-                      + [{"url": url, "account": ["orthanc", "orthanc"], "headers": as_whom["radiologist"]}])
+    seen = basic_auth(running_lab, rp.name, [{"url": url, "account": own, "headers": h, "cert": True} for h in AS_WHOM.values()]
+                      + [{"url": url, "account": ["orthanc", "orthanc"], "headers": AS_WHOM["radiologist"], "cert": True}])
     logged = [(d["user"], d["roles"], d["verdict"]) for d in decisions(running_lab, since) if d["account"] == rp.name]
-    evidence.update(answers=dict(zip([*as_whom, "packaged account"], seen, strict=True)), logged=logged)
+    evidence.update(answers=dict(zip([*AS_WHOM, "packaged account"], seen, strict=True)), logged=logged)
     assert [s[0] for s in seen] == [200, 403, 403, 403, 401]
     assert logged == [("rad-check", ["radiologist"], "allow"), ("vnd-check", ["vendor"], "deny"),
                       ("odd-check", ["superuser"], "deny"), ("", ["pacs-admin"], "deny")]
+
+
+@pytest.mark.control("C-ACC-03")
+@pytest.mark.control("C-ACC-06")
+def test_the_proxy_s_account_works_from_the_proxy_alone(running_lab: Lab, plan: Plan, evidence) -> None:
+    """The PACS's HTTPS front takes other hosts only with a certificate anchored in its proxies'
+    bundle: the proxy's account and a radiologist's headers, from the proxy without its certificate,
+    are refused in the TLS handshake (certificate_required, RFC 8446 4.4.2.4); from the VNA, which
+    shares the PACS's zone (no fw between them) and shows its own lab certificate, too (unknown_ca);
+    the same from the proxy with its certificate gets 200. The PACS logged one decision, the last."""
+    rp, target = proxy(running_lab), pacs(running_lab)
+    neighbour = next((h for h in running_lab.group("vna_servers") if h.deployed and h.zone == target.zone), None)
+    if neighbour is None:
+        pytest.skip(f"lab {running_lab.name!r} deploys no VNA beside the PACS")
+    own = [rp.name, secret(plan, f"orthanc-{target.name}-{rp.name}")]
+    call = {"url": f"https://{target.name}:{target.service('https').port}/dicom-web/studies?limit=1", "account": own,
+            "headers": AS_WHOM["radiologist"]}
+    since = log_length(running_lab)
+    no_cert = basic_auth(running_lab, rp.name, [call])
+    other_cert = basic_auth(running_lab, neighbour.name, [call | {"cert": True}])
+    proxy_cert = basic_auth(running_lab, rp.name, [call | {"cert": True}])
+    logged = [(d["user"], d["verdict"]) for d in decisions(running_lab, since) if d["account"] == rp.name]
+    evidence.update(without_certificate=no_cert, from_the_vna=other_cert, with_the_proxy_s=proxy_cert, logged=logged)
+    assert no_cert == [["tls", "TLSV13_ALERT_CERTIFICATE_REQUIRED"]]
+    assert other_cert == [["tls", "TLSV1_ALERT_UNKNOWN_CA"]]
+    assert proxy_cert == [[200, None]] and logged == [("rad-check", "allow")]
 
 
 @pytest.mark.control("C-ACC-03")

@@ -245,9 +245,11 @@ def test_the_proxy_speaks_https_with_tls_1_2_aead_or_1_3_only(running_lab: Lab, 
 ORTHANC_DEFAULTS = [("orthanc", "orthanc"), ("alice", "alicePassword")]
 BASIC_AUTH = r"""
 import base64, json, ssl, sys, urllib.error, urllib.request
-context = ssl.create_default_context(cafile="/etc/pacslab/tls/root.pem")
 out = []
 for call in json.load(sys.stdin):
+    context = ssl.create_default_context(cafile="/etc/pacslab/tls/root.pem")
+    if call.get("cert"):
+        context.load_cert_chain("/etc/pacslab/tls/node.crt", "/etc/pacslab/tls/node.key")
     request = urllib.request.Request(call["url"], method=call.get("method", "GET"), headers=call.get("headers") or {})
     if call.get("account"):
         request.add_header("Authorization", "Basic " + base64.b64encode(":".join(call["account"]).encode()).decode())
@@ -256,24 +258,29 @@ for call in json.load(sys.stdin):
             out.append([answer.status, answer.headers.get("WWW-Authenticate")])
     except urllib.error.HTTPError as e:
         out.append([e.code, e.headers.get("WWW-Authenticate")])
+    except (urllib.error.URLError, ssl.SSLError) as e:
+        reason = getattr(e, "reason", e)
+        out.append(["tls", getattr(reason, "reason", str(reason))])
 print(json.dumps(out))
 """
 
 
 def basic_auth(lab: Lab, host: str, calls: list[dict[str, Any]]) -> list[list[Any]]:
     """Requests from ``host`` with Basic credentials ({url, method, account: [user, password] or
-    None, headers}), the lab root as trust; each answer as [HTTP status, WWW-Authenticate or None].
-    The credentials go to the script on stdin."""
+    None, headers, cert: true to show the host's node certificate}), the lab root as trust; each
+    answer as [HTTP status, WWW-Authenticate or None], or ["tls", OpenSSL's reason] when the TLS
+    handshake failed (e.g. "TLSV13_ALERT_CERTIFICATE_REQUIRED"). Credentials go to the script on stdin."""
     return list(json.loads(im.exec_in(lab, host, "python3", "-c", BASIC_AUTH, input=json.dumps(calls))))
 
 
 @pytest.mark.control("C-ACC-01")
 @pytest.mark.parametrize("backend", ["pacs_servers", "vna_servers"])
 def test_orthanc_s_default_credentials_are_refused_at_each_backend(running_lab: Lab, plan: Plan, backend: str, evidence) -> None:
-    """From the proxy, the only host whose flows reach an Orthanc's HTTPS front (F05b, F05c): the
-    packaged default accounts and no account at all get 401 with Orthanc's Basic challenge; the
-    proxy's own account of that backend naming a PACS administrator, as the proxy does (the twin:
-    the same request can succeed; the permission table admits settings to that role), gets 200."""
+    """From the proxy, the only host whose flows reach an Orthanc's HTTPS front (F05b, F05c), with the
+    proxy's certificate, which the front requires of other hosts: the packaged default accounts and
+    no account at all get 401 with Orthanc's Basic challenge; the proxy's own account of that
+    backend naming a PACS administrator, as the proxy does (the twin: the same request can succeed;
+    the permission table admits settings to that role), gets 200."""
     rp = proxy(running_lab)
     target = next((h for h in running_lab.group(backend) if h.deployed), None)
     if target is None:
@@ -281,7 +288,7 @@ def test_orthanc_s_default_credentials_are_refused_at_each_backend(running_lab: 
     own = (rp.name, secret(plan, f"orthanc-{target.name}-{rp.name}"))  # roles/orthanc: the proxy's account bears its name
     url = f"https://{target.name}:{target.service('https').port}/system"
     admin = {"X-Pacslab-User": "adm-check", "X-Pacslab-Roles": "pacs-admin"}
-    seen = basic_auth(running_lab, rp.name, [{"url": url, "account": a, "headers": admin} for a in [*ORTHANC_DEFAULTS, None, own]])
+    seen = basic_auth(running_lab, rp.name, [{"url": url, "account": a, "headers": admin, "cert": True} for a in [*ORTHANC_DEFAULTS, None, own]])
     labels = [a[0] if a else "no account" for a in ORTHANC_DEFAULTS] + ["no account", "the proxy's own account"]
     evidence.update(url=url, answers=dict(zip(labels, seen, strict=True)))
     challenge = 'Basic realm="Orthanc Secure Area"'

@@ -113,9 +113,12 @@ def load_permissions(path):
 
 
 RULES, ROLE_PERMISSIONS, SEND_TO = load_permissions(PERMISSIONS_FILE) if PERMISSIONS_FILE else ([], {}, set())
+# The filter's method is OrthancPluginHttpMethod (Orthanc answers HEAD as GET).
+METHODS = {orthanc.HttpMethod.GET: "GET", orthanc.HttpMethod.POST: "POST", orthanc.HttpMethod.PUT: "PUT",
+           orthanc.HttpMethod.DELETE: "DELETE"}
 LEVELS = {orthanc.ResourceType.PATIENT: "Patient", orthanc.ResourceType.STUDY: "Study",
           orthanc.ResourceType.SERIES: "Series", orthanc.ResourceType.INSTANCE: "Instance"}
-_deleting = {}  # Orthanc id -> the person whose delete was allowed, until Orthanc reports it deleted
+_deleting = {}  # Orthanc id -> (the person whose delete may remove it, when), until Orthanc reports it deleted
 
 
 def _account(headers):
@@ -151,7 +154,7 @@ def decide(method, path, account, person, roles):
 def http_filter(uri, **request):
     """Orthanc's incoming HTTP filter: True lets the request through, False answers 403."""
     headers = {k.lower(): v for k, v in (request.get("headers") or {}).items()}
-    method = str(request.get("method", "")).upper().rsplit(".", 1)[-1]
+    method = METHODS.get(request.get("method"), str(request.get("method")))
     path = uri.split("?", 1)[0]
     account = _account(headers)
     proxied = account in PROXIES
@@ -163,15 +166,42 @@ def http_filter(uri, **request):
           study=groups.get("study"), permission=permission, verdict=verdict)
     resource = groups.get("resource") or groups.get("study")
     if verdict == "allow" and permission == "delete" and resource:
+        doomed = _doomed(path.split("/")[1], resource)
         with _lock:
-            _deleting[resource] = person
+            now = time.monotonic()
+            for stale in [r for r, (_, at) in _deleting.items() if now - at > DELETE_WINDOW]:
+                del _deleting[stale]
+            _deleting.update({r: (person, now) for r in doomed})
     return verdict == "allow"
+
+
+# Orthanc's resource levels (REST paths): what lies below each, and above (an ancestor left
+# without children is deleted with it).
+BELOW = {"patients": ["studies", "series", "instances"], "studies": ["series", "instances"], "series": ["instances"], "instances": []}
+ABOVE = {"patients": [], "studies": ["patient"], "series": ["patient", "study"], "instances": ["patient", "study", "series"]}
+DELETE_WINDOW = 600  # seconds an allowed delete names the person for the resources it may remove
+
+
+def _doomed(level, resource):
+    """The Orthanc ids a delete of ``resource`` (at ``level``, a REST path's first part) may remove:
+    the resource, every resource below it, and its ancestors."""
+    if level not in BELOW:
+        return {resource}
+    ids = {resource}
+    try:
+        for below in BELOW[level]:
+            ids |= {r["ID"] for r in json.loads(orthanc.RestApiGet(f"/{level}/{resource}/{below}"))}
+        for above in ABOVE[level]:
+            ids.add(json.loads(orthanc.RestApiGet(f"/{level}/{resource}/{above}"))["ID"])
+    except orthanc.OrthancException:  # no such resource: Orthanc answers the delete 404 itself
+        pass
+    return ids
 
 
 def on_change(change_type, level, resource_id):
     if change_type == orthanc.ChangeType.DELETED:
         with _lock:
-            person = _deleting.pop(resource_id, None)
+            person, _ = _deleting.pop(resource_id, (None, None))
         event("resource-deleted", level=LEVELS.get(level, str(level)), resource=resource_id, user=person)
     if change_type == orthanc.ChangeType.STABLE_STUDY:
         event("study-stable", study=resource_id)
