@@ -157,13 +157,18 @@ def test_each_role_gets_what_its_permissions_allow_through_the_proxy(running_lab
 
 
 @pytest.mark.control("C-ACC-03")
-def test_a_technologist_stores_a_pacs_admin_deletes_and_no_other_role_does(running_lab: Lab, sessions: dict[str, tuple[str, str]],
-                                                                            evidence) -> None:
+def test_a_technologist_stores_and_corrects_a_pacs_admin_deletes_and_no_other_role_does(running_lab: Lab,
+                                                                                         sessions: dict[str, tuple[str, str]],
+                                                                                         evidence) -> None:
     """STOW-RS of a new instance: the technologist's is stored (200; the PACS holds it, with the Origin
-    "Plugins": the DICOMweb plugin stored it), the radiologist's is refused (403; nothing held under its accession). Deleting the
-    technologist's study: the technologist, the radiologist and the auditor are refused (403), the
-    study still held; the PACS administrator deletes it (200), it is gone, and the PACS logged each
-    decision and then each resource the delete removed, naming the administrator."""
+    "Plugins": the DICOMweb plugin stored it), the radiologist's is refused (403; nothing held under
+    its accession). A demographic correction of that study: the technologist's makes a corrected
+    copy (200; the original kept, unchanged), one naming another attribute is refused (400), and
+    Orthanc's own modify, which can remove its source, is refused to the technologist (403), as the
+    correction is to the radiologist. Deleting the original: the technologist, the radiologist and
+    the auditor are refused (403), both studies still held; the PACS administrator deletes it (200)
+    and the copy stays. The PACS logged each decision that needed the delete permission, and each
+    resource the delete removed, naming the administrator."""
     lab = running_lab
     host = pacs(lab).name
     mine, theirs = f"PT{secrets.token_hex(3).upper()}", f"PR{secrets.token_hex(3).upper()}"
@@ -173,25 +178,39 @@ def test_a_technologist_stores_a_pacs_admin_deletes_and_no_other_role_does(runni
     [by_radiologist] = as_person(lab, sessions["radiologist"][1], [stow | {"body_base64": stow_body(theirs)}])
     [study] = im.find_study(lab, host, mine)
     origins = {im.instance_origin(lab, host, i["id"]) for i in im.study_instances(lab, host, study)}
+    correct = {"path": f"/pacs/pacslab/studies/{study}/demographics", "method": "POST", "headers": {"Accept": "application/json"}}
+    corrected, not_demographic, raw_modify = as_person(lab, sessions["technologist"][1], [
+        correct | {"body": json.dumps({"PatientName": "CORRECTED^NAME", "PatientSex": "F"})},
+        correct | {"body": json.dumps({"PatientID": "SOMEONE-ELSE"})},
+        {"path": f"/pacs/studies/{study}/modify", "method": "POST", "body": json.dumps({"Replace": {"PatientName": "X"}, "KeepSource": False})},
+    ])
+    [correction_by_radiologist] = as_person(lab, sessions["radiologist"][1], [correct | {"body": json.dumps({"PatientSex": "M"})}])
+    copy = corrected.get("json", {}).get("ID")
+    names = {s: im.orthanc(lab, host, f"/studies/{s}")["PatientMainDicomTags"]["PatientName"] for s in im.find_study(lab, host, mine)}
     delete = {"path": f"/pacs/studies/{study}", "method": "DELETE", "headers": {"Accept": "application/json"}}
     refused = {role: as_person(lab, sessions[role][1], [delete])[0]["status"] for role in ("technologist", "radiologist", "auditor")}
-    held_after_refusals = im.find_study(lab, host, mine)
+    held_after_refusals = sorted(im.find_study(lab, host, mine))
     [by_admin] = as_person(lab, sessions["pacs-admin"][1], [delete])
     held_after_delete = im.find_study(lab, host, mine)
     events = [e for e in map(json.loads, im.read_from(lab, host, EVENT_LOG).splitlines()[since:])
               if e.get("event") == "resource-deleted" or (e.get("event") == "access-decision" and e.get("permission") == "delete")]
-    evidence.update(stored=by_technologist["status"], refused_stow=by_radiologist["status"], origins=sorted(origins), refused=refused,
-                    deleted=by_admin["status"], events=events)
+    evidence.update(stored=by_technologist["status"], refused_stow=by_radiologist["status"], origins=sorted(origins),
+                    corrections=[corrected["status"], not_demographic["status"], raw_modify["status"], correction_by_radiologist["status"]],
+                    names=names, refused=refused, deleted=by_admin["status"], events=events)
     assert (by_technologist["status"], by_radiologist["status"]) == (200, 403)
     assert origins == {"Plugins"} and im.find_study(lab, host, theirs) == []
-    assert refused == {"technologist": 403, "radiologist": 403, "auditor": 403} and held_after_refusals == [study]
-    assert by_admin["status"] == 200 and held_after_delete == []
-    admin = sessions["pacs-admin"][0]
-    assert [(e.get("user"), e.get("verdict")) for e in events if e["event"] == "access-decision"] == [
-        (sessions["technologist"][0], "deny"), (sessions["radiologist"][0], "deny"), (sessions["auditor"][0], "deny"), (admin, "allow")]
-    # Orthanc removes the study, its series and instance, and its patient (left without a study)
+    assert (corrected["status"], not_demographic["status"], raw_modify["status"], correction_by_radiologist["status"]) == (200, 400, 403, 403)
+    assert names == {study: "PERMISSION^CHECK", copy: "CORRECTED^NAME"}
+    assert refused == {"technologist": 403, "radiologist": 403, "auditor": 403} and held_after_refusals == sorted([study, copy])
+    assert by_admin["status"] == 200 and held_after_delete == [copy]
+    technologist, admin = sessions["technologist"][0], sessions["pacs-admin"][0]
+    assert [(e["user"], e["path"], e["verdict"]) for e in events if e["event"] == "access-decision"] == [
+        (technologist, f"/studies/{study}/modify", "deny"), (technologist, f"/studies/{study}", "deny"),
+        (sessions["radiologist"][0], f"/studies/{study}", "deny"), (sessions["auditor"][0], f"/studies/{study}", "deny"),
+        (admin, f"/studies/{study}", "allow")]
+    # Orthanc removes the study, its series and its instance; the patient keeps the corrected copy
     deleted = [(e["level"], e["user"]) for e in events if e["event"] == "resource-deleted"]
-    assert sorted(deleted) == [("Instance", admin), ("Patient", admin), ("Series", admin), ("Study", admin)]
+    assert sorted(deleted) == [("Instance", admin), ("Series", admin), ("Study", admin)]
     assert [e["resource"] for e in events if e["event"] == "resource-deleted" and e["level"] == "Study"] == [study]
 
 

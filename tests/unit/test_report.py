@@ -36,16 +36,16 @@ def test_verdicts() -> None:
 
 
 def test_a_partial_control_is_never_shown_as_passed() -> None:
-    """C-ACC-03 is partial (the directory, the IdP and the proxy enforce their part; the PACS's own
-    permission table is not built): its tests all passing reads "partial" with what is missing;
-    one failing still reads "failed"."""
-    passed = build(LAB, [result("C-ACC-03", "passed"), result("C-ACC-03", "passed", "u")])
-    assert passed["controls"]["C-ACC-03"]["verdict"] == "partial"
-    assert "the PACS&#x27;s own permission table" in render_html(passed)
-    assert "the PACS's own permission table" in passed["controls"]["C-ACC-03"]["missing"]
-    failed = build(LAB, [result("C-ACC-03", "passed"), result("C-ACC-03", "failed", "u")])
-    assert failed["controls"]["C-ACC-03"]["verdict"] == "failed"
-    assert build(LAB, [])["controls"]["C-ACC-03"]["verdict"] == "not run"
+    """C-ACC-07 is partial (password and TOTP are proven with a scripted browser; the check in a real
+    browser is not built): its tests all passing reads "partial" with what is missing; one failing
+    still reads "failed"."""
+    passed = build(LAB, [result("C-ACC-07", "passed"), result("C-ACC-07", "passed", "u")])
+    assert passed["controls"]["C-ACC-07"]["verdict"] == "partial"
+    assert "in a real browser (Chromium driven by Playwright)" in render_html(passed)
+    assert "in a real browser (Chromium driven by Playwright)" in passed["controls"]["C-ACC-07"]["missing"]
+    failed = build(LAB, [result("C-ACC-07", "passed"), result("C-ACC-07", "failed", "u")])
+    assert failed["controls"]["C-ACC-07"]["verdict"] == "failed"
+    assert build(LAB, [])["controls"]["C-ACC-07"]["verdict"] == "not run"
 
 
 def test_implemented_without_results_is_not_run() -> None:

@@ -272,6 +272,42 @@ def on_audit(output, uri, **request):
     output.AnswerBuffer("[" + ",".join(line.strip() for line in last if line.strip()) + "]", "application/json")
 
 
+# What a demographic correction may change (PS3.3 C.7.1.1, Patient Module): name, birth date, sex.
+DEMOGRAPHICS = {"PatientName": re.compile(r"[^\\\x00-\x1f]{1,64}"), "PatientBirthDate": re.compile(r"\d{8}"),
+                "PatientSex": re.compile(r"[MFO]")}
+
+
+def on_demographics(output, uri, **request):
+    """POST /pacslab/studies/{id}/demographics with a JSON object of DEMOGRAPHICS (each a string of
+    its VR: PN without a backslash or control character, at most 64 characters; DA as YYYYMMDD; CS
+    M, F or O): a corrected copy of the study, made by Orthanc's modify with the source kept, so that
+    a correction never removes anything (deleting the wrong study is the PACS administrator's).
+    Answers Orthanc's {"ID", "PatientID", "Path", "Type"} of the copy; 400 with the reason when the
+    body is not such an object; 404 when there is no such study."""
+    if request["method"] != "POST":
+        output.SendMethodNotAllowed("POST")
+        return
+    try:
+        changes = json.loads(request.get("body") or b"")
+    except ValueError:
+        changes = None
+    wrong = ("not a JSON object" if not isinstance(changes, dict) or not changes else
+             next((f"{k}: not one of {sorted(DEMOGRAPHICS)}, or not a valid value" for k, v in changes.items()
+                   if k not in DEMOGRAPHICS or not isinstance(v, str) or not DEMOGRAPHICS[k].fullmatch(v)), None))
+    if wrong:
+        output.SendHttpStatus(400, wrong)
+        return
+    study = request["groups"][0]
+    try:
+        orthanc.RestApiGet(f"/studies/{study}")
+    except orthanc.OrthancException:
+        output.SendHttpStatusCode(404)
+        return
+    answer = orthanc.RestApiPost(f"/studies/{study}/modify", json.dumps({"Replace": changes, "KeepSource": True}))
+    event("demographics-corrected", study=study, copy=json.loads(answer).get("ID"), tags=sorted(changes))
+    output.AnswerBuffer(answer, "application/json")
+
+
 orthanc.RegisterIncomingCStoreInstanceFilter(incoming_cstore)
 orthanc.RegisterOnStoredInstanceCallback(on_stored)
 orthanc.RegisterOnChangeCallback(on_change)
@@ -279,4 +315,5 @@ if PERMISSIONS_FILE:
     orthanc.RegisterIncomingHttpRequestFilter(http_filter)
 orthanc.RegisterRestCallback("/pacslab/verify", on_verify)
 orthanc.RegisterRestCallback("/pacslab/audit", on_audit)
+orthanc.RegisterRestCallback("/pacslab/studies/([^/]+)/demographics", on_demographics)
 threading.Thread(target=verify_loop, daemon=True).start()
