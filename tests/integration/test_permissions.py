@@ -163,9 +163,9 @@ def test_a_technologist_stores_and_corrects_a_pacs_admin_deletes_and_no_other_ro
     """STOW-RS of a new instance: the technologist's is stored (200; the PACS holds it, with the Origin
     "Plugins": the DICOMweb plugin stored it), the radiologist's is refused (403; nothing held under
     its accession). A demographic correction of that study: the technologist's makes a corrected
-    copy (200; the original kept, unchanged), one naming another attribute is refused (400), and
-    Orthanc's own modify, which can remove its source, is refused to the technologist (403), as the
-    correction is to the radiologist. Deleting the original: the technologist, the radiologist and
+    copy (200, then Orthanc's job stores it; the original kept, unchanged), one naming another
+    attribute is refused (400, naming it), and Orthanc's own modify, which can remove its source,
+    is refused to the technologist (403), as the correction is to the radiologist. Deleting the original: the technologist, the radiologist and
     the auditor are refused (403), both studies still held; the PACS administrator deletes it (200)
     and the copy stays. The PACS logged each decision that needed the delete permission, and each
     resource the delete removed, naming the administrator."""
@@ -185,7 +185,8 @@ def test_a_technologist_stores_and_corrects_a_pacs_admin_deletes_and_no_other_ro
         {"path": f"/pacs/studies/{study}/modify", "method": "POST", "body": json.dumps({"Replace": {"PatientName": "X"}, "KeepSource": False})},
     ])
     [correction_by_radiologist] = as_person(lab, sessions["radiologist"][1], [correct | {"body": json.dumps({"PatientSex": "M"})}])
-    copy = corrected.get("json", {}).get("ID")
+    # the copy is stored when Orthanc's modify job ends
+    [copy] = im.wait_for("the corrected copy", lambda: [s for s in im.find_study(lab, host, mine) if s != study], timeout=60, every=1)
     names = {s: im.orthanc(lab, host, f"/studies/{s}")["PatientMainDicomTags"]["PatientName"] for s in im.find_study(lab, host, mine)}
     delete = {"path": f"/pacs/studies/{study}", "method": "DELETE", "headers": {"Accept": "application/json"}}
     refused = {role: as_person(lab, sessions[role][1], [delete])[0]["status"] for role in ("technologist", "radiologist", "auditor")}
@@ -200,6 +201,7 @@ def test_a_technologist_stores_and_corrects_a_pacs_admin_deletes_and_no_other_ro
     assert (by_technologist["status"], by_radiologist["status"]) == (200, 403)
     assert origins == {"Plugins"} and im.find_study(lab, host, theirs) == []
     assert (corrected["status"], not_demographic["status"], raw_modify["status"], correction_by_radiologist["status"]) == (200, 400, 403, 403)
+    assert not_demographic["text"] == "PatientID: not one of ['PatientBirthDate', 'PatientName', 'PatientSex'], or not a valid value"
     assert names == {study: "PERMISSION^CHECK", copy: "CORRECTED^NAME"}
     assert refused == {"technologist": 403, "radiologist": 403, "auditor": 403} and held_after_refusals == sorted([study, copy])
     assert by_admin["status"] == 200 and held_after_delete == [copy]

@@ -2,8 +2,8 @@
 
 - Every stored instance and every stable study is written as one JSON line to the event log
   (PacslabEventLog), which the SIEM issue ships; the calling AE and address come from Orthanc.
-- A stable study is forwarded to PacslabForwardTo (the VNA) over DICOM TLS (C-STORE), as a
-  synchronous job so a failure is logged as an event, never lost silently.
+- A stable study is forwarded to PacslabForwardTo (the VNA) over DICOM TLS (C-STORE), as an
+  Orthanc job whose end is logged ("study-forwarded" or "forward-failed"), never lost silently.
 - Integrity (C-DAT-03, PR.DS-6): every PacslabVerifyEvery seconds, and on POST /pacslab/verify,
   each instance's DICOM attachment is checked against the MD5 Orthanc stored when it arrived
   (StoreMD5ForAttachments); a mismatch, or a missing MD5 where MD5s are recorded, is an
@@ -93,14 +93,33 @@ def on_stored(dicom, instance_id):
           accession=tags.get("AccessionNumber"), study_uid=tags.get("StudyInstanceUID"), **origin)
 
 
+_forwarding = {}  # Orthanc job id -> the study it forwards
+
+
 def forward(study_id):
-    body = json.dumps({"Resources": [study_id], "Synchronous": True})
+    """Submit the study's C-STORE to FORWARD_TO as an Orthanc job; its end is logged by on_change.
+    Not a synchronous job: orthanc-python 4.0 keeps Python's lock through an SDK call, and every
+    REST request (the permission filter) and every C-STORE (the UID filter) waits for that lock."""
+    body = json.dumps({"Resources": [study_id], "Asynchronous": True})
     try:
-        answer = json.loads(orthanc.RestApiPost(f"/modalities/{FORWARD_TO}/store", body))
-        event("study-forwarded", study=study_id, to=FORWARD_TO, instances=answer.get("InstancesCount"),
-              failed=answer.get("FailedInstancesCount"))
+        with _lock:  # the job's end (on_change) finds it recorded
+            _forwarding[json.loads(orthanc.RestApiPost(f"/modalities/{FORWARD_TO}/store", body))["ID"]] = study_id
     except Exception as exc:
         event("forward-failed", study=study_id, to=FORWARD_TO, error=str(exc))
+
+
+def forward_ended(job_id, succeeded):
+    with _lock:
+        study_id = _forwarding.pop(job_id, None)
+    if study_id is None:
+        return
+    job = json.loads(orthanc.RestApiGet(f"/jobs/{job_id}"))
+    content = job.get("Content", {})
+    if succeeded:
+        event("study-forwarded", study=study_id, to=FORWARD_TO, instances=content.get("InstancesCount"),
+              failed=content.get("FailedInstancesCount"))
+    else:
+        event("forward-failed", study=study_id, to=FORWARD_TO, error=job.get("ErrorDescription"))
 
 
 def load_permissions(path):
@@ -206,7 +225,9 @@ def on_change(change_type, level, resource_id):
     if change_type == orthanc.ChangeType.STABLE_STUDY:
         event("study-stable", study=resource_id)
         if FORWARD_TO:
-            threading.Thread(target=forward, args=(resource_id,), daemon=True).start()
+            forward(resource_id)
+    if change_type in (orthanc.ChangeType.JOB_SUCCESS, orthanc.ChangeType.JOB_FAILURE):
+        forward_ended(resource_id, change_type == orthanc.ChangeType.JOB_SUCCESS)
 
 
 def _has_md5(instance_id):
@@ -282,8 +303,10 @@ def on_demographics(output, uri, **request):
     its VR: PN without a backslash or control character, at most 64 characters; DA as YYYYMMDD; CS
     M, F or O): a corrected copy of the study, made by Orthanc's modify with the source kept, so that
     a correction never removes anything (deleting the wrong study is the PACS administrator's).
-    Answers Orthanc's {"ID", "PatientID", "Path", "Type"} of the copy; 400 with the reason when the
-    body is not such an object; 404 when there is no such study."""
+    The modify runs as an Orthanc job: answered at once with {"job": id}; the copy is stored
+    when it ends (a synchronous modify would wait, holding Python's lock, for the stored-instance
+    callback of this plugin, which needs it). 400 with the reason when the body is not such an
+    object; 404 when there is no such study."""
     if request["method"] != "POST":
         output.SendMethodNotAllowed("POST")
         return
@@ -295,7 +318,7 @@ def on_demographics(output, uri, **request):
              next((f"{k}: not one of {sorted(DEMOGRAPHICS)}, or not a valid value" for k, v in changes.items()
                    if k not in DEMOGRAPHICS or not isinstance(v, str) or not DEMOGRAPHICS[k].fullmatch(v)), None))
     if wrong:
-        output.SendHttpStatus(400, wrong)
+        output.SendHttpStatus(400, wrong, len(wrong.encode()))  # the SDK's (status, body, size in bytes)
         return
     study = request["groups"][0]
     try:
@@ -303,9 +326,10 @@ def on_demographics(output, uri, **request):
     except orthanc.OrthancException:
         output.SendHttpStatusCode(404)
         return
-    answer = orthanc.RestApiPost(f"/studies/{study}/modify", json.dumps({"Replace": changes, "KeepSource": True}))
-    event("demographics-corrected", study=study, copy=json.loads(answer).get("ID"), tags=sorted(changes))
-    output.AnswerBuffer(answer, "application/json")
+    body = json.dumps({"Replace": changes, "KeepSource": True, "Asynchronous": True})
+    job = json.loads(orthanc.RestApiPost(f"/studies/{study}/modify", body))["ID"]
+    event("demographics-correction", study=study, job=job, tags=sorted(changes))
+    output.AnswerBuffer(json.dumps({"job": job}), "application/json")
 
 
 orthanc.RegisterIncomingCStoreInstanceFilter(incoming_cstore)
