@@ -79,12 +79,12 @@ def stored(running_lab: Lab) -> dict[str, str]:
     return store_study(running_lab)
 
 
-def as_person(lab: Lab, cookie: str, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def as_person(lab: Lab, cookie: str, calls: list[dict[str, Any]], client: str = CLIENT) -> list[dict[str, Any]]:
     """Each call ({path, method, headers, body | body_base64}) through the proxy with the person's
-    session; each answer {status, json | text}."""
+    session, from ``client``; each answer {status, json | text}."""
     rp = proxy(lab)
     then = [{k: v for k, v in c.items() if k != "path"} | {"url": f"https://{rp.name}{c['path']}"} for c in calls]
-    result = oidc.browse(lab, CLIENT, f"https://{rp.name}{NOWHERE}", cookie=cookie, then=then)
+    result = oidc.browse(lab, client, f"https://{rp.name}{NOWHERE}", cookie=cookie, then=then)
     assert result["steps"][-1].get("status") == 404, result["steps"]  # the session holds: no hop to the IdP
     return list(result["then"])
 
@@ -263,17 +263,23 @@ def test_the_proxy_s_account_works_from_the_proxy_alone(running_lab: Lab, plan: 
 
 
 @pytest.mark.control("C-ACC-03")
+@pytest.mark.parametrize("zone", ["internet", "clinical"])
 def test_identity_headers_a_browser_forges_are_replaced_by_the_proxy_s(running_lab: Lab, sessions: dict[str, tuple[str, str]],
-                                                                        evidence) -> None:
-    """The radiologist's browser sends identity headers of its own, naming a PACS administrator,
-    with a request for the server's settings (a PACS administrator's permission): 403, and the PACS
-    logged the radiologist and their role, not the forged ones."""
+                                                                        zone: str, evidence) -> None:
+    """The radiologist's browser, on the internet computer or on a clinical workstation (flows F07,
+    F05a), sends identity headers of its own, naming a PACS administrator, with a request for the
+    server's settings (a PACS administrator's permission): 403, and the PACS logged the radiologist
+    and their role, not the forged ones."""
+    client = next((h for h in running_lab.deployed_hosts() if h.zone == zone and h.kind == "host"
+                   and (zone == "internet" or "workstations" in h.groups)), None)
+    if client is None:
+        pytest.skip(f"lab {running_lab.name!r} deploys no browser in the {zone} zone")
     person, cookie = sessions["radiologist"]
     forged = {"X-Pacslab-User": "adm-forged", "X-Pacslab-Roles": "pacs-admin", "Accept": "application/json"}
     since = log_length(running_lab)
-    [answer] = as_person(running_lab, cookie, [{"path": "/pacs/system", "headers": forged}])
+    [answer] = as_person(running_lab, cookie, [{"path": "/pacs/system", "headers": forged}], client=client.name)
     logged = [(d["user"], d["roles"], d["path"], d["verdict"]) for d in decisions(running_lab, since)
               if d["account"] == proxy(running_lab).name]
-    evidence.update(status=answer["status"], logged=logged)
+    evidence.update(client=client.name, status=answer["status"], logged=logged)
     assert answer["status"] == 403
     assert logged == [(person, ["radiologist"], "/system", "deny")]
