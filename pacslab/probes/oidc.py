@@ -183,12 +183,15 @@ browser = urllib.request.build_opener(urllib.request.HTTPSHandler(context=ctx), 
 # what a browser sends when it navigates (mod_auth_openidc answers 401, not a redirect, to a
 # request that accepts no HTML: a script's)
 NAVIGATE = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
-# a session's cookies from an earlier browse, sent with every request
-SESSION = {"Cookie": req["cookie"]} if req.get("cookie") else {}
+# a session's cookies from an earlier browse, in the jar for the first URL's host: sent where they
+# belong, and replaced by what the site sets meanwhile (a refreshed session)
+for name, value in (req.get("cookies") or {}).items():
+    jar.set_cookie(http.cookiejar.Cookie(0, name, value, None, False, urllib.parse.urlsplit(req["url"]).hostname, False, False,
+                                         "/", True, True, None, True, None, None, {}))
 
 def fetch(url, method="GET", data=None, headers=None):
     body = urllib.parse.urlencode(data).encode() if isinstance(data, dict) else data
-    r = urllib.request.Request(url, data=body, headers=NAVIGATE | SESSION | (headers or {}), method=method)
+    r = urllib.request.Request(url, data=body, headers=NAVIGATE | (headers or {}), method=method)
     try:
         resp = browser.open(r, timeout=20)
     except urllib.error.HTTPError as exc:
@@ -256,18 +259,19 @@ print(json.dumps(result))
 
 def browse(lab: Lab, from_host: str, url: str, *, user: str | None = None, password: str | None = None, code: str | None = None,
            headers: dict[str, str] | None = None, then: list[dict[str, Any]] | None = None, keep: bool = False,
-           cookie: str | None = None) -> dict[str, Any]:
+           cookies: dict[str, str] | None = None) -> dict[str, Any]:
     """A person's browser on ``from_host`` (a lab container) opening ``url``: redirects followed
     (at most 20 answers), the IdP's login form filled with user and password and its second-factor
     form with ``code``, each once, when given. Every request accepts HTML as a browser's
     navigation does; ``headers`` go with the first request only and win over that. Then,
     with the cookies it holds, each request of ``then`` ({url, method, headers, body} or, for bytes,
-    body_base64). ``cookie`` (a Cookie header: session_cookie of an earlier browse) goes with every request.
+    body_base64). ``cookies`` ({name: value}, an earlier browse's "jar") start in the jar, for the
+    host of ``url``.
     Returns {"steps": [{at: host/path, method, status, trmsg}], "final": {status, json | text},
     "then": [{status, json | text} or {error}], "cookies": ["domain:name"]}, and with ``keep``
     "jar": {name: value} (a later browse sends them back in a Cookie header); a TLS or connection
     failure ends the steps with {at, error} and "final" None."""
-    request: dict[str, Any] = {"ca": CA, "url": url, "headers": headers or {}, "then": then or [], "keep": keep, "cookie": cookie}
+    request: dict[str, Any] = {"ca": CA, "url": url, "headers": headers or {}, "then": then or [], "keep": keep, "cookies": cookies or {}}
     for key, value in (("user", user), ("password", password), ("code", code)):
         if value is not None:
             request[key] = value

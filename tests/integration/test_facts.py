@@ -263,6 +263,8 @@ KEY_RULES = (
     KeyRule("/var/lib/lemonldap-ng/conf/lmConf-*.json", "www-data", frozenset({0o600}),
             "LemonLDAP's configuration holds the signing key (and the IdP's secrets): the portal runs as www-data"),
     KeyRule("/var/lib/pacslab-ca/*", "root", frozenset({0o600}), "the lab root and issuing keys: pacslab-ca runs as root, through provisioning only"),
+    KeyRule("/etc/apache2/pacslab-client.pem", "root", frozenset({0o600}),
+            "the proxy's certificate and key for its backends' HTTPS fronts (roles/rproxy): Apache's parent reads it as root"),
 )
 # Where private keys are looked for: configuration and service state, not /tmp (other checks plant
 # throw-away keys there) and not the image stores (/var/lib/orthanc, /var/lib/postgresql).
@@ -274,7 +276,7 @@ MUST_HOLD = {
     "ca": {"/var/lib/pacslab-ca/root.key"},
     "dir": {"/etc/pacslab/tls/node.key", "/etc/ldap/tls/node.key"},
     "idp": {"/etc/pacslab/tls/node.key", "/etc/lemonldap-ng/oidc-sig.key", "/var/lib/lemonldap-ng/conf/lmConf-1.json"},
-    "rproxy": {"/etc/pacslab/tls/node.key"},
+    "rproxy": {"/etc/pacslab/tls/node.key", "/etc/apache2/pacslab-client.pem"},
 }
 
 

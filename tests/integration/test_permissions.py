@@ -50,6 +50,8 @@ REFUSED_BY_PROXY = {("auditor", "search"), ("auditor", "retrieve")}
 # STOW-RS (PS3.18 10.5): one Part 10 instance in a multipart/related body.
 BOUNDARY = "pacslab-stow-boundary"
 STOW_TYPE = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
+# What the DICOMweb plugin answers a STOW-RS whose only instance the PACS refused.
+STOW_REFUSED = 409
 # Where a signed-in browser lands first: a path no route publishes (the proxy's 404, nothing passed).
 NOWHERE = "/no-such-page"
 # Identity headers as the proxy sets them, for the checks from the proxy host.
@@ -62,15 +64,16 @@ AS_WHOM = {
 
 
 @pytest.fixture(scope="module")
-def sessions(running_lab: Lab, plan: Plan) -> dict[str, tuple[str, str]]:
-    """{role: (person, the Cookie header of their proxy session)}: the first enabled person of each
-    role, signed in once from the internet computer."""
+def sessions(running_lab: Lab, plan: Plan) -> dict[str, tuple[str, dict[str, str]]]:
+    """{role: (person, the cookies of their proxy session)}: the first enabled person of each role,
+    signed in once from the internet computer; as_person keeps the cookies current (the proxy
+    replaces them when it refreshes the person's token)."""
     proxy(running_lab)
     out = {}
     for role in ROLES:
         who = one(running_lab, "enabled", role)
         result = browse(running_lab, plan, NOWHERE, who.name, "now", keep=True)
-        out[role] = (who.name, oidc.session_cookie(result))
+        out[role] = (who.name, result["jar"])
     return out
 
 
@@ -79,13 +82,16 @@ def stored(running_lab: Lab) -> dict[str, str]:
     return store_study(running_lab)
 
 
-def as_person(lab: Lab, cookie: str, calls: list[dict[str, Any]], client: str = CLIENT) -> list[dict[str, Any]]:
-    """Each call ({path, method, headers, body | body_base64}) through the proxy with the person's
-    session, from ``client``; each answer {status, json | text}."""
+def as_person(lab: Lab, sessions: dict[str, tuple[str, dict[str, str]]], role: str, calls: list[dict[str, Any]],
+              client: str = CLIENT) -> list[dict[str, Any]]:
+    """Each call ({path, method, headers, body | body_base64}) through the proxy with the session of
+    ``role``'s person, from ``client``; each answer {status, json | text}."""
     rp = proxy(lab)
+    person, cookies = sessions[role]
     then = [{k: v for k, v in c.items() if k != "path"} | {"url": f"https://{rp.name}{c['path']}"} for c in calls]
-    result = oidc.browse(lab, client, f"https://{rp.name}{NOWHERE}", cookie=cookie, then=then)
+    result = oidc.browse(lab, client, f"https://{rp.name}{NOWHERE}", cookies=cookies, then=then, keep=True)
     assert result["steps"][-1].get("status") == 404, result["steps"]  # the session holds: no hop to the IdP
+    sessions[role] = (person, result["jar"])
     return list(result["then"])
 
 
@@ -99,12 +105,14 @@ def log_length(lab: Lab) -> int:
     return len(im.read_from(lab, pacs(lab).name, EVENT_LOG).splitlines())
 
 
-def stow_body(accession: str) -> str:
-    """A STOW-RS body holding one new CT instance (dicomsim's synthetic series) with ``accession``,
-    base64-encoded."""
+def stow_body(accession: str, sop_instance_uid: str | None = None) -> str:
+    """A STOW-RS body holding one new CT instance (dicomsim's synthetic series) with ``accession``
+    (and ``sop_instance_uid``, when given), base64-encoded."""
     order = {"patient_name": "PERMISSION^CHECK", "patient_id": f"PC{accession}", "accession": accession,
              "study_uid": pydicom.uid.generate_uid(dicomsim.UID_ROOT)}
     [ds] = dicomsim.make_series(order, "CT", "CT01", 1)
+    if sop_instance_uid is not None:
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = sop_instance_uid
     part10 = io.BytesIO()
     pydicom.dcmwrite(part10, ds, enforce_file_format=True)
     body = (f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode() + part10.getvalue()
@@ -113,7 +121,7 @@ def stow_body(accession: str) -> str:
 
 
 @pytest.mark.control("C-ACC-03")
-def test_each_role_gets_what_its_permissions_allow_through_the_proxy(running_lab: Lab, sessions: dict[str, tuple[str, str]],
+def test_each_role_gets_what_its_permissions_allow_through_the_proxy(running_lab: Lab, sessions: dict[str, tuple[str, dict[str, str]]],
                                                                      stored: dict[str, str], evidence) -> None:
     """Each role, with a real session, asks for the same eight things of one study a modality
     stored: a QIDO-RS search by accession (view), its WADO-RS retrieval (download), its record in
@@ -137,7 +145,7 @@ def test_each_role_gets_what_its_permissions_allow_through_the_proxy(running_lab
         {"path": f"/pacs/modalities/{vna.ae_title}/store", "method": "POST", "body": stored["id"]},
     ]
     since = log_length(lab)
-    answers = {role: as_person(lab, cookie, calls) for role, (_, cookie) in sessions.items()}
+    answers = {role: as_person(lab, sessions, role, calls) for role in ROLES}
     seen = {role: [a.get("status") for a in answers[role]] for role in ROLES}
     logged = decisions(lab, since)
     evidence.update(people={r: p for r, (p, _) in sessions.items()}, seen=seen, decisions=len(logged))
@@ -157,8 +165,34 @@ def test_each_role_gets_what_its_permissions_allow_through_the_proxy(running_lab
 
 
 @pytest.mark.control("C-ACC-03")
+def test_the_ways_around_the_table_are_refused(running_lab: Lab, sessions: dict[str, tuple[str, dict[str, str]]],
+                                               stored: dict[str, str], evidence) -> None:
+    """Paths that reach what a role lacks by another name: a trailing slash on a DICOM archive
+    (Orthanc routes it as without), pixel data as a NumPy array or a rendered image (no rule names
+    them), an archive built by /tools, a send that skips the destination check (store-straight), a
+    GET that Orthanc runs as a DELETE (_method), the audit records with a trailing slash. Each is
+    refused (403) and nothing is removed; the twin: the radiologist, who holds download, gets the
+    archive with the trailing slash (200)."""
+    lab, host = running_lab, pacs(running_lab).name
+    vna = next(h for h in lab.group("vna_servers") if h.deployed)
+    study, instance = stored["id"], stored["instance"]
+    attempts = {
+        "technologist": [{"path": f"/pacs/studies/{study}/archive/"}, {"path": f"/pacs/instances/{instance}/numpy"},
+                         {"path": f"/pacs/instances/{instance}/rendered"}],
+        "pacs-admin": [{"path": "/pacs/tools/create-archive", "method": "POST", "body": json.dumps({"Resources": [study]})},
+                       {"path": f"/pacs/modalities/{vna.ae_title}/store-straight", "method": "POST", "body": "x"},
+                       {"path": "/pacs/pacslab/audit/"}],
+        "radiologist": [{"path": f"/pacs/studies/{study}?_method=DELETE"}, {"path": f"/pacs/studies/{study}/archive/"}],
+    }
+    seen = {role: [a["status"] for a in as_person(lab, sessions, role, calls)] for role, calls in attempts.items()}
+    evidence.update(seen=seen)
+    assert seen == {"technologist": [403, 403, 403], "pacs-admin": [403, 403, 403], "radiologist": [403, 200]}
+    assert im.find_study(lab, host, stored["accession"]) == [study]
+
+
+@pytest.mark.control("C-ACC-03")
 def test_a_technologist_stores_and_corrects_a_pacs_admin_deletes_and_no_other_role_does(running_lab: Lab,
-                                                                                         sessions: dict[str, tuple[str, str]],
+                                                                                         sessions: dict[str, tuple[str, dict[str, str]]],
                                                                                          evidence) -> None:
     """STOW-RS of a new instance: the technologist's is stored (200; the PACS holds it, with the Origin
     "Plugins": the DICOMweb plugin stored it), the radiologist's is refused (403; nothing held under
@@ -174,27 +208,36 @@ def test_a_technologist_stores_and_corrects_a_pacs_admin_deletes_and_no_other_ro
     mine, theirs = f"PT{secrets.token_hex(3).upper()}", f"PR{secrets.token_hex(3).upper()}"
     stow = {"path": "/dicom-web/studies", "method": "POST", "headers": {"Content-Type": STOW_TYPE, "Accept": "application/dicom+json"}}
     since = log_length(lab)
-    [by_technologist] = as_person(lab, sessions["technologist"][1], [stow | {"body_base64": stow_body(mine)}])
-    [by_radiologist] = as_person(lab, sessions["radiologist"][1], [stow | {"body_base64": stow_body(theirs)}])
+    [by_technologist] = as_person(lab, sessions, "technologist", [stow | {"body_base64": stow_body(mine)}])
+    [by_radiologist] = as_person(lab, sessions, "radiologist", [stow | {"body_base64": stow_body(theirs)}])
     [study] = im.find_study(lab, host, mine)
     origins = {im.instance_origin(lab, host, i["id"]) for i in im.study_instances(lab, host, study)}
     correct = {"path": f"/pacs/pacslab/studies/{study}/demographics", "method": "POST", "headers": {"Accept": "application/json"}}
-    corrected, not_demographic, raw_modify = as_person(lab, sessions["technologist"][1], [
+    corrected, not_demographic, raw_modify = as_person(lab, sessions, "technologist", [
         correct | {"body": json.dumps({"PatientName": "CORRECTED^NAME", "PatientSex": "F"})},
         correct | {"body": json.dumps({"PatientID": "SOMEONE-ELSE"})},
         {"path": f"/pacs/studies/{study}/modify", "method": "POST", "body": json.dumps({"Replace": {"PatientName": "X"}, "KeepSource": False})},
     ])
-    [correction_by_radiologist] = as_person(lab, sessions["radiologist"][1], [correct | {"body": json.dumps({"PatientSex": "M"})}])
+    [correction_by_radiologist] = as_person(lab, sessions, "radiologist", [correct | {"body": json.dumps({"PatientSex": "M"})}])
     # the copy is stored when Orthanc's modify job ends
     [copy] = im.wait_for("the corrected copy", lambda: [s for s in im.find_study(lab, host, mine) if s != study], timeout=60, every=1)
     names = {s: im.orthanc(lab, host, f"/studies/{s}")["PatientMainDicomTags"]["PatientName"] for s in im.find_study(lab, host, mine)}
     delete = {"path": f"/pacs/studies/{study}", "method": "DELETE", "headers": {"Accept": "application/json"}}
-    refused = {role: as_person(lab, sessions[role][1], [delete])[0]["status"] for role in ("technologist", "radiologist", "auditor")}
+    refused = {role: as_person(lab, sessions, role, [delete])[0]["status"] for role in ("technologist", "radiologist", "auditor")}
     held_after_refusals = sorted(im.find_study(lab, host, mine))
-    [by_admin] = as_person(lab, sessions["pacs-admin"][1], [delete])
+    [by_admin] = as_person(lab, sessions, "pacs-admin", [delete])
     held_after_delete = im.find_study(lab, host, mine)
-    events = [e for e in map(json.loads, im.read_from(lab, host, EVENT_LOG).splitlines()[since:])
-              if e.get("event") == "resource-deleted" or (e.get("event") == "access-decision" and e.get("permission") == "delete")]
+
+    def deletion_events() -> list[dict[str, Any]] | None:
+        """The decisions that needed delete and the deletions, once a study's, a series' and an
+        instance's are logged (Orthanc reports deletions through its change queue, after the
+        DELETE's answer)."""
+        found = [e for e in map(json.loads, im.read_from(lab, host, EVENT_LOG).splitlines()[since:])
+                 if e.get("event") == "resource-deleted" or (e.get("event") == "access-decision" and e.get("permission") == "delete")]
+        levels = {e.get("level") for e in found if e.get("event") == "resource-deleted"}
+        return found if {"Study", "Series", "Instance"} <= levels else None
+
+    events = im.wait_for("the deletion's events", deletion_events, timeout=60, every=1)
     evidence.update(stored=by_technologist["status"], refused_stow=by_radiologist["status"], origins=sorted(origins),
                     corrections=[corrected["status"], not_demographic["status"], raw_modify["status"], correction_by_radiologist["status"]],
                     names=names, refused=refused, deleted=by_admin["status"], events=events)
@@ -214,6 +257,26 @@ def test_a_technologist_stores_and_corrects_a_pacs_admin_deletes_and_no_other_ro
     deleted = [(e["level"], e["user"]) for e in events if e["event"] == "resource-deleted"]
     assert sorted(deleted) == [("Instance", admin), ("Series", admin), ("Study", admin)]
     assert [e["resource"] for e in events if e["event"] == "resource-deleted" and e["level"] == "Study"] == [study]
+
+
+@pytest.mark.control("C-DAT-03")
+def test_a_stow_with_a_uid_that_is_not_a_dicom_uid_is_refused_as_a_c_store_s_is(running_lab: Lab,
+                                                                                  sessions: dict[str, tuple[str, dict[str, str]]],
+                                                                                  evidence) -> None:
+    """The technologist may upload (STOW-RS), but not what a modality may not store: an instance
+    whose SOP Instance UID is "../../tmp/x" (PS3.5 9.1) is refused, with the security event a
+    C-STORE's refusal leaves, and the PACS holds nothing under its accession."""
+    lab, host = running_lab, pacs(running_lab).name
+    accession, uid = f"PU{secrets.token_hex(3).upper()}", f"../../../../tmp/pacslab-{secrets.token_hex(4)}"
+    stow = {"path": "/dicom-web/studies", "method": "POST", "headers": {"Content-Type": STOW_TYPE, "Accept": "application/dicom+json"},
+            "body_base64": stow_body(accession, uid)}
+    since = log_length(lab)
+    [answer] = as_person(lab, sessions, "technologist", [stow])
+    refused = [e for e in map(json.loads, im.read_from(lab, host, EVENT_LOG).splitlines()[since:]) if e.get("event") == "invalid-uid-refused"]
+    evidence.update(status=answer["status"], answer=answer.get("json") or answer.get("text"), refused=refused)
+    assert answer["status"] == STOW_REFUSED
+    assert [e["uids"] for e in refused] == [{"SOPInstanceUID": uid}]
+    assert im.find_study(lab, host, accession) == []
 
 
 @pytest.mark.control("C-ACC-03")
@@ -264,7 +327,7 @@ def test_the_proxy_s_account_works_from_the_proxy_alone(running_lab: Lab, plan: 
 
 @pytest.mark.control("C-ACC-03")
 @pytest.mark.parametrize("zone", ["internet", "clinical"])
-def test_identity_headers_a_browser_forges_are_replaced_by_the_proxy_s(running_lab: Lab, sessions: dict[str, tuple[str, str]],
+def test_identity_headers_a_browser_forges_are_replaced_by_the_proxy_s(running_lab: Lab, sessions: dict[str, tuple[str, dict[str, str]]],
                                                                         zone: str, evidence) -> None:
     """The radiologist's browser, on the internet computer or on a clinical workstation (flows F07,
     F05a), sends identity headers of its own, naming a PACS administrator, with a request for the
@@ -274,10 +337,10 @@ def test_identity_headers_a_browser_forges_are_replaced_by_the_proxy_s(running_l
                    and (zone == "internet" or "workstations" in h.groups)), None)
     if client is None:
         pytest.skip(f"lab {running_lab.name!r} deploys no browser in the {zone} zone")
-    person, cookie = sessions["radiologist"]
+    person = sessions["radiologist"][0]
     forged = {"X-Pacslab-User": "adm-forged", "X-Pacslab-Roles": "pacs-admin", "Accept": "application/json"}
     since = log_length(running_lab)
-    [answer] = as_person(running_lab, cookie, [{"path": "/pacs/system", "headers": forged}], client=client.name)
+    [answer] = as_person(running_lab, sessions, "radiologist", [{"path": "/pacs/system", "headers": forged}], client=client.name)
     logged = [(d["user"], d["roles"], d["path"], d["verdict"]) for d in decisions(running_lab, since)
               if d["account"] == proxy(running_lab).name]
     evidence.update(client=client.name, status=answer["status"], logged=logged)

@@ -14,12 +14,14 @@
   proxy's identity headers, with their roles: the table decides. The lab's REST administrator (the
   lab's own tooling) may do everything. Any other account, and a proxy request naming no person,
   is refused (403). Every decision is an "access-decision" event (user, roles, account, method,
-  path, study, permission, verdict); an allowed delete is followed by a "resource-deleted" event
-  naming the person. GET /pacslab/audit answers the event log's last records (the auditor's).
+  path, study, permission, verdict); as Orthanc reports each resource an allowed delete removed, a
+  "resource-deleted" event names the person. GET /pacslab/audit answers the event log's last
+  records (the auditor's).
+- Every instance that arrives another way than C-STORE (STOW-RS, a REST upload, a modify) gets the
+  C-STORE's UID checks before it is stored (C-DAT-03), and is discarded with the same event.
 """
 
 import base64
-import collections
 import json
 import re
 import threading
@@ -66,24 +68,46 @@ def valid_uid(value):
     return isinstance(value, str) and len(value) <= 64 and UID.fullmatch(value) is not None
 
 
-def incoming_cstore(dicom):
-    """Before Orthanc stores what a C-STORE brought: refuse invalid UIDs (0xC000) and a SOP
-    Instance UID already held in another study or series (0x0111: a SOP Instance UID names one
-    object everywhere), each with a security event that names the sender. 0 stores it."""
-    tags = json.loads(dicom.GetInstanceSimplifiedJson())
+def uid_refusal(tags):
+    """Why an instance (its simplified tags) must not be stored, or None: (event, its fields, the
+    C-STORE status). Invalid UIDs (0xC000), or a SOP Instance UID already held in another study or
+    series (0x0111: a SOP Instance UID names one object everywhere)."""
     invalid = {k: tags.get(k) for k in UID_TAGS if not valid_uid(tags.get(k))}
     if invalid:
-        event("invalid-uid-refused", uids=invalid, status="0xC000", **_origin(dicom))
-        return STATUS_CANNOT_UNDERSTAND
+        return "invalid-uid-refused", {"uids": invalid}, STATUS_CANNOT_UNDERSTAND
     for found in json.loads(orthanc.RestApiPost("/tools/lookup", tags["SOPInstanceUID"])):
         if found.get("Type") != "Instance":
             continue
         held = json.loads(orthanc.RestApiGet(f"/instances/{found['ID']}/simplified-tags"))
         if (held.get("StudyInstanceUID"), held.get("SeriesInstanceUID")) != (tags["StudyInstanceUID"], tags["SeriesInstanceUID"]):
-            event("duplicate-sop-instance-refused", sop_instance_uid=tags["SOPInstanceUID"], study_uid=tags["StudyInstanceUID"],
-                  held_study_uid=held.get("StudyInstanceUID"), status="0x0111", **_origin(dicom))
-            return STATUS_DUPLICATE_SOP_INSTANCE
-    return 0
+            return ("duplicate-sop-instance-refused", {"sop_instance_uid": tags["SOPInstanceUID"], "study_uid": tags["StudyInstanceUID"],
+                                                       "held_study_uid": held.get("StudyInstanceUID")}, STATUS_DUPLICATE_SOP_INSTANCE)
+    return None
+
+
+def incoming_cstore(dicom):
+    """Before Orthanc stores what a C-STORE brought: an instance uid_refusal names is refused with
+    its status, and a security event that names the sender. 0 stores it."""
+    refusal = uid_refusal(json.loads(dicom.GetInstanceSimplifiedJson()))
+    if refusal is None:
+        return 0
+    kind, fields, status = refusal
+    event(kind, status=f"0x{status:04X}", **fields, **_origin(dicom))
+    return status
+
+
+def on_received(received, origin):
+    """Before Orthanc stores an instance that came any other way (STOW-RS, a REST upload, a
+    modify): the same checks as a C-STORE's; one they refuse is discarded, with the same security
+    event. A C-STORE's instance passed incoming_cstore already."""
+    if origin == orthanc.InstanceOrigin.DICOM_PROTOCOL:
+        return orthanc.ReceivedInstanceAction.KEEP_AS_IS, None
+    refusal = uid_refusal(json.loads(orthanc.CreateDicomInstance(received).GetInstanceSimplifiedJson()))
+    if refusal is None:
+        return orthanc.ReceivedInstanceAction.KEEP_AS_IS, None
+    kind, fields, _ = refusal
+    event(kind, origin=str(origin), **fields)
+    return orthanc.ReceivedInstanceAction.DISCARD, None
 
 
 def on_stored(dicom, instance_id):
@@ -102,10 +126,13 @@ def forward(study_id):
     REST request (the permission filter) and every C-STORE (the UID filter) waits for that lock."""
     body = json.dumps({"Resources": [study_id], "Asynchronous": True})
     try:
-        with _lock:  # the job's end (on_change) finds it recorded
-            _forwarding[json.loads(orthanc.RestApiPost(f"/modalities/{FORWARD_TO}/store", body))["ID"]] = study_id
+        job = json.loads(orthanc.RestApiPost(f"/modalities/{FORWARD_TO}/store", body))["ID"]
     except Exception as exc:
         event("forward-failed", study=study_id, to=FORWARD_TO, error=str(exc))
+        return
+    # on_change runs its callbacks one after another: the job's end is handled after this returns
+    with _lock:
+        _forwarding[job] = study_id
 
 
 def forward_ended(job_id, succeeded):
@@ -113,7 +140,10 @@ def forward_ended(job_id, succeeded):
         study_id = _forwarding.pop(job_id, None)
     if study_id is None:
         return
-    job = json.loads(orthanc.RestApiGet(f"/jobs/{job_id}"))
+    try:
+        job = json.loads(orthanc.RestApiGet(f"/jobs/{job_id}"))
+    except orthanc.OrthancException:  # gone from Orthanc's job history already: the end is still logged
+        job = {}
     content = job.get("Content", {})
     if succeeded:
         event("study-forwarded", study=study_id, to=FORWARD_TO, instances=content.get("InstancesCount"),
@@ -132,7 +162,7 @@ def load_permissions(path):
 
 
 RULES, ROLE_PERMISSIONS, SEND_TO = load_permissions(PERMISSIONS_FILE) if PERMISSIONS_FILE else ([], {}, set())
-# The filter's method is OrthancPluginHttpMethod (Orthanc answers HEAD as GET).
+# The filter's method is an OrthancPluginHttpMethod, which has no HEAD.
 METHODS = {orthanc.HttpMethod.GET: "GET", orthanc.HttpMethod.POST: "POST", orthanc.HttpMethod.PUT: "PUT",
            orthanc.HttpMethod.DELETE: "DELETE"}
 LEVELS = {orthanc.ResourceType.PATIENT: "Patient", orthanc.ResourceType.STUDY: "Study",
@@ -174,17 +204,19 @@ def http_filter(uri, **request):
     """Orthanc's incoming HTTP filter: True lets the request through, False answers 403."""
     headers = {k.lower(): v for k, v in (request.get("headers") or {}).items()}
     method = METHODS.get(request.get("method"), str(request.get("method")))
-    path = uri.split("?", 1)[0]
+    # the path as Orthanc routes it: its components, without empty ones (a trailing slash)
+    path = "/" + "/".join(c for c in uri.split("?", 1)[0].split("/") if c)
     account = _account(headers)
     proxied = account in PROXIES
     person = headers.get(USER_HEADER, "") if proxied else account
     roles = sorted(r for r in headers.get(ROLES_HEADER, "").split(",") if r) if proxied else []
     verdict, permission, match = decide(method, path, account, person, roles)
     groups = match.groupdict() if match else {}
-    event("access-decision", user=person, roles=roles, account=account, ip=request.get("ip"), method=method, path=path,
+    # (no address: every request reaches Orthanc from its HTTPS front on loopback; the proxy logs the person's)
+    event("access-decision", user=person, roles=roles, account=account, method=method, path=path,
           study=groups.get("study"), permission=permission, verdict=verdict)
     resource = groups.get("resource") or groups.get("study")
-    if verdict == "allow" and permission == "delete" and resource:
+    if verdict == "allow" and method == "DELETE" and resource:
         doomed = _doomed(path.split("/")[1], resource)
         with _lock:
             now = time.monotonic()
@@ -198,7 +230,7 @@ def http_filter(uri, **request):
 # without children is deleted with it).
 BELOW = {"patients": ["studies", "series", "instances"], "studies": ["series", "instances"], "series": ["instances"], "instances": []}
 ABOVE = {"patients": [], "studies": ["patient"], "series": ["patient", "study"], "instances": ["patient", "study", "series"]}
-DELETE_WINDOW = 600  # seconds an allowed delete names the person for the resources it may remove
+DELETE_WINDOW = 60  # seconds an allowed delete names the person for the resources it may remove
 
 
 def _doomed(level, resource):
@@ -280,17 +312,25 @@ def on_verify(output, uri, **request):
 AUDIT_MAX = 1000
 
 
+AUDIT_TAIL = 1 << 20  # bytes read from the end of the event log: more than AUDIT_MAX records
+
+
 def on_audit(output, uri, **request):
     """GET /pacslab/audit?limit=N: the event log's last N records (at most AUDIT_MAX, 200 by
-    default), oldest first, as a JSON list: what an auditor reads (permission audit)."""
+    default), oldest first, as a JSON list: what an auditor reads (permission audit). The log is
+    read from its end, without the lock the filter and the callbacks share."""
     if request["method"] != "GET":
         output.SendMethodNotAllowed("GET")
         return
     limit = str((request.get("get") or {}).get("limit", "200"))
-    count = min(int(limit), AUDIT_MAX) if limit.isdigit() else 200
-    with _lock, open(EVENT_LOG) as log:
-        last = collections.deque(log, maxlen=count)
-    output.AnswerBuffer("[" + ",".join(line.strip() for line in last if line.strip()) + "]", "application/json")
+    count = min(int(limit), AUDIT_MAX) if limit.isascii() and limit.isdecimal() else 200
+    with open(EVENT_LOG, "rb") as log:
+        size = log.seek(0, 2)
+        log.seek(max(0, size - AUDIT_TAIL))
+        lines = log.read().splitlines()[1 if size > AUDIT_TAIL else 0:]  # the first may be cut
+    # whole records only: a line being appended meanwhile is not one yet
+    last = [line.decode() for line in lines if line.strip().endswith(b"}")][-count:] if count else []
+    output.AnswerBuffer("[" + ",".join(last) + "]", "application/json")
 
 
 # What a demographic correction may change (PS3.3 C.7.1.1, Patient Module): name, birth date, sex.
@@ -333,6 +373,7 @@ def on_demographics(output, uri, **request):
 
 
 orthanc.RegisterIncomingCStoreInstanceFilter(incoming_cstore)
+orthanc.RegisterReceivedInstanceCallback(on_received)
 orthanc.RegisterOnStoredInstanceCallback(on_stored)
 orthanc.RegisterOnChangeCallback(on_change)
 if PERMISSIONS_FILE:
