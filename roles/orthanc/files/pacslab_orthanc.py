@@ -99,7 +99,9 @@ def incoming_cstore(dicom):
 def on_received(received, origin):
     """Before Orthanc stores an instance that came any other way (STOW-RS, a REST upload, a
     modify): the same checks as a C-STORE's; one they refuse is discarded, with the same security
-    event. A C-STORE's instance passed incoming_cstore already."""
+    event. A C-STORE's instance passed incoming_cstore already. (The DICOMweb plugin 1.7 answers a
+    STOW-RS whose instance was discarded as if it had been stored; an exception here would not
+    refuse it: Orthanc logs it and stores the instance.)"""
     if origin == orthanc.InstanceOrigin.DICOM_PROTOCOL:
         return orthanc.ReceivedInstanceAction.KEEP_AS_IS, None
     refusal = uid_refusal(json.loads(orthanc.CreateDicomInstance(received).GetInstanceSimplifiedJson()))
