@@ -52,6 +52,8 @@ BOUNDARY = "pacslab-stow-boundary"
 STOW_TYPE = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
 # Where a signed-in browser lands first: a path no route publishes (the proxy's 404, nothing passed).
 NOWHERE = "/no-such-page"
+# The origin Orthanc gives an instance the DICOMweb plugin stores (OrthancPluginInstanceOrigin_Plugin).
+PLUGIN_ORIGIN = "4"
 # Identity headers as the proxy sets them, for the checks from the proxy host.
 AS_WHOM = {
     "radiologist": {"X-Pacslab-User": "rad-check", "X-Pacslab-Roles": "radiologist"},
@@ -93,14 +95,21 @@ def as_person(lab: Lab, sessions: dict[str, tuple[str, dict[str, str]]], role: s
     return list(result["then"])
 
 
+def events(lab: Lab, since: int) -> list[dict[str, Any]]:
+    """The PACS's events after the first ``since`` records of its event log (whole records only: a
+    line the plugin is still writing is not one yet)."""
+    text = im.read_from(lab, pacs(lab).name, EVENT_LOG)
+    return [json.loads(line) for line in text.split("\n")[since:-1]]
+
+
 def decisions(lab: Lab, since: int) -> list[dict[str, Any]]:
-    """The PACS's access decisions logged after the first ``since`` lines of its event log."""
-    lines = im.read_from(lab, pacs(lab).name, EVENT_LOG).splitlines()[since:]
-    return [e for e in map(json.loads, lines) if e.get("event") == "access-decision"]
+    """The PACS's access decisions logged after the first ``since`` records of its event log."""
+    return [e for e in events(lab, since) if e.get("event") == "access-decision"]
 
 
 def log_length(lab: Lab) -> int:
-    return len(im.read_from(lab, pacs(lab).name, EVENT_LOG).splitlines())
+    """How many whole records the PACS's event log holds."""
+    return im.read_from(lab, pacs(lab).name, EVENT_LOG).count("\n")
 
 
 def stow_body(accession: str, sop_instance_uid: str | None = None) -> str:
@@ -168,9 +177,9 @@ def test_the_ways_around_the_table_are_refused(running_lab: Lab, sessions: dict[
     """Paths that reach what a role lacks by another name: a trailing slash on a DICOM archive
     (Orthanc routes it as without), pixel data as a NumPy array or a rendered image (no rule names
     them), an archive built by /tools, a send that skips the destination check (store-straight), a
-    GET that Orthanc runs as a DELETE (_method), the audit records with a trailing slash. Each is
-    refused (403) and nothing is removed; the twin: the radiologist, who holds download, gets the
-    archive with the trailing slash (200)."""
+    GET that Orthanc runs as a DELETE (_method). Each is refused (403), the PACS logged the method it
+    acts on (DELETE for the _method one), and nothing is removed. The twins, with a trailing slash:
+    the radiologist, who holds download, gets the archive (200); the auditor the audit records (200)."""
     lab, host = running_lab, pacs(running_lab).name
     vna = next(h for h in lab.group("vna_servers") if h.deployed)
     study, instance = stored["id"], stored["instance"]
@@ -178,13 +187,21 @@ def test_the_ways_around_the_table_are_refused(running_lab: Lab, sessions: dict[
         "technologist": [{"path": f"/pacs/studies/{study}/archive/"}, {"path": f"/pacs/instances/{instance}/numpy"},
                          {"path": f"/pacs/instances/{instance}/rendered"}],
         "pacs-admin": [{"path": "/pacs/tools/create-archive", "method": "POST", "body": json.dumps({"Resources": [study]})},
-                       {"path": f"/pacs/modalities/{vna.ae_title}/store-straight", "method": "POST", "body": "x"},
-                       {"path": "/pacs/pacslab/audit/"}],
+                       {"path": f"/pacs/modalities/{vna.ae_title}/store-straight", "method": "POST", "body": "x"}],
         "radiologist": [{"path": f"/pacs/studies/{study}?_method=DELETE"}, {"path": f"/pacs/studies/{study}/archive/"}],
+        "auditor": [{"path": "/pacs/pacslab/audit/"}],
     }
+    since = log_length(lab)
     seen = {role: [a["status"] for a in as_person(lab, sessions, role, calls)] for role, calls in attempts.items()}
-    evidence.update(seen=seen)
-    assert seen == {"technologist": [403, 403, 403], "pacs-admin": [403, 403, 403], "radiologist": [403, 200]}
+    logged = [(d["user"], d["method"], d["path"], d["verdict"]) for d in decisions(lab, since) if d["account"] == proxy(lab).name]
+    evidence.update(seen=seen, logged=logged)
+    assert seen == {"technologist": [403, 403, 403], "pacs-admin": [403, 403], "radiologist": [403, 200], "auditor": [200]}
+    technologist, admin, radiologist = (sessions[r][0] for r in ("technologist", "pacs-admin", "radiologist"))
+    assert logged == [
+        (technologist, "GET", f"/studies/{study}/archive", "deny"), (technologist, "GET", f"/instances/{instance}/numpy", "deny"),
+        (technologist, "GET", f"/instances/{instance}/rendered", "deny"), (admin, "POST", "/tools/create-archive", "deny"),
+        (admin, "POST", f"/modalities/{vna.ae_title}/store-straight", "deny"), (radiologist, "DELETE", f"/studies/{study}", "deny"),
+        (radiologist, "GET", f"/studies/{study}/archive", "allow"), (sessions["auditor"][0], "GET", "/pacslab/audit", "allow")]
     assert im.find_study(lab, host, stored["accession"]) == [study]
 
 
@@ -230,7 +247,7 @@ def test_a_technologist_stores_and_corrects_a_pacs_admin_deletes_and_no_other_ro
         """The decisions that needed delete and the deletions, once a study's, a series' and an
         instance's are logged (Orthanc reports deletions through its change queue, after the
         DELETE's answer)."""
-        found = [e for e in map(json.loads, im.read_from(lab, host, EVENT_LOG).splitlines()[since:])
+        found = [e for e in events(lab, since)
                  if e.get("event") == "resource-deleted" or (e.get("event") == "access-decision" and e.get("permission") == "delete")]
         levels = {e.get("level") for e in found if e.get("event") == "resource-deleted"}
         return found if {"Study", "Series", "Instance"} <= levels else None
@@ -271,9 +288,9 @@ def test_a_stow_with_a_uid_that_is_not_a_dicom_uid_is_refused_as_a_c_store_s_is(
             "body_base64": stow_body(accession, uid)}
     since = log_length(lab)
     [answer] = as_person(lab, sessions, "technologist", [stow])
-    refused = [e for e in map(json.loads, im.read_from(lab, host, EVENT_LOG).splitlines()[since:]) if e.get("event") == "invalid-uid-refused"]
+    refused = [e for e in events(lab, since) if e.get("event") == "invalid-uid-refused"]
     evidence.update(status=answer["status"], answer=answer.get("json") or answer.get("text"), refused=refused)
-    assert [e["uids"] for e in refused] == [{"SOPInstanceUID": uid}]
+    assert [(e["uids"], e["origin"]) for e in refused] == [({"SOPInstanceUID": uid}, PLUGIN_ORIGIN)]
     assert im.find_study(lab, host, accession) == [] and im.orthanc(lab, host, "/tools/lookup", "POST", uid) == []
 
 

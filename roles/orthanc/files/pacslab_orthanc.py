@@ -101,10 +101,15 @@ def on_received(received, origin):
     modify): the same checks as a C-STORE's; one they refuse is discarded, with the same security
     event. A C-STORE's instance passed incoming_cstore already. (The DICOMweb plugin 1.7 answers a
     STOW-RS whose instance was discarded as if it had been stored; an exception here would not
-    refuse it: Orthanc logs it and stores the instance.)"""
+    refuse it: Orthanc logs it and stores the instance. This callback runs under Orthanc's plugin
+    mutex: a synchronous store from here would deadlock; reading the REST API does not.)"""
     if origin == orthanc.InstanceOrigin.DICOM_PROTOCOL:
         return orthanc.ReceivedInstanceAction.KEEP_AS_IS, None
-    refusal = uid_refusal(json.loads(orthanc.CreateDicomInstance(received).GetInstanceSimplifiedJson()))
+    try:
+        refusal = uid_refusal(json.loads(orthanc.CreateDicomInstance(received).GetInstanceSimplifiedJson()))
+    except Exception as exc:  # orthanc-python keeps an instance whose callback raised: fail closed instead
+        event("upload-check-failed", origin=str(origin), error=f"{type(exc).__name__}: {exc}")
+        return orthanc.ReceivedInstanceAction.DISCARD, None
     if refusal is None:
         return orthanc.ReceivedInstanceAction.KEEP_AS_IS, None
     kind, fields, _ = refusal
@@ -325,13 +330,14 @@ def on_audit(output, uri, **request):
         output.SendMethodNotAllowed("GET")
         return
     limit = str((request.get("get") or {}).get("limit", "200"))
-    count = min(int(limit), AUDIT_MAX) if limit.isascii() and limit.isdecimal() else 200
+    count = min(int(limit), AUDIT_MAX) if limit.isascii() and limit.isdecimal() and len(limit) <= 6 else 200
     with open(EVENT_LOG, "rb") as log:
         size = log.seek(0, 2)
         log.seek(max(0, size - AUDIT_TAIL))
-        lines = log.read().splitlines()[1 if size > AUDIT_TAIL else 0:]  # the first may be cut
-    # whole records only: a line being appended meanwhile is not one yet
-    last = [line.decode() for line in lines if line.strip().endswith(b"}")][-count:] if count else []
+        # whole records only: the first line read may be cut, and the last (after the final newline)
+        # is one being appended meanwhile, or nothing
+        lines = log.read().split(b"\n")[1 if size > AUDIT_TAIL else 0:-1]
+    last = [line.decode() for line in lines if line.strip()][-count:] if count else []
     output.AnswerBuffer("[" + ",".join(last) + "]", "application/json")
 
 
