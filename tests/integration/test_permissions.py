@@ -252,10 +252,10 @@ def test_a_technologist_stores_and_corrects_a_pacs_admin_deletes_and_no_other_ro
         levels = {e.get("level") for e in found if e.get("event") == "resource-deleted"}
         return found if {"Study", "Series", "Instance"} <= levels else None
 
-    events = im.wait_for("the deletion's events", deletion_events, timeout=60, every=1)
+    logged = im.wait_for("the deletion's events", deletion_events, timeout=60, every=1)
     evidence.update(stored=by_technologist["status"], refused_stow=by_radiologist["status"], origins=sorted(origins),
                     corrections=[corrected["status"], not_demographic["status"], raw_modify["status"], correction_by_radiologist["status"]],
-                    names=names, refused=refused, deleted=by_admin["status"], events=events)
+                    names=names, refused=refused, deleted=by_admin["status"], events=logged)
     assert (by_technologist["status"], by_radiologist["status"]) == (200, 403)
     assert origins == {"Plugins"} and im.find_study(lab, host, theirs) == []
     assert (corrected["status"], not_demographic["status"], raw_modify["status"], correction_by_radiologist["status"]) == (200, 400, 403, 403)
@@ -264,14 +264,14 @@ def test_a_technologist_stores_and_corrects_a_pacs_admin_deletes_and_no_other_ro
     assert refused == {"technologist": 403, "radiologist": 403, "auditor": 403} and held_after_refusals == sorted([study, copy])
     assert by_admin["status"] == 200 and held_after_delete == [copy]
     technologist, admin = sessions["technologist"][0], sessions["pacs-admin"][0]
-    assert [(e["user"], e["path"], e["verdict"]) for e in events if e["event"] == "access-decision"] == [
+    assert [(e["user"], e["path"], e["verdict"]) for e in logged if e["event"] == "access-decision"] == [
         (technologist, f"/studies/{study}/modify", "deny"), (technologist, f"/studies/{study}", "deny"),
         (sessions["radiologist"][0], f"/studies/{study}", "deny"), (sessions["auditor"][0], f"/studies/{study}", "deny"),
         (admin, f"/studies/{study}", "allow")]
     # Orthanc removes the study, its series and its instance; the patient keeps the corrected copy
-    deleted = [(e["level"], e["user"]) for e in events if e["event"] == "resource-deleted"]
+    deleted = [(e["level"], e["user"]) for e in logged if e["event"] == "resource-deleted"]
     assert sorted(deleted) == [("Instance", admin), ("Series", admin), ("Study", admin)]
-    assert [e["resource"] for e in events if e["event"] == "resource-deleted" and e["level"] == "Study"] == [study]
+    assert [e["resource"] for e in logged if e["event"] == "resource-deleted" and e["level"] == "Study"] == [study]
 
 
 @pytest.mark.control("C-DAT-03")
