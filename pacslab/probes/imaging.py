@@ -105,6 +105,21 @@ def instance_count(lab: Lab, host: str) -> int:
     return int(orthanc(lab, host, "/statistics")["CountInstances"])
 
 
+# The lab plugin's event log on an Orthanc host (roles/orthanc): one JSON record per line.
+ORTHANC_EVENTS = "/var/log/pacslab/orthanc-events.json"
+
+
+def orthanc_events(lab: Lab, host: str, since: int = 0) -> list[dict[str, Any]]:
+    """The plugin's event records on ``host`` after the first ``since`` (whole records only: a line
+    the plugin is still writing is not one yet)."""
+    return [json.loads(line) for line in read_from(lab, host, ORTHANC_EVENTS).split("\n")[since:-1]]
+
+
+def orthanc_event_count(lab: Lab, host: str) -> int:
+    """How many whole records the plugin's event log on ``host`` holds (``since`` for orthanc_events)."""
+    return read_from(lab, host, ORTHANC_EVENTS).count("\n")
+
+
 def instance_ids(lab: Lab, host: str) -> set[str]:
     """The Orthanc ids of every instance ``host`` holds."""
     return set(orthanc(lab, host, "/instances"))

@@ -214,8 +214,7 @@ def _vna_instances(lab: Lab, study: str) -> list[dict[str, Any]]:
 
 def _pacs_events(lab: Lab, pacs: str, kind: str) -> list[dict[str, Any]]:
     """The events of one kind in the lab plugin's JSON event log on an Orthanc host."""
-    lines = im.read_from(lab, pacs, "/var/log/pacslab/orthanc-events.json").splitlines()
-    return [e for e in map(im.json.loads, lines) if e.get("event") == kind]
+    return [e for e in im.orthanc_events(lab, pacs) if e.get("event") == kind]
 
 
 def _first_tls_station(lab: Lab) -> Host:

@@ -31,7 +31,7 @@ from pacslab.probes import oidc
 from pacslab.topology import Lab
 
 from .test_idp import one, secret
-from .test_rproxy import CLIENT, EVENT_LOG, basic_auth, browse, pacs, proxy, store_study
+from .test_rproxy import CLIENT, basic_auth, browse, pacs, proxy, store_study
 
 ROLES = ["radiologist", "technologist", "pacs-admin", "auditor"]
 # What each role gets, by request (the table of roles/orthanc; the proxy's routes of roles/rproxy
@@ -96,10 +96,8 @@ def as_person(lab: Lab, sessions: dict[str, tuple[str, dict[str, str]]], role: s
 
 
 def events(lab: Lab, since: int) -> list[dict[str, Any]]:
-    """The PACS's events after the first ``since`` records of its event log (whole records only: a
-    line the plugin is still writing is not one yet)."""
-    text = im.read_from(lab, pacs(lab).name, EVENT_LOG)
-    return [json.loads(line) for line in text.split("\n")[since:-1]]
+    """The PACS's events after the first ``since`` records of its event log."""
+    return im.orthanc_events(lab, pacs(lab).name, since)
 
 
 def decisions(lab: Lab, since: int) -> list[dict[str, Any]]:
@@ -109,7 +107,7 @@ def decisions(lab: Lab, since: int) -> list[dict[str, Any]]:
 
 def log_length(lab: Lab) -> int:
     """How many whole records the PACS's event log holds."""
-    return im.read_from(lab, pacs(lab).name, EVENT_LOG).count("\n")
+    return im.orthanc_event_count(lab, pacs(lab).name)
 
 
 def stow_body(accession: str, sop_instance_uid: str | None = None) -> str:

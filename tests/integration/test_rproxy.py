@@ -30,8 +30,6 @@ CLIENT = "remote-rad"
 # The QIDO-RS attributes compared (DICOM PS3.18 10.6): Study Instance UID, Accession Number.
 STUDY_UID, ACCESSION = "0020000D", "00080050"
 ACCESS_LOG = "/var/log/pacslab/rproxy-access.log"
-# The plugin's event log on an Orthanc host (roles/orthanc): its access decisions among them.
-EVENT_LOG = "/var/log/pacslab/orthanc-events.json"
 
 CONNECT_ALL = r"""
 import concurrent.futures, json, socket, sys
@@ -219,11 +217,11 @@ def test_a_role_the_route_does_not_admit_is_refused_by_the_proxy(running_lab: La
     log gains no line naming the auditor)."""
     who = one(running_lab, "enabled", "auditor")
     rp = proxy(running_lab)
-    decided = im.read_from(running_lab, pacs(running_lab).name, EVENT_LOG).count("\n")  # whole records
+    decided = im.orthanc_event_count(running_lab, pacs(running_lab).name)
     result = browse(running_lab, plan, "/dicom-web/studies", who.name, "now")
     evidence.update(who=who.name, hops=hops(result), final=result["final"])
     assert hops(result)[-2:] == [(f"{rp.name}/oidc/redirect", "GET", 302), (f"{rp.name}/dicom-web/studies", "GET", 403)]
-    events = map(json.loads, im.read_from(running_lab, pacs(running_lab).name, EVENT_LOG).split("\n")[decided:-1])
+    events = im.orthanc_events(running_lab, pacs(running_lab).name, decided)
     assert [e for e in events if e.get("user") == who.name] == []
 
 
