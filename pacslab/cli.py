@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -411,6 +412,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         ]
         for stale in (out / "results.json", junit, out / "run.json"):  # a run that ends early must not show the last one's
             stale.unlink(missing_ok=True)
+        shutil.rmtree(out / "evidence", ignore_errors=True)
         started = datetime.now(UTC)
         rc = subprocess.run(cmd, cwd=REPO_ROOT, check=False).returncode
         record_verify(out, started, datetime.now(UTC), lifecycle=args.lifecycle, pytest_exit=rc)

@@ -2,7 +2,8 @@
 
 ``@pytest.mark.control("C-ACC-04")`` ties a test to a catalogue control (controls.yml). The
 ``evidence`` fixture keeps what a test observed (probe outcomes, log lines, rule text); it goes into
-the report next to the verdict. ``--pacslab-results=FILE`` writes one JSON record per test.
+the report next to the verdict; files it names (a screenshot) are saved in ``evidence_dir``.
+``--pacslab-results=FILE`` writes one JSON record per test.
 
 No secret of the lab (``.pacslab/<lab>/secrets/``) leaves a test through its report: each value is
 replaced by ``[redacted secret]`` (pacslab.redact) in the test report before the terminal or
@@ -48,6 +49,17 @@ def evidence(request: pytest.FixtureRequest) -> dict[str, Any]:
     store: dict[str, Any] = {}
     request.node.stash[_EVIDENCE] = store
     return store
+
+
+@pytest.fixture
+def evidence_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where a test saves evidence files (a screenshot): ``evidence/`` beside the results file, or,
+    without one, a temporary folder. A test names such a file in its evidence by its path relative
+    to the results file's folder (``evidence/<name>``); the report embeds a ``screenshot``."""
+    results = request.config.getoption("--pacslab-results")
+    folder = Path(results).parent / "evidence" if results else tmp_path_factory.getbasetemp() / "evidence"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def _record(item: pytest.Item, outcome: str, seconds: float, message: str) -> dict[str, Any]:

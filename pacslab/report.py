@@ -17,11 +17,15 @@ Incomplete and not-run controls name the tests that did not run and why (the ski
 case of every control is in a collapsible table (test, case id, outcome, what it observed), linked
 from the control's row: for C-ACC-04, each denied zone pair and port with its NFLOG line.
 Result records are the pytest plugin's (pacslab.pytest_plugin): nodeid, control, outcome (passed,
-failed, error, skipped, deselected), seconds, evidence, message.
+failed, error, skipped, deselected), seconds, evidence, message. A test whose evidence names a
+``screenshot`` (a PNG's path relative to the results file, pytest_plugin's evidence_dir) has the
+picture in its control's row of the page, embedded (the page stays one file), with the test and its
+outcome under it; report.json keeps the path.
 """
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 import subprocess
@@ -183,6 +187,8 @@ def build(lab: Lab, results: list[dict[str, Any]], run: dict[str, Any] | None = 
             ][:50],
             "not_run": not_run(rs)[:50],
             "cases": [_case(r) for r in rs],
+            "screenshots": [{"test": r["nodeid"], "outcome": r["outcome"], "path": r["evidence"]["screenshot"]}
+                            for r in rs if isinstance(r.get("evidence"), dict) and isinstance(r["evidence"].get("screenshot"), str)],
         }
 
     functions: dict[str, dict[str, list[str]]] = {}
@@ -264,7 +270,26 @@ def _header(data: dict[str, Any]) -> str:
     return table + warning
 
 
-def render_html(data: dict[str, Any]) -> str:
+def _screenshots(shots: list[dict[str, str]], base: Path | None) -> str:
+    """A control's screenshots as embedded PNGs (read from ``base``), each captioned with its test and
+    outcome; one that cannot be read is named as missing."""
+    out = []
+    for shot in shots:
+        caption = f"<figcaption><small>{_e(shot['test'])} ({_e(shot['outcome'])})</small></figcaption>"
+        try:
+            png = (base / shot["path"]).read_bytes() if base is not None else b""
+        except OSError:
+            png = b""
+        if png.startswith(b"\x89PNG"):
+            image = f"<img alt='screenshot' style='max-width:100%' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
+        else:
+            image = f"<em>screenshot {_e(shot['path'])} missing</em>"
+        out.append(f"<details><summary>screenshot</summary><figure>{image}{caption}</figure></details>")
+    return "".join(out)
+
+
+def render_html(data: dict[str, Any], base: Path | None = None) -> str:
+    """The page; ``base``: the folder the screenshots' paths are relative to (the results file's)."""
     colour = {"passed": "#1b7f3b", "partial": "#b35c00", "failed": "#b3261e", "incomplete": "#b35c00", "waived": "#8a6d00",
               "not implemented": "#666", "not run": "#666"}
     parts = [
@@ -295,7 +320,7 @@ def render_html(data: dict[str, Any]) -> str:
                 parts.append(
                     f"<tr><td>{_e(sub)}</td><td>{_e(cid)} {_e(c['title'])}<br><small>SP 800-53: {_e(', '.join(c['sp800_53']))}</small></td>"
                     f"<td><span class='v' style='background:{colour[v]}'>{_e(v)}</span>{extra}</td>"
-                    f"<td>{_e(_tally(c['tests']))}{cases}</td><td>{_e(c['proves'])}{fails}</td></tr>"
+                    f"<td>{_e(_tally(c['tests']))}{cases}</td><td>{_e(c['proves'])}{fails}{_screenshots(c['screenshots'], base)}</td></tr>"
                 )
         parts.append("</table>")
     parts.append(
@@ -341,5 +366,5 @@ def write_report(lab: Lab, results_file: Path, out: Path) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     js, page = out / "report.json", out / "report.html"
     js.write_text(json.dumps(data, indent=1, default=str))
-    page.write_text(render_html(data))
+    page.write_text(render_html(data, results_file.parent))
     return page, js

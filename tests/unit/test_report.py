@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from pacslab import report
 from pacslab.report import build, record_verify, render_html, run_state, write_report
 from pacslab.topology import Waiver, load_lab
 
@@ -35,14 +36,18 @@ def test_verdicts() -> None:
     assert data["platform_tests"]["passed"] == 1
 
 
-def test_a_partial_control_is_never_shown_as_passed() -> None:
-    """C-ACC-07 is partial (password and TOTP are proven with a scripted browser; the check in a real
-    browser is not built): its tests all passing reads "partial" with what is missing; one failing
-    still reads "failed"."""
+def test_a_partial_control_is_never_shown_as_passed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A control the catalogue says is partly built (here C-ACC-07 as it was before the check in a
+    real browser: no control is partial today): its tests all passing reads "partial" with what is
+    missing; one failing still reads "failed"."""
+    controls, source = report.load_controls()
+    missing = "the same in a real browser (Chromium driven by Playwright), with the screenshot as evidence"
+    partial = controls | {"C-ACC-07": replace(controls["C-ACC-07"], status="partial", missing=missing)}
+    monkeypatch.setattr(report, "load_controls", lambda: (partial, source))
     passed = build(LAB, [result("C-ACC-07", "passed"), result("C-ACC-07", "passed", "u")])
     assert passed["controls"]["C-ACC-07"]["verdict"] == "partial"
-    assert "in a real browser (Chromium driven by Playwright)" in render_html(passed)
-    assert "in a real browser (Chromium driven by Playwright)" in passed["controls"]["C-ACC-07"]["missing"]
+    assert f"not built yet: {missing}" in render_html(passed)
+    assert passed["controls"]["C-ACC-07"]["missing"] == missing
     failed = build(LAB, [result("C-ACC-07", "passed"), result("C-ACC-07", "failed", "u")])
     assert failed["controls"]["C-ACC-07"]["verdict"] == "failed"
     assert build(LAB, [])["controls"]["C-ACC-07"]["verdict"] == "not run"
@@ -202,3 +207,24 @@ def test_every_case_of_a_control_is_in_its_table_linked_from_its_row() -> None:
     assert ("<td>deny-zone:internet-pacs-tcp1007</td><td>passed</td><td><small>outcome=dropped; "
             "nflog.timestamp=2026-11-30T08:23:42.001007; nflog.dest_port=1007</small></td>") in table
     assert "<td>allow-F01-mod-ct-pacs-tcp2762</td><td>failed</td><td><small>timeout; outcome=timeout</small></td>" in table
+
+
+def test_a_screenshot_named_in_evidence_is_embedded_in_its_control_s_row(tmp_path: Path) -> None:
+    """The page is one file: the PNG a test saved beside the results is in its control's row as a
+    data URI, captioned with the test and its outcome; report.json keeps the path only. A path that
+    does not hold a PNG is named as missing, never shown as evidence."""
+    png = b"\x89PNG\r\n\x1a\n" + b"pixels"
+    (tmp_path / "evidence").mkdir()
+    (tmp_path / "evidence" / "viewer.png").write_bytes(png)
+    shot = result("C-ACC-07", "passed", "test_viewer") | {"evidence": {"screenshot": "evidence/viewer.png"}}
+    gone = result("C-ACC-07", "passed", "test_gone") | {"evidence": {"screenshot": "evidence/gone.png"}}
+    (tmp_path / "results.json").write_text(json.dumps([shot, gone]))
+    page, js = write_report(LAB, tmp_path / "results.json", tmp_path)
+    assert json.loads(js.read_text())["controls"]["C-ACC-07"]["screenshots"] == [
+        {"test": "tests/x.py::test_viewer", "outcome": "passed", "path": "evidence/viewer.png"},
+        {"test": "tests/x.py::test_gone", "outcome": "passed", "path": "evidence/gone.png"}]
+    row = next(r for r in page.read_text().split("<tr>") if "C-ACC-07 " in r and "class='v'" in r)
+    assert ("<details><summary>screenshot</summary><figure><img alt='screenshot' style='max-width:100%' "
+            "src='data:image/png;base64,iVBORw0KGgpwaXhlbHM='><figcaption><small>tests/x.py::test_viewer (passed)</small></figcaption>") in row
+    assert "<em>screenshot evidence/gone.png missing</em>" in row
+    assert "data:image/png" not in render_html(build(LAB, [shot]))  # no folder given: nothing read
