@@ -203,6 +203,45 @@ def test_the_ways_around_the_table_are_refused(running_lab: Lab, sessions: dict[
     assert im.find_study(lab, host, stored["accession"]) == [study]
 
 
+# The image viewer (orthanc-webviewer) behind /pacs/: its page, the series it shows (patient and
+# slices), one decoded image (compression-instance_frame, pixel data), that image with a trailing
+# slash (Orthanc routes it as without). What each role gets, written out.
+VIEWER_MATRIX = {
+    #                 page series image image/
+    "radiologist":   [200, 200,   200,  200],
+    "technologist":  [200, 200,   403,  403],
+    "pacs-admin":    [200, 200,   403,  403],
+    "auditor":       [403, 403,   403,  403],
+}
+
+
+@pytest.mark.control("C-ACC-03")
+def test_the_viewer_shows_each_role_what_its_permissions_allow(running_lab: Lab, sessions: dict[str, tuple[str, dict[str, str]]],
+                                                              stored: dict[str, str], evidence) -> None:
+    """The viewer's requests go through the same table: its page and the series' record are view,
+    the decoded image is download (pixel data). The radiologist gets the image; the technologist
+    and the PACS administrator see the page and the series but not the image; the auditor, who holds
+    no view, nothing. Each decision is logged with the permission it needed."""
+    lab = running_lab
+    [series] = im.orthanc(lab, pacs(lab).name, f"/studies/{stored['id']}")["Series"]
+    image = f"/web-viewer/instances/jpeg95-{stored['instance']}_0"
+    calls = [{"path": "/pacs/web-viewer/app/viewer.html"}, {"path": f"/pacs/web-viewer/series/{series}"},
+             {"path": f"/pacs{image}"}, {"path": f"/pacs{image}/"}]
+    since = log_length(lab)
+    seen = {role: [a.get("status") for a in as_person(lab, sessions, role, calls)] for role in ROLES}
+    logged = [(d["user"], d["path"], d["permission"], d["verdict"]) for d in decisions(lab, since)
+              if d["path"].startswith("/web-viewer/")]
+    evidence.update(seen=seen, logged=logged)
+    assert seen == VIEWER_MATRIX
+    expected = []
+    for role in ROLES:
+        person = sessions[role][0]
+        for (path, permission), code in zip([("/web-viewer/app/viewer.html", "view"), (f"/web-viewer/series/{series}", "view"),
+                                             (image, "download"), (image, "download")], VIEWER_MATRIX[role], strict=True):
+            expected.append((person, path, permission, "allow" if code == 200 else "deny"))
+    assert logged == expected
+
+
 @pytest.mark.control("C-ACC-03")
 def test_a_technologist_stores_and_corrects_a_pacs_admin_deletes_and_no_other_role_does(running_lab: Lab,
                                                                                          sessions: dict[str, tuple[str, dict[str, str]]],
