@@ -41,6 +41,7 @@ REFERENCE = {
     "idp": {("tcp", 443)},
     "rproxy": {("tcp", 443)},
     "remote-rad": set(),
+    "attacker": set(),
     "fw": set(),
 }
 

@@ -66,8 +66,8 @@ def test_hosts_find_the_web_names_they_may_reach_and_the_internet_finds_the_idp_
     names = {c.host: c.names for c in build_plan(load_lab(DEFAULT_LAB), APT).containers}
     assert names["ws-rad"] == names["ws-tech"] == {"idp": "10.77.10.11", "rproxy": "10.77.60.10"}
     assert names["rproxy"] == {"idp": "10.77.10.11", "pacs": "10.77.40.10", "vna": "10.77.40.11"}
-    assert names["remote-rad"] == {"idp": "10.77.60.10", "rproxy": "10.77.60.10"}
-    assert {h for h, n in names.items() if n} == {"ws-rad", "ws-tech", "rproxy", "remote-rad"}
+    assert names["remote-rad"] == names["attacker"] == {"idp": "10.77.60.10", "rproxy": "10.77.60.10"}
+    assert {h for h, n in names.items() if n} == {"ws-rad", "ws-tech", "rproxy", "remote-rad", "attacker"}
 
 
 def test_without_the_flow_to_the_proxy_the_internet_gets_no_name(lab_copy: Path) -> None:
