@@ -479,13 +479,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _scenarios(lab: Lab, scenario_id: str | None) -> list[Any]:
-    """The scenario named, or all of them; a refused scenario file or an unknown id is a usage error."""
+def _scenarios(lab: Lab, scenario_id: str | None, left_out: dict[str, tuple[str, ...]] | None = None) -> list[Any]:
+    """The scenario named, or all of them that run in ``lab`` (those that need hosts it plans are
+    named in ``left_out``); a refused scenario file or an unknown id is a usage error."""
     from . import scenario as sc
 
     try:
         if scenario_id is None:
-            return sc.load_all(lab)
+            return sc.load_all(lab, left_out=left_out)
         return [sc.find(lab, scenario_id)]
     except sc.ScenarioError as exc:
         lines = "\n".join(f"  {p}" for p in exc.problems)
@@ -510,7 +511,8 @@ def cmd_scenario(args: argparse.Namespace) -> int:
     lab = _load(args.lab)
     if args.action not in ("list", "sheets") and not args.id:
         raise Refused(EXIT_USAGE, f"scenario {args.action} needs a scenario id (pacslab scenario list shows them)")
-    found = _scenarios(lab, args.id if args.action not in ("list", "sheets") or args.id else None)
+    left_out: dict[str, tuple[str, ...]] = {}
+    found = _scenarios(lab, args.id if args.action not in ("list", "sheets") or args.id else None, left_out)
     if args.action == "sheets":
         out = Path(args.out) if args.out else state_dir(lab) / "sheets"
         for path in sc.write_sheets(found, out):
@@ -522,6 +524,8 @@ def cmd_scenario(args: argparse.Namespace) -> int:
         else:
             _table([[s.id, s.title, ", ".join(s.category), ", ".join(sorted(s.controls)), s.attacker, "/".join(s.modes)] for s in found],
                    ["id", "title", "category", "controls", "attacker", "modes"])
+            for sid, hosts in sorted(left_out.items(), key=lambda kv: int(kv[0][1:])):
+                print(f"  ({sid} runs from {', '.join(hosts)}, planned in lab {lab.name!r}: not listed)")
         return EXIT_OK
     scenario = found[0]
     if args.action == "show":
@@ -591,12 +595,14 @@ def cmd_scenario(args: argparse.Namespace) -> int:
                 if "error" in result:
                     print(f"\npytest ran no test:\n{result['error']}")
             return EXIT_OK if result["holds"] else EXIT_CHECKS_FAILED
+        done: list[dict[str, Any]] = []
         if sc.last_mode(lab, scenario) == "vulnerable" or sc.overlay_dir(lab, scenario).is_dir():  # it took the overlay (or began to)
+            done = sc.run_reset_actions(lab, scenario)  # before `up` records the hosts: what they undo is then as up left it
             if not args.json:
                 print(f"{scenario.id}: the lab takes its own definition {lab.path} again")
             if main(["up", "--lab", str(lab.path)]) != EXIT_OK:
                 return EXIT_PHASE_FAILED
-        result = sc.reset_scenario(lab, scenario)
+        result = sc.reset_scenario(lab, scenario, done)
         if args.json:
             print(json.dumps(result, indent=1))
         elif result.get("nothing"):

@@ -9,8 +9,10 @@ file is refused with file, key and reason, like a lab definition, before anythin
 
 A step is a Python script beside scenario.yml (or ``lib/<name>.py``, shared: scenarios/lib), run by ``python3`` inside a lab container (``docker
 exec``, the script and its CONTEXT on stdin, never in argv). CONTEXT holds the lab's hosts
-(address, zone, AE title, services), the step's ``args``, the run's start (``since``, epoch
-seconds) and, for reset actions, the results of the run (``run``: step id -> result). The script
+(address, zone, AE title, services), the step's ``args``, the passwords of the people it names in
+``passwords`` (a leaked password in the story, or one a reset needs; the results are redacted),
+the run's start (``since``, epoch seconds) and, for reset actions, the results of the run (``run``:
+step id -> result). The script
 prints one JSON object as its last line: the step's result, compared with the outcome the scenario
 expects in the mode it runs in (keys dotted for nested values, values written out).
 
@@ -35,6 +37,7 @@ import jsonschema
 import yaml
 
 from .docker import docker
+from .plan import state_dir
 from .redact import redact, redact_tree, secret_values
 from .topology import REPO_ROOT, Lab, Problem
 
@@ -63,10 +66,13 @@ BOOT = (
 
 
 class ScenarioError(Exception):
-    """A scenario file is refused; nothing ran. ``problems``: file, key and reason of each fault."""
+    """A scenario file is refused; nothing ran. ``problems``: file, key and reason of each fault;
+    ``planned``: when the only faults are that the lab plans hosts the scenario runs from (no
+    container) and lacks the people it names, those hosts (the file is sound; another lab may run it)."""
 
-    def __init__(self, problems: list[Problem]):
+    def __init__(self, problems: list[Problem], planned: tuple[str, ...] = ()):
         self.problems = problems
+        self.planned = planned
         super().__init__("\n".join(str(p) for p in problems))
 
 
@@ -86,6 +92,7 @@ class Action:
     script: Path
     args: dict[str, Any] = field(default_factory=dict)
     expect: dict[str, Expectation] = field(default_factory=dict)  # mode -> outcome (steps only)
+    passwords: tuple[str, ...] = ()  # people whose passwords it gets in CONTEXT['passwords']
 
 
 @dataclass(frozen=True)
@@ -127,6 +134,8 @@ class Scenario:
         """Everything the file says, as plain data (``scenario show --json``)."""
         def action(a: Action) -> dict[str, Any]:
             body: dict[str, Any] = {"id": a.id, "title": a.title, "from": a.host, "script": a.script.name, "args": a.args}
+            if a.passwords:
+                body["passwords"] = list(a.passwords)  # whose, never the values
             if a.expect:
                 body["expect"] = {m: {"result": e.result, "evidence": e.evidence} for m, e in a.expect.items()}
             return body
@@ -207,11 +216,15 @@ def load_scenario(folder: Path, lab: Lab, controls: set[str] | None = None) -> S
     if data["id"] != folder.name:
         problems.append(Problem(fname, "id", f"{data['id']!r} is not the folder's name {folder.name!r}"))
 
+    planned: list[Problem] = []  # the problems that are a planned host
+    absent: list[Problem] = []  # the problems that are a person the lab does not define
+
     def host(value: str, key: str) -> None:
         if value not in lab.hosts:
             problems.append(Problem(fname, key, f"{value!r}: lab {lab.name!r} has no such host"))
         elif not lab.hosts[value].deployed:
             problems.append(Problem(fname, key, f"{value!r} is planned in lab {lab.name!r}: no container to run from"))
+            planned.append(problems[-1])
 
     host(data["attacker"], "attacker")
     for cid, node_ids in data["controls"].items():
@@ -240,7 +253,12 @@ def load_scenario(folder: Path, lab: Lab, controls: set[str] | None = None) -> S
             problems.append(Problem(fname, f"{key}.script", f"{body['script']}: no such file "
                                     + ("in scenarios/lib" if body["script"].startswith("lib/") else "beside scenario.yml")))
         expect = {m: Expectation(dict(o["result"]), o["evidence"].strip()) for m, o in body.get("expect", {}).items()}
-        return Action(body["id"], body["title"], where, script, dict(body.get("args") or {}), expect)
+        people = {p.name for p in lab.people}
+        for i, name in enumerate(body.get("passwords", [])):
+            if name not in people:
+                problems.append(Problem(fname, f"{key}.passwords[{i}]", f"{name!r}: lab {lab.name!r} has no such person (lab_people)"))
+                absent.append(problems[-1])
+        return Action(body["id"], body["title"], where, script, dict(body.get("args") or {}), expect, tuple(body.get("passwords", [])))
 
     steps = tuple(action(s, f"steps[{i}]") for i, s in enumerate(data["steps"]))
     vulnerable = None
@@ -264,7 +282,9 @@ def load_scenario(folder: Path, lab: Lab, controls: set[str] | None = None) -> S
             problems.append(Problem(fname, f"{key}.id", f"{a.id!r} is used twice: step and reset ids are one namespace"))
         seen.add(a.id)
     if problems:
-        raise ScenarioError(problems)
+        # a lab without the hosts (and so without the people) the scenario needs: the file is sound
+        lacking = bool(planned) and all(p in planned or p in absent for p in problems)
+        raise ScenarioError(problems, tuple(sorted({p.reason.split("'")[1] for p in planned})) if lacking else ())
     return Scenario(
         id=data["id"], title=data["title"], category=tuple(data["category"]),
         controls={c: tuple(n) for c, n in data["controls"].items()}, attacker=data["attacker"], story=data["story"].strip(),
@@ -273,8 +293,10 @@ def load_scenario(folder: Path, lab: Lab, controls: set[str] | None = None) -> S
     )
 
 
-def load_all(lab: Lab, root: Path = SCENARIOS_DIR) -> list[Scenario]:
-    """Every scenario under ``root`` (a folder with a scenario.yml), sorted by number. Raises
+def load_all(lab: Lab, root: Path = SCENARIOS_DIR, left_out: dict[str, tuple[str, ...]] | None = None) -> list[Scenario]:
+    """Every scenario under ``root`` (a folder with a scenario.yml) that runs in ``lab``, sorted by
+    number. One that runs from hosts this lab plans but does not deploy (W6 in a lab without the
+    identity hosts) is left out, and named in ``left_out`` (id -> those hosts) when given. Raises
     ScenarioError with the problems of every refused file."""
     scenarios, problems = [], []
     known = catalogue()
@@ -282,6 +304,10 @@ def load_all(lab: Lab, root: Path = SCENARIOS_DIR) -> list[Scenario]:
         try:
             scenarios.append(load_scenario(folder, lab, known))
         except ScenarioError as exc:
+            if exc.planned:
+                if left_out is not None:
+                    left_out[folder.name] = exc.planned
+                continue
             problems += exc.problems
     if problems:
         raise ScenarioError(problems)
@@ -331,8 +357,14 @@ def lab_context(lab: Lab) -> dict[str, Any]:
 def run_action(lab: Lab, scenario: Scenario, action: Action, context: dict[str, Any]) -> dict[str, Any]:
     """Run one action's script in its host's container; its JSON result. A script that fails or
     prints no JSON gives {"error": ...} with the tail of its output (lab secrets redacted)."""
+    passwords = {}
+    for name in action.passwords:  # the people's own passwords, as up generated them (pacslab.people)
+        try:
+            passwords[name] = (state_dir(lab) / "secrets" / f"person-{name}").read_text().split()[0]
+        except (OSError, IndexError):
+            return {"error": f"no password of {name!r} in the lab's secrets: run `pacslab up` first"}
     envelope = {"name": f"{scenario.id}/{action.script.name}", "source": action.script.read_text(),
-                "context": {**context, "args": action.args, "scenario": scenario.id, "step": action.id}}
+                "context": {**context, "args": action.args, "passwords": passwords, "scenario": scenario.id, "step": action.id}}
     try:  # coreutils' timeout inside the container ends the script there too (the client's timeout alone would not)
         proc = docker("exec", "-i", lab.container_name(action.host), "timeout", "-k", "5", str(int(STEP_TIMEOUT)), "python3", "-c", BOOT,
                       input=json.dumps(envelope), check=False, timeout=STEP_TIMEOUT + 30)
@@ -464,28 +496,41 @@ def _undo_additions(lab: Lab, baseline: dict[str, Any]) -> list[str]:
 SETTLE = (0, 3, 6)  # seconds to wait before each comparison: a forward to the VNA may land after the first
 
 
-def reset_scenario(lab: Lab, scenario: Scenario) -> dict[str, Any]:
-    """Put back what the run changed: the scenario's reset actions (they get the run's results as
-    CONTEXT['run']), then _undo_additions; then compare the fingerprint with the baseline, a few
-    times while late effects settle. The record: {scenario, actions, undone, differences, equal}.
-    With no run since the last reset: {..., "equal": True, "nothing": True}."""
+def run_reset_actions(lab: Lab, scenario: Scenario) -> list[dict[str, Any]]:
+    """The scenario's reset actions, once per run (they get the run's results as CONTEXT['run']): a
+    second reset must not flip a byte back again. Each as {id, title, from, result, ok}; [] when
+    there was no run since the last reset, or they already ran. A vulnerable run's reset runs them
+    before the lab's own `up` (the directory a W6 run locked is unlocked before `up` records it)."""
+    folder = run_dir(lab, scenario)
+    if not (folder / "baseline.json").is_file():
+        return []
+    run = json.loads((folder / "run.json").read_text()) if (folder / "run.json").is_file() else {"steps": []}
+    if run.get("reset_actions_done"):
+        return []
+    context = {**lab_context(lab), "mode": run.get("mode"), "since": run.get("started"),
+               "run": {s["id"]: s["result"] for s in run["steps"]}}
+    actions = []
+    for action in scenario.reset:
+        result = run_action(lab, scenario, action, context)
+        actions.append({"id": action.id, "title": action.title, "from": action.host, "result": result, "ok": "error" not in result})
+    if (folder / "run.json").is_file() and all(a["ok"] for a in actions):
+        (folder / "run.json").write_text(json.dumps({**run, "reset_actions_done": True}, indent=1))
+    return actions
+
+
+def reset_scenario(lab: Lab, scenario: Scenario, done: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Put back what the run changed: the scenario's reset actions (run_reset_actions; ``done``:
+    those that already ran before the lab's own `up`), then _undo_additions; then compare the
+    fingerprint with the baseline, a few times while late effects settle. The record: {scenario,
+    actions, undone, differences, equal}. With no run since the last reset: {..., "equal": True, "nothing": True}."""
     from . import fingerprint
 
     folder = run_dir(lab, scenario)
     if not (folder / "baseline.json").is_file():
         shutil.rmtree(overlay_dir(lab, scenario), ignore_errors=True)
-        return {"scenario": scenario.id, "nothing": True, "actions": [], "undone": [], "differences": [], "equal": True}
+        return {"scenario": scenario.id, "nothing": True, "actions": list(done or []), "undone": [], "differences": [], "equal": True}
     baseline = json.loads((folder / "baseline.json").read_text())
-    run = json.loads((folder / "run.json").read_text()) if (folder / "run.json").is_file() else {"steps": []}
-    context = {**lab_context(lab), "mode": run.get("mode"), "since": run.get("started"),
-               "run": {s["id"]: s["result"] for s in run["steps"]}}
-    actions = []
-    if not run.get("reset_actions_done"):  # once per run: a second reset must not flip a byte back again
-        for action in scenario.reset:
-            result = run_action(lab, scenario, action, context)
-            actions.append({"id": action.id, "title": action.title, "from": action.host, "result": result, "ok": "error" not in result})
-        if (folder / "run.json").is_file() and all(a["ok"] for a in actions):
-            (folder / "run.json").write_text(json.dumps({**run, "reset_actions_done": True}, indent=1))
+    actions = list(done or []) + run_reset_actions(lab, scenario)
     undone: list[str] = []
     diff: list[str] = []
     for wait in SETTLE:

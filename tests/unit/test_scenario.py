@@ -24,12 +24,40 @@ ALT_LAB = REPO_ROOT / "tests" / "labs" / "alt"
 
 @pytest.mark.parametrize("lab_path", [DEFAULT_LAB, ALT_LAB], ids=["default", "alt"])
 def test_every_shipped_scenario_loads_on_both_labs(lab_path: Path) -> None:
-    scenarios = sc.load_all(load_lab(lab_path))
-    assert [s.id for s in scenarios] == ["W2", "W3", "W4", "W5", "W10", "W12"]
+    """Each scenario loads where its hosts are deployed; the second lab plans the identity hosts
+    and the attacker, so W6 is left out there, naming them, and is no refusal."""
+    left_out: dict[str, tuple[str, ...]] = {}
+    scenarios = sc.load_all(load_lab(lab_path), left_out=left_out)
+    both = ("defended", "vulnerable")
+    expected = {"W2": both, "W3": both, "W4": both, "W5": both, "W6": both, "W10": ("defended",), "W12": both}
+    if lab_path == ALT_LAB:
+        del expected["W6"]
+    assert [s.id for s in scenarios] == list(expected)
     for s in scenarios:
         assert s.steps and s.controls
-    both = ("defended", "vulnerable")
-    assert {s.id: s.modes for s in scenarios} == {"W2": both, "W3": both, "W4": both, "W5": both, "W10": ("defended",), "W12": both}
+    assert {s.id: s.modes for s in scenarios} == expected
+    assert left_out == ({"W6": ("attacker", "dir", "idp")} if lab_path == ALT_LAB else {})
+
+
+def test_a_scenario_the_lab_lacks_hosts_for_is_still_refused_by_id() -> None:
+    """Asked for by id, W6 on the second lab is refused with every reason: its hosts are planned
+    there, and the people whose passwords it uses are not defined."""
+    with pytest.raises(sc.ScenarioError) as err:
+        sc.find(load_lab(ALT_LAB), "W6")
+    reasons = {(p.key, p.reason) for p in err.value.problems}
+    assert ("attacker", "'attacker' is planned in lab 'alt': no container to run from") in reasons
+    assert ("steps[4].passwords[0]", "'rad-ada': lab 'alt' has no such person (lab_people)") in reasons
+    assert err.value.planned == ("attacker", "dir", "idp")
+
+
+def test_a_misspelt_person_in_a_lab_that_deploys_every_host_is_a_refusal(w3: Path) -> None:
+    """Twin: the lab deploys every host W3 needs, so a person it does not define is the file's
+    fault: refused, and not merely left out."""
+    edit(w3, lambda d: d["steps"][0].update(passwords=["rad-adda"]))
+    with pytest.raises(sc.ScenarioError) as err:
+        sc.load_all(load_lab(DEFAULT_LAB), root=w3.parent)
+    assert [(p.key, p.reason) for p in err.value.problems] == [("steps[0].passwords[0]", "'rad-adda': lab 'default' has no such person (lab_people)")]
+    assert err.value.planned == ()
 
 
 @pytest.fixture
@@ -76,6 +104,8 @@ CASES: dict[str, tuple[Callable[[dict[str, Any]], None], str, str]] = {
                                          "steps[0].expect", "no vulnerable outcome: with a vulnerable overlay every step needs one"),
     "overlay waives another control": (lambda d: d.update(vulnerable={"waives": ["C-PRT-05"], "repair": "r"}),
                                        "vulnerable.waives[0]", "C-PRT-05 is not one of the scenario's controls"),
+    "password of an unknown person": (lambda d: d["steps"][1].update(passwords=["nobody"]),
+                                      "steps[1].passwords[0]", "'nobody': lab 'default' has no such person (lab_people)"),
     "overlay on an unknown host": (lambda d: d.update(vulnerable={"waives": ["C-ACC-05"], "repair": "r", "host_vars": {"nohost": {"a": 1}}}),
                                    "vulnerable.host_vars.nohost", "'nohost': lab 'default' has no such host"),
 }
@@ -212,3 +242,29 @@ def test_run_action_reports_what_the_script_did(w3: Path, monkeypatch: pytest.Mo
     [(argv, stdin)] = calls
     assert argv[:6] == ("exec", "-i", "pacslab-mod-mr", "timeout", "-k", "5") and argv[7:9] == ("python3", "-c")
     assert "S3CRETVALUE" not in " ".join(argv) and json.loads(stdin)["context"]["args"] == s.steps[0].args
+
+
+def test_a_step_gets_the_passwords_it_names_on_stdin_only(w3: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step that names people in `passwords` gets their passwords (as up generated them, from the
+    lab's secrets) in CONTEXT['passwords'] on stdin, never in argv; the document shows whose, never
+    the value; without the secret (no up yet) the step is an error that says so."""
+    edit(w3, lambda d: d["steps"][0].update(passwords=["rad-ada"]))
+    calls: list[tuple[tuple[str, ...], str]] = []
+
+    def fake_docker(*args: str, input: str = "", **kw: Any) -> subprocess.CompletedProcess[str]:
+        calls.append((args, input))
+        return subprocess.CompletedProcess(args, 0, '{"ok": true}\n', "")
+
+    monkeypatch.setattr(sc, "docker", fake_docker)
+    monkeypatch.setattr(sc, "state_dir", lambda lab: tmp_path)
+    lab = load_lab(DEFAULT_LAB)
+    s = sc.load_scenario(w3, lab)
+    assert s.document()["steps"][0]["passwords"] == ["rad-ada"]
+    assert sc.run_action(lab, s, s.steps[0], {}) == {"error": "no password of 'rad-ada' in the lab's secrets: run `pacslab up` first"}
+    assert calls == []
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "person-rad-ada").write_text("Pw-of-ada-1234567890\n")
+    assert sc.run_action(lab, s, s.steps[0], {}) == {"ok": True}
+    [(argv, stdin)] = calls
+    assert "Pw-of-ada" not in " ".join(argv) and json.loads(stdin)["context"]["passwords"] == {"rad-ada": "Pw-of-ada-1234567890"}
+    assert json.loads(stdin)["context"]["args"] == s.steps[0].args
