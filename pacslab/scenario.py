@@ -12,9 +12,9 @@ exec``, the script and its CONTEXT on stdin, never in argv). CONTEXT holds the l
 (address, zone, AE title, services), the step's ``args``, the passwords of the people it names in
 ``passwords`` (a leaked password in the story, or one a reset needs; the results are redacted),
 the run's start (``since``, epoch seconds) and, for reset actions, the results of the run (``run``:
-step id -> result). The script
-prints one JSON object as its last line: the step's result, compared with the outcome the scenario
-expects in the mode it runs in (keys dotted for nested values, values written out).
+step id -> result). The script prints one JSON object as its last line: the step's result,
+compared with the outcome the scenario expects in the mode it runs in (keys dotted for nested
+values, values written out).
 
 ``check`` grades the lab with the scenario's integration checks (pytest, the same tests ``pacslab
 verify`` runs); ``reset`` runs the scenario's reset actions, deletes the studies the run added to
@@ -217,6 +217,7 @@ def load_scenario(folder: Path, lab: Lab, controls: set[str] | None = None) -> S
         problems.append(Problem(fname, "id", f"{data['id']!r} is not the folder's name {folder.name!r}"))
 
     planned: list[Problem] = []  # the problems that are a planned host
+    planned_hosts: set[str] = set()  # those hosts
     absent: list[Problem] = []  # the problems that are a person the lab does not define
 
     def host(value: str, key: str) -> None:
@@ -225,6 +226,7 @@ def load_scenario(folder: Path, lab: Lab, controls: set[str] | None = None) -> S
         elif not lab.hosts[value].deployed:
             problems.append(Problem(fname, key, f"{value!r} is planned in lab {lab.name!r}: no container to run from"))
             planned.append(problems[-1])
+            planned_hosts.add(value)
 
     host(data["attacker"], "attacker")
     for cid, node_ids in data["controls"].items():
@@ -284,7 +286,7 @@ def load_scenario(folder: Path, lab: Lab, controls: set[str] | None = None) -> S
     if problems:
         # a lab without the hosts (and so without the people) the scenario needs: the file is sound
         lacking = bool(planned) and all(p in planned or p in absent for p in problems)
-        raise ScenarioError(problems, tuple(sorted({p.reason.split("'")[1] for p in planned})) if lacking else ())
+        raise ScenarioError(problems, tuple(sorted(planned_hosts)) if lacking else ())
     return Scenario(
         id=data["id"], title=data["title"], category=tuple(data["category"]),
         controls={c: tuple(n) for c, n in data["controls"].items()}, attacker=data["attacker"], story=data["story"].strip(),

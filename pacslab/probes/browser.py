@@ -144,10 +144,9 @@ def open_page(lab: Lab, from_host: str, url: str, *, user: str | None = None, pa
     "signed_in_ms", "displayed_ms" (when reached), "screenshot": PNG bytes (with ``screenshot``,
     the last page the browser showed), "again" (with ``again``: the same browser opens ``url``
     once more; {navigations, final, trmsg} or {navigations, error}; "navigations" and "final" above
-    are from before),
-    "error": None, "timeout: ..." (a page that never came) or the browser's network or TLS error
-    (net::ERR_...)}. Raises RuntimeError when the
-    browser itself could not run (the probe's exit status)."""
+    are from before), "error": None, "timeout: ..." (a page that never came) or the browser's
+    network or TLS error (net::ERR_...)}. Raises RuntimeError when the browser itself could not run
+    (the probe's exit status)."""
     request: dict[str, Any] = {"ca": CA, "chromium": CHROMIUM, "url": url, "again": again, "screenshot": screenshot}
     for key, value in (("user", user), ("password", password), ("code", code)):
         if value is not None:
