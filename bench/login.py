@@ -72,13 +72,9 @@ print(json.dumps({"seconds": time.monotonic() - start, "bytes": size, "statuses"
 """
 
 
-def percentile(values: list[float], q: float) -> float:
-    """The q-th percentile (0..100), linear between the closest ranks."""
-    ordered = sorted(values)
-    at = (len(ordered) - 1) * q / 100
-    low = int(at)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (at - low)
+def percentile(values: list[float], q: int) -> float:
+    """The q-th percentile (1..99), linear between the closest ranks (the statistics module's inclusive method)."""
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
 def fetch(lab: Lab, cookie: str, urls: list[str], accept: str) -> dict[str, Any]:

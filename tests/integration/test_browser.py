@@ -16,19 +16,16 @@ IdP's result codes, what the viewer's corner says, the cookies it holds.
 from __future__ import annotations
 
 import secrets
-import time
 from typing import Any
 
 import pytest
 
-from pacslab import people
 from pacslab.plan import Plan
 from pacslab.probes import browser, oidc
-from pacslab.probes import imaging as im
 from pacslab.topology import Lab
 
-from .test_idp import PE_BADOTP, PE_FIRSTACCESS, idp, one, secret
-from .test_rproxy import CLIENT, pacs, proxy
+from .test_idp import PE_BADOTP, PE_FIRSTACCESS, idp, one, secret, wrong_code
+from .test_rproxy import CLIENT, proxy, store_study
 
 VIEWER = "/pacs/web-viewer/app/viewer.html"
 # What the study carries (pacslab.dicomsim store): the probe's patient ID, the name given, no study
@@ -43,15 +40,8 @@ def viewed(running_lab: Lab) -> dict[str, str]:
     """A one-image CT study a modality of the modality zone stores on the PACS (DICOM TLS), under an
     accession number and a patient name of this run; the PACS's id of its one series."""
     proxy(running_lab)
-    device = next((h for h in running_lab.group("modalities") if h.deployed and h.zone == "modality"), None)
-    if device is None:
-        pytest.skip(f"lab {running_lab.name!r} deploys no modality in the modality zone")
-    token = secrets.token_hex(3).upper()
-    accession, name = f"BR{token}", f"VIEWER^CHECK{token}"
-    im.dicomsim(running_lab, device.name, "store", "--images", "1", "--modality", "CT", "--accession", accession, "--patient-name", name)
-    [study] = im.wait_for(f"{accession} on the PACS", lambda: im.find_study(running_lab, pacs(running_lab).name, accession), timeout=60)
-    [series] = im.orthanc(running_lab, pacs(running_lab).name, f"/studies/{study}")["Series"]
-    return {"accession": accession, "patient_name": name, "series": series}
+    name = f"VIEWER^CHECK{secrets.token_hex(3).upper()}"
+    return store_study(running_lab, "BR", name) | {"patient_name": name}
 
 
 def url(lab: Lab, series: str) -> str:
@@ -98,14 +88,6 @@ def test_in_a_real_browser_password_and_code_open_the_viewer_on_the_study(runnin
     canvas = result["viewer"]["canvas"]
     assert canvas["width"] > 0 and canvas["grey_levels"] > 1 and canvas["lit"] > 0.01, canvas
     assert f"{rp}:{SESSION_COOKIE}" in result["cookies"]
-
-
-def wrong_code(plan: Plan, user: str) -> str:
-    """A code that is none of the person's codes of the previous, current and next 30-second step."""
-    seed = people.totp_seed(plan.secrets_dir, user)
-    now = time.time()
-    codes = {people.totp_now(seed, at) for at in (now - 30, now, now + 30)}
-    return next(c for c in ("000000", "111111", "222222") if c not in codes)
 
 
 @pytest.mark.control("C-ACC-07")

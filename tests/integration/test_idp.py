@@ -73,6 +73,14 @@ def secret(plan: Plan, name: str) -> str:
     return (Path(plan.secrets_dir) / name).read_text().split()[0]
 
 
+def wrong_code(plan: Plan, user: str) -> str:
+    """A code that is none of the person's codes of the previous, current and next 30-second step."""
+    seed = people.totp_seed(plan.secrets_dir, user)
+    now = time.time()
+    codes = {people.totp_now(seed, at) for at in (now - 30, now, now + 30)}
+    return next(c for c in ("000000", "111111", "222222") if c not in codes)
+
+
 def sign_in(lab: Lab, plan: Plan, user: str, *, password: str | None = None, code: str | None = None, **kw: Any) -> dict[str, Any]:
     """The flow for ``user``, with their own password unless another is given, and ``code`` (the
     string "now" for a TOTP code of theirs the IdP has not accepted yet; None stops after the
@@ -122,11 +130,7 @@ def test_a_password_without_a_valid_fresh_code_gets_no_session(running_lab: Lab,
     if case == "no-code":
         result = sign_in(running_lab, plan, who.name)
     elif case == "wrong-code":
-        seed = people.totp_seed(plan.secrets_dir, who.name)
-        now = time.time()
-        codes = {people.totp_now(seed, at) for at in (now - 30, now, now + 30)}
-        wrong = next(c for c in ("000000", "111111", "222222") if c not in codes)
-        result = sign_in(running_lab, plan, who.name, code=wrong)
+        result = sign_in(running_lab, plan, who.name, code=wrong_code(plan, who.name))
     else:
         code = oidc.fresh_code(running_lab, idp(running_lab).name, plan.secrets_dir, who.name)
         first = sign_in(running_lab, plan, who.name, code=code)

@@ -62,18 +62,20 @@ def pacs(lab: Lab) -> Host:
     return next(h for h in lab.group("pacs_servers") if h.deployed)
 
 
-def store_study(lab: Lab) -> dict[str, str]:
-    """A study a modality of the modality zone stores on the PACS (DICOM TLS), one image, with an
-    accession number of this run: its UID as the PACS's REST API (not DICOMweb) tells, the accession,
-    the PACS's ids of the study and of its instance."""
+def store_study(lab: Lab, prefix: str = "RP", patient_name: str | None = None) -> dict[str, str]:
+    """A study a modality of the modality zone stores on the PACS (DICOM TLS), one CT image, with an
+    accession number of this run (``prefix`` and six hex digits) and, when given, that Patient's
+    Name: its UID as the PACS's REST API (not DICOMweb) tells, the accession, the PACS's ids of the
+    study, of its one series and of its instance."""
     device = next((h for h in lab.group("modalities") if h.deployed and h.zone == "modality"), None)
     if device is None:
         pytest.skip(f"lab {lab.name!r} deploys no modality in the modality zone")
-    accession = f"RP{secrets.token_hex(3).upper()}"
-    im.dicomsim(lab, device.name, "store", "--images", "1", "--accession", accession)
+    accession = f"{prefix}{secrets.token_hex(3).upper()}"
+    name = ["--patient-name", patient_name] if patient_name else []
+    im.dicomsim(lab, device.name, "store", "--images", "1", "--modality", "CT", "--accession", accession, *name)
     found = im.wait_for(f"{accession} on the PACS", lambda: im.find_study(lab, pacs(lab).name, accession), timeout=60)
     record = im.orthanc(lab, pacs(lab).name, f"/studies/{found[0]}")
-    return {"uid": record["MainDicomTags"]["StudyInstanceUID"], "accession": accession, "id": found[0],
+    return {"uid": record["MainDicomTags"]["StudyInstanceUID"], "accession": accession, "id": found[0], "series": record["Series"][0],
             "instance": im.study_instances(lab, pacs(lab).name, found[0])[0]["id"]}
 
 
