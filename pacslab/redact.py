@@ -38,9 +38,12 @@ def _values(text: str) -> set[str]:
 def secret_values(root: Path | None = None) -> list[str]:
     """Every secret value of every lab under ``root`` (default STATE_ROOT: ``<lab>/secrets/*``), longest first (so a
     secret that contains another is replaced whole). Read afresh on each call: `up` may create
-    secrets during a session. Unreadable files are skipped; [] when there is no state yet."""
+    secrets during a session. Unreadable files are skipped, and so is the public half of an SSH key
+    (``*.pub``: its comment names a person or host, which is no secret); [] when there is no state yet."""
     values: set[str] = set()
     for path in sorted((STATE_ROOT if root is None else root).glob("*/secrets/*")):
+        if path.suffix == ".pub":
+            continue
         try:
             values |= _values(path.read_text(errors="replace"))
         except OSError:

@@ -29,12 +29,18 @@ def state_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (secrets / "orthanc-pacs").write_text(PASSWORD + "\n")
     (secrets / "orthanc-vna").write_text("shortpw salt=SaltSaltSalt12\n")
     (secrets / "node.key").write_text("-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49\nAwEHBG0wawIBAQQg\n-----END PRIVATE KEY-----\n")
+    # an SSH key pair as community.crypto.openssh_keypair writes it: the private half is secret, the
+    # public half (whose comment names the person) is not
+    (secrets / "maint-bastion-vnd-acme").write_text(
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmU\n-----END OPENSSH PRIVATE KEY-----\n")
+    (secrets / "maint-bastion-vnd-acme.pub").write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPublicHalf vnd-acme via bastion\n")
     monkeypatch.setattr(redact_mod, "STATE_ROOT", tmp_path / "state")
     return tmp_path / "state"
 
 
 def test_secret_values_reads_each_file_of_each_lab(state_root: Path) -> None:
-    assert secret_values() == sorted([PASSWORD, "SaltSaltSalt12", "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49", "AwEHBG0wawIBAQQg"], key=lambda v: (-len(v), v))
+    assert secret_values() == sorted([PASSWORD, "SaltSaltSalt12", "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49", "AwEHBG0wawIBAQQg",
+                                      "b3BlbnNzaC1rZXktdjEAAAAABG5vbmU"], key=lambda v: (-len(v), v))
 
 
 def test_secret_values_without_state_is_empty(tmp_path: Path) -> None:
