@@ -54,7 +54,8 @@ CONTROL_SWITCHES = {"orthanc_controls": ("orthanc", "orthanc_controls_waived"),
                     "orthanc_md5": ("orthanc", "orthanc_md5_waived"),
                     "orthanc_dicom_tls": ("orthanc", "orthanc_dicom_tls_waived"),
                     "firewall_dicom_limits": ("firewall", "firewall_dicom_limits_waived"),
-                    "idp_second_factor": ("idp", "idp_second_factor_waived")}
+                    "idp_second_factor": ("idp", "idp_second_factor_waived"),
+                    "bastion_vendor_controls": ("bastion", "bastion_vendor_controls_waived")}
 
 # Switches that other hosts' roles read too (hostvars): a node dials a PACS without DICOM TLS in
 # cleartext. Each counts in the converge inputs of its host and of the hosts that name that host as

@@ -48,7 +48,7 @@ def test_second_up_changes_nothing_and_rebuilds_nothing(running_lab: Lab, plan: 
 
 
 # The groups of up.yml's DICOM-node play: the nodes that roles/lab_converged may skip.
-CONVERGE_CACHED_GROUPS = {"pacs_servers", "vna_servers", "ris_servers", "modalities", "overlay_gateways", "workstations", "directories",
+CONVERGE_CACHED_GROUPS = {"pacs_servers", "vna_servers", "ris_servers", "modalities", "overlay_gateways", "workstations", "directories", "bastions",
                           "idp_servers", "reverse_proxies", "external_actors"}
 # Tasks a DICOM node runs at the least when it converges in full (a client-only node: its pki
 # enrolment and bundle, the DICOM tools, the record); a node the cache skips runs three.

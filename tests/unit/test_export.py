@@ -10,7 +10,7 @@ from pathlib import Path
 from pacslab import cli
 from pacslab.export import flows_csv, flows_markdown
 from pacslab.firewall import render
-from pacslab.topology import load_lab
+from pacslab.topology import REPO_ROOT, load_lab
 
 from .conftest import DEFAULT_LAB, mutate
 
@@ -27,7 +27,9 @@ def test_the_csv_has_one_row_per_flow_routed_first() -> None:
     by_id = {r["id"]: r for r in rows}
     assert len(rows) == len(LAB.flows) + len(LAB.zone_flows)
     assert by_id["F04"]["enforced_by"] == "zone" and by_id["F04"]["to"] == "vna" and by_id["F04"]["ports"] == "2762"
-    assert by_id["F08b"]["service"] == "planned"
+    assert by_id["F08b"]["service"] == ""  # the PACS's maintenance sshd runs
+    alt = {r["id"]: r for r in csv.DictReader(io.StringIO(flows_csv(load_lab(REPO_ROOT / "tests" / "labs" / "alt"))))}
+    assert alt["F08b"]["service"] == "planned"  # the second lab has no bastion yet
     assert [r["enforced_by"] for r in rows] == sorted((r["enforced_by"] for r in rows), key=lambda e: e != "fw")
 
 

@@ -22,25 +22,27 @@ loaded = functools.cache(load_lab)  # the repository's labs, read once (Ansible'
 # (2575) to the RIS (no flow reaches its 443: that front listens on loopback), F06 (2762) to the
 # workstation, F14 (104, 105, inside the legacy segment) to the gateway; Orthanc's HTTP port 8042
 # (declared by the role) and its DICOM port behind the TLS front, 4242 (the role's default), on the
-# three Orthanc hosts; F08b/F08c (22) are planned services; F12/F12b
-# (any port, the scanner's) name no listener; F10a (636) to the directory; F10b (443) to the IdP;
-# nothing ends at fw, ca,
-# ws-tech or the modalities.
+# three Orthanc hosts; F08a/F08b/F08c (22) to the bastion and its maintenance targets (the PACS and
+# the CT); F12/F12b (any port, the scanner's) name no listener; F10a (636) to the directory; F10b
+# (443) to the IdP; nothing ends at fw, ca, ws-tech, the other modalities or the internet zone.
+
 REFERENCE = {
-    "pacs": {("tcp", 443), ("tcp", 2762), ("tcp", 4242), ("tcp", 8042)},
+    "pacs": {("tcp", 22), ("tcp", 443), ("tcp", 2762), ("tcp", 4242), ("tcp", 8042)},
     "vna": {("tcp", 443), ("tcp", 2762), ("tcp", 4242), ("tcp", 8042)},
     "ris": {("tcp", 2575), ("tcp", 2762), ("tcp", 4242), ("tcp", 8042)},
     "ws-rad": {("tcp", 2762)},
     "ovl-gw": {("tcp", 104), ("tcp", 105)},
     "ws-tech": set(),
-    "mod-ct": set(),
+    "mod-ct": {("tcp", 22)},
     "mod-mr": set(),
     "mod-legacy": set(),
     "ca": set(),
     "dir": {("tcp", 636)},
     "idp": {("tcp", 443)},
     "rproxy": {("tcp", 443)},
+    "bastion": {("tcp", 22)},
     "remote-rad": set(),
+    "vendor-eng": set(),
     "attacker": set(),
     "fw": set(),
 }
@@ -57,8 +59,8 @@ def test_every_deployed_host_of_the_reference_lab_is_written_out() -> None:
 
 def test_planned_and_unknown_hosts_are_refused() -> None:
     lab = loaded(DEFAULT_LAB)
-    with pytest.raises(ValueError, match="bastion is planned"):
-        expected_listeners(lab, "bastion")
+    with pytest.raises(ValueError, match="siem is planned"):
+        expected_listeners(lab, "siem")
     with pytest.raises(KeyError):
         expected_listeners(lab, "nosuchhost")
 
@@ -106,7 +108,7 @@ def test_the_front_inner_port_is_the_role_default_unless_the_host_sets_it(lab_co
     pacs_vars = lab_copy / "host_vars" / "pacs.yml"
     pacs_vars.write_text(pacs_vars.read_text() + "orthanc_dicom_inner_port: 4300\n")
     moved = load_lab(lab_copy)
-    assert expected_listeners(moved, "pacs") == {("tcp", 443), ("tcp", 2762), ("tcp", 4300), ("tcp", 8042)}
+    assert expected_listeners(moved, "pacs") == {("tcp", 22), ("tcp", 443), ("tcp", 2762), ("tcp", 4300), ("tcp", 8042)}
     assert front_ports(moved)["pacslab-pacs"] == [4300] and front_ports(moved)["pacslab-vna"] == [4242]
 
 

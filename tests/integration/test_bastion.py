@@ -1,0 +1,242 @@
+"""The vendor bastion (issue 12, host `bastion`; roles/bastion and roles/maintenance): C-MNT-01
+vendor remote maintenance, C-MNT-02 an administrative action logged with the person's name.
+
+The vendor engineer's computer (`vendor-eng`, internet zone) runs OpenSSH's own client, driven as a
+person types (pacslab.probes.ssh), against the bastion's host key the lab generated (never learnt on
+first use). The bastion asks for the person's password, then their TOTP code (RFC 6238; pam_oath
+refuses a code it already accepted), starts a shell that tlog records (keys typed and output), and
+its `maint TARGET` opens a shell on a maintenance target as the person's own account there, with a
+key only the bastion's broker can read; the target takes that key from the bastion's address only.
+
+A vendor signs in once per 30-second step (a replayed code is refused), so one session of the
+enabled vendor serves the checks that need one (module fixture `maintenance`), asking for every
+forwarding at once; the replay twin replays its very code.
+
+Each expectation is written out: the prompts the client met, the words the client printed
+(OpenSSH's and PAM's own), the bastion's and the target's log lines.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pacslab import listeners
+from pacslab.people import Person
+from pacslab.plan import Plan
+from pacslab.probes import imaging as im
+from pacslab.probes import ssh, standins
+from pacslab.topology import Host, Lab
+
+from .test_idp import one, secret, wrong_code
+
+CLIENT = "vendor-eng"
+TARGET = "pacs"  # F08b: the bastion's maintenance target the checks use
+MARK = f"pacslab-mark-{secrets.token_hex(4)}"  # typed on the target in this run's session
+# Local ports of the forwardings the vendor asks for (on the vendor's computer, -L and -D) and the
+# remote one (on the bastion, -R).
+LOCAL, SOCKS, REMOTE = 18042, 11080, 2222
+DENIED = "Permission denied (keyboard-interactive)."
+EXPIRED = "Your account has expired; please contact your system administrator."
+
+
+def bastion(lab: Lab) -> Host:
+    hosts = [h for h in lab.group("bastions") if h.deployed]
+    if not hosts or CLIENT not in lab.hosts or not lab.hosts[CLIENT].deployed:
+        pytest.skip(f"lab {lab.name!r} deploys no bastion and vendor engineer")
+    return hosts[0]
+
+
+def var(lab: Lab, host: str, name: str) -> str:
+    return str(listeners.role_var(lab, host, "bastion", name))
+
+
+def host_key(plan: Plan, host: str) -> str:
+    """The public host key the lab generated for ``host`` ("ssh-ed25519 AAAA...")."""
+    return " ".join((Path(plan.secrets_dir) / f"ssh-host-{host}.pub").read_text().split()[:2])
+
+
+def login(lab: Lab, plan: Plan, user: str, *, password: str | None = None, code: str | None = None, **kw: Any) -> dict[str, Any]:
+    """A session of ``user`` from the vendor's computer to the bastion, with their own password unless
+    another is given, and ``code`` ("now": a TOTP code of theirs the bastion has not accepted; None:
+    no code)."""
+    b = bastion(lab)
+    if code == "now":
+        code = ssh.fresh_code(lab, b.name, var(lab, b.name, "bastion_oath_file"), plan.secrets_dir, user)
+    return ssh.session(lab, CLIENT, b.name, user, known_host_key=host_key(plan, b.name), notice=var(lab, b.name, "bastion_notice"),
+                       password=password if password is not None else secret(plan, f"person-{user}"), code=code, **kw)
+
+
+def vendor(lab: Lab, status: str) -> Person:
+    return one(lab, status, "vendor")
+
+
+def auth_log(lab: Lab) -> list[str]:
+    """The bastion's sign-in log (sshd, PAM, sudo), one line each."""
+    b = bastion(lab)
+    return im.exec_in(lab, b.name, "cat", var(lab, b.name, "bastion_auth_log")).splitlines()
+
+
+def records(lab: Lab, host: str, user: str) -> list[dict[str, Any]]:
+    """tlog's records of ``user``'s sessions in the bastion's session log (JSON after "tlog: ")."""
+    text = im.exec_in(lab, host, "cat", var(lab, host, "bastion_sessions_log"))
+    out = []
+    for line in text.splitlines():
+        _, sep, payload = line.partition(" tlog: ")
+        if sep:
+            record = json.loads(payload)
+            if record.get("user") == user:
+                out.append(record)
+    return out
+
+
+@pytest.fixture(scope="module")
+def maintenance(running_lab: Lab, plan: Plan) -> dict[str, Any]:
+    """One session of the enabled vendor: password and code, every forwarding asked for (-L and -D
+    to the PACS's HTTPS port, -R to the bastion's), then `maint pacs` and, on the PACS, who they are,
+    where they are, the run's mark, a refused and an allowed administrative action (restarting the
+    PACS's sshd, which ends the session on the PACS: the bastion's shell comes back)."""
+    person = vendor(running_lab, "enabled")
+    target = running_lab.hosts[TARGET].address
+    b = bastion(running_lab)
+    code = ssh.fresh_code(running_lab, b.name, var(running_lab, b.name, "bastion_oath_file"), plan.secrets_dir, person.name)
+    logged = len(auth_log(running_lab))
+    result = login(running_lab, plan, person.name, code=code,
+                   options=("-L", f"{LOCAL}:{target}:443", "-D", str(SOCKS), "-R", f"{REMOTE}:127.0.0.1:22"),
+                   connect=({"port": LOCAL}, {"port": SOCKS, "socks": [str(target), 443]}),
+                   commands=("id -un", {"command": f"maint {TARGET}", "shell": True}, "id -un", "ip -4 -brief address show scope global",
+                             f"echo {MARK}", "sudo -n /bin/cat /etc/shadow",
+                             # last: restarting the target's sshd ends the maintenance sessions it holds, this one too
+                             "sudo -n /usr/bin/supervisorctl restart sshd"))
+    time.sleep(float(var(running_lab, b.name, "bastion_latency")) + 2)  # tlog logs what it holds within its latency
+    return {"person": person.name, "code": code, "result": result, "log": auth_log(running_lab)[logged:]}
+
+
+def outputs(result: dict[str, Any]) -> list[str]:
+    return [c["output"].replace("\r", "").strip().split("\n", 1)[-1] if "\n" in c["output"].replace("\r", "").strip() else ""
+            for c in result["commands"]]
+
+
+@pytest.mark.control("C-MNT-01")
+def test_password_and_code_open_a_recorded_shell_and_maint_a_shell_on_the_target_as_the_person(
+        running_lab: Lab, maintenance: dict[str, Any], evidence) -> None:
+    r, person = maintenance["result"], maintenance["person"]
+    evidence.update(prompts=r["prompts"], commands=r["commands"])
+    assert r["prompts"] == ["password", "code"]
+    assert r["notice"] is True and r["shell"] is True, r["transcript"][-600:]
+    assert all(c["done"] for c in r["commands"]), r["commands"]
+    out = outputs(r)
+    assert out[0] == person  # on the bastion, as themselves
+    assert out[2] == person  # on the target, as their own account there
+    assert f"{running_lab.hosts[TARGET].address}/" in out[3]  # the target's address
+    assert out[4] == MARK
+
+
+@pytest.mark.control("C-MNT-01")
+def test_the_recording_holds_what_was_typed_on_the_target_and_what_it_showed(running_lab: Lab, maintenance: dict[str, Any], evidence) -> None:
+    b = bastion(running_lab)
+    recs = records(running_lab, b.name, maintenance["person"])
+    typed = "".join(r["in_txt"] for r in recs)
+    shown = "".join(r["out_txt"] for r in recs)
+    evidence.update(records=len(recs), sessions=sorted({r["rec"] for r in recs}))
+    assert f"maint {TARGET}\n" in typed
+    assert f"echo {MARK}\n" in typed
+    assert f"{MARK}\r\n" in shown.replace(f"echo {MARK}\r\n", "")  # the output, not only the echo of the keys
+    assert "sudo -n /usr/bin/supervisorctl restart sshd\n" in typed
+
+
+@pytest.mark.control("C-MNT-01")
+def test_every_forwarding_the_vendor_asks_for_is_refused(running_lab: Lab, maintenance: dict[str, Any], evidence) -> None:
+    r = maintenance["result"]
+    transcript = r["transcript"].replace("\r", "")
+    evidence.update(connect=r["connect"], client=[ln for ln in transcript.splitlines() if "forward" in ln or "open failed" in ln])
+    assert f"Warning: remote port forwarding failed for listen port {REMOTE}" in transcript
+    assert transcript.count("open failed: administratively prohibited") == 2  # -L, then -D
+    assert r["connect"][0] == {"port": LOCAL, "outcome": "closed"}
+    assert r["connect"][1]["outcome"] != "socks reply 0"  # SOCKS5 0: succeeded
+    # the bastion's log: both channels refused, each naming where it was meant to go
+    refused = [ln.split("]: ", 1)[-1] for ln in maintenance["log"] if "refused local port forward" in ln]
+    target = running_lab.hosts[TARGET].address
+    assert [ln.split(", ")[-1] for ln in refused] == [f"target {target} port 443"] * 2, refused
+
+
+@pytest.mark.control("C-MNT-02")
+def test_an_administrative_action_on_the_target_is_logged_with_the_person_s_name(running_lab: Lab, maintenance: dict[str, Any], evidence) -> None:
+    person = maintenance["person"]
+    log = im.exec_in(running_lab, TARGET, "cat", str(listeners.role_var(running_lab, TARGET, "maintenance", "maintenance_sudo_log")))
+    mine = [ln for ln in log.splitlines() if f" : {person} : " in ln]
+    evidence.update(sudo=mine[-2:])
+    assert any("USER=root ; COMMAND=/usr/bin/supervisorctl restart sshd" in ln and "command not allowed" not in ln for ln in mine)
+    assert any("command not allowed" in ln and "COMMAND=/bin/cat /etc/shadow" in ln for ln in mine)
+    assert f"Sorry, user {person} is not allowed to execute '/bin/cat /etc/shadow' as root" in outputs(maintenance["result"])[5]
+    sshd = im.exec_in(running_lab, TARGET, "cat", str(listeners.role_var(running_lab, TARGET, "maintenance", "maintenance_sshd_log")))
+    assert f"Accepted publickey for {person} from {bastion(running_lab).address} port" in sshd
+
+
+@pytest.mark.control("C-MNT-01")
+@pytest.mark.parametrize("case", ["no-code", "wrong-code", "replayed-code", "wrong-password", "expired-vendor", "not-a-vendor"])
+def test_without_every_factor_of_a_current_vendor_there_is_no_shell(running_lab: Lab, plan: Plan, maintenance: dict[str, Any],
+                                                                   case: str, evidence) -> None:
+    person, who = maintenance["person"], maintenance["person"]
+    logged = len(auth_log(running_lab))
+    if case == "no-code":
+        r = login(running_lab, plan, person)
+    elif case == "wrong-code":
+        r = login(running_lab, plan, person, code=wrong_code(plan, person))
+    elif case == "replayed-code":
+        r = login(running_lab, plan, person, code=maintenance["code"])
+    elif case == "wrong-password":
+        r = login(running_lab, plan, person, password="Not" + secrets.token_hex(8), code="now")
+    elif case == "expired-vendor":
+        who = vendor(running_lab, "expired").name
+        r = login(running_lab, plan, who, code="now")
+    else:
+        who = one(running_lab, "enabled", "radiologist").name
+        r = login(running_lab, plan, who, code="now")
+    transcript = r["transcript"].replace("\r", "")
+    log = [ln.split("]: ", 1)[-1] for ln in auth_log(running_lab)[logged:]]
+    evidence.update(prompts=r["prompts"], last=transcript.strip().splitlines()[-2:], log=log)
+    assert r["shell"] is False
+    if case == "no-code":
+        assert r["prompts"] == ["password", "code"]  # the client stays at the code prompt
+        return
+    assert DENIED in transcript
+    client = running_lab.hosts[CLIENT].address
+    if case == "not-a-vendor":
+        assert r["prompts"] == ["password"]  # no code is asked for after a wrong password
+        assert f"Failed keyboard-interactive/pam for invalid user {who} from {client} port" in "\n".join(log)
+        return
+    assert f"Failed keyboard-interactive/pam for {who} from {client} port" in "\n".join(log)
+    if case == "wrong-password":
+        assert r["prompts"] == ["password"]
+    elif case == "expired-vendor":
+        assert r["prompts"] == ["password", "code"]
+        assert EXPIRED in transcript
+        assert f"pam_unix(sshd:account): account {who} has expired (account expired)" in log
+    else:
+        assert r["prompts"] == ["password", "code"]
+
+
+@pytest.mark.control("C-MNT-01")
+def test_the_vendor_reaches_the_bastion_only_and_the_bastion_the_targets_ssh_only(running_lab: Lab, evidence) -> None:
+    b = bastion(running_lab)
+    pacs, ct = running_lab.hosts[TARGET].address, running_lab.hosts["mod-ct"].address
+    from_vendor = standins.probe(running_lab.container_name(CLIENT), [
+        {"id": "bastion:22", "addr": str(b.address), "port": 22, "proto": "tcp"},
+        {"id": "pacs:22", "addr": str(pacs), "port": 22, "proto": "tcp"},
+        {"id": "mod-ct:22", "addr": str(ct), "port": 22, "proto": "tcp"},
+    ])
+    from_bastion = standins.probe(running_lab.container_name(b.name), [
+        {"id": "pacs:22", "addr": str(pacs), "port": 22, "proto": "tcp"},
+        {"id": "mod-ct:22", "addr": str(ct), "port": 22, "proto": "tcp"},
+        {"id": "pacs:443", "addr": str(pacs), "port": 443, "proto": "tcp"},
+        {"id": "pacs:2762", "addr": str(pacs), "port": 2762, "proto": "tcp"},
+    ])
+    evidence.update(from_vendor=from_vendor, from_bastion=from_bastion)
+    assert from_vendor == {"bastion:22": "open:?", "pacs:22": "dropped", "mod-ct:22": "dropped"}
+    assert from_bastion == {"pacs:22": "open:?", "mod-ct:22": "open:?", "pacs:443": "dropped", "pacs:2762": "dropped"}
