@@ -265,6 +265,10 @@ KEY_RULES = (
     KeyRule("/var/lib/pacslab-ca/*", "root", frozenset({0o600}), "the lab root and issuing keys: pacslab-ca runs as root, through provisioning only"),
     KeyRule("/etc/apache2/pacslab-client.pem", "root", frozenset({0o600}),
             "the proxy's certificate and key for its backends' HTTPS fronts (roles/rproxy): Apache's parent reads it as root"),
+    KeyRule("/etc/ssh/ssh_host_*_key", "root", frozenset({0o600}),
+            "sshd's host key, the lab's own (roles/bastion, roles/maintenance): sshd's listener reads it as root"),
+    KeyRule("/etc/pacslab/maintenance/keys/*", "pacslab-broker", frozenset({0o600}),
+            "the bastion's key for each vendor, which the targets take (roles/bastion): the broker's alone, never the vendor's"),
 )
 # Where private keys are looked for: configuration and service state, not /tmp (other checks plant
 # throw-away keys there) and not the image stores (/var/lib/orthanc, /var/lib/postgresql).
@@ -277,6 +281,7 @@ MUST_HOLD = {
     "dir": {"/etc/pacslab/tls/node.key", "/etc/ldap/tls/node.key"},
     "idp": {"/etc/pacslab/tls/node.key", "/etc/lemonldap-ng/oidc-sig.key", "/var/lib/lemonldap-ng/conf/lmConf-1.json"},
     "rproxy": {"/etc/pacslab/tls/node.key", "/etc/apache2/pacslab-client.pem"},
+    "bastion": {"/etc/pacslab/tls/node.key", "/etc/ssh/ssh_host_ed25519_key"},
 }
 
 
@@ -362,6 +367,9 @@ RUNS_AS = (
     RunsAs("/usr/bin/python3 /usr/local/lib/pacslab/dicomsim.py ", "pacslab-dicom", "roles/dicom_node: user=pacslab-dicom, its own key copy"),
     RunsAs("/sbin/docker-init -- ", "root", "the fw's PID 1, Docker's init (tini): starts the entrypoint and reaps orphans, nothing else"),
     RunsAs("ulogd", "root", "finding, not fixed yet: the fw's NFLOG collector (its entrypoint execs ulogd without --uid)"),
+    RunsAs("sshd: /usr/sbin/sshd ", "root",
+           "roles/bastion, roles/maintenance: sshd's listener binds 22 and reads the host key as root; each session runs as its person"),
+    RunsAs("/usr/sbin/rsyslogd ", "root", "roles/bastion: reads /dev/log and keeps the bastion's records, which no vendor may change"),
     RunsAs("sleep infinity", "root", "PID 1 of the ca and of the internet zone's computers: no service (the CA tool runs only through provisioning)"),
 )
 
