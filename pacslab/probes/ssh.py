@@ -24,126 +24,12 @@ import time
 from typing import Any
 
 from .. import people
-from ..topology import Lab
+from ..topology import REPO_ROOT, Lab
 from . import imaging as im
 
 STEP = 30  # seconds: RFC 6238's time step, as pam_oath's HOTP/T30/6 tokens use it
 
-SCRIPT = r"""
-import json, os, pty, re, select, socket, struct, sys, tempfile, time
-
-req = json.load(sys.stdin)
-out = {"prompts": [], "notice": False, "shell": False, "commands": [], "connect": [], "transcript": "", "status": None}
-known = tempfile.NamedTemporaryFile("w", prefix="pacslab-known-", delete=False)
-known.write(req["known_hosts"] + "\n")
-known.close()
-argv = ["ssh", "-tt", "-F", "/dev/null", "-o", "PreferredAuthentications=keyboard-interactive", "-o", "NumberOfPasswordPrompts=1",
-        "-o", "StrictHostKeyChecking=yes", "-o", "UserKnownHostsFile=" + known.name, "-o", "ConnectTimeout=10",
-        "-p", str(req["port"])] + req["options"] + ["-l", req["user"], req["host"]]
-pid, fd = pty.fork()
-if pid == 0:
-    os.environ["TERM"] = "dumb"
-    os.execvp(argv[0], argv)
-buf = ""
-PROMPT = "PACSLAB-READY$ "
-
-def read_until(patterns, timeout):
-    # the text up to and including the first match of any pattern; (index, text), (-1, text) at the
-    # client's end, (None, "") after timeout seconds
-    global buf
-    end = time.monotonic() + timeout
-    while True:
-        for i, p in enumerate(patterns):
-            m = re.search(p, buf)
-            if m:
-                seen, buf = buf[:m.end()], buf[m.end():]
-                out["transcript"] += seen
-                return i, seen
-        left = end - time.monotonic()
-        if left <= 0:
-            return None, ""
-        ready, _, _ = select.select([fd], [], [], left)
-        try:
-            chunk = os.read(fd, 4096).decode(errors="replace") if ready else ""
-        except OSError:
-            chunk = ""
-        if ready and not chunk:
-            seen, buf = buf, ""
-            out["transcript"] += seen
-            return -1, seen
-        buf += chunk
-
-def type_(text):
-    os.write(fd, (text + "\n").encode())
-
-def own_prompt(at_prompt=False):
-    # the shell's own first prompt: from there on it reads what is typed
-    if not at_prompt and read_until([r"[$#] $"], 20)[0] != 0:
-        return False
-    type_("PS1='PACSLAB-''READY$ '")
-    return read_until([re.escape(PROMPT) + "$"], 20)[0] == 0
-
-while True:
-    i, _ = read_until([r"[Pp]assword: ?$", r"One-time password \(OATH\) for `[^']+': ?$", re.escape(req["notice"]), r"[$#] $"], 30)
-    if i in (0, 1):
-        out["prompts"].append(["password", "code"][i])
-        answer = req.get(["password", "code"][i])
-        if answer is None:
-            break
-        type_(answer)
-        continue
-    out["notice"] = i == 2
-    out["shell"] = i in (2, 3) and own_prompt(at_prompt=i == 3)
-    break
-
-def socks5(port, host, dport):
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(b"\x05\x01\x00")
-        if s.recv(2) != b"\x05\x00":
-            return "socks refused"
-        s.sendall(b"\x05\x01\x00\x01" + socket.inet_aton(host) + struct.pack(">H", dport))
-        reply = s.recv(10)
-        return "socks reply %d" % reply[1] if len(reply) >= 2 else "closed"
-
-if out["shell"]:
-    for c in req["connect"]:
-        try:
-            if c.get("socks"):
-                outcome = socks5(c["port"], c["socks"][0], c["socks"][1])
-            else:
-                with socket.create_connection(("127.0.0.1", c["port"]), timeout=10) as s:
-                    s.settimeout(5)
-                    data = s.recv(256)
-                    outcome = "answer " + data.decode(errors="replace") if data else "closed"
-        except OSError as exc:
-            outcome = type(exc).__name__
-        out["connect"].append({"port": c["port"], "outcome": outcome})
-        read_until([r"open failed[^\n]*\n"], 5)
-    for c in req["commands"]:
-        type_(c["command"])
-        if c.get("shell"):
-            done = own_prompt()
-            out["commands"].append({"command": c["command"], "output": "", "done": done})
-        else:
-            i, seen = read_until([re.escape(PROMPT) + "$"], c.get("timeout", 30))
-            out["commands"].append({"command": c["command"], "output": seen[:-len(PROMPT)] if i == 0 else seen, "done": i == 0})
-        if not out["commands"][-1]["done"]:
-            break
-    for _ in range(4):
-        type_("exit")
-        if read_until([r"\Z\n"], 10)[0] == -1:
-            break
-else:
-    read_until([r"\Z\n"], 5)
-try:
-    os.kill(pid, 15)
-except ProcessLookupError:
-    pass
-_, status = os.waitpid(pid, 0)
-out["status"] = os.waitstatus_to_exitcode(status)
-os.unlink(known.name)
-print(json.dumps(out))
-"""
+SCRIPT = (REPO_ROOT / "scenarios" / "lib" / "ssh_session.py").read_text()
 
 
 def session(lab: Lab, from_host: str, to_host: str, user: str, *, known_host_key: str, notice: str,
@@ -159,12 +45,13 @@ def session(lab: Lab, from_host: str, to_host: str, user: str, *, known_host_key
     notice of the recording showed, "shell": whether a shell was reached, "commands": [{command,
     output, done}], "connect": [{port, outcome: "answer <text>", "closed", "socks reply <SOCKS5
     code>" or an OSError's name}], "transcript": everything the client showed, "status": its exit
-    status (negative: killed by the probe, which ends a client left at a prompt)}. Raises RuntimeError when the probe itself could not run."""
+    status (negative: killed by the probe, which ends a client left at a prompt), "said": the client's
+    lines about a refusal (PAM's and OpenSSH's words)}. Raises RuntimeError when the probe itself could not run."""
     address = str(lab.hosts[to_host].address)
     request: dict[str, Any] = {
         "host": address, "port": port, "user": user, "notice": notice, "options": list(options),
         "known_hosts": f"{address} {known_host_key}",
-        "commands": [c if isinstance(c, dict) else {"command": c} for c in commands], "connect": list(connect),
+        "commands": list(commands), "connect": list(connect),
     }
     for key, value in (("password", password), ("code", code)):
         if value is not None:

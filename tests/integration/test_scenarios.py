@@ -15,7 +15,7 @@ from pacslab import scenario as sc
 from pacslab.probes import imaging as im
 from pacslab.topology import Lab
 
-SCENARIO_IDS = ["W2", "W3", "W4", "W5", "W6", "W10", "W12"]
+SCENARIO_IDS = ["W2", "W3", "W4", "W5", "W6", "W7", "W10", "W12"]
 
 
 def counts(lab: Lab) -> dict[str, int]:
@@ -84,6 +84,7 @@ VULNERABLE_VERDICTS = {
     "W4": {"C-DAT-03": "fails"},
     "W5": {"C-DAT-02": "fails", "C-ACC-06": "fails"},
     "W6": {"C-ACC-01": "holds", "C-ACC-02": "holds", "C-ACC-07": "fails"},
+    "W7": {"C-MNT-01": "fails"},
     "W12": {"C-PRT-05": "fails"},
 }
 
