@@ -33,9 +33,9 @@ from typing import Any
 
 from . import doctor as doctor_mod
 from . import people
-from .docker import DockerUnavailable, engine_version, lab_objects
+from .docker import DockerUnavailable, docker, engine_version, lab_objects
 from .engine import EngineHostError, RunResult, ansible_playbook, engine_host_vars, host_chains, last_converged, run_playbook
-from .plan import DIRECTORIES, Plan, build_plan, state_dir
+from .plan import DIRECTORIES, SIEM_USER, SIEMS, Plan, build_plan, state_dir
 from .topology import REPO_ROOT, Lab, LabDefinitionError, load_lab
 
 EXIT_OK = 0
@@ -391,6 +391,40 @@ def users_document(lab: Lab, today: date | None = None) -> dict[str, Any]:
                     "status": p.status(today), "expires": p.expires.isoformat() if p.expires else None} for p in lab.people],
         "service_accounts": [{"name": a.name, "owner": a.owner, "purpose": a.purpose} for a in lab.service_accounts],
     }
+
+
+def cmd_siem(args: argparse.Namespace) -> int:
+    """`alerts` and `cases`: what the lab's siem holds (roles/siem), read on the siem host. Each
+    alert: id, rule, title, severity, entities (the rule's group-by fields), events (ids in the
+    store), first_seen and last_seen (UTC), case. Each case: id, host, status, severity, owner,
+    zone, criticality, address, alerts."""
+    lab = _load(args.lab)
+    siems = [h.name for h in lab.deployed_hosts() if SIEMS in h.groups]
+    if not siems:
+        raise Refused(EXIT_USAGE, f"lab {lab.name!r} deploys no siem (group {SIEMS}): nothing raises alerts")
+    if engine_version() is None:
+        finding = doctor_mod.engine_finding()
+        raise Refused(EXIT_MACHINE, f"{finding.detail}.\n  fix: {finding.fix}")
+    rows: list[dict[str, Any]] = []
+    for siem in siems:
+        proc = docker("exec", "-u", SIEM_USER, lab.container_name(siem), "pacslab-siem", args.verb, "--json", check=False, timeout=60)
+        if proc.returncode != 0:
+            said = (proc.stderr or proc.stdout).strip()[-300:]
+            raise Refused(EXIT_PHASE_FAILED, f"{siem}: pacslab-siem {args.verb} exited {proc.returncode} ({said}); is the lab up (`pacslab status`)?")
+        rows += [r | {"siem": siem} for r in json.loads(proc.stdout)]
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    elif args.verb == "alerts":
+        _print_table([("id", "severity", "rule", "entities", "events", "last seen", "case")]
+                     + [(str(a["id"]), a["severity"], a["rule"], ",".join(f"{k}={v}" for k, v in a["entities"].items()),
+                         str(len(a["events"])), a["last_seen"], str(a["case"])) for a in rows])
+    else:
+        _print_table([("id", "status", "severity", "host", "zone", "owner", "criticality", "alerts")]
+                     + [(str(c["id"]), c["status"], c["severity"], c["host"], c["zone"] or "-", c["owner"] or "-",
+                         c["criticality"] or "-", ",".join(map(str, c["alerts"]))) for c in rows])
+    if not rows:
+        print(f"(no {args.verb} on {', '.join(siems)})")
+    return EXIT_OK
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -823,6 +857,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("totp", "a person's current TOTP code (from the seed up generated), for trainers and checks")
     p.add_argument("user", help="the person's user name (see `pacslab users`)")
     p.set_defaults(func=cmd_totp)
+    for name, helptext in (("alerts", "the siem's alerts (rule, severity, entities, events, case)"),
+                           ("cases", "the siem's cases (the host, its owner, zone and criticality, its alerts)")):
+        p = verb(name, helptext)
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.set_defaults(func=cmd_siem)
     p = verb("verify", "run the steady integration checks (they change nothing) and write the control report")
     p.add_argument("--lifecycle", action="store_true", help="also run the lifecycle checks (down, restart, revoke, re-enrol), after the steady ones")
     p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="extra pytest arguments, after --")

@@ -322,6 +322,8 @@ HOST_INPUT_KEYS = HOST_LOCAL_KEYS | PEER_READ_SWITCHES | {"lab_people", "lab_ser
 PEOPLE_READERS = frozenset({"directories", "idp_servers"})
 # The group that holds the people's passwords (what `pacslab users` needs deployed for a login).
 DIRECTORIES = "directories"
+SIEMS = "siem_servers"
+SIEM_USER = "pacslab-siem"  # roles/siem siem_user: who reads and writes the store
 # The lab-definition keys in which a host names its DICOM peers (pacslab.topology checks them).
 PEER_KEYS = ("orthanc_peers", "dicom_node_peers")
 

@@ -523,7 +523,7 @@ def flow_between(lab: Lab, src: str, dst: str, proto: str, port: int) -> Flow | 
 
 
 def _check_peers(reader: _Reader, lab: Lab, where: _Origins) -> None:
-    """What restates a flow (DICOM peers, gateway tunnels, HL7 senders) must agree with lab_flows,
+    """What restates a flow (DICOM peers, gateway tunnels, HL7 senders, log sources) must agree with lab_flows,
     both ways: every peer needs a flow to the port the peer really listens on (lab_services), and
     every flow to a DICOM or HL7 service names only peers its destination accepts."""
     flows_file, _ = where.of(None, "lab_flows")
@@ -641,6 +641,21 @@ def _check_peers(reader: _Reader, lab: Lab, where: _Origins) -> None:
                     need_flow(hname, "ris_hl7_senders", f"[{i}]", sender, hname, hl7)
             if hl7 is not None:
                 reverse(hname, hl7, set(senders), "ris_hl7_senders")
+
+    # The log sources (group_vars siem_sources, roles/log_shipping): known hosts, each with a flow to
+    # every deployed siem's syslog-tls port (the fw would drop their records otherwise).
+    anyone = next(iter(lab.host_vars), None)
+    sources = lab.host_vars.get(anyone, {}).get("siem_sources") if anyone else None
+    if sources is not None and not isinstance(sources, list):
+        fail(str(anyone), "siem_sources", "", "a list of host names")
+        sources = []
+    siems = [h.name for h in lab.deployed_hosts() if "siem_servers" in h.groups]
+    for i, source in enumerate(sources or []):
+        if not known(str(anyone), "siem_sources", f"[{i}]", source) or not lab.hosts[str(source)].deployed:
+            continue
+        for siem in siems:
+            if (port := port_of(siem, "syslog-tls", "siem_sources", f"[{i}]", str(anyone))) is not None:
+                need_flow(str(anyone), "siem_sources", f"[{i}]", str(source), siem, port)
 
 
 # --------------------------------------------------------------------------------------------

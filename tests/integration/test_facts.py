@@ -282,6 +282,7 @@ MUST_HOLD = {
     "idp": {"/etc/pacslab/tls/node.key", "/etc/lemonldap-ng/oidc-sig.key", "/var/lib/lemonldap-ng/conf/lmConf-1.json"},
     "rproxy": {"/etc/pacslab/tls/node.key", "/etc/apache2/pacslab-client.pem"},
     "bastion": {"/etc/pacslab/tls/node.key", "/etc/ssh/ssh_host_ed25519_key"},
+    "siem": {"/etc/pacslab/tls/node.key"},
 }
 
 
@@ -369,7 +370,10 @@ RUNS_AS = (
     RunsAs("ulogd", "root", "finding, not fixed yet: the fw's NFLOG collector (its entrypoint execs ulogd without --uid)"),
     RunsAs("sshd: /usr/sbin/sshd ", "root",
            "roles/bastion, roles/maintenance: sshd's listener binds 22 and reads the host key as root; each session runs as its person"),
-    RunsAs("/usr/sbin/rsyslogd ", "root", "roles/bastion: reads /dev/log and keeps the bastion's records, which no vendor may change"),
+    RunsAs("/usr/sbin/rsyslogd ", "root",
+           "roles/bastion, roles/siem: reads /dev/log and keeps the bastion's records, which no vendor may change; on the siem, the TLS "
+           "listener reads the node key (the store and the ingest run as pacslab-siem)"),
+    RunsAs("/usr/bin/python3 /usr/local/lib/pacslab/pacslab_siem.py evaluate ", "pacslab-siem", "roles/siem: user=pacslab-siem, the store's owner"),
     RunsAs("sleep infinity", "root", "PID 1 of the ca and of the internet zone's computers: no service (the CA tool runs only through provisioning)"),
 )
 

@@ -41,6 +41,7 @@ REFERENCE = {
     "idp": {("tcp", 443)},
     "rproxy": {("tcp", 443)},
     "bastion": {("tcp", 22)},
+    "siem": {("tcp", 6514)},
     "remote-rad": set(),
     "vendor-eng": set(),
     "attacker": set(),
@@ -59,8 +60,8 @@ def test_every_deployed_host_of_the_reference_lab_is_written_out() -> None:
 
 def test_planned_and_unknown_hosts_are_refused() -> None:
     lab = loaded(DEFAULT_LAB)
-    with pytest.raises(ValueError, match="siem is planned"):
-        expected_listeners(lab, "siem")
+    with pytest.raises(ValueError, match="sensor is planned"):
+        expected_listeners(lab, "sensor")
     with pytest.raises(KeyError):
         expected_listeners(lab, "nosuchhost")
 

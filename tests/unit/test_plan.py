@@ -54,7 +54,7 @@ def test_image_tags_follow_content(tmp_path: Path) -> None:
     b = build_plan(load_lab(DEFAULT_LAB), AptSources(APT.mirror, {"debian.sources": "Types: deb\nURIs: other\n"}))
     assert a == build_plan(load_lab(DEFAULT_LAB), APT)  # stable: a warm up rebuilds nothing
     assert a.base.tag != b.base.tag  # other apt sources, other base
-    assert {i.name for i in a.images} == {"bastion", "ca", "client", "dicom", "dir", "fw", "idp", "orthanc", "rproxy", "tools"}
+    assert {i.name for i in a.images} == {"bastion", "ca", "client", "dicom", "dir", "fw", "idp", "orthanc", "rproxy", "siem", "tools"}
     assert all(i.tag.startswith(f"pacslab/{i.name}:") for i in a.images)
 
 

@@ -91,7 +91,7 @@ CASES: dict[str, tuple[Callable[[dict[str, Any]], None], str, str]] = {
     "no such test file": (lambda d: d["controls"]["C-ACC-05"].append("tests/integration/test_none.py::test_x"),
                           "controls.C-ACC-05[1]", "tests/integration/test_none.py: no such test file"),
     "unknown attacker": (lambda d: d.update(attacker="mod-xr"), "attacker", "'mod-xr': lab 'default' has no such host"),
-    "planned step host": (lambda d: d["steps"][2].update({"from": "siem"}), "steps[2].from", "'siem' is planned in lab 'default': no container"),
+    "planned step host": (lambda d: d["steps"][2].update({"from": "sensor"}), "steps[2].from", "'sensor' is planned in lab 'default': no container"),
     "missing script": (lambda d: d["steps"][0].update(script="nothing_here.py"), "steps[0].script", "nothing_here.py: no such file"),
     "id is not the folder": (lambda d: d.update(id="W4"), "id", "'W4' is not the folder's name 'W3'"),
     "duplicate step id": (lambda d: d["steps"][1].update(id="claim-ct-ae-title"), "steps[1].id", "'claim-ct-ae-title' is used twice"),

@@ -335,3 +335,18 @@ def test_the_definition_is_what_ansible_inventory_lists(folder: Path) -> None:
             k: lab.host_vars[h.name].get(k) for k in ("orthanc_peers", "dicom_node_peers", "ris_hl7_senders", "orthanc_controls")
         }, h.name
         assert hv["lab_prefix"] == lab.prefix and len(hv["lab_flows"]) == len(lab.all_flows)
+
+
+@pytest.mark.parametrize(("sources", "reason"), [
+    ("[bastion, nosuch]", "unknown host 'nosuch'"),
+    ("[bastion, remote-rad]", "no flow in lab_flows lets remote-rad reach siem:6514/tcp"),
+    ("bastion", "a list of host names"),
+])
+def test_a_log_source_the_siem_cannot_hear_is_refused(lab_copy: Path, sources: str, reason: str) -> None:
+    """siem_sources (roles/log_shipping) names known hosts, each with a flow to the siem's
+    syslog-tls port (F09): the internet zone's remote-rad has none."""
+    (lab_copy / "group_vars" / "all" / "monitoring.yml").write_text(f"---\nsiem_sources: {sources}\n")
+    with pytest.raises(LabDefinitionError) as err:
+        load_lab(lab_copy)
+    [problem] = err.value.problems
+    assert problem.file.endswith("group_vars/all/monitoring.yml") and problem.key.startswith("siem_sources") and problem.reason == reason

@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""Detection latency benchmark (issue 13, C-DET-06, C-PRT-01): how long the lab's SIEM takes from an
+attack to its alert, and how many events a second its pipeline takes.
+
+brute-force  --runs times, five wrong SSH passwords from the vendor engineer's computer to the
+             bastion (user names of the run, pacslab.probes.ssh): seconds from the first attempt's
+             start and from the fifth failure's end to the ssh-brute-force alert holding all five
+             events; p50 and p95. Alerts of one address grow while the rule keeps firing, so each
+             run waits for the alert to hold its own five events.
+ingest       --messages RFC 5424 messages sent by the bastion (a log source) over one TLS session
+             with its lab certificate, as fast as the connection takes them: seconds until the
+             siem's store holds the last one, and events per second.
+
+Containment is not built yet: no number for it. A benchmark, not a test: it asserts nothing;
+results are appended to bench/results/detection_latency.jsonl.
+
+    python3 bench/detection_latency.py [--lab inventories/default] [--runs 5] [--messages 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.record import append_result  # noqa: E402
+from pacslab.docker import docker  # noqa: E402
+from pacslab.plan import SIEM_USER, SIEMS, Plan, build_plan  # noqa: E402
+from pacslab.probes import imaging as im  # noqa: E402
+from pacslab.probes import ssh  # noqa: E402
+from pacslab.topology import Lab, load_lab  # noqa: E402
+
+RESULTS = REPO / "bench" / "results" / "detection_latency.jsonl"
+CLIENT, BASTION = "vendor-eng", "bastion"
+WAIT = 120
+
+# Runs on the log source: {address, port, count, tag} on stdin; one TLS session with the host's leaf
+# certificate, count octet-counted RFC 5424 messages "<tag> <n>"; prints the seconds the sending took.
+FLOOD = r"""
+import json, socket, ssl, sys, time
+req = json.load(sys.stdin)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+ctx.load_cert_chain("/etc/pacslab/tls/node.crt", "/etc/pacslab/tls/node.key")
+conn = ctx.wrap_socket(socket.create_connection((req["address"], req["port"]), timeout=30))
+start = time.monotonic()
+stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+for n in range(req["count"]):
+    msg = f"<38>1 {stamp} bastion pacslab-bench - - - {req['tag']} {n}".encode()
+    conn.sendall(str(len(msg)).encode() + b" " + msg)
+sent = time.monotonic() - start
+conn.close()
+print(json.dumps({"seconds": sent}))
+"""
+
+
+def siem_rows(lab: Lab, siem: str, *args: str) -> list[dict[str, Any]]:
+    proc = docker("exec", "-u", SIEM_USER, lab.container_name(siem), "pacslab-siem", *args, "--json", timeout=120)
+    rows: list[dict[str, Any]] = json.loads(proc.stdout)
+    return rows
+
+
+def count(lab: Lab, siem: str, text: str) -> int:
+    out = im.exec_in(lab, siem, "runuser", "-u", SIEM_USER, "--", "python3", "-c",
+                     "import sqlite3,sys; print(sqlite3.connect('file:/var/lib/pacslab-siem/events.sqlite?mode=ro', uri=True)"
+                     ".execute('SELECT count(*) FROM events WHERE instr(message, ?) > 0', (sys.argv[1],)).fetchone()[0])", text)
+    return int(out.strip())
+
+
+def wrong_password(lab: Lab, plan: Plan, user: str) -> None:
+    key = " ".join((Path(plan.secrets_dir) / f"ssh-host-{BASTION}.pub").read_text().split()[:2])
+    ssh.session(lab, CLIENT, BASTION, user, known_host_key=key, notice="", password="bench-wrong", code=None)
+
+
+def brute_force(lab: Lab, plan: Plan, siem: str) -> dict[str, float]:
+    tag = f"bench-{secrets.token_hex(3)}"
+    users = [f"{tag}-{i}" for i in range(5)]
+    start = time.monotonic()
+    for user in users:
+        wrong_password(lab, plan, user)
+    fifth = time.monotonic()
+    ids: set[int] = set()
+    while time.monotonic() - fifth < WAIT:
+        if len(ids) < 5:
+            ids = {e["id"] for u in users for e in siem_rows(lab, siem, "events", "--contains", u) if e["event_type"] == "ssh-login-failure"}
+        if len(ids) == 5 and any(a["rule"] == "ssh-brute-force" and ids <= set(a["events"]) for a in siem_rows(lab, siem, "alerts")):
+            now = time.monotonic()
+            return {"from_start": now - start, "from_fifth": now - fifth}
+        time.sleep(0.25)
+    raise SystemExit(f"no ssh-brute-force alert holding the run's five failures within {WAIT} s")
+
+
+def ingest(lab: Lab, siem: str, messages: int) -> dict[str, float]:
+    tag = f"bench-flood-{secrets.token_hex(3)}"
+    target = lab.hosts[siem]
+    request = {"address": str(target.address), "port": target.service("syslog-tls").port, "count": messages, "tag": tag}
+    start = time.monotonic()
+    sent = json.loads(im.exec_in(lab, BASTION, "python3", "-c", FLOOD, input=json.dumps(request), timeout=300))["seconds"]
+    while time.monotonic() - start < WAIT * 5:
+        if count(lab, siem, tag) >= messages:
+            stored = time.monotonic() - start
+            return {"messages": messages, "sent_seconds": round(sent, 2), "stored_seconds": round(stored, 2),
+                    "events_per_second": round(messages / stored, 1)}
+        time.sleep(0.5)
+    raise SystemExit(f"the store did not hold the {messages} messages within {WAIT * 5} s")
+
+
+def p95(values: list[float]) -> float:
+    """The nearest-rank 95th percentile (the value at rank ceil(0.95 n))."""
+    ordered = sorted(values)
+    return ordered[max(0, -(-95 * len(ordered) // 100) - 1)]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lab", default=str(REPO / "inventories" / "default"))
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--messages", type=int, default=2000)
+    args = parser.parse_args()
+    lab = load_lab(args.lab)
+    plan = build_plan(lab)
+    siems = [h.name for h in lab.deployed_hosts() if SIEMS in h.groups]
+    if not siems:
+        raise SystemExit(f"lab {lab.name!r} deploys no siem")
+    runs = [brute_force(lab, plan, siems[0]) for _ in range(args.runs)]
+    result = {
+        "rules": len(json.loads(im.exec_in(lab, siems[0], "cat", "/etc/pacslab/siem/rules.json"))),
+        "brute_force": {key: {"p50": round(statistics.median(r[key] for r in runs), 2), "p95": round(p95([r[key] for r in runs]), 2)}
+                        for key in ("from_start", "from_fifth")},
+        "runs": args.runs,
+        "ingest": ingest(lab, siems[0], args.messages),
+    }
+    print(json.dumps(result, indent=1))
+    append_result(RESULTS, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,314 @@
+#!/usr/bin/env python3
+"""pacslab-siem: the SIEM's event store, its detections and its alerts and cases (C-PRT-01,
+C-DET-06, C-RSP-01). Python's standard library only: it runs on the siem host (roles/siem) and is
+imported by the unit tests, which run the same rules over fixtures.
+
+Commands:
+  ingest     rsyslog's omprog hands it one JSON object per line (the template of roles/siem); each is
+             normalised into one row of the ``events`` table and acknowledged with "OK" (omprog's
+             confirmMessages), so rsyslog keeps what was not stored and hands it again.
+  evaluate   every few seconds, runs each detection (Sigma rules compiled to SQLite by pySigma on the
+             controller, pacslab/detections.py) over the recent events; each result opens or updates
+             an alert, and each alert opens or updates the case of the host it is about.
+  alerts, cases, events   print them (``--json`` for machines).
+
+The normalised event (one schema for every source): time (UTC, ISO 8601), host (the lab host that
+sent it, from the TLS connection's address; sender_host is what its syslog header said), source
+(the program), event_type, user, src_ip, src_port, dst_ip, dst_port, proto, calling_ae, called_ae,
+patient_id, study_uid, outcome, message (the raw syslog message).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sqlite3
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+STORE = Path("/var/lib/pacslab-siem/events.sqlite")
+RULES = Path("/etc/pacslab/siem/rules.json")
+ASSETS = Path("/etc/pacslab/siem/assets.json")
+
+FIELDS = ("time", "host", "sender_host", "source", "event_type", "user", "src_ip", "src_port", "dst_ip", "dst_port", "proto",
+          "calling_ae", "called_ae", "patient_id", "study_uid", "outcome", "message")
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS events (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  {", ".join(f"{f} TEXT" for f in FIELDS)},
+  received TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_time ON events(time);
+CREATE TABLE IF NOT EXISTS alerts (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  rule_id TEXT NOT NULL, rule TEXT NOT NULL, title TEXT NOT NULL, severity TEXT NOT NULL,
+  entities TEXT NOT NULL,      -- JSON object: the rule's group-by fields and their values
+  events TEXT NOT NULL,        -- JSON array of event ids behind the alert
+  first_seen TEXT NOT NULL, last_seen TEXT NOT NULL, raised TEXT NOT NULL, updated TEXT NOT NULL,
+  case_id INTEGER
+);
+CREATE TABLE IF NOT EXISTS cases (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  host TEXT NOT NULL,          -- the lab host the alerts are about, or the address when no lab host has it
+  status TEXT NOT NULL DEFAULT 'open',
+  severity TEXT NOT NULL,
+  owner TEXT, zone TEXT, criticality TEXT, address TEXT,
+  opened TEXT NOT NULL, updated TEXT NOT NULL
+);
+"""
+
+SEVERITY = {"informational": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def connect(path: Path = STORE) -> sqlite3.Connection:
+    """The store, created on first use. WAL: ingest writes while evaluate and the CLI read."""
+    db = sqlite3.connect(path, timeout=30, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.executescript(SCHEMA)
+    return db
+
+
+# ---------------------------------------------------------------------------------------------
+# Normalisation: one syslog message (rsyslog's JSON template) -> one event row
+
+
+# OpenSSH's sshd (auth.c): the lines that end an authentication attempt. The user name is what the
+# client sent and may hold spaces or a forged "from"; the address and port are what sshd appends,
+# so they are read from the end of the line.
+_SSHD_AUTH = re.compile(r"^(?P<verdict>Accepted|Failed) (?P<method>\S+) for (?:invalid user )?(?P<user>.*) "
+                        r"from (?P<ip>[0-9a-fA-F.:]+) port (?P<port>\d+)(?: ssh2)?(?: \[preauth\])?$")
+_SSHD_INVALID = re.compile(r"^Invalid user (?P<user>.*) from (?P<ip>[0-9a-fA-F.:]+) port (?P<port>\d+)(?: \[preauth\])?$")
+
+def normalise(record: dict[str, Any], assets: dict[str, Any]) -> dict[str, Any]:
+    """The event row for one message. ``record`` has rsyslog's properties: time (RFC 3339),
+    fromhost_ip (the TLS peer's address), hostname (the sender's syslog header), programname, msg.
+    ``assets`` maps a lab address to its host (assets.json). Unknown shapes are kept as event_type
+    "syslog" with their raw message: nothing is dropped."""
+    msg = str(record.get("msg", "")).strip()
+    peer = str(record.get("fromhost_ip", ""))
+    event: dict[str, Any] = {f: None for f in FIELDS}
+    event.update(time=_utc(str(record.get("time", ""))), host=assets.get("addresses", {}).get(peer, {}).get("host", peer),
+                 sender_host=record.get("hostname"), source=record.get("programname"), event_type="syslog", message=msg)
+    source = event["source"]
+    if source == "sshd":
+        m = _SSHD_AUTH.match(msg)
+        if m:
+            ok = m["verdict"] == "Accepted"
+            event.update(event_type="ssh-login-success" if ok else "ssh-login-failure", outcome="success" if ok else "failure",
+                         user=m["user"], src_ip=m["ip"], src_port=m["port"], proto="tcp", dst_ip=peer)
+        elif m := _SSHD_INVALID.match(msg):
+            event.update(event_type="ssh-invalid-user", outcome="failure", user=m["user"], src_ip=m["ip"], src_port=m["port"],
+                         proto="tcp", dst_ip=peer)
+    elif source == "tlog":
+        try:
+            data = json.loads(msg)
+        except ValueError:
+            data = {}
+        if isinstance(data, dict) and "user" in data:
+            event.update(event_type="vendor-session", user=data.get("user"), outcome="recorded")
+    return event
+
+
+def _utc(stamp: str) -> str:
+    try:
+        parsed = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return now()
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def store(db: sqlite3.Connection, event: dict[str, Any]) -> int:
+    cur = db.execute(f"INSERT INTO events ({', '.join(FIELDS)}, received) VALUES ({', '.join('?' * (len(FIELDS) + 1))})",
+                     [event.get(f) for f in FIELDS] + [now()])
+    return int(cur.lastrowid or 0)
+
+
+def ingest(lines: Any, out: Any, db: sqlite3.Connection, assets: dict[str, Any]) -> None:
+    """omprog's protocol (rsyslog 8.2302, confirmMessages="on"): "OK" once ready, then one line per
+    message once it is stored; a line that is not a JSON object is stored as it came (event_type
+    "unparsed") and confirmed, never dropped."""
+    print("OK", file=out, flush=True)
+    for line in lines:
+        try:
+            record = json.loads(line)
+            event = normalise(record, assets) if isinstance(record, dict) else None
+        except ValueError:
+            event = None
+        if event is None:
+            event = {f: None for f in FIELDS} | {"time": now(), "event_type": "unparsed", "message": line.rstrip("\n")}
+        store(db, event)
+        print("OK", file=out, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Detections: the compiled rules over the recent events
+
+
+def evaluate(db: sqlite3.Connection, rules: list[dict[str, Any]], assets: dict[str, Any], at: datetime | None = None) -> list[int]:
+    """Run every rule once over the events of its look-back window (its timespan, at least 10 min)
+    and raise or update alerts; returns the ids of the alerts raised or updated. A rule is a dict of
+    pacslab/detections.py: id, name, title, level, kind ("event" or a Sigma correlation type),
+    timespan (seconds), group_by (fields) and sql (pySigma's SQLite query over the table ``logs``)."""
+    at = at or datetime.now(UTC)
+    touched: list[int] = []
+    for rule in rules:
+        back = max(int(rule.get("timespan") or 0), 600)
+        since = (at - timedelta(seconds=back)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        # pySigma's SQLite backend reads the table `logs`, its column `timestamp` and its rowid
+        # (the event's id here: an INTEGER PRIMARY KEY is the rowid).
+        db.execute("DROP TABLE IF EXISTS temp.logs")
+        db.execute(f"CREATE TEMP TABLE logs (id INTEGER PRIMARY KEY, timestamp TEXT, {', '.join(f'{f} TEXT' for f in FIELDS)})")
+        db.execute(f"INSERT INTO temp.logs SELECT id, time, {', '.join(FIELDS)} FROM events WHERE time >= ?", (since,))
+        cur = db.execute(rule["sql"])
+        columns = [c[0] for c in cur.description]
+        for row in cur.fetchall():
+            found = dict(zip(columns, row, strict=True))
+            touched.append(_raise(db, rule, found, assets))
+    return touched
+
+
+def _raise(db: sqlite3.Connection, rule: dict[str, Any], found: dict[str, Any], assets: dict[str, Any]) -> int:
+    if rule["kind"] == "event":
+        ids = [int(found["id"])]
+        entities = {f: found.get(f) for f in rule.get("group_by") or ("host",)}
+        first = last = found["time"]
+    else:
+        ids = sorted({int(str(e).rsplit(":", 1)[-1]) for e in json.loads(found["event_ids"] or "[]")})
+        entities = json.loads(found["group_keys"] or "{}")
+        first, last = _from_epoch(found["window_start"]), _from_epoch(found["window_end"])
+    key = json.dumps(entities, sort_keys=True)
+    # One alert per rule and entities while it keeps firing: a window that starts before the alert's
+    # last event plus the rule's timespan continues it.
+    gap = timedelta(seconds=int(rule.get("timespan") or 0))
+    for alert_id, events, last_seen in db.execute("SELECT id, events, last_seen FROM alerts WHERE rule_id = ? AND entities = ?"
+                                                  " ORDER BY id DESC LIMIT 1", (rule["id"], key)):
+        if rule["kind"] == "event" and int(found["id"]) in json.loads(events):
+            return int(alert_id)
+        if rule["kind"] != "event" and _parse(first) <= _parse(last_seen) + gap:
+            merged = sorted(set(json.loads(events)) | set(ids))
+            if merged != sorted(json.loads(events)) or last > last_seen:
+                db.execute("UPDATE alerts SET events = ?, last_seen = MAX(last_seen, ?), updated = ? WHERE id = ?",
+                           (json.dumps(merged), last, now(), alert_id))
+            return int(alert_id)
+    cur = db.execute("INSERT INTO alerts (rule_id, rule, title, severity, entities, events, first_seen, last_seen, raised, updated)"
+                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     (rule["id"], rule["name"], rule["title"], rule["level"], key, json.dumps(ids), first, last, now(), now()))
+    alert_id = int(cur.lastrowid or 0)
+    _open_case(db, alert_id, rule["level"], entities, assets)
+    return alert_id
+
+
+def _open_case(db: sqlite3.Connection, alert_id: int, level: str, entities: dict[str, Any], assets: dict[str, Any]) -> None:
+    """The case of the lab host the alert is about (its source address first, else its host),
+    enriched from the lab definition (owner, zone, criticality); an open one is updated."""
+    address = entities.get("src_ip")
+    host_name = entities.get("host")
+    asset = assets.get("addresses", {}).get(address) if address else None
+    if asset is None and host_name:
+        asset = assets.get("hosts", {}).get(host_name)
+    subject = (asset or {}).get("host") or address or host_name or "unknown"
+    row = db.execute("SELECT id, severity FROM cases WHERE host = ? AND status = 'open' ORDER BY id DESC LIMIT 1", (subject,)).fetchone()
+    if row:
+        case_id, severity = row
+        if SEVERITY.get(level, 0) > SEVERITY.get(severity, 0):
+            severity = level
+        db.execute("UPDATE cases SET severity = ?, updated = ? WHERE id = ?", (severity, now(), case_id))
+    else:
+        cur = db.execute("INSERT INTO cases (host, severity, owner, zone, criticality, address, opened, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                         (subject, level, (asset or {}).get("owner"), (asset or {}).get("zone"), (asset or {}).get("criticality"),
+                          (asset or {}).get("address") or address, now(), now()))
+        case_id = int(cur.lastrowid or 0)
+    db.execute("UPDATE alerts SET case_id = ? WHERE id = ?", (case_id, alert_id))
+
+
+def _from_epoch(value: Any) -> str:
+    return datetime.fromtimestamp(float(value), UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _parse(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+def alerts(db: sqlite3.Connection) -> list[dict[str, Any]]:
+    rows = db.execute("SELECT id, rule_id, rule, title, severity, entities, events, first_seen, last_seen, raised, updated, case_id"
+                      " FROM alerts ORDER BY id").fetchall()
+    keys = ("id", "rule_id", "rule", "title", "severity", "entities", "events", "first_seen", "last_seen", "raised", "updated", "case")
+    out = [dict(zip(keys, r, strict=True)) for r in rows]
+    for a in out:
+        a["entities"], a["events"] = json.loads(a["entities"]), json.loads(a["events"])
+    return out
+
+
+def cases(db: sqlite3.Connection) -> list[dict[str, Any]]:
+    rows = db.execute("SELECT id, host, status, severity, owner, zone, criticality, address, opened, updated FROM cases ORDER BY id").fetchall()
+    keys = ("id", "host", "status", "severity", "owner", "zone", "criticality", "address", "opened", "updated")
+    out = [dict(zip(keys, r, strict=True)) for r in rows]
+    for c in out:
+        c["alerts"] = [a for (a,) in db.execute("SELECT id FROM alerts WHERE case_id = ? ORDER BY id", (c["id"],))]
+    return out
+
+
+def events(db: sqlite3.Connection, since_id: int = 0, contains: str = "") -> list[dict[str, Any]]:
+    """The stored events after ``since_id`` whose raw message holds ``contains`` (all by default)."""
+    cur = db.execute(f"SELECT id, {', '.join(FIELDS)}, received FROM events WHERE id > ? AND instr(message, ?) > 0 ORDER BY id",
+                     (since_id, contains))
+    columns = [c[0] for c in cur.description]
+    return [dict(zip(columns, r, strict=True)) for r in cur.fetchall()]
+
+
+def _load(path: Path, default: Any) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return default
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pacslab-siem", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("ingest")
+    ev = sub.add_parser("evaluate")
+    ev.add_argument("--every", type=float, default=2.0, help="seconds between two runs of the rules")
+    ev.add_argument("--once", action="store_true")
+    for name in ("alerts", "cases", "events"):
+        p = sub.add_parser(name)
+        p.add_argument("--json", action="store_true")
+        if name == "events":
+            p.add_argument("--since-id", type=int, default=0)
+            p.add_argument("--contains", default="", help="only the events whose raw message holds this text")
+    args = parser.parse_args(argv)
+    db = connect()
+    assets = _load(ASSETS, {})
+    if args.command == "ingest":
+        ingest(sys.stdin, sys.stdout, db, assets)
+        return 0
+    if args.command == "evaluate":
+        rules = _load(RULES, [])
+        while True:
+            evaluate(db, rules, assets)
+            if args.once:
+                return 0
+            time.sleep(args.every)
+    found = {"alerts": alerts, "cases": cases}.get(args.command)
+    rows = found(db) if found else events(db, args.since_id, args.contains)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        for r in rows:
+            print("  ".join(f"{k}={v}" for k, v in r.items() if v not in (None, [], {})))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""The SIEM (issue 13, host `siem`; roles/siem, roles/log_shipping): C-PRT-01 the log sources'
+records reach the siem over mutual TLS and only so, C-DET-06 a threshold detection written as a
+Sigma rule fires on the attack, C-RSP-01 its alert opens a case enriched from the lab definition.
+
+Every attack carries this run's marker (the user name it tries), so an event or alert is tied to
+this run without doubt. Expectations are written out: the event's fields as sshd's line gives them,
+the TLS alert the receiver sends (OpenSSL's name for it), the case's owner, zone and criticality
+as hosts.yml says.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from typing import Any
+
+import pytest
+
+from pacslab.docker import docker
+from pacslab.plan import SIEM_USER, SIEMS, Plan
+from pacslab.probes import imaging as im
+from pacslab.probes import syslog
+from pacslab.topology import Host, Lab
+
+from .test_bastion import CLIENT, bastion, login
+
+RUN = secrets.token_hex(3)
+WAIT = 60  # seconds an expected event or alert is waited for at most (not a budget: bench/ measures those)
+
+
+def siem(lab: Lab) -> Host:
+    hosts = [h for h in lab.deployed_hosts() if SIEMS in h.groups]
+    if not hosts:
+        pytest.skip(f"lab {lab.name!r} deploys no siem")
+    return hosts[0]
+
+
+def siem_json(lab: Lab, *args: str) -> list[dict[str, Any]]:
+    """What pacslab-siem prints for ``args`` (alerts, cases, events ...), read as the store's user."""
+    proc = docker("exec", "-u", SIEM_USER, lab.container_name(siem(lab).name), "pacslab-siem", *args, "--json", timeout=60)
+    rows: list[dict[str, Any]] = json.loads(proc.stdout)
+    return rows
+
+
+def wait_for(what: str, probe: Any) -> Any:
+    deadline = time.monotonic() + WAIT
+    while True:
+        found = probe()
+        if found or time.monotonic() > deadline:
+            assert found, f"no {what} within {WAIT} s"
+            return found
+        time.sleep(1)
+
+
+def rfc5424(lab: Lab, host: str, marker: str) -> str:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return f"<38>1 {stamp} {host} pacslab-probe - - - {marker}"
+
+
+@pytest.mark.control("C-PRT-01")
+def test_a_failed_vendor_sign_in_reaches_the_siem_with_user_address_and_host(running_lab: Lab, plan: Plan, evidence) -> None:
+    user = f"siem-{RUN}-one"
+    start = time.monotonic()
+    login(running_lab, plan, user, password="not-their-password")
+    client = running_lab.hosts[CLIENT].address
+    found = wait_for(f"event of {user}", lambda: [e for e in siem_json(running_lab, "events", "--contains", user)
+                                                  if e["event_type"] == "ssh-login-failure"])
+    evidence.update(seconds=round(time.monotonic() - start, 1), event=found[0])
+    event = found[0]
+    assert {k: event[k] for k in ("host", "sender_host", "source", "event_type", "user", "src_ip", "outcome")} == {
+        "host": bastion(running_lab).name, "sender_host": bastion(running_lab).name, "source": "sshd", "event_type": "ssh-login-failure",
+        "user": user, "src_ip": str(client), "outcome": "failure"}
+    assert f"Failed keyboard-interactive/pam for invalid user {user} from {client} port" in event["message"]
+
+
+def siem_log(lab: Lab) -> list[str]:
+    """The siem's own syslog (rsyslogd's words about the sessions it refuses)."""
+    return im.exec_in(lab, siem(lab).name, "cat", "/var/log/pacslab/syslog.log").splitlines()
+
+
+@pytest.mark.control("C-PRT-01")
+def test_the_siem_takes_syslog_from_a_log_source_s_certificate_only(running_lab: Lab, evidence) -> None:
+    """The bastion (a log source) with its lab certificate: the session stays open and the message
+    is stored. Without a certificate, from the PACS (a valid lab certificate, but not a log
+    source), in cleartext: rsyslog ends the session (it sends no TLS alert) and says why; nothing
+    is stored."""
+    source, s = bastion(running_lab), siem(running_lab).name
+    cases = {"own": (source.name, "tls-own-certificate"), "nocert": (source.name, "tls-no-certificate"),
+             "other-host": ("pacs", "tls-own-certificate"), "cleartext": (source.name, "cleartext")}
+    marks, results, said = {}, {}, {}
+    for case, (host, mode) in cases.items():  # the cleartext one last: rsyslog waits for its handshake a while
+        marks[case] = f"pacslab-siem-{RUN}-{case}"
+        before = len(siem_log(running_lab))
+        results[case] = syslog.send(running_lab, host, s, mode, rfc5424(running_lab, host, marks[case]))
+        time.sleep(1)
+        said[case] = [ln.split("rsyslogd: ", 1)[-1] for ln in siem_log(running_lab)[before:] if "rsyslogd: " in ln]
+    evidence.update(results=results, siem_said=said)
+    assert results["own"] == {"handshake": "ok", "outcome": "open", "alert": None}
+    wait_for("the log source's own message", lambda: siem_json(running_lab, "events", "--contains", marks["own"]))
+    assert results["nocert"]["outcome"] == "closed" and results["other-host"]["outcome"] == "closed", results
+    assert any(ln.startswith("peer did not provide a certificate, not permitted to talk to it") for ln in said["nocert"]), said
+    assert any(ln.startswith("not permitted to talk to peer, certificate invalid: signer not found") for ln in said["other-host"]), said
+    assert any("DN: O=pacslab default,CN=pacs;" in ln for ln in said["other-host"]), said
+    assert results["cleartext"]["handshake"] is None and results["cleartext"]["outcome"] in {"closed", "reset"}, results
+    assert any(f"from {source.address} will be closed due to error" in ln for ln in said["cleartext"]), said
+    for case in ("nocert", "other-host", "cleartext"):
+        assert siem_json(running_lab, "events", "--contains", marks[case]) == [], case
+
+
+@pytest.fixture(scope="module")
+def guessing(running_lab: Lab, plan: Plan) -> dict[str, Any]:
+    """Five wrong passwords from the vendor's computer, one user name each (this run's): their five
+    events in the siem, the ssh-brute-force alert that holds them, and its case."""
+    users = [f"siem-{RUN}-guess{i}" for i in range(5)]
+    for user in users:
+        login(running_lab, plan, user, password="guess")
+
+    def five() -> list[dict[str, Any]]:
+        found = [e for u in users for e in siem_json(running_lab, "events", "--contains", u) if e["event_type"] == "ssh-login-failure"]
+        return found if len(found) == 5 else []
+
+    ids = {e["id"] for e in wait_for("the five failures", five)}
+    alert = wait_for("ssh-brute-force holding them", lambda: [a for a in siem_json(running_lab, "alerts")
+                                                           if a["rule"] == "ssh-brute-force" and ids <= set(a["events"])])[0]
+    cases = [c for c in siem_json(running_lab, "cases") if c["id"] == alert["case"]]
+    return {"events": ids, "alert": alert, "case": cases[0] if cases else None}
+
+
+@pytest.mark.control("C-DET-06")
+def test_password_guessing_at_the_bastion_raises_ssh_brute_force_with_its_events(running_lab: Lab, guessing: dict[str, Any], evidence) -> None:
+    alert = guessing["alert"]
+    evidence.update(alert=alert)
+    assert alert["entities"] == {"src_ip": str(running_lab.hosts[CLIENT].address)}
+    assert (alert["rule"], alert["severity"]) == ("ssh-brute-force", "medium")
+    assert guessing["events"] <= set(alert["events"])
+
+
+@pytest.mark.control("C-RSP-01")
+def test_the_alert_opens_a_case_enriched_from_the_lab_definition(running_lab: Lab, guessing: dict[str, Any], evidence) -> None:
+    """The case is about the vendor's computer, with what hosts.yml says of it (vendor, internet, low)."""
+    case = guessing["case"]
+    evidence.update(case=case)
+    assert case is not None
+    assert {k: case[k] for k in ("host", "status", "owner", "zone", "criticality", "address")} == {
+        "host": CLIENT, "status": "open", "owner": "vendor", "zone": "internet", "criticality": "low",
+        "address": str(running_lab.hosts[CLIENT].address)}
+    assert guessing["alert"]["id"] in case["alerts"]
