@@ -244,7 +244,23 @@ def test_the_proxy_speaks_https_with_tls_1_2_aead_or_1_3_only(running_lab: Lab, 
 # user is registered (orthanc:orthanc), and the sample user of its default configuration file.
 ORTHANC_DEFAULTS = [("orthanc", "orthanc"), ("alice", "alicePassword")]
 BASIC_AUTH = r"""
-import base64, json, ssl, sys, urllib.error, urllib.request
+import base64, json, socket, ssl, sys, urllib.error, urllib.parse, urllib.request
+
+def alert(url, context):
+    # TLS 1.3: the client's handshake ends before the server has judged its certificate, so the
+    # server's alert can reach a client that is still writing its request as a reset, and the
+    # alert is lost (EOF, no reason). Read first, on a connection of its own: the alert arrives.
+    u = urllib.parse.urlsplit(url)
+    with socket.create_connection((u.hostname, u.port or 443), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname=u.hostname) as conn:
+            conn.settimeout(5)
+            try:
+                return "closed" if not conn.recv(1) else "answered"
+            except ssl.SSLError as e:
+                return e.reason
+            except socket.timeout:
+                return "no alert"
+
 out = []
 for call in json.load(sys.stdin):
     context = ssl.create_default_context(cafile="/etc/pacslab/tls/root.pem")
@@ -258,9 +274,18 @@ for call in json.load(sys.stdin):
             out.append([answer.status, answer.headers.get("WWW-Authenticate")])
     except urllib.error.HTTPError as e:
         out.append([e.code, e.headers.get("WWW-Authenticate")])
-    except (urllib.error.URLError, ssl.SSLError) as e:
+    except (urllib.error.URLError, ssl.SSLError, ConnectionResetError) as e:
         reason = getattr(e, "reason", e)
-        out.append(["tls", getattr(reason, "reason", str(reason))])
+        if isinstance(reason, (ssl.SSLEOFError, ConnectionResetError)) or (isinstance(reason, ssl.SSLError) and reason.reason is None):
+            try:
+                said = alert(call["url"], context)
+            except ssl.SSLError as again:
+                said = again.reason
+            except OSError as again:
+                said = str(again)
+        else:
+            said = getattr(reason, "reason", str(reason))
+        out.append(["tls", said])
 print(json.dumps(out))
 """
 
