@@ -653,6 +653,10 @@ def _check_peers(reader: _Reader, lab: Lab, where: _Origins) -> None:
     for i, source in enumerate(sources or []):
         if not known(str(anyone), "siem_sources", f"[{i}]", source) or not lab.hosts[str(source)].deployed:
             continue
+        image = lab.hosts[str(source)].image
+        dockerfile = IMAGES_DIR / str(image) / "Dockerfile"
+        if dockerfile.is_file() and "rsyslog-gnutls" not in dockerfile.read_text():
+            fail(str(anyone), "siem_sources", f"[{i}]", f"{source}'s image {image} has no rsyslog with its TLS driver (rsyslog-gnutls) to ship with")
         for siem in siems:
             if (port := port_of(siem, "syslog-tls", "siem_sources", f"[{i}]", str(anyone))) is not None:
                 need_flow(str(anyone), "siem_sources", f"[{i}]", str(source), siem, port)
