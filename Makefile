@@ -49,7 +49,7 @@ verify: $(DEPS)
 # what it leaves out and why. Both walk the whole repository (roles, playbooks, lab folders);
 # ansible-lint runs the venv's ansible tools, so the venv's bin comes first on its PATH.
 lint: $(DEPS)
-	$(PY) -m ruff check pacslab infra tests bench plugins scenarios
+	$(PY) -m ruff check pacslab infra tests bench plugins scenarios roles
 	$(PY) -m mypy
 	$(VENV)/bin/yamllint --strict .
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/ansible-lint
