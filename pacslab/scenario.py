@@ -465,10 +465,11 @@ def run_scenario(lab: Lab, scenario: Scenario, mode: str, progress: Any = None) 
     return record
 
 
-def _undo_additions(lab: Lab, baseline: dict[str, Any]) -> list[str]:
+def _undo_additions(lab: Lab, baseline: dict[str, Any], kept: Path | None = None) -> list[str]:
     """Delete what was added since ``baseline``: instances on each Orthanc, worklist files on each
-    RIS, files in each DICOM node's state folder (images a workstation received); empty the fw's
-    rate-limit sets. What it did, in words."""
+    RIS, files in each DICOM node's state folder (images a workstation received); put back, from
+    the copies ensure_baseline kept in ``kept``, each file of a DICOM node's state folder that
+    changed or went missing; empty the fw's rate-limit sets. What it did, in words."""
     from . import fingerprint
     from .firewall import RUNTIME_SETS, TABLE
     from .probes import imaging as im
@@ -489,6 +490,14 @@ def _undo_additions(lab: Lab, baseline: dict[str, Any]) -> list[str]:
         if added:
             docker("exec", "-w", folder, lab.container_name(host), "rm", "-f", "--", *added)
             done.append(f"{host}: {len(added)} file(s) removed from {folder}")
+    for host in fingerprint.dicom_node_hosts(lab):
+        want, have = baseline.get(f"dicom_node:{host}", {}), now.get(f"dicom_node:{host}", {})
+        lost = sorted(p for p, digest in want.items() if have.get(p) != digest)
+        copy = kept / f"state-{host}.tar" if kept else None
+        if lost and copy and copy.is_file():
+            subprocess.run(["docker", "exec", "-i", lab.container_name(host), "tar", "-C", fingerprint.DICOM_NODE_STATE, "-xpf", "-", "--",
+                            *(f"./{p}" for p in lost)], input=copy.read_bytes(), capture_output=True, check=True, timeout=120)
+            done.append(f"{host}: {len(lost)} file(s) put back in {fingerprint.DICOM_NODE_STATE}")
     fw = lab.container_name(lab.router.name)
     for name in RUNTIME_SETS:
         docker("exec", fw, "nft", "flush", "set", "inet", TABLE, name)
@@ -537,7 +546,7 @@ def reset_scenario(lab: Lab, scenario: Scenario, done: list[dict[str, Any]] | No
     diff: list[str] = []
     for wait in SETTLE:
         time.sleep(wait)
-        undone += _undo_additions(lab, baseline)
+        undone += _undo_additions(lab, baseline, folder)
         diff = fingerprint.differences(baseline, fingerprint.take(lab))
         if not diff:
             break
@@ -673,13 +682,22 @@ def refuse_other_open_runs(lab: Lab, scenario: Scenario) -> None:
 
 
 def ensure_baseline(lab: Lab, scenario: Scenario) -> None:
-    """Take the fingerprint a reset must come back to, unless a run since the last reset took it."""
+    """Take the fingerprint a reset must come back to, unless a run since the last reset took it,
+    and keep a copy of each DICOM node's state folder beside it (state-<host>.tar, a few KB): a
+    check run during the run (`scenario check` replays the clinical workflow) rewrites a modality's
+    acquisition record and clears a workstation's received images, which deleting additions cannot
+    bring back."""
     from . import fingerprint
 
     folder = run_dir(lab, scenario)
     folder.mkdir(parents=True, exist_ok=True)
-    if not (folder / "baseline.json").is_file():
-        (folder / "baseline.json").write_text(json.dumps(fingerprint.take(lab)))
+    if (folder / "baseline.json").is_file():
+        return
+    for host in fingerprint.dicom_node_hosts(lab):
+        copy = subprocess.run(["docker", "exec", lab.container_name(host), "tar", "-C", fingerprint.DICOM_NODE_STATE, "-cf", "-", "."],
+                              capture_output=True, check=True, timeout=120).stdout
+        (folder / f"state-{host}.tar").write_bytes(copy)
+    (folder / "baseline.json").write_text(json.dumps(fingerprint.take(lab)))
 
 
 def last_mode(lab: Lab, scenario: Scenario) -> str | None:

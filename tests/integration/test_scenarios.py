@@ -12,6 +12,7 @@ import pytest
 
 from pacslab import cli, fingerprint
 from pacslab import scenario as sc
+from pacslab.docker import docker
 from pacslab.probes import imaging as im
 from pacslab.topology import Lab
 
@@ -55,6 +56,49 @@ def test_the_fingerprint_names_what_a_run_left_behind(running_lab: Lab, evidence
     assert any(line.startswith("orthanc:pacs: 1 instances added (") and instance in line for line in left), left
     assert any(line.startswith("orthanc:pacs: 1 files added") for line in left), left
     assert reset["equal"], reset
+
+
+def _node_file(lab: Lab, host: str, name: str, content: str | None = None) -> str | None:
+    """Read a file of a DICOM node's state folder (None: absent), or write it first (content given)."""
+    path = f"{fingerprint.DICOM_NODE_STATE}/{name}"
+    if content is not None:
+        docker("exec", "-i", lab.container_name(host), "sh", "-c", 'cat > "$1"', "write", path, input=content)
+    proc = docker("exec", lab.container_name(host), "cat", path, check=False)
+    return proc.stdout if proc.returncode == 0 else None
+
+
+@pytest.mark.parametrize("kept", [True, False], ids=["copies-kept", "copies-lost"])
+def test_a_reset_puts_back_node_state_that_changed_during_the_run(running_lab: Lab, kept: bool, evidence) -> None:
+    """A check run during a run (`scenario check W4` replays the clinical workflow) rewrites a
+    modality's acquisition record and clears a workstation's received images: files the baseline
+    had, which deleting additions cannot bring back. The reset puts them back from the copies the
+    run kept of each DICOM node's state folder. Twin: with those copies gone, the reset names both
+    files and says the lab is not back."""
+    lab = running_lab
+    scenario = sc.find(lab, "W2")
+    host = fingerprint.dicom_node_hosts(lab)[0]
+    rewritten, cleared = "pacslab-test-rewritten.json", "pacslab-test-cleared.dcm"
+    sc.reset_scenario(lab, scenario)
+    try:
+        _node_file(lab, host, rewritten, '{"acquired": ["A1"]}\n')
+        _node_file(lab, host, cleared, "DICM\n")
+        sc.run_scenario(lab, scenario, "defended")
+        _node_file(lab, host, rewritten, '{"acquired": ["A1", "A2"]}\n')
+        docker("exec", lab.container_name(host), "rm", "-f", f"{fingerprint.DICOM_NODE_STATE}/{cleared}")
+        if not kept:
+            for copy in sc.run_dir(lab, scenario).glob("state-*.tar"):
+                copy.unlink()
+        reset = sc.reset_scenario(lab, scenario)
+        evidence.update(undone=reset["undone"], differences=reset["differences"])
+        if kept:
+            assert reset["equal"] and f"{host}: 2 file(s) put back in {fingerprint.DICOM_NODE_STATE}" in reset["undone"], reset
+            assert _node_file(lab, host, rewritten) == '{"acquired": ["A1"]}\n' and _node_file(lab, host, cleared) == "DICM\n"
+        else:
+            assert not reset["equal"] and reset["differences"] == [f"dicom_node:{host}: {cleared}, {rewritten} differ"], reset
+    finally:
+        docker("exec", lab.container_name(host), "rm", "-f", f"{fingerprint.DICOM_NODE_STATE}/{rewritten}",
+                  f"{fingerprint.DICOM_NODE_STATE}/{cleared}")
+        sc.forget(lab, scenario)  # the twin's run stays open (the lab was not back); the files are gone again either way
 
 
 def test_check_grades_with_the_integration_checks_of_each_control(running_lab: Lab, evidence) -> None:
