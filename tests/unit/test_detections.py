@@ -109,6 +109,19 @@ def _record(program: str, msg: str, peer: str = "10.77.70.10") -> dict[str, Any]
      {"event_type": "vendor-session", "user": "vendor1", "outcome": "recorded"}),
     ("tlog", "not json", {"event_type": "syslog", "user": None}),
     ("sudo", "vendor1 : TTY=pts/0 ; PWD=/ ; USER=pacslab-broker ; COMMAND=/usr/local/sbin/pacslab-maint pacs", {"event_type": "syslog"}),
+    # the PACS's event log (roles/orthanc's plugin), one JSON object per line
+    ("orthanc-events", json.dumps({"event": "integrity-failure", "host": "pacs", "instance": "4af8", "detail": "MD5 mismatch",
+                                   "time": "2026-11-30T11:00:00+0100"}),
+     {"event_type": "integrity-failure", "user": None, "calling_ae": None, "outcome": None}),
+    ("orthanc-events", json.dumps({"event": "duplicate-sop-instance-refused", "calling_ae": "MR01", "status": "0x0111",
+                                   "sop_instance_uid": "1.2.3", "study_uid": "1.2.4", "held_study_uid": "1.2.5"}),
+     {"event_type": "duplicate-sop-instance-refused", "calling_ae": "MR01", "study_uid": "1.2.4", "outcome": "0x0111"}),
+    ("orthanc-events", json.dumps({"event": "access-decision", "account": "svc-viewer", "user": "rad1", "verdict": "deny"}),
+     {"event_type": "access-decision", "user": "rad1", "outcome": "deny"}),
+    ("orthanc-events", json.dumps({"event": "access-decision", "account": "pacslab-admin", "user": None, "verdict": "allow"}),
+     {"event_type": "access-decision", "user": "pacslab-admin", "outcome": "allow"}),
+    ("orthanc-events", '["integrity-failure"]', {"event_type": "syslog", "user": None}),
+    ("orthanc-events", '{"event": "integrity-failure"', {"event_type": "syslog"}),
 ])
 def test_normalise(program: str, msg: str, expected: dict[str, Any]) -> None:
     event = siem.normalise(_record(program, msg), ASSETS)

@@ -108,6 +108,8 @@ def normalise(record: dict[str, Any], assets: dict[str, Any]) -> dict[str, Any]:
         elif m := _SSHD_INVALID.match(msg):
             event.update(event_type="ssh-invalid-user", outcome="failure", user=m["user"], src_ip=m["ip"], src_port=m["port"],
                          proto="tcp", dst_ip=peer)
+    elif source == "orthanc-events":
+        event.update(_orthanc_event(msg))
     elif source == "tlog":
         try:
             data = json.loads(msg)
@@ -116,6 +118,23 @@ def normalise(record: dict[str, Any], assets: dict[str, Any]) -> dict[str, Any]:
         if isinstance(data, dict) and "user" in data:
             event.update(event_type="vendor-session", user=data.get("user"), outcome="recorded")
     return event
+
+
+# The lab plugin's event log on the PACS and the VNA (roles/orthanc, files/pacslab_orthanc.py): one
+# JSON object per line, its kind in "event". Its fields map onto the schema; the kind is the
+# event_type as the plugin names it (integrity-failure, invalid-uid-refused, access-decision, ...).
+def _orthanc_event(msg: str) -> dict[str, Any]:
+    try:
+        data = json.loads(msg)
+    except ValueError:
+        return {}
+    if not isinstance(data, dict) or not isinstance(data.get("event"), str):
+        return {}
+    verdict = data.get("verdict")
+    status = data.get("status")
+    return {"event_type": data["event"], "user": data.get("user") or data.get("account"), "calling_ae": data.get("calling_ae"),
+            "study_uid": data.get("study_uid") or data.get("held_study_uid"),
+            "outcome": verdict if isinstance(verdict, str) else status if isinstance(status, str) else None}
 
 
 def _utc(stamp: str) -> str:
