@@ -371,8 +371,9 @@ RUNS_AS = (
     RunsAs("sshd: /usr/sbin/sshd ", "root",
            "roles/bastion, roles/maintenance: sshd's listener binds 22 and reads the host key as root; each session runs as its person"),
     RunsAs("/usr/sbin/rsyslogd ", "root",
-           "roles/bastion, roles/siem: reads /dev/log and keeps the bastion's records, which no vendor may change; on the siem, the TLS "
-           "listener reads the node key (the store and the ingest run as pacslab-siem)"),
+           "roles/bastion, roles/siem, roles/log_shipping: reads /dev/log and keeps the bastion's records, which no vendor may change; on "
+           "the siem, the TLS listener reads the node key (the store and the ingest run as pacslab-siem); on the PACS and the VNA, "
+           "ships the Orthanc event log with the node key"),
     RunsAs("/usr/bin/python3 /usr/local/lib/pacslab/pacslab_siem.py evaluate ", "pacslab-siem", "roles/siem: user=pacslab-siem, the store's owner"),
     RunsAs("sleep infinity", "root", "PID 1 of the ca and of the internet zone's computers: no service (the CA tool runs only through provisioning)"),
 )

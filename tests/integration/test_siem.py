@@ -74,6 +74,20 @@ def test_a_failed_vendor_sign_in_reaches_the_siem_with_user_address_and_host(run
     assert f"Failed keyboard-interactive/pam for invalid user {user} from {client} port" in event["message"]
 
 
+def sources(lab: Lab) -> list[str]:
+    """The lab definition's siem_sources."""
+    listed: list[str] = next(iter(lab.host_vars.values()), {}).get("siem_sources") or []
+    return listed
+
+
+def not_a_source(lab: Lab) -> str:
+    """A host with a lab certificate that is no log source: the RIS in the reference lab."""
+    candidates = [h.name for h in lab.deployed_hosts() if h.image == "orthanc" and h.name not in sources(lab)]
+    if not candidates:
+        pytest.skip(f"lab {lab.name!r} has no Orthanc host outside siem_sources")
+    return candidates[0]
+
+
 def siem_log(lab: Lab) -> list[str]:
     """The siem's own syslog (rsyslogd's words about the sessions it refuses)."""
     return im.exec_in(lab, siem(lab).name, "cat", "/var/log/pacslab/syslog.log").splitlines()
@@ -82,12 +96,12 @@ def siem_log(lab: Lab) -> list[str]:
 @pytest.mark.control("C-PRT-01")
 def test_the_siem_takes_syslog_from_a_log_source_s_certificate_only(running_lab: Lab, evidence) -> None:
     """The bastion (a log source) with its lab certificate: the session stays open and the message
-    is stored. Without a certificate, from the PACS (a valid lab certificate, but not a log
+    is stored. Without a certificate, from the RIS (a valid lab certificate, but not a log
     source), in cleartext: rsyslog ends the session (it sends no TLS alert) and says why; nothing
     is stored."""
-    source, s = bastion(running_lab), siem(running_lab).name
+    source, s, other = bastion(running_lab), siem(running_lab).name, not_a_source(running_lab)
     cases = {"own": (source.name, "tls-own-certificate"), "nocert": (source.name, "tls-no-certificate"),
-             "other-host": ("pacs", "tls-own-certificate"), "cleartext": (source.name, "cleartext")}
+             "other-host": (other, "tls-own-certificate"), "cleartext": (source.name, "cleartext")}
     marks, results, said = {}, {}, {}
     for case, (host, mode) in cases.items():  # the cleartext one last: rsyslog waits for its handshake a while
         marks[case] = f"pacslab-siem-{RUN}-{case}"
@@ -101,7 +115,7 @@ def test_the_siem_takes_syslog_from_a_log_source_s_certificate_only(running_lab:
     assert results["nocert"]["outcome"] == "closed" and results["other-host"]["outcome"] == "closed", results
     assert any(ln.startswith("peer did not provide a certificate, not permitted to talk to it") for ln in said["nocert"]), said
     assert any(ln.startswith("not permitted to talk to peer, certificate invalid: signer not found") for ln in said["other-host"]), said
-    assert any("DN: O=pacslab default,CN=pacs;" in ln for ln in said["other-host"]), said
+    assert any(f"DN: O=pacslab {running_lab.name},CN={other};" in ln for ln in said["other-host"]), said
     assert results["cleartext"]["handshake"] is None and results["cleartext"]["outcome"] in {"closed", "reset"}, results
     assert any(f"from {source.address} will be closed due to error" in ln for ln in said["cleartext"]), said
     for case in ("nocert", "other-host", "cleartext"):
@@ -146,3 +160,91 @@ def test_the_alert_opens_a_case_enriched_from_the_lab_definition(running_lab: La
         "host": CLIENT, "status": "open", "owner": "vendor", "zone": "internet", "criticality": "low",
         "address": str(running_lab.hosts[CLIENT].address)}
     assert guessing["alert"]["id"] in case["alerts"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The PACS's own security events (its event log, shipped by roles/log_shipping)
+
+
+def pacs_of(lab: Lab) -> Host:
+    found = [h for h in lab.deployed_hosts() if "pacs_servers" in h.groups]
+    if not found:
+        pytest.skip(f"lab {lab.name!r} deploys no PACS")
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def altered(running_lab: Lab) -> dict[str, Any]:
+    """W4 in the defended lab (scenarios/W4): the CT stores an image, one byte of it is flipped on
+    the PACS's disk, and the integrity job runs. The PACS's integrity-failure event in the siem (the
+    instance W4 altered, named in the message), the alert holding it, and its case; then W4's reset."""
+    from pacslab import scenario as sc
+
+    scenario = sc.find(running_lab, "W4")
+    sc.reset_scenario(running_lab, scenario)
+    try:
+        run = sc.run_scenario(running_lab, scenario, "defended")
+        instance = run["steps"][1]["result"]["instance"]
+        pacs = pacs_of(running_lab).name
+        event = wait_for(f"integrity-failure of {instance}", lambda: [
+            e for e in siem_json(running_lab, "events", "--contains", instance) if e["event_type"] == "integrity-failure"])[0]
+        alert = wait_for("integrity-failure alert", lambda: [a for a in siem_json(running_lab, "alerts")
+                                                            if a["rule"] == "integrity-failure" and event["id"] in a["events"]])[0]
+        case = [c for c in siem_json(running_lab, "cases") if c["id"] == alert["case"]]
+        return {"instance": instance, "pacs": pacs, "event": event, "alert": alert, "case": case[0] if case else None,
+                "steps": {st["id"]: st["as_expected"] for st in run["steps"]}}
+    finally:
+        sc.reset_scenario(running_lab, scenario)
+
+
+@pytest.mark.control("C-DET-06")
+def test_an_image_altered_on_the_pacs_raises_integrity_failure(running_lab: Lab, altered: dict[str, Any], evidence) -> None:
+    """The PACS's event reaches the siem from the PACS's address with its instance, and the Sigma
+    rule integrity-failure (roles/siem/files/rules/pacs-events.yml) raises a high alert about the
+    PACS, whose case reads as hosts.yml says of it."""
+    event, alert, case = altered["event"], altered["alert"], altered["case"]
+    evidence.update(event=event, alert=alert, case=case)
+    assert altered["steps"] == {"acquire": True, "tamper": True, "integrity-check": True}
+    assert {k: event[k] for k in ("host", "sender_host", "source", "event_type")} == {
+        "host": altered["pacs"], "sender_host": altered["pacs"], "source": "orthanc-events", "event_type": "integrity-failure"}
+    assert json.loads(event["message"])["instance"] == altered["instance"]
+    assert (alert["rule"], alert["severity"], alert["entities"], alert["events"]) == ("integrity-failure", "high", {"host": "pacs"}, [event["id"]])
+    assert case is not None and {k: case[k] for k in ("host", "status", "owner", "zone", "criticality")} == {
+        "host": "pacs", "status": "open", "owner": "radiology-it", "zone": "datacenter", "criticality": "critical"}
+
+
+@pytest.mark.control("C-DET-06")
+def test_a_clean_integrity_pass_reaches_the_siem_and_raises_nothing(running_lab: Lab, altered: dict[str, Any], evidence) -> None:
+    """Twin: after W4's reset, the integrity job's pass over the same PACS (nothing altered) is
+    stored in the siem as integrity-verified with no failure, and no alert holds it or anything after it."""
+    pacs = altered["pacs"]
+    result = im.orthanc(running_lab, pacs, "/pacslab/verify", "POST", "")
+    passed = wait_for("the clean pass", lambda: [e for e in siem_json(running_lab, "events", "--since-id", str(altered["event"]["id"]))
+                                                  if e["event_type"] == "integrity-verified" and e["host"] == pacs
+                                                  and json.loads(e["message"])["checked"] == result["checked"]
+                                                  and json.loads(e["message"])["failures"] == 0])[-1]
+    time.sleep(5)  # the evaluator runs every 2 s: two passes over the stored pass
+    later = [a for a in siem_json(running_lab, "alerts") if any(i >= passed["id"] for i in a["events"])
+             and a["rule"] in ("integrity-failure", "dicom-security-alert")]
+    evidence.update(verify=result, event=passed, alerts=later)
+    assert result["failures"] == [] and later == []
+
+
+@pytest.mark.control("C-DET-06")
+def test_an_object_the_pacs_refuses_raises_a_dicom_security_alert_naming_the_sender(running_lab: Lab, evidence) -> None:
+    """A C-STORE whose SOP Instance UID is a path (this run's marker in it) is refused by the PACS
+    with 0xC000; its invalid-uid-refused event reaches the siem and dicom-security-alert names the
+    PACS and the calling AE title of the modality that sent it."""
+    lab = running_lab
+    pacs = pacs_of(lab)
+    station = next(h for h in lab.deployed_hosts() if "modalities" in h.groups and h.image == "dicom" and h.ae_title)
+    uid = f"../../../../tmp/pacslab-{RUN}"
+    result = im.dicomsim(lab, station.name, "store", "--images", "1", "--sop-instance-uid", uid)
+    event = wait_for("the refusal", lambda: [e for e in siem_json(lab, "events", "--contains", f"pacslab-{RUN}")
+                                             if e["event_type"] == "invalid-uid-refused"])[0]
+    alert = wait_for("dicom-security-alert", lambda: [a for a in siem_json(lab, "alerts")
+                                                      if a["rule"] == "dicom-security-alert" and event["id"] in a["events"]])[0]
+    evidence.update(store=result["failed"], event=event, alert=alert)
+    assert [f["status"] for f in result["failed"]] == [0xC000]
+    assert (event["host"], event["calling_ae"], event["outcome"]) == (pacs.name, str(station.ae_title), "0xC000")
+    assert (alert["severity"], alert["entities"]) == ("medium", {"host": pacs.name, "calling_ae": str(station.ae_title)})

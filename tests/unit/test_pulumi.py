@@ -92,6 +92,9 @@ def test_a_published_port_outside_the_dmz_fails_the_check(dmz_lab: Path):
     text["lab_zones"]["datacenter"]["exposed"] = True  # only so the definition accepts it
     (lab / "group_vars/all/lab.yml").write_text(yaml.safe_dump(text))
     mutate(lab, lambda h, lv, f: host(h, "pacs").update(lab_state="deployed", lab_image="tools", lab_publish=[8042]))
+    monitoring = lab / "group_vars/all/monitoring.yml"  # the tools image has no rsyslog to ship the PACS's events with
+    sources = yaml.safe_load(monitoring.read_text())
+    monitoring.write_text(yaml.safe_dump(sources | {"siem_sources": [s for s in sources["siem_sources"] if s != "pacs"]}))
 
     def check(d):
         published = {n: c["ports"] for n, c in d["containers"].items() if c["ports"]}
