@@ -28,6 +28,7 @@ import ast
 import json
 import shutil
 import subprocess
+import tarfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -492,12 +493,20 @@ def _undo_additions(lab: Lab, baseline: dict[str, Any], kept: Path | None = None
             done.append(f"{host}: {len(added)} file(s) removed from {folder}")
     for host in fingerprint.dicom_node_hosts(lab):
         want, have = baseline.get(f"dicom_node:{host}", {}), now.get(f"dicom_node:{host}", {})
-        lost = sorted(p for p, digest in want.items() if have.get(p) != digest)
         copy = kept / f"state-{host}.tar" if kept else None
-        if lost and copy and copy.is_file():
-            subprocess.run(["docker", "exec", "-i", lab.container_name(host), "tar", "-C", fingerprint.DICOM_NODE_STATE, "-xpf", "-", "--",
-                            *(f"./{p}" for p in lost)], input=copy.read_bytes(), capture_output=True, check=True, timeout=120)
+        if not copy or not copy.is_file():
+            continue
+        with tarfile.open(copy) as tar:  # the copy and the fingerprint were taken one after the other: only what the copy holds
+            held = {m.name.removeprefix("./") for m in tar.getmembers() if m.isfile()}
+        lost = sorted(p for p, digest in want.items() if have.get(p) != digest and p in held)
+        if not lost:
+            continue
+        proc = subprocess.run(["docker", "exec", "-i", lab.container_name(host), "tar", "-C", fingerprint.DICOM_NODE_STATE, "-xpf", "-", "--",
+                               *(f"./{p}" for p in lost)], input=copy.read_bytes(), capture_output=True, check=False, timeout=120)
+        if proc.returncode == 0:
             done.append(f"{host}: {len(lost)} file(s) put back in {fingerprint.DICOM_NODE_STATE}")
+        else:  # the comparison that follows names what is still different
+            done.append(f"{host}: putting back {len(lost)} file(s) failed: {proc.stderr.decode(errors='replace').strip()[-200:]}")
     fw = lab.container_name(lab.router.name)
     for name in RUNTIME_SETS:
         docker("exec", fw, "nft", "flush", "set", "inet", TABLE, name)
