@@ -19,11 +19,19 @@
   records (the auditor's).
 - Every instance that arrives another way than C-STORE (STOW-RS, a REST upload, a modify) gets the
   C-STORE's UID checks before it is stored (C-DAT-03), and is discarded with the same event.
+- DICOM audit trail (PS3.15 A.5, pacslab_audit.py beside this file): Application Activity when the
+  plugin starts and when Orthanc stops, DICOM Instances Transferred for each instance stored (the
+  sender's AE title and registered address, the study, the patient), DICOM Study Deleted for each
+  study an allowed delete removed (the person). One XML message per line of PacslabAuditLog, which
+  roles/log_shipping sends to the siem. A message that cannot be built or written is an
+  "audit-failed" event, never an exception in Orthanc's callback.
 """
 
 import base64
 import json
+import os
 import re
+import sys
 import threading
 import time
 
@@ -41,12 +49,44 @@ PROXIES = set(CONFIG.get("PacslabProxies", []))
 SERVICE_ACCOUNTS = set(CONFIG.get("PacslabServiceAccounts", []))
 USER_HEADER = CONFIG.get("PacslabUserHeader", "X-Pacslab-User").lower()
 ROLES_HEADER = CONFIG.get("PacslabRolesHeader", "X-Pacslab-Roles").lower()
+AUDIT_LOG = CONFIG.get("PacslabAuditLog", "")
+_audit_lock = threading.Lock()
+
+sys.path.insert(0, os.path.dirname(CONFIG.get("PythonScript", "/etc/pacslab/orthanc/pacslab_orthanc.py")))
+import pacslab_audit as audit  # noqa: E402 (beside this script; orthanc-python puts its folder on the path too)
+
+AUDIT_SOURCE = audit.Source(NAME, CONFIG.get("PacslabSite") or None)
+AE_TITLE = CONFIG.get("DicomAet", "ORTHANC")
+ME = audit.Participant(f"orthanc@{NAME}", address=NAME, ae_titles=(AE_TITLE,))
+# AE title -> the address Orthanc's DicomModalities registers for it, only where Orthanc holds a
+# sender to that address (DicomCheckModalityHost): elsewhere an AE title proves no address, and the
+# message names the sender by its AE title alone. Behind a gateway (a peer's `via`), the address
+# is the gateway's, the one Orthanc sees.
+PEER_ADDRESS = ({str(v.get("AET")): str(v.get("Host")) for v in CONFIG.get("DicomModalities", {}).values() if isinstance(v, dict)}
+                if CONFIG.get("DicomCheckModalityHost") else {})
 
 
 def event(kind, **fields):
     record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": NAME, "event": kind, **fields}
     with _lock, open(EVENT_LOG, "a") as log:
         log.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def audit_write(build, *args, **kwargs):
+    """Append the audit message ``build(*args, source=AUDIT_SOURCE, **kwargs)`` to the audit file, one line."""
+    if not AUDIT_LOG:
+        return
+    try:
+        message = audit.line(build(*args, source=AUDIT_SOURCE, **kwargs))
+        # UTF-8 whatever the locale: orthanc-python's interpreter runs without UTF-8 mode, and a
+        # patient's name is not ASCII everywhere
+        with _audit_lock, open(AUDIT_LOG, "a", encoding="utf-8") as log:
+            log.write(message + "\n")
+    except Exception as exc:
+        try:
+            event("audit-failed", message=getattr(build, "__name__", str(build)), error=f"{type(exc).__name__}: {exc}")
+        except Exception:  # noqa: S110 (the event log cannot be written either: nothing left to tell)
+            pass
 
 
 def _origin(dicom):
@@ -122,6 +162,18 @@ def on_stored(dicom, instance_id):
     tags = json.loads(dicom.GetInstanceSimplifiedJson())
     event("instance-stored", instance=instance_id, sop_instance_uid=tags.get("SOPInstanceUID"),
           accession=tags.get("AccessionNumber"), study_uid=tags.get("StudyInstanceUID"), **origin)
+    calling = origin.get("calling_ae") or ""
+    try:
+        if not calling or dicom.GetInstanceOrigin() != orthanc.InstanceOrigin.DICOM_PROTOCOL:
+            return  # a REST upload or a modify is no transfer: its audit (Instances Accessed, by the person) is not written yet
+    except Exception as exc:
+        event("audit-failed", message="instances_transferred", error=f"{type(exc).__name__}: {exc}")
+        return
+    sender = audit.Participant(calling, requestor=True, address=PEER_ADDRESS.get(calling), ae_titles=(calling,))
+    study = audit.Study(str(tags.get("StudyInstanceUID") or ""), tags.get("AccessionNumber") or None,
+                        {str(tags["SOPClassUID"]): 1} if tags.get("SOPClassUID") else {})
+    patient = audit.Patient(str(tags.get("PatientID") or ""), tags.get("PatientName") or None)
+    audit_write(audit.instances_transferred, "C", sender, ME, [study], patient)
 
 
 _forwarding = {}  # Orthanc job id -> the study it forwards
@@ -225,12 +277,42 @@ def http_filter(uri, **request):
     resource = groups.get("resource") or groups.get("study")
     if verdict == "allow" and method == "DELETE" and resource:
         doomed = _doomed(path.split("/")[1], resource)
+        studies = _studies_of(path.split("/")[1], resource)
         with _lock:
             now = time.monotonic()
             for stale in [r for r, (_, at) in _deleting.items() if now - at > DELETE_WINDOW]:
                 del _deleting[stale]
+            for stale in [r for r, (*_, at) in _deleting_studies.items() if now - at > DELETE_WINDOW]:
+                del _deleting_studies[stale]
             _deleting.update({r: (person, now) for r in doomed})
+            _deleting_studies.update({r: (person, study, patient, now) for r, (study, patient) in studies.items()})
     return verdict == "allow"
+
+
+_deleting_studies = {}  # Orthanc study id -> (person, audit.Study, audit.Patient, when): the audit of a deleted study
+
+
+def _studies_of(level, resource):
+    """Orthanc study id -> (audit.Study, audit.Patient) of each study a delete of ``resource`` (at
+    ``level``) may remove, read before it goes: Orthanc reports only the id of what it deleted."""
+    try:
+        if level == "studies":
+            ids = [resource]
+        elif level == "patients":
+            ids = [s["ID"] for s in json.loads(orthanc.RestApiGet(f"/patients/{resource}/studies"))]
+        elif level in ("series", "instances"):
+            ids = [json.loads(orthanc.RestApiGet(f"/{level}/{resource}/study"))["ID"]]
+        else:
+            return {}
+        found = {}
+        for study_id in ids:
+            study = json.loads(orthanc.RestApiGet(f"/studies/{study_id}"))
+            tags, patient = study.get("MainDicomTags", {}), study.get("PatientMainDicomTags", {})
+            found[study_id] = (audit.Study(tags.get("StudyInstanceUID", "")),
+                               audit.Patient(patient.get("PatientID", ""), patient.get("PatientName") or None))
+        return found
+    except Exception:  # no such resource (Orthanc answers the delete 404 itself), or an answer without what is read
+        return {}
 
 
 # Orthanc's resource levels (REST paths): what lies below each, and above (an ancestor left
@@ -261,6 +343,14 @@ def on_change(change_type, level, resource_id):
         with _lock:
             person, _ = _deleting.pop(resource_id, (None, None))
         event("resource-deleted", level=LEVELS.get(level, str(level)), resource=resource_id, user=person)
+        if level == orthanc.ResourceType.STUDY:
+            with _lock:
+                deleted = _deleting_studies.pop(resource_id, None)
+            if deleted:
+                who, study, patient, _ = deleted
+                audit_write(audit.study_deleted, [audit.Participant(who or "unknown", requestor=True)], [study], patient)
+    if change_type == orthanc.ChangeType.ORTHANC_STOPPED:
+        audit_write(audit.application_activity, False, ME)
     if change_type == orthanc.ChangeType.STABLE_STUDY:
         event("study-stable", study=resource_id)
         if FORWARD_TO:
@@ -390,3 +480,4 @@ orthanc.RegisterRestCallback("/pacslab/verify", on_verify)
 orthanc.RegisterRestCallback("/pacslab/audit", on_audit)
 orthanc.RegisterRestCallback("/pacslab/studies/([^/]+)/demographics", on_demographics)
 threading.Thread(target=verify_loop, daemon=True).start()
+audit_write(audit.application_activity, True, ME)
