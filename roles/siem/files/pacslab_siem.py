@@ -29,6 +29,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 STORE = Path("/var/lib/pacslab-siem/events.sqlite")
 RULES = Path("/etc/pacslab/siem/rules.json")
@@ -96,7 +97,8 @@ def normalise(record: dict[str, Any], assets: dict[str, Any]) -> dict[str, Any]:
     msg = str(record.get("msg", "")).strip()
     peer = str(record.get("fromhost_ip", ""))
     event: dict[str, Any] = {f: None for f in FIELDS}
-    event.update(time=_utc(str(record.get("time", ""))), host=assets.get("addresses", {}).get(peer, {}).get("host", peer),
+    sender = assets.get("addresses", {}).get(peer, {})
+    event.update(time=_utc(str(record.get("time", ""))), host=sender.get("host", peer),
                  sender_host=record.get("hostname"), source=record.get("programname"), event_type="syslog", message=msg)
     source = event["source"]
     if source == "sshd":
@@ -108,8 +110,12 @@ def normalise(record: dict[str, Any], assets: dict[str, Any]) -> dict[str, Any]:
         elif m := _SSHD_INVALID.match(msg):
             event.update(event_type="ssh-invalid-user", outcome="failure", user=m["user"], src_ip=m["ip"], src_port=m["port"],
                          proto="tcp", dst_ip=peer)
+    elif source in ORTHANC_PROGRAMS and sender.get("image") != "orthanc":
+        event.update(event_type="forged-source")  # e.g. `logger -t orthanc-events` in a vendor's shell on the bastion
     elif source == "orthanc-events":
         event.update(_orthanc_event(msg))
+    elif source == "dicom-audit":
+        event.update(_dicom_audit(msg))
     elif source == "tlog":
         try:
             data = json.loads(msg)
@@ -118,6 +124,11 @@ def normalise(record: dict[str, Any], assets: dict[str, Any]) -> dict[str, Any]:
         if isinstance(data, dict) and "user" in data:
             event.update(event_type="vendor-session", user=data.get("user"), outcome="recorded")
     return event
+
+
+# Programs only an Orthanc host's plugin writes (its image "orthanc" in assets.json): the same tag
+# from any other host is stored as "forged-source", never read as the PACS's word.
+ORTHANC_PROGRAMS = ("orthanc-events", "dicom-audit")
 
 
 # The lab plugin's event log on the PACS and the VNA (roles/orthanc, files/pacslab_orthanc.py): one
@@ -132,9 +143,52 @@ def _orthanc_event(msg: str) -> dict[str, Any]:
         return {}
     verdict = data.get("verdict")
     status = data.get("status")
-    return {"event_type": data["event"], "user": data.get("user") or data.get("account"), "calling_ae": data.get("calling_ae"),
+    return {"event_type": data["event"], "user": data.get("user") or None, "calling_ae": data.get("calling_ae"),
             "study_uid": data.get("study_uid") or data.get("held_study_uid"),
             "outcome": verdict if isinstance(verdict, str) else status if isinstance(status, str) else None}
+
+
+# DICOM audit messages (PS3.15 A.5) from the PACS and the VNA (roles/orthanc's pacslab_audit.py):
+# the EventID names the event type; the requestor (UserIsRequestor, else the first participant)
+# gives user, address and AE title; the Study (ID type 110180) and Patient (ID type 2) objects
+# give study_uid and patient_id; EventOutcomeIndicator the outcome. ElementTree with Debian's
+# expat 2.5 refuses entity-expansion bombs and never fetches external entities.
+DICOM_AUDIT_EVENTS = {"110100": "dicom-audit-application-activity", "110102": "dicom-audit-begin-transferring",
+                      "110103": "dicom-audit-instances-accessed", "110104": "dicom-audit-instances-transferred",
+                      "110105": "dicom-audit-study-deleted", "110112": "dicom-audit-query", "110113": "dicom-audit-security-alert",
+                      "110114": "dicom-audit-user-authentication"}
+OUTCOMES = {"0": "success", "4": "minor-failure", "8": "serious-failure", "12": "major-failure"}
+
+
+def _dicom_audit(msg: str) -> dict[str, Any]:
+    try:
+        root = ElementTree.fromstring(msg.lstrip("\ufeff"))
+    except ElementTree.ParseError:
+        return {}
+    ident = root.find("EventIdentification")
+    event_id = ident.find("EventID") if ident is not None else None
+    if root.tag != "AuditMessage" or ident is None or event_id is None:
+        return {}
+    code = event_id.get("csd-code") or ""
+    people = root.findall("ActiveParticipant")
+    who = next((p for p in people if p.get("UserIsRequestor") in ("true", "1")), people[0] if people else None)  # xsd:boolean
+    found: dict[str, Any] = {"event_type": DICOM_AUDIT_EVENTS.get(code, f"dicom-audit-{code}"),
+                             "outcome": OUTCOMES.get(ident.get("EventOutcomeIndicator", ""), ident.get("EventOutcomeIndicator"))}
+    if who is not None:
+        found["user"] = who.get("UserID")
+        if who.get("NetworkAccessPointTypeCode") == "2":
+            found["src_ip"] = who.get("NetworkAccessPointID")
+        titles = who.get("AlternativeUserID", "")
+        if titles.startswith("AETITLES="):
+            found["calling_ae"] = titles.removeprefix("AETITLES=").split(";")[0]
+    for obj in root.findall("ParticipantObjectIdentification"):
+        id_type = obj.find("ParticipantObjectIDTypeCode")
+        kind = id_type.get("csd-code") if id_type is not None else None
+        if kind == "110180" and "study_uid" not in found:
+            found["study_uid"] = obj.get("ParticipantObjectID")
+        elif kind == "2" and "patient_id" not in found:
+            found["patient_id"] = obj.get("ParticipantObjectID")
+    return found
 
 
 def _utc(stamp: str) -> str:
