@@ -7,11 +7,18 @@ brute-force  --runs times, five wrong SSH passwords from the vendor engineer's c
              start and from the fifth failure's end to the ssh-brute-force alert holding all five
              events; p50 and p95. Alerts of one address grow while the rule keeps firing, so each
              run waits for the alert to hold its own five events.
+integrity    --runs times, scenario W4 in the defended lab (a byte flipped in a stored CT image on
+             the PACS, then the integrity job): seconds from the job's answer to the
+             integrity-failure alert holding the PACS's event about that instance; p50 and p95.
+audit        --runs times, one CT image stored on the PACS over DICOM TLS: seconds from the
+             C-STORE's answer to its DICOM Instances Transferred message (PS3.15 A.5) in the siem's
+             store; p50 and p95 (the issue's budget: 10 s). The study is deleted afterwards.
 ingest       --messages RFC 5424 messages sent by the bastion (a log source) over one TLS session
              with its lab certificate, as fast as the connection takes them: seconds until the
              siem's store holds the last one, and events per second.
 
-Containment is not built yet: no number for it. A benchmark, not a test: it asserts nothing;
+Containment is not built yet: no number for it. The integrity and audit runs leave nothing behind
+(W4's reset; the study deleted). A benchmark, not a test: it asserts nothing;
 results are appended to bench/results/detection_latency.jsonl.
 
     python3 bench/detection_latency.py [--lab inventories/default] [--runs 5] [--messages 2000]
@@ -114,6 +121,48 @@ def ingest(lab: Lab, siem: str, messages: int) -> dict[str, float]:
     raise SystemExit(f"the store did not hold the {messages} messages within {WAIT * 5} s")
 
 
+def integrity(lab: Lab, siem: str) -> float:
+    from pacslab import scenario as sc
+
+    w4 = sc.find(lab, "W4")
+    sc.reset_scenario(lab, w4)
+    try:
+        run = sc.run_scenario(lab, w4, "defended")
+        answered = time.monotonic()
+        instance = run["steps"][1]["result"]["instance"]
+        while time.monotonic() - answered < WAIT:
+            ids = {e["id"] for e in siem_rows(lab, siem, "events", "--contains", instance) if e["event_type"] == "integrity-failure"}
+            if ids and any(a["rule"] == "integrity-failure" and ids & set(a["events"]) for a in siem_rows(lab, siem, "alerts")):
+                return time.monotonic() - answered
+            time.sleep(0.25)
+        raise SystemExit(f"no integrity-failure alert about {instance} within {WAIT} s")
+    finally:
+        sc.reset_scenario(lab, w4)
+
+
+def audit(lab: Lab, siem: str) -> float:
+    pacs = next(h.name for h in lab.deployed_hosts() if "pacs_servers" in h.groups)
+    station = next(h.name for h in lab.deployed_hosts() if "modalities" in h.groups and h.image == "dicom" and h.ae_title
+                   and not any(p.get("via") for p in lab.host_vars[h.name].get("dicom_node_peers") or []))
+    accession = f"BENCH{secrets.token_hex(3).upper()}"
+    result = im.dicomsim(lab, station, "store", "--images", "1", "--accession", accession)
+    stored = time.monotonic()
+    study_uid = result["stored"][0]["study_uid"]
+    try:
+        while time.monotonic() - stored < WAIT:
+            if any(e["event_type"] == "dicom-audit-instances-transferred" for e in siem_rows(lab, siem, "events", "--contains", study_uid)):
+                return time.monotonic() - stored
+            time.sleep(0.25)
+        raise SystemExit(f"no DICOM Instances Transferred message about {study_uid} within {WAIT} s")
+    finally:
+        for study in im.find_study(lab, pacs, accession):
+            im.orthanc(lab, pacs, f"/studies/{study}", "DELETE")
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"p50": round(statistics.median(values), 2), "p95": round(p95(values), 2)}
+
+
 def p95(values: list[float]) -> float:
     """The nearest-rank 95th percentile (the value at rank ceil(0.95 n))."""
     ordered = sorted(values)
@@ -136,6 +185,8 @@ def main() -> int:
         "rules": len(json.loads(im.exec_in(lab, siems[0], "cat", "/etc/pacslab/siem/rules.json"))),
         "brute_force": {key: {"p50": round(statistics.median(r[key] for r in runs), 2), "p95": round(p95([r[key] for r in runs]), 2)}
                         for key in ("from_start", "from_fifth")},
+        "integrity_failure_from_answer": summary([integrity(lab, siems[0]) for _ in range(args.runs)]),
+        "audit_instances_transferred_from_store": summary([audit(lab, siems[0]) for _ in range(args.runs)]),
         "runs": args.runs,
         "ingest": ingest(lab, siems[0], args.messages),
     }

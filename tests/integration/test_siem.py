@@ -24,6 +24,7 @@ from pacslab.probes import syslog
 from pacslab.topology import Host, Lab
 
 from .test_bastion import CLIENT, bastion, login
+from .test_imaging import tls_stations
 
 RUN = secrets.token_hex(3)
 WAIT = 60  # seconds an expected event or alert is waited for at most (not a budget: bench/ measures those)
@@ -237,7 +238,7 @@ def test_an_object_the_pacs_refuses_raises_a_dicom_security_alert_naming_the_sen
     PACS and the calling AE title of the modality that sent it."""
     lab = running_lab
     pacs = pacs_of(lab)
-    station = next(h for h in lab.deployed_hosts() if "modalities" in h.groups and h.image == "dicom" and h.ae_title)
+    station = tls_stations(lab)[0]  # its own certificate: the PACS registers its own address
     uid = f"../../../../tmp/pacslab-{RUN}"
     result = im.dicomsim(lab, station.name, "store", "--images", "1", "--sop-instance-uid", uid)
     event = wait_for("the refusal", lambda: [e for e in siem_json(lab, "events", "--contains", f"pacslab-{RUN}")
@@ -248,3 +249,43 @@ def test_an_object_the_pacs_refuses_raises_a_dicom_security_alert_naming_the_sen
     assert [f["status"] for f in result["failed"]] == [0xC000]
     assert (event["host"], event["calling_ae"], event["outcome"]) == (pacs.name, str(station.ae_title), "0xC000")
     assert (alert["severity"], alert["entities"]) == ("medium", {"host": pacs.name, "calling_ae": str(station.ae_title)})
+
+
+# ---------------------------------------------------------------------------------------------
+# The DICOM audit trail (PS3.15 A.5 messages, roles/orthanc's pacslab_audit.py)
+
+
+def raw_lines(lab: Lab, host: Host, marker: str) -> list[str]:
+    """The lines of the siem's raw file of ``host``'s address that hold ``marker`` (as received)."""
+    out = im.exec_in(lab, siem(lab).name, "grep", "-F", "--", marker, f"/var/log/pacslab/remote/{host.address}.log", check=False)
+    return out.splitlines()
+
+
+@pytest.mark.control("C-PRT-01")
+def test_a_stored_study_and_its_deletion_reach_the_siem_as_dicom_audit_messages(running_lab: Lab, evidence) -> None:
+    """A CT image stored on the PACS is a DICOM Instances Transferred message (110104): the sender's
+    AE title and registered address, the study and the patient; its deletion by the lab's
+    administrator a DICOM Study Deleted message (110105) naming the administrator. Both arrive as
+    RFC 5424 syslog with facility authpriv and severity notice (<85>) and the MSGID of PS3.15 A.6
+    ("DICOM+RFC3881")."""
+    lab = running_lab
+    pacs = pacs_of(lab)
+    station = tls_stations(lab)[0]  # its own certificate: the PACS registers its own address
+    result = im.dicomsim(lab, station.name, "store", "--images", "1", "--patient-name", f"PACSLAB^AUDIT{RUN}", "--accession", f"AU{RUN}")
+    assert len(result["stored"]) == 1, result
+    stored = result["stored"][0]
+    transferred = wait_for("DICOM Instances Transferred", lambda: [
+        e for e in siem_json(lab, "events", "--contains", stored["study_uid"]) if e["event_type"] == "dicom-audit-instances-transferred"])[0]
+    study = im.find_study(lab, pacs.name, f"AU{RUN}")[0]
+    im.orthanc(lab, pacs.name, f"/studies/{study}", "DELETE")
+    deleted = wait_for("DICOM Study Deleted", lambda: [
+        e for e in siem_json(lab, "events", "--contains", stored["study_uid"]) if e["event_type"] == "dicom-audit-study-deleted"])[0]
+    evidence.update(transferred=transferred, deleted=deleted)
+    assert {k: transferred[k] for k in ("host", "source", "user", "calling_ae", "src_ip", "study_uid", "patient_id", "outcome")} == {
+        "host": pacs.name, "source": "dicom-audit", "user": str(station.ae_title), "calling_ae": str(station.ae_title),
+        "src_ip": str(station.address), "study_uid": stored["study_uid"], "patient_id": stored["patient_id"], "outcome": "success"}
+    assert f"<ParticipantObjectName>PACSLAB^AUDIT{RUN}</ParticipantObjectName>" in transferred["message"]
+    assert {k: deleted[k] for k in ("host", "user", "study_uid", "patient_id", "outcome")} == {
+        "host": pacs.name, "user": "pacslab-admin", "study_uid": stored["study_uid"], "patient_id": stored["patient_id"], "outcome": "success"}
+    raw = [ln for ln in raw_lines(lab, pacs, stored["study_uid"]) if " dicom-audit " in ln]  # not the event log's lines about it
+    assert len(raw) == 2 and all(ln.startswith("<85>1 ") and f" {pacs.name} dicom-audit - DICOM+RFC3881 - <AuditMessage>" in ln for ln in raw), raw
