@@ -163,7 +163,7 @@ OUTCOMES = {"0": "success", "4": "minor-failure", "8": "serious-failure", "12": 
 def _dicom_audit(msg: str) -> dict[str, Any]:
     try:
         root = ElementTree.fromstring(msg.lstrip("\ufeff"))
-    except ElementTree.ParseError:
+    except (ElementTree.ParseError, ValueError):
         return {}
     ident = root.find("EventIdentification")
     event_id = ident.find("EventID") if ident is not None else None
@@ -216,7 +216,7 @@ def ingest(lines: Any, out: Any, db: sqlite3.Connection, assets: dict[str, Any])
         try:
             record = json.loads(line)
             event = normalise(record, assets) if isinstance(record, dict) else None
-        except ValueError:
+        except Exception:  # a line or a message no parser here expected: kept as it came, never the ingest's end
             event = None
         if event is None:
             event = {f: None for f in FIELDS} | {"time": now(), "event_type": "unparsed", "message": line.rstrip("\n")}
