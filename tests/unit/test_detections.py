@@ -190,6 +190,26 @@ def test_ingest_confirms_each_message_and_keeps_one_it_cannot_read() -> None:
     assert [e["message"] for e in stored[1:]] == ["{not json", "[1]"]
 
 
+def test_a_parser_that_fails_does_not_end_the_ingest(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A parser that raises (here, made to) leaves the message stored as it came, confirmed, and
+    the next message is read as usual."""
+    import io
+    real = siem.normalise
+
+    def choking(record: dict[str, Any], assets: dict[str, Any]) -> dict[str, Any]:
+        if record["programname"] == "choke":
+            raise RuntimeError("a parser's bug")
+        return real(record, assets)
+
+    monkeypatch.setattr(siem, "normalise", choking)
+    db = siem.connect(Path(":memory:"))
+    out = io.StringIO()
+    lines = [json.dumps(_record("choke", "x")) + "\n", json.dumps(_record("sshd", "Invalid user a from 10.77.90.11 port 2")) + "\n"]
+    siem.ingest(lines, out, db, ASSETS)
+    assert out.getvalue() == "OK\nOK\nOK\n"
+    assert [e["event_type"] for e in siem.events(db)] == ["unparsed", "ssh-invalid-user"]
+
+
 def _replay(rule: dict[str, Any], events: list[dict[str, Any]], step: int = 30) -> list[dict[str, Any]]:
     """The rule's alerts over events stored as they came, evaluated every ``step`` seconds of the
     events' own time, as the siem evaluates every 2 s (its look-back window is 10 min at least)."""
