@@ -427,6 +427,38 @@ def cmd_siem(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_quarantine(args: argparse.Namespace) -> int:
+    """`quarantine HOST` / `release HOST`: containment on the fw (pacslab.response, C-RSP-02);
+    `quarantine` alone lists the quarantined hosts."""
+    from . import response
+
+    lab = _load(args.lab)
+    _require_up(lab)
+    try:
+        if args.host is None:
+            record = response.quarantined(lab)
+            if args.json:
+                print(json.dumps(record, indent=1))
+            elif record:
+                _print_table([("host", "address", "since", "by", "enforced", "reason")]
+                             + [(r["host"], a, r["since"], r["by"], "yes" if r["enforced"] else "NO", r["reason"]) for a, r in record.items()])
+            else:
+                print("(no host in quarantine)")
+            return EXIT_OK
+        act = response.quarantine if args.verb == "quarantine" else response.release
+        entry = act(lab, args.host, args.reason or f"by hand: pacslab {args.verb}")
+    except response.ContainmentError as exc:
+        raise Refused(EXIT_USAGE, str(exc)) from exc
+    except response.FirewallError as exc:
+        raise Refused(EXIT_PHASE_FAILED, str(exc)) from exc
+    if args.json:
+        print(json.dumps(entry, indent=1))
+    else:
+        done = "quarantined" if args.verb == "quarantine" else "released"
+        print(f"{args.host} ({entry['address']}) {done}" if entry["changed"] else f"{args.host} ({entry['address']}) was already {done}")
+    return EXIT_OK
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     lab = _load(args.lab)
     from .report import record_verify, write_report
@@ -862,6 +894,16 @@ def build_parser() -> argparse.ArgumentParser:
         p = verb(name, helptext)
         p.add_argument("--json", action="store_true", help="machine-readable output")
         p.set_defaults(func=cmd_siem)
+    p = verb("quarantine", "containment: put a host in the fw's quarantine (it keeps the security zone only); no HOST: list them")
+    p.add_argument("host", nargs="?", help="the lab host (see `pacslab status`)")
+    p.add_argument("--reason", help="why, for the fw's response log (default: by hand)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_quarantine)
+    p = verb("release", "containment: take a host out of the fw's quarantine (logged on the fw)")
+    p.add_argument("host", help="the lab host")
+    p.add_argument("--reason", help="why, for the fw's response log (default: by hand)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_quarantine)
     p = verb("verify", "run the steady integration checks (they change nothing) and write the control report")
     p.add_argument("--lifecycle", action="store_true", help="also run the lifecycle checks (down, restart, revoke, re-enrol), after the steady ones")
     p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="extra pytest arguments, after --")

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from .firewall import render
+from .firewall import QUARANTINE_STATE, render
 from .topology import CONTROL_SWITCHES, IMAGES_DIR, PEER_READ_SWITCHES, REPO_ROOT, Host, Lab, flow_between
 
 LABEL_LAB = "pacslab.lab"  # every Docker object of a lab carries it; down removes by it
@@ -149,6 +149,7 @@ class Plan:
     bridge_glob: str
     firewall_ruleset: str
     firewall_host: str
+    firewall_quarantine_state: str  # the fw's quarantine record; the ruleset includes its element file
     secrets_dir: str  # generated per lab on the controller (git-ignored, 0700), never defaults
     state_dir: str  # the lab's controller-side state (.pacslab/<lab>): logs, converge records
     config_digest: str  # what hosts are configured from, in full (a snapshot's restorable() compares it)
@@ -243,6 +244,7 @@ def build_plan(lab: Lab, apt: AptSources | None = None) -> Plan:
         bridge_glob=f"{lab.bridge_prefix}+",
         firewall_ruleset=render(lab),
         firewall_host=lab.router.name,
+        firewall_quarantine_state=QUARANTINE_STATE,
         secrets_dir=str(REPO_ROOT / ".pacslab" / lab.name / "secrets"),
         state_dir=str(REPO_ROOT / ".pacslab" / lab.name),
         config_digest=config_digest(lab),

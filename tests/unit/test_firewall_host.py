@@ -37,10 +37,13 @@ def test_the_gateway_set_holds_every_zones_bridge_address() -> None:
 
 def test_the_host_is_dropped_and_logged_after_the_replies_and_before_every_flow() -> None:
     chain = forward_chain(RULES)
-    assert chain[:7] == [
+    assert chain[:9] == [
         "type filter hook forward priority filter; policy drop;",
-        'ip saddr @quarantine counter log group 1 prefix "pacslab quarantine " drop',
-        'ip daddr @quarantine counter log group 1 prefix "pacslab quarantine " drop',
+        # containment (C-RSP-02): a quarantined address keeps the security zone only
+        'ip saddr @quarantine ip daddr != @quarantine_reach meta l4proto tcp counter log group 1 prefix "pacslab quarantine " reject with tcp reset',
+        'ip saddr @quarantine ip daddr != @quarantine_reach counter log group 1 prefix "pacslab quarantine " drop',
+        'ip daddr @quarantine ip saddr != @quarantine_reach meta l4proto tcp counter log group 1 prefix "pacslab quarantine " reject with tcp reset',
+        'ip daddr @quarantine ip saddr != @quarantine_reach counter log group 1 prefix "pacslab quarantine " drop',
         "ct state established,related accept",
         "ct state invalid counter drop",
         HOST_DROP,
@@ -48,14 +51,19 @@ def test_the_host_is_dropped_and_logged_after_the_replies_and_before_every_flow(
     ]
     # then the per-source DICOM limits (C-PRT-05), then one accept per flow, then the logged drop
     dicom = ("ip daddr . tcp dport { 10.77.20.10 . 2762, 10.77.40.10 . 2762, 10.77.40.11 . 2762, 10.77.40.12 . 2762 } ct state new")
-    assert chain[7:9] == [
+    assert chain[9:11] == [
         f'{dicom} update @dicom_rate {{ ip saddr limit rate over 10/second burst 20 packets }} counter log group 1 prefix "pacslab ratelimit " drop',
         f'{dicom} add @dicom_held {{ ip saddr ct count over 4 }} counter log group 1 prefix "pacslab ratelimit " drop',
     ]
-    assert all("counter name" in r for r in chain[9:-1])
+    assert all("counter name" in r for r in chain[11:-1])
 
 
 def test_a_flow_to_a_whole_zone_comes_after_the_host_drop() -> None:
     chain = forward_chain(RULES)
     f12 = next(i for i, r in enumerate(chain) if r.startswith(F12_ACCEPT))
     assert chain.index(HOST_DROP) < f12
+
+
+def test_the_quarantine_keeps_the_security_zone_and_the_ruleset_includes_its_record() -> None:
+    assert "\tset quarantine_reach {\n\t\ttype ipv4_addr\n\t\tflags interval\n\t\telements = { 10.77.50.0/24 }\n\t}\n" in RULES
+    assert RULES.endswith('include "/var/lib/pacslab-fw/quarantine*.nft"\n')

@@ -1,0 +1,69 @@
+"""Containment (C-RSP-02, CSF RS.MI-1 and RS.MI-2): a lab host put in the fw's quarantine set, and
+released from it, through roles/firewall's pacslab-quarantine on the fw.
+
+A quarantined host keeps only the security zone (pacslab.firewall QUARANTINE_REACH); every other
+packet from or to it is rejected (TCP, with a reset, so an open association ends at its next
+segment) or dropped, and logged with the prefix "pacslab quarantine ". Each change is one JSON line
+of the fw's /var/log/pacslab/fw-response.json (time, action, address, host, by, reason, changed).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+from typing import Any
+
+from .docker import docker
+from .firewall import QUARANTINE_REACH
+from .topology import Lab
+
+COMMAND = "pacslab-quarantine"  # roles/firewall/files, on the fw
+
+
+class ContainmentError(ValueError):
+    """A host that cannot be quarantined: unknown, not deployed, the fw, a host of the reach zones."""
+
+
+class FirewallError(RuntimeError):
+    """pacslab-quarantine failed on the fw (its message, nft's when nft refused)."""
+
+
+def target(lab: Lab, name: str) -> str:
+    """The address to quarantine for the lab host ``name``; ContainmentError says why there is none."""
+    host = lab.hosts.get(name)
+    if host is None:
+        raise ContainmentError(f"{name!r} is not a host of lab {lab.name!r} (see `pacslab status`)")
+    if host.is_router:
+        raise ContainmentError(f"{name} is the zone firewall: it enforces the quarantine, it cannot be in it")
+    if not host.deployed or host.address is None:
+        raise ContainmentError(f"{name} is planned, not deployed: nothing runs at its address to contain")
+    if host.zone in QUARANTINE_REACH:
+        raise ContainmentError(f"{name} is in the {host.zone} zone, which a quarantined host keeps: the fw cannot isolate it")
+    return str(host.address)
+
+
+def _run(lab: Lab, *args: str) -> dict[str, Any]:
+    proc = docker("exec", lab.container_name(lab.router.name), COMMAND, *args, check=False, timeout=60)
+    try:
+        said: dict[str, Any] = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        said = {"error": (proc.stderr or proc.stdout).strip()[-300:] or f"{COMMAND} exited {proc.returncode}"}
+    if proc.returncode != 0:
+        raise FirewallError(f"{lab.router.name}: {COMMAND} {args[0]} failed: {said.get('nft_error') or said.get('error') or said}")
+    return said
+
+
+def quarantine(lab: Lab, name: str, reason: str, by: str | None = None) -> dict[str, Any]:
+    """Put ``name`` in the quarantine set. Returns the fw's log entry: {time, action: "quarantine",
+    address, host, by, reason, changed} (changed false when it already was)."""
+    return _run(lab, "add", target(lab, name), "--host", name, "--by", by or getpass.getuser(), "--reason", reason)
+
+
+def release(lab: Lab, name: str, reason: str, by: str | None = None) -> dict[str, Any]:
+    """Take ``name`` out of the quarantine set; the fw's log entry (action "release")."""
+    return _run(lab, "release", target(lab, name), "--by", by or getpass.getuser(), "--reason", reason)
+
+
+def quarantined(lab: Lab) -> dict[str, dict[str, Any]]:
+    """The fw's record: {address: {host, by, reason, since (UTC), enforced (in the live set)}}."""
+    return _run(lab, "list")
