@@ -71,7 +71,6 @@ class Host(pulumi.ComponentResource):
             ],
             capabilities=docker.ContainerCapabilitiesArgs(adds=spec.capabilities) if spec.capabilities else None,
             sysctls=spec.sysctls or None,
-            init=spec.init or None,
             hosts=[docker.ContainerHostArgs(host=n, ip=ip) for n, ip in sorted(spec.names.items())] or None,
             volumes=[
                 docker.ContainerVolumeArgs(volume_name=vol.name, container_path=v["target"])

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from .firewall import QUARANTINE_STATE, render
+from .firewall import QUARANTINE_REACH, QUARANTINE_STATE, render
 from .topology import CONTROL_SWITCHES, IMAGES_DIR, PEER_READ_SWITCHES, REPO_ROOT, Host, Lab, flow_between
 
 LABEL_LAB = "pacslab.lab"  # every Docker object of a lab carries it; down removes by it
@@ -117,17 +117,13 @@ class ContainerPlan:
     router: str | None = None  # the default route a workload gets through the fw
     command: list[str] | None = None
     role: str = "host"
-    # Docker's init (tini) as PID 1, reaping what the main program does not: the fw runs ulogd as
-    # its program, and what a workshop step leaves behind there (a capture's `timeout`) ends as a
-    # zombie otherwise. The service images run supervisord, which reaps; the ca runs nothing.
-    init: bool = False
     # /etc/hosts entries, name -> IPv4 address: the web names the host may reach (web_names)
     names: dict[str, str] = field(default_factory=dict)
     spec: str = ""  # digest of every other field, the container's label pacslab.spec (computed)
 
     def __post_init__(self) -> None:
-        # init and names only when set: a container planned before the field existed keeps its spec
-        body = {k: v for k, v in asdict(self).items() if k != "spec" and not (k in ("init", "names") and not v)}
+        # names only when set: a container planned before the field existed keeps its spec
+        body = {k: v for k, v in asdict(self).items() if k != "spec" and not (k == "names" and not v)}
         object.__setattr__(self, "spec", hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16])
 
 
@@ -150,6 +146,7 @@ class Plan:
     firewall_ruleset: str
     firewall_host: str
     firewall_quarantine_state: str  # the fw's quarantine record; the ruleset includes its element file
+    quarantine_spared_zones: list[str]  # the zones a quarantined host keeps (pacslab.firewall QUARANTINE_REACH)
     secrets_dir: str  # generated per lab on the controller (git-ignored, 0700), never defaults
     state_dir: str  # the lab's controller-side state (.pacslab/<lab>): logs, converge records
     config_digest: str  # what hosts are configured from, in full (a snapshot's restorable() compares it)
@@ -208,7 +205,6 @@ def build_plan(lab: Lab, apt: AptSources | None = None) -> Plan:
                     capabilities=["NET_ADMIN"],
                     sysctls={"net.ipv4.ip_forward": "1"},
                     volumes=vols,
-                    init=True,
                 )
             )
             continue
@@ -245,6 +241,7 @@ def build_plan(lab: Lab, apt: AptSources | None = None) -> Plan:
         firewall_ruleset=render(lab),
         firewall_host=lab.router.name,
         firewall_quarantine_state=QUARANTINE_STATE,
+        quarantine_spared_zones=[z for z in QUARANTINE_REACH if z in lab.zones],
         secrets_dir=str(REPO_ROOT / ".pacslab" / lab.name / "secrets"),
         state_dir=str(REPO_ROOT / ".pacslab" / lab.name),
         config_digest=config_digest(lab),

@@ -532,8 +532,9 @@ def _check_peers(reader: _Reader, lab: Lab, where: _Origins) -> None:
         file, key = where.of(host, var)
         reader.fail(file, key + sub, reason)
 
-    def known(host: str, var: str, sub: str, name: Any) -> bool:
-        if str(name) not in lab.hosts or lab.hosts[str(name)].is_router:
+    def known(host: str, var: str, sub: str, name: Any, router: bool = False) -> bool:
+        """``name`` is a lab host (the router only where ``router``: a log source, not a DICOM peer)."""
+        if str(name) not in lab.hosts or (lab.hosts[str(name)].is_router and not router):
             fail(host, var, sub, f"unknown host {name!r}")
             return False
         return True
@@ -643,7 +644,8 @@ def _check_peers(reader: _Reader, lab: Lab, where: _Origins) -> None:
                 reverse(hname, hl7, set(senders), "ris_hl7_senders")
 
     # The log sources (group_vars siem_sources, roles/log_shipping): known hosts, each with a flow to
-    # every deployed siem's syslog-tls port (the fw would drop their records otherwise).
+    # every deployed siem's syslog-tls port (the fw would drop their records otherwise); the router
+    # needs none (it has an address in the siem's own zone).
     anyone = next(iter(lab.host_vars), None)
     sources = lab.host_vars.get(anyone, {}).get("siem_sources") if anyone else None
     if sources is not None and not isinstance(sources, list):
@@ -651,13 +653,13 @@ def _check_peers(reader: _Reader, lab: Lab, where: _Origins) -> None:
         sources = []
     siems = [h.name for h in lab.deployed_hosts() if "siem_servers" in h.groups]
     for i, source in enumerate(sources or []):
-        if not known(str(anyone), "siem_sources", f"[{i}]", source) or not lab.hosts[str(source)].deployed:
+        if not known(str(anyone), "siem_sources", f"[{i}]", source, router=True) or not lab.hosts[str(source)].deployed:
             continue
         image = lab.hosts[str(source)].image
         dockerfile = IMAGES_DIR / str(image) / "Dockerfile"
         if dockerfile.is_file() and "rsyslog-gnutls" not in dockerfile.read_text():
             fail(str(anyone), "siem_sources", f"[{i}]", f"{source}'s image {image} has no rsyslog with its TLS driver (rsyslog-gnutls) to ship with")
-        for siem in siems:
+        for siem in siems if not lab.hosts[str(source)].is_router else ():
             if (port := port_of(siem, "syslog-tls", "siem_sources", f"[{i}]", str(anyone))) is not None:
                 need_flow(str(anyone), "siem_sources", f"[{i}]", str(source), siem, port)
 
@@ -969,7 +971,8 @@ def _build_flows(
         return flows
     ids: set[str] = set()
 
-    def endpoint(value: Any, key: str) -> Endpoint | None:
+    def endpoint(value: Any, key: str, source: bool = False) -> Endpoint | None:
+        """A flow's end; the router only as a source (its own connection, out of one of its addresses)."""
         text = str(value)
         if text.startswith("zone:"):
             zname = text[5:]
@@ -980,13 +983,16 @@ def _build_flows(
         if text not in hosts:
             reader.fail(ffile, key, f"unknown host {text!r} (a host of hosts.yml, or zone:<zone>)")
             return None
-        if hosts[text].is_router:
-            reader.fail(ffile, key, f"{text} is the router; flows pass through it, they do not start or end there")
+        if hosts[text].is_router and not source:
+            reader.fail(ffile, key, f"{text} is the router; flows pass through it, they do not end there")
             return None
         return Endpoint("host", text)
 
     def zone_of(ep: Endpoint) -> str | None:
         return ep.name if ep.kind == "zone" else hosts[ep.name].zone
+
+    def is_router(ep: Endpoint) -> bool:
+        return ep.kind == "host" and hosts[ep.name].is_router
 
     for i, body in enumerate(raw):
         key = f"lab_flows[{i}]"
@@ -1009,7 +1015,7 @@ def _build_flows(
             reader.fail(ffile, f"{key}.id", f"duplicate flow id {fid}")
         ids.add(str(fid))
         sources_raw = body["from"] if isinstance(body["from"], list) else [body["from"]]
-        sources = [endpoint(s, f"{key}.from") for s in sources_raw]
+        sources = [endpoint(s, f"{key}.from", source=True) for s in sources_raw]
         dest = endpoint(body["to"], f"{key}.to")
         proto = body["proto"]
         if proto not in PROTOCOLS:
@@ -1035,7 +1041,9 @@ def _build_flows(
                 reader.fail(ffile, f"{key}.from", "needs at least one source")
             continue
         srcs = tuple(s for s in sources if s is not None)
-        inside = [s for s in srcs if zone_of(s) == zone_of(dest)]
+        # The router's own connection leaves from its address in the destination's zone: like a flow
+        # inside that zone, it never crosses the forward chain (pacslab.firewall renders no rule for it).
+        inside = [s for s in srcs if zone_of(s) == zone_of(dest) or is_router(s)]
         for s in srcs:
             if s == dest:
                 reader.fail(ffile, f"{key}.from", f"{s} is also the destination")

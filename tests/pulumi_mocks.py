@@ -50,7 +50,6 @@ def describe_mocked() -> dict[str, Any]:
             "sysctls": dict(i.get("sysctls") or {}),
             "volumes": sorted((v["volumeName"], v["containerPath"]) for v in i.get("volumes", [])),
             "ports": sorted(p["external"] for p in i.get("ports", [])),
-            "init": bool(i.get("init")),
             "hosts": {h["host"]: h["ip"] for h in i.get("hosts") or []},
         }
         for _, i in _of("docker:index/container:Container")

@@ -1,9 +1,10 @@
 #!/bin/sh
-# Load the installed ruleset (or the closed one) before anything else, then run ulogd2 in the
-# foreground. A restarted fw comes back with the last ruleset the firewall role installed.
+# Load the installed ruleset (or the closed one) before anything else, then run supervisor in the
+# foreground: it runs ulogd, and what the roles add (rsyslogd). A restarted fw comes back with the
+# last ruleset the firewall role installed, and with the quarantined addresses it includes.
 set -eu
 ruleset=/etc/pacslab/nftables.nft
 [ -s "$ruleset" ] || ruleset=/usr/local/share/pacslab/closed.nft
 nft -f "$ruleset"
 mkdir -p /var/log/pacslab
-exec ulogd
+exec /usr/bin/supervisord -n -c /etc/supervisor/supervisord.conf

@@ -366,14 +366,13 @@ RUNS_AS = (
     RunsAs("/usr/bin/stunnel4 ", "stunnel4", "binds its port as root, then setuid/setgid stunnel4 (roles orthanc, ris, dicom_node)"),
     RunsAs("/usr/bin/python3 /usr/local/lib/pacslab/orders.py ", "orthanc", "roles/ris: writes worklist files Orthanc reads"),
     RunsAs("/usr/bin/python3 /usr/local/lib/pacslab/dicomsim.py ", "pacslab-dicom", "roles/dicom_node: user=pacslab-dicom, its own key copy"),
-    RunsAs("/sbin/docker-init -- ", "root", "the fw's PID 1, Docker's init (tini): starts the entrypoint and reaps orphans, nothing else"),
-    RunsAs("ulogd", "root", "finding, not fixed yet: the fw's NFLOG collector (its entrypoint execs ulogd without --uid)"),
+    RunsAs("/usr/sbin/ulogd", "root", "finding, not fixed yet: the fw's NFLOG collector (supervisor starts it without --uid)"),
     RunsAs("sshd: /usr/sbin/sshd ", "root",
            "roles/bastion, roles/maintenance: sshd's listener binds 22 and reads the host key as root; each session runs as its person"),
     RunsAs("/usr/sbin/rsyslogd ", "root",
            "roles/bastion, roles/siem, roles/log_shipping: reads /dev/log and keeps the bastion's records, which no vendor may change; on "
-           "the siem, the TLS listener reads the node key (the store and the ingest run as pacslab-siem); on the PACS and the VNA, "
-           "ships the Orthanc event log with the node key"),
+           "the siem, the TLS listener reads the node key (the store and the ingest run as pacslab-siem); on the PACS, the VNA and "
+           "the fw, ships their logs with the node key"),
     RunsAs("/usr/bin/python3 /usr/local/lib/pacslab/pacslab_siem.py evaluate ", "pacslab-siem", "roles/siem: user=pacslab-siem, the store's owner"),
     RunsAs("sleep infinity", "root", "PID 1 of the ca and of the internet zone's computers: no service (the CA tool runs only through provisioning)"),
 )

@@ -306,7 +306,7 @@ def test_reference_lab_ports_and_flows_inside_zones() -> None:
     assert {(s.name, s.proto, s.port) for s in lab.hosts["pacs"].services} == {("dicom", "tcp", 2762), ("https", "tcp", 443), ("ssh", "tcp", 22)}
     assert {(s.name, s.proto, s.port) for s in lab.hosts["ovl-gw"].services} == {("dicom-pacs", "tcp", 104), ("dicom-ris", "tcp", 105)}
     assert lab.hosts["ris"].service("hl7").port == 2575 and lab.hosts["ws-rad"].dicom_port == 2762
-    assert [f.id for f in lab.zone_flows] == ["F04", "F14"]
+    assert [f.id for f in lab.zone_flows] == ["F04", "F15", "F14"]  # F15: the fw's own connection into the security zone
     assert "F04" not in {f.id for f in lab.flows}  # never a firewall rule
     assert {f.id for f in lab.flows if f.planned} == set()  # the bastion's maintenance targets run sshd
     assert {f.id for f in load_lab(REPO_ROOT / "tests" / "labs" / "alt").flows if f.planned} == {"F08b", "F08c"}
@@ -352,3 +352,16 @@ def test_a_log_source_the_siem_cannot_hear_is_refused(lab_copy: Path, sources: s
     problems = err.value.problems
     assert all(p.file.endswith("group_vars/all/monitoring.yml") and p.key.startswith("siem_sources") for p in problems), problems
     assert reason in [p.reason for p in problems]
+
+
+def test_the_router_starts_a_flow_of_its_own_but_ends_none(lab_copy: Path) -> None:
+    """F15 (fw -> siem): the fw's own connection, from its address in the siem's zone, is no firewall
+    rule; a flow to the fw is refused (it offers no service of its own)."""
+    lab = load_lab(DEFAULT_LAB)
+    assert "F15" in {f.id for f in lab.zone_flows} and "F15" not in {f.id for f in lab.flows}
+    flows = lab_copy / "group_vars" / "all" / "flows.yml"
+    flows.write_text(flows.read_text().replace("    from: [fw]\n    to: siem\n", "    from: [siem]\n    to: fw\n"))
+    with pytest.raises(LabDefinitionError) as err:
+        load_lab(lab_copy)
+    assert ("lab_flows[20] (F15).to", "fw is the router; flows pass through it, they do not end there") in {
+        (p.key, p.reason) for p in err.value.problems}
