@@ -46,8 +46,10 @@ def load(rules_dir: Path = RULES_DIR) -> SigmaCollection:
 
 def compile_rules(rules_dir: Path = RULES_DIR) -> list[dict[str, Any]]:
     """The alerting rules as the siem runs them: [{id, name, title, level, kind, timespan (s),
-    group_by, sql}]. kind is "event" for a plain rule (one alert per matching event) or the Sigma
-    correlation type. Base rules a correlation refers to are left out (they do not alert alone)."""
+    group_by, sql, containment}]. containment (the rule's own attribute, high and critical rules
+    only) names the entity whose address the fw quarantines when the alert is raised (C-RSP-02).
+    kind is "event" for a plain rule (one alert per matching event) or the Sigma correlation type.
+    Base rules a correlation refers to are left out (they do not alert alone)."""
     collection = load(rules_dir)
     backend = sqliteBackend()  # type: ignore[no-untyped-call]
     referenced = {id(r.rule) for c in collection if isinstance(c, SigmaCorrelationRule) for r in c.rules or []}
@@ -74,8 +76,12 @@ def compile_rules(rules_dir: Path = RULES_DIR) -> list[dict[str, Any]]:
             group_by = list(rule.group_by or [])
         else:
             kind, span, group_by = "event", 0, list(rule.custom_attributes.get("entities", ["host"]))
+        containment = rule.custom_attributes.get("containment")
+        if containment is not None and (containment not in group_by or level not in ("high", "critical")):
+            raise DetectionError(f"{rule.name}: containment names {containment!r}, which must be one of its entities {group_by} "
+                                 f"on a high or critical rule (it is {level})")
         compiled.append({"id": str(rule.id), "name": rule.name, "title": rule.title, "level": level, "kind": kind,
-                         "timespan": span, "group_by": group_by, "sql": queries[0]})
+                         "timespan": span, "group_by": group_by, "sql": queries[0], "containment": containment})
     return compiled
 
 

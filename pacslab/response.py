@@ -9,12 +9,15 @@ of the fw's /var/log/pacslab/fw-response.json (time, action, address, host, by, 
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from .docker import docker
 from .firewall import QUARANTINE_REACH
+from .plan import SIEM_USER, SIEMS
 from .topology import Lab
 
 COMMAND = "pacslab-quarantine"  # roles/firewall/files, on the fw
@@ -64,6 +67,32 @@ def release(lab: Lab, name: str, reason: str, by: str | None = None) -> dict[str
     return _run(lab, "release", target(lab, name), "--by", by or getpass.getuser(), "--reason", reason)
 
 
+def release_address(lab: Lab, address: str, reason: str, by: str | None = None) -> dict[str, Any]:
+    """Take ``address`` out of the quarantine set, whoever's it is (a scenario's reset); the fw's log entry."""
+    return _run(lab, "release", address, "--by", by or getpass.getuser(), "--reason", reason)
+
+
 def quarantined(lab: Lab) -> dict[str, dict[str, Any]]:
     """The fw's record: {address: {host, by, reason, since (UTC), enforced (in the live set)}}."""
     return _run(lab, "list")
+
+
+def _siem(lab: Lab, host: str, *args: str) -> dict[str, Any]:
+    """pacslab-siem ``args`` on the siem ``host``, as the store's user; its JSON answer."""
+    answer: dict[str, Any] = json.loads(docker("exec", "-u", SIEM_USER, lab.container_name(host), "pacslab-siem", *args, timeout=60).stdout)
+    return answer
+
+
+@contextlib.contextmanager
+def authorised(lab: Lab, reason: str, minutes: float = 30, by: str | None = None) -> Iterator[None]:
+    """A window of authorised activity on every deployed siem while the block runs (the lab's own
+    segmentation check, a scheduled scan): the alerts it causes are raised, the hosts are not
+    quarantined (their decision is withheld, naming the window). A lab without a siem: nothing to tell."""
+    who = by or getpass.getuser()
+    windows = {h.name: int(_siem(lab, h.name, "authorise", "--minutes", str(minutes), "--reason", reason, "--by", who)["window"])
+               for h in lab.deployed_hosts() if SIEMS in h.groups}
+    try:
+        yield
+    finally:
+        for host, window in windows.items():
+            _siem(lab, host, "authorise", "--end", str(window), "--reason", reason, "--by", who)

@@ -470,8 +470,9 @@ def _undo_additions(lab: Lab, baseline: dict[str, Any], kept: Path | None = None
     """Delete what was added since ``baseline``: instances on each Orthanc, worklist files on each
     RIS, files in each DICOM node's state folder (images a workstation received); put back, from
     the copies ensure_baseline kept in ``kept``, each file of a DICOM node's state folder that
-    changed or went missing; empty the fw's rate-limit sets. What it did, in words."""
-    from . import fingerprint
+    changed or went missing; release the hosts quarantined since (a detection's containment);
+    empty the fw's rate-limit sets. What it did, in words."""
+    from . import fingerprint, response
     from .firewall import RUNTIME_SETS, TABLE
     from .probes import imaging as im
 
@@ -507,6 +508,11 @@ def _undo_additions(lab: Lab, baseline: dict[str, Any], kept: Path | None = None
             done.append(f"{host}: {len(lost)} file(s) put back in {fingerprint.DICOM_NODE_STATE}")
         else:  # the comparison that follows names what is still different
             done.append(f"{host}: putting back {len(lost)} file(s) failed: {proc.stderr.decode(errors='replace').strip()[-200:]}")
+    held_before = {e for e in map(json.loads, baseline.get("fw", {}).get("sets", {}).get(f"inet/{TABLE}/quarantine", [])) if isinstance(e, str)}
+    for address, entry in sorted(response.quarantined(lab).items()):
+        if address not in held_before:
+            response.release_address(lab, address, "scenario reset: quarantined during the run")
+            done.append(f"fw: {entry['host'] or address} released from quarantine ({entry['reason']})")
     fw = lab.container_name(lab.router.name)
     for name in RUNTIME_SETS:
         docker("exec", fw, "nft", "flush", "set", "inet", TABLE, name)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pacslab import cli
+from pacslab import cli, response
 from pacslab.docker import docker, engine_version
 from pacslab.plan import Plan, build_plan, state_dir
 from pacslab.probes import segmentation as seg
@@ -81,7 +81,9 @@ def flow_counters(lab: Lab) -> dict[str, int]:
 
 @pytest.fixture(scope="session")
 def segmentation(running_lab: Lab, plan: Plan, state: Path) -> Iterator[SegmentationRun]:
-    """Stand-ins up, every case probed once from its source, the fw's drop log collected."""
+    """Stand-ins up, every case probed once from its source, the fw's drop log collected. The probes
+    are a scan from the hosts' own addresses: the siem raises port-scan alerts for them, and the run
+    is a window of authorised activity, so that it quarantines nobody (pacslab.response.authorised)."""
     lab = running_lab
     cases = seg.build_cases(lab)
     started = standins.start(lab, plan, cases, state)
@@ -90,9 +92,10 @@ def segmentation(running_lab: Lab, plan: Plan, state: Path) -> Iterator[Segmenta
         standins.wait_listening(lab, plan, cases)
         offset = standins.drop_log_size(lab)
         before = flow_counters(lab)
-        t0 = time.monotonic()
-        outcomes = standins.run_cases(lab, cases)
-        probe_seconds = time.monotonic() - t0
+        with response.authorised(lab, "the segmentation check's probes (tests/integration)", by="pacslab-tests"):
+            t0 = time.monotonic()
+            outcomes = standins.run_cases(lab, cases)
+            probe_seconds = time.monotonic() - t0
         after = flow_counters(lab)
         counted = {f: after.get(f, 0) - before.get(f, 0) for f in after}
         denied = [c for c in cases if c.kind != "allow"]

@@ -1,7 +1,10 @@
 """Containment (C-RSP-02, CSF RS.MI-1 and RS.MI-2): a host in the fw's quarantine set loses every
 path but the security zone's, an association it holds open ends at its next request, the other
 modalities keep storing, the release gives the path back and is logged, and a ruleset load (`pacslab
-up` after drift) keeps the set (pacslab.response, roles/firewall pacslab-quarantine).
+up` after drift) keeps the set (pacslab.response, roles/firewall pacslab-quarantine). Detection
+(C-DET-01): a port scan from a modality, seen in the fw's drops the siem reads, raises port-scan, and
+the siem's decision has the fw quarantine the modality; inside a window of authorised activity the
+alert is raised and nobody is quarantined.
 
 Expectations are written out: the answer a quarantined modality's SYN gets (the fw's TCP reset,
 which the modality reports as "Connection refused"), the fw's log prefix, the response log's fields.
@@ -10,6 +13,7 @@ which the modality reports as "Connection refused"), the fw's log prefix, the re
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 import time
 from collections.abc import Iterator
@@ -24,8 +28,14 @@ from pacslab.probes import segmentation as seg
 from pacslab.probes import standins
 from pacslab.topology import Host, Lab
 
+from .test_siem import siem_json
+
 ENDED_WITHIN = 10  # seconds: an association open when its host is quarantined must stop within this (issue 13)
 LOG_WAIT = 10  # seconds the fw's NFLOG line is waited for at most
+DETECTED_WITHIN = 60  # seconds from the scan to its port-scan alert (issue 13's budget)
+CONTAINED_WITHIN = 30  # seconds from the alert to the quarantine (issue 13's budget)
+# The ports a scan tries on the VNA, none of which a modality may reach (nine: port-scan needs eight).
+SCANNED = (22, 104, 443, 2575, 4242, 5432, 8042, 11112, 3389)
 
 
 def modalities(lab: Lab) -> tuple[Host, Host]:
@@ -202,3 +212,160 @@ def test_up_keeps_the_quarantine_when_it_loads_the_ruleset_again(running_lab: La
     assert "nftrace" not in ruleset, "up did not load the ruleset again: the drift is still there"
     assert record[str(held.address)]["enforced"] is True
     assert store_one(lab, held, "STILLCUT")["outcome"] == "refused"
+
+
+# Runs in the scanning modality: a TCP connect to each port of argv[2:] at argv[1], all at once, each
+# from its own source port counting up from argv[0] (this run's marker in the fw's drop log).
+SCAN = """
+import json, socket, sys
+from concurrent.futures import ThreadPoolExecutor
+base, address, ports = int(sys.argv[1]), sys.argv[2], [int(p) for p in sys.argv[3:]]
+def probe(i):
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("", base + i))
+    sock.settimeout(2)
+    try:
+        sock.connect((address, ports[i]))
+        return "open"
+    except ConnectionRefusedError:
+        return "refused"
+    except OSError:
+        return "unanswered"
+    finally:
+        sock.close()
+with ThreadPoolExecutor(len(ports)) as pool:
+    print(json.dumps(list(pool.map(probe, range(len(ports))))))
+"""
+
+
+def scan(lab: Lab, host: Host, target: Host, base: int, ports: tuple[int, ...] = SCANNED) -> list[str]:
+    out = im.exec_in(lab, host.name, "python3", "-c", SCAN, str(base), str(target.address), *map(str, ports))
+    answers: list[str] = json.loads(out)
+    return answers
+
+
+def scan_alert(lab: Lab, host: Host, base: int) -> dict[str, Any] | None:
+    """The port-scan alert about ``host`` whose events hold this run's source ports (a new alert, or
+    one that went on: a scan within a minute of the last continues its alert)."""
+    for alert in siem_json(lab, "alerts"):
+        if alert["rule"] == "port-scan" and alert["entities"] == {"src_ip": str(host.address)}:
+            ours = sorted(e["id"] for e in siem_json(lab, "events", "--since-id", str(min(alert["events"]) - 1))
+                          if e["id"] in alert["events"] and e["src_port"] and base <= int(e["src_port"]) < base + len(SCANNED))
+            if ours:
+                return alert | {"ours": ours}
+    return None
+
+
+def decision(lab: Lab, alert: dict[str, Any]) -> dict[str, Any] | None:
+    """The alert's newest containment decision taken on this run's events (alert["ours"])."""
+    return next((d for d in reversed(siem_json(lab, "containment")) if d["alert"] == alert["id"] and d["upto"] >= alert["ours"][0]), None)
+
+
+def wait(what: str, budget: float, probe: Any) -> Any:
+    deadline = time.monotonic() + budget
+    while not (found := probe()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert found, f"no {what} within {budget:g} s"
+    return found
+
+
+def vna(lab: Lab) -> Host:
+    return next(h for h in lab.deployed_hosts() if "vna_servers" in h.groups)
+
+
+def scanner(lab: Lab, index: int) -> Host:
+    """A workstation to scan from. Each check scans from a host of its own: a scan within a minute of
+    another from the same address continues that one's alert (and its decision)."""
+    found = sorted((h for h in lab.deployed_hosts() if "workstations" in h.groups and h.image == "dicom"), key=lambda h: h.name)
+    if len(found) <= index:
+        pytest.skip(f"lab {lab.name!r} has fewer than {index + 1} workstations")
+    return found[index]
+
+
+def marked_drops(lab: Lab, host: Host, base: int, count: int) -> list[dict[str, Any]]:
+    """The fw-drop events in the siem's store from ``host`` with this run's source ports."""
+    return [e for e in siem_json(lab, "events", "--contains", f'"src_ip": "{host.address}"') if e["event_type"] == "fw-drop"
+            and e["src_ip"] == str(host.address) and e["src_port"] and base <= int(e["src_port"]) < base + count]
+
+
+@pytest.mark.control("C-DET-01")
+def test_a_port_scan_through_the_fw_raises_port_scan(running_lab: Lab, evidence: dict[str, Any]) -> None:
+    """From a reading workstation, inside a window of authorised activity, so that this check
+    quarantines nobody (the C-RSP-02 checks below do)."""
+    lab = running_lab
+    host = scanner(lab, 0)
+    base = 20000 + secrets.randbelow(400) * 100
+    with response.authorised(lab, "integration test: the detection check's scan", by="pacslab-tests"):
+        answers = scan(lab, host, vna(lab), base)
+        alert = wait(f"port-scan alert about {host.name}", DETECTED_WITHIN, lambda: scan_alert(lab, host, base))
+    cases = [c for c in siem_json(lab, "cases") if alert["id"] in c["alerts"]]
+    evidence.update(answers=answers, alert=alert, cases=cases)
+    assert answers == ["unanswered"] * len(SCANNED)
+    assert (alert["rule"], alert["severity"], alert["entities"], len(alert["ours"]) >= 8) == (
+        "port-scan", "high", {"src_ip": str(host.address)}, True)
+    assert [(c["host"], c["zone"], c["owner"]) for c in cases] == [(host.name, "clinical", "radiology")]
+
+
+@pytest.mark.control("C-DET-01")
+def test_a_device_retrying_one_denied_port_raises_no_port_scan(running_lab: Lab, evidence: dict[str, Any]) -> None:
+    """The twin: nine tries of one port the fw denies (a misconfigured device) reach the store and raise nothing."""
+    lab = running_lab
+    host = scanner(lab, 1)
+    base = 20000 + secrets.randbelow(400) * 100
+    scan(lab, host, vna(lab), base, ports=(22,) * len(SCANNED))
+    drops = wait(f"the nine drops from {host.name}", DETECTED_WITHIN, lambda: len(marked_drops(lab, host, base, len(SCANNED))) >= 9
+                 and marked_drops(lab, host, base, len(SCANNED)))
+    time.sleep(5)  # two runs of the detections (every 2 s) after the last drop was stored
+    raised = scan_alert(lab, host, base)
+    evidence.update(drops=len(drops), raised=raised)
+    assert {(d["dst_port"], d["outcome"]) for d in drops} == {("22", "deny")}
+    assert raised is None
+
+
+@pytest.mark.control("C-RSP-02")
+def test_a_port_scan_from_a_modality_quarantines_it_while_the_other_keeps_storing(running_lab: Lab, evidence: dict[str, Any]) -> None:
+    lab = running_lab
+    held, other = modalities(lab)
+    assert response.quarantined(lab) == {}, "a host was left in quarantine before this test"
+    base = 20000 + secrets.randbelow(400) * 100  # this run's source ports: base .. base+8
+    answers = scan(lab, held, vna(lab), base)
+    scanned_at = time.monotonic()
+    try:
+        alert = wait(f"port-scan alert about {held.name} with source ports from {base}", DETECTED_WITHIN,
+                     lambda: scan_alert(lab, held, base))
+        alerted_after = time.monotonic() - scanned_at
+        record = wait(f"quarantine of {held.name}", CONTAINED_WITHIN, lambda: response.quarantined(lab).get(str(held.address)))
+        cut = store_one(lab, held, "SCANNED")
+        goes_on = store_one(lab, other, "GOESON")
+        cases = [c for c in siem_json(lab, "cases") if alert["id"] in c["alerts"]]
+    finally:
+        response.release(lab, held.name, "integration test: the scan was ours", by="pacslab-tests")
+    evidence.update(answers=answers, alert=alert, alerted_after_seconds=round(alerted_after, 1),
+                    record=record, cut=cut, goes_on=goes_on, cases=cases)
+    assert answers == ["unanswered"] * len(SCANNED)  # the fw dropped every probe: no flow lets a modality reach these
+    assert (alert["severity"], len(alert["events"]) >= 8) == ("high", True)
+    assert (record["by"], record["reason"], record["enforced"]) == ("siem", f"siem alert {alert['id']}: port-scan", True)
+    assert (cut["outcome"], cut.get("error"), cut["stored"]) == ("refused", "[Errno 111] Connection refused", [])
+    assert (goes_on["outcome"], len(goes_on["stored"])) == ("established", 1)
+    assert [(c["host"], c["zone"], c["severity"]) for c in cases] == [(held.name, "modality", "high")]
+
+
+@pytest.mark.control("C-RSP-02")
+def test_an_authorised_scan_raises_its_alert_and_quarantines_nobody(running_lab: Lab, evidence: dict[str, Any]) -> None:
+    lab = running_lab
+    spare = [h for h in lab.deployed_hosts() if "modalities" in h.groups and h.image == "dicom" and h not in modalities(lab)]
+    if not spare:
+        pytest.skip(f"lab {lab.name!r} has no third modality to scan from")
+    host = spare[0]  # the reference lab's legacy cart: the other checks scan from other hosts
+    base = 20000 + secrets.randbelow(400) * 100
+    with response.authorised(lab, "integration test: a scheduled scan", by="pacslab-tests"):
+        scan(lab, host, vna(lab), base)
+    alert = wait(f"port-scan alert about {host.name}", DETECTED_WITHIN, lambda: scan_alert(lab, host, base))
+    withheld = wait("its containment decision", CONTAINED_WITHIN, lambda: decision(lab, alert))
+    time.sleep(3)  # the fw asks every 2 s: a decision to quarantine would have been applied by now
+    record = response.quarantined(lab)
+    evidence.update(alert=alert, decision=withheld, record=record)
+    assert withheld["decision"] == "withheld" and withheld["reason"].startswith("authorised activity (window ")
+    assert withheld["reason"].endswith(": integration test: a scheduled scan)")
+    assert record == {}

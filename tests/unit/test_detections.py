@@ -31,8 +31,14 @@ ASSETS = {"addresses": {"10.77.90.11": {"host": "vendor-eng", "zone": "internet"
                         "10.77.70.10": {"host": "bastion", "zone": "vendor", "owner": "it-security", "criticality": "high",
                                         "address": "10.77.70.10", "image": "bastion"},
                         "10.77.40.10": {"host": "pacs", "zone": "datacenter", "owner": "radiology-it", "criticality": "critical",
-                                        "address": "10.77.40.10", "image": "orthanc"}},
-          "hosts": {}}
+                                        "address": "10.77.40.10", "image": "orthanc"},
+                        "10.77.50.254": {"host": "fw", "zone": "security", "owner": "network-team", "criticality": "critical",
+                                         "address": "10.77.50.254", "image": "fw"},
+                        "10.77.31.10": {"host": "mod-legacy", "zone": "legacy", "owner": "biomed", "criticality": "high",
+                                        "address": "10.77.31.10", "image": "dicom"},
+                        "10.77.50.10": {"host": "siem", "zone": "security", "owner": "it-security", "criticality": "high",
+                                        "address": "10.77.50.10", "image": "siem"}},
+          "hosts": {}, "spared_zones": ["security"]}
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +169,33 @@ def test_normalise(program: str, msg: str, expected: dict[str, Any]) -> None:
     assert event["time"] == "2026-11-30T10:00:00.123Z" and event["message"] == msg
 
 
-@pytest.mark.parametrize("program", ["orthanc-events", "dicom-audit"])
+# ulogd2's JSON line as the fw writes it (images/fw/ulogd.conf), trimmed to the fields read and a few others
+FW_DROP = {"timestamp": "2026-12-02T06:40:57.186660", "dvc": "Netfilter", "oob.prefix": "pacslab deny ", "oob.time.sec": 1796193657,
+           "oob.time.usec": 186660, "ip.protocol": 6, "src_port": 33731, "dest_port": 2762, "tcp.syn": 1, "oob.in": "eth6",
+           "oob.out": "eth1", "src_ip": "10.77.30.10", "dest_ip": "10.77.40.11"}
+
+
+@pytest.mark.parametrize(("program", "msg", "expected"), [
+    ("fw-drops", json.dumps(FW_DROP),
+     {"event_type": "fw-drop", "outcome": "deny", "src_ip": "10.77.30.10", "src_port": 33731, "dst_ip": "10.77.40.11", "dst_port": 2762,
+      "proto": "tcp", "time": "2026-12-02T06:40:57.186Z"}),
+    ("fw-drops", json.dumps(FW_DROP | {"oob.prefix": "pacslab quarantine ", "ip.protocol": 17}), {"outcome": "quarantine", "proto": "udp"}),
+    ("fw-drops", json.dumps(FW_DROP | {"oob.prefix": "someone else "}), {"event_type": "syslog", "src_ip": None}),
+    ("fw-drops", "{not json", {"event_type": "syslog", "src_ip": None}),
+    ("fw-response", json.dumps({"action": "quarantine", "address": "10.77.30.10", "by": "pacslab-siem", "changed": True, "host": "mod-ct",
+                                "reason": "alert 7: port-scan", "time": "2026-12-02T06:40:47.748152Z"}),
+     {"event_type": "containment-quarantine", "user": "pacslab-siem", "dst_ip": "10.77.30.10", "outcome": "changed"}),
+    ("fw-response", json.dumps({"action": "release", "address": "10.77.30.10", "by": "root", "changed": False}),
+     {"event_type": "containment-release", "user": "root", "outcome": "unchanged"}),
+    ("fw-response", json.dumps({"action": "flush"}), {"event_type": "syslog", "user": None}),
+])
+def test_normalise_the_fws_logs(program: str, msg: str, expected: dict[str, Any]) -> None:
+    event = siem.normalise(_record(program, msg, peer="10.77.50.254") | {"hostname": "fw"}, ASSETS)
+    assert {k: event[k] for k in expected} == expected
+    assert (event["host"], event["source"], event["message"]) == ("fw", program, msg)
+
+
+@pytest.mark.parametrize("program", ["orthanc-events", "dicom-audit", "fw-drops", "fw-response"])
 def test_the_pacs_s_programs_from_another_host_are_marked_forged(program: str) -> None:
     """`logger -t orthanc-events '{"event": "integrity-failure"}'` in a vendor's shell on the bastion
     (a log source) is not the PACS's word: stored as forged-source, and no rule reads it as an
@@ -240,3 +272,106 @@ def test_no_rule_fires_on_the_benign_corpus(rules, corpus: Path) -> None:
     events = [json.loads(line) for line in corpus.open() if line.strip()]
     raised = [(a["rule"], a["entities"]) for rule in rules.values() for a in _replay(rule, events)]
     assert [r for r in raised if r not in allowed] == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Containment decisions (C-RSP-02): a new port-scan alert quarantines its scanning address, unless
+# that address is no lab host's, the fw's, in a spared zone, or the scan was authorised.
+
+
+def _scan(src_ip: str, at: int = 0) -> list[dict[str, Any]]:
+    return [{"at": at + i, "source": "fw-drops", "event_type": "fw-drop", "outcome": "deny", "proto": "tcp", "src_ip": src_ip,
+             "dst_ip": "10.77.40.10", "dst_port": str(port)} for i, port in enumerate((22, 104, 443, 2575, 2762, 4242, 5432, 8042, 11112))]
+
+
+def _decisions(rule: dict[str, Any], events: list[dict[str, Any]], window: tuple[int, int] | None = None) -> list[tuple[Any, ...]]:
+    db = siem.connect(Path(":memory:"))
+    if window is not None:
+        stamp = lambda s: (T0 + timedelta(seconds=s)).isoformat(timespec="milliseconds").replace("+00:00", "Z")  # noqa: E731
+        db.execute("INSERT INTO authorised (addresses, starts, ends, reason, by) VALUES ('[]', ?, ?, 'segmentation check', 'tests')",
+                   (stamp(window[0]), stamp(window[1])))
+    for e in events:
+        row = {k: (str(v) if v is not None else None) for k, v in e.items() if k != "at"}
+        row["time"] = (T0 + timedelta(seconds=e["at"])).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        siem.store(db, row)
+    last = max(e["at"] for e in events)
+    siem.evaluate(db, [rule], ASSETS, at=T0 + timedelta(seconds=last + 1))
+    siem.evaluate(db, [rule], ASSETS, at=T0 + timedelta(seconds=last + 2))  # the same alert: no second decision
+    return [(d["alert"], d["address"], d["host"], d["decision"], d["reason"]) for d in siem.containment(db)]
+
+
+def test_a_port_scan_quarantines_the_lab_host_that_scans(rules) -> None:
+    assert _decisions(rules["port-scan"], _scan("10.77.31.10")) == [(1, "10.77.31.10", "mod-legacy", "quarantine", "siem alert 1: port-scan")]
+
+
+@pytest.mark.parametrize(("src_ip", "host", "reason"), [
+    ("10.77.20.250", None, "10.77.20.250 is no lab host's: nothing the fw may quarantine"),
+    ("10.77.50.254", "fw", "the fw's own address"),
+    ("10.77.50.10", "siem", "siem is in the security zone, which a quarantined host keeps"),
+])
+def test_a_scan_from_what_the_fw_cannot_contain_is_withheld_with_its_reason(rules, src_ip: str, host: str | None, reason: str) -> None:
+    assert _decisions(rules["port-scan"], _scan(src_ip)) == [(1, src_ip, host, "withheld", reason)]
+
+
+def test_an_authorised_scan_raises_its_alert_but_contains_nobody(rules) -> None:
+    assert _decisions(rules["port-scan"], _scan("10.77.31.10", at=10), window=(5, 60)) == [
+        (1, "10.77.31.10", "mod-legacy", "withheld", "authorised activity (window 1: segmentation check)")]
+    # a scan that began before the window opened is not covered by it
+    assert _decisions(rules["port-scan"], _scan("10.77.31.10", at=10), window=(12, 60))[0][3] == "quarantine"
+
+
+def test_a_rule_without_containment_decides_nothing(rules) -> None:
+    assert _decisions(rules["integrity-failure"], [{"at": 0, "host": "pacs", "source": "orthanc-events", "event_type": "integrity-failure"}]) == []
+
+
+def test_containment_is_refused_on_a_rule_that_is_not_high_or_on_a_field_it_does_not_group_by(tmp_path: Path) -> None:
+    text = (detections.RULES_DIR / "port-scan.yml").read_text()
+    (tmp_path / "scan.yml").write_text(text.replace("level: high", "level: medium"))
+    with pytest.raises(detections.DetectionError, match=r"port-scan: containment names 'src_ip', which must be one of its entities"):
+        detections.compile_rules(tmp_path)
+    (tmp_path / "scan.yml").write_text(text.replace("containment: src_ip", "containment: dst_ip"))
+    with pytest.raises(detections.DetectionError, match=r"port-scan: containment names 'dst_ip'"):
+        detections.compile_rules(tmp_path)
+
+
+def test_a_scan_that_goes_on_after_the_release_is_contained_again(rules) -> None:
+    """The fw's release reaches the siem (containment-release); the alert's events after it decide again."""
+    rule = rules["port-scan"]
+    db = siem.connect(Path(":memory:"))
+
+    def arrive(events: list[dict[str, Any]], at: int) -> None:
+        for e in events:
+            row = {k: (str(v) if v is not None else None) for k, v in e.items() if k != "at"}
+            row["time"] = (T0 + timedelta(seconds=e["at"])).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            siem.store(db, row)
+        siem.evaluate(db, [rule], ASSETS, at=T0 + timedelta(seconds=at))
+
+    arrive(_scan("10.77.31.10", at=0), at=10)
+    arrive([{"at": 12, "source": "fw-response", "event_type": "containment-release", "dst_ip": "10.77.31.10", "outcome": "changed"}], at=13)
+    arrive(_scan("10.77.31.10", at=14)[:1], at=20)  # the same alert goes on (within its minute) after the release
+    arrive(_scan("10.77.31.10", at=21)[:1], at=22)  # nothing released since the second decision: no third
+    assert [(d["alert"], d["decision"], d["reason"]) for d in siem.containment(db)] == [
+        (1, "quarantine", "siem alert 1: port-scan"), (1, "quarantine", "siem alert 1: port-scan")]
+    assert len(siem.alerts(db)) == 1
+    # what the fw is to enforce: the second decision; the release ended the first
+    assert [d["id"] for d in siem.containment(db, in_force=True)] == [2]
+
+
+def test_an_alert_born_in_an_authorised_window_stays_uncontained_while_it_goes_on(rules) -> None:
+    """A host whose authorised scan ends keeps its withheld decision for the alert's life: its
+    ordinary denied traffic (a DNS query out of the lab, say) within the minute does not quarantine
+    it. A scan that resumes after a pause longer than the rule's timespan is a new alert."""
+    rule = rules["port-scan"]
+    db = siem.connect(Path(":memory:"))
+    stamp = lambda s: (T0 + timedelta(seconds=s)).isoformat(timespec="milliseconds").replace("+00:00", "Z")  # noqa: E731
+    db.execute("INSERT INTO authorised (addresses, starts, ends, reason, by) VALUES ('[]', ?, ?, 'a scheduled scan', 'tests')", (stamp(0), stamp(12)))
+    for at, events in ((10, _scan("10.77.31.10", at=0)), (11, _scan("10.77.31.10", at=10)[:1]), (20, _scan("10.77.31.10", at=14)[:1])):
+        for e in events:
+            siem.store(db, {k: (str(v) if v is not None else None) for k, v in e.items() if k != "at"} | {"time": stamp(e["at"])})
+        siem.evaluate(db, [rule], ASSETS, at=T0 + timedelta(seconds=at))
+    assert [(d["alert"], d["decision"], d["reason"]) for d in siem.containment(db)] == [
+        (1, "withheld", "authorised activity (window 1: a scheduled scan)")]
+    for e in _scan("10.77.31.10", at=200):  # more than a minute later: a new alert, decided on its own
+        siem.store(db, {k: (str(v) if v is not None else None) for k, v in e.items() if k != "at"} | {"time": stamp(e["at"])})
+    siem.evaluate(db, [rule], ASSETS, at=T0 + timedelta(seconds=210))
+    assert [(d["alert"], d["decision"]) for d in siem.containment(db)] == [(1, "withheld"), (2, "quarantine")]

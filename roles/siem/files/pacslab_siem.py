@@ -10,7 +10,18 @@ Commands:
   evaluate   every few seconds, runs each detection (Sigma rules compiled to SQLite by pySigma on the
              controller, pacslab/detections.py) over the recent events; each result opens or updates
              an alert, and each alert opens or updates the case of the host it is about.
-  alerts, cases, events   print them (``--json`` for machines).
+  alerts, cases, events, containment   print them (``--json`` for machines).
+  authorise  opens (or, with --end ID, closes) a window of authorised activity: an alert whose events
+             all fall inside one, from its addresses, is raised as usual but contains nobody (a
+             scheduled scan, the lab's own segmentation check).
+  serve      the containment decisions over HTTPS (GET /containment), to the fw only (mutual TLS,
+             the fw's anchor alone trusted), which applies each once (roles/firewall).
+
+Containment (C-RSP-02): when a high or critical rule that names a ``containment`` entity raises a
+new alert, the siem decides to quarantine that entity's address, unless it is no lab host's, the
+fw's, in a zone a quarantined host keeps (assets.json "spared_zones"), or authorised; a withheld
+decision is kept with its reason. An alert that goes on after the fw released its host (the
+release is shipped here) decides again; a withheld decision stands for the alert's life.
 
 The normalised event (one schema for every source): time (UTC, ISO 8601), host (the lab host that
 sent it, from the TLS connection's address; sender_host is what its syslog header said), source
@@ -21,9 +32,12 @@ patient_id, study_uid, outcome, message (the raw syslog message).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import http.server
 import json
 import re
 import sqlite3
+import ssl
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -45,6 +59,7 @@ CREATE TABLE IF NOT EXISTS events (
   received TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_time ON events(time);
+CREATE INDEX IF NOT EXISTS events_type ON events(event_type);
 CREATE TABLE IF NOT EXISTS alerts (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
   rule_id TEXT NOT NULL, rule TEXT NOT NULL, title TEXT NOT NULL, severity TEXT NOT NULL,
@@ -52,6 +67,20 @@ CREATE TABLE IF NOT EXISTS alerts (
   events TEXT NOT NULL,        -- JSON array of event ids behind the alert
   first_seen TEXT NOT NULL, last_seen TEXT NOT NULL, raised TEXT NOT NULL, updated TEXT NOT NULL,
   case_id INTEGER
+);
+CREATE TABLE IF NOT EXISTS containment (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  alert_id INTEGER NOT NULL,   -- one decision per alert, and another when it goes on after a release
+  address TEXT, host TEXT,
+  upto INTEGER NOT NULL,       -- the newest event behind the decision (events are numbered as they arrive)
+  decision TEXT NOT NULL,      -- quarantine | withheld
+  reason TEXT NOT NULL,        -- the rule, or why the decision was withheld
+  decided TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS authorised (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  addresses TEXT NOT NULL,     -- JSON array of addresses; empty: any address
+  starts TEXT NOT NULL, ends TEXT NOT NULL, reason TEXT NOT NULL, by TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS cases (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -110,8 +139,12 @@ def normalise(record: dict[str, Any], assets: dict[str, Any]) -> dict[str, Any]:
         elif m := _SSHD_INVALID.match(msg):
             event.update(event_type="ssh-invalid-user", outcome="failure", user=m["user"], src_ip=m["ip"], src_port=m["port"],
                          proto="tcp", dst_ip=peer)
-    elif source in ORTHANC_PROGRAMS and sender.get("image") != "orthanc":
+    elif (source in ORTHANC_PROGRAMS and sender.get("image") != "orthanc") or (source in FW_PROGRAMS and sender.get("image") != "fw"):
         event.update(event_type="forged-source")  # e.g. `logger -t orthanc-events` in a vendor's shell on the bastion
+    elif source == "fw-drops":
+        event.update(_fw_drop(msg))
+    elif source == "fw-response":
+        event.update(_fw_response(msg))
     elif source == "orthanc-events":
         event.update(_orthanc_event(msg))
     elif source == "dicom-audit":
@@ -146,6 +179,42 @@ def _orthanc_event(msg: str) -> dict[str, Any]:
     return {"event_type": data["event"], "user": data.get("user") or None, "calling_ae": data.get("calling_ae"),
             "study_uid": data.get("study_uid") or data.get("held_study_uid"),
             "outcome": verdict if isinstance(verdict, str) else status if isinstance(status, str) else None}
+
+
+# The fw's logs (roles/firewall, images/fw), sent only by a host whose image is the fw's:
+# - fw-drops: ulogd2's JSON line for each packet the ruleset drops or rejects; the log prefix
+#   ("pacslab deny ", "pacslab quarantine " ...) says why, kept as the outcome (deny, quarantine ...).
+#   The time is the kernel's (oob.time.sec and .usec, UTC); ulogd's "timestamp" has no zone.
+# - fw-response: pacslab-quarantine's line for each quarantine and release (containment-quarantine,
+#   containment-release), the person or program that asked as the user.
+FW_PROGRAMS = ("fw-drops", "fw-response")
+IP_PROTOCOLS = {1: "icmp", 6: "tcp", 17: "udp"}
+
+
+def _fw_drop(msg: str) -> dict[str, Any]:
+    try:
+        data = json.loads(msg)
+    except ValueError:
+        return {}
+    if not isinstance(data, dict) or not str(data.get("oob.prefix", "")).startswith("pacslab "):
+        return {}
+    found: dict[str, Any] = {"event_type": "fw-drop", "outcome": str(data["oob.prefix"]).removeprefix("pacslab ").strip(),
+                             "src_ip": data.get("src_ip"), "dst_ip": data.get("dest_ip"), "src_port": data.get("src_port"),
+                             "dst_port": data.get("dest_port"), "proto": IP_PROTOCOLS.get(data.get("ip.protocol"), data.get("ip.protocol"))}
+    if isinstance(data.get("oob.time.sec"), int):
+        found["time"] = _from_epoch(data["oob.time.sec"] + int(data.get("oob.time.usec") or 0) / 1e6)
+    return found
+
+
+def _fw_response(msg: str) -> dict[str, Any]:
+    try:
+        data = json.loads(msg)
+    except ValueError:
+        return {}
+    if not isinstance(data, dict) or data.get("action") not in ("quarantine", "release"):
+        return {}
+    return {"event_type": f"containment-{data['action']}", "user": data.get("by"), "dst_ip": data.get("address"),
+            "outcome": "changed" if data.get("changed") else "unchanged"}
 
 
 # DICOM audit messages (PS3.15 A.5) from the PACS and the VNA (roles/orthanc's pacslab_audit.py):
@@ -273,13 +342,118 @@ def _raise(db: sqlite3.Connection, rule: dict[str, Any], found: dict[str, Any], 
             if merged != sorted(json.loads(events)) or last > last_seen:
                 db.execute("UPDATE alerts SET events = ?, last_seen = MAX(last_seen, ?), updated = ? WHERE id = ?",
                            (json.dumps(merged), last, now(), alert_id))
+                added = sorted(set(ids) - set(json.loads(events)))
+                if rule.get("containment") and added and _decide_again(db, int(alert_id), added):
+                    _contain(db, int(alert_id), rule, str(entities.get(rule["containment"]) or ""), added, assets)
             return int(alert_id)
     cur = db.execute("INSERT INTO alerts (rule_id, rule, title, severity, entities, events, first_seen, last_seen, raised, updated)"
                      " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                      (rule["id"], rule["name"], rule["title"], rule["level"], key, json.dumps(ids), first, last, now(), now()))
     alert_id = int(cur.lastrowid or 0)
     _open_case(db, alert_id, rule["level"], entities, assets)
+    if rule.get("containment"):
+        _contain(db, alert_id, rule, str(entities.get(rule["containment"]) or ""), ids, assets)
     return alert_id
+
+
+def _decide_again(db: sqlite3.Connection, alert_id: int, added: list[int]) -> bool:
+    """Whether an alert that goes on (``added`` events) needs a new containment decision: it
+    quarantined the host, the fw has released it since (the release is shipped here), and the new
+    events came after the release (events are numbered as they arrive). A withheld decision stands
+    for the alert's life: an alert born in a window of authorised activity that goes on within its
+    rule's timespan is not contained (a scan that resumes after a longer pause is a new alert)."""
+    row = db.execute("SELECT address, upto, decision FROM containment WHERE alert_id = ? ORDER BY id DESC LIMIT 1", (alert_id,)).fetchone()
+    if row is None or row[2] != "quarantine":
+        return False
+    address, upto, _ = row
+    released = db.execute("SELECT MAX(id) FROM events WHERE event_type = 'containment-release' AND outcome = 'changed'"
+                          " AND dst_ip = ? AND id > ?", (address, upto)).fetchone()[0]
+    return released is not None and max(added) > released
+
+
+def _contain(db: sqlite3.Connection, alert_id: int, rule: dict[str, Any], address: str, ids: list[int], assets: dict[str, Any]) -> None:
+    """Decide the containment of a new alert's address: quarantine, or withheld with the reason. A
+    window of authorised activity covers the alert when every event behind it falls inside."""
+    asset = assets.get("addresses", {}).get(address)
+    first, last = db.execute(f"SELECT MIN(time), MAX(time) FROM events WHERE id IN ({', '.join('?' * len(ids))})", ids).fetchone()
+    window = db.execute("SELECT id, reason FROM authorised WHERE starts <= ? AND ends >= ? AND (addresses = '[]' OR EXISTS"
+                        " (SELECT 1 FROM json_each(authorised.addresses) WHERE value = ?)) ORDER BY id LIMIT 1",
+                        (first, last, address)).fetchone()
+    if asset is None:
+        decision, reason = "withheld", f"{address or 'no address'} is no lab host's: nothing the fw may quarantine"
+    elif asset.get("image") == "fw":
+        decision, reason = "withheld", "the fw's own address"
+    elif asset.get("zone") in assets.get("spared_zones", []):
+        decision, reason = "withheld", f"{asset['host']} is in the {asset['zone']} zone, which a quarantined host keeps"
+    elif window:
+        decision, reason = "withheld", f"authorised activity (window {window[0]}: {window[1]})"
+    else:
+        decision, reason = "quarantine", f"siem alert {alert_id}: {rule['name']}"
+    db.execute("INSERT INTO containment (alert_id, address, host, upto, decision, reason, decided) VALUES (?, ?, ?, ?, ?, ?, ?)",
+               (alert_id, address or None, (asset or {}).get("host"), max(ids), decision, reason, now()))
+
+
+def containment(db: sqlite3.Connection, in_force: bool = False) -> list[dict[str, Any]]:
+    """The containment decisions, oldest first: [{id, alert, address, host, upto (the newest event
+    behind it), decision, reason, decided}]. ``in_force``: only the decisions to quarantine that no
+    release of their address has ended since (the fw's containment-release, shipped here): what
+    the fw is to enforce, whatever it remembers."""
+    rows = db.execute("SELECT id, alert_id, address, host, upto, decision, reason, decided FROM containment c"
+                      " WHERE NOT ? OR (decision = 'quarantine' AND NOT EXISTS (SELECT 1 FROM events e WHERE"
+                      " e.event_type = 'containment-release' AND e.outcome = 'changed' AND e.dst_ip = c.address AND e.id > c.upto))"
+                      " ORDER BY id", (in_force,)).fetchall()
+    return [dict(zip(("id", "alert", "address", "host", "upto", "decision", "reason", "decided"), r, strict=True)) for r in rows]
+
+
+def authorise(db: sqlite3.Connection, minutes: float, reason: str, by: str, addresses: list[str]) -> int:
+    """Open a window of authorised activity from now; its id."""
+    start = datetime.now(UTC)
+    cur = db.execute("INSERT INTO authorised (addresses, starts, ends, reason, by) VALUES (?, ?, ?, ?, ?)",
+                     (json.dumps(sorted(addresses)), _stamp(start), _stamp(start + timedelta(minutes=minutes)), reason, by))
+    return int(cur.lastrowid or 0)
+
+
+def end_window(db: sqlite3.Connection, window: int) -> None:
+    """Close a window now (never later than it was opened for)."""
+    db.execute("UPDATE authorised SET ends = MIN(ends, ?) WHERE id = ?", (now(), window))
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class _Decisions(http.server.BaseHTTPRequestHandler):
+    """GET /containment: {"decisions": [the quarantine decisions in force]}; anything else 404. The TLS
+    layer has already refused a client without a certificate the trusted anchors signed."""
+
+    server_version = "pacslab-siem"
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        if self.path != "/containment":
+            self.send_error(404)
+            return
+        with contextlib.closing(connect()) as db:
+            body = json.dumps({"decisions": containment(db, in_force=True)}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server's name)
+        print(f"{self.client_address[0]} {format % args}", file=sys.stderr, flush=True)
+
+
+def serve(address: str, port: int, cert: str, key: str, clients: str) -> None:
+    """Serve the decisions over HTTPS (TLS 1.2 at least) to the clients the ``clients`` bundle's anchors signed."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    context.load_verify_locations(clients)
+    context.verify_mode = ssl.CERT_REQUIRED
+    server = http.server.ThreadingHTTPServer((address, port), _Decisions)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    server.serve_forever()
 
 
 def _open_case(db: sqlite3.Connection, alert_id: int, level: str, entities: dict[str, Any], assets: dict[str, Any]) -> None:
@@ -354,7 +528,19 @@ def main(argv: list[str] | None = None) -> int:
     ev = sub.add_parser("evaluate")
     ev.add_argument("--every", type=float, default=2.0, help="seconds between two runs of the rules")
     ev.add_argument("--once", action="store_true")
-    for name in ("alerts", "cases", "events"):
+    au = sub.add_parser("authorise")
+    au.add_argument("--minutes", type=float, default=30, help="how long the window stays open at most")
+    au.add_argument("--reason", required=True)
+    au.add_argument("--by", required=True)
+    au.add_argument("--address", action="append", default=[], help="an address the window covers (repeat; none: any)")
+    au.add_argument("--end", type=int, metavar="ID", help="close the window ID now instead")
+    sv = sub.add_parser("serve")
+    sv.add_argument("--address", required=True)
+    sv.add_argument("--port", type=int, required=True)
+    sv.add_argument("--cert", required=True)
+    sv.add_argument("--key", required=True)
+    sv.add_argument("--clients", required=True, help="the bundle of the anchors whose certificates may ask")
+    for name in ("alerts", "cases", "events", "containment"):
         p = sub.add_parser(name)
         p.add_argument("--json", action="store_true")
         if name == "events":
@@ -366,6 +552,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "ingest":
         ingest(sys.stdin, sys.stdout, db, assets)
         return 0
+    if args.command == "serve":
+        serve(args.address, args.port, args.cert, args.key, args.clients)
+        return 0
+    if args.command == "authorise":
+        if args.end is not None:
+            end_window(db, args.end)
+            print(json.dumps({"ended": args.end}))
+        else:
+            print(json.dumps({"window": authorise(db, args.minutes, args.reason, args.by, args.address)}))
+        return 0
     if args.command == "evaluate":
         rules = _load(RULES, [])
         while True:
@@ -373,7 +569,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.once:
                 return 0
             time.sleep(args.every)
-    found = {"alerts": alerts, "cases": cases}.get(args.command)
+    found = {"alerts": alerts, "cases": cases, "containment": containment}.get(args.command)
     rows = found(db) if found else events(db, args.since_id, args.contains)
     if args.json:
         print(json.dumps(rows, indent=1))
