@@ -13,12 +13,17 @@ integrity    --runs times, scenario W4 in the defended lab (a byte flipped in a 
 audit        --runs times, one CT image stored on the PACS over DICOM TLS: seconds from the
              C-STORE's answer to its DICOM Instances Transferred message (PS3.15 A.5) in the siem's
              store; p50 and p95 (the issue's budget: 10 s). The study is deleted afterwards.
+port-scan    --runs times, nine ports of the VNA tried at once by the CT (pacslab.probes.portscan,
+             source ports of the run): seconds from the scan's start to the port-scan alert
+             holding the run's drops, and to the CT in the fw's quarantine (the siem's decision,
+             pulled by the fw); p50 and p95. The CT is released after each run; a run within a
+             minute of the last continues its alert, which decides again after the release.
 ingest       --messages RFC 5424 messages sent by the bastion (a log source) over one TLS session
              with its lab certificate, as fast as the connection takes them: seconds until the
              siem's store holds the last one, and events per second.
 
-Containment is not built yet: no number for it. The integrity and audit runs leave nothing behind
-(W4's reset; the study deleted). A benchmark, not a test: it asserts nothing;
+The integrity and audit runs leave nothing behind (W4's reset; the study deleted), nor does the
+port-scan run (the CT released). A benchmark, not a test: it asserts nothing;
 results are appended to bench/results/detection_latency.jsonl.
 
     python3 bench/detection_latency.py [--lab inventories/default] [--runs 5] [--messages 2000]
@@ -39,10 +44,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.record import append_result  # noqa: E402
+from pacslab import response  # noqa: E402
 from pacslab.docker import docker  # noqa: E402
 from pacslab.plan import SIEM_USER, SIEMS, Plan, build_plan  # noqa: E402
 from pacslab.probes import imaging as im  # noqa: E402
-from pacslab.probes import ssh  # noqa: E402
+from pacslab.probes import portscan, ssh  # noqa: E402
 from pacslab.topology import Lab, load_lab  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "detection_latency.jsonl"
@@ -159,6 +165,33 @@ def audit(lab: Lab, siem: str) -> float:
             im.orthanc(lab, pacs, f"/studies/{study}", "DELETE")
 
 
+SCANNED = (22, 104, 443, 2575, 4242, 5432, 8042, 11112, 3389)  # none of them a modality may reach on the VNA
+
+
+def port_scan(lab: Lab, siem: str) -> dict[str, float]:
+    ct = next(h for h in lab.deployed_hosts() if "modalities" in h.groups and h.zone == "modality")
+    vna = next(h for h in lab.deployed_hosts() if "vna_servers" in h.groups)
+    base = 20000 + secrets.randbelow(400) * 100
+    start = time.monotonic()
+    portscan.scan(lab, ct.name, str(vna.address), SCANNED, base)
+    alerted = contained = None
+    try:
+        while time.monotonic() - start < WAIT and contained is None:
+            if alerted is None:
+                ours = {e["id"] for e in siem_rows(lab, siem, "events", "--contains", f'"src_ip": "{ct.address}"')
+                        if e["src_port"] and base <= int(e["src_port"]) < base + len(SCANNED)}
+                if any(a["rule"] == "port-scan" and ours & set(a["events"]) for a in siem_rows(lab, siem, "alerts")):
+                    alerted = time.monotonic() - start
+            if alerted is not None and str(ct.address) in response.quarantined(lab):
+                contained = time.monotonic() - start
+            time.sleep(0.25)
+    finally:
+        response.release(lab, ct.name, "benchmark run", by="pacslab-bench")
+    if alerted is None or contained is None:
+        raise SystemExit(f"port-scan from {ct.name}: alert after {alerted} s, quarantine after {contained} s (waited {WAIT} s)")
+    return {"alert": alerted, "quarantine": contained}
+
+
 def summary(values: list[float]) -> dict[str, float]:
     return {"p50": round(statistics.median(values), 2), "p95": round(p95(values), 2)}
 
@@ -181,12 +214,14 @@ def main() -> int:
     if not siems:
         raise SystemExit(f"lab {lab.name!r} deploys no siem")
     runs = [brute_force(lab, plan, siems[0]) for _ in range(args.runs)]
+    scans = [port_scan(lab, siems[0]) for _ in range(args.runs)]
     result = {
         "rules": len(json.loads(im.exec_in(lab, siems[0], "cat", "/etc/pacslab/siem/rules.json"))),
         "brute_force": {key: {"p50": round(statistics.median(r[key] for r in runs), 2), "p95": round(p95([r[key] for r in runs]), 2)}
                         for key in ("from_start", "from_fifth")},
         "integrity_failure_from_answer": summary([integrity(lab, siems[0]) for _ in range(args.runs)]),
         "audit_instances_transferred_from_store": summary([audit(lab, siems[0]) for _ in range(args.runs)]),
+        "port_scan_from_start": {key: summary([r[key] for r in scans]) for key in ("alert", "quarantine")},
         "runs": args.runs,
         "ingest": ingest(lab, siems[0], args.messages),
     }

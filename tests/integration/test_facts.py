@@ -256,6 +256,8 @@ KEY_RULES = (
             "the node's own key as roles/pki makes it: root's; each service that runs as another user gets its own copy"),
     KeyRule("/etc/pacslab/dicom/node.key", "pacslab-dicom", frozenset({0o600}), "the DICOM node service's copy: it runs as pacslab-dicom"),
     KeyRule("/etc/pacslab/orthanc/node.key", "orthanc", frozenset({0o600}), "Orthanc's copy for DICOM TLS: Orthanc runs as orthanc"),
+    KeyRule("/etc/pacslab/siem/tls/node.key", "pacslab-siem", frozenset({0o600}),
+            "the siem's containment service's copy (roles/siem): it runs as pacslab-siem"),
     KeyRule("/etc/stunnel/*.key", "stunnel4", frozenset({0o600}), "each stunnel front's copy (https, hl7): those fronts run as stunnel4"),
     KeyRule("/etc/ldap/tls/node.key", "openldap", frozenset({0o600}), "slapd's copy for LDAPS: slapd runs as openldap"),
     KeyRule("/etc/lemonldap-ng/oidc-sig.key", "root", frozenset({0o600}),
@@ -282,7 +284,8 @@ MUST_HOLD = {
     "idp": {"/etc/pacslab/tls/node.key", "/etc/lemonldap-ng/oidc-sig.key", "/var/lib/lemonldap-ng/conf/lmConf-1.json"},
     "rproxy": {"/etc/pacslab/tls/node.key", "/etc/apache2/pacslab-client.pem"},
     "bastion": {"/etc/pacslab/tls/node.key", "/etc/ssh/ssh_host_ed25519_key"},
-    "siem": {"/etc/pacslab/tls/node.key"},
+    "siem": {"/etc/pacslab/tls/node.key", "/etc/pacslab/siem/tls/node.key"},
+    "fw": {"/etc/pacslab/tls/node.key"},
 }
 
 
@@ -374,6 +377,10 @@ RUNS_AS = (
            "the siem, the TLS listener reads the node key (the store and the ingest run as pacslab-siem); on the PACS, the VNA and "
            "the fw, ships their logs with the node key"),
     RunsAs("/usr/bin/python3 /usr/local/lib/pacslab/pacslab_siem.py evaluate ", "pacslab-siem", "roles/siem: user=pacslab-siem, the store's owner"),
+    RunsAs("/usr/bin/python3 /usr/local/lib/pacslab/pacslab_siem.py serve ", "pacslab-siem",
+           "roles/siem: the containment service, user=pacslab-siem with its own copy of the node key"),
+    RunsAs("/usr/bin/python3 /usr/local/sbin/pacslab-quarantine follow ", "root",
+           "roles/firewall: the siem's arm on the fw changes the nft quarantine set (CAP_NET_ADMIN) and reads the node key"),
     RunsAs("sleep infinity", "root", "PID 1 of the ca and of the internet zone's computers: no service (the CA tool runs only through provisioning)"),
 )
 

@@ -1,6 +1,6 @@
 """Engine parity (platform): the Pulumi program, run on Pulumi's mocks, declares exactly the Docker
 objects the Ansible engine created on the live lab - names, networks, subnets, addresses, images,
-capabilities, sysctls, volumes, published ports, Docker's init, /etc/hosts entries. Any difference fails."""
+capabilities, sysctls, volumes, published ports, /etc/hosts entries. Any difference fails."""
 
 from __future__ import annotations
 
@@ -36,7 +36,6 @@ def describe_live(lab: Lab) -> dict[str, Any]:
             "sysctls": dict(c["HostConfig"].get("Sysctls") or {}),
             "volumes": sorted((m["Name"], m["Destination"]) for m in c["Mounts"] if m["Type"] == "volume"),
             "ports": sorted(int(k.split("/")[0]) for k in c["HostConfig"].get("PortBindings") or {}),
-            "init": bool(c["HostConfig"].get("Init")),  # Docker's init: none (supervisord, PID 1, reaps)
             "hosts": dict(e.split(":", 1) for e in c["HostConfig"].get("ExtraHosts") or []),  # "name:address"
         }
     volumes = sorted(v["Name"] for v in lab_objects("volume", lab.name))

@@ -24,8 +24,8 @@ import pytest
 from pacslab import cli, response
 from pacslab.docker import docker
 from pacslab.probes import imaging as im
+from pacslab.probes import portscan, standins
 from pacslab.probes import segmentation as seg
-from pacslab.probes import standins
 from pacslab.topology import Host, Lab
 
 from .test_siem import siem_json
@@ -214,35 +214,8 @@ def test_up_keeps_the_quarantine_when_it_loads_the_ruleset_again(running_lab: La
     assert store_one(lab, held, "STILLCUT")["outcome"] == "refused"
 
 
-# Runs in the scanning modality: a TCP connect to each port of argv[2:] at argv[1], all at once, each
-# from its own source port counting up from argv[0] (this run's marker in the fw's drop log).
-SCAN = """
-import json, socket, sys
-from concurrent.futures import ThreadPoolExecutor
-base, address, ports = int(sys.argv[1]), sys.argv[2], [int(p) for p in sys.argv[3:]]
-def probe(i):
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("", base + i))
-    sock.settimeout(2)
-    try:
-        sock.connect((address, ports[i]))
-        return "open"
-    except ConnectionRefusedError:
-        return "refused"
-    except OSError:
-        return "unanswered"
-    finally:
-        sock.close()
-with ThreadPoolExecutor(len(ports)) as pool:
-    print(json.dumps(list(pool.map(probe, range(len(ports))))))
-"""
-
-
 def scan(lab: Lab, host: Host, target: Host, base: int, ports: tuple[int, ...] = SCANNED) -> list[str]:
-    out = im.exec_in(lab, host.name, "python3", "-c", SCAN, str(base), str(target.address), *map(str, ports))
-    answers: list[str] = json.loads(out)
-    return answers
+    return portscan.scan(lab, host.name, str(target.address), ports, base)
 
 
 def scan_alert(lab: Lab, host: Host, base: int) -> dict[str, Any] | None:
