@@ -46,8 +46,10 @@ def load(rules_dir: Path = RULES_DIR) -> SigmaCollection:
 
 def compile_rules(rules_dir: Path = RULES_DIR) -> list[dict[str, Any]]:
     """The alerting rules as the siem runs them: [{id, name, title, level, kind, timespan (s),
-    group_by, sql, containment}]. containment (the rule's own attribute, high and critical rules
-    only) names the entity whose address the fw quarantines when the alert is raised (C-RSP-02).
+    group_by, sql, containment, threshold, counted}]. containment (the rule's own attribute, high and
+    critical rules only) names the entity whose address the fw quarantines when the alert is raised
+    (C-RSP-02); threshold and counted are the correlation's condition (gte, and the field whose
+    distinct values a value_count counts; 1 and None for a rule that alerts per event).
     kind is "event" for a plain rule (one alert per matching event) or the Sigma correlation type.
     Base rules a correlation refers to are left out (they do not alert alone)."""
     collection = load(rules_dir)
@@ -77,11 +79,16 @@ def compile_rules(rules_dir: Path = RULES_DIR) -> list[dict[str, Any]]:
         else:
             kind, span, group_by = "event", 0, list(rule.custom_attributes.get("entities", ["host"]))
         containment = rule.custom_attributes.get("containment")
+        # What makes the correlation fire, for the siem's second look at an alert born in a window of
+        # authorised activity (does the activity outside the window fire it on its own?).
+        threshold = int(rule.condition.count) if isinstance(rule, SigmaCorrelationRule) and rule.condition and rule.condition.count else 1
+        counted = rule.condition.fieldref if isinstance(rule, SigmaCorrelationRule) and rule.condition else None
         if containment is not None and (containment not in group_by or level not in ("high", "critical")):
             raise DetectionError(f"{rule.name}: containment names {containment!r}, which must be one of its entities {group_by} "
                                  f"on a high or critical rule (it is {level})")
         compiled.append({"id": str(rule.id), "name": rule.name, "title": rule.title, "level": level, "kind": kind,
-                         "timespan": span, "group_by": group_by, "sql": queries[0], "containment": containment})
+                         "timespan": span, "group_by": group_by, "sql": queries[0], "containment": containment,
+                         "threshold": threshold, "counted": counted})
     return compiled
 
 

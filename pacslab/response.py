@@ -84,12 +84,14 @@ def _siem(lab: Lab, host: str, *args: str) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def authorised(lab: Lab, reason: str, minutes: float = 30, by: str | None = None) -> Iterator[None]:
+def authorised(lab: Lab, reason: str, addresses: list[str] | None = None, minutes: float = 30, by: str | None = None) -> Iterator[None]:
     """A window of authorised activity on every deployed siem while the block runs (the lab's own
-    segmentation check, a scheduled scan): the alerts it causes are raised, the hosts are not
-    quarantined (their decision is withheld, naming the window). A lab without a siem: nothing to tell."""
+    segmentation check, a scheduled scan), for the activity of ``addresses`` (None: any address):
+    the alerts it causes are raised, the hosts are not quarantined (their decision is withheld,
+    naming the window). A lab without a siem: nothing to tell."""
     who = by or getpass.getuser()
-    windows = {h.name: int(_siem(lab, h.name, "authorise", "--minutes", str(minutes), "--reason", reason, "--by", who)["window"])
+    covered = [arg for a in addresses or [] for arg in ("--address", a)]
+    windows = {h.name: int(_siem(lab, h.name, "authorise", "--minutes", str(minutes), "--reason", reason, "--by", who, *covered)["window"])
                for h in lab.deployed_hosts() if SIEMS in h.groups}
     try:
         yield

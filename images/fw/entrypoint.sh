@@ -5,6 +5,8 @@
 set -eu
 ruleset=/etc/pacslab/nftables.nft
 [ -s "$ruleset" ] || ruleset=/usr/local/share/pacslab/closed.nft
-nft -f "$ruleset"
+# A ruleset that no longer loads (its quarantine include damaged, say) leaves the fw closed, not
+# stopped: `pacslab up` can still reach it and install a good one.
+nft -f "$ruleset" || nft -f /usr/local/share/pacslab/closed.nft
 mkdir -p /var/log/pacslab
 exec /usr/bin/supervisord -n -c /etc/supervisor/supervisord.conf

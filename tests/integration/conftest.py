@@ -92,7 +92,8 @@ def segmentation(running_lab: Lab, plan: Plan, state: Path) -> Iterator[Segmenta
         standins.wait_listening(lab, plan, cases)
         offset = standins.drop_log_size(lab)
         before = flow_counters(lab)
-        with response.authorised(lab, "the segmentation check's probes (tests/integration)", by="pacslab-tests"):
+        with response.authorised(lab, "the segmentation check's probes (tests/integration)", sorted({c.src.address for c in cases}),
+                                 by="pacslab-tests"):
             t0 = time.monotonic()
             outcomes = standins.run_cases(lab, cases)
             probe_seconds = time.monotonic() - t0

@@ -23,14 +23,15 @@ pytestmark = pytest.mark.control("C-AST-03")
 
 def canonical(listing: str) -> list[dict[str, Any]]:
     """nft JSON without what changes at run time: handles, counter values, metainfo, the elements
-    traffic puts in the rate-limit sets (pacslab.firewall.RUNTIME_SETS)."""
+    traffic puts in the rate-limit sets (pacslab.firewall.RUNTIME_SETS) and the quarantined
+    addresses (containment's state, C-RSP-02, not the flow matrix)."""
     out = []
     for obj in json.loads(listing)["nftables"]:
         if "metainfo" in obj:
             continue
         (kind, body), = obj.items()
         body = {k: v for k, v in body.items() if k not in ("handle", "packets", "bytes")}
-        if kind == "set" and body.get("name") in RUNTIME_SETS:
+        if kind == "set" and body.get("name") in (*RUNTIME_SETS, "quarantine"):
             body.pop("elem", None)
         if kind == "rule":
             body["expr"] = [e for e in body["expr"] if "counter" not in e or isinstance(e["counter"], str)]

@@ -19,8 +19,8 @@ Commands:
 
 Containment (C-RSP-02): when a high or critical rule that names a ``containment`` entity raises a
 new alert, the siem decides to quarantine that entity's address, unless it is no lab host's, the
-fw's, in a zone a quarantined host keeps (assets.json "spared_zones"), or authorised; a withheld
-decision is kept with its reason. An alert that goes on after the fw released its host (the
+fw's, a planned host's, a critical asset's (a person decides), in a zone a quarantined host keeps
+(assets.json "spared_zones"), or authorised; a withheld decision is kept with its reason. An alert that goes on after the fw released its host (the
 release is shipped here) decides again; a withheld decision stands for the alert's life.
 
 The normalised event (one schema for every source): time (UTC, ISO 8601), host (the lab host that
@@ -271,8 +271,10 @@ def _utc(stamp: str) -> str:
 
 
 def store(db: sqlite3.Connection, event: dict[str, Any]) -> int:
+    """One event row; a field a sender filled with a list or an object is kept as its JSON text."""
+    values = [v if v is None or isinstance(v, (str, int, float)) else json.dumps(v) for v in (event.get(f) for f in FIELDS)]
     cur = db.execute(f"INSERT INTO events ({', '.join(FIELDS)}, received) VALUES ({', '.join('?' * (len(FIELDS) + 1))})",
-                     [event.get(f) for f in FIELDS] + [now()])
+                     values + [now()])
     return int(cur.lastrowid or 0)
 
 
@@ -298,25 +300,46 @@ def ingest(lines: Any, out: Any, db: sqlite3.Connection, assets: dict[str, Any])
 
 
 def evaluate(db: sqlite3.Connection, rules: list[dict[str, Any]], assets: dict[str, Any], at: datetime | None = None) -> list[int]:
-    """Run every rule once over the events of its look-back window (its timespan, at least 10 min)
-    and raise or update alerts; returns the ids of the alerts raised or updated. A rule is a dict of
+    """Run every rule once over the events of its look-back window and raise or update alerts;
+    returns the ids of the alerts raised or updated. The look-back is a correlation's timespan plus
+    a minute for late arrivals (pySigma's correlation queries compare each event of the window with
+    the others: 5,000 fw drops from 25 addresses cost a port-scan pass about 17 s here, so their
+    window is kept short), 10 minutes for a rule that alerts per event. A rule is a dict of
     pacslab/detections.py: id, name, title, level, kind ("event" or a Sigma correlation type),
-    timespan (seconds), group_by (fields) and sql (pySigma's SQLite query over the table ``logs``)."""
+    timespan (seconds), group_by (fields) and sql (pySigma's SQLite query over the table ``logs``).
+    A rule that fails is reported on stderr and the others still run."""
     at = at or datetime.now(UTC)
     touched: list[int] = []
     for rule in rules:
-        back = max(int(rule.get("timespan") or 0), 600)
-        since = (at - timedelta(seconds=back)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        # pySigma's SQLite backend reads the table `logs`, its column `timestamp` and its rowid
-        # (the event's id here: an INTEGER PRIMARY KEY is the rowid).
-        db.execute("DROP TABLE IF EXISTS temp.logs")
-        db.execute(f"CREATE TEMP TABLE logs (id INTEGER PRIMARY KEY, timestamp TEXT, {', '.join(f'{f} TEXT' for f in FIELDS)})")
-        db.execute(f"INSERT INTO temp.logs SELECT id, time, {', '.join(FIELDS)} FROM events WHERE time >= ?", (since,))
-        cur = db.execute(rule["sql"])
-        columns = [c[0] for c in cur.description]
-        for row in cur.fetchall():
-            found = dict(zip(columns, row, strict=True))
+        try:
+            touched += _evaluate_rule(db, rule, assets, at)
+        except Exception as exc:  # noqa: BLE001 (one rule's failure must not stop the others, nor the loop)
+            print(f"pacslab-siem evaluate: rule {rule.get('name')}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+    return touched
+
+
+def _evaluate_rule(db: sqlite3.Connection, rule: dict[str, Any], assets: dict[str, Any], at: datetime) -> list[int]:
+    """One rule over its look-back; each result's alert, case and containment decision are written
+    in one transaction (a restart between them cannot leave an alert without its decision)."""
+    touched: list[int] = []
+    back = int(rule.get("timespan") or 0) + 60 if rule["kind"] != "event" else 600
+    since = (at - timedelta(seconds=back)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    # pySigma's SQLite backend reads the table `logs`, its column `timestamp` and its rowid
+    # (the event's id here: an INTEGER PRIMARY KEY is the rowid).
+    db.execute("DROP TABLE IF EXISTS temp.logs")
+    db.execute(f"CREATE TEMP TABLE logs (id INTEGER PRIMARY KEY, timestamp TEXT, {', '.join(f'{f} TEXT' for f in FIELDS)})")
+    db.execute(f"INSERT INTO temp.logs SELECT id, time, {', '.join(FIELDS)} FROM events WHERE time >= ?", (since,))
+    cur = db.execute(rule["sql"])
+    columns = [c[0] for c in cur.description]
+    for row in cur.fetchall():
+        found = dict(zip(columns, row, strict=True))
+        db.execute("BEGIN IMMEDIATE")
+        try:
             touched.append(_raise(db, rule, found, assets))
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
     return touched
 
 
@@ -330,20 +353,23 @@ def _raise(db: sqlite3.Connection, rule: dict[str, Any], found: dict[str, Any], 
         entities = json.loads(found["group_keys"] or "{}")
         first, last = _from_epoch(found["window_start"]), _from_epoch(found["window_end"])
     key = json.dumps(entities, sort_keys=True)
+    if rule["kind"] == "event":  # one alert per event: an event some alert of the rule already holds raised it
+        held = db.execute("SELECT a.id FROM alerts a, json_each(a.events) e WHERE a.rule_id = ? AND e.value = ? LIMIT 1",
+                          (rule["id"], ids[0])).fetchone()
+        if held:
+            return int(held[0])
     # One alert per rule and entities while it keeps firing: a window that starts before the alert's
     # last event plus the rule's timespan continues it.
     gap = timedelta(seconds=int(rule.get("timespan") or 0))
     for alert_id, events, last_seen in db.execute("SELECT id, events, last_seen FROM alerts WHERE rule_id = ? AND entities = ?"
                                                   " ORDER BY id DESC LIMIT 1", (rule["id"], key)):
-        if rule["kind"] == "event" and int(found["id"]) in json.loads(events):
-            return int(alert_id)
         if rule["kind"] != "event" and _parse(first) <= _parse(last_seen) + gap:
             merged = sorted(set(json.loads(events)) | set(ids))
             if merged != sorted(json.loads(events)) or last > last_seen:
                 db.execute("UPDATE alerts SET events = ?, last_seen = MAX(last_seen, ?), updated = ? WHERE id = ?",
                            (json.dumps(merged), last, now(), alert_id))
                 added = sorted(set(ids) - set(json.loads(events)))
-                if rule.get("containment") and added and _decide_again(db, int(alert_id), added):
+                if rule.get("containment") and added and _decide_again(db, int(alert_id), rule, merged):
                     _contain(db, int(alert_id), rule, str(entities.get(rule["containment"]) or ""), added, assets)
             return int(alert_id)
     cur = db.execute("INSERT INTO alerts (rule_id, rule, title, severity, entities, events, first_seen, last_seen, raised, updated)"
@@ -356,19 +382,34 @@ def _raise(db: sqlite3.Connection, rule: dict[str, Any], found: dict[str, Any], 
     return alert_id
 
 
-def _decide_again(db: sqlite3.Connection, alert_id: int, added: list[int]) -> bool:
-    """Whether an alert that goes on (``added`` events) needs a new containment decision: it
-    quarantined the host, the fw has released it since (the release is shipped here), and the new
-    events came after the release (events are numbered as they arrive). A withheld decision stands
-    for the alert's life: an alert born in a window of authorised activity that goes on within its
-    rule's timespan is not contained (a scan that resumes after a longer pause is a new alert)."""
-    row = db.execute("SELECT address, upto, decision FROM containment WHERE alert_id = ? ORDER BY id DESC LIMIT 1", (alert_id,)).fetchone()
-    if row is None or row[2] != "quarantine":
+def _decide_again(db: sqlite3.Connection, alert_id: int, rule: dict[str, Any], events: list[int]) -> bool:
+    """Whether an alert that goes on (``events``: all of its events now) needs a new containment decision:
+    - its last decision was withheld as authorised activity, and its events since that decision
+      that fall outside every window for the address fire the rule on their own (as many as its
+      threshold, of distinct values of the field a value_count counts): the host scans again after
+      its window, not a stray packet of its ordinary traffic;
+    - or it quarantined the host, the fw has released it since (the release is shipped here), and
+      the new events came after the release (events are numbered as they arrive)."""
+    row = db.execute("SELECT address, upto, decision, reason FROM containment WHERE alert_id = ? ORDER BY id DESC LIMIT 1",
+                     (alert_id,)).fetchone()
+    if row is None:
         return False
-    address, upto, _ = row
+    address, upto, decision, reason = row
+    if decision == "withheld":
+        if not str(reason).startswith("authorised activity"):
+            return False
+        counted = rule.get("counted")
+        since = [i for i in events if i > upto]
+        if not since:
+            return False
+        outside = db.execute(f"SELECT {counted if counted in FIELDS else 'id'} FROM events e WHERE id IN ({', '.join('?' * len(since))})"
+                             " AND NOT EXISTS (SELECT 1 FROM authorised w WHERE w.starts <= e.time AND w.ends >= e.time AND"
+                             " (w.addresses = '[]' OR EXISTS (SELECT 1 FROM json_each(w.addresses) WHERE value = ?)))",
+                             [*since, address]).fetchall()
+        return len({v for (v,) in outside}) >= int(rule.get("threshold") or 1)
     released = db.execute("SELECT MAX(id) FROM events WHERE event_type = 'containment-release' AND outcome = 'changed'"
                           " AND dst_ip = ? AND id > ?", (address, upto)).fetchone()[0]
-    return released is not None and max(added) > released
+    return released is not None and max(events) > released
 
 
 def _contain(db: sqlite3.Connection, alert_id: int, rule: dict[str, Any], address: str, ids: list[int], assets: dict[str, Any]) -> None:
@@ -383,6 +424,11 @@ def _contain(db: sqlite3.Connection, alert_id: int, rule: dict[str, Any], addres
         decision, reason = "withheld", f"{address or 'no address'} is no lab host's: nothing the fw may quarantine"
     elif asset.get("image") == "fw":
         decision, reason = "withheld", "the fw's own address"
+    elif not asset.get("deployed", True):
+        decision, reason = "withheld", f"{asset['host']} is planned: nothing runs at its address"
+    elif asset.get("criticality") == "critical":
+        decision, reason = "withheld", (f"{asset['host']} is a critical asset: containing it stops clinical work, a person decides "
+                                        "(pacslab quarantine)")
     elif asset.get("zone") in assets.get("spared_zones", []):
         decision, reason = "withheld", f"{asset['host']} is in the {asset['zone']} zone, which a quarantined host keeps"
     elif window:
@@ -427,6 +473,11 @@ class _Decisions(http.server.BaseHTTPRequestHandler):
     layer has already refused a client without a certificate the trusted anchors signed."""
 
     server_version = "pacslab-siem"
+    timeout = 10  # seconds a client may take for the handshake and its request (a silent one is dropped)
+
+    def setup(self) -> None:
+        super().setup()  # sets the socket's timeout
+        self.request.do_handshake()  # in this request's thread: a client that stalls holds only its own
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         if self.path != "/containment":
@@ -451,9 +502,13 @@ def serve(address: str, port: int, cert: str, key: str, clients: str) -> None:
     context.load_cert_chain(cert, key)
     context.load_verify_locations(clients)
     context.verify_mode = ssl.CERT_REQUIRED
-    server = http.server.ThreadingHTTPServer((address, port), _Decisions)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    server.serve_forever()
+
+    class Server(http.server.ThreadingHTTPServer):
+        def get_request(self) -> tuple[Any, Any]:  # the TLS handshake waits for the request's own thread
+            sock, peer = self.socket.accept()
+            return context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), peer
+
+    Server((address, port), _Decisions).serve_forever()
 
 
 def _open_case(db: sqlite3.Connection, alert_id: int, level: str, entities: dict[str, Any], assets: dict[str, Any]) -> None:
