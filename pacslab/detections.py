@@ -81,8 +81,9 @@ def compile_rules(rules_dir: Path = RULES_DIR) -> list[dict[str, Any]]:
         containment = rule.custom_attributes.get("containment")
         # What makes the correlation fire, for the siem's second look at an alert born in a window of
         # authorised activity (does the activity outside the window fire it on its own?).
-        threshold = int(rule.condition.count) if isinstance(rule, SigmaCorrelationRule) and rule.condition and rule.condition.count else 1
-        counted = rule.condition.fieldref if isinstance(rule, SigmaCorrelationRule) and rule.condition else None
+        condition = rule.condition if isinstance(rule, SigmaCorrelationRule) else None
+        threshold = int(getattr(condition, "count", None) or 1)  # an extended (boolean) condition has no count: 1
+        counted = getattr(condition, "fieldref", None)
         if containment is not None and (containment not in group_by or level not in ("high", "critical")):
             raise DetectionError(f"{rule.name}: containment names {containment!r}, which must be one of its entities {group_by} "
                                  f"on a high or critical rule (it is {level})")
