@@ -201,19 +201,27 @@ def test_the_release_gives_the_path_back_and_is_logged(running_lab: Lab, evidenc
 
 
 @pytest.mark.control("C-RSP-02")
-def test_up_keeps_the_quarantine_when_it_loads_the_ruleset_again(running_lab: Lab, contained: tuple[Host, Host], evidence: dict[str, Any]) -> None:
-    """A rule added by hand is drift: `up` loads the whole ruleset again (flush ruleset first)."""
+def test_up_keeps_the_quarantine_when_it_loads_the_ruleset_again(running_lab: Lab, evidence: dict[str, Any]) -> None:
+    """A rule added by hand is drift: `up` loads the whole ruleset again (flush ruleset first). An
+    `up` first, before the quarantine: an `up` that finds the lab's snapshot _up out of date takes
+    it again, and it must not take a test's quarantine as the lab's state after up."""
     lab = running_lab
-    held, _ = contained
-    fw = lab.container_name(lab.router.name)
-    docker("exec", fw, "nft", "add", "rule", "inet", "pacslab", "forward", "meta", "nftrace", "set", "1")
+    held, _ = modalities(lab)
     assert cli.main(["up", "--lab", str(lab.path)]) == cli.EXIT_OK
-    ruleset = docker("exec", fw, "nft", "list", "chain", "inet", "pacslab", "forward").stdout
-    record = response.quarantined(lab)
+    response.quarantine(lab, held.name, "integration test: containment through up", by="pacslab-tests")
+    try:
+        fw = lab.container_name(lab.router.name)
+        docker("exec", fw, "nft", "add", "rule", "inet", "pacslab", "forward", "meta", "nftrace", "set", "1")
+        assert cli.main(["up", "--lab", str(lab.path)]) == cli.EXIT_OK
+        ruleset = docker("exec", fw, "nft", "list", "chain", "inet", "pacslab", "forward").stdout
+        record = response.quarantined(lab)
+        still_cut = store_one(lab, held, "STILLCUT")["outcome"]
+    finally:
+        response.release(lab, held.name, "integration test: done", by="pacslab-tests")
     evidence.update(record=record)
     assert "nftrace" not in ruleset, "up did not load the ruleset again: the drift is still there"
     assert record[str(held.address)]["enforced"] is True
-    assert store_one(lab, held, "STILLCUT")["outcome"] == "refused"
+    assert still_cut == "refused"
 
 
 def scan(lab: Lab, host: Host, target: Host, base: int, ports: tuple[int, ...] = SCANNED) -> list[str]:
