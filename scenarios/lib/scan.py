@@ -1,6 +1,10 @@
 """A TCP connect scan from this host of every deployed host in the given zones, on the given ports,
 all at once (a dropped SYN costs its timeout once). Result: the probes that got any answer (open or
-refused: "host:port state"), and how many went unanswered."""
+refused: "host:port state"), and how many went unanswered.
+
+args.timeout (seconds) stays under 1: Linux sends a SYN again after its initial retransmission
+timeout of 1 s (RFC 6298, 2.1), and a second SYN can meet a quarantine the scan itself brought on
+(W2: the fw answers it with a reset), which would read as "refused" where the fw dropped the scan."""
 
 import json
 import socket
