@@ -18,6 +18,9 @@ port-scan    --runs times, nine ports of the VNA tried at once by the CT (pacsla
              holding the run's drops, and to the CT in the fw's quarantine (the siem's decision,
              pulled by the fw); p50 and p95. The CT is released after each run; a run within a
              minute of the last continues its alert, which decides again after the release.
+unknown-ae   --runs times, a C-ECHO to the PACS from the CT calling itself with an AE title of the run
+             (no lab host has it): seconds from the rejection (A-ASSOCIATE-RJ) to the unknown-ae
+             alert holding Orthanc's log line about it; p50 and p95 (the catalogue's budget: 30 s).
 ingest       --messages RFC 5424 messages sent by the bastion (a log source) over one TLS session
              with its lab certificate, as fast as the connection takes them: seconds until the
              siem's store holds the last one, and events per second.
@@ -192,6 +195,21 @@ def port_scan(lab: Lab, siem: str) -> dict[str, float]:
     return {"alert": alerted, "quarantine": contained}
 
 
+def unknown_ae(lab: Lab, siem: str) -> float:
+    ct = next(h for h in lab.deployed_hosts() if "modalities" in h.groups and h.zone == "modality")
+    rogue = f"BENCH{secrets.token_hex(4).upper()}"
+    result = im.dicomsim(lab, ct.name, "echo", "--calling", rogue)
+    rejected = time.monotonic()
+    if result["outcome"] != "rejected":
+        raise SystemExit(f"the PACS did not reject {rogue}: {result}")
+    while time.monotonic() - rejected < WAIT:
+        ids = {e["id"] for e in siem_rows(lab, siem, "events", "--contains", rogue) if e["event_type"] == "dicom-association-rejected"}
+        if ids and any(a["rule"] == "unknown-ae" and ids & set(a["events"]) for a in siem_rows(lab, siem, "alerts")):
+            return time.monotonic() - rejected
+        time.sleep(0.25)
+    raise SystemExit(f"no unknown-ae alert about {rogue} within {WAIT} s")
+
+
 def summary(values: list[float]) -> dict[str, float]:
     return {"p50": round(statistics.median(values), 2), "p95": round(p95(values), 2)}
 
@@ -222,6 +240,7 @@ def main() -> int:
         "integrity_failure_from_answer": summary([integrity(lab, siems[0]) for _ in range(args.runs)]),
         "audit_instances_transferred_from_store": summary([audit(lab, siems[0]) for _ in range(args.runs)]),
         "port_scan_from_start": {key: summary([r[key] for r in scans]) for key in ("alert", "quarantine")},
+        "unknown_ae_from_rejection": summary([unknown_ae(lab, siems[0]) for _ in range(args.runs)]),
         "runs": args.runs,
         "ingest": ingest(lab, siems[0], args.messages),
     }

@@ -289,3 +289,73 @@ def test_a_stored_study_and_its_deletion_reach_the_siem_as_dicom_audit_messages(
         "host": pacs.name, "user": "pacslab-admin", "study_uid": stored["study_uid"], "patient_id": stored["patient_id"], "outcome": "success"}
     raw = [ln for ln in raw_lines(lab, pacs, stored["study_uid"]) if " dicom-audit " in ln]  # not the event log's lines about it
     assert len(raw) == 2 and all(ln.startswith("<85>1 ") and f" {pacs.name} dicom-audit - DICOM+RFC3881 - <AuditMessage>" in ln for ln in raw), raw
+
+
+# ---------------------------------------------------------------------------------------------
+# DICOM access the PACS refuses, read from Orthanc's own log (roles/siem/files/rules/dicom-access.yml)
+
+
+def _alerts_of(lab: Lab, rule: str, event_ids: set[int]) -> list[dict[str, Any]]:
+    return [a for a in siem_json(lab, "alerts") if a["rule"] == rule and event_ids & set(a["events"])]
+
+
+@pytest.mark.control("C-AST-05")
+@pytest.mark.control("C-DET-01")
+def test_an_association_from_an_unknown_ae_title_raises_unknown_ae_and_dicom_access_denied(running_lab: Lab, evidence) -> None:
+    """A C-ECHO from a modality calling itself ROGUE<run> is rejected by the PACS (calling AE title
+    not recognised). Orthanc's two log lines reach the siem: the association received (AE title,
+    the modality's address; no host of the lab definition has that title) raises unknown-ae, its
+    rejection raises dicom-access-denied; both about the modality, whose case holds them."""
+    lab = running_lab
+    pacs, station = pacs_of(lab), tls_stations(lab)[0]
+    rogue = f"ROGUE{RUN}".upper()
+    echo = im.dicomsim(lab, station.name, "echo", "--calling", rogue)
+
+    def logged(kind: str) -> list[dict[str, Any]]:
+        return [e for e in siem_json(lab, "events", "--contains", f"AET {rogue} on IP") if e["event_type"] == kind]
+
+    received = wait_for("the association received", lambda: logged("dicom-association-received"))[0]
+    rejected = wait_for("the association rejected", lambda: logged("dicom-association-rejected"))[0]
+    unknown = wait_for("unknown-ae", lambda: _alerts_of(lab, "unknown-ae", {received["id"]}))[0]
+    denied = wait_for("dicom-access-denied", lambda: _alerts_of(lab, "dicom-access-denied", {rejected["id"]}))[0]
+    cases = {c["id"]: c for c in siem_json(lab, "cases")}
+    evidence.update(echo={k: echo.get(k) for k in ("outcome", "reject")}, received=received, rejected=rejected, unknown_ae=unknown,
+                    denied=denied)
+    assert (echo["outcome"], echo["reject"]["reason_name"]) == ("rejected", "calling-AE-title-not-recognized")
+    for event, outcome in ((received, "unknown-calling-ae"), (rejected, "unknown-calling-ae")):
+        assert {k: event[k] for k in ("host", "source", "calling_ae", "src_ip", "outcome")} == {
+            "host": pacs.name, "source": "orthanc-log", "calling_ae": rogue, "src_ip": str(station.address), "outcome": outcome}
+    assert f"Rejected association for remote AET {rogue} on IP {station.address}" in rejected["message"]
+    assert (unknown["severity"], unknown["entities"]) == ("medium", {"host": pacs.name, "src_ip": str(station.address), "calling_ae": rogue})
+    assert (denied["severity"], denied["entities"]) == (
+        "medium", {"host": pacs.name, "src_ip": str(station.address), "calling_ae": rogue, "called_ae": None})
+    assert cases[unknown["case"]]["host"] == cases[denied["case"]]["host"] == station.name  # about the caller, not the PACS
+
+
+@pytest.mark.control("C-AST-05")
+def test_a_known_ae_title_from_the_wrong_address_raises_dicom_access_denied_but_not_unknown_ae(running_lab: Lab, evidence) -> None:
+    """The twin: the MR calling with the CT's AE title is rejected the same way, but that AE title
+    is the lab's: dicom-access-denied names it and the MR's address, unknown-ae stays silent. Then
+    a rogue AE title from the same MR (the marker): once unknown-ae has seen the later event, it has
+    seen the earlier one too, so its silence on the borrowed title is a result, not a wait cut short."""
+    lab = running_lab
+    pacs, (first, second) = pacs_of(lab), tls_stations(lab)[:2]
+    borrowed = im.dicomsim(lab, second.name, "echo", "--calling", str(first.ae_title))
+    rogue = f"TWIN{RUN}".upper()
+    im.dicomsim(lab, second.name, "echo", "--calling", rogue)
+    later = wait_for("the rogue title's association", lambda: [e for e in siem_json(lab, "events", "--contains", f"AET {rogue} on IP")
+                                                                if e["event_type"] == "dicom-association-received"])[0]
+    wait_for("unknown-ae on the rogue title", lambda: _alerts_of(lab, "unknown-ae", {later["id"]}))
+    earlier = [e for e in siem_json(lab, "events", "--contains", f"AET {first.ae_title} on IP {second.address}")
+               if e["id"] < later["id"]]
+    kinds = {e["event_type"]: e for e in earlier}  # the latest of each kind before the marker's
+    assert {"dicom-association-received", "dicom-association-rejected"} <= set(kinds), f"the borrowed title's lines: {earlier}"
+    received, rejected = kinds["dicom-association-received"], kinds["dicom-association-rejected"]
+    denied = wait_for("dicom-access-denied", lambda: _alerts_of(lab, "dicom-access-denied", {rejected["id"]}))[0]
+    evidence.update(echo={k: borrowed.get(k) for k in ("outcome", "reject")}, received=received, rejected=rejected, denied=denied)
+    assert (borrowed["outcome"], borrowed["reject"]["reason_name"]) == ("rejected", "calling-AE-title-not-recognized")
+    assert (received["calling_ae"], received["src_ip"], received["outcome"]) == (str(first.ae_title), str(second.address), "lab-ae")
+    assert (rejected["calling_ae"], rejected["src_ip"], rejected["outcome"]) == (
+        str(first.ae_title), str(second.address), "calling-ae-not-allowed")
+    assert denied["entities"] == {"host": pacs.name, "src_ip": str(second.address), "calling_ae": str(first.ae_title), "called_ae": None}
+    assert _alerts_of(lab, "unknown-ae", {received["id"], rejected["id"]}) == []

@@ -40,7 +40,7 @@ ASSETS = {"addresses": {"10.77.90.11": {"host": "vendor-eng", "zone": "internet"
                                         "address": "10.77.50.10", "image": "siem"},
                         "10.77.80.10": {"host": "offsite", "zone": "offsite", "owner": "it-infra", "criticality": "high",
                                         "address": "10.77.80.10", "image": "", "deployed": False}},
-          "hosts": {}, "spared_zones": ["security"]}
+          "hosts": {}, "ae_titles": {"CT01": "mod-ct", "MR01": "mod-mr", "LEGACY01": "mod-legacy"}, "spared_zones": ["security"]}
 
 
 @pytest.fixture(scope="module")
@@ -162,9 +162,34 @@ def _record(program: str, msg: str, peer: str = "10.77.70.10") -> dict[str, Any]
      {"event_type": "syslog", "user": None}),
     ("orthanc-events", '["integrity-failure"]', {"event_type": "syslog", "user": None}),
     ("orthanc-events", '{"event": "integrity-failure"', {"event_type": "syslog"}),
+    # Orthanc's own log (glog), as the PACS writes it: its refusals of DICOM access
+    ("orthanc-log", "I1202 11:13:52.396991 CommandDispatcher.cpp:333] (dicom) Association Received from AET EVILMOD on IP 10.77.30.10",
+     {"event_type": "dicom-association-received", "calling_ae": "EVILMOD", "src_ip": "10.77.30.10", "outcome": "unknown-calling-ae"}),
+    ("orthanc-log", "I1202 11:13:52.396991 CommandDispatcher.cpp:333] (dicom) Association Received from AET CT01 on IP 10.77.30.10",
+     {"event_type": "dicom-association-received", "calling_ae": "CT01", "src_ip": "10.77.30.10", "outcome": "lab-ae"}),
+    ("orthanc-log", "W1202 11:41:07.532181 CommandDispatcher.cpp:620] Rejected association for remote AET EVILMOD on IP 10.77.30.10",
+     {"event_type": "dicom-association-rejected", "calling_ae": "EVILMOD", "src_ip": "10.77.30.10", "dst_ip": "10.77.40.10",
+      "outcome": "unknown-calling-ae"}),
+    ("orthanc-log", "W1202 11:41:07.532181 CommandDispatcher.cpp:620] Rejected association for remote AET CT01 on IP 10.77.30.11",
+     {"event_type": "dicom-association-rejected", "calling_ae": "CT01", "src_ip": "10.77.30.11", "outcome": "calling-ae-not-allowed"}),
+    # an AE title (16 characters at most) cannot smuggle another address in: the address is the last
+    ("orthanc-log", "W1202 11:41:07.532181 CommandDispatcher.cpp:620] Rejected association for remote AET X on IP 10.0.0.9 on IP 10.77.30.10",
+     {"calling_ae": "X on IP 10.0.0.9", "src_ip": "10.77.30.10", "outcome": "unknown-calling-ae"}),
+    ("orthanc-log", "W1202 11:41:08.000001 CommandDispatcher.cpp:598] Rejected association, because of a bad called AET in the request (NOTPACS)",
+     {"event_type": "dicom-association-rejected", "called_ae": "NOTPACS", "calling_ae": None, "src_ip": None, "outcome": "called-ae-not-recognised"}),
+    ("orthanc-log", "W1202 11:41:09.100000 main.cpp:340] DICOM authorization rejected for AET MR01 on IP 10.77.30.11: The DICOM command "
+                    'Find is not allowed for this modality according to configuration option "DicomModalities"',
+     {"event_type": "dicom-request-rejected", "calling_ae": "MR01", "src_ip": "10.77.30.11", "outcome": "C-FIND"}),
+    ("orthanc-log", "W1202 11:41:09.100000 main.cpp:398] DICOM authorization rejected for AET SNOOP on IP 10.77.20.10: This AET is not "
+                    'listed in configuration option "DicomModalities"',
+     {"event_type": "dicom-request-rejected", "calling_ae": "SNOOP", "outcome": "unknown-calling-ae"}),
+    ("orthanc-log", "E1202 11:41:10.000000 StoreScp.cpp:300] Store SCP Failed: Cannot write to the storage area",
+     {"event_type": "orthanc-log", "outcome": "error", "calling_ae": None}),
+    ("orthanc-log", "I1202 11:13:29.597650 HttpServer.cpp:1244] (http) GET /system", {"event_type": "orthanc-log", "outcome": "info"}),
+    ("orthanc-log", "Rejected association for remote AET EVILMOD on IP 10.77.30.10", {"event_type": "syslog", "calling_ae": None}),
 ])
 def test_normalise(program: str, msg: str, expected: dict[str, Any]) -> None:
-    orthanc = program in ("orthanc-events", "dicom-audit")  # what the PACS sends, from the PACS's address
+    orthanc = program in ("orthanc-events", "dicom-audit", "orthanc-log")  # what the PACS sends, from the PACS's address
     event = siem.normalise(_record(program, msg, peer="10.77.40.10" if orthanc else "10.77.70.10"), ASSETS)
     assert {k: event[k] for k in expected} == expected
     assert event["host"] == ("pacs" if orthanc else "bastion") and event["sender_host"] == "bastion" and event["source"] == program
@@ -197,7 +222,7 @@ def test_normalise_the_fws_logs(program: str, msg: str, expected: dict[str, Any]
     assert (event["host"], event["source"], event["message"]) == ("fw", program, msg)
 
 
-@pytest.mark.parametrize("program", ["orthanc-events", "dicom-audit", "fw-drops", "fw-response"])
+@pytest.mark.parametrize("program", ["orthanc-events", "dicom-audit", "orthanc-log", "fw-drops", "fw-response"])
 def test_the_pacs_s_programs_from_another_host_are_marked_forged(program: str) -> None:
     """`logger -t orthanc-events '{"event": "integrity-failure"}'` in a vendor's shell on the bastion
     (a log source) is not the PACS's word: stored as forged-source, and no rule reads it as an

@@ -147,6 +147,8 @@ def normalise(record: dict[str, Any], assets: dict[str, Any]) -> dict[str, Any]:
         event.update(_fw_response(msg))
     elif source == "orthanc-events":
         event.update(_orthanc_event(msg))
+    elif source == "orthanc-log":
+        event.update(_orthanc_log(msg, assets, peer))
     elif source == "dicom-audit":
         event.update(_dicom_audit(msg))
     elif source == "tlog":
@@ -161,7 +163,7 @@ def normalise(record: dict[str, Any], assets: dict[str, Any]) -> dict[str, Any]:
 
 # Programs only an Orthanc host's plugin writes (its image "orthanc" in assets.json): the same tag
 # from any other host is stored as "forged-source", never read as the PACS's word.
-ORTHANC_PROGRAMS = ("orthanc-events", "dicom-audit")
+ORTHANC_PROGRAMS = ("orthanc-events", "dicom-audit", "orthanc-log")
 
 
 # The lab plugin's event log on the PACS and the VNA (roles/orthanc, files/pacslab_orthanc.py): one
@@ -179,6 +181,50 @@ def _orthanc_event(msg: str) -> dict[str, Any]:
     return {"event_type": data["event"], "user": data.get("user") or None, "calling_ae": data.get("calling_ae"),
             "study_uid": data.get("study_uid") or data.get("held_study_uid"),
             "outcome": verdict if isinstance(verdict, str) else status if isinstance(status, str) else None}
+
+
+# Orthanc's own log (glog, run with --verbose: "W1202 11:13:52.397176 CommandDispatcher.cpp:617]
+# text", a category such as "(dicom) " before some texts), shipped as orthanc-log. The lines about
+# DICOM access (Orthanc 1.10.1's wording, seen on the lab):
+# - "Association Received from AET <AE> on IP <ip>": every association, before it is accepted or
+#   not (dicom-association-received);
+# - "Rejected association for remote AET <AE> on IP <ip>": A-ASSOCIATE-RJ, calling AE title not
+#   recognised (PS3.8 9.3.4): not in DicomModalities, or not from its registered address;
+# - "Rejected association, because of a bad called AET in the request (<AE>)": called AE title not
+#   recognised (the line names no source: the association's Received line before it does);
+# - "DICOM authorization rejected for AET <AE> on IP <ip>: The DICOM command Find is not allowed
+#   ...": a request the AE title may not make, answered with an A-ABORT (dicom-request-rejected,
+#   the DIMSE service as the outcome).
+# An AE title has at most 16 characters, so the address is read from the end of what Orthanc wrote.
+# A calling AE title that no host of the lab definition has (assets.json "ae_titles", C-AST-05)
+# makes the outcome "unknown-calling-ae". Any other line keeps its level as the outcome.
+_GLOG = re.compile(r"^(?P<level>[IWEF])\d{4} [\d:.]+ (?:\d+ )?\S+:\d+\] (?:\([a-z]+\) )?(?P<text>.*)$")
+_ASSOCIATION_RQ = re.compile(r"^Association Received from AET (?P<ae>.*) on IP (?P<ip>[0-9a-fA-F.:]+)$")
+_ASSOCIATION_RJ = re.compile(r"^Rejected association for remote AET (?P<ae>.*) on IP (?P<ip>[0-9a-fA-F.:]+)$")
+_CALLED_RJ = re.compile(r"^Rejected association, because of a bad called AET in the request \((?P<ae>.*)\)$")
+_REQUEST_RJ = re.compile(r"^DICOM authorization rejected for AET (?P<ae>.*) on IP (?P<ip>[0-9a-fA-F.:]+): "
+                         r"(?:The DICOM command (?P<command>\S+) is not allowed|This AET is not listed)")
+GLOG_LEVELS = {"I": "info", "W": "warning", "E": "error", "F": "fatal"}
+DIMSE = {"Echo": "C-ECHO", "Find": "C-FIND", "FindWorklist": "C-FIND", "Get": "C-GET", "Move": "C-MOVE", "Store": "C-STORE"}
+
+
+def _orthanc_log(msg: str, assets: dict[str, Any], peer: str) -> dict[str, Any]:
+    line = _GLOG.match(msg)
+    if not line:
+        return {}
+    text, known = line["text"], assets.get("ae_titles", {})
+    if m := _ASSOCIATION_RQ.match(text) or _ASSOCIATION_RJ.match(text):
+        received = text.startswith("Association Received")
+        return {"event_type": "dicom-association-received" if received else "dicom-association-rejected", "calling_ae": m["ae"],
+                "src_ip": m["ip"], "dst_ip": peer, "proto": "dicom",
+                "outcome": "unknown-calling-ae" if m["ae"] not in known else "lab-ae" if received else "calling-ae-not-allowed"}
+    if m := _CALLED_RJ.match(text):
+        return {"event_type": "dicom-association-rejected", "called_ae": m["ae"], "dst_ip": peer, "proto": "dicom",
+                "outcome": "called-ae-not-recognised"}
+    if m := _REQUEST_RJ.match(text):
+        return {"event_type": "dicom-request-rejected", "calling_ae": m["ae"], "src_ip": m["ip"], "dst_ip": peer, "proto": "dicom",
+                "outcome": "unknown-calling-ae" if m["ae"] not in known else DIMSE.get(m["command"] or "", m["command"] or "not-listed")}
+    return {"event_type": "orthanc-log", "outcome": GLOG_LEVELS[line["level"]]}
 
 
 # The fw's logs (roles/firewall, images/fw), sent only by a host whose image is the fw's:
