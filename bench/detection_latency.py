@@ -20,7 +20,8 @@ port-scan    --runs times, nine ports of the VNA tried at once by the CT (pacsla
              minute of the last continues its alert, which decides again after the release.
 unknown-ae   --runs times, a C-ECHO to the PACS from the CT calling itself with an AE title of the run
              (no lab host has it): seconds from the rejection (A-ASSOCIATE-RJ) to the unknown-ae
-             alert holding Orthanc's log line about it; p50 and p95 (the catalogue's budget: 30 s).
+             alert holding Orthanc's line about that association; p50 and p95 (the catalogue's
+             budget: 30 s).
 ingest       --messages RFC 5424 messages sent by the bastion (a log source) over one TLS session
              with its lab certificate, as fast as the connection takes them: seconds until the
              siem's store holds the last one, and events per second.
@@ -203,7 +204,7 @@ def unknown_ae(lab: Lab, siem: str) -> float:
     if result["outcome"] != "rejected":
         raise SystemExit(f"the PACS did not reject {rogue}: {result}")
     while time.monotonic() - rejected < WAIT:
-        ids = {e["id"] for e in siem_rows(lab, siem, "events", "--contains", rogue) if e["event_type"] == "dicom-association-rejected"}
+        ids = {e["id"] for e in siem_rows(lab, siem, "events", "--contains", rogue) if e["event_type"] == "dicom-association-received"}
         if ids and any(a["rule"] == "unknown-ae" and ids & set(a["events"]) for a in siem_rows(lab, siem, "alerts")):
             return time.monotonic() - rejected
         time.sleep(0.25)

@@ -134,16 +134,23 @@ def run_cases(lab: Lab, cases: list[Case], timeout: float = 2.0) -> dict[str, st
     return results
 
 
-def drop_log_size(lab: Lab) -> int:
+def drop_log_mark(lab: Lab) -> tuple[int, int]:
+    """Where the fw's drop log ends now: (its inode, its size in bytes); (0, 0) when there is none."""
     fw = lab.container_name(lab.router.name)
-    proc = docker("exec", fw, "sh", "-c", f"stat -c %s {DROP_LOG} 2>/dev/null || echo 0")
-    return int(proc.stdout.strip() or 0)
+    proc = docker("exec", fw, "sh", "-c", f"stat -c '%i %s' {DROP_LOG} 2>/dev/null || echo 0 0")
+    inode, size = proc.stdout.split()
+    return int(inode), int(size)
 
 
-def read_drop_log(lab: Lab, offset: int) -> str:
-    """The fw's NFLOG JSON lines written after byte ``offset``."""
+def read_drop_log(lab: Lab, mark: tuple[int, int]) -> str:
+    """The fw's NFLOG JSON lines written after ``mark`` (drop_log_mark). If the log was rotated since
+    (roles/log_rotation renames it to .1, ulogd starts a new one), the rest of the renamed file, then
+    all of the new one."""
     fw = lab.container_name(lab.router.name)
+    inode, size = mark
+    script = (f'f={DROP_LOG}; if [ "$(stat -c %i $f 2>/dev/null)" = "{inode}" ]; then tail -c +{size + 1} $f; '
+              f'else if [ "$(stat -c %i $f.1 2>/dev/null)" = "{inode}" ]; then tail -c +{size + 1} $f.1; fi; cat $f 2>/dev/null; fi')
     try:
-        return docker("exec", fw, "tail", "-c", f"+{offset + 1}", DROP_LOG, timeout=60).stdout
+        return docker("exec", fw, "sh", "-c", script, timeout=60).stdout
     except subprocess.CalledProcessError:
         return ""

@@ -16,16 +16,23 @@ source = hosts[args["source"]]["address"] if args.get("source") else None
 
 def lines() -> list[dict]:
     found = []
-    with open("/var/log/pacslab/fw-drops.json", errors="replace") as log:
-        for line in log:
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            when = dt.datetime.fromisoformat(entry.get("timestamp", "1970-01-01T00:00:00")).replace(tzinfo=dt.UTC).timestamp()
-            if when >= since and entry.get("oob.prefix") == args["prefix"]:
-                found.append(entry)
+    for line in read("/var/log/pacslab/fw-drops.json.1") + read("/var/log/pacslab/fw-drops.json"):  # .1: rotated away meanwhile
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        when = dt.datetime.fromisoformat(entry.get("timestamp", "1970-01-01T00:00:00")).replace(tzinfo=dt.UTC).timestamp()
+        if when >= since and entry.get("oob.prefix") == args["prefix"]:
+            found.append(entry)
     return found
+
+
+def read(path: str) -> list[str]:
+    try:
+        with open(path, errors="replace") as log:
+            return log.readlines()
+    except FileNotFoundError:
+        return []
 
 
 deadline = time.monotonic() + float(args.get("wait", 10))

@@ -90,7 +90,7 @@ def segmentation(running_lab: Lab, plan: Plan, state: Path) -> Iterator[Segmenta
     assert started.ok, f"stand-ins failed: {started.failures}"
     try:
         standins.wait_listening(lab, plan, cases)
-        offset = standins.drop_log_size(lab)
+        offset = standins.drop_log_mark(lab)
         before = flow_counters(lab)
         with response.authorised(lab, "the segmentation check's probes (tests/integration)", sorted({c.src.address for c in cases}),
                                  by="pacslab-tests"):

@@ -136,7 +136,7 @@ def _attempt(src_lab: Lab, dst_lab: Lab) -> tuple[str, list[dict]]:
     """From src_lab's first modality to dst_lab's PACS DICOM port (both labs on this machine's
     engine): the outcome, and src_lab's fw log lines for it."""
     src, dst = src_lab.hosts["mod-ct"], dst_lab.hosts["pacs"]
-    offset = standins.drop_log_size(src_lab)
+    offset = standins.drop_log_mark(src_lab)
     outcome = im.exec_in(src_lab, src.name, "python3", "-c", CONNECT, str(dst.address), str(dst.dicom_port)).strip()
     lines = im.wait_for("the egress line", lambda: [e for e in seg.parse_drop_log(standins.read_drop_log(src_lab, offset))
                                                      if e.get("dest_ip") == str(dst.address)] or None, timeout=15, every=1)

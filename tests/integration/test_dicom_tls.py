@@ -266,7 +266,7 @@ def test_a_flood_from_one_modality_is_limited_and_logged_while_another_stores(ru
     first association (no retry needed). The time ratio to an unflooded store is bench/availability.py's."""
     lab = running_lab
     steady, flooder = tls_stations(lab)[:2]
-    offset = standins.drop_log_size(lab)
+    offset = standins.drop_log_mark(lab)
     with ThreadPoolExecutor(1) as pool:
         flood = pool.submit(im.dicomsim, lab, flooder.name, "flood", "--count", str(FLOOD), "--hold", str(FLOOD_HOLD))
         time.sleep(0.5)

@@ -381,6 +381,9 @@ RUNS_AS = (
            "roles/siem: the containment service, user=pacslab-siem with its own copy of the node key"),
     RunsAs("/usr/bin/python3 /usr/local/sbin/pacslab-quarantine follow ", "root",
            "roles/firewall: the siem's arm on the fw changes the nft quarantine set (CAP_NET_ADMIN) and reads the node key"),
+    RunsAs("/bin/sh -c while :; do logrotate ", "root",
+           "roles/log_rotation: renames logs of root and orthanc, creates their successors with their owners, signals ulogd and "
+           "rsyslogd through supervisor"),
     RunsAs("sleep infinity", "root", "PID 1 of the ca and of the internet zone's computers: no service (the CA tool runs only through provisioning)"),
 )
 

@@ -319,7 +319,7 @@ def host_run(running_lab: Lab, plan: Plan, state: Path) -> Iterator[HostRun]:
         twins = host_probe([target(c, "host") for c in cases])
         peers_before = len(listener.peers)
 
-        offset = standins.drop_log_size(lab)
+        offset = standins.drop_log_mark(lab)
         before = {k: drop_rule_packets(*where, plan.docker_user_comment) for k, where in DROP_RULES.items()}
         by_zone = {z: [target(c, "zone") for c in cases if c.zone == z] for z in lab.zones}
         with ThreadPoolExecutor(max_workers=len(probers)) as pool:

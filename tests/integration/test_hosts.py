@@ -97,7 +97,7 @@ def test_forged_source_from_another_zone_is_dropped_and_logged(running_lab: Lab,
     helper = ["docker", "run", "--rm", "--network", f"container:{src}", "--cap-add", "NET_ADMIN", plan.tools_image]
     subprocess.run([*helper, "ip", "addr", "add", f"{forged}/32", "dev", "eth0"], check=True, capture_output=True)
     try:
-        offset = standins.drop_log_size(lab)
+        offset = standins.drop_log_mark(lab)
         outcome = standins.probe(src, [{"id": "spoof", "addr": target.address, "port": port, "proto": "tcp", "bind": str(forged)}])["spoof"]
         entries = []
         for _ in range(10):

@@ -334,7 +334,7 @@ def legacy_attempts(running_lab: Lab) -> tuple[int, dict[tuple[str, str, int], s
     """Every direct attempt of every legacy device, made at the same time (a dropped SYN waits its
     4 s once, not once per target): the fw log's size before them, and target -> outcome."""
     targets = _legacy_targets(running_lab)
-    offset = standins.drop_log_size(running_lab)
+    offset = standins.drop_log_mark(running_lab)
     with ThreadPoolExecutor(max_workers=len(targets) or 1) as pool:
         outcomes = dict(zip(targets, pool.map(lambda t: _direct_connect(running_lab, t), targets), strict=True))
     return offset, outcomes

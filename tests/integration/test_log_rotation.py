@@ -1,0 +1,134 @@
+"""Log rotation (issue 13, roles/log_rotation): the files the lab's services write and ship do not
+grow without end, and a rotation loses nothing on the way to the siem.
+
+Each check rotates for real, as the program supervisor runs every few minutes would once a file
+passes its size (`logrotate -f`: the same configuration, forced), between two marked writes: the
+first must be in the renamed file (.1), the second in the new one (its writer reopened it), the new
+file must have the mode and owner the writer gave the first (the converge check compares them), and
+the siem must hold both (rsyslog's imfile read the renamed file to its end, then followed the new
+one). Markers: this run's source ports (fw) and patient names (PACS).
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import pytest
+
+from pacslab.probes import imaging as im
+from pacslab.probes import portscan
+from pacslab.topology import Host, Lab
+
+from .test_imaging import tls_stations
+from .test_siem import pacs_of, siem, siem_json, wait_for
+
+RUN = secrets.token_hex(3).upper()
+CONF, STATE = "/etc/pacslab/logrotate.conf", "/var/lib/pacslab/logrotate.status"
+DROPS = "/var/log/pacslab/fw-drops.json"
+EVENTS, AUDIT = "/var/log/pacslab/orthanc-events.json", "/var/log/pacslab/dicom-audit.log"
+
+
+def rotate(lab: Lab, host: str) -> None:
+    im.exec_in(lab, host, "logrotate", "-f", "-s", STATE, CONF)
+
+
+def lines_with(lab: Lab, host: str, path: str, marker: str) -> list[str]:
+    out = im.exec_in(lab, host, "grep", "-F", "--", marker, path, check=(0, 1))
+    return out.splitlines()
+
+
+def mode_owner(lab: Lab, host: str, path: str) -> str:
+    return im.exec_in(lab, host, "stat", "-c", "%a %U %G", path).strip()
+
+
+def workstation(lab: Lab) -> Host:
+    found = sorted((h for h in lab.deployed_hosts() if "workstations" in h.groups and h.image == "dicom"), key=lambda h: h.name)
+    if not found:
+        pytest.skip(f"lab {lab.name!r} has no workstation")
+    return found[-1]
+
+
+@pytest.mark.control("C-PRT-01")
+def test_the_fw_drop_log_rotates_and_every_drop_still_reaches_the_siem(running_lab: Lab, evidence: dict[str, Any]) -> None:
+    """A drop before the rotation is in fw-drops.json.1, one after it in the new fw-drops.json
+    (ulogd reopened it on SIGHUP, 0644 root like the first), and the siem holds both."""
+    lab = running_lab
+    fw, host = lab.router.name, workstation(lab)
+    vna = next(h for h in lab.deployed_hosts() if "vna_servers" in h.groups)
+    before = 21000 + secrets.randbelow(90) * 100  # below the ephemeral ports (32768-60999): no other connection has it
+    after = before + 50
+    portscan.scan(lab, host.name, str(vna.address), (22,), before)  # one denied port: a drop, not a scan
+    wait_for("the first drop in the log", lambda: lines_with(lab, fw, DROPS, f'"src_port": {before},'))
+    rotate(lab, fw)
+    portscan.scan(lab, host.name, str(vna.address), (22,), after)
+    wait_for("the second drop in the new log", lambda: lines_with(lab, fw, DROPS, f'"src_port": {after},'))
+
+    def at_siem(port: int) -> list[dict[str, Any]]:
+        return [e for e in siem_json(lab, "events", "--contains", f'"src_port": {port},')
+                if e["event_type"] == "fw-drop" and e["src_ip"] == str(host.address)]
+
+    first, second = wait_for("the first drop at the siem", lambda: at_siem(before)), wait_for("the second drop at the siem", lambda: at_siem(after))
+    evidence.update(rotated=lines_with(lab, fw, DROPS + ".1", f'"src_port": {before},')[:1], siem=[first[0]["id"], second[0]["id"]])
+    assert len(lines_with(lab, fw, DROPS + ".1", f'"src_port": {before},')) == 1
+    assert lines_with(lab, fw, DROPS, f'"src_port": {before},') == []
+    assert len(lines_with(lab, fw, DROPS, f'"src_port": {after},')) == 1
+    assert mode_owner(lab, fw, DROPS) == "644 root root"
+    assert (len(first), len(second)) == (1, 1)
+
+
+@pytest.mark.control("C-PRT-01")
+def test_the_pacs_event_log_audit_file_and_the_siem_raw_file_rotate_without_loss(running_lab: Lab, evidence: dict[str, Any]) -> None:
+    """A CT image stored before the PACS's and the siem's rotation and one stored after it: the
+    first's instance-stored event and audit message are in the renamed files, the second's in new
+    files (0640 orthanc, as the plugin made them); the siem's raw file of the PACS starts again
+    (rsyslogd reopened it on SIGHUP) with the second's audit message; the store holds both."""
+    lab = running_lab
+    pacs, station, collector = pacs_of(lab), tls_stations(lab)[0], siem(lab)
+    raw = f"/var/log/pacslab/remote/{pacs.address}.log"
+    names = {"before": f"PACSLAB^ROTA{RUN}", "after": f"PACSLAB^ROTB{RUN}"}
+    stored: dict[str, dict[str, Any]] = {}
+    try:
+        for when, name in names.items():
+            if when == "after":
+                rotate(lab, pacs.name)
+                rotate(lab, collector.name)
+            result = im.dicomsim(lab, station.name, "store", "--images", "1", "--patient-name", name, "--accession", f"RT{when[0].upper()}{RUN}")
+            assert len(result["stored"]) == 1, result
+            stored[when] = result["stored"][0]
+            wait_for(f"the {when} image's audit message at the siem", lambda uid=stored[when]["study_uid"]: [
+                e for e in siem_json(lab, "events", "--contains", uid) if e["event_type"] == "dicom-audit-instances-transferred"])
+        sop = {when: s["sop_instance_uid"] for when, s in stored.items()}
+        evidence.update(stored=sop)
+        for path in (EVENTS, AUDIT):
+            marker = sop["before"] if path == EVENTS else names["before"]
+            later = sop["after"] if path == EVENTS else names["after"]
+            assert len(lines_with(lab, pacs.name, path + ".1", marker)) == 1, path
+            assert lines_with(lab, pacs.name, path, marker) == [], path
+            assert len(lines_with(lab, pacs.name, path, later)) == 1, path
+            assert mode_owner(lab, pacs.name, path) == "640 orthanc orthanc", path
+        assert lines_with(lab, collector.name, raw, names["before"]) == []
+        assert len(lines_with(lab, collector.name, raw + ".1", names["before"])) == 1
+        assert len(lines_with(lab, collector.name, raw, names["after"])) == 1
+        # the event log's line names the instance, the audit message the study
+        kinds = {when: {e["event_type"] for uid in (s["sop_instance_uid"], s["study_uid"]) for e in siem_json(lab, "events", "--contains", uid)}
+                 for when, s in stored.items()}
+        assert all({"instance-stored", "dicom-audit-instances-transferred"} <= found for found in kinds.values()), kinds
+    finally:
+        for when in stored:
+            for study in im.find_study(lab, pacs.name, f"RT{when[0].upper()}{RUN}"):
+                im.orthanc(lab, pacs.name, f"/studies/{study}", "DELETE")
+
+
+def test_the_rotation_configuration_names_each_growing_log(running_lab: Lab) -> None:
+    """What logrotate is told on each host whose image writes such logs (roles/log_rotation's
+    defaults, written out): a host can drift only through `up`."""
+    lab = running_lab
+    expected = {lab.router.name: [DROPS, "/var/log/pacslab/fw-response.json"], pacs_of(lab).name: [EVENTS, AUDIT],
+                siem(lab).name: ["/var/log/pacslab/remote/*.log"]}
+    for host, paths in expected.items():
+        conf = im.exec_in(lab, host, "cat", CONF)
+        named = [line.split()[0] for line in conf.splitlines() if line.endswith("{")]
+        assert named == paths, (host, named)
+        debug = im.exec_in(lab, host, "logrotate", "-d", "-s", "/dev/null", CONF, check=False)
+        assert "error" not in debug.lower(), (host, debug)
