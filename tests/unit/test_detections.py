@@ -40,7 +40,10 @@ ASSETS = {"addresses": {"10.77.90.11": {"host": "vendor-eng", "zone": "internet"
                                         "address": "10.77.50.10", "image": "siem"},
                         "10.77.80.10": {"host": "offsite", "zone": "offsite", "owner": "it-infra", "criticality": "high",
                                         "address": "10.77.80.10", "image": "", "deployed": False}},
-          "hosts": {}, "ae_titles": {"CT01": "mod-ct", "MR01": "mod-mr", "LEGACY01": "mod-legacy"}, "spared_zones": ["security"]}
+          "hosts": {}, "ae_titles": {"CT01": "mod-ct", "MR01": "mod-mr", "LEGACY01": "mod-legacy"},
+          "zones": {"modality": "10.77.30.0/24", "legacy": "10.77.31.0/24", "datacenter": "10.77.40.0/24", "security": "10.77.50.0/24",
+                    "vendor": "10.77.70.0/24", "internet": "10.77.90.0/24"},
+          "spared_zones": ["security"]}
 
 
 @pytest.fixture(scope="module")
@@ -202,6 +205,18 @@ FW_DROP = {"timestamp": "2026-12-02T06:40:57.186660", "dvc": "Netfilter", "oob.p
            "oob.out": "eth1", "src_ip": "10.77.30.10", "dest_ip": "10.77.40.11"}
 
 
+@pytest.mark.parametrize(("src_ip", "expected"), [
+    ("10.77.31.10", {"src_host": "mod-legacy", "src_zone": "legacy"}),  # a lab host
+    ("10.77.30.200", {"src_host": None, "src_zone": "modality"}),  # no host has it: a zone's subnet holds it
+    ("10.77.50.254", {"src_host": "fw", "src_zone": "security"}),  # the router's address in a zone
+    ("192.0.2.7", {"src_host": None, "src_zone": None}),  # outside every zone
+    ("not-an-address", {"src_host": None, "src_zone": None}),
+])
+def test_a_drop_names_the_host_and_the_zone_of_its_source(src_ip: str, expected: dict[str, Any]) -> None:
+    event = siem.normalise(_record("fw-drops", json.dumps(FW_DROP | {"src_ip": src_ip}), peer="10.77.50.254"), ASSETS)
+    assert {k: event[k] for k in expected} == expected
+
+
 @pytest.mark.parametrize(("program", "msg", "expected"), [
     ("fw-drops", json.dumps(FW_DROP),
      {"event_type": "fw-drop", "outcome": "deny", "src_ip": "10.77.30.10", "src_port": 33731, "dst_ip": "10.77.40.11", "dst_port": 2762,
@@ -345,8 +360,16 @@ def test_a_scan_from_what_the_fw_cannot_contain_is_withheld_with_its_reason(rule
 def test_an_authorised_scan_raises_its_alert_but_contains_nobody(rules) -> None:
     assert _decisions(rules["port-scan"], _scan("10.77.31.10", at=10), window=(5, 60)) == [
         (1, "10.77.31.10", "mod-legacy", "withheld", "authorised activity (window 1: segmentation check)")]
-    # a scan that began before the window opened is not covered by it
-    assert _decisions(rules["port-scan"], _scan("10.77.31.10", at=10), window=(12, 60))[0][3] == "quarantine"
+    # what the window does not cover decides: seven ports before it are no scan on their own, nine are
+    assert _decisions(rules["port-scan"], _scan("10.77.31.10", at=10), window=(17, 60))[0][3:] == (
+        "withheld", "authorised activity (window 1: segmentation check)")
+    assert _decisions(rules["port-scan"], _scan("10.77.31.10", at=10), window=(19, 60))[0][3:] == (
+        "quarantine", "siem alert 1: port-scan")
+    # the host's ordinary traffic dropped before the window (a DNS query the fw drops as egress) joins
+    # the authorised scan's alert but is no scan: seen live on the rproxy exposure dial from remote-rad
+    stray = [{"at": 5, "source": "fw-drops", "event_type": "fw-drop", "outcome": "egress", "proto": "udp", "src_ip": "10.77.31.10",
+              "dst_ip": "10.255.255.53", "dst_port": "53"}]
+    assert _decisions(rules["port-scan"], stray + _scan("10.77.31.10", at=10), window=(8, 60))[0][3] == "withheld"
 
 
 def test_a_rule_without_containment_decides_nothing(rules) -> None:
@@ -416,3 +439,41 @@ def test_an_event_rule_raises_one_alert_per_event_however_often_it_runs(rules) -
     for run in range(4):
         siem.evaluate(db, [rules["dicom-security-alert"]], ASSETS, at=T0 + timedelta(seconds=10 + run))
     assert [a["events"] for a in siem.alerts(db)] == [[1], [2], [3]]
+
+
+@pytest.mark.parametrize("seed", range(10))
+@pytest.mark.parametrize("rule_name", ["port-scan", "ssh-brute-force"])
+def test_the_siem_s_counting_windows_find_what_pysigma_s_query_finds(rules, rule_name: str, seed: int) -> None:
+    """The siem counts event_count and value_count correlations itself (_counting_windows); on
+    random events (several sources, ports repeated, bursts and gaps, equal times) the events in a
+    qualifying window, per group, are those pySigma's own query for the rule names."""
+    import random
+
+    rng = random.Random(seed)
+    rule = rules[rule_name]
+    db = siem.connect(Path(":memory:"))
+    for _ in range(rng.randrange(20, 160)):
+        at = T0 + timedelta(seconds=rng.choice([rng.uniform(0, 200), rng.randrange(0, 200, 15)]))
+        source = rng.choice(["10.77.30.10", "10.77.30.11", "10.77.20.10"])
+        if rule_name == "port-scan":
+            row = {"source": "fw-drops", "event_type": "fw-drop", "outcome": rng.choice(["deny", "deny", "input", "spoof"]),
+                   "proto": "tcp", "src_ip": source, "dst_port": str(rng.randrange(1, 14))}
+        else:
+            row = {"source": "sshd", "event_type": rng.choice(["ssh-login-failure", "ssh-invalid-user", "ssh-login-success"]),
+                   "src_ip": source}
+        siem.store(db, row | {"time": at.isoformat(timespec="milliseconds").replace("+00:00", "Z")})
+    fields = ", ".join(siem.FIELDS)
+    db.execute(f"CREATE TEMP TABLE logs (id INTEGER PRIMARY KEY, timestamp TEXT, {fields})")
+    db.execute(f"INSERT INTO temp.logs SELECT id, time, {fields} FROM events")
+
+    def per_group(rows: list[dict[str, Any]]) -> dict[str, set[int]]:
+        found: dict[str, set[int]] = {}
+        for r in rows:
+            ids = {int(str(e).rsplit(":", 1)[-1]) for e in json.loads(r["event_ids"])}
+            found.setdefault(json.dumps(json.loads(r["group_keys"]), sort_keys=True), set()).update(ids)
+        return found
+
+    cur = db.execute(rule["sql"])
+    theirs = per_group([dict(zip([c[0] for c in cur.description], row, strict=True)) for row in cur.fetchall()])
+    ours = per_group(siem._counting_windows(db, rule))
+    assert ours == theirs  # seeds 0, 4, 5, 7 ... qualify for port-scan, every seed for ssh-brute-force

@@ -26,7 +26,9 @@ release is shipped here) decides again; a withheld decision stands for the alert
 The normalised event (one schema for every source): time (UTC, ISO 8601), host (the lab host that
 sent it, from the TLS connection's address; sender_host is what its syslog header said), source
 (the program), event_type, user, src_ip, src_port, dst_ip, dst_port, proto, calling_ae, called_ae,
-patient_id, study_uid, outcome, message (the raw syslog message).
+patient_id, study_uid, outcome, message (the raw syslog message); and, from the lab definition,
+src_host (the lab host that has src_ip, planned or deployed; none: no host has it) and src_zone
+(the lab zone whose subnet holds src_ip; none: outside every zone).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.server
+import ipaddress
 import json
 import re
 import sqlite3
@@ -50,7 +53,7 @@ RULES = Path("/etc/pacslab/siem/rules.json")
 ASSETS = Path("/etc/pacslab/siem/assets.json")
 
 FIELDS = ("time", "host", "sender_host", "source", "event_type", "user", "src_ip", "src_port", "dst_ip", "dst_port", "proto",
-          "calling_ae", "called_ae", "patient_id", "study_uid", "outcome", "message")
+          "calling_ae", "called_ae", "patient_id", "study_uid", "outcome", "message", "src_host", "src_zone")
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS events (
@@ -104,6 +107,12 @@ def connect(path: Path = STORE) -> sqlite3.Connection:
     db = sqlite3.connect(path, timeout=30, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.executescript(SCHEMA)
+    db.execute("BEGIN IMMEDIATE")  # the ingest and the evaluator start together: one of them adds
+    present = {row[1] for row in db.execute("PRAGMA table_info(events)")}
+    for field in FIELDS:
+        if field not in present:  # a store from before the field: its earlier events have none
+            db.execute(f"ALTER TABLE events ADD COLUMN {field} TEXT")
+    db.execute("COMMIT")
     return db
 
 
@@ -158,7 +167,20 @@ def normalise(record: dict[str, Any], assets: dict[str, Any]) -> dict[str, Any]:
             data = {}
         if isinstance(data, dict) and "user" in data:
             event.update(event_type="vendor-session", user=data.get("user"), outcome="recorded")
+    if event["src_ip"]:
+        event.update(_whose(str(event["src_ip"]), assets))
     return event
+
+
+def _whose(address: str, assets: dict[str, Any]) -> dict[str, Any]:
+    """src_host and src_zone of a source address (assets.json: "addresses", "zones" {name: subnet})."""
+    asset = assets.get("addresses", {}).get(address) or {}
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return {"src_host": None, "src_zone": None}
+    zone = next((name for name, subnet in sorted(assets.get("zones", {}).items()) if ip in ipaddress.ip_network(subnet)), None)
+    return {"src_host": asset.get("host"), "src_zone": asset.get("zone") or zone}
 
 
 # Programs only an Orthanc host's plugin writes (its image "orthanc" in assets.json): the same tag
@@ -375,10 +397,13 @@ def _evaluate_rule(db: sqlite3.Connection, rule: dict[str, Any], assets: dict[st
     db.execute("DROP TABLE IF EXISTS temp.logs")
     db.execute(f"CREATE TEMP TABLE logs (id INTEGER PRIMARY KEY, timestamp TEXT, {', '.join(f'{f} TEXT' for f in FIELDS)})")
     db.execute(f"INSERT INTO temp.logs SELECT id, time, {', '.join(FIELDS)} FROM events WHERE time >= ?", (since,))
-    cur = db.execute(rule["sql"])
-    columns = [c[0] for c in cur.description]
-    for row in cur.fetchall():
-        found = dict(zip(columns, row, strict=True))
+    if rule.get("base_sql"):
+        results = _counting_windows(db, rule)
+    else:
+        cur = db.execute(rule["sql"])
+        columns = [c[0] for c in cur.description]
+        results = [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
+    for found in results:
         db.execute("BEGIN IMMEDIATE")
         try:
             touched.append(_raise(db, rule, found, assets))
@@ -387,6 +412,60 @@ def _evaluate_rule(db: sqlite3.Connection, rule: dict[str, Any], assets: dict[st
             raise
         db.execute("COMMIT")
     return touched
+
+
+def _counting_windows(db: sqlite3.Connection, rule: dict[str, Any]) -> list[dict[str, Any]]:
+    """An event_count or value_count correlation (Sigma 2.0) over its base rules' matches in
+    temp.logs, in one pass per group: a window ends at each match's time and spans the rule's
+    timespan before it (both ends included, as pySigma's SQLite backend has it); it qualifies when it
+    holds ``threshold`` matches, or distinct values of ``counted`` (compared without case, NULL not
+    counted). Qualifying windows that overlap are merged. Rows as the backend's query gives them:
+    group_keys (JSON), window_start and window_end (epoch seconds), event_ids (JSON list)."""
+    cur = db.execute(rule["base_sql"])
+    columns = [c[0] for c in cur.description]
+    groups: dict[tuple[Any, ...], list[tuple[float, int, Any]]] = {}
+    for row in cur.fetchall():
+        match = dict(zip(columns, row, strict=True))
+        keys = tuple(_folded(match.get(f)) for f in rule["group_by"])
+        if match.get("timestamp") is None or any(k is None for k in keys):
+            continue
+        value = _folded(match.get(rule["counted"])) if rule.get("counted") else None
+        when = round(_parse(str(match["timestamp"])).timestamp(), 3)
+        groups.setdefault(keys, []).append((when, int(match["id"]), value))
+    span, threshold, results = float(rule.get("timespan") or 0), int(rule.get("threshold") or 1), []
+    for keys, matches in sorted(groups.items(), key=lambda g: str(g[0])):
+        matches.sort()
+        windows: list[list[Any]] = []  # [start, end, first index, last index], merged when they overlap
+        values: dict[Any, int] = {}
+        left = right = 0
+        while right < len(matches):
+            end = matches[right][0]
+            while right < len(matches) and matches[right][0] == end:  # every match at the window's end is in it
+                value = matches[right][2]
+                if value is not None:
+                    values[value] = values.get(value, 0) + 1
+                right += 1
+            while matches[left][0] < end - span:
+                value = matches[left][2]
+                if value is not None:
+                    values[value] -= 1
+                    if not values[value]:
+                        del values[value]
+                left += 1
+            if (len(values) if rule.get("counted") else right - left) < threshold:
+                continue
+            if windows and end - span <= windows[-1][1]:
+                windows[-1][1], windows[-1][3] = end, right
+            else:
+                windows.append([end - span, end, left, right])
+        for start, end, first, last in windows:
+            results.append({"group_keys": json.dumps(dict(zip(rule["group_by"], keys, strict=True))), "window_start": start,
+                            "window_end": end, "event_ids": json.dumps(sorted(m[1] for m in matches[first:last]))})
+    return sorted(results, key=lambda r: (r["window_end"], r["group_keys"]))
+
+
+def _folded(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
 
 
 def _raise(db: sqlite3.Connection, rule: dict[str, Any], found: dict[str, Any], assets: dict[str, Any]) -> int:
@@ -444,28 +523,37 @@ def _decide_again(db: sqlite3.Connection, alert_id: int, rule: dict[str, Any], e
     if decision == "withheld":
         if not str(reason).startswith("authorised activity"):
             return False
-        counted = rule.get("counted")
         since = [i for i in events if i > upto]
-        if not since:
-            return False
-        outside = db.execute(f"SELECT {counted if counted in FIELDS else 'id'} FROM events e WHERE id IN ({', '.join('?' * len(since))})"
-                             " AND NOT EXISTS (SELECT 1 FROM authorised w WHERE w.starts <= e.time AND w.ends >= e.time AND"
-                             " (w.addresses = '[]' OR EXISTS (SELECT 1 FROM json_each(w.addresses) WHERE value = ?)))",
-                             [*since, address]).fetchall()
-        return len({v for (v,) in outside}) >= int(rule.get("threshold") or 1)
+        return bool(since) and _fires_outside_windows(db, rule, since, address)
     released = db.execute("SELECT MAX(id) FROM events WHERE event_type = 'containment-release' AND outcome = 'changed'"
                           " AND dst_ip = ? AND id > ?", (address, upto)).fetchone()[0]
     return released is not None and max(events) > released
 
 
+# A window of authorised activity for an address covers an event from its start to its end.
+_IN_WINDOW = ("w.starts <= e.time AND w.ends >= e.time AND (w.addresses = '[]' OR EXISTS (SELECT 1 FROM json_each(w.addresses)"
+              " WHERE value = ?))")
+
+
+def _fires_outside_windows(db: sqlite3.Connection, rule: dict[str, Any], ids: list[int], address: str) -> bool:
+    """Whether the events ``ids`` that no window of authorised activity for ``address`` covers fire
+    the rule on their own: as many as its threshold, of distinct values of the field a value_count
+    counts (a stray packet of the host's ordinary traffic beside an authorised scan does not)."""
+    counted = rule.get("counted")
+    outside = db.execute(f"SELECT {counted if counted in FIELDS else 'id'} FROM events e WHERE id IN ({', '.join('?' * len(ids))})"
+                         f" AND NOT EXISTS (SELECT 1 FROM authorised w WHERE {_IN_WINDOW})", [*ids, address]).fetchall()
+    return len({v for (v,) in outside}) >= int(rule.get("threshold") or 1)
+
+
 def _contain(db: sqlite3.Connection, alert_id: int, rule: dict[str, Any], address: str, ids: list[int], assets: dict[str, Any]) -> None:
-    """Decide the containment of a new alert's address: quarantine, or withheld with the reason. A
-    window of authorised activity covers the alert when every event behind it falls inside."""
+    """Decide the containment of a new alert's address: quarantine, or withheld with the reason.
+    Windows of authorised activity cover the alert when what they do not cover does not fire the
+    rule on its own."""
     asset = assets.get("addresses", {}).get(address)
-    first, last = db.execute(f"SELECT MIN(time), MAX(time) FROM events WHERE id IN ({', '.join('?' * len(ids))})", ids).fetchone()
-    window = db.execute("SELECT id, reason FROM authorised WHERE starts <= ? AND ends >= ? AND (addresses = '[]' OR EXISTS"
-                        " (SELECT 1 FROM json_each(authorised.addresses) WHERE value = ?)) ORDER BY id LIMIT 1",
-                        (first, last, address)).fetchone()
+    window = db.execute(f"SELECT w.id, w.reason FROM authorised w, events e WHERE e.id IN ({', '.join('?' * len(ids))}) AND {_IN_WINDOW}"
+                        " ORDER BY w.id LIMIT 1", [*ids, address]).fetchone()
+    if window and _fires_outside_windows(db, rule, ids, address):
+        window = None
     if asset is None:
         decision, reason = "withheld", f"{address or 'no address'} is no lab host's: nothing the fw may quarantine"
     elif asset.get("image") == "fw":
