@@ -140,12 +140,10 @@ def integrity(lab: Lab, siem: str) -> float:
         run = sc.run_scenario(lab, w4, "defended")
         answered = time.monotonic()
         instance = run["steps"][1]["result"]["instance"]
-        while time.monotonic() - answered < WAIT:
-            ids = {e["id"] for e in siem_rows(lab, siem, "events", "--contains", instance) if e["event_type"] == "integrity-failure"}
-            if ids and any(a["rule"] == "integrity-failure" and ids & set(a["events"]) for a in siem_rows(lab, siem, "alerts")):
-                return time.monotonic() - answered
-            time.sleep(0.25)
-        raise SystemExit(f"no integrity-failure alert about {instance} within {WAIT} s")
+        took = seconds_to_alert(lab, siem, answered, instance, "integrity-failure", "integrity-failure")
+        if took is None:
+            raise SystemExit(f"no integrity-failure alert about {instance} within {WAIT} s")
+        return took
     finally:
         sc.reset_scenario(lab, w4)
 
@@ -203,12 +201,21 @@ def unknown_ae(lab: Lab, siem: str) -> float:
     rejected = time.monotonic()
     if result["outcome"] != "rejected":
         raise SystemExit(f"the PACS did not reject {rogue}: {result}")
-    while time.monotonic() - rejected < WAIT:
-        ids = {e["id"] for e in siem_rows(lab, siem, "events", "--contains", rogue) if e["event_type"] == "dicom-association-received"}
-        if ids and any(a["rule"] == "unknown-ae" and ids & set(a["events"]) for a in siem_rows(lab, siem, "alerts")):
-            return time.monotonic() - rejected
+    took = seconds_to_alert(lab, siem, rejected, rogue, "dicom-association-received", "unknown-ae")
+    if took is None:
+        raise SystemExit(f"no unknown-ae alert about {rogue} within {WAIT} s")
+    return took
+
+
+def seconds_to_alert(lab: Lab, siem: str, start: float, contains: str, event_type: str, rule: str) -> float | None:
+    """Seconds from ``start`` (time.monotonic) until an alert of ``rule`` holds an event of
+    ``event_type`` whose raw message holds ``contains``; None when none does within WAIT."""
+    while time.monotonic() - start < WAIT:
+        ids = {e["id"] for e in siem_rows(lab, siem, "events", "--contains", contains) if e["event_type"] == event_type}
+        if ids and any(a["rule"] == rule and ids & set(a["events"]) for a in siem_rows(lab, siem, "alerts")):
+            return time.monotonic() - start
         time.sleep(0.25)
-    raise SystemExit(f"no unknown-ae alert about {rogue} within {WAIT} s")
+    return None
 
 
 def summary(values: list[float]) -> dict[str, float]:
