@@ -92,12 +92,18 @@ def compile_rules(rules_dir: Path = RULES_DIR) -> list[dict[str, Any]]:
                                  f"on a high or critical rule (it is {level})")
         # An event_count or value_count correlation also carries its base rules' own queries: the siem
         # counts their matches over sliding windows itself (one pass over them, sorted), because the
-        # backend's query compares every match with every other (5,000 fw drops cost a port-scan
-        # pass 17 s, 10,000 over a minute). Sigma's semantics are kept: a window ends at each match
-        # and spans the timespan before it; the condition is met when the window holds `threshold`
-        # matches (event_count) or distinct values of `counted` (value_count).
+        # backend's query compares every match with every other (212 times slower at 2,000 fw drops,
+        # bench/correlation_cost.py; live, a pass over a segmentation check's burst took over a
+        # minute). Sigma's semantics are kept: a window ends at each match and spans the timespan
+        # before it; the condition is met when the window holds `threshold` matches (event_count)
+        # or distinct values of `counted` (value_count), a threshold to reach (gte) only.
         counting = ""
         if isinstance(rule, SigmaCorrelationRule) and kind in ("event_count", "value_count"):
+            op = getattr(rule.condition, "op", None)
+            if op is None or op.name != "GTE" or getattr(rule.condition, "percentile", None) is not None:
+                raise DetectionError(f"{rule.name}: the siem counts 'gte' conditions only (the threshold a window must reach)")
+            if rule.aliases and rule.aliases.aliases:
+                raise DetectionError(f"{rule.name}: the siem counts over the base rules' own fields: no aliases")
             parts = [conditions.get(id(r.rule), "") for r in rule.rules or []]
             if not parts or not all(parts):
                 raise DetectionError(f"{rule.name}: a rule it counts did not compile to one condition")

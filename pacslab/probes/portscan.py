@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+from ..docker import docker
 from ..topology import Lab
 from .imaging import exec_in
 
@@ -39,4 +40,10 @@ with ThreadPoolExecutor(len(ports)) as pool:
 def scan(lab: Lab, host: str, address: str, ports: tuple[int, ...], base: int) -> list[str]:
     """Scan ``ports`` of ``address`` from ``host``, source ports base .. base+len(ports)-1; the answers."""
     answers: list[str] = json.loads(exec_in(lab, host, "python3", "-c", AGENT, str(base), address, *map(str, ports)))
+    return answers
+
+
+def scan_in(container: str, address: str, ports: tuple[int, ...], base: int) -> list[str]:
+    """The same from a container that is no host of the lab definition (a rogue device a check plugs in)."""
+    answers: list[str] = json.loads(docker("exec", container, "python3", "-c", AGENT, str(base), address, *map(str, ports), timeout=60).stdout)
     return answers

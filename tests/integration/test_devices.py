@@ -1,11 +1,11 @@
 """Devices seen by the fw that the lab definition does not expect there (issue 13,
-roles/siem/files/rules/devices.yml): unknown-device (C-AST-01) and device-anomaly (C-DET-01).
+roles/siem/files/rules/devices.yml): unknown-device (C-AST-01) and device-anomaly (C-DET-05).
 
 The fw logs every packet it drops; the siem enriches each with the host that has its source
 address and the zone whose subnet holds it. A rogue container plugged into the modality zone at an
-address no host has raises unknown-device; a modality knocking on the fw itself raises
-device-anomaly about it and no unknown-device; a workstation doing the same raises neither (its
-zone is not a modality's). Markers: this run's source ports, and the rogue's address and name.
+address no host has raises unknown-device; the CT trying the VNA raises device-anomaly about it
+and no unknown-device; a workstation doing the same raises neither (its zone is not a modality's).
+Markers: this run's source ports, and the rogue's address and name.
 """
 
 from __future__ import annotations
@@ -18,33 +18,13 @@ import pytest
 
 from pacslab.docker import docker
 from pacslab.plan import LABEL_LAB, LABEL_ROLE, Plan
+from pacslab.probes import portscan
 from pacslab.topology import Host, Lab
 
 from .test_siem import siem_json, wait_for
 
 RUN = secrets.token_hex(3)
 BASE = 22000 + secrets.randbelow(90) * 100  # source ports of this run, below the ephemeral range (32768-60999)
-
-# One TCP connection attempt from inside a container to address:port from source port base+i,
-# without waiting for a retransmission (the fw drops it); prints nothing.
-KNOCK = """
-import socket, sys
-address, port, source = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("", source))
-s.settimeout(0.9)
-try:
-    s.connect((address, port))
-except OSError:
-    pass
-s.close()
-"""
-
-
-def knock(container: str, address: str, source: int) -> None:
-    docker("exec", container, "python3", "-c", KNOCK, address, "22", str(source), timeout=30)
-
 
 def drops_from(lab: Lab, address: str, source: int) -> list[dict[str, Any]]:
     return [e for e in siem_json(lab, "events", "--contains", f'"src_port": {source},')
@@ -82,13 +62,13 @@ def rogue(running_lab: Lab, plan: Plan) -> Iterator[tuple[str, str]]:
 
 @pytest.mark.control("C-AST-01")
 def test_a_rogue_device_in_the_modality_zone_raises_unknown_device(running_lab: Lab, rogue: tuple[str, str], evidence) -> None:
-    """The rogue knocks on the fw's address in its zone: the fw drops it (input) and the siem stores
-    the drop with no src_host and src_zone modality, and raises unknown-device (high) about the
-    address and its zone."""
+    """The rogue knocks on the fw's address in its zone (it has no route beyond): the fw drops it
+    (input) and the siem stores the drop with no src_host and src_zone modality, and raises
+    unknown-device (high) about the address and its zone."""
     lab = running_lab
     name, address = rogue
     zone = modality(lab).zone
-    knock(name, str(lab.zones[zone].router), BASE)
+    assert portscan.scan_in(name, str(lab.zones[zone].router), (22,), BASE) == ["unanswered"]
     drop = wait_for("the rogue's drop", lambda: drops_from(lab, address, BASE))[0]
     alert = wait_for("unknown-device", lambda: alerts_holding(lab, "unknown-device", drop["id"]))[0]
     evidence.update(rogue=address, drop={k: drop[k] for k in ("id", "outcome", "src_host", "src_zone")}, alert=alert)
@@ -96,25 +76,28 @@ def test_a_rogue_device_in_the_modality_zone_raises_unknown_device(running_lab: 
     assert (alert["severity"], alert["entities"]) == ("high", {"src_ip": address, "src_zone": zone})
 
 
-@pytest.mark.control("C-DET-01")
-def test_a_modality_knocking_on_the_fw_raises_device_anomaly_and_not_unknown_device(running_lab: Lab, evidence) -> None:
-    """The CT knocks on the fw's address in its zone: no flow allows it, so it is outside the CT's
-    baseline: device-anomaly (medium) about the CT, and no unknown-device (the CT is a host of the
-    lab definition). A workstation does the same: neither rule holds its drop. The CT knocks again
-    last: once device-anomaly holds that drop, the pass that took it saw the workstation's too."""
+@pytest.mark.control("C-DET-05")
+def test_the_ct_trying_the_vna_raises_device_anomaly_and_not_unknown_device(running_lab: Lab, evidence) -> None:
+    """The CT tries the VNA's SSH port: no flow of its baseline (the flow matrix) allows it, so the
+    fw drops it (deny) and the siem raises device-anomaly (medium) about the CT, and no
+    unknown-device (the CT is a host of the lab definition). A workstation tries the same: neither
+    rule holds its drop. The CT tries again last: once device-anomaly holds that drop, the pass that
+    took it saw the workstation's too."""
     lab = running_lab
     ct = modality(lab)
+    vna = next(h for h in lab.deployed_hosts() if "vna_servers" in h.groups)
     workstation = sorted((h for h in lab.deployed_hosts() if "workstations" in h.groups and h.image == "dicom"), key=lambda h: h.name)[-1]
-    for host, port in ((ct, BASE + 1), (workstation, BASE + 2), (ct, BASE + 3)):
-        knock(lab.container_name(host.name), str(lab.zones[host.zone].router), port)
+    tries = ((ct, BASE + 1), (workstation, BASE + 2), (ct, BASE + 3))
+    for host, port in tries:
+        assert portscan.scan(lab, host.name, str(vna.address), (22,), port) == ["unanswered"]
     ct_drop, ws_drop, last = (wait_for(f"the drop from port {port}", lambda h=h, port=port: drops_from(lab, str(h.address), port))[0]
-                              for h, port in ((ct, BASE + 1), (workstation, BASE + 2), (ct, BASE + 3)))
+                              for h, port in tries)
     anomaly = wait_for("device-anomaly", lambda: alerts_holding(lab, "device-anomaly", ct_drop["id"]))[0]
     wait_for("device-anomaly on the last drop", lambda: alerts_holding(lab, "device-anomaly", last["id"]))
     evidence.update(ct_drop={k: ct_drop[k] for k in ("id", "outcome", "src_host", "src_zone")}, anomaly=anomaly,
                     workstation_drop={k: ws_drop[k] for k in ("id", "outcome", "src_host", "src_zone")})
-    assert (ct_drop["outcome"], ct_drop["src_host"], ct_drop["src_zone"]) == ("input", ct.name, ct.zone)
-    assert (ws_drop["outcome"], ws_drop["src_host"], ws_drop["src_zone"]) == ("input", workstation.name, workstation.zone)
+    assert (ct_drop["outcome"], ct_drop["src_host"], ct_drop["src_zone"]) == ("deny", ct.name, ct.zone)
+    assert (ws_drop["outcome"], ws_drop["src_host"], ws_drop["src_zone"]) == ("deny", workstation.name, workstation.zone)
     assert (anomaly["severity"], anomaly["entities"]) == ("medium", {"src_ip": str(ct.address), "src_host": ct.name})
     assert ws_drop["id"] < last["id"]
     assert alerts_holding(lab, "unknown-device", ct_drop["id"]) == []

