@@ -1,6 +1,7 @@
 """On the fw: the drop log's lines (ulogd2 JSON, one per dropped packet) written since the run began
 with the given prefix (args.prefix, e.g. "pacslab deny ") whose source is args.source (a host name of
-the lab), waiting up to args.wait seconds for the first. Result: whether any, the destination hosts
+the lab), waiting up to args.wait seconds for the first, then until no more arrive for 2 s (a burst's
+last lines can reach the file a moment after its first; the wait still bounds it). Result: whether any, the destination hosts
 and ports they name (host names where the address is a lab host), the sources seen with that prefix
 (host names), and whether one names args.destination (a host name) as its destination."""
 
@@ -36,12 +37,15 @@ def read(path: str) -> list[str]:
 
 
 deadline = time.monotonic() + float(args.get("wait", 10))
+seen, quiet_since = -1, time.monotonic()
 while True:
     entries = lines()
     mine = [e for e in entries if source is None or e.get("src_ip") == source]
-    if mine or time.monotonic() > deadline:
+    if len(mine) != seen:
+        seen, quiet_since = len(mine), time.monotonic()
+    if (mine and time.monotonic() - quiet_since >= 2) or time.monotonic() > deadline:
         break
-    time.sleep(1)
+    time.sleep(0.5)
 print(json.dumps({
     "logged": bool(mine),
     "sources": sorted({names.get(e.get("src_ip"), e.get("src_ip")) for e in entries}),
