@@ -21,6 +21,7 @@ from pacslab.plan import LABEL_LAB, LABEL_ROLE, Plan
 from pacslab.probes import portscan
 from pacslab.topology import Host, Lab
 
+from .test_response import modalities, scanner, vna
 from .test_siem import siem_json, wait_for
 
 RUN = secrets.token_hex(3)
@@ -36,10 +37,7 @@ def alerts_holding(lab: Lab, rule: str, event_id: int) -> list[dict[str, Any]]:
 
 
 def modality(lab: Lab) -> Host:
-    found = sorted((h for h in lab.deployed_hosts() if "modalities" in h.groups and h.zone == "modality"), key=lambda h: h.name)
-    if not found:
-        pytest.skip(f"lab {lab.name!r} deploys no modality in the modality zone")
-    return found[0]
+    return modalities(lab)[0]
 
 
 @pytest.fixture
@@ -85,11 +83,10 @@ def test_the_ct_trying_the_vna_raises_device_anomaly_and_not_unknown_device(runn
     took it saw the workstation's too."""
     lab = running_lab
     ct = modality(lab)
-    vna = next(h for h in lab.deployed_hosts() if "vna_servers" in h.groups)
-    workstation = sorted((h for h in lab.deployed_hosts() if "workstations" in h.groups and h.image == "dicom"), key=lambda h: h.name)[-1]
+    target, workstation = vna(lab), scanner(lab, 1)
     tries = ((ct, BASE + 1), (workstation, BASE + 2), (ct, BASE + 3))
     for host, port in tries:
-        assert portscan.scan(lab, host.name, str(vna.address), (22,), port) == ["unanswered"]
+        assert portscan.scan(lab, host.name, str(target.address), (22,), port) == ["unanswered"]
     ct_drop, ws_drop, last = (wait_for(f"the drop from port {port}", lambda h=h, port=port: drops_from(lab, str(h.address), port))[0]
                               for h, port in tries)
     anomaly = wait_for("device-anomaly", lambda: alerts_holding(lab, "device-anomaly", ct_drop["id"]))[0]

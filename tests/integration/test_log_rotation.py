@@ -18,9 +18,11 @@ import pytest
 
 from pacslab.probes import imaging as im
 from pacslab.probes import portscan
-from pacslab.topology import Host, Lab
+from pacslab.topology import Lab
 
+from .test_devices import drops_from
 from .test_imaging import tls_stations
+from .test_response import scanner, vna
 from .test_siem import pacs_of, siem, siem_json, wait_for
 
 RUN = secrets.token_hex(3).upper()
@@ -43,33 +45,22 @@ def mode_owner(lab: Lab, host: str, path: str) -> str:
     return im.exec_in(lab, host, "stat", "-c", "%a %U %G", path).strip()
 
 
-def workstation(lab: Lab) -> Host:
-    found = sorted((h for h in lab.deployed_hosts() if "workstations" in h.groups and h.image == "dicom"), key=lambda h: h.name)
-    if not found:
-        pytest.skip(f"lab {lab.name!r} has no workstation")
-    return found[-1]
-
-
 @pytest.mark.control("C-PRT-01")
 def test_the_fw_drop_log_rotates_and_every_drop_still_reaches_the_siem(running_lab: Lab, evidence: dict[str, Any]) -> None:
     """A drop before the rotation is in fw-drops.json.1, one after it in the new fw-drops.json
     (ulogd reopened it on SIGHUP; the same mode and owner as the first), and the siem holds both."""
     lab = running_lab
-    fw, host = lab.router.name, workstation(lab)
-    vna = next(h for h in lab.deployed_hosts() if "vna_servers" in h.groups)
+    fw, host, target = lab.router.name, scanner(lab, 1), vna(lab)
     before = 21000 + secrets.randbelow(90) * 100  # below the ephemeral ports (32768-60999): no other connection has it
     after = before + 50
-    portscan.scan(lab, host.name, str(vna.address), (22,), before)  # one denied port: a drop, not a scan
+    portscan.scan(lab, host.name, str(target.address), (22,), before)  # one denied port: a drop, not a scan
     wait_for("the first drop in the log", lambda: lines_with(lab, fw, DROPS, f'"src_port": {before},'))
     rotate(lab, fw)
-    portscan.scan(lab, host.name, str(vna.address), (22,), after)
+    portscan.scan(lab, host.name, str(target.address), (22,), after)
     wait_for("the second drop in the new log", lambda: lines_with(lab, fw, DROPS, f'"src_port": {after},'))
 
-    def at_siem(port: int) -> list[dict[str, Any]]:
-        return [e for e in siem_json(lab, "events", "--contains", f'"src_port": {port},')
-                if e["event_type"] == "fw-drop" and e["src_ip"] == str(host.address)]
-
-    first, second = wait_for("the first drop at the siem", lambda: at_siem(before)), wait_for("the second drop at the siem", lambda: at_siem(after))
+    first = wait_for("the first drop at the siem", lambda: drops_from(lab, str(host.address), before))
+    second = wait_for("the second drop at the siem", lambda: drops_from(lab, str(host.address), after))
     evidence.update(rotated=lines_with(lab, fw, DROPS + ".1", f'"src_port": {before},')[:1], siem=[first[0]["id"], second[0]["id"]])
     assert len(lines_with(lab, fw, DROPS + ".1", f'"src_port": {before},')) == 1
     assert lines_with(lab, fw, DROPS, f'"src_port": {before},') == []
