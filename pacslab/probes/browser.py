@@ -1,9 +1,10 @@
 """A person's real browser: Debian's chromium, headless, driven by Playwright, on a lab host that
-carries both (images/client: the internet zone's computers).
+carries both (images/client: the internet zone's computers), or in a throw-away container of that
+image inside another host's network namespace (``open_page``'s ``browser_image``).
 
 The browser is a new one each time: a fresh profile whose certificate store (the NSS database
 Chromium reads on Linux, in the profile's home) trusts the lab root the host was given
-(/etc/pacslab/tls/root.pem) and nothing of the lab besides, no cookie, no cache. It opens a URL,
+(/etc/pacslab/tls/root.pem, read from that host) and nothing of the lab besides, no cookie, no cache. It opens a URL,
 and wherever it lands on LemonLDAP::NG's pages it does what the person would: the login form gets
 user and password, the second-factor form the TOTP code (RFC 6238), each once and only when given;
 a person without a code stops at the code form. When it lands on the image viewer
@@ -23,6 +24,9 @@ import base64
 import json
 from typing import Any
 
+from ..docker import docker
+from ..plan import LABEL_LAB, LABEL_ROLE
+from ..redact import redact
 from ..topology import Lab
 from . import imaging as im
 
@@ -34,7 +38,7 @@ import base64, json, os, subprocess, sys, tempfile, time, urllib.parse
 from playwright.sync_api import sync_playwright, Error as PlaywrightError, TimeoutError as PlaywrightTimeout
 
 req = json.load(sys.stdin)
-out = {"navigations": [], "forms": [], "trmsg": [], "viewer": None, "cookies": [], "error": None}
+out = {"navigations": [], "forms": [], "trmsg": [], "viewer": None, "tables": [], "cookies": [], "error": None}
 
 def where(url):
     u = urllib.parse.urlsplit(url)
@@ -45,7 +49,10 @@ home = tempfile.mkdtemp(prefix="pacslab-browser-")
 db = "sql:" + os.path.join(home, ".pki", "nssdb")
 os.makedirs(os.path.join(home, ".pki", "nssdb"))
 subprocess.run(["certutil", "-N", "-d", db, "--empty-password"], check=True, capture_output=True)
-subprocess.run(["certutil", "-A", "-d", db, "-n", "lab root", "-t", "C,,", "-i", req["ca"]], check=True, capture_output=True)
+ca = os.path.join(home, "lab-root.pem")
+with open(ca, "w") as f:
+    f.write(req["ca_pem"])
+subprocess.run(["certutil", "-A", "-d", db, "-n", "lab root", "-t", "C,,", "-i", ca], check=True, capture_output=True)
 
 start = time.monotonic()
 def ms():
@@ -72,7 +79,7 @@ with sync_playwright() as p:
     page.on("response", navigated)
     try:
         start = time.monotonic()
-        page.goto(req["url"], wait_until="load", timeout=30000)
+        page.goto(req["url"], wait_until="load", timeout=req["timeout_ms"])
         used = set()
         for _ in range(4):
             page.wait_for_load_state("load")
@@ -94,6 +101,9 @@ with sync_playwright() as p:
                 page.locator(f"input[name={next(iter(fields))}]").press("Enter")
         out["final"] = where(page.url)
         out["title"] = page.title()
+        out["tables"] = page.evaluate(
+            "Array.from(document.querySelectorAll('table[id]')).map(t => ({id: t.id,"
+            " rows: Array.from(t.tBodies).flatMap(b => Array.from(b.rows)).map(r => Array.from(r.cells).map(c => c.innerText.trim()))}))")
         if "/web-viewer/app/viewer.html" in page.url:
             # the viewer fills its top-right corner from the series' record, then draws the first image
             page.wait_for_function("document.querySelectorAll('#topright span span').length > 0", timeout=30000)
@@ -133,25 +143,42 @@ print(json.dumps(out))
 
 
 def open_page(lab: Lab, from_host: str, url: str, *, user: str | None = None, password: str | None = None,
-              code: str | None = None, again: bool = False, screenshot: bool = False, timeout: float = 120) -> dict[str, Any]:
-    """Open ``url`` in a new headless chromium on ``from_host`` (a lab container with images/client),
-    signing in at the IdP with what is given (see the module's docstring).
+              code: str | None = None, again: bool = False, screenshot: bool = False, timeout: float = 120,
+              page_timeout: float = 30, browser_image: str | None = None) -> dict[str, Any]:
+    """Open ``url`` in a new headless chromium on ``from_host``, signing in at the IdP with what is
+    given (see the module's docstring). The browser runs in ``from_host`` itself (a lab container
+    with images/client), or, given ``browser_image`` (the client image's tag), in a throw-away
+    container of that image inside ``from_host``'s network namespace: the same address, routes and
+    /etc/hosts, for a host whose own image carries no browser (a DICOM workstation: least
+    functionality). Either way the profile trusts the root ``from_host`` was given.
 
     Returns {"navigations": [{at: host/path, method, status}], "forms": [{at, form: "login" |
     "code", trmsg: [LemonLDAP result codes on that page]}], "trmsg": the codes on the last page,
-    "final": host/path where the browser stayed, "title", "viewer": None or {"topright": [str],
+    "final": host/path where the browser stayed, "title", "tables": [{id, rows: [[cell text]]}]
+    (every table with an id on the last page, body rows only), "viewer": None or {"topright": [str],
     "canvas": {width, height, grey_levels, lit (0..1)}}, "cookies": ["domain:name"],
     "signed_in_ms", "displayed_ms" (when reached), "screenshot": PNG bytes (with ``screenshot``,
     the last page the browser showed), "again" (with ``again``: the same browser opens ``url``
     once more; {navigations, final, trmsg} or {navigations, error}; "navigations" and "final" above
-    are from before), "error": None, "timeout: ..." (a page that never came) or the browser's
-    network or TLS error (net::ERR_...)}. Raises RuntimeError when the browser itself could not run
-    (the probe's exit status)."""
-    request: dict[str, Any] = {"ca": CA, "chromium": CHROMIUM, "url": url, "again": again, "screenshot": screenshot}
+    are from before), "error": None, "timeout: ..." (the first page did not come within
+    ``page_timeout`` seconds, or a later one within 30) or the browser's network or TLS error
+    (net::ERR_...)}. Raises RuntimeError when the browser itself could not run (the probe's exit
+    status)."""
+    request: dict[str, Any] = {"ca_pem": im.read_from(lab, from_host, CA), "chromium": CHROMIUM, "url": url, "again": again,
+                               "screenshot": screenshot, "timeout_ms": round(page_timeout * 1000)}
     for key, value in (("user", user), ("password", password), ("code", code)):
         if value is not None:
             request[key] = value
-    result: dict[str, Any] = json.loads(im.exec_in(lab, from_host, "python3", "-c", SCRIPT, input=json.dumps(request), timeout=timeout))
+    if browser_image is None:
+        printed = im.exec_in(lab, from_host, "python3", "-c", SCRIPT, input=json.dumps(request), timeout=timeout)
+    else:
+        proc = docker("run", "--rm", "-i", "--label", f"{LABEL_LAB}={lab.name}", "--label", f"{LABEL_ROLE}=standin",
+                      "--network", f"container:{lab.container_name(from_host)}", "--cap-drop", "ALL",
+                      browser_image, "python3", "-c", SCRIPT, input=json.dumps(request), timeout=timeout, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"the browser in {from_host}'s network namespace exited {proc.returncode}: {redact(proc.stderr.strip()[-800:])}")
+        printed = proc.stdout
+    result: dict[str, Any] = json.loads(printed)
     if "screenshot" in result:
         result["screenshot"] = base64.b64decode(result["screenshot"])
     return result

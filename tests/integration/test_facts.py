@@ -379,6 +379,8 @@ RUNS_AS = (
     RunsAs("/usr/bin/python3 /usr/local/lib/pacslab/pacslab_siem.py evaluate ", "pacslab-siem", "roles/siem: user=pacslab-siem, the store's owner"),
     RunsAs("/usr/bin/python3 /usr/local/lib/pacslab/pacslab_siem.py serve ", "pacslab-siem",
            "roles/siem: the containment service, user=pacslab-siem with its own copy of the node key"),
+    RunsAs("/usr/bin/python3 /usr/local/lib/pacslab/pacslab_siem.py console ", "pacslab-siem",
+           "roles/siem: the console (HTTPS, read only), user=pacslab-siem with the same copy of the node key"),
     RunsAs("/usr/bin/python3 /usr/local/sbin/pacslab-quarantine follow ", "root",
            "roles/firewall: the siem's arm on the fw changes the nft quarantine set (CAP_NET_ADMIN) and reads the node key"),
     RunsAs("/bin/sh -c while :; do logrotate ", "root",

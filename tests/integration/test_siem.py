@@ -126,7 +126,7 @@ def test_the_siem_takes_syslog_from_a_log_source_s_certificate_only(running_lab:
 @pytest.fixture(scope="module")
 def guessing(running_lab: Lab, plan: Plan) -> dict[str, Any]:
     """Five wrong passwords from the vendor's computer, one user name each (this run's): their five
-    events in the siem, the ssh-brute-force alert that holds them, and its case."""
+    events in the siem, the ssh-brute-force alert that holds them, and its case (and the user names)."""
     users = [f"siem-{RUN}-guess{i}" for i in range(5)]
     for user in users:
         login(running_lab, plan, user, password="guess")
@@ -139,7 +139,7 @@ def guessing(running_lab: Lab, plan: Plan) -> dict[str, Any]:
     alert = wait_for("ssh-brute-force holding them", lambda: [a for a in siem_json(running_lab, "alerts")
                                                            if a["rule"] == "ssh-brute-force" and ids <= set(a["events"])])[0]
     cases = [c for c in siem_json(running_lab, "cases") if c["id"] == alert["case"]]
-    return {"events": ids, "alert": alert, "case": cases[0] if cases else None}
+    return {"users": users, "events": ids, "alert": alert, "case": cases[0] if cases else None}
 
 
 @pytest.mark.control("C-DET-06")

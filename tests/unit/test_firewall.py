@@ -130,10 +130,10 @@ def test_every_flow_has_its_named_counter() -> None:
     check_named_counters(RULES)
 
 
-def test_the_reference_lab_has_nineteen_flow_rules() -> None:
-    """19 routed flows (F01..F13 with their letters), one rule each: a count typed in, not derived.
+def test_the_reference_lab_has_twenty_flow_rules() -> None:
+    """20 routed flows (F01..F13 with their letters, F16), one rule each: a count typed in, not derived.
     F04 (pacs -> vna) and F14 stay inside their zones: no rule, no counter."""
-    assert sum(1 for r in forward_chain(RULES) if 'counter name "flow_' in r) == 19
+    assert sum(1 for r in forward_chain(RULES) if 'counter name "flow_' in r) == 20
     assert "flow_F04" not in RULES and "flow_F14" not in RULES
 
 

@@ -41,7 +41,7 @@ REFERENCE = {
     "idp": {("tcp", 443)},
     "rproxy": {("tcp", 443)},
     "bastion": {("tcp", 22)},
-    "siem": {("tcp", 6514), ("tcp", 8443)},  # syslog over TLS, the containment decisions (F15, the fw only)
+    "siem": {("tcp", 443), ("tcp", 6514), ("tcp", 8443)},  # console (F16), syslog over TLS, containment decisions (F15, fw only)
     "remote-rad": set(),
     "vendor-eng": set(),
     "attacker": set(),

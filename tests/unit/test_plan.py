@@ -64,7 +64,7 @@ def test_hosts_find_the_web_names_they_may_reach_and_the_internet_finds_the_idp_
     IdP's name at the proxy's address; hosts without a flow to an HTTPS service get no entry (and
     keep their container spec)."""
     names = {c.host: c.names for c in build_plan(load_lab(DEFAULT_LAB), APT).containers}
-    assert names["ws-rad"] == names["ws-tech"] == {"idp": "10.77.10.11", "rproxy": "10.77.60.10"}
+    assert names["ws-rad"] == names["ws-tech"] == {"idp": "10.77.10.11", "rproxy": "10.77.60.10", "siem": "10.77.50.10"}
     assert names["rproxy"] == {"idp": "10.77.10.11", "pacs": "10.77.40.10", "vna": "10.77.40.11"}
     assert names["remote-rad"] == names["attacker"] == names["vendor-eng"] == {"idp": "10.77.60.10", "rproxy": "10.77.60.10"}
     assert {h for h, n in names.items() if n} == {"ws-rad", "ws-tech", "rproxy", "remote-rad", "attacker", "vendor-eng"}

@@ -77,7 +77,7 @@ def test_containers_get_the_web_names_of_the_plan_in_etc_hosts():
     HTTPS service gets no entry."""
     def check(d):
         assert d["containers"]["pacslab-remote-rad"]["hosts"] == {"idp": "10.77.60.10", "rproxy": "10.77.60.10"}
-        assert d["containers"]["pacslab-ws-rad"]["hosts"] == {"idp": "10.77.10.11", "rproxy": "10.77.60.10"}
+        assert d["containers"]["pacslab-ws-rad"]["hosts"] == {"idp": "10.77.10.11", "rproxy": "10.77.60.10", "siem": "10.77.50.10"}
         assert d["containers"]["pacslab-pacs"]["hosts"] == {}
 
     return declared(DEFAULT_LAB).apply(check)

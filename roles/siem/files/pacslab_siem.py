@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """pacslab-siem: the SIEM's event store, its detections and its alerts and cases (C-PRT-01,
-C-DET-06, C-RSP-01). Python's standard library only: it runs on the siem host (roles/siem) and is
-imported by the unit tests, which run the same rules over fixtures.
+C-DET-06, C-RSP-01). Python's standard library, and Jinja2 for the console's pages alone: it runs on
+the siem host (roles/siem) and is imported by the unit tests, which run the same rules over fixtures.
 
 Commands:
   ingest     rsyslog's omprog hands it one JSON object per line (the template of roles/siem); each is
@@ -17,6 +17,10 @@ Commands:
              stray packet of the host's ordinary traffic).
   serve      the containment decisions over HTTPS (GET /containment), to the fw only (mutual TLS,
              the fw's anchor alone trusted), which applies each once (roles/firewall).
+  console    the analysts' pages over HTTPS (the lab's certificate; the fw lets the security and
+             clinical zones reach it, F16): / the alerts, the cases and the containment decisions,
+             /alerts/<id> one alert and the events behind it. Read only; Jinja2 renders them,
+             every value escaped (an AE title or a user name is whatever a sender put in a log).
 
 Containment (C-RSP-02): when a high or critical rule that names a ``containment`` entity raises a
 new alert, the siem decides to quarantine that entity's address, unless it is no lab host's, the
@@ -616,9 +620,8 @@ def _stamp(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-class _Decisions(http.server.BaseHTTPRequestHandler):
-    """GET /containment: {"decisions": [the quarantine decisions in force]}; anything else 404. The TLS
-    layer has already refused a client without a certificate the trusted anchors signed."""
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """An HTTPS request whose TLS handshake runs in its own thread, within ``timeout``."""
 
     server_version = "pacslab-siem"
     timeout = 10  # seconds a client may take for the handshake and its request (a silent one is dropped)
@@ -627,15 +630,10 @@ class _Decisions(http.server.BaseHTTPRequestHandler):
         super().setup()  # sets the socket's timeout
         self.request.do_handshake()  # in this request's thread: a client that stalls holds only its own
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        if self.path != "/containment":
-            self.send_error(404)
-            return
-        with contextlib.closing(connect()) as db:
-            body = json.dumps({"decisions": containment(db, in_force=True)}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
+    def answer(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        for name, value in {"Content-Type": content_type, "Content-Length": str(len(body)), **(headers or {})}.items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
 
@@ -643,20 +641,87 @@ class _Decisions(http.server.BaseHTTPRequestHandler):
         print(f"{self.client_address[0]} {format % args}", file=sys.stderr, flush=True)
 
 
-def serve(address: str, port: int, cert: str, key: str, clients: str) -> None:
-    """Serve the decisions over HTTPS (TLS 1.2 at least) to the clients the ``clients`` bundle's anchors signed."""
+class _Decisions(_Handler):
+    """GET /containment: {"decisions": [the quarantine decisions in force]}; anything else 404. The TLS
+    layer has already refused a client without a certificate the trusted anchors signed."""
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        if self.path != "/containment":
+            self.send_error(404)
+            return
+        with contextlib.closing(connect()) as db:
+            body = json.dumps({"decisions": containment(db, in_force=True)}).encode()
+        self.answer(200, body, "application/json")
+
+
+# The console's answers: a page of the lab's own origin, never framed, cached or sent on as a
+# referrer; no script, style or image of any origin (the pages have none).
+CONSOLE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "Strict-Transport-Security": "max-age=31536000",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+CONSOLE_EVENTS = 500  # the events an alert's page lists at most (a scan's alert holds thousands); the rest are counted
+
+
+def console_pages(folder: Path) -> Any:
+    """The console's Jinja2 environment (templates index.html, alert.html and missing.html in ``folder``), HTML
+    autoescaping on for every template."""
+    import jinja2  # the console's alone: ingest and evaluate stay on the standard library
+
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(folder)), autoescape=True, undefined=jinja2.StrictUndefined)
+
+
+def console_page(db: sqlite3.Connection, pages: Any, path: str) -> tuple[int, str]:
+    """(HTTP status, HTML) of the console's ``path``: "/" the alerts (newest first), the cases and the
+    containment decisions; "/alerts/<id>" that alert, its case and its first CONSOLE_EVENTS events; any other
+    path, or an alert that does not exist, 404."""
+    if path == "/":
+        return 200, pages.get_template("index.html").render(
+            alerts=alerts(db)[::-1], cases=cases(db)[::-1], decisions=containment(db)[::-1], at=now())
+    found = re.fullmatch(r"/alerts/([0-9]{1,18})", path)
+    alert = next((a for a in alerts(db) if a["id"] == int(found.group(1))), None) if found else None
+    if alert is None:
+        return 404, pages.get_template("missing.html").render(path=path, at=now())
+    case = next((c for c in cases(db) if c["id"] == alert["case"]), None)
+    rows = db.execute(f"SELECT id, {', '.join(FIELDS)} FROM events WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id LIMIT ?",
+                      (json.dumps(alert["events"]), CONSOLE_EVENTS)).fetchall()
+    behind = [dict(zip(("id", *FIELDS), r, strict=True)) for r in rows]
+    return 200, pages.get_template("alert.html").render(alert=alert, case=case, events=behind, more=len(alert["events"]) - len(behind), at=now())
+
+
+class _Console(_Handler):
+    """GET only (http.server answers 501 to any other method); the pages of ``console_page``."""
+
+    pages: Any = None
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        with contextlib.closing(connect()) as db:
+            status, html = console_page(db, self.pages, self.path.split("?", 1)[0])
+        self.answer(status, html.encode(), "text/html; charset=utf-8", CONSOLE_HEADERS)
+
+
+def serve(address: str, port: int, cert: str, key: str, clients: str | None, handler: type[_Handler] = _Decisions) -> None:
+    """Serve ``handler`` over HTTPS (TLS 1.2 at least); with ``clients``, to the clients whose
+    certificate the bundle's anchors signed only (mutual TLS)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert, key)
-    context.load_verify_locations(clients)
-    context.verify_mode = ssl.CERT_REQUIRED
+    if clients:
+        context.load_verify_locations(clients)
+        context.verify_mode = ssl.CERT_REQUIRED
 
     class Server(http.server.ThreadingHTTPServer):
         def get_request(self) -> tuple[Any, Any]:  # the TLS handshake waits for the request's own thread
             sock, peer = self.socket.accept()
             return context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), peer
 
-    Server((address, port), _Decisions).serve_forever()
+    Server((address, port), handler).serve_forever()
 
 
 def _open_case(db: sqlite3.Connection, alert_id: int, level: str, entities: dict[str, Any], assets: dict[str, Any]) -> None:
@@ -743,6 +808,12 @@ def main(argv: list[str] | None = None) -> int:
     sv.add_argument("--cert", required=True)
     sv.add_argument("--key", required=True)
     sv.add_argument("--clients", required=True, help="the bundle of the anchors whose certificates may ask")
+    co = sub.add_parser("console")
+    co.add_argument("--address", required=True)
+    co.add_argument("--port", type=int, required=True)
+    co.add_argument("--cert", required=True)
+    co.add_argument("--key", required=True)
+    co.add_argument("--pages", required=True, type=Path, help="the folder of the pages' templates")
     for name in ("alerts", "cases", "events", "containment"):
         p = sub.add_parser(name)
         p.add_argument("--json", action="store_true")
@@ -757,6 +828,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "serve":
         serve(args.address, args.port, args.cert, args.key, args.clients)
+        return 0
+    if args.command == "console":
+        _Console.pages = console_pages(args.pages)
+        serve(args.address, args.port, args.cert, args.key, None, _Console)
         return 0
     if args.command == "authorise":
         if args.end is not None:
