@@ -127,7 +127,8 @@ def test_the_siem_takes_syslog_from_a_log_source_s_certificate_only(running_lab:
 def guessing(running_lab: Lab, plan: Plan) -> dict[str, Any]:
     """Five wrong passwords from the vendor's computer, one user name each (this run's): their five
     events in the siem, the ssh-brute-force alert that holds them, and its case (and the user names)."""
-    users = [f"siem-{RUN}-guess{i}" for i in range(5)]
+    call = secrets.token_hex(2)  # modules that import this fixture run it again: each run its own names
+    users = [f"siem-{RUN}-{call}-guess{i}" for i in range(5)]
     for user in users:
         login(running_lab, plan, user, password="guess")
 
