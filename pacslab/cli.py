@@ -459,6 +459,27 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_capture(args: argparse.Namespace) -> int:
+    """`capture ALERT`: the packets around an alert out of the fw's capture ring, written under the
+    lab's state folder, their SHA-256 recorded in the alert's case (pacslab.forensics, C-RSP-03)."""
+    from . import forensics
+
+    lab = _load(args.lab)
+    _require_up(lab)
+    if args.margin < 0:
+        raise Refused(EXIT_USAGE, f"--margin {args.margin}: seconds before and after the alert, 0 or more")
+    try:
+        found = forensics.capture(lab, args.alert, state_dir(lab), margin=args.margin)
+    except forensics.CaptureError as exc:
+        raise Refused(EXIT_PHASE_FAILED, str(exc)) from exc
+    if args.json:
+        print(json.dumps(found.as_dict(), indent=1))
+    else:
+        print(f"{found.path}\n  {found.packets} packets, {found.size} bytes, {found.start:%Y-%m-%dT%H:%M:%SZ} to {found.end:%Y-%m-%dT%H:%M:%SZ}"
+              f"{'' if found.complete else ' (the ring had turned: it no longer holds the start)'}\n  sha256 {found.sha256}, recorded in the case")
+    return EXIT_OK
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     lab = _load(args.lab)
     from .report import record_verify, write_report
@@ -904,6 +925,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", help="why, for the fw's response log (default: by hand)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_quarantine)
+    p = verb("capture", "forensics: the packets around an alert, out of the fw's capture ring; their hash goes in the alert's case")
+    p.add_argument("alert", type=int, help="the alert's id (see `pacslab alerts`)")
+    p.add_argument("--margin", type=float, default=300, help="seconds kept before its first event and after its last (default 300)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_capture)
     p = verb("verify", "run the steady integration checks (they change nothing) and write the control report")
     p.add_argument("--lifecycle", action="store_true", help="also run the lifecycle checks (down, restart, revoke, re-enrol), after the steady ones")
     p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="extra pytest arguments, after --")

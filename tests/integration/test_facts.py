@@ -369,6 +369,8 @@ RUNS_AS = (
     RunsAs("/usr/bin/stunnel4 ", "stunnel4", "binds its port as root, then setuid/setgid stunnel4 (roles orthanc, ris, dicom_node)"),
     RunsAs("/usr/bin/python3 /usr/local/lib/pacslab/orders.py ", "orthanc", "roles/ris: writes worklist files Orthanc reads"),
     RunsAs("/usr/bin/python3 /usr/local/lib/pacslab/dicomsim.py ", "pacslab-dicom", "roles/dicom_node: user=pacslab-dicom, its own key copy"),
+    RunsAs("/usr/bin/tcpdump -i any ", "tcpdump",
+           "roles/firewall capture.yml: the capture ring opens the interfaces as root, then runs as Debian's tcpdump user"),
     RunsAs("/usr/sbin/ulogd", "root", "finding, not fixed yet: the fw's NFLOG collector (supervisor starts it without --uid)"),
     RunsAs("sshd: /usr/sbin/sshd ", "root",
            "roles/bastion, roles/maintenance: sshd's listener binds 22 and reads the host key as root; each session runs as its person"),

@@ -105,3 +105,14 @@ def test_an_alert_s_page_lists_the_first_events_and_counts_the_rest(db: Any, pag
     assert [r[0] for r in rows(html, "events")] == [str(i) for i in ids[:5]]
     assert "And 2 more (pacslab alerts --json lists them all)." in html
 
+
+
+def test_an_alert_s_page_lists_the_captures_recorded_around_it(db: Any, pages: Any) -> None:
+    _, html = siem.console_page(db, pages, "/alerts/1")
+    assert rows(html, "captures") == [] and "None retrieved (pacslab capture 1)." in html
+    siem.record_capture(db, 1, "alert-1.pcap", "cd" * 32, 9, 1200, "2026-12-02T09:55:00.000Z", "2026-12-02T10:05:00.000Z", True)
+    _, html = siem.console_page(db, pages, "/alerts/1")
+    assert [r[1:8] for r in rows(html, "captures")] == [
+        ["alert-1.pcap", "cd" * 32, "9", "1200", "2026-12-02T09:55:00.000Z", "2026-12-02T10:05:00.000Z", "yes"]]
+    _, html = siem.console_page(db, pages, "/alerts/2")
+    assert rows(html, "captures") == []

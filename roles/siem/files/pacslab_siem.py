@@ -10,7 +10,9 @@ Commands:
   evaluate   every few seconds, runs each detection (Sigma rules compiled to SQLite by pySigma on the
              controller, pacslab/detections.py) over the recent events; each result opens or updates
              an alert, and each alert opens or updates the case of the host it is about.
-  alerts, cases, events, containment   print them (``--json`` for machines).
+  alerts, cases, events, containment, captures   print them (``--json`` for machines).
+  window     an alert's span and the addresses it is about, for a capture around it (C-RSP-03).
+  record-capture   records a retrieved capture (file name, SHA-256, packets) in the alert's case.
   authorise  opens (or, with --end ID, closes) a window of authorised activity for its addresses: an
              alert is raised as usual but contains nobody when what no window covers does not fire
              the rule on its own (a scheduled scan, the lab's own segmentation check, beside a
@@ -89,6 +91,14 @@ CREATE TABLE IF NOT EXISTS authorised (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
   addresses TEXT NOT NULL,     -- JSON array of addresses; empty: any address
   starts TEXT NOT NULL, ends TEXT NOT NULL, reason TEXT NOT NULL, by TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS captures (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  alert_id INTEGER NOT NULL, case_id INTEGER,
+  file TEXT NOT NULL, sha256 TEXT NOT NULL, packets INTEGER NOT NULL, bytes INTEGER NOT NULL,
+  starts TEXT NOT NULL, ends TEXT NOT NULL,
+  complete INTEGER NOT NULL,   -- 0: the fw's ring no longer held the start of the span
+  recorded TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS cases (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -679,7 +689,8 @@ def console_pages(folder: Path) -> Any:
 
 def console_page(db: sqlite3.Connection, pages: Any, path: str) -> tuple[int, str]:
     """(HTTP status, HTML) of the console's ``path``: "/" the alerts (newest first), the cases and the
-    containment decisions; "/alerts/<id>" that alert, its case and its first CONSOLE_EVENTS events; any other
+    containment decisions; "/alerts/<id>" that alert, its case, its first CONSOLE_EVENTS events and the
+    captures retrieved around it (C-RSP-03); any other
     path, or an alert that does not exist, 404."""
     if path == "/":
         return 200, pages.get_template("index.html").render(
@@ -692,7 +703,8 @@ def console_page(db: sqlite3.Connection, pages: Any, path: str) -> tuple[int, st
     rows = db.execute(f"SELECT id, {', '.join(FIELDS)} FROM events WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id LIMIT ?",
                       (json.dumps(alert["events"]), CONSOLE_EVENTS)).fetchall()
     behind = [dict(zip(("id", *FIELDS), r, strict=True)) for r in rows]
-    return 200, pages.get_template("alert.html").render(alert=alert, case=case, events=behind, more=len(alert["events"]) - len(behind), at=now())
+    return 200, pages.get_template("alert.html").render(alert=alert, case=case, events=behind, more=len(alert["events"]) - len(behind),
+                                                        captures=captures(db, alert["id"]), at=now())
 
 
 class _Console(_Handler):
@@ -771,7 +783,47 @@ def cases(db: sqlite3.Connection) -> list[dict[str, Any]]:
     out = [dict(zip(keys, r, strict=True)) for r in rows]
     for c in out:
         c["alerts"] = [a for (a,) in db.execute("SELECT id FROM alerts WHERE case_id = ? ORDER BY id", (c["id"],))]
+        c["captures"] = [k for k in captures(db) if k["case"] == c["id"]]
     return out
+
+
+def captures(db: sqlite3.Connection, alert_id: int | None = None) -> list[dict[str, Any]]:
+    """The recorded captures (C-RSP-03), oldest first, of one alert or all: [{id, alert, case, file,
+    sha256, packets, bytes, start, end, complete, recorded}]."""
+    rows = db.execute("SELECT id, alert_id, case_id, file, sha256, packets, bytes, starts, ends, complete, recorded FROM captures"
+                      " WHERE ? IS NULL OR alert_id = ? ORDER BY id", (alert_id, alert_id)).fetchall()
+    keys = ("id", "alert", "case", "file", "sha256", "packets", "bytes", "start", "end", "complete", "recorded")
+    return [dict(zip(keys, r, strict=True)) | {"complete": bool(r[9])} for r in rows]
+
+
+def window(db: sqlite3.Connection, alert_id: int, assets: dict[str, Any]) -> dict[str, Any] | None:
+    """What a capture around the alert needs (C-RSP-03): {alert, case, entities, start, end (the
+    times of its first and last event, UTC), addresses (the lab addresses it is about: its src_ip
+    entity, else the address of its host entity, from the lab definition)}; None when there is no
+    such alert."""
+    alert = next((a for a in alerts(db) if a["id"] == alert_id), None)
+    if alert is None:
+        return None
+    start, end = db.execute("SELECT MIN(time), MAX(time) FROM events WHERE id IN (SELECT value FROM json_each(?))",
+                            (json.dumps(alert["events"]),)).fetchone()
+    entities = alert["entities"]
+    addresses = [entities["src_ip"]] if entities.get("src_ip") else []
+    if not addresses and entities.get("host"):
+        address = (assets.get("hosts", {}).get(entities["host"]) or {}).get("address")
+        addresses = [address] if address else []
+    return {"alert": alert_id, "case": alert["case"], "entities": entities, "start": start or alert["first_seen"],
+            "end": end or alert["last_seen"], "addresses": addresses}
+
+
+def record_capture(db: sqlite3.Connection, alert_id: int, file: str, sha256: str, packets: int, size: int, start: str, end: str,
+                   complete: bool) -> int:
+    """Record a retrieved capture in the alert's case; its id. Raises LookupError for an unknown alert."""
+    row = db.execute("SELECT case_id FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+    if row is None:
+        raise LookupError(f"no alert {alert_id}")
+    cur = db.execute("INSERT INTO captures (alert_id, case_id, file, sha256, packets, bytes, starts, ends, complete, recorded)"
+                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (alert_id, row[0], file, sha256, packets, size, start, end, int(complete), now()))
+    return int(cur.lastrowid or 0)
 
 
 def events(db: sqlite3.Connection, since_id: int = 0, contains: str = "") -> list[dict[str, Any]]:
@@ -814,7 +866,18 @@ def main(argv: list[str] | None = None) -> int:
     co.add_argument("--cert", required=True)
     co.add_argument("--key", required=True)
     co.add_argument("--pages", required=True, type=Path, help="the folder of the pages' templates")
-    for name in ("alerts", "cases", "events", "containment"):
+    wi = sub.add_parser("window")
+    wi.add_argument("--alert", type=int, required=True)
+    rc = sub.add_parser("record-capture")
+    rc.add_argument("--alert", type=int, required=True)
+    rc.add_argument("--file", required=True, help="the capture's file name, as the investigator got it")
+    rc.add_argument("--sha256", required=True)
+    rc.add_argument("--packets", type=int, required=True)
+    rc.add_argument("--bytes", type=int, required=True)
+    rc.add_argument("--start", required=True, help="the span it covers (UTC, ISO 8601)")
+    rc.add_argument("--end", required=True)
+    rc.add_argument("--partial", action="store_true", help="the ring no longer held the start of the span")
+    for name in ("alerts", "cases", "events", "containment", "captures"):
         p = sub.add_parser(name)
         p.add_argument("--json", action="store_true")
         if name == "events":
@@ -840,6 +903,24 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(json.dumps({"window": authorise(db, args.minutes, args.reason, args.by, args.address)}))
         return 0
+    if args.command == "window":
+        found = window(db, args.alert, assets)
+        if found is None:
+            print(f"pacslab-siem: no alert {args.alert}", file=sys.stderr)
+            return 1
+        print(json.dumps(found))
+        return 0
+    if args.command == "record-capture":
+        if not re.fullmatch(r"[0-9a-f]{64}", args.sha256):
+            print("pacslab-siem: --sha256 takes 64 lower-case hex digits", file=sys.stderr)
+            return 2
+        try:
+            print(json.dumps({"capture": record_capture(db, args.alert, args.file, args.sha256, args.packets, args.bytes,
+                                                        args.start, args.end, not args.partial)}))
+        except LookupError as exc:
+            print(f"pacslab-siem: {exc}", file=sys.stderr)
+            return 1
+        return 0
     if args.command == "evaluate":
         rules = _load(RULES, [])
         while True:
@@ -847,7 +928,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.once:
                 return 0
             time.sleep(args.every)
-    found = {"alerts": alerts, "cases": cases, "containment": containment}.get(args.command)
+    found = {"alerts": alerts, "cases": cases, "containment": containment, "captures": captures}.get(args.command)
     rows = found(db) if found else events(db, args.since_id, args.contains)
     if args.json:
         print(json.dumps(rows, indent=1))
