@@ -59,24 +59,35 @@ RESULTS = REPO / "bench" / "results" / "detection_latency.jsonl"
 CLIENT, BASTION = "vendor-eng", "bastion"
 WAIT = 120
 
-# Runs on the log source: {address, port, count, tag} on stdin; one TLS session with the host's leaf
-# certificate, count octet-counted RFC 5424 messages "<tag> <n>"; prints the seconds the sending took.
+# Runs on the log source: one JSON line on stdin, {address, port, tag, rate, count}; one TLS session
+# with the host's leaf certificate, octet-counted RFC 5424 messages "<tag> <n>". rate 0: as fast as
+# the connection takes them; else that many a second (a batch every 10 ms). count: how many; null:
+# until the next line on stdin (or its end). Prints how many it sent and the seconds the sending took.
 FLOOD = r"""
-import json, socket, ssl, sys, time
-req = json.load(sys.stdin)
+import json, select, socket, ssl, sys, time
+req = json.loads(sys.stdin.readline())
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 ctx.check_hostname = False
 ctx.verify_mode = ssl.CERT_NONE
 ctx.load_cert_chain("/etc/pacslab/tls/node.crt", "/etc/pacslab/tls/node.key")
 conn = ctx.wrap_socket(socket.create_connection((req["address"], req["port"]), timeout=30))
-start = time.monotonic()
-stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-for n in range(req["count"]):
-    msg = f"<38>1 {stamp} bastion pacslab-bench - - - {req['tag']} {n}".encode()
-    conn.sendall(str(len(msg)).encode() + b" " + msg)
-sent = time.monotonic() - start
+def message(n):
+    msg = f"<38>1 {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} bastion pacslab-bench - - - {req['tag']} {n}".encode()
+    return str(len(msg)).encode() + b" " + msg
+start, sent, count = time.monotonic(), 0, req.get("count")
+while count is None or sent < count:
+    if count is None and select.select([sys.stdin], [], [], 0)[0]:
+        break
+    due = sent + 1 if not req["rate"] else int((time.monotonic() - start) * req["rate"])
+    if count is not None:
+        due = min(due, count)
+    if due > sent:
+        conn.sendall(b"".join(message(n) for n in range(sent, due)))
+        sent = due
+    if req["rate"]:
+        time.sleep(0.01)
 conn.close()
-print(json.dumps({"seconds": sent}))
+print(json.dumps({"sent": sent, "seconds": time.monotonic() - start}))
 """
 
 
@@ -119,9 +130,9 @@ def brute_force(lab: Lab, plan: Plan, siem: str) -> dict[str, float]:
 def ingest(lab: Lab, siem: str, messages: int) -> dict[str, float]:
     tag = f"bench-flood-{secrets.token_hex(3)}"
     target = lab.hosts[siem]
-    request = {"address": str(target.address), "port": target.service("syslog-tls").port, "count": messages, "tag": tag}
+    request = {"address": str(target.address), "port": target.service("syslog-tls").port, "count": messages, "tag": tag, "rate": 0}
     start = time.monotonic()
-    sent = json.loads(im.exec_in(lab, BASTION, "python3", "-c", FLOOD, input=json.dumps(request), timeout=300))["seconds"]
+    sent = json.loads(im.exec_in(lab, BASTION, "python3", "-c", FLOOD, input=json.dumps(request) + "\n", timeout=300))["seconds"]
     while time.monotonic() - start < WAIT * 5:
         if count(lab, siem, tag) >= messages:
             stored = time.monotonic() - start

@@ -20,6 +20,7 @@ import contextlib
 import fcntl
 import json
 import logging
+import math
 import os
 import shlex
 import shutil
@@ -464,10 +465,10 @@ def cmd_capture(args: argparse.Namespace) -> int:
     lab's state folder, their SHA-256 recorded in the alert's case (pacslab.forensics, C-RSP-03)."""
     from . import forensics
 
+    if not (math.isfinite(args.margin) and 0 <= args.margin <= forensics.MAX_MARGIN):
+        raise Refused(EXIT_USAGE, f"--margin {args.margin}: seconds before and after the alert, 0 to {forensics.MAX_MARGIN}")
     lab = _load(args.lab)
     _require_up(lab)
-    if args.margin < 0:
-        raise Refused(EXIT_USAGE, f"--margin {args.margin}: seconds before and after the alert, 0 or more")
     try:
         found = forensics.capture(lab, args.alert, state_dir(lab), margin=args.margin)
     except forensics.CaptureError as exc:

@@ -18,7 +18,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
+import subprocess
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,11 +47,10 @@ class CaptureError(Exception):
 
 @dataclass(frozen=True)
 class Window:
-    """What the siem says of an alert: its id and case, its first and last event (UTC) and the lab
-    addresses it is about."""
+    """What the siem says of an alert: its id, its first and last event (UTC) and the lab addresses
+    it is about."""
 
     alert: int
-    case: int | None
     start: datetime
     end: datetime
     addresses: frozenset[str]
@@ -95,7 +98,7 @@ def window(lab: Lab, alert: int) -> Window:
     found = json.loads(proc.stdout)
     if not found["addresses"]:
         raise CaptureError(f"alert {alert} names no lab address (entities {found['entities']}): no packet can be told to be about it")
-    return Window(alert=alert, case=found["case"], start=_parse(found["start"]), end=_parse(found["end"]),
+    return Window(alert=alert, start=_parse(found["start"]), end=_parse(found["end"]),
                   addresses=frozenset(found["addresses"]))
 
 
@@ -112,16 +115,27 @@ def ring_files(lab: Lab) -> list[tuple[float, str]]:
 
 
 def _packets(stream: BinaryIO) -> Iterator[tuple[float, bytes, int]]:
-    """(timestamp, raw frame, link type) of each packet of a pcap stream."""
-    reader = dpkt.pcap.Reader(stream)
+    """(timestamp, raw frame, link type) of each packet of a pcap stream. A ring file is read while
+    tcpdump writes it: an empty one (just opened) holds nothing, a last record whose header is cut
+    short ends it, and one whose frame is cut short is kept as far as it goes (dpkt's reader)."""
+    try:
+        reader = dpkt.pcap.Reader(stream)
+    except (ValueError, dpkt.NeedData):  # no complete file header yet
+        return
     linktype = reader.datalink()
-    for ts, frame in reader:
-        yield float(ts), frame, linktype
+    try:
+        for ts, frame in reader:
+            yield float(ts), frame, linktype
+    except dpkt.NeedData:
+        return
 
 
 def addresses_of(frame: bytes, linktype: int) -> tuple[str, str] | None:
     """(source, destination) IPv4 addresses of a Linux cooked frame, or None when it carries no IPv4."""
-    cooked = dpkt.sll2.SLL2(frame) if linktype == dpkt.pcap.DLT_LINUX_SLL2 else dpkt.sll.SLL(frame)
+    try:
+        cooked = dpkt.sll2.SLL2(frame) if linktype == dpkt.pcap.DLT_LINUX_SLL2 else dpkt.sll.SLL(frame)
+    except dpkt.UnpackError:  # a frame shorter than its cooked header
+        return None
     ip = cooked.data
     if not isinstance(ip, dpkt.ip.IP):
         return None
@@ -152,38 +166,46 @@ def select(streams: Iterable[BinaryIO], out: BinaryIO, addresses: frozenset[str]
     return len(kept), earliest
 
 
+MAX_MARGIN = 86400  # seconds: a day either side is the most a capture asks for
+
+
 def capture(lab: Lab, alert: int, state_dir: Path, margin: float = MARGIN) -> Capture:
-    """Retrieve the capture around ``alert`` into ``state_dir``/captures and record its SHA-256 in
-    the alert's case. Raises CaptureError when the ring holds nothing of the span (it has turned
-    since, or was not running)."""
+    """Retrieve the capture around ``alert`` into ``state_dir``/captures (a folder of the lab's
+    owner alone, the file 0600: it holds clinical traffic) and record its SHA-256 in the alert's
+    case. The span ends at the alert's last event plus ``margin``, or now if that is later than now.
+    Raises CaptureError when ``margin`` is not 0..MAX_MARGIN seconds, when the siem has no such
+    alert, or when the ring holds nothing of the span (it has turned since, or tcpdump is not
+    running); then nothing is written or recorded."""
+    if not (math.isfinite(margin) and 0 <= margin <= MAX_MARGIN):
+        raise CaptureError(f"margin {margin}: seconds before and after the alert, 0 to {MAX_MARGIN}")
     found = window(lab, alert)
-    start, end = found.start.timestamp() - margin, found.end.timestamp() + margin
+    asked = time.time()
+    start, end = found.start.timestamp() - margin, min(found.end.timestamp() + margin, asked)
     files = ring_files(lab)
-    # a file last written before the span began holds nothing of it
-    wanted = [path for (written, path) in files if written >= start]
-    fw = lab.container_name(lab.router.name)
+    # a file last written before the span began holds nothing of it, except the newest such, in which the span may begin
+    before = [path for (written, path) in files if written < start][-1:]
+    wanted = before + [path for (written, path) in files if written >= start]
     folder = state_dir / "captures"
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"alert-{alert}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.pcap"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    target = folder / f"alert-{alert}-{datetime.fromtimestamp(asked, UTC).strftime('%Y%m%dT%H%M%SZ')}.pcap"
     with tempfile.TemporaryDirectory(prefix="pacslab-capture-") as tmp:
-        copies = []
-        for path in wanted:
-            local = Path(tmp) / Path(path).name
-            docker("cp", f"{fw}:{path}", str(local), timeout=300)
-            copies.append(local)
+        copies = [_copy_off(lab, path, Path(tmp)) for path in wanted]
         handles = [c.open("rb") for c in copies]
+        cut = Path(tmp) / "capture.pcap"
         try:
-            with target.open("wb") as out:
+            with os.fdopen(os.open(cut, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
                 packets, earliest = select(handles, out, found.addresses, start, end)
         finally:
             for h in handles:
                 h.close()
-    if packets == 0:
-        target.unlink()
-        held = f"from {_stamp(datetime.fromtimestamp(earliest, UTC))} on" if earliest is not None else "nothing"
-        raise CaptureError(f"the fw's capture ring holds {held}; alert {alert}'s span is {_stamp(datetime.fromtimestamp(start, UTC))} to "
-                           f"{_stamp(datetime.fromtimestamp(end, UTC))} and no packet of it to or from {', '.join(sorted(found.addresses))} "
-                           "is left")
+        if packets == 0:
+            newest = files[-1][0]  # ring_files is oldest first and never empty
+            held = (f"packets from {_stamp(datetime.fromtimestamp(earliest, UTC))} on" if earliest is not None else "no packet")
+            raise CaptureError(
+                f"the fw's capture ring holds {held} (its newest file was last written {_stamp(datetime.fromtimestamp(newest, UTC))}: "
+                f"is its tcpdump running?); alert {alert}'s span is {_stamp(datetime.fromtimestamp(start, UTC))} to "
+                f"{_stamp(datetime.fromtimestamp(end, UTC))} and no packet of it to or from {', '.join(sorted(found.addresses))} is left")
+        os.replace(cut, target)
     complete = earliest is not None and earliest <= start
     digest = hashlib.sha256(target.read_bytes()).hexdigest()
     result = Capture(path=target, sha256=digest, packets=packets, size=target.stat().st_size,
@@ -196,3 +218,18 @@ def capture(lab: Lab, alert: int, state_dir: Path, margin: float = MARGIN) -> Ca
         raise CaptureError(f"the capture is at {target} (sha256 {digest}) but the siem did not record it: {record.stderr.strip()[-300:]}")
     return result
 
+
+def _copy_off(lab: Lab, path: str, folder: Path) -> Path:
+    """A ring file copied off the fw into ``folder``: first to a file of its own inside the fw (one
+    read of the file tcpdump may be writing), then out of the container, then removed there."""
+    fw = lab.container_name(lab.router.name)
+    inside = f"/tmp/pacslab-capture-{os.getpid()}-{Path(path).name}"
+    local = folder / Path(path).name
+    try:
+        docker("exec", fw, "cp", path, inside, timeout=120)
+        docker("cp", f"{fw}:{inside}", str(local), timeout=300)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        raise CaptureError(f"could not copy {path} off the fw: {exc}") from exc
+    finally:
+        docker("exec", fw, "rm", "-f", inside, check=False, timeout=60)
+    return local

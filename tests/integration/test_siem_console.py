@@ -8,8 +8,8 @@ the siem's name and finds this run's alert (test_siem's `guessing`: five wrong p
 bastion, each with a user name of this run) with its case, then the alert's page with the five
 guesses behind it.
 
-The twin: the remote radiologist's browser in the internet zone opens the same page by the siem's
-address (the internet has no name for it: no flow, no /etc/hosts entry). The fw drops the
+The twin: a browser of the internet zone (a computer with a browser of its own) opens the same page
+by the siem's address (the internet has no name for it: no flow, no /etc/hosts entry). The fw drops the
 connection and logs the drop, which the siem holds; the browser gets no page.
 """
 

@@ -31,6 +31,13 @@ def test_usage_errors_exit_2(args: list[str]) -> None:
     assert "usage: pacslab" in proc.stderr
 
 
+@pytest.mark.parametrize("margin", ["nan", "inf", "-1", "86401"])
+def test_a_capture_margin_outside_0_to_a_day_is_refused_before_the_lab_is_asked(margin: str) -> None:
+    proc = run("capture", "1", "--margin", margin)
+    assert proc.returncode == cli.EXIT_USAGE
+    assert f"--margin {float(margin)}: seconds before and after the alert, 0 to 86400" in proc.stderr
+
+
 def test_up_without_a_reachable_engine_says_so_and_changes_nothing(tmp_path) -> None:
     sock = tmp_path / "no-engine.sock"
     proc = run("up", env={"DOCKER_HOST": f"unix://{sock}"})

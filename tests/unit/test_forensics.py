@@ -43,9 +43,9 @@ def read(stream: io.BytesIO) -> list[tuple[float, str, str, int]]:
     reader = dpkt.pcap.Reader(stream)
     rows = []
     for ts, raw in reader:
-        src, dst = forensics.addresses_of(raw, reader.datalink())
         cooked = dpkt.sll2.SLL2(raw) if reader.datalink() == dpkt.pcap.DLT_LINUX_SLL2 else dpkt.sll.SLL(raw)
-        rows.append((round(ts, 3), src, dst, cooked.data.data.sport))
+        ip = cooked.data
+        rows.append((round(ts, 3), ".".join(map(str, ip.src)), ".".join(map(str, ip.dst)), ip.data.sport))
     return rows
 
 
@@ -116,3 +116,15 @@ def test_a_recorded_capture_is_in_the_alert_s_case() -> None:
          "start": "2026-12-02T09:55:01.000Z", "end": "2026-12-02T10:05:09.500Z", "complete": False}]
     with pytest.raises(LookupError, match="no alert 9"):
         siem.record_capture(db, 9, "x.pcap", digest, 1, 1, "s", "e", True)
+
+
+def test_a_ring_file_being_written_gives_what_it_holds_so_far() -> None:
+    """tcpdump writes the ring while it is copied: a file just opened (no header yet, or not all of
+    it) holds nothing, and a last record whose header is cut short ends the file."""
+    one = ring([(T, VENDOR, BASTION, 40001, 22)]).getvalue()
+    whole = ring([(T, VENDOR, BASTION, 40001, 22), (T + 1, VENDOR, BASTION, 40002, 22)]).getvalue()
+    out = io.BytesIO()
+    kept, earliest = forensics.select([io.BytesIO(whole[:len(one) + 10]), io.BytesIO(b""), io.BytesIO(whole[:10])], out,
+                                      frozenset({VENDOR}), T, T + 10)
+    assert (kept, earliest) == (1, T)
+    assert read(out) == [(T, VENDOR, BASTION, 40001)]

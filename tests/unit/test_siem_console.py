@@ -103,7 +103,7 @@ def test_an_alert_s_page_lists_the_first_events_and_counts_the_rest(db: Any, pag
     monkeypatch.setattr(siem, "CONSOLE_EVENTS", 5)
     _, html = siem.console_page(db, pages, "/alerts/1")
     assert [r[0] for r in rows(html, "events")] == [str(i) for i in ids[:5]]
-    assert "And 2 more (pacslab alerts --json lists them all)." in html
+    assert "And 2 more (their ids: pacslab alerts --json)." in html
 
 
 
@@ -116,3 +116,10 @@ def test_an_alert_s_page_lists_the_captures_recorded_around_it(db: Any, pages: A
         ["alert-1.pcap", "cd" * 32, "9", "1200", "2026-12-02T09:55:00.000Z", "2026-12-02T10:05:00.000Z", "yes"]]
     _, html = siem.console_page(db, pages, "/alerts/2")
     assert rows(html, "captures") == []
+
+
+def test_the_index_lists_the_newest_rows_and_counts_the_older(db: Any, pages: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(siem, "CONSOLE_ROWS", 1)
+    _, html = siem.console_page(db, pages, "/")
+    assert [r[0] for r in rows(html, "alerts")] == ["2"] and [r[0] for r in rows(html, "cases")] == ["2"]
+    assert "And 1 older (pacslab alerts)." in html and "And 1 older (pacslab cases)." in html

@@ -19,10 +19,11 @@ Commands:
              stray packet of the host's ordinary traffic).
   serve      the containment decisions over HTTPS (GET /containment), to the fw only (mutual TLS,
              the fw's anchor alone trusted), which applies each once (roles/firewall).
-  console    the analysts' pages over HTTPS (the lab's certificate; the fw lets the security and
-             clinical zones reach it, F16): / the alerts, the cases and the containment decisions,
-             /alerts/<id> one alert and the events behind it. Read only; Jinja2 renders them,
-             every value escaped (an AE title or a user name is whatever a sender put in a log).
+  console    the analysts' pages over HTTPS (the lab's certificate; the fw lets the clinical zone
+             reach it, F16, and the security zone's hosts reach it inside their zone, F16b): / the
+             newest alerts, cases and containment decisions, /alerts/<id> one alert, the events
+             behind it and the captures around it. Read only; Jinja2 renders them, every value
+             escaped (an AE title or a user name is whatever a sender put in a log).
 
 Containment (C-RSP-02): when a high or critical rule that names a ``containment`` entity raises a
 new alert, the siem decides to quarantine that entity's address, unless it is no lab host's, the
@@ -636,9 +637,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     server_version = "pacslab-siem"
     timeout = 10  # seconds a client may take for the handshake and its request (a silent one is dropped)
 
-    def setup(self) -> None:
-        super().setup()  # sets the socket's timeout
-        self.request.do_handshake()  # in this request's thread: a client that stalls holds only its own
+    def handle(self) -> None:
+        try:  # in this request's thread (the socket's timeout applies): a client that stalls holds only its own
+            self.request.do_handshake()
+        except (ssl.SSLError, OSError) as exc:  # a scan, a plain TCP probe, a client that gave up: one line, no answer
+            print(f"{self.client_address[0]} TLS handshake failed: {exc}", file=sys.stderr, flush=True)
+            return
+        super().handle()
 
     def answer(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
@@ -677,6 +682,7 @@ CONSOLE_HEADERS = {
 
 
 CONSOLE_EVENTS = 500  # the events an alert's page lists at most (a scan's alert holds thousands); the rest are counted
+CONSOLE_ROWS = 500  # the newest alerts, cases and decisions the index lists at most; the rest are counted
 
 
 def console_pages(folder: Path) -> Any:
@@ -688,23 +694,24 @@ def console_pages(folder: Path) -> Any:
 
 
 def console_page(db: sqlite3.Connection, pages: Any, path: str) -> tuple[int, str]:
-    """(HTTP status, HTML) of the console's ``path``: "/" the alerts (newest first), the cases and the
-    containment decisions; "/alerts/<id>" that alert, its case, its first CONSOLE_EVENTS events and the
-    captures retrieved around it (C-RSP-03); any other
-    path, or an alert that does not exist, 404."""
+    """(HTTP status, HTML) of the console's ``path``: "/" the newest CONSOLE_ROWS alerts, cases and
+    containment decisions (newest first); "/alerts/<id>" that alert, its case, its first
+    CONSOLE_EVENTS events and the captures retrieved around it (C-RSP-03); any other path, or an
+    alert that does not exist, 404."""
     if path == "/":
+        every = {"alerts": alerts(db)[::-1], "cases": cases(db)[::-1], "decisions": containment(db)[::-1]}
         return 200, pages.get_template("index.html").render(
-            alerts=alerts(db)[::-1], cases=cases(db)[::-1], decisions=containment(db)[::-1], at=now())
+            **{k: v[:CONSOLE_ROWS] for k, v in every.items()}, more={k: max(0, len(v) - CONSOLE_ROWS) for k, v in every.items()}, at=now())
     found = re.fullmatch(r"/alerts/([0-9]{1,18})", path)
-    alert = next((a for a in alerts(db) if a["id"] == int(found.group(1))), None) if found else None
-    if alert is None:
+    shown = alert(db, int(found.group(1))) if found else None
+    if shown is None:
         return 404, pages.get_template("missing.html").render(path=path, at=now())
-    case = next((c for c in cases(db) if c["id"] == alert["case"]), None)
+    case = next((c for c in cases(db) if c["id"] == shown["case"]), None)
     rows = db.execute(f"SELECT id, {', '.join(FIELDS)} FROM events WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id LIMIT ?",
-                      (json.dumps(alert["events"]), CONSOLE_EVENTS)).fetchall()
+                      (json.dumps(shown["events"]), CONSOLE_EVENTS)).fetchall()
     behind = [dict(zip(("id", *FIELDS), r, strict=True)) for r in rows]
-    return 200, pages.get_template("alert.html").render(alert=alert, case=case, events=behind, more=len(alert["events"]) - len(behind),
-                                                        captures=captures(db, alert["id"]), at=now())
+    return 200, pages.get_template("alert.html").render(alert=shown, case=case, events=behind, more=len(shown["events"]) - len(behind),
+                                                        captures=captures(db, shown["id"]), at=now())
 
 
 class _Console(_Handler):
@@ -767,9 +774,10 @@ def _parse(stamp: str) -> datetime:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
 
-def alerts(db: sqlite3.Connection) -> list[dict[str, Any]]:
+def alerts(db: sqlite3.Connection, alert_id: int | None = None) -> list[dict[str, Any]]:
+    """Every alert, oldest first, or the one of ``alert_id``."""
     rows = db.execute("SELECT id, rule_id, rule, title, severity, entities, events, first_seen, last_seen, raised, updated, case_id"
-                      " FROM alerts ORDER BY id").fetchall()
+                      " FROM alerts WHERE ? IS NULL OR id = ? ORDER BY id", (alert_id, alert_id)).fetchall()
     keys = ("id", "rule_id", "rule", "title", "severity", "entities", "events", "first_seen", "last_seen", "raised", "updated", "case")
     out = [dict(zip(keys, r, strict=True)) for r in rows]
     for a in out:
@@ -777,13 +785,19 @@ def alerts(db: sqlite3.Connection) -> list[dict[str, Any]]:
     return out
 
 
+def alert(db: sqlite3.Connection, alert_id: int) -> dict[str, Any] | None:
+    """One alert (as ``alerts`` gives them), or None."""
+    return next(iter(alerts(db, alert_id)), None)
+
+
 def cases(db: sqlite3.Connection) -> list[dict[str, Any]]:
     rows = db.execute("SELECT id, host, status, severity, owner, zone, criticality, address, opened, updated FROM cases ORDER BY id").fetchall()
     keys = ("id", "host", "status", "severity", "owner", "zone", "criticality", "address", "opened", "updated")
     out = [dict(zip(keys, r, strict=True)) for r in rows]
+    recorded = captures(db)
     for c in out:
         c["alerts"] = [a for (a,) in db.execute("SELECT id FROM alerts WHERE case_id = ? ORDER BY id", (c["id"],))]
-        c["captures"] = [k for k in captures(db) if k["case"] == c["id"]]
+        c["captures"] = [k for k in recorded if k["case"] == c["id"]]
     return out
 
 
@@ -801,18 +815,18 @@ def window(db: sqlite3.Connection, alert_id: int, assets: dict[str, Any]) -> dic
     times of its first and last event, UTC), addresses (the lab addresses it is about: its src_ip
     entity, else the address of its host entity, from the lab definition)}; None when there is no
     such alert."""
-    alert = next((a for a in alerts(db) if a["id"] == alert_id), None)
-    if alert is None:
+    found = alert(db, alert_id)
+    if found is None:
         return None
     start, end = db.execute("SELECT MIN(time), MAX(time) FROM events WHERE id IN (SELECT value FROM json_each(?))",
-                            (json.dumps(alert["events"]),)).fetchone()
-    entities = alert["entities"]
+                            (json.dumps(found["events"]),)).fetchone()
+    entities = found["entities"]
     addresses = [entities["src_ip"]] if entities.get("src_ip") else []
     if not addresses and entities.get("host"):
         address = (assets.get("hosts", {}).get(entities["host"]) or {}).get("address")
         addresses = [address] if address else []
-    return {"alert": alert_id, "case": alert["case"], "entities": entities, "start": start or alert["first_seen"],
-            "end": end or alert["last_seen"], "addresses": addresses}
+    return {"alert": alert_id, "case": found["case"], "entities": entities, "start": start or found["first_seen"],
+            "end": end or found["last_seen"], "addresses": addresses}
 
 
 def record_capture(db: sqlite3.Connection, alert_id: int, file: str, sha256: str, packets: int, size: int, start: str, end: str,
