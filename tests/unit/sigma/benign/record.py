@@ -3,8 +3,10 @@ replays them (tests/unit/test_detections.py, test_no_rule_fires_on_the_benign_co
 
     python tests/unit/sigma/benign/record.py --lab inventories/default --since-id N --out tests/unit/sigma/benign/NAME.jsonl
 
-Take N from `pacslab-siem events --json` before the normal work starts (the last id), run the work
-(orders, acquisitions, forwarding, retrieval, a vendor's maintenance session), then record. Each
+Take N from the siem's store before the normal work starts (the last id), run the work, then
+record. clinical-workflow.jsonl: three runs of `pytest -p pacslab.pytest_plugin
+tests/integration/test_imaging.py tests/integration/test_browser.py -k "workflow_delivers or
+copies_match or open_the_viewer"` (orders, acquisitions, forwarding, retrieval, the viewer). Each
 line is one event of the siem's schema without its store id, with ``at``: seconds after the first
 event. Every lab secret is redacted (pacslab.redact); the lab's patients are synthetic."""
 
