@@ -10,10 +10,12 @@ as hosts.yml says.
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 import time
 from typing import Any
+from xml.etree import ElementTree
 
 import pytest
 
@@ -250,6 +252,41 @@ def test_an_object_the_pacs_refuses_raises_a_dicom_security_alert_naming_the_sen
     assert [f["status"] for f in result["failed"]] == [0xC000]
     assert (event["host"], event["calling_ae"], event["outcome"]) == (pacs.name, str(station.ae_title), "0xC000")
     assert (alert["severity"], alert["entities"]) == ("medium", {"host": pacs.name, "calling_ae": str(station.ae_title)})
+
+
+@pytest.mark.control("C-PRT-01")
+def test_an_object_the_pacs_refuses_reaches_the_siem_as_an_a5_security_alert_naming_the_sender(running_lab: Lab, evidence) -> None:
+    """The same refusal as a DICOM audit message (PS3.15 A.5.3.11 Security Alert, "Use of Restricted
+    Function", outcome 4: nothing was stored): the siem reads the sender's AE title and registered
+    address from it, and the alert's description (base64 in the XML) names the refused UID, this
+    run's marker in it."""
+    lab = running_lab
+    pacs = pacs_of(lab)
+    station = tls_stations(lab)[0]
+    marker = f"pacslab-{RUN}-alert"
+    started = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+    result = im.dicomsim(lab, station.name, "store", "--images", "1", "--sop-instance-uid", f"../{marker}")
+
+    def described() -> list[tuple[dict[str, Any], str]]:
+        found = []
+        for e in siem_json(lab, "events", "--contains", "110113"):
+            if e["event_type"] != "dicom-audit-security-alert" or e["time"] < started:
+                continue
+            detail = ElementTree.fromstring(e["message"]).find("ParticipantObjectIdentification/ParticipantObjectDetail")
+            text = base64.b64decode(detail.get("value", "")).decode() if detail is not None else ""
+            if marker in text:
+                found.append((e, text))
+        return found
+
+    event, text = wait_for("the Security Alert message", described)[0]
+    evidence.update(store=result["failed"], event={k: event[k] for k in ("id", "host", "event_type", "user", "src_ip", "calling_ae", "outcome")},
+                    description=text)
+    assert [f["status"] for f in result["failed"]] == [0xC000]
+    assert {k: event[k] for k in ("host", "source", "user", "src_ip", "calling_ae", "outcome")} == {
+        "host": pacs.name, "source": "dicom-audit", "user": str(station.ae_title), "src_ip": str(station.address),
+        "calling_ae": str(station.ae_title), "outcome": "minor-failure"}
+    assert text.startswith("invalid-uid-refused: C-STORE refused with status 0xC000: ")
+    assert f'"SOPInstanceUID": "../{marker}"' in text
 
 
 # ---------------------------------------------------------------------------------------------

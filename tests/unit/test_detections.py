@@ -167,6 +167,15 @@ def _record(program: str, msg: str, peer: str = "10.77.70.10") -> dict[str, Any]
     ("dicom-audit", '<AuditMessage><EventIdentification EventActionCode="D" EventOutcomeIndicator="8"><EventID csd-code="110105" />'
                     '</EventIdentification><ActiveParticipant UserID="pacslab-admin" UserIsRequestor="true" /></AuditMessage>',
      {"event_type": "dicom-audit-study-deleted", "user": "pacslab-admin", "src_ip": None, "outcome": "serious-failure"}),
+    # a Security Alert (A.5.3.11) as the PACS writes it for a refused object: the PACS reports it, the event is about the sender
+    ("dicom-audit", '<AuditMessage><EventIdentification EventActionCode="E" EventOutcomeIndicator="4"><EventID csd-code="110113" />'
+                    '<EventTypeCode csd-code="110132" /></EventIdentification><ActiveParticipant UserID="orthanc@pacs" UserIsRequestor="false" '
+                    'AlternativeUserID="AETITLES=PACS" NetworkAccessPointID="pacs" NetworkAccessPointTypeCode="1" /><ActiveParticipant '
+                    'UserID="CT01" UserIsRequestor="false" AlternativeUserID="AETITLES=CT01" NetworkAccessPointID="10.77.30.10" '
+                    'NetworkAccessPointTypeCode="2" /><ParticipantObjectIdentification ParticipantObjectID="10.77.30.10" '
+                    'ParticipantObjectTypeCode="2" ParticipantObjectTypeCodeRole="13"><ParticipantObjectIDTypeCode csd-code="110182" />'
+                    '</ParticipantObjectIdentification></AuditMessage>',
+     {"event_type": "dicom-audit-security-alert", "user": "CT01", "src_ip": "10.77.30.10", "calling_ae": "CT01", "outcome": "minor-failure"}),
     ("dicom-audit", "<AuditMessage><EventIdentification", {"event_type": "syslog"}),
     # an entity-expansion bomb around a message that would otherwise be read: expat refuses it
     ("dicom-audit", '<?xml version="1.0"?><!DOCTYPE a [<!ENTITY a "aaaaaaaaaa">'

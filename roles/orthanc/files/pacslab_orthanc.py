@@ -22,7 +22,8 @@
 - DICOM audit trail (PS3.15 A.5, pacslab_audit.py beside this file): Application Activity when the
   plugin starts and when Orthanc stops, DICOM Instances Transferred for each instance stored (the
   sender's AE title and registered address, the study, the patient), DICOM Study Deleted for each
-  study an allowed delete removed (the person). One XML message per line of PacslabAuditLog, which
+  study an allowed delete removed (the person), Security Alert for each object refused (its
+  sender, what was refused and why). One XML message per line of PacslabAuditLog, which
   roles/log_shipping sends to the siem. A message that cannot be built or written is an
   "audit-failed" event, never an exception in Orthanc's callback.
 """
@@ -132,8 +133,21 @@ def incoming_cstore(dicom):
     if refusal is None:
         return 0
     kind, fields, status = refusal
-    event(kind, status=f"0x{status:04X}", **fields, **_origin(dicom))
+    origin = _origin(dicom)
+    event(kind, status=f"0x{status:04X}", **fields, **origin)
+    calling = origin.get("calling_ae")
+    address = PEER_ADDRESS.get(calling) if calling else None
+    sender = audit.Participant(calling or "unknown", address=address, ae_titles=(calling,) if calling else ())
+    refused_alert(f"{kind}: C-STORE refused with status 0x{status:04X}", fields, address or calling or "unknown", [sender])
     return status
+
+
+def refused_alert(what, fields, subject, performing):
+    """A.5.3.11 Security Alert for an object the PACS refused: "Use of Restricted Function" (DCID 401)
+    about ``subject`` (the sender's node, or this node), mitigated (outcome 4: nothing was stored),
+    ``performing`` who sent it; the description names what was refused and why."""
+    audit_write(audit.security_alert, audit.USE_OF_RESTRICTED_FUNCTION, ME, subject, f"{what}: {json.dumps(fields, sort_keys=True)}",
+                outcome=audit.MINOR_FAILURE, performing=performing)
 
 
 def on_received(received, origin):
@@ -154,6 +168,7 @@ def on_received(received, origin):
         return orthanc.ReceivedInstanceAction.KEEP_AS_IS, None
     kind, fields, _ = refusal
     event(kind, origin=str(origin), **fields)
+    refused_alert(f"{kind}: an instance from {origin} discarded", fields, NAME, [])
     return orthanc.ReceivedInstanceAction.DISCARD, None
 
 

@@ -333,6 +333,8 @@ def _dicom_audit(msg: str) -> dict[str, Any]:
     code = event_id.get("csd-code") or ""
     people = root.findall("ActiveParticipant")
     who = next((p for p in people if p.get("UserIsRequestor") in ("true", "1")), people[0] if people else None)  # xsd:boolean
+    if code == "110113" and len(people) > 1:  # a Security Alert's first participant reports it: the event is about who performed it
+        who = people[1]
     found: dict[str, Any] = {"event_type": DICOM_AUDIT_EVENTS.get(code, f"dicom-audit-{code}"),
                              "outcome": OUTCOMES.get(ident.get("EventOutcomeIndicator", ""), ident.get("EventOutcomeIndicator"))}
     if who is not None:
