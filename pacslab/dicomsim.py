@@ -766,6 +766,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--patient-name", default="PACSLAB^PROBE", help="Patient's Name (0010,0010), DICOM PN: family^given")
     p.add_argument("--accession", default="PROBE", help="Accession Number (0008,0050)")
     p.add_argument("--repeat", type=int, default=1, help="store the series this many times, with fresh UIDs")
+    p.add_argument("--studies", type=int, default=1, help="store this many studies (each its own Study Instance UID), one association")
     p.add_argument("--sop-instance-uid", help="reuse this SOP Instance UID (overwrite attempts)")
     p.add_argument("--sop-class-uid", help="claim another SOP class (unknown-class checks)")
     p.add_argument("--malformed", action="store_true", help="drop the Study/Series/SOP Instance UIDs (malformed-object checks)")
@@ -830,8 +831,10 @@ def _run(args: argparse.Namespace, cfg: dict[str, Any]) -> dict[str, Any]:
         result = find_studies(cfg, args.peer, args.accession, **_kw(args))
     elif args.command == "store":
         modality = args.modality or cfg.get("modality", "CT")
-        order = {"patient_name": args.patient_name, "patient_id": "PROBE-1", "accession": args.accession, "study_uid": generate_uid(UID_ROOT)}
-        series = [ds for _ in range(args.repeat) for ds in make_series(order, modality, cfg.get("ae_title", "PROBE"), args.images)]
+        orders = [{"patient_name": args.patient_name, "patient_id": "PROBE-1", "accession": args.accession, "study_uid": generate_uid(UID_ROOT)}
+                  for _ in range(args.studies)]
+        station = cfg.get("ae_title", "PROBE")
+        series = [ds for order in orders for _ in range(args.repeat) for ds in make_series(order, modality, station, args.images)]
         for ds in series:
             if args.sop_instance_uid:
                 ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = args.sop_instance_uid

@@ -26,7 +26,9 @@ from pacslab.probes import syslog
 from pacslab.topology import Host, Lab
 
 from .test_bastion import CLIENT, bastion, login
+from .test_idp import secret
 from .test_imaging import tls_stations
+from .test_rproxy import basic_auth, proxy
 
 RUN = secrets.token_hex(3)
 WAIT = 60  # seconds an expected event or alert is waited for at most (not a budget: bench/ measures those)
@@ -327,6 +329,59 @@ def test_a_stored_study_and_its_deletion_reach_the_siem_as_dicom_audit_messages(
         "host": pacs.name, "user": "pacslab-admin", "study_uid": stored["study_uid"], "patient_id": stored["patient_id"], "outcome": "success"}
     raw = [ln for ln in raw_lines(lab, pacs, stored["study_uid"]) if " dicom-audit " in ln]  # not the event log's lines about it
     assert len(raw) == 2 and all(ln.startswith("<85>1 ") and f" {pacs.name} dicom-audit - DICOM+RFC3881 - <AuditMessage>" in ln for ln in raw), raw
+
+
+BULK_STUDIES = 20  # roles/siem/files/rules/bulk-access.yml: twenty different studies by one person in ten minutes
+
+
+@pytest.mark.control("C-DAT-06")
+@pytest.mark.control("C-PRT-01")
+def test_twenty_studies_read_by_one_person_raise_bulk_access_and_nineteen_do_not(running_lab: Lab, plan: Plan, evidence) -> None:
+    """A person named for this run, as the proxy forwards a signed-in radiologist (the proxy's account
+    and certificate, from the proxy host), retrieves twenty studies stored for this run from the
+    PACS by WADO-RS (PS3.18 10.4: the permission table's download). Each read is a DICOM Instances
+    Accessed message (PS3.15 A.5.3.6, action R) naming the person and the study. The twin: with
+    nineteen of them in the siem, no bulk-access alert names the person; the twentieth raises it,
+    about the person, with the twenty reads as its events."""
+    lab = running_lab
+    pacs, station, rp = pacs_of(lab), tls_stations(lab)[0], proxy(lab)
+    stored = im.dicomsim(lab, station.name, "store", "--images", "1", "--studies", str(BULK_STUDIES),
+                         "--patient-name", f"PACSLAB^BULK{RUN}", "--accession", f"BK{RUN}")
+    uids = [s["study_uid"] for s in stored["stored"]]
+    assert len(set(uids)) == BULK_STUDIES, stored
+    person = f"bulk-{RUN}"
+    account = [rp.name, secret(plan, f"orthanc-{pacs.name}-{rp.name}")]
+    headers = {"X-Pacslab-User": person, "X-Pacslab-Roles": "radiologist"}
+    base = f"https://{pacs.name}:{pacs.service('https').port}/dicom-web/studies/"
+
+    def read(batch: list[str]) -> list[list[Any]]:
+        return basic_auth(lab, rp.name, [{"url": base + uid, "account": account, "headers": headers, "cert": True} for uid in batch])
+
+    def reads() -> list[dict[str, Any]]:
+        return [e for e in siem_json(lab, "events", "--contains", f'UserID="{person}"') if e["event_type"] == "dicom-audit-instances-accessed"]
+
+    def alerts() -> list[dict[str, Any]]:
+        return [a for a in siem_json(lab, "alerts") if a["rule"] == "bulk-access" and a["entities"] == {"user": person}]
+
+    def all_but_one() -> list[dict[str, Any]]:
+        found = reads()
+        return found if len(found) == BULK_STUDIES - 1 else []
+
+    first = read(uids[:-1])
+    nineteen = wait_for("nineteen Instances Accessed messages", all_but_one)
+    time.sleep(6)  # three passes of the evaluator (every 2 s) over the nineteen
+    before = alerts()
+    last = read(uids[-1:])
+    raised = wait_for("bulk-access", alerts)
+    twenty = reads()
+    evidence.update(answers=first + last, nineteen=len(nineteen), alert_before=before, alert=raised, sample=twenty[0])
+    assert [a[0] for a in first + last] == [200] * BULK_STUDIES
+    assert before == []
+    assert sorted(e["study_uid"] for e in twenty) == sorted(uids)
+    assert {(e["host"], e["source"], e["user"], e["outcome"]) for e in twenty} == {(pacs.name, "dicom-audit", person, "success")}
+    assert 'EventActionCode="R"' in twenty[0]["message"] and 'csd-code="110103"' in twenty[0]["message"]
+    assert len(raised) == 1 and raised[0]["severity"] == "medium"
+    assert set(raised[0]["events"]) == {e["id"] for e in twenty}
 
 
 # ---------------------------------------------------------------------------------------------

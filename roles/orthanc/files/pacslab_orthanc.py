@@ -23,7 +23,8 @@
   plugin starts and when Orthanc stops, DICOM Instances Transferred for each instance stored (the
   sender's AE title and registered address, the study, the patient), DICOM Study Deleted for each
   study an allowed delete removed (the person), Security Alert for each object refused (its
-  sender, what was refused and why). One XML message per line of PacslabAuditLog, which
+  sender, what was refused and why), DICOM Instances Accessed (read) for each study a person's
+  allowed download read (once per person and study in five minutes). One XML message per line of PacslabAuditLog, which
   roles/log_shipping sends to the siem. A message that cannot be built or written is an
   "audit-failed" event, never an exception in Orthanc's callback.
 """
@@ -289,6 +290,8 @@ def http_filter(uri, **request):
     # (no address: every request reaches Orthanc from its HTTPS front on loopback; the proxy logs the person's)
     event("access-decision", user=person, roles=roles, account=account, method=method, path=path,
           study=groups.get("study"), permission=permission, verdict=verdict)
+    if verdict == "allow" and permission == "download":
+        accessed(person, path, groups)
     resource = groups.get("resource") or groups.get("study")
     if verdict == "allow" and method == "DELETE" and resource:
         doomed = _doomed(path.split("/")[1], resource)
@@ -307,27 +310,75 @@ def http_filter(uri, **request):
 _deleting_studies = {}  # Orthanc study id -> (person, audit.Study, audit.Patient, when): the audit of a deleted study
 
 
+def _study_ids(level, resource):
+    """The Orthanc ids of the studies ``resource`` (at ``level``, a REST path's first part) is or
+    belongs to; OrthancException when there is no such resource."""
+    if level == "studies":
+        return [resource]
+    if level == "patients":
+        return [s["ID"] for s in json.loads(orthanc.RestApiGet(f"/patients/{resource}/studies"))]
+    if level in ("series", "instances"):
+        return [json.loads(orthanc.RestApiGet(f"/{level}/{resource}/study"))["ID"]]
+    return []
+
+
+def _study_record(study_id):
+    """(audit.Study, audit.Patient) of an Orthanc study, from its main tags."""
+    study = json.loads(orthanc.RestApiGet(f"/studies/{study_id}"))
+    tags, patient = study.get("MainDicomTags", {}), study.get("PatientMainDicomTags", {})
+    return (audit.Study(tags.get("StudyInstanceUID", "")),
+            audit.Patient(patient.get("PatientID", ""), patient.get("PatientName") or None))
+
+
 def _studies_of(level, resource):
     """Orthanc study id -> (audit.Study, audit.Patient) of each study a delete of ``resource`` (at
     ``level``) may remove, read before it goes: Orthanc reports only the id of what it deleted."""
     try:
-        if level == "studies":
-            ids = [resource]
-        elif level == "patients":
-            ids = [s["ID"] for s in json.loads(orthanc.RestApiGet(f"/patients/{resource}/studies"))]
-        elif level in ("series", "instances"):
-            ids = [json.loads(orthanc.RestApiGet(f"/{level}/{resource}/study"))["ID"]]
-        else:
-            return {}
-        found = {}
-        for study_id in ids:
-            study = json.loads(orthanc.RestApiGet(f"/studies/{study_id}"))
-            tags, patient = study.get("MainDicomTags", {}), study.get("PatientMainDicomTags", {})
-            found[study_id] = (audit.Study(tags.get("StudyInstanceUID", "")),
-                               audit.Patient(patient.get("PatientID", ""), patient.get("PatientName") or None))
-        return found
+        return {study_id: _study_record(study_id) for study_id in _study_ids(level, resource)}
     except Exception:  # no such resource (Orthanc answers the delete 404 itself), or an answer without what is read
         return {}
+
+
+ACCESS_WINDOW = 300  # seconds: a person's reads of one study within them are one Instances Accessed message
+_accessed = {}  # (person, Orthanc study id) -> when its message was written
+
+
+def _read_target(path, groups):
+    """(level, Orthanc id) of what an allowed download reads, or None: DICOMweb names a study by its
+    Study Instance UID, the viewer an image by its instance, Orthanc's REST API by the path's first
+    two parts (/studies/<id>/archive, /instances/<id>/file, ...)."""
+    parts = path.split("/")[1:]
+    if parts[0] == "dicom-web":
+        uid = groups.get("study")
+        found = [r["ID"] for r in json.loads(orthanc.RestApiPost("/tools/lookup", uid)) if r.get("Type") == "Study"] if uid else []
+        return ("studies", found[0]) if found else None
+    if parts[0] == "web-viewer":
+        return ("instances", groups["resource"]) if groups.get("resource") else None
+    return (parts[0], parts[1]) if parts[0] in BELOW and len(parts) > 1 else None
+
+
+def accessed(person, path, groups):
+    """The DICOM Instances Accessed message (PS3.15 A.5.3.6, action R: read) of an allowed download
+    (the permission table's `download`: files, frames, rendered images, archives): the person as
+    requestor, this Orthanc as the process, the study read and its patient. One message per person
+    and study within ACCESS_WINDOW (a viewer asks for each image of a study). The filter runs
+    before Orthanc answers: a resource that does not exist names no study, and writes nothing."""
+    try:
+        target = _read_target(path, groups)
+        ids = _study_ids(*target) if target else []
+        now = time.monotonic()
+        with _lock:
+            for stale in [k for k, at in _accessed.items() if now - at > ACCESS_WINDOW]:
+                del _accessed[stale]
+            new = [i for i in ids if (person, i) not in _accessed]
+            _accessed.update({(person, i): now for i in new})
+        for study_id in new:
+            study, patient = _study_record(study_id)
+            audit_write(audit.instances_accessed, "R", [audit.Participant(person, requestor=True), ME], [study], patient)
+    except orthanc.OrthancException:  # no such resource: nothing is read (Orthanc answers the request 404 itself)
+        return
+    except Exception as exc:  # an answer without what is read: the request goes on, the event says what is missing
+        event("audit-failed", message="instances_accessed", path=path, error=f"{type(exc).__name__}: {exc}")
 
 
 # Orthanc's resource levels (REST paths): what lies below each, and above (an ancestor left
