@@ -49,7 +49,7 @@ QUARANTINE_REACH = ("security",)
 # does not sit inline. nftables 1.0.6 has dup in the ip family only (in an inet table: "unsupported
 # family"), so the copy is a table of its own, hooked at forward before the filtering chain
 # (MIRROR_PRIORITY): packets the ruleset then drops (a scan, a quarantined host's) are copied too.
-# The sensor's own traffic is never copied (nor a copy of a copy: the kernel marks the clone).
+# The sensor's own traffic is never copied; a copy leaves through the fw's output path, which copies nothing.
 SENSOR_GROUP = "sensors"
 MIRROR_TABLE = "pacslab_mirror"
 MIRROR_PRIORITY = "filter - 10"
