@@ -41,6 +41,18 @@ RUNTIME_SETS = ("dicom_rate", "dicom_held")  # filled by traffic: their elements
 QUARANTINE_STATE = "/var/lib/pacslab-fw"
 QUARANTINE_INCLUDE = f"{QUARANTINE_STATE}/quarantine*.nft"
 QUARANTINE_REACH = ("security",)
+# Network monitoring (C-DET-01, DE.CM-1): the fw copies every packet it forwards to each deployed
+# host of the group SENSOR_GROUP (the IDS, roles/sensor), nftables' dup statement: the kernel routes
+# the copy to the sensor's address as its next hop, out of the fw's interface on the sensor's zone
+# (the route to that address picks it: the ruleset is rendered on the controller and never knows
+# the names Docker gives the fw's interfaces). The kernel has no NFQUEUE: the sensor watches, it
+# does not sit inline. nftables 1.0.6 has dup in the ip family only (in an inet table: "unsupported
+# family"), so the copy is a table of its own, hooked at forward before the filtering chain
+# (MIRROR_PRIORITY): packets the ruleset then drops (a scan, a quarantined host's) are copied too.
+# The sensor's own traffic is never copied; a copy leaves through the fw's output path, which copies nothing.
+SENSOR_GROUP = "sensors"
+MIRROR_TABLE = "pacslab_mirror"
+MIRROR_PRIORITY = "filter - 10"
 
 
 def counter_name(flow: Flow) -> str:
@@ -102,6 +114,31 @@ def quarantine_rules(lab: Lab) -> list[str]:
         log = f'counter log group {LOG_GROUP} prefix "{PREFIX_QUARANTINE}"'
         rules += [f"{match} meta l4proto tcp {log} reject with tcp reset", f"{match} {log} drop"]
     return rules
+
+
+def sensor_addresses(lab: Lab) -> list[str]:
+    """The addresses of the lab's deployed sensors (group SENSOR_GROUP), in definition order."""
+    return [str(h.address) for h in lab.group(SENSOR_GROUP) if h.deployed and h.address is not None]
+
+
+def mirror_lines(lab: Lab) -> list[str]:
+    """The mirror table (none without a deployed sensor): one dup rule per sensor, for every
+    forwarded packet that is not from or to a sensor."""
+    sensors = sensor_addresses(lab)
+    if not sensors:
+        return []
+    own = _set_expr(sensors)
+    return [
+        "# Network monitoring (C-DET-01): a copy of every forwarded packet to the IDS sensor, before the",
+        "# forward chain filters it (dropped packets are copied too); the sensor's own traffic is not.",
+        f"table ip {MIRROR_TABLE} {{",
+        "\tchain mirror {",
+        f"\t\ttype filter hook forward priority {MIRROR_PRIORITY}; policy accept;",
+        *(f"\t\tip saddr != {own} ip daddr != {own} dup to {address}" for address in sensors),
+        "\t}",
+        "}",
+        "",
+    ]
 
 
 def render(lab: Lab) -> str:
@@ -197,6 +234,7 @@ def render(lab: Lab) -> str:
         "\t}",
         "}",
         "",
+        *mirror_lines(lab),
         "# The quarantined addresses (roles/firewall pacslab-quarantine): a ruleset load keeps them.",
         f'include "{QUARANTINE_INCLUDE}"',
         "",

@@ -39,6 +39,8 @@ ASSETS = {"addresses": {"10.77.90.11": {"host": "vendor-eng", "zone": "internet"
                                         "address": "10.77.31.10", "image": "dicom"},
                         "10.77.50.10": {"host": "siem", "zone": "security", "owner": "it-security", "criticality": "high",
                                         "address": "10.77.50.10", "image": "siem"},
+                        "10.77.50.11": {"host": "sensor", "zone": "security", "owner": "it-security", "criticality": "medium",
+                                         "address": "10.77.50.11", "image": "sensor"},
                         "10.77.80.10": {"host": "offsite", "zone": "offsite", "owner": "it-infra", "criticality": "high",
                                         "address": "10.77.80.10", "image": "", "deployed": False}},
           "hosts": {}, "ae_titles": {"CT01": "mod-ct", "MR01": "mod-mr", "LEGACY01": "mod-legacy"},
@@ -257,7 +259,41 @@ def test_normalise_the_fws_logs(program: str, msg: str, expected: dict[str, Any]
     assert (event["host"], event["source"], event["message"]) == ("fw", program, msg)
 
 
-@pytest.mark.parametrize("program", ["orthanc-events", "dicom-audit", "orthanc-log", "fw-drops", "fw-response"])
+# Suricata's EVE lines as the sensor writes them: the alerts (eve/offline-captures.jsonl) are what `suricata -r` wrote for
+# the crafted captures of tests/offline/ids_pcaps.py with the role's suricata.yaml and rules (Suricata 7.0.10);
+# the tls and anomaly records follow Suricata 7's EVE format (docs: Eve JSON Format), which those
+# captures do not produce (no handshake completes, nothing is malformed).
+EVE_DICOM, EVE_WEAK_TLS, EVE_SCAN = (HERE / "eve" / "offline-captures.jsonl").read_text().splitlines()
+EVE_TLS = json.dumps({"timestamp": "2026-12-02T08:30:00.120000+0000", "flow_id": 1234, "in_iface": "eth0", "event_type": "tls",
+                      "src_ip": "10.77.30.10", "src_port": 41000, "dest_ip": "10.77.40.10", "dest_port": 2762, "proto": "TCP",
+                      "tls": {"subject": "CN=pacs", "issuerdn": "CN=pacslab issuing CA", "sni": "pacs", "version": "TLS 1.3"}})
+EVE_ANOMALY = json.dumps({"timestamp": "2026-12-02T08:31:00.000000+0000", "flow_id": 1235, "in_iface": "eth0", "event_type": "anomaly",
+                          "src_ip": "10.77.20.10", "src_port": 41001, "dest_ip": "10.77.40.10", "dest_port": 443, "proto": "TCP",
+                          "app_proto": "tls", "anomaly": {"app_proto": "tls", "type": "applayer", "event": "INVALID_RECORD_TYPE",
+                                                          "layer": "proto_parser"}})
+
+
+@pytest.mark.parametrize(("msg", "expected"), [
+    (EVE_DICOM, {"event_type": "ids-alert", "src_ip": "10.77.31.10", "src_port": 40100, "dst_ip": "10.77.40.10", "dst_port": 104,
+                 "proto": "tcp", "outcome": "allowed", "signature_id": "9000001", "time": "2026-12-02T08:26:40.030Z",
+                 "signature": "PACSLAB cleartext DICOM association request (A-ASSOCIATE-RQ) across a zone",
+                 "src_host": "mod-legacy", "src_zone": "legacy"}),
+    (EVE_WEAK_TLS, {"event_type": "ids-alert", "src_ip": "10.77.20.10", "dst_port": 443, "outcome": "allowed", "signature_id": "9000011"}),
+    (EVE_SCAN, {"event_type": "ids-alert", "src_ip": "10.77.90.66", "dst_ip": "10.77.40.10", "signature_id": "9000021", "src_zone": "internet"}),
+    (EVE_TLS, {"event_type": "ids-tls", "src_ip": "10.77.30.10", "dst_port": 2762, "outcome": "TLS 1.3", "signature_id": None,
+               "time": "2026-12-02T08:30:00.120Z"}),
+    (EVE_ANOMALY, {"event_type": "ids-anomaly", "src_ip": "10.77.20.10", "outcome": "INVALID_RECORD_TYPE", "signature": None}),
+    (json.dumps({"event_type": "stats", "stats": {"uptime": 10}}), {"event_type": "syslog", "src_ip": None}),
+    (json.dumps({"event_type": "alert", "src_ip": "10.77.90.66", "alert": "not an object"}), {"event_type": "ids-alert", "signature_id": None}),
+    ("{not json", {"event_type": "syslog", "src_ip": None}),
+])
+def test_normalise_the_sensors_eve_log(msg: str, expected: dict[str, Any]) -> None:
+    event = siem.normalise(_record("suricata", msg, peer="10.77.50.11") | {"hostname": "sensor"}, ASSETS)
+    assert {k: event[k] for k in expected} == expected
+    assert (event["host"], event["source"], event["message"]) == ("sensor", "suricata", msg)
+
+
+@pytest.mark.parametrize("program", ["orthanc-events", "dicom-audit", "orthanc-log", "fw-drops", "fw-response", "suricata"])
 def test_the_pacs_s_programs_from_another_host_are_marked_forged(program: str) -> None:
     """`logger -t orthanc-events '{"event": "integrity-failure"}'` in a vendor's shell on the bastion
     (a log source) is not the PACS's word: stored as forged-source, and no rule reads it as an

@@ -211,3 +211,57 @@ def test_without_the_limits_switch_the_chain_has_none(lab_copy: Path) -> None:
     open_chain = forward_chain(render(load_lab(lab_copy)))
     assert [ln for ln in open_chain if "ratelimit" in ln] == []
     assert open_chain == [ln for ln in forward_chain(RULES) if ln not in DICOM_LIMITS]
+
+
+# Network monitoring (C-DET-01): the copy of every forwarded packet to the IDS sensor, written out
+# by hand for the reference lab (its sensor is 10.77.50.11). nftables 1.0.6 has dup in the ip family
+# only, so the copy is a table of its own; its chain hooks forward before the filtering chain.
+MIRROR = """table ip pacslab_mirror {
+\tchain mirror {
+\t\ttype filter hook forward priority filter - 10; policy accept;
+\t\tip saddr != 10.77.50.11 ip daddr != 10.77.50.11 dup to 10.77.50.11
+\t}
+}"""
+
+
+def _priority(rules: str, chain: str) -> int:
+    """A base chain's priority as a number (nft's named priority filter is 0)."""
+    m = re.search(rf"\tchain {chain} {{\n\t\ttype filter hook forward priority filter(?: ([-+]) (\d+))?;", rules)
+    assert m, f"no forward base chain {chain}"
+    return 0 if m[1] is None else (-1 if m[1] == "-" else 1) * int(m[2])
+
+
+def test_the_fw_copies_every_forwarded_packet_to_the_sensor_but_its_own() -> None:
+    assert RULES.count(MIRROR) == 1
+    assert RULES.count("dup to") == 1  # one sensor, one copy
+
+
+def test_the_copy_is_taken_before_the_forward_chain_filters() -> None:
+    """Dropped packets (a scan, a quarantined host's) must reach the sensor too."""
+    assert _priority(RULES, "mirror") < _priority(RULES, "forward") == 0
+
+
+def test_without_a_deployed_sensor_nothing_is_copied(lab_copy: Path) -> None:
+    def planned(hosts: dict, lv: dict, fl: dict) -> None:  # type: ignore[type-arg]
+        sensor = hosts["all"]["children"]["sensors"]["hosts"]["sensor"]
+        sensor.pop("lab_image")
+        sensor["lab_state"] = "planned"
+
+    mutate(lab_copy, planned)
+    rules = render(load_lab(lab_copy))
+    assert "dup" not in rules and "pacslab_mirror" not in rules
+    assert forward_chain(rules) == forward_chain(RULES)  # the filtering is the same
+
+
+def test_each_deployed_sensor_gets_its_copy_and_no_sensor_traffic_is_copied(lab_copy: Path) -> None:
+    """A second sensor (another zone): each gets every packet, and neither's own traffic is copied."""
+    def second(hosts: dict, lv: dict, fl: dict) -> None:  # type: ignore[type-arg]
+        hosts["all"]["children"]["sensors"]["hosts"]["sensor-dc"] = {
+            "lab_zone": "datacenter", "lab_address": "10.77.40.99", "lab_image": "sensor", "lab_owner": "it-security",
+            "lab_criticality": "medium", "lab_purpose": "a second sensor"}
+
+    mutate(lab_copy, second)
+    rules = render(load_lab(lab_copy))
+    own = "{ 10.77.50.11, 10.77.40.99 }"
+    assert [ln.strip() for ln in rules.splitlines() if "dup to" in ln] == [
+        f"ip saddr != {own} ip daddr != {own} dup to 10.77.50.11", f"ip saddr != {own} ip daddr != {own} dup to 10.77.40.99"]

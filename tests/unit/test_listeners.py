@@ -24,7 +24,8 @@ loaded = functools.cache(load_lab)  # the repository's labs, read once (Ansible'
 # (declared by the role) and its DICOM port behind the TLS front, 4242 (the role's default), on the
 # three Orthanc hosts; F08a/F08b/F08c (22) to the bastion and its maintenance targets (the PACS and
 # the CT); F12/F12b (any port, the scanner's) name no listener; F10a (636) to the directory; F10b
-# (443) to the IdP; nothing ends at fw, ca, ws-tech, the other modalities or the internet zone.
+# (443) to the IdP; nothing ends at fw, ca, ws-tech, the sensor (it only watches), the other
+# modalities or the internet zone.
 
 REFERENCE = {
     "pacs": {("tcp", 22), ("tcp", 443), ("tcp", 2762), ("tcp", 4242), ("tcp", 8042)},
@@ -42,6 +43,7 @@ REFERENCE = {
     "rproxy": {("tcp", 443)},
     "bastion": {("tcp", 22)},
     "siem": {("tcp", 443), ("tcp", 6514), ("tcp", 8443)},  # console (F16), syslog over TLS, containment decisions (F15, fw only)
+    "sensor": set(),
     "remote-rad": set(),
     "vendor-eng": set(),
     "attacker": set(),
@@ -60,8 +62,8 @@ def test_every_deployed_host_of_the_reference_lab_is_written_out() -> None:
 
 def test_planned_and_unknown_hosts_are_refused() -> None:
     lab = loaded(DEFAULT_LAB)
-    with pytest.raises(ValueError, match="sensor is planned"):
-        expected_listeners(lab, "sensor")
+    with pytest.raises(ValueError, match="scanner is planned"):
+        expected_listeners(lab, "scanner")
     with pytest.raises(KeyError):
         expected_listeners(lab, "nosuchhost")
 

@@ -306,7 +306,8 @@ def test_reference_lab_ports_and_flows_inside_zones() -> None:
     assert {(s.name, s.proto, s.port) for s in lab.hosts["pacs"].services} == {("dicom", "tcp", 2762), ("https", "tcp", 443), ("ssh", "tcp", 22)}
     assert {(s.name, s.proto, s.port) for s in lab.hosts["ovl-gw"].services} == {("dicom-pacs", "tcp", 104), ("dicom-ris", "tcp", 105)}
     assert lab.hosts["ris"].service("hl7").port == 2575 and lab.hosts["ws-rad"].dicom_port == 2762
-    assert [f.id for f in lab.zone_flows] == ["F04", "F15", "F16b", "F14"]  # F15: the fw into the security zone; F16b: its hosts to the console
+    # F15: the fw into the security zone; F16b: its hosts to the console; F09b: the sensor's syslog to the siem
+    assert [f.id for f in lab.zone_flows] == ["F04", "F15", "F16b", "F09b", "F14"]
     assert "F04" not in {f.id for f in lab.flows}  # never a firewall rule
     assert {f.id for f in lab.flows if f.planned} == set()  # the bastion's maintenance targets run sshd
     assert {f.id for f in load_lab(REPO_ROOT / "tests" / "labs" / "alt").flows if f.planned} == {"F08b", "F08c"}

@@ -34,9 +34,10 @@ release is shipped here) decides again; a withheld decision stands for the alert
 The normalised event (one schema for every source): time (UTC, ISO 8601), host (the lab host that
 sent it, from the TLS connection's address; sender_host is what its syslog header said), source
 (the program), event_type, user, src_ip, src_port, dst_ip, dst_port, proto, calling_ae, called_ae,
-patient_id, study_uid, outcome, message (the raw syslog message); and, from the lab definition,
-src_host (the lab host that has src_ip, planned or deployed; none: no host has it) and src_zone
-(the lab zone whose subnet holds src_ip; none: outside every zone).
+patient_id, study_uid, outcome, message (the raw syslog message), signature_id and signature (the
+IDS rule that raised an alert: its sid and its msg); and, from the lab definition, src_host (the lab
+host that has src_ip, planned or deployed; none: no host has it) and src_zone (the lab zone whose
+subnet holds src_ip; none: outside every zone).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ RULES = Path("/etc/pacslab/siem/rules.json")
 ASSETS = Path("/etc/pacslab/siem/assets.json")
 
 FIELDS = ("time", "host", "sender_host", "source", "event_type", "user", "src_ip", "src_port", "dst_ip", "dst_port", "proto",
-          "calling_ae", "called_ae", "patient_id", "study_uid", "outcome", "message", "src_host", "src_zone")
+          "calling_ae", "called_ae", "patient_id", "study_uid", "outcome", "message", "src_host", "src_zone", "signature_id", "signature")
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS events (
@@ -172,7 +173,8 @@ def normalise(record: dict[str, Any], assets: dict[str, Any]) -> dict[str, Any]:
         elif m := _SSHD_INVALID.match(msg):
             event.update(event_type="ssh-invalid-user", outcome="failure", user=m["user"], src_ip=m["ip"], src_port=m["port"],
                          proto="tcp", dst_ip=peer)
-    elif (source in ORTHANC_PROGRAMS and sender.get("image") != "orthanc") or (source in FW_PROGRAMS and sender.get("image") != "fw"):
+    elif ((source in ORTHANC_PROGRAMS and sender.get("image") != "orthanc") or (source in FW_PROGRAMS and sender.get("image") != "fw")
+          or (source in SENSOR_PROGRAMS and sender.get("image") != "sensor")):
         event.update(event_type="forged-source")  # e.g. `logger -t orthanc-events` in a vendor's shell on the bastion
     elif source == "fw-drops":
         event.update(_fw_drop(msg))
@@ -184,6 +186,8 @@ def normalise(record: dict[str, Any], assets: dict[str, Any]) -> dict[str, Any]:
         event.update(_orthanc_log(msg, assets, peer))
     elif source == "dicom-audit":
         event.update(_dicom_audit(msg))
+    elif source == "suricata":
+        event.update(_eve(msg))
     elif source == "tlog":
         try:
             data = json.loads(msg)
@@ -351,6 +355,40 @@ def _dicom_audit(msg: str) -> dict[str, Any]:
             found["study_uid"] = obj.get("ParticipantObjectID")
         elif kind == "2" and "patient_id" not in found:
             found["patient_id"] = obj.get("ParticipantObjectID")
+    return found
+
+
+# Suricata's EVE JSON on the IDS sensor (roles/sensor), one record per line, shipped as suricata and
+# read only from a host whose image is the sensor's: an alert (ids-alert: the rule's sid and msg,
+# its action as the outcome: "allowed" in IDS mode, it watches), a TLS handshake (ids-tls: the
+# version as the outcome) and an anomaly (ids-anomaly: malformed or unexpected protocol data, the
+# anomaly's event as the outcome). The time is Suricata's (the packet's), the addresses the flow's.
+SENSOR_PROGRAMS = ("suricata",)
+EVE_TYPES = {"alert": "ids-alert", "tls": "ids-tls", "anomaly": "ids-anomaly"}
+
+
+def _eve(msg: str) -> dict[str, Any]:
+    try:
+        data = json.loads(msg)
+    except ValueError:
+        return {}
+    if not isinstance(data, dict) or data.get("event_type") not in EVE_TYPES:
+        return {}
+    found: dict[str, Any] = {"event_type": EVE_TYPES[data["event_type"]], "src_ip": data.get("src_ip"), "dst_ip": data.get("dest_ip"),
+                             "src_port": data.get("src_port"), "dst_port": data.get("dest_port"),
+                             "proto": str(data["proto"]).lower() if data.get("proto") else None}
+    if isinstance(data.get("timestamp"), str):
+        found["time"] = _utc(data["timestamp"])
+    detail = data.get(data["event_type"])
+    if not isinstance(detail, dict):
+        return found
+    if data["event_type"] == "alert":
+        found.update(outcome=detail.get("action"), signature=detail.get("signature"),
+                     signature_id=str(detail["signature_id"]) if detail.get("signature_id") is not None else None)
+    elif data["event_type"] == "tls":
+        found["outcome"] = detail.get("version")
+    else:
+        found["outcome"] = detail.get("event")
     return found
 
 
