@@ -388,6 +388,8 @@ RUNS_AS = (
     RunsAs("/bin/sh -c while :; do logrotate ", "root",
            "roles/log_rotation: renames logs of root and orthanc, creates their successors with their owners, signals ulogd and "
            "rsyslogd through supervisor"),
+    RunsAs("/usr/bin/suricata ", "suricata",
+           "roles/sensor: setpriv starts it as suricata with CAP_NET_RAW alone (its af-packet socket on the fw's copies)"),
     RunsAs("sleep infinity", "root", "PID 1 of the ca and of the internet zone's computers: no service (the CA tool runs only through provisioning)"),
 )
 
