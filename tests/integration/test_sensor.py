@@ -68,6 +68,21 @@ def test_a_tls_association_across_a_zone_is_seen_and_raises_no_ids_alert(running
     assert alerts == []
 
 
+def provoke(lab: Lab, sid: str, rule: str, *echo_args: str) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
+    """A C-ECHO from the first TLS station to the PACS with ``echo_args``; what it answered, the
+    sensor's alerts of ``sid`` about it at the siem (after this call began), and the siem's
+    alert of ``rule`` holding them."""
+    sensor(lab)
+    pacs, station = pacs_of(lab), tls_stations(lab)[0]
+    since = mark(lab, station)
+    echo = im.dicomsim(lab, station.name, "echo", *echo_args)
+    seen = wait_for(f"the sensor's alert {sid}", lambda: to_pacs(
+        [e for e in eve(lab, station, since) if e["event_type"] == "ids-alert" and e["signature_id"] == sid], pacs))
+    ids = {e["id"] for e in seen}
+    alert = wait_for(rule, lambda: [a for a in siem_json(lab, "alerts") if a["rule"] == rule and ids & set(a["events"])])[0]
+    return echo, seen, alert
+
+
 @pytest.mark.control("C-DET-01")
 def test_a_cleartext_association_across_a_zone_raises_ids_cleartext_dicom(running_lab: Lab, evidence) -> None:
     """A modality opens an association without TLS to the PACS's DICOM TLS port (PS3.15 B.1 asks for
@@ -75,21 +90,13 @@ def test_a_cleartext_association_across_a_zone_raises_ids_cleartext_dicom(runnin
     zone in clear. The sensor's alert (sid 9000001) reaches the siem naming the modality's address
     and the PACS's port, and raises ids-cleartext-dicom (medium) about the modality."""
     lab = running_lab
-    sensor(lab)
-    pacs, station = pacs_of(lab), tls_stations(lab)[0]
-    since = mark(lab, station)
-    echo = im.dicomsim(lab, station.name, "echo", "--tls", "cleartext")
-    seen = wait_for("the sensor's cleartext DICOM alert", lambda: to_pacs(
-        [e for e in eve(lab, station, since) if e["event_type"] == "ids-alert" and e["signature_id"] == CLEARTEXT_RQ], pacs))
-    ids = {e["id"] for e in seen}
-    alert = wait_for("ids-cleartext-dicom", lambda: [a for a in siem_json(lab, "alerts")
-                                                     if a["rule"] == "ids-cleartext-dicom" and ids & set(a["events"])])[0]
+    echo, seen, alert = provoke(lab, CLEARTEXT_RQ, "ids-cleartext-dicom", "--tls", "cleartext")
     evidence.update(echo={k: echo.get(k) for k in ("outcome", "established")}, event=seen[0], alert=alert)
     assert not echo["established"]
     assert len(seen) == 1, seen  # one alert per connection
     assert (seen[0]["host"], seen[0]["proto"]) == (sensor(lab).name, "tcp")
     assert seen[0]["signature"].startswith("PACSLAB cleartext DICOM association request")
-    assert (alert["severity"], alert["entities"]) == ("medium", {"src_ip": str(station.address)})
+    assert (alert["severity"], alert["entities"]) == ("medium", {"src_ip": str(tls_stations(lab)[0].address)})
 
 
 @pytest.mark.control("C-DET-01")
@@ -98,15 +105,8 @@ def test_a_tls_1_1_hello_across_a_zone_raises_ids_weak_tls(running_lab: Lab, evi
     its ClientHello crossed the zone: the sensor's alert (sid 9000011) names the modality, and the
     siem raises ids-weak-tls (medium) about it."""
     lab = running_lab
-    sensor(lab)
-    pacs, station = pacs_of(lab), tls_stations(lab)[0]
-    since = mark(lab, station)
-    echo = im.dicomsim(lab, station.name, "echo", "--tls-version", "TLSv1_1")
-    seen = wait_for("the sensor's weak TLS alert", lambda: to_pacs(
-        [e for e in eve(lab, station, since) if e["event_type"] == "ids-alert" and e["signature_id"] == WEAK_CLIENT_HELLO], pacs))
-    ids = {e["id"] for e in seen}
-    alert = wait_for("ids-weak-tls", lambda: [a for a in siem_json(lab, "alerts") if a["rule"] == "ids-weak-tls" and ids & set(a["events"])])[0]
+    echo, seen, alert = provoke(lab, WEAK_CLIENT_HELLO, "ids-weak-tls", "--tls-version", "TLSv1_1")
     evidence.update(echo={k: echo.get(k) for k in ("outcome", "tls_alert")}, event=seen[0], alert=alert)
     assert (echo["outcome"], echo["tls_alert"]) == ("tls-alert", "protocol-version")
     assert seen[0]["signature"].startswith("PACSLAB TLS below 1.2 offered by a client")
-    assert (alert["severity"], alert["entities"]) == ("medium", {"src_ip": str(station.address)})
+    assert (alert["severity"], alert["entities"]) == ("medium", {"src_ip": str(tls_stations(lab)[0].address)})
