@@ -34,9 +34,10 @@ $(DEPS): requirements.txt pyproject.toml | $(PY)
 up: $(DEPS)
 	$(PY) -m pacslab.cli up --lab $(LAB)
 
-## make test: lint, unit tests, then every integration check (steady and lifecycle) on a lab it
-## brings up (if down or restarted), then the report, then the fresh-machine check (it needs the
-## root filesystem image that up builds). The lab is left up.
+## make test: lint, unit tests, then every integration check (steady and lifecycle: its first
+## checks take the lab down and bring it up cold, its last takes it down), then the report, then
+## the fresh-machine check (it needs the root filesystem image that up builds, which down keeps).
+## The lab is left down.
 test: lint unit
 	$(PY) -m pacslab.cli verify --lifecycle --lab $(LAB)
 	$(PY) tests/fresh/fresh_check.py

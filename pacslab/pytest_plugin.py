@@ -34,13 +34,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "control(id): the catalogue control (controls.yml) this test proves")
-    config.addinivalue_line("markers", "lifecycle: tears the lab down and brings it back (runs last)")
+    config.addinivalue_line("markers", "lifecycle(place=None): tears the lab down and brings it back; runs after the steady "
+                            "checks, or with place 'first' before them and 'last' after every other check")
     config.stash[_RECORDS] = []
 
 
+LIFECYCLE_PLACES = {"first": 0, None: 2, "last": 3}  # steady checks: 1
+
+
+def _place(item: pytest.Item) -> int:
+    marker = item.get_closest_marker("lifecycle")
+    if marker is None:
+        return 1
+    return LIFECYCLE_PLACES[marker.args[0] if marker.args else marker.kwargs.get("place")]
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Lifecycle tests take the lab down and up again: they run after every other test."""
-    items.sort(key=lambda item: item.get_closest_marker("lifecycle") is not None)
+    """Lifecycle tests take the lab down and up again: they run after the steady checks, which
+    observe the lab and change nothing. ``lifecycle("first")`` runs before them: the cold `up` a
+    lifecycle run starts with is the one every later check uses (on a fresh machine, the suite's
+    only one); ``lifecycle("last")`` runs after every other test (it leaves the lab down). The
+    sort is stable: within a place, tests keep their file order."""
+    items.sort(key=_place)
 
 
 @pytest.fixture

@@ -45,7 +45,7 @@ def lab_held(lab: Lab) -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def _standins_gone_before_lifecycle(request: pytest.FixtureRequest, lab: Lab) -> None:
-    """The lifecycle checks (run last) take the lab down and up: the segmentation run's stand-ins
+    """The lifecycle checks (after the steady ones) take the lab down and up: the segmentation run's stand-ins
     (session scope, about 20 containers, removed again harmlessly when the session ends) go first,
     or every down and up of those checks would handle them too (a down took 36 s instead of 15)."""
     if request.node.get_closest_marker("lifecycle"):

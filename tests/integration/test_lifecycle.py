@@ -1,6 +1,9 @@
 """Lab lifecycle (platform, no control): idempotent up, exact down, recovery after an interrupted up.
 
-These tests take the lab down and bring it back; the plugin runs them after every other test.
+These tests take the lab down and bring it back. The plugin runs them after the steady checks,
+except two placed around them (pacslab.pytest_plugin): the interrupted `up` and the idempotence
+check that reads its record run first, so that their cold `up` is the one the whole run uses (on
+a fresh machine the suite's only one); `down` runs last and leaves the lab down.
 """
 
 from __future__ import annotations
@@ -101,6 +104,7 @@ def bystanders() -> Iterator[None]:
         docker("network", "rm", BYSTANDER_NET, check=False)
 
 
+@pytest.mark.lifecycle("last")
 def test_down_removes_exactly_what_the_lab_created(running_lab: Lab, plan: Plan, state: Path, bystanders: None) -> None:
     ipv6 = Path("/proc/sys/net/ipv6").exists()  # without IPv6 in the kernel there is no ip6tables rule to hold
     assert cli.host_rules(plan) == {"DOCKER-USER": True, "DOCKER-USER-DNAT": True, "INPUT": True} | ({"INPUT6": True} if ipv6 else {})
@@ -127,10 +131,15 @@ def test_down_removes_exactly_what_the_lab_created(running_lab: Lab, plan: Plan,
     assert lab_objects("volume", running_lab.name) == []
 
 
-def test_up_after_an_interrupted_up_completes(running_lab: Lab, plan: Plan) -> None:
-    """Kill `pacslab up` (and its Ansible) once the networks exist; the next up completes."""
+@pytest.mark.lifecycle("first")
+def test_up_after_an_interrupted_up_completes(lab: Lab, plan: Plan) -> None:
+    """From a lab with nothing of its own (a lab that is up is taken down first, with its volumes),
+    kill `pacslab up` (and its Ansible) once the networks exist; the next up completes. It is the
+    cold `up` of a lifecycle run: every later check uses the lab it leaves."""
+    if any(lab_objects(kind, lab.name) for kind in ("container", "network", "volume")):
+        assert cli.main(["down", "--volumes", "--lab", str(lab.path)]) == cli.EXIT_OK
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pacslab.cli", "up", "--lab", str(running_lab.path)],
+        [sys.executable, "-m", "pacslab.cli", "up", "--lab", str(lab.path)],
         cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
     seen = []
@@ -143,11 +152,12 @@ def test_up_after_an_interrupted_up_completes(running_lab: Lab, plan: Plan) -> N
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert any(line.strip().startswith("networks") for line in seen), "".join(seen)
-    assert lab_objects("network", running_lab.name), "the interrupted up should have left its networks"
+    assert lab_objects("network", lab.name), "the interrupted up should have left its networks"
 
-    assert cli.main(["up", "--lab", str(running_lab.path)]) == cli.EXIT_OK
-    running = {c["Config"]["Labels"]["pacslab.host"] for c in lab_objects("container", running_lab.name) if c["State"]["Running"]}
-    assert running == {h.name for h in running_lab.deployed_hosts()}
+    assert cli.main(["up", "--lab", str(lab.path)]) == cli.EXIT_OK
+    running = {c["Config"]["Labels"]["pacslab.host"] for c in lab_objects("container", lab.name) if c["State"]["Running"]}
+    assert running == {h.name for h in lab.deployed_hosts()}
+    assert cli.lab_is_up(lab)
     assert cli.host_rule_present(plan)
 
 
@@ -159,14 +169,15 @@ def _converged_in_full(run: dict, lab: Lab, nodes: list) -> bool:
         and hosts.get("ok", 0) >= len(lab.deployed_hosts())
 
 
+@pytest.mark.lifecycle("first")
 def test_every_role_converged_twice_in_full_changes_nothing_the_second_time(running_lab: Lab, plan: Plan, state: Path) -> None:
     """Real idempotence (the second-run check dev-sec runs in molecule). up.yml runs with
     both skips bypassed, as `pacslab up --full` does (lab_converged_force: no node is ended before
     its roles; lab_provision_force: every network, volume and container goes through its
     community.docker module), so every role runs every task; it must report changed=0, and names
     each changed task (role : task [host]) when it does not. The first full converge is the cold
-    `up` the test above ends with (new containers: nothing to skip), checked from its record; run
-    alone, this test converges in full once more first."""
+    `up` the test above ends with (new containers: nothing to skip; both run before the steady
+    checks), checked from its record; run alone, this test converges in full once more first."""
     nodes = [h for h in running_lab.deployed_hosts() if CONVERGE_CACHED_GROUPS & set(h.groups)]
     assert nodes
     if not _converged_in_full(last_up(state), running_lab, nodes):

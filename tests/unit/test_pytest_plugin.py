@@ -56,3 +56,43 @@ def test_records_say_why_a_test_did_not_pass(pytester: pytest.Pytester) -> None:
         ("test_teardown_error", "error"): ("C-ACC-06", "RuntimeError: teardown broke"),
         ("test_left_out", "deselected"): ("C-ACC-06", "deselected in this run (-k/-m)"),
     }
+
+
+ORDERED = {
+    "test_a.py": '''
+import pytest
+pytestmark = pytest.mark.lifecycle
+
+def test_a_restart(): pass
+
+@pytest.mark.lifecycle("last")
+def test_a_down(): pass
+
+@pytest.mark.lifecycle("first")
+def test_a_cold_up(): pass
+
+@pytest.mark.lifecycle("first")
+def test_a_converge_twice(): pass
+''',
+    "test_b.py": '''
+def test_b_steady(): pass
+def test_b_steady_too(): pass
+''',
+    "test_c.py": '''
+import pytest
+
+@pytest.mark.lifecycle
+def test_c_revoke(): pass
+
+def test_c_steady(): pass
+''',
+}
+
+
+def test_lifecycle_checks_run_around_the_steady_ones_in_their_place(pytester: pytest.Pytester) -> None:
+    """first (in file order), steady, lifecycle, last: whatever the files' order."""
+    pytester.makepyfile(**ORDERED)
+    result = pytester.runpytest("-p", "pacslab.pytest_plugin", "--collect-only", "-q")
+    collected = [line.split("::")[1] for line in result.outlines if "::" in line]
+    assert collected == ["test_a_cold_up", "test_a_converge_twice", "test_b_steady", "test_b_steady_too", "test_c_steady",
+                         "test_a_restart", "test_c_revoke", "test_a_down"]
