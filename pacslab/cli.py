@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import getpass
 import json
 import logging
 import math
@@ -47,6 +48,7 @@ EXIT_MACHINE = 4
 EXIT_CHECKS_FAILED = 5
 EXIT_BUSY = 6
 EXIT_INTERRUPTED = 130
+MAX_MAINTENANCE_MINUTES = 7 * 24 * 60  # the siem's own bound (roles/siem pacslab_siem.py): longer is standing access
 
 # The reference lab of this checkout, wherever pacslab is run from; a --lab given on the command
 # line is a path like any other (relative to the current folder).
@@ -457,6 +459,54 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     else:
         done = "quarantined" if args.verb == "quarantine" else "released"
         print(f"{args.host} ({entry['address']}) {done}" if entry["changed"] else f"{args.host} ({entry['address']}) was already {done}")
+    return EXIT_OK
+
+
+def cmd_maintenance(args: argparse.Namespace) -> int:
+    """`maintenance open VENDOR`, `maintenance end ID`, `maintenance` (list): the vendors'
+    maintenance windows on the lab's siem (C-DET-08). A vendor's sign-in outside every window of
+    theirs raises vendor-outside-window. Only an enabled vendor of the lab definition gets a window."""
+    lab = _load(args.lab)
+    siems = [h.name for h in lab.deployed_hosts() if SIEMS in h.groups]
+    if not siems:
+        raise Refused(EXIT_USAGE, f"lab {lab.name!r} deploys no siem (group {SIEMS}): nothing watches the vendors' sign-ins")
+    if args.action == "open":
+        person = next((p for p in lab.people if p.name == args.vendor), None)
+        vendors = [p.name for p in lab.people if "vendor" in p.roles]
+        if person is None or "vendor" not in person.roles:
+            raise Refused(EXIT_USAGE, f"{args.vendor!r} is no vendor of lab {lab.name!r} "
+                                      f"(vendors: {', '.join(vendors) or 'none'}; see `pacslab users`)")
+        if person.status() != "enabled":
+            raise Refused(EXIT_USAGE, f"{person.name} is {person.status()} (people.yml): a window would cover sign-ins that must not happen")
+        if not (math.isfinite(args.minutes) and 0 < args.minutes <= MAX_MAINTENANCE_MINUTES):
+            raise Refused(EXIT_USAGE, f"--minutes {args.minutes:g}: more than 0 and at most {MAX_MAINTENANCE_MINUTES} (a week)")
+        if not args.reason.strip():
+            raise Refused(EXIT_USAGE, "--reason: the change ticket or the work the window is for")
+        command = ["open", "--user", person.name, "--minutes", str(args.minutes), "--reason", args.reason, "--by", getpass.getuser()]
+    elif args.action == "end":
+        command = ["end", str(args.id)]
+    else:
+        command = ["list"]
+    _require_up(lab)
+    answers = {}
+    for siem in siems:
+        proc = docker("exec", "-u", SIEM_USER, lab.container_name(siem), "pacslab-siem", "maintenance", *command, check=False, timeout=60)
+        if proc.returncode != 0:
+            said = (proc.stderr or proc.stdout).strip()[-300:]
+            raise Refused(EXIT_USAGE if proc.returncode in (1, 2) and said.startswith("pacslab-siem: ") else EXIT_PHASE_FAILED,
+                          f"{siem}: {said or f'pacslab-siem maintenance exited {proc.returncode}'}")
+        answers[siem] = json.loads(proc.stdout)
+    if args.json:
+        print(json.dumps(answers, indent=1))
+    elif args.action == "open":
+        print("\n".join(f"{siem}: window {a['window']} open for {args.vendor}, {args.minutes:g} min" for siem, a in answers.items()))
+    elif args.action == "end":
+        print("\n".join(f"{siem}: window {a['id']} of {a['user']} ended at {a['end']}" for siem, a in answers.items()))
+    else:
+        rows = [(siem, str(w["id"]), w["user"], w["start"], w["end"], w["by"], w["reason"]) for siem, ws in answers.items() for w in ws]
+        _print_table([("siem", "id", "vendor", "start", "end", "by", "reason"), *rows])
+        if not rows:
+            print(f"(no maintenance window on {', '.join(siems)})")
     return EXIT_OK
 
 
@@ -926,6 +976,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", help="why, for the fw's response log (default: by hand)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_quarantine)
+    p = verb("maintenance", "vendors' maintenance windows on the siem: a vendor's sign-in outside them raises vendor-outside-window")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    msub = p.add_subparsers(dest="action", metavar="ACTION")
+    p.set_defaults(func=cmd_maintenance, action="list")
+    for action, helptext in (("open", "open a window for an enabled vendor of the lab definition, from now"), ("end", "close a window now")):
+        m = msub.add_parser(action, help=helptext, description=helptext)
+        # --lab and --json after the action too; SUPPRESS: given before it, they are not reset
+        m.add_argument("--lab", default=argparse.SUPPRESS, metavar="PATH", help="lab definition folder (as before the action)")
+        m.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
+        if action == "open":
+            m.add_argument("vendor", help="the vendor's user name (see `pacslab users`)")
+            m.add_argument("--minutes", type=float, required=True, help=f"how long it stays open (at most {MAX_MAINTENANCE_MINUTES}, a week)")
+            m.add_argument("--reason", required=True, help="the change ticket or the work")
+        else:
+            m.add_argument("id", type=int, help="the window's id (see `pacslab maintenance`)")
     p = verb("capture", "forensics: the packets around an alert, out of the fw's capture ring; their hash goes in the alert's case")
     p.add_argument("alert", type=int, help="the alert's id (see `pacslab alerts`)")
     p.add_argument("--margin", type=float, default=300, help="seconds kept before its first event and after its last (default 300)")

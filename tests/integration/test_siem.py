@@ -19,13 +19,14 @@ from xml.etree import ElementTree
 
 import pytest
 
+from pacslab import cli
 from pacslab.docker import docker
 from pacslab.plan import SIEM_USER, SIEMS, Plan
 from pacslab.probes import imaging as im
 from pacslab.probes import syslog
 from pacslab.topology import Host, Lab
 
-from .test_bastion import CLIENT, bastion, login
+from .test_bastion import CLIENT, bastion, login, vendor
 from .test_idp import secret
 from .test_imaging import tls_stations
 from .test_rproxy import basic_auth, proxy
@@ -452,3 +453,59 @@ def test_a_known_ae_title_from_the_wrong_address_raises_dicom_access_denied_but_
         str(first.ae_title), str(second.address), "calling-ae-not-allowed")
     assert denied["entities"] == {"host": pacs.name, "src_ip": str(second.address), "calling_ae": str(first.ae_title), "called_ae": None}
     assert _alerts_of(lab, "unknown-ae", {received["id"], rejected["id"]}) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Vendors' maintenance windows (C-DET-08; roles/siem/files/rules/vendor-window.yml)
+
+
+def _sign_ins(lab: Lab, user: str) -> dict[int, dict[str, Any]]:
+    """The siem's events of ``user``'s successful sign-ins at the bastion, by id."""
+    return {e["id"]: e for e in siem_json(lab, "events", "--contains", f"Accepted keyboard-interactive/pam for {user} from")
+            if e["event_type"] == "ssh-login-success" and e["user"] == user}
+
+
+def _signed_in(lab: Lab, plan: Plan, user: str) -> dict[str, Any]:
+    """One session of ``user`` with their password and a code the bastion has not accepted, to the
+    bastion's shell; the siem's event of that sign-in (the one that was not there before)."""
+    before = set(_sign_ins(lab, user))
+    session = login(lab, plan, user, code="now", commands=("id -un",))
+    assert session["shell"], session["said"]
+    new = wait_for(f"the sign-in of {user}", lambda: [e for i, e in _sign_ins(lab, user).items() if i not in before])
+    assert len(new) == 1, new
+    return new[0]
+
+
+@pytest.mark.control("C-DET-08")
+def test_a_vendor_signed_in_outside_a_maintenance_window_raises_vendor_outside_window_and_inside_one_does_not(
+        running_lab: Lab, plan: Plan, capsys: pytest.CaptureFixture[str], evidence) -> None:
+    """The enabled vendor signs in at the bastion with no window of theirs open: the siem stores the
+    sign-in as outside-window and raises vendor-outside-window (medium) about the vendor and their
+    computer, holding that sign-in alone. The twin: `pacslab maintenance open` for ten minutes, a
+    second sign-in is stored with that window, and no alert holds it."""
+    lab, user = running_lab, vendor(running_lab, "enabled").name
+    now = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+    assert cli.main(["maintenance", "--json", "--lab", str(lab.path)]) == cli.EXIT_OK
+    open_before = [w for ws in json.loads(capsys.readouterr().out).values() for w in ws if w["user"] == user and w["end"] > now]
+    assert open_before == [], f"a maintenance window of {user} is open already (`pacslab maintenance end ID`): {open_before}"
+
+    outside = _signed_in(lab, plan, user)
+    raised = wait_for("vendor-outside-window", lambda: _alerts_of(lab, "vendor-outside-window", {outside["id"]}))
+
+    assert cli.main(["maintenance", "open", user, "--minutes", "10", "--reason", f"pacslab check {RUN}", "--json",
+                     "--lab", str(lab.path)]) == cli.EXIT_OK
+    windows = {siem_host: a["window"] for siem_host, a in json.loads(capsys.readouterr().out).items()}
+    try:
+        inside = _signed_in(lab, plan, user)
+        time.sleep(6)  # three passes of the evaluator (every 2 s) over the sign-in
+        quiet = _alerts_of(lab, "vendor-outside-window", {inside["id"]})
+    finally:
+        for window in windows.values():
+            assert cli.main(["maintenance", "end", str(window), "--lab", str(lab.path)]) == cli.EXIT_OK
+    evidence.update(outside=outside, alert=raised, window=windows, inside=inside, alerts_inside=quiet)
+    client = str(lab.hosts[CLIENT].address)
+    assert (outside["maintenance"], outside["src_ip"], outside["host"]) == ("outside-window", client, bastion(lab).name)
+    assert len(raised) == 1 and (raised[0]["severity"], raised[0]["entities"], raised[0]["events"]) == (
+        "medium", {"user": user, "src_ip": client}, [outside["id"]])
+    assert inside["maintenance"] == f"window {windows[siem(lab).name]}"
+    assert quiet == []

@@ -38,6 +38,34 @@ def test_a_capture_margin_outside_0_to_a_day_is_refused_before_the_lab_is_asked(
     assert f"--margin {float(margin)}: seconds before and after the alert, 0 to 86400" in proc.stderr
 
 
+@pytest.mark.parametrize(("args", "said"), [
+    (["open", "adm-pat"], "'adm-pat' is no vendor of lab 'default' (vendors: vnd-acme, vnd-old; see `pacslab users`)"),
+    (["open", "nobody"], "'nobody' is no vendor of lab 'default' (vendors: vnd-acme, vnd-old; see `pacslab users`)"),
+    (["open", "vnd-old"], "vnd-old is expired (people.yml): a window would cover sign-ins that must not happen"),
+    (["open", "vnd-acme", "--minutes", "nan"], "--minutes nan: more than 0 and at most 10080 (a week)"),
+    (["open", "vnd-acme", "--minutes", "0"], "--minutes 0: more than 0 and at most 10080 (a week)"),
+    (["open", "vnd-acme", "--minutes", "10081"], "--minutes 10081: more than 0 and at most 10080 (a week)"),
+    (["open", "vnd-acme", "--reason", " "], "--reason: the change ticket or the work the window is for"),
+], ids=["not-a-vendor", "no-person", "expired-vendor", "nan", "zero", "over-a-week", "no-reason"])
+def test_a_maintenance_window_that_is_no_window_is_refused_before_the_siem_is_asked(args: list[str], said: str) -> None:
+    """C-DET-08: the reference lab's people (people.yml); DOCKER_HOST names no engine, so a
+    refusal that came after asking the siem would say so instead."""
+    defaults = {"--minutes": "60", "--reason": "CHG-1 CT firmware"}
+    extra = [a for k, v in defaults.items() if k not in args for a in (k, v)]
+    proc = run("maintenance", *args, *extra, env={"DOCKER_HOST": "unix:///nonexistent/pacslab-no-engine.sock"})
+    assert (proc.returncode, proc.stderr.strip()) == (cli.EXIT_USAGE, f"pacslab: {said}")
+
+
+def test_the_cli_and_the_siem_bound_a_maintenance_window_alike() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pacslab_siem", REPO_ROOT / "roles" / "siem" / "files" / "pacslab_siem.py")
+    assert spec and spec.loader
+    siem = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(siem)
+    assert cli.MAX_MAINTENANCE_MINUTES == siem.MAX_MAINTENANCE_MINUTES == 10080
+
+
 def test_up_without_a_reachable_engine_says_so_and_changes_nothing(tmp_path) -> None:
     sock = tmp_path / "no-engine.sock"
     proc = run("up", env={"DOCKER_HOST": f"unix://{sock}"})

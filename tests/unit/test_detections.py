@@ -46,7 +46,7 @@ ASSETS = {"addresses": {"10.77.90.11": {"host": "vendor-eng", "zone": "internet"
           "hosts": {}, "ae_titles": {"CT01": "mod-ct", "MR01": "mod-mr", "LEGACY01": "mod-legacy"},
           "zones": {"modality": "10.77.30.0/24", "legacy": "10.77.31.0/24", "datacenter": "10.77.40.0/24", "security": "10.77.50.0/24",
                     "vendor": "10.77.70.0/24", "internet": "10.77.90.0/24"},
-          "spared_zones": ["security"]}
+          "spared_zones": ["security"], "vendors": ["vnd-acme", "vnd-old"]}
 
 
 @pytest.fixture(scope="module")
@@ -338,6 +338,62 @@ def test_a_parser_that_fails_does_not_end_the_ingest(monkeypatch: pytest.MonkeyP
     siem.ingest(lines, out, db, ASSETS)
     assert out.getvalue() == "OK\nOK\nOK\n"
     assert [e["event_type"] for e in siem.events(db)] == ["unparsed", "ssh-invalid-user"]
+
+
+def _sign_in(user: str, at: datetime, verdict: str = "Accepted") -> str:
+    record = _record("sshd", f"{verdict} keyboard-interactive/pam for {user} from 10.77.90.11 port 40100 ssh2")
+    return json.dumps(record | {"time": at.isoformat()}) + "\n"
+
+
+def test_a_vendor_s_sign_in_is_stored_with_the_maintenance_window_that_covers_it() -> None:
+    """C-DET-08: vnd-acme's window from 10:00 for 30 min holds its sign-ins at 10:00 and 10:30 (both
+    ends) and not at 9:59 or 10:31; a window of vnd-old covers nobody else; the user is compared
+    without case; someone who is no vendor, and a failed sign-in, get no maintenance field."""
+    import io
+    db = siem.connect(Path(":memory:"))
+    acme = siem.open_maintenance(db, "vnd-acme", 30, "CHG-1 CT firmware", "biomed", ASSETS, start=T0)
+    siem.open_maintenance(db, "vnd-old", 120, "CHG-2", "biomed", ASSETS, start=T0 - timedelta(minutes=60))
+    lines = [_sign_in("vnd-acme", T0 - timedelta(minutes=1)), _sign_in("vnd-acme", T0), _sign_in("VND-ACME", T0 + timedelta(minutes=10)),
+             _sign_in("vnd-acme", T0 + timedelta(minutes=30)), _sign_in("vnd-acme", T0 + timedelta(minutes=31)),
+             _sign_in("adm-pat", T0 + timedelta(minutes=10)), _sign_in("vnd-acme", T0 + timedelta(minutes=40), verdict="Failed")]
+    siem.ingest(lines, io.StringIO(), db, ASSETS)
+    assert [(e["user"], e["event_type"], e["maintenance"]) for e in siem.events(db)] == [
+        ("vnd-acme", "ssh-login-success", "outside-window"),
+        ("vnd-acme", "ssh-login-success", f"window {acme}"),
+        ("VND-ACME", "ssh-login-success", f"window {acme}"),
+        ("vnd-acme", "ssh-login-success", f"window {acme}"),
+        ("vnd-acme", "ssh-login-success", "outside-window"),
+        ("adm-pat", "ssh-login-success", None),
+        ("vnd-acme", "ssh-login-failure", None),
+    ]
+
+
+@pytest.mark.parametrize(("user", "minutes", "reason", "said"), [
+    ("adm-pat", 60, "CHG-1", "'adm-pat' is no vendor of the lab definition (vendors: vnd-acme, vnd-old)"),
+    ("vnd-acme", 0, "CHG-1", "--minutes 0: more than 0 and at most 10080 (a week)"),
+    ("vnd-acme", 10081, "CHG-1", "--minutes 10081: more than 0 and at most 10080 (a week)"),
+    ("vnd-acme", float("nan"), "CHG-1", "--minutes nan: more than 0 and at most 10080 (a week)"),
+    ("vnd-acme", 60, "  ", "a window needs a reason (the change ticket, the work)"),
+], ids=["no-vendor", "zero", "over-a-week", "nan", "no-reason"])
+def test_a_maintenance_window_that_is_no_window_is_refused(user: str, minutes: float, reason: str, said: str) -> None:
+    db = siem.connect(Path(":memory:"))
+    with pytest.raises(siem.MaintenanceError) as refused:
+        siem.open_maintenance(db, user, minutes, reason, "biomed", ASSETS)
+    assert str(refused.value) == said
+    assert siem.maintenance_windows(db) == []
+
+
+def test_an_ended_window_no_longer_covers_a_sign_in() -> None:
+    import io
+    db = siem.connect(Path(":memory:"))
+    started = datetime.now(UTC) - timedelta(minutes=10)
+    window = siem.open_maintenance(db, "vnd-acme", 60, "CHG-3", "biomed", ASSETS, start=started)
+    ended = siem.end_maintenance(db, window)
+    assert ended["id"] == window and ended["end"] <= siem.now()
+    siem.ingest([_sign_in("vnd-acme", datetime.now(UTC) + timedelta(minutes=1))], io.StringIO(), db, ASSETS)
+    assert [e["maintenance"] for e in siem.events(db)] == ["outside-window"]
+    with pytest.raises(LookupError, match="no maintenance window 99"):
+        siem.end_maintenance(db, 99)
 
 
 def _replay(rule: dict[str, Any], events: list[dict[str, Any]], step: int = 30) -> list[dict[str, Any]]:

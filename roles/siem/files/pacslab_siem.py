@@ -17,6 +17,9 @@ Commands:
              alert is raised as usual but contains nobody when what no window covers does not fire
              the rule on its own (a scheduled scan, the lab's own segmentation check, beside a
              stray packet of the host's ordinary traffic).
+  maintenance   open (a vendor, minutes, a reason), end or list the vendors' maintenance windows
+             (C-DET-08): a vendor's sign-in is stored with the window that covers it, or with
+             "outside-window" when none does (what the rule vendor-outside-window alerts on).
   serve      the containment decisions over HTTPS (GET /containment), to the fw only (mutual TLS,
              the fw's anchor alone trusted), which applies each once (roles/firewall).
   console    the analysts' pages over HTTPS (the lab's certificate; the fw lets the clinical zone
@@ -37,7 +40,9 @@ sent it, from the TLS connection's address; sender_host is what its syslog heade
 patient_id, study_uid, outcome, message (the raw syslog message), signature_id and signature (the
 IDS rule that raised an alert: its sid and its msg); and, from the lab definition, src_host (the lab
 host that has src_ip, planned or deployed; none: no host has it) and src_zone (the lab zone whose
-subnet holds src_ip; none: outside every zone).
+subnet holds src_ip; none: outside every zone); and maintenance, on a vendor's sign-in only (a
+person whose roles hold "vendor", assets.json "vendors"): "window N" for the maintenance window
+open for that vendor at the sign-in's time, else "outside-window".
 """
 
 from __future__ import annotations
@@ -62,7 +67,8 @@ RULES = Path("/etc/pacslab/siem/rules.json")
 ASSETS = Path("/etc/pacslab/siem/assets.json")
 
 FIELDS = ("time", "host", "sender_host", "source", "event_type", "user", "src_ip", "src_port", "dst_ip", "dst_port", "proto",
-          "calling_ae", "called_ae", "patient_id", "study_uid", "outcome", "message", "src_host", "src_zone", "signature_id", "signature")
+          "calling_ae", "called_ae", "patient_id", "study_uid", "outcome", "message", "src_host", "src_zone", "signature_id", "signature",
+          "maintenance")
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS events (
@@ -92,6 +98,11 @@ CREATE TABLE IF NOT EXISTS containment (
 CREATE TABLE IF NOT EXISTS authorised (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
   addresses TEXT NOT NULL,     -- JSON array of addresses; empty: any address
+  starts TEXT NOT NULL, ends TEXT NOT NULL, reason TEXT NOT NULL, by TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS maintenance (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  user TEXT NOT NULL,          -- the vendor's user name (assets.json "vendors")
   starts TEXT NOT NULL, ends TEXT NOT NULL, reason TEXT NOT NULL, by TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS captures (
@@ -423,6 +434,8 @@ def ingest(lines: Any, out: Any, db: sqlite3.Connection, assets: dict[str, Any])
             event = None
         if event is None:
             event = {f: None for f in FIELDS} | {"time": now(), "event_type": "unparsed", "message": line.rstrip("\n")}
+        else:
+            event["maintenance"] = in_maintenance(db, event, assets)
         store(db, event)
         print("OK", file=out, flush=True)
 
@@ -665,6 +678,71 @@ def authorise(db: sqlite3.Connection, minutes: float, reason: str, by: str, addr
 def end_window(db: sqlite3.Connection, window: int) -> None:
     """Close a window now (never later than it was opened for)."""
     db.execute("UPDATE authorised SET ends = MIN(ends, ?) WHERE id = ?", (now(), window))
+
+
+# ---------------------------------------------------------------------------------------------
+# Vendors' maintenance windows (C-DET-08, CSF DE.CM-6): when a vendor may work, by change ticket
+
+
+# The events that are a vendor's sign-in: sshd's success, from the bastion (a vendor reaches the
+# lab only through it, flow F08).
+VENDOR_SIGN_INS = ("ssh-login-success",)
+
+
+def in_maintenance(db: sqlite3.Connection, event: dict[str, Any], assets: dict[str, Any]) -> str | None:
+    """The ``maintenance`` field of a normalised event: None unless it is a vendor's sign-in (its
+    user, compared without case, is one of assets.json "vendors"); then "window N" for the
+    oldest maintenance window of that vendor whose span holds the event's time (both ends
+    included), else "outside-window"."""
+    user = event.get("user")
+    if event.get("event_type") not in VENDOR_SIGN_INS or not isinstance(user, str):
+        return None
+    vendors = {str(v).lower() for v in assets.get("vendors", [])}
+    if user.lower() not in vendors:
+        return None
+    row = db.execute("SELECT id FROM maintenance WHERE lower(user) = ? AND starts <= ? AND ends >= ? ORDER BY id LIMIT 1",
+                     (user.lower(), event["time"], event["time"])).fetchone()
+    return f"window {row[0]}" if row else "outside-window"
+
+
+class MaintenanceError(ValueError):
+    """A window that cannot be opened: no vendor of the lab's, or a length that is no length."""
+
+
+MAX_MAINTENANCE_MINUTES = 7 * 24 * 60  # a window longer than a week is a standing access, not a window
+
+
+def open_maintenance(db: sqlite3.Connection, user: str, minutes: float, reason: str, by: str, assets: dict[str, Any],
+                     start: datetime | None = None) -> int:
+    """Open a maintenance window for the vendor ``user`` from ``start`` (now) for ``minutes``; its
+    id. MaintenanceError when ``user`` is no vendor of the lab definition, or ``minutes`` is not
+    more than 0 and at most a week, or ``reason`` is empty."""
+    if user not in assets.get("vendors", []):
+        raise MaintenanceError(f"{user!r} is no vendor of the lab definition (vendors: {', '.join(assets.get('vendors', [])) or 'none'})")
+    if not (0 < minutes <= MAX_MAINTENANCE_MINUTES):
+        raise MaintenanceError(f"--minutes {minutes}: more than 0 and at most {MAX_MAINTENANCE_MINUTES} (a week)")
+    if not reason.strip():
+        raise MaintenanceError("a window needs a reason (the change ticket, the work)")
+    begin = start or datetime.now(UTC)
+    cur = db.execute("INSERT INTO maintenance (user, starts, ends, reason, by) VALUES (?, ?, ?, ?, ?)",
+                     (user, _stamp(begin), _stamp(begin + timedelta(minutes=minutes)), reason, by))
+    return int(cur.lastrowid or 0)
+
+
+def end_maintenance(db: sqlite3.Connection, window_id: int) -> dict[str, Any]:
+    """Close the window now (never later than it was opened for); the window as it now is.
+    LookupError when there is no such window."""
+    db.execute("UPDATE maintenance SET ends = MIN(ends, ?) WHERE id = ?", (now(), window_id))
+    found = [w for w in maintenance_windows(db) if w["id"] == window_id]
+    if not found:
+        raise LookupError(f"no maintenance window {window_id}")
+    return found[0]
+
+
+def maintenance_windows(db: sqlite3.Connection) -> list[dict[str, Any]]:
+    """Every maintenance window, oldest first: [{id, user, start, end (UTC), reason, by}]."""
+    rows = db.execute("SELECT id, user, starts, ends, reason, by FROM maintenance ORDER BY id").fetchall()
+    return [dict(zip(("id", "user", "start", "end", "reason", "by"), r, strict=True)) for r in rows]
 
 
 def _stamp(moment: datetime) -> str:
@@ -920,6 +998,16 @@ def main(argv: list[str] | None = None) -> int:
     co.add_argument("--cert", required=True)
     co.add_argument("--key", required=True)
     co.add_argument("--pages", required=True, type=Path, help="the folder of the pages' templates")
+    mw = sub.add_parser("maintenance", help="vendors' maintenance windows: open, end, list")
+    mw_sub = mw.add_subparsers(dest="action", required=True)
+    mo = mw_sub.add_parser("open")
+    mo.add_argument("--user", required=True, help="the vendor (a person of the lab definition whose roles hold vendor)")
+    mo.add_argument("--minutes", type=float, required=True)
+    mo.add_argument("--reason", required=True)
+    mo.add_argument("--by", required=True)
+    me = mw_sub.add_parser("end")
+    me.add_argument("id", type=int)
+    mw_sub.add_parser("list")
     wi = sub.add_parser("window")
     wi.add_argument("--alert", type=int, required=True)
     rc = sub.add_parser("record-capture")
@@ -956,6 +1044,18 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"ended": args.end}))
         else:
             print(json.dumps({"window": authorise(db, args.minutes, args.reason, args.by, args.address)}))
+        return 0
+    if args.command == "maintenance":
+        try:
+            if args.action == "open":
+                print(json.dumps({"window": open_maintenance(db, args.user, args.minutes, args.reason, args.by, assets)}))
+            elif args.action == "end":
+                print(json.dumps(end_maintenance(db, args.id)))
+            else:
+                print(json.dumps(maintenance_windows(db), indent=1))
+        except (MaintenanceError, LookupError) as exc:
+            print(f"pacslab-siem: {exc}", file=sys.stderr)
+            return 2 if isinstance(exc, MaintenanceError) else 1
         return 0
     if args.command == "window":
         found = window(db, args.alert, assets)
