@@ -385,6 +385,41 @@ def test_twenty_studies_read_by_one_person_raise_bulk_access_and_nineteen_do_not
     assert set(raised[0]["events"]) == {e["id"] for e in twenty}
 
 
+@pytest.mark.control("C-PRT-01")
+def test_a_search_of_the_pacs_is_a_query_message_naming_the_person_and_what_was_asked(running_lab: Lab, plan: Plan, evidence) -> None:
+    """A person named for this run, as the proxy forwards a signed-in radiologist, searches the PACS
+    by QIDO-RS (PS3.18 10.6) for a patient id of this run: the PACS writes a Query message (PS3.15
+    A.5.3.10, EventID 110112) naming the person as the requestor, with the Study Root FIND class
+    and the search's path and query (ParticipantObjectQuery, base64), which reaches the siem. The
+    twin: the same search by an auditor (whose roles do not hold view) is refused with 403, and no
+    Query message names them (their refusal is in the siem as an access decision)."""
+    lab = running_lab
+    pacs, rp = pacs_of(lab), proxy(lab)
+    account = [rp.name, secret(plan, f"orthanc-{pacs.name}-{rp.name}")]
+    searcher, refused = f"query-{RUN}", f"noquery-{RUN}"
+    url = f"https://{pacs.name}:{pacs.service('https').port}/dicom-web/studies?PatientID=QRY{RUN}"
+    answers = basic_auth(lab, rp.name, [
+        {"url": url, "account": account, "headers": {"X-Pacslab-User": searcher, "X-Pacslab-Roles": "radiologist"}, "cert": True},
+        {"url": url, "account": account, "headers": {"X-Pacslab-User": refused, "X-Pacslab-Roles": "auditor"}, "cert": True}])
+
+    def queries(person: str) -> list[dict[str, Any]]:
+        return [e for e in siem_json(lab, "events", "--contains", f'UserID="{person}"') if e["event_type"] == "dicom-audit-query"]
+
+    found = wait_for(f"the Query message of {searcher}", lambda: queries(searcher))
+    denied = wait_for(f"the refusal of {refused}", lambda: [e for e in siem_json(lab, "events", "--contains", refused)
+                                                           if e["event_type"] == "access-decision" and e["outcome"] == "deny"])
+    time.sleep(3)  # the refusal came after the search: a Query message of it would be in the siem by now
+    evidence.update(answers=answers, query=found, refusal=denied)
+    assert [a[0] for a in answers] == [200, 403]
+    assert len(found) == 1 and (found[0]["host"], found[0]["source"], found[0]["outcome"]) == (pacs.name, "dicom-audit", "success")
+    root = ElementTree.fromstring(found[0]["message"])
+    obj = root.find("ParticipantObjectIdentification")
+    assert obj is not None and obj.get("ParticipantObjectID") == "1.2.840.10008.5.1.4.1.2.2.1"
+    asked = obj.findtext("ParticipantObjectQuery")
+    assert asked is not None and base64.b64decode(asked).decode() == f"/dicom-web/studies?PatientID=QRY{RUN}"
+    assert queries(refused) == []
+
+
 # ---------------------------------------------------------------------------------------------
 # DICOM access the PACS refuses, read from Orthanc's own log (roles/siem/files/rules/dicom-access.yml)
 

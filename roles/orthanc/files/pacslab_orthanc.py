@@ -292,6 +292,8 @@ def http_filter(uri, **request):
           study=groups.get("study"), permission=permission, verdict=verdict)
     if verdict == "allow" and permission == "download":
         accessed(person, path, groups)
+    if verdict == "allow" and method == "GET" and is_search(path):
+        searched(person, path, uri, request.get("get"))
     resource = groups.get("resource") or groups.get("study")
     if verdict == "allow" and method == "DELETE" and resource:
         doomed = _doomed(path.split("/")[1], resource)
@@ -379,6 +381,40 @@ def accessed(person, path, groups):
         return
     except Exception as exc:  # an answer without what is read: the request goes on, the event says what is missing
         event("audit-failed", message="instances_accessed", path=path, error=f"{type(exc).__name__}: {exc}")
+
+
+# QIDO-RS (PS3.18 10.6): a search is a GET of a collection of studies, series or instances, the
+# whole archive's or one study's or series' (a UID is never the path's last part).
+SEARCH_LEVELS = ("studies", "series", "instances")
+# The SOP class a Query message names (A.5.3.10 asks for the one queried): QIDO-RS has none of its
+# own; its levels are the Study Root Query/Retrieve Information Model's, whose FIND class is named.
+STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+
+
+def is_search(path):
+    """Whether ``path`` (as Orthanc routes it) is a QIDO-RS search."""
+    parts = path.split("/")[1:]
+    return len(parts) >= 2 and parts[0] == "dicom-web" and parts[-1] in SEARCH_LEVELS
+
+
+def search_text(uri, arguments):
+    """The query of a search as it was asked: its arguments (Orthanc's, when it hands them: a dict),
+    else the query string of the URI, as key=value pairs joined by "&" ("" when there is none)."""
+    if isinstance(arguments, dict):
+        return "&".join(f"{k}={v}" for k, v in sorted(arguments.items()))
+    return uri.split("?", 1)[1] if "?" in uri else ""
+
+
+def searched(person, path, uri, arguments):
+    """The Query message (PS3.15 A.5.3.10) of an allowed QIDO-RS search: the person as the issuer
+    (110153, requestor), this Orthanc as the responder (110152), the Study Root FIND class with the
+    search's path and query (ParticipantObjectQuery). Every search writes one: what was looked for is
+    the point of the record, even when nothing was found."""
+    try:
+        text = f"{path}?{search_text(uri, arguments)}".rstrip("?").encode()
+        audit_write(audit.query, audit.Participant(person, requestor=True), ME, STUDY_ROOT_FIND, text)
+    except Exception as exc:  # the request goes on; the event says what is missing
+        event("audit-failed", message="query", path=path, error=f"{type(exc).__name__}: {exc}")
 
 
 # Orthanc's resource levels (REST paths): what lies below each, and above (an ancestor left
