@@ -484,7 +484,7 @@ def cmd_maintenance(args: argparse.Namespace) -> int:
             raise Refused(EXIT_USAGE, "--reason: the change ticket or the work the window is for")
         command = ["open", "--user", person.name, "--minutes", str(args.minutes), "--reason", args.reason, "--by", getpass.getuser()]
     elif args.action == "end":
-        command = ["end", str(args.id)]
+        command = ["end", str(args.id), "--by", getpass.getuser()]
     else:
         command = ["list"]
     _require_up(lab)

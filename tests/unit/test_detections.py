@@ -357,7 +357,7 @@ def test_a_vendor_s_sign_in_is_stored_with_the_maintenance_window_that_covers_it
              _sign_in("vnd-acme", T0 + timedelta(minutes=30)), _sign_in("vnd-acme", T0 + timedelta(minutes=31)),
              _sign_in("adm-pat", T0 + timedelta(minutes=10)), _sign_in("vnd-acme", T0 + timedelta(minutes=40), verdict="Failed")]
     siem.ingest(lines, io.StringIO(), db, ASSETS)
-    assert [(e["user"], e["event_type"], e["maintenance"]) for e in siem.events(db)] == [
+    assert [(e["user"], e["event_type"], e["maintenance"]) for e in siem.events(db) if e["source"] == "sshd"] == [
         ("vnd-acme", "ssh-login-success", "outside-window"),
         ("vnd-acme", "ssh-login-success", f"window {acme}"),
         ("VND-ACME", "ssh-login-success", f"window {acme}"),
@@ -388,12 +388,21 @@ def test_an_ended_window_no_longer_covers_a_sign_in() -> None:
     db = siem.connect(Path(":memory:"))
     started = datetime.now(UTC) - timedelta(minutes=10)
     window = siem.open_maintenance(db, "vnd-acme", 60, "CHG-3", "biomed", ASSETS, start=started)
-    ended = siem.end_maintenance(db, window)
+    ended = siem.end_maintenance(db, window, "it-security")
     assert ended["id"] == window and ended["end"] <= siem.now()
     siem.ingest([_sign_in("vnd-acme", datetime.now(UTC) + timedelta(minutes=1))], io.StringIO(), db, ASSETS)
-    assert [e["maintenance"] for e in siem.events(db)] == ["outside-window"]
+    events = siem.events(db)
+    assert [(e["source"], e["event_type"], e["user"], e["outcome"], e["maintenance"]) for e in events] == [
+        ("pacslab-siem", "maintenance-window-opened", "vnd-acme", f"window {window}", None),
+        ("pacslab-siem", "maintenance-window-ended", "vnd-acme", f"window {window}", None),
+        ("sshd", "ssh-login-success", "vnd-acme", "success", "outside-window")]
+    until = started + timedelta(minutes=60)
+    stamps = [f"{t:%Y-%m-%dT%H:%M:%S}.{t.microsecond // 1000:03d}Z" for t in (started, until)]
+    assert events[0]["message"] == f"biomed opened window {window} for vnd-acme from {stamps[0]} to {stamps[1]}: CHG-3"
+    assert events[1]["message"] == f"it-security ended window {window} of vnd-acme at {ended['end']}"
     with pytest.raises(LookupError, match="no maintenance window 99"):
-        siem.end_maintenance(db, 99)
+        siem.end_maintenance(db, 99, "it-security")
+    assert len(siem.events(db)) == 3
 
 
 def _replay(rule: dict[str, Any], events: list[dict[str, Any]], step: int = 30) -> list[dict[str, Any]]:

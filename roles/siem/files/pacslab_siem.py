@@ -53,6 +53,7 @@ import http.server
 import ipaddress
 import json
 import re
+import socket
 import sqlite3
 import ssl
 import sys
@@ -724,19 +725,30 @@ def open_maintenance(db: sqlite3.Connection, user: str, minutes: float, reason: 
     if not reason.strip():
         raise MaintenanceError("a window needs a reason (the change ticket, the work)")
     begin = start or datetime.now(UTC)
-    cur = db.execute("INSERT INTO maintenance (user, starts, ends, reason, by) VALUES (?, ?, ?, ?, ?)",
-                     (user, _stamp(begin), _stamp(begin + timedelta(minutes=minutes)), reason, by))
-    return int(cur.lastrowid or 0)
+    starts, ends = _stamp(begin), _stamp(begin + timedelta(minutes=minutes))
+    cur = db.execute("INSERT INTO maintenance (user, starts, ends, reason, by) VALUES (?, ?, ?, ?, ?)", (user, starts, ends, reason, by))
+    window_id = int(cur.lastrowid or 0)
+    _own_event(db, "maintenance-window-opened", user, window_id, f"{by} opened window {window_id} for {user} from {starts} to {ends}: {reason}")
+    return window_id
 
 
-def end_maintenance(db: sqlite3.Connection, window_id: int) -> dict[str, Any]:
+def end_maintenance(db: sqlite3.Connection, window_id: int, by: str) -> dict[str, Any]:
     """Close the window now (never later than it was opened for); the window as it now is.
     LookupError when there is no such window."""
-    db.execute("UPDATE maintenance SET ends = MIN(ends, ?) WHERE id = ?", (now(), window_id))
     found = [w for w in maintenance_windows(db) if w["id"] == window_id]
     if not found:
         raise LookupError(f"no maintenance window {window_id}")
-    return found[0]
+    db.execute("UPDATE maintenance SET ends = MIN(ends, ?) WHERE id = ?", (now(), window_id))
+    ended = next(w for w in maintenance_windows(db) if w["id"] == window_id)
+    _own_event(db, "maintenance-window-ended", ended["user"], window_id, f"{by} ended window {window_id} of {ended['user']} at {ended['end']}")
+    return ended
+
+
+def _own_event(db: sqlite3.Connection, event_type: str, user: str, window_id: int, message: str) -> None:
+    """A change of a maintenance window, stored as an event of this host (source pacslab-siem):
+    who opened or ended which window, for whom, and why, beside the sign-ins it covers."""
+    store(db, {f: None for f in FIELDS} | {"time": now(), "host": socket.gethostname(), "source": "pacslab-siem",
+                                           "event_type": event_type, "user": user, "outcome": f"window {window_id}", "message": message})
 
 
 def maintenance_windows(db: sqlite3.Connection) -> list[dict[str, Any]]:
@@ -1007,6 +1019,7 @@ def main(argv: list[str] | None = None) -> int:
     mo.add_argument("--by", required=True)
     me = mw_sub.add_parser("end")
     me.add_argument("id", type=int)
+    me.add_argument("--by", required=True)
     mw_sub.add_parser("list")
     wi = sub.add_parser("window")
     wi.add_argument("--alert", type=int, required=True)
@@ -1050,7 +1063,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.action == "open":
                 print(json.dumps({"window": open_maintenance(db, args.user, args.minutes, args.reason, args.by, assets)}))
             elif args.action == "end":
-                print(json.dumps(end_maintenance(db, args.id)))
+                print(json.dumps(end_maintenance(db, args.id, args.by)))
             else:
                 print(json.dumps(maintenance_windows(db), indent=1))
         except (MaintenanceError, LookupError) as exc:
