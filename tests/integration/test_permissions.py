@@ -32,6 +32,7 @@ from pacslab.topology import Lab
 
 from .test_idp import one, secret
 from .test_rproxy import CLIENT, basic_auth, browse, pacs, proxy, store_study
+from .test_siem import siem_json, wait_for
 
 ROLES = ["radiologist", "technologist", "pacs-admin", "auditor"]
 # What each role gets, by request (the table of roles/orthanc; the proxy's routes of roles/rproxy
@@ -309,6 +310,42 @@ def test_a_technologist_stores_and_corrects_a_pacs_admin_deletes_and_no_other_ro
     deleted = [(e["level"], e["user"]) for e in logged if e["event"] == "resource-deleted"]
     assert sorted(deleted) == [("Instance", admin), ("Series", admin), ("Study", admin)]
     assert [e["resource"] for e in logged if e["event"] == "resource-deleted" and e["level"] == "Study"] == [study]
+
+
+@pytest.mark.control("C-PRT-01")
+def test_a_record_read_and_a_correction_are_instances_accessed_messages_naming_the_person(
+        running_lab: Lab, sessions: dict[str, tuple[str, dict[str, str]]], evidence) -> None:
+    """Through the proxy with the people's own sessions: the radiologist reads a study's record
+    (GET /studies/<id>: the permission table's view) and the technologist corrects its demographics
+    (the plugin's correction: modify). Each is a DICOM Instances Accessed message (PS3.15 A.5.3.6)
+    naming the person and the study, action R and action U, in the siem. The twin: the
+    radiologist's correction is refused (403) and no U message names them."""
+    lab = running_lab
+    host = pacs(lab).name
+    patient = f"PU{secrets.token_hex(3).upper()}"
+    stow = {"path": "/dicom-web/studies", "method": "POST", "headers": {"Content-Type": STOW_TYPE, "Accept": "application/dicom+json"}}
+    [stored] = as_person(lab, sessions, "technologist", [stow | {"body_base64": stow_body(patient)}])
+    [study] = im.find_study(lab, host, patient)
+    uid = im.orthanc(lab, host, f"/studies/{study}")["MainDicomTags"]["StudyInstanceUID"]
+    correct = {"path": f"/pacs/pacslab/studies/{study}/demographics", "method": "POST", "headers": {"Accept": "application/json"}}
+    read, refused = as_person(lab, sessions, "radiologist", [
+        {"path": f"/pacs/studies/{study}", "method": "GET", "headers": {"Accept": "application/json"}},
+        correct | {"body": json.dumps({"PatientSex": "M"})}])
+    [corrected] = as_person(lab, sessions, "technologist", [correct | {"body": json.dumps({"PatientSex": "F"})}])
+    radiologist, technologist = sessions["radiologist"][0], sessions["technologist"][0]
+
+    def accessed(person: str) -> list[tuple[str, str]]:
+        return sorted((e["action"], e["user"]) for e in siem_json(lab, "events", "--contains", f'UserID="{person}"')
+                      if e["event_type"] == "dicom-audit-instances-accessed" and e["study_uid"] == uid)
+
+    by_technologist = wait_for("the correction's U message", lambda: [a for a in accessed(technologist) if a[0] == "U"])
+    by_radiologist = wait_for("the record read's R message", lambda: accessed(radiologist))
+    im.wait_for("the correction's copy", lambda: [s for s in im.find_study(lab, host, patient) if s != study], timeout=60, every=1)
+    evidence.update(answers=[stored["status"], read["status"], refused["status"], corrected["status"]],
+                    technologist=by_technologist, radiologist=accessed(radiologist))
+    assert [stored["status"], read["status"], refused["status"], corrected["status"]] == [200, 200, 403, 200]
+    assert by_technologist == [("U", technologist)]
+    assert by_radiologist == [("R", radiologist)] and accessed(radiologist) == [("R", radiologist)]
 
 
 @pytest.mark.control("C-DAT-03")

@@ -164,11 +164,11 @@ def _record(program: str, msg: str, peer: str = "10.77.70.10") -> dict[str, Any]
                     '<ParticipantObjectIdentification ParticipantObjectID="P1" ParticipantObjectTypeCode="1" ParticipantObjectTypeCodeRole="1">'
                     '<ParticipantObjectIDTypeCode csd-code="2" codeSystemName="RFC-3881" originalText="Patient Number" />'
                     '</ParticipantObjectIdentification></AuditMessage>',
-     {"event_type": "dicom-audit-instances-transferred", "user": "CT01", "src_ip": "10.77.20.10", "calling_ae": "CT01",
+     {"event_type": "dicom-audit-instances-transferred", "action": "C", "user": "CT01", "src_ip": "10.77.20.10", "calling_ae": "CT01",
       "study_uid": "1.2.3", "patient_id": "P1", "outcome": "success"}),
     ("dicom-audit", '<AuditMessage><EventIdentification EventActionCode="D" EventOutcomeIndicator="8"><EventID csd-code="110105" />'
                     '</EventIdentification><ActiveParticipant UserID="pacslab-admin" UserIsRequestor="true" /></AuditMessage>',
-     {"event_type": "dicom-audit-study-deleted", "user": "pacslab-admin", "src_ip": None, "outcome": "serious-failure"}),
+     {"event_type": "dicom-audit-study-deleted", "action": "D", "user": "pacslab-admin", "src_ip": None, "outcome": "serious-failure"}),
     # a Security Alert (A.5.3.11) as the PACS writes it for a refused object: the PACS reports it, the event is about the sender
     ("dicom-audit", '<AuditMessage><EventIdentification EventActionCode="E" EventOutcomeIndicator="4"><EventID csd-code="110113" />'
                     '<EventTypeCode csd-code="110132" /></EventIdentification><ActiveParticipant UserID="orthanc@pacs" UserIsRequestor="false" '

@@ -256,6 +256,16 @@ def _account(headers):
         return ""
 
 
+def _who(headers):
+    """(account, person, roles) of a request (``headers`` with lower-case names): a proxy's account
+    names the person and their roles in its headers; any other account is the person itself, with
+    no role."""
+    account = _account(headers)
+    if account not in PROXIES:
+        return account, account, []
+    return account, headers.get(USER_HEADER, ""), sorted(r for r in headers.get(ROLES_HEADER, "").split(",") if r)
+
+
 def decide(method, path, account, person, roles):
     """(verdict, permission, match): the first rule whose methods and whole path match names the
     permission the request needs; the service accounts hold every permission, a proxy's person the
@@ -281,16 +291,13 @@ def http_filter(uri, **request):
     method = METHODS.get(request.get("method"), str(request.get("method")))
     # the path as Orthanc routes it: its components, without empty ones (a trailing slash)
     path = "/" + "/".join(c for c in uri.split("?", 1)[0].split("/") if c)
-    account = _account(headers)
-    proxied = account in PROXIES
-    person = headers.get(USER_HEADER, "") if proxied else account
-    roles = sorted(r for r in headers.get(ROLES_HEADER, "").split(",") if r) if proxied else []
+    account, person, roles = _who(headers)
     verdict, permission, match = decide(method, path, account, person, roles)
     groups = match.groupdict() if match else {}
     # (no address: every request reaches Orthanc from its HTTPS front on loopback; the proxy logs the person's)
     event("access-decision", user=person, roles=roles, account=account, method=method, path=path,
           study=groups.get("study"), permission=permission, verdict=verdict)
-    if verdict == "allow" and permission == "download":
+    if verdict == "allow" and permission in ("download", "view") and not is_search(path):
         accessed(person, path, groups)
     if verdict == "allow" and method == "GET" and is_search(path):
         searched(person, path, uri, request.get("get"))
@@ -345,26 +352,35 @@ ACCESS_WINDOW = 300  # seconds: a person's reads of one study within them are on
 _accessed = {}  # (person, Orthanc study id) -> when its message was written
 
 
+# The viewer's paths: what the resource group of each names (web-viewer/series/<id>,
+# web-viewer/instances/<compression>-<instance>_<frame>)
+VIEWER_LEVELS = {"series": "series", "is-stable-series": "series", "instances": "instances"}
+
+
 def _read_target(path, groups):
-    """(level, Orthanc id) of what an allowed download reads, or None: DICOMweb names a study by its
-    Study Instance UID, the viewer an image by its instance, Orthanc's REST API by the path's first
-    two parts (/studies/<id>/archive, /instances/<id>/file, ...)."""
+    """(level, Orthanc id) of what an allowed read reads, or None when it names no one resource (a
+    list, a search, a tool): DICOMweb names a study by its Study Instance UID, the viewer a series or
+    an image, Orthanc's REST API a resource by the path's first two parts (/studies/<id>,
+    /series/<id>/shared-tags, /instances/<id>/file, ...)."""
     parts = path.split("/")[1:]
     if parts[0] == "dicom-web":
         uid = groups.get("study")
         found = [r["ID"] for r in json.loads(orthanc.RestApiPost("/tools/lookup", uid)) if r.get("Type") == "Study"] if uid else []
         return ("studies", found[0]) if found else None
     if parts[0] == "web-viewer":
-        return ("instances", groups["resource"]) if groups.get("resource") else None
+        level = VIEWER_LEVELS.get(parts[1]) if len(parts) > 1 else None
+        return (level, groups["resource"]) if level and groups.get("resource") else None
     return (parts[0], parts[1]) if parts[0] in BELOW and len(parts) > 1 else None
 
 
 def accessed(person, path, groups):
-    """The DICOM Instances Accessed message (PS3.15 A.5.3.6, action R: read) of an allowed download
-    (the permission table's `download`: files, frames, rendered images, archives): the person as
-    requestor, this Orthanc as the process, the study read and its patient. One message per person
-    and study within ACCESS_WINDOW (a viewer asks for each image of a study). The filter runs
-    before Orthanc answers: a resource that does not exist names no study, and writes nothing."""
+    """The DICOM Instances Accessed message (PS3.15 A.5.3.6, action R: read) of an allowed read of
+    one resource: the permission table's `download` (files, frames, rendered images, archives) and
+    `view` (a study's, series' or instance's record, tags and metadata, the viewer's series; not a
+    search, which is a Query message, nor a list): the person as requestor, this Orthanc as the
+    process, the study read and its patient. One message per person and study within
+    ACCESS_WINDOW (a viewer asks for each image of a study). The filter runs before Orthanc
+    answers: a resource that does not exist names no study, and writes nothing."""
     try:
         target = _read_target(path, groups)
         ids = _study_ids(*target) if target else []
@@ -569,7 +585,21 @@ def on_demographics(output, uri, **request):
     body = json.dumps({"Replace": changes, "KeepSource": True, "Asynchronous": True})
     job = json.loads(orthanc.RestApiPost(f"/studies/{study}/modify", body))["ID"]
     event("demographics-correction", study=study, job=job, tags=sorted(changes))
+    corrected(request, study)
     output.AnswerBuffer(json.dumps({"job": job}), "application/json")
+
+
+def corrected(request, study_id):
+    """The DICOM Instances Accessed message (PS3.15 A.5.3.6, action U: update) of a demographic
+    correction the PACS took: the person who asked (the proxy's account names them) as requestor,
+    this Orthanc as the process, the study corrected (the source of the corrected copy, kept) and
+    its patient as they were. Every correction writes one."""
+    try:
+        _, person, _ = _who({k.lower(): v for k, v in (request.get("headers") or {}).items()})
+        study, patient = _study_record(study_id)
+        audit_write(audit.instances_accessed, "U", [audit.Participant(person, requestor=True), ME], [study], patient)
+    except Exception as exc:  # the correction goes on; the event says what is missing
+        event("audit-failed", message="instances_accessed", study=study_id, error=f"{type(exc).__name__}: {exc}")
 
 
 orthanc.RegisterIncomingCStoreInstanceFilter(incoming_cstore)

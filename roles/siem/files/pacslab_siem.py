@@ -42,7 +42,8 @@ IDS rule that raised an alert: its sid and its msg); and, from the lab definitio
 host that has src_ip, planned or deployed; none: no host has it) and src_zone (the lab zone whose
 subnet holds src_ip; none: outside every zone); and maintenance, on a vendor's sign-in only (a
 person whose roles hold "vendor", assets.json "vendors"): "window N" for the maintenance window
-open for that vendor at the sign-in's time, else "outside-window".
+open for that vendor at the sign-in's time, else "outside-window"; and action, on a DICOM audit
+message only: its EventActionCode (C, R, U, D or E: A.5.1).
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ ASSETS = Path("/etc/pacslab/siem/assets.json")
 
 FIELDS = ("time", "host", "sender_host", "source", "event_type", "user", "src_ip", "src_port", "dst_ip", "dst_port", "proto",
           "calling_ae", "called_ae", "patient_id", "study_uid", "outcome", "message", "src_host", "src_zone", "signature_id", "signature",
-          "maintenance")
+          "maintenance", "action")
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS events (
@@ -351,7 +352,7 @@ def _dicom_audit(msg: str) -> dict[str, Any]:
     who = next((p for p in people if p.get("UserIsRequestor") in ("true", "1")), people[0] if people else None)  # xsd:boolean
     if code == "110113" and len(people) > 1:  # a Security Alert's first participant reports it: the event is about who performed it
         who = people[1]
-    found: dict[str, Any] = {"event_type": DICOM_AUDIT_EVENTS.get(code, f"dicom-audit-{code}"),
+    found: dict[str, Any] = {"event_type": DICOM_AUDIT_EVENTS.get(code, f"dicom-audit-{code}"), "action": ident.get("EventActionCode"),
                              "outcome": OUTCOMES.get(ident.get("EventOutcomeIndicator", ""), ident.get("EventOutcomeIndicator"))}
     if who is not None:
         found["user"] = who.get("UserID")
