@@ -47,13 +47,15 @@ def test_a_capture_margin_outside_0_to_a_day_is_refused_before_the_lab_is_asked(
     (["open", "vnd-acme", "--minutes", "10081"], "--minutes 10081: more than 0 and at most 10080 (a week)"),
     (["open", "vnd-acme", "--reason", " "], "--reason: the change ticket or the work the window is for"),
 ], ids=["not-a-vendor", "no-person", "expired-vendor", "nan", "zero", "over-a-week", "no-reason"])
-def test_a_maintenance_window_that_is_no_window_is_refused_before_the_siem_is_asked(args: list[str], said: str) -> None:
+def test_a_maintenance_window_that_is_no_window_is_refused_before_the_siem_is_asked(args: list[str], said: str, monkeypatch,
+                                                                                  capsys) -> None:
     """C-DET-08: the reference lab's people (people.yml); DOCKER_HOST names no engine, so a
     refusal that came after asking the siem would say so instead."""
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/pacslab-no-engine.sock")
     defaults = {"--minutes": "60", "--reason": "CHG-1 CT firmware"}
     extra = [a for k, v in defaults.items() if k not in args for a in (k, v)]
-    proc = run("maintenance", *args, *extra, env={"DOCKER_HOST": "unix:///nonexistent/pacslab-no-engine.sock"})
-    assert (proc.returncode, proc.stderr.strip()) == (cli.EXIT_USAGE, f"pacslab: {said}")
+    code = cli.main(["maintenance", *args, *extra])
+    assert (code, capsys.readouterr().err.strip()) == (cli.EXIT_USAGE, f"pacslab: {said}")
 
 
 def test_the_cli_and_the_siem_bound_a_maintenance_window_alike() -> None:
