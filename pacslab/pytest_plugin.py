@@ -46,7 +46,10 @@ def _place(item: pytest.Item) -> int:
     marker = item.get_closest_marker("lifecycle")
     if marker is None:
         return 1
-    return LIFECYCLE_PLACES[marker.args[0] if marker.args else marker.kwargs.get("place")]
+    place = marker.args[0] if marker.args else marker.kwargs.get("place")
+    if place not in LIFECYCLE_PLACES:
+        raise pytest.UsageError(f"{item.nodeid}: lifecycle place {place!r}: 'first', 'last' or none")
+    return LIFECYCLE_PLACES[place]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -96,3 +96,10 @@ def test_lifecycle_checks_run_around_the_steady_ones_in_their_place(pytester: py
     collected = [line.split("::")[1] for line in result.outlines if "::" in line]
     assert collected == ["test_a_cold_up", "test_a_converge_twice", "test_b_steady", "test_b_steady_too", "test_c_steady",
                          "test_a_restart", "test_c_revoke", "test_a_down"]
+
+
+def test_a_lifecycle_place_that_is_none_of_them_is_named(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_x="import pytest\n\n@pytest.mark.lifecycle('firts')\ndef test_a(): pass\n")
+    result = pytester.runpytest("-p", "pacslab.pytest_plugin", "--collect-only", "-q")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "test_x.py::test_a: lifecycle place 'firts': 'first', 'last' or none" in result.stderr.str()
