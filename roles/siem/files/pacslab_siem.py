@@ -187,7 +187,7 @@ def normalise(record: dict[str, Any], assets: dict[str, Any]) -> dict[str, Any]:
             event.update(event_type="ssh-invalid-user", outcome="failure", user=m["user"], src_ip=m["ip"], src_port=m["port"],
                          proto="tcp", dst_ip=peer)
     elif ((source in ORTHANC_PROGRAMS and sender.get("image") != "orthanc") or (source in FW_PROGRAMS and sender.get("image") != "fw")
-          or (source in SENSOR_PROGRAMS and sender.get("image") != "sensor")):
+          or (source in SENSOR_PROGRAMS and sender.get("image") != "sensor") or (source in SCANNER_PROGRAMS and sender.get("image") != "scanner")):
         event.update(event_type="forged-source")  # e.g. `logger -t orthanc-events` in a vendor's shell on the bastion
     elif source == "fw-drops":
         event.update(_fw_drop(msg))
@@ -201,6 +201,8 @@ def normalise(record: dict[str, Any], assets: dict[str, Any]) -> dict[str, Any]:
         event.update(_dicom_audit(msg))
     elif source == "suricata":
         event.update(_eve(msg))
+    elif source == "discovery":
+        event.update(_discovery(msg))
     elif source == "tlog":
         try:
             data = json.loads(msg)
@@ -403,6 +405,55 @@ def _eve(msg: str) -> dict[str, Any]:
     else:
         found["outcome"] = detail.get("event")
     return found
+
+
+# The scanner's sweeps (roles/scanner, files/pacslab_discovery.py), read only from a host whose image
+# is the scanner's: each address that answered (discovered-address: the address as src_ip, nmap's
+# reason as the outcome; the siem adds the host and zone the lab definition gives the address, no
+# host for a device nobody registered) and each zone's end of a sweep (discovery-sweep, "finished"
+# with the zone's addresses in the message, or "failed" with nmap's word). The time is the scanner's.
+SCANNER_PROGRAMS = ("discovery",)
+DISCOVERY_KINDS = {"host-up": "discovered-address", "sweep-finished": "discovery-sweep", "sweep-failed": "discovery-sweep"}
+
+
+def _discovery(msg: str) -> dict[str, Any]:
+    try:
+        data = json.loads(msg)
+    except ValueError:
+        return {}
+    if not isinstance(data, dict) or data.get("event") not in DISCOVERY_KINDS:
+        return {}
+    found: dict[str, Any] = {"event_type": DISCOVERY_KINDS[data["event"]]}
+    if isinstance(data.get("time"), str):
+        found["time"] = _utc(data["time"])
+    if data["event"] == "host-up":
+        found.update(src_ip=str(data.get("address") or "") or None, outcome=data.get("reason"))
+    else:
+        found["outcome"] = "finished" if data["event"] == "sweep-finished" else "failed"
+    return found
+
+
+def discovery(db: sqlite3.Connection) -> dict[str, Any]:
+    """What the scanner's newest sweeps found (C-AST-01): {"zones": {zone: {round, started,
+    finished, subnet, exclude [addresses not tried], up [addresses], nmap, scanner}}, "failed": the newest failed sweep {round,
+    time, zones, error, scanner} or None}. Read from the newest 1,000 sweep records."""
+    zones: dict[str, Any] = {}
+    failed = None
+    rows = db.execute("SELECT host, message FROM events WHERE event_type = 'discovery-sweep' AND source = 'discovery' ORDER BY id DESC LIMIT 1000")
+    for host, message in rows:
+        try:
+            data = json.loads(message)
+        except ValueError:
+            continue
+        if not isinstance(data, dict):
+            continue
+        if data.get("event") == "sweep-failed" and failed is None:
+            failed = {k: data.get(k) for k in ("round", "time", "zones", "error")} | {"scanner": host}
+        elif data.get("event") == "sweep-finished" and isinstance(data.get("zone"), str) and data["zone"] not in zones:
+            zones[data["zone"]] = {"round": data.get("round"), "started": data.get("started"), "finished": data.get("time"),
+                                   "subnet": data.get("subnet"), "exclude": [str(a) for a in data.get("exclude") or []],
+                                   "up": [str(a) for a in data.get("up") or []], "nmap": data.get("nmap"), "scanner": host}
+    return {"zones": zones, "failed": failed}
 
 
 def _utc(stamp: str) -> str:
@@ -1022,6 +1073,7 @@ def main(argv: list[str] | None = None) -> int:
     me.add_argument("id", type=int)
     me.add_argument("--by", required=True)
     mw_sub.add_parser("list")
+    sub.add_parser("discovery", help="what the scanner's newest sweep of each zone found (JSON)")
     wi = sub.add_parser("window")
     wi.add_argument("--alert", type=int, required=True)
     rc = sub.add_parser("record-capture")
@@ -1070,6 +1122,9 @@ def main(argv: list[str] | None = None) -> int:
         except (MaintenanceError, LookupError) as exc:
             print(f"pacslab-siem: {exc}", file=sys.stderr)
             return 2 if isinstance(exc, MaintenanceError) else 1
+        return 0
+    if args.command == "discovery":
+        print(json.dumps(discovery(db), indent=1))
         return 0
     if args.command == "window":
         found = window(db, args.alert, assets)
