@@ -37,7 +37,7 @@ from . import doctor as doctor_mod
 from . import people
 from .docker import DockerUnavailable, docker, engine_version, lab_objects
 from .engine import EngineHostError, RunResult, ansible_playbook, engine_host_vars, host_chains, last_converged, run_playbook
-from .plan import DIRECTORIES, SIEM_USER, SIEMS, Plan, build_plan, state_dir
+from .plan import DIRECTORIES, SCANNERS, SIEM_USER, SIEMS, Plan, build_plan, state_dir
 from .topology import REPO_ROOT, Lab, LabDefinitionError, load_lab
 
 EXIT_OK = 0
@@ -428,6 +428,44 @@ def cmd_siem(args: argparse.Namespace) -> int:
     if not rows:
         print(f"(no {args.verb} on {', '.join(siems)})")
     return EXIT_OK
+
+
+def cmd_discovery(args: argparse.Namespace) -> int:
+    """`discovery`: what the scanner's newest sweep of each zone found, reconciled both ways with the
+    lab definition (pacslab.discovery, C-AST-01): exit 0 when every swept zone holds exactly its
+    deployed hosts, EXIT_CHECKS_FAILED when an address is unknown or a host missing."""
+    from . import discovery
+
+    lab = _load(args.lab)
+    siems = [h.name for h in lab.deployed_hosts() if SIEMS in h.groups]
+    if not siems or not any(SCANNERS in h.groups for h in lab.deployed_hosts()):
+        raise Refused(EXIT_USAGE, f"lab {lab.name!r} deploys no scanner (group {SCANNERS}) or no siem (group {SIEMS}): nothing sweeps its zones")
+    _require_up(lab)
+    sweeps: dict[str, Any] = {}
+    failed = []
+    for siem in siems:
+        proc = docker("exec", "-u", SIEM_USER, lab.container_name(siem), "pacslab-siem", "discovery", check=False, timeout=60)
+        if proc.returncode != 0:
+            said = (proc.stderr or proc.stdout).strip()[-300:]
+            raise Refused(EXIT_PHASE_FAILED, f"{siem}: pacslab-siem discovery exited {proc.returncode} ({said})")
+        found = json.loads(proc.stdout)
+        for zone, sweep in found["zones"].items():  # the newest sweep of a zone, whichever siem holds it
+            if zone not in sweeps or str(sweep["finished"]) > str(sweeps[zone]["finished"]):
+                sweeps[zone] = sweep
+        failed += [found["failed"] | {"siem": siem}] if found["failed"] else []
+    rows = discovery.reconcile(lab, sweeps)
+    if args.json:
+        print(json.dumps({"zones": rows, "failed": failed}, indent=1))
+    else:
+        _print_table([("zone", "subnet", "swept", "hosts", "unknown", "missing")]
+                     + [(r["zone"], r["subnet"], r["finished"] or "no", str(len(r["expected"])) if r["swept"] else "-",
+                         ",".join(r["unknown"]) or "-", ",".join(m["host"] for m in r["missing"]) or "-") for r in rows])
+        not_swept = [r["zone"] for r in rows if not r["swept"]]
+        if not_swept:
+            print(f"not swept: {', '.join(not_swept)}: {discovery.NOT_SWEPT}")
+        for f in failed:
+            print(f"newest failed sweep ({f['siem']}): {f['time']}: {f['error']}")
+    return EXIT_CHECKS_FAILED if any(r["unknown"] or r["missing"] for r in rows) else EXIT_OK
 
 
 def cmd_quarantine(args: argparse.Namespace) -> int:
@@ -966,6 +1004,10 @@ def build_parser() -> argparse.ArgumentParser:
         p = verb(name, helptext)
         p.add_argument("--json", action="store_true", help="machine-readable output")
         p.set_defaults(func=cmd_siem)
+    p = verb("discovery", "asset discovery: what the scanner's newest sweeps found, reconciled both ways with the lab definition "
+             f"(exit {EXIT_CHECKS_FAILED} when an address is unknown or a host missing)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_discovery)
     p = verb("quarantine", "containment: put a host in the fw's quarantine (it keeps the security zone only); no HOST: list them")
     p.add_argument("host", nargs="?", help="the lab host (see `pacslab status`)")
     p.add_argument("--reason", help="why, for the fw's response log (default: by hand)")

@@ -322,6 +322,7 @@ PEOPLE_READERS = frozenset({"directories", "idp_servers"})
 # The group that holds the people's passwords (what `pacslab users` needs deployed for a login).
 DIRECTORIES = "directories"
 SIEMS = "siem_servers"
+SCANNERS = "scanners"  # the hosts whose sweeps discover the lab's devices (roles/scanner, pacslab.discovery)
 SIEM_USER = "pacslab-siem"  # roles/siem siem_user: who reads and writes the store
 # The lab-definition keys in which a host names its DICOM peers (pacslab.topology checks them).
 PEER_KEYS = ("orthanc_peers", "dicom_node_peers")

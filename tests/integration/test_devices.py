@@ -1,28 +1,36 @@
-"""Devices seen by the fw that the lab definition does not expect there (issue 13,
-roles/siem/files/rules/devices.yml): unknown-device (C-AST-01) and device-anomaly (C-DET-05).
+"""Devices seen by the fw or found by the scanner that the lab definition does not expect there
+(issue 13, roles/siem/files/rules/devices.yml): unknown-device (C-AST-01) and device-anomaly (C-DET-05).
 
 The fw logs every packet it drops; the siem enriches each with the host that has its source
 address and the zone whose subnet holds it. A rogue container plugged into the modality zone at an
 address no host has raises unknown-device; the CT trying the VNA raises device-anomaly about it
 and no unknown-device; a workstation doing the same raises neither (its zone is not a modality's).
+A rogue that stays silent is found only by the scanner's sweeps (roles/scanner), which
+`pacslab discovery` also reconciles with the lab definition both ways.
 Markers: this run's source ports, and the rogue's address and name.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from pacslab import discovery
 from pacslab.docker import docker
 from pacslab.plan import LABEL_LAB, LABEL_ROLE, Plan
 from pacslab.probes import portscan
 from pacslab.topology import Host, Lab
 
-from .test_response import modalities, scanner, vna
-from .test_siem import siem_json, wait_for
+from .test_response import modalities, scanner, vna, wait
+from .test_siem import WAIT, siem_json, wait_for
 
 RUN = secrets.token_hex(3)
 BASE = 22000 + secrets.randbelow(90) * 100  # source ports of this run, below the ephemeral range (32768-60999)
@@ -100,3 +108,111 @@ def test_the_ct_trying_the_vna_raises_device_anomaly_and_not_unknown_device(runn
     assert alerts_holding(lab, "unknown-device", ct_drop["id"]) == []
     assert alerts_holding(lab, "device-anomaly", ws_drop["id"]) == []
     assert alerts_holding(lab, "unknown-device", ws_drop["id"]) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Active discovery (C-AST-01, C-DET-04): the scanner's sweeps (roles/scanner) reconciled with the lab
+# definition by the siem (unknown-device) and by `pacslab discovery` (pacslab.discovery)
+
+FOUND_WITHIN = 60  # seconds from a device's appearance to its unknown-device alert (C-AST-01's budget)
+
+
+def scanning(lab: Lab) -> Host:
+    found = [h for h in lab.deployed_hosts() if "scanners" in h.groups]
+    if not found:
+        pytest.skip(f"lab {lab.name!r} deploys no scanner")
+    return found[0]
+
+
+def swept_zones(lab: Lab) -> set[str]:
+    """The scanner's own zone and each zone a flow opens to it on any port (F12, F12b)."""
+    scanner_host = scanning(lab)
+    return {str(scanner_host.zone)} | {f.dest.name for f in lab.flows if f.ports is None and f.dest.kind == "zone"
+                                       and any(s.name == scanner_host.name for s in f.sources)}
+
+
+@pytest.fixture
+def routed_rogue(running_lab: Lab, plan: Plan, rogue: tuple[str, str]) -> tuple[str, str]:
+    """The rogue with the fw as its default route, as a device set up for its zone (a DHCP lease
+    would give it that) has: it answers what reaches it from another zone. The route is set from
+    outside (a helper in its network namespace with NET_ADMIN, as roles/lab_provision does), the
+    rogue holds no capability. A device with no route out of its zone answers no sweep from
+    another zone: only a sweep inside the zone would find it (not built, README)."""
+    name, address = rogue
+    router = running_lab.zones[modality(running_lab).zone].router
+    docker("run", "--rm", "--network", f"container:{name}", "--cap-add", "NET_ADMIN", plan.tools_image,
+           "ip", "route", "replace", "default", "via", str(router))
+    return name, address
+
+
+def discovered(lab: Lab, address: str) -> list[dict[str, Any]]:
+    return [e for e in siem_json(lab, "events", "--contains", f'"address": "{address}"')
+            if e["source"] == "discovery" and e["event_type"] == "discovered-address" and e["src_ip"] == address]
+
+
+def reconciliation(lab: Lab) -> tuple[int, dict[str, Any]]:
+    proc = subprocess.run([sys.executable, "-m", "pacslab.cli", "discovery", "--json", "--lab", str(lab.path)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    return proc.returncode, json.loads(proc.stdout) if proc.stdout.strip() else {"stderr": proc.stderr}
+
+
+@pytest.mark.control("C-AST-01")
+def test_a_silent_rogue_device_is_found_by_the_scanner_and_raises_unknown_device(running_lab: Lab, routed_rogue: tuple[str, str],
+                                                                                 evidence) -> None:
+    """The rogue sends nothing, so the fw never sees it: only a sweep can find it. Its address
+    answers the scanner's ping; the siem stores it with no host and the modality zone and raises
+    unknown-device (high) about it within 60 s; `pacslab discovery` lists it as unknown in that zone
+    (exit 5). The CT, which answers the same sweeps, is stored as itself and no unknown-device holds it."""
+    lab = running_lab
+    scanning(lab)
+    _, address = routed_rogue
+    zone = modality(lab).zone
+    started, since = time.monotonic(), datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    found = wait(f"the sweep's record of {address}", FOUND_WITHIN, lambda: [e for e in discovered(lab, address) if e["time"] >= since])[0]
+    alert = wait("unknown-device about the silent rogue", FOUND_WITHIN - (time.monotonic() - started),
+                 lambda: alerts_holding(lab, "unknown-device", found["id"]))[0]
+    ct = modality(lab)
+    ct_found = discovered(lab, str(ct.address))[-1]
+
+    def listed() -> tuple[int, dict[str, Any]] | None:
+        rc, record = reconciliation(lab)
+        return (rc, record) if any(address in z["unknown"] for z in record.get("zones", [])) else None
+
+    rc, record = wait("the rogue in `pacslab discovery`", WAIT, listed)
+    row = next(r for r in record["zones"] if r["zone"] == zone)
+    evidence.update(rogue=address, found={k: found[k] for k in ("id", "outcome", "src_host", "src_zone")}, alert=alert, reconciled=row)
+    assert (found["outcome"], found["src_host"], found["src_zone"]) == ("echo-reply", None, zone)
+    assert (alert["severity"], alert["entities"]) == ("high", {"src_ip": address, "src_zone": zone})
+    assert [e for e in siem_json(lab, "events", "--contains", f'"src_ip": "{address}"') if e["event_type"] == "fw-drop" and e["time"] >= since] == []
+    assert (ct_found["src_host"], ct_found["src_zone"]) == (ct.name, zone)
+    assert alerts_holding(lab, "unknown-device", ct_found["id"]) == []
+    assert rc == 5 and address in row["unknown"] and row["missing"] == []
+
+
+@pytest.mark.control("C-AST-01")
+@pytest.mark.control("C-DET-04")
+def test_the_sweeps_find_exactly_the_deployed_hosts_of_each_zone_they_cover(running_lab: Lab, evidence) -> None:
+    """A sweep that began after this check did, in every zone the scanner may reach: every deployed
+    host of the zone answered (none missing) and no other address did, but the zone's probe address
+    (the segmentation check's stand-in, which may run meanwhile). The zones it may not reach are
+    listed as not swept, with the reason."""
+    lab = running_lab
+    since = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+    def fresh() -> dict[str, Any] | None:
+        rc, record = reconciliation(lab)
+        rows = {r["zone"]: r for r in record.get("zones", [])}
+        return record if all(rows[z]["swept"] and rows[z]["finished"] > since for z in swept_zones(lab)) else None
+
+    record = wait("a sweep of every zone the scanner may reach", FOUND_WITHIN, fresh)
+    rows = {r["zone"]: r for r in record["zones"]}
+    evidence.update(swept=sorted(swept_zones(lab)), rows={z: {k: r[k] for k in ("finished", "unknown", "missing")} for z, r in rows.items()})
+    assert {z for z, r in rows.items() if r["swept"]} == swept_zones(lab)
+    for zone in swept_zones(lab):
+        assert rows[zone]["missing"] == [], zone
+        assert set(rows[zone]["unknown"]) <= {str(lab.zones[zone].probe)}, zone
+        fw = {str(lab.zones[zone].router): lab.router.name} if zone == scanning(lab).zone else {}  # behind the fw, its address is not tried
+        assert rows[zone]["expected"] == {str(h.address): h.name for h in lab.deployed_hosts() if h.zone == zone} | fw, zone
+    for zone in set(lab.zones) - swept_zones(lab):
+        assert (rows[zone]["finished"], rows[zone]["reason"]) == (None, discovery.NOT_SWEPT)
+    assert record["failed"] == []

@@ -1,0 +1,142 @@
+"""Active discovery (C-AST-01, C-DET-04), offline: the scanner's program (roles/scanner/files/
+pacslab_discovery.py) reading a report nmap 7.93 wrote on the lab (tests/unit/discovery/nmap-sweep.xml)
+and choosing its targets; the siem reading the scanner's lines and keeping each zone's newest
+sweep (roles/siem/files/pacslab_siem.py); and pacslab.discovery's reconciliation with the
+reference lab definition. The live sweeps are tests/integration/test_devices.py."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pacslab import discovery
+from pacslab.topology import REPO_ROOT, load_lab
+
+from .test_detections import ASSETS, siem
+
+HERE = Path(__file__).parent
+_spec = importlib.util.spec_from_file_location("pacslab_discovery", REPO_ROOT / "roles" / "scanner" / "files" / "pacslab_discovery.py")
+assert _spec and _spec.loader
+program = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(program)
+
+SCANNER = {"host": "scanner", "zone": "security", "owner": "it-security", "criticality": "medium", "address": "10.77.50.12", "image": "scanner"}
+SCANNER_ASSETS = ASSETS | {"addresses": ASSETS["addresses"] | {"10.77.50.12": SCANNER}}
+
+
+def test_the_targets_are_every_host_address_but_the_excluded() -> None:
+    found = program.targets([{"name": "security", "subnet": "10.77.50.0/24", "exclude": ["10.77.50.1"]},
+                             {"name": "datacenter", "subnet": "10.77.40.0/30", "exclude": []}])
+    assert len(found) == 253 + 2
+    assert (found[0], found[252], found[253:]) == ("10.77.50.2", "10.77.50.254", ["10.77.40.1", "10.77.40.2"])
+    assert "10.77.50.1" not in found and "10.77.50.0" not in found and "10.77.50.255" not in found
+
+
+def test_a_report_of_nmap_7_93_gives_the_addresses_that_answered() -> None:
+    version, up = program.read_report((HERE / "discovery" / "nmap-sweep.xml").read_text())
+    assert version == "7.93"
+    assert up == [
+        {"address": "10.77.50.10", "mac": "02:42:0A:4D:32:0A", "reason": "arp-response"},
+        {"address": "10.77.50.254", "mac": "02:42:0A:4D:32:FE", "reason": "arp-response"},
+        {"address": "10.77.50.12", "mac": None, "reason": "localhost-response"},
+        {"address": "10.77.40.10", "mac": None, "reason": "echo-reply"},
+        {"address": "10.77.30.11", "mac": None, "reason": "echo-reply"},
+    ]  # 10.77.40.99 (no container) did not answer
+
+
+def test_an_unfinished_report_is_refused() -> None:
+    whole = (HERE / "discovery" / "nmap-sweep.xml").read_text()
+    with pytest.raises(ValueError, match="not a finished nmap run"):
+        program.read_report(whole.replace(whole[whole.index("<runstats>"):whole.index("</runstats>") + 11], ""))
+
+
+@pytest.mark.parametrize(("config", "reason"), [
+    ({"interval": 30, "timeout": 120, "results": "/x", "zones": []}, "zones: a list of at least one"),
+    ({"interval": 0, "timeout": 120, "results": "/x", "zones": [{"name": "a", "subnet": "10.0.0.0/24"}]}, "interval: seconds"),
+    ({"interval": 30, "timeout": 120, "zones": [{"name": "a", "subnet": "10.0.0.0/24"}]}, "results: the path"),
+    ({"interval": 30, "timeout": 120, "results": "/x", "zones": [{"name": "a", "subnet": "10.0.0.0/33"}]}, "10.0.0.0/33"),
+])
+def test_a_config_that_cannot_be_used_is_refused_with_its_reason(tmp_path: Path, capsys: Any, config: dict[str, Any], reason: str) -> None:
+    path = tmp_path / "discovery.json"
+    path.write_text(json.dumps(config))
+    assert program.main([str(path), "--once"]) == 2
+    assert reason in capsys.readouterr().err
+
+
+def _record(line: dict[str, Any], peer: str = "10.77.50.12") -> dict[str, Any]:
+    return {"time": "2026-12-03T04:00:00.500Z", "fromhost_ip": peer, "hostname": "scanner", "programname": "discovery", "msg": json.dumps(line)}
+
+
+@pytest.mark.parametrize(("line", "expected"), [
+    ({"event": "host-up", "round": 1, "time": "2026-12-03T04:00:00.123Z", "zone": "modality", "address": "10.77.30.200", "mac": None,
+      "reason": "echo-reply"},
+     {"event_type": "discovered-address", "src_ip": "10.77.30.200", "src_host": None, "src_zone": "modality", "outcome": "echo-reply",
+      "time": "2026-12-03T04:00:00.123Z", "host": "scanner"}),
+    ({"event": "host-up", "round": 1, "time": "2026-12-03T04:00:00.123Z", "zone": "security", "address": "10.77.50.10",
+      "mac": "02:42:0A:4D:32:0A", "reason": "arp-response"},
+     {"event_type": "discovered-address", "src_ip": "10.77.50.10", "src_host": "siem", "src_zone": "security", "outcome": "arp-response"}),
+    ({"event": "sweep-finished", "round": 1, "time": "2026-12-03T04:00:01.000Z", "zone": "modality", "up": ["10.77.30.10"]},
+     {"event_type": "discovery-sweep", "outcome": "finished", "src_ip": None}),
+    ({"event": "sweep-failed", "round": 2, "time": "2026-12-03T04:00:31.000Z", "zones": ["modality"], "error": "nmap exited 1: x"},
+     {"event_type": "discovery-sweep", "outcome": "failed"}),
+    ({"event": "port-open", "address": "10.77.30.200"}, {"event_type": "syslog", "src_ip": None}),
+])
+def test_the_siem_reads_the_scanners_lines(line: dict[str, Any], expected: dict[str, Any]) -> None:
+    event = siem.normalise(_record(line), SCANNER_ASSETS)
+    assert {k: event[k] for k in expected} == expected
+
+
+def test_the_scanners_lines_from_another_host_are_forged() -> None:
+    line = {"event": "host-up", "address": "10.77.30.200", "reason": "echo-reply"}
+    event = siem.normalise(_record(line, peer="10.77.70.10"), SCANNER_ASSETS)  # the bastion: a vendor's `logger -t discovery`
+    assert (event["event_type"], event["src_ip"]) == ("forged-source", None)
+
+
+def test_the_siem_keeps_each_zones_newest_sweep_and_the_newest_failure() -> None:
+    db = siem.connect(Path(":memory:"))
+    lines = [
+        {"event": "sweep-finished", "round": 1, "time": "2026-12-03T04:00:01.000Z", "zone": "modality", "subnet": "10.77.30.0/24",
+         "exclude": ["10.77.30.1"], "started": "2026-12-03T04:00:00.000Z", "up": ["10.77.30.10", "10.77.30.11"], "nmap": "7.93"},
+        {"event": "sweep-finished", "round": 1, "time": "2026-12-03T04:00:01.000Z", "zone": "security", "subnet": "10.77.50.0/24",
+         "exclude": ["10.77.50.1"], "started": "2026-12-03T04:00:00.000Z", "up": ["10.77.50.10"], "nmap": "7.93"},
+        {"event": "sweep-failed", "round": 2, "time": "2026-12-03T04:00:31.000Z", "zones": ["modality", "security"], "error": "nmap exited 1"},
+        {"event": "sweep-finished", "round": 3, "time": "2026-12-03T04:01:01.000Z", "zone": "modality", "subnet": "10.77.30.0/24",
+         "exclude": ["10.77.30.1"], "started": "2026-12-03T04:01:00.000Z", "up": ["10.77.30.10", "10.77.30.200"], "nmap": "7.93"},
+    ]
+    for line in lines:
+        siem.store(db, siem.normalise(_record(line), SCANNER_ASSETS))
+    siem.store(db, siem.normalise(_record(lines[0] | {"zone": "datacenter"}, peer="10.77.70.10"), SCANNER_ASSETS))  # forged: not read
+    found = siem.discovery(db)
+    assert found == {
+        "zones": {
+            "modality": {"round": 3, "started": "2026-12-03T04:01:00.000Z", "finished": "2026-12-03T04:01:01.000Z", "subnet": "10.77.30.0/24",
+                         "exclude": ["10.77.30.1"], "up": ["10.77.30.10", "10.77.30.200"], "nmap": "7.93", "scanner": "scanner"},
+            "security": {"round": 1, "started": "2026-12-03T04:00:00.000Z", "finished": "2026-12-03T04:00:01.000Z", "subnet": "10.77.50.0/24",
+                         "exclude": ["10.77.50.1"], "up": ["10.77.50.10"], "nmap": "7.93", "scanner": "scanner"},
+        },
+        "failed": {"round": 2, "time": "2026-12-03T04:00:31.000Z", "zones": ["modality", "security"], "error": "nmap exited 1",
+                   "scanner": "scanner"},
+    }
+
+
+def test_the_reconciliation_names_unknown_addresses_and_missing_hosts_per_zone() -> None:
+    lab = load_lab(REPO_ROOT / "inventories" / "default")
+    sweeps = {
+        "modality": {"finished": "2026-12-03T04:01:01.000Z", "exclude": ["10.77.30.1", "10.77.30.254"],
+                     "up": ["10.77.30.200", "10.77.30.10", "10.77.31.10"]},  # an address of another zone is not this zone's
+        "security": {"finished": "2026-12-03T04:01:01.000Z", "exclude": ["10.77.50.1"],
+                     "up": ["10.77.50.10", "10.77.50.11", "10.77.50.12", "10.77.50.254"]},
+    }
+    rows = {r["zone"]: r for r in discovery.reconcile(lab, sweeps)}
+    assert list(rows) == list(lab.zones)
+    assert {k: rows["modality"][k] for k in ("swept", "expected", "unknown", "missing", "reason")} == {
+        "swept": True, "expected": {"10.77.30.10": "mod-ct", "10.77.30.11": "mod-mr"}, "unknown": ["10.77.30.200"],
+        "missing": [{"host": "mod-mr", "address": "10.77.30.11"}], "reason": None}
+    assert {k: rows["security"][k] for k in ("swept", "unknown", "missing")} == {"swept": True, "unknown": [], "missing": []}
+    assert rows["security"]["expected"] == {"10.77.50.10": "siem", "10.77.50.11": "sensor", "10.77.50.12": "scanner", "10.77.50.254": "fw"}
+    assert {k: rows["datacenter"][k] for k in ("swept", "finished", "unknown", "missing", "reason")} == {
+        "swept": False, "finished": None, "unknown": [], "missing": [], "reason": discovery.NOT_SWEPT}
