@@ -180,7 +180,7 @@ def test_status_json_is_a_structure_a_script_can_use(monkeypatch, tmp_path) -> N
     pacs = next(r for r in rows if r["host"] == "pacs")
     assert pacs | {"container": "pacslab-pacs"} == {"host": "pacs", "zone": "datacenter", "addresses": {"datacenter": "10.77.40.10"},
                                                     "state": "absent", "container": "pacslab-pacs", "up": False}
-    assert next(r for r in rows if r["host"] == "scanner")["up"] is None  # planned
+    assert next(r for r in rows if r["host"] == "offsite")["up"] is None  # planned
     doc = cli.status_document(lab, build_plan(lab), rows, {"DOCKER-USER": True}, {"pacslab-datacenter"})
     assert doc["up"] is False and doc["last_up"] == last_converged(tmp_path).isoformat()
     assert doc["networks"]["present"] == ["pacslab-datacenter"] and "pacslab-modality" in doc["networks"]["missing"]

@@ -44,6 +44,7 @@ REFERENCE = {
     "bastion": {("tcp", 22)},
     "siem": {("tcp", 443), ("tcp", 6514), ("tcp", 8443)},  # console (F16), syslog over TLS, containment decisions (F15, fw only)
     "sensor": set(),
+    "scanner": set(),
     "remote-rad": set(),
     "vendor-eng": set(),
     "attacker": set(),
@@ -62,8 +63,8 @@ def test_every_deployed_host_of_the_reference_lab_is_written_out() -> None:
 
 def test_planned_and_unknown_hosts_are_refused() -> None:
     lab = loaded(DEFAULT_LAB)
-    with pytest.raises(ValueError, match="scanner is planned"):
-        expected_listeners(lab, "scanner")
+    with pytest.raises(ValueError, match="offsite is planned"):
+        expected_listeners(lab, "offsite")
     with pytest.raises(KeyError):
         expected_listeners(lab, "nosuchhost")
 

@@ -54,7 +54,8 @@ def test_image_tags_follow_content(tmp_path: Path) -> None:
     b = build_plan(load_lab(DEFAULT_LAB), AptSources(APT.mirror, {"debian.sources": "Types: deb\nURIs: other\n"}))
     assert a == build_plan(load_lab(DEFAULT_LAB), APT)  # stable: a warm up rebuilds nothing
     assert a.base.tag != b.base.tag  # other apt sources, other base
-    assert {i.name for i in a.images} == {"bastion", "ca", "client", "dicom", "dir", "fw", "idp", "orthanc", "rproxy", "sensor", "siem", "tools"}
+    assert {i.name for i in a.images} == {"bastion", "ca", "client", "dicom", "dir", "fw", "idp", "orthanc", "rproxy", "scanner", "sensor", "siem",
+                                          "tools"}
     assert all(i.tag.startswith(f"pacslab/{i.name}:") for i in a.images)
 
 
@@ -68,7 +69,8 @@ def test_hosts_find_the_web_names_they_may_reach_and_the_internet_finds_the_idp_
     assert names["rproxy"] == {"idp": "10.77.10.11", "pacs": "10.77.40.10", "vna": "10.77.40.11"}
     assert names["remote-rad"] == names["attacker"] == names["vendor-eng"] == {"idp": "10.77.60.10", "rproxy": "10.77.60.10"}
     assert names["sensor"] == {"siem": "10.77.50.10"}  # F16b: the security zone's hosts reach the console
-    assert {h for h, n in names.items() if n} == {"ws-rad", "ws-tech", "rproxy", "remote-rad", "attacker", "vendor-eng", "sensor"}
+    assert names["scanner"] == {"siem": "10.77.50.10", "pacs": "10.77.40.10", "vna": "10.77.40.11"}  # and F12: any port of the datacenter
+    assert {h for h, n in names.items() if n} == {"ws-rad", "ws-tech", "rproxy", "remote-rad", "attacker", "vendor-eng", "sensor", "scanner"}
 
 
 def test_without_the_flow_to_the_proxy_the_internet_gets_no_name(lab_copy: Path) -> None:
