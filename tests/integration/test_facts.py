@@ -151,23 +151,31 @@ def test_rogue_listener_is_named_by_the_same_comparison(running_lab: Lab, infra,
 
 
 # The outside view (flows F12/F12b: any port of the datacenter and modality zones, from the
-# security zone only). The scanner is a planned host: a stand-in plays it at its own address.
+# security zone only), from the scanner (a stand-in at its address where a lab plans it only).
 SCAN_ROGUE_PORT = 4444
 
 
 @pytest.fixture(scope="module")
 def scanner(running_lab: Lab, segmentation: Any) -> str:
-    """The scanner's stand-in: one of the segmentation run's (conftest), which starts it with every
-    other stand-in in one playbook run and removes it when the session ends."""
+    """The scanner's container, or where the lab plans it only, its stand-in: one of the
+    segmentation run's (conftest), which starts it with every other stand-in in one playbook run
+    and removes it when the session ends."""
     container = standins.container_for(running_lab, seg.host_peer(running_lab.hosts["scanner"]))
     assert docker("ps", "-q", "--filter", f"name=^{container}$").stdout.strip(), f"the segmentation run did not start {container}"
     return container
 
 
+def scan_from(lab: Lab, container: str, addresses: list[str], ports: str = "1-65535") -> dict[str, dict[str, list[int]]]:
+    """The scanner's own nmap where the lab deploys it; the tools agent's connect scan from its stand-in otherwise."""
+    if lab.hosts["scanner"].deployed:
+        return standins.nmap_scan(container, addresses, ports)
+    return standins.scan(container, addresses, ports)
+
+
 @pytest.fixture(scope="module")
 def outside_scan(running_lab: Lab, scanner: str) -> dict[str, dict[str, list[int]]]:
     addresses = {str(running_lab.hosts[h].address): h for h in _scanned(running_lab)}
-    return {addresses[a]: r for a, r in standins.scan(scanner, list(addresses)).items()}
+    return {addresses[a]: r for a, r in scan_from(running_lab, scanner, list(addresses)).items()}
 
 
 def tcp_ports(lab: Lab, host: str) -> list[int]:
@@ -203,8 +211,8 @@ def test_scan_reports_a_listener_nobody_declared(running_lab: Lab, scanner: str,
     try:
         address = str(lab.hosts[target].address)
         rogue = f"{SCAN_ROGUE_PORT}-{SCAN_ROGUE_PORT}"
-        im.wait_for("the rogue listener", lambda: standins.scan(scanner, [address], rogue)[address]["open"], timeout=30, every=1)
-        found = standins.scan(scanner, [address], f"1-{SCAN_ROGUE_PORT + 1000}")[address]
+        im.wait_for("the rogue listener", lambda: scan_from(lab, scanner, [address], rogue)[address]["open"], timeout=30, every=1)
+        found = scan_from(lab, scanner, [address], f"1-{SCAN_ROGUE_PORT + 1000}")[address]
     finally:
         im.exec_in(lab, target, "sh", "-c", "kill $(cat /tmp/rogue.pid); rm -f /tmp/rogue.pid")
     evidence.update(host=target, open=found["open"])
@@ -390,6 +398,8 @@ RUNS_AS = (
            "rsyslogd through supervisor"),
     RunsAs("/usr/bin/suricata ", "suricata",
            "roles/sensor: setpriv starts it as suricata with CAP_NET_RAW alone (its af-packet socket on the fw's copies)"),
+    RunsAs("/usr/bin/python3 /usr/local/sbin/pacslab-discovery ", "pacslab-scanner",
+           "roles/scanner: setpriv starts the sweeps as pacslab-scanner with CAP_NET_RAW alone (nmap's raw and packet sockets)"),
     RunsAs("sleep infinity", "root", "PID 1 of the ca and of the internet zone's computers: no service (the CA tool runs only through provisioning)"),
 )
 
@@ -419,6 +429,24 @@ def test_services_run_as_their_own_users(infra, fact_host: str, evidence) -> Non
     procs = services(infra(fact_host))
     evidence.update(runs_as=[f"{user}: {args[:80]}" for _, user, args in procs])
     assert run_as_problems(procs) == []
+
+
+CAP_NET_RAW = 1 << 13  # linux/capability.h
+
+
+@pytest.mark.control("C-PRT-02")
+def test_the_scanners_sweeps_hold_cap_net_raw_alone(running_lab: Lab, infra, evidence) -> None:
+    """The sweeping program and the nmap it starts may open raw sockets and nothing more: their
+    effective, permitted and bounding sets are CAP_NET_RAW alone (/proc/PID/status, hexadecimal)."""
+    scanners = [h.name for h in running_lab.deployed_hosts() if "scanners" in h.groups]
+    if not scanners:
+        pytest.skip(f"lab {running_lab.name!r} deploys no scanner")
+    host = infra(scanners[0])
+    sweeper = next(p for p in host.process.filter(ppid=1) if p.args.startswith("/usr/bin/python3 /usr/local/sbin/pacslab-discovery "))
+    status = dict(line.split(":\t", 1) for line in host.file(f"/proc/{sweeper.pid}/status").content_string.splitlines() if ":\t" in line)
+    sets = {k: int(status[k], 16) for k in ("CapEff", "CapPrm", "CapBnd", "CapAmb")}
+    evidence.update(pid=sweeper.pid, sets={k: hex(v) for k, v in sets.items()})
+    assert sets == {"CapEff": CAP_NET_RAW, "CapPrm": CAP_NET_RAW, "CapBnd": CAP_NET_RAW, "CapAmb": CAP_NET_RAW}
 
 
 @pytest.mark.control("C-PRT-02")
