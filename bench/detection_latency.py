@@ -22,15 +22,20 @@ unknown-ae   --runs times, a C-ECHO to the PACS from the CT calling itself with 
              (no lab host has it): seconds from the rejection (A-ASSOCIATE-RJ) to the unknown-ae
              alert holding Orthanc's line about that association; p50 and p95 (the catalogue's
              budget: 30 s).
+unknown-device --runs times, a container that sends nothing started in the modality zone at an
+             address of its own (no lab host has it; the fw as its default route, as a device set up
+             for the zone has): seconds from its start to the unknown-device alert holding the
+             scanner's record of that address (roles/scanner sweeps every 30 s); p50 and p95 (the
+             catalogue's budget: 60 s). The container is removed after each run.
 ingest       --messages RFC 5424 messages sent by the bastion (a log source) over one TLS session
              with its lab certificate, as fast as the connection takes them: seconds until the
              siem's store holds the last one, and events per second.
 
-The integrity and audit runs leave nothing behind (W4's reset; the study deleted), nor does the
-port-scan run (the CT released). A benchmark, not a test: it asserts nothing;
+The integrity and audit runs leave nothing behind (W4's reset; the study deleted), nor do the
+port-scan run (the CT released) and the unknown-device run (its container removed). A benchmark, not a test: it asserts nothing;
 results are appended to bench/results/detection_latency.jsonl.
 
-    python3 bench/detection_latency.py [--lab inventories/default] [--runs 5] [--messages 2000]
+    python3 bench/detection_latency.py [--lab inventories/default] [--runs 5] [--messages 2000] [--only MEASURE ...]
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ import secrets
 import statistics
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +56,7 @@ sys.path.insert(0, str(REPO))
 from bench.record import append_result  # noqa: E402
 from pacslab import response  # noqa: E402
 from pacslab.docker import docker  # noqa: E402
-from pacslab.plan import SIEM_USER, SIEMS, Plan, build_plan  # noqa: E402
+from pacslab.plan import LABEL_LAB, LABEL_ROLE, SIEM_USER, SIEMS, Plan, build_plan  # noqa: E402
 from pacslab.probes import imaging as im  # noqa: E402
 from pacslab.probes import portscan, ssh  # noqa: E402
 from pacslab.topology import Lab, load_lab  # noqa: E402
@@ -58,6 +64,7 @@ from pacslab.topology import Lab, load_lab  # noqa: E402
 RESULTS = REPO / "bench" / "results" / "detection_latency.jsonl"
 CLIENT, BASTION = "vendor-eng", "bastion"
 WAIT = 120
+MEASURES = ("brute-force", "port-scan", "integrity", "audit", "unknown-ae", "unknown-device", "ingest")
 
 # Runs on the log source: one JSON line on stdin, {address, port, tag, rate, count}; one TLS session
 # with the host's leaf certificate, octet-counted RFC 5424 messages "<tag> <n>". rate 0: as fast as
@@ -218,6 +225,30 @@ def unknown_ae(lab: Lab, siem: str) -> float:
     return took
 
 
+def unknown_device(lab: Lab, plan: Plan, siem: str, run: int) -> float:
+    ct = next(h for h in lab.deployed_hosts() if "modalities" in h.groups and h.zone == "modality")
+    zone = lab.zones[str(ct.zone)]
+    taken = {str(h.address) for h in lab.hosts.values() if h.address} | {str(zone.router), str(zone.probe), str(zone.gateway)}
+    address = [str(a) for a in list(zone.subnet.hosts())[209:249] if str(a) not in taken][run]
+    name = f"{lab.prefix}-bench-rogue-{secrets.token_hex(3)}"
+    since = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    docker("run", "-d", "--name", name, "--label", f"{LABEL_LAB}={lab.name}", "--label", f"{LABEL_ROLE}=standin", "--network",
+           lab.network_name(zone.name), "--ip", address, "--cap-drop", "ALL", plan.tools_image, "sleep", "600")
+    start = time.monotonic()
+    try:
+        docker("run", "--rm", "--network", f"container:{name}", "--cap-add", "NET_ADMIN", plan.tools_image,
+               "ip", "route", "replace", "default", "via", str(zone.router))
+        while time.monotonic() - start < WAIT:
+            ids = {e["id"] for e in siem_rows(lab, siem, "events", "--contains", f'"address": "{address}"')
+                   if e["event_type"] == "discovered-address" and e["time"] >= since}
+            if ids and any(a["rule"] == "unknown-device" and ids & set(a["events"]) for a in siem_rows(lab, siem, "alerts")):
+                return time.monotonic() - start
+            time.sleep(0.5)
+    finally:
+        docker("rm", "-f", name, check=False)
+    raise SystemExit(f"no unknown-device alert about {address} within {WAIT} s")
+
+
 def seconds_to_alert(lab: Lab, siem: str, start: float, contains: str, event_type: str, rule: str) -> float | None:
     """Seconds from ``start`` (time.monotonic) until an alert of ``rule`` holds an event of
     ``event_type`` whose raw message holds ``contains``; None when none does within WAIT."""
@@ -244,25 +275,36 @@ def main() -> int:
     parser.add_argument("--lab", default=str(REPO / "inventories" / "default"))
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--only", action="append", choices=MEASURES, help="measure only this (repeat; default: every one)")
     args = parser.parse_args()
     lab = load_lab(args.lab)
     plan = build_plan(lab)
     siems = [h.name for h in lab.deployed_hosts() if SIEMS in h.groups]
     if not siems:
         raise SystemExit(f"lab {lab.name!r} deploys no siem")
-    runs = [brute_force(lab, plan, siems[0]) for _ in range(args.runs)]
-    scans = [port_scan(lab, siems[0]) for _ in range(args.runs)]
-    result = {
-        "rules": len(json.loads(im.exec_in(lab, siems[0], "cat", "/etc/pacslab/siem/rules.json"))),
-        "brute_force": {key: {"p50": round(statistics.median(r[key] for r in runs), 2), "p95": round(p95([r[key] for r in runs]), 2)}
-                        for key in ("from_start", "from_fifth")},
-        "integrity_failure_from_answer": summary([integrity(lab, siems[0]) for _ in range(args.runs)]),
-        "audit_instances_transferred_from_store": summary([audit(lab, siems[0]) for _ in range(args.runs)]),
-        "port_scan_from_start": {key: summary([r[key] for r in scans]) for key in ("alert", "quarantine")},
-        "unknown_ae_from_rejection": summary([unknown_ae(lab, siems[0]) for _ in range(args.runs)]),
-        "runs": args.runs,
-        "ingest": ingest(lab, siems[0], args.messages),
+    siem, n = siems[0], args.runs
+
+    def brute_forces() -> dict[str, Any]:
+        runs = [brute_force(lab, plan, siem) for _ in range(n)]
+        return {key: summary([r[key] for r in runs]) for key in ("from_start", "from_fifth")}
+
+    def scans() -> dict[str, Any]:
+        runs = [port_scan(lab, siem) for _ in range(n)]
+        return {key: summary([r[key] for r in runs]) for key in ("alert", "quarantine")}
+
+    measures: dict[str, tuple[str, Any]] = {
+        "brute-force": ("brute_force", brute_forces),
+        "port-scan": ("port_scan_from_start", scans),
+        "integrity": ("integrity_failure_from_answer", lambda: summary([integrity(lab, siem) for _ in range(n)])),
+        "audit": ("audit_instances_transferred_from_store", lambda: summary([audit(lab, siem) for _ in range(n)])),
+        "unknown-ae": ("unknown_ae_from_rejection", lambda: summary([unknown_ae(lab, siem) for _ in range(n)])),
+        "unknown-device": ("unknown_device_from_appearance", lambda: summary([unknown_device(lab, plan, siem, run) for run in range(n)])),
+        "ingest": ("ingest", lambda: ingest(lab, siem, args.messages)),
     }
+    result: dict[str, Any] = {"rules": len(json.loads(im.exec_in(lab, siem, "cat", "/etc/pacslab/siem/rules.json"))), "runs": n}
+    for name in args.only or MEASURES:
+        key, measure = measures[name]
+        result[key] = measure()
     print(json.dumps(result, indent=1))
     append_result(RESULTS, result)
     return 0
