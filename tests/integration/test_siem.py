@@ -14,6 +14,8 @@ import base64
 import json
 import secrets
 import time
+import zoneinfo
+from datetime import datetime
 from typing import Any
 from xml.etree import ElementTree
 
@@ -330,6 +332,49 @@ def test_a_stored_study_and_its_deletion_reach_the_siem_as_dicom_audit_messages(
         "host": pacs.name, "user": "pacslab-admin", "study_uid": stored["study_uid"], "patient_id": stored["patient_id"], "outcome": "success"}
     raw = [ln for ln in raw_lines(lab, pacs, stored["study_uid"]) if " dicom-audit " in ln]  # not the event log's lines about it
     assert len(raw) == 2 and all(ln.startswith("<85>1 ") and f" {pacs.name} dicom-audit - DICOM+RFC3881 - <AuditMessage>" in ln for ln in raw), raw
+
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def working(hours: dict[str, Any], stamp: str) -> bool:
+    """Whether the UTC time ``stamp`` (RFC 3339) falls in the working hours {timezone, days, start, end}."""
+    when = datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone(zoneinfo.ZoneInfo(hours["timezone"]))
+    start, end = (tuple(int(x) for x in hours[k].split(":")) for k in ("start", "end"))
+    return WEEKDAYS[when.weekday()] in [d.lower() for d in hours["days"]] and start <= (when.hour, when.minute) < end
+
+
+@pytest.mark.control("C-DET-07")
+def test_an_administrators_deletion_is_marked_with_the_working_hours_and_off_hours_raises_off_hours_deletion(running_lab: Lab,
+                                                                                                                 evidence) -> None:
+    """The lab's administrator deletes a study stored for this run. Its DICOM Study Deleted message
+    is stored with the shift its time gives by the working hours the siem was set up with (read from
+    its assets.json, and worked out here on their own): off-hours raises off-hours-deletion (medium)
+    naming the administrator and the PACS; on-hours raises nothing over three passes of the
+    evaluator. A run proves the side its hour gives; the rule's fixtures prove both."""
+    lab = running_lab
+    pacs = pacs_of(lab)
+    hours = json.loads(im.exec_in(lab, siem(lab).name, "cat", "/etc/pacslab/siem/assets.json"))["working_hours"]
+    station = tls_stations(lab)[0]
+    result = im.dicomsim(lab, station.name, "store", "--images", "1", "--patient-name", f"PACSLAB^NIGHT{RUN}", "--accession", f"NI{RUN}")
+    assert len(result["stored"]) == 1, result
+    study_uid = result["stored"][0]["study_uid"]
+    im.orthanc(lab, pacs.name, f"/studies/{im.find_study(lab, pacs.name, f'NI{RUN}')[0]}", "DELETE")
+    deleted = wait_for("DICOM Study Deleted", lambda: [
+        e for e in siem_json(lab, "events", "--contains", study_uid) if e["event_type"] == "dicom-audit-study-deleted"])[0]
+    night = not working(hours, deleted["time"])
+
+    def alerted() -> list[dict[str, Any]]:
+        return [a for a in siem_json(lab, "alerts") if a["rule"] == "off-hours-deletion" and deleted["id"] in a["events"]]
+
+    if night:
+        found = wait_for("off-hours-deletion", alerted)
+    else:
+        time.sleep(6)  # three passes of the evaluator (every 2 s) over the deletion
+        found = alerted()
+    evidence.update(hours=hours, deleted={k: deleted[k] for k in ("id", "time", "user", "shift")}, alerts=found)
+    assert (deleted["user"], deleted["shift"]) == ("pacslab-admin", "off-hours" if night else "on-hours")
+    assert [(a["severity"], a["entities"]) for a in found] == ([("medium", {"user": "pacslab-admin", "host": pacs.name})] if night else [])
 
 
 BULK_STUDIES = 20  # roles/siem/files/rules/bulk-access.yml: twenty different studies by one person in ten minutes

@@ -368,6 +368,38 @@ def test_a_vendor_s_sign_in_is_stored_with_the_maintenance_window_that_covers_it
     ]
 
 
+BERLIN_DAYS = {"timezone": "Europe/Berlin", "days": ["mon", "tue", "wed", "thu", "fri"], "start": "07:00", "end": "19:00"}
+
+
+@pytest.mark.parametrize(("time", "hours", "expected"), [
+    ("2026-12-02T06:00:00.000Z", BERLIN_DAYS, "on-hours"),  # Wednesday 07:00 in Berlin (UTC+1): start included
+    ("2026-12-02T05:59:59.999Z", BERLIN_DAYS, "off-hours"),  # 06:59:59.999 in Berlin
+    ("2026-12-02T17:59:59.000Z", BERLIN_DAYS, "on-hours"),  # 18:59:59
+    ("2026-12-02T18:00:00.000Z", BERLIN_DAYS, "off-hours"),  # 19:00: end excluded
+    ("2026-12-03T02:00:00.000Z", BERLIN_DAYS, "off-hours"),  # Thursday 03:00
+    ("2026-12-05T11:00:00.000Z", BERLIN_DAYS, "off-hours"),  # Saturday noon
+    ("2026-07-01T05:30:00.000Z", BERLIN_DAYS, "on-hours"),  # Wednesday 07:30 in summer (UTC+2)
+    ("2026-12-02T06:00:00.000Z", BERLIN_DAYS | {"timezone": "UTC"}, "off-hours"),  # the same moment is 06:00 in UTC
+    ("2026-12-05T11:00:00.000Z", BERLIN_DAYS | {"days": ["SAT", "sun"]}, "on-hours"),  # days compared without case
+])
+def test_an_event_a_person_did_is_marked_with_the_working_hours(time: str, hours: dict[str, Any], expected: str) -> None:
+    """C-DET-07: shift by the lab's working hours, in their time zone."""
+    assert siem.shift({"time": time, "user": "pacslab-admin"}, ASSETS | {"working_hours": hours}) == expected
+
+
+@pytest.mark.parametrize(("event", "hours"), [
+    ({"time": "2026-12-03T02:00:00.000Z", "user": None}, BERLIN_DAYS),  # nobody did it
+    ({"time": "2026-12-03T02:00:00.000Z", "user": "pacslab-admin"}, None),  # a lab without working hours
+    ({"time": "2026-12-03T02:00:00.000Z", "user": "pacslab-admin"}, BERLIN_DAYS | {"timezone": "Mars/Olympus"}),
+    ({"time": "2026-12-03T02:00:00.000Z", "user": "pacslab-admin"}, BERLIN_DAYS | {"start": "7 am"}),
+    ({"time": "2026-12-03T02:00:00.000Z", "user": "pacslab-admin"}, {"timezone": "UTC"}),
+])
+def test_no_shift_without_a_person_or_readable_working_hours(event: dict[str, Any], hours: dict[str, Any] | None, capsys: Any) -> None:
+    assert siem.shift(event, ASSETS | {"working_hours": hours}) is None
+    if hours and event["user"]:
+        assert "pacslab-siem: working_hours: " in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(("user", "minutes", "reason", "said"), [
     ("adm-pat", 60, "CHG-1", "'adm-pat' is no vendor of the lab definition (vendors: vnd-acme, vnd-old)"),
     ("vnd-acme", 0, "CHG-1", "--minutes 0: more than 0 and at most 10080 (a week)"),

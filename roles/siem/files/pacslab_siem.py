@@ -59,6 +59,7 @@ import sqlite3
 import ssl
 import sys
 import time
+import zoneinfo
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,7 @@ ASSETS = Path("/etc/pacslab/siem/assets.json")
 
 FIELDS = ("time", "host", "sender_host", "source", "event_type", "user", "src_ip", "src_port", "dst_ip", "dst_port", "proto",
           "calling_ae", "called_ae", "patient_id", "study_uid", "outcome", "message", "src_host", "src_zone", "signature_id", "signature",
-          "maintenance", "action")
+          "maintenance", "action", "shift")
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS events (
@@ -489,6 +490,7 @@ def ingest(lines: Any, out: Any, db: sqlite3.Connection, assets: dict[str, Any])
             event = {f: None for f in FIELDS} | {"time": now(), "event_type": "unparsed", "message": line.rstrip("\n")}
         else:
             event["maintenance"] = in_maintenance(db, event, assets)
+        event["shift"] = shift(event, assets)
         store(db, event)
         print("OK", file=out, flush=True)
 
@@ -756,6 +758,28 @@ def in_maintenance(db: sqlite3.Connection, event: dict[str, Any], assets: dict[s
     row = db.execute("SELECT id FROM maintenance WHERE lower(user) = ? AND starts <= ? AND ends >= ? ORDER BY id LIMIT 1",
                      (user.lower(), event["time"], event["time"])).fetchone()
     return f"window {row[0]}" if row else "outside-window"
+
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def shift(event: dict[str, Any], assets: dict[str, Any]) -> str | None:
+    """The ``shift`` field of a normalised event (C-DET-07): None unless a person did it (it names
+    a user) and the lab has working hours (assets.json "working_hours": {timezone (IANA), days
+    (mon..sun), start, end ("HH:MM", start included, end excluded)}); then "on-hours" when its time,
+    in that time zone, is on one of the days between start and end, else "off-hours". Working
+    hours that cannot be read mark nothing (stderr says why)."""
+    hours = assets.get("working_hours")
+    if not hours or not event.get("user") or not event.get("time"):
+        return None
+    try:
+        when = _parse(str(event["time"])).astimezone(zoneinfo.ZoneInfo(str(hours["timezone"])))
+        start, end = (datetime.strptime(str(hours[k]), "%H:%M").time() for k in ("start", "end"))
+        days = {str(d).lower() for d in hours["days"]}
+    except (KeyError, TypeError, ValueError, zoneinfo.ZoneInfoNotFoundError) as exc:
+        print(f"pacslab-siem: working_hours: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        return None
+    return "on-hours" if WEEKDAYS[when.weekday()] in days and start <= when.time().replace(tzinfo=None) < end else "off-hours"
 
 
 class MaintenanceError(ValueError):
