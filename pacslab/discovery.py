@@ -30,7 +30,7 @@ def expected(lab: Lab, zone: str) -> dict[str, str]:
 def reconcile(lab: Lab, sweeps: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per zone of the lab definition, in its order. ``sweeps`` maps a zone to its newest
     finished sweep ({"up": [addresses], "exclude": [addresses not tried], "finished": RFC 3339, ...},
-    pacslab-siem discovery). A row: zone, subnet, swept (bool), finished (None if not swept),
+    pacslab-siem discovery). A row: zone, subnet, swept (bool), started and finished (None if not swept),
     expected {address: host} (what a sweep of the zone should find), unknown [addresses], missing
     [{host, address}], and reason (why a zone was not swept, else None).
     Addresses sort numerically; a sweep's address outside its zone's subnet is ignored."""
@@ -39,13 +39,14 @@ def reconcile(lab: Lab, sweeps: dict[str, dict[str, Any]]) -> list[dict[str, Any
         want = expected(lab, name)
         sweep = sweeps.get(name)
         if sweep is None:
-            rows.append({"zone": name, "subnet": str(zone.subnet), "swept": False, "finished": None, "expected": want, "unknown": [],
-                         "missing": [], "reason": NOT_SWEPT})
+            rows.append({"zone": name, "subnet": str(zone.subnet), "swept": False, "started": None, "finished": None, "expected": want,
+                         "unknown": [], "missing": [], "reason": NOT_SWEPT})
             continue
         want = {a: h for a, h in want.items() if a not in set(sweep.get("exclude", []))}
         up = {a for a in sweep.get("up", []) if ipaddress.ip_address(a) in zone.subnet}
         rows.append({
-            "zone": name, "subnet": str(zone.subnet), "swept": True, "finished": sweep.get("finished"), "expected": want,
+            "zone": name, "subnet": str(zone.subnet), "swept": True, "started": sweep.get("started"), "finished": sweep.get("finished"),
+            "expected": want,
             "unknown": sorted(up - set(want), key=ipaddress.ip_address),
             "missing": [{"host": want[a], "address": a} for a in sorted(set(want) - up, key=ipaddress.ip_address)],
             "reason": None,
