@@ -1054,6 +1054,17 @@ def events(db: sqlite3.Connection, since_id: int = 0, contains: str = "") -> lis
     return [dict(zip(columns, r, strict=True)) for r in cur.fetchall()]
 
 
+EVALUATED = STORE.parent / "evaluated.json"  # the evaluator's last finished pass: {"started", "finished"} (UTC)
+
+
+def _passed(started: str) -> None:
+    """Note a finished pass of the rules (EVALUATED, replaced whole): a check that an event raised
+    nothing waits for a pass that started after the event was stored, instead of guessing a time."""
+    partial = EVALUATED.with_suffix(".tmp")
+    partial.write_text(json.dumps({"started": started, "finished": now()}))
+    partial.replace(EVALUATED)
+
+
 def _load(path: Path, default: Any) -> Any:
     try:
         return json.loads(path.read_text())
@@ -1171,7 +1182,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "evaluate":
         rules = _load(RULES, [])
         while True:
+            started = now()
             evaluate(db, rules, assets)
+            _passed(started)
             if args.once:
                 return 0
             time.sleep(args.every)
