@@ -28,7 +28,7 @@ from pacslab.probes import portscan, standins
 from pacslab.probes import segmentation as seg
 from pacslab.topology import Host, Lab
 
-from .test_siem import siem_json
+from .test_siem import evaluated_after, siem_json, utc_now
 
 ENDED_WITHIN = 10  # seconds: an association open when its host is quarantined must stop within this (issue 13)
 LOG_WAIT = 10  # seconds the fw's NFLOG line is waited for at most
@@ -300,7 +300,7 @@ def test_a_device_retrying_one_denied_port_raises_no_port_scan(running_lab: Lab,
     scan(lab, host, vna(lab), base, ports=(22,) * len(SCANNED))
     drops = wait(f"the nine drops from {host.name}", DETECTED_WITHIN, lambda: len(marked_drops(lab, host, base, len(SCANNED))) >= 9
                  and marked_drops(lab, host, base, len(SCANNED)))
-    time.sleep(5)  # two runs of the detections (every 2 s) after the last drop was stored
+    evaluated_after(lab, utc_now())  # a run of the detections that began after the last drop was stored
     raised = scan_alert(lab, host, base, least=1)
     evidence.update(drops=len(drops), raised=raised)
     assert {(d["dst_port"], d["outcome"]) for d in drops} == {("22", "deny")}
