@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,3 +176,23 @@ def totp_now(seed: str, at: float | None = None) -> str:
     computes it: HMAC-SHA1, 30-second steps from the Unix epoch."""
     totp = pyotp.TOTP(seed)
     return totp.now() if at is None else totp.at(int(at))
+
+
+TOTP_STEP = 30  # seconds: RFC 6238's time step
+# Seconds a fresh code must still have in its own step: a verifier that takes one step either side
+# (RFC 6238 section 6) then accepts it for at least 30 + this many seconds, time for a browser or an
+# SSH client on a loaded host to reach the code prompt and send it.
+TOTP_MARGIN = 10
+
+
+def fresh_totp(seed: str, last_step: int) -> str:
+    """The code of the first step after ``last_step`` (the step of the last code a verifier accepted
+    for the person, -1 for none: RFC 6238 section 5.2, a verifier refuses that code and any earlier
+    one) that still has TOTP_MARGIN seconds to run, after waiting for it (at most 40 s)."""
+    while True:
+        now = time.time()
+        step = int(now // TOTP_STEP)
+        left = (step + 1) * TOTP_STEP - now
+        if step > last_step and left >= TOTP_MARGIN:
+            return totp_now(seed, now)
+        time.sleep(left + 0.5)

@@ -14,7 +14,6 @@ relying party refused, Lemonldap::NG::Portal::Main::Constants). Secrets travel o
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 from .. import people
@@ -24,7 +23,6 @@ from . import imaging as im
 CA = "/etc/pacslab/tls/root.pem"
 # Where the IdP's TOTP checker keeps the last step it accepted for each person (roles/idp).
 USED_STEPS = "/var/lib/pacslab-totp"
-STEP = 30
 # The scopes the relying parties ask for: the person's name and the roles claim.
 SCOPE = "openid profile roles"
 
@@ -161,15 +159,13 @@ def login(lab: Lab, from_host: str, issuer: str, client_id: str, redirect_uri: s
 
 
 def fresh_code(lab: Lab, idp_host: str, secrets_dir: str, user: str) -> str:
-    """A TOTP code for ``user`` that the IdP has not seen: the current one, or, when the IdP already
-    accepted a code of the current 30-second step for them (it refuses a second one, RFC 6238 5.2),
-    the next step's, after waiting for it (at most 30 s)."""
+    """A TOTP code for ``user`` that the IdP has not seen (people.fresh_totp): the current one, or,
+    when the IdP already accepted a code of the current 30-second step for them (it refuses a second
+    one, RFC 6238 5.2) or the step ends within people.TOTP_MARGIN seconds, the next step's, after
+    waiting for it (at most 40 s)."""
     seed = people.totp_seed(secrets_dir, user)
     used = im.exec_in(lab, idp_host, "sh", "-c", f'cat "{USED_STEPS}/$1" 2>/dev/null; true', "used", user).strip()
-    last = int(used) if used.isdigit() else -1
-    while int(time.time() // STEP) <= last:
-        time.sleep((last + 1) * STEP - time.time() + 0.5)
-    return people.totp_now(seed)
+    return people.fresh_totp(seed, int(used) if used.isdigit() else -1)
 
 
 BROWSE = BROWSER + r"""

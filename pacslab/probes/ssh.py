@@ -27,8 +27,6 @@ from .. import people
 from ..topology import REPO_ROOT, Lab
 from . import imaging as im
 
-STEP = 30  # seconds: RFC 6238's time step, as pam_oath's HOTP/T30/6 tokens use it
-
 SCRIPT = (REPO_ROOT / "scenarios" / "lib" / "ssh_session.py").read_text()
 
 
@@ -63,13 +61,12 @@ def session(lab: Lab, from_host: str, to_host: str, user: str, *, known_host_key
 def fresh_code(lab: Lab, bastion: str, oath_file: str, secrets_dir: str, user: str) -> str:
     """A TOTP code for ``user`` that the bastion's pam_oath has not accepted: the current one, or,
     when the bastion already accepted the code of the current 30-second step (it refuses that code
-    and any earlier one), the next step's, after waiting for it (at most 30 s). ``oath_file``: the
+    and any earlier one) or the step ends within people.TOTP_MARGIN seconds, the next step's, after
+    waiting for it (at most 40 s) (people.fresh_totp). ``oath_file``: the
     bastion's users file, whose line for the person ends with the time of the last accepted code."""
     seed = people.totp_seed(secrets_dir, user)
     line = im.exec_in(lab, bastion, "awk", "-v", f"u={user}", "$2 == u { print $NF }", oath_file).strip()
     last = -1
     if line.endswith("L"):  # pam_oath's time of the last accepted code, e.g. 2026-12-01T20:01:54L (the bastion's clock, UTC)
-        last = calendar.timegm(time.strptime(line[:-1], "%Y-%m-%dT%H:%M:%S")) // STEP
-    while int(time.time() // STEP) <= last:
-        time.sleep((last + 1) * STEP - time.time() + 0.5)
-    return people.totp_now(seed)
+        last = calendar.timegm(time.strptime(line[:-1], "%Y-%m-%dT%H:%M:%S")) // people.TOTP_STEP
+    return people.fresh_totp(seed, last)

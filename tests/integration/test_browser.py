@@ -73,7 +73,7 @@ def test_in_a_real_browser_password_and_code_open_the_viewer_on_the_study(runnin
     shot.write_bytes(result["screenshot"])
     rp, provider = proxy(running_lab).name, idp(running_lab).name
     evidence.update(who=who.name, accession=viewed["accession"], navigations=result["navigations"], forms=result["forms"],
-                    viewer=result["viewer"], cookies=result["cookies"], error=result["error"],
+                    final=result.get("final"), trmsg=result["trmsg"], viewer=result["viewer"], cookies=result["cookies"], error=result["error"],
                     signed_in_ms=result.get("signed_in_ms"), displayed_ms=result.get("displayed_ms"),
                     screenshot=f"{evidence_dir.name}/{shot.name}")
     assert result["error"] is None

@@ -116,6 +116,37 @@ def test_totp_codes_follow_rfc_6238(at: int, code: str) -> None:
     assert people.totp_now(RFC6238_SEED, at) == code
 
 
+class _Clock:
+    """time.time and time.sleep of a clock that moves only when slept."""
+
+    def __init__(self, now: float) -> None:
+        self.now, self.slept = now, []
+
+    def time(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+@pytest.mark.parametrize(("now", "last_step", "at"), [
+    (1111111081, -1, 1111111081),              # 1 s into step 37037036, nothing used: the current code
+    (1111111081, 37037036, 1111111110.5),      # the current step's code was used: the next step's (+0.5 s)
+    (1111111105, -1, 1111111110.5),            # 5 s left in the step: too close to its end, the next step's
+    (1111111100, -1, 1111111100),              # exactly 10 s left: still the current step's
+])
+def test_a_fresh_totp_is_of_a_later_step_than_the_last_used_with_ten_seconds_left(
+        monkeypatch: pytest.MonkeyPatch, now: float, last_step: int, at: float) -> None:
+    """people.fresh_totp waits for a step after the last accepted one (RFC 6238 5.2) that has at
+    least TOTP_MARGIN (10) seconds to run, and gives that step's code."""
+    clock = _Clock(now)
+    monkeypatch.setattr(people.time, "time", clock.time)
+    monkeypatch.setattr(people.time, "sleep", clock.sleep)
+    assert people.fresh_totp(RFC6238_SEED, last_step) == people.totp_now(RFC6238_SEED, at)
+    assert clock.now == at
+
+
 def test_totp_prints_the_code_of_a_known_person_only(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """`pacslab totp USER`: the current code from the seed up made (here the RFC's, in place of a
     lab's), nothing else on stdout; an unknown user or a lab without the seed yet is refused."""
