@@ -37,6 +37,8 @@ from pacslab.probes import segmentation as seg
 from pacslab.probes import standins
 from pacslab.topology import Host, Lab, load_lab
 
+from .test_rproxy import store_study
+
 APP_CONTEXT_UID = b"1.2.840.10008.3.1.1.1"  # every cleartext A-ASSOCIATE-RQ carries it (PS3.7 A.2.1)
 DICOM_IMAGES = ("dicom", "orthanc")  # the images of the DICOM nodes (roles dicom_node, orthanc)
 NFLOG_DEADLINE = 10.0  # seconds within which a drop must be in the fw's NFLOG log
@@ -575,10 +577,13 @@ def test_move_goes_only_to_registered_destinations(running_lab: Lab, clinical: C
 
 
 @pytest.mark.control("C-DAT-03")
-def test_flipped_byte_on_disk_is_detected(running_lab: Lab, clinical: ClinicalRun, evidence) -> None:
+def test_flipped_byte_on_disk_is_detected(running_lab: Lab, evidence) -> None:
+    """One image a modality stored (its own, not the clinical run's: `scenario check W4` runs this
+    check alone, and the clinical run would cost it 20 s more) has a byte flipped on the PACS's
+    disk: the next verification pass names it and logs an integrity-failure event."""
     lab = running_lab
     pacs = the(lab, "pacs_servers").name
-    target = clinical.pacs[_first_tls_station(lab).name][0]["id"]
+    target = store_study(lab, "FB")["instance"]
     # Orthanc 1.10.1's REST API does not name the attachment's file: the index does.
     query = f"select a.uuid from attachedfiles a join resources r on a.id = r.internalid where r.publicid = '{target}' and a.filetype = 1"
     uuid = im.exec_in(lab, pacs, "su", "postgres", "-c", f'psql -h /var/run/postgresql -d orthanc -tAc "{query}"').strip()
@@ -590,7 +595,7 @@ def test_flipped_byte_on_disk_is_detected(running_lab: Lab, clinical: ClinicalRu
         tampered = im.orthanc(lab, pacs, "/pacslab/verify", "POST", "")
         failures = _pacs_events(lab, pacs, "integrity-failure")
     finally:
-        im.exec_in(lab, pacs, "python3", "-c", flip)  # flip it back: later checks read this study
+        im.exec_in(lab, pacs, "python3", "-c", flip)  # flip it back: a later pass would name it again
     evidence.update(file=path, before=clean["failures"], after=tampered["failures"])
     assert target not in clean["failures"]
     assert target in tampered["failures"]

@@ -502,32 +502,47 @@ def ingest(lines: Any, out: Any, db: sqlite3.Connection, assets: dict[str, Any])
 def evaluate(db: sqlite3.Connection, rules: list[dict[str, Any]], assets: dict[str, Any], at: datetime | None = None) -> list[int]:
     """Run every rule once over the events of its look-back window and raise or update alerts;
     returns the ids of the alerts raised or updated. The look-back is a correlation's timespan plus
-    a minute for late arrivals, 10 minutes for a rule that alerts per event. A rule is a dict of
+    a minute for late arrivals, 10 minutes for a rule that alerts per event; the events of one
+    look-back are copied once per pass for every rule that has it (a pass sees the events stored
+    before it copied them; later ones, the next pass). A rule is a dict of
     pacslab/detections.py: id, name, title, level, kind ("event" or a Sigma correlation type),
     timespan (seconds), group_by (fields), sql (pySigma's SQLite query over the table ``logs``) and
     base_sql (an event_count or value_count correlation's base rules as one query: the siem counts
     those itself, _counting_windows). A rule that fails is reported on stderr and the others still run."""
     at = at or datetime.now(UTC)
     touched: list[int] = []
-    for rule in rules:
+    copied = None  # the look-back temp.logs holds: rules with the same one share a copy (in look-back order)
+    for rule in sorted(rules, key=_look_back):
         try:
-            touched += _evaluate_rule(db, rule, assets, at)
+            if _look_back(rule) != copied:
+                copied = None
+                _copy_window(db, at - timedelta(seconds=_look_back(rule)))
+                copied = _look_back(rule)
+            touched += _evaluate_rule(db, rule, assets)
         except Exception as exc:  # noqa: BLE001 (one rule's failure must not stop the others, nor the loop)
             print(f"pacslab-siem evaluate: rule {rule.get('name')}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
     return touched
 
 
-def _evaluate_rule(db: sqlite3.Connection, rule: dict[str, Any], assets: dict[str, Any], at: datetime) -> list[int]:
-    """One rule over its look-back; each result's alert, case and containment decision are written
-    in one transaction (a restart between them cannot leave an alert without its decision)."""
-    touched: list[int] = []
-    back = int(rule.get("timespan") or 0) + 60 if rule["kind"] != "event" else 600
-    since = (at - timedelta(seconds=back)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    # pySigma's SQLite backend reads the table `logs`, its column `timestamp` and its rowid
-    # (the event's id here: an INTEGER PRIMARY KEY is the rowid).
+def _look_back(rule: dict[str, Any]) -> int:
+    """Seconds of events a rule reads: a correlation's timespan plus a minute, 600 for a rule that alerts per event."""
+    return int(rule.get("timespan") or 0) + 60 if rule["kind"] != "event" else 600
+
+
+def _copy_window(db: sqlite3.Connection, since: datetime) -> None:
+    """temp.logs: the events stored at or after ``since``, as pySigma's SQLite backend reads them
+    (the table `logs`, its column `timestamp`, its rowid: the event's id, an INTEGER PRIMARY KEY)."""
     db.execute("DROP TABLE IF EXISTS temp.logs")
     db.execute(f"CREATE TEMP TABLE logs (id INTEGER PRIMARY KEY, timestamp TEXT, {', '.join(f'{f} TEXT' for f in FIELDS)})")
-    db.execute(f"INSERT INTO temp.logs SELECT id, time, {', '.join(FIELDS)} FROM events WHERE time >= ?", (since,))
+    db.execute(f"INSERT INTO temp.logs SELECT id, time, {', '.join(FIELDS)} FROM events WHERE time >= ?",
+               (since.isoformat(timespec="milliseconds").replace("+00:00", "Z"),))
+
+
+def _evaluate_rule(db: sqlite3.Connection, rule: dict[str, Any], assets: dict[str, Any]) -> list[int]:
+    """One rule over the events of its look-back (temp.logs); each result's alert, case and
+    containment decision are written in one transaction (a restart between them cannot leave an
+    alert without its decision)."""
+    touched: list[int] = []
     if rule.get("base_sql"):
         results = _counting_windows(db, rule)
     else:
