@@ -47,7 +47,7 @@ import yaml
 
 from .engine import SECRET_VARS
 from .plan import state_dir
-from .topology import Lab, LabDefinitionError, Problem, load_lab
+from .topology import Lab, LabDefinitionError, Problem, load_lab, safe_load
 
 PORT_STEP = 1000  # a student lab's published ports: the source's + PORT_STEP * its index
 ADDRESS = re.compile(r"(?<![\d.])(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})(?![\d.])")
@@ -114,7 +114,7 @@ def derive(lab: Lab, index: int, out: Path) -> Path:
     shutil.copytree(lab.path, target)
     names = {"lab_name": student_name(lab, index), "lab_prefix": f"{lab.prefix}s{index}", "lab_bridge_prefix": f"{lab.bridge_prefix[0]}s{index}-"}
     for path in sorted(target.rglob("*.yml")) + sorted(target.rglob("*.yaml")):
-        data = yaml.safe_load(path.read_text())
+        data = safe_load(path.read_text())
         if data is None:
             continue
         data = _publish(_shift(data, space, offset), PORT_STEP * index)

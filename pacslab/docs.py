@@ -9,10 +9,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import yaml
-
 from .report import load_controls
-from .topology import REPO_ROOT
+from .topology import REPO_ROOT, safe_load
 
 README = REPO_ROOT / "README.md"
 BEGIN, END = "<!-- controls:begin (python -m pacslab.docs) -->", "<!-- controls:end -->"
@@ -34,9 +32,9 @@ def control_table() -> str:
 
 
 def role_readme(role: Path) -> str:
-    specs = yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())["argument_specs"]
+    specs = safe_load((role / "meta" / "argument_specs.yml").read_text())["argument_specs"]
     defaults_file = role / "defaults" / "main.yml"
-    defaults = yaml.safe_load(defaults_file.read_text()) if defaults_file.is_file() else {}
+    defaults = safe_load(defaults_file.read_text()) if defaults_file.is_file() else {}
     out = [f"# Role `{role.name}`", "", "Generated from `meta/argument_specs.yml` by `python -m pacslab.docs`; do not edit.", ""]
     for entry, spec in specs.items():
         out += [f"## `{entry}`: {spec.get('short_description', '')}", "", "| variable | type | default | description |", "| --- | --- | --- | --- |"]

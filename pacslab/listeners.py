@@ -23,9 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from .topology import REPO_ROOT, Host, Lab
+from .topology import REPO_ROOT, Host, Lab, safe_load
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +51,7 @@ class ExtraListener:
 def role_default(role: str, name: str, roles_dir: Path = ROLES_DIR) -> Any:
     """A variable's value in ``roles/<role>/defaults/main.yml``; KeyError naming the file when it is absent."""
     path = roles_dir / role / "defaults" / "main.yml"
-    defaults = yaml.safe_load(path.read_text()) or {}
+    defaults = safe_load(path.read_text()) or {}
     if name not in defaults:
         raise KeyError(f"{path}: no {name}")
     return defaults[name]
@@ -70,7 +68,7 @@ def declared_extras(role: str, roles_dir: Path = ROLES_DIR) -> tuple[ExtraListen
     Raises ValueError naming the role when an entry lacks proto (tcp|udp), port (1-65535) or a reason.
     """
     path = roles_dir / role / "defaults" / "main.yml"
-    defaults = yaml.safe_load(path.read_text()) if path.is_file() else None
+    defaults = safe_load(path.read_text()) if path.is_file() else None
     entries = (defaults or {}).get(f"{role}_extra_listeners") or []
     extras = []
     for i, e in enumerate(entries):

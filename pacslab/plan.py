@@ -14,10 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .firewall import QUARANTINE_REACH, QUARANTINE_STATE, render
-from .topology import CONTROL_SWITCHES, IMAGES_DIR, PEER_READ_SWITCHES, REPO_ROOT, Host, Lab, flow_between
+from .topology import CONTROL_SWITCHES, IMAGES_DIR, PEER_READ_SWITCHES, REPO_ROOT, Host, Lab, flow_between, safe_load
 
 LABEL_LAB = "pacslab.lab"  # every Docker object of a lab carries it; down removes by it
 LABEL_ROLE = "pacslab.role"  # host | standin
@@ -302,7 +300,7 @@ def config_digest(lab: Lab, shared: bool = False) -> str:
             if f.is_file() and "__pycache__" not in f.parts:
                 body = f.read_bytes()
                 if shared and root == lab.path and f.suffix in (".yml", ".yaml"):
-                    data = _without(yaml.safe_load(body), HOST_INPUT_KEYS)
+                    data = _without(safe_load(body), HOST_INPUT_KEYS)
                     if not data:  # host-local keys alone (an overlay's host_vars/fw.yml): as if the file were not there
                         continue
                     body = json.dumps(data, sort_keys=True, default=str).encode()

@@ -35,12 +35,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .engine import last_converged
 from .export import flow_rows
 from .plan import state_dir
-from .topology import REPO_ROOT, Lab
+from .topology import REPO_ROOT, Lab, safe_load
 
 CONTROLS_FILE = REPO_ROOT / "controls.yml"
 RUN_RECORD = "run.json"  # next to results.json: when the verify ran, on which commit
@@ -64,7 +62,7 @@ class Control:
 
 
 def load_controls(path: Path = CONTROLS_FILE) -> tuple[dict[str, Control], str]:
-    data = yaml.safe_load(path.read_text())
+    data = safe_load(path.read_text())
     controls = {
         cid: Control(
             id=cid,

@@ -40,7 +40,7 @@ import yaml
 from .docker import docker
 from .plan import state_dir
 from .redact import redact, redact_tree, secret_values
-from .topology import REPO_ROOT, Lab, Problem
+from .topology import REPO_ROOT, Lab, Problem, safe_load
 
 SCENARIOS_DIR = REPO_ROOT / "scenarios"
 SCHEMA_FILE = SCENARIOS_DIR / "scenario.schema.json"
@@ -170,7 +170,7 @@ def _key(path: Any) -> str:
 
 
 def catalogue(path: Path = CONTROLS_FILE) -> set[str]:
-    return set((yaml.safe_load(path.read_text()) or {}).get("controls", {}))
+    return set((safe_load(path.read_text()) or {}).get("controls", {}))
 
 
 def _test_controls(test_file: Path) -> tuple[set[str], dict[str, set[str]]]:
@@ -203,7 +203,7 @@ def load_scenario(folder: Path, lab: Lab, controls: set[str] | None = None) -> S
     if not file.is_file():
         raise ScenarioError([Problem(_rel(folder), "(folder)", "no scenario.yml")])
     try:
-        data = yaml.safe_load(file.read_text())
+        data = safe_load(file.read_text())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise ScenarioError([Problem(fname, f"line {mark.line + 1}" if mark else "(document)", f"not YAML: {exc}")]) from exc
@@ -649,7 +649,7 @@ def overlay_dir(lab: Lab, scenario: Scenario) -> Path:
 def _vars_file_with(folder: Path, key: str) -> Path:
     """The group_vars/all file that defines ``key``, else group_vars/all/lab.yml."""
     for path in sorted((folder / "group_vars" / "all").glob("*.y*ml")):
-        if key in (yaml.safe_load(path.read_text()) or {}):
+        if key in (safe_load(path.read_text()) or {}):
             return path
     return folder / "group_vars" / "all" / "lab.yml"
 
@@ -670,7 +670,7 @@ def derive_overlay(lab: Lab, scenario: Scenario) -> Lab:
     header = f"# Overlay of {lab.path} by `pacslab scenario run {scenario.id} --vulnerable` (break-and-fix).\n"
 
     def update(path: Path, change: Any) -> None:
-        data = (yaml.safe_load(path.read_text()) if path.is_file() else None) or {}
+        data = (safe_load(path.read_text()) if path.is_file() else None) or {}
         change(data)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(header + yaml.safe_dump(data, sort_keys=False, width=160))
