@@ -59,11 +59,11 @@ def session(lab: Lab, from_host: str, to_host: str, user: str, *, known_host_key
 
 
 def fresh_code(lab: Lab, bastion: str, oath_file: str, secrets_dir: str, user: str) -> str:
-    """A TOTP code for ``user`` that the bastion's pam_oath has not accepted: the current one, or,
-    when the bastion already accepted the code of the current 30-second step (it refuses that code
-    and any earlier one) or the step ends within people.TOTP_MARGIN seconds, the next step's, after
-    waiting for it (at most 40 s) (people.fresh_totp). ``oath_file``: the
-    bastion's users file, whose line for the person ends with the time of the last accepted code."""
+    """A TOTP code for ``user`` that the bastion's pam_oath has not accepted (people.fresh_totp):
+    the current one, or, when the bastion already accepted the code of the current 30-second step
+    (it refuses that code and any earlier one) or the step ends within people.TOTP_MARGIN seconds,
+    the next step's, after waiting for it (at most 40 s). ``oath_file``: the bastion's users file,
+    whose line for the person ends with the time of the last accepted code."""
     seed = people.totp_seed(secrets_dir, user)
     line = im.exec_in(lab, bastion, "awk", "-v", f"u={user}", "$2 == u { print $NF }", oath_file).strip()
     last = -1
