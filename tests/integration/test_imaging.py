@@ -579,8 +579,9 @@ def test_move_goes_only_to_registered_destinations(running_lab: Lab, clinical: C
 @pytest.mark.control("C-DAT-03")
 def test_flipped_byte_on_disk_is_detected(running_lab: Lab, evidence) -> None:
     """One image a modality stored (its own, not the clinical run's: `scenario check W4` runs this
-    check alone, and the clinical run would cost it 20 s more) has a byte flipped on the PACS's
-    disk: the next verification pass names it and logs an integrity-failure event."""
+    check alone, and with the clinical run it took 27 s instead of 4) has a byte flipped on the
+    PACS's disk: a verification pass (POST /pacslab/verify) names it, and an integrity-failure
+    event is logged; the pass before the flip did not name it."""
     lab = running_lab
     pacs = the(lab, "pacs_servers").name
     target = store_study(lab, "FB")["instance"]

@@ -645,3 +645,20 @@ def test_the_siem_s_counting_windows_find_what_pysigma_s_query_finds(rules, rule
     ours = per_group(siem._counting_windows(db, rule))
     assert ours == theirs
     assert seed % 2 or '{"src_ip": "10.77.31.10"}' in theirs
+
+
+@pytest.mark.parametrize("order", ["event-rule-first", "correlation-first"])
+def test_rules_of_one_pass_each_read_their_own_look_back(rules: dict[str, dict[str, Any]], order: str) -> None:
+    """One pass copies the events of each look-back once and lets the rules that have it share the
+    copy: an IDS alert and an integrity failure both stored 630 s before the pass raise ids-scan
+    (an event_count over 600 s reads 660 s back) but not integrity-failure (a rule per event reads
+    600 s back), whichever comes first in the rule list; the next pass adds nothing."""
+    db = siem.connect(Path(":memory:"))
+    stamp = T0.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    siem.store(db, {"time": stamp, "source": "suricata", "event_type": "ids-alert", "outcome": "allowed",
+                    "src_ip": "10.77.90.66", "dst_ip": "10.77.40.10", "dst_port": "40", "signature_id": "9000021"})
+    siem.store(db, {"time": stamp, "host": "pacs", "source": "orthanc-events", "event_type": "integrity-failure"})
+    chosen = [rules["integrity-failure"], rules["ids-scan"]]
+    for _ in range(2):
+        siem.evaluate(db, chosen if order == "event-rule-first" else chosen[::-1], ASSETS, at=T0 + timedelta(seconds=630))
+    assert [(a["rule"], a["entities"]) for a in siem.alerts(db)] == [("ids-scan", {"src_ip": "10.77.90.66"})]
