@@ -120,13 +120,12 @@ class _Clock:
     """time.time and time.sleep of a clock that moves only when slept."""
 
     def __init__(self, now: float) -> None:
-        self.now, self.slept = now, []
+        self.now = now
 
     def time(self) -> float:
         return self.now
 
     def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
         self.now += seconds
 
 
