@@ -196,3 +196,13 @@ def fresh_totp(seed: str, last_step: int) -> str:
         if step > last_step and left >= TOTP_MARGIN:
             return totp_now(seed, now)
         time.sleep(left + 0.5)
+
+
+def totp_codes(seed: str, last_step: int, count: int = 6) -> dict[int, str]:
+    """{RFC 6238 step (Unix seconds // TOTP_STEP): code} for ``count`` steps from the current one,
+    leaving out the steps at or before ``last_step`` (as for fresh_totp): for a client that types
+    the code of the step it reaches the prompt in, however long it took to get there. Six steps
+    cover three minutes."""
+    first = max(int(time.time() // TOTP_STEP), last_step + 1)
+    totp = pyotp.TOTP(seed)
+    return {step: totp.at(step * TOTP_STEP) for step in range(first, first + count)}

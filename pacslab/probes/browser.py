@@ -6,7 +6,8 @@ The browser is a new one each time: a fresh profile whose certificate store (the
 Chromium reads on Linux, in the profile's home) trusts the lab root the host was given
 (/etc/pacslab/tls/root.pem, read from that host) and nothing of the lab besides, no cookie, no cache. It opens a URL,
 and wherever it lands on LemonLDAP::NG's pages it does what the person would: the login form gets
-user and password, the second-factor form the TOTP code (RFC 6238), each once and only when given;
+user and password, the second-factor form the TOTP code (RFC 6238: the one given, or, of codes
+given by step, the one of the step it gets there in), each once and only when given;
 a person without a code stops at the code form. When it lands on the image viewer
 (orthanc-webviewer's viewer.html) it waits until the viewer has drawn the first image, then reads
 what the viewer shows: the lines of its top-right corner (patient ID, patient name, study and
@@ -54,6 +55,20 @@ with open(ca, "w") as f:
     f.write(req["ca_pem"])
 subprocess.run(["certutil", "-A", "-d", db, "-n", "lab root", "-t", "C,,", "-i", ca], check=True, capture_output=True)
 
+# the code to type now: the one given, or, of the codes given by RFC 6238 step, the current
+# step's, else the next one's (a verifier that takes one step either side accepts both)
+def code_now():
+    if "codes" not in req:
+        return req.get("code")
+    now = time.time()
+    step = int(now // 30)
+    for s in (step, step + 1):
+        if str(s) in req["codes"]:
+            out["code_step"], out["code_left_s"] = s, round((step + 1) * 30 - now, 1)
+            return req["codes"][str(s)]
+    out["code_step"] = None
+    return None
+
 start = time.monotonic()
 def ms():
     return round((time.monotonic() - start) * 1000)
@@ -88,7 +103,7 @@ with sync_playwright() as p:
             if page.locator("input[name=user]").count() and page.locator("input[name=password]").count():
                 form, fields = "login", {"user": req.get("user"), "password": req.get("password")}
             elif page.locator("input[name=code]").count():
-                form, fields = "code", {"code": req.get("code")}
+                form, fields = "code", {"code": code_now()}
             else:
                 break
             out["forms"].append({"at": where(page.url), "form": form, "trmsg": codes})
@@ -143,21 +158,25 @@ print(json.dumps(out))
 
 
 def open_page(lab: Lab, from_host: str, url: str, *, user: str | None = None, password: str | None = None,
-              code: str | None = None, again: bool = False, screenshot: bool = False, timeout: float = 120,
+              code: str | dict[int, str] | None = None, again: bool = False, screenshot: bool = False, timeout: float = 120,
               page_timeout: float = 30, browser_image: str | None = None) -> dict[str, Any]:
     """Open ``url`` in a new headless chromium on ``from_host``, signing in at the IdP with what is
     given (see the module's docstring). The browser runs in ``from_host`` itself (a lab container
     with images/client), or, given ``browser_image`` (the client image's tag), in a throw-away
     container of that image inside ``from_host``'s network namespace: the same address, routes and
     /etc/hosts, for a host whose own image carries no browser (a DICOM workstation: least
-    functionality). Either way the profile trusts the root ``from_host`` was given.
+    functionality). Either way the profile trusts the root ``from_host`` was given. ``code`` is
+    one TOTP code, or the codes by RFC 6238 step (pacslab.probes.oidc.fresh_codes), of which the
+    browser types the current step's (or the next one's) when it reaches the code form.
 
     Returns {"navigations": [{at: host/path, method, status}], "forms": [{at, form: "login" |
     "code", trmsg: [LemonLDAP result codes on that page]}], "trmsg": the codes on the last page,
     "final": host/path where the browser stayed, "title", "tables": [{id, rows: [[cell text]]}]
     (every table with an id on the last page, body rows only), "viewer": None or {"topright": [str],
     "canvas": {width, height, grey_levels, lit (0..1)}}, "cookies": ["domain:name"],
-    "signed_in_ms", "displayed_ms" (when reached), "screenshot": PNG bytes (with ``screenshot``,
+    "signed_in_ms", "displayed_ms" (when reached), "code_step" and "code_left_s" (with codes by
+    step, at the code form: the step typed, None when none fit, and the seconds the current step
+    had left), "screenshot": PNG bytes (with ``screenshot``,
     the last page the browser showed), "again" (with ``again``: the same browser opens ``url``
     once more; {navigations, final, trmsg} or {navigations, error}; "navigations" and "final" above
     are from before), "error": None, "timeout: ..." (the first page did not come within
@@ -167,7 +186,9 @@ def open_page(lab: Lab, from_host: str, url: str, *, user: str | None = None, pa
     request: dict[str, Any] = {"ca_pem": im.read_from(lab, from_host, CA), "chromium": CHROMIUM, "url": url, "again": again,
                                "screenshot": screenshot, "timeout_ms": round(page_timeout * 1000)}
     for key, value in (("user", user), ("password", password), ("code", code)):
-        if value is not None:
+        if isinstance(value, dict):
+            request["codes"] = {str(step): c for step, c in value.items()}
+        elif value is not None:
             request[key] = value
     if browser_image is None:
         printed = im.exec_in(lab, from_host, "python3", "-c", SCRIPT, input=json.dumps(request), timeout=timeout)

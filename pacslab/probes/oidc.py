@@ -163,9 +163,21 @@ def fresh_code(lab: Lab, idp_host: str, secrets_dir: str, user: str) -> str:
     when the IdP already accepted a code of the current 30-second step for them (it refuses a second
     one, RFC 6238 5.2) or the step ends within people.TOTP_MARGIN seconds, the next step's, after
     waiting for it (at most 40 s)."""
-    seed = people.totp_seed(secrets_dir, user)
+    return people.fresh_totp(people.totp_seed(secrets_dir, user), last_step(lab, idp_host, user))
+
+
+def fresh_codes(lab: Lab, idp_host: str, secrets_dir: str, user: str) -> dict[int, str]:
+    """The TOTP codes of ``user`` the IdP has not seen, by RFC 6238 step, for the next three
+    minutes (people.totp_codes): for a browser, which types the code of the step it reaches the
+    code form in (pacslab.probes.browser), so that however long it takes to start and sign in with
+    the password, the code it sends is current. No wait."""
+    return people.totp_codes(people.totp_seed(secrets_dir, user), last_step(lab, idp_host, user))
+
+
+def last_step(lab: Lab, idp_host: str, user: str) -> int:
+    """The RFC 6238 step of the last code the IdP's checker accepted for ``user``; -1 for none."""
     used = im.exec_in(lab, idp_host, "sh", "-c", f'cat "{USED_STEPS}/$1" 2>/dev/null; true', "used", user).strip()
-    return people.fresh_totp(seed, int(used) if used.isdigit() else -1)
+    return int(used) if used.isdigit() else -1
 
 
 BROWSE = BROWSER + r"""

@@ -22,6 +22,7 @@ import pytest
 
 from pacslab.plan import Plan
 from pacslab.probes import browser, oidc
+from pacslab.probes import imaging as im
 from pacslab.topology import Lab
 
 from .test_idp import PE_BADOTP, PE_FIRSTACCESS, idp, one, secret, wrong_code
@@ -33,6 +34,7 @@ VIEWER = "/pacs/web-viewer/app/viewer.html"
 PATIENT_ID = "PROBE-1"
 SERIES_DESCRIPTION = "pacslab synthetic CT"
 SESSION_COOKIE = "mod_auth_openidc_session"
+PORTAL_LOG = "/var/log/pacslab/llng.log"
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +48,11 @@ def viewed(running_lab: Lab) -> dict[str, str]:
 
 def url(lab: Lab, series: str) -> str:
     return f"https://{proxy(lab).name}{VIEWER}?series={series}"
+
+
+def portal_log(lab: Lab) -> list[str]:
+    """The lines of the IdP portal's log (roles/idp: LemonLDAP::NG and its TOTP checker's verdicts)."""
+    return im.read_from(lab, idp(lab).name, PORTAL_LOG).splitlines()
 
 
 def hosts(result: dict[str, Any]) -> list[str]:
@@ -66,20 +73,27 @@ def test_in_a_real_browser_password_and_code_open_the_viewer_on_the_study(runnin
     proxy, which serves the viewer; the viewer's corner names the study's patient and series, and
     its canvas holds an image (more than one grey level, some of it lit)."""
     who = one(running_lab, "enabled", "radiologist")
-    code = oidc.fresh_code(running_lab, idp(running_lab).name, plan.secrets_dir, who.name)
+    codes = oidc.fresh_codes(running_lab, idp(running_lab).name, plan.secrets_dir, who.name)
+    logged_before = len(portal_log(running_lab))
     result = browser.open_page(running_lab, CLIENT, url(running_lab, viewed["series"]), user=who.name,
-                               password=secret(plan, f"person-{who.name}"), code=code, screenshot=True)
+                               password=secret(plan, f"person-{who.name}"), code=codes, screenshot=True)
     shot = evidence_dir / "C-ACC-07-viewer.png"
     shot.write_bytes(result["screenshot"])
     rp, provider = proxy(running_lab).name, idp(running_lab).name
+    idp_said = [ln for ln in portal_log(running_lab)[logged_before:] if who.name in ln]
     evidence.update(who=who.name, accession=viewed["accession"], navigations=result["navigations"], forms=result["forms"],
                     final=result.get("final"), trmsg=result["trmsg"], viewer=result["viewer"], cookies=result["cookies"], error=result["error"],
+                    code_step=result.get("code_step"), code_left_s=result.get("code_left_s"), idp_said=idp_said,
                     signed_in_ms=result.get("signed_in_ms"), displayed_ms=result.get("displayed_ms"),
                     screenshot=f"{evidence_dir.name}/{shot.name}")
-    assert result["error"] is None
+    # where the browser stopped and what the portal logged, in the message of a failed sign-in
+    stopped = {"final": result.get("final"), "trmsg": result["trmsg"], "code_step": result.get("code_step"),
+               "code_left_s": result.get("code_left_s"), "idp_said": idp_said}
+    assert result["error"] is None, stopped
     assert [(f["at"], f["form"], f["trmsg"]) for f in result["forms"]] == [
-        (f"{provider}/oauth2/authorize", "login", [PE_FIRSTACCESS]), (f"{provider}/oauth2/authorize", "code", [])]
-    assert hosts(result) == [rp, provider, rp]
+        (f"{provider}/oauth2/authorize", "login", [PE_FIRSTACCESS]), (f"{provider}/oauth2/authorize", "code", [])], stopped
+    assert result["code_step"] in codes, stopped
+    assert hosts(result) == [rp, provider, rp], stopped
     assert result["navigations"][0] == {"at": f"{rp}{VIEWER}", "method": "GET", "status": 302}
     assert result["navigations"][-2:] == [{"at": f"{rp}/oidc/redirect", "method": "GET", "status": 302},
                                           {"at": f"{rp}{VIEWER}", "method": "GET", "status": 200}]
@@ -107,15 +121,17 @@ def test_in_a_real_browser_a_password_without_a_valid_fresh_code_never_reaches_t
     elif case == "wrong-code":
         code = wrong_code(plan, who.name)
     else:
-        code = oidc.fresh_code(running_lab, idp(running_lab).name, plan.secrets_dir, who.name)
-        first = browser.open_page(running_lab, CLIENT, target, user=who.name, password=password, code=code)
+        codes = oidc.fresh_codes(running_lab, idp(running_lab).name, plan.secrets_dir, who.name)
+        first = browser.open_page(running_lab, CLIENT, target, user=who.name, password=password, code=codes)
+        code = codes.get(first.get("code_step"))  # the code that signed the first browser in
     result = browser.open_page(running_lab, CLIENT, target, user=who.name, password=password, code=code, again=True)
     rp, provider = proxy(running_lab).name, idp(running_lab).name
-    evidence.update(who=who.name, first=first and {"final": first["final"], "viewer": first["viewer"] is not None},
+    evidence.update(who=who.name, first=first and {"final": first["final"], "viewer": first["viewer"] is not None,
+                                                   "code_step": first.get("code_step")},
                     navigations=result["navigations"], forms=result["forms"], trmsg=result["trmsg"], cookies=result["cookies"],
                     again=result.get("again"))
     if first is not None:  # the code was good, once
-        assert first["final"] == f"{rp}{VIEWER}" and first["viewer"] is not None
+        assert first["final"] == f"{rp}{VIEWER}" and first["viewer"] is not None and code is not None
     assert [(f["at"], f["form"], f["trmsg"]) for f in result["forms"]] == [
         (f"{provider}/oauth2/authorize", "login", [PE_FIRSTACCESS]), (f"{provider}/oauth2/authorize", "code", [])]
     # where the browser stayed: the code form, waiting; or the IdP's refusal of the code (no form)

@@ -146,6 +146,23 @@ def test_a_fresh_totp_is_of_a_later_step_than_the_last_used_with_ten_seconds_lef
     assert clock.now == at
 
 
+@pytest.mark.parametrize(("last_step", "count", "codes"), [
+    (-1, 2, {37037036: "081804", 37037037: "050471"}),   # nothing used: the current step's, then the next
+    (37037036, 1, {37037037: "050471"}),                 # the current step's was used: from the next one
+    (37037035, 1, {37037036: "081804"}),                 # an earlier step was used: from the current one
+])
+def test_totp_codes_by_step_leave_out_the_used_steps_and_do_not_wait(
+        monkeypatch: pytest.MonkeyPatch, last_step: int, count: int, codes: dict[int, str]) -> None:
+    """people.totp_codes at 1111111100 (step 37037036): RFC 6238 appendix B's codes of that step
+    (07081804 at 1111111109) and the next (14050471 at 1111111111), none of a step at or before the
+    last one used, and no sleep."""
+    clock = _Clock(1111111100)
+    monkeypatch.setattr(people.time, "time", clock.time)
+    monkeypatch.setattr(people.time, "sleep", clock.sleep)
+    assert people.totp_codes(RFC6238_SEED, last_step, count) == codes
+    assert clock.now == 1111111100
+
+
 def test_totp_prints_the_code_of_a_known_person_only(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """`pacslab totp USER`: the current code from the seed up made (here the RFC's, in place of a
     lab's), nothing else on stdout; an unknown user or a lab without the seed yet is refused."""
