@@ -42,7 +42,9 @@ ASSETS = {"addresses": {"10.77.90.11": {"host": "vendor-eng", "zone": "internet"
                         "10.77.50.11": {"host": "sensor", "zone": "security", "owner": "it-security", "criticality": "medium",
                                          "address": "10.77.50.11", "image": "sensor"},
                         "10.77.80.10": {"host": "offsite", "zone": "offsite", "owner": "it-infra", "criticality": "high",
-                                        "address": "10.77.80.10", "image": "", "deployed": False}},
+                                        "address": "10.77.80.10", "image": "", "deployed": False},
+                        "10.77.10.11": {"host": "idp", "zone": "enterprise", "owner": "it-identity", "criticality": "high",
+                                        "address": "10.77.10.11", "image": "idp"}},
           "hosts": {}, "ae_titles": {"CT01": "mod-ct", "MR01": "mod-mr", "LEGACY01": "mod-legacy"},
           "zones": {"modality": "10.77.30.0/24", "legacy": "10.77.31.0/24", "datacenter": "10.77.40.0/24", "security": "10.77.50.0/24",
                     "vendor": "10.77.70.0/24", "internet": "10.77.90.0/24"},
@@ -293,7 +295,42 @@ def test_normalise_the_sensors_eve_log(msg: str, expected: dict[str, Any]) -> No
     assert (event["host"], event["source"], event["message"]) == ("sensor", "suricata", msg)
 
 
-@pytest.mark.parametrize("program", ["orthanc-events", "dicom-audit", "orthanc-log", "fw-drops", "fw-response", "suricata"])
+# The IdP's portal log as supervisor keeps it (roles/idp): LemonLDAP's lines and pacslab-totp-verify's
+IDP_LINES = {
+    "bad-password": "[Thu Dec  3 11:13:58 2026] [LLNG:77] [warn] Bad password for pacs-admin (10.77.90.10)",
+    "accepted": '{"event": "totp", "user": "rad-ada", "src_ip": "10.77.90.10", "verdict": "accepted"}',
+    "replayed": '{"event": "totp", "user": "rad-ada", "src_ip": "10.77.90.10", "verdict": "refused: code already used"}',
+}
+
+
+@pytest.mark.parametrize(("msg", "expected"), [
+    (IDP_LINES["bad-password"], {"event_type": "idp-login-failure", "outcome": "bad-password", "user": "pacs-admin", "src_ip": "10.77.90.10",
+                                 "dst_ip": "10.77.10.11", "src_zone": "internet"}),
+    (IDP_LINES["accepted"], {"event_type": "idp-login-success", "outcome": "success", "user": "rad-ada", "src_ip": "10.77.90.10",
+                             "dst_ip": "10.77.10.11"}),
+    (IDP_LINES["replayed"], {"event_type": "idp-login-failure", "outcome": "code-already-used", "user": "rad-ada", "src_ip": "10.77.90.10"}),
+    ('{"event": "totp", "user": "rad-ada", "verdict": "refused: wrong code"}',  # a checker run without the address
+     {"event_type": "idp-login-failure", "outcome": "wrong-code", "user": "rad-ada", "src_ip": None}),
+    # the address is the line's last: a user name cannot smuggle another one in
+    ("[Thu Dec  3 11:13:58 2026] [LLNG:77] [warn] Bad password for x (10.0.0.9) (10.77.90.10)",
+     {"event_type": "idp-login-failure", "user": "x (10.0.0.9)", "src_ip": "10.77.90.10"}),
+    ("[Thu Dec  3 11:13:59 2026] [LLNG:76] [warn] idp-1a2b3c-guess0 was not found in LDAP directory (10.77.90.10)",
+     {"event_type": "idp-login-failure", "outcome": "unknown-user", "user": "idp-1a2b3c-guess0", "src_ip": "10.77.90.10"}),
+    ("[Thu Dec  3 11:14:01 2026] [LLNG:77] [notice] User rad-ada successfully authenticated at level 2", {"event_type": "syslog", "user": None}),
+    ('{"event": "totp", "user": "rad-ada", "verdict": 1}', {"event_type": "syslog", "user": None}),
+    ('{"event": "access-decision", "user": "rad-ada", "verdict": "accepted"}', {"event_type": "syslog", "user": None}),
+    ("{not json", {"event_type": "syslog", "src_ip": None}),
+])
+def test_normalise_the_idps_portal_log(msg: str, expected: dict[str, Any]) -> None:
+    """A refused password or an unknown user (LemonLDAP's lines, with the browser's address), an accepted or a refused
+    code (the TOTP checker's JSON line): idp-login-success or idp-login-failure with the person,
+    the address and why; any other line of the portal stays syslog."""
+    event = siem.normalise(_record("idp-portal", msg, peer="10.77.10.11") | {"hostname": "idp"}, ASSETS)
+    assert {k: event[k] for k in expected} == expected
+    assert (event["host"], event["source"], event["message"]) == ("idp", "idp-portal", msg)
+
+
+@pytest.mark.parametrize("program", ["orthanc-events", "dicom-audit", "orthanc-log", "fw-drops", "fw-response", "suricata", "idp-portal"])
 def test_the_pacs_s_programs_from_another_host_are_marked_forged(program: str) -> None:
     """`logger -t orthanc-events '{"event": "integrity-failure"}'` in a vendor's shell on the bastion
     (a log source) is not the PACS's word: stored as forged-source, and no rule reads it as an

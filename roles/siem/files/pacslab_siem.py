@@ -188,7 +188,8 @@ def normalise(record: dict[str, Any], assets: dict[str, Any]) -> dict[str, Any]:
             event.update(event_type="ssh-invalid-user", outcome="failure", user=m["user"], src_ip=m["ip"], src_port=m["port"],
                          proto="tcp", dst_ip=peer)
     elif ((source in ORTHANC_PROGRAMS and sender.get("image") != "orthanc") or (source in FW_PROGRAMS and sender.get("image") != "fw")
-          or (source in SENSOR_PROGRAMS and sender.get("image") != "sensor") or (source in SCANNER_PROGRAMS and sender.get("image") != "scanner")):
+          or (source in SENSOR_PROGRAMS and sender.get("image") != "sensor") or (source in SCANNER_PROGRAMS and sender.get("image") != "scanner")
+          or (source in IDP_PROGRAMS and sender.get("image") != "idp")):
         event.update(event_type="forged-source")  # e.g. `logger -t orthanc-events` in a vendor's shell on the bastion
     elif source == "fw-drops":
         event.update(_fw_drop(msg))
@@ -204,6 +205,8 @@ def normalise(record: dict[str, Any], assets: dict[str, Any]) -> dict[str, Any]:
         event.update(_eve(msg))
     elif source == "discovery":
         event.update(_discovery(msg))
+    elif source == "idp-portal":
+        event.update(_idp_portal(msg, peer))
     elif source == "tlog":
         try:
             data = json.loads(msg)
@@ -225,6 +228,39 @@ def _whose(address: str, assets: dict[str, Any]) -> dict[str, Any]:
         return {"src_host": None, "src_zone": None}
     zone = next((name for name, subnet in sorted(assets.get("zones", {}).items()) if ip in ipaddress.ip_network(subnet, strict=False)), None)
     return {"src_host": asset.get("host"), "src_zone": asset.get("zone") or zone}
+
+
+# The IdP's portal log (roles/idp: LemonLDAP::NG's output and its TOTP checker's, shipped as
+# idp-portal by roles/log_shipping), from a host whose image is the IdP's only. A sign-in is a
+# password, then a code (RFC 6238):
+# - LemonLDAP's "[<time>] [LLNG:<pid>] [warn] Bad password for <user> (<address>)": the password
+#   refused, also a locked person's (idp-login-failure, outcome bad-password); "<user> was not found
+#   in LDAP directory (<address>)": nobody has that name (outcome unknown-user). The address is read
+#   from the end of the line (LemonLDAP's userControl keeps a user name to letters, digits, ._-@);
+# - pacslab-totp-verify's {"event": "totp", "user", "src_ip", "verdict"}: "accepted" completes the
+#   sign-in (idp-login-success); "refused: <why>" is an idp-login-failure whose outcome says why
+#   (wrong-code, code-already-used, no-seed ...).
+# Any other line of the portal stays "syslog", with its raw message.
+IDP_PROGRAMS = ("idp-portal",)
+_LLNG_BAD_PASSWORD = re.compile(r"^\[[^\]]*\] \[LLNG:\d+\] \[\w+\] Bad password for (?P<user>.+) \((?P<ip>[0-9a-fA-F.:]+)\)$")
+_LLNG_UNKNOWN_USER = re.compile(r"^\[[^\]]*\] \[LLNG:\d+\] \[\w+\] (?P<user>.+) was not found in LDAP directory \((?P<ip>[0-9a-fA-F.:]+)\)$")
+
+
+def _idp_portal(msg: str, peer: str) -> dict[str, Any]:
+    for pattern, outcome in ((_LLNG_BAD_PASSWORD, "bad-password"), (_LLNG_UNKNOWN_USER, "unknown-user")):
+        if m := pattern.match(msg):
+            return {"event_type": "idp-login-failure", "outcome": outcome, "user": m["user"], "src_ip": m["ip"], "dst_ip": peer,
+                    "proto": "https"}
+    try:
+        data = json.loads(msg)
+    except ValueError:
+        return {}
+    if not isinstance(data, dict) or data.get("event") != "totp" or not isinstance(data.get("verdict"), str):
+        return {}
+    accepted = data["verdict"] == "accepted"
+    return {"event_type": "idp-login-success" if accepted else "idp-login-failure",
+            "outcome": "success" if accepted else data["verdict"].removeprefix("refused:").strip().replace(" ", "-"),
+            "user": data.get("user") or None, "src_ip": data.get("src_ip") or None, "dst_ip": peer, "proto": "https"}
 
 
 # Programs only an Orthanc host's plugin writes (its image "orthanc" in assets.json): the same tag
