@@ -29,7 +29,9 @@ from pacslab.probes import syslog
 from pacslab.topology import Host, Lab
 
 from .test_bastion import CLIENT, bastion, login, vendor
-from .test_idp import secret
+from .test_idp import CLIENT as IDP_CLIENT
+from .test_idp import idp, one, secret
+from .test_idp import sign_in as idp_sign_in
 from .test_imaging import tls_stations
 from .test_rproxy import basic_auth, proxy
 
@@ -183,6 +185,87 @@ def test_the_alert_opens_a_case_enriched_from_the_lab_definition(running_lab: La
         "host": CLIENT, "status": "open", "owner": "vendor", "zone": "internet", "criticality": "low",
         "address": str(running_lab.hosts[CLIENT].address)}
     assert guessing["alert"]["id"] in case["alerts"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Sign-ins at the IdP (its portal's log, shipped by roles/log_shipping)
+
+
+@pytest.fixture(scope="module")
+def idp_guessing(running_lab: Lab, plan: Plan) -> dict[str, Any]:
+    """From the radiologist's workstation (test_idp's client, in the clinical zone): five sign-ins
+    at the IdP under user names of this run that nobody has, then the radiologist's own
+    completed sign-in (password and code). Their events in the siem, and the alerts idp-brute-force
+    and idp-brute-force-success that hold them."""
+    users = [f"idp-{RUN}-{secrets.token_hex(2)}-guess{i}" for i in range(5)]
+    for user in users:
+        idp_sign_in(running_lab, plan, user, password="guess")
+    who = one(running_lab, "enabled", "radiologist")
+    signed_in = idp_sign_in(running_lab, plan, who.name, code="now")
+
+    def five() -> list[dict[str, Any]]:
+        found = [e for u in users for e in siem_json(running_lab, "events", "--contains", u) if e["event_type"] == "idp-login-failure"]
+        return found if len(found) == 5 else []
+
+    failures = wait_for("the five failures", five)
+    client = str(running_lab.hosts[IDP_CLIENT].address)
+    last = max(e["id"] for e in failures)
+    success = wait_for(f"{who.name}'s sign-in after them", lambda: [
+        e for e in siem_json(running_lab, "events", "--contains", who.name)
+        if e["event_type"] == "idp-login-success" and e["src_ip"] == client and e["id"] > last])[0]
+    ids = {e["id"] for e in failures}
+    guessed = wait_for("idp-brute-force holding the five", lambda: [
+        a for a in siem_json(running_lab, "alerts") if a["rule"] == "idp-brute-force" and ids <= set(a["events"])])[0]
+    broke_in = wait_for("idp-brute-force-success holding the sign-in", lambda: [
+        a for a in siem_json(running_lab, "alerts") if a["rule"] == "idp-brute-force-success" and success["id"] in a["events"]])[0]
+    return {"users": users, "who": who.name, "client": client, "signed_in": signed_in, "failures": failures, "success": success,
+            "guessed": guessed, "broke_in": broke_in}
+
+
+@pytest.mark.control("C-PRT-01")
+def test_sign_ins_at_the_idp_reach_the_siem_with_the_person_the_address_and_the_verdict(running_lab: Lab,
+                                                                                          idp_guessing: dict[str, Any], evidence) -> None:
+    """Each refused user name (LemonLDAP: not in the directory) and the completed sign-in (the
+    TOTP checker's accepted code) is an event of the IdP, with the name typed, the browser's
+    address and why; the radiologist's sign-in went through (the relying party got its code)."""
+    g = idp_guessing
+    host = idp(running_lab)
+    evidence.update(failures=g["failures"], success=g["success"])
+    assert g["signed_in"].get("redirect", {}).get("state") == "pacslab-state"
+    assert sorted((e["host"], e["source"], e["event_type"], e["user"], e["src_ip"], e["dst_ip"], e["outcome"]) for e in g["failures"]) == [
+        (host.name, "idp-portal", "idp-login-failure", u, g["client"], str(host.address), "unknown-user") for u in g["users"]]
+    assert all(f"{e['user']} was not found in LDAP directory ({g['client']})" in e["message"] for e in g["failures"])
+    success = g["success"]
+    assert (success["host"], success["event_type"], success["user"], success["src_ip"], success["outcome"], success["src_zone"]) == (
+        host.name, "idp-login-success", g["who"], g["client"], "success", "clinical")
+
+
+@pytest.mark.control("C-DET-06")
+def test_password_guessing_at_the_idp_raises_idp_brute_force_and_the_sign_in_after_it_idp_brute_force_success(
+        running_lab: Lab, idp_guessing: dict[str, Any], evidence) -> None:
+    """Five failures from one address raise idp-brute-force (medium) holding them; the completed
+    sign-in from that address afterwards raises idp-brute-force-success (high) holding it. The
+    rules' own fixtures (tests/unit/sigma) hold their silent twins: four failures and a success, a
+    success from another address, a success before the failures."""
+    g = idp_guessing
+    evidence.update(guessed=g["guessed"], broke_in=g["broke_in"])
+    assert (g["guessed"]["rule"], g["guessed"]["severity"], g["guessed"]["entities"]) == ("idp-brute-force", "medium", {"src_ip": g["client"]})
+    assert {e["id"] for e in g["failures"]} <= set(g["guessed"]["events"])
+    assert (g["broke_in"]["rule"], g["broke_in"]["severity"], g["broke_in"]["entities"]) == (
+        "idp-brute-force-success", "high", {"src_ip": g["client"]})
+    assert g["success"]["id"] in g["broke_in"]["events"]
+
+
+@pytest.mark.control("C-PRT-01")
+def test_a_portal_line_from_another_host_is_not_the_idps_word(running_lab: Lab, evidence) -> None:
+    """Negative twin: the bastion (a log source) sending what the IdP's TOTP checker writes, an
+    accepted code under this run's name, is stored as forged-source: no sign-in, no rule reads it."""
+    user = f"idp-{RUN}-forged"
+    line = json.dumps({"event": "totp", "user": user, "src_ip": str(running_lab.hosts[IDP_CLIENT].address), "verdict": "accepted"})
+    im.exec_in(running_lab, bastion(running_lab).name, "logger", "-t", "idp-portal", "-p", "authpriv.notice", line)
+    found = wait_for(f"the forged line of {user}", lambda: siem_json(running_lab, "events", "--contains", user))
+    evidence.update(events=found)
+    assert [(e["host"], e["source"], e["event_type"], e["user"]) for e in found] == [(bastion(running_lab).name, "idp-portal", "forged-source", None)]
 
 
 # ---------------------------------------------------------------------------------------------
