@@ -81,14 +81,15 @@ def wrong_code(plan: Plan, user: str) -> str:
     return next(c for c in ("000000", "111111", "222222") if c not in codes)
 
 
-def sign_in(lab: Lab, plan: Plan, user: str, *, password: str | None = None, code: str | None = None, **kw: Any) -> dict[str, Any]:
-    """The flow for ``user``, with their own password unless another is given, and ``code`` (the
-    string "now" for a TOTP code of theirs the IdP has not accepted yet; None stops after the
-    password)."""
+def sign_in(lab: Lab, plan: Plan, user: str, *, password: str | None = None, code: str | None = None, client: str = CLIENT,
+            **kw: Any) -> dict[str, Any]:
+    """The flow for ``user`` from ``client``, with their own password unless another is given, and
+    ``code`` (the string "now" for a TOTP code of theirs the IdP has not accepted yet; None stops
+    after the password)."""
     host, rp = idp(lab), relying_party(lab)
     if code == "now":
         code = oidc.fresh_code(lab, host.name, plan.secrets_dir, user)
-    return oidc.login(lab, CLIENT, f"https://{host.name}", rp.name, f"https://{rp.name}/oidc/redirect", user=user,
+    return oidc.login(lab, client, f"https://{host.name}", rp.name, f"https://{rp.name}/oidc/redirect", user=user,
                       password=password if password is not None else secret(plan, f"person-{user}"), code=code,
                       client_secret=secret(plan, f"oidc-{rp.name}"), **kw)
 
