@@ -205,7 +205,7 @@ def idp_guessing(running_lab: Lab, plan: Plan) -> dict[str, Any]:
     idp-brute-force-success that hold them."""
     if GUESSER not in running_lab.hosts or not running_lab.hosts[GUESSER].deployed:
         pytest.skip(f"lab {running_lab.name!r} deploys no {GUESSER}")
-    call = secrets.token_hex(2)  # modules that import this fixture run it again: each run its own names
+    call = secrets.token_hex(2)  # each run of the fixture its own names
     users = [f"idp-{RUN}-{call}-guess{i}" for i in range(5)]
     for user in users:
         idp_sign_in(running_lab, plan, user, password="guess", client=GUESSER)
@@ -235,7 +235,7 @@ def idp_guessing(running_lab: Lab, plan: Plan) -> dict[str, Any]:
 def test_sign_ins_at_the_idp_reach_the_siem_with_the_person_the_address_and_the_verdict(running_lab: Lab,
                                                                                           idp_guessing: dict[str, Any], evidence) -> None:
     """Each refused user name (LemonLDAP: not in the directory) and the completed sign-in (the
-    TOTP checker's accepted code) is an event of the IdP, with the name typed, the browser's
+    TOTP checker's accepted code) is an event of the IdP, with the name typed, the client's
     address and why; the radiologist's sign-in went through (the relying party got its code)."""
     g = idp_guessing
     host = idp(running_lab)
