@@ -25,7 +25,7 @@ from pacslab.probes import browser, oidc
 from pacslab.probes import imaging as im
 from pacslab.topology import Lab
 
-from .test_idp import PE_BADOTP, PE_FIRSTACCESS, idp, one, secret, wrong_code
+from .test_idp import PE_BADOTP, PE_FIRSTACCESS, PORTAL_LOG, idp, one, secret, wrong_code
 from .test_rproxy import CLIENT, proxy, store_study
 
 VIEWER = "/pacs/web-viewer/app/viewer.html"
@@ -34,7 +34,6 @@ VIEWER = "/pacs/web-viewer/app/viewer.html"
 PATIENT_ID = "PROBE-1"
 SERIES_DESCRIPTION = "pacslab synthetic CT"
 SESSION_COOKIE = "mod_auth_openidc_session"
-PORTAL_LOG = "/var/log/pacslab/llng.log"
 
 
 @pytest.fixture(scope="module")

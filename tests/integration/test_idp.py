@@ -31,8 +31,10 @@ from pacslab.topology import Host, Lab
 
 from . import test_directory as td
 
-# The client of every sign-in: a clinical workstation (flow F10b reaches idp:443 from clinical).
+# The client of the sign-ins (sign_in's default): a clinical workstation (flow F10b reaches idp:443 from clinical).
 CLIENT = "ws-rad"
+# The IdP portal's log (roles/idp: LemonLDAP::NG's output and its TOTP checker's verdicts).
+PORTAL_LOG = "/var/log/pacslab/llng.log"
 # LemonLDAP::NG's result codes (Lemonldap::NG::Portal::Main::Constants, 2.0.16).
 PE_FIRSTACCESS, PE_BADCREDENTIALS, PE_UNAUTHORIZEDPARTNER, PE_BADOTP = 9, 5, 84, 96
 # What s_client sees of the lab's HTTPS policy (the IdP's nginx and the proxy's Apache alike), per
@@ -187,7 +189,7 @@ def test_repeated_wrong_passwords_at_the_idp_lock_the_account_and_leave_events(r
     clears the failure count), so that the lab is as before."""
     who = one(running_lab, "enabled", "pacs-admin")
     dn = td.person(f"dc={running_lab.name},dc=pacslab", who.name)
-    log = "/var/log/pacslab/llng.log"
+    log = PORTAL_LOG
     host = idp(running_lab)
     logged_before = len(im.read_from(running_lab, host.name, log).splitlines())
     try:
