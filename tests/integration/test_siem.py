@@ -16,10 +16,13 @@ import secrets
 import time
 import zoneinfo
 from datetime import UTC, datetime
+from io import BytesIO
 from typing import Any
 from xml.etree import ElementTree
 
 import pytest
+from pydicom.dataset import Dataset
+from pydicom.filereader import read_dataset
 
 from pacslab import cli
 from pacslab.docker import docker
@@ -31,7 +34,7 @@ from pacslab.topology import Host, Lab
 from .test_bastion import CLIENT, bastion, login, vendor
 from .test_idp import idp, one, secret
 from .test_idp import sign_in as idp_sign_in
-from .test_imaging import tls_stations
+from .test_imaging import reader, tls_stations
 from .test_rproxy import basic_auth, proxy
 
 RUN = secrets.token_hex(3)
@@ -569,6 +572,57 @@ def test_a_search_of_the_pacs_is_a_query_message_naming_the_person_and_what_was_
     asked = obj.findtext("ParticipantObjectQuery")
     assert asked is not None and base64.b64decode(asked).decode() == f"/dicom-web/studies?PatientID=QRY{RUN}"
     assert queries(refused) == []
+
+
+def c_find_queries(lab: Lab, ae_title: str) -> list[tuple[dict[str, Any], Dataset]]:
+    """The Query messages in the siem whose requestor is ``ae_title``, each with its identifier (the
+    ParticipantObjectQuery read back as Implicit VR Little Endian, as its TransferSyntax names)."""
+    found = []
+    for e in siem_json(lab, "events", "--contains", f'UserID="{ae_title}"'):
+        obj = ElementTree.fromstring(e["message"]).find("ParticipantObjectIdentification") if e["event_type"] == "dicom-audit-query" else None
+        if obj is not None and obj.findtext("ParticipantObjectQuery") is not None:
+            syntax = obj.find("ParticipantObjectDetail[@type='TransferSyntax']")
+            assert syntax is not None and base64.b64decode(syntax.get("value", "")) == b"1.2.840.10008.1.2", e["message"]
+            found.append((e, read_dataset(BytesIO(base64.b64decode(obj.findtext("ParticipantObjectQuery") or "")), True, True)))
+    return found
+
+
+@pytest.mark.control("C-PRT-01")
+def test_a_c_find_the_pacs_answers_is_a_query_message_with_the_calling_ae_its_address_and_the_identifier(running_lab: Lab,
+                                                                                                         evidence) -> None:
+    """The reading workstation asks the PACS (C-FIND, Study Root) for an accession number of this
+    run: the PACS writes a Query message (PS3.15 A.5.3.10) naming the workstation's AE title and
+    address as the requestor, the Study Root FIND class, and the identifier it sent (read back here:
+    the accession, the STUDY level). The twins: a modality, which may not query, has its C-FIND
+    aborted by the PACS and no Query message names it; the route the message is written through
+    answers a request over HTTPS (the administrator's own account) 403, and writes nothing."""
+    lab = running_lab
+    pacs, ws, station = pacs_of(lab), reader(lab), tls_stations(lab)[0]
+    refused = im.dicomsim(lab, station.name, "find", "--accession", f"CFX{RUN}")
+    forged = im.exec_in(lab, pacs.name, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "30",
+                        "--cacert", "/etc/pacslab/tls/root.pem", "--resolve", f"{pacs.name}:443:127.0.0.1", "-K", "-", "-X", "POST",
+                        "--data-binary", json.dumps({"query": {"0008,0050": f"CFF{RUN}"}, "origin": {"RemoteAet": "FORGED"}}),
+                        f"https://{pacs.name}/pacslab/audit/c-find", input=im.curl_user(lab, pacs.name))
+    answered = im.dicomsim(lab, ws.name, "find", "--accession", f"CF{RUN}")
+
+    def asked() -> list[tuple[dict[str, Any], Dataset]]:
+        return [(e, q) for e, q in c_find_queries(lab, str(ws.ae_title)) if q.get("AccessionNumber") == f"CF{RUN}"]
+
+    found = wait_for("the Query message of the C-FIND", asked)
+    time.sleep(3)  # the refused C-FIND and the forged request came first: a message of theirs would be in the siem by now
+    evidence.update(refused=refused, forged=forged, answered=answered, query=found[0][0])
+    assert (refused["aborted"], refused["statuses"]) == (True, [None]) and answered["statuses"] == ["0x0000"]
+    assert forged == "403"
+    assert len(found) == 1
+    event, identifier = found[0]
+    assert {k: event[k] for k in ("host", "source", "user", "calling_ae", "src_ip", "outcome")} == {
+        "host": pacs.name, "source": "dicom-audit", "user": str(ws.ae_title), "calling_ae": str(ws.ae_title),
+        "src_ip": str(ws.address), "outcome": "success"}
+    obj = ElementTree.fromstring(event["message"]).find("ParticipantObjectIdentification")
+    assert obj is not None and obj.get("ParticipantObjectID") == "1.2.840.10008.5.1.4.1.2.2.1"
+    assert (identifier.AccessionNumber, identifier.QueryRetrieveLevel) == (f"CF{RUN}", "STUDY")
+    assert c_find_queries(lab, str(station.ae_title)) == []
+    assert c_find_queries(lab, "FORGED") == []
 
 
 # ---------------------------------------------------------------------------------------------

@@ -138,6 +138,38 @@ def test_query() -> None:
     assert detail is not None and detail.get("type") == "TransferSyntax" and base64.b64decode(detail.get("value") or "") == b"1.2.840.10008.1.2"
 
 
+# A C-FIND identifier in Implicit VR Little Endian (PS3.5 7.1.3, A.1): tag (group, element, little
+# endian), a 32-bit length, the value padded to even length (text with a space, UI with a NUL).
+C_FIND_CASES = [
+    ({"0008,0050": "A1"}, b"\x08\x00\x50\x00\x02\x00\x00\x00A1"),
+    ({"0008,0052": "STUDY", "0020,000D": ""}, b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY " + b"\x20\x00\x0d\x00\x00\x00\x00\x00"),
+    ({"0020,000D": "1.2.3"}, b"\x20\x00\x0d\x00\x06\x00\x00\x001.2.3\x00"),
+    ({"0010,0010": "Ω^A"}, b"\x08\x00\x05\x00\x0a\x00\x00\x00ISO_IR 192" + b"\x10\x00\x10\x00\x04\x00\x00\x00\xce\xa9^A"),
+    ({"0028,0010": "512"}, b"\x28\x00\x10\x00\x02\x00\x00\x00\x00\x02"),  # US: a number, not its text
+    ({"0008,1110": None}, b"\x08\x00\x10\x11\x00\x00\x00\x00"),  # a sequence key asked empty
+    ({"0009,1001": "ab"}, b"\x09\x00\x01\x10\x02\x00\x00\x00ab"),  # private: UN, its bytes
+]
+
+
+@pytest.mark.parametrize(("keys", "expected"), C_FIND_CASES, ids=["accession", "level-and-empty-uid", "uid-nul-padded", "utf-8-name",
+                                                                  "us-number", "empty-sequence", "private"])
+def test_c_find_identifier(keys: dict[str, str | None], expected: bytes) -> None:
+    """The identifier a Query message carries for a C-FIND, from the keys Orthanc's filter hands on:
+    each key in its dictionary VR, in tag order, UTF-8 named by SpecificCharacterSet when needed."""
+    assert audit.c_find_identifier(keys) == expected
+
+
+@pytest.mark.parametrize(("keys", "says"), [
+    ({"PatientName": "X"}, "a tag gggg,eeee"),
+    ({"0008,0050": 5}, "a string value"),
+    ({"0028,0010": "many"}, "invalid literal"),
+    ({"7FE0,0010": "x"}, "which a C-FIND key cannot carry"),
+], ids=["keyword-not-tag", "not-a-string", "us-not-a-number", "pixel-data"])
+def test_c_find_identifier_refuses_what_is_not_a_c_find_key(keys: dict[str, object], says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        audit.c_find_identifier(keys)  # type: ignore[arg-type]
+
+
 def test_security_alert() -> None:
     """A.5.3.11: EventID 110113, action E, its type from DCID 401; the reporter; who performed it
     is never the requestor; the alert subject (role 13, a node: ID type 110182) with its

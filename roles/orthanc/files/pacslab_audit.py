@@ -32,6 +32,7 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 # Coded values: (csd-code, codeSystemName, originalText)
 APPLICATION_ACTIVITY = ("110100", "DCM", "Application Activity")
@@ -290,6 +291,65 @@ def user_authentication(login: bool, user: Participant, source: Source, outcome:
         raise ValueError("User Authentication needs the user's network access point (A.5.3.12)")
     participants = [user] + ([Participant(node.user_id, False, node.address, node.ae_titles, node.user_name, node.role)] if node else [])
     return _message(USER_AUTHENTICATION, "E", outcome, source, participants, [], LOGIN if login else LOGOUT, when)
+
+
+# The VRs (PS3.5 6.2) of a C-FIND key Orthanc's filter hands on as text; a key of any other VR is
+# written UN. (Orthanc hands the filter no sequence.)
+TEXT_VRS = {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
+TAG_KEY = re.compile(r"([0-9A-Fa-f]{4}),([0-9A-Fa-f]{4})")
+
+
+NUMBER_VRS = {"US": int, "UL": int, "SS": int, "SL": int, "SV": int, "UV": int, "FL": float, "FD": float}
+BYTES_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "UN"}
+
+
+def _key(tag: int, value: str | None) -> Any:
+    """One key of a C-FIND identifier as a pydicom DataElement of its dictionary VR (UN for a tag
+    pydicom does not know): empty (universal matching) when ``value`` is empty or None; text for a
+    text VR; numbers for a numeric VR (several separated by backslashes); bytes for a byte VR."""
+    from pydicom.datadict import dictionary_VR  # the image's python3-pydicom; imported here so the rest needs none
+    from pydicom.dataelem import DataElement
+
+    try:
+        vr = dictionary_VR(tag)
+    except KeyError:
+        vr = "UN"
+    if not value:
+        return DataElement(tag, vr, None)
+    if vr in TEXT_VRS:
+        return DataElement(tag, vr, value)
+    if vr in NUMBER_VRS:
+        numbers = [NUMBER_VRS[vr](v) for v in value.split("\\")]  # ValueError: not a number
+        return DataElement(tag, vr, numbers[0] if len(numbers) == 1 else numbers)
+    if vr in BYTES_VRS:
+        return DataElement(tag, vr, value.encode())
+    raise ValueError(f"({tag >> 16:04X},{tag & 0xFFFF:04X}) has VR {vr}, which a C-FIND key cannot carry as {value!r}")
+
+
+def c_find_identifier(keys: dict[str, str | None]) -> bytes:
+    """The identifier of a C-FIND request (PS3.4 C.4.1.1.3), from its keys as Orthanc's Lua filter
+    hands them on (tag "gggg,eeee" -> value, None for one it holds no text of), encoded by pydicom
+    in Implicit VR Little Endian (the transfer syntax ``query`` names by default): the query A.5.3.10
+    puts in ParticipantObjectQuery. Each key keeps its dictionary VR (_key). SpecificCharacterSet is
+    ISO_IR 192 (UTF-8: Orthanc hands UTF-8) when a value is not ASCII. ValueError for a key that is
+    not a tag, a value that is neither a string nor None, or one its VR cannot hold."""
+    from pydicom.dataelem import DataElement
+    from pydicom.dataset import Dataset
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    dataset = Dataset()
+    for key, value in keys.items():
+        match = TAG_KEY.fullmatch(key)
+        if not match or not (value is None or isinstance(value, str)):
+            raise ValueError(f"a C-FIND key is a tag gggg,eeee with a string value, not {key!r}: {value!r}")
+        dataset.add(_key((int(match[1], 16) << 16) | int(match[2], 16), value))
+    if not all(v.isascii() for v in keys.values() if v):
+        dataset.add(DataElement(0x00080005, "CS", "ISO_IR 192"))
+    out = DicomBytesIO()
+    out.is_little_endian, out.is_implicit_VR = True, True
+    write_dataset(out, dataset)
+    return out.getvalue()
 
 
 def line(xml: str) -> str:

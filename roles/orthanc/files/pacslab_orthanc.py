@@ -24,7 +24,8 @@
   sender's AE title and registered address, the study, the patient), DICOM Study Deleted for each
   study an allowed delete removed (the person), Security Alert for each object refused (its
   sender, what was refused and why), DICOM Instances Accessed (read) for each study a person's
-  allowed download read (once per person and study in five minutes). One XML message per line of PacslabAuditLog, which
+  allowed download read (once per person and study in five minutes), Query for each QIDO-RS search
+  and each C-FIND Orthanc accepted (the latter through pacslab_find.lua, Orthanc's Lua filter). One XML message per line of PacslabAuditLog, which
   roles/log_shipping sends to the siem. A message that cannot be built or written is an
   "audit-failed" event, never an exception in Orthanc's callback.
 """
@@ -433,6 +434,42 @@ def searched(person, path, uri, arguments):
         event("audit-failed", message="query", path=path, error=f"{type(exc).__name__}: {exc}")
 
 
+# The C-FIND information models (PS3.4 C.6.1.3, C.6.2.3) Orthanc 1.10.1 answers. Its Lua filter is
+# not told which one a request used: a query at the PATIENT level is Patient Root's (Study Root has
+# no such level); any other is named Study Root's, the model the lab's workstations query with.
+PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
+QUERY_LEVEL = "0008,0052"
+
+
+def on_c_find(output, uri, **request):
+    """POST /pacslab/audit/c-find from pacslab_find.lua, Orthanc's C-FIND filter: {"query": {tag
+    "gggg,eeee": value}, "origin": {"RemoteIp", "RemoteAet", "CalledAet"}}. Writes the Query message
+    (PS3.15 A.5.3.10) of a C-FIND Orthanc accepted: the calling AE at its address as the issuer
+    (110153, requestor), this Orthanc as the responder (110152), the information model's FIND class
+    with the identifier (audit.c_find_identifier). Answers {} (200) whatever happened to the message:
+    a message that cannot be built is an "audit-failed" event; the C-FIND goes on either way. Orthanc
+    itself calls it, with no header: a request that carries Authorization came over HTTP, and gets
+    403 (nobody writes the trail from outside)."""
+    if request["method"] != "POST":
+        output.SendMethodNotAllowed("POST")
+        return
+    if any(k.lower() == "authorization" for k in (request.get("headers") or {})):
+        output.SendHttpStatusCode(403)
+        return
+    try:
+        found = json.loads(request.get("body") or b"")
+        query, origin = found["query"] or {}, found["origin"]  # DumpJson writes an empty Lua table as []
+        calling, address = str(origin.get("RemoteAet") or ""), str(origin.get("RemoteIp") or "") or None
+        issuer = audit.Participant(calling or "unknown", requestor=True, address=address, ae_titles=(calling,) if calling else ())
+        model = PATIENT_ROOT_FIND if str(query.get(QUERY_LEVEL) or "").strip().upper() == "PATIENT" else STUDY_ROOT_FIND
+        identifier = audit.c_find_identifier(query)
+    except Exception as exc:
+        event("audit-failed", message="query", path="C-FIND", error=f"{type(exc).__name__}: {exc}")
+    else:
+        audit_write(audit.query, issuer, ME, model, identifier)
+    output.AnswerBuffer("{}", "application/json")
+
+
 # Orthanc's resource levels (REST paths): what lies below each, and above (an ancestor left
 # without children is deleted with it).
 BELOW = {"patients": ["studies", "series", "instances"], "studies": ["series", "instances"], "series": ["instances"], "instances": []}
@@ -610,6 +647,7 @@ if PERMISSIONS_FILE:
     orthanc.RegisterIncomingHttpRequestFilter(http_filter)
 orthanc.RegisterRestCallback("/pacslab/verify", on_verify)
 orthanc.RegisterRestCallback("/pacslab/audit", on_audit)
+orthanc.RegisterRestCallback("/pacslab/audit/c-find", on_c_find)
 orthanc.RegisterRestCallback("/pacslab/studies/([^/]+)/demographics", on_demographics)
 threading.Thread(target=verify_loop, daemon=True).start()
 audit_write(audit.application_activity, True, ME)
