@@ -313,18 +313,20 @@ def test_a_technologist_stores_and_corrects_a_pacs_admin_deletes_and_no_other_ro
 
 
 @pytest.mark.control("C-PRT-01")
-def test_a_record_read_and_a_correction_are_instances_accessed_messages_naming_the_person(
+def test_an_upload_a_record_read_and_a_correction_are_instances_accessed_messages_naming_the_person(
         running_lab: Lab, sessions: dict[str, tuple[str, dict[str, str]]], evidence) -> None:
-    """Through the proxy with the people's own sessions: the radiologist reads a study's record
-    (GET /studies/<id>: the permission table's view) and the technologist corrects its demographics
-    (the plugin's correction: modify). Each is a DICOM Instances Accessed message (PS3.15 A.5.3.6)
-    naming the person and the study, action R and action U, in the siem. The twin: the
-    radiologist's correction is refused (403) and no U message names them."""
+    """Through the proxy with the people's own sessions: the technologist uploads a study (STOW-RS:
+    upload), the radiologist reads its record (GET /studies/<id>: the permission table's view) and
+    the technologist corrects its demographics (the plugin's correction: modify). Each is a DICOM
+    Instances Accessed message (PS3.15 A.5.3.6) naming the person and the study, action C, R and
+    U, in the siem. The twins: the radiologist's upload and correction are refused (403), and no C
+    or U message names them."""
     lab = running_lab
     host = pacs(lab).name
-    patient = f"PU{secrets.token_hex(3).upper()}"
+    patient, theirs = f"PU{secrets.token_hex(3).upper()}", f"PV{secrets.token_hex(3).upper()}"
     stow = {"path": "/dicom-web/studies", "method": "POST", "headers": {"Content-Type": STOW_TYPE, "Accept": "application/dicom+json"}}
     [stored] = as_person(lab, sessions, "technologist", [stow | {"body_base64": stow_body(patient)}])
+    [refused_upload] = as_person(lab, sessions, "radiologist", [stow | {"body_base64": stow_body(theirs)}])
     [study] = im.find_study(lab, host, patient)
     uid = im.orthanc(lab, host, f"/studies/{study}")["MainDicomTags"]["StudyInstanceUID"]
     correct = {"path": f"/pacs/pacslab/studies/{study}/demographics", "method": "POST", "headers": {"Accept": "application/json"}}
@@ -334,18 +336,20 @@ def test_a_record_read_and_a_correction_are_instances_accessed_messages_naming_t
     [corrected] = as_person(lab, sessions, "technologist", [correct | {"body": json.dumps({"PatientSex": "F"})}])
     radiologist, technologist = sessions["radiologist"][0], sessions["technologist"][0]
 
-    def accessed(person: str) -> list[tuple[str, str]]:
+    def accessed(person: str, study_uid: str | None = uid) -> list[tuple[str, str]]:
         return sorted((e["action"], e["user"]) for e in siem_json(lab, "events", "--contains", f'UserID="{person}"')
-                      if e["event_type"] == "dicom-audit-instances-accessed" and e["study_uid"] == uid)
+                      if e["event_type"] == "dicom-audit-instances-accessed" and study_uid in (None, e["study_uid"]))
 
-    by_technologist = wait_for("the correction's U message", lambda: [a for a in accessed(technologist) if a[0] == "U"])
+    by_technologist = wait_for("the upload's C and the correction's U messages",
+                               lambda: [a for a in accessed(technologist) if a[0] in "CU"] if len(accessed(technologist)) == 2 else [])
     by_radiologist = wait_for("the record read's R message", lambda: accessed(radiologist))
     im.wait_for("the correction's copy", lambda: [s for s in im.find_study(lab, host, patient) if s != study], timeout=60, every=1)
-    evidence.update(answers=[stored["status"], read["status"], refused["status"], corrected["status"]],
+    evidence.update(answers=[stored["status"], refused_upload["status"], read["status"], refused["status"], corrected["status"]],
                     technologist=by_technologist, radiologist=accessed(radiologist))
-    assert [stored["status"], read["status"], refused["status"], corrected["status"]] == [200, 200, 403, 200]
-    assert by_technologist == [("U", technologist)]
+    assert [stored["status"], refused_upload["status"], read["status"], refused["status"], corrected["status"]] == [200, 403, 200, 403, 200]
+    assert by_technologist == [("C", technologist), ("U", technologist)]
     assert by_radiologist == [("R", radiologist)] and accessed(radiologist) == [("R", radiologist)]
+    assert [a for a in accessed(radiologist, None) if a[0] in "CU"] == [] and im.find_study(lab, host, theirs) == []
 
 
 @pytest.mark.control("C-DAT-03")

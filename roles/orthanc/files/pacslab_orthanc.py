@@ -19,15 +19,21 @@
   records (the auditor's).
 - Every instance that arrives another way than C-STORE (STOW-RS, a REST upload, a modify) gets the
   C-STORE's UID checks before it is stored (C-DAT-03), and is discarded with the same event.
-- DICOM audit trail (PS3.15 A.5, pacslab_audit.py beside this file): Application Activity when the
-  plugin starts and when Orthanc stops, DICOM Instances Transferred for each instance stored (the
-  sender's AE title and registered address, the study, the patient), DICOM Study Deleted for each
-  study an allowed delete removed (the person), Security Alert for each object refused (its
-  sender, what was refused and why), DICOM Instances Accessed (read) for each study a person's
-  allowed download read (once per person and study in five minutes), Query for each QIDO-RS search
-  and each C-FIND Orthanc accepted (the latter through pacslab_find.lua, Orthanc's Lua filter). One XML message per line of PacslabAuditLog, which
-  roles/log_shipping sends to the siem. A message that cannot be built or written is an
-  "audit-failed" event, never an exception in Orthanc's callback.
+- DICOM audit trail (PS3.15 A.5, pacslab_audit.py beside this file), one XML message per line of
+  PacslabAuditLog, which roles/log_shipping sends to the siem:
+  - Application Activity when the plugin starts and when Orthanc stops;
+  - DICOM Instances Transferred for each instance a C-STORE brought (the sender's AE title and
+    registered address, the study, the patient), and for each study forwarded (the sender's side:
+    this Orthanc, the destination, the job's outcome);
+  - DICOM Instances Accessed: C for each study a person's upload stored, R for each study a
+    person's allowed download read, U for each demographic correction (once per person and study
+    in five minutes for C and R);
+  - DICOM Study Deleted for each study an allowed delete removed (the person);
+  - Security Alert for each object refused (its sender, what was refused and why);
+  - Query for each QIDO-RS search and each C-FIND Orthanc accepted (the latter through
+    pacslab_find.lua, Orthanc's Lua filter).
+  A message that cannot be built or written is an "audit-failed" event, never an exception in
+  Orthanc's callback.
 """
 
 import base64
@@ -61,12 +67,13 @@ import pacslab_audit as audit  # noqa: E402 (beside this script; orthanc-python 
 AUDIT_SOURCE = audit.Source(NAME, CONFIG.get("PacslabSite") or None)
 AE_TITLE = CONFIG.get("DicomAet", "ORTHANC")
 ME = audit.Participant(f"orthanc@{NAME}", address=NAME, ae_titles=(AE_TITLE,))
-# AE title -> the address Orthanc's DicomModalities registers for it, only where Orthanc holds a
-# sender to that address (DicomCheckModalityHost): elsewhere an AE title proves no address, and the
-# message names the sender by its AE title alone. Behind a gateway (a peer's `via`), the address
-# is the gateway's, the one Orthanc sees.
-PEER_ADDRESS = ({str(v.get("AET")): str(v.get("Host")) for v in CONFIG.get("DicomModalities", {}).values() if isinstance(v, dict)}
-                if CONFIG.get("DicomCheckModalityHost") else {})
+# AE title -> the address Orthanc's DicomModalities registers for it: where Orthanc sends to it.
+DESTINATION_ADDRESS = {str(v.get("AET")): str(v.get("Host")) for v in CONFIG.get("DicomModalities", {}).values() if isinstance(v, dict)}
+# The same, as a sender's address, only where Orthanc holds a sender to that address
+# (DicomCheckModalityHost): elsewhere an AE title proves no address, and the message names the
+# sender by its AE title alone. Behind a gateway (a peer's `via`), the address is the gateway's,
+# the one Orthanc sees.
+PEER_ADDRESS = DESTINATION_ADDRESS if CONFIG.get("DicomCheckModalityHost") else {}
 
 
 def event(kind, **fields):
@@ -180,27 +187,68 @@ def on_stored(dicom, instance_id):
     event("instance-stored", instance=instance_id, sop_instance_uid=tags.get("SOPInstanceUID"),
           accession=tags.get("AccessionNumber"), study_uid=tags.get("StudyInstanceUID"), **origin)
     calling = origin.get("calling_ae") or ""
-    try:
-        if not calling or dicom.GetInstanceOrigin() != orthanc.InstanceOrigin.DICOM_PROTOCOL:
-            return  # a REST upload or a modify is no transfer: its audit (Instances Accessed, by the person) is not written yet
-    except Exception as exc:
-        event("audit-failed", message="instances_transferred", error=f"{type(exc).__name__}: {exc}")
-        return
-    sender = audit.Participant(calling, requestor=True, address=PEER_ADDRESS.get(calling), ae_titles=(calling,))
     study = audit.Study(str(tags.get("StudyInstanceUID") or ""), tags.get("AccessionNumber") or None,
                         {str(tags["SOPClassUID"]): 1} if tags.get("SOPClassUID") else {})
     patient = audit.Patient(str(tags.get("PatientID") or ""), tags.get("PatientName") or None)
+    try:
+        by_dicom = dicom.GetInstanceOrigin() == orthanc.InstanceOrigin.DICOM_PROTOCOL
+    except Exception as exc:
+        event("audit-failed", message="instances_transferred", error=f"{type(exc).__name__}: {exc}")
+        return
+    if not by_dicom:
+        created(_serving.get(threading.get_ident()), study, patient)
+        return
+    if not calling:
+        return
+    sender = audit.Participant(calling, requestor=True, address=PEER_ADDRESS.get(calling), ae_titles=(calling,))
     audit_write(audit.instances_transferred, "C", sender, ME, [study], patient)
+
+
+# Orthanc thread -> the person whose HTTP request it serves (http_filter sets it before anything
+# else of the request). Not threading.local: orthanc-python gives a thread a new Python thread
+# state for each callback, and a local's values go with it. Orthanc's HTTP threads live as long as
+# Orthanc: one entry each.
+_serving = {}
+_created = {}  # (person, Study Instance UID) -> when its C message was written
+
+
+def created(person, study, patient):
+    """The DICOM Instances Accessed message (PS3.15 A.5.3.6, action C: create) of instances a
+    person's HTTP request stored (STOW-RS, a REST upload, a synchronous modify: Orthanc stores them
+    in the thread that serves the request, whose person http_filter recorded): the person as
+    requestor, this Orthanc as the process, the study and its patient; one per person and study
+    within ACCESS_WINDOW (a STOW-RS of a study stores each of its instances). What no request
+    stored (an Orthanc job's copy: a correction, whose own message is action U) names no person,
+    and writes nothing."""
+    if not person:
+        return
+    now = time.monotonic()
+    with _lock:
+        for stale in [k for k, at in _created.items() if now - at > ACCESS_WINDOW]:
+            del _created[stale]
+        if (person, study.uid) in _created:
+            return
+        _created[(person, study.uid)] = now
+    audit_write(audit.instances_accessed, "C", [audit.Participant(person, requestor=True), ME], [study], patient)
 
 
 _forwarding = {}  # Orthanc job id -> the study it forwards
 
 
 def forward(study_id):
-    """Submit the study's C-STORE to FORWARD_TO as an Orthanc job; its end is logged by on_change.
+    """Submit the study's C-STORE to FORWARD_TO as an Orthanc job; its end is logged by on_change,
+    with the DICOM Instances Transferred message (PS3.15 A.5.3.7) of the sender's side: this Orthanc
+    as the source (110153) and requestor, FORWARD_TO at its registered address as the destination
+    (110152), the study and its patient as they were when it was sent; action R, since the sender
+    cannot tell whether the receiver held copies (the receiver's own message says C); outcome 0 when
+    every instance went, 4 when some failed, 8 when the job failed.
     Not a synchronous job: orthanc-python 4.0 keeps Python's lock through an SDK call, and every
     REST request (the permission filter) and every C-STORE (the UID filter) waits for that lock."""
     body = json.dumps({"Resources": [study_id], "Asynchronous": True})
+    try:
+        record = _study_record(study_id)  # read now: the study may be gone when the job ends
+    except Exception:  # noqa: S110 (deleted since it became stable: the job fails and says so; its message names no study)
+        record = None
     try:
         job = json.loads(orthanc.RestApiPost(f"/modalities/{FORWARD_TO}/store", body))["ID"]
     except Exception as exc:
@@ -208,12 +256,12 @@ def forward(study_id):
         return
     # on_change runs its callbacks one after another: the job's end is handled after this returns
     with _lock:
-        _forwarding[job] = study_id
+        _forwarding[job] = (study_id, record)
 
 
 def forward_ended(job_id, succeeded):
     with _lock:
-        study_id = _forwarding.pop(job_id, None)
+        study_id, record = _forwarding.pop(job_id, (None, None))
     if study_id is None:
         return
     try:
@@ -226,6 +274,12 @@ def forward_ended(job_id, succeeded):
               failed=content.get("FailedInstancesCount"))
     else:
         event("forward-failed", study=study_id, to=FORWARD_TO, error=job.get("ErrorDescription"))
+    if record is None:
+        return
+    outcome = (audit.SERIOUS_FAILURE if not succeeded else audit.MINOR_FAILURE if content.get("FailedInstancesCount") else audit.SUCCESS)
+    receiver = audit.Participant(FORWARD_TO, address=DESTINATION_ADDRESS.get(FORWARD_TO), ae_titles=(FORWARD_TO,))
+    audit_write(audit.instances_transferred, "R", audit.Participant(ME.user_id, True, ME.address, ME.ae_titles), receiver,
+                [record[0]], record[1], outcome=outcome)
 
 
 def load_permissions(path):
@@ -293,6 +347,7 @@ def http_filter(uri, **request):
     # the path as Orthanc routes it: its components, without empty ones (a trailing slash)
     path = "/" + "/".join(c for c in uri.split("?", 1)[0].split("/") if c)
     account, person, roles = _who(headers)
+    _serving[threading.get_ident()] = person  # what this thread stores before its next request is this person's (on_stored)
     verdict, permission, match = decide(method, path, account, person, roles)
     groups = match.groupdict() if match else {}
     # (no address: every request reaches Orthanc from its HTTPS front on loopback; the proxy logs the person's)
