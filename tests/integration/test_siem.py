@@ -28,13 +28,14 @@ from pacslab import cli
 from pacslab.docker import docker
 from pacslab.plan import SIEM_USER, SIEMS, Plan
 from pacslab.probes import imaging as im
-from pacslab.probes import syslog
+from pacslab.probes import oidc, syslog
 from pacslab.topology import Host, Lab
 
 from .test_bastion import CLIENT, bastion, login, vendor
+from .test_idp import CLIENT as IDP_CLIENT
 from .test_idp import idp, one, secret
 from .test_idp import sign_in as idp_sign_in
-from .test_imaging import reader, tls_stations
+from .test_imaging import reader, the, tls_stations
 from .test_rproxy import basic_auth, proxy
 
 RUN = secrets.token_hex(3)
@@ -403,6 +404,39 @@ def test_an_object_the_pacs_refuses_reaches_the_siem_as_an_a5_security_alert_nam
     assert f'"SOPInstanceUID": "../{marker}"' in text
 
 
+@pytest.mark.control("C-PRT-01")
+def test_a_refused_code_and_a_completed_sign_in_at_the_idp_are_user_authentication_messages(running_lab: Lab, plan: Plan,
+                                                                                            evidence) -> None:
+    """The radiologist, at the reading workstation, types a code that is not theirs, then signs in
+    with their own: the IdP's TOTP checker writes a DICOM User Authentication message (PS3.15
+    A.5.3.12, Login) for each, naming the person at the workstation's address, from the IdP (a
+    security server), outcome 4 then 0; both reach the siem from the IdP. The twin is the first:
+    the refused code is a failure, never a sign-in."""
+    lab = running_lab
+    host, who, client = idp(lab), one(lab, "enabled", "radiologist").name, lab.hosts[IDP_CLIENT]
+
+    def logins() -> list[dict[str, Any]]:
+        return [e for e in siem_json(lab, "events", "--contains", f'UserID="{who}"')
+                if e["event_type"] == "dicom-audit-user-authentication" and e["src_ip"] == str(client.address)]
+
+    before = max((e["id"] for e in logins()), default=0)
+    code = oidc.fresh_code(lab, host.name, plan.secrets_dir, who)
+    wrong = f"{(int(code) + 500000) % 1000000:06d}"  # not this step's code (nor, but by a one-in-a-million chance, a neighbour's)
+    refused = idp_sign_in(lab, plan, who, code=wrong)
+    accepted = idp_sign_in(lab, plan, who, code="now")
+    found = wait_for("the two User Authentication messages", lambda: new if len(new := [e for e in logins() if e["id"] > before]) == 2 else [])
+    evidence.update(refused=refused.get("steps", [])[-1:], accepted=accepted.get("redirect"), messages=found)
+    assert accepted.get("redirect", {}).get("state") == "pacslab-state" and not refused.get("redirect")
+    assert [(e["host"], e["source"], e["user"], e["src_zone"], e["outcome"]) for e in found] == [
+        (host.name, "dicom-audit", who, client.zone, "minor-failure"), (host.name, "dicom-audit", who, client.zone, "success")]
+    for e in found:
+        root = ElementTree.fromstring(e["message"])
+        source = root.find("AuditSourceIdentification")
+        assert source is not None and source.get("AuditSourceID") == host.name and [c.get("csd-code") for c in source] == ["6"]
+        assert [p.get("UserID") for p in root.findall("ActiveParticipant")] == [who, f"lemonldap@{host.name}"]
+        assert root.find("EventIdentification/EventTypeCode[@csd-code='110122']") is not None  # Login
+
+
 # ---------------------------------------------------------------------------------------------
 # The DICOM audit trail (PS3.15 A.5 messages, roles/orthanc's pacslab_audit.py)
 
@@ -441,6 +475,53 @@ def test_a_stored_study_and_its_deletion_reach_the_siem_as_dicom_audit_messages(
         "host": pacs.name, "user": "pacslab-admin", "study_uid": stored["study_uid"], "patient_id": stored["patient_id"], "outcome": "success"}
     raw = [ln for ln in raw_lines(lab, pacs, stored["study_uid"]) if " dicom-audit " in ln]  # not the event log's lines about it
     assert len(raw) == 2 and all(ln.startswith("<85>1 ") and f" {pacs.name} dicom-audit - DICOM+RFC3881 - <AuditMessage>" in ln for ln in raw), raw
+
+
+def transfers(lab: Lab, study_uid: str) -> list[dict[str, Any]]:
+    """The DICOM Instances Transferred messages about ``study_uid`` in the siem, as (host, user,
+    action, outcome, the destination participant's UserID)."""
+    found = []
+    for e in siem_json(lab, "events", "--contains", study_uid):
+        if e["event_type"] == "dicom-audit-instances-transferred":
+            root = ElementTree.fromstring(e["message"])
+            to = [p.get("UserID") for p in root.findall("ActiveParticipant") if p.find("RoleIDCode[@csd-code='110152']") is not None]
+            found.append({"host": e["host"], "user": e["user"], "action": e["action"], "outcome": e["outcome"], "to": to})
+    return sorted(found, key=lambda t: (t["host"], t["user"]))
+
+
+@pytest.mark.control("C-PRT-01")
+def test_a_forwarded_study_is_an_instances_transferred_message_from_the_pacs_and_one_from_the_vna(running_lab: Lab, evidence) -> None:
+    """A study a modality stores on the PACS becomes stable and the PACS forwards it to the VNA. The
+    siem holds three DICOM Instances Transferred messages (PS3.15 A.5.3.7) about it: the PACS's
+    receipt from the modality (C), the PACS's forward (the sender's side: the PACS as requestor, the
+    VNA as destination, R, success) and the VNA's receipt from the PACS (C). The twin: with the
+    VNA's DICOM front stopped, a second study's forward fails, and the PACS's message about it says
+    so (outcome serious-failure); nothing from the VNA names it."""
+    lab = running_lab
+    pacs, vna, station = pacs_of(lab), the(lab, "vna_servers"), tls_stations(lab)[0]
+    pacs_ae, vna_ae, modality = str(pacs.ae_title), str(vna.ae_title), str(station.ae_title)
+
+    def store(accession: str) -> str:
+        result = im.dicomsim(lab, station.name, "store", "--images", "1", "--patient-name", f"PACSLAB^FWD{RUN}", "--accession", accession)
+        assert len(result["stored"]) == 1, result
+        return str(result["stored"][0]["study_uid"])
+
+    sent = store(f"FW{RUN}")
+    forwarded = wait_for("the three transfer messages", lambda: found if len(found := transfers(lab, sent)) == 3 else [])
+    im.exec_in(lab, vna.name, "supervisorctl", "stop", "dicom-front")
+    try:
+        lost = store(f"FL{RUN}")
+        failed = wait_for("the failed forward's message", lambda: [t for t in transfers(lab, lost) if t["user"] == f"orthanc@{pacs.name}"])
+    finally:
+        im.exec_in(lab, vna.name, "supervisorctl", "start", "dicom-front")
+    evidence.update(forwarded=forwarded, failed=transfers(lab, lost))
+    assert forwarded == sorted([
+        {"host": pacs.name, "user": modality, "action": "C", "outcome": "success", "to": [f"orthanc@{pacs.name}"]},
+        {"host": pacs.name, "user": f"orthanc@{pacs.name}", "action": "R", "outcome": "success", "to": [vna_ae]},
+        {"host": vna.name, "user": pacs_ae, "action": "C", "outcome": "success", "to": [f"orthanc@{vna.name}"]},
+    ], key=lambda t: (t["host"], t["user"]))
+    assert failed == [{"host": pacs.name, "user": f"orthanc@{pacs.name}", "action": "R", "outcome": "serious-failure", "to": [vna_ae]}]
+    assert [t["host"] for t in transfers(lab, lost)] == [pacs.name, pacs.name]
 
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")

@@ -330,13 +330,33 @@ def test_normalise_the_idps_portal_log(msg: str, expected: dict[str, Any]) -> No
     assert (event["host"], event["source"], event["message"]) == ("idp", "idp-portal", msg)
 
 
-@pytest.mark.parametrize("program", ["orthanc-events", "dicom-audit", "orthanc-log", "fw-drops", "fw-response", "suricata", "idp-portal"])
+@pytest.mark.parametrize("program", ["orthanc-events", "dicom-audit", "orthanc-log", "fw-drops", "fw-response", "suricata", "discovery",
+                                     "idp-portal"])
 def test_the_pacs_s_programs_from_another_host_are_marked_forged(program: str) -> None:
     """`logger -t orthanc-events '{"event": "integrity-failure"}'` in a vendor's shell on the bastion
     (a log source) is not the PACS's word: stored as forged-source, and no rule reads it as an
     integrity failure."""
     event = siem.normalise(_record(program, '{"event": "integrity-failure"}'), ASSETS)
     assert (event["host"], event["event_type"], event["user"]) == ("bastion", "forged-source", None)
+
+
+IDP_LOGIN = ('<AuditMessage><EventIdentification EventActionCode="E" EventDateTime="2026-11-30T10:00:00.000+00:00" '
+             'EventOutcomeIndicator="4"><EventID csd-code="110114" codeSystemName="DCM" originalText="User Authentication" />'
+             '<EventTypeCode csd-code="110122" codeSystemName="DCM" originalText="Login" /></EventIdentification>'
+             '<ActiveParticipant UserID="rad-ada" UserIsRequestor="true" NetworkAccessPointID="10.77.20.10" NetworkAccessPointTypeCode="2" />'
+             '<ActiveParticipant UserID="lemonldap@idp" UserIsRequestor="false" NetworkAccessPointID="idp" NetworkAccessPointTypeCode="1" />'
+             '<AuditSourceIdentification AuditSourceID="idp"><AuditSourceTypeCode csd-code="6" /></AuditSourceIdentification></AuditMessage>')
+
+
+def test_the_idps_user_authentication_messages_are_its_word_and_no_one_elses() -> None:
+    """The IdP's TOTP checker writes DICOM User Authentication messages (PS3.15 A.5.3.12), shipped as
+    dicom-audit: from the IdP's address they are read (the person, the browser's address, the
+    outcome); from another log source, forged."""
+    event = siem.normalise(_record("dicom-audit", IDP_LOGIN, peer="10.77.10.11"), ASSETS)
+    assert {k: event[k] for k in ("host", "event_type", "user", "src_ip", "outcome")} == {
+        "host": "idp", "event_type": "dicom-audit-user-authentication", "user": "rad-ada", "src_ip": "10.77.20.10",
+        "outcome": "minor-failure"}
+    assert siem.normalise(_record("dicom-audit", IDP_LOGIN), ASSETS)["event_type"] == "forged-source"
 
 
 def test_the_host_is_the_connections_address_not_what_the_header_claims() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.machinery
 import importlib.util
 import json
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from types import ModuleType
 
@@ -31,7 +32,36 @@ def checker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     monkeypatch.setattr(module, "SEEDS", str(seeds))
     monkeypatch.setattr(module, "STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setattr(module, "ADDRESS", "")
+    (tmp_path / "idp-audit.json").write_text(json.dumps({"source": "idp", "site": "pacslab test"}))
+    monkeypatch.setattr(module, "AUDIT_CONFIG", str(tmp_path / "idp-audit.json"))
+    monkeypatch.setattr(module, "AUDIT_LOG", str(tmp_path / "idp-audit.log"))
+    monkeypatch.setattr(module, "AUDIT_LIB", str(AUDIT_LIB))
     return module
+
+
+AUDIT_LIB = Path(__file__).parents[2] / "roles" / "orthanc" / "files"  # pacslab_audit.py, installed on the IdP by roles/idp
+
+
+def messages(checker: ModuleType) -> list[ET.Element]:
+    """The audit file's messages, one per line."""
+    path = Path(checker.AUDIT_LOG)
+    return [ET.fromstring(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def user_authentication(root: ET.Element) -> dict[str, object]:
+    """What A.5.3.12 asks of a User Authentication message, as read from it."""
+    ident, source = root.find("EventIdentification"), root.find("AuditSourceIdentification")
+    assert ident is not None and source is not None
+    codes = [(c.get("csd-code"), c.get("codeSystemName")) for c in ident]
+    return {"event": codes, "action": ident.get("EventActionCode"), "outcome": ident.get("EventOutcomeIndicator"),
+            "participants": [(p.get("UserID"), p.get("UserIsRequestor"), p.get("NetworkAccessPointID"), p.get("NetworkAccessPointTypeCode"))
+                             for p in root.findall("ActiveParticipant")],
+            "source": (source.get("AuditSourceID"), source.get("AuditEnterpriseSiteID"), [c.get("csd-code") for c in source]),
+            "objects": root.findall("ParticipantObjectIdentification")}
+
+
+LOGIN = [("110114", "DCM"), ("110122", "DCM")]  # EventID User Authentication, EventTypeCode Login
+IDP_SOURCE = ("idp", "pacslab test", ["6"])  # AuditSourceTypeCode 6: security server
 
 
 def verdicts(capsys: pytest.CaptureFixture[str]) -> list[dict[str, str]]:
@@ -67,3 +97,34 @@ def test_a_refused_code_is_logged_with_why(checker: ModuleType, capsys: pytest.C
         pytest.skip("000000 is a current code of the seed")
     assert checker.main(["pacslab-totp-verify", *argv]) == 1
     assert verdicts(capsys) == [logged]
+
+
+def test_each_verdict_from_an_address_is_a_user_authentication_message(checker: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
+    """PS3.15 A.5.3.12: the accepted code completes a sign-in (outcome 0), the same code again is
+    refused (outcome 4); each message names the person as requestor at the browser's address (an
+    IP: type 2) and the IdP as the node that authenticated, from the IdP as a security server."""
+    code = pyotp.TOTP(SEED).now()
+    assert [checker.main(["pacslab-totp-verify", "rad-ada", code, "10.77.20.10"]) for _ in range(2)] == [0, 1]
+    found = [user_authentication(m) for m in messages(checker)]
+    people = [("rad-ada", "true", "10.77.20.10", "2"), ("lemonldap@idp", "false", "idp", "1")]
+    assert found == [{"event": LOGIN, "action": "E", "outcome": "0", "participants": people, "source": IDP_SOURCE, "objects": []},
+                     {"event": LOGIN, "action": "E", "outcome": "4", "participants": people, "source": IDP_SOURCE, "objects": []}]
+    assert code not in Path(checker.AUDIT_LOG).read_text()
+    assert [v["verdict"] for v in verdicts(capsys)] == ["accepted", "refused: code already used"]
+
+
+def test_a_verdict_without_an_address_writes_no_message(checker: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
+    """A.5.3.12 requires the user's network access point: without the browser's address the verdict
+    is logged, and no message is written."""
+    assert checker.main(["pacslab-totp-verify", "rad-ada", pyotp.TOTP(SEED).now(), ""]) == 0
+    assert messages(checker) == [] and [v["verdict"] for v in verdicts(capsys)] == ["accepted"]
+
+
+def test_a_message_that_cannot_be_built_leaves_the_verdict_standing(checker: ModuleType, capsys: pytest.CaptureFixture[str],
+                                                                   tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(checker, "AUDIT_CONFIG", str(tmp_path / "missing.json"))
+    assert checker.main(["pacslab-totp-verify", "rad-ada", pyotp.TOTP(SEED).now(), "10.77.20.10"]) == 0
+    logged = verdicts(capsys)
+    assert [line.get("verdict") for line in logged] == ["accepted", None]
+    assert logged[1]["event"] == "audit-failed" and logged[1]["error"].startswith("FileNotFoundError")
+    assert messages(checker) == []

@@ -68,6 +68,7 @@ NODE_ID = ("110182", "DCM", "Node ID")
 SUCCESS, MINOR_FAILURE, SERIOUS_FAILURE, MAJOR_FAILURE = 0, 4, 8, 12
 ACTIONS = {"C", "R", "U", "D", "E"}
 APPLICATION_SERVER = "4"  # AuditSourceTypeCode: application server process (a PACS, A.5.2)
+SECURITY_SERVER = "6"  # AuditSourceTypeCode: security server (an identity provider, A.5.2)
 IMPLICIT_LITTLE_ENDIAN = "1.2.840.10008.1.2"
 
 

@@ -187,9 +187,7 @@ def normalise(record: dict[str, Any], assets: dict[str, Any]) -> dict[str, Any]:
         elif m := _SSHD_INVALID.match(msg):
             event.update(event_type="ssh-invalid-user", outcome="failure", user=m["user"], src_ip=m["ip"], src_port=m["port"],
                          proto="tcp", dst_ip=peer)
-    elif ((source in ORTHANC_PROGRAMS and sender.get("image") != "orthanc") or (source in FW_PROGRAMS and sender.get("image") != "fw")
-          or (source in SENSOR_PROGRAMS and sender.get("image") != "sensor") or (source in SCANNER_PROGRAMS and sender.get("image") != "scanner")
-          or (source in IDP_PROGRAMS and sender.get("image") != "idp")):
+    elif source in PROGRAM_IMAGES and sender.get("image") not in PROGRAM_IMAGES[source]:
         event.update(event_type="forged-source")  # e.g. `logger -t orthanc-events` in a vendor's shell on the bastion
     elif source == "fw-drops":
         event.update(_fw_drop(msg))
@@ -468,6 +466,15 @@ def _discovery(msg: str) -> dict[str, Any]:
     else:
         found["outcome"] = "finished" if data["event"] == "sweep-finished" else "failed"
     return found
+
+
+# Program name -> the images of the only hosts whose word it is: from any other host it is stored as
+# "forged-source" (each source's program names are beside its parser above).
+# The DICOM audit trail (dicom-audit) is the Orthanc hosts' and the IdP's (its User Authentication
+# messages, roles/idp's pacslab-totp-verify).
+PROGRAM_IMAGES = {program: (image,) for programs, image in (
+    (ORTHANC_PROGRAMS, "orthanc"), (FW_PROGRAMS, "fw"), (SENSOR_PROGRAMS, "sensor"), (SCANNER_PROGRAMS, "scanner"), (IDP_PROGRAMS, "idp"))
+    for program in programs} | {"dicom-audit": ("orthanc", "idp")}
 
 
 def discovery(db: sqlite3.Connection) -> dict[str, Any]:
