@@ -508,6 +508,28 @@ def _replay(rule: dict[str, Any], events: list[dict[str, Any]], step: int = 30) 
     return siem.alerts(db)
 
 
+def _guessing(at: int, address: str = "10.77.90.10") -> list[dict[str, Any]]:
+    return [{"at": at + 10 * i, "event_type": "idp-login-failure", "outcome": "bad-password", "user": "pacs-admin", "src_ip": address}
+            for i in range(5)]
+
+
+def _success(at: int, user: str = "rad-ada", address: str = "10.77.90.10") -> dict[str, Any]:
+    return {"at": at, "event_type": "idp-login-success", "outcome": "success", "user": user, "src_ip": address}
+
+
+@pytest.mark.parametrize("step", [30, 1000], ids=["evaluated-as-they-come", "evaluated-once-after"])
+def test_every_break_in_within_the_window_joins_the_sequence_alert(rules, step: int) -> None:
+    """A temporal_ordered correlation (idp-brute-force-success) alerts once per address while it
+    goes on, and its alert holds every completed sequence: guessing then a sign-in (ids 1-6), more
+    guessing then another sign-in (7-12), a third sign-in after the same guessing (13), all within
+    ten minutes. pySigma's query names the first sign-in after the first guessing of each window
+    only; the siem asks again without the sign-ins it already holds."""
+    events = [*_guessing(0), _success(50), *_guessing(100), _success(150, "tech-tom"), _success(200, "pacs-admin")]
+    alerts = [a for a in _replay(rules["idp-brute-force-success"], events, step) if a["rule"] == "idp-brute-force-success"]
+    assert len(alerts) == 1 and alerts[0]["entities"] == {"src_ip": "10.77.90.10"}
+    assert {6, 12, 13} <= set(alerts[0]["events"])
+
+
 def test_the_benign_corpus_is_there() -> None:
     """Events recorded from the live lab's normal work (tests/unit/sigma/benign/record.py)."""
     assert BENIGN, "no benign corpus in tests/unit/sigma/benign"

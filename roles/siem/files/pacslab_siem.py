@@ -561,6 +561,8 @@ def evaluate(db: sqlite3.Connection, rules: list[dict[str, Any]], assets: dict[s
                 copied = None
                 _copy_window(db, at - timedelta(seconds=_look_back(rule)))
                 copied = _look_back(rule)
+            if rule["kind"] in TEMPORAL:
+                copied = None  # _evaluate_rule takes sequences out of temp.logs: the next rule copies its look-back again
             touched += _evaluate_rule(db, rule, assets)
         except Exception as exc:  # noqa: BLE001 (one rule's failure must not stop the others, nor the loop)
             print(f"pacslab-siem evaluate: rule {rule.get('name')}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
@@ -586,21 +588,46 @@ def _evaluate_rule(db: sqlite3.Connection, rule: dict[str, Any], assets: dict[st
     containment decision are written in one transaction (a restart between them cannot leave an
     alert without its decision)."""
     touched: list[int] = []
-    if rule.get("base_sql"):
-        results = _counting_windows(db, rule)
-    else:
-        cur = db.execute(rule["sql"])
-        columns = [c[0] for c in cur.description]
-        results = [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
-    for found in results:
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            touched.append(_raise(db, rule, found, assets))
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+    for _ in range(SEQUENCE_ROUNDS if rule["kind"] in TEMPORAL else 1):
+        if rule.get("base_sql"):
+            results = _counting_windows(db, rule)
+        else:
+            cur = db.execute(rule["sql"])
+            columns = [c[0] for c in cur.description]
+            results = [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
+        for found in results:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                touched.append(_raise(db, rule, found, assets))
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        if rule["kind"] not in TEMPORAL or not results:
+            break
+        # pySigma's temporal query names, in each window, the first event of each rule after the
+        # previous one's: a later sequence in the same window never shows. Ask again without the
+        # last event of each sequence found (the sign-in after the guessing), until none is left.
+        ends = set()
+        for ids in filter(None, (_event_ids(found) for found in results)):
+            ends |= set(db.execute(f"SELECT id FROM temp.logs WHERE id IN ({', '.join('?' * len(ids))})"
+                                   " ORDER BY timestamp DESC, id DESC LIMIT 1", ids).fetchall())
+        if not ends:
+            break
+        db.executemany("DELETE FROM temp.logs WHERE id = ?", sorted(ends))
     return touched
+
+
+# Correlation kinds whose results are sequences (Sigma 2.0 temporal, temporal_ordered), and how
+# many times a pass asks for them again, each time without the sequences it found (at most this
+# many sequences of one rule per look-back are held).
+TEMPORAL = ("temporal", "temporal_ordered")
+SEQUENCE_ROUNDS = 50
+
+
+def _event_ids(found: dict[str, Any]) -> list[int]:
+    """The store ids of the events behind one result of a correlation's query ("<rule>:<id>" each)."""
+    return sorted({int(str(e).rsplit(":", 1)[-1]) for e in json.loads(found.get("event_ids") or "[]")})
 
 
 def _counting_windows(db: sqlite3.Connection, rule: dict[str, Any]) -> list[dict[str, Any]]:
@@ -663,7 +690,7 @@ def _raise(db: sqlite3.Connection, rule: dict[str, Any], found: dict[str, Any], 
         entities = {f: found.get(f) for f in rule.get("group_by") or ("host",)}
         first = last = found["time"]
     else:
-        ids = sorted({int(str(e).rsplit(":", 1)[-1]) for e in json.loads(found["event_ids"] or "[]")})
+        ids = _event_ids(found)
         entities = json.loads(found["group_keys"] or "{}")
         first, last = _from_epoch(found["window_start"]), _from_epoch(found["window_end"])
     key = json.dumps(entities, sort_keys=True)
