@@ -6,7 +6,7 @@ passes its size (`logrotate -f`: the same configuration, forced), between two ma
 first must be in the renamed file (.1), the second in the new one (its writer reopened it), the new
 file must have the mode and owner the writer gave the first (the converge check compares them), and
 the siem must hold both (rsyslog's imfile read the renamed file to its end, then followed the new
-one). Markers: this run's source ports (fw) and patient names (PACS).
+one). Markers: this run's source ports (fw), patient names (PACS) and user names (IdP).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pacslab.probes import portscan
 from pacslab.topology import Lab
 
 from .test_devices import drops_from
+from .test_idp import idp
 from .test_imaging import tls_stations
 from .test_response import scanner, vna
 from .test_siem import pacs_of, siem, siem_json, wait_for
@@ -30,6 +31,7 @@ RUN = secrets.token_hex(3).upper()
 CONF, STATE = "/etc/pacslab/logrotate.conf", "/tmp/pacslab-rotation-check.status"
 DROPS = "/var/log/pacslab/fw-drops.json"
 EVENTS, AUDIT = "/var/log/pacslab/orthanc-events.json", "/var/log/pacslab/dicom-audit.log"
+IDP_AUDIT = "/var/log/pacslab/idp-audit.log"  # roles/idp: the TOTP checker's User Authentication messages
 
 
 def rotate(lab: Lab, host: str) -> None:
@@ -115,12 +117,36 @@ def test_the_pacs_event_log_audit_file_and_the_siem_raw_file_rotate_without_loss
                 im.orthanc(lab, pacs.name, f"/studies/{study}", "DELETE")
 
 
+@pytest.mark.control("C-PRT-01")
+def test_the_idps_audit_file_rotates_without_loss(running_lab: Lab, evidence: dict[str, Any]) -> None:
+    """The IdP's TOTP checker, run as the portal runs it (its user), refuses a code for a name of
+    this run before the rotation and another after it: the first User Authentication message is in
+    idp-audit.log.1, the second in a new idp-audit.log (the mode and owner of the first), and the
+    siem holds both, from the IdP."""
+    lab = running_lab
+    host = idp(lab).name
+    users = {"before": f"rot-{RUN.lower()}-a", "after": f"rot-{RUN.lower()}-b"}
+    for when, user in users.items():
+        if when == "after":
+            rotate(lab, host)
+        verdict = im.exec_in(lab, host, "runuser", "-u", "www-data", "--", "pacslab-totp-verify", user, "000000", "10.77.20.10",
+                             check=(1,))
+        assert verdict == "", verdict  # the verdict goes to stderr (the portal's log), exit 1: refused
+        wait_for(f"the {when} message at the siem", lambda u=user: [
+            e for e in siem_json(lab, "events", "--contains", f'UserID="{u}"') if e["event_type"] == "dicom-audit-user-authentication"])
+    evidence.update(users=users, mode_owner=mode_owner(lab, host, IDP_AUDIT))
+    assert len(lines_with(lab, host, IDP_AUDIT + ".1", f'UserID="{users["before"]}"')) == 1
+    assert lines_with(lab, host, IDP_AUDIT, f'UserID="{users["before"]}"') == []
+    assert len(lines_with(lab, host, IDP_AUDIT, f'UserID="{users["after"]}"')) == 1
+    assert mode_owner(lab, host, IDP_AUDIT) == mode_owner(lab, host, IDP_AUDIT + ".1") == "640 www-data www-data"
+
+
 def test_the_rotation_configuration_names_each_growing_log(running_lab: Lab) -> None:
     """What logrotate is told on each host whose image writes such logs (roles/log_rotation's
     defaults, written out): a host can drift only through `up`."""
     lab = running_lab
     expected = {lab.router.name: [DROPS, "/var/log/pacslab/fw-response.json"], pacs_of(lab).name: [EVENTS, AUDIT],
-                siem(lab).name: ["/var/log/pacslab/remote/*.log"]}
+                siem(lab).name: ["/var/log/pacslab/remote/*.log"], idp(lab).name: [IDP_AUDIT]}
     for host, paths in expected.items():
         conf = im.exec_in(lab, host, "cat", CONF)
         named = [line.split()[0] for line in conf.splitlines() if line.endswith("{")]
