@@ -352,6 +352,31 @@ def test_an_upload_a_record_read_and_a_correction_are_instances_accessed_message
     assert [a for a in accessed(radiologist, None) if a[0] in "CU"] == [] and im.find_study(lab, host, theirs) == []
 
 
+@pytest.mark.control("C-PRT-01")
+def test_requests_through_the_proxy_reach_the_siem_with_the_person_the_address_and_the_status(
+        running_lab: Lab, sessions: dict[str, tuple[str, dict[str, str]]], evidence) -> None:
+    """The proxy's access log is a log source: the radiologist's read of a study the PACS does not
+    hold (the proxy passes it, the PACS answers 404) is a proxy-request, the auditor's DICOMweb
+    search (the proxy's route does not admit the role) a proxy-access-denied, each with the person
+    of the session, the internet computer's address and the status, from the proxy."""
+    lab = running_lab
+    marker = f"nosuch{secrets.token_hex(4)}"
+    [read] = as_person(lab, sessions, "radiologist", [{"path": f"/pacs/studies/{marker}", "method": "GET"}])
+    [refused] = as_person(lab, sessions, "auditor", [{"path": f"/dicom-web/studies/{marker}", "method": "GET"}])
+
+    def logged() -> list[dict[str, Any]]:
+        found = [e for e in siem_json(lab, "events", "--contains", marker) if e["source"] == "rproxy-access"]
+        return found if len(found) == 2 else []
+
+    found = wait_for("the two requests at the siem", logged)
+    evidence.update(statuses=[read["status"], refused["status"]], events=found)
+    assert [read["status"], refused["status"]] == [404, 403]
+    client = str(lab.hosts[CLIENT].address)
+    assert sorted((e["host"], e["event_type"], e["user"], e["src_ip"], e["outcome"]) for e in found) == sorted([
+        (proxy(lab).name, "proxy-request", sessions["radiologist"][0], client, "404"),
+        (proxy(lab).name, "proxy-access-denied", sessions["auditor"][0], client, "403")])
+
+
 @pytest.mark.control("C-DAT-03")
 def test_a_stow_with_a_uid_that_is_not_a_dicom_uid_is_refused_as_a_c_store_s_is(running_lab: Lab,
                                                                                   sessions: dict[str, tuple[str, dict[str, str]]],

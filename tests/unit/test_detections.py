@@ -44,7 +44,9 @@ ASSETS = {"addresses": {"10.77.90.11": {"host": "vendor-eng", "zone": "internet"
                         "10.77.80.10": {"host": "offsite", "zone": "offsite", "owner": "it-infra", "criticality": "high",
                                         "address": "10.77.80.10", "image": "", "deployed": False},
                         "10.77.10.11": {"host": "idp", "zone": "enterprise", "owner": "it-identity", "criticality": "high",
-                                        "address": "10.77.10.11", "image": "idp"}},
+                                        "address": "10.77.10.11", "image": "idp"},
+                        "10.77.60.10": {"host": "rproxy", "zone": "dmz", "owner": "it-infra", "criticality": "high",
+                                        "address": "10.77.60.10", "image": "rproxy"}},
           "hosts": {}, "ae_titles": {"CT01": "mod-ct", "MR01": "mod-mr", "LEGACY01": "mod-legacy"},
           "zones": {"modality": "10.77.30.0/24", "legacy": "10.77.31.0/24", "datacenter": "10.77.40.0/24", "security": "10.77.50.0/24",
                     "vendor": "10.77.70.0/24", "internet": "10.77.90.0/24"},
@@ -331,13 +333,37 @@ def test_normalise_the_idps_portal_log(msg: str, expected: dict[str, Any]) -> No
 
 
 @pytest.mark.parametrize("program", ["orthanc-events", "dicom-audit", "orthanc-log", "fw-drops", "fw-response", "suricata", "discovery",
-                                     "idp-portal"])
+                                     "idp-portal", "rproxy-access"])
 def test_the_pacs_s_programs_from_another_host_are_marked_forged(program: str) -> None:
     """`logger -t orthanc-events '{"event": "integrity-failure"}'` in a vendor's shell on the bastion
     (a log source) is not the PACS's word: stored as forged-source, and no rule reads it as an
     integrity failure."""
     event = siem.normalise(_record(program, '{"event": "integrity-failure"}'), ASSETS)
     assert (event["host"], event["event_type"], event["user"]) == ("bastion", "forged-source", None)
+
+
+RPROXY = "10.77.60.10"
+
+
+@pytest.mark.parametrize(("msg", "expected"), [
+    ('10.77.90.10 TLSv1.3 "GET /pacs/studies/abc HTTP/1.1" 200 user=rad-ada roles=radiologist',
+     {"event_type": "proxy-request", "outcome": "200", "user": "rad-ada", "src_ip": "10.77.90.10", "dst_ip": RPROXY}),
+    ('10.77.90.10 TLSv1.3 "GET /dicom-web/studies HTTP/1.1" 403 user=aud-ines roles=auditor',
+     {"event_type": "proxy-access-denied", "outcome": "403", "user": "aud-ines", "src_ip": "10.77.90.10"}),
+    ('10.77.20.10 TLSv1.3 "GET /oidc/redirect HTTP/1.1" 302 user=- roles=-',
+     {"event_type": "proxy-request", "outcome": "302", "user": None, "src_ip": "10.77.20.10"}),
+    # a quote in the path is \" in Apache's log: what follows the path is read from the line's end
+    ('10.77.90.66 TLSv1.3 "GET /x\\" 200 user=pacs-admin roles=pacs-admin HTTP/1.1" 404 user=- roles=-',
+     {"event_type": "proxy-request", "outcome": "404", "user": None, "src_ip": "10.77.90.66"}),
+    ("not an access line", {"event_type": "syslog", "user": None}),
+])
+def test_normalise_the_proxys_access_log(msg: str, expected: dict[str, Any]) -> None:
+    """Each request to the proxy's site: the person of its session, the browser's address and the
+    status; 401 and 403 are refusals. From another log source, forged."""
+    event = siem.normalise(_record("rproxy-access", msg, peer=RPROXY), ASSETS)
+    assert {k: event[k] for k in expected} == expected
+    assert event["host"] == "rproxy"
+    assert siem.normalise(_record("rproxy-access", msg), ASSETS)["event_type"] == "forged-source"
 
 
 IDP_LOGIN = ('<AuditMessage><EventIdentification EventActionCode="E" EventDateTime="2026-11-30T10:00:00.000+00:00" '

@@ -31,6 +31,9 @@ def declared(lab_dir: Path):
 def dmz_lab(lab_copy: Path) -> Path:
     """The reference lab with rproxy deployed (tools image), so a published port exists to check."""
     mutate(lab_copy, lambda h, lv, f: host(h, "rproxy").update(lab_state="deployed", lab_image="tools"))
+    monitoring = lab_copy / "group_vars/all/monitoring.yml"  # the tools image has no rsyslog to ship the proxy's access log with
+    sources = yaml.safe_load(monitoring.read_text())
+    monitoring.write_text(yaml.safe_dump(sources | {"siem_sources": [s for s in sources["siem_sources"] if s != "rproxy"]}))
     return lab_copy
 
 

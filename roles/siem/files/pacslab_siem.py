@@ -205,6 +205,8 @@ def normalise(record: dict[str, Any], assets: dict[str, Any]) -> dict[str, Any]:
         event.update(_discovery(msg))
     elif source == "idp-portal":
         event.update(_idp_portal(msg, peer))
+    elif source == "rproxy-access":
+        event.update(_rproxy_access(msg, peer))
     elif source == "tlog":
         try:
             data = json.loads(msg)
@@ -259,6 +261,25 @@ def _idp_portal(msg: str, peer: str) -> dict[str, Any]:
     return {"event_type": "idp-login-success" if accepted else "idp-login-failure",
             "outcome": "success" if accepted else data["verdict"].removeprefix("refused:").strip().replace(" ", "-"),
             "user": data.get("user") or None, "src_ip": data.get("src_ip") or None, "dst_ip": peer, "proto": "https"}
+
+
+# The reverse proxy's access log (roles/rproxy: Apache's LogFormat pacslab_access, shipped as
+# rproxy-access by roles/log_shipping), from a host whose image is the proxy's only: one line per
+# request to the proxy's own site, `<client> <TLS> "<method> <path> <protocol>" <status>
+# user=<person> roles=<roles>` (the person and roles from the IdP's ID token; "-" before sign-in).
+# Apache escapes a quote in the path as \", so the fields after it are read from the end of the line.
+# 401 and 403 are proxy-access-denied, any other status proxy-request; the status is the outcome.
+RPROXY_PROGRAMS = ("rproxy-access",)
+_RPROXY_ACCESS = re.compile(r'^(?P<ip>[0-9a-fA-F.:]+) (?P<tls>\S+) "(?P<method>[A-Z]+) (?P<path>.*) (?P<protocol>HTTP/[0-9.]+)" '
+                            r"(?P<status>\d{3}) user=(?P<user>\S*) roles=(?P<roles>\S*)$")
+
+
+def _rproxy_access(msg: str, peer: str) -> dict[str, Any]:
+    m = _RPROXY_ACCESS.match(msg)
+    if not m:
+        return {}
+    return {"event_type": "proxy-access-denied" if m["status"] in ("401", "403") else "proxy-request", "outcome": m["status"],
+            "user": None if m["user"] in ("", "-") else m["user"], "src_ip": m["ip"], "dst_ip": peer, "proto": "https"}
 
 
 # Programs only an Orthanc host's plugin writes (its image "orthanc" in assets.json): the same tag
@@ -473,7 +494,8 @@ def _discovery(msg: str) -> dict[str, Any]:
 # The DICOM audit trail (dicom-audit) is the Orthanc hosts' and the IdP's (its User Authentication
 # messages, roles/idp's pacslab-totp-verify).
 PROGRAM_IMAGES = {program: (image,) for programs, image in (
-    (ORTHANC_PROGRAMS, "orthanc"), (FW_PROGRAMS, "fw"), (SENSOR_PROGRAMS, "sensor"), (SCANNER_PROGRAMS, "scanner"), (IDP_PROGRAMS, "idp"))
+    (ORTHANC_PROGRAMS, "orthanc"), (FW_PROGRAMS, "fw"), (SENSOR_PROGRAMS, "sensor"), (SCANNER_PROGRAMS, "scanner"), (IDP_PROGRAMS, "idp"),
+    (RPROXY_PROGRAMS, "rproxy"))
     for program in programs} | {"dicom-audit": ("orthanc", "idp")}
 
 
