@@ -385,6 +385,17 @@ def test_the_idps_user_authentication_messages_are_its_word_and_no_one_elses() -
     assert siem.normalise(_record("dicom-audit", IDP_LOGIN), ASSETS)["event_type"] == "forged-source"
 
 
+@pytest.mark.parametrize(("program", "peer"), [("orthanc-events", "10.77.40.10"), ("fw-drops", "10.77.50.254"),
+                                             ("fw-response", "10.77.50.254"), ("suricata", "10.77.50.11"), ("idp-portal", "10.77.10.11"),
+                                             ("tlog", "10.77.70.10")])
+@pytest.mark.parametrize("msg", ['["user", "event"]', '"user"', "42", "null", '{"user":', ""])
+def test_a_json_source_s_line_that_holds_no_object_stays_syslog(program: str, peer: str, msg: str) -> None:
+    """A line of a JSON log source that is not a JSON object (a list, a string, a number, null, a
+    cut object, nothing) is kept as it came: syslog, nobody's event."""
+    event = siem.normalise(_record(program, msg, peer=peer), ASSETS)
+    assert (event["event_type"], event["user"], event["src_ip"], event["message"]) == ("syslog", None, None, msg)
+
+
 def test_the_host_is_the_connections_address_not_what_the_header_claims() -> None:
     event = siem.normalise(_record("sshd", "x") | {"hostname": "pacs"}, ASSETS)
     assert (event["host"], event["sender_host"]) == ("bastion", "pacs")

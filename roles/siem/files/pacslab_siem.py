@@ -166,6 +166,15 @@ _SSHD_AUTH = re.compile(r"^(?P<verdict>Accepted|Failed) (?P<method>\S+) for (?:i
                         r"from (?P<ip>[0-9a-fA-F.:]+) port (?P<port>\d+)(?: ssh2)?(?: \[preauth\])?$")
 _SSHD_INVALID = re.compile(r"^Invalid user (?P<user>.*) from (?P<ip>[0-9a-fA-F.:]+) port (?P<port>\d+)(?: \[preauth\])?$")
 
+def _json_object(msg: str) -> dict[str, Any]:
+    """The JSON object a message holds; {} for one that is not JSON, or JSON but no object."""
+    try:
+        data = json.loads(msg)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def normalise(record: dict[str, Any], assets: dict[str, Any]) -> dict[str, Any]:
     """The event row for one message. ``record`` has rsyslog's properties: time (RFC 3339),
     fromhost_ip (the TLS peer's address), hostname (the sender's syslog header), programname, msg.
@@ -208,11 +217,8 @@ def normalise(record: dict[str, Any], assets: dict[str, Any]) -> dict[str, Any]:
     elif source == "rproxy-access":
         event.update(_rproxy_access(msg, peer))
     elif source == "tlog":
-        try:
-            data = json.loads(msg)
-        except ValueError:
-            data = {}
-        if isinstance(data, dict) and "user" in data:
+        data = _json_object(msg)
+        if "user" in data:
             event.update(event_type="vendor-session", user=data.get("user"), outcome="recorded")
     if event["src_ip"]:
         event.update(_whose(str(event["src_ip"]), assets))
@@ -251,11 +257,8 @@ def _idp_portal(msg: str, peer: str) -> dict[str, Any]:
         if m := pattern.match(msg):
             return {"event_type": "idp-login-failure", "outcome": outcome, "user": m["user"], "src_ip": m["ip"], "dst_ip": peer,
                     "proto": "https"}
-    try:
-        data = json.loads(msg)
-    except ValueError:
-        return {}
-    if not isinstance(data, dict) or data.get("event") != "totp" or not isinstance(data.get("verdict"), str):
+    data = _json_object(msg)
+    if data.get("event") != "totp" or not isinstance(data.get("verdict"), str):
         return {}
     accepted = data["verdict"] == "accepted"
     return {"event_type": "idp-login-success" if accepted else "idp-login-failure",
@@ -291,11 +294,8 @@ ORTHANC_PROGRAMS = ("orthanc-events", "dicom-audit", "orthanc-log")
 # JSON object per line, its kind in "event". Its fields map onto the schema; the kind is the
 # event_type as the plugin names it (integrity-failure, invalid-uid-refused, access-decision, ...).
 def _orthanc_event(msg: str) -> dict[str, Any]:
-    try:
-        data = json.loads(msg)
-    except ValueError:
-        return {}
-    if not isinstance(data, dict) or not isinstance(data.get("event"), str):
+    data = _json_object(msg)
+    if not isinstance(data.get("event"), str):
         return {}
     verdict = data.get("verdict")
     status = data.get("status")
@@ -359,11 +359,8 @@ IP_PROTOCOLS = {1: "icmp", 6: "tcp", 17: "udp"}
 
 
 def _fw_drop(msg: str) -> dict[str, Any]:
-    try:
-        data = json.loads(msg)
-    except ValueError:
-        return {}
-    if not isinstance(data, dict) or not str(data.get("oob.prefix", "")).startswith("pacslab "):
+    data = _json_object(msg)
+    if not str(data.get("oob.prefix", "")).startswith("pacslab "):
         return {}
     found: dict[str, Any] = {"event_type": "fw-drop", "outcome": str(data["oob.prefix"]).removeprefix("pacslab ").strip(),
                              "src_ip": data.get("src_ip"), "dst_ip": data.get("dest_ip"), "src_port": data.get("src_port"),
@@ -374,11 +371,8 @@ def _fw_drop(msg: str) -> dict[str, Any]:
 
 
 def _fw_response(msg: str) -> dict[str, Any]:
-    try:
-        data = json.loads(msg)
-    except ValueError:
-        return {}
-    if not isinstance(data, dict) or data.get("action") not in ("quarantine", "release"):
+    data = _json_object(msg)
+    if data.get("action") not in ("quarantine", "release"):
         return {}
     return {"event_type": f"containment-{data['action']}", "user": data.get("by"), "dst_ip": data.get("address"),
             "outcome": "changed" if data.get("changed") else "unchanged"}
@@ -439,11 +433,8 @@ EVE_TYPES = {"alert": "ids-alert", "tls": "ids-tls", "anomaly": "ids-anomaly"}
 
 
 def _eve(msg: str) -> dict[str, Any]:
-    try:
-        data = json.loads(msg)
-    except ValueError:
-        return {}
-    if not isinstance(data, dict) or data.get("event_type") not in EVE_TYPES:
+    data = _json_object(msg)
+    if data.get("event_type") not in EVE_TYPES:
         return {}
     found: dict[str, Any] = {"event_type": EVE_TYPES[data["event_type"]], "src_ip": data.get("src_ip"), "dst_ip": data.get("dest_ip"),
                              "src_port": data.get("src_port"), "dst_port": data.get("dest_port"),
@@ -473,11 +464,8 @@ DISCOVERY_KINDS = {"host-up": "discovered-address", "sweep-finished": "discovery
 
 
 def _discovery(msg: str) -> dict[str, Any]:
-    try:
-        data = json.loads(msg)
-    except ValueError:
-        return {}
-    if not isinstance(data, dict) or data.get("event") not in DISCOVERY_KINDS:
+    data = _json_object(msg)
+    if data.get("event") not in DISCOVERY_KINDS:
         return {}
     found: dict[str, Any] = {"event_type": DISCOVERY_KINDS[data["event"]]}
     if isinstance(data.get("time"), str):
