@@ -21,6 +21,7 @@ from pacslab.probes import portscan
 from pacslab.topology import Lab
 
 from .test_devices import drops_from
+from .test_idp import CLIENT as IDP_CLIENT
 from .test_idp import idp
 from .test_imaging import tls_stations
 from .test_response import scanner, vna
@@ -124,12 +125,12 @@ def test_the_idps_audit_file_rotates_without_loss(running_lab: Lab, evidence: di
     idp-audit.log.1, the second in a new idp-audit.log (the mode and owner of the first), and the
     siem holds both, from the IdP."""
     lab = running_lab
-    host = idp(lab).name
+    host, browser = idp(lab).name, str(lab.hosts[IDP_CLIENT].address)
     users = {"before": f"rot-{RUN.lower()}-a", "after": f"rot-{RUN.lower()}-b"}
     for when, user in users.items():
         if when == "after":
             rotate(lab, host)
-        verdict = im.exec_in(lab, host, "runuser", "-u", "www-data", "--", "pacslab-totp-verify", user, "000000", "10.77.20.10",
+        verdict = im.exec_in(lab, host, "runuser", "-u", "www-data", "--", "pacslab-totp-verify", user, "000000", browser,
                              check=(1,))
         assert verdict == "", verdict  # the verdict goes to stderr (the portal's log), exit 1: refused
         wait_for(f"the {when} message at the siem", lambda u=user: [
