@@ -264,14 +264,14 @@ def cmd_up(args: argparse.Namespace) -> int:
         result = run_playbook(lab, plan, "up.yml", state, extra=FULL_CONVERGE if args.full else None)
         _report_run("up", result, time.monotonic() - start, lab)
         if result.ok and state_dir(lab) / "overlay" not in lab.path.parents:  # a scenario's overlay is not the state to reset to
-            _after_up_snapshot(lab)
+            after_up_snapshot(lab)
     if not result.ok:
         return EXIT_PHASE_FAILED
     print_hosts(host_rows(lab))
     return EXIT_OK
 
 
-def _after_up_snapshot(lab: Lab) -> None:
+def after_up_snapshot(lab: Lab) -> None:
     """The first successful `up` of a lab saves its state as snapshot _up: what `pacslab reset`
     restores. Later runs keep it while the lab can still take it (same definition, same
     containers), and save it again when not; `down --volumes` forgets it with the volumes."""
