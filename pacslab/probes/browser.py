@@ -25,6 +25,7 @@ import base64
 import json
 from typing import Any
 
+from .. import people
 from ..docker import docker
 from ..plan import LABEL_LAB, LABEL_ROLE
 from ..redact import redact
@@ -60,11 +61,11 @@ subprocess.run(["certutil", "-A", "-d", db, "-n", "lab root", "-t", "C,,", "-i",
 def code_now():
     if "codes" not in req:
         return req.get("code")
-    now = time.time()
-    step = int(now // 30)
+    now, length = time.time(), req["totp_step"]
+    step = int(now // length)
     for s in (step, step + 1):
         if str(s) in req["codes"]:
-            out["code_step"], out["code_left_s"] = s, round((step + 1) * 30 - now, 1)
+            out["code_step"], out["code_left_s"] = s, round((step + 1) * length - now, 1)
             return req["codes"][str(s)]
     out["code_step"] = None
     return None
@@ -187,7 +188,7 @@ def open_page(lab: Lab, from_host: str, url: str, *, user: str | None = None, pa
                                "screenshot": screenshot, "timeout_ms": round(page_timeout * 1000)}
     for key, value in (("user", user), ("password", password), ("code", code)):
         if isinstance(value, dict):
-            request["codes"] = {str(step): c for step, c in value.items()}
+            request["codes"], request["totp_step"] = {str(step): c for step, c in value.items()}, people.TOTP_STEP
         elif value is not None:
             request[key] = value
     if browser_image is None:
