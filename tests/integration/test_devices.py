@@ -18,7 +18,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -30,7 +29,7 @@ from pacslab.probes import portscan
 from pacslab.topology import Host, Lab
 
 from .test_response import modalities, scanner, vna, wait
-from .test_siem import WAIT, siem_json, wait_for
+from .test_siem import WAIT, siem_json, utc_now, wait_for
 
 RUN = secrets.token_hex(3)
 BASE = 22000 + secrets.randbelow(90) * 100  # source ports of this run, below the ephemeral range (32768-60999)
@@ -167,7 +166,7 @@ def test_a_silent_rogue_device_is_found_by_the_scanner_and_raises_unknown_device
     scanning(lab)
     _, address = routed_rogue
     zone = modality(lab).zone
-    started, since = time.monotonic(), datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    started, since = time.monotonic(), utc_now()
     found = wait(f"the sweep's record of {address}", FOUND_WITHIN, lambda: [e for e in discovered(lab, address) if e["time"] >= since])[0]
     alert = wait("unknown-device about the silent rogue", FOUND_WITHIN - (time.monotonic() - started),
                  lambda: alerts_holding(lab, "unknown-device", found["id"]))[0]
@@ -197,7 +196,7 @@ def test_the_sweeps_find_exactly_the_deployed_hosts_of_each_zone_they_cover(runn
     (the segmentation check's stand-in, which may run meanwhile). The zones it may not reach are
     listed as not swept, with the reason."""
     lab = running_lab
-    since = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    since = utc_now()
 
     def fresh() -> dict[str, Any] | None:
         rc, record = reconciliation(lab)

@@ -195,9 +195,9 @@ def test_the_alert_opens_a_case_enriched_from_the_lab_definition(running_lab: La
 
 
 # Where the guessing at the IdP comes from: a computer of the clinical zone (flow F10b) from which no
-# other check signs in. test_idp's refused codes and its lockout come from ws-rad, followed by its
-# sign-ins: they raise these rules about ws-rad, and an alert that goes on for an address holds the
-# first guessing and sign-in of its ten minutes only (pySigma's temporal_ordered query).
+# other check signs in, so that the alerts below are about this guessing alone. test_idp's refused
+# codes and its lockout come from ws-rad, followed by its sign-ins: they raise the same rules about
+# ws-rad, whose alerts would hold both runs' events.
 GUESSER = "ws-tech"
 
 
