@@ -41,6 +41,8 @@ ASSETS = {"addresses": {"10.77.90.11": {"host": "vendor-eng", "zone": "internet"
                                         "address": "10.77.50.10", "image": "siem"},
                         "10.77.50.11": {"host": "sensor", "zone": "security", "owner": "it-security", "criticality": "medium",
                                          "address": "10.77.50.11", "image": "sensor"},
+                        "10.77.50.12": {"host": "scanner", "zone": "security", "owner": "it-security", "criticality": "medium",
+                                         "address": "10.77.50.12", "image": "scanner"},
                         "10.77.80.10": {"host": "offsite", "zone": "offsite", "owner": "it-infra", "criticality": "high",
                                         "address": "10.77.80.10", "image": "", "deployed": False},
                         "10.77.10.11": {"host": "idp", "zone": "enterprise", "owner": "it-identity", "criticality": "high",
@@ -386,8 +388,8 @@ def test_the_idps_user_authentication_messages_are_its_word_and_no_one_elses() -
 
 
 @pytest.mark.parametrize(("program", "peer"), [("orthanc-events", "10.77.40.10"), ("fw-drops", "10.77.50.254"),
-                                             ("fw-response", "10.77.50.254"), ("suricata", "10.77.50.11"), ("idp-portal", "10.77.10.11"),
-                                             ("tlog", "10.77.70.10")])
+                                             ("fw-response", "10.77.50.254"), ("suricata", "10.77.50.11"), ("discovery", "10.77.50.12"),
+                                             ("idp-portal", "10.77.10.11"), ("tlog", "10.77.70.10")])
 @pytest.mark.parametrize("msg", ['["user", "event"]', '"user"', "42", "null", '{"user":', ""])
 def test_a_json_source_s_line_that_holds_no_object_stays_syslog(program: str, peer: str, msg: str) -> None:
     """A line of a JSON log source that is not a JSON object (a list, a string, a number, null, a
