@@ -1,20 +1,24 @@
 #!/usr/bin/env python3
-"""Correlation cost benchmark (issue 13, C-DET-06): what one evaluation of port-scan (a Sigma
-value_count correlation) costs the siem as fw drops pile up, counted two ways over the same store:
+"""Correlation cost benchmark (issue 13, C-DET-06): what one evaluation of a correlation over fw
+drops costs the siem as they pile up, found two ways over the same store:
 
   pysigma   the query pySigma's SQLite backend compiles for the correlation (it compares every
-            match with every other one in the window)
-  siem      the siem's own count (pacslab_siem._counting_windows: the base rule's query, then one
-            sorted pass per source address), which the evaluator runs since December 2026
+            match with every other one in the window; a temporal correlation nests the query of
+            the counting one it names)
+  siem      the siem's own (pacslab_siem: _counting_windows, the base rule's query, then one sorted
+            pass per source address; _sequences, the same for each counting step, then a bisection
+            per match), which the evaluator runs since December 2026
 
+--rule port-scan (a value_count correlation) or compromised-modality (a temporal one over
+unknown-ae and port-scan; each source address also offers one unknown AE title at the start).
 The drops are synthetic and in memory (no lab needed): --drops per size, spread over one minute
 from 25 addresses of the modality zone to 20 of the datacenter on 29 ports, as a burst of the lab's
 own segmentation check looks. Reported per size: each way's seconds (best of --repeat) and the
-ratio pysigma / siem. The unit suite checks that both find the same events
+ratio pysigma / siem. The unit suite checks that both find the same
 (tests/unit/test_detections.py). A benchmark, not a test: it asserts nothing; results are appended
 to bench/results/correlation_cost.jsonl.
 
-    python3 bench/correlation_cost.py [--drops 500 1000 2000] [--repeat 3]
+    python3 bench/correlation_cost.py [--rule port-scan] [--drops 500 1000 2000] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -45,9 +49,13 @@ _spec.loader.exec_module(siem)
 T0 = datetime(2026, 12, 2, 11, 0, tzinfo=UTC)
 
 
-def store(drops: int) -> sqlite3.Connection:
+def store(drops: int, unknown_aes: bool = False) -> sqlite3.Connection:
     db = siem.connect(Path(":memory:"))
     rng = random.Random(drops)
+    for source in range(25) if unknown_aes else ():
+        siem.store(db, {"host": "pacs", "source": "orthanc-log", "event_type": "dicom-association-received", "calling_ae": "EVILMOD",
+                        "outcome": "unknown-calling-ae", "src_ip": f"10.77.30.{source}",
+                        "time": T0.isoformat(timespec="milliseconds").replace("+00:00", "Z")})
     for _ in range(drops):
         at = T0 + timedelta(seconds=rng.uniform(0, 60))
         siem.store(db, {"source": "fw-drops", "event_type": "fw-drop", "outcome": "deny", "proto": "tcp",
@@ -72,16 +80,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--drops", type=int, nargs="+", default=[500, 1000, 2000])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--rule", choices=["port-scan", "compromised-modality"], default="port-scan")
     args = parser.parse_args()
-    rule = {r["name"]: r for r in detections.compile_rules()}["port-scan"]
+    rule = {r["name"]: r for r in detections.compile_rules()}[args.rule]
+    own = siem._sequences if rule["steps"] else siem._counting_windows
     sizes = []
     for drops in args.drops:
-        db = store(drops)
+        db = store(drops, unknown_aes=bool(rule["steps"]))
         pysigma = best(args.repeat, lambda db=db: db.execute(rule["sql"]).fetchall())
-        ours = best(args.repeat, lambda db=db: siem._counting_windows(db, rule))
+        ours = best(args.repeat, lambda db=db: own(db, rule))
         sizes.append({"drops": drops, "pysigma_seconds": round(pysigma, 4), "siem_seconds": round(ours, 4),
                       "ratio": round(pysigma / ours, 1)})
-    result = {"rule": "port-scan", "repeat": args.repeat, "sizes": sizes}
+    result = {"rule": args.rule, "repeat": args.repeat, "sizes": sizes}
     print(json.dumps(result, indent=1))
     append_result(RESULTS, result)
     return 0

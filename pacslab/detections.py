@@ -4,7 +4,8 @@ queries with pySigma's SQLite backend, on the controller; the siem host runs the
 
 A rule file is a Sigma rule (Sigma specification 2.0) or a Sigma correlation rule (event_count,
 value_count, temporal, temporal_ordered); a file may hold several documents. Base rules that a
-correlation names are not alerts of their own (the correlation's ``generate`` semantics). Each
+correlation names are not alerts of their own, unless every correlation naming them has
+``generate`` and they are more than informational (an informational rule is a step). Each
 rule's fixtures (tests/unit/sigma/<rule name>.yml) hold the events it must match and those it must
 not; thresholds live in the rule files.
 """
@@ -32,44 +33,67 @@ class DetectionError(ValueError):
 
 
 def load(rules_dir: Path = RULES_DIR) -> SigmaCollection:
-    """Every rule of the folder's *.yml, in file order; DetectionError names the file and pySigma's reason."""
+    """Every rule of the folder's *.yml, in file order; DetectionError names the file and pySigma's
+    reason. A correlation may name a rule of another file (each file's references are resolved
+    against the whole folder)."""
     collections = []
     for path in sorted(rules_dir.glob("*.yml")):
         try:
-            collections.append(SigmaCollection.from_yaml(path.read_text()))
+            collections.append((path, SigmaCollection.from_yaml(path.read_text(), resolve_references=False)))
         except Exception as exc:  # pySigma raises its own SigmaError family and YAML errors
             raise DetectionError(f"{path}: {exc}") from exc
-    merged = SigmaCollection.merge(collections) if collections else SigmaCollection([])
+    merged = SigmaCollection.merge([c for _, c in collections], resolve_references=False)
+    for path, collection in collections:
+        for rule in collection.rules:
+            try:
+                if isinstance(rule, SigmaCorrelationRule):
+                    rule.resolve_rule_references(merged)
+            except Exception as exc:  # a name no rule of the folder has
+                raise DetectionError(f"{path}: {rule.name or rule.title}: {exc}") from exc
     merged.resolve_rule_references()
     return merged
 
 
 def compile_rules(rules_dir: Path = RULES_DIR) -> list[dict[str, Any]]:
     """The alerting rules as the siem runs them: [{id, name, title, level, kind, timespan (s),
-    group_by, sql, containment, threshold, counted, base_sql}]. containment (the rule's own attribute, high and
+    group_by, sql, containment, threshold, counted, base_sql, steps}]. containment (the rule's own attribute, high and
     critical rules only) names the entity whose address the fw quarantines when the alert is raised
     (C-RSP-02); threshold and counted are the correlation's condition (gte, and the field whose
     distinct values a value_count counts; 1 and None for a rule that alerts per event).
     kind is "event" for a plain rule (one alert per matching event) or the Sigma correlation type.
-    Base rules a correlation refers to are left out (they do not alert alone)."""
+    steps, on a temporal or temporal_ordered correlation, are the rules it names, in its order: a
+    base rule as {name, base_sql}, an event_count or value_count correlation as {name, base_sql,
+    timespan, group_by, threshold, counted} (the siem finds the sequences itself, _sequences).
+    Base rules a correlation refers to are left out (they do not alert alone), unless pySigma
+    outputs them (``generate``) and they are more than informational."""
     collection = load(rules_dir)
     backend = sqliteBackend()  # type: ignore[no-untyped-call]
     referenced = {id(r.rule) for c in collection if isinstance(c, SigmaCorrelationRule) for r in c.rules or []}
     conditions: dict[int, str] = {}  # a base rule's condition as SQL, for the counting correlations (below)
+    counters: dict[int, dict[str, Any]] = {}  # a counting correlation as a temporal one's step (below)
     compiled = []
-    # Base rules first: the backend compiles a correlation from its rules' conversion state.
-    order = [r for r in collection if isinstance(r, SigmaRule)] + [r for r in collection if isinstance(r, SigmaCorrelationRule)]
+    # Base rules first: the backend compiles a correlation from its rules' conversion state; then
+    # the counting correlations, which temporal ones may name.
+    correlations = [r for r in collection if isinstance(r, SigmaCorrelationRule)]
+    order = ([r for r in collection if isinstance(r, SigmaRule)] + [r for r in correlations if r.type.name.lower() not in TEMPORAL]
+             + [r for r in correlations if r.type.name.lower() in TEMPORAL])
     for rule in order:
         if isinstance(rule, SigmaCorrelationRule):
             queries = backend.convert_correlation_rule(rule)  # type: ignore[no-untyped-call]
         else:
             queries = backend.convert_rule(rule)  # type: ignore[no-untyped-call]
-            if id(rule) in referenced:  # not output, but converted: its condition is the rule's conversion result
+            if id(rule) in referenced:  # a step of a correlation: its condition is the rule's conversion result
                 converted = rule.get_conversion_result()
                 conditions[id(rule)] = converted[0] if len(converted) == 1 else ""
-                continue
+                # It alerts alone as well when every correlation naming it has `generate` (pySigma
+                # outputs it) and it is more than informational (unknown-ae, a step of compromised-modality).
+                if not queries or rule.level is None or rule.level.name == "INFORMATIONAL":
+                    continue
         if not rule.name:
             raise DetectionError(f"{rule.title}: a rule needs a name (alerts carry it)")
+        counting = _counting(rule, conditions) if isinstance(rule, SigmaCorrelationRule) else {}
+        if counting:
+            counters[id(rule)] = counting
         if not queries:  # a correlation another one names, without `generate`: a step, not an alert
             continue
         if len(queries) != 1:
@@ -90,28 +114,62 @@ def compile_rules(rules_dir: Path = RULES_DIR) -> list[dict[str, Any]]:
         if containment is not None and (containment not in group_by or level not in ("high", "critical")):
             raise DetectionError(f"{rule.name}: containment names {containment!r}, which must be one of its entities {group_by} "
                                  f"on a high or critical rule (it is {level})")
-        # An event_count or value_count correlation also carries its base rules' own queries: the siem
-        # counts their matches over sliding windows itself (one pass over them, sorted), because the
-        # backend's query compares every match with every other (212 times slower at 2,000 fw drops,
-        # bench/correlation_cost.py; live, a pass over a segmentation check's burst took over a
-        # minute). Sigma's semantics are kept: a window ends at each match and spans the timespan
-        # before it; the condition is met when the window holds `threshold` matches (event_count)
-        # or distinct values of `counted` (value_count), a threshold to reach (gte) only.
-        counting = ""
-        if isinstance(rule, SigmaCorrelationRule) and kind in ("event_count", "value_count"):
-            op = getattr(rule.condition, "op", None)
-            if op is None or op.name != "GTE" or getattr(rule.condition, "percentile", None) is not None:
-                raise DetectionError(f"{rule.name}: the siem counts 'gte' conditions only (the threshold a window must reach)")
-            if rule.aliases and rule.aliases.aliases:
-                raise DetectionError(f"{rule.name}: the siem counts over the base rules' own fields: no aliases")
-            parts = [conditions.get(id(r.rule), "") for r in rule.rules or []]
-            if not parts or not all(parts):
-                raise DetectionError(f"{rule.name}: a rule it counts did not compile to one condition")
-            counting = "SELECT * FROM logs WHERE " + " OR ".join(f"({p})" for p in parts)
+        steps = _steps(rule, conditions, counters) if isinstance(rule, SigmaCorrelationRule) and kind in TEMPORAL else []
         compiled.append({"id": str(rule.id), "name": rule.name, "title": rule.title, "level": level, "kind": kind,
                          "timespan": span, "group_by": group_by, "sql": queries[0], "containment": containment,
-                         "threshold": threshold, "counted": counted, "base_sql": counting})
+                         "threshold": threshold, "counted": counted, "base_sql": counting.get("base_sql", ""), "steps": steps})
     return compiled
+
+
+# Correlation kinds whose results are sequences of the rules they name (Sigma 2.0).
+TEMPORAL = ("temporal", "temporal_ordered")
+
+
+def _counting(rule: SigmaCorrelationRule, conditions: dict[int, str]) -> dict[str, Any]:
+    """An event_count or value_count correlation as the siem counts it: {name, base_sql (its base
+    rules' conditions as one query), timespan (s), group_by, threshold, counted}; {} for another type.
+
+    The siem counts these itself (one pass over the base rules' matches, sorted), because the
+    backend's query compares every match with every other (212 times slower at 2,000 fw drops,
+    bench/correlation_cost.py; live, a pass over a segmentation check's burst took over a minute).
+    Sigma's semantics are kept: a window ends at each match and spans the timespan before it; the
+    condition is met when the window holds `threshold` matches (event_count) or distinct values of
+    `counted` (value_count), a threshold to reach (gte) only."""
+    if rule.type.name.lower() not in ("event_count", "value_count"):
+        return {}
+    op = getattr(rule.condition, "op", None)
+    if op is None or op.name != "GTE" or getattr(rule.condition, "percentile", None) is not None:
+        raise DetectionError(f"{rule.name}: the siem counts 'gte' conditions only (the threshold a window must reach)")
+    if rule.aliases and rule.aliases.aliases:
+        raise DetectionError(f"{rule.name}: the siem counts over the base rules' own fields: no aliases")
+    parts = [conditions.get(id(r.rule), "") for r in rule.rules or []]
+    if not parts or not all(parts):
+        raise DetectionError(f"{rule.name}: a rule it counts did not compile to one condition")
+    return {"name": rule.name, "base_sql": "SELECT * FROM logs WHERE " + " OR ".join(f"({p})" for p in parts),
+            "timespan": _seconds(str(rule.timespan.spec)), "group_by": list(rule.group_by or []),
+            "threshold": int(getattr(rule.condition, "count", None) or 1), "counted": getattr(rule.condition, "fieldref", None)}
+
+
+def _steps(rule: SigmaCorrelationRule, conditions: dict[int, str], counters: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
+    """A temporal or temporal_ordered correlation's steps, in its order (compile_rules). The siem
+    finds the sequences itself: the backend's query nests a counting correlation's own query inside
+    its own, as slow as that one (see _counting). Every step groups by the correlation's fields."""
+    if rule.aliases and rule.aliases.aliases:
+        raise DetectionError(f"{rule.name}: the siem finds sequences over the rules' own fields: no aliases")
+    steps = []
+    for ref in rule.rules or []:
+        named = ref.rule
+        if isinstance(named, SigmaRule) and conditions.get(id(named)):
+            steps.append({"name": named.name or str(named.id), "base_sql": f"SELECT * FROM logs WHERE ({conditions[id(named)]})"})
+        elif id(named) in counters:
+            step = counters[id(named)]
+            if not set(rule.group_by or []) <= set(step["group_by"]):
+                raise DetectionError(f"{rule.name}: {step['name']} groups by {step['group_by']}, not by every field of {rule.group_by}")
+            steps.append(step)
+        else:
+            raise DetectionError(f"{rule.name}: {getattr(named, 'name', named)} is neither a base rule of one condition nor an "
+                                 "event_count or value_count correlation (the steps the siem finds sequences of)")
+    return steps
 
 
 def _seconds(spec: str) -> int:

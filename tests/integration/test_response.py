@@ -242,6 +242,17 @@ def scan_alert(lab: Lab, host: Host, base: int, least: int = 8) -> dict[str, Any
     return None
 
 
+def correlated_alert(lab: Lab, host: Host, rogue: str, ours: list[int]) -> dict[str, Any] | None:
+    """The compromised-modality alert about ``host`` that holds the association the PACS received
+    from the AE title ``rogue`` and the drops ``ours``, with that association's event as "offered"."""
+    offered = [e for e in siem_json(lab, "events", "--contains", f"AET {rogue} on IP") if e["event_type"] == "dicom-association-received"]
+    for alert in siem_json(lab, "alerts"):
+        if (alert["rule"] == "compromised-modality" and alert["entities"] == {"src_ip": str(host.address)} and offered
+                and {offered[0]["id"], *ours} <= set(alert["events"])):
+            return alert | {"offered": offered[0]}
+    return None
+
+
 def decision(lab: Lab, alert: dict[str, Any]) -> dict[str, Any] | None:
     """The alert's newest containment decision. A scan within two minutes of the last from the same
     address continues that alert, whose decision stands while what it adds is authorised too."""
@@ -286,10 +297,14 @@ def test_a_port_scan_through_the_fw_raises_port_scan(running_lab: Lab, evidence:
         answers = scan(lab, host, vna(lab), base)
         alert = wait(f"port-scan alert about {host.name}", DETECTED_WITHIN, lambda: scan_alert(lab, host, base))
     cases = [c for c in siem_json(lab, "cases") if alert["id"] in c["alerts"]]
-    evidence.update(answers=answers, alert=alert, cases=cases)
+    evaluated_after(lab, utc_now())  # compromised-modality has seen the scan (a pass that began after the alert)
+    correlated = [a for a in siem_json(lab, "alerts") if a["rule"] == "compromised-modality" and set(alert["ours"]) & set(a["events"])]
+    evidence.update(answers=answers, alert=alert, cases=cases, correlated=correlated)
     assert answers == ["unanswered"] * len(SCANNED)
     assert (alert["rule"], alert["severity"], alert["entities"]) == ("port-scan", "high", {"src_ip": str(host.address)}), alert
     assert [(c["host"], c["zone"], c["owner"]) for c in cases] == [(host.name, "clinical", "radiology")], cases
+    # C-DET-06's twin: a scan from a host that offered no unknown AE title is a port scan alone
+    assert correlated == []
 
 
 @pytest.mark.control("C-DET-01")
@@ -309,11 +324,17 @@ def test_a_device_retrying_one_denied_port_raises_no_port_scan(running_lab: Lab,
 
 
 @pytest.mark.control("C-RSP-02")
+@pytest.mark.control("C-DET-06")
 def test_a_port_scan_from_a_modality_quarantines_it_while_the_other_keeps_storing(running_lab: Lab, evidence: dict[str, Any]) -> None:
+    """Workshop W2: the modality first offers the PACS an AE title nobody registered (this run's
+    marker), then scans. port-scan has the fw quarantine it; compromised-modality (C-DET-06) ties the
+    two sources together (Orthanc's log, the fw's drops) and contains nothing more."""
     lab = running_lab
     held, other = modalities(lab)
     assert response.quarantined(lab) == {}, "a host was left in quarantine before this test"
     base = 20000 + secrets.randbelow(400) * 100  # this run's source ports: base .. base+8
+    rogue = f"ROGUE{base}"
+    offered = im.dicomsim(lab, held.name, "echo", "--calling", rogue)
     answers = scan(lab, held, vna(lab), base)
     scanned_at = time.monotonic()
     try:
@@ -321,15 +342,23 @@ def test_a_port_scan_from_a_modality_quarantines_it_while_the_other_keeps_storin
                      lambda: scan_alert(lab, held, base))
         alerted_after = time.monotonic() - scanned_at
         record = wait(f"quarantine of {held.name}", CONTAINED_WITHIN, lambda: response.quarantined(lab).get(str(held.address)))
+        correlated = wait(f"compromised-modality alert about {held.name} with {rogue} and the scan", DETECTED_WITHIN,
+                          lambda: correlated_alert(lab, held, rogue, alert["ours"]))
         cut = store_one(lab, held, "SCANNED")
         goes_on = store_one(lab, other, "GOESON")
         cases = [c for c in siem_json(lab, "cases") if alert["id"] in c["alerts"]]
     finally:
         response.release(lab, held.name, "integration test: the scan was ours", by="pacslab-tests")
     evidence.update(answers=answers, alert=alert, alerted_after_seconds=round(alerted_after, 1),
-                    record=record, cut=cut, goes_on=goes_on, cases=cases)
+                    record=record, cut=cut, goes_on=goes_on, cases=cases, offered={k: offered.get(k) for k in ("outcome", "reject")},
+                    correlated=correlated)
     assert answers == ["unanswered"] * len(SCANNED)  # the fw dropped every probe: no flow lets a modality reach these
+    assert (offered["outcome"], offered["reject"]["reason_name"]) == ("rejected", "calling-AE-title-not-recognized")
     assert alert["severity"] == "high", alert
+    assert (correlated["severity"], correlated["offered"]["calling_ae"], correlated["offered"]["outcome"]) == (
+        "high", rogue, "unknown-calling-ae")
+    assert [a["id"] for a in siem_json(lab, "alerts") if a["rule"] == "compromised-modality"
+            and correlated["offered"]["id"] in a["events"]] == [correlated["id"]]  # one alert, no duplicate
     assert (record["by"], record["reason"], record["enforced"]) == ("siem", f"siem alert {alert['id']}: port-scan", True)
     assert (cut["outcome"], cut.get("error"), cut["stored"]) == ("refused", "[Errno 111] Connection refused", [])
     assert (goes_on["outcome"], len(goes_on["stored"])) == ("established", 1)

@@ -780,3 +780,63 @@ def test_rules_of_one_pass_each_read_their_own_look_back(rules: dict[str, dict[s
     for _ in range(2):
         siem.evaluate(db, chosen if order == "event-rule-first" else chosen[::-1], ASSETS, at=T0 + timedelta(seconds=630))
     assert [(a["rule"], a["entities"]) for a in siem.alerts(db)] == [("ids-scan", {"src_ip": "10.77.90.66"})]
+
+
+@pytest.mark.parametrize("seed", range(10))
+@pytest.mark.parametrize("rule_name", ["compromised-modality", "idp-brute-force-success"])
+def test_the_siem_s_sequences_fire_where_pysigma_s_query_fires(rules, rule_name: str, seed: int) -> None:
+    """The siem finds temporal and temporal_ordered sequences itself (_sequences); on random events
+    (several sources, steps in any order, bursts and gaps, equal times) it fires for the groups
+    pySigma's own query for the rule fires for, and its alerts hold every event that query names
+    (the query names the first of each step per window; the siem, every sequence)."""
+    import random
+
+    rng = random.Random(seed)
+    db = siem.connect(Path(":memory:"))
+    sources = ["10.77.30.10", "10.77.30.11", "10.77.20.10"]
+
+    def stamp(second: float) -> str:
+        return (T0 + timedelta(seconds=second)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+    def burst(at: float, source: str, ports: int = 40) -> None:  # a step's counting part: a scan, or a guessing
+        for i in range(rng.choice([6, 9, 12]) if ports else 12):
+            if rule_name == "compromised-modality":
+                row = {"source": "fw-drops", "event_type": "fw-drop", "outcome": "deny", "proto": "tcp",
+                       "dst_port": str(rng.randrange(1, ports) if ports else 100 + i)}
+            else:
+                row = {"event_type": "idp-login-failure", "outcome": "bad-password", "user": "pacs-admin"}
+            siem.store(db, row | {"src_ip": source, "time": stamp(at + rng.choice([i, i // 2]))})
+
+    def single(at: float, source: str) -> None:  # a step's single event: an unknown AE title, or a sign-in
+        if rule_name == "compromised-modality":
+            row = {"host": "pacs", "source": "orthanc-log", "event_type": "dicom-association-received",
+                   "calling_ae": "EVILMOD", "outcome": rng.choice(["unknown-calling-ae", "lab-ae"])}
+        else:
+            row = {"event_type": "idp-login-success", "outcome": "success", "user": "rad-ada"}
+        siem.store(db, row | {"src_ip": source, "time": stamp(at)})
+
+    for _ in range(rng.randrange(2, 7)):
+        rng.choice([burst, single])(rng.choice([rng.uniform(0, 1500), rng.randrange(0, 1500, 60)]), rng.choice(sources))
+    if seed % 2 == 0:  # a sequence that fires: the comparison is not only of two empty results
+        burst(700, "10.77.31.10", ports=0)  # each drop a port of its own
+        single(720, "10.77.31.10") if rule_name == "idp-brute-force-success" else siem.store(db, {
+            "host": "pacs", "source": "orthanc-log", "event_type": "dicom-association-received", "calling_ae": "EVILMOD",
+            "outcome": "unknown-calling-ae", "src_ip": "10.77.31.10", "time": stamp(650)})
+    fields = ", ".join(siem.FIELDS)
+    db.execute(f"CREATE TEMP TABLE logs (id INTEGER PRIMARY KEY, timestamp TEXT, {fields})")
+    db.execute(f"INSERT INTO temp.logs SELECT id, time, {fields} FROM events")
+
+    def per_group(rows: list[dict[str, Any]]) -> dict[str, set[int]]:
+        found: dict[str, set[int]] = {}
+        for r in rows:
+            ids = {int(str(e).rsplit(":", 1)[-1]) for e in json.loads(r["event_ids"])}
+            found.setdefault(json.dumps(json.loads(r["group_keys"]), sort_keys=True), set()).update(ids)
+        return found
+
+    rule = rules[rule_name]
+    cur = db.execute(rule["sql"])
+    theirs = per_group([dict(zip([c[0] for c in cur.description], row, strict=True)) for row in cur.fetchall()])
+    ours = per_group(siem._sequences(db, rule))
+    assert set(ours) == set(theirs)
+    assert all(theirs[group] <= ours[group] for group in theirs), {g: sorted(theirs[g] - ours[g]) for g in theirs}
+    assert seed % 2 or '{"src_ip": "10.77.31.10"}' in theirs

@@ -49,6 +49,7 @@ message only: its EventActionCode (C, R, U, D or E: A.5.1).
 from __future__ import annotations
 
 import argparse
+import bisect
 import contextlib
 import http.server
 import ipaddress
@@ -559,9 +560,11 @@ def evaluate(db: sqlite3.Connection, rules: list[dict[str, Any]], assets: dict[s
     look-back are copied once per pass for every rule that has it (a pass sees the events stored
     before it copied them; later ones, the next pass). A rule is a dict of
     pacslab/detections.py: id, name, title, level, kind ("event" or a Sigma correlation type),
-    timespan (seconds), group_by (fields), sql (pySigma's SQLite query over the table ``logs``) and
+    timespan (seconds), group_by (fields), sql (pySigma's SQLite query over the table ``logs``),
     base_sql (an event_count or value_count correlation's base rules as one query: the siem counts
-    those itself, _counting_windows). A rule that fails is reported on stderr and the others still run."""
+    those itself, _counting_windows) and steps (a temporal or temporal_ordered correlation's rules:
+    the siem finds the sequences itself, _sequences). A rule that fails is reported on stderr and
+    the others still run."""
     at = at or datetime.now(UTC)
     touched: list[int] = []
     copied = None  # the look-back temp.logs holds: rules with the same one share a copy (in look-back order)
@@ -571,8 +574,6 @@ def evaluate(db: sqlite3.Connection, rules: list[dict[str, Any]], assets: dict[s
                 copied = None
                 _copy_window(db, at - timedelta(seconds=_look_back(rule)))
                 copied = _look_back(rule)
-            if rule["kind"] in TEMPORAL:
-                copied = None  # _evaluate_rule takes sequences out of temp.logs: the next rule copies its look-back again
             touched += _evaluate_rule(db, rule, assets)
         except Exception as exc:  # noqa: BLE001 (one rule's failure must not stop the others, nor the loop)
             print(f"pacslab-siem evaluate: rule {rule.get('name')}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
@@ -598,58 +599,46 @@ def _evaluate_rule(db: sqlite3.Connection, rule: dict[str, Any], assets: dict[st
     containment decision are written in one transaction (a restart between them cannot leave an
     alert without its decision)."""
     touched: list[int] = []
-    for _ in range(SEQUENCE_ROUNDS if rule["kind"] in TEMPORAL else 1):
-        if rule.get("base_sql"):
-            results = _counting_windows(db, rule)
-        else:
-            cur = db.execute(rule["sql"])
-            columns = [c[0] for c in cur.description]
-            results = [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
-        for found in results:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                touched.append(_raise(db, rule, found, assets))
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-        if rule["kind"] not in TEMPORAL or not results:
-            break
-        # pySigma's temporal query names, in each window, the first event of each rule after the
-        # previous one's: a later sequence in the same window never shows. Ask again without the
-        # last event of each sequence found (the sign-in after the guessing), until none is left.
-        ends = set()
-        for ids in filter(None, (_event_ids(found) for found in results)):
-            ends |= set(db.execute(f"SELECT id FROM temp.logs WHERE id IN ({', '.join('?' * len(ids))})"
-                                   " ORDER BY timestamp DESC, id DESC LIMIT 1", ids).fetchall())
-        if not ends:
-            break
-        db.executemany("DELETE FROM temp.logs WHERE id = ?", sorted(ends))
+    if rule.get("steps"):
+        results = _sequences(db, rule)
+    elif rule.get("base_sql"):
+        results = _counting_windows(db, rule)
+    else:
+        cur = db.execute(rule["sql"])
+        columns = [c[0] for c in cur.description]
+        results = [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
+    for found in results:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            touched.append(_raise(db, rule, found, assets))
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
     return touched
 
 
-# Correlation kinds whose results are sequences (Sigma 2.0 temporal, temporal_ordered), and how
-# many times a pass asks for them again, each time without the sequences it found (at most this
-# many sequences of one rule per look-back are held).
-TEMPORAL = ("temporal", "temporal_ordered")
-SEQUENCE_ROUNDS = 50
-
-
 def _event_ids(found: dict[str, Any]) -> list[int]:
-    """The store ids of the events behind one result of a correlation's query ("<rule>:<id>" each)."""
+    """The store ids of the events behind one result of a correlation ("<rule>:<id>" each in pySigma's, plain ids in the siem's)."""
     return sorted({int(str(e).rsplit(":", 1)[-1]) for e in json.loads(found.get("event_ids") or "[]")})
 
 
-def _counting_windows(db: sqlite3.Connection, rule: dict[str, Any]) -> list[dict[str, Any]]:
+# A group's matches of a counting correlation's base rules, sorted: (time in epoch seconds, event
+# id, the counted field's value folded or None); and each window that qualifies, unmerged: (its end,
+# the index of its first match, the index after its last).
+_Matches = list[tuple[float, int, Any]]
+_Windows = list[tuple[float, int, int]]
+
+
+def _qualifying(db: sqlite3.Connection, rule: dict[str, Any]) -> dict[tuple[Any, ...], tuple[_Matches, _Windows]]:
     """An event_count or value_count correlation (Sigma 2.0) over its base rules' matches in
-    temp.logs, in one pass per group: a window ends at each match's time and spans the rule's
-    timespan before it (both ends included, as pySigma's SQLite backend has it); it qualifies when it
-    holds ``threshold`` matches, or distinct values of ``counted`` (compared without case, NULL not
-    counted). Qualifying windows that overlap are merged. Rows as the backend's query gives them:
-    group_keys (JSON), window_start and window_end (epoch seconds), event_ids (JSON list)."""
+    temp.logs, in one pass per group (its group_by values, folded: a match without one is left out):
+    a window ends at each match's time and spans the rule's timespan before it (both ends included,
+    as pySigma's SQLite backend has it); it qualifies when it holds ``threshold`` matches, or
+    distinct values of ``counted`` (compared without case, NULL not counted)."""
     cur = db.execute(rule["base_sql"])
     columns = [c[0] for c in cur.description]
-    groups: dict[tuple[Any, ...], list[tuple[float, int, Any]]] = {}
+    groups: dict[tuple[Any, ...], _Matches] = {}
     for row in cur.fetchall():
         match = dict(zip(columns, row, strict=True))
         keys = tuple(_folded(match.get(f)) for f in rule["group_by"])
@@ -658,10 +647,11 @@ def _counting_windows(db: sqlite3.Connection, rule: dict[str, Any]) -> list[dict
         value = _folded(match.get(rule["counted"])) if rule.get("counted") else None
         when = round(_parse(str(match["timestamp"])).timestamp(), 3)
         groups.setdefault(keys, []).append((when, int(match["id"]), value))
-    span, threshold, results = float(rule.get("timespan") or 0), int(rule.get("threshold") or 1), []
-    for keys, matches in sorted(groups.items(), key=lambda g: str(g[0])):
+    span, threshold = float(rule.get("timespan") or 0), int(rule.get("threshold") or 1)
+    out: dict[tuple[Any, ...], tuple[_Matches, _Windows]] = {}
+    for keys, matches in groups.items():
         matches.sort()
-        windows: list[list[Any]] = []  # [start, end, first index, last index], merged when they overlap
+        windows: _Windows = []
         values: dict[Any, int] = {}
         left = right = 0
         while right < len(matches):
@@ -678,8 +668,20 @@ def _counting_windows(db: sqlite3.Connection, rule: dict[str, Any]) -> list[dict
                     if not values[value]:
                         del values[value]
                 left += 1
-            if (len(values) if rule.get("counted") else right - left) < threshold:
-                continue
+            if (len(values) if rule.get("counted") else right - left) >= threshold:
+                windows.append((end, left, right))
+        out[keys] = (matches, windows)
+    return out
+
+
+def _counting_windows(db: sqlite3.Connection, rule: dict[str, Any]) -> list[dict[str, Any]]:
+    """An event_count or value_count correlation's qualifying windows (_qualifying), those that
+    overlap merged, as rows like those of the backend's query: group_keys (JSON), window_start and
+    window_end (epoch seconds), event_ids (JSON list)."""
+    span, results = float(rule.get("timespan") or 0), []
+    for keys, (matches, qualified) in sorted(_qualifying(db, rule).items(), key=lambda g: str(g[0])):
+        windows: list[list[Any]] = []  # [start, end, first index, last index], merged when they overlap
+        for end, left, right in qualified:
             if windows and end - span <= windows[-1][1]:
                 windows[-1][1], windows[-1][3] = end, right
             else:
@@ -688,6 +690,99 @@ def _counting_windows(db: sqlite3.Connection, rule: dict[str, Any]) -> list[dict
             results.append({"group_keys": json.dumps(dict(zip(rule["group_by"], keys, strict=True))), "window_start": start,
                             "window_end": end, "event_ids": json.dumps(sorted(m[1] for m in matches[first:last]))})
     return sorted(results, key=lambda r: (r["window_end"], r["group_keys"]))
+
+
+def _sequences(db: sqlite3.Connection, rule: dict[str, Any]) -> list[dict[str, Any]]:
+    """A temporal or temporal_ordered correlation (Sigma 2.0) over its steps' matches in temp.logs,
+    per group (the rule's group_by values, folded; a match without one is left out). A base rule's
+    step matches at each of its events; a counting correlation's at the end of each window that
+    qualifies (_qualifying), with that window's events.
+
+    A sequence is found at each match M of the last step (temporal_ordered) or of any step
+    (temporal): each other step's latest match before the next step's (temporal_ordered, strictly
+    before) or at or before M's time (temporal), none earlier than the timespan before M. Sequences
+    of a group that overlap are merged, with the events of every match they hold: every break-in
+    after a guessing shows, where pySigma's query names the first of each window only. Rows as the
+    backend's query gives them: group_keys (JSON), window_start and window_end (epoch seconds),
+    event_ids (JSON list of ids)."""
+    fields, span, ordered = rule["group_by"], float(rule["timespan"]), rule["kind"] == "temporal_ordered"
+    # per group, per step: its matches sorted by time, each (time, events: a tuple of ids, or (step, first, last) of a window)
+    found: dict[tuple[Any, ...], list[list[tuple[float, Any]]]] = {}
+    counted: dict[int, dict[tuple[Any, ...], _Matches]] = {}  # a counting step's matches per its own group
+    for slot, step in enumerate(rule["steps"]):
+        if "group_by" in step:
+            counted[slot] = {}
+            for own, (matches, windows) in _qualifying(db, step).items():
+                counted[slot][own] = matches
+                keys = tuple(own[step["group_by"].index(f)] for f in fields)
+                found.setdefault(keys, [[] for _ in rule["steps"]])[slot] += [(end, (own, left, right)) for end, left, right in windows]
+            continue
+        cur = db.execute(step["base_sql"])
+        columns = [c[0] for c in cur.description]
+        for row in cur.fetchall():
+            match = dict(zip(columns, row, strict=True))
+            keys = tuple(_folded(match.get(f)) for f in fields)
+            if match.get("timestamp") is None or any(k is None for k in keys):
+                continue
+            when = round(_parse(str(match["timestamp"])).timestamp(), 3)
+            found.setdefault(keys, [[] for _ in rule["steps"]])[slot].append((when, (int(match["id"]),)))
+    results = []
+    last = len(rule["steps"]) - 1
+    for keys, slots in sorted(found.items(), key=lambda g: str(g[0])):
+        if not all(slots):
+            continue
+        for matches in slots:
+            matches.sort(key=lambda m: m[0])
+        times = [[m[0] for m in matches] for matches in slots]
+        merged: list[list[Any]] = []  # [start, end, {slot: [(first, last) index ranges into slots[slot]]}]
+        ends = [(t, last) for t in times[last]] if ordered else sorted((t, s) for s, ts in enumerate(times) for t in ts)
+        for end, at in ends:
+            if ordered:  # the chain back from M: each step's latest match before the next one's
+                chosen, bound = {at: (times[at].index(end), times[at].index(end))}, end
+                for slot in range(last - 1, -1, -1):
+                    index = bisect.bisect_left(times[slot], bound) - 1
+                    if index < 0 or times[slot][index] < end - span:
+                        break
+                    chosen[slot], bound = (index, index), times[slot][index]
+            else:  # every match of every step in the timespan up to M
+                chosen = {slot: (bisect.bisect_left(ts, end - span), bisect.bisect_right(ts, end) - 1) for slot, ts in enumerate(times)}
+            if len(chosen) < len(slots) or any(first > after for first, after in chosen.values()):
+                continue
+            start = min(times[slot][first] for slot, (first, _) in chosen.items())
+            if merged and start <= merged[-1][1]:
+                merged[-1][0], merged[-1][1] = min(merged[-1][0], start), max(merged[-1][1], end)
+            else:
+                merged.append([start, end, {}])
+            for slot, held in chosen.items():
+                merged[-1][2].setdefault(slot, []).append(held)
+        for start, end, held in merged:
+            ids: set[int] = set()
+            for slot, ranges in held.items():
+                spans: dict[Any, tuple[int, int]] = {}  # a counting step's events: one range per own group
+                for first, after in _union(ranges):
+                    for index in range(first, after + 1):
+                        events = slots[slot][index][1]
+                        if slot in counted:
+                            own, low, high = events
+                            spans[own] = (min(low, spans[own][0]), max(high, spans[own][1])) if own in spans else (low, high)
+                        else:
+                            ids.update(events)
+                for own, (low, high) in spans.items():
+                    ids.update(m[1] for m in counted[slot][own][low:high])
+            results.append({"group_keys": json.dumps(dict(zip(fields, keys, strict=True))), "window_start": start,
+                            "window_end": end, "event_ids": json.dumps(sorted(ids))})
+    return sorted(results, key=lambda r: (r["window_end"], r["group_keys"]))
+
+
+def _union(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Index ranges (first, last; both included) merged where they overlap or touch, in order."""
+    out: list[tuple[int, int]] = []
+    for first, last in sorted(ranges):
+        if out and first <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(out[-1][1], last))
+        else:
+            out.append((first, last))
+    return out
 
 
 def _folded(value: Any) -> Any:
