@@ -776,6 +776,74 @@ def test_a_known_ae_title_from_the_wrong_address_raises_dicom_access_denied_but_
     assert _alerts_of(lab, "unknown-ae", {received["id"], rejected["id"]}) == []
 
 
+# Runs in a modality: three TLS handshakes with the PACS's DICOM TLS front, each from a source port
+# of its own (the marker): TLS 1.1 alone, TLS 1.2 without a certificate, TLS 1.2 with the node's
+# own certificate. Prints each outcome: the version negotiated, or the error.
+HANDSHAKES = """
+import json, socket, ssl, sys
+address, port, base = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+out = {}
+for i, case in enumerate(["tls1.1", "no-certificate", "certificate"]):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    version = ssl.TLSVersion.TLSv1_1 if case == "tls1.1" else ssl.TLSVersion.TLSv1_2
+    ctx.minimum_version = ctx.maximum_version = version
+    ctx.set_ciphers("DEFAULT@SECLEVEL=0")
+    if case == "certificate":
+        ctx.load_cert_chain("/etc/pacslab/tls/chain.pem", "/etc/pacslab/tls/node.key")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("", base + i))
+    sock.settimeout(10)
+    try:
+        sock.connect((address, port))
+        tls = ctx.wrap_socket(sock)
+        out[case] = tls.version()
+        tls.close()
+    except OSError as exc:
+        out[case] = type(exc).__name__
+        sock.close()
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.control("C-PRT-01")
+@pytest.mark.control("C-DAT-02")
+def test_the_dicom_tls_front_s_refusals_reach_the_siem_with_the_caller_s_address(running_lab: Lab, evidence) -> None:
+    """A modality's TLS 1.1 handshake and its TLS 1.2 one without a certificate, refused by the PACS's
+    DICOM TLS front (stunnel), reach the siem as tls-handshake-refused with the modality's address
+    and this run's source port (from the connection's first line) and OpenSSL's reason. The twin:
+    its handshake with its own certificate shows that certificate accepted, the CN its name, and
+    no refusal."""
+    lab = running_lab
+    pacs, station = pacs_of(lab), tls_stations(lab)[0]
+    base = 30000 + secrets.randbelow(300) * 100
+    done = json.loads(im.exec_in(lab, station.name, "python3", "-c", HANDSHAKES, str(pacs.address), str(pacs.dicom_port), str(base)))
+
+    def ours() -> dict[str, list[dict[str, Any]]]:
+        opened = siem_json(lab, "events", "--contains", f"accepted connection from {station.address}:{base}")
+        if not opened:
+            return {}
+        found: dict[str, list[dict[str, Any]]] = {}
+        for e in siem_json(lab, "events", "--since-id", str(min(e["id"] for e in opened) - 1)):
+            if e["source"] == "dicom-front" and e["src_ip"] == str(station.address) and e["src_port"] in {str(base + i) for i in range(3)}:
+                found.setdefault(e["src_port"], []).append(e)
+        return found
+
+    seen = wait_for("the three connections' lines", lambda: (found := ours()) and all(
+        any(e["event_type"] in ("tls-handshake-refused", "tls-client-certificate") for e in found.get(str(base + i), [])) for i in range(3))
+        and found)
+    kinds = {port: [(e["event_type"], e["outcome"], e["user"]) for e in events] for port, events in seen.items()}
+    evidence.update(handshakes=done, events=kinds)
+    assert done == {"tls1.1": "SSLError", "no-certificate": "SSLError", "certificate": "TLSv1.2"}
+    assert kinds[str(base)] == [("tls-connection", "accepted", None), ("tls-handshake-refused", "unsupported-protocol", None)]
+    assert kinds[str(base + 1)] == [("tls-connection", "accepted", None),
+                                    ("tls-handshake-refused", "peer-did-not-return-a-certificate", None)]
+    assert kinds[str(base + 2)][:2] == [("tls-connection", "accepted", None), ("tls-client-certificate", "accepted", station.name)]
+    assert "tls-handshake-refused" not in [kind for kind, _, _ in kinds[str(base + 2)]]
+    assert {e["host"] for events in seen.values() for e in events} == {pacs.name}
+
+
 # ---------------------------------------------------------------------------------------------
 # Vendors' maintenance windows (C-DET-08; roles/siem/files/rules/vendor-window.yml)
 

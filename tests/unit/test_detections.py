@@ -422,10 +422,10 @@ def test_a_parser_that_fails_does_not_end_the_ingest(monkeypatch: pytest.MonkeyP
     import io
     real = siem.normalise
 
-    def choking(record: dict[str, Any], assets: dict[str, Any]) -> dict[str, Any]:
+    def choking(record: dict[str, Any], assets: dict[str, Any], *more: Any) -> dict[str, Any]:
         if record["programname"] == "choke":
             raise RuntimeError("a parser's bug")
-        return real(record, assets)
+        return real(record, assets, *more)
 
     monkeypatch.setattr(siem, "normalise", choking)
     db = siem.connect(Path(":memory:"))
@@ -434,6 +434,46 @@ def test_a_parser_that_fails_does_not_end_the_ingest(monkeypatch: pytest.MonkeyP
     siem.ingest(lines, out, db, ASSETS)
     assert out.getvalue() == "OK\nOK\nOK\n"
     assert [e["event_type"] for e in siem.events(db)] == ["unparsed", "ssh-invalid-user"]
+
+
+def test_a_tls_fronts_lines_take_their_connections_address() -> None:
+    """The PACS's DICOM TLS front (stunnel) names the address on a connection's first line only; the
+    ingest gives it to that connection's later lines (numbered per connection, interleaved here):
+    a TLS 1.1 attempt and one without a certificate from the CT refused with OpenSSL's reasons, the
+    MR's certificate accepted (its CN), a refusal whose first line never came without an address,
+    and the same program from the bastion stored as forged."""
+    import io
+    pacs = "10.77.40.10"
+    lines = [(pacs, "2026.12.03 22:09:23 LOG5[12]: Service [dicom] accepted connection from 10.77.30.10:33090"),
+             (pacs, "2026.12.03 22:09:23 LOG5[13]: Service [dicom] accepted connection from 10.77.30.10:33092"),
+             (pacs, "2026.12.03 22:09:23 LOG5[11]: Service [dicom] accepted connection from 10.77.30.11:44793"),
+             (pacs, "2026.12.03 22:09:23 LOG3[12]: SSL_accept: ../ssl/statem/statem_srvr.c:1664: error:0A000102:SSL routines::unsupported protocol"),
+             (pacs, "2026.12.03 22:09:23 LOG5[11]: Certificate accepted at depth=0: O=pacslab default, CN=mod-mr"),
+             (pacs, "2026.12.03 22:09:23 LOG3[13]: SSL_accept: ../ssl/statem/statem_srvr.c:3517: error:0A0000C7:SSL routines::"
+                    "peer did not return a certificate"),
+             (pacs, "2026.12.03 22:09:23 LOG5[12]: Connection reset/closed: 0 byte(s) sent to TLS, 0 byte(s) sent to socket"),
+             (pacs, "2026.12.03 22:09:24 LOG3[12]: SSL_accept: Peer suddenly disconnected"),
+             ("10.77.70.10", "2026.12.03 22:09:24 LOG5[14]: Service [dicom] accepted connection from 10.77.30.10:1")]
+    db = siem.connect(Path(":memory:"))
+    siem.ingest([json.dumps(_record("dicom-front", msg, peer)) + "\n" for peer, msg in lines], io.StringIO(), db, ASSETS)
+    seen = [{k: e[k] for k in ("host", "event_type", "outcome", "src_ip", "src_port", "user", "dst_ip")} for e in siem.events(db)]
+    assert seen == [
+        {"host": "pacs", "event_type": "tls-connection", "outcome": "accepted", "src_ip": "10.77.30.10", "src_port": "33090", "user": None,
+         "dst_ip": pacs},
+        {"host": "pacs", "event_type": "tls-connection", "outcome": "accepted", "src_ip": "10.77.30.10", "src_port": "33092", "user": None,
+         "dst_ip": pacs},
+        {"host": "pacs", "event_type": "tls-connection", "outcome": "accepted", "src_ip": "10.77.30.11", "src_port": "44793", "user": None,
+         "dst_ip": pacs},
+        {"host": "pacs", "event_type": "tls-handshake-refused", "outcome": "unsupported-protocol", "src_ip": "10.77.30.10", "src_port": "33090",
+         "user": None, "dst_ip": pacs},
+        {"host": "pacs", "event_type": "tls-client-certificate", "outcome": "accepted", "src_ip": "10.77.30.11", "src_port": "44793",
+         "user": "mod-mr", "dst_ip": pacs},
+        {"host": "pacs", "event_type": "tls-handshake-refused", "outcome": "peer-did-not-return-a-certificate", "src_ip": "10.77.30.10",
+         "src_port": "33092", "user": None, "dst_ip": pacs},
+        {"host": "pacs", "event_type": "syslog", "outcome": None, "src_ip": None, "src_port": None, "user": None, "dst_ip": None},
+        {"host": "pacs", "event_type": "tls-handshake-refused", "outcome": "peer-suddenly-disconnected", "src_ip": None, "src_port": None,
+         "user": None, "dst_ip": pacs},
+        {"host": "bastion", "event_type": "forged-source", "outcome": None, "src_ip": None, "src_port": None, "user": None, "dst_ip": None}]
 
 
 def _sign_in(user: str, at: datetime, verdict: str = "Accepted") -> str:

@@ -176,11 +176,13 @@ def _json_object(msg: str) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def normalise(record: dict[str, Any], assets: dict[str, Any]) -> dict[str, Any]:
+def normalise(record: dict[str, Any], assets: dict[str, Any], connections: dict[tuple[str, ...], tuple[str, str]] | None = None
+              ) -> dict[str, Any]:
     """The event row for one message. ``record`` has rsyslog's properties: time (RFC 3339),
     fromhost_ip (the TLS peer's address), hostname (the sender's syslog header), programname, msg.
-    ``assets`` maps a lab address to its host (assets.json). Unknown shapes are kept as event_type
-    "syslog" with their raw message: nothing is dropped."""
+    ``assets`` maps a lab address to its host (assets.json). ``connections``: what the ingest
+    remembers across messages, a TLS front's open connections (_stunnel). Unknown shapes are kept
+    as event_type "syslog" with their raw message: nothing is dropped."""
     msg = str(record.get("msg", "")).strip()
     peer = str(record.get("fromhost_ip", ""))
     event: dict[str, Any] = {f: None for f in FIELDS}
@@ -217,6 +219,8 @@ def normalise(record: dict[str, Any], assets: dict[str, Any]) -> dict[str, Any]:
         event.update(_idp_portal(msg, peer))
     elif source == "rproxy-access":
         event.update(_rproxy_access(msg, peer))
+    elif source in STUNNEL_PROGRAMS:
+        event.update(_stunnel(msg, peer, str(source), {} if connections is None else connections))
     elif source == "tlog":
         data = _json_object(msg)
         if "user" in data:
@@ -478,13 +482,53 @@ def _discovery(msg: str) -> dict[str, Any]:
     return found
 
 
+# A TLS front's log (stunnel 5 in front of the PACS's and the VNA's DICOM port, roles/orthanc; shipped
+# as dicom-front by roles/log_shipping): "<date> LOG<level>[<connection>]: <text>", one connection's
+# lines under its number. Its address is on its first line only, "Service [<name>] accepted
+# connection from <address>:<port>" (tls-connection); the later ones take it from there:
+# "Certificate accepted at depth=0: <subject>" (tls-client-certificate, user: the subject's CN,
+# the lab host the certificate names), "Rejected by CERT at DEPTH=<n>: <subject>" (the same, outcome
+# rejected), "SSL_accept: <where>: error:<code>:SSL routines::<reason>" (tls-handshake-refused,
+# outcome: OpenSSL's reason, e.g. unsupported-protocol for TLS below 1.2, or
+# peer-did-not-return-a-certificate). "Connection closed" and "Connection reset/closed" end it.
+STUNNEL_PROGRAMS = ("dicom-front",)
+_STUNNEL = re.compile(r"^\d{4}\.\d\d\.\d\d \d\d:\d\d:\d\d LOG\d\[(?P<conn>[^\]]+)\]: (?P<text>.*)$")
+_STUNNEL_ACCEPTED = re.compile(r"^Service \[[^\]]+\] accepted connection from (?P<ip>[0-9a-fA-F.:]+):(?P<port>\d+)$")
+_STUNNEL_CERT = re.compile(r"^(?:Certificate accepted at depth=0|Rejected by CERT at DEPTH=(?P<depth>\d+)): (?P<subject>.*)$")
+_STUNNEL_REFUSED = re.compile(r"^SSL_accept: (?:.*?error:[0-9A-Fa-f]+:[^:]*:[^:]*:)?(?P<reason>[^:]+)$")
+STUNNEL_CONNECTIONS = 4096  # connections remembered at most (an unanswered first line is forgotten first)
+
+
+def _stunnel(msg: str, peer: str, source: str, connections: dict[tuple[str, ...], tuple[str, str]]) -> dict[str, Any]:
+    line = _STUNNEL.match(msg)
+    if not line:
+        return {}
+    key, text = (peer, source, line["conn"]), line["text"]
+    if m := _STUNNEL_ACCEPTED.match(text):
+        connections.pop(key, None)
+        connections[key] = (m["ip"], m["port"])
+        while len(connections) > STUNNEL_CONNECTIONS:
+            connections.pop(next(iter(connections)))
+        return {"event_type": "tls-connection", "outcome": "accepted", "src_ip": m["ip"], "src_port": m["port"], "proto": "tcp", "dst_ip": peer}
+    address = connections.get(key, (None, None))
+    found = {"src_ip": address[0], "src_port": address[1], "proto": "tcp", "dst_ip": peer}
+    if m := _STUNNEL_CERT.match(text):
+        name = next((part.strip()[3:] for part in m["subject"].split(",") if part.strip().startswith("CN=")), None)
+        return found | {"event_type": "tls-client-certificate", "outcome": "rejected" if m["depth"] else "accepted", "user": name}
+    if m := _STUNNEL_REFUSED.match(text):
+        return found | {"event_type": "tls-handshake-refused", "outcome": re.sub(r"[^a-z0-9]+", "-", m["reason"].strip().lower()).strip("-")}
+    if text.startswith(("Connection closed", "Connection reset")):
+        connections.pop(key, None)
+    return {}
+
+
 # Program name -> the images of the only hosts whose word it is: from any other host it is stored as
 # "forged-source" (each source's program names are beside its parser above).
 # The DICOM audit trail (dicom-audit) is the Orthanc hosts' and the IdP's (its User Authentication
 # messages, roles/idp's pacslab-totp-verify).
 PROGRAM_IMAGES = {program: (image,) for programs, image in (
     (ORTHANC_PROGRAMS, "orthanc"), (FW_PROGRAMS, "fw"), (SENSOR_PROGRAMS, "sensor"), (SCANNER_PROGRAMS, "scanner"), (IDP_PROGRAMS, "idp"),
-    (RPROXY_PROGRAMS, "rproxy"))
+    (RPROXY_PROGRAMS, "rproxy"), (STUNNEL_PROGRAMS, "orthanc"))
     for program in programs} | {"dicom-audit": ("orthanc", "idp")}
 
 
@@ -534,10 +578,11 @@ def ingest(lines: Any, out: Any, db: sqlite3.Connection, assets: dict[str, Any])
     message once it is stored; a line that is not a JSON object is stored as it came (event_type
     "unparsed") and confirmed, never dropped."""
     print("OK", file=out, flush=True)
+    connections: dict[tuple[str, ...], tuple[str, str]] = {}
     for line in lines:
         try:
             record = json.loads(line)
-            event = normalise(record, assets) if isinstance(record, dict) else None
+            event = normalise(record, assets, connections) if isinstance(record, dict) else None
         except Exception:  # a line or a message no parser here expected: kept as it came, never the ingest's end
             event = None
         if event is None:
