@@ -18,6 +18,10 @@ port-scan    --runs times, nine ports of the VNA tried at once by the CT (pacsla
              holding the run's drops, and to the CT in the fw's quarantine (the siem's decision,
              pulled by the fw); p50 and p95. The CT is released after each run; a run within a
              minute of the last continues its alert, which decides again after the release.
+compromised-modality --runs times, the CT first calls the PACS with an AE title of the run (no lab
+             host has it), then scans as in port-scan: seconds from the scan's start to the
+             compromised-modality alert holding Orthanc's line about that association and the
+             run's drops (C-DET-06), and to the quarantine (port-scan's); p50 and p95.
 unknown-ae   --runs times, a C-ECHO to the PACS from the CT calling itself with an AE title of the run
              (no lab host has it): seconds from the rejection (A-ASSOCIATE-RJ) to the unknown-ae
              alert holding Orthanc's line about that association; p50 and p95 (the catalogue's
@@ -64,7 +68,7 @@ from pacslab.topology import Lab, load_lab  # noqa: E402
 RESULTS = REPO / "bench" / "results" / "detection_latency.jsonl"
 CLIENT, BASTION = "vendor-eng", "bastion"
 WAIT = 120
-MEASURES = ("brute-force", "port-scan", "integrity", "audit", "unknown-ae", "unknown-device", "ingest")
+MEASURES = ("brute-force", "port-scan", "compromised-modality", "integrity", "audit", "unknown-ae", "unknown-device", "ingest")
 
 # Runs on the log source: one JSON line on stdin, {address, port, tag, rate, count}; one TLS session
 # with the host's leaf certificate, octet-counted RFC 5424 messages "<tag> <n>". rate 0: as fast as
@@ -188,28 +192,40 @@ def audit(lab: Lab, siem: str) -> float:
 SCANNED = (22, 104, 443, 2575, 4242, 5432, 8042, 11112, 3389)  # none of them a modality may reach on the VNA
 
 
-def port_scan(lab: Lab, siem: str) -> dict[str, float]:
+def port_scan(lab: Lab, siem: str, correlate: bool = False) -> dict[str, float]:
+    """One port-scan run; ``correlate``: the CT first offers the PACS an AE title of the run, and
+    the run also waits for the compromised-modality alert (key "correlated")."""
     ct = next(h for h in lab.deployed_hosts() if "modalities" in h.groups and h.zone == "modality")
     vna = next(h for h in lab.deployed_hosts() if "vna_servers" in h.groups)
     base = 20000 + secrets.randbelow(400) * 100
+    rogue = f"BENCH{secrets.token_hex(4).upper()}"
+    if correlate and im.dicomsim(lab, ct.name, "echo", "--calling", rogue)["outcome"] != "rejected":
+        raise SystemExit(f"the PACS did not reject {rogue}")
     start = time.monotonic()
     portscan.scan(lab, ct.name, str(vna.address), SCANNED, base)
-    alerted = contained = None
+    alerted = contained = correlated = None
+    offered: set[int] = set()
     try:
-        while time.monotonic() - start < WAIT and contained is None:
-            if alerted is None:
-                ours = {e["id"] for e in siem_rows(lab, siem, "events", "--contains", f'"src_ip": "{ct.address}"')
-                        if e["src_port"] and base <= int(e["src_port"]) < base + len(SCANNED)}
-                if any(a["rule"] == "port-scan" and ours & set(a["events"]) for a in siem_rows(lab, siem, "alerts")):
-                    alerted = time.monotonic() - start
-            if alerted is not None and str(ct.address) in response.quarantined(lab):
+        while time.monotonic() - start < WAIT and (contained is None or (correlate and correlated is None)):
+            ours = {e["id"] for e in siem_rows(lab, siem, "events", "--contains", f'"src_ip": "{ct.address}"')
+                    if e["src_port"] and base <= int(e["src_port"]) < base + len(SCANNED)}
+            if correlate and not offered:
+                offered = {e["id"] for e in siem_rows(lab, siem, "events", "--contains", rogue) if e["event_type"] == "dicom-association-received"}
+            alerts = siem_rows(lab, siem, "alerts") if ours else []
+            if alerted is None and any(a["rule"] == "port-scan" and ours & set(a["events"]) for a in alerts):
+                alerted = time.monotonic() - start
+            if correlate and correlated is None and offered and any(
+                    a["rule"] == "compromised-modality" and ours & set(a["events"]) and offered & set(a["events"]) for a in alerts):
+                correlated = time.monotonic() - start
+            if alerted is not None and contained is None and str(ct.address) in response.quarantined(lab):
                 contained = time.monotonic() - start
             time.sleep(0.25)
     finally:
         response.release(lab, ct.name, "benchmark run", by="pacslab-bench")
-    if alerted is None or contained is None:
-        raise SystemExit(f"port-scan from {ct.name}: alert after {alerted} s, quarantine after {contained} s (waited {WAIT} s)")
-    return {"alert": alerted, "quarantine": contained}
+    if alerted is None or contained is None or (correlate and correlated is None):
+        raise SystemExit(f"port-scan from {ct.name}: alert after {alerted} s, quarantine after {contained} s, "
+                         f"compromised-modality after {correlated} s (waited {WAIT} s)")
+    return {"alert": alerted, "quarantine": contained} | ({"correlated": correlated} if correlate else {})
 
 
 def unknown_ae(lab: Lab, siem: str) -> float:
@@ -292,9 +308,14 @@ def main() -> int:
         runs = [port_scan(lab, siem) for _ in range(n)]
         return {key: summary([r[key] for r in runs]) for key in ("alert", "quarantine")}
 
+    def correlated_scans() -> dict[str, Any]:
+        runs = [port_scan(lab, siem, correlate=True) for _ in range(n)]
+        return {key: summary([r[key] for r in runs]) for key in ("correlated", "quarantine")}
+
     measures: dict[str, tuple[str, Any]] = {
         "brute-force": ("brute_force", brute_forces),
         "port-scan": ("port_scan_from_start", scans),
+        "compromised-modality": ("compromised_modality_from_scan_start", correlated_scans),
         "integrity": ("integrity_failure_from_answer", lambda: summary([integrity(lab, siem) for _ in range(n)])),
         "audit": ("audit_instances_transferred_from_store", lambda: summary([audit(lab, siem) for _ in range(n)])),
         "unknown-ae": ("unknown_ae_from_rejection", lambda: summary([unknown_ae(lab, siem) for _ in range(n)])),

@@ -167,6 +167,7 @@ _SSHD_AUTH = re.compile(r"^(?P<verdict>Accepted|Failed) (?P<method>\S+) for (?:i
                         r"from (?P<ip>[0-9a-fA-F.:]+) port (?P<port>\d+)(?: ssh2)?(?: \[preauth\])?$")
 _SSHD_INVALID = re.compile(r"^Invalid user (?P<user>.*) from (?P<ip>[0-9a-fA-F.:]+) port (?P<port>\d+)(?: \[preauth\])?$")
 
+
 def _json_object(msg: str) -> dict[str, Any]:
     """The JSON object a message holds; {} for one that is not JSON, or JSON but no object."""
     try:
