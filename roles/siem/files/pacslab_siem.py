@@ -676,19 +676,20 @@ _Matches = list[tuple[float, int, Any]]
 _Windows = list[tuple[float, int, int]]
 
 
-def _qualifying(db: sqlite3.Connection, rule: dict[str, Any]) -> dict[tuple[Any, ...], tuple[_Matches, _Windows]]:
+def _qualifying(db: sqlite3.Connection, rule: dict[str, Any], keep: Any = None) -> dict[tuple[Any, ...], tuple[_Matches, _Windows]]:
     """An event_count or value_count correlation (Sigma 2.0) over its base rules' matches in
-    temp.logs, in one pass per group (its group_by values, folded: a match without one is left out):
-    a window ends at each match's time and spans the rule's timespan before it (both ends included,
-    as pySigma's SQLite backend has it); it qualifies when it holds ``threshold`` matches, or
-    distinct values of ``counted`` (compared without case, NULL not counted)."""
+    temp.logs, in one pass per group (its group_by values, folded: a match without one is left out;
+    ``keep``, a test of a group's values, leaves out the groups it refuses): a window ends at each
+    match's time and spans the rule's timespan before it (both ends included, as pySigma's SQLite
+    backend has it); it qualifies when it holds ``threshold`` matches, or distinct values of
+    ``counted`` (compared without case, NULL not counted)."""
     cur = db.execute(rule["base_sql"])
     columns = [c[0] for c in cur.description]
     groups: dict[tuple[Any, ...], _Matches] = {}
     for row in cur.fetchall():
         match = dict(zip(columns, row, strict=True))
         keys = tuple(_folded(match.get(f)) for f in rule["group_by"])
-        if match.get("timestamp") is None or any(k is None for k in keys):
+        if match.get("timestamp") is None or any(k is None for k in keys) or (keep is not None and not keep(keys)):
             continue
         value = _folded(match.get(rule["counted"])) if rule.get("counted") else None
         when = round(_parse(str(match["timestamp"])).timestamp(), 3)
@@ -755,16 +756,25 @@ def _sequences(db: sqlite3.Connection, rule: dict[str, Any]) -> list[dict[str, A
     # per group, per step: its matches sorted by time, each (time, events: a tuple of ids, or (step, first, last) of a window)
     found: dict[tuple[Any, ...], list[list[tuple[float, Any]]]] = {}
     counted: dict[int, dict[tuple[Any, ...], _Matches]] = {}  # a counting step's matches per its own group
-    for slot, step in enumerate(rule["steps"]):
+    # The base rules' steps first: a sequence needs every step, so a counting step (a scan's
+    # thousands of drops) is counted only in the groups where every base step matched, if any.
+    wanted: set[tuple[Any, ...]] | None = None
+    for slot in sorted(range(len(rule["steps"])), key=lambda s: "group_by" in rule["steps"][s]):
+        step = rule["steps"][slot]
+        if wanted is not None and not wanted:
+            return []
         if "group_by" in step:
             counted[slot] = {}
-            for own, (matches, windows) in _qualifying(db, step).items():
+            project = [step["group_by"].index(f) for f in fields]
+            keep = None if wanted is None else (lambda own, project=project, wanted=wanted: tuple(own[i] for i in project) in wanted)
+            for own, (matches, windows) in _qualifying(db, step, keep).items():
                 counted[slot][own] = matches
-                keys = tuple(own[step["group_by"].index(f)] for f in fields)
+                keys = tuple(own[i] for i in project)
                 found.setdefault(keys, [[] for _ in rule["steps"]])[slot] += [(end, (own, left, right)) for end, left, right in windows]
             continue
         cur = db.execute(step["base_sql"])
         columns = [c[0] for c in cur.description]
+        matched: set[tuple[Any, ...]] = set()
         for row in cur.fetchall():
             match = dict(zip(columns, row, strict=True))
             keys = tuple(_folded(match.get(f)) for f in fields)
@@ -772,6 +782,8 @@ def _sequences(db: sqlite3.Connection, rule: dict[str, Any]) -> list[dict[str, A
                 continue
             when = round(_parse(str(match["timestamp"])).timestamp(), 3)
             found.setdefault(keys, [[] for _ in rule["steps"]])[slot].append((when, (int(match["id"]),)))
+            matched.add(keys)
+        wanted = matched if wanted is None else wanted & matched
     results = []
     last = len(rule["steps"]) - 1
     for keys, slots in sorted(found.items(), key=lambda g: str(g[0])):
