@@ -14,7 +14,8 @@ unknown-ae and port-scan; each source address also offers one unknown AE title a
 The drops are synthetic and in memory (no lab needed): --drops per size, spread over one minute
 from 25 addresses of the modality zone to 20 of the datacenter on 29 ports, as a burst of the lab's
 own segmentation check looks. Reported per size: each way's seconds (best of --repeat) and the
-ratio pysigma / siem. The unit suite checks that both find the same
+ratio pysigma / siem. The unit suite checks on random events that both find the same events
+(port-scan), and the same groups, the siem's events holding the query's (compromised-modality)
 (tests/unit/test_detections.py). A benchmark, not a test: it asserts nothing; results are appended
 to bench/results/correlation_cost.jsonl.
 

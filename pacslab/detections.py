@@ -26,6 +26,8 @@ RULES_DIR = REPO_ROOT / "roles" / "siem" / "files" / "rules"
 
 _SPAN = re.compile(r"^(\d+)([smhd])$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# Correlation kinds whose results are sequences of the rules they name (Sigma 2.0).
+TEMPORAL = ("temporal", "temporal_ordered")
 
 
 class DetectionError(ValueError):
@@ -43,14 +45,15 @@ def load(rules_dir: Path = RULES_DIR) -> SigmaCollection:
         except Exception as exc:  # pySigma raises its own SigmaError family and YAML errors
             raise DetectionError(f"{path}: {exc}") from exc
     merged = SigmaCollection.merge([c for _, c in collections], resolve_references=False)
-    for path, collection in collections:
-        for rule in collection.rules:
-            try:
-                if isinstance(rule, SigmaCorrelationRule):
-                    rule.resolve_rule_references(merged)
-            except Exception as exc:  # a name no rule of the folder has
-                raise DetectionError(f"{path}: {rule.name or rule.title}: {exc}") from exc
-    merged.resolve_rule_references()
+    try:
+        merged.resolve_rule_references()
+    except Exception as exc:  # a name no rule of the folder has: the file that uses it
+        known = set(merged.names_to_rules) | {str(i) for i in merged.ids_to_rules}
+        for path, collection in collections:
+            for rule in collection.rules:
+                if isinstance(rule, SigmaCorrelationRule) and any(ref.reference not in known for ref in rule.rules or []):
+                    raise DetectionError(f"{path}: {rule.name or rule.title}: {exc}") from exc
+        raise DetectionError(f"{rules_dir}: {exc}") from exc
     return merged
 
 
@@ -87,7 +90,7 @@ def compile_rules(rules_dir: Path = RULES_DIR) -> list[dict[str, Any]]:
                 conditions[id(rule)] = converted[0] if len(converted) == 1 else ""
                 # It alerts alone as well when every correlation naming it has `generate` (pySigma
                 # outputs it) and it is more than informational (unknown-ae, a step of compromised-modality).
-                if not queries or rule.level is None or rule.level.name == "INFORMATIONAL":
+                if not queries or (rule.level is not None and rule.level.name == "INFORMATIONAL"):  # no level: medium
                     continue
         if not rule.name:
             raise DetectionError(f"{rule.title}: a rule needs a name (alerts carry it)")
@@ -121,9 +124,6 @@ def compile_rules(rules_dir: Path = RULES_DIR) -> list[dict[str, Any]]:
     return compiled
 
 
-# Correlation kinds whose results are sequences of the rules they name (Sigma 2.0).
-TEMPORAL = ("temporal", "temporal_ordered")
-
 
 def _counting(rule: SigmaCorrelationRule, conditions: dict[int, str]) -> dict[str, Any]:
     """An event_count or value_count correlation as the siem counts it: {name, base_sql (its base
@@ -156,6 +156,9 @@ def _steps(rule: SigmaCorrelationRule, conditions: dict[int, str], counters: dic
     its own, as slow as that one (see _counting). Every step groups by the correlation's fields."""
     if rule.aliases and rule.aliases.aliases:
         raise DetectionError(f"{rule.name}: the siem finds sequences over the rules' own fields: no aliases")
+    count = len(rule.rules or [])
+    if getattr(getattr(rule.condition, "op", None), "name", None) != "GTE" or getattr(rule.condition, "count", None) != count or not count:
+        raise DetectionError(f"{rule.name}: the siem finds sequences of every rule named (condition gte: {count}), not {rule.condition}")
     steps = []
     for ref in rule.rules or []:
         named = ref.rule

@@ -109,6 +109,29 @@ def test_a_counting_rule_with_another_condition_than_gte_is_refused(tmp_path: Pa
         detections.compile_rules(tmp_path)
 
 
+def test_a_correlation_may_name_a_rule_of_another_file_and_one_naming_nobody_is_named(tmp_path: Path) -> None:
+    """compromised-modality (its own file) names unknown-ae and port-scan (two other files); a
+    correlation naming a rule no file has stops the compilation with its own file's name."""
+    for name in ("compromised-modality.yml", "dicom-access.yml", "port-scan.yml"):
+        (tmp_path / name).write_text((REPO_RULES / name).read_text())
+    names = [r["name"] for r in detections.compile_rules(tmp_path)]
+    assert {"compromised-modality", "unknown-ae", "port-scan"} <= set(names)
+    (tmp_path / "dicom-access.yml").unlink()
+    with pytest.raises(detections.DetectionError, match=r"compromised-modality\.yml: compromised-modality: .*unknown-ae"):
+        detections.compile_rules(tmp_path)
+
+
+def test_a_temporal_rule_that_needs_fewer_than_all_its_rules_is_refused(tmp_path: Path) -> None:
+    """The siem finds sequences of every rule a temporal correlation names (Sigma's default condition)."""
+    for name in ("dicom-access.yml", "port-scan.yml"):
+        (tmp_path / name).write_text((REPO_RULES / name).read_text())
+    text = (REPO_RULES / "compromised-modality.yml").read_text().replace("  timespan: 10m\n", "  timespan: 10m\n  condition:\n    gte: 1\n")
+    assert "gte: 1" in text
+    (tmp_path / "compromised-modality.yml").write_text(text)
+    with pytest.raises(detections.DetectionError, match=r"compromised-modality: the siem finds sequences of every rule named \(condition gte: 2\)"):
+        detections.compile_rules(tmp_path)
+
+
 def test_an_alert_opens_a_case_enriched_from_the_lab_definition(rules) -> None:
     events = [{"at": i, "event_type": "ssh-login-failure", "user": "vendor1", "src_ip": "10.77.90.11"} for i in range(6)]
     db = siem.connect(Path(":memory:"))
@@ -602,11 +625,30 @@ def test_every_break_in_within_the_window_joins_the_sequence_alert(rules, step: 
     goes on, and its alert holds every completed sequence: guessing then a sign-in (ids 1-6), more
     guessing then another sign-in (7-12), a third sign-in after the same guessing (13), all within
     ten minutes. pySigma's query names the first sign-in after the first guessing of each window
-    only; the siem asks again without the sign-ins it already holds."""
+    only; the siem finds every sequence itself (_sequences)."""
     events = [*_guessing(0), _success(50), *_guessing(100), _success(150, "tech-tom"), _success(200, "pacs-admin")]
     alerts = [a for a in _replay(rules["idp-brute-force-success"], events, step) if a["rule"] == "idp-brute-force-success"]
     assert len(alerts) == 1 and alerts[0]["entities"] == {"src_ip": "10.77.90.10"}
     assert {6, 12, 13} <= set(alerts[0]["events"])
+
+
+def test_a_sequence_alert_holds_the_events_of_its_steps_and_no_other(rules) -> None:
+    """compromised-modality over a scan (ids 1-8, eight ports at 0-7 s), a lone drop (9, at 200 s:
+    one port, no scan), a second scan (10-17, at 400-407 s) and the unknown AE title (18, at 300 s):
+    one alert, both scans and the title, not the lone drop between them. idp-brute-force-success
+    over five failures (1-5) and two sign-ins at the same instant (6, 7): both sign-ins."""
+    def drop(at: int, port: int) -> dict[str, Any]:
+        return {"at": at, "source": "fw-drops", "event_type": "fw-drop", "outcome": "deny", "proto": "tcp", "src_ip": "10.77.30.10",
+                "dst_ip": "10.77.40.11", "dst_port": str(port)}
+
+    events = [drop(i, 100 + i) for i in range(8)] + [drop(200, 300)] + [drop(400 + i, 400 + i) for i in range(8)] + [
+        {"at": 300, "host": "pacs", "source": "orthanc-log", "event_type": "dicom-association-received", "calling_ae": "EVILMOD",
+         "src_ip": "10.77.30.10", "outcome": "unknown-calling-ae"}]
+    assert [(a["entities"], a["events"]) for a in _run(rules["compromised-modality"], events)] == [
+        ({"src_ip": "10.77.30.10"}, [1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 15, 16, 17, 18])]
+    events = [*_guessing(0), _success(50), _success(50, "tech-tom")]
+    assert [(a["entities"], a["events"]) for a in _run(rules["idp-brute-force-success"], events)] == [
+        ({"src_ip": "10.77.90.10"}, [1, 2, 3, 4, 5, 6, 7])]
 
 
 def test_the_benign_corpus_is_there() -> None:
@@ -827,8 +869,10 @@ def test_rules_of_one_pass_each_read_their_own_look_back(rules: dict[str, dict[s
 def test_the_siem_s_sequences_fire_where_pysigma_s_query_fires(rules, rule_name: str, seed: int) -> None:
     """The siem finds temporal and temporal_ordered sequences itself (_sequences); on random events
     (several sources, steps in any order, bursts and gaps, equal times) it fires for the groups
-    pySigma's own query for the rule fires for, and its alerts hold every event that query names
-    (the query names the first of each step per window; the siem, every sequence)."""
+    pySigma's own query for the rule fires for, its alerts hold every event that query names (the
+    query names the first of each step per window; the siem, every sequence), and nothing else than
+    its steps' matches as pySigma's queries for them name them (a base rule's events, a counting
+    correlation's qualifying windows)."""
     import random
 
     rng = random.Random(seed)
@@ -873,10 +917,21 @@ def test_the_siem_s_sequences_fire_where_pysigma_s_query_fires(rules, rule_name:
             found.setdefault(json.dumps(json.loads(r["group_keys"]), sort_keys=True), set()).update(ids)
         return found
 
+    def query(sql: str) -> list[dict[str, Any]]:
+        cur = db.execute(sql)
+        return [dict(zip([c[0] for c in cur.description], row, strict=True)) for row in cur.fetchall()]
+
     rule = rules[rule_name]
-    cur = db.execute(rule["sql"])
-    theirs = per_group([dict(zip([c[0] for c in cur.description], row, strict=True)) for row in cur.fetchall()])
+    theirs = per_group(query(rule["sql"]))
     ours = per_group(siem._sequences(db, rule))
+    # what a sequence may hold, by pySigma's own queries: a base step's matches, a counting step's qualifying windows' events
+    allowed: dict[str, set[int]] = {}
+    for step in rule["steps"]:
+        rows = query(rules[step["name"]]["sql"]) if "group_by" in step else [
+            {"group_keys": json.dumps({"src_ip": r["src_ip"].lower()}), "event_ids": json.dumps([r["id"]])} for r in query(step["base_sql"])]
+        for group, ids in per_group(rows).items():
+            allowed.setdefault(group, set()).update(ids)
     assert set(ours) == set(theirs)
     assert all(theirs[group] <= ours[group] for group in theirs), {g: sorted(theirs[g] - ours[g]) for g in theirs}
+    assert all(ours[group] <= allowed[group] for group in ours), {g: sorted(ours[g] - allowed[g]) for g in ours}
     assert seed % 2 or '{"src_ip": "10.77.31.10"}' in theirs

@@ -491,13 +491,13 @@ def _discovery(msg: str) -> dict[str, Any]:
 # the lab host the certificate names), "Rejected by CERT at DEPTH=<n>: <subject>" (the same, outcome
 # rejected), "SSL_accept: <where>: error:<code>:SSL routines::<reason>" (tls-handshake-refused,
 # outcome: OpenSSL's reason, e.g. unsupported-protocol for TLS below 1.2, or
-# peer-did-not-return-a-certificate). "Connection closed" and "Connection reset/closed" end it.
+# peer-did-not-return-a-certificate). A line that begins "Connection closed" or "Connection reset" ends it.
 STUNNEL_PROGRAMS = ("dicom-front",)
 _STUNNEL = re.compile(r"^\d{4}\.\d\d\.\d\d \d\d:\d\d:\d\d LOG\d\[(?P<conn>[^\]]+)\]: (?P<text>.*)$")
 _STUNNEL_ACCEPTED = re.compile(r"^Service \[[^\]]+\] accepted connection from (?P<ip>[0-9a-fA-F.:]+):(?P<port>\d+)$")
 _STUNNEL_CERT = re.compile(r"^(?:Certificate accepted at depth=0|Rejected by CERT at DEPTH=(?P<depth>\d+)): (?P<subject>.*)$")
 _STUNNEL_REFUSED = re.compile(r"^SSL_accept: (?:.*?error:[0-9A-Fa-f]+:[^:]*:[^:]*:)?(?P<reason>[^:]+)$")
-STUNNEL_CONNECTIONS = 4096  # connections remembered at most (an unanswered first line is forgotten first)
+STUNNEL_CONNECTIONS = 4096  # open connections remembered at most (beyond, the oldest is forgotten)
 
 
 def _stunnel(msg: str, peer: str, source: str, connections: dict[tuple[str, ...], tuple[str, str]]) -> dict[str, Any]:
@@ -627,8 +627,12 @@ def evaluate(db: sqlite3.Connection, rules: list[dict[str, Any]], assets: dict[s
 
 
 def _look_back(rule: dict[str, Any]) -> int:
-    """Seconds of events a rule reads: a correlation's timespan plus a minute, 600 for a rule that alerts per event."""
-    return int(rule.get("timespan") or 0) + 60 if rule["kind"] != "event" else 600
+    """Seconds of events a rule reads: a correlation's timespan plus a minute (plus the longest
+    timespan of the counting correlations a temporal one names: their windows end inside its
+    own), 600 for a rule that alerts per event."""
+    if rule["kind"] == "event":
+        return 600
+    return int(rule.get("timespan") or 0) + 60 + max((int(s.get("timespan") or 0) for s in rule.get("steps") or []), default=0)
 
 
 def _copy_window(db: sqlite3.Connection, since: datetime) -> None:
@@ -745,16 +749,17 @@ def _sequences(db: sqlite3.Connection, rule: dict[str, Any]) -> list[dict[str, A
     step matches at each of its events; a counting correlation's at the end of each window that
     qualifies (_qualifying), with that window's events.
 
-    A sequence is found at each match M of the last step (temporal_ordered) or of any step
-    (temporal): each other step's latest match before the next step's (temporal_ordered, strictly
-    before) or at or before M's time (temporal), none earlier than the timespan before M. Sequences
-    of a group that overlap are merged, with the events of every match they hold: every break-in
-    after a guessing shows, where pySigma's query names the first of each window only. Rows as the
-    backend's query gives them: group_keys (JSON), window_start and window_end (epoch seconds),
+    A sequence ends at each time T a match of the last step (temporal_ordered) or of any step
+    (temporal) has: temporal_ordered, the last step's matches at T, then each earlier step's latest
+    matches strictly before the next step's, none before T minus the timespan; temporal, every
+    match of every step from T minus the timespan to T. Sequences of a group that overlap are
+    merged, with the events of every match they hold: every break-in after a guessing shows, where
+    pySigma's query names the first of each step per window only. Rows as the backend's query gives
+    them: group_keys (JSON), window_start (the first event's time) and window_end (epoch seconds),
     event_ids (JSON list of ids)."""
     fields, span, ordered = rule["group_by"], float(rule["timespan"]), rule["kind"] == "temporal_ordered"
-    # per group, per step: its matches sorted by time, each (time, events: a tuple of ids, or (step, first, last) of a window)
-    found: dict[tuple[Any, ...], list[list[tuple[float, Any]]]] = {}
+    # per group, per step: its matches, each (time, start, events: a tuple of ids, or (its own group, first, after) of a window)
+    found: dict[tuple[Any, ...], list[list[tuple[float, float, Any]]]] = {}
     counted: dict[int, dict[tuple[Any, ...], _Matches]] = {}  # a counting step's matches per its own group
     # The base rules' steps first: a sequence needs every step, so a counting step (a scan's
     # thousands of drops) is counted only in the groups where every base step matched, if any.
@@ -770,7 +775,8 @@ def _sequences(db: sqlite3.Connection, rule: dict[str, Any]) -> list[dict[str, A
             for own, (matches, windows) in _qualifying(db, step, keep).items():
                 counted[slot][own] = matches
                 keys = tuple(own[i] for i in project)
-                found.setdefault(keys, [[] for _ in rule["steps"]])[slot] += [(end, (own, left, right)) for end, left, right in windows]
+                found.setdefault(keys, [[] for _ in rule["steps"]])[slot] += [(end, matches[left][0], (own, left, right))
+                                                                             for end, left, right in windows]
             continue
         cur = db.execute(step["base_sql"])
         columns = [c[0] for c in cur.description]
@@ -781,7 +787,7 @@ def _sequences(db: sqlite3.Connection, rule: dict[str, Any]) -> list[dict[str, A
             if match.get("timestamp") is None or any(k is None for k in keys):
                 continue
             when = round(_parse(str(match["timestamp"])).timestamp(), 3)
-            found.setdefault(keys, [[] for _ in rule["steps"]])[slot].append((when, (int(match["id"]),)))
+            found.setdefault(keys, [[] for _ in rule["steps"]])[slot].append((when, when, (int(match["id"]),)))
             matched.add(keys)
         wanted = matched if wanted is None else wanted & matched
     results = []
@@ -792,21 +798,22 @@ def _sequences(db: sqlite3.Connection, rule: dict[str, Any]) -> list[dict[str, A
         for matches in slots:
             matches.sort(key=lambda m: m[0])
         times = [[m[0] for m in matches] for matches in slots]
-        merged: list[list[Any]] = []  # [start, end, {slot: [(first, last) index ranges into slots[slot]]}]
-        ends = [(t, last) for t in times[last]] if ordered else sorted((t, s) for s, ts in enumerate(times) for t in ts)
-        for end, at in ends:
-            if ordered:  # the chain back from M: each step's latest match before the next one's
-                chosen, bound = {at: (times[at].index(end), times[at].index(end))}, end
+        merged: list[list[Any]] = []  # [start, end, {slot: [(first, last) index ranges into slots[slot], both included]}]
+        for end in sorted(set(times[last]) if ordered else {t for ts in times for t in ts}):
+            chosen: dict[int, tuple[int, int]] = {}
+            if ordered:  # back from T: each step's latest matches before the next one's
+                chosen[last], bound = (bisect.bisect_left(times[last], end), bisect.bisect_right(times[last], end) - 1), end
                 for slot in range(last - 1, -1, -1):
-                    index = bisect.bisect_left(times[slot], bound) - 1
-                    if index < 0 or times[slot][index] < end - span:
+                    latest = bisect.bisect_left(times[slot], bound) - 1
+                    if latest < 0 or times[slot][latest] < end - span:
                         break
-                    chosen[slot], bound = (index, index), times[slot][index]
-            else:  # every match of every step in the timespan up to M
+                    bound = times[slot][latest]
+                    chosen[slot] = (bisect.bisect_left(times[slot], bound), latest)
+            else:  # every match of every step in the timespan up to T
                 chosen = {slot: (bisect.bisect_left(ts, end - span), bisect.bisect_right(ts, end) - 1) for slot, ts in enumerate(times)}
-            if len(chosen) < len(slots) or any(first > after for first, after in chosen.values()):
+            if len(chosen) < len(slots) or any(first > latest for first, latest in chosen.values()):
                 continue
-            start = min(times[slot][first] for slot, (first, _) in chosen.items())
+            start = min(slots[slot][first][1] for slot, (first, _) in chosen.items())  # to merge by; the row's, from its events below
             if merged and start <= merged[-1][1]:
                 merged[-1][0], merged[-1][1] = min(merged[-1][0], start), max(merged[-1][1], end)
             else:
@@ -816,17 +823,20 @@ def _sequences(db: sqlite3.Connection, rule: dict[str, Any]) -> list[dict[str, A
         for start, end, held in merged:
             ids: set[int] = set()
             for slot, ranges in held.items():
-                spans: dict[Any, tuple[int, int]] = {}  # a counting step's events: one range per own group
-                for first, after in _union(ranges):
-                    for index in range(first, after + 1):
-                        events = slots[slot][index][1]
+                windows: dict[Any, list[tuple[int, int]]] = {}  # a counting step's windows per its own group: (first, last) matches
+                for first, latest in _union(ranges):
+                    for index in range(first, latest + 1):
+                        events = slots[slot][index][2]
                         if slot in counted:
-                            own, low, high = events
-                            spans[own] = (min(low, spans[own][0]), max(high, spans[own][1])) if own in spans else (low, high)
+                            own, low, after = events
+                            windows.setdefault(own, []).append((low, after - 1))
                         else:
                             ids.update(events)
-                for own, (low, high) in spans.items():
-                    ids.update(m[1] for m in counted[slot][own][low:high])
+                            start = min(start, slots[slot][index][0])
+                for own, spans in windows.items():
+                    for low, high in _union(spans):
+                        ids.update(m[1] for m in counted[slot][own][low:high + 1])
+                        start = min(start, counted[slot][own][low][0])
             results.append({"group_keys": json.dumps(dict(zip(fields, keys, strict=True))), "window_start": start,
                             "window_end": end, "event_ids": json.dumps(sorted(ids))})
     return sorted(results, key=lambda r: (r["window_end"], r["group_keys"]))
