@@ -802,6 +802,27 @@ def test_an_event_rule_raises_one_alert_per_event_however_often_it_runs(rules) -
     assert [a["events"] for a in siem.alerts(db)] == [[1], [2], [3]]
 
 
+def _as_logs(db: Any) -> None:
+    """Every stored event in temp.logs, as the siem's evaluation copies a look-back (_copy_window)."""
+    fields = ", ".join(siem.FIELDS)
+    db.execute(f"CREATE TEMP TABLE logs (id INTEGER PRIMARY KEY, timestamp TEXT, {fields})")
+    db.execute(f"INSERT INTO temp.logs SELECT id, time, {fields} FROM events")
+
+
+def _query(db: Any, sql: str) -> list[dict[str, Any]]:
+    cur = db.execute(sql)
+    return [dict(zip([c[0] for c in cur.description], row, strict=True)) for row in cur.fetchall()]
+
+
+def _per_group(rows: list[dict[str, Any]]) -> dict[str, set[int]]:
+    """The event ids of a correlation's result rows (pySigma's "<rule>:<id>" or plain ids), per group (JSON, sorted keys)."""
+    found: dict[str, set[int]] = {}
+    for r in rows:
+        ids = {int(str(e).rsplit(":", 1)[-1]) for e in json.loads(r["event_ids"])}
+        found.setdefault(json.dumps(json.loads(r["group_keys"]), sort_keys=True), set()).update(ids)
+    return found
+
+
 @pytest.mark.parametrize("seed", range(10))
 @pytest.mark.parametrize("rule_name", ["port-scan", "ssh-brute-force"])
 def test_the_siem_s_counting_windows_find_what_pysigma_s_query_finds(rules, rule_name: str, seed: int) -> None:
@@ -829,20 +850,10 @@ def test_the_siem_s_counting_windows_find_what_pysigma_s_query_finds(rules, rule
             siem.store(db, {"source": "fw-drops", "event_type": "fw-drop", "outcome": "deny", "proto": "tcp", "src_ip": "10.77.31.10",
                             "dst_port": str(100 + i), "time": at} if rule_name == "port-scan" else
                        {"source": "sshd", "event_type": "ssh-login-failure", "src_ip": "10.77.31.10", "time": at})
-    fields = ", ".join(siem.FIELDS)
-    db.execute(f"CREATE TEMP TABLE logs (id INTEGER PRIMARY KEY, timestamp TEXT, {fields})")
-    db.execute(f"INSERT INTO temp.logs SELECT id, time, {fields} FROM events")
+    _as_logs(db)
 
-    def per_group(rows: list[dict[str, Any]]) -> dict[str, set[int]]:
-        found: dict[str, set[int]] = {}
-        for r in rows:
-            ids = {int(str(e).rsplit(":", 1)[-1]) for e in json.loads(r["event_ids"])}
-            found.setdefault(json.dumps(json.loads(r["group_keys"]), sort_keys=True), set()).update(ids)
-        return found
-
-    cur = db.execute(rule["sql"])
-    theirs = per_group([dict(zip([c[0] for c in cur.description], row, strict=True)) for row in cur.fetchall()])
-    ours = per_group(siem._counting_windows(db, rule))
+    theirs = _per_group(_query(db, rule["sql"]))
+    ours = _per_group(siem._counting_windows(db, rule))
     assert ours == theirs
     assert seed % 2 or '{"src_ip": "10.77.31.10"}' in theirs
 
@@ -906,30 +917,17 @@ def test_the_siem_s_sequences_fire_where_pysigma_s_query_fires(rules, rule_name:
         single(720, "10.77.31.10") if rule_name == "idp-brute-force-success" else siem.store(db, {
             "host": "pacs", "source": "orthanc-log", "event_type": "dicom-association-received", "calling_ae": "EVILMOD",
             "outcome": "unknown-calling-ae", "src_ip": "10.77.31.10", "time": stamp(650)})
-    fields = ", ".join(siem.FIELDS)
-    db.execute(f"CREATE TEMP TABLE logs (id INTEGER PRIMARY KEY, timestamp TEXT, {fields})")
-    db.execute(f"INSERT INTO temp.logs SELECT id, time, {fields} FROM events")
-
-    def per_group(rows: list[dict[str, Any]]) -> dict[str, set[int]]:
-        found: dict[str, set[int]] = {}
-        for r in rows:
-            ids = {int(str(e).rsplit(":", 1)[-1]) for e in json.loads(r["event_ids"])}
-            found.setdefault(json.dumps(json.loads(r["group_keys"]), sort_keys=True), set()).update(ids)
-        return found
-
-    def query(sql: str) -> list[dict[str, Any]]:
-        cur = db.execute(sql)
-        return [dict(zip([c[0] for c in cur.description], row, strict=True)) for row in cur.fetchall()]
+    _as_logs(db)
 
     rule = rules[rule_name]
-    theirs = per_group(query(rule["sql"]))
-    ours = per_group(siem._sequences(db, rule))
+    theirs = _per_group(_query(db, rule["sql"]))
+    ours = _per_group(siem._sequences(db, rule))
     # what a sequence may hold, by pySigma's own queries: a base step's matches, a counting step's qualifying windows' events
     allowed: dict[str, set[int]] = {}
     for step in rule["steps"]:
-        rows = query(rules[step["name"]]["sql"]) if "group_by" in step else [
-            {"group_keys": json.dumps({"src_ip": r["src_ip"].lower()}), "event_ids": json.dumps([r["id"]])} for r in query(step["base_sql"])]
-        for group, ids in per_group(rows).items():
+        rows = _query(db, rules[step["name"]]["sql"]) if "group_by" in step else [
+            {"group_keys": json.dumps({"src_ip": r["src_ip"].lower()}), "event_ids": json.dumps([r["id"]])} for r in _query(db, step["base_sql"])]
+        for group, ids in _per_group(rows).items():
             allowed.setdefault(group, set()).update(ids)
     assert set(ours) == set(theirs)
     assert all(theirs[group] <= ours[group] for group in theirs), {g: sorted(theirs[g] - ours[g]) for g in theirs}
