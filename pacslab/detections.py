@@ -124,7 +124,6 @@ def compile_rules(rules_dir: Path = RULES_DIR) -> list[dict[str, Any]]:
     return compiled
 
 
-
 def _counting(rule: SigmaCorrelationRule, conditions: dict[int, str]) -> dict[str, Any]:
     """An event_count or value_count correlation as the siem counts it: {name, base_sql (its base
     rules' conditions as one query), timespan (s), group_by, threshold, counted}; {} for another type.
