@@ -4,8 +4,16 @@ Without it, every task on every host is a new `docker exec` and a new Python tha
 the module (about 0.3 s of CPU each); Mitogen keeps one Python per container for the whole run and
 sends it the modules. A full converge of the lab takes a third of the time. It maps the lab's
 `docker` connection to its own transport; the modules and what they do are Ansible's.
+
+Before a play runs, the strategy lists the installed collections once, in ansible-playbook's own
+process. Ansible forks a worker for every task on every host, and Mitogen lists the collections in
+that worker each time it runs a collection's module (community.general.supervisorctl,
+community.crypto, community.docker). Listing them imports every collection's package and parses its
+meta/runtime.yml, about 0.4 s of CPU for the 93 collections of the `ansible` package. Listed
+here first, they are already imported in every forked worker, where the listing then takes 0.02 s.
 """
 
+import ansible.collections.list
 import ansible_mitogen.loaders
 import ansible_mitogen.strategy
 
@@ -13,4 +21,6 @@ Base = ansible_mitogen.loaders.strategy_loader.get("linear", class_only=True)
 
 
 class StrategyModule(ansible_mitogen.strategy.StrategyMixin, Base):  # type: ignore[misc,valid-type]
-    pass
+    def run(self, iterator, play_context):  # type: ignore[no-untyped-def]
+        list(ansible.collections.list.list_collection_dirs())  # a generator: it imports only as it is read
+        return super().run(iterator, play_context)
