@@ -26,6 +26,9 @@ unknown-ae   --runs times, a C-ECHO to the PACS from the CT calling itself with 
              (no lab host has it): seconds from the rejection (A-ASSOCIATE-RJ) to the unknown-ae
              alert holding Orthanc's line about that association; p50 and p95 (the catalogue's
              budget: 30 s).
+malware      --runs times, a CT image carrying the EICAR test file in a private element stored on the
+             PACS by the CT (refused, 0x0124): seconds from the refusal to the malware-detected
+             alert holding the PACS's event about that accession (C-DET-02); p50 and p95.
 unknown-device --runs times, a container that sends nothing started in the modality zone at an
              address of its own (no lab host has it; the fw as its default route, as a device set up
              for the zone has): seconds from its start to the unknown-device alert holding the
@@ -63,12 +66,15 @@ from pacslab.docker import docker  # noqa: E402
 from pacslab.plan import LABEL_LAB, LABEL_ROLE, SIEM_USER, SIEMS, Plan, build_plan  # noqa: E402
 from pacslab.probes import imaging as im  # noqa: E402
 from pacslab.probes import portscan, ssh  # noqa: E402
-from pacslab.topology import Lab, load_lab  # noqa: E402
+from pacslab.topology import Lab, load_lab, safe_load  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "detection_latency.jsonl"
 CLIENT, BASTION = "vendor-eng", "bastion"
 WAIT = 120
-MEASURES = ("brute-force", "port-scan", "compromised-modality", "integrity", "audit", "unknown-ae", "unknown-device", "ingest")
+MEASURES = ("brute-force", "port-scan", "compromised-modality", "integrity", "audit", "unknown-ae", "malware", "unknown-device", "ingest")
+# The EICAR anti-malware test file (eicar.org), as the lab's own signature for it holds it.
+EICAR_HEX = "".join(next(s for s in safe_load((REPO / "roles" / "orthanc" / "defaults" / "main.yml").read_text())["orthanc_malware_signatures"]
+                         if s["name"] == "Pacslab.Test.EICAR")["hex"].split())
 
 # Runs on the log source: one JSON line on stdin, {address, port, tag, rate, count}; one TLS session
 # with the host's leaf certificate, octet-counted RFC 5424 messages "<tag> <n>". rate 0: as fast as
@@ -241,6 +247,19 @@ def unknown_ae(lab: Lab, siem: str) -> float:
     return took
 
 
+def malware(lab: Lab, siem: str) -> float:
+    ct = next(h for h in lab.deployed_hosts() if "modalities" in h.groups and h.zone == "modality")
+    accession = f"BENCH{secrets.token_hex(3).upper()}"
+    result = im.dicomsim(lab, ct.name, "store", "--images", "1", "--accession", accession, "--payload-hex", EICAR_HEX)
+    refused = time.monotonic()
+    if [f["status"] for f in result["failed"]] != [0x0124]:
+        raise SystemExit(f"the PACS did not refuse the object carrying EICAR with 0x0124: {result}")
+    took = seconds_to_alert(lab, siem, refused, accession, "malware-refused", "malware-detected")
+    if took is None:
+        raise SystemExit(f"no malware-detected alert about {accession} within {WAIT} s")
+    return took
+
+
 def unknown_device(lab: Lab, plan: Plan, siem: str, run: int) -> float:
     ct = next(h for h in lab.deployed_hosts() if "modalities" in h.groups and h.zone == "modality")
     zone = lab.zones[str(ct.zone)]
@@ -319,6 +338,7 @@ def main() -> int:
         "integrity": ("integrity_failure_from_answer", lambda: summary([integrity(lab, siem) for _ in range(n)])),
         "audit": ("audit_instances_transferred_from_store", lambda: summary([audit(lab, siem) for _ in range(n)])),
         "unknown-ae": ("unknown_ae_from_rejection", lambda: summary([unknown_ae(lab, siem) for _ in range(n)])),
+        "malware": ("malware_detected_from_refusal", lambda: summary([malware(lab, siem) for _ in range(n)])),
         "unknown-device": ("unknown_device_from_appearance", lambda: summary([unknown_device(lab, plan, siem, run) for run in range(n)])),
         "ingest": ("ingest", lambda: ingest(lab, siem, args.messages)),
     }

@@ -225,6 +225,15 @@ def make_series(order: dict[str, str], modality: str, station_ae: str, images: i
     return datasets
 
 
+PRIVATE_CREATOR = "PACSLAB"  # (0009,0010): the private block of the lab's test payloads (PS3.5 7.8.1)
+
+
+def carry(ds: Dataset, payload: bytes) -> None:
+    """Put ``payload`` in ``ds`` as a private OB element, (0009,1000) in the block PACSLAB reserves:
+    what a compromised modality would slip into an object (C-DET-02's checks)."""
+    ds.private_block(0x0009, PRIVATE_CREATOR, create=True).add_new(0x00, "OB", payload)
+
+
 def fingerprint(ds: Dataset) -> dict[str, str]:
     """What must survive every hop unchanged (C-DAT-03): pixel data and key tags."""
     return {
@@ -770,6 +779,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sop-instance-uid", help="reuse this SOP Instance UID (overwrite attempts)")
     p.add_argument("--sop-class-uid", help="claim another SOP class (unknown-class checks)")
     p.add_argument("--malformed", action="store_true", help="drop the Study/Series/SOP Instance UIDs (malformed-object checks)")
+    p.add_argument("--payload-hex", help="carry these bytes (hex) in a private OB element of each instance (malware-scan checks)")
     p.add_argument("--retries", type=int, default=RETRIES,
                    help=f"new associations for instances left without an answer, after {BACKOFF:g} s, doubling (default {RETRIES})")
     p = sub.add_parser("flood", help="open many associations at once (robustness checks)")
@@ -842,6 +852,8 @@ def _run(args: argparse.Namespace, cfg: dict[str, Any]) -> dict[str, Any]:
                 ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = args.sop_class_uid
             if args.malformed:
                 del ds.StudyInstanceUID, ds.SeriesInstanceUID
+            if args.payload_hex:
+                carry(ds, bytes.fromhex(args.payload_hex))
         result = store(cfg, args.peer, series, retries=args.retries, **_kw(args))
     elif args.command == "acquire":
         result = acquire(cfg, args.images, args.accession, **_kw(args))

@@ -64,6 +64,7 @@ CONTROL_SWITCHES = {"orthanc_controls": ("orthanc", "orthanc_controls_waived"),
                     "orthanc_dicom_peer_certificates": ("orthanc", "orthanc_dicom_peer_certificates_waived"),
                     "orthanc_md5": ("orthanc", "orthanc_md5_waived"),
                     "orthanc_dicom_tls": ("orthanc", "orthanc_dicom_tls_waived"),
+                    "orthanc_malware_scan": ("orthanc", "orthanc_malware_scan_waived"),
                     "firewall_dicom_limits": ("firewall", "firewall_dicom_limits_waived"),
                     "idp_second_factor": ("idp", "idp_second_factor_waived"),
                     "bastion_vendor_controls": ("bastion", "bastion_vendor_controls_waived")}

@@ -32,7 +32,7 @@ from pacslab.topology import Lab
 
 from .test_idp import one, secret
 from .test_rproxy import CLIENT, basic_auth, browse, pacs, proxy, store_study
-from .test_siem import siem_json, wait_for
+from .test_siem import EICAR_HEX, siem_json, wait_for
 
 ROLES = ["radiologist", "technologist", "pacs-admin", "auditor"]
 # What each role gets, by request (the table of roles/orthanc; the proxy's routes of roles/rproxy
@@ -111,14 +111,17 @@ def log_length(lab: Lab) -> int:
     return im.orthanc_event_count(lab, pacs(lab).name)
 
 
-def stow_body(accession: str, sop_instance_uid: str | None = None) -> str:
+def stow_body(accession: str, sop_instance_uid: str | None = None, preamble: bytes | None = None) -> str:
     """A STOW-RS body holding one new CT instance (dicomsim's synthetic series) with ``accession``
-    (and ``sop_instance_uid``, when given), base64-encoded."""
+    (and ``sop_instance_uid``, and the 128-byte Part 10 preamble ``preamble`` zero-padded, when
+    given), base64-encoded."""
     order = {"patient_name": "PERMISSION^CHECK", "patient_id": f"PC{accession}", "accession": accession,
              "study_uid": pydicom.uid.generate_uid(dicomsim.UID_ROOT)}
     [ds] = dicomsim.make_series(order, "CT", "CT01", 1)
     if sop_instance_uid is not None:
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = sop_instance_uid
+    if preamble is not None:
+        ds.preamble = preamble.ljust(128, b"\0")
     part10 = io.BytesIO()
     pydicom.dcmwrite(part10, ds, enforce_file_format=True)
     body = (f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode() + part10.getvalue()
@@ -395,6 +398,28 @@ def test_a_stow_with_a_uid_that_is_not_a_dicom_uid_is_refused_as_a_c_store_s_is(
     evidence.update(status=answer["status"], answer=answer.get("json") or answer.get("text"), refused=refused)
     assert [(e["uids"], e["origin"]) for e in refused] == [({"SOPInstanceUID": uid}, PLUGIN_ORIGIN)]
     assert im.find_study(lab, host, accession) == [] and im.orthanc(lab, host, "/tools/lookup", "POST", uid) == []
+
+
+@pytest.mark.control("C-DET-02")
+def test_an_upload_whose_preamble_hides_malware_is_discarded_naming_the_person(running_lab: Lab,
+                                                                              sessions: dict[str, tuple[str, dict[str, str]]],
+                                                                              evidence) -> None:
+    """A DICOM/PE polyglot hides code in the 128-byte preamble of a Part 10 file (workshop W9), which
+    only an upload carries (a C-STORE sends the dataset alone). The technologist uploads (STOW-RS) two
+    instances: the one whose preamble holds the EICAR test file is discarded before it is stored,
+    with a malware-refused event naming the lab's signature and the technologist, and the PACS holds
+    nothing under its accession; the twin, with Part 10's zero preamble, is stored."""
+    lab, host = running_lab, pacs(running_lab).name
+    carrying, clean = f"PM{secrets.token_hex(3).upper()}", f"PN{secrets.token_hex(3).upper()}"
+    stow = {"path": "/dicom-web/studies", "method": "POST", "headers": {"Content-Type": STOW_TYPE, "Accept": "application/dicom+json"}}
+    since = log_length(lab)
+    as_person(lab, sessions, "technologist", [stow | {"body_base64": stow_body(carrying, preamble=bytes.fromhex(EICAR_HEX))},
+                                              stow | {"body_base64": stow_body(clean)}])
+    refused = [e for e in events(lab, since) if e.get("event") == "malware-refused"]
+    evidence.update(refused=refused)
+    assert [(e["accession"], e["signatures"], e["user"], e["origin"]) for e in refused] == [
+        (carrying, ["Pacslab.Test.EICAR.UNOFFICIAL"], sessions["technologist"][0], PLUGIN_ORIGIN)]
+    assert im.find_study(lab, host, carrying) == [] and len(im.find_study(lab, host, clean)) == 1
 
 
 @pytest.mark.control("C-ACC-03")

@@ -369,6 +369,70 @@ def test_an_object_the_pacs_refuses_raises_a_dicom_security_alert_naming_the_sen
     assert (alert["severity"], alert["entities"]) == ("medium", {"host": pacs.name, "calling_ae": str(station.ae_title)})
 
 
+# The EICAR anti-malware test file (eicar.org), 68 bytes, in hex: harmless. The lab's own signature
+# for it (roles/orthanc orthanc_malware_signatures) is Pacslab.Test.EICAR.
+EICAR_HEX = ("58354f2150254041505b345c505a58353428505e2937434329377d2445494341522d5354414e444152442d"
+             "414e544956495255532d544553542d46494c452124482b482a")
+
+
+@pytest.mark.control("C-DET-02")
+def test_an_object_carrying_malware_is_refused_by_the_pacs_and_raises_malware_detected(running_lab: Lab, evidence) -> None:
+    """A legitimate modality (its own certificate and AE title) stores two series: the one whose
+    instance carries the EICAR test file in a private element is refused with 0x0124 ("Refused:
+    Not Authorized", PS3.7 C.5), the PACS holds nothing under its accession, its malware-refused
+    event names the lab's signature, and malware-detected (high) names the PACS and the modality's
+    AE title. The twin, the same series without the payload, is stored and raises nothing."""
+    lab = running_lab
+    pacs = pacs_of(lab)
+    station = tls_stations(lab)[0]
+    carrying, clean = f"MW{RUN}".upper(), f"MC{RUN}".upper()
+    refused = im.dicomsim(lab, station.name, "store", "--images", "1", "--accession", carrying, "--payload-hex", EICAR_HEX)
+    stored = im.dicomsim(lab, station.name, "store", "--images", "1", "--accession", clean)
+    event = wait_for("the refusal", lambda: [e for e in siem_json(lab, "events", "--contains", carrying)
+                                             if e["event_type"] == "malware-refused"])[0]
+    alert = wait_for("malware-detected", lambda: [a for a in siem_json(lab, "alerts")
+                                                  if a["rule"] == "malware-detected" and event["id"] in a["events"]])[0]
+    clean_events = {e["id"] for e in siem_json(lab, "events", "--contains", clean)}
+    evaluated_after(lab, utc_now())
+    clean_alerts = [a for a in siem_json(lab, "alerts") if clean_events & set(a["events"])]
+    evidence.update(refused=refused["failed"], stored=stored.get("stored"), event=event, alert=alert, clean_alerts=clean_alerts)
+    assert [f["status"] for f in refused["failed"]] == [0x0124] and refused["stored"] == []
+    assert im.find_study(lab, pacs.name, carrying) == []
+    assert (event["host"], event["calling_ae"], event["outcome"]) == (pacs.name, str(station.ae_title), "0x0124")
+    assert json.loads(event["message"])["signatures"] == ["Pacslab.Test.EICAR.UNOFFICIAL"]
+    assert (alert["severity"], alert["entities"]) == ("high", {"host": pacs.name, "calling_ae": str(station.ae_title), "user": None})
+    assert stored["failed"] == [] and len(stored["stored"]) == 1 and len(im.find_study(lab, pacs.name, clean)) == 1
+    assert clean_events and clean_alerts == []
+
+
+@pytest.mark.control("C-DET-02")
+def test_an_object_the_pacs_cannot_scan_is_refused_not_stored_unscanned(running_lab: Lab, evidence) -> None:
+    """With the PACS's clamd stopped, a modality's clean instance is refused with 0xA700 ("Refused:
+    Out of Resources", PS3.4 B.2.3: the sender may retry), its malware-scan-failed event raises
+    dicom-security-alert naming the modality, and the PACS holds nothing under its accession; with
+    clamd started again, the same series is stored (the twin)."""
+    lab = running_lab
+    pacs = pacs_of(lab)
+    station = tls_stations(lab)[0]
+    unscanned, scanned = f"MU{RUN}".upper(), f"MS{RUN}".upper()
+    im.exec_in(lab, pacs.name, "supervisorctl", "stop", "clamd")
+    try:
+        refused = im.dicomsim(lab, station.name, "store", "--images", "1", "--accession", unscanned)
+    finally:
+        im.exec_in(lab, pacs.name, "supervisorctl", "start", "clamd")
+    stored = im.dicomsim(lab, station.name, "store", "--images", "1", "--accession", scanned)
+    event = wait_for("the failed scan", lambda: [e for e in siem_json(lab, "events", "--contains", unscanned)
+                                                 if e["event_type"] == "malware-scan-failed"])[0]
+    alert = wait_for("dicom-security-alert", lambda: [a for a in siem_json(lab, "alerts")
+                                                      if a["rule"] == "dicom-security-alert" and event["id"] in a["events"]])[0]
+    evidence.update(refused=refused["failed"], stored=stored.get("stored"), event=event, alert=alert)
+    assert [f["status"] for f in refused["failed"]] == [0xA700] and refused["stored"] == []
+    assert im.find_study(lab, pacs.name, unscanned) == []
+    assert (event["host"], event["calling_ae"], event["outcome"]) == (pacs.name, str(station.ae_title), "0xA700")
+    assert (alert["severity"], alert["entities"]) == ("medium", {"host": pacs.name, "calling_ae": str(station.ae_title)})
+    assert stored["failed"] == [] and len(stored["stored"]) == 1
+
+
 @pytest.mark.control("C-PRT-01")
 def test_an_object_the_pacs_refuses_reaches_the_siem_as_an_a5_security_alert_naming_the_sender(running_lab: Lab, evidence) -> None:
     """The same refusal as a DICOM audit message (PS3.15 A.5.3.11 Security Alert, "Use of Restricted

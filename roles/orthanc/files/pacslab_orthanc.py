@@ -19,6 +19,12 @@
   records (the auditor's).
 - Every instance that arrives another way than C-STORE (STOW-RS, a REST upload, a modify) gets the
   C-STORE's UID checks before it is stored (C-DAT-03), and is discarded with the same event.
+- Malicious code (C-DET-02, DE.CM-4): where PacslabMalwareScan names clamd's configuration, every
+  instance is scanned by clamd (the lab's own signatures) before it is stored: the dataset a
+  C-STORE brought, and the whole file of an upload (its 128-byte preamble too, where a DICOM/PE
+  polyglot hides). A hit is refused (C-STORE status 0x0124, "Refused: Not Authorized", PS3.7 C.5)
+  with a "malware-refused" event naming the signature and the sender; a scan that cannot be made
+  refuses the instance too (0xA700, "Refused: Out of Resources", PS3.4 B.2.3: the sender retries).
 - DICOM audit trail (PS3.15 A.5, pacslab_audit.py beside this file), one XML message per line of
   PacslabAuditLog, which roles/log_shipping sends to the siem:
   - Application Activity when the plugin starts and when Orthanc stops;
@@ -40,6 +46,7 @@ import base64
 import json
 import os
 import re
+import subprocess
 import sys
 import threading
 import time
@@ -59,6 +66,7 @@ SERVICE_ACCOUNTS = set(CONFIG.get("PacslabServiceAccounts", []))
 USER_HEADER = CONFIG.get("PacslabUserHeader", "X-Pacslab-User").lower()
 ROLES_HEADER = CONFIG.get("PacslabRolesHeader", "X-Pacslab-Roles").lower()
 AUDIT_LOG = CONFIG.get("PacslabAuditLog", "")
+MALWARE_SCAN = CONFIG.get("PacslabMalwareScan", "")  # clamd's configuration file, or "" for no scan
 _audit_lock = threading.Lock()
 
 sys.path.insert(0, os.path.dirname(CONFIG.get("PythonScript", "/etc/pacslab/orthanc/pacslab_orthanc.py")))
@@ -112,6 +120,10 @@ UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 UID_TAGS = ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")
 STATUS_CANNOT_UNDERSTAND = 0xC000  # C-STORE "Error: Cannot understand" (PS3.4 B.2.3)
 STATUS_DUPLICATE_SOP_INSTANCE = 0x0111  # "Duplicate SOP Instance" (PS3.7 C.5)
+STATUS_NOT_AUTHORIZED = 0x0124  # "Refused: Not Authorized" (PS3.7 C.5)
+STATUS_OUT_OF_RESOURCES = 0xA700  # C-STORE "Refused: Out of Resources" (PS3.4 B.2.3)
+MALWARE_FOUND = re.compile(r": (\S+) FOUND$", re.MULTILINE)  # clamdscan's line for a hit
+SCAN_TIMEOUT = 30  # seconds clamd may take over one instance
 
 
 def valid_uid(value):
@@ -135,10 +147,34 @@ def uid_refusal(tags):
     return None
 
 
+def malware_refusal(data, tags):
+    """Why ``data`` (the bytes of an instance, a DICOM file) must not be stored, as uid_refusal
+    says it, or None: clamd found one of the lab's signatures in it ("malware-refused", 0x0124), or
+    could not scan it ("malware-scan-failed", 0xA700). clamdscan's exit status: 0 clean, 1 found,
+    2 an error (clamdscan(1))."""
+    if not MALWARE_SCAN:
+        return None
+    ids = {"sop_instance_uid": tags.get("SOPInstanceUID"), "study_uid": tags.get("StudyInstanceUID"), "accession": tags.get("AccessionNumber")}
+    try:
+        scan = subprocess.run(["clamdscan", f"--config-file={MALWARE_SCAN}", "--no-summary", "--stdout", "-"], input=data,
+                              capture_output=True, timeout=SCAN_TIMEOUT, check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return "malware-scan-failed", {**ids, "error": f"{type(exc).__name__}: {exc}"}, STATUS_OUT_OF_RESOURCES
+    output = scan.stdout.decode("utf-8", "replace").strip()
+    found = MALWARE_FOUND.findall(output)
+    if scan.returncode == 1 and found:
+        return "malware-refused", {**ids, "signatures": sorted(set(found))}, STATUS_NOT_AUTHORIZED
+    if scan.returncode == 0:
+        return None
+    error = (output + " " + scan.stderr.decode("utf-8", "replace")).strip()[:500]
+    return "malware-scan-failed", {**ids, "error": f"clamdscan exit {scan.returncode}: {error}"}, STATUS_OUT_OF_RESOURCES
+
+
 def incoming_cstore(dicom):
-    """Before Orthanc stores what a C-STORE brought: an instance uid_refusal names is refused with
-    its status, and a security event that names the sender. 0 stores it."""
-    refusal = uid_refusal(json.loads(dicom.GetInstanceSimplifiedJson()))
+    """Before Orthanc stores what a C-STORE brought: an instance uid_refusal or malware_refusal
+    names is refused with its status, and a security event that names the sender. 0 stores it."""
+    tags = json.loads(dicom.GetInstanceSimplifiedJson())
+    refusal = uid_refusal(tags) or malware_refusal(dicom.GetInstanceData(), tags)
     if refusal is None:
         return 0
     kind, fields, status = refusal
@@ -169,15 +205,17 @@ def on_received(received, origin):
     if origin == orthanc.InstanceOrigin.DICOM_PROTOCOL:
         return orthanc.ReceivedInstanceAction.KEEP_AS_IS, None
     try:
-        refusal = uid_refusal(json.loads(orthanc.CreateDicomInstance(received).GetInstanceSimplifiedJson()))
+        tags = json.loads(orthanc.CreateDicomInstance(received).GetInstanceSimplifiedJson())
+        refusal = uid_refusal(tags) or malware_refusal(received, tags)
     except Exception as exc:  # orthanc-python keeps an instance whose callback raised: fail closed instead
         event("upload-check-failed", origin=str(origin), error=f"{type(exc).__name__}: {exc}")
         return orthanc.ReceivedInstanceAction.DISCARD, None
     if refusal is None:
         return orthanc.ReceivedInstanceAction.KEEP_AS_IS, None
     kind, fields, _ = refusal
-    event(kind, origin=str(origin), **fields)
-    refused_alert(f"{kind}: an instance from {origin} discarded", fields, NAME, [])
+    person = _serving.get(threading.get_ident())
+    event(kind, origin=str(origin), user=person, **fields)
+    refused_alert(f"{kind}: an instance from {origin} discarded", fields, NAME, [audit.Participant(person, requestor=True)] if person else [])
     return orthanc.ReceivedInstanceAction.DISCARD, None
 
 
