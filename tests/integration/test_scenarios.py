@@ -16,7 +16,7 @@ from pacslab.docker import docker
 from pacslab.probes import imaging as im
 from pacslab.topology import Lab
 
-SCENARIO_IDS = ["W2", "W3", "W4", "W5", "W6", "W7", "W10", "W12"]
+SCENARIO_IDS = ["W2", "W3", "W4", "W5", "W6", "W7", "W9", "W10", "W12"]
 
 
 def counts(lab: Lab) -> dict[str, int]:
@@ -129,6 +129,7 @@ VULNERABLE_VERDICTS = {
     "W5": {"C-DAT-02": "fails", "C-ACC-06": "fails"},
     "W6": {"C-ACC-01": "holds", "C-ACC-02": "holds", "C-ACC-07": "fails"},
     "W7": {"C-MNT-01": "fails"},
+    "W9": {"C-DET-02": "fails"},
     "W12": {"C-PRT-05": "fails"},
 }
 
@@ -139,7 +140,7 @@ def test_break_and_fix(running_lab: Lab, scenario: str, capsys, evidence) -> Non
     """`scenario run ID --vulnerable` brings the lab into the scenario's overlay (a switch off, its
     controls waived) and every step goes as the vulnerable outcome says: W3's forged studies are
     stored, W4's altered image is "unverifiable", W5's capture holds the patient's name, W6's leaked password alone
-    opens the viewer, W12's flood is neither limited nor logged.
+    opens the viewer, W9's object carrying malware is stored and served, W12's flood is neither limited nor logged.
     `scenario check ID` then names each control as failing; `scenario reset ID` brings the lab's
     own definition back, and the fingerprint equals the one before the run."""
     lab = running_lab

@@ -388,6 +388,8 @@ def test_an_object_carrying_malware_is_refused_by_the_pacs_and_raises_malware_de
     carrying, clean = f"MW{RUN}".upper(), f"MC{RUN}".upper()
     refused = im.dicomsim(lab, station.name, "store", "--images", "1", "--accession", carrying, "--payload-hex", EICAR_HEX)
     stored = im.dicomsim(lab, station.name, "store", "--images", "1", "--accession", clean)
+    evidence.update(refused=refused["failed"], stored=stored.get("stored"))
+    assert [f["status"] for f in refused["failed"]] == [0x0124] and refused["stored"] == []  # before any wait: a scan-less PACS fails here
     event = wait_for("the refusal", lambda: [e for e in siem_json(lab, "events", "--contains", carrying)
                                              if e["event_type"] == "malware-refused"])[0]
     alert = wait_for("malware-detected", lambda: [a for a in siem_json(lab, "alerts")
@@ -395,8 +397,7 @@ def test_an_object_carrying_malware_is_refused_by_the_pacs_and_raises_malware_de
     clean_events = {e["id"] for e in siem_json(lab, "events", "--contains", clean)}
     evaluated_after(lab, utc_now())
     clean_alerts = [a for a in siem_json(lab, "alerts") if clean_events & set(a["events"])]
-    evidence.update(refused=refused["failed"], stored=stored.get("stored"), event=event, alert=alert, clean_alerts=clean_alerts)
-    assert [f["status"] for f in refused["failed"]] == [0x0124] and refused["stored"] == []
+    evidence.update(event=event, alert=alert, clean_alerts=clean_alerts)
     assert im.find_study(lab, pacs.name, carrying) == []
     assert (event["host"], event["calling_ae"], event["outcome"]) == (pacs.name, str(station.ae_title), "0x0124")
     assert json.loads(event["message"])["signatures"] == ["Pacslab.Test.EICAR.UNOFFICIAL"]

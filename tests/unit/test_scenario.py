@@ -25,19 +25,19 @@ ALT_LAB = REPO_ROOT / "tests" / "labs" / "alt"
 @pytest.mark.parametrize("lab_path", [DEFAULT_LAB, ALT_LAB], ids=["default", "alt"])
 def test_every_shipped_scenario_loads_on_both_labs(lab_path: Path) -> None:
     """Each scenario loads where its hosts are deployed; the second lab plans the identity hosts
-    and the attacker (W6) and the bastion, the siem and the vendor engineer (W7), so those are left out there,
-    naming them, and are no refusal."""
+    and the attacker (W6), the bastion, the siem and the vendor engineer (W7) and the siem (W9), so those are
+    left out there, naming them, and are no refusal."""
     left_out: dict[str, tuple[str, ...]] = {}
     scenarios = sc.load_all(load_lab(lab_path), left_out=left_out)
     both = ("defended", "vulnerable")
-    expected = {"W2": both, "W3": both, "W4": both, "W5": both, "W6": both, "W7": both, "W10": ("defended",), "W12": both}
+    expected = {"W2": both, "W3": both, "W4": both, "W5": both, "W6": both, "W7": both, "W9": both, "W10": ("defended",), "W12": both}
     if lab_path == ALT_LAB:
-        del expected["W6"], expected["W7"]
+        del expected["W6"], expected["W7"], expected["W9"]
     assert [s.id for s in scenarios] == list(expected)
     for s in scenarios:
         assert s.steps and s.controls
     assert {s.id: s.modes for s in scenarios} == expected
-    assert left_out == ({"W6": ("attacker", "dir", "idp"), "W7": ("bastion", "siem", "vendor-eng")} if lab_path == ALT_LAB else {})
+    assert left_out == ({"W6": ("attacker", "dir", "idp"), "W7": ("bastion", "siem", "vendor-eng"), "W9": ("siem",)} if lab_path == ALT_LAB else {})
 
 
 def test_a_scenario_the_lab_lacks_hosts_for_is_still_refused_by_id() -> None:
