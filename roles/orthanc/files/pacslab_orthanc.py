@@ -19,7 +19,7 @@
   records (the auditor's).
 - Every instance that arrives another way than C-STORE (STOW-RS, a REST upload, a modify) gets the
   C-STORE's UID checks before it is stored (C-DAT-03), and is discarded with the same event.
-- Malicious code (C-DET-02, DE.CM-4): where PacslabMalwareScan names clamd's configuration, every
+- Malicious code (C-DET-02, DE.CM-4): where PacslabMalwareScan names clamd's local socket, every
   instance is scanned by clamd (the lab's own signatures) before it is stored: the dataset a
   C-STORE brought, and the whole file of an upload (its 128-byte preamble too, where a DICOM/PE
   polyglot hides). A hit is refused (C-STORE status 0x0124, "Refused: Not Authorized", PS3.7 C.5)
@@ -43,15 +43,16 @@
 """
 
 import base64
+import io
 import json
 import os
 import re
-import subprocess
 import sys
 import threading
 import time
 
 import orthanc
+from clamav_client.clamd import ClamdError, ClamdUnixSocket
 
 CONFIG = json.loads(orthanc.GetConfiguration())
 EVENT_LOG = CONFIG.get("PacslabEventLog", "/var/log/pacslab/orthanc-events.json")
@@ -66,7 +67,7 @@ SERVICE_ACCOUNTS = set(CONFIG.get("PacslabServiceAccounts", []))
 USER_HEADER = CONFIG.get("PacslabUserHeader", "X-Pacslab-User").lower()
 ROLES_HEADER = CONFIG.get("PacslabRolesHeader", "X-Pacslab-Roles").lower()
 AUDIT_LOG = CONFIG.get("PacslabAuditLog", "")
-MALWARE_SCAN = CONFIG.get("PacslabMalwareScan", "")  # clamd's configuration file, or "" for no scan
+MALWARE_SCAN = CONFIG.get("PacslabMalwareScan", "")  # clamd's local socket, or "" for no scan
 _audit_lock = threading.Lock()
 
 sys.path.insert(0, os.path.dirname(CONFIG.get("PythonScript", "/etc/pacslab/orthanc/pacslab_orthanc.py")))
@@ -122,7 +123,6 @@ STATUS_CANNOT_UNDERSTAND = 0xC000  # C-STORE "Error: Cannot understand" (PS3.4 B
 STATUS_DUPLICATE_SOP_INSTANCE = 0x0111  # "Duplicate SOP Instance" (PS3.7 C.5)
 STATUS_NOT_AUTHORIZED = 0x0124  # "Refused: Not Authorized" (PS3.7 C.5)
 STATUS_OUT_OF_RESOURCES = 0xA700  # C-STORE "Refused: Out of Resources" (PS3.4 B.2.3)
-MALWARE_FOUND = re.compile(r": (\S+) FOUND$", re.MULTILINE)  # clamdscan's line for a hit
 SCAN_TIMEOUT = 30  # seconds clamd may take over one instance
 
 
@@ -150,24 +150,20 @@ def uid_refusal(tags):
 def malware_refusal(data, tags):
     """Why ``data`` (the bytes of an instance, a DICOM file) must not be stored, as uid_refusal
     says it, or None: clamd found one of the lab's signatures in it ("malware-refused", 0x0124), or
-    could not scan it ("malware-scan-failed", 0xA700). clamdscan's exit status: 0 clean, 1 found,
-    2 an error (clamdscan(1))."""
+    could not scan it ("malware-scan-failed", 0xA700: clamd down, an ERROR answer, an object beyond
+    StreamMaxLength). clamd's INSTREAM command (clamd(8)) answers OK, "<name> FOUND" or "<why> ERROR"."""
     if not MALWARE_SCAN:
         return None
     ids = {"sop_instance_uid": tags.get("SOPInstanceUID"), "study_uid": tags.get("StudyInstanceUID"), "accession": tags.get("AccessionNumber")}
     try:
-        scan = subprocess.run(["clamdscan", f"--config-file={MALWARE_SCAN}", "--no-summary", "--stdout", "-"], input=data,
-                              capture_output=True, timeout=SCAN_TIMEOUT, check=False)
-    except (OSError, subprocess.SubprocessError) as exc:
+        [(status, name)] = ClamdUnixSocket(path=MALWARE_SCAN, timeout=SCAN_TIMEOUT).instream(io.BytesIO(data)).values()
+    except (ClamdError, ValueError) as exc:  # ValueError: an empty answer
         return "malware-scan-failed", {**ids, "error": f"{type(exc).__name__}: {exc}"}, STATUS_OUT_OF_RESOURCES
-    output = scan.stdout.decode("utf-8", "replace").strip()
-    found = MALWARE_FOUND.findall(output)
-    if scan.returncode == 1 and found:
-        return "malware-refused", {**ids, "signatures": sorted(set(found))}, STATUS_NOT_AUTHORIZED
-    if scan.returncode == 0:
+    if status == "OK":
         return None
-    error = (output + " " + scan.stderr.decode("utf-8", "replace")).strip()[:500]
-    return "malware-scan-failed", {**ids, "error": f"clamdscan exit {scan.returncode}: {error}"}, STATUS_OUT_OF_RESOURCES
+    if status == "FOUND":
+        return "malware-refused", {**ids, "signatures": [name]}, STATUS_NOT_AUTHORIZED
+    return "malware-scan-failed", {**ids, "error": f"clamd: {name} {status}"}, STATUS_OUT_OF_RESOURCES
 
 
 def incoming_cstore(dicom):
