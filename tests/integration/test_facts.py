@@ -375,6 +375,7 @@ RUNS_AS = (
     RunsAs("nginx: master process ", "root", "roles/idp: binds 443 and reads the node key as root; its workers run as www-data (nginx.conf)"),
     RunsAs("/usr/sbin/apache2 ", "root", "roles/rproxy: binds 443, reads the node key and the proxy's secrets as root; its workers run as www-data"),
     RunsAs("/usr/bin/stunnel4 ", "stunnel4", "binds its port as root, then setuid/setgid stunnel4 (roles orthanc, ris, dicom_node)"),
+    RunsAs("/usr/sbin/clamd ", "clamav", "roles/orthanc malware.yml: clamd starts as root and drops to its User clamav (C-DET-02)"),
     RunsAs("/usr/bin/python3 /usr/local/lib/pacslab/orders.py ", "orthanc", "roles/ris: writes worklist files Orthanc reads"),
     RunsAs("/usr/bin/python3 /usr/local/lib/pacslab/dicomsim.py ", "pacslab-dicom", "roles/dicom_node: user=pacslab-dicom, its own key copy"),
     RunsAs("/usr/bin/tcpdump -i any ", "tcpdump",
