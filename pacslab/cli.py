@@ -27,6 +27,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
@@ -397,10 +398,12 @@ def users_document(lab: Lab, today: date | None = None) -> dict[str, Any]:
 
 
 def cmd_siem(args: argparse.Namespace) -> int:
-    """`alerts` and `cases`: what the lab's siem holds (roles/siem), read on the siem host. Each
-    alert: id, rule, title, severity, entities (the rule's group-by fields), events (ids in the
+    """`alerts`, `cases` and `events`: what the lab's siem holds (roles/siem), read on the siem host.
+    Each alert: id, rule, title, severity, entities (the rule's group-by fields), events (ids in the
     store), first_seen and last_seen (UTC), case. Each case: id, host, status, severity, owner,
-    zone, criticality, address, alerts."""
+    zone, criticality, address, alerts. Each event (those after ``--since`` whose raw message holds
+    ``--contains``, oldest first): id, the normalised fields (time, host, source, event_type, user,
+    addresses, AE titles, patient and study, outcome ...), message (raw) and received (UTC)."""
     lab = _load(args.lab)
     siems = [h.name for h in lab.deployed_hosts() if SIEMS in h.groups]
     if not siems:
@@ -410,7 +413,8 @@ def cmd_siem(args: argparse.Namespace) -> int:
         raise Refused(EXIT_MACHINE, f"{finding.detail}.\n  fix: {finding.fix}")
     rows: list[dict[str, Any]] = []
     for siem in siems:
-        proc = docker("exec", "-u", SIEM_USER, lab.container_name(siem), "pacslab-siem", args.verb, "--json", check=False, timeout=60)
+        search = ["--since-id", str(args.since), "--contains", args.contains] if args.verb == "events" else []
+        proc = docker("exec", "-u", SIEM_USER, lab.container_name(siem), "pacslab-siem", args.verb, "--json", *search, check=False, timeout=60)
         if proc.returncode != 0:
             said = (proc.stderr or proc.stdout).strip()[-300:]
             raise Refused(EXIT_PHASE_FAILED, f"{siem}: pacslab-siem {args.verb} exited {proc.returncode} ({said}); is the lab up (`pacslab status`)?")
@@ -421,6 +425,10 @@ def cmd_siem(args: argparse.Namespace) -> int:
         _print_table([("id", "severity", "rule", "entities", "events", "last seen", "case")]
                      + [(str(a["id"]), a["severity"], a["rule"], ",".join(f"{k}={v}" for k, v in a["entities"].items()),
                          str(len(a["events"])), a["last_seen"], str(a["case"])) for a in rows])
+    elif args.verb == "events":
+        _print_table([("id", "time", "host", "source", "event", "user", "outcome", "message")]
+                     + [(str(e["id"]), e["time"] or "-", e["host"] or "-", e["source"] or "-", e["event_type"] or "-", e["user"] or "-",
+                         e["outcome"] or "-", textwrap.shorten(e["message"] or "", 100, placeholder=" ...")) for e in rows])
     else:
         _print_table([("id", "status", "severity", "host", "zone", "owner", "criticality", "alerts")]
                      + [(str(c["id"]), c["status"], c["severity"], c["host"], c["zone"] or "-", c["owner"] or "-",
@@ -1000,9 +1008,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("user", help="the person's user name (see `pacslab users`)")
     p.set_defaults(func=cmd_totp)
     for name, helptext in (("alerts", "the siem's alerts (rule, severity, entities, events, case)"),
-                           ("cases", "the siem's cases (the host, its owner, zone and criticality, its alerts)")):
+                           ("cases", "the siem's cases (the host, its owner, zone and criticality, its alerts)"),
+                           ("events", "search the siem's stored events: those whose raw message holds a text (a vendor's typed "
+                                      "command in the bastion's session recording, an accession, an AE title)")):
         p = verb(name, helptext)
         p.add_argument("--json", action="store_true", help="machine-readable output")
+        if name == "events":
+            p.add_argument("--contains", default="", metavar="TEXT", help="only events whose raw message holds TEXT (case matters)")
+            p.add_argument("--since", type=int, default=0, metavar="ID", help="only events stored after the event ID")
         p.set_defaults(func=cmd_siem)
     p = verb("discovery", "asset discovery: what the scanner's newest sweeps found, reconciled both ways with the lab definition "
              f"(exit {EXIT_CHECKS_FAILED} when an address is unknown or a host missing)")

@@ -28,7 +28,7 @@ import pytest
 
 from pacslab import listeners
 from pacslab.people import Person
-from pacslab.plan import Plan
+from pacslab.plan import SIEMS, Plan
 from pacslab.probes import imaging as im
 from pacslab.probes import ssh, standins
 from pacslab.topology import Host, Lab
@@ -104,6 +104,7 @@ def maintenance(running_lab: Lab, plan: Plan) -> dict[str, Any]:
     person = vendor(running_lab, "enabled")
     target = running_lab.hosts[TARGET].address
     b = bastion(running_lab)
+    since = siem_mark(running_lab, person.name)
     code = ssh.fresh_code(running_lab, b.name, var(running_lab, b.name, "bastion_oath_file"), plan.secrets_dir, person.name)
     logged = len(auth_log(running_lab))
     result = login(running_lab, plan, person.name, code=code,
@@ -113,8 +114,38 @@ def maintenance(running_lab: Lab, plan: Plan) -> dict[str, Any]:
                              f"echo {MARK}", "sudo -n /bin/cat /etc/shadow",
                              # last: restarting the target's sshd ends the maintenance sessions it holds, this one too
                              "sudo -n /usr/bin/supervisorctl restart sshd"))
+    ended = time.monotonic()
     time.sleep(float(var(running_lab, b.name, "bastion_latency")) + 2)  # tlog logs what it holds within its latency
-    return {"person": person.name, "code": code, "result": result, "log": auth_log(running_lab)[logged:]}
+    return {"person": person.name, "code": code, "result": result, "log": auth_log(running_lab)[logged:], "siem_since": since, "ended": ended}
+
+
+def record(event: dict[str, Any]) -> dict[str, Any]:
+    """The tlog record a siem event's raw message holds ({} for a message that is not one)."""
+    try:
+        data = json.loads(event["message"] or "")
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def siem_mark(lab: Lab, text: str) -> int | None:
+    """The newest id of the siem's events whose raw message holds ``text`` (0: none yet; None: the
+    lab deploys no siem)."""
+    from .test_siem import siem_json  # test_siem imports this module's helpers
+
+    if not lab.group(SIEMS) or not any(h.deployed for h in lab.group(SIEMS)):
+        return None
+    return max((e["id"] for e in siem_json(lab, "events", "--contains", text)), default=0)
+
+
+def siem_events(lab: Lab, since: int | None, *search: str) -> list[dict[str, Any]]:
+    """The siem's events after event ``since`` (``search``: --contains TEXT); the check is skipped
+    where the lab deploys no siem."""
+    from .test_siem import siem_json
+
+    if since is None:
+        pytest.skip(f"lab {lab.name!r} deploys no siem")
+    return siem_json(lab, "events", "--since-id", str(since), *search)
 
 
 def outputs(result: dict[str, Any]) -> list[str]:
@@ -148,6 +179,65 @@ def test_the_recording_holds_what_was_typed_on_the_target_and_what_it_showed(run
     assert f"echo {MARK}\n" in typed
     assert f"{MARK}\r\n" in shown.replace(f"echo {MARK}\r\n", "")  # the output, not only the echo of the keys
     assert "sudo -n /usr/bin/supervisorctl restart sshd\n" in typed
+
+
+@pytest.mark.control("C-MNT-01")
+def test_the_recording_is_in_the_siem_as_the_bastion_holds_it_and_no_event_holds_the_password(
+        running_lab: Lab, plan: Plan, maintenance: dict[str, Any], evidence) -> None:
+    """C-MNT-01 (c): the session's recording reaches the siem (tlog, the bastion's rsyslog, syslog
+    over TLS) and is found there by what the vendor typed (`pacslab events --contains`): every
+    record of the session, as the bastion holds it, from host bastion, naming the person. The twin:
+    the password the vendor typed at the bastion's prompt is in none of the events the siem stored
+    since the session began (tlog records the shell, not the sign-in)."""
+    b, person = bastion(running_lab), maintenance["person"]
+    session = {r["rec"] for r in records(running_lab, b.name, person) if f"echo {MARK}\n" in r["in_txt"]}
+    held = sorted((r for r in records(running_lab, b.name, person) if r["rec"] in session), key=lambda r: r["id"])
+
+    def shipped() -> list[dict[str, Any]]:
+        found = [e for e in siem_events(running_lab, maintenance["siem_since"], "--contains", person)
+                 if e["source"] == "tlog" and record(e).get("rec") in session]
+        return found if len(found) >= len(held) else []
+
+    from .test_siem import wait_for
+    found = wait_for(f"the {len(held)} records of {person}'s session in the siem", shipped)
+    after_end = round(time.monotonic() - maintenance["ended"], 1)
+    stored = siem_events(running_lab, maintenance["siem_since"])
+    password = secret(plan, f"person-{person}")
+    evidence.update(session=sorted(session), records=len(held), found_after_session_end_s=after_end, events_since=len(stored),
+                    searched=[(e["id"], e["host"], e["event_type"], e["user"]) for e in found][:5])
+    assert len(session) == 1 and held
+    assert {(e["host"], e["event_type"], e["user"], e["outcome"]) for e in found} == {(b.name, "vendor-session", person, "recorded")}
+    assert sorted((record(e) for e in found), key=lambda r: r["id"]) == held
+    assert [e["id"] for e in stored if password in (e["message"] or "")] == []
+
+
+@pytest.mark.control("C-MNT-02")
+def test_the_administrative_actions_reach_the_siem_and_only_the_refused_one_raises_sudo_refused(
+        running_lab: Lab, maintenance: dict[str, Any], evidence) -> None:
+    """C-MNT-02 (the record in the SIEM): the PACS ships sudo's log (roles/log_shipping), so both of
+    the vendor's sudo uses on the PACS are sudo-command events from host pacs naming them: the
+    refused `cat /etc/shadow` (outcome command-not-allowed) raises sudo-refused about the PACS and
+    the person; the allowed restart (outcome allowed) is in no alert."""
+    from .test_siem import siem_json, wait_for
+
+    person = maintenance["person"]
+
+    def used() -> list[dict[str, Any]]:
+        found = [e for e in siem_events(running_lab, maintenance["siem_since"], "--contains", f" : {person} : ")
+                 if e["source"] == "sudo" and e["host"] == TARGET]
+        return found if len(found) >= 2 else []
+
+    found = wait_for(f"{person}'s two sudo uses on {TARGET} in the siem", used)
+    uses = [(e["event_type"], e["user"], e["outcome"], e["message"].rsplit(" ; COMMAND=", 1)[-1]) for e in found]
+    refused = next(e["id"] for e in found if e["outcome"] != "allowed")
+    allowed = next(e["id"] for e in found if e["outcome"] == "allowed")
+    raised = wait_for(f"sudo-refused with event {refused}", lambda: [a for a in siem_json(running_lab, "alerts")
+                                                                       if a["rule"] == "sudo-refused" and refused in a["events"]])
+    evidence.update(uses=uses, alerts=[(a["id"], a["entities"], a["severity"]) for a in raised])
+    assert uses == [("sudo-command", person, "command-not-allowed", "/bin/cat /etc/shadow"),
+                    ("sudo-command", person, "allowed", "/usr/bin/supervisorctl restart sshd")]
+    assert [(a["entities"], a["severity"]) for a in raised] == [({"host": TARGET, "user": person}, "medium")]
+    assert [a["id"] for a in siem_json(running_lab, "alerts") if allowed in a["events"]] == []
 
 
 @pytest.mark.control("C-MNT-01")

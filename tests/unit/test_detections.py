@@ -165,7 +165,22 @@ def _record(program: str, msg: str, peer: str = "10.77.70.10") -> dict[str, Any]
     ("tlog", json.dumps({"ver": "2.3", "host": "bastion", "user": "vendor1", "session": 7, "id": 1}),
      {"event_type": "vendor-session", "user": "vendor1", "outcome": "recorded"}),
     ("tlog", "not json", {"event_type": "syslog", "user": None}),
-    ("sudo", "vendor1 : TTY=pts/0 ; PWD=/ ; USER=pacslab-broker ; COMMAND=/usr/local/sbin/pacslab-maint pacs", {"event_type": "syslog"}),
+    # sudo: the bastion's through syslog, a maintained host's from its log file (roles/maintenance)
+    ("sudo", "vendor1 : TTY=pts/0 ; PWD=/ ; USER=pacslab-broker ; COMMAND=/usr/local/sbin/pacslab-maint pacs",
+     {"event_type": "sudo-command", "user": "vendor1", "outcome": "allowed"}),
+    ("sudo", "Dec  4 12:17:01 2026 : vnd-acme : HOST=pacs ; TTY=pts/0 ; PWD=/home/vnd-acme ; USER=root ; "
+             "COMMAND=/usr/bin/supervisorctl restart sshd",
+     {"event_type": "sudo-command", "user": "vnd-acme", "outcome": "allowed"}),
+    ("sudo", "Dec  4 12:17:01 2026 : vnd-acme : command not allowed ; HOST=pacs ; TTY=pts/0 ; PWD=/home/vnd-acme ; USER=root ; "
+             "COMMAND=/bin/cat /etc/shadow",
+     {"event_type": "sudo-command", "user": "vnd-acme", "outcome": "command-not-allowed"}),
+    ("sudo", "Dec 14 02:00:00 2026 : vnd-acme : 3 incorrect password attempts ; HOST=pacs ; TTY=pts/1 ; PWD=/ ; USER=root ; COMMAND=/bin/sh",
+     {"event_type": "sudo-command", "user": "vnd-acme", "outcome": "3-incorrect-password-attempts"}),
+    # what the person chose (a directory, the command's arguments) cannot turn a refusal into an allowed use
+    ("sudo", "Dec  4 12:17:01 2026 : vnd-acme : command not allowed ; HOST=pacs ; TTY=pts/0 ; PWD=/tmp/x ; USER=root ; COMMAND=/bin/ok ; "
+             "USER=root ; COMMAND=/bin/cat /etc/shadow ; x",
+     {"event_type": "sudo-command", "user": "vnd-acme", "outcome": "command-not-allowed"}),
+    ("sudo", "pam_unix(sudo:session): session opened for user root(uid=0) by vnd-acme(uid=1000)", {"event_type": "syslog", "user": None}),
     # the PACS's event log (roles/orthanc's plugin), one JSON object per line
     ("orthanc-events", json.dumps({"event": "integrity-failure", "host": "pacs", "instance": "4af8", "detail": "MD5 mismatch",
                                    "time": "2026-11-30T11:00:00+0100"}),

@@ -168,6 +168,27 @@ _SSHD_AUTH = re.compile(r"^(?P<verdict>Accepted|Failed) (?P<method>\S+) for (?:i
 _SSHD_INVALID = re.compile(r"^Invalid user (?P<user>.*) from (?P<ip>[0-9a-fA-F.:]+) port (?P<port>\d+)(?: \[preauth\])?$")
 
 
+# sudo's line (sudoers' "Defaults logfile" with log_year and log_host on a maintained host,
+# roles/maintenance; its syslog message on the bastion): "[<Mon dd hh:mm:ss yyyy> : ]<user> :
+# [<why refused> ; ][HOST=<host> ; ]TTY=<tty> ; PWD=<dir> ; USER=<run as> ; COMMAND=<command line>".
+# The person and the verdict come before anything the person chose (the directory, the command's
+# arguments), so neither can be forged from the command line; the command is the rest of the line.
+_SUDO = re.compile(r"^(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d(?: \d{4})? : )?(?P<user>[^\s:;]+) : (?:(?P<refused>[^;=]+?) ; )?"
+                   r"(?:HOST=\S+ ; )?TTY=\S+ ; PWD=.*? ; USER=(?P<run_as>\S+) ; (?:GROUP=\S+ ; )?(?:ENV=.*? ; )?COMMAND=(?P<command>.*)$")
+
+
+def _sudo(msg: str) -> dict[str, Any]:
+    """A use of sudo: event sudo-command, its user the person who asked, its outcome "allowed" or
+    sudo's reason for the refusal in dashes ("command-not-allowed", "3-incorrect-password-attempts").
+    Any other line of sudo's (a PAM session's) is left as it is."""
+    m = _SUDO.match(msg)
+    if m is None:
+        return {}
+    refused = m["refused"]
+    return {"event_type": "sudo-command", "user": m["user"],
+            "outcome": "allowed" if refused is None else "-".join(refused.strip().lower().split())}
+
+
 def _json_object(msg: str) -> dict[str, Any]:
     """The JSON object a message holds; {} for one that is not JSON, or JSON but no object."""
     try:
@@ -200,6 +221,8 @@ def normalise(record: dict[str, Any], assets: dict[str, Any], connections: dict[
         elif m := _SSHD_INVALID.match(msg):
             event.update(event_type="ssh-invalid-user", outcome="failure", user=m["user"], src_ip=m["ip"], src_port=m["port"],
                          proto="tcp", dst_ip=peer)
+    elif source == "sudo":
+        event.update(_sudo(msg))
     elif source in PROGRAM_IMAGES and sender.get("image") not in PROGRAM_IMAGES[source]:
         event.update(event_type="forged-source")  # e.g. `logger -t orthanc-events` in a vendor's shell on the bastion
     elif source == "fw-drops":
