@@ -29,6 +29,14 @@ unknown-ae   --runs times, a C-ECHO to the PACS from the CT calling itself with 
 malware      --runs times, a CT image carrying the EICAR test file in a private element stored on the
              PACS by the CT (refused, 0x0124): seconds from the refusal to the malware-detected
              alert holding the PACS's event about that accession (C-DET-02); p50 and p95.
+maintenance  --runs times, a vendor's session (password and TOTP code at the bastion from the vendor
+             engineer's computer, `maint pacs`, a mark of the run typed there, a refused
+             `sudo cat /etc/shadow`): seconds from the session's end to the siem's store holding every
+             record of the session the bastion holds (C-MNT-01 (c), the catalogue's budget: 30 s), and from
+             sudo's line on the PACS to its record in the siem and to the sudo-refused alert holding
+             it (C-MNT-02, the catalogue's budget for the record: 10 s); p50 and p95. A session
+             outside a maintenance window also raises vendor-outside-window; one session per
+             30-second step (a TOTP code is accepted once).
 unknown-device --runs times, a container that sends nothing started in the modality zone at an
              address of its own (no lab host has it; the fw as its default route, as a device set up
              for the zone has): seconds from its start to the unknown-device alert holding the
@@ -61,7 +69,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.record import append_result  # noqa: E402
-from pacslab import response  # noqa: E402
+from pacslab import listeners, response  # noqa: E402
 from pacslab.docker import docker  # noqa: E402
 from pacslab.plan import LABEL_LAB, LABEL_ROLE, SIEM_USER, SIEMS, Plan, build_plan  # noqa: E402
 from pacslab.probes import imaging as im  # noqa: E402
@@ -71,7 +79,8 @@ from pacslab.topology import Lab, load_lab, safe_load  # noqa: E402
 RESULTS = REPO / "bench" / "results" / "detection_latency.jsonl"
 CLIENT, BASTION = "vendor-eng", "bastion"
 WAIT = 120
-MEASURES = ("brute-force", "port-scan", "compromised-modality", "integrity", "audit", "unknown-ae", "malware", "unknown-device", "ingest")
+MEASURES = ("brute-force", "port-scan", "compromised-modality", "integrity", "audit", "unknown-ae", "malware", "maintenance", "unknown-device",
+            "ingest")
 # The EICAR anti-malware test file (eicar.org), as the lab's own signature for it holds it.
 EICAR_HEX = "".join(next(s for s in safe_load((REPO / "roles" / "orthanc" / "defaults" / "main.yml").read_text())["orthanc_malware_signatures"]
                          if s["name"] == "Pacslab.Test.EICAR")["hex"].split())
@@ -260,6 +269,60 @@ def malware(lab: Lab, siem: str) -> float:
     return took
 
 
+def maintenance(lab: Lab, plan: Plan, siem: str) -> dict[str, float]:
+    vendor = next(p for p in lab.people if "vendor" in p.roles and p.status() == "enabled")
+    since = max((e["id"] for e in siem_rows(lab, siem, "events", "--contains", vendor.name)), default=0)
+    mark = f"bench-mark-{secrets.token_hex(4)}"
+    key = " ".join((Path(plan.secrets_dir) / f"ssh-host-{BASTION}.pub").read_text().split()[:2])
+    code = ssh.fresh_code(lab, BASTION, str(listeners.role_var(lab, BASTION, "bastion", "bastion_oath_file")), plan.secrets_dir, vendor.name)
+    result = ssh.session(lab, CLIENT, BASTION, vendor.name, known_host_key=key,
+                         notice=str(listeners.role_var(lab, BASTION, "bastion", "bastion_notice")),
+                         password=(Path(plan.secrets_dir) / f"person-{vendor.name}").read_text().split()[0], code=code,
+                         commands=({"command": "maint pacs", "shell": True}, f"echo {mark}", "sudo -n /bin/cat /etc/shadow", "exit"))
+    ended = datetime.now(UTC)
+    if not (result["shell"] and all(c["done"] for c in result["commands"])):
+        raise SystemExit(f"the vendor's session did not run its commands: {result['said']} {result['commands']}")
+    recorded = refused = alerted = None
+    settled = float(listeners.role_var(lab, BASTION, "bastion", "bastion_latency")) + 1  # tlog writes what it holds within its latency
+    while (datetime.now(UTC) - ended).total_seconds() < WAIT and alerted is None:
+        if recorded is None:
+            recorded = _whole_recording(lab, siem, since, mark, settled, ended)
+        if refused is None:
+            refused = next((e for e in siem_rows(lab, siem, "events", "--since-id", str(since), "--contains", f" : {vendor.name} : ")
+                            if e["host"] == "pacs" and e["event_type"] == "sudo-command" and e["outcome"] != "allowed"), None)
+        if refused is not None and recorded is not None:
+            alerted = next((_utc(a["raised"]) for a in siem_rows(lab, siem, "alerts")
+                            if a["rule"] == "sudo-refused" and refused["id"] in a["events"]), None)
+        time.sleep(0.25)
+    if alerted is None or refused is None or recorded is None:
+        raise SystemExit(f"within {WAIT} s: recording {recorded}, sudo's record {refused}, sudo-refused {alerted}")
+    logged = _utc(refused["time"])
+    return {"whole_recording_from_session_end": (recorded - ended).total_seconds(),
+            "sudo_record_from_line": (_utc(refused["received"]) - logged).total_seconds(),
+            "sudo_refused_from_line": (alerted - logged).total_seconds()}
+
+
+def _whole_recording(lab: Lab, siem: str, since: int, mark: str, settled: float, ended: datetime) -> datetime | None:
+    """When the siem stored the last record of the session in which ``mark`` was typed, once it holds
+    every record of that session the bastion's session log holds (read ``settled`` seconds after the
+    session's end at the earliest, when tlog has written its last); None before."""
+    if (datetime.now(UTC) - ended).total_seconds() < settled:
+        return None
+    marked = [e for e in siem_rows(lab, siem, "events", "--since-id", str(since), "--contains", f"echo {mark}") if e["source"] == "tlog"]
+    if not marked:
+        return None
+    rec = json.loads(marked[0]["message"])["rec"]
+    log = im.exec_in(lab, BASTION, "cat", str(listeners.role_var(lab, BASTION, "bastion", "bastion_sessions_log")))
+    held = sum(1 for line in log.splitlines() if f'"rec":"{rec}"' in line)
+    stored = [_utc(e["received"]) for e in siem_rows(lab, siem, "events", "--since-id", str(since), "--contains", f'"rec":"{rec}"')
+              if e["source"] == "tlog"]
+    return max(stored) if held and len(stored) >= held else None
+
+
+def _utc(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
 def unknown_device(lab: Lab, plan: Plan, siem: str, run: int) -> float:
     ct = next(h for h in lab.deployed_hosts() if "modalities" in h.groups and h.zone == "modality")
     zone = lab.zones[str(ct.zone)]
@@ -323,6 +386,10 @@ def main() -> int:
         runs = [brute_force(lab, plan, siem) for _ in range(n)]
         return {key: summary([r[key] for r in runs]) for key in ("from_start", "from_fifth")}
 
+    def maintenances() -> dict[str, Any]:
+        runs = [maintenance(lab, plan, siem) for _ in range(n)]
+        return {key: summary([r[key] for r in runs]) for key in runs[0]}
+
     def scans() -> dict[str, Any]:
         runs = [port_scan(lab, siem) for _ in range(n)]
         return {key: summary([r[key] for r in runs]) for key in ("alert", "quarantine")}
@@ -339,6 +406,7 @@ def main() -> int:
         "audit": ("audit_instances_transferred_from_store", lambda: summary([audit(lab, siem) for _ in range(n)])),
         "unknown-ae": ("unknown_ae_from_rejection", lambda: summary([unknown_ae(lab, siem) for _ in range(n)])),
         "malware": ("malware_detected_from_refusal", lambda: summary([malware(lab, siem) for _ in range(n)])),
+        "maintenance": ("maintenance", maintenances),
         "unknown-device": ("unknown_device_from_appearance", lambda: summary([unknown_device(lab, plan, siem, run) for run in range(n)])),
         "ingest": ("ingest", lambda: ingest(lab, siem, args.messages)),
     }
