@@ -281,6 +281,38 @@ def test_a_portal_line_from_another_host_is_not_the_idps_word(running_lab: Lab, 
     assert [(e["host"], e["source"], e["event_type"], e["user"]) for e in found] == [(bastion(running_lab).name, "idp-portal", "forged-source", None)]
 
 
+@pytest.mark.control("C-DET-06")
+def test_sshd_s_verdicts_written_by_a_vendor_s_shell_are_no_sign_ins_and_raise_nothing(running_lab: Lab, guessing: dict[str, Any],
+                                                                                      evidence) -> None:
+    """Negative twin of the brute-force checks: a process of the vendor's own user on the bastion
+    writes sshd's verdicts to the local syslog socket (`logger -t sshd`, what any shell there can
+    do): five failed passwords, then an accepted one, from the CT's address under this run's name.
+    The bastion's rsyslog sees from the kernel's credentials that the sender was not root (sshd's
+    monitor is) and ships them as forged-sshd: the siem stores six forged-source events, no failure
+    and no sign-in, and no alert holds them (brute-force-success would name the CT). The run's real
+    guessing (fixture guessing) is sshd's own: five ssh-login-failure events."""
+    lab = running_lab
+    b, person = bastion(lab), vendor(lab, "enabled").name
+    ct = next(h for h in lab.deployed_hosts() if "modalities" in h.groups and h.zone == "modality")
+    user = f"siem-{RUN}-forged"
+    lines = [f"Failed password for {user} from {ct.address} port {40001 + i} ssh2" for i in range(5)]
+    lines.append(f"Accepted password for {user} from {ct.address} port 40009 ssh2")
+    for line in lines:
+        im.exec_in(lab, b.name, "runuser", "-u", person, "--", "logger", "-t", "sshd", "-p", "auth.info", line)
+    stored = utc_now()
+    found = wait_for(f"the six forged lines of {user}", lambda: found if len(found := siem_json(lab, "events", "--contains", user)) >= 6 else [])
+    evaluated_after(lab, stored)
+    ids = {e["id"] for e in found}
+    held = [a["id"] for a in siem_json(lab, "alerts") if ids & set(a["events"])]
+    evidence.update(events=[(e["id"], e["source"], e["event_type"], e["user"], e["message"]) for e in found], alerts=held)
+    assert [(e["host"], e["source"], e["event_type"], e["user"], e["src_ip"]) for e in found] == \
+        [(b.name, "forged-sshd", "forged-source", None, None)] * 6
+    assert [e["message"] for e in found] == lines
+    assert held == []
+    real = siem_json(lab, "events", "--contains", guessing["users"][0])
+    assert [(e["source"], e["event_type"]) for e in real if e["id"] in guessing["events"]] == [("sshd", "ssh-login-failure")]
+
+
 # ---------------------------------------------------------------------------------------------
 # The PACS's own security events (its event log, shipped by roles/log_shipping)
 

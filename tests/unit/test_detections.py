@@ -162,6 +162,8 @@ def _record(program: str, msg: str, peer: str = "10.77.70.10") -> dict[str, Any]
     # a user name cannot smuggle another address in: the address is the one sshd appends, at the end
     ("sshd", "Failed password for invalid user x from 10.0.0.1 from 10.77.90.11 port 1 ssh2",
      {"event_type": "ssh-login-failure", "user": "x from 10.0.0.1", "src_ip": "10.77.90.11", "src_port": "1"}),
+    # sshd's words written by a vendor's shell on the bastion (not root): its rsyslog ships them as forged-sshd
+    ("forged-sshd", "Accepted password for x from 10.77.30.11 port 1 ssh2", {"event_type": "forged-source", "user": None, "src_ip": None}),
     ("tlog", json.dumps({"ver": "2.3", "host": "bastion", "user": "vendor1", "session": 7, "id": 1}),
      {"event_type": "vendor-session", "user": "vendor1", "outcome": "recorded"}),
     ("tlog", "not json", {"event_type": "syslog", "user": None}),

@@ -168,6 +168,10 @@ _SSHD_AUTH = re.compile(r"^(?P<verdict>Accepted|Failed) (?P<method>\S+) for (?:i
 _SSHD_INVALID = re.compile(r"^Invalid user (?P<user>.*) from (?P<ip>[0-9a-fA-F.:]+) port (?P<port>\d+)(?: \[preauth\])?$")
 
 
+# The name a log source's rsyslog gives a message its own rules found written under another
+# program's name (roles/bastion: sshd's verdict on a sign-in from any user but root, forged-sshd).
+FORGED_PREFIX = "forged-"
+
 # sudo's line (sudoers' "Defaults logfile" with log_year and log_host on a maintained host,
 # roles/maintenance; its syslog message on the bastion): "[<Mon dd hh:mm:ss yyyy> : ]<user> :
 # [<why refused> ; ][HOST=<host> ; ]TTY=<tty> ; PWD=<dir> ; USER=<run as> ; COMMAND=<command line>".
@@ -212,7 +216,9 @@ def normalise(record: dict[str, Any], assets: dict[str, Any], connections: dict[
     event.update(time=_utc(str(record.get("time", ""))), host=sender.get("host", peer),
                  sender_host=record.get("hostname"), source=record.get("programname"), event_type="syslog", message=msg)
     source = event["source"]
-    if source == "sshd":
+    if str(source).startswith(FORGED_PREFIX):
+        event.update(event_type="forged-source")  # the sender's own rsyslog found it was not its program's
+    elif source == "sshd":
         m = _SSHD_AUTH.match(msg)
         if m:
             ok = m["verdict"] == "Accepted"
