@@ -122,14 +122,15 @@ def _last_json(capsys: pytest.CaptureFixture[str]) -> Any:
 
 # What `scenario check` says of each control while the lab runs a scenario's vulnerable overlay,
 # written out: every control the overlay switches off fails its integration checks (W6 switches off
-# the second factor only: the directory's lockout and the exposure hold).
+# the second factor only: the directory's lockout and the exposure hold). W9 (C-DET-02 fails) is
+# left out of the suite to keep `make test` under 45 minutes (about 95 s): its break-and-fix passed
+# in CI on 4 December and by hand since; `pacslab scenario run W9 --vulnerable`, `check`, `reset`.
 VULNERABLE_VERDICTS = {
     "W3": {"C-ACC-05": "fails", "C-ACC-06": "fails"},
     "W4": {"C-DAT-03": "fails"},
     "W5": {"C-DAT-02": "fails", "C-ACC-06": "fails"},
     "W6": {"C-ACC-01": "holds", "C-ACC-02": "holds", "C-ACC-07": "fails"},
     "W7": {"C-MNT-01": "fails"},
-    "W9": {"C-DET-02": "fails"},
     "W12": {"C-PRT-05": "fails"},
 }
 
@@ -140,7 +141,7 @@ def test_break_and_fix(running_lab: Lab, scenario: str, capsys, evidence) -> Non
     """`scenario run ID --vulnerable` brings the lab into the scenario's overlay (a switch off, its
     controls waived) and every step goes as the vulnerable outcome says: W3's forged studies are
     stored, W4's altered image is "unverifiable", W5's capture holds the patient's name, W6's leaked password alone
-    opens the viewer, W9's object carrying malware is stored and served, W12's flood is neither limited nor logged.
+    opens the viewer, W12's flood is neither limited nor logged.
     `scenario check ID` then names each control as failing; `scenario reset ID` brings the lab's
     own definition back, and the fingerprint equals the one before the run."""
     lab = running_lab

@@ -182,6 +182,15 @@ def _record(program: str, msg: str, peer: str = "10.77.70.10") -> dict[str, Any]
     ("sudo", "Dec  4 12:17:01 2026 : vnd-acme : command not allowed ; HOST=pacs ; TTY=pts/0 ; PWD=/tmp/x ; USER=root ; COMMAND=/bin/ok ; "
              "USER=root ; COMMAND=/bin/cat /etc/shadow ; x",
      {"event_type": "sudo-command", "user": "vnd-acme", "outcome": "command-not-allowed"}),
+    # without a terminal (setsid sudo ...) sudo writes no TTY=
+    ("sudo", "Dec  4 13:06:15 2026 : vnd-acme : command not allowed ; HOST=pacs ; PWD=/ ; USER=root ; COMMAND=/bin/cat /etc/shadow",
+     {"event_type": "sudo-command", "user": "vnd-acme", "outcome": "command-not-allowed"}),
+    # a newline in the arguments is written #012 (sudo 1.9.13, tried): the line stays one use, of the person who ran it
+    ("sudo", "Dec  4 13:06:15 2026 : vx : command not allowed ; HOST=pacs ; PWD=/ ; USER=root ; COMMAND=/bin/cat 'x#012Dec  4 12:00:00 2026 "
+             ": other : HOST=pacs ; TTY=pts/0 ; PWD=/ ; USER=root ; COMMAND=/bin/sh'",
+     {"event_type": "sudo-command", "user": "vx", "outcome": "command-not-allowed"}),
+    # sshd's words behind a no-break space (a non-root sender the bastion did not mark) are no sign-in
+    ("sshd", "\u00a0Accepted password for x from 10.77.30.11 port 1 ssh2", {"event_type": "syslog", "user": None}),
     ("sudo", "pam_unix(sudo:session): session opened for user root(uid=0) by vnd-acme(uid=1000)", {"event_type": "syslog", "user": None}),
     # the PACS's event log (roles/orthanc's plugin), one JSON object per line
     ("orthanc-events", json.dumps({"event": "integrity-failure", "host": "pacs", "instance": "4af8", "detail": "MD5 mismatch",

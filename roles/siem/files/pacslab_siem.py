@@ -174,11 +174,14 @@ FORGED_PREFIX = "forged-"
 
 # sudo's line (sudoers' "Defaults logfile" with log_year and log_host on a maintained host,
 # roles/maintenance; its syslog message on the bastion): "[<Mon dd hh:mm:ss yyyy> : ]<user> :
-# [<why refused> ; ][HOST=<host> ; ]TTY=<tty> ; PWD=<dir> ; USER=<run as> ; COMMAND=<command line>".
-# The person and the verdict come before anything the person chose (the directory, the command's
-# arguments), so neither can be forged from the command line; the command is the rest of the line.
+# [<why refused> ; ][HOST=<host> ; ][TTY=<tty> ; ]PWD=<dir> ; USER=<run as> ; COMMAND=<command line>"
+# (no TTY= without a terminal: `setsid sudo ...`). The person and the verdict come before anything
+# the person chose (the directory, the command's arguments), so neither can be forged from the
+# command line, and sudo 1.9 writes a control character there as #ooo (a newline #012): one use is
+# one line. The command is the rest of the line.
 _SUDO = re.compile(r"^(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d(?: \d{4})? : )?(?P<user>[^\s:;]+) : (?:(?P<refused>[^;=]+?) ; )?"
-                   r"(?:HOST=\S+ ; )?TTY=\S+ ; PWD=.*? ; USER=(?P<run_as>\S+) ; (?:GROUP=\S+ ; )?(?:ENV=.*? ; )?COMMAND=(?P<command>.*)$")
+                   r"(?:HOST=\S+ ; )?(?:TTY=\S+ ; )?(?:CHROOT=\S+ ; )?PWD=.*? ; USER=(?P<run_as>\S+) ; (?:GROUP=\S+ ; )?(?:ENV=.*? ; )?"
+                   r"COMMAND=(?P<command>.*)$")
 
 
 def _sudo(msg: str) -> dict[str, Any]:
@@ -209,7 +212,7 @@ def normalise(record: dict[str, Any], assets: dict[str, Any], connections: dict[
     ``assets`` maps a lab address to its host (assets.json). ``connections``: what the ingest
     remembers across messages, a TLS front's open connections (_stunnel). Unknown shapes are kept
     as event_type "syslog" with their raw message: nothing is dropped."""
-    msg = str(record.get("msg", "")).strip()
+    msg = str(record.get("msg", "")).strip(" \t\r\n")  # ASCII only: sshd's words behind a no-break space are not sshd's
     peer = str(record.get("fromhost_ip", ""))
     event: dict[str, Any] = {f: None for f in FIELDS}
     sender = assets.get("addresses", {}).get(peer, {})
