@@ -130,9 +130,13 @@ def count(lab: Lab, siem: str, text: str) -> int:
     return int(out.strip())
 
 
+def bastion_key(plan: Plan) -> str:
+    """The bastion's public host key the lab generated ("ssh-ed25519 AAAA...")."""
+    return " ".join((Path(plan.secrets_dir) / f"ssh-host-{BASTION}.pub").read_text().split()[:2])
+
+
 def wrong_password(lab: Lab, plan: Plan, user: str) -> None:
-    key = " ".join((Path(plan.secrets_dir) / f"ssh-host-{BASTION}.pub").read_text().split()[:2])
-    ssh.session(lab, CLIENT, BASTION, user, known_host_key=key, notice="", password="bench-wrong", code=None)
+    ssh.session(lab, CLIENT, BASTION, user, known_host_key=bastion_key(plan), notice="", password="bench-wrong", code=None)
 
 
 def brute_force(lab: Lab, plan: Plan, siem: str) -> dict[str, float]:
@@ -273,9 +277,8 @@ def maintenance(lab: Lab, plan: Plan, siem: str) -> dict[str, float]:
     vendor = next(p for p in lab.people if "vendor" in p.roles and p.status() == "enabled")
     since = max((e["id"] for e in siem_rows(lab, siem, "events", "--contains", vendor.name)), default=0)
     mark = f"bench-mark-{secrets.token_hex(4)}"
-    key = " ".join((Path(plan.secrets_dir) / f"ssh-host-{BASTION}.pub").read_text().split()[:2])
     code = ssh.fresh_code(lab, BASTION, str(listeners.role_var(lab, BASTION, "bastion", "bastion_oath_file")), plan.secrets_dir, vendor.name)
-    result = ssh.session(lab, CLIENT, BASTION, vendor.name, known_host_key=key,
+    result = ssh.session(lab, CLIENT, BASTION, vendor.name, known_host_key=bastion_key(plan),
                          notice=str(listeners.role_var(lab, BASTION, "bastion", "bastion_notice")),
                          password=(Path(plan.secrets_dir) / f"person-{vendor.name}").read_text().split()[0], code=code,
                          commands=({"command": "maint pacs", "shell": True}, f"echo {mark}", "sudo -n /bin/cat /etc/shadow", "exit"))
