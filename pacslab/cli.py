@@ -490,7 +490,8 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
                 print(json.dumps(record, indent=1))
             elif record:
                 _print_table([("host", "address", "since", "by", "enforced", "reason")]
-                             + [(r["host"], a, r["since"], r["by"], "yes" if r["enforced"] else "NO", r["reason"]) for a, r in record.items()])
+                             + [(r["host"] or "(no lab host)", a, r["since"], r["by"], "yes" if r["enforced"] else "NO", r["reason"])
+                                for a, r in record.items()])
             else:
                 print("(no host in quarantine)")
             return EXIT_OK
@@ -504,7 +505,8 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
         print(json.dumps(entry, indent=1))
     else:
         done = "quarantined" if args.verb == "quarantine" else "released"
-        print(f"{args.host} ({entry['address']}) {done}" if entry["changed"] else f"{args.host} ({entry['address']}) was already {done}")
+        who = args.host if args.host == entry["address"] else f"{args.host} ({entry['address']})"
+        print(f"{who} {done}" if entry["changed"] else f"{who} was already {done}")
     return EXIT_OK
 
 
@@ -1027,7 +1029,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_quarantine)
     p = verb("release", "containment: take a host out of the fw's quarantine (logged on the fw)")
-    p.add_argument("host", help="the lab host")
+    p.add_argument("host", help="the lab host, or an address no host has in a lab zone (a rogue device the siem quarantined)")
     p.add_argument("--reason", help="why, for the fw's response log (default: by hand)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_quarantine)

@@ -22,8 +22,10 @@ import argparse
 import asyncio
 import base64
 import datetime
+import ipaddress
 import json
 import logging
+import logging.handlers
 import os
 import re
 import socket
@@ -46,6 +48,7 @@ ALERT_REASON = re.compile(r"^(?:SSLV3|TLSV1|TLSV13)_ALERT_(?P<alert>[A-Z_]+)$")
 VERDICT_WAIT = 0.5  # seconds a sender waits, after its handshake, for the server's verdict on its certificate
 WORKLISTS = Path(os.environ.get("PACSLAB_WORKLISTS", "/var/lib/orthanc/worklists"))
 MAX_MESSAGE = 1 << 20  # bytes; a longer frame is refused and the connection closed
+PROXY_WAIT = 10  # seconds the listener waits for a connection's PROXY header
 
 # MSH-18 (HL7 table 0211) -> (Python codec, DICOM Specific Character Set, PS3.3 C.12.1.1.2).
 # No MSH-18: 7-bit ASCII (HL7 v2.5 2.15.9.18), the DICOM default repertoire (no (0008,0005)).
@@ -332,6 +335,7 @@ def schedule(orders: list[Order], folder: Path = WORKLISTS) -> list[Path]:
     try:
         for order in orders:
             ds = worklist_item(order)
+            order.study_uid = str(ds.StudyInstanceUID)  # the one the acquired study keeps, for the record
             tmp = folder / f".{order.accession}.{uuid.uuid4().hex}.tmp"
             _write(ds, tmp)
             staged.append((tmp, folder / f"{order.accession}.wl"))
@@ -388,8 +392,32 @@ def ack(msg: hl7.Message | None, code: str, error: OrderError | None = None) -> 
     return "\r".join(lines) + "\r"
 
 
-def handle(block: bytes, folder: Path = WORKLISTS) -> bytes:
-    """One MLLP block in, its ACK out (never raises): every order of it scheduled (AA) or none (AE/AR)."""
+# The listener's record of every message it answered, for the siem (roles/ris writes it to
+# /var/log/pacslab/hl7-orders.json, roles/log_shipping ships it as hl7-orders): one JSON object per
+# line, {time (UTC, ISO 8601), event, src_ip, src_port (the sender, as stunnel saw it: PROXY protocol;
+# null when the listener was not told), control_id (MSH-10, at most 64 characters)} and
+# - "order-scheduled", one per order of an accepted message: ack "AA", accession, patient_id,
+#   issuer, station, modality, study_uid (the one its worklist item carries);
+# - "message-refused", one per refused message (or frame): ack (AE or AR), code (HL7 table 0357),
+#   where (ERR-2) and error, and no patient: nothing of a refused message is taken as true;
+# - "connection-refused": a connection without its PROXY header (not from the TLS front), closed.
+audit = logging.getLogger("orders.audit")
+
+
+def _record(event: str, sender: tuple[str, int] | None, **fields: Any) -> None:
+    entry = {"time": datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"), "event": event,
+             "src_ip": sender[0] if sender else None, "src_port": sender[1] if sender else None} | fields
+    audit.info(json.dumps(entry, sort_keys=True))
+
+
+def _refused(msg: hl7.Message | None, sender: tuple[str, int] | None, error: OrderError) -> None:
+    _record("message-refused", sender, control_id=_safe_control_id(msg)[:64], ack=error.ack, code=error.code, where=error.where,
+            error=str(error)[:200])
+
+
+def handle(block: bytes, folder: Path = WORKLISTS, sender: tuple[str, int] | None = None) -> bytes:
+    """One MLLP block in, its ACK out (never raises): every order of it scheduled (AA) or none (AE/AR).
+    ``sender``: (address, port) of the station that sent it, for the record (``audit``)."""
     msg: hl7.Message | None = None
     try:
         msg = header(block)
@@ -398,37 +426,85 @@ def handle(block: bytes, folder: Path = WORKLISTS) -> bytes:
         schedule(orders, folder)
         for order in orders:
             log.info("order %s: accession %s for %s scheduled for %s", order.control_id, order.accession, order.patient_id, order.station)
+            _record("order-scheduled", sender, control_id=_safe_control_id(msg)[:64], ack="AA", accession=order.accession,
+                    patient_id=order.patient_id, issuer=order.issuer, station=order.station, modality=order.modality,
+                    study_uid=order.study_uid)
         return ack(msg, "AA").encode("ascii")
     except OrderError as exc:
         log.warning("order refused (%s %s): %s", exc.ack, exc.code, exc)
+        _refused(msg, sender, exc)
         return ack(msg, exc.ack, exc).encode("ascii")
     except Exception as exc:  # a fault of ours: the sender is told, the listener goes on
         log.exception("order failed")
-        return ack(msg, "AR", OrderError(f"the RIS failed to process the message ({type(exc).__name__})", 207)).encode("ascii")
+        fault = OrderError(f"the RIS failed to process the message ({type(exc).__name__})", 207)
+        _refused(msg, sender, fault)
+        return ack(msg, "AR", fault).encode("ascii")
 
 
-async def serve(bind: str, port: int, folder: Path) -> None:
-    """The listener: one task per connection; each message is answered before the next is read."""
+# The PROXY protocol's version 1 header (HAProxy's proxy-protocol.txt 2.1), which stunnel
+# (`protocol = proxy`) sends before the stream: the TLS peer's address and port. At most 107 bytes.
+_PROXY_V1 = re.compile(rb"^PROXY TCP[46] (?P<src>[0-9A-Fa-f.:]+) (?P<dst>[0-9A-Fa-f.:]+) (?P<sport>\d{1,5}) (?P<dport>\d{1,5})\r\n$")
+PROXY_V1_MAX = 107
+
+
+async def read_proxy_header(reader: asyncio.StreamReader) -> tuple[str, int] | None:
+    """The sender (address, port) of a PROXY protocol v1 header at the start of ``reader``; None
+    when the first line is not one (too long, no CRLF within 107 bytes, another shape, not an
+    address or a port)."""
+    line = b""
+    while not line.endswith(b"\r\n"):
+        if len(line) >= PROXY_V1_MAX:
+            return None
+        byte = await reader.read(1)
+        if not byte:
+            return None
+        line += byte
+    m = _PROXY_V1.match(line)
+    if not m:
+        return None
+    try:
+        address, port = ipaddress.ip_address(m["src"].decode()), int(m["sport"])
+        ipaddress.ip_address(m["dst"].decode())
+    except ValueError:
+        return None
+    return (str(address), port) if 0 < port < 65536 else None
+
+
+async def serve(bind: str, port: int, folder: Path, proxied: bool = False) -> None:
+    """The listener: one task per connection; each message is answered before the next is read.
+    ``proxied``: each connection begins with a PROXY protocol v1 header (stunnel's, roles/ris) naming
+    the sender; one that does not is closed unanswered."""
 
     async def connection(reader: Any, writer: Any) -> None:
         peer = writer.get_extra_info("peername")
+        sender: tuple[str, int] | None = None
         try:
+            if proxied:
+                sender = await asyncio.wait_for(read_proxy_header(reader), PROXY_WAIT)
+                if sender is None:
+                    log.warning("no PROXY header from %s: connection closed", peer)
+                    _record("connection-refused", None, error="no PROXY protocol header: not from the TLS front")
+                    return
+            who = sender or peer
             while True:
                 try:
                     block = await reader.readblock()
                 except asyncio.IncompleteReadError:
                     return  # the sender closed
                 except InvalidBlockError:
-                    log.warning("bytes before a start block from %s: refused", peer)
-                    writer.writeblock(ack(None, "AR", OrderError("not an MLLP block (no <VT>)", 100, "MSH^1", "AR")).encode())
+                    log.warning("bytes before a start block from %s: refused", who)
+                    refusal = OrderError("not an MLLP block (no <VT>)", 100, "MSH^1", "AR")
+                    _refused(None, sender, refusal)
+                    writer.writeblock(ack(None, "AR", refusal).encode())
                     await writer.drain()
                     continue
                 except ValueError:
-                    log.warning("a frame longer than %d bytes from %s: connection closed", MAX_MESSAGE, peer)
+                    log.warning("a frame longer than %d bytes from %s: connection closed", MAX_MESSAGE, who)
+                    _refused(None, sender, OrderError(f"a frame longer than {MAX_MESSAGE} bytes: connection closed", 100, "", "AR"))
                     return
-                writer.writeblock(await asyncio.to_thread(handle, block, folder))
+                writer.writeblock(await asyncio.to_thread(handle, block, folder, sender))
                 await writer.drain()
-        except ConnectionError:
+        except (ConnectionError, TimeoutError):
             return
         finally:
             writer.close()
@@ -603,6 +679,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bind", default="127.0.0.1", help="address to listen on (stunnel forwards to it)")
     p.add_argument("--port", type=int, default=2576, help="TCP port to listen on")
     p.add_argument("--worklists", type=Path, default=WORKLISTS, help="folder of the worklist items the orders become")
+    p.add_argument("--proxy-protocol", action="store_true", help="each connection begins with stunnel's PROXY v1 header (the sender)")
+    p.add_argument("--record", type=Path, help="append the record of each message answered here, one JSON object per line (``audit``)")
     p = sub.add_parser("send", help="send one new order; prints the ACK as JSON; exits 1 unless the RIS accepts it (AA)")
     p.add_argument("--config", type=Path, default=Path("/etc/pacslab/dicom.json"), help="the node's DICOM/HL7 configuration")
     for k, helptext in (("patient-id", "PID-3, the patient identifier"), ("patient-name", "PID-5, family^given"),
@@ -621,7 +699,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s orders %(levelname)s %(message)s", stream=sys.stderr)
     if args.command == "listen":
-        asyncio.run(serve(args.bind, args.port, args.worklists))
+        if args.record:
+            handler = logging.handlers.WatchedFileHandler(args.record, encoding="utf-8")  # reopened after a rotation (roles/log_rotation)
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            audit.addHandler(handler)
+            audit.propagate = False
+        asyncio.run(serve(args.bind, args.port, args.worklists, proxied=args.proxy_protocol))
         return 0
     cfg: dict[str, Any] = json.loads(args.config.read_text())
     ris = cfg["peers"]["ris-hl7"]

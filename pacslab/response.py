@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import ipaddress
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -45,6 +46,24 @@ def target(lab: Lab, name: str) -> str:
     return str(host.address)
 
 
+def release_target(lab: Lab, name: str) -> str:
+    """The address to release for ``name``: a lab host's (``target``), or an IPv4 address no host
+    has inside one of the lab's zones (a rogue device the siem had quarantined: unknown-device);
+    ContainmentError says why there is none."""
+    if name in lab.hosts:
+        return target(lab, name)
+    try:
+        address = ipaddress.IPv4Address(name)
+    except ValueError:
+        return target(lab, name)  # no host, no address: target names the error
+    owner = next((h.name for h in lab.hosts.values() if h.address == address), None)
+    if owner is not None:
+        return target(lab, owner)
+    if not any(address in zone.subnet for zone in lab.zones.values()):
+        raise ContainmentError(f"{address} is in no zone of lab {lab.name!r}: nothing of the lab's to release")
+    return str(address)
+
+
 def _run(lab: Lab, *args: str) -> dict[str, Any]:
     proc = docker("exec", lab.container_name(lab.router.name), COMMAND, *args, check=False, timeout=60)
     try:
@@ -63,8 +82,9 @@ def quarantine(lab: Lab, name: str, reason: str, by: str | None = None) -> dict[
 
 
 def release(lab: Lab, name: str, reason: str, by: str | None = None) -> dict[str, Any]:
-    """Take ``name`` out of the quarantine set; the fw's log entry (action "release")."""
-    return _run(lab, "release", target(lab, name), "--by", by or getpass.getuser(), "--reason", reason)
+    """Take ``name`` (a lab host, or an address no host has in a lab zone: ``release_target``) out of
+    the quarantine set; the fw's log entry (action "release")."""
+    return _run(lab, "release", release_target(lab, name), "--by", by or getpass.getuser(), "--reason", reason)
 
 
 def release_address(lab: Lab, address: str, reason: str, by: str | None = None) -> dict[str, Any]:

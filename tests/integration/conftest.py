@@ -86,29 +86,34 @@ def segmentation(running_lab: Lab, plan: Plan, state: Path) -> Iterator[Segmenta
     is a window of authorised activity, so that it quarantines nobody (pacslab.response.authorised)."""
     lab = running_lab
     cases = seg.build_cases(lab)
-    started = standins.start(lab, plan, cases, state)
-    assert started.ok, f"stand-ins failed: {started.failures}"
-    try:
-        standins.wait_listening(lab, plan, cases)
-        offset = standins.drop_log_mark(lab)
-        before = flow_counters(lab)
-        with response.authorised(lab, "the segmentation check's probes (tests/integration)", sorted({c.src.address for c in cases}),
-                                 by="pacslab-tests"):
-            t0 = time.monotonic()
-            outcomes = standins.run_cases(lab, cases)
-            probe_seconds = time.monotonic() - t0
-        after = flow_counters(lab)
-        counted = {f: after.get(f, 0) - before.get(f, 0) for f in after}
-        denied = [c for c in cases if c.kind != "allow"]
-        deadline = time.monotonic() + LOG_DEADLINE
-        while True:
-            entries = seg.parse_drop_log(standins.read_drop_log(lab, offset))
-            if all(seg.logged(c, entries) for c in denied) or time.monotonic() > deadline:
-                break
-            time.sleep(1)
-        yield SegmentationRun(cases, outcomes, entries, probe_seconds, counted)
-    finally:
-        standins.remove(lab)
+    # The stand-ins are devices at addresses no deployed host has: the scanner's sweeps find them and
+    # the siem raises unknown-device, which quarantines an address. They are the lab's own, so their
+    # whole life is a window of authorised activity for their addresses (and for theirs only).
+    devices = sorted({n.ipv4_address for c in standins.standin_plans(lab, plan, cases) for n in c.networks})
+    with response.authorised(lab, "the segmentation check's stand-ins (tests/integration)", devices, minutes=240, by="pacslab-tests"):
+        started = standins.start(lab, plan, cases, state)
+        try:
+            assert started.ok, f"stand-ins failed: {started.failures}"
+            standins.wait_listening(lab, plan, cases)
+            offset = standins.drop_log_mark(lab)
+            before = flow_counters(lab)
+            with response.authorised(lab, "the segmentation check's probes (tests/integration)", sorted({c.src.address for c in cases}),
+                                     by="pacslab-tests"):
+                t0 = time.monotonic()
+                outcomes = standins.run_cases(lab, cases)
+                probe_seconds = time.monotonic() - t0
+            after = flow_counters(lab)
+            counted = {f: after.get(f, 0) - before.get(f, 0) for f in after}
+            denied = [c for c in cases if c.kind != "allow"]
+            deadline = time.monotonic() + LOG_DEADLINE
+            while True:
+                entries = seg.parse_drop_log(standins.read_drop_log(lab, offset))
+                if all(seg.logged(c, entries) for c in denied) or time.monotonic() > deadline:
+                    break
+                time.sleep(1)
+            yield SegmentationRun(cases, outcomes, entries, probe_seconds, counted)
+        finally:
+            standins.remove(lab)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -22,17 +22,18 @@ from typing import Any
 
 import pytest
 
-from pacslab import discovery
+from pacslab import discovery, response
 from pacslab.docker import docker
 from pacslab.plan import LABEL_LAB, LABEL_ROLE, Plan
 from pacslab.probes import portscan
 from pacslab.topology import Host, Lab
 
-from .test_response import modalities, scanner, vna, wait
-from .test_siem import WAIT, siem_json, utc_now, wait_for
+from .test_response import CONTAINED_WITHIN, modalities, pacs, scanner, vna, wait
+from .test_siem import WAIT, evaluated_after, siem_json, utc_now, wait_for
 
 RUN = secrets.token_hex(3)
 BASE = 22000 + secrets.randbelow(90) * 100  # source ports of this run, below the ephemeral range (32768-60999)
+FOLLOW = 3  # seconds: the fw asks the siem for its containment decisions every 2 s (roles/firewall firewall_follow_every)
 
 def drops_from(lab: Lab, address: str, source: int) -> list[dict[str, Any]]:
     return [e for e in siem_json(lab, "events", "--contains", f'"src_port": {source},')
@@ -51,7 +52,8 @@ def modality(lab: Lab) -> Host:
 def rogue(running_lab: Lab, plan: Plan) -> Iterator[tuple[str, str]]:
     """A container of the tools image on the modality zone's network at an address no host of the
     lab definition has (labelled as the lab's, so `pacslab down` removes it if this check cannot):
-    (its name, its address). Removed afterwards."""
+    (its name, its address). Removed afterwards, and its address released from the fw's quarantine,
+    where unknown-device put it (C-RSP-02), once the siem has weighed everything the rogue sent."""
     lab = running_lab
     zone = lab.zones[modality(lab).zone]
     taken = {str(h.address) for h in lab.hosts.values() if h.address} | {str(zone.router)}
@@ -63,22 +65,50 @@ def rogue(running_lab: Lab, plan: Plan) -> Iterator[tuple[str, str]]:
         yield name, address
     finally:
         docker("rm", "-f", name, check=False)
+        # An event of the rogue's stored after a release decides again: release once the siem has
+        # weighed what came before the removal (and the fw has pulled what it decided), then again
+        # if something that came late still brought a decision.
+        before: list[int] | None = None
+        for _ in range(2):
+            evaluated_after(lab, utc_now())
+            decided = [d["id"] for d in siem_json(lab, "containment") if d["address"] == address]
+            if decided == before:
+                break
+            time.sleep(FOLLOW)
+            if address in response.quarantined(lab):
+                response.release_address(lab, address, "check done: the rogue device is gone", by="pacslab-tests")
+            before = decided
 
 
 @pytest.mark.control("C-AST-01")
-def test_a_rogue_device_in_the_modality_zone_raises_unknown_device(running_lab: Lab, rogue: tuple[str, str], evidence) -> None:
-    """The rogue knocks on the fw's address in its zone (it has no route beyond): the fw drops it
-    (input) and the siem stores the drop with no src_host and src_zone modality, and raises
-    unknown-device (high) about the address and its zone."""
+@pytest.mark.control("C-RSP-02")
+def test_a_rogue_device_in_the_modality_zone_raises_unknown_device_and_is_quarantined(running_lab: Lab, routed_rogue: tuple[str, str],
+                                                                                     evidence) -> None:
+    """The rogue knocks on the fw's address in its zone and tries the PACS's DICOM port: the fw
+    drops both (no flow names it; the PACS's SYN goes unanswered) and the siem stores the knock with
+    no src_host and src_zone modality, and raises unknown-device (high) about the address and its
+    zone. The alert quarantines the address (the fw pulls the siem's decision, C-RSP-02) within
+    30 s: the rogue's next SYN to the PACS is answered by the fw with a reset and logged as the
+    quarantine's."""
     lab = running_lab
-    name, address = rogue
-    zone = modality(lab).zone
+    name, address = routed_rogue
+    zone, target = modality(lab).zone, pacs(lab)
+    dicom = target.dicom_port
     assert portscan.scan_in(name, str(lab.zones[zone].router), (22,), BASE) == ["unanswered"]
+    assert portscan.scan_in(name, str(target.address), (dicom,), BASE + 1) == ["unanswered"]
     drop = wait_for("the rogue's drop", lambda: drops_from(lab, address, BASE))[0]
     alert = wait_for("unknown-device", lambda: alerts_holding(lab, "unknown-device", drop["id"]))[0]
-    evidence.update(rogue=address, drop={k: drop[k] for k in ("id", "outcome", "src_host", "src_zone")}, alert=alert)
+    held = wait(f"quarantine of {address}", CONTAINED_WITHIN, lambda: response.quarantined(lab).get(address))
+    answered = portscan.scan_in(name, str(target.address), (dicom,), BASE + 2)
+    quarantined = wait_for("the fw's log of the quarantined SYN", lambda: drops_from(lab, address, BASE + 2))[0]
+    evidence.update(rogue=address, drop={k: drop[k] for k in ("id", "outcome", "src_host", "src_zone")}, alert=alert, held=held,
+                    answered=answered, quarantined={k: quarantined[k] for k in ("outcome", "dst_ip", "dst_port")})
     assert (drop["outcome"], drop["src_host"], drop["src_zone"]) == ("input", None, zone)
     assert (alert["severity"], alert["entities"]) == ("high", {"src_ip": address, "src_zone": zone})
+    assert (held["host"], held["by"], held["reason"], held["enforced"]) == (
+        "", "siem", f"siem alert {alert['id']}: unknown-device (no lab host has {address}, in the {zone} zone)", True)
+    assert answered == ["refused"]
+    assert (quarantined["outcome"], quarantined["dst_ip"], str(quarantined["dst_port"])) == ("quarantine", str(target.address), str(dicom))
 
 
 @pytest.mark.control("C-DET-05")
@@ -133,7 +163,7 @@ def swept_zones(lab: Lab) -> set[str]:
 @pytest.fixture
 def routed_rogue(running_lab: Lab, plan: Plan, rogue: tuple[str, str]) -> tuple[str, str]:
     """The rogue with the fw as its default route, as a device set up for its zone (a DHCP lease
-    would give it that) has: it answers what reaches it from another zone. The route is set from
+    would give it that) has: it answers what reaches it from another zone, and reaches the fw's other zones. The route is set from
     outside (a helper in its network namespace with NET_ADMIN, as roles/lab_provision does), the
     rogue holds no capability. A device with no route out of its zone answers no sweep from
     another zone: only a sweep inside the zone would find it (not built, README)."""

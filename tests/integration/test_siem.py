@@ -35,7 +35,8 @@ from .test_bastion import CLIENT, bastion, login, vendor
 from .test_idp import CLIENT as IDP_CLIENT
 from .test_idp import idp, one, secret
 from .test_idp import sign_in as idp_sign_in
-from .test_imaging import reader, the, tls_stations
+from .test_imaging import modality_of, order_entry, reader, the, tls_stations
+from .test_orders import _message
 from .test_rproxy import basic_auth, proxy
 
 RUN = secrets.token_hex(3)
@@ -108,11 +109,14 @@ def sources(lab: Lab) -> list[str]:
 
 
 def not_a_source(lab: Lab) -> str:
-    """A host with a lab certificate that is no log source: the RIS in the reference lab."""
-    candidates = [h.name for h in lab.deployed_hosts() if h.image == "orthanc" and h.name not in sources(lab)]
+    """A host with a lab certificate and Python that is no log source: an Orthanc host outside
+    siem_sources, else a workstation of the clinical zone (ws-rad in the reference lab)."""
+    candidates = sorted((h for h in lab.deployed_hosts() if h.name not in sources(lab)
+                         and (h.image == "orthanc" or (h.image == "dicom" and h.zone == "clinical"))),
+                        key=lambda h: (h.image != "orthanc", h.name))
     if not candidates:
-        pytest.skip(f"lab {lab.name!r} has no Orthanc host outside siem_sources")
-    return candidates[0]
+        pytest.skip(f"lab {lab.name!r} has no Orthanc host or clinical workstation outside siem_sources")
+    return candidates[0].name
 
 
 def siem_log(lab: Lab) -> list[str]:
@@ -123,8 +127,8 @@ def siem_log(lab: Lab) -> list[str]:
 @pytest.mark.control("C-PRT-01")
 def test_the_siem_takes_syslog_from_a_log_source_s_certificate_only(running_lab: Lab, evidence) -> None:
     """The bastion (a log source) with its lab certificate: the session stays open and the message
-    is stored. Without a certificate, from the RIS (a valid lab certificate, but not a log
-    source), in cleartext: rsyslog ends the session (it sends no TLS alert) and says why; nothing
+    is stored. Without a certificate, from a reading workstation (a valid lab certificate, but not a
+    log source), in cleartext: rsyslog ends the session (it sends no TLS alert) and says why; nothing
     is stored."""
     source, s, other = bastion(running_lab), siem(running_lab).name, not_a_source(running_lab)
     cases = {"own": (source.name, "tls-own-certificate"), "nocert": (source.name, "tls-no-certificate"),
@@ -939,6 +943,108 @@ def test_the_dicom_tls_front_s_refusals_reach_the_siem_with_the_caller_s_address
     assert kinds[str(base + 2)][:2] == [("tls-connection", "accepted", None), ("tls-client-certificate", "accepted", station.name)]
     assert "tls-handshake-refused" not in [kind for kind, _, _ in kinds[str(base + 2)]]
     assert {e["host"] for events in seen.values() for e in events} == {pacs.name}
+
+
+# ---------------------------------------------------------------------------------------------
+# The RIS's HL7 front as a log source (C-PRT-01): its listener's record and its TLS front's log
+
+
+def ris_source(lab: Lab) -> Host:
+    ris = the(lab, "ris_servers")
+    if ris.name not in sources(lab):
+        pytest.skip(f"the RIS of lab {lab.name!r} is no log source")
+    return ris
+
+
+@pytest.fixture(scope="module")
+def hl7_traffic(running_lab: Lab) -> dict[str, Any]:
+    """From the order-entry station, through the RIS's TLS front: on one connection an order of this
+    run (accepted) and one whose modality is no DICOM code string (refused, AE 102); then a
+    connection that shows no client certificate. Their events in the siem."""
+    lab = running_lab
+    ris, sender = ris_source(lab), order_entry(lab)
+    station = tls_stations(lab)[0]
+    tag = secrets.token_hex(3).upper()
+    good = _message(str(station.ae_title), modality_of(lab, station), f"G{tag}", pid=f"PG{tag}", name="PACSLAB^HEARD", control=f"CG{tag}")
+    bad = _message(str(station.ae_title), "C T!", f"R{tag}", pid=f"PR{tag}", name="PACSLAB^REFUSED", control=f"CR{tag}")
+    since = utc_now()
+    acks = im.send_raw(lab, sender.name, [good.encode(), bad.encode()])
+    no_cert = im.send_order(lab, sender.name, f"N{tag}", str(station.ae_title), modality_of(lab, station), "PACSLAB^NOCERT", f"PN{tag}",
+                            "--no-cert")
+    scheduled = wait_for("the scheduled order's record", lambda: [e for e in siem_json(lab, "events", "--contains", f"G{tag}")
+                                                                  if e["source"] == "hl7-orders"])
+    refused = wait_for("the refused message's record", lambda: [e for e in siem_json(lab, "events", "--contains", f"CR{tag}")
+                                                                if e["source"] == "hl7-orders"])
+
+    def front() -> dict[str, list[dict[str, Any]]]:
+        opened = [e for e in siem_json(lab, "events", "--contains", f"Service [hl7] accepted connection from {sender.address}:")
+                  if e["time"] >= since and e["host"] == ris.name]
+        if not opened:
+            return {}
+        found: dict[str, list[dict[str, Any]]] = {}
+        for e in siem_json(lab, "events", "--since-id", str(min(e["id"] for e in opened) - 1)):
+            if e["source"] == "hl7-front" and e["src_ip"] == str(sender.address):
+                found.setdefault(str(e["src_port"]), []).append(e)
+        return found
+
+    connections = wait_for("the TLS front's refusal", lambda: (found := front()) and any(
+        e["event_type"] == "tls-handshake-refused" for events in found.values() for e in events) and found)
+    worklist = {i["accession"]: i for i in im.dicomsim(lab, station.name, "worklist", "--peer", ris.name)["items"]}
+    return {"ris": ris, "sender": sender, "tag": tag, "acks": acks, "no_cert": no_cert, "scheduled": scheduled, "refused": refused,
+            "front": connections, "worklist": worklist}
+
+
+@pytest.mark.control("C-PRT-01")
+def test_an_order_the_ris_schedules_reaches_the_siem_with_the_station_s_address_and_the_patient(running_lab: Lab,
+                                                                                              hl7_traffic: dict[str, Any],
+                                                                                              evidence) -> None:
+    """The listener's record of the accepted order (its TLS front tells it the sender: PROXY
+    protocol) is an hl7-order-scheduled event of the RIS naming the order-entry station's address,
+    the patient, and the Study Instance UID the station's worklist answers with."""
+    t = hl7_traffic
+    (event,) = t["scheduled"]
+    evidence.update(ack=t["acks"][0], event=event)
+    assert (t["acks"][0]["ack"], t["acks"][0]["control_id"]) == ("AA", f"CG{t['tag']}")
+    assert {k: event[k] for k in ("host", "source", "event_type", "outcome", "src_ip", "src_host", "src_zone", "patient_id", "dst_ip")} == {
+        "host": t["ris"].name, "source": "hl7-orders", "event_type": "hl7-order-scheduled", "outcome": "AA",
+        "src_ip": str(t["sender"].address), "src_host": t["sender"].name, "src_zone": t["sender"].zone, "patient_id": f"PG{t['tag']}",
+        "dst_ip": str(t["ris"].address)}
+    assert event["study_uid"] == t["worklist"][f"G{t['tag']}"]["study_uid"]
+
+
+@pytest.mark.control("C-PRT-01")
+def test_a_message_the_ris_refuses_reaches_the_siem_with_why_and_no_patient(running_lab: Lab, hl7_traffic: dict[str, Any],
+                                                                           evidence) -> None:
+    """The twin: the refused message is an hl7-message-refused event naming the station and the
+    ACK's codes (AE, HL7 error 102), with no patient; no event of the siem holds its patient's
+    identifier, and its accession is in no worklist."""
+    t = hl7_traffic
+    (event,) = t["refused"]
+    evidence.update(ack=t["acks"][1], event=event)
+    assert (t["acks"][1]["ack"], t["acks"][1]["error_code"]) == ("AE", "102")
+    assert {k: event[k] for k in ("host", "event_type", "outcome", "src_ip", "patient_id", "study_uid")} == {
+        "host": t["ris"].name, "event_type": "hl7-message-refused", "outcome": "AE-102", "src_ip": str(t["sender"].address),
+        "patient_id": None, "study_uid": None}
+    assert siem_json(running_lab, "events", "--contains", f"PR{t['tag']}") == []
+    assert f"R{t['tag']}" not in t["worklist"]
+
+
+@pytest.mark.control("C-PRT-01")
+@pytest.mark.control("C-DAT-02")
+def test_a_handshake_the_ris_s_hl7_front_refuses_reaches_the_siem_with_the_station_s_address(running_lab: Lab,
+                                                                                            hl7_traffic: dict[str, Any],
+                                                                                            evidence) -> None:
+    """The connection without a client certificate is refused by the RIS's TLS front (the sender
+    gets a TLS error, no ACK): its log reaches the siem as tls-handshake-refused
+    (peer-did-not-return-a-certificate) with the station's address and source port, while the
+    connection that carried the two messages shows no refusal."""
+    t = hl7_traffic
+    kinds = {port: [(e["event_type"], e["outcome"]) for e in events] for port, events in t["front"].items()}
+    evidence.update(no_cert=t["no_cert"], front=kinds)
+    assert (t["no_cert"]["ack"], t["no_cert"]["error_type"]) == ("", "SSLError")
+    refused = [port for port, seen in kinds.items() if ("tls-handshake-refused", "peer-did-not-return-a-certificate") in seen]
+    assert len(refused) == 1 and kinds[refused[0]][0] == ("tls-connection", "accepted")
+    assert {e["host"] for events in t["front"].values() for e in events} == {t["ris"].name}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -48,9 +48,14 @@ ASSETS = {"addresses": {"10.77.90.11": {"host": "vendor-eng", "zone": "internet"
                         "10.77.10.11": {"host": "idp", "zone": "enterprise", "owner": "it-identity", "criticality": "high",
                                         "address": "10.77.10.11", "image": "idp"},
                         "10.77.60.10": {"host": "rproxy", "zone": "dmz", "owner": "it-infra", "criticality": "high",
-                                        "address": "10.77.60.10", "image": "rproxy"}},
+                                        "address": "10.77.60.10", "image": "rproxy"},
+                        "10.77.40.12": {"host": "ris", "zone": "datacenter", "owner": "radiology-it", "criticality": "high",
+                                        "address": "10.77.40.12", "image": "orthanc", "groups": ["pacslab_deployed", "ris_servers"]},
+                        "10.77.20.11": {"host": "ws-tech", "zone": "clinical", "owner": "radiology", "criticality": "medium",
+                                        "address": "10.77.20.11", "image": "dicom"}},
           "hosts": {}, "ae_titles": {"CT01": "mod-ct", "MR01": "mod-mr", "LEGACY01": "mod-legacy"},
-          "zones": {"modality": "10.77.30.0/24", "legacy": "10.77.31.0/24", "datacenter": "10.77.40.0/24", "security": "10.77.50.0/24",
+          "zones": {"clinical": "10.77.20.0/24", "modality": "10.77.30.0/24", "legacy": "10.77.31.0/24", "datacenter": "10.77.40.0/24",
+                    "security": "10.77.50.0/24",
                     "vendor": "10.77.70.0/24", "internet": "10.77.90.0/24"},
           "spared_zones": ["security"], "vendors": ["vnd-acme", "vnd-old"]}
 
@@ -384,7 +389,7 @@ def test_normalise_the_idps_portal_log(msg: str, expected: dict[str, Any]) -> No
 
 
 @pytest.mark.parametrize("program", ["orthanc-events", "dicom-audit", "orthanc-log", "fw-drops", "fw-response", "suricata", "discovery",
-                                     "idp-portal", "rproxy-access"])
+                                     "idp-portal", "rproxy-access", "hl7-orders", "hl7-front", "dicom-front"])
 def test_the_pacs_s_programs_from_another_host_are_marked_forged(program: str) -> None:
     """`logger -t orthanc-events '{"event": "integrity-failure"}'` in a vendor's shell on the bastion
     (a log source) is not the PACS's word: stored as forged-source, and no rule reads it as an
@@ -483,6 +488,54 @@ def test_a_parser_that_fails_does_not_end_the_ingest(monkeypatch: pytest.MonkeyP
     siem.ingest(lines, out, db, ASSETS)
     assert out.getvalue() == "OK\nOK\nOK\n"
     assert [e["event_type"] for e in siem.events(db)] == ["unparsed", "ssh-invalid-user"]
+
+
+RIS = "10.77.40.12"
+HL7_SCHEDULED = ('{"accession": "A51", "ack": "AA", "control_id": "C5", "event": "order-scheduled", "issuer": "HOSP", "modality": "CT", '
+                 '"patient_id": "P5", "src_ip": "10.77.20.11", "src_port": 40001, "station": "CT01", "study_uid": "1.2.826.0.1.3680043.10.1077.5", '
+                 '"time": "2026-12-04T15:00:00.000Z"}')
+HL7_REFUSED = ('{"ack": "AE", "code": 102, "control_id": "C6", "error": "OBR-24 is not a valid modality", "event": "message-refused", '
+               '"src_ip": "10.77.20.11", "src_port": 40002, "time": "2026-12-04T15:00:01.000Z", "where": "OBR^1^24"}')
+HL7_CONNECTION = ('{"error": "no PROXY protocol header: not from the TLS front", "event": "connection-refused", "src_ip": null, '
+                  '"src_port": null, "time": "2026-12-04T15:00:02.000Z"}')
+
+
+@pytest.mark.parametrize(("msg", "expected"), [
+    (HL7_SCHEDULED, {"event_type": "hl7-order-scheduled", "outcome": "AA", "patient_id": "P5", "study_uid": "1.2.826.0.1.3680043.10.1077.5",
+                     "src_ip": "10.77.20.11", "src_port": "40001", "src_host": "ws-tech", "src_zone": "clinical", "dst_ip": RIS}),
+    (HL7_REFUSED, {"event_type": "hl7-message-refused", "outcome": "AE-102", "patient_id": None, "src_ip": "10.77.20.11",
+                   "src_port": "40002", "src_host": "ws-tech"}),
+    (HL7_CONNECTION, {"event_type": "hl7-connection-refused", "outcome": "no-proxy-header", "src_ip": None, "patient_id": None}),
+    ('{"event": "order-scheduled", "src_ip": ["10.77.20.11"], "patient_id": {"x": 1}, "src_port": true}',
+     {"event_type": "hl7-order-scheduled", "src_ip": None, "patient_id": None, "src_port": None}),
+    ('{"event": "something-else"}', {"event_type": "syslog", "src_ip": None}),
+    ("2026-12-04 15:00:00,000 orders INFO order C5: accession A51", {"event_type": "syslog", "patient_id": None}),
+])
+def test_normalise_the_ris_s_order_record(msg: str, expected: dict[str, Any]) -> None:
+    """The RIS's HL7 listener's record: each scheduled order with the sending station's address and
+    its patient and study; a refused message with its ACK code and HL7 error code and no patient; a
+    stream that did not come through the TLS front. From the PACS, which has the RIS's image but is
+    not a RIS, the same line is forged."""
+    event = siem.normalise(_record("hl7-orders", msg, peer=RIS), ASSETS)
+    assert {k: event[k] for k in expected} == expected
+    assert (event["host"], event["source"], event["message"]) == ("ris", "hl7-orders", msg)
+    assert siem.normalise(_record("hl7-orders", msg, peer="10.77.40.10"), ASSETS)["event_type"] == "forged-source"
+
+
+def test_the_ris_s_hl7_front_is_read_as_a_tls_front_from_the_ris_only() -> None:
+    """stunnel in front of the RIS's HL7 listener writes what the PACS's DICOM front does: the
+    station's address, the certificate it showed, a refused handshake. The PACS sending it is forged."""
+    import io
+    lines = [(RIS, "2026.12.04 15:00:00 LOG5[3]: Service [hl7] accepted connection from 10.77.20.11:40005"),
+             (RIS, "2026.12.04 15:00:00 LOG3[3]: SSL_accept: ../ssl/statem/statem_srvr.c:3517: error:0A0000C7:SSL routines::"
+                   "peer did not return a certificate"),
+             ("10.77.40.10", "2026.12.04 15:00:01 LOG5[4]: Service [hl7] accepted connection from 10.77.20.11:40006")]
+    db = siem.connect(Path(":memory:"))
+    siem.ingest([json.dumps(_record("hl7-front", msg, peer)) + "\n" for peer, msg in lines], io.StringIO(), db, ASSETS)
+    assert [(e["host"], e["event_type"], e["outcome"], e["src_ip"], e["src_port"]) for e in siem.events(db)] == [
+        ("ris", "tls-connection", "accepted", "10.77.20.11", "40005"),
+        ("ris", "tls-handshake-refused", "peer-did-not-return-a-certificate", "10.77.20.11", "40005"),
+        ("pacs", "forged-source", None, None, None)]
 
 
 def test_a_tls_fronts_lines_take_their_connections_address() -> None:
@@ -725,8 +778,15 @@ def test_a_port_scan_quarantines_the_lab_host_that_scans(rules) -> None:
     assert _decisions(rules["port-scan"], _scan("10.77.31.10")) == [(1, "10.77.31.10", "mod-legacy", "quarantine", "siem alert 1: port-scan")]
 
 
+def test_a_port_scan_from_an_address_no_host_has_inside_a_lab_zone_quarantines_that_address(rules) -> None:
+    """A rogue device in the clinical zone: the fw cuts it off as it would a lab host."""
+    assert _decisions(rules["port-scan"], _scan("10.77.20.250")) == [
+        (1, "10.77.20.250", None, "quarantine", "siem alert 1: port-scan (no lab host has 10.77.20.250, in the clinical zone)")]
+
+
 @pytest.mark.parametrize(("src_ip", "host", "reason"), [
-    ("10.77.20.250", None, "10.77.20.250 is no lab host's: nothing the fw may quarantine"),
+    ("192.0.2.7", None, "192.0.2.7 is no lab host's and in no lab zone: nothing the fw may quarantine"),
+    ("10.77.50.250", None, "10.77.50.250 is in the security zone, which a quarantined host keeps"),
     ("10.77.50.254", "fw", "the fw's own address"),
     ("10.77.50.10", "siem", "siem is in the security zone, which a quarantined host keeps"),
     ("10.77.40.10", "pacs", "pacs is a critical asset: containing it stops clinical work, a person decides (pacslab quarantine)"),
@@ -757,6 +817,20 @@ def test_an_authorised_scan_raises_its_alert_but_contains_nobody(rules) -> None:
     stray = [{"at": 5, "source": "fw-drops", "event_type": "fw-drop", "outcome": "egress", "proto": "udp", "src_ip": "10.77.31.10",
               "dst_ip": "10.255.255.53", "dst_port": "53"}]
     assert _decisions(rules["port-scan"], stray + _scan("10.77.31.10", at=10), window=(8, 60))[0][3] == "withheld"
+
+
+def _unknown_device(src_ip: str, zone: str) -> list[dict[str, Any]]:
+    return [{"at": 0, "source": "fw-drops", "event_type": "fw-drop", "outcome": "input", "proto": "tcp", "src_ip": src_ip,
+             "src_zone": zone, "dst_ip": "10.77.30.254", "dst_port": "22"}]
+
+
+def test_an_unknown_device_in_a_lab_zone_is_quarantined_and_a_lab_host_is_not_taken_for_one(rules) -> None:
+    """unknown-device contains its address (C-RSP-02); a drop from the CT raises no unknown-device,
+    so it decides nothing."""
+    assert _decisions(rules["unknown-device"], _unknown_device("10.77.30.200", "modality")) == [
+        (1, "10.77.30.200", None, "quarantine", "siem alert 1: unknown-device (no lab host has 10.77.30.200, in the modality zone)")]
+    ct = _unknown_device("10.77.30.10", "modality")[0] | {"src_host": "mod-ct"}
+    assert _decisions(rules["unknown-device"], [ct, ct | {"at": 1}]) == []
 
 
 def test_a_rule_without_containment_decides_nothing(rules) -> None:

@@ -8,6 +8,9 @@ Expected values are written out: the ACK code, the HL7 error code (table 0357), 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import logging
 import socket
 import threading
 import time
@@ -259,14 +262,15 @@ def test_a_built_order_round_trips_through_the_parser(wl: Path) -> None:
 # --- the listener: one connection, many messages -----------------------------------------------------------
 
 
-@pytest.fixture
-def listener(wl: Path) -> Iterator[int]:
+@contextlib.contextmanager
+def listening(wl: Path, proxied: bool = False) -> Iterator[int]:
+    """orders.serve on a free loopback port, in a thread of its own, until the block ends."""
     port_holder = socket.socket()
     port_holder.bind(("127.0.0.1", 0))
     port = port_holder.getsockname()[1]
     port_holder.close()
     loop = asyncio.new_event_loop()
-    task = loop.create_task(orders.serve("127.0.0.1", port, wl))
+    task = loop.create_task(orders.serve("127.0.0.1", port, wl, proxied=proxied))
 
     def run() -> None:
         try:
@@ -279,14 +283,31 @@ def listener(wl: Path) -> Iterator[int]:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as probe:
+                if proxied:  # a header, then the end: a sender that closed, nothing to record
+                    probe.sendall(b"PROXY TCP4 127.0.0.1 127.0.0.1 1 1\r\n")
             break
         except OSError:
             time.sleep(0.05)
-    yield port
-    loop.call_soon_threadsafe(task.cancel)
-    thread.join(10)
-    loop.close()
+    try:
+        yield port
+    finally:
+        loop.call_soon_threadsafe(task.cancel)
+        thread.join(10)
+        loop.close()
+
+
+@pytest.fixture
+def listener(wl: Path) -> Iterator[int]:
+    with listening(wl) as port:
+        yield port
+
+
+@pytest.fixture
+def proxied_listener(wl: Path) -> Iterator[int]:
+    """The listener as the RIS runs it behind stunnel (``protocol = proxy``)."""
+    with listening(wl, proxied=True) as port:
+        yield port
 
 
 def _exchange(sock: socket.socket, data: bytes) -> dict[str, str]:
@@ -309,3 +330,81 @@ def test_the_connection_stays_usable_after_a_broken_message(listener: int, wl: P
         second = _exchange(sock, orders.frame(order(acc="A92", control="C92").encode()))
         assert (second["ack"], second["control_id"]) == ("AA", "C92")
     assert item(wl, "A92").PatientID == "P1"
+
+
+# --- the listener's record for the siem (orders.audit): the sender stunnel names, the verdict, the patient ---------
+
+
+def records(caplog: pytest.LogCaptureFixture) -> list[dict[str, object]]:
+    return [{k: v for k, v in json.loads(r.getMessage()).items() if k != "time"} for r in caplog.records if r.name == "orders.audit"]
+
+
+def test_each_scheduled_order_is_recorded_with_its_sender_and_patient(wl: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="orders.audit")
+    raw = message(PID.format(pid="P5", name="DOE^JANE"), GROUP.format(acc="A51"), GROUP.format(acc="A52"), control="C5")
+    assert answer(orders.handle(raw.encode(), wl, ("10.77.20.11", 40001)))["ack"] == "AA"
+    assert records(caplog) == [
+        {"event": "order-scheduled", "src_ip": "10.77.20.11", "src_port": 40001, "control_id": "C5", "ack": "AA", "accession": acc,
+         "patient_id": "P5", "issuer": "HOSP", "station": "CT01", "modality": "CT", "study_uid": str(item(wl, acc).StudyInstanceUID)}
+        for acc in ("A51", "A52")]
+
+
+def test_a_refused_message_is_recorded_with_why_and_no_patient(wl: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Nothing of a refused message is taken as true: its record names no patient, even one it held."""
+    caplog.set_level(logging.INFO, logger="orders.audit")
+    raw = message(PID.format(pid="P6", name="DOE^JANE"), GROUP.format(acc="A6").replace("|CT|", "|C T!|"), control="C6")
+    result = answer(orders.handle(raw.encode(), wl, ("10.77.20.11", 40002)))
+    (entry,) = records(caplog)
+    assert (result["ack"], result["error_code"]) == ("AE", "102")
+    assert entry | {"error": ""} == {"event": "message-refused", "src_ip": "10.77.20.11", "src_port": 40002, "control_id": "C6", "ack": "AE",
+                                     "code": 102, "where": "OBR^1^24", "error": ""}
+    assert "OBR-24" in str(entry["error"])
+
+
+@pytest.mark.parametrize(("header", "sender"), [
+    (b"PROXY TCP4 10.77.20.11 10.77.40.12 40001 2575\r\n", ("10.77.20.11", 40001)),
+    (b"PROXY TCP6 fd00::11 fd00::12 40001 2575\r\n", ("fd00::11", 40001)),
+    (b"PROXY TCP4 10.77.20.11 10.77.40.12 40001 2575\n", None),  # a bare LF
+    (b"PROXY UNKNOWN\r\n", None),
+    (b"PROXY TCP4 10.77.20.300 10.77.40.12 40001 2575\r\n", None),
+    (b"PROXY TCP4 10.77.20.11 10.77.40.12 0 2575\r\n", None),
+    (b"PROXY TCP4 10.77.20.11 10.77.40.12 70000 2575\r\n", None),
+    (b"PROXY TCP4 " + b"1" * 120 + b"\r\n", None),
+    (orders.frame(b"MSH|^~\\&|"), None),
+])
+def test_the_proxy_header_names_the_sender_or_nothing(header: bytes, sender: tuple[str, int] | None) -> None:
+    async def read() -> tuple[str, int] | None:
+        reader = asyncio.StreamReader()
+        reader.feed_data(header + orders.frame(b"MSH|"))
+        reader.feed_eof()
+        return await orders.read_proxy_header(reader)
+
+    loop = asyncio.new_event_loop()  # not asyncio.run: it leaves no event loop set, which later tests' libraries (Pulumi's mocks) expect
+    try:
+        assert loop.run_until_complete(read()) == sender
+    finally:
+        loop.close()
+
+
+def test_behind_stunnel_the_record_names_the_stations_address_not_loopback(proxied_listener: int, wl: Path,
+                                                                           caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="orders.audit")
+    with socket.create_connection(("127.0.0.1", proxied_listener), timeout=10) as sock:
+        sock.sendall(b"PROXY TCP4 10.77.20.11 10.77.40.12 40003 2575\r\n")
+        assert _exchange(sock, orders.frame(order(acc="A93", control="C93").encode()))["ack"] == "AA"
+        assert _exchange(sock, b"no start block" + orders.FS + orders.CR)["ack"] == "AR"
+    assert [(r["event"], r["src_ip"], r["src_port"], r.get("accession"), r.get("code")) for r in records(caplog)] == [
+        ("order-scheduled", "10.77.20.11", 40003, "A93", None), ("message-refused", "10.77.20.11", 40003, None, 100)]
+
+
+def test_behind_stunnel_a_connection_without_its_header_is_closed_unanswered(proxied_listener: int, wl: Path,
+                                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """Only the TLS front reaches the loopback port; a stream that does not begin with its header
+    is not the front's: closed, nothing scheduled, and recorded."""
+    caplog.set_level(logging.INFO, logger="orders.audit")
+    with socket.create_connection(("127.0.0.1", proxied_listener), timeout=10) as sock:
+        sock.sendall(orders.frame(order(acc="A94", control="C94").encode()))
+        assert sock.recv(65536) == b""
+    assert not (wl / "A94.wl").exists()
+    assert records(caplog) == [{"event": "connection-refused", "src_ip": None, "src_port": None,
+                                "error": "no PROXY protocol header: not from the TLS front"}]

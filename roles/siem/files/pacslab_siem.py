@@ -29,9 +29,10 @@ Commands:
              escaped (an AE title or a user name is whatever a sender put in a log).
 
 Containment (C-RSP-02): when a high or critical rule that names a ``containment`` entity raises a
-new alert, the siem decides to quarantine that entity's address, unless it is no lab host's, the
-fw's, a planned host's, a critical asset's (a person decides), in a zone a quarantined host keeps
-(assets.json "spared_zones"), or authorised; a withheld decision is kept with its reason. An alert that goes on after the fw released its host (the
+new alert, the siem decides to quarantine that entity's address (a lab host's, or one no host has
+inside a lab zone: a rogue device), unless it is in no lab zone, the fw's, a planned host's, a
+critical asset's (a person decides), in a zone a quarantined host keeps (assets.json
+"spared_zones"), or authorised; a withheld decision is kept with its reason. An alert that goes on after the fw released its host (the
 release is shipped here) decides again; a withheld decision stands for the alert's life.
 
 The normalised event (one schema for every source): time (UTC, ISO 8601), host (the lab host that
@@ -234,6 +235,8 @@ def normalise(record: dict[str, Any], assets: dict[str, Any], connections: dict[
         event.update(_sudo(msg))
     elif source in PROGRAM_IMAGES and sender.get("image") not in PROGRAM_IMAGES[source]:
         event.update(event_type="forged-source")  # e.g. `logger -t orthanc-events` in a vendor's shell on the bastion
+    elif source in PROGRAM_GROUPS and PROGRAM_GROUPS[source] not in sender.get("groups", []):
+        event.update(event_type="forged-source")  # the RIS's words from the PACS, which has the RIS's image
     elif source == "fw-drops":
         event.update(_fw_drop(msg))
     elif source == "fw-response":
@@ -252,6 +255,8 @@ def normalise(record: dict[str, Any], assets: dict[str, Any], connections: dict[
         event.update(_idp_portal(msg, peer))
     elif source == "rproxy-access":
         event.update(_rproxy_access(msg, peer))
+    elif source in RIS_PROGRAMS:
+        event.update(_hl7_orders(msg, peer))
     elif source in STUNNEL_PROGRAMS:
         event.update(_stunnel(msg, peer, str(source), {} if connections is None else connections))
     elif source == "tlog":
@@ -515,8 +520,40 @@ def _discovery(msg: str) -> dict[str, Any]:
     return found
 
 
+# The RIS's HL7 order listener's record (pacslab/orders.py ``audit``, roles/ris; shipped as hl7-orders
+# by roles/log_shipping), from a host of group ris_servers only: one JSON object per message it
+# answered, with the sending station's address and port as its TLS front saw them (src_ip, src_port):
+# - "order-scheduled" (hl7-order-scheduled, outcome AA), one per order, with its patient_id and the
+#   study_uid its worklist item carries;
+# - "message-refused" (hl7-message-refused, outcome "<MSA-1>-<HL7 table 0357 code>", e.g. AE-102):
+#   no patient, nothing of a refused message is taken as true;
+# - "connection-refused" (hl7-connection-refused): a stream that did not come through the front.
+RIS_PROGRAMS = ("hl7-orders",)
+_HL7_EVENTS = {"order-scheduled": "hl7-order-scheduled", "message-refused": "hl7-message-refused",
+               "connection-refused": "hl7-connection-refused"}
+
+
+def _hl7_orders(msg: str, peer: str) -> dict[str, Any]:
+    data = _json_object(msg)
+    kind = _HL7_EVENTS.get(str(data.get("event")))
+    if kind is None:
+        return {}
+
+    def text(key: str) -> str | None:
+        value = data.get(key)
+        return str(value) if isinstance(value, str | int) and not isinstance(value, bool) and str(value) else None
+
+    found = {"event_type": kind, "src_ip": text("src_ip"), "src_port": text("src_port"), "dst_ip": peer, "proto": "tcp"}
+    if kind == "hl7-order-scheduled":
+        return found | {"outcome": "AA", "patient_id": text("patient_id"), "study_uid": text("study_uid")}
+    if kind == "hl7-message-refused":
+        return found | {"outcome": f"{text('ack')}-{text('code')}"}
+    return found | {"outcome": "no-proxy-header"}
+
+
 # A TLS front's log (stunnel 5 in front of the PACS's and the VNA's DICOM port, roles/orthanc; shipped
-# as dicom-front by roles/log_shipping): "<date> LOG<level>[<connection>]: <text>", one connection's
+# as dicom-front by roles/log_shipping; and in front of the RIS's HL7 listener, roles/ris, shipped as
+# hl7-front): "<date> LOG<level>[<connection>]: <text>", one connection's
 # lines under its number. Its address is on its first line only, "Service [<name>] accepted
 # connection from <address>:<port>" (tls-connection); the later ones take it from there:
 # "Certificate accepted at depth=0: <subject>" (tls-client-certificate, user: the subject's CN,
@@ -524,7 +561,7 @@ def _discovery(msg: str) -> dict[str, Any]:
 # rejected), "SSL_accept: <where>: error:<code>:SSL routines::<reason>" (tls-handshake-refused,
 # outcome: OpenSSL's reason, e.g. unsupported-protocol for TLS below 1.2, or
 # peer-did-not-return-a-certificate). A line that begins "Connection closed" or "Connection reset" ends it.
-STUNNEL_PROGRAMS = ("dicom-front",)
+STUNNEL_PROGRAMS = ("dicom-front", "hl7-front")
 _STUNNEL = re.compile(r"^\d{4}\.\d\d\.\d\d \d\d:\d\d:\d\d LOG\d\[(?P<conn>[^\]]+)\]: (?P<text>.*)$")
 _STUNNEL_ACCEPTED = re.compile(r"^Service \[[^\]]+\] accepted connection from (?P<ip>[0-9a-fA-F.:]+):(?P<port>\d+)$")
 _STUNNEL_CERT = re.compile(r"^(?:Certificate accepted at depth=0|Rejected by CERT at DEPTH=(?P<depth>\d+)): (?P<subject>.*)$")
@@ -561,8 +598,11 @@ def _stunnel(msg: str, peer: str, source: str, connections: dict[tuple[str, ...]
 # messages, roles/idp's pacslab-totp-verify).
 PROGRAM_IMAGES = {program: (image,) for programs, image in (
     (ORTHANC_PROGRAMS, "orthanc"), (FW_PROGRAMS, "fw"), (SENSOR_PROGRAMS, "sensor"), (SCANNER_PROGRAMS, "scanner"), (IDP_PROGRAMS, "idp"),
-    (RPROXY_PROGRAMS, "rproxy"), (STUNNEL_PROGRAMS, "orthanc"))
+    (RPROXY_PROGRAMS, "rproxy"), (("dicom-front",), "orthanc"))
     for program in programs} | {"dicom-audit": ("orthanc", "idp")}
+# Program name -> the group (assets.json "groups") of the only hosts whose word it is, for a program
+# whose image other hosts have too: the RIS's HL7 listener and front (the RIS is an Orthanc host).
+PROGRAM_GROUPS = {program: "ris_servers" for program in (*RIS_PROGRAMS, "hl7-front")}
 
 
 def discovery(db: sqlite3.Connection) -> dict[str, Any]:
@@ -977,25 +1017,27 @@ def _contain(db: sqlite3.Connection, alert_id: int, rule: dict[str, Any], addres
     Windows of authorised activity cover the alert when what they do not cover does not fire the
     rule on its own."""
     asset = assets.get("addresses", {}).get(address)
+    zone = (asset or {}).get("zone") or (_whose(address, assets)["src_zone"] if address else None)
+    name = asset["host"] if asset else address
     window = db.execute(f"SELECT w.id, w.reason FROM authorised w, events e WHERE e.id IN (SELECT value FROM json_each(?)) AND {_IN_WINDOW}"
                         " ORDER BY w.id LIMIT 1", (json.dumps(ids), address)).fetchone()
     if window and _fires_outside_windows(db, rule, ids, address):
         window = None
-    if asset is None:
-        decision, reason = "withheld", f"{address or 'no address'} is no lab host's: nothing the fw may quarantine"
-    elif asset.get("image") == "fw":
+    if asset is None and zone is None:
+        decision, reason = "withheld", f"{address or 'no address'} is no lab host's and in no lab zone: nothing the fw may quarantine"
+    elif asset is not None and asset.get("image") == "fw":
         decision, reason = "withheld", "the fw's own address"
-    elif not asset.get("deployed", True):
-        decision, reason = "withheld", f"{asset['host']} is planned: nothing runs at its address"
-    elif asset.get("criticality") == "critical":
-        decision, reason = "withheld", (f"{asset['host']} is a critical asset: containing it stops clinical work, a person decides "
+    elif asset is not None and not asset.get("deployed", True):
+        decision, reason = "withheld", f"{name} is planned: nothing runs at its address"
+    elif asset is not None and asset.get("criticality") == "critical":
+        decision, reason = "withheld", (f"{name} is a critical asset: containing it stops clinical work, a person decides "
                                         "(pacslab quarantine)")
-    elif asset.get("zone") in assets.get("spared_zones", []):
-        decision, reason = "withheld", f"{asset['host']} is in the {asset['zone']} zone, which a quarantined host keeps"
+    elif zone in assets.get("spared_zones", []):
+        decision, reason = "withheld", f"{name} is in the {zone} zone, which a quarantined host keeps"
     elif window:
         decision, reason = "withheld", f"authorised activity (window {window[0]}: {window[1]})"
-    else:
-        decision, reason = "quarantine", f"siem alert {alert_id}: {rule['name']}"
+    else:  # a lab host, or an address no host has in a lab zone: a rogue device, which the fw cuts off the same way
+        decision, reason = "quarantine", f"siem alert {alert_id}: {rule['name']}" + ("" if asset else f" (no lab host has {address}, in the {zone} zone)")
     db.execute("INSERT INTO containment (alert_id, address, host, upto, decision, reason, decided) VALUES (?, ?, ?, ?, ?, ?, ?)",
                (alert_id, address or None, (asset or {}).get("host"), max(ids), decision, reason, now()))
 
