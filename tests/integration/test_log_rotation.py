@@ -6,7 +6,8 @@ passes its size (`logrotate -f`: the same configuration, forced), between two ma
 first must be in the renamed file (.1), the second in the new one (its writer reopened it), the new
 file must have the mode and owner the writer gave the first (the converge check compares them), and
 the siem must hold both (rsyslog's imfile read the renamed file to its end, then followed the new
-one). Markers: this run's source ports (fw), patient names (PACS) and user names (IdP).
+one). Markers: this run's source ports (fw), patient names (PACS), user names (IdP) and accession
+numbers (RIS).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pacslab.topology import Lab
 from .test_devices import drops_from
 from .test_idp import CLIENT as IDP_CLIENT
 from .test_idp import idp
-from .test_imaging import tls_stations
+from .test_imaging import modality_of, order_entry, the, tls_stations
 from .test_response import scanner, vna
 from .test_siem import pacs_of, siem, siem_json, wait_for
 
@@ -33,6 +34,7 @@ CONF, STATE = "/etc/pacslab/logrotate.conf", "/tmp/pacslab-rotation-check.status
 DROPS = "/var/log/pacslab/fw-drops.json"
 EVENTS, AUDIT = "/var/log/pacslab/orthanc-events.json", "/var/log/pacslab/dicom-audit.log"
 IDP_AUDIT = "/var/log/pacslab/idp-audit.log"  # roles/idp: the TOTP checker's User Authentication messages
+HL7_RECORD = "/var/log/pacslab/hl7-orders.json"  # roles/ris: the HL7 listener's record (pacslab_hl7_record)
 
 
 def rotate(lab: Lab, host: str) -> None:
@@ -142,12 +144,35 @@ def test_the_idps_audit_file_rotates_without_loss(running_lab: Lab, evidence: di
     assert mode_owner(lab, host, IDP_AUDIT) == mode_owner(lab, host, IDP_AUDIT + ".1") == "640 www-data www-data"
 
 
+@pytest.mark.control("C-PRT-01")
+def test_the_ris_s_order_record_rotates_without_loss(running_lab: Lab, evidence: dict[str, Any]) -> None:
+    """An order of this run before the rotation and another after it: the first record is in
+    hl7-orders.json.1, the second in a new hl7-orders.json (the listener's WatchedFileHandler
+    reopened it; the mode and owner of the first), and the siem holds both, from the RIS."""
+    lab = running_lab
+    ris, sender, station = the(lab, "ris_servers"), order_entry(lab), tls_stations(lab)[0]
+    accessions = {"before": f"RB{RUN}", "after": f"RA{RUN}"}
+    for when, accession in accessions.items():
+        if when == "after":
+            rotate(lab, ris.name)
+        ack = im.send_order(lab, sender.name, accession, str(station.ae_title), modality_of(lab, station), "PACSLAB^ROTATED", f"P{accession}")
+        assert ack["ack"] == "AA", ack
+        wait_for(f"the {when} order's record at the siem", lambda a=accession: [
+            e for e in siem_json(lab, "events", "--contains", f'"accession": "{a}"') if e["event_type"] == "hl7-order-scheduled"])
+    evidence.update(accessions=accessions, mode_owner=mode_owner(lab, ris.name, HL7_RECORD))
+    assert len(lines_with(lab, ris.name, HL7_RECORD + ".1", f'"accession": "{accessions["before"]}"')) == 1
+    assert lines_with(lab, ris.name, HL7_RECORD, f'"accession": "{accessions["before"]}"') == []
+    assert len(lines_with(lab, ris.name, HL7_RECORD, f'"accession": "{accessions["after"]}"')) == 1
+    assert mode_owner(lab, ris.name, HL7_RECORD) == mode_owner(lab, ris.name, HL7_RECORD + ".1") == "640 orthanc orthanc"
+
+
 def test_the_rotation_configuration_names_each_growing_log(running_lab: Lab) -> None:
     """What logrotate is told on each host whose image writes such logs (roles/log_rotation's
     defaults, written out): a host can drift only through `up`."""
     lab = running_lab
     expected = {lab.router.name: [DROPS, "/var/log/pacslab/fw-response.json"], pacs_of(lab).name: [EVENTS, AUDIT],
-                siem(lab).name: ["/var/log/pacslab/remote/*.log"], idp(lab).name: [IDP_AUDIT]}
+                siem(lab).name: ["/var/log/pacslab/remote/*.log"], idp(lab).name: [IDP_AUDIT],
+                the(lab, "ris_servers").name: [EVENTS, AUDIT, HL7_RECORD]}
     for host, paths in expected.items():
         conf = im.exec_in(lab, host, "cat", CONF)
         named = [line.split()[0] for line in conf.splitlines() if line.endswith("{")]
