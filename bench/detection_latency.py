@@ -70,7 +70,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.record import append_result  # noqa: E402
-from pacslab import listeners, response  # noqa: E402
+from pacslab import listeners, people, response  # noqa: E402
 from pacslab.docker import docker  # noqa: E402
 from pacslab.plan import LABEL_LAB, LABEL_ROLE, SIEM_USER, SIEMS, Plan, build_plan  # noqa: E402
 from pacslab.probes import imaging as im  # noqa: E402
@@ -281,7 +281,7 @@ def maintenance(lab: Lab, plan: Plan, siem: str) -> dict[str, float]:
     code = ssh.fresh_code(lab, BASTION, str(listeners.role_var(lab, BASTION, "bastion", "bastion_oath_file")), plan.secrets_dir, vendor.name)
     result = ssh.session(lab, CLIENT, BASTION, vendor.name, known_host_key=bastion_key(plan),
                          notice=str(listeners.role_var(lab, BASTION, "bastion", "bastion_notice")),
-                         password=(Path(plan.secrets_dir) / f"person-{vendor.name}").read_text().split()[0], code=code,
+                         password=people.password(plan.secrets_dir, vendor.name), code=code,
                          commands=({"command": "maint pacs", "shell": True}, f"echo {mark}", "sudo -n /bin/cat /etc/shadow", "exit"))
     ended = datetime.now(UTC)
     if not (result["shell"] and all(c["done"] for c in result["commands"])):

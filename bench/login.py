@@ -42,6 +42,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.record import append_result  # noqa: E402
+from pacslab import people  # noqa: E402
 from pacslab.plan import build_plan  # noqa: E402
 from pacslab.probes import browser, oidc  # noqa: E402
 from pacslab.probes import imaging as im  # noqa: E402
@@ -119,7 +120,7 @@ def main() -> int:
     pacs = next(h for h in lab.group("pacs_servers") if h.deployed).name
     device = next(h for h in lab.group("modalities") if h.deployed and h.zone == "modality").name
     person = next(p for p in lab.people if p.status() == "enabled" and "radiologist" in p.roles).name
-    password = (Path(plan.secrets_dir) / f"person-{person}").read_text().split()[0]
+    password = people.password(plan.secrets_dir, person)
 
     accession = f"BENCH-LOGIN-{int(time.time())}"
     im.dicomsim(lab, device, "store", "--images", str(args.images), "--modality", "CT", "--accession", accession, "--patient-name", PATIENT)

@@ -165,6 +165,12 @@ def check(lab_vars: Mapping[str, Any]) -> tuple[tuple[Person, ...], tuple[Servic
     return tuple(people), tuple(services), problems
 
 
+def password(secrets_dir: str | Path, name: str) -> str:
+    """The password `up` generated for person ``name`` (.pacslab/<lab>/secrets/person-<name>).
+    Raises FileNotFoundError when no `up` has made one yet, IndexError when the file is empty."""
+    return (Path(secrets_dir) / f"person-{name}").read_text().split()[0]
+
+
 def totp_seed(secrets_dir: str | Path, name: str) -> str:
     """The base32 TOTP seed `up` generated for person ``name`` (RFC 4226 section 4: 160 bits).
     Raises FileNotFoundError when no `up` has made one yet."""

@@ -37,6 +37,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from . import people
 from .docker import docker
 from .plan import state_dir
 from .redact import redact, redact_tree, secret_values
@@ -363,7 +364,7 @@ def run_action(lab: Lab, scenario: Scenario, action: Action, context: dict[str, 
     passwords = {}
     for name in action.passwords:  # the people's own passwords, as up generated them (pacslab.people)
         try:
-            passwords[name] = (state_dir(lab) / "secrets" / f"person-{name}").read_text().split()[0]
+            passwords[name] = people.password(state_dir(lab) / "secrets", name)
         except (OSError, IndexError):
             return {"error": f"no password of {name!r} in the lab's secrets: run `pacslab up` first"}
     envelope = {"name": f"{scenario.id}/{action.script.name}", "source": action.script.read_text(),

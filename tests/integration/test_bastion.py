@@ -26,14 +26,14 @@ from typing import Any
 
 import pytest
 
-from pacslab import listeners
+from pacslab import listeners, people
 from pacslab.people import Person
 from pacslab.plan import SIEMS, Plan
 from pacslab.probes import imaging as im
 from pacslab.probes import ssh, standins
 from pacslab.topology import Host, Lab
 
-from .test_idp import one, secret, wrong_code
+from .test_idp import one, wrong_code
 
 CLIENT = "vendor-eng"
 TARGET = "pacs"  # F08b: the bastion's maintenance target the checks use
@@ -69,7 +69,7 @@ def login(lab: Lab, plan: Plan, user: str, *, password: str | None = None, code:
     if code == "now":
         code = ssh.fresh_code(lab, b.name, var(lab, b.name, "bastion_oath_file"), plan.secrets_dir, user)
     return ssh.session(lab, CLIENT, b.name, user, known_host_key=host_key(plan, b.name), notice=var(lab, b.name, "bastion_notice"),
-                       password=password if password is not None else secret(plan, f"person-{user}"), code=code, **kw)
+                       password=password if password is not None else people.password(plan.secrets_dir, user), code=code, **kw)
 
 
 def vendor(lab: Lab, status: str) -> Person:
@@ -206,7 +206,7 @@ def test_the_recording_is_in_the_siem_as_the_bastion_holds_it_and_no_event_holds
     found = wait_for(f"the {len(held)} records of {person}'s session in the siem", shipped)
     after_end = round(time.monotonic() - maintenance["ended"], 1)
     stored = siem_events(running_lab, maintenance["siem_since"])
-    password = secret(plan, f"person-{person}")
+    password = people.password(plan.secrets_dir, person)
     evidence.update(session=sorted(session), records=len(held), found_after_session_end_s=after_end, events_since=len(stored),
                     searched=[(e["id"], e["host"], e["event_type"], e["user"]) for e in found][:5])
     assert len(session) == 1 and held

@@ -20,12 +20,13 @@ from typing import Any
 
 import pytest
 
+from pacslab import people
 from pacslab.plan import Plan
 from pacslab.probes import browser, oidc
 from pacslab.probes import imaging as im
 from pacslab.topology import Lab
 
-from .test_idp import PE_BADOTP, PE_FIRSTACCESS, PORTAL_LOG, idp, one, secret, wrong_code
+from .test_idp import PE_BADOTP, PE_FIRSTACCESS, PORTAL_LOG, idp, one, wrong_code
 from .test_rproxy import CLIENT, proxy, store_study
 
 VIEWER = "/pacs/web-viewer/app/viewer.html"
@@ -75,7 +76,7 @@ def test_in_a_real_browser_password_and_code_open_the_viewer_on_the_study(runnin
     codes = oidc.fresh_codes(running_lab, idp(running_lab).name, plan.secrets_dir, who.name)
     logged_before = len(portal_log(running_lab))
     result = browser.open_page(running_lab, CLIENT, url(running_lab, viewed["series"]), user=who.name,
-                               password=secret(plan, f"person-{who.name}"), code=codes, screenshot=True)
+                               password=people.password(plan.secrets_dir, who.name), code=codes, screenshot=True)
     shot = evidence_dir / "C-ACC-07-viewer.png"
     shot.write_bytes(result["screenshot"])
     rp, provider = proxy(running_lab).name, idp(running_lab).name
@@ -112,7 +113,7 @@ def test_in_a_real_browser_a_password_without_a_valid_fresh_code_never_reaches_t
     refused (PE_BADOTP). Either way no proxy session cookie, no viewer, and opening the viewer again
     lands on the IdP's login form (PE_FIRSTACCESS): nothing was signed in."""
     who = one(running_lab, "enabled", "radiologist")
-    password = secret(plan, f"person-{who.name}")
+    password = people.password(plan.secrets_dir, who.name)
     target = url(running_lab, viewed["series"])
     first = None
     if case == "no-code":

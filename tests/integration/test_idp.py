@@ -92,7 +92,7 @@ def sign_in(lab: Lab, plan: Plan, user: str, *, password: str | None = None, cod
     if code == "now":
         code = oidc.fresh_code(lab, host.name, plan.secrets_dir, user)
     return oidc.login(lab, client, f"https://{host.name}", rp.name, f"https://{rp.name}/oidc/redirect", user=user,
-                      password=password if password is not None else secret(plan, f"person-{user}"), code=code,
+                      password=password if password is not None else people.password(plan.secrets_dir, user), code=code,
                       client_secret=secret(plan, f"oidc-{rp.name}"), **kw)
 
 
@@ -199,7 +199,7 @@ def test_repeated_wrong_passwords_at_the_idp_lock_the_account_and_leave_events(r
         events = [ln for ln in im.read_from(running_lab, host.name, log).splitlines()[logged_before:] if who.name in ln]
     finally:
         td.as_root(running_lab, "ldapmodify", input=f"dn: {dn}\nchangetype: modify\ndelete: pwdAccountLockedTime\n-\n")
-        td.ldap_steps(running_lab, [{"dn": dn, "password": secret(plan, f"person-{who.name}")}])
+        td.ldap_steps(running_lab, [{"dn": dn, "password": people.password(plan.secrets_dir, who.name)}])
     evidence.update(who=who.name, wrong=[outline(r)[-1] for r in wrong], right=outline(right), locked=locked, events=events)
     refused = ("password", 200, [PE_BADCREDENTIALS], [LOGIN_FORM])
     assert [outline(r)[-1] for r in wrong] == [refused] * 5

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from pacslab import response
+from pacslab import people, response
 from pacslab.plan import Plan
 from pacslab.probes import imaging as im
 from pacslab.probes import oidc, openssl
@@ -91,7 +91,7 @@ def browse(lab: Lab, plan: Plan, path: str, user: str | None = None, code: str |
     if code == "now":
         assert user is not None
         code = oidc.fresh_code(lab, idp(lab).name, plan.secrets_dir, user)
-    password = secret(plan, f"person-{user}") if user else None
+    password = people.password(plan.secrets_dir, user) if user else None
     return oidc.browse(lab, CLIENT, f"https://{proxy(lab).name}{path}", user=user, password=password, code=code, **kw)
 
 

@@ -1037,7 +1037,8 @@ def _contain(db: sqlite3.Connection, alert_id: int, rule: dict[str, Any], addres
     elif window:
         decision, reason = "withheld", f"authorised activity (window {window[0]}: {window[1]})"
     else:  # a lab host, or an address no host has in a lab zone: a rogue device, which the fw cuts off the same way
-        decision, reason = "quarantine", f"siem alert {alert_id}: {rule['name']}" + ("" if asset else f" (no lab host has {address}, in the {zone} zone)")
+        whose = "" if asset else f" (no lab host has {address}, in the {zone} zone)"
+        decision, reason = "quarantine", f"siem alert {alert_id}: {rule['name']}{whose}"
     db.execute("INSERT INTO containment (alert_id, address, host, upto, decision, reason, decided) VALUES (?, ?, ?, ?, ?, ?, ?)",
                (alert_id, address or None, (asset or {}).get("host"), max(ids), decision, reason, now()))
 
