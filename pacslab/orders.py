@@ -395,24 +395,43 @@ def ack(msg: hl7.Message | None, code: str, error: OrderError | None = None) -> 
 # The listener's record of every message it answered, for the siem (roles/ris writes it to
 # /var/log/pacslab/hl7-orders.json, roles/log_shipping ships it as hl7-orders): one JSON object per
 # line, {time (UTC, ISO 8601), event, src_ip, src_port (the sender, as stunnel saw it: PROXY protocol;
-# null when the listener was not told), control_id (MSH-10, at most 64 characters)} and
+# null when the listener was not told), control_id (MSH-10 when it is a plain identifier, else null)} and
 # - "order-scheduled", one per order of an accepted message: ack "AA", accession, patient_id,
 #   issuer, station, modality, study_uid (the one its worklist item carries);
 # - "message-refused", one per refused message (or frame): ack (AE or AR), code (HL7 table 0357),
-#   where (ERR-2) and error, and no patient: nothing of a refused message is taken as true;
+#   where (ERR-2) and error (the code's name): no value of the message, nothing of a refused
+#   message is taken as true (the ACK the sender gets, and the listener's own log, say more);
 # - "connection-refused": a connection without its PROXY header (not from the TLS front), closed.
+# A record that cannot be written (the file renamed by logrotate and not created yet) is tried again
+# a moment later, then written to the listener's log: the order goes on either way.
 audit = logging.getLogger("orders.audit")
+CONTROL_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+RECORD_TRIES = 3
 
 
 def _record(event: str, sender: tuple[str, int] | None, **fields: Any) -> None:
     entry = {"time": datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"), "event": event,
              "src_ip": sender[0] if sender else None, "src_port": sender[1] if sender else None} | fields
-    audit.info(json.dumps(entry, sort_keys=True))
+    line = json.dumps(entry, sort_keys=True)
+    for attempt in range(RECORD_TRIES):
+        try:
+            audit.info(line)
+            return
+        except Exception as exc:  # noqa: BLE001 (a handler that cannot reopen its file raises out of logging)
+            if attempt + 1 == RECORD_TRIES:
+                log.error("the record of a message could not be written (%s: %s): %s", type(exc).__name__, exc, line)
+            else:
+                time.sleep(0.1)
+
+
+def _control_id(msg: hl7.Message | None) -> str | None:
+    value = _safe_control_id(msg)
+    return value if CONTROL_ID.match(value) else None
 
 
 def _refused(msg: hl7.Message | None, sender: tuple[str, int] | None, error: OrderError) -> None:
-    _record("message-refused", sender, control_id=_safe_control_id(msg)[:64], ack=error.ack, code=error.code, where=error.where,
-            error=str(error)[:200])
+    _record("message-refused", sender, control_id=_control_id(msg), ack=error.ack, code=error.code, where=error.where,
+            error=ERROR_NAMES.get(error.code, ""))
 
 
 def handle(block: bytes, folder: Path = WORKLISTS, sender: tuple[str, int] | None = None) -> bytes:
@@ -426,7 +445,7 @@ def handle(block: bytes, folder: Path = WORKLISTS, sender: tuple[str, int] | Non
         schedule(orders, folder)
         for order in orders:
             log.info("order %s: accession %s for %s scheduled for %s", order.control_id, order.accession, order.patient_id, order.station)
-            _record("order-scheduled", sender, control_id=_safe_control_id(msg)[:64], ack="AA", accession=order.accession,
+            _record("order-scheduled", sender, control_id=_control_id(msg), ack="AA", accession=order.accession,
                     patient_id=order.patient_id, issuer=order.issuer, station=order.station, modality=order.modality,
                     study_uid=order.study_uid)
         return ack(msg, "AA").encode("ascii")
@@ -436,9 +455,9 @@ def handle(block: bytes, folder: Path = WORKLISTS, sender: tuple[str, int] | Non
         return ack(msg, exc.ack, exc).encode("ascii")
     except Exception as exc:  # a fault of ours: the sender is told, the listener goes on
         log.exception("order failed")
-        fault = OrderError(f"the RIS failed to process the message ({type(exc).__name__})", 207)
+        fault = OrderError(f"the RIS failed to process the message ({type(exc).__name__})", 207, ack="AR")
         _refused(msg, sender, fault)
-        return ack(msg, "AR", fault).encode("ascii")
+        return ack(msg, fault.ack, fault).encode("ascii")
 
 
 # The PROXY protocol's version 1 header (HAProxy's proxy-protocol.txt 2.1), which stunnel
@@ -480,7 +499,10 @@ async def serve(bind: str, port: int, folder: Path, proxied: bool = False) -> No
         sender: tuple[str, int] | None = None
         try:
             if proxied:
-                sender = await asyncio.wait_for(read_proxy_header(reader), PROXY_WAIT)
+                try:
+                    sender = await asyncio.wait_for(read_proxy_header(reader), PROXY_WAIT)
+                except TimeoutError:
+                    sender = None
                 if sender is None:
                     log.warning("no PROXY header from %s: connection closed", peer)
                     _record("connection-refused", None, error="no PROXY protocol header: not from the TLS front")

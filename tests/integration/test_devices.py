@@ -66,10 +66,10 @@ def rogue(running_lab: Lab, plan: Plan) -> Iterator[tuple[str, str]]:
     finally:
         docker("rm", "-f", name, check=False)
         # An event of the rogue's stored after a release decides again: release once the siem has
-        # weighed what came before the removal (and the fw has pulled what it decided), then again
-        # if something that came late still brought a decision.
+        # weighed what came before the removal (and the fw has pulled what it decided), and again
+        # for as long as something that came late still brings a decision.
         before: list[int] | None = None
-        for _ in range(2):
+        for _ in range(5):
             evaluated_after(lab, utc_now())
             decided = [d["id"] for d in siem_json(lab, "containment") if d["address"] == address]
             if decided == before:

@@ -787,6 +787,8 @@ def test_a_port_scan_from_an_address_no_host_has_inside_a_lab_zone_quarantines_t
 @pytest.mark.parametrize(("src_ip", "host", "reason"), [
     ("192.0.2.7", None, "192.0.2.7 is no lab host's and in no lab zone: nothing the fw may quarantine"),
     ("10.77.50.250", None, "10.77.50.250 is in the security zone, which a quarantined host keeps"),
+    ("10.77.20.1", None, "10.77.20.1 is the clinical zone's network, broadcast or bridge address: no device to cut off"),
+    ("10.77.20.255", None, "10.77.20.255 is the clinical zone's network, broadcast or bridge address: no device to cut off"),
     ("10.77.50.254", "fw", "the fw's own address"),
     ("10.77.50.10", "siem", "siem is in the security zone, which a quarantined host keeps"),
     ("10.77.40.10", "pacs", "pacs is a critical asset: containing it stops clinical work, a person decides (pacslab quarantine)"),
