@@ -108,7 +108,8 @@ def authorised(lab: Lab, reason: str, addresses: list[str] | None = None, minute
     """A window of authorised activity on every deployed siem while the block runs (the lab's own
     segmentation check, a scheduled scan), for the activity of ``addresses`` (None: any address):
     the alerts it causes are raised, the hosts are not quarantined (their decision is withheld,
-    naming the window). A lab without a siem: nothing to tell."""
+    naming the window). A lab without a siem: nothing to tell; a siem gone when the block ends (the
+    lab taken down inside it): nothing to end."""
     who = by or getpass.getuser()
     covered = [arg for a in addresses or [] for arg in ("--address", a)]
     windows = {h.name: int(_siem(lab, h.name, "authorise", "--minutes", str(minutes), "--reason", reason, "--by", who, *covered)["window"])
@@ -117,4 +118,6 @@ def authorised(lab: Lab, reason: str, addresses: list[str] | None = None, minute
         yield
     finally:
         for host, window in windows.items():
+            if docker("inspect", "--type", "container", lab.container_name(host), check=False).returncode != 0:
+                continue  # the lab was taken down meanwhile (a session's last check): no window left to end
             _siem(lab, host, "authorise", "--end", str(window), "--reason", reason, "--by", who)
