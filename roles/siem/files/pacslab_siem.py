@@ -30,8 +30,8 @@ Commands:
 
 Containment (C-RSP-02): when a high or critical rule that names a ``containment`` entity raises a
 new alert, the siem decides to quarantine that entity's address (a lab host's, or one no host has
-inside a lab zone: a rogue device), unless it is in no lab zone, the fw's, a planned host's, a
-critical asset's (a person decides), in a zone a quarantined host keeps (assets.json
+inside a lab zone: a rogue device), unless it is in no lab zone, a zone's network, broadcast or
+bridge address, the fw's, a planned host's, a critical asset's (a person decides), in a zone a quarantined host keeps (assets.json
 "spared_zones"), or authorised; a withheld decision is kept with its reason. An alert that goes on after the fw released its host (the
 release is shipped here) decides again; a withheld decision stands for the alert's life.
 
