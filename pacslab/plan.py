@@ -24,6 +24,10 @@ APT_SOURCES_DIRS = (Path("/etc/apt/sources.list.d"),)
 APT_SOURCES_LIST = Path("/etc/apt/sources.list")
 # New network namespaces may inherit the host's ip_forward=1: only the fw may forward.
 WORKLOAD_SYSCTLS = {"net.ipv4.ip_forward": "0"}
+# The capabilities a workload holds beyond Docker's defaults, by image. The siem keeps its raw
+# files append-only (chattr +a, roles/log_rotation), which takes CAP_LINUX_IMMUTABLE; its rsyslogd,
+# the one program there that faces the network, runs without it (roles/siem). No workload holds NET_ADMIN.
+IMAGE_CAPABILITIES = {"siem": ["LINUX_IMMUTABLE"]}
 
 
 @dataclass(frozen=True)
@@ -144,6 +148,9 @@ class Plan:
     firewall_ruleset: str
     firewall_host: str
     firewall_quarantine_state: str  # the fw's quarantine record; the ruleset includes its element file
+    # The volumes whose files may be append-only (those of a container holding LINUX_IMMUTABLE): not
+    # even root can remove such a file, so `down --volumes` releases them first (roles/lab_provision).
+    append_only_volumes: list[str]
     quarantine_spared_zones: list[str]  # the zones a quarantined host keeps (pacslab.firewall QUARANTINE_REACH)
     secrets_dir: str  # generated per lab on the controller (git-ignored, 0700), never defaults
     state_dir: str  # the lab's controller-side state (.pacslab/<lab>): logs, converge records
@@ -214,6 +221,7 @@ def build_plan(lab: Lab, apt: AptSources | None = None) -> Plan:
                 host=host.name,
                 image=tags[host.image],
                 networks=[Attachment(lab.network_name(zone.name), str(host.address))],
+                capabilities=list(IMAGE_CAPABILITIES.get(host.image, [])),
                 sysctls=dict(WORKLOAD_SYSCTLS),
                 volumes=vols,
                 published=list(host.publish),
@@ -239,6 +247,7 @@ def build_plan(lab: Lab, apt: AptSources | None = None) -> Plan:
         firewall_ruleset=render(lab),
         firewall_host=lab.router.name,
         firewall_quarantine_state=QUARANTINE_STATE,
+        append_only_volumes=[v["source"] for c in containers if "LINUX_IMMUTABLE" in c.capabilities for v in c.volumes],
         quarantine_spared_zones=[z for z in QUARANTINE_REACH if z in lab.zones],
         secrets_dir=str(REPO_ROOT / ".pacslab" / lab.name / "secrets"),
         state_dir=str(REPO_ROOT / ".pacslab" / lab.name),

@@ -39,6 +39,8 @@ def test_one_line_sources_list(tmp_path: Path) -> None:
 
 
 def test_only_the_router_holds_net_admin_and_forwards() -> None:
+    """The fw routes (NET_ADMIN); the siem seals its raw files append-only (LINUX_IMMUTABLE); every
+    other workload holds Docker's defaults alone."""
     lab = load_lab(DEFAULT_LAB)
     plan = build_plan(lab, APT)
     for c in plan.containers:
@@ -46,7 +48,15 @@ def test_only_the_router_holds_net_admin_and_forwards() -> None:
             assert c.capabilities == ["NET_ADMIN"] and c.sysctls == {"net.ipv4.ip_forward": "1"}
             assert len(c.networks) == len(lab.zones) and c.router is None
         else:
-            assert c.capabilities == [] and c.sysctls == {"net.ipv4.ip_forward": "0"}
+            assert c.capabilities == (["LINUX_IMMUTABLE"] if c.host == "siem" else []), c.host
+            assert c.sysctls == {"net.ipv4.ip_forward": "0"}
+
+
+def test_down_releases_the_volumes_of_the_container_that_seals_files() -> None:
+    """`down --volumes` clears the append-only flag in these volumes first (roles/lab_provision):
+    the siem's, its store and its logs (the raw files)."""
+    plan = build_plan(load_lab(DEFAULT_LAB), APT)
+    assert sorted(plan.append_only_volumes) == ["pacslab-siem-log", "pacslab-siem-state"]
 
 
 def test_image_tags_follow_content(tmp_path: Path) -> None:
