@@ -82,7 +82,8 @@ def test_the_pacs_event_log_audit_file_and_the_siem_raw_file_rotate_without_loss
     """A CT image stored before the PACS's and the siem's rotation and one stored after it: the
     first's instance-stored event and audit message are in the renamed files, the second's in new
     files (the mode and owner the plugin gave the first); the siem's raw file of the PACS starts again
-    (rsyslogd reopened it on SIGHUP) with the second's audit message; the store holds both."""
+    (rsyslogd reopened it on SIGHUP) with the second's audit message, and both it and the renamed
+    one are append-only; the store holds both."""
     lab = running_lab
     pacs, station, collector = pacs_of(lab), tls_stations(lab)[0], siem(lab)
     raw = f"/var/log/pacslab/remote/{pacs.address}.log"
@@ -110,6 +111,9 @@ def test_the_pacs_event_log_audit_file_and_the_siem_raw_file_rotate_without_loss
         assert lines_with(lab, collector.name, raw, names["before"]) == []
         assert len(lines_with(lab, collector.name, raw + ".1", names["before"])) == 1
         assert len(lines_with(lab, collector.name, raw, names["after"])) == 1
+        # released for the rename, sealed again: the new raw file and the renamed one are append-only (lsattr's "a")
+        sealed = {path: "a" in im.exec_in(lab, collector.name, "lsattr", path).split()[0] for path in (raw, raw + ".1")}
+        assert sealed == {raw: True, raw + ".1": True}
         # the event log's line names the instance, the audit message the study
         kinds = {when: {e["event_type"] for uid in (s["sop_instance_uid"], s["study_uid"]) for e in siem_json(lab, "events", "--contains", uid)}
                  for when, s in stored.items()}

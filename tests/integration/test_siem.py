@@ -552,8 +552,65 @@ def test_a_refused_code_and_a_completed_sign_in_at_the_idp_are_user_authenticati
 
 def raw_lines(lab: Lab, host: Host, marker: str) -> list[str]:
     """The lines of the siem's raw file of ``host``'s address that hold ``marker`` (as received)."""
-    out = im.exec_in(lab, siem(lab).name, "grep", "-F", "--", marker, f"/var/log/pacslab/remote/{host.address}.log", check=False)
+    out = im.exec_in(lab, siem(lab).name, "grep", "-F", "--", marker, f"{RAW_DIR}/{host.address}.log", check=False)
     return out.splitlines()
+
+
+RAW_DIR = "/var/log/pacslab/remote"  # roles/siem siem_raw_dir
+CAP_LINUX_IMMUTABLE = 1 << 9  # linux/capability.h
+REFUSED = "Operation not permitted"  # strerror(EPERM): what an append-only file answers a rewrite
+
+
+def capability_sets(lab: Lab, host: str, pid: str) -> dict[str, int]:
+    """CapEff, CapPrm and CapBnd of process ``pid`` in ``host`` (/proc/PID/status, hexadecimal)."""
+    status = im.exec_in(lab, host, "cat", f"/proc/{pid}/status")
+    fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+    return {k: int(fields[k], 16) for k in ("CapEff", "CapPrm", "CapBnd")}
+
+
+@pytest.mark.control("C-RSP-03")
+def test_the_siems_raw_files_are_append_only_and_rsyslogd_cannot_release_them(running_lab: Lab, evidence) -> None:
+    """Every raw file at the siem (one per log source, and each rotated copy) carries the
+    append-only flag (lsattr's "a"). Root in the siem, even holding CAP_LINUX_IMMUTABLE, cannot
+    truncate the bastion's file, open it for writing other than appending, rename it or remove it: each
+    answers "Operation not permitted". rsyslogd, the root program that faces the network, has
+    CAP_LINUX_IMMUTABLE in neither its effective nor its bounding set, while the container's first
+    process has it: rsyslogd could not clear the flag, the rotation can. A line the bastion logs
+    afterwards (as root, to its local syslog) still lands in the file, which stays append-only."""
+    lab = running_lab
+    host, source = siem(lab).name, bastion(lab)  # the bastion ships its local syslog (roles/bastion)
+    raw = f"{RAW_DIR}/{source.address}.log"
+    listed = im.exec_in(lab, host, "sh", "-c", f"lsattr {RAW_DIR}/*.log*")
+    flags = {line.split()[1]: line.split()[0] for line in listed.splitlines()}
+    evidence.update(flags=flags)
+    assert raw in flags, listed
+    assert [path for path, f in flags.items() if "a" not in f] == []
+
+    size = im.exec_in(lab, host, "stat", "-c", "%s", raw).strip()
+    attempts = {
+        "truncate": ["truncate", "-s", "0", raw],
+        "rewrite": ["python3", "-c", f"import os; os.open({raw!r}, os.O_WRONLY)"],
+        "rename": ["mv", raw, raw + ".moved"],
+        "remove": ["rm", "-f", raw],
+    }
+    answers = {what: docker("exec", lab.container_name(host), *argv, check=False) for what, argv in attempts.items()}
+    evidence.update(refused={what: a.stderr.strip()[-120:] for what, a in answers.items()})
+    assert {what: (a.returncode != 0, REFUSED in a.stderr) for what, a in answers.items()} == {what: (True, True) for what in attempts}
+    assert int(im.exec_in(lab, host, "stat", "-c", "%s", raw).strip()) >= int(size)  # nothing cut (rsyslogd may have appended)
+
+    rsyslogd = im.exec_in(lab, host, "pgrep", "-x", "rsyslogd").split()
+    assert len(rsyslogd) == 1, rsyslogd
+    sets = {"rsyslogd": capability_sets(lab, host, rsyslogd[0]), "pid 1": capability_sets(lab, host, "1")}
+    evidence.update(capabilities={who: {k: hex(v) for k, v in s.items()} for who, s in sets.items()})
+    assert {k: bool(v & CAP_LINUX_IMMUTABLE) for k, v in sets["rsyslogd"].items()} == {"CapEff": False, "CapPrm": False, "CapBnd": False}
+    assert sets["pid 1"]["CapBnd"] & CAP_LINUX_IMMUTABLE
+
+    marker = f"pacslab-append-{RUN}"
+    im.exec_in(lab, source.name, "logger", "-t", "pacslab-probe", marker)
+    landed = wait_for(f"the bastion's line {marker} in its raw file", lambda: raw_lines(lab, source, marker))
+    evidence.update(landed=landed)
+    assert len(landed) == 1 and landed[0].endswith(marker)
+    assert "a" in im.exec_in(lab, host, "lsattr", raw).split()[0]
 
 
 @pytest.mark.control("C-PRT-01")
