@@ -57,6 +57,8 @@ ASSETS = {"addresses": {"10.77.90.11": {"host": "vendor-eng", "zone": "internet"
           "zones": {"clinical": "10.77.20.0/24", "modality": "10.77.30.0/24", "legacy": "10.77.31.0/24", "datacenter": "10.77.40.0/24",
                     "security": "10.77.50.0/24",
                     "vendor": "10.77.70.0/24", "internet": "10.77.90.0/24"},
+          "gateways": {"clinical": "10.77.20.1", "modality": "10.77.30.1", "legacy": "10.77.31.1", "datacenter": "10.77.40.1",
+                       "security": "10.77.50.1", "vendor": "10.77.70.1", "internet": "10.77.90.1"},
           "spared_zones": ["security"], "vendors": ["vnd-acme", "vnd-old"]}
 
 

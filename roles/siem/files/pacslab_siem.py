@@ -1012,14 +1012,14 @@ def _fires_outside_windows(db: sqlite3.Connection, rule: dict[str, Any], ids: li
     return bool(_counting_windows(db, only))
 
 
-def _reserved(address: str, subnet: str) -> bool:
-    """Whether ``address`` is its zone's network or broadcast address, or the Docker bridge's own
-    (the subnet's first host address: the machine's, never a lab host's, pacslab.topology)."""
+def _reserved(address: str, subnet: str, gateway: str | None) -> bool:
+    """Whether ``address`` is its zone's network or broadcast address, or the zone's Docker bridge's
+    own (``gateway``: the machine's, never a lab host's; assets.json gateways, from the lab's plan)."""
     try:
         net, ip = ipaddress.ip_network(subnet, strict=False), ipaddress.ip_address(address)
     except ValueError:
         return False
-    return ip in (net.network_address, net.broadcast_address, net.network_address + 1)
+    return ip in (net.network_address, net.broadcast_address) or str(ip) == gateway
 
 
 def _contain(db: sqlite3.Connection, alert_id: int, rule: dict[str, Any], address: str, ids: list[int], assets: dict[str, Any]) -> None:
@@ -1035,7 +1035,7 @@ def _contain(db: sqlite3.Connection, alert_id: int, rule: dict[str, Any], addres
         window = None
     if asset is None and zone is None:
         decision, reason = "withheld", f"{address or 'no address'} is no lab host's and in no lab zone: nothing the fw may quarantine"
-    elif asset is None and _reserved(address, str(assets.get("zones", {}).get(zone, ""))):
+    elif asset is None and _reserved(address, str(assets.get("zones", {}).get(zone, "")), assets.get("gateways", {}).get(zone)):
         decision, reason = "withheld", f"{address} is the {zone} zone's network, broadcast or bridge address: no device to cut off"
     elif asset is not None and asset.get("image") == "fw":
         decision, reason = "withheld", "the fw's own address"
