@@ -355,11 +355,7 @@ def unknown_device(lab: Lab, plan: Plan, siem: str, run: int) -> dict[str, float
             time.sleep(0.5)
     finally:
         docker("rm", "-f", name, check=False)
-        for _ in range(3):  # a sweep's record of the address stored after a release quarantines it again
-            time.sleep(5)
-            if address not in response.quarantined(lab):
-                break
-            response.release_address(lab, address, "benchmark run", by="pacslab-bench")
+        response.release_when_settled(lab, address, "benchmark run", by="pacslab-bench")
     if alerted is None or contained is None:
         raise SystemExit(f"unknown-device about {address}: alert after {alerted} s, quarantine after {contained} s (waited {WAIT} s)")
     return {"alert": alerted, "quarantine": contained}

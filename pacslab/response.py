@@ -13,7 +13,9 @@ import contextlib
 import getpass
 import ipaddress
 import json
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 from .docker import docker
@@ -22,6 +24,9 @@ from .plan import SIEM_USER, SIEMS
 from .topology import Lab
 
 COMMAND = "pacslab-quarantine"  # roles/firewall/files, on the fw
+FOLLOW = 3.0  # seconds: the fw asks the siem for its containment decisions every 2 s (roles/firewall firewall_follow_every)
+EVALUATED = "/var/lib/pacslab-siem/evaluated.json"  # the siem evaluator's last finished pass: {"started", "finished"} (UTC)
+PASS_TIMEOUT = 60.0  # seconds a pass of the siem's evaluator is waited for at most (it runs every 2 s)
 
 
 class ContainmentError(ValueError):
@@ -101,6 +106,50 @@ def _siem(lab: Lab, host: str, *args: str) -> dict[str, Any]:
     """pacslab-siem ``args`` on the siem ``host``, as the store's user; its JSON answer."""
     answer: dict[str, Any] = json.loads(docker("exec", "-u", SIEM_USER, lab.container_name(host), "pacslab-siem", *args, timeout=60).stdout)
     return answer
+
+
+def _evaluated_after(lab: Lab, host: str, stamp: str) -> None:
+    """Return once the evaluator of the siem ``host`` has finished a pass that started after the UTC
+    time ``stamp`` (RFC 3339): what was stored before ``stamp``, that pass weighed. ContainmentError
+    after PASS_TIMEOUT seconds."""
+    deadline = time.monotonic() + PASS_TIMEOUT
+    while True:
+        proc = docker("exec", lab.container_name(host), "cat", EVALUATED, check=False, timeout=60)
+        if proc.returncode == 0 and str(json.loads(proc.stdout).get("started", "")) > stamp:
+            return
+        if time.monotonic() > deadline:
+            raise ContainmentError(f"{host}: no pass of the detections started after {stamp} within {PASS_TIMEOUT:.0f} s")
+        time.sleep(0.5)
+
+
+def release_when_settled(lab: Lab, address: str, reason: str, by: str | None = None, rounds: int = 5) -> int:
+    """Release ``address``, a device the lab no longer runs (a rogue the siem quarantined, removed),
+    once every deployed siem has weighed all it sent: an event of the address stored after a release
+    decides again. Each round waits for a pass of each siem's detections that started after the
+    round, gives the fw FOLLOW seconds to pull what they decided, and releases the address if it is
+    quarantined; the rounds go on while one brings a new decision about the address, ``rounds`` at
+    most. Returns how many releases were made (each one of the fw's log entries)."""
+    siems = [h.name for h in lab.deployed_hosts() if SIEMS in h.groups]
+    released, before = 0, None
+    for _ in range(rounds):
+        for host in siems:
+            _evaluated_after(lab, host, datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"))
+        decided = sorted(int(d["id"]) for host in siems for d in _siem_rows(lab, host, "containment") if d["address"] == address)
+        if decided == before:
+            break
+        time.sleep(FOLLOW)
+        if address in quarantined(lab):
+            release_address(lab, address, reason, by=by)
+            released += 1
+        before = decided
+    return released
+
+
+def _siem_rows(lab: Lab, host: str, *args: str) -> list[dict[str, Any]]:
+    """pacslab-siem ``args`` --json on the siem ``host`` (a listing: alerts, containment ...), as the store's user."""
+    rows: list[dict[str, Any]] = json.loads(docker("exec", "-u", SIEM_USER, lab.container_name(host), "pacslab-siem", *args, "--json",
+                                                   timeout=60).stdout)
+    return rows
 
 
 @contextlib.contextmanager

@@ -29,11 +29,11 @@ from pacslab.probes import portscan
 from pacslab.topology import Host, Lab
 
 from .test_response import CONTAINED_WITHIN, modalities, pacs, scanner, vna, wait
-from .test_siem import WAIT, evaluated_after, siem_json, utc_now, wait_for
+from .test_siem import WAIT, siem_json, utc_now, wait_for
 
 RUN = secrets.token_hex(3)
 BASE = 22000 + secrets.randbelow(90) * 100  # source ports of this run, below the ephemeral range (32768-60999)
-FOLLOW = 3  # seconds: the fw asks the siem for its containment decisions every 2 s (roles/firewall firewall_follow_every)
+
 
 def drops_from(lab: Lab, address: str, source: int) -> list[dict[str, Any]]:
     return [e for e in siem_json(lab, "events", "--contains", f'"src_port": {source},')
@@ -65,19 +65,7 @@ def rogue(running_lab: Lab, plan: Plan) -> Iterator[tuple[str, str]]:
         yield name, address
     finally:
         docker("rm", "-f", name, check=False)
-        # An event of the rogue's stored after a release decides again: release once the siem has
-        # weighed what came before the removal (and the fw has pulled what it decided), and again
-        # for as long as something that came late still brings a decision.
-        before: list[int] | None = None
-        for _ in range(5):
-            evaluated_after(lab, utc_now())
-            decided = [d["id"] for d in siem_json(lab, "containment") if d["address"] == address]
-            if decided == before:
-                break
-            time.sleep(FOLLOW)
-            if address in response.quarantined(lab):
-                response.release_address(lab, address, "check done: the rogue device is gone", by="pacslab-tests")
-            before = decided
+        response.release_when_settled(lab, address, "check done: the rogue device is gone", by="pacslab-tests")
 
 
 @pytest.mark.control("C-AST-01")
