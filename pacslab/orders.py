@@ -27,6 +27,7 @@ import json
 import logging
 import logging.handlers
 import os
+import pwd
 import re
 import socket
 import ssl
@@ -401,7 +402,8 @@ def ack(msg: hl7.Message | None, code: str, error: OrderError | None = None) -> 
 # - "message-refused", one per refused message (or frame): ack (AE or AR), code (HL7 table 0357),
 #   where (ERR-2) and error (the code's name): no value of the message, nothing of a refused
 #   message is taken as true (the ACK the sender gets, and the listener's own log, say more);
-# - "connection-refused": a connection without its PROXY header (not from the TLS front), closed.
+# - "connection-refused": a connection not from the TLS front, closed: reason "not-the-front" (a
+#   socket of another user than the front's) or "no-proxy-header".
 # A record that cannot be written (the file renamed by logrotate and not created yet) is tried again
 # a moment later, then written to the listener's log: the order goes on either way.
 audit = logging.getLogger("orders.audit")
@@ -489,15 +491,47 @@ async def read_proxy_header(reader: asyncio.StreamReader) -> tuple[str, int] | N
     return (str(address), port) if 0 < port < 65536 else None
 
 
-async def serve(bind: str, port: int, folder: Path, proxied: bool = False) -> None:
+# proc(5): each line of /proc/net/tcp is one IPv4 TCP socket of the network namespace, "sl
+# local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid ...", an address written
+# as the hexadecimal of its 32 bits in the host's byte order, a colon and the port in hexadecimal.
+TCP_TABLE = Path("/proc/net/tcp")
+
+
+def _proc_address(address: str, port: int) -> str:
+    return f"{int.from_bytes(socket.inet_aton(address), sys.byteorder):08X}:{port:04X}"
+
+
+def socket_owner(local: tuple[str, int], remote: tuple[str, int], table: Path = TCP_TABLE) -> int | None:
+    """The uid of the IPv4 TCP socket of this network namespace whose own end is ``local`` and whose
+    peer is ``remote`` (address, port): on loopback, the process that connected to us (proc(5)
+    /proc/net/tcp, readable by every user). None when the table lists no such socket or an address
+    is not IPv4."""
+    try:
+        ends = (_proc_address(*local), _proc_address(*remote))
+    except OSError:  # inet_aton: not an IPv4 address
+        return None
+    for line in table.read_text().splitlines()[1:]:
+        fields = line.split()
+        if len(fields) > 7 and (fields[1], fields[2]) == ends:
+            return int(fields[7])
+    return None
+
+
+async def serve(bind: str, port: int, folder: Path, proxied: bool = False, front_uid: int | None = None) -> None:
     """The listener: one task per connection; each message is answered before the next is read.
     ``proxied``: each connection begins with a PROXY protocol v1 header (stunnel's, roles/ris) naming
-    the sender; one that does not is closed unanswered."""
+    the sender; one that does not is closed unanswered. ``front_uid``: the uid of the TLS front
+    (stunnel's user); a connection from a socket another user owns (a local process writing a header
+    of its own naming any station) is closed unanswered, before a byte of it is read."""
 
     async def connection(reader: Any, writer: Any) -> None:
         peer = writer.get_extra_info("peername")
         sender: tuple[str, int] | None = None
         try:
+            if front_uid is not None and (owner := socket_owner(peer[:2], writer.get_extra_info("sockname")[:2])) != front_uid:
+                log.warning("a connection from %s of uid %s, not the TLS front's (%d): closed", peer, owner, front_uid)
+                _record("connection-refused", None, reason="not-the-front", error=f"not from the TLS front: the connecting socket is uid {owner}'s")
+                return
             if proxied:
                 try:
                     sender = await asyncio.wait_for(read_proxy_header(reader), PROXY_WAIT)
@@ -505,7 +539,7 @@ async def serve(bind: str, port: int, folder: Path, proxied: bool = False) -> No
                     sender = None
                 if sender is None:
                     log.warning("no PROXY header from %s: connection closed", peer)
-                    _record("connection-refused", None, error="no PROXY protocol header: not from the TLS front")
+                    _record("connection-refused", None, reason="no-proxy-header", error="no PROXY protocol header: not from the TLS front")
                     return
             who = sender or peer
             while True:
@@ -703,6 +737,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--worklists", type=Path, default=WORKLISTS, help="folder of the worklist items the orders become")
     p.add_argument("--proxy-protocol", action="store_true", help="each connection begins with stunnel's PROXY v1 header (the sender)")
     p.add_argument("--record", type=Path, help="append the record of each message answered here, one JSON object per line (``audit``)")
+    p.add_argument("--front-user", help="the TLS front's user (stunnel's): a connection from another user's socket is closed unanswered")
     p = sub.add_parser("send", help="send one new order; prints the ACK as JSON; exits 1 unless the RIS accepts it (AA)")
     p.add_argument("--config", type=Path, default=Path("/etc/pacslab/dicom.json"), help="the node's DICOM/HL7 configuration")
     for k, helptext in (("patient-id", "PID-3, the patient identifier"), ("patient-name", "PID-5, family^given"),
@@ -726,7 +761,8 @@ def main(argv: list[str] | None = None) -> int:
             handler.setFormatter(logging.Formatter("%(message)s"))
             audit.addHandler(handler)
             audit.propagate = False
-        asyncio.run(serve(args.bind, args.port, args.worklists, proxied=args.proxy_protocol))
+        front_uid = pwd.getpwnam(args.front_user).pw_uid if args.front_user else None
+        asyncio.run(serve(args.bind, args.port, args.worklists, proxied=args.proxy_protocol, front_uid=front_uid))
         return 0
     cfg: dict[str, Any] = json.loads(args.config.read_text())
     ris = cfg["peers"]["ris-hl7"]

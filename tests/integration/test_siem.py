@@ -26,6 +26,7 @@ from pydicom.filereader import read_dataset
 
 from pacslab import cli
 from pacslab.docker import docker
+from pacslab.listeners import role_var
 from pacslab.plan import SIEM_USER, SIEMS, Plan
 from pacslab.probes import imaging as im
 from pacslab.probes import oidc, syslog
@@ -1110,6 +1111,51 @@ def test_a_handshake_the_ris_s_hl7_front_refuses_reaches_the_siem_with_the_stati
     refused = [port for port, seen in kinds.items() if ("tls-handshake-refused", "peer-did-not-return-a-certificate") in seen]
     assert len(refused) == 1 and kinds[refused[0]][0] == ("tls-connection", "accepted")
     assert {e["host"] for events in t["front"].values() for e in events} == {t["ris"].name}
+
+
+# What a process on the RIS sends the listener's loopback port as the listener's own user (Orthanc
+# runs as it there): a PROXY header naming the order-entry station, then a valid order in MLLP. It
+# prints how many bytes came back before the end (a reset, the bytes unread: none).
+_LOCAL_SENDER = """
+import socket, sys
+with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10) as s:
+    s.sendall(sys.stdin.buffer.read())
+    try:
+        got = s.recv(65536)
+    except ConnectionResetError:
+        got = b""
+print(len(got))
+"""
+
+
+@pytest.mark.control("C-DAT-02")
+def test_a_local_process_on_the_ris_cannot_pose_as_its_tls_front(running_lab: Lab, evidence) -> None:
+    """A process on the RIS of the listener's own user (orthanc, as Orthanc there) connects to the
+    listener's loopback port, names the order-entry station in a PROXY header and sends a valid
+    order: the listener reads the kernel's socket table, finds the socket is not the TLS front's
+    user's (stunnel4), and closes it unanswered. Nothing is scheduled (the accession is in no
+    worklist), and the siem stores hl7-connection-refused (not-the-front) from the RIS, with no
+    station's address."""
+    lab = running_lab
+    ris, sender = ris_source(lab), order_entry(lab)
+    station = tls_stations(lab)[0]
+    tag = secrets.token_hex(3).upper()
+    order = _message(str(station.ae_title), modality_of(lab, station), f"L{tag}", pid=f"PL{tag}", name="PACSLAB^POSED", control=f"CL{tag}")
+    stream = f"PROXY TCP4 {sender.address} {ris.address} 40999 2575\r\n\x0b{order}\x1c\r"
+    inner = str(role_var(lab, ris.name, "ris", "ris_hl7_inner_port"))
+    uid = im.exec_in(lab, ris.name, "id", "-u", "orthanc").strip()
+    since = utc_now()
+    answered = im.exec_in(lab, ris.name, "runuser", "-u", "orthanc", "--", "python3", "-c", _LOCAL_SENDER, inner, input=stream).strip()
+    refused = wait_for("the listener's refusal at the siem", lambda: [
+        e for e in siem_json(lab, "events", "--contains", f"the connecting socket is uid {uid}'s")
+        if e["host"] == ris.name and e["time"] >= since])
+    worklist = {i["accession"] for i in im.dicomsim(lab, station.name, "worklist", "--peer", ris.name)["items"]}
+    evidence.update(answered_bytes=answered, refused=refused)
+    assert answered == "0"
+    assert [(e["source"], e["event_type"], e["outcome"], e["src_ip"]) for e in refused] == [
+        ("hl7-orders", "hl7-connection-refused", "not-the-front", None)]
+    assert f"L{tag}" not in worklist
+    assert siem_json(lab, "events", "--contains", f"PL{tag}") == []
 
 
 # ---------------------------------------------------------------------------------------------

@@ -498,8 +498,10 @@ HL7_SCHEDULED = ('{"accession": "A51", "ack": "AA", "control_id": "C5", "event":
                  '"time": "2026-12-04T15:00:00.000Z"}')
 HL7_REFUSED = ('{"ack": "AE", "code": 102, "control_id": "C6", "error": "OBR-24 is not a valid modality", "event": "message-refused", '
                '"src_ip": "10.77.20.11", "src_port": 40002, "time": "2026-12-04T15:00:01.000Z", "where": "OBR^1^24"}')
-HL7_CONNECTION = ('{"error": "no PROXY protocol header: not from the TLS front", "event": "connection-refused", "src_ip": null, '
-                  '"src_port": null, "time": "2026-12-04T15:00:02.000Z"}')
+HL7_CONNECTION = ('{"error": "no PROXY protocol header: not from the TLS front", "event": "connection-refused", "reason": "no-proxy-header", '
+                  '"src_ip": null, "src_port": null, "time": "2026-12-04T15:00:02.000Z"}')
+HL7_LOCAL = ('{"error": "not from the TLS front: the connecting socket is uid 101\'s", "event": "connection-refused", '
+             '"reason": "not-the-front", "src_ip": null, "src_port": null, "time": "2026-12-04T15:00:03.000Z"}')
 
 
 @pytest.mark.parametrize(("msg", "expected"), [
@@ -508,6 +510,9 @@ HL7_CONNECTION = ('{"error": "no PROXY protocol header: not from the TLS front",
     (HL7_REFUSED, {"event_type": "hl7-message-refused", "outcome": "AE-102", "patient_id": None, "src_ip": "10.77.20.11",
                    "src_port": "40002", "src_host": "ws-tech"}),
     (HL7_CONNECTION, {"event_type": "hl7-connection-refused", "outcome": "no-proxy-header", "src_ip": None, "patient_id": None}),
+    (HL7_LOCAL, {"event_type": "hl7-connection-refused", "outcome": "not-the-front", "src_ip": None, "patient_id": None}),
+    ('{"event": "connection-refused"}', {"event_type": "hl7-connection-refused", "outcome": "no-proxy-header"}),
+    ('{"event": "connection-refused", "reason": "no such reason"}', {"event_type": "hl7-connection-refused", "outcome": "refused"}),
     ('{"event": "order-scheduled", "src_ip": ["10.77.20.11"], "patient_id": {"x": 1}, "src_port": true}',
      {"event_type": "hl7-order-scheduled", "src_ip": None, "patient_id": None, "src_port": None}),
     ('{"event": "something-else"}', {"event_type": "syslog", "src_ip": None}),

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import socket
 import threading
 import time
@@ -263,14 +264,14 @@ def test_a_built_order_round_trips_through_the_parser(wl: Path) -> None:
 
 
 @contextlib.contextmanager
-def listening(wl: Path, proxied: bool = False) -> Iterator[int]:
+def listening(wl: Path, proxied: bool = False, front_uid: int | None = None) -> Iterator[int]:
     """orders.serve on a free loopback port, in a thread of its own, until the block ends."""
     port_holder = socket.socket()
     port_holder.bind(("127.0.0.1", 0))
     port = port_holder.getsockname()[1]
     port_holder.close()
     loop = asyncio.new_event_loop()
-    task = loop.create_task(orders.serve("127.0.0.1", port, wl, proxied=proxied))
+    task = loop.create_task(orders.serve("127.0.0.1", port, wl, proxied=proxied, front_uid=front_uid))
 
     def run() -> None:
         try:
@@ -305,8 +306,9 @@ def listener(wl: Path) -> Iterator[int]:
 
 @pytest.fixture
 def proxied_listener(wl: Path) -> Iterator[int]:
-    """The listener as the RIS runs it behind stunnel (``protocol = proxy``)."""
-    with listening(wl, proxied=True) as port:
+    """The listener as the RIS runs it behind stunnel (``protocol = proxy``, and the front's user:
+    here this test's own, which connects as the front would)."""
+    with listening(wl, proxied=True, front_uid=os.getuid()) as port:
         yield port
 
 
@@ -441,6 +443,47 @@ def test_behind_stunnel_the_record_names_the_stations_address_not_loopback(proxi
         ("order-scheduled", "10.77.20.11", 40003, "A93", None), ("message-refused", "10.77.20.11", 40003, None, 100)]
 
 
+TCP_TABLE = """\
+  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:0A10 00000000:0000 0A 00000000:00000000 00:00000000 00000000   101        0 23411 1 0000000000000000 100 0 0 10 0
+   1: 0100007F:0A10 0100007F:9C40 01 00000000:00000000 00:00000000 00000000   101        0 23500 1 0000000000000000 20 4 30 10 -1
+   2: 0100007F:9C40 0100007F:0A10 01 00000000:00000000 00:00000000 00000000   105        0 23499 1 0000000000000000 20 4 30 10 -1
+   3: 0C284D0A:0A0F 0B144D0A:9C41 01 00000000:00000000 02:000A1C2D 00000000     0        0 0 2 0000000000000000 20 4 29 10 -1
+"""
+
+
+def test_the_owner_of_a_loopback_peer_is_read_from_the_kernels_socket_table(tmp_path: Path) -> None:
+    """proc(5) /proc/net/tcp as a little-endian machine writes it (127.0.0.1 is 0100007F): the socket
+    that connected from port 40000 to the listener on 2576 is uid 105's; the listener's own end of
+    it, uid 101's; no socket, no owner; IPv6, no answer."""
+    table = tmp_path / "tcp"
+    table.write_text(TCP_TABLE)
+    assert orders.socket_owner(("127.0.0.1", 40000), ("127.0.0.1", 2576), table) == 105
+    assert orders.socket_owner(("127.0.0.1", 2576), ("127.0.0.1", 40000), table) == 101
+    assert orders.socket_owner(("127.0.0.1", 40001), ("127.0.0.1", 2576), table) is None
+    assert orders.socket_owner(("::1", 40000), ("::1", 2576), table) is None
+
+
+def test_behind_stunnel_a_connection_from_another_users_socket_is_closed_unanswered(wl: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A local process of another user than the front's (here the front is another uid than this
+    test's) writes a header naming a station and a valid order: closed before a byte is read,
+    nothing scheduled, and recorded with the uid that connected."""
+    caplog.set_level(logging.INFO, logger="orders.audit")
+    with listening(wl, proxied=True, front_uid=os.getuid() + 1) as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"PROXY TCP4 10.77.20.11 10.77.40.12 40005 2575\r\n" + orders.frame(order(acc="A95", control="C95").encode()))
+            try:
+                answered = sock.recv(65536)
+            except ConnectionResetError:  # closed with the bytes unread: the kernel resets
+                answered = b""
+            assert answered == b""
+    assert not (wl / "A95.wl").exists()
+    refused = {"event": "connection-refused", "src_ip": None, "src_port": None, "reason": "not-the-front",
+               "error": f"not from the TLS front: the connecting socket is uid {os.getuid()}'s"}
+    assert records(caplog)[-1:] == [refused]  # the readiness probe's own refusal may come in before it, the same
+    assert all(r == refused for r in records(caplog))
+
+
 def test_behind_stunnel_a_connection_without_its_header_is_closed_unanswered(proxied_listener: int, wl: Path,
                                                                              caplog: pytest.LogCaptureFixture) -> None:
     """Only the TLS front reaches the loopback port; a stream that does not begin with its header
@@ -450,5 +493,5 @@ def test_behind_stunnel_a_connection_without_its_header_is_closed_unanswered(pro
         sock.sendall(orders.frame(order(acc="A94", control="C94").encode()))
         assert sock.recv(65536) == b""
     assert not (wl / "A94.wl").exists()
-    assert records(caplog) == [{"event": "connection-refused", "src_ip": None, "src_port": None,
+    assert records(caplog) == [{"event": "connection-refused", "src_ip": None, "src_port": None, "reason": "no-proxy-header",
                                 "error": "no PROXY protocol header: not from the TLS front"}]

@@ -527,8 +527,10 @@ def _discovery(msg: str) -> dict[str, Any]:
 #   study_uid its worklist item carries;
 # - "message-refused" (hl7-message-refused, outcome "<MSA-1>-<HL7 table 0357 code>", e.g. AE-102):
 #   no patient, nothing of a refused message is taken as true;
-# - "connection-refused" (hl7-connection-refused): a stream that did not come through the front.
+# - "connection-refused" (hl7-connection-refused, outcome its reason: "not-the-front", a local
+#   process of another user than the front's, or "no-proxy-header"): a stream not from the front.
 RIS_PROGRAMS = ("hl7-orders",)
+HL7_REFUSALS = ("not-the-front", "no-proxy-header")
 _HL7_EVENTS = {"order-scheduled": "hl7-order-scheduled", "message-refused": "hl7-message-refused",
                "connection-refused": "hl7-connection-refused"}
 
@@ -548,7 +550,8 @@ def _hl7_orders(msg: str, peer: str) -> dict[str, Any]:
         return found | {"outcome": "AA", "patient_id": text("patient_id"), "study_uid": text("study_uid")}
     if kind == "hl7-message-refused":
         return found | {"outcome": f"{text('ack')}-{text('code')}"}
-    return found | {"outcome": "no-proxy-header"}
+    reason = text("reason") or "no-proxy-header"  # a record of before the front's user was checked has none: no header, then
+    return found | {"outcome": reason if reason in HL7_REFUSALS else "refused"}
 
 
 # A TLS front's log (stunnel 5 in front of the PACS's and the VNA's DICOM port, roles/orthanc; shipped
