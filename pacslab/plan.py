@@ -148,9 +148,6 @@ class Plan:
     firewall_ruleset: str
     firewall_host: str
     firewall_quarantine_state: str  # the fw's quarantine record; the ruleset includes its element file
-    # The volumes whose files may be append-only (those of a container holding LINUX_IMMUTABLE): not
-    # even root can remove such a file, so `down --volumes` releases them first (roles/lab_provision).
-    append_only_volumes: list[str]
     quarantine_spared_zones: list[str]  # the zones a quarantined host keeps (pacslab.firewall QUARANTINE_REACH)
     secrets_dir: str  # generated per lab on the controller (git-ignored, 0700), never defaults
     state_dir: str  # the lab's controller-side state (.pacslab/<lab>): logs, converge records
@@ -247,7 +244,6 @@ def build_plan(lab: Lab, apt: AptSources | None = None) -> Plan:
         firewall_ruleset=render(lab),
         firewall_host=lab.router.name,
         firewall_quarantine_state=QUARANTINE_STATE,
-        append_only_volumes=[v["source"] for c in containers if "LINUX_IMMUTABLE" in c.capabilities for v in c.volumes],
         quarantine_spared_zones=[z for z in QUARANTINE_REACH if z in lab.zones],
         secrets_dir=str(REPO_ROOT / ".pacslab" / lab.name / "secrets"),
         state_dir=str(REPO_ROOT / ".pacslab" / lab.name),

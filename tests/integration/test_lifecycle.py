@@ -22,7 +22,7 @@ import pytest
 from pacslab import cli
 from pacslab.docker import docker, image_id, lab_objects
 from pacslab.engine import run_playbook
-from pacslab.plan import Plan
+from pacslab.plan import SIEMS, Plan
 from pacslab.probes import imaging as im
 from pacslab.topology import REPO_ROOT, Lab
 
@@ -128,7 +128,8 @@ def test_down_removes_exactly_what_the_lab_created(running_lab: Lab, plan: Plan,
     assert cli.main(["down", "--volumes", "--lab", str(running_lab.path)]) == cli.EXIT_OK
     summary = json.loads((state / "summary-down.json").read_text())
     changed = [t for p in summary["phases"] for t in p["changed_tasks"]]
-    released = ["lab_provision : Ensure no file of the volumes to remove is append-only any more [localhost]"] if plan.append_only_volumes else []
+    siem = any(SIEMS in h.groups for h in running_lab.deployed_hosts())  # the reference lab's seals its raw files
+    released = ["lab_provision : Ensure no file of the volumes to remove is append-only any more [localhost]"] if siem else []
     assert changed == [*released, "lab_provision : Ensure the lab's volumes are removed (pacslab down --volumes) [localhost]"], changed
     assert lab_objects("volume", running_lab.name) == []
 

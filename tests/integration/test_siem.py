@@ -575,8 +575,9 @@ def test_the_siems_raw_files_are_append_only_and_rsyslogd_cannot_release_them(ru
     append-only flag (lsattr's "a"). Root in the siem, even holding CAP_LINUX_IMMUTABLE, cannot
     truncate the bastion's file, open it for writing other than appending, rename it or remove it: each
     answers "Operation not permitted". rsyslogd, the root program that faces the network, has
-    CAP_LINUX_IMMUTABLE in neither its effective nor its bounding set, while the container's first
-    process has it: rsyslogd could not clear the flag, the rotation can. A line the bastion logs
+    CAP_LINUX_IMMUTABLE in neither its effective nor its permitted nor its bounding set, while the
+    rotation program has it in all three: rsyslogd could not clear the flag, the rotation can. Each
+    deployed log source has its own file. A line the bastion (which ships its local syslog) logs
     afterwards (as root, to its local syslog) still lands in the file, which stays append-only."""
     lab = running_lab
     host, source = siem(lab).name, bastion(lab)  # the bastion ships its local syslog (roles/bastion)
@@ -584,7 +585,8 @@ def test_the_siems_raw_files_are_append_only_and_rsyslogd_cannot_release_them(ru
     listed = im.exec_in(lab, host, "sh", "-c", f"lsattr {RAW_DIR}/*.log*")
     flags = {line.split()[1]: line.split()[0] for line in listed.splitlines()}
     evidence.update(flags=flags)
-    assert raw in flags, listed
+    own = {f"{RAW_DIR}/{h.address}.log" for h in lab.deployed_hosts() if h.name in sources(lab) and h.address}  # the fw's: its siem-zone address
+    assert raw in flags and own <= set(flags), (sorted(own - set(flags)), listed)
     assert [path for path, f in flags.items() if "a" not in f] == []
 
     size = im.exec_in(lab, host, "stat", "-c", "%s", raw).strip()
@@ -600,11 +602,12 @@ def test_the_siems_raw_files_are_append_only_and_rsyslogd_cannot_release_them(ru
     assert int(im.exec_in(lab, host, "stat", "-c", "%s", raw).strip()) >= int(size)  # nothing cut (rsyslogd may have appended)
 
     rsyslogd = im.exec_in(lab, host, "pgrep", "-x", "rsyslogd").split()
-    assert len(rsyslogd) == 1, rsyslogd
-    sets = {"rsyslogd": capability_sets(lab, host, rsyslogd[0]), "pid 1": capability_sets(lab, host, "1")}
+    rotation = im.exec_in(lab, host, "supervisorctl", "pid", "logrotate").strip()  # the loop that runs logrotate and the seal
+    assert len(rsyslogd) == 1 and rotation.isdigit(), (rsyslogd, rotation)
+    sets = {"rsyslogd": capability_sets(lab, host, rsyslogd[0]), "rotation": capability_sets(lab, host, rotation)}
     evidence.update(capabilities={who: {k: hex(v) for k, v in s.items()} for who, s in sets.items()})
-    assert {k: bool(v & CAP_LINUX_IMMUTABLE) for k, v in sets["rsyslogd"].items()} == {"CapEff": False, "CapPrm": False, "CapBnd": False}
-    assert sets["pid 1"]["CapBnd"] & CAP_LINUX_IMMUTABLE
+    assert {who: {k: bool(v & CAP_LINUX_IMMUTABLE) for k, v in s.items()} for who, s in sets.items()} == {
+        "rsyslogd": {"CapEff": False, "CapPrm": False, "CapBnd": False}, "rotation": {"CapEff": True, "CapPrm": True, "CapBnd": True}}
 
     marker = f"pacslab-append-{RUN}"
     im.exec_in(lab, source.name, "logger", "-t", "pacslab-probe", marker)

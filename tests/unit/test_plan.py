@@ -52,13 +52,6 @@ def test_only_the_router_holds_net_admin_and_forwards() -> None:
             assert c.sysctls == {"net.ipv4.ip_forward": "0"}
 
 
-def test_down_releases_the_volumes_of_the_container_that_seals_files() -> None:
-    """`down --volumes` clears the append-only flag in these volumes first (roles/lab_provision):
-    the siem's, its store and its logs (the raw files)."""
-    plan = build_plan(load_lab(DEFAULT_LAB), APT)
-    assert sorted(plan.append_only_volumes) == ["pacslab-siem-log", "pacslab-siem-state"]
-
-
 def test_image_tags_follow_content(tmp_path: Path) -> None:
     a = build_plan(load_lab(DEFAULT_LAB), APT)
     b = build_plan(load_lab(DEFAULT_LAB), AptSources(APT.mirror, {"debian.sources": "Types: deb\nURIs: other\n"}))
