@@ -39,7 +39,10 @@ class Zone(pulumi.ComponentResource):
 
 
 class Host(pulumi.ComponentResource):
-    """pacslab:lab:Host - a container with fixed addresses, its volumes, no extra privilege."""
+    """pacslab:lab:Host - a container with fixed addresses, its volumes, and no capability beyond
+    Docker's defaults but its plan's (the fw's NET_ADMIN; the siem's LINUX_IMMUTABLE, whose raw files
+    are append-only: remove its volumes with `pacslab down --volumes`, which clears the flag first,
+    not with `pulumi destroy`, which Docker would refuse)."""
 
     def __init__(
         self,
