@@ -517,6 +517,15 @@ def socket_owner(local: tuple[str, int], remote: tuple[str, int], table: Path = 
     return None
 
 
+def _owner(peer: Any, local: Any) -> int | None:
+    """socket_owner of a connection's peer, or None when it cannot be told (no address: the peer
+    reset before it was accepted; the table unreadable)."""
+    try:
+        return socket_owner(tuple(peer[:2]), tuple(local[:2]))
+    except (OSError, TypeError, ValueError):
+        return None
+
+
 async def serve(bind: str, port: int, folder: Path, proxied: bool = False, front_uid: int | None = None) -> None:
     """The listener: one task per connection; each message is answered before the next is read.
     ``proxied``: each connection begins with a PROXY protocol v1 header (stunnel's, roles/ris) naming
@@ -528,7 +537,7 @@ async def serve(bind: str, port: int, folder: Path, proxied: bool = False, front
         peer = writer.get_extra_info("peername")
         sender: tuple[str, int] | None = None
         try:
-            if front_uid is not None and (owner := socket_owner(peer[:2], writer.get_extra_info("sockname")[:2])) != front_uid:
+            if front_uid is not None and (owner := _owner(peer, writer.get_extra_info("sockname"))) != front_uid:
                 log.warning("a connection from %s of uid %s, not the TLS front's (%d): closed", peer, owner, front_uid)
                 _record("connection-refused", None, reason="not-the-front", error=f"not from the TLS front: the connecting socket is uid {owner}'s")
                 return

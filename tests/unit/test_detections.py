@@ -805,6 +805,13 @@ def test_a_scan_from_what_the_fw_cannot_contain_is_withheld_with_its_reason(rule
     assert _decisions(rules["port-scan"], _scan(src_ip)) == [(1, src_ip, host, "withheld", reason)]
 
 
+def test_the_bridge_address_withheld_is_the_plans_gateway_not_the_subnets_first() -> None:
+    """A zone whose Docker bridge is not its first host address (assets.json gateways, from the plan)."""
+    assert siem._reserved("10.77.20.9", "10.77.20.0/24", "10.77.20.9") is True
+    assert siem._reserved("10.77.20.1", "10.77.20.0/24", "10.77.20.9") is False
+    assert siem._reserved("10.77.20.255", "10.77.20.0/24", None) is True
+
+
 def test_an_authorised_scan_raises_its_alert_but_contains_nobody(rules) -> None:
     assert _decisions(rules["port-scan"], _scan("10.77.31.10", at=10), window=(5, 60)) == [
         (1, "10.77.31.10", "mod-legacy", "withheld", "authorised activity (window 1: segmentation check)")]

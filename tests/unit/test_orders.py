@@ -462,6 +462,7 @@ def test_the_owner_of_a_loopback_peer_is_read_from_the_kernels_socket_table(tmp_
     assert orders.socket_owner(("127.0.0.1", 2576), ("127.0.0.1", 40000), table) == 101
     assert orders.socket_owner(("127.0.0.1", 40001), ("127.0.0.1", 2576), table) is None
     assert orders.socket_owner(("::1", 40000), ("::1", 2576), table) is None
+    assert orders._owner(None, ("127.0.0.1", 2576)) is None  # the peer reset before it was accepted: no address
 
 
 def test_behind_stunnel_a_connection_from_another_users_socket_is_closed_unanswered(wl: Path, caplog: pytest.LogCaptureFixture) -> None:
