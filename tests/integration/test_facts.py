@@ -397,6 +397,9 @@ RUNS_AS = (
     RunsAs("/bin/sh -c while :; do logrotate ", "root",
            "roles/log_rotation: renames logs of root and orthanc, creates their successors with their owners, signals ulogd and "
            "rsyslogd through supervisor"),
+    RunsAs("/bin/sh -c while :; do flock /var/lib/pacslab/log-seal.lock ", "root",
+           "roles/log_rotation, where files are append-only (the siem's raw files): the same loop, each rotation and seal holding "
+           "the seal lock; clears and sets the append-only flag (CAP_LINUX_IMMUTABLE)"),
     RunsAs("/usr/bin/suricata ", "suricata",
            "roles/sensor: setpriv starts it as suricata with CAP_NET_RAW alone (its af-packet socket on the fw's copies)"),
     RunsAs("/usr/bin/python3 /usr/local/sbin/pacslab-discovery ", "pacslab-scanner",
