@@ -102,23 +102,23 @@ def quarantined(lab: Lab) -> dict[str, dict[str, Any]]:
     return _run(lab, "list")
 
 
-def _siem(lab: Lab, host: str, *args: str) -> dict[str, Any]:
-    """pacslab-siem ``args`` on the siem ``host``, as the store's user; its JSON answer."""
-    answer: dict[str, Any] = json.loads(docker("exec", "-u", SIEM_USER, lab.container_name(host), "pacslab-siem", *args, timeout=60).stdout)
-    return answer
+def _siem(lab: Lab, host: str, *args: str) -> Any:
+    """pacslab-siem ``args`` on the siem ``host``, as the store's user; its JSON, parsed (an answer's
+    object, or a listing's list when ``args`` ask for --json)."""
+    return json.loads(docker("exec", "-u", SIEM_USER, lab.container_name(host), "pacslab-siem", *args, timeout=60).stdout)
 
 
-def _evaluated_after(lab: Lab, host: str, stamp: str) -> None:
+def evaluated_after(lab: Lab, host: str, stamp: str) -> None:
     """Return once the evaluator of the siem ``host`` has finished a pass that started after the UTC
-    time ``stamp`` (RFC 3339): what was stored before ``stamp``, that pass weighed. ContainmentError
-    after PASS_TIMEOUT seconds."""
+    time ``stamp`` (RFC 3339): what was stored before ``stamp``, that pass weighed. TimeoutError
+    after PASS_TIMEOUT seconds (the evaluator stopped, or the siem is gone)."""
     deadline = time.monotonic() + PASS_TIMEOUT
     while True:
         proc = docker("exec", lab.container_name(host), "cat", EVALUATED, check=False, timeout=60)
         if proc.returncode == 0 and str(json.loads(proc.stdout).get("started", "")) > stamp:
             return
         if time.monotonic() > deadline:
-            raise ContainmentError(f"{host}: no pass of the detections started after {stamp} within {PASS_TIMEOUT:.0f} s")
+            raise TimeoutError(f"{host}: no pass of the detections started after {stamp} within {PASS_TIMEOUT:.0f} s")
         time.sleep(0.5)
 
 
@@ -133,8 +133,8 @@ def release_when_settled(lab: Lab, address: str, reason: str, by: str | None = N
     released, before = 0, None
     for _ in range(rounds):
         for host in siems:
-            _evaluated_after(lab, host, datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"))
-        decided = sorted(int(d["id"]) for host in siems for d in _siem_rows(lab, host, "containment") if d["address"] == address)
+            evaluated_after(lab, host, datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"))
+        decided = sorted(int(d["id"]) for host in siems for d in _siem(lab, host, "containment", "--json") if d["address"] == address)
         if decided == before:
             break
         time.sleep(FOLLOW)
@@ -143,13 +143,6 @@ def release_when_settled(lab: Lab, address: str, reason: str, by: str | None = N
             released += 1
         before = decided
     return released
-
-
-def _siem_rows(lab: Lab, host: str, *args: str) -> list[dict[str, Any]]:
-    """pacslab-siem ``args`` --json on the siem ``host`` (a listing: alerts, containment ...), as the store's user."""
-    rows: list[dict[str, Any]] = json.loads(docker("exec", "-u", SIEM_USER, lab.container_name(host), "pacslab-siem", *args, "--json",
-                                                   timeout=60).stdout)
-    return rows
 
 
 @contextlib.contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -63,6 +64,23 @@ def running_lab(lab: Lab) -> Lab:
     return lab
 
 
+@pytest.fixture(scope="session")
+def own_devices(running_lab: Lab) -> Iterator[Callable[[str, list[str]], None]]:
+    """``own_devices(what, addresses)`` opens, before a check starts devices of its own at addresses no
+    host of the lab has (the segmentation stand-ins, the host isolation probes), a window of
+    authorised activity for those addresses alone that lasts until the session ends
+    (pacslab.response.authorised). The siem raises unknown-device for such a device, which
+    quarantines its address; a window for the devices' life alone is not enough, since a sweep of
+    the scanner that saw them can be recorded after they are gone (a rehearsal left two probe
+    addresses quarantined, and every later containment check failed on it)."""
+    with contextlib.ExitStack() as windows:
+        def authorise(what: str, addresses: list[str]) -> None:
+            windows.enter_context(response.authorised(running_lab, f"{what} (tests/integration)", addresses, minutes=240,
+                                                      by="pacslab-tests"))
+
+        yield authorise
+
+
 @dataclass
 class SegmentationRun:
     cases: list[seg.Case]
@@ -80,40 +98,36 @@ def flow_counters(lab: Lab) -> dict[str, int]:
 
 
 @pytest.fixture(scope="session")
-def segmentation(running_lab: Lab, plan: Plan, state: Path) -> Iterator[SegmentationRun]:
+def segmentation(running_lab: Lab, plan: Plan, state: Path, own_devices: Callable[[str, list[str]], None]) -> Iterator[SegmentationRun]:
     """Stand-ins up, every case probed once from its source, the fw's drop log collected. The probes
     are a scan from the hosts' own addresses: the siem raises port-scan alerts for them, and the run
     is a window of authorised activity, so that it quarantines nobody (pacslab.response.authorised)."""
     lab = running_lab
     cases = seg.build_cases(lab)
-    # The stand-ins are devices at addresses no deployed host has: the scanner's sweeps find them and
-    # the siem raises unknown-device, which quarantines an address. They are the lab's own, so their
-    # whole life is a window of authorised activity for their addresses (and for theirs only).
-    devices = sorted({n.ipv4_address for c in standins.standin_plans(lab, plan, cases) for n in c.networks})
-    with response.authorised(lab, "the segmentation check's stand-ins (tests/integration)", devices, minutes=240, by="pacslab-tests"):
-        started = standins.start(lab, plan, cases, state)
-        try:
-            assert started.ok, f"stand-ins failed: {started.failures}"
-            standins.wait_listening(lab, plan, cases)
-            offset = standins.drop_log_mark(lab)
-            before = flow_counters(lab)
-            with response.authorised(lab, "the segmentation check's probes (tests/integration)", sorted({c.src.address for c in cases}),
-                                     by="pacslab-tests"):
-                t0 = time.monotonic()
-                outcomes = standins.run_cases(lab, cases)
-                probe_seconds = time.monotonic() - t0
-            after = flow_counters(lab)
-            counted = {f: after.get(f, 0) - before.get(f, 0) for f in after}
-            denied = [c for c in cases if c.kind != "allow"]
-            deadline = time.monotonic() + LOG_DEADLINE
-            while True:
-                entries = seg.parse_drop_log(standins.read_drop_log(lab, offset))
-                if all(seg.logged(c, entries) for c in denied) or time.monotonic() > deadline:
-                    break
-                time.sleep(1)
-            yield SegmentationRun(cases, outcomes, entries, probe_seconds, counted)
-        finally:
-            standins.remove(lab)
+    own_devices("the segmentation check's stand-ins", sorted({n.ipv4_address for c in standins.standin_plans(lab, plan, cases) for n in c.networks}))
+    started = standins.start(lab, plan, cases, state)
+    try:
+        assert started.ok, f"stand-ins failed: {started.failures}"
+        standins.wait_listening(lab, plan, cases)
+        offset = standins.drop_log_mark(lab)
+        before = flow_counters(lab)
+        with response.authorised(lab, "the segmentation check's probes (tests/integration)", sorted({c.src.address for c in cases}),
+                                 by="pacslab-tests"):
+            t0 = time.monotonic()
+            outcomes = standins.run_cases(lab, cases)
+            probe_seconds = time.monotonic() - t0
+        after = flow_counters(lab)
+        counted = {f: after.get(f, 0) - before.get(f, 0) for f in after}
+        denied = [c for c in cases if c.kind != "allow"]
+        deadline = time.monotonic() + LOG_DEADLINE
+        while True:
+            entries = seg.parse_drop_log(standins.read_drop_log(lab, offset))
+            if all(seg.logged(c, entries) for c in denied) or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        yield SegmentationRun(cases, outcomes, entries, probe_seconds, counted)
+    finally:
+        standins.remove(lab)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -33,7 +33,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -41,7 +41,6 @@ from typing import Any
 
 import pytest
 
-from pacslab import response
 from pacslab.docker import docker
 from pacslab.engine import run_playbook
 from pacslab.plan import WORKLOAD_SYSCTLS, Attachment, ContainerPlan, Plan
@@ -298,27 +297,15 @@ class HostRun:
     cases: list[HostCase]
 
 
-@pytest.fixture(scope="session")
-def probe_window(running_lab: Lab, plan: Plan) -> Iterator[None]:
-    """A window of authorised activity for the probe containers' addresses (and theirs only), open
-    until the session ends. They are devices at addresses no host has: the siem raises unknown-device
-    for them, which quarantines an address. A window for their life alone is not enough: a sweep of
-    the scanner that saw them is recorded after they are gone (a rehearsal left two of them
-    quarantined, and every later containment check failed on it)."""
-    addresses = [c.networks[0].ipv4_address for c in prober_plans(running_lab, plan)]
-    with response.authorised(running_lab, "the host isolation check's probe containers (tests/integration)", addresses, minutes=240,
-                             by="pacslab-tests"):
-        yield
-
-
 @pytest.fixture(scope="module")
-def host_run(running_lab: Lab, plan: Plan, state: Path, probe_window: None) -> Iterator[HostRun]:
+def host_run(running_lab: Lab, plan: Plan, state: Path, own_devices: Callable[[str, list[str]], None]) -> Iterator[HostRun]:
     lab = running_lab
     host = HostAddresses.read(lab)
     cases = [c for c in host_cases(lab) if c.target != "primary-v6" or host.primary_v6]
     probers = prober_plans(lab, plan)
+    own_devices("the host isolation check's probe containers", [c.networks[0].ipv4_address for c in probers])
     listener = HostListener()
-    published = f"{lab.prefix}-hostprobe-published"  # the probes' window: probe_window
+    published = f"{lab.prefix}-hostprobe-published"
     try:
         ports = publish(lab, plan, host, published)
         started = run_playbook(lab, replace(plan, containers=probers, volumes=[]), "standins.yml", state, quiet=True)

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from pacslab.listeners import role_var
 from pacslab.probes import imaging as im
 from pacslab.probes import portscan
 from pacslab.topology import Lab
@@ -31,7 +32,6 @@ from .test_siem import pacs_of, siem, siem_json, wait_for
 RUN = secrets.token_hex(3).upper()
 # The check's own state file: the supervisor's logrotate holds a lock on the lab's while it runs.
 CONF, STATE = "/etc/pacslab/logrotate.conf", "/tmp/pacslab-rotation-check.status"
-LOCK = "/var/lib/pacslab/log-seal.lock"  # roles/log_rotation log_rotation_lock
 DROPS = "/var/log/pacslab/fw-drops.json"
 EVENTS, AUDIT = "/var/log/pacslab/orthanc-events.json", "/var/log/pacslab/dicom-audit.log"
 IDP_AUDIT = "/var/log/pacslab/idp-audit.log"  # roles/idp: the TOTP checker's User Authentication messages
@@ -40,7 +40,8 @@ HL7_RECORD = "/var/log/pacslab/hl7-orders.json"  # roles/ris: the HL7 listener's
 
 def rotate(lab: Lab, host: str) -> None:
     """A forced rotation, holding the lock the rotation program and the seal hold (roles/log_rotation)."""
-    im.exec_in(lab, host, "flock", "-w", "120", LOCK, "logrotate", "-f", "-s", STATE, CONF)
+    lock = role_var(lab, host, "log_rotation", "log_rotation_lock")
+    im.exec_in(lab, host, "flock", "-w", "120", lock, "logrotate", "-f", "-s", STATE, CONF)
 
 
 def lines_with(lab: Lab, host: str, path: str, marker: str) -> list[str]:

@@ -24,7 +24,7 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
 
-from pacslab import cli
+from pacslab import cli, response
 from pacslab.docker import docker
 from pacslab.listeners import role_var
 from pacslab.plan import SIEM_USER, SIEMS, Plan
@@ -60,12 +60,8 @@ def siem_json(lab: Lab, *args: str) -> list[dict[str, Any]]:
 
 def evaluated_after(lab: Lab, stamp: str) -> None:
     """Return once the siem's evaluator has finished a pass of every rule that started after the
-    UTC time ``stamp`` (RFC 3339; the evaluator notes each pass in /var/lib/pacslab-siem/evaluated.json):
-    what an event stored before ``stamp`` raises, that pass raised."""
-    def last() -> str:
-        return str(json.loads(im.exec_in(lab, siem(lab).name, "cat", "/var/lib/pacslab-siem/evaluated.json"))["started"])
-
-    wait_for(f"a pass of the evaluator that started after {stamp}", lambda: last() > stamp)
+    UTC time ``stamp`` (RFC 3339): what an event stored before ``stamp`` raises, that pass raised."""
+    response.evaluated_after(lab, siem(lab).name, stamp)
 
 
 def utc_now() -> str:
