@@ -170,7 +170,7 @@ def test_the_ris_s_order_record_rotates_without_loss(running_lab: Lab, evidence:
     assert len(lines_with(lab, ris.name, HL7_RECORD + ".1", f'"accession": "{accessions["before"]}"')) == 1
     assert lines_with(lab, ris.name, HL7_RECORD, f'"accession": "{accessions["before"]}"') == []
     assert len(lines_with(lab, ris.name, HL7_RECORD, f'"accession": "{accessions["after"]}"')) == 1
-    assert mode_owner(lab, ris.name, HL7_RECORD) == mode_owner(lab, ris.name, HL7_RECORD + ".1") == "640 orthanc orthanc"
+    assert mode_owner(lab, ris.name, HL7_RECORD) == mode_owner(lab, ris.name, HL7_RECORD + ".1") == "640 pacslab-hl7 pacslab-hl7"
 
 
 def test_the_rotation_configuration_names_each_growing_log(running_lab: Lab) -> None:

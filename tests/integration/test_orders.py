@@ -9,11 +9,13 @@ names arrive exactly as sent.
 
 from __future__ import annotations
 
+import json
 import secrets
 from typing import Any
 
 import pytest
 
+from pacslab.listeners import role_var
 from pacslab.probes import imaging as im
 from pacslab.topology import Lab
 
@@ -140,3 +142,54 @@ def test_eight_senders_of_one_accession_schedule_exactly_one(route, evidence) ->
     assert len(accepted) == 1, results
     assert [(r["ack"], r.get("error_code")) for i, r in enumerate(results) if i != accepted[0]] == [("AE", "205")] * 7, results
     assert item["patient_id"] == f"PR{tag}{accepted[0]}"
+
+
+# Run as Orthanc's user on the RIS (argv: the worklist folder, the record, one scheduled item): each
+# attempt's outcome, "ok" or the errno's name.
+_AS_ORTHANC = r"""
+import errno, json, os, sys
+folder, record, item = sys.argv[1:4]
+def attempt(action):
+    try:
+        action()
+        return "ok"
+    except OSError as e:
+        return errno.errorcode[e.errno]
+def listener():
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"orders.py\0listen" in f.read():
+                    return int(pid)
+        except OSError:
+            pass
+    raise SystemExit("no listener")
+print(json.dumps({
+    "read-item": attempt(lambda: open(os.path.join(folder, item), "rb").read()),
+    "create-item": attempt(lambda: open(os.path.join(folder, "FORGED.wl"), "xb").close()),
+    "rewrite-item": attempt(lambda: open(os.path.join(folder, item), "r+b").close()),
+    "append-record": attempt(lambda: open(record, "ab").close()),
+    "signal-listener": attempt(lambda: os.kill(listener(), 0)),  # 0: the permission check of a signal, none sent
+}))
+"""
+
+
+def test_orthancs_user_on_the_ris_reads_the_worklist_and_cannot_forge_an_order(route, evidence) -> None:
+    """The listener runs as a user of its own (roles/ris ris_listener_user): the items it writes and
+    its record are its own. Orthanc's user on the RIS (whose worklists plugin serves the items)
+    reads a scheduled item, and is refused (EACCES) a new item, the rewrite of the scheduled one
+    and an append to the listener's record, and may not signal the listener (EPERM): a process
+    of Orthanc's cannot put an order on a patient without a message, nor rewrite the record of one."""
+    lab, sender, station, ae, modality = route
+    ris = the(lab, "ris_servers").name
+    tag = secrets.token_hex(3).upper()
+    [sent] = im.send_raw(lab, sender, [_message(ae, modality, f"O{tag}", pid=f"PO{tag}", name="PACSLAB^OWNED", control=f"CO{tag}").encode()])
+    assert sent["ack"] == "AA", sent
+    folder = str(role_var(lab, ris, "ris", "ris_worklists_dir"))
+    owner = im.exec_in(lab, ris, "stat", "-c", "%U:%G %a", f"{folder}/O{tag}.wl", folder).split("\n")
+    record = "/var/log/pacslab/hl7-orders.json"  # pacslab_hl7_record (playbooks/group_vars/all/monitoring.yml)
+    outcomes = json.loads(im.exec_in(lab, ris, "runuser", "-u", "orthanc", "--", "python3", "-c", _AS_ORTHANC, folder, record, f"O{tag}.wl"))
+    evidence.update(owner=owner, outcomes=outcomes)
+    assert owner[:2] == ["pacslab-hl7:orthanc 644", "pacslab-hl7:orthanc 2750"]
+    assert outcomes == {"read-item": "ok", "create-item": "EACCES", "rewrite-item": "EACCES", "append-record": "EACCES",
+                        "signal-listener": "EPERM"}

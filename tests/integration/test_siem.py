@@ -1130,10 +1130,10 @@ print(len(got))
 
 @pytest.mark.control("C-DAT-02")
 def test_a_local_process_on_the_ris_cannot_pose_as_its_tls_front(running_lab: Lab, evidence) -> None:
-    """A process on the RIS of the listener's own user (orthanc, as Orthanc there) connects to the
-    listener's loopback port, names the order-entry station in a PROXY header and sends a valid
-    order: the listener reads the kernel's socket table, finds the socket is not the TLS front's
-    user's (stunnel4), and closes it unanswered. Nothing is scheduled (the accession is in no
+    """A process on the RIS of Orthanc's user (orthanc) connects to the listener's loopback port,
+    names the order-entry station in a PROXY header and sends a valid order: the listener reads
+    the kernel's socket table, finds the socket is not the TLS front's user's (stunnel4), and
+    closes it unanswered. Nothing is scheduled (the accession is in no
     worklist), and the siem stores hl7-connection-refused (not-the-front) from the RIS, with no
     station's address."""
     lab = running_lab
