@@ -190,6 +190,6 @@ def test_orthancs_user_on_the_ris_reads_the_worklist_and_cannot_forge_an_order(r
     record = "/var/log/pacslab/hl7-orders.json"  # pacslab_hl7_record (playbooks/group_vars/all/monitoring.yml)
     outcomes = json.loads(im.exec_in(lab, ris, "runuser", "-u", "orthanc", "--", "python3", "-c", _AS_ORTHANC, folder, record, f"O{tag}.wl"))
     evidence.update(owner=owner, outcomes=outcomes)
-    assert owner[:2] == ["pacslab-hl7:orthanc 644", "pacslab-hl7:orthanc 2750"]
+    assert owner[:2] == ["pacslab-hl7:pacslab-hl7 644", "pacslab-hl7:orthanc 750"]
     assert outcomes == {"read-item": "ok", "create-item": "EACCES", "rewrite-item": "EACCES", "append-record": "EACCES",
                         "signal-listener": "EPERM"}
