@@ -192,6 +192,7 @@ SWITCHED_OFF = {
     "orthanc_dicom_tls": ("C-ACC-06", "C-DAT-02"),
     "orthanc_malware_scan": ("C-DET-02",),
     "firewall_dicom_limits": ("C-PRT-05",),
+    "log_rotation_append_only": ("C-RSP-03",),
 }
 
 
