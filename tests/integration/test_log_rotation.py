@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from pacslab.docker import docker
 from pacslab.listeners import role_var
 from pacslab.probes import imaging as im
 from pacslab.probes import portscan
@@ -86,7 +87,8 @@ def test_the_pacs_event_log_audit_file_and_the_siem_raw_file_rotate_without_loss
     first's instance-stored event and audit message are in the renamed files, the second's in new
     files (the mode and owner the plugin gave the first); the siem's raw file of the PACS starts again
     (rsyslogd reopened it on SIGHUP) with the second's audit message, and both it and the renamed
-    one are append-only; the store holds both."""
+    one are append-only; the store holds both. A second rotation of the siem makes the older copy
+    (.2) immutable too: not even an open for appending succeeds, as it still does on .1."""
     lab = running_lab
     pacs, station, collector = pacs_of(lab), tls_stations(lab)[0], siem(lab)
     raw = f"/var/log/pacslab/remote/{pacs.address}.log"
@@ -117,6 +119,18 @@ def test_the_pacs_event_log_audit_file_and_the_siem_raw_file_rotate_without_loss
         # released for the rename, sealed again: the new raw file and the renamed one are append-only (lsattr's "a")
         sealed = {path: "a" in im.exec_in(lab, collector.name, "lsattr", path).split()[0] for path in (raw, raw + ".1")}
         assert sealed == {raw: True, raw + ".1": True}
+        # a second rotation: the older copy (.2, the "before" image's) is immutable too (lsattr's "i"),
+        # and not even appending to it opens (rsyslogd's own kind of write); the first copy still opens so
+        rotate(lab, collector.name)
+        assert len(lines_with(lab, collector.name, raw + ".2", names["before"])) == 1
+        flags = {path: im.exec_in(lab, collector.name, "lsattr", path).split()[0] for path in (raw + ".1", raw + ".2")}
+        appending = {path: docker("exec", lab.container_name(collector.name), "python3", "-c",
+                                  f"import os; os.close(os.open({path!r}, os.O_WRONLY | os.O_APPEND))", check=False)
+                     for path in (raw + ".1", raw + ".2")}
+        evidence.update(older_copy=flags, appending={p: a.stderr.strip()[-120:] for p, a in appending.items()})
+        assert {p: ("a" in f, "i" in f) for p, f in flags.items()} == {raw + ".1": (True, False), raw + ".2": (True, True)}
+        assert {p: (a.returncode, "Operation not permitted" in a.stderr) for p, a in appending.items()} == {
+            raw + ".1": (0, False), raw + ".2": (1, True)}
         # the event log's line names the instance, the audit message the study
         kinds = {when: {e["event_type"] for uid in (s["sop_instance_uid"], s["study_uid"]) for e in siem_json(lab, "events", "--contains", uid)}
                  for when, s in stored.items()}

@@ -568,7 +568,7 @@ def capability_sets(lab: Lab, host: str, pid: str) -> dict[str, int]:
 @pytest.mark.control("C-RSP-03")
 def test_the_siems_raw_files_are_append_only_and_rsyslogd_cannot_release_them(running_lab: Lab, evidence) -> None:
     """Every raw file at the siem (one per log source, and each rotated copy) carries the
-    append-only flag (lsattr's "a"). Root in the siem, even holding CAP_LINUX_IMMUTABLE, cannot
+    append-only flag (lsattr's "a"), each older copy (.2 on) the immutable one too ("i"). Root in the siem, even holding CAP_LINUX_IMMUTABLE, cannot
     truncate the bastion's file, open it for writing other than appending, rename it or remove it: each
     answers "Operation not permitted". rsyslogd, the root program that faces the network, has
     CAP_LINUX_IMMUTABLE in neither its effective nor its permitted nor its bounding set, while the
@@ -585,6 +585,8 @@ def test_the_siems_raw_files_are_append_only_and_rsyslogd_cannot_release_them(ru
     own = {f"{RAW_DIR}/{zone.router if h.is_router else h.address}.log" for h in lab.deployed_hosts() if h.name in sources(lab)}
     assert raw in flags and own <= set(flags), (sorted(own - set(flags)), listed)
     assert [path for path, f in flags.items() if "a" not in f] == []
+    older = [path for path in flags if path.rsplit(".", 1)[1].isdigit() and int(path.rsplit(".", 1)[1]) >= 2]  # .2 on
+    assert [path for path in older if "i" not in flags[path]] == []
 
     size = im.exec_in(lab, host, "stat", "-c", "%s", raw).strip()
     attempts = {
