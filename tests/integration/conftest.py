@@ -75,6 +75,7 @@ def own_devices(running_lab: Lab) -> Iterator[Callable[[str, list[str]], None]]:
     addresses quarantined, and every later containment check failed on it)."""
     with contextlib.ExitStack() as windows:
         def authorise(what: str, addresses: list[str]) -> None:
+            assert addresses, f"{what}: no address (an empty list would authorise every address for the session)"
             windows.enter_context(response.authorised(running_lab, f"{what} (tests/integration)", addresses, minutes=240,
                                                       by="pacslab-tests"))
 

@@ -396,7 +396,7 @@ RUNS_AS = (
     RunsAs("/usr/bin/python3 /usr/local/sbin/pacslab-quarantine follow ", "root",
            "roles/firewall: the siem's arm on the fw changes the nft quarantine set (CAP_NET_ADMIN) and reads the node key"),
     RunsAs("/bin/sh -c while :; do logrotate ", "root",
-           "roles/log_rotation: renames logs of root and orthanc, creates their successors with their owners, signals ulogd and "
+           "roles/log_rotation: renames logs of root, orthanc and pacslab-hl7, creates their successors with their owners, signals ulogd and "
            "rsyslogd through supervisor"),
     RunsAs("/bin/sh -c while :; do flock /var/lib/pacslab/log-seal.lock ", "root",
            "roles/log_rotation, where files are append-only (the siem's raw files): the same loop, each rotation and seal holding "

@@ -23,6 +23,7 @@ from pacslab.probes import imaging as im
 from pacslab.probes import portscan
 from pacslab.topology import Lab
 
+from .test_bastion import bastion
 from .test_devices import drops_from
 from .test_idp import CLIENT as IDP_CLIENT
 from .test_idp import idp
@@ -81,14 +82,49 @@ def test_the_fw_drop_log_rotates_and_every_drop_still_reaches_the_siem(running_l
     assert (len(first), len(second)) == (1, 1)
 
 
+@pytest.mark.control("C-RSP-03")
+def test_rotations_keep_the_siems_raw_files_append_only_and_make_the_older_copy_immutable(running_lab: Lab,
+                                                                                          evidence: dict[str, Any]) -> None:
+    """A line the bastion logs, a rotation of the siem, a second line, a second rotation: each
+    rotation releases the raw files for logrotate's renames and seals them again (roles/log_rotation
+    log-seal). After the first, the new raw file and its first copy (.1) are append-only (lsattr's
+    "a"), not immutable; after the second, the older copy (.2, the first line's) is immutable too
+    ("i"): an open for appending, rsyslogd's own kind of write, is refused ("Operation not
+    permitted"), while on .1, which rsyslogd may hold until it reopens, it still succeeds."""
+    lab, collector, source = running_lab, siem(running_lab), bastion(running_lab)  # the bastion ships its local syslog
+    raw = f"/var/log/pacslab/remote/{source.address}.log"
+    marks = {"first": f"pacslab-seal-{RUN}-1", "second": f"pacslab-seal-{RUN}-2"}
+
+    def flags(path: str) -> tuple[bool, bool]:
+        attributes = im.exec_in(lab, collector.name, "lsattr", path).split()[0]
+        return "a" in attributes, "i" in attributes
+
+    im.exec_in(lab, source.name, "logger", "-t", "pacslab-probe", marks["first"])
+    wait_for("the first line in the bastion's raw file", lambda: lines_with(lab, collector.name, raw, marks["first"]))
+    rotate(lab, collector.name)
+    im.exec_in(lab, source.name, "logger", "-t", "pacslab-probe", marks["second"])
+    wait_for("the second line in the new raw file", lambda: lines_with(lab, collector.name, raw, marks["second"]))
+    once = {raw: flags(raw), raw + ".1": flags(raw + ".1")}
+    rotate(lab, collector.name)
+    twice = {raw + ".1": flags(raw + ".1"), raw + ".2": flags(raw + ".2")}
+    appending = {path: docker("exec", lab.container_name(collector.name), "python3", "-c",
+                              f"import os; os.close(os.open({path!r}, os.O_WRONLY | os.O_APPEND))", check=False)
+                 for path in (raw + ".1", raw + ".2")}
+    evidence.update(once=once, twice=twice, appending={p: a.stderr.strip()[-120:] for p, a in appending.items()})
+    assert len(lines_with(lab, collector.name, raw + ".2", marks["first"])) == 1
+    assert len(lines_with(lab, collector.name, raw + ".1", marks["second"])) == 1
+    assert once == {raw: (True, False), raw + ".1": (True, False)}
+    assert twice == {raw + ".1": (True, False), raw + ".2": (True, True)}
+    assert {p: (a.returncode, "Operation not permitted" in a.stderr) for p, a in appending.items()} == {
+        raw + ".1": (0, False), raw + ".2": (1, True)}
+
+
 @pytest.mark.control("C-PRT-01")
 def test_the_pacs_event_log_audit_file_and_the_siem_raw_file_rotate_without_loss(running_lab: Lab, evidence: dict[str, Any]) -> None:
     """A CT image stored before the PACS's and the siem's rotation and one stored after it: the
     first's instance-stored event and audit message are in the renamed files, the second's in new
     files (the mode and owner the plugin gave the first); the siem's raw file of the PACS starts again
-    (rsyslogd reopened it on SIGHUP) with the second's audit message, and both it and the renamed
-    one are append-only; the store holds both. A second rotation of the siem makes the older copy
-    (.2) immutable too: not even an open for appending succeeds, as it still does on .1."""
+    (rsyslogd reopened it on SIGHUP) with the second's audit message; the store holds both."""
     lab = running_lab
     pacs, station, collector = pacs_of(lab), tls_stations(lab)[0], siem(lab)
     raw = f"/var/log/pacslab/remote/{pacs.address}.log"
@@ -116,21 +152,6 @@ def test_the_pacs_event_log_audit_file_and_the_siem_raw_file_rotate_without_loss
         assert lines_with(lab, collector.name, raw, names["before"]) == []
         assert len(lines_with(lab, collector.name, raw + ".1", names["before"])) == 1
         assert len(lines_with(lab, collector.name, raw, names["after"])) == 1
-        # released for the rename, sealed again: the new raw file and the renamed one are append-only (lsattr's "a")
-        sealed = {path: "a" in im.exec_in(lab, collector.name, "lsattr", path).split()[0] for path in (raw, raw + ".1")}
-        assert sealed == {raw: True, raw + ".1": True}
-        # a second rotation: the older copy (.2, the "before" image's) is immutable too (lsattr's "i"),
-        # and not even appending to it opens (rsyslogd's own kind of write); the first copy still opens so
-        rotate(lab, collector.name)
-        assert len(lines_with(lab, collector.name, raw + ".2", names["before"])) == 1
-        flags = {path: im.exec_in(lab, collector.name, "lsattr", path).split()[0] for path in (raw + ".1", raw + ".2")}
-        appending = {path: docker("exec", lab.container_name(collector.name), "python3", "-c",
-                                  f"import os; os.close(os.open({path!r}, os.O_WRONLY | os.O_APPEND))", check=False)
-                     for path in (raw + ".1", raw + ".2")}
-        evidence.update(older_copy=flags, appending={p: a.stderr.strip()[-120:] for p, a in appending.items()})
-        assert {p: ("a" in f, "i" in f) for p, f in flags.items()} == {raw + ".1": (True, False), raw + ".2": (True, True)}
-        assert {p: (a.returncode, "Operation not permitted" in a.stderr) for p, a in appending.items()} == {
-            raw + ".1": (0, False), raw + ".2": (1, True)}
         # the event log's line names the instance, the audit message the study
         kinds = {when: {e["event_type"] for uid in (s["sop_instance_uid"], s["study_uid"]) for e in siem_json(lab, "events", "--contains", uid)}
                  for when, s in stored.items()}

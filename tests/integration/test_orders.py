@@ -175,7 +175,7 @@ print(json.dumps({
 
 
 def test_orthancs_user_on_the_ris_reads_the_worklist_and_cannot_forge_an_order(route, evidence) -> None:
-    """The listener runs as a user of its own (roles/ris ris_listener_user): the items it writes and
+    """The listener runs as a user of its own (pacslab_hl7_user, roles/ris): the items it writes and
     its record are its own. Orthanc's user on the RIS (whose worklists plugin serves the items)
     reads a scheduled item, and is refused (EACCES) a new item, the rewrite of the scheduled one
     and an append to the listener's record, and may not signal the listener (EPERM): a process

@@ -1115,9 +1115,9 @@ def test_a_handshake_the_ris_s_hl7_front_refuses_reaches_the_siem_with_the_stati
     assert {e["host"] for events in t["front"].values() for e in events} == {t["ris"].name}
 
 
-# What a process on the RIS sends the listener's loopback port as the listener's own user (Orthanc
-# runs as it there): a PROXY header naming the order-entry station, then a valid order in MLLP. It
-# prints how many bytes came back before the end (a reset, the bytes unread: none).
+# What a process on the RIS sends the listener's loopback port as Orthanc's user: a PROXY header
+# naming the order-entry station, then a valid order in MLLP. It prints how many bytes came back
+# before the end (a reset, the bytes unread: none).
 _LOCAL_SENDER = """
 import socket, sys
 with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10) as s:
