@@ -29,7 +29,7 @@ from .test_idp import CLIENT as IDP_CLIENT
 from .test_idp import idp
 from .test_imaging import modality_of, order_entry, the, tls_stations
 from .test_response import scanner, vna
-from .test_siem import pacs_of, siem, siem_json, wait_for
+from .test_siem import RAW_DIR, pacs_of, siem, siem_json, wait_for
 
 RUN = secrets.token_hex(3).upper()
 # The check's own state file: the supervisor's logrotate holds a lock on the lab's while it runs.
@@ -92,7 +92,7 @@ def test_rotations_keep_the_siems_raw_files_append_only_and_make_the_older_copy_
     ("i"): an open for appending, rsyslogd's own kind of write, is refused ("Operation not
     permitted"), while on .1, which rsyslogd may hold until it reopens, it still succeeds."""
     lab, collector, source = running_lab, siem(running_lab), bastion(running_lab)  # the bastion ships its local syslog
-    raw = f"/var/log/pacslab/remote/{source.address}.log"
+    raw = f"{RAW_DIR}/{source.address}.log"
     marks = {"first": f"pacslab-seal-{RUN}-1", "second": f"pacslab-seal-{RUN}-2"}
 
     def flags(path: str) -> tuple[bool, bool]:
@@ -127,7 +127,7 @@ def test_the_pacs_event_log_audit_file_and_the_siem_raw_file_rotate_without_loss
     (rsyslogd reopened it on SIGHUP) with the second's audit message; the store holds both."""
     lab = running_lab
     pacs, station, collector = pacs_of(lab), tls_stations(lab)[0], siem(lab)
-    raw = f"/var/log/pacslab/remote/{pacs.address}.log"
+    raw = f"{RAW_DIR}/{pacs.address}.log"
     names = {"before": f"PACSLAB^ROTA{RUN}", "after": f"PACSLAB^ROTB{RUN}"}
     stored: dict[str, dict[str, Any]] = {}
     try:
@@ -213,7 +213,7 @@ def test_the_rotation_configuration_names_each_growing_log(running_lab: Lab) -> 
     defaults, written out): a host can drift only through `up`."""
     lab = running_lab
     expected = {lab.router.name: [DROPS, "/var/log/pacslab/fw-response.json"], pacs_of(lab).name: [EVENTS, AUDIT],
-                siem(lab).name: ["/var/log/pacslab/remote/*.log"], idp(lab).name: [IDP_AUDIT],
+                siem(lab).name: [f"{RAW_DIR}/*.log"], idp(lab).name: [IDP_AUDIT],
                 the(lab, "ris_servers").name: [EVENTS, AUDIT, HL7_RECORD]}
     for host, paths in expected.items():
         conf = im.exec_in(lab, host, "cat", CONF)

@@ -144,11 +144,12 @@ def test_eight_senders_of_one_accession_schedule_exactly_one(route, evidence) ->
     assert item["patient_id"] == f"PR{tag}{accepted[0]}"
 
 
-# Run as Orthanc's user on the RIS (argv: the worklist folder, the record, one scheduled item): each
-# attempt's outcome, "ok" or the errno's name.
+# Run as Orthanc's user on the RIS (argv: one scheduled item's file name): each attempt's outcome,
+# "ok" or the errno's name. The worklist folder and the record are the ones the running listener
+# was given (its command line: --worklists, --record).
 _AS_ORTHANC = r"""
 import errno, json, os, sys
-folder, record, item = sys.argv[1:4]
+item = sys.argv[1]
 def attempt(action):
     try:
         action()
@@ -159,17 +160,20 @@ def listener():
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if b"orders.py\0listen" in f.read():
-                    return int(pid)
+                argv = f.read().decode().split("\0")
         except OSError:
-            pass
+            continue
+        if "listen" in argv and any(a.endswith("orders.py") for a in argv):
+            return int(pid), argv
     raise SystemExit("no listener")
+pid, argv = listener()
+folder, record = argv[argv.index("--worklists") + 1], argv[argv.index("--record") + 1]
 print(json.dumps({
     "read-item": attempt(lambda: open(os.path.join(folder, item), "rb").read()),
     "create-item": attempt(lambda: open(os.path.join(folder, "FORGED.wl"), "xb").close()),
     "rewrite-item": attempt(lambda: open(os.path.join(folder, item), "r+b").close()),
     "append-record": attempt(lambda: open(record, "ab").close()),
-    "signal-listener": attempt(lambda: os.kill(listener(), 0)),  # 0: the permission check of a signal, none sent
+    "signal-listener": attempt(lambda: os.kill(pid, 0)),  # 0: the permission check of a signal, none sent
 }))
 """
 
@@ -187,8 +191,7 @@ def test_orthancs_user_on_the_ris_reads_the_worklist_and_cannot_forge_an_order(r
     assert sent["ack"] == "AA", sent
     folder = str(role_var(lab, ris, "ris", "ris_worklists_dir"))
     owner = im.exec_in(lab, ris, "stat", "-c", "%U:%G %a", f"{folder}/O{tag}.wl", folder).split("\n")
-    record = "/var/log/pacslab/hl7-orders.json"  # pacslab_hl7_record (playbooks/group_vars/all/monitoring.yml)
-    outcomes = json.loads(im.exec_in(lab, ris, "runuser", "-u", "orthanc", "--", "python3", "-c", _AS_ORTHANC, folder, record, f"O{tag}.wl"))
+    outcomes = json.loads(im.exec_in(lab, ris, "runuser", "-u", "orthanc", "--", "python3", "-c", _AS_ORTHANC, f"O{tag}.wl"))
     evidence.update(owner=owner, outcomes=outcomes)
     assert owner[:2] == ["pacslab-hl7:pacslab-hl7 644", "pacslab-hl7:orthanc 750"]
     assert outcomes == {"read-item": "ok", "create-item": "EACCES", "rewrite-item": "EACCES", "append-record": "EACCES",
