@@ -400,8 +400,9 @@ def users_document(lab: Lab, today: date | None = None) -> dict[str, Any]:
 def cmd_siem(args: argparse.Namespace) -> int:
     """`alerts`, `cases` and `events`: what the lab's siem holds (roles/siem), read on the siem host.
     Each alert: id, rule, title, severity, entities (the rule's group-by fields), events (ids in the
-    store), first_seen and last_seen (UTC), case. Each case: id, host, status, severity, owner,
-    zone, criticality, address, alerts. Each event (those after ``--since`` whose raw message holds
+    store), first_seen and last_seen (UTC), case. Each case: id, host (empty for a person's case),
+    person (who an alert that names no host or address is about, else null), status, severity,
+    owner, zone, criticality, address, alerts. Each event (those after ``--since`` whose raw message holds
     ``--contains``, oldest first): id, the normalised fields (time, host, source, event_type, user,
     addresses, AE titles, patient and study, outcome ...), message (raw) and received (UTC)."""
     lab = _load(args.lab)
@@ -430,9 +431,9 @@ def cmd_siem(args: argparse.Namespace) -> int:
                      + [(str(e["id"]), e["time"] or "-", e["host"] or "-", e["source"] or "-", e["event_type"] or "-", e["user"] or "-",
                          e["outcome"] or "-", textwrap.shorten(e["message"] or "", 100, placeholder=" ...")) for e in rows])
     else:
-        _print_table([("id", "status", "severity", "host", "zone", "owner", "criticality", "alerts")]
-                     + [(str(c["id"]), c["status"], c["severity"], c["host"], c["zone"] or "-", c["owner"] or "-",
-                         c["criticality"] or "-", ",".join(map(str, c["alerts"]))) for c in rows])
+        _print_table([("id", "status", "severity", "host", "person", "zone", "owner", "criticality", "alerts")]
+                     + [(str(c["id"]), c["status"], c["severity"], c["host"] or "-", c.get("person") or "-", c["zone"] or "-",
+                         c["owner"] or "-", c["criticality"] or "-", ",".join(map(str, c["alerts"]))) for c in rows])
     if not rows:
         print(f"(no {args.verb} on {', '.join(siems)})")
     return EXIT_OK
@@ -1010,7 +1011,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("user", help="the person's user name (see `pacslab users`)")
     p.set_defaults(func=cmd_totp)
     for name, helptext in (("alerts", "the siem's alerts (rule, severity, entities, events, case)"),
-                           ("cases", "the siem's cases (the host, its owner, zone and criticality, its alerts)"),
+                           ("cases", "the siem's cases (the host or the person, the owner, zone and criticality, the alerts)"),
                            ("events", "search the siem's stored events: those whose raw message holds a text (a vendor's typed "
                                       "command in the bastion's session recording, an accession, an AE title)")):
         p = verb(name, helptext)

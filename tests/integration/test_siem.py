@@ -741,13 +741,15 @@ BULK_STUDIES = 20  # roles/siem/files/rules/bulk-access.yml: twenty different st
 
 @pytest.mark.control("C-DAT-06")
 @pytest.mark.control("C-PRT-01")
+@pytest.mark.control("C-RSP-01")
 def test_twenty_studies_read_by_one_person_raise_bulk_access_and_nineteen_do_not(running_lab: Lab, plan: Plan, evidence) -> None:
     """A person named for this run, as the proxy forwards a signed-in radiologist (the proxy's account
     and certificate, from the proxy host), retrieves twenty studies stored for this run from the
     PACS by WADO-RS (PS3.18 10.4: the permission table's download). Each read is a DICOM Instances
     Accessed message (PS3.15 A.5.3.6, action R) naming the person and the study. The twin: with
     nineteen of them in the siem, no bulk-access alert names the person; the twentieth raises it,
-    about the person, with the twenty reads as its events."""
+    about the person, with the twenty reads as its events, and opens a case about the person (no
+    host: a person the lab does not define, so no owner either; W8 shows a person of the lab's)."""
     lab = running_lab
     pacs, station, rp = pacs_of(lab), tls_stations(lab)[0], proxy(lab)
     stored = im.dicomsim(lab, station.name, "store", "--images", "1", "--studies", str(BULK_STUDIES),
@@ -787,6 +789,8 @@ def test_twenty_studies_read_by_one_person_raise_bulk_access_and_nineteen_do_not
     assert 'EventActionCode="R"' in twenty[0]["message"] and 'csd-code="110103"' in twenty[0]["message"]
     assert len(raised) == 1 and raised[0]["severity"] == "medium"
     assert set(raised[0]["events"]) == {e["id"] for e in twenty}
+    case = [c for c in siem_json(lab, "cases") if c["id"] == raised[0]["case"]]
+    assert [(c["host"], c["person"], c["owner"], c["alerts"]) for c in case] == [("", person, None, [raised[0]["id"]])]
 
 
 @pytest.mark.control("C-PRT-01")

@@ -102,8 +102,8 @@ def test_a_workstation_s_browser_shows_this_run_s_alert_its_case_and_the_events_
     assert row[0][1:4] + row[0][7:] == ["ssh-brute-force", "medium", f"src_ip={vendor}", str(case["id"])]
     row = [r for r in tables["cases"] if r[0] == str(case["id"])]
     assert len(row) == 1, tables["cases"][:5]
-    assert row[0][1:3] + row[0][4:8] == [CLIENT, "open", "vendor", "internet", "low", vendor]
-    assert str(alert["id"]) in row[0][8].split()
+    assert row[0][1:4] + row[0][5:9] == [CLIENT, "", "open", "vendor", "internet", "low", vendor]  # no person: a host's case
+    assert str(alert["id"]) in row[0][9].split()
 
     detail = browser.open_page(lab, ws, f"https://{name}/alerts/{alert['id']}", browser_image=client_image(plan))
     evidence.update(detail=detail["navigations"])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -151,6 +152,45 @@ def test_an_alert_opens_a_case_enriched_from_the_lab_definition(rules) -> None:
         "host": "vendor-eng", "status": "open", "severity": "medium", "owner": "vendor", "zone": "internet", "criticality": "low",
         "address": "10.77.90.11", "alerts": [alert["id"]]}
     assert len(alert["events"]) == 6
+
+
+def test_an_alert_about_a_person_opens_that_persons_case_with_their_owner(rules) -> None:
+    """bulk-access names a person and no host or address: each person gets a case of their own,
+    enriched with their owner from the lab definition (assets.json "people"; none for a name the
+    lab does not define), and a second alert about the same person updates that case."""
+    db = siem.connect(Path(":memory:"))
+    for i, user in enumerate(["rad-ada"] * 20 + ["bulk-x1"] * 20):
+        siem.store(db, {"time": (T0 + timedelta(seconds=i)).isoformat().replace("+00:00", "Z"), "source": "dicom-audit",
+                        "event_type": "dicom-audit-instances-accessed", "action": "R", "outcome": "success", "user": user,
+                        "study_uid": f"2.25.{i}"})
+    assets = ASSETS | {"people": {"rad-ada": {"owner": "radiology"}}}
+    siem.evaluate(db, [rules["bulk-access"]], assets, at=T0 + timedelta(seconds=60))
+    ada, other = siem.alerts(db)
+    assert (ada["entities"], other["entities"]) == ({"user": "rad-ada"}, {"user": "bulk-x1"})
+    assert [{k: c[k] for k in ("host", "person", "owner", "zone", "criticality", "address", "alerts")} for c in siem.cases(db)] == [
+        {"host": "", "person": "rad-ada", "owner": "radiology", "zone": None, "criticality": None, "address": None, "alerts": [ada["id"]]},
+        {"host": "", "person": "bulk-x1", "owner": None, "zone": None, "criticality": None, "address": None, "alerts": [other["id"]]}]
+    for i in range(20):  # half an hour later (a new window, a new alert): the same person's case
+        siem.store(db, {"time": (T0 + timedelta(minutes=30, seconds=i)).isoformat().replace("+00:00", "Z"), "source": "dicom-audit",
+                        "event_type": "dicom-audit-instances-accessed", "action": "R", "outcome": "success", "user": "rad-ada",
+                        "study_uid": f"2.25.9{i}"})
+    siem.evaluate(db, [rules["bulk-access"]], assets, at=T0 + timedelta(minutes=31))
+    later = siem.alerts(db)[-1]
+    assert later["id"] not in (ada["id"], other["id"]) and later["case"] == ada["case"]
+    assert [c["alerts"] for c in siem.cases(db)] == [[ada["id"], later["id"]], [other["id"]]]
+
+
+def test_a_store_from_before_person_cases_gets_the_column_and_keeps_its_cases(tmp_path: Path) -> None:
+    """A siem store made before cases named persons (no person column) is given the column when
+    opened; its cases stay, with no person."""
+    path = tmp_path / "events.sqlite"
+    old = sqlite3.connect(path)
+    old.executescript("CREATE TABLE cases (id INTEGER PRIMARY KEY AUTOINCREMENT, host TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'open',"
+                      " severity TEXT NOT NULL, owner TEXT, zone TEXT, criticality TEXT, address TEXT, opened TEXT NOT NULL, updated TEXT NOT NULL);"
+                      " INSERT INTO cases (host, severity, opened, updated) VALUES ('mod-ct', 'high', 't0', 't0');")
+    old.close()
+    db = siem.connect(path)
+    assert [(c["host"], c["person"], c["severity"]) for c in siem.cases(db)] == [("mod-ct", None, "high")]
 
 
 def _record(program: str, msg: str, peer: str = "10.77.70.10") -> dict[str, Any]:

@@ -120,13 +120,16 @@ CREATE TABLE IF NOT EXISTS captures (
 );
 CREATE TABLE IF NOT EXISTS cases (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
-  host TEXT NOT NULL,          -- the lab host the alerts are about, or the address when no lab host has it
+  host TEXT NOT NULL,          -- the lab host the alerts are about, or the address when no lab host has it; '' for a person's case
   status TEXT NOT NULL DEFAULT 'open',
   severity TEXT NOT NULL,
   owner TEXT, zone TEXT, criticality TEXT, address TEXT,
-  opened TEXT NOT NULL, updated TEXT NOT NULL
+  opened TEXT NOT NULL, updated TEXT NOT NULL,
+  person TEXT                  -- the person the alerts are about when they name no host or address (bulk-access)
 );
 """
+# Columns added to a table after a store was first made: (table, column, type).
+ADDED_COLUMNS = (("cases", "person", "TEXT"),)
 
 SEVERITY = {"informational": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
 
@@ -140,11 +143,11 @@ def connect(path: Path = STORE) -> sqlite3.Connection:
     db = sqlite3.connect(path, timeout=30, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.executescript(SCHEMA)
-    if _missing_fields(db):  # a store from before a field: its columns are added, its earlier events have none
+    if _missing_columns(db):  # a store from before a field: its columns are added, its earlier rows have none
         db.execute("BEGIN IMMEDIATE")  # the ingest and the evaluator start together: one of them adds
         try:
-            for field in _missing_fields(db):
-                db.execute(f"ALTER TABLE events ADD COLUMN {field} TEXT")
+            for table, column, kind in _missing_columns(db):
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
         except BaseException:
             db.execute("ROLLBACK")
             raise
@@ -152,9 +155,11 @@ def connect(path: Path = STORE) -> sqlite3.Connection:
     return db
 
 
-def _missing_fields(db: sqlite3.Connection) -> list[str]:
-    present = {row[1] for row in db.execute("PRAGMA table_info(events)")}
-    return [f for f in FIELDS if f not in present]
+def _missing_columns(db: sqlite3.Connection) -> list[tuple[str, str, str]]:
+    """(table, column, type) of each column of FIELDS and ADDED_COLUMNS the store lacks."""
+    wanted = [("events", f, "TEXT") for f in FIELDS] + list(ADDED_COLUMNS)
+    present = {t: {row[1] for row in db.execute(f"PRAGMA table_info({t})")} for t in {t for t, _, _ in wanted}}
+    return [(t, c, k) for t, c, k in wanted if c not in present[t]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1299,22 +1304,29 @@ def serve(address: str, port: int, cert: str, key: str, clients: str | None, han
 
 def _open_case(db: sqlite3.Connection, alert_id: int, level: str, entities: dict[str, Any], assets: dict[str, Any]) -> None:
     """The case of the lab host the alert is about (its source address first, else its host),
-    enriched from the lab definition (owner, zone, criticality); an open one is updated."""
+    enriched from the lab definition (owner, zone, criticality); of the person it is about when it
+    names no host or address but a user (bulk-access), enriched with the person's owner (assets.json
+    "people", from lab_people; none for a name the lab does not define). An open one is updated."""
     address = entities.get("src_ip")
     host_name = entities.get("host")
+    person = entities.get("user") if not (address or host_name) else None
     asset = assets.get("addresses", {}).get(address) if address else None
     if asset is None and host_name:
         asset = assets.get("hosts", {}).get(host_name)
-    subject = (asset or {}).get("host") or address or host_name or "unknown"
-    row = db.execute("SELECT id, severity FROM cases WHERE host = ? AND status = 'open' ORDER BY id DESC LIMIT 1", (subject,)).fetchone()
+    if person:
+        asset = {"owner": (assets.get("people", {}).get(person) or {}).get("owner")}
+    subject = "" if person else (asset or {}).get("host") or address or host_name or "unknown"
+    row = db.execute("SELECT id, severity FROM cases WHERE host = ? AND person IS ? AND status = 'open' ORDER BY id DESC LIMIT 1",
+                     (subject, person)).fetchone()
     if row:
         case_id, severity = row
         if SEVERITY.get(level, 0) > SEVERITY.get(severity, 0):
             severity = level
         db.execute("UPDATE cases SET severity = ?, updated = ? WHERE id = ?", (severity, now(), case_id))
     else:
-        cur = db.execute("INSERT INTO cases (host, severity, owner, zone, criticality, address, opened, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                         (subject, level, (asset or {}).get("owner"), (asset or {}).get("zone"), (asset or {}).get("criticality"),
+        cur = db.execute("INSERT INTO cases (host, person, severity, owner, zone, criticality, address, opened, updated)"
+                         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         (subject, person, level, (asset or {}).get("owner"), (asset or {}).get("zone"), (asset or {}).get("criticality"),
                           (asset or {}).get("address") or address, now(), now()))
         case_id = int(cur.lastrowid or 0)
     db.execute("UPDATE alerts SET case_id = ? WHERE id = ?", (case_id, alert_id))
@@ -1345,8 +1357,8 @@ def alert(db: sqlite3.Connection, alert_id: int) -> dict[str, Any] | None:
 
 
 def cases(db: sqlite3.Connection) -> list[dict[str, Any]]:
-    rows = db.execute("SELECT id, host, status, severity, owner, zone, criticality, address, opened, updated FROM cases ORDER BY id").fetchall()
-    keys = ("id", "host", "status", "severity", "owner", "zone", "criticality", "address", "opened", "updated")
+    keys = ("id", "host", "person", "status", "severity", "owner", "zone", "criticality", "address", "opened", "updated")
+    rows = db.execute(f"SELECT {', '.join(keys)} FROM cases ORDER BY id").fetchall()
     out = [dict(zip(keys, r, strict=True)) for r in rows]
     recorded = captures(db)
     for c in out:
