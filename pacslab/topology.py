@@ -68,7 +68,8 @@ CONTROL_SWITCHES = {"orthanc_controls": ("orthanc", "orthanc_controls_waived"),
                     "firewall_dicom_limits": ("firewall", "firewall_dicom_limits_waived"),
                     "idp_second_factor": ("idp", "idp_second_factor_waived"),
                     "bastion_vendor_controls": ("bastion", "bastion_vendor_controls_waived"),
-                    "log_rotation_append_only": ("log_rotation", "log_rotation_append_only_waived")}
+                    "log_rotation_append_only": ("log_rotation", "log_rotation_append_only_waived"),
+                    "log_shipping_dicom_audit": ("log_shipping", "log_shipping_dicom_audit_waived")}
 
 # Switches that other hosts' roles read too (hostvars): a node dials a PACS without DICOM TLS in
 # cleartext. Each counts in the converge inputs of its host and of the hosts that name that host as

@@ -193,6 +193,7 @@ SWITCHED_OFF = {
     "orthanc_malware_scan": ("C-DET-02",),
     "firewall_dicom_limits": ("C-PRT-05",),
     "log_rotation_append_only": ("C-RSP-03",),
+    "log_shipping_dicom_audit": ("C-PRT-01", "C-DAT-06", "C-DET-07"),
 }
 
 
