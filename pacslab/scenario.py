@@ -11,6 +11,7 @@ A step is a Python script beside scenario.yml (or ``lib/<name>.py``, shared: sce
 exec``, the script and its CONTEXT on stdin, never in argv). CONTEXT holds the lab's hosts
 (address, zone, AE title, services), the step's ``args``, the passwords of the people it names in
 ``passwords`` (a leaked password in the story, or one a reset needs; the results are redacted),
+the TOTP codes of the people it names in ``codes`` (an insider who signs in with both factors),
 the run's start (``since``, epoch seconds) and, for reset actions, the results of the run (``run``:
 step id -> result). The script prints one JSON object as its last line: the step's result,
 compared with the outcome the scenario expects in the mode it runs in (keys dotted for nested
@@ -40,6 +41,7 @@ import yaml
 from . import people
 from .docker import docker
 from .plan import state_dir
+from .probes import oidc
 from .redact import redact, redact_tree, secret_values
 from .topology import REPO_ROOT, Lab, Problem, safe_load
 
@@ -95,6 +97,7 @@ class Action:
     args: dict[str, Any] = field(default_factory=dict)
     expect: dict[str, Expectation] = field(default_factory=dict)  # mode -> outcome (steps only)
     passwords: tuple[str, ...] = ()  # people whose passwords it gets in CONTEXT['passwords']
+    codes: tuple[str, ...] = ()  # people whose TOTP codes it gets in CONTEXT['codes']
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,8 @@ class Scenario:
             body: dict[str, Any] = {"id": a.id, "title": a.title, "from": a.host, "script": a.script.name, "args": a.args}
             if a.passwords:
                 body["passwords"] = list(a.passwords)  # whose, never the values
+            if a.codes:
+                body["codes"] = list(a.codes)
             if a.expect:
                 body["expect"] = {m: {"result": e.result, "evidence": e.evidence} for m, e in a.expect.items()}
             return body
@@ -258,11 +263,21 @@ def load_scenario(folder: Path, lab: Lab, controls: set[str] | None = None) -> S
                                     + ("in scenarios/lib" if body["script"].startswith("lib/") else "beside scenario.yml")))
         expect = {m: Expectation(dict(o["result"]), o["evidence"].strip()) for m, o in body.get("expect", {}).items()}
         people = {p.name for p in lab.people}
-        for i, name in enumerate(body.get("passwords", [])):
-            if name not in people:
-                problems.append(Problem(fname, f"{key}.passwords[{i}]", f"{name!r}: lab {lab.name!r} has no such person (lab_people)"))
-                absent.append(problems[-1])
-        return Action(body["id"], body["title"], where, script, dict(body.get("args") or {}), expect, tuple(body.get("passwords", [])))
+        for field_name in ("passwords", "codes"):
+            for i, name in enumerate(body.get(field_name, [])):
+                if name not in people:
+                    problems.append(Problem(fname, f"{key}.{field_name}[{i}]", f"{name!r}: lab {lab.name!r} has no such person (lab_people)"))
+                    absent.append(problems[-1])
+        if body.get("codes"):  # codes the lab's IdP accepts: a lab that plans it leaves the scenario out, as for a step's host
+            idp = identity_provider(lab) if any("idp_servers" in h.groups for h in lab.hosts.values()) else None
+            if idp is None:
+                problems.append(Problem(fname, f"{key}.codes", f"lab {lab.name!r} has no identity provider (group idp_servers)"))
+            elif not lab.hosts[idp].deployed:
+                problems.append(Problem(fname, f"{key}.codes", f"{idp!r} is planned in lab {lab.name!r}: no IdP to accept the codes"))
+                planned.append(problems[-1])
+                planned_hosts.add(idp)
+        return Action(body["id"], body["title"], where, script, dict(body.get("args") or {}), expect, tuple(body.get("passwords", [])),
+                      tuple(body.get("codes", [])))
 
     steps = tuple(action(s, f"steps[{i}]") for i, s in enumerate(data["steps"]))
     vulnerable = None
@@ -358,17 +373,29 @@ def lab_context(lab: Lab) -> dict[str, Any]:
     }
 
 
+def identity_provider(lab: Lab) -> str:
+    """The lab's IdP (the first host of group idp_servers, deployed or planned). StopIteration when
+    the lab has none."""
+    return next(h.name for h in sorted(lab.hosts.values(), key=lambda h: h.name) if "idp_servers" in h.groups)
+
+
 def run_action(lab: Lab, scenario: Scenario, action: Action, context: dict[str, Any]) -> dict[str, Any]:
     """Run one action's script in its host's container; its JSON result. A script that fails or
     prints no JSON gives {"error": ...} with the tail of its output (lab secrets redacted)."""
-    passwords = {}
+    passwords, codes = {}, {}
     for name in action.passwords:  # the people's own passwords, as up generated them (pacslab.people)
         try:
             passwords[name] = people.password(state_dir(lab) / "secrets", name)
         except (OSError, IndexError):
             return {"error": f"no password of {name!r} in the lab's secrets: run `pacslab up` first"}
+    for name in action.codes:  # the codes of the steps to come that the IdP has not accepted yet (pacslab.probes.oidc)
+        try:
+            codes[name] = oidc.fresh_codes(lab, identity_provider(lab), str(state_dir(lab) / "secrets"), name)
+        except OSError:
+            return {"error": f"no TOTP seed of {name!r} in the lab's secrets: run `pacslab up` first"}
     envelope = {"name": f"{scenario.id}/{action.script.name}", "source": action.script.read_text(),
-                "context": {**context, "args": action.args, "passwords": passwords, "scenario": scenario.id, "step": action.id}}
+                "context": {**context, "args": action.args, "passwords": passwords, "codes": codes, "scenario": scenario.id,
+                            "step": action.id}}
     try:  # coreutils' timeout inside the container ends the script there too (the client's timeout alone would not)
         proc = docker("exec", "-i", lab.container_name(action.host), "timeout", "-k", "5", str(int(STEP_TIMEOUT)), "python3", "-c", BOOT,
                       input=json.dumps(envelope), check=False, timeout=STEP_TIMEOUT + 30)

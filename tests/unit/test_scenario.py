@@ -25,19 +25,22 @@ ALT_LAB = REPO_ROOT / "tests" / "labs" / "alt"
 @pytest.mark.parametrize("lab_path", [DEFAULT_LAB, ALT_LAB], ids=["default", "alt"])
 def test_every_shipped_scenario_loads_on_both_labs(lab_path: Path) -> None:
     """Each scenario loads where its hosts are deployed; the second lab plans the identity hosts
-    and the attacker (W6), the bastion, the siem and the vendor engineer (W7) and the siem (W9), so those are
-    left out there, naming them, and are no refusal."""
+    and the attacker (W6), the bastion, the siem and the vendor engineer (W7), the IdP that accepts the
+    insider's codes and the siem (W8) and the siem (W9), so those are left out there, naming them, and
+    are no refusal."""
     left_out: dict[str, tuple[str, ...]] = {}
     scenarios = sc.load_all(load_lab(lab_path), left_out=left_out)
     both = ("defended", "vulnerable")
-    expected = {"W2": both, "W3": both, "W4": both, "W5": both, "W6": both, "W7": both, "W9": both, "W10": ("defended",), "W12": both}
+    expected = {"W2": both, "W3": both, "W4": both, "W5": both, "W6": both, "W7": both, "W8": both, "W9": both,
+                "W10": ("defended",), "W12": both}
     if lab_path == ALT_LAB:
-        del expected["W6"], expected["W7"], expected["W9"]
+        del expected["W6"], expected["W7"], expected["W8"], expected["W9"]
     assert [s.id for s in scenarios] == list(expected)
     for s in scenarios:
         assert s.steps and s.controls
     assert {s.id: s.modes for s in scenarios} == expected
-    assert left_out == ({"W6": ("attacker", "dir", "idp"), "W7": ("bastion", "siem", "vendor-eng"), "W9": ("siem",)} if lab_path == ALT_LAB else {})
+    assert left_out == ({"W6": ("attacker", "dir", "idp"), "W7": ("bastion", "siem", "vendor-eng"), "W8": ("idp", "siem"), "W9": ("siem",)}
+                        if lab_path == ALT_LAB else {})
 
 
 def test_a_scenario_the_lab_lacks_hosts_for_is_still_refused_by_id() -> None:
@@ -108,6 +111,8 @@ CASES: dict[str, tuple[Callable[[dict[str, Any]], None], str, str]] = {
                                        "vulnerable.waives[0]", "C-PRT-05 is not one of the scenario's controls"),
     "password of an unknown person": (lambda d: d["steps"][1].update(passwords=["nobody"]),
                                       "steps[1].passwords[0]", "'nobody': lab 'default' has no such person (lab_people)"),
+    "codes of an unknown person": (lambda d: d["steps"][1].update(codes=["nobody"]),
+                                   "steps[1].codes[0]", "'nobody': lab 'default' has no such person (lab_people)"),
     "overlay on an unknown host": (lambda d: d.update(vulnerable={"waives": ["C-ACC-05"], "repair": "r", "host_vars": {"nohost": {"a": 1}}}),
                                    "vulnerable.host_vars.nohost", "'nohost': lab 'default' has no such host"),
 }
@@ -270,3 +275,38 @@ def test_a_step_gets_the_passwords_it_names_on_stdin_only(w3: Path, tmp_path: Pa
     [(argv, stdin)] = calls
     assert "Pw-of-ada" not in " ".join(argv) and json.loads(stdin)["context"]["passwords"] == {"rad-ada": "Pw-of-ada-1234567890"}
     assert json.loads(stdin)["context"]["args"] == s.steps[0].args
+
+
+def test_a_step_gets_the_codes_it_names_on_stdin_only_and_none_the_idp_took(w3: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step that names people in `codes` gets, in CONTEXT['codes'] on stdin, their TOTP codes by
+    RFC 6238 step from the current step on, leaving out the steps the IdP already accepted a code
+    of (RFC 6238 5.2); never in argv. The codes are RFC 6238 appendix B's test vectors (SHA-1 seed
+    "12345678901234567890", the last six digits) at T = 1111111109 s: step 37037036 -> 081804,
+    37037037 -> 050471. Without the seed (no up yet) the step is an error that says so."""
+    edit(w3, lambda d: d["steps"][0].update(codes=["rad-ada"]))
+    calls: list[tuple[tuple[str, ...], str]] = []
+
+    def fake_docker(*args: str, input: str = "", **kw: Any) -> subprocess.CompletedProcess[str]:
+        calls.append((args, input))
+        return subprocess.CompletedProcess(args, 0, '{"ok": true}\n', "")
+
+    accepted = {"step": 37037035}
+    monkeypatch.setattr(sc, "docker", fake_docker)
+    monkeypatch.setattr(sc, "state_dir", lambda lab: tmp_path)
+    monkeypatch.setattr(sc.oidc, "last_step", lambda lab, idp, user: accepted["step"] if (idp, user) == ("idp", "rad-ada") else -2)
+    monkeypatch.setattr("pacslab.people.time.time", lambda: 1111111109.0)
+    lab = load_lab(DEFAULT_LAB)
+    s = sc.load_scenario(w3, lab)
+    assert s.document()["steps"][0]["codes"] == ["rad-ada"]
+    assert sc.run_action(lab, s, s.steps[0], {}) == {"error": "no TOTP seed of 'rad-ada' in the lab's secrets: run `pacslab up` first"}
+    assert calls == []
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "totp-rad-ada").write_text("GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\n")
+    assert sc.run_action(lab, s, s.steps[0], {}) == {"ok": True}
+    accepted["step"] = 37037036
+    assert sc.run_action(lab, s, s.steps[0], {}) == {"ok": True}
+    (argv, first), (_, second) = calls
+    codes, later = json.loads(first)["context"]["codes"]["rad-ada"], json.loads(second)["context"]["codes"]["rad-ada"]
+    assert (codes["37037036"], codes["37037037"], len(codes)) == ("081804", "050471", 6)
+    assert "37037036" not in later and later["37037037"] == "050471"
+    assert "081804" not in " ".join(argv) and "050471" not in " ".join(argv)
