@@ -3,7 +3,8 @@ person's real password, from CONTEXT['passwords'], as a breach leaked it (W6) or
 it (W8)) signs in to what the reverse proxy publishes, as a script with a browser's manners would:
 a new cookie jar, the page args.path, the redirects to the IdP (published by the proxy), its login
 form filled with user and password. With `code: true` the second-factor form then gets the TOTP
-code of the current RFC 6238 step, from CONTEXT['codes'] (the person's own: an insider); without
+code of the current RFC 6238 step, or of the next one when the IdP took a code of the current step
+already, from CONTEXT['codes'] (the person's own: an insider); without
 it, no code (an attacker has none). Then the page once more with the same cookies. Result per
 attempt: the user, LemonLDAP's result codes on the page the password led to (5 bad credentials; the
 second-factor form shows none), whether that page asks for a code, whether the browser came back to
@@ -131,10 +132,13 @@ def attempt(user, password, code=False):
     url, _, page = go(action, dict(form["fields"]) | {"user": user, "password": password})
     second = next((f for f in page.forms if "code" in f["fields"]), None)
     asks_code = second is not None
-    if second is not None and code:  # the person's own code of the step they type it in
-        step = str(int(time.time() // 30))
+    if second is not None and code:
+        # the person's own code: the current RFC 6238 step's, else the next one's (the IdP took a code of
+        # the current step already; a verifier that takes one step either side accepts it)
+        step = int(time.time() // 30)
+        typed = next((codes[user][str(s)] for s in (step, step + 1) if str(s) in codes[user]), "")
         action = urllib.parse.urljoin(url, second["action"]) if second["action"] not in ("", "#") else url
-        url, _, page = go(action, dict(second["fields"]) | {"code": codes[user].get(step, "")})
+        url, _, page = go(action, dict(second["fields"]) | {"code": typed})
     signed_in = urllib.parse.urlsplit(url).netloc == proxy
     try:
         again = opener.open(urllib.request.Request(start, headers=NAVIGATE), timeout=20).status
