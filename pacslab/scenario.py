@@ -12,8 +12,8 @@ exec``, the script and its CONTEXT on stdin, never in argv). CONTEXT holds the l
 (address, zone, AE title, services), the step's ``args``, the passwords of the people it names in
 ``passwords`` (a leaked password in the story, or one a reset needs; the results are redacted),
 the TOTP codes of the people it names in ``codes`` (an insider who signs in with both factors),
-the run's start (``since``, epoch seconds) and, for reset actions, the results of the run (``run``:
-step id -> result). The script prints one JSON object as its last line: the step's result,
+the run's start (``since``, epoch seconds) and, for a step after the first and for reset actions,
+the results of the steps run so far (``run``: step id -> result). The script prints one JSON object as its last line: the step's result,
 compared with the outcome the scenario expects in the mode it runs in (keys dotted for nested
 values, values written out).
 
@@ -390,9 +390,12 @@ def run_action(lab: Lab, scenario: Scenario, action: Action, context: dict[str, 
             return {"error": f"no password of {name!r} in the lab's secrets: run `pacslab up` first"}
     for name in action.codes:  # the codes of the steps to come that the IdP has not accepted yet (pacslab.probes.oidc)
         try:
-            codes[name] = oidc.fresh_codes(lab, identity_provider(lab), str(state_dir(lab) / "secrets"), name)
-        except OSError:
+            seed = people.totp_seed(state_dir(lab) / "secrets", name)
+            codes[name] = people.totp_codes(seed, oidc.last_step(lab, identity_provider(lab), name))
+        except (OSError, IndexError, ValueError):  # no seed file, an empty one, one that is no base32 seed
             return {"error": f"no TOTP seed of {name!r} in the lab's secrets: run `pacslab up` first"}
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            return {"error": f"could not read which codes of {name!r} the IdP has taken: {redact(str(exc))[-300:]}"}
     envelope = {"name": f"{scenario.id}/{action.script.name}", "source": action.script.read_text(),
                 "context": {**context, "args": action.args, "passwords": passwords, "codes": codes, "scenario": scenario.id,
                             "step": action.id}}

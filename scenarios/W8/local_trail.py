@@ -12,20 +12,26 @@ AUDIT_FILE = "/var/log/pacslab/dicom-audit.log"  # roles/orthanc: PacslabAuditLo
 args = CONTEXT["args"]  # noqa: F821 (given by the scenario runner)
 since = dt.datetime.fromtimestamp(CONTEXT["since"] - 1, dt.UTC)  # noqa: F821
 messages, studies = 0, set()
-with open(AUDIT_FILE, encoding="utf-8", errors="replace") as trail:
-    for line in trail:
-        try:
-            message = ElementTree.fromstring(line)
-        except ElementTree.ParseError:
-            continue
-        event = message.find("EventIdentification")
-        if event is None or event.find("EventID") is None or event.find("EventID").get("csd-code") != "110103":
-            continue
-        if dt.datetime.fromisoformat(event.get("EventDateTime", "1970-01-01T00:00:00+00:00")) < since:
-            continue
-        if not any(p.get("UserID") == args["user"] and p.get("UserIsRequestor") == "true" for p in message.iter("ActiveParticipant")):
-            continue
-        messages += 1
-        studies |= {o.get("ParticipantObjectID") for o in message.iter("ParticipantObjectIdentification")
-                    if (o.find("ParticipantObjectIDTypeCode") is not None and o.find("ParticipantObjectIDTypeCode").get("csd-code") == "110180")}
+lines = []
+for name in (AUDIT_FILE + ".1", AUDIT_FILE):  # a rotation during the run leaves its start in .1 (roles/log_rotation)
+    try:
+        with open(name, encoding="utf-8", errors="replace") as trail:
+            lines += trail.readlines()
+    except FileNotFoundError:
+        pass
+for line in lines:
+    try:
+        message = ElementTree.fromstring(line)
+    except ElementTree.ParseError:
+        continue
+    event = message.find("EventIdentification")
+    if event is None or event.find("EventID") is None or event.find("EventID").get("csd-code") != "110103":
+        continue
+    if dt.datetime.fromisoformat(event.get("EventDateTime", "1970-01-01T00:00:00+00:00")) < since:
+        continue
+    if not any(p.get("UserID") == args["user"] and p.get("UserIsRequestor") == "true" for p in message.iter("ActiveParticipant")):
+        continue
+    messages += 1
+    studies |= {o.get("ParticipantObjectID") for o in message.iter("ParticipantObjectIdentification")
+                if (o.find("ParticipantObjectIDTypeCode") is not None and o.find("ParticipantObjectIDTypeCode").get("csd-code") == "110180")}
 print(json.dumps({"messages": messages, "studies": len(studies)}))

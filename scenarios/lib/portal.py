@@ -4,15 +4,17 @@ it (W8)) signs in to what the reverse proxy publishes, as a script with a browse
 a new cookie jar, the page args.path, the redirects to the IdP (published by the proxy), its login
 form filled with user and password. With `code: true` the second-factor form then gets the TOTP
 code of the current RFC 6238 step, or of the next one when the IdP took a code of the current step
-already, from CONTEXT['codes'] (the person's own: an insider); without
+already, from CONTEXT['codes'] (the person's own: an insider; "code_step" in the attempt's result
+says which step's, null when none fits, and then nothing is typed); without
 it, no code (an attacker has none). Then the page once more with the same cookies. Result per
 attempt: the user, LemonLDAP's result codes on the page the password led to (5 bad credentials; the
 second-factor form shows none), whether that page asks for a code, whether the browser came back to
 the proxy signed in, and the HTTP status of the page when asked again (200: a session; 302: sent to
 the IdP again). Plus the codes, per attempt.
 
-With args.export ({search: a QIDO-RS path and query at the proxy, PS3.18 10.6}), a signed-in
-attempt then searches with its session and retrieves every study found by WADO-RS (PS3.18 10.4,
+With args.export ({accession_of: the id of an earlier step whose result names an "accession"
+(lib/acquire.py)}), a signed-in attempt then searches for that Accession Number by QIDO-RS at the
+proxy (PS3.18 10.6) with its session and retrieves every study found by WADO-RS (PS3.18 10.4,
 /dicom-web/studies/{uid}, the whole study as multipart/related application/dicom), over one
 connection kept alive as a browser does: per attempt
 "export" {found, retrieved (answered 200), statuses (the other answers, by status), bytes}, and
@@ -37,6 +39,8 @@ context = ssl.create_default_context(cafile="/etc/pacslab/tls/root.pem")
 NAVIGATE = {"Accept": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.8"}
 SEARCH = {"Accept": "application/dicom+json"}
 RETRIEVE = {"Accept": 'multipart/related; type="application/dicom"'}
+TOTP_STEP = 30  # seconds: RFC 6238's time step, the IdP's (pacslab.people.TOTP_STEP)
+typed = set()  # (person, step) of each code typed in this run
 STUDY_UID = "0020000D"  # Study Instance UID, as the DICOM JSON model keys it (PS3.18 F.2)
 
 
@@ -132,21 +136,28 @@ def attempt(user, password, code=False):
     url, _, page = go(action, dict(form["fields"]) | {"user": user, "password": password})
     second = next((f for f in page.forms if "code" in f["fields"]), None)
     asks_code = second is not None
+    code_step = None
     if second is not None and code:
         # the person's own code: the current RFC 6238 step's, else the next one's (the IdP took a code of
-        # the current step already; a verifier that takes one step either side accepts it)
-        step = int(time.time() // 30)
-        typed = next((codes[user][str(s)] for s in (step, step + 1) if str(s) in codes[user]), "")
-        action = urllib.parse.urljoin(url, second["action"]) if second["action"] not in ("", "#") else url
-        url, _, page = go(action, dict(second["fields"]) | {"code": typed})
+        # the current step already; a verifier that takes one step either side accepts it), never one typed
+        # before in this run (the IdP refuses a replay); none fits: nothing is typed
+        step = int(time.time() // TOTP_STEP)
+        code_step = next((s for s in (step, step + 1) if str(s) in codes[user] and (user, s) not in typed), None)
+        if code_step is not None:
+            typed.add((user, code_step))
+            action = urllib.parse.urljoin(url, second["action"]) if second["action"] not in ("", "#") else url
+            url, _, page = go(action, dict(second["fields"]) | {"code": codes[user][str(code_step)]})
     signed_in = urllib.parse.urlsplit(url).netloc == proxy
     try:
         again = opener.open(urllib.request.Request(start, headers=NAVIGATE), timeout=20).status
     except urllib.error.HTTPError as exc:
         again = exc.code
     result = {"user": user, "trmsg": page.trmsg, "asks_code": asks_code, "signed_in": signed_in, "viewer_again": again}
+    if code:
+        result["code_step"] = code_step
     if args.get("export") and again == 200:
-        result["export"] = export(jar, args["export"]["search"])
+        accession = CONTEXT["run"][args["export"]["accession_of"]]["accession"]  # noqa: F821
+        result["export"] = export(jar, "/dicom-web/studies?AccessionNumber=" + urllib.parse.quote(accession))
     return result
 
 

@@ -44,7 +44,8 @@ def look() -> tuple[dict[int, str], set[str], dict[str, set[str]], list[dict[str
             alerted |= held
             case_ids |= {case_id} if held else set()
         cases = [{"person": p, "host": h, "owner": o} for p, h, o in db.execute(
-            f"SELECT person, host, owner FROM cases WHERE id IN ({','.join('?' * len(case_ids))}) ORDER BY id", sorted(case_ids))]
+            f"SELECT person, host, owner FROM cases WHERE id IN ({','.join('?' * len(case_ids))}) ORDER BY id", sorted(case_ids))
+                 ] if args.get("cases") else []
         return seen, alerted, values, cases
     finally:
         db.close()

@@ -1,7 +1,7 @@
 """A person at an SSH client, typing: OpenSSH's own client on this host, driven through a
 pseudo-terminal (pacslab.probes.ssh describes the conversation). Two callers: the checks
 (pacslab.probes.ssh.session: the request as JSON on stdin) and scenario steps (pacslab.scenario:
-CONTEXT; args {to: a lab host, user, leaked: true (the person's real password, from
+CONTEXT; args {to: a lab host, user, real: true (the person's real password, from
 CONTEXT['passwords']) or password, notice, options, connect, commands}; the host key is taken on
 first use, as an attacker would). Prints one JSON object: prompts met, notice, shell, commands,
 connect, the client's words about refusals ("said"), the transcript (checks only), exit status."""
@@ -24,7 +24,7 @@ if "CONTEXT" in globals():  # a scenario step
     req["options"] = [re.sub(r"@([a-z][a-z0-9-]*)", lambda m: CONTEXT["hosts"][m.group(1)]["address"], o)  # noqa: F821
                       for o in args.get("options", [])]
     req.update(host=CONTEXT["hosts"][args["to"]]["address"], port=args.get("port", 22), known_hosts="")  # noqa: F821
-    req["password"] = CONTEXT["passwords"][args["user"]] if args.get("leaked") else args.get("password")  # noqa: F821
+    req["password"] = CONTEXT["passwords"][args["user"]] if args.get("real") else args.get("password")  # noqa: F821
     req = {k: v for k, v in req.items() if v is not None}
 else:
     req = json.load(sys.stdin)

@@ -282,7 +282,8 @@ def test_a_step_gets_the_codes_it_names_on_stdin_only_and_none_the_idp_took(w3: 
     RFC 6238 step from the current step on, leaving out the steps the IdP already accepted a code
     of (RFC 6238 5.2); never in argv. The codes are RFC 6238 appendix B's test vectors (SHA-1 seed
     "12345678901234567890", the last six digits) at T = 1111111109 s: step 37037036 -> 081804,
-    37037037 -> 050471. Without the seed (no up yet) the step is an error that says so."""
+    37037037 -> 050471. Without the seed (no up yet, or an empty file) or when the IdP cannot be
+    asked which steps it took, the step is an error that says so, and nothing runs."""
     edit(w3, lambda d: d["steps"][0].update(codes=["rad-ada"]))
     calls: list[tuple[tuple[str, ...], str]] = []
 
@@ -310,3 +311,13 @@ def test_a_step_gets_the_codes_it_names_on_stdin_only_and_none_the_idp_took(w3: 
     assert (codes["37037036"], codes["37037037"], len(codes)) == ("081804", "050471", 6)
     assert "37037036" not in later and later["37037037"] == "050471"
     assert "081804" not in " ".join(argv) and "050471" not in " ".join(argv)
+
+    def idp_down(lab: Any, idp: str, user: str) -> int:
+        raise RuntimeError("docker exec pacslab-idp failed: container is not running")
+
+    monkeypatch.setattr(sc.oidc, "last_step", idp_down)
+    assert sc.run_action(lab, s, s.steps[0], {}) == {
+        "error": "could not read which codes of 'rad-ada' the IdP has taken: docker exec pacslab-idp failed: container is not running"}
+    (tmp_path / "secrets" / "totp-rad-ada").write_text("")
+    assert sc.run_action(lab, s, s.steps[0], {}) == {"error": "no TOTP seed of 'rad-ada' in the lab's secrets: run `pacslab up` first"}
+    assert len(calls) == 2

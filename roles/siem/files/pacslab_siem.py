@@ -9,7 +9,8 @@ Commands:
              confirmMessages), so rsyslog keeps what was not stored and hands it again.
   evaluate   every few seconds, runs each detection (Sigma rules compiled to SQLite by pySigma on the
              controller, pacslab/detections.py) over the recent events; each result opens or updates
-             an alert, and each alert opens or updates the case of the host it is about.
+             an alert, and each alert opens or updates the case of the host it is about (of the
+             person, for an alert that names only a person).
   alerts, cases, events, containment, captures   print them (``--json`` for machines).
   window     an alert's span and the addresses it is about, for a capture around it (C-RSP-03).
   record-capture   records a retrieved capture (file name, SHA-256, packets) in the alert's case.
