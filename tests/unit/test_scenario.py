@@ -251,11 +251,8 @@ def test_run_action_reports_what_the_script_did(w3: Path, monkeypatch: pytest.Mo
     assert "S3CRETVALUE" not in " ".join(argv) and json.loads(stdin)["context"]["args"] == s.steps[0].args
 
 
-def test_a_step_gets_the_passwords_it_names_on_stdin_only(w3: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A step that names people in `passwords` gets their passwords (as up generated them, from the
-    lab's secrets) in CONTEXT['passwords'] on stdin, never in argv; the document shows whose, never
-    the value; without the secret (no up yet) the step is an error that says so."""
-    edit(w3, lambda d: d["steps"][0].update(passwords=["rad-ada"]))
+def docker_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[tuple[str, ...], str]]:
+    """Every `docker` call the runner makes, as (argv, stdin), each answered with a script's {"ok": true}."""
     calls: list[tuple[tuple[str, ...], str]] = []
 
     def fake_docker(*args: str, input: str = "", **kw: Any) -> subprocess.CompletedProcess[str]:
@@ -263,6 +260,15 @@ def test_a_step_gets_the_passwords_it_names_on_stdin_only(w3: Path, tmp_path: Pa
         return subprocess.CompletedProcess(args, 0, '{"ok": true}\n', "")
 
     monkeypatch.setattr(sc, "docker", fake_docker)
+    return calls
+
+
+def test_a_step_gets_the_passwords_it_names_on_stdin_only(w3: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step that names people in `passwords` gets their passwords (as up generated them, from the
+    lab's secrets) in CONTEXT['passwords'] on stdin, never in argv; the document shows whose, never
+    the value; without the secret (no up yet) the step is an error that says so."""
+    edit(w3, lambda d: d["steps"][0].update(passwords=["rad-ada"]))
+    calls = docker_calls(monkeypatch)
     monkeypatch.setattr(sc, "state_dir", lambda lab: tmp_path)
     lab = load_lab(DEFAULT_LAB)
     s = sc.load_scenario(w3, lab)
@@ -285,14 +291,8 @@ def test_a_step_gets_the_codes_it_names_on_stdin_only_and_none_the_idp_took(w3: 
     37037037 -> 050471. Without the seed (no up yet, or an empty file) or when the IdP cannot be
     asked which steps it took, the step is an error that says so, and nothing runs."""
     edit(w3, lambda d: d["steps"][0].update(codes=["rad-ada"]))
-    calls: list[tuple[tuple[str, ...], str]] = []
-
-    def fake_docker(*args: str, input: str = "", **kw: Any) -> subprocess.CompletedProcess[str]:
-        calls.append((args, input))
-        return subprocess.CompletedProcess(args, 0, '{"ok": true}\n', "")
-
+    calls = docker_calls(monkeypatch)
     accepted = {"step": 37037035}
-    monkeypatch.setattr(sc, "docker", fake_docker)
     monkeypatch.setattr(sc, "state_dir", lambda lab: tmp_path)
     monkeypatch.setattr(sc.oidc, "last_step", lambda lab, idp, user: accepted["step"] if (idp, user) == ("idp", "rad-ada") else -2)
     monkeypatch.setattr("pacslab.people.time.time", lambda: 1111111109.0)
