@@ -13,9 +13,9 @@ exec``, the script and its CONTEXT on stdin, never in argv). CONTEXT holds the l
 ``passwords`` (a leaked password in the story, or one a reset needs; the results are redacted),
 the TOTP codes of the people it names in ``codes`` (an insider who signs in with both factors),
 the run's start (``since``, epoch seconds) and, for a step after the first and for reset actions,
-the results of the steps run so far (``run``: step id -> result). The script prints one JSON object as its last line: the step's result,
-compared with the outcome the scenario expects in the mode it runs in (keys dotted for nested
-values, values written out).
+the results of the steps run so far (``run``: step id -> result). The script prints one JSON
+object as its last line: the step's result, compared with the outcome the scenario expects in the
+mode it runs in (keys dotted for nested values, values written out).
 
 ``check`` grades the lab with the scenario's integration checks (pytest, the same tests ``pacslab
 verify`` runs); ``reset`` runs the scenario's reset actions, deletes the studies the run added to

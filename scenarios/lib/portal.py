@@ -5,20 +5,20 @@ a new cookie jar, the page args.path, the redirects to the IdP (published by the
 form filled with user and password. With `code: true` the second-factor form then gets the TOTP
 code of the current RFC 6238 step, or of the next one when the IdP took a code of the current step
 already, from CONTEXT['codes'] (the person's own: an insider; "code_step" in the attempt's result
-says which step's, null when none fits, and then nothing is typed); without
-it, no code (an attacker has none). Then the page once more with the same cookies. Result per
-attempt: the user, LemonLDAP's result codes on the page the password led to (5 bad credentials; the
-second-factor form shows none), whether that page asks for a code, whether the browser came back to
-the proxy signed in, and the HTTP status of the page when asked again (200: a session; 302: sent to
-the IdP again). Plus the codes, per attempt.
+says which step's, null when none fits, and then nothing is typed); without it, no code (an
+attacker has none). Then the page once more with the same cookies. Result per attempt: the user,
+LemonLDAP's result codes on the page the password led to (5 bad credentials; the second-factor
+form shows none), whether that page asks for a code, whether the browser came back to the proxy
+signed in, and the HTTP status of the page when asked again (200: a session; 302: sent to the IdP
+again). Plus the codes, per attempt.
 
 With args.export ({accession_of: the id of an earlier step whose result names an "accession"
 (lib/acquire.py)}), a signed-in attempt then searches for that Accession Number by QIDO-RS at the
 proxy (PS3.18 10.6) with its session and retrieves every study found by WADO-RS (PS3.18 10.4,
 /dicom-web/studies/{uid}, the whole study as multipart/related application/dicom), over one
-connection kept alive as a browser does: per attempt
-"export" {found, retrieved (answered 200), statuses (the other answers, by status), bytes}, and
-"found" and "exported": the studies found and retrieved per attempt (null where no session)."""
+connection kept alive as a browser does: per attempt "export" {found, retrieved (answered 200),
+statuses (the other answers, by status), bytes}, and "found" and "exported": the studies found and
+retrieved per attempt (null where no session)."""
 
 import collections
 import html.parser

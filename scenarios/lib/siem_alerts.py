@@ -42,7 +42,7 @@ def look() -> tuple[dict[int, str], set[str], dict[str, set[str]], list[dict[str
         for events, case_id in db.execute("SELECT events, case_id FROM alerts WHERE rule = ?", (args["rule"],)):
             held = {seen[i] for i in json.loads(events) if i in seen}
             alerted |= held
-            case_ids |= {case_id} if held else set()
+            case_ids |= {case_id} if held and case_id is not None else set()
         cases = [{"person": p, "host": h, "owner": o} for p, h, o in db.execute(
             f"SELECT person, host, owner FROM cases WHERE id IN ({','.join('?' * len(case_ids))}) ORDER BY id", sorted(case_ids))
                  ] if args.get("cases") else []

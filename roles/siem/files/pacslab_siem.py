@@ -1307,7 +1307,8 @@ def _open_case(db: sqlite3.Connection, alert_id: int, level: str, entities: dict
     """The case of the lab host the alert is about (its source address first, else its host),
     enriched from the lab definition (owner, zone, criticality); of the person it is about when it
     names no host or address but a user (bulk-access), enriched with the person's owner (assets.json
-    "people", from lab_people; none for a name the lab does not define). An open one is updated."""
+    "people": lab_people and lab_service_accounts; none for a name the lab does not define). An open
+    one is updated."""
     address = entities.get("src_ip")
     host_name = entities.get("host")
     person = entities.get("user") if not (address or host_name) else None
