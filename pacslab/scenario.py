@@ -11,7 +11,8 @@ A step is a Python script beside scenario.yml (or ``lib/<name>.py``, shared: sce
 exec``, the script and its CONTEXT on stdin, never in argv). CONTEXT holds the lab's hosts
 (address, zone, AE title, services), the step's ``args``, the passwords of the people it names in
 ``passwords`` (a leaked password in the story, or one a reset needs; the results are redacted),
-the TOTP codes of the people it names in ``codes`` (an insider who signs in with both factors),
+the TOTP codes of the people it names in ``codes`` (an insider who signs in with both factors)
+and the length of a TOTP step (``totp_step``, seconds),
 the run's start (``since``, epoch seconds) and, for a step after the first and for reset actions,
 the results of the steps run so far (``run``: step id -> result). The script prints one JSON
 object as its last line: the step's result, compared with the outcome the scenario expects in the
@@ -397,8 +398,8 @@ def run_action(lab: Lab, scenario: Scenario, action: Action, context: dict[str, 
         except (RuntimeError, subprocess.TimeoutExpired) as exc:
             return {"error": f"could not read which codes of {name!r} the IdP has taken: {redact(str(exc))[-300:]}"}
     envelope = {"name": f"{scenario.id}/{action.script.name}", "source": action.script.read_text(),
-                "context": {**context, "args": action.args, "passwords": passwords, "codes": codes, "scenario": scenario.id,
-                            "step": action.id}}
+                "context": {**context, "args": action.args, "passwords": passwords, "codes": codes, "totp_step": people.TOTP_STEP,
+                            "scenario": scenario.id, "step": action.id}}
     try:  # coreutils' timeout inside the container ends the script there too (the client's timeout alone would not)
         proc = docker("exec", "-i", lab.container_name(action.host), "timeout", "-k", "5", str(int(STEP_TIMEOUT)), "python3", "-c", BOOT,
                       input=json.dumps(envelope), check=False, timeout=STEP_TIMEOUT + 30)

@@ -39,7 +39,7 @@ context = ssl.create_default_context(cafile="/etc/pacslab/tls/root.pem")
 NAVIGATE = {"Accept": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.8"}
 SEARCH = {"Accept": "application/dicom+json"}
 RETRIEVE = {"Accept": 'multipart/related; type="application/dicom"'}
-TOTP_STEP = 30  # seconds: RFC 6238's time step, the IdP's (pacslab.people.TOTP_STEP)
+TOTP_STEP = CONTEXT["totp_step"]  # noqa: F821 (seconds: RFC 6238's time step, pacslab.people.TOTP_STEP)
 typed = set()  # (person, step) of each code typed in this run
 STUDY_UID = "0020000D"  # Study Instance UID, as the DICOM JSON model keys it (PS3.18 F.2)
 

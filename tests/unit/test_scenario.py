@@ -310,6 +310,7 @@ def test_a_step_gets_the_codes_it_names_on_stdin_only_and_none_the_idp_took(w3: 
     codes, later = json.loads(first)["context"]["codes"]["rad-ada"], json.loads(second)["context"]["codes"]["rad-ada"]
     assert (codes["37037036"], codes["37037037"], len(codes)) == ("081804", "050471", 6)
     assert "37037036" not in later and later["37037037"] == "050471"
+    assert json.loads(first)["context"]["totp_step"] == 30  # RFC 6238's default step, the IdP's
     assert "081804" not in " ".join(argv) and "050471" not in " ".join(argv)
 
     def idp_down(lab: Any, idp: str, user: str) -> int:
