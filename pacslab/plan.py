@@ -26,8 +26,11 @@ APT_SOURCES_LIST = Path("/etc/apt/sources.list")
 WORKLOAD_SYSCTLS = {"net.ipv4.ip_forward": "0"}
 # The capabilities a workload holds beyond Docker's defaults, by image. The siem keeps its raw
 # files append-only (chattr +a, roles/log_rotation), which takes CAP_LINUX_IMMUTABLE; its rsyslogd,
-# the one program there that faces the network, runs without it (roles/siem). No workload holds NET_ADMIN.
-IMAGE_CAPABILITIES = {"siem": ["LINUX_IMMUTABLE"]}
+# the one program there that faces the network, runs without it (roles/siem). The Orthanc hosts' own
+# watch (roles/orthanc, pacslab-hids) reads every process's executable, which for another user's
+# process takes CAP_SYS_PTRACE (without it, a process that makes itself non-dumpable hides it);
+# ptrace reaches only the container's own processes (its PID namespace). No workload holds NET_ADMIN.
+IMAGE_CAPABILITIES = {"siem": ["LINUX_IMMUTABLE"], "orthanc": ["SYS_PTRACE"]}
 
 
 @dataclass(frozen=True)

@@ -39,8 +39,9 @@ def test_one_line_sources_list(tmp_path: Path) -> None:
 
 
 def test_only_the_router_holds_net_admin_and_forwards() -> None:
-    """The fw routes (NET_ADMIN); the siem seals its raw files append-only (LINUX_IMMUTABLE); every
-    other workload holds Docker's defaults alone."""
+    """The fw routes (NET_ADMIN); the siem seals its raw files append-only (LINUX_IMMUTABLE); the
+    Orthanc hosts' watch reads every process's executable (SYS_PTRACE); every other workload holds
+    Docker's defaults alone."""
     lab = load_lab(DEFAULT_LAB)
     plan = build_plan(lab, APT)
     for c in plan.containers:
@@ -48,7 +49,8 @@ def test_only_the_router_holds_net_admin_and_forwards() -> None:
             assert c.capabilities == ["NET_ADMIN"] and c.sysctls == {"net.ipv4.ip_forward": "1"}
             assert len(c.networks) == len(lab.zones) and c.router is None
         else:
-            assert c.capabilities == (["LINUX_IMMUTABLE"] if c.host == "siem" else []), c.host
+            expected = {"siem": ["LINUX_IMMUTABLE"], "pacs": ["SYS_PTRACE"], "vna": ["SYS_PTRACE"], "ris": ["SYS_PTRACE"]}
+            assert c.capabilities == expected.get(c.host, []), c.host
             assert c.sysctls == {"net.ipv4.ip_forward": "0"}
 
 

@@ -124,7 +124,7 @@ BROKEN = {
     ),
     "controls-off-without-waivers": (
         lambda h, lv, f: host(h, "pacs").update(orthanc_controls=False),
-        "hosts.yml", "pacs.orthanc_controls", "does not waive C-ACC-03, C-ACC-05, C-ACC-06, C-DAT-02, C-DAT-03, C-DET-02",
+        "hosts.yml", "pacs.orthanc_controls", "does not waive C-ACC-03, C-ACC-05, C-ACC-06, C-DAT-02, C-DAT-03, C-DET-02, C-PRT-04, C-DET-03",
     ),
     "waiver-without-justification": (
         lambda h, lv, f: lv.update(lab_waivers=[{"control": "C-DAT-01", "justification": " "}]),
@@ -148,7 +148,8 @@ def test_a_control_switch_in_host_vars_needs_every_waiver(lab_copy: Path) -> Non
     switch; a lab that waives only some of what it turns off is refused, naming the host_vars file."""
     with (lab_copy / "host_vars" / "pacs.yml").open("a") as f:
         f.write("\northanc_controls: false\n")
-    waive = [{"control": c, "justification": "ingest baseline"} for c in ("C-ACC-03", "C-ACC-05", "C-ACC-06", "C-DAT-02", "C-DET-02")]
+    waive = [{"control": c, "justification": "ingest baseline"} for c in ("C-ACC-03", "C-ACC-05", "C-ACC-06", "C-DAT-02", "C-DET-02",
+                                                                                "C-PRT-04", "C-DET-03")]
     mutate(lab_copy, lambda h, lv, fl: lv.update(lab_waivers=waive))
     with pytest.raises(LabDefinitionError) as err:
         load_lab(lab_copy)
@@ -185,12 +186,13 @@ def test_the_role_default_threads_exceed_what_one_source_may_hold(lab_copy: Path
 # C-ACC-06 device certificates, C-DAT-02 DICOM TLS, C-DAT-03 MD5, C-DET-02 malware scan, C-PRT-05
 # DICOM limits).
 SWITCHED_OFF = {
-    "orthanc_controls": ("C-ACC-03", "C-ACC-05", "C-ACC-06", "C-DAT-02", "C-DAT-03", "C-DET-02"),
+    "orthanc_controls": ("C-ACC-03", "C-ACC-05", "C-ACC-06", "C-DAT-02", "C-DAT-03", "C-DET-02", "C-PRT-04", "C-DET-03"),
     "orthanc_dicom_allowlist": ("C-ACC-05",),
     "orthanc_dicom_peer_certificates": ("C-ACC-06",),
     "orthanc_md5": ("C-DAT-03",),
     "orthanc_dicom_tls": ("C-ACC-06", "C-DAT-02"),
     "orthanc_malware_scan": ("C-DET-02",),
+    "orthanc_hids": ("C-PRT-04", "C-DET-03"),
     "firewall_dicom_limits": ("C-PRT-05",),
     "log_rotation_append_only": ("C-RSP-03",),
     "log_shipping_dicom_audit": ("C-PRT-01", "C-DAT-06", "C-DET-07"),
@@ -266,7 +268,7 @@ def test_a_control_switch_in_any_group_vars_is_refused(place: str, lab_copy: Pat
     assert len(problems) == 1, err.value
     assert problems[0].file.endswith(place)
     assert re.search(r" on (.*, )?pacs[,;]", problems[0].reason)
-    assert problems[0].reason.endswith("does not waive C-ACC-03, C-ACC-05, C-ACC-06, C-DAT-02, C-DAT-03, C-DET-02")
+    assert problems[0].reason.endswith("does not waive C-ACC-03, C-ACC-05, C-ACC-06, C-DAT-02, C-DAT-03, C-DET-02, C-PRT-04, C-DET-03")
 
 
 def test_a_control_switch_in_group_vars_inside_hosts_yml_is_refused(lab_copy: Path) -> None:
