@@ -314,9 +314,21 @@ def _record(program: str, msg: str, peer: str = "10.77.70.10") -> dict[str, Any]
      {"event_type": "orthanc-log", "outcome": "error", "calling_ae": None}),
     ("orthanc-log", "I1202 11:13:29.597650 HttpServer.cpp:1244] (http) GET /system", {"event_type": "orthanc-log", "outcome": "info"}),
     ("orthanc-log", "Rejected association for remote AET EVILMOD on IP 10.77.30.10", {"event_type": "syslog", "calling_ae": None}),
+    # the host's own watch (roles/orthanc, pacslab-hids)
+    ("hids", '{"event": "unexpected-exec", "reason": "not-packaged", "pid": 812, "ppid": 1, "user": "orthanc", "exe": "/tmp/x",'
+             ' "sha256": "' + "ab" * 32 + '", "cmdline": "/tmp/x 30", "time": "2026-11-30T10:00:00.100Z"}',
+     {"event_type": "unexpected-exec", "user": "orthanc", "outcome": "not-packaged", "proto": None, "dst_port": None}),
+    ("hids", '{"event": "unexpected-listener", "proto": "tcp", "address": "0.0.0.0", "port": 4444, "pid": 9, "user": "orthanc",'
+             ' "exe": "/usr/bin/python3.11", "cmdline": "python3 -c ..."}',
+     {"event_type": "unexpected-listener", "user": "orthanc", "proto": "tcp", "dst_port": 4444, "outcome": None}),
+    ("hids", '{"event": "unexpected-listener", "proto": ["tcp"], "port": "4444", "user": 0}',
+     {"event_type": "unexpected-listener", "user": None, "proto": None, "dst_port": None}),
+    ("hids", '{"event": "hids-started", "packaged_files": 31000, "listeners": ["tcp/443"], "interval": 1.0}',
+     {"event_type": "hids-started", "user": None}),
+    ("hids", "not json", {"event_type": "syslog"}),
 ])
 def test_normalise(program: str, msg: str, expected: dict[str, Any]) -> None:
-    orthanc = program in ("orthanc-events", "dicom-audit", "orthanc-log")  # what the PACS sends, from the PACS's address
+    orthanc = program in ("orthanc-events", "dicom-audit", "orthanc-log", "hids")  # what the PACS sends, from the PACS's address
     event = siem.normalise(_record(program, msg, peer="10.77.40.10" if orthanc else "10.77.70.10"), ASSETS)
     assert {k: event[k] for k in expected} == expected
     assert event["host"] == ("pacs" if orthanc else "bastion") and event["sender_host"] == "bastion" and event["source"] == program
@@ -430,7 +442,7 @@ def test_normalise_the_idps_portal_log(msg: str, expected: dict[str, Any]) -> No
     assert (event["host"], event["source"], event["message"]) == ("idp", "idp-portal", msg)
 
 
-@pytest.mark.parametrize("program", ["orthanc-events", "dicom-audit", "orthanc-log", "fw-drops", "fw-response", "suricata", "discovery",
+@pytest.mark.parametrize("program", ["orthanc-events", "dicom-audit", "orthanc-log", "hids", "fw-drops", "fw-response", "suricata", "discovery",
                                      "idp-portal", "rproxy-access", "hl7-orders", "hl7-front", "dicom-front"])
 def test_the_pacs_s_programs_from_another_host_are_marked_forged(program: str) -> None:
     """`logger -t orthanc-events '{"event": "integrity-failure"}'` in a vendor's shell on the bastion

@@ -253,6 +253,8 @@ def normalise(record: dict[str, Any], assets: dict[str, Any], connections: dict[
         event.update(_orthanc_log(msg, assets, peer))
     elif source == "dicom-audit":
         event.update(_dicom_audit(msg))
+    elif source == "hids":
+        event.update(_hids(msg))
     elif source == "suricata":
         event.update(_eve(msg))
     elif source == "discovery":
@@ -336,7 +338,23 @@ def _rproxy_access(msg: str, peer: str) -> dict[str, Any]:
 
 # Programs only an Orthanc host's plugin writes (its image "orthanc" in assets.json): the same tag
 # from any other host is stored as "forged-source", never read as the PACS's word.
-ORTHANC_PROGRAMS = ("orthanc-events", "dicom-audit", "orthanc-log")
+ORTHANC_PROGRAMS = ("orthanc-events", "dicom-audit", "orthanc-log", "hids")
+
+
+# The Orthanc hosts' own watch (roles/orthanc, files/pacslab_hids.py), shipped as hids: one JSON
+# object per line, its kind in "event" - unexpected-exec (a process whose executable no package of
+# the image installed, or altered; "reason" says which), unexpected-listener (a listener outside
+# loopback the lab definition does not give the host: "proto", "port"), hids-started. The user is
+# the process's owner; the executable, its SHA-256 and the command line stay in the raw message.
+def _hids(msg: str) -> dict[str, Any]:
+    data = _json_object(msg)
+    if not isinstance(data.get("event"), str):
+        return {}
+    port = data.get("port")
+    return {"event_type": data["event"], "user": data.get("user") if isinstance(data.get("user"), str) else None,
+            "proto": data.get("proto") if isinstance(data.get("proto"), str) else None,
+            "dst_port": port if isinstance(port, int) and not isinstance(port, bool) else None,
+            "outcome": data.get("reason") if isinstance(data.get("reason"), str) else None}
 
 
 # The lab plugin's event log on the PACS and the VNA (roles/orthanc, files/pacslab_orthanc.py): one
