@@ -43,6 +43,11 @@ unknown-device --runs times, a container that sends nothing started in the modal
              scanner's record of that address (roles/scanner sweeps every 30 s; the catalogue's
              budget: 60 s) and to the fw's quarantine of the address (the alert contains it); p50
              and p95. The container is removed and its address released after each run.
+host-watch   --runs times, on the PACS as Orthanc's user: a copy of sleep run from /tmp, then a
+             program listening on a port of the run that the lab does not give the PACS: seconds
+             from each start to the unexpected-exec and the unexpected-listener alert holding the
+             host watch's event about it (roles/orthanc pacslab-hids, C-PRT-04 and C-DET-03; the
+             catalogue's budget for a new binary: 30 s); p50 and p95. Both end, the file is removed.
 ingest       --messages RFC 5424 messages sent by the bastion (a log source) over one TLS session
              with its lab certificate, as fast as the connection takes them: seconds until the
              siem's store holds the last one, and events per second.
@@ -81,7 +86,7 @@ RESULTS = REPO / "bench" / "results" / "detection_latency.jsonl"
 CLIENT, BASTION = "vendor-eng", "bastion"
 WAIT = 120
 MEASURES = ("brute-force", "port-scan", "compromised-modality", "integrity", "audit", "unknown-ae", "malware", "maintenance", "unknown-device",
-            "ingest")
+            "host-watch", "ingest")
 # The EICAR anti-malware test file (eicar.org), as the lab's own signature for it holds it.
 EICAR_HEX = "".join(next(s for s in safe_load((REPO / "roles" / "orthanc" / "defaults" / "main.yml").read_text())["orthanc_malware_signatures"]
                          if s["name"] == "Pacslab.Test.EICAR")["hex"].split())
@@ -274,6 +279,33 @@ def malware(lab: Lab, siem: str) -> float:
     return took
 
 
+# Runs on the PACS as Orthanc's user: a program listening on argv[1] on every address for a minute.
+LISTENER = "import socket, sys, time\ns = socket.socket(); s.bind(('0.0.0.0', int(sys.argv[1]))); s.listen(); time.sleep(60)\n"
+
+
+def host_watch(lab: Lab, siem: str) -> dict[str, float]:
+    """On the PACS, as Orthanc's user: a copy of sleep under /tmp started (-> unexpected-exec), then
+    a listener on a port the lab does not give the PACS (-> unexpected-listener), each timed from
+    its start (roles/orthanc pacslab-hids: one pass a second; a listener is reported on its second)."""
+    pacs = next(h for h in lab.deployed_hosts() if "pacs_servers" in h.groups)
+    path, port = f"/tmp/bench-dropped-{secrets.token_hex(4)}", 42000 + secrets.randbelow(900)
+    im.exec_in(lab, pacs.name, "runuser", "-u", "orthanc", "--", "cp", "/usr/bin/sleep", path)
+    started = time.monotonic()
+    pid = im.exec_in(lab, pacs.name, "runuser", "-u", "orthanc", "--", "sh", "-c", '"$0" 60 >/dev/null 2>&1 & echo $!', path).strip()
+    try:
+        took_exec = seconds_to_alert(lab, siem, started, path, "unexpected-exec", "unexpected-exec")
+        started = time.monotonic()
+        listener = im.exec_in(lab, pacs.name, "runuser", "-u", "orthanc", "--", "sh", "-c", 'python3 -c "$0" "$1" >/dev/null 2>&1 & echo $!',
+                              LISTENER, str(port)).strip()
+        took_listen = seconds_to_alert(lab, siem, started, f'"port": {port},', "unexpected-listener", "unexpected-listener")
+        im.exec_in(lab, pacs.name, "kill", listener)
+    finally:
+        im.exec_in(lab, pacs.name, "sh", "-c", f"kill {pid} 2>/dev/null; rm -f {path}")
+    if took_exec is None or took_listen is None:
+        raise SystemExit(f"host watch on {pacs.name}: unexpected-exec after {took_exec} s, unexpected-listener after {took_listen} s")
+    return {"exec": took_exec, "listener": took_listen}
+
+
 def maintenance(lab: Lab, plan: Plan, siem: str) -> dict[str, float]:
     vendor = next(p for p in lab.people if "vendor" in p.roles and p.status() == "enabled")
     since = max((e["id"] for e in siem_rows(lab, siem, "events", "--contains", vendor.name)), default=0)
@@ -412,6 +444,10 @@ def main() -> int:
         runs = [unknown_device(lab, plan, siem, run) for run in range(n)]
         return {key: summary([r[key] for r in runs]) for key in ("alert", "quarantine")}
 
+    def host_watches() -> dict[str, Any]:
+        runs = [host_watch(lab, siem) for _ in range(n)]
+        return {key: summary([r[key] for r in runs]) for key in ("exec", "listener")}
+
     def correlated_scans() -> dict[str, Any]:
         runs = [port_scan(lab, siem, correlate=True) for _ in range(n)]
         return {key: summary([r[key] for r in runs]) for key in ("correlated", "quarantine")}
@@ -426,6 +462,7 @@ def main() -> int:
         "malware": ("malware_detected_from_refusal", lambda: summary([malware(lab, siem) for _ in range(n)])),
         "maintenance": ("maintenance", maintenances),
         "unknown-device": ("unknown_device_from_appearance", devices),
+        "host-watch": ("host_watch_from_start", host_watches),
         "ingest": ("ingest", lambda: ingest(lab, siem, args.messages)),
     }
     result: dict[str, Any] = {"rules": len(json.loads(im.exec_in(lab, siem, "cat", "/etc/pacslab/siem/rules.json"))), "runs": n}

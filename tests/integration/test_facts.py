@@ -403,6 +403,8 @@ RUNS_AS = (
            "the seal lock; clears and sets the append-only flag (CAP_LINUX_IMMUTABLE)"),
     RunsAs("/usr/bin/suricata ", "suricata",
            "roles/sensor: setpriv starts it as suricata with CAP_NET_RAW alone (its af-packet socket on the fw's copies)"),
+    RunsAs("/usr/bin/python3 /usr/local/lib/pacslab/pacslab_hids.py ", "pacslab-hids",
+           "roles/orthanc hids.yml: setpriv starts the host watch as pacslab-hids with CAP_SYS_PTRACE alone (every process's executable)"),
     RunsAs("/usr/bin/python3 /usr/local/sbin/pacslab-discovery ", "pacslab-scanner",
            "roles/scanner: setpriv starts the sweeps as pacslab-scanner with CAP_NET_RAW alone (nmap's raw and packet sockets)"),
     RunsAs("sleep infinity", "root", "PID 1 of the ca and of the internet zone's computers: no service (the CA tool runs only through provisioning)"),
@@ -452,6 +454,23 @@ def test_the_scanners_sweeps_hold_cap_net_raw_alone(running_lab: Lab, infra, evi
     sets = {k: int(status[k], 16) for k in ("CapEff", "CapPrm", "CapBnd", "CapAmb")}
     evidence.update(pid=sweeper.pid, sets={k: hex(v) for k, v in sets.items()})
     assert sets == {"CapEff": CAP_NET_RAW, "CapPrm": CAP_NET_RAW, "CapBnd": CAP_NET_RAW, "CapAmb": CAP_NET_RAW}
+
+
+CAP_SYS_PTRACE = 1 << 19  # linux/capability.h
+
+
+@pytest.mark.control("C-PRT-04")
+def test_the_host_watch_holds_cap_sys_ptrace_alone(running_lab: Lab, infra, evidence) -> None:
+    """The Orthanc hosts' watch (roles/orthanc pacslab-hids) reads every process's executable and
+    nothing more: its effective, permitted, bounding and ambient sets are CAP_SYS_PTRACE alone,
+    and it runs as its own user."""
+    host = infra(_deployed(running_lab, "orthanc")[0])
+    watch = next(p for p in host.process.filter(ppid=1) if p.args.startswith("/usr/bin/python3 /usr/local/lib/pacslab/pacslab_hids.py "))
+    status = dict(line.split(":\t", 1) for line in host.file(f"/proc/{watch.pid}/status").content_string.splitlines() if ":\t" in line)
+    sets = {k: int(status[k], 16) for k in ("CapEff", "CapPrm", "CapBnd", "CapAmb")}
+    evidence.update(pid=watch.pid, user=watch.user, sets={k: hex(v) for k, v in sets.items()})
+    assert watch.user == "pacslab-hids"
+    assert sets == {"CapEff": CAP_SYS_PTRACE, "CapPrm": CAP_SYS_PTRACE, "CapBnd": CAP_SYS_PTRACE, "CapAmb": CAP_SYS_PTRACE}
 
 
 @pytest.mark.control("C-PRT-02")
