@@ -58,7 +58,9 @@ HOST_KEYS = {
 }
 ZONE_KEYS = {"subnet", "router", "probe", "purpose", "exposed"}
 # Role switches that turn controls off -> (the role, its default listing those controls): false is
-# refused unless the lab waives every one. The role's list is the only one; the role asserts it too.
+# refused unless the lab waives every one. The role's list is the only one. roles/orthanc asserts it
+# too (a playbook run without this loader); the other roles rely on the loader, which every command
+# that converges a lab runs first.
 CONTROL_SWITCHES = {"orthanc_controls": ("orthanc", "orthanc_controls_waived"),
                     "orthanc_dicom_allowlist": ("orthanc", "orthanc_dicom_allowlist_waived"),
                     "orthanc_dicom_peer_certificates": ("orthanc", "orthanc_dicom_peer_certificates_waived"),

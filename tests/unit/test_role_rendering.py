@@ -44,11 +44,15 @@ class Renderer:
         self.variables = VariableManager(loader=self.loader, inventory=self.inventory)
 
     def __call__(self, host: str, role: str, template: str, **extra: Any) -> str:
+        text = (REPO_ROOT / "roles" / role / "templates" / template).read_text()
+        return self.expression(host, role, text, **extra)
+
+    def expression(self, host: str, role: str, text: str, **extra: Any) -> str:
+        """``text`` (a template or a Jinja expression) rendered for ``host`` with ``role``'s defaults."""
         defaults = _trusted(yaml.safe_load((REPO_ROOT / "roles" / role / "defaults" / "main.yml").read_text()))
         hostvars = HostVars(inventory=self.inventory, variable_manager=self.variables, loader=self.loader)
         own = self.variables.get_vars(host=self.inventory.get_host(host), include_hostvars=False)
-        templar = Templar(loader=self.loader, variables={**defaults, **PLAYBOOK_VARS, **own, "hostvars": hostvars, **extra})
-        text = (REPO_ROOT / "roles" / role / "templates" / template).read_text()
+        templar = Templar(loader=self.loader, variables={**defaults, **_trusted(PLAYBOOK_VARS), **own, "hostvars": hostvars, **extra})
         return str(templar.template(trust_as_template(text)))
 
 
@@ -175,3 +179,24 @@ def test_gateway_tunnels_come_from_the_definition(lab: tuple[str, Renderer]) -> 
     accepts = [ln.split(" = ")[1] for ln in conf.splitlines() if ln.startswith("accept = ")]
     connects = [ln.split(" = ")[1] for ln in conf.splitlines() if ln.startswith("connect = ")]
     assert list(zip(accepts, connects, strict=True)) == GATEWAY_TUNNELS[name]
+
+
+# What each Orthanc host ships (roles/log_shipping log_shipping_files), written out by hand: every
+# Orthanc host its event log, audit trail, own log, DICOM TLS front's log and host watch; the PACS,
+# which the bastion's flow F08b reaches on SSH, sudo's log; the RIS its HL7 record and front.
+SHIPPED = {
+    "pacs": ["orthanc-events", "dicom-audit", "orthanc-log", "dicom-front", "hids", "sudo"],
+    "vna": ["orthanc-events", "dicom-audit", "orthanc-log", "dicom-front", "hids"],
+    "ris": ["orthanc-events", "dicom-audit", "orthanc-log", "dicom-front", "hids", "hl7-orders", "hl7-front"],
+}
+
+
+@pytest.mark.parametrize("host", list(SHIPPED))
+def test_the_audit_trail_switch_keeps_only_the_audit_trail_on_the_host(host: str) -> None:
+    """log_shipping_dicom_audit false (W8's break-and-fix) leaves the files tagged dicom-audit
+    unshipped and ships everything else as before."""
+    render = Renderer(LABS["default"])
+    tags = "{{ log_shipping_files | map(attribute='tag') | list | to_json }}"
+    assert json.loads(render.expression(host, "log_shipping", tags)) == SHIPPED[host]
+    assert json.loads(render.expression(host, "log_shipping", tags, log_shipping_dicom_audit=False)) == [
+        t for t in SHIPPED[host] if t != "dicom-audit"]
