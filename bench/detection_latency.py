@@ -288,7 +288,7 @@ def host_watch(lab: Lab, siem: str) -> dict[str, float]:
     a listener on a port the lab does not give the PACS (-> unexpected-listener), each timed from
     its start (roles/orthanc pacslab-hids: one pass a second; a listener is reported on its second)."""
     pacs = next(h for h in lab.deployed_hosts() if "pacs_servers" in h.groups)
-    path, port = f"/tmp/bench-dropped-{secrets.token_hex(4)}", 42000 + secrets.randbelow(900)
+    path, port = f"/tmp/bench-dropped-{secrets.token_hex(4)}", 32000 + secrets.randbelow(700)  # below the ephemeral range
     im.exec_in(lab, pacs.name, "runuser", "-u", "orthanc", "--", "cp", "/usr/bin/sleep", path)
     started = time.monotonic()
     pid = im.exec_in(lab, pacs.name, "runuser", "-u", "orthanc", "--", "sh", "-c", '"$0" 60 >/dev/null 2>&1 & echo $!', path).strip()

@@ -28,8 +28,10 @@ WORKLOAD_SYSCTLS = {"net.ipv4.ip_forward": "0"}
 # files append-only (chattr +a, roles/log_rotation), which takes CAP_LINUX_IMMUTABLE; its rsyslogd,
 # the one program there that faces the network, runs without it (roles/siem). The Orthanc hosts' own
 # watch (roles/orthanc, pacslab-hids) reads every process's executable, which for another user's
-# process takes CAP_SYS_PTRACE (without it, a process that makes itself non-dumpable hides it);
-# ptrace reaches only the container's own processes (its PID namespace). No workload holds NET_ADMIN.
+# process takes CAP_SYS_PTRACE (without it, a process that makes itself non-dumpable hides it).
+# Root in those containers holds it too; root there could already become any user and trace that
+# user's processes, and ptrace reaches only the container's own (its PID namespace). No workload
+# holds NET_ADMIN.
 IMAGE_CAPABILITIES = {"siem": ["LINUX_IMMUTABLE"], "orthanc": ["SYS_PTRACE"]}
 
 

@@ -28,6 +28,9 @@ from .test_response import modalities, pacs, vna
 from .test_siem import siem_json, wait_for
 
 RUN = secrets.token_hex(3)
+# Listening ports of this run, one per use, below the ephemeral range (32768-60999) that outgoing
+# connections take theirs from; each use takes the next two (its listener and its loopback one).
+PORTS = iter(range(30000 + secrets.randbelow(200) * 10, 32768, 2))
 
 
 def hids_events(lab: Lab, kind: str, marker: str) -> list[dict[str, Any]]:
@@ -70,7 +73,8 @@ def test_a_binary_dropped_on_the_pacs_raises_unexpected_exec_and_the_packaged_on
     alert = wait_for("unexpected-exec", lambda: alerts_holding(lab, "unexpected-exec", event["id"]))[0]
     raw = json.loads(event["message"])
     cases = {c["id"]: c for c in siem_json(lab, "cases")}
-    packaged = [e for e in siem_json(lab, "events", "--contains", f'"pid": {dropped["packaged_pid"]},') if e["source"] == "hids"]
+    packaged = [e for e in siem_json(lab, "events", "--contains", f'"pid": {dropped["packaged_pid"]},')
+                if e["source"] == "hids" and e["host"] == pacs(lab).name]
     evidence.update(dropped=dropped, event=raw, alert=alert, case=cases[alert["case"]], packaged_events=packaged)
     assert (event["host"], event["user"], event["outcome"]) == (pacs(lab).name, "orthanc", "not-packaged")
     assert {k: raw[k] for k in ("exe", "pid", "sha256", "cmdline", "reason", "user")} == {
@@ -87,7 +91,7 @@ def listening(running_lab: Lab) -> Iterator[dict[str, int]]:
     address and on the next one on loopback (a back door, and a local helper no other host can
     reach), for a minute. {"pid", "port"}; ended afterwards."""
     lab = running_lab
-    port = 41000 + secrets.randbelow(900)
+    port = next(PORTS)
     program = ("import socket, sys, time\n"
                "for address, port in (('0.0.0.0', int(sys.argv[1])), ('127.0.0.1', int(sys.argv[1]) + 1)):\n"
                "    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((address, port)); s.listen()\n"
@@ -103,7 +107,7 @@ def listening(running_lab: Lab) -> Iterator[dict[str, int]]:
 @pytest.mark.control("C-PRT-02")
 def test_a_listener_the_lab_does_not_give_the_pacs_raises_unexpected_listener_and_loopback_nothing(
         running_lab: Lab, listening: dict[str, int], evidence) -> None:
-    """The watch reports the listener on the port with its owner (the program is a packaged
+    """The watch reports the listener on the port with its owner and its program (a packaged
     python3: no unexpected-exec), and the siem raises unexpected-listener (medium) about the PACS
     and the port. The same program's loopback listener on the next port is reported by no event,
     nor is any port the lab definition gives the PACS, ever."""
@@ -114,14 +118,15 @@ def test_a_listener_the_lab_does_not_give_the_pacs_raises_unexpected_listener_an
                                                    if e["host"] == host.name])[0]
     alert = wait_for("unexpected-listener", lambda: alerts_holding(lab, "unexpected-listener", event["id"]))[0]
     raw = json.loads(event["message"])
-    loopback = hids_events(lab, "unexpected-listener", f'"port": {port + 1},')
+    loopback = [e for e in hids_events(lab, "unexpected-listener", f'"port": {port + 1},') if e["host"] == host.name]
     given = {port for proto, port in expected_listeners(lab, host.name) if proto == "tcp"}
     reported_given = [e for e in hids_events(lab, "unexpected-listener", '"port": ')
                       if e["host"] == host.name and int(json.loads(e["message"])["port"]) in given]
-    exec_of_python = hids_events(lab, "unexpected-exec", f'"pid": {pid},')
+    exec_of_python = [e for e in hids_events(lab, "unexpected-exec", f'"pid": {pid},') if e["host"] == host.name]
     evidence.update(pid=pid, event=raw, alert=alert, loopback=loopback, reported_given=reported_given)
     assert (event["host"], event["user"], event["proto"], str(event["dst_port"])) == (host.name, "orthanc", "tcp", str(port))
-    assert {k: raw[k] for k in ("address", "port", "user")} == {"address": "0.0.0.0", "port": port, "user": "orthanc"}
+    assert {k: raw[k] for k in ("address", "port", "user", "pid", "exe")} == {"address": "0.0.0.0", "port": port, "user": "orthanc",
+                                                                              "pid": pid, "exe": "/usr/bin/python3.11"}
     assert (alert["severity"], alert["entities"]) == ("medium", {"host": host.name, "proto": "tcp", "dst_port": str(port)})
     assert loopback == [] and reported_given == [] and exec_of_python == []
 

@@ -4,29 +4,31 @@ tasks/hids.yml): application allow-listing as detection (C-PRT-04; CSF PR.PT-3, 
 CM-7(5), SI-3) and least functionality kept after the build (C-PRT-02, CM-7), for C-DET-03 (DE.CM-7).
 
 Every ``interval`` seconds it reads /proc (the host's own PID and network namespaces):
-- every process's executable (/proc/PID/exe): a file that no Debian package of the image installed
-  (dpkg's lists: /var/lib/dpkg/info/*.md5sums), a packaged file whose content differs from the MD5
-  dpkg recorded for it, an executable deleted after it started, or one run from memory (memfd)
-  is an ``unexpected-exec`` event, once per process and executable;
+- every process's executable (/proc/PID/exe, or another thread's once the main thread has ended):
+  a file that no Debian package of the image installed (dpkg's lists: /var/lib/dpkg/info/*.md5sums),
+  a packaged file whose content differs from the MD5 dpkg recorded for it, an executable deleted
+  after it started, one run from memory (memfd), or the dynamic loader run as a program (which
+  runs a file of any name) is an ``unexpected-exec`` event, once per process and executable;
 - every TCP socket in LISTEN and every unconnected UDP socket bound outside loopback (/proc/net/tcp,
   tcp6, udp, udp6): a (proto, port) the lab definition does not give the host (the configuration's
-  ``listeners``, pacslab.listeners.expected_listeners) is an ``unexpected-listener`` event, once
-  per socket, after two passes in a row (a client's short-lived UDP socket is not a listener),
-  naming the socket's owner. Not its program: which process holds a socket shows only in that
-  process's file descriptors, which another user's watch cannot list without CAP_DAC_READ_SEARCH,
-  a capability no lab container holds (it reads files by handle, past the container's root).
+  ``listeners``, pacslab.listeners.expected_listeners) is an ``unexpected-listener`` event, naming
+  the socket's owner and the program holding it (/proc/PID/fdinfo); TCP on the first pass that
+  sees it, UDP on the second in a row (a client's short-lived UDP socket is not a listener).
 
 Events are JSON objects, one per line, appended to ``events`` (roles/log_shipping ships the file to
-the siem as ``hids``): {"time", "event", ...}. ``hids-started`` says what it watches (once per start).
+the siem as ``hids``): {"time", "event", ...}. ``hids-started`` says what it watches (once per
+start). A command line in an event has what looks like a credential redacted.
 
 It runs as a user of its own holding CAP_SYS_PTRACE alone (supervisor starts it through setpriv;
 the Orthanc containers hold the capability for it, pacslab.plan IMAGE_CAPABILITIES): reading the
 executable of another user's process takes it, and without it a process could hide its executable
-by making itself non-dumpable. An executable its user may not read is reported without a SHA-256
-(and, when it stands at a packaged path, as modified). What it does not see: a script run by a packaged
-interpreter (``sh x.sh``, ``python3 x.py``: the executable is the interpreter), a process that
-starts and ends between two passes, and anything after root in the container stops it (supervisor
-starts it again, and ``hids-started`` says so in the siem).
+by making itself non-dumpable. The capability lets its user trace any process of the container,
+root's too: the watch's user is as strong as root there (it reads /proc and nothing from the
+network). An executable it may not read is reported without a SHA-256. What it does not see: a
+script run by a packaged interpreter (``sh x.sh``, ``python3 x.py``: the executable is the
+interpreter), a process that starts and ends between two passes, and anything while it is stopped
+(root, or its own user, can stop it; supervisor starts it again, and ``hids-started`` says so in
+the siem; a pass that fails is reported on stderr and the next one runs).
 
 Usage: pacslab_hids.py --config /etc/pacslab/hids.json
 The configuration: {"listeners": ["tcp/2762", "udp/123", ...], "interval": 1.0,
@@ -36,10 +38,12 @@ The configuration: {"listeners": ["tcp/2762", "udp/123", ...], "interval": 1.0,
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import hashlib
 import ipaddress
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -51,6 +55,7 @@ from typing import Any
 TCP_LISTEN = "0A"  # include/net/tcp_states.h: TCP_LISTEN
 UDP_UNCONNECTED = "07"  # an unconnected UDP socket shows TCP_CLOSE
 DELETED = " (deleted)"
+LOADERS = "ld-linux*.so*"  # glibc's dynamic loader (libc6: /usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2)
 # What runc runs inside the container for `docker exec` before it execs the command: itself, a
 # binary of the Docker host's that the container's file system does not hold (its path reads "/"),
 # or a copy of it in memory. Its parent is outside the container's PID namespace (PPid 0 here),
@@ -97,27 +102,45 @@ class Process:
     exe: str  # what /proc/PID/exe points at, " (deleted)" included
 
 
+def _exe(entry: Path) -> str:
+    """What the process runs: /proc/PID/exe, or, once its main thread has ended while others run
+    on (pthread_exit), another thread's. OSError when none can be read."""
+    try:
+        return os.readlink(entry / "exe")
+    except OSError:
+        for task in sorted(os.scandir(entry / "task"), key=lambda t: t.name):
+            try:
+                return os.readlink(Path(task.path) / "exe")
+            except OSError:
+                continue
+        raise
+
+
 def processes(proc: Path) -> Iterator[Process]:
     """Every process whose executable can be read (kernel threads have none; one that ended
-    meanwhile is skipped)."""
+    meanwhile, or whose files do not read as /proc writes them, is skipped). Names and paths are
+    bytes to the kernel: any that is not UTF-8 keeps its bytes as surrogate escapes."""
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            exe = os.readlink(entry / "exe")
-            stat = (entry / "stat").read_text()
-            status = (entry / "status").read_text()
-        except OSError:
+            exe = _exe(entry)
+            stat = (entry / "stat").read_bytes().decode("utf-8", "surrogateescape")
+            status = (entry / "status").read_bytes().decode("utf-8", "surrogateescape")
+            fields = stat[stat.rfind(")") + 2:].split()  # after the command name, which may hold spaces and brackets
+            uid = next((int(ln.split()[1]) for ln in status.splitlines() if ln.startswith("Uid:")), -1)
+            yield Process(int(entry.name), int(fields[1]), uid, int(fields[19]), exe)
+        except (OSError, ValueError, IndexError):
             continue
-        fields = stat[stat.rfind(")") + 2:].split()  # after the command name, which may hold spaces and brackets
-        uid = next((int(ln.split()[1]) for ln in status.splitlines() if ln.startswith("Uid:")), -1)
-        yield Process(int(entry.name), int(fields[1]), uid, int(fields[19]), exe)
 
 
 def verdict(p: Process, packaged: dict[str, str], digest_of: Any) -> str | None:
     """Why ``p``'s executable is not one the image's packages installed, or None when it is:
-    "memory" (run from a memfd), "deleted", "not-packaged",
-    "modified" (its MD5 differs from dpkg's). ``digest_of(p)``: the MD5 hex of what the process runs."""
+    "memory" (run from a memfd), "deleted", "not-packaged", "loader" (the dynamic loader run as a
+    program: ``ld-linux-x86-64.so.2 /tmp/x`` runs a file of any name), "modified" (its MD5 differs
+    from dpkg's), "unreadable" (a packaged path whose content the watch may not read; dpkg installs
+    none such on the Orthanc image). runc's own init for `docker exec` is none of these.
+    ``digest_of(p)``: the MD5 hex of what the process runs, None when it cannot be read."""
     if _runc_init(p):
         return None
     if p.exe.startswith("/memfd:"):
@@ -127,7 +150,12 @@ def verdict(p: Process, packaged: dict[str, str], digest_of: Any) -> str | None:
     expected = packaged.get(p.exe)
     if expected is None:
         return "not-packaged"
-    return None if digest_of(p) == expected else "modified"
+    if fnmatch.fnmatch(os.path.basename(p.exe), LOADERS):
+        return "loader"
+    digest = digest_of(p)
+    if digest is None:
+        return "unreadable"
+    return None if digest == expected else "modified"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,8 +215,16 @@ def sockets(proc: Path) -> list[Socket]:
 # The watch
 
 
+Listener = tuple[str, str, int]  # (proto, address, port)
+
+
 class Watch:
-    """One host's watch: ``step()`` is one pass and returns the events it found (each once)."""
+    """One host's watch: ``step()`` is one pass and returns the events it found (each once).
+
+    A TCP listener outside the lab definition is reported on the pass that first sees it (no client
+    opens one), an unconnected UDP socket once two passes in a row see its (address, port) (a
+    client's own socket lives shorter); either again only after a pass without it. A program that
+    closes and opens its socket between passes is the same listener."""
 
     def __init__(self, listeners: set[tuple[str, int]], packaged: dict[str, str], proc: Path = Path("/proc")) -> None:
         self.listeners = listeners
@@ -196,15 +232,15 @@ class Watch:
         self.proc = proc
         # (pid, started, executable) -> verdict: an exec keeps the PID and its start, not the executable
         self.judged: dict[tuple[int, int, str], str | None] = {}
-        self.digests: dict[tuple[int, int, int, int], str] = {}  # (dev, inode, size, mtime) -> MD5
-        self.pending: set[Socket] = set()  # unexpected on the last pass, not yet reported
-        self.reported: set[Socket] = set()
+        self.digests: dict[tuple[int, int, int, int, int], str] = {}  # (dev, inode, size, mtime, ctime) -> MD5
+        self.pending: set[Listener] = set()  # UDP, unexpected on the last pass
+        self.reported: set[Listener] = set()
 
     def _digest(self, p: Process) -> str | None:
         path = self.proc / str(p.pid) / "exe"
         try:
             st = os.stat(path)
-            key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+            key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)  # ctime: a rewrite that restores mtime
             if key not in self.digests:
                 self.digests[key] = _hash(path, hashlib.md5)
             return self.digests[key]
@@ -219,27 +255,56 @@ class Watch:
             seen.add(key)
             if key in self.judged:
                 continue
-            why = self.judged[key] = verdict(p, self.packaged, self._digest)
+            why = verdict(p, self.packaged, self._digest)
+            if why == "unreadable" and not (self.proc / str(p.pid)).exists():
+                continue  # it ended while it was read: nothing to judge (the next pass no longer lists it)
+            self.judged[key] = why
             if why is not None:
                 events.append(self._exec_event(p, why))
         for key in set(self.judged) - seen:
             del self.judged[key]
-        now_unexpected = {s for s in sockets(self.proc) if (s.proto, s.port) not in self.listeners}
-        due = (now_unexpected & self.pending) - self.reported
-        for s in sorted(due, key=lambda s: (s.proto, s.port, s.address)):
+        unexpected = {s for s in sockets(self.proc) if (s.proto, s.port) not in self.listeners}
+        now_keys = {(s.proto, s.address, s.port) for s in unexpected}
+        due = sorted({s for s in unexpected if (s.proto, s.address, s.port) not in self.reported
+                      and (s.proto == "tcp" or (s.proto, s.address, s.port) in self.pending)},
+                     key=lambda s: (s.proto, s.port, s.address, s.inode))
+        owners = socket_owners(self.proc, {s.inode for s in due}) if due else {}
+        for s in due:
+            listener = (s.proto, s.address, s.port)
+            if listener in self.reported:
+                continue  # a second socket on the same address and port (SO_REUSEPORT)
+            self.reported.add(listener)
+            owner = owners.get(s.inode)
             events.append({"time": now(), "event": "unexpected-listener", "proto": s.proto, "address": s.address, "port": s.port,
-                           "user": _user(s.uid), "inode": s.inode})
-        self.reported = (self.reported & now_unexpected) | due
-        self.pending = now_unexpected
+                           "user": _user(s.uid), "inode": s.inode, "pid": owner.pid if owner else None,
+                           "exe": owner.exe if owner else None, "cmdline": _cmdline(self.proc, owner.pid) if owner else None})
+        self.reported &= now_keys
+        self.pending = {k for k in now_keys if k[0] == "udp"}
         return events
 
     def _exec_event(self, p: Process, why: str) -> dict[str, Any]:
         try:
             sha256 = _hash(self.proc / str(p.pid) / "exe", hashlib.sha256)
         except OSError:
-            sha256 = None  # ended meanwhile
+            sha256 = None  # ended meanwhile, or not readable by the watch's user
         return {"time": now(), "event": "unexpected-exec", "reason": why, "pid": p.pid, "ppid": p.ppid, "user": _user(p.uid),
                 "exe": p.exe, "sha256": sha256, "cmdline": _cmdline(self.proc, p.pid)}
+
+
+def socket_owners(proc: Path, inodes: set[int]) -> dict[int, Process]:
+    """{socket inode: a process holding it}, from each process's /proc/PID/fdinfo (its "ino:" line,
+    Linux 5.14 on; readable with ptrace access, unlike the fd links another user's process has)."""
+    owners: dict[int, Process] = {}
+    for p in processes(proc):
+        try:
+            for info in os.scandir(proc / str(p.pid) / "fdinfo"):
+                with open(info.path, "rb") as f:
+                    for line in f:
+                        if line.startswith(b"ino:") and int(line.split()[1]) in inodes:
+                            owners.setdefault(int(line.split()[1]), p)
+        except (OSError, ValueError, IndexError):
+            continue
+    return owners
 
 
 def _hash(path: Path, algorithm: Any) -> str:
@@ -259,20 +324,53 @@ def _user(uid: int) -> str:
         return str(uid)
 
 
+# What looks like a credential in a command line: a value after password=, secret=, token= or
+# key= (or a --password style option), and the user information of a URL.
+_CREDENTIAL = re.compile(r"(?i)((?:pass(?:word)?|passwd|secret|token|key)[=:]|--?(?:pass(?:word)?|secret|token)\s+)\S+|(://[^/@\s:]*:)[^/@\s]*@")
+
+
+def redact(cmdline: str) -> str:
+    """``cmdline`` with what looks like a credential replaced by <redacted>: the watch ships the
+    command lines of programs nobody installed, whose arguments nobody vetted."""
+    return _CREDENTIAL.sub(lambda m: f"{m[1]}<redacted>" if m[1] else f"{m[2]}<redacted>@", cmdline)
+
+
 def _cmdline(proc: Path, pid: int) -> str | None:
-    """The process's arguments, space-joined, at most 200 characters (None when it ended)."""
+    """The process's arguments, space-joined, credentials redacted, at most 200 characters (None when it ended)."""
     try:
         raw = (proc / str(pid) / "cmdline").read_bytes()
     except OSError:
         return None
-    return raw.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")[:200]
+    return redact(raw.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace"))[:200]
+
+
+class EventLog:
+    """The event file, opened for each write: a rotation (roles/log_rotation) moves it away and
+    creates the next one. While it cannot be opened (between the rotation's rename and its create,
+    in a folder only root may create files in) the events wait for the next write."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.waiting: list[dict[str, Any]] = []
+
+    def write(self, events: list[dict[str, Any]]) -> None:
+        self.waiting.extend(events)
+        if not self.waiting:
+            return
+        try:
+            with open(self.path, "a", encoding="utf-8") as out:
+                out.write("".join(json.dumps(e, sort_keys=True) + "\n" for e in self.waiting))
+        except OSError as exc:
+            print(f"pacslab-hids: {self.path}: {exc}; {len(self.waiting)} event(s) wait", file=sys.stderr, flush=True)
+            return
+        self.waiting.clear()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pacslab-hids", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, required=True)
     args = parser.parse_args(argv)
-    os.umask(0o027)  # its event file (created by roles/orthanc, or by the first event after a rotation): read by rsyslogd (root) alone
+    os.umask(0o027)  # its event file is created by roles/orthanc and by the rotation (its folder is root's)
     config = json.loads(args.config.read_text())
     listeners = set()
     for spec in config["listeners"]:
@@ -281,16 +379,16 @@ def main(argv: list[str] | None = None) -> int:
     packaged = packaged_files(Path(config.get("dpkg_info", "/var/lib/dpkg/info")))
     watch = Watch(listeners, packaged)
     interval = float(config.get("interval", 1.0))
-    def write(event: dict[str, Any]) -> None:  # opened for each event: a rotation (roles/log_rotation) moves the file away
-        with open(config["events"], "a", encoding="utf-8") as out:
-            out.write(json.dumps(event, sort_keys=True) + "\n")
-
-    write({"time": now(), "event": "hids-started", "packaged_files": len(packaged), "listeners": sorted(config["listeners"]),
-           "interval": interval})
+    log = EventLog(Path(config["events"]))
+    log.write([{"time": now(), "event": "hids-started", "packaged_files": len(packaged), "listeners": sorted(config["listeners"]),
+                "interval": interval}])
     while True:
-        for event in watch.step():
-            write(event)
+        try:
+            log.write(watch.step())
+        except Exception as exc:  # one pass that fails (a process no reader here expected) is not the watch's end
+            print(f"pacslab-hids: pass failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         time.sleep(interval)
+
 
 if __name__ == "__main__":
     sys.exit(main())
