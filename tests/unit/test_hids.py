@@ -104,7 +104,7 @@ def test_a_pass_reports_each_unexpected_process_once_and_each_listener_with_its_
     packaged = {str(packaged_file): hashlib.md5(b"orthanc").hexdigest()}
     fake_process(proc, 10, packaged_file, uid=os.getuid(), sockets=(11,))
     net(proc, "tcp", tcp_line("00000000:0ACA", "00000000:0000", "0A", 11))
-    watch = hids.Watch({("tcp", 2762)}, packaged, proc)
+    watch = hids.Watch({("tcp", 2762)}, packaged, proc, sockfs=9)
     assert watch.step() == []
 
     fake_process(proc, 20, dropped, uid=os.getuid(), sockets=(14,))
@@ -167,32 +167,59 @@ def test_a_process_whose_name_is_not_utf8_is_judged_like_any_other(proc: Path, t
     assert json.loads(json.dumps(event))["exe"] == str(dropped)
 
 
-def test_a_process_whose_main_thread_ended_is_judged_by_another_threads_executable(proc: Path, tmp_path: Path) -> None:
+def test_a_process_whose_main_thread_ended_is_judged_and_described_by_another_thread(proc: Path, tmp_path: Path) -> None:
     dropped = tmp_path / "dropped"
     dropped.write_bytes(b"x")
     fake_process(proc, 50, dropped, uid=os.getuid())
     os.remove(proc / "50" / "exe")  # /proc/PID/exe of a process whose main thread ended: ENOENT
-    (proc / "50" / "task" / "51").mkdir(parents=True)
-    os.symlink(dropped, proc / "50" / "task" / "51" / "exe")
-    assert [(e["pid"], e["exe"]) for e in hids.Watch(set(), {}, proc).step()] == [(50, str(dropped))]
+    (proc / "50" / "cmdline").write_bytes(b"")  # and its cmdline is empty
+    thread = proc / "50" / "task" / "51"
+    thread.mkdir(parents=True)
+    os.symlink(dropped, thread / "exe")
+    (thread / "cmdline").write_bytes(b"/tmp/dropped\x00--worker\x00")
+    [event] = hids.Watch(set(), {}, proc, sockfs=9).step()
+    assert (event["pid"], event["exe"], event["sha256"], event["cmdline"]) == (50, str(dropped), hashlib.sha256(b"x").hexdigest(),
+                                                                               "/tmp/dropped --worker")
 
 
-def test_the_loader_run_as_a_program_is_reported_and_a_process_gone_while_read_is_not(proc: Path, tmp_path: Path) -> None:
+def test_the_loader_run_as_a_program_is_reported(proc: Path, tmp_path: Path) -> None:
     loader = tmp_path / "ld-linux-x86-64.so.2"
     loader.write_bytes(b"ld")
     fake_process(proc, 60, loader, uid=os.getuid())
-    gone = tmp_path / "gone"
-    watch = hids.Watch(set(), {str(loader): hashlib.md5(b"ld").hexdigest(), str(gone): "0" * 32}, proc)
-    p = hids.Process(pid=61, ppid=1, uid=0, started=1, exe=str(gone))
-    assert hids.verdict(p, watch.packaged, lambda _p: None) == "unreadable"
-    assert [(e["pid"], e["reason"]) for e in watch.step()] == [(60, "loader")]  # PID 61 has no /proc entry: nothing said of it
+    watch = hids.Watch(set(), {str(loader): hashlib.md5(b"ld").hexdigest()}, proc, sockfs=9)
+    assert [(e["pid"], e["reason"]) for e in watch.step()] == [(60, "loader")]
+
+
+@pytest.mark.parametrize(("state", "expected"), [(b"S", [(62, "unreadable")]), (b"Z", [])])
+def test_a_packaged_path_that_cannot_be_read_is_unreadable_unless_its_process_has_ended(proc: Path, state: bytes, expected: list) -> None:
+    """The file the link names is gone (as one another user may not read): reported, except when the
+    process is a zombie by then (it ended while it was read: its folder stays until it is reaped)."""
+    fake_process(proc, 62, "/nonexistent/sleep", uid=os.getuid())
+    (proc / "62" / "stat").write_bytes(b"62 (sleep) " + state + b" 1 1 1 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 500 1 1\n")
+    watch = hids.Watch(set(), {"/nonexistent/sleep": "0" * 32}, proc, sockfs=9)
+    assert [(e["pid"], e["reason"]) for e in watch.step()] == expected
+
+
+def test_a_listener_is_one_per_address_and_port_and_its_program_comes_from_a_socket_only(proc: Path, tmp_path: Path) -> None:
+    """Two sockets on one address and port (SO_REUSEPORT) are one listener. A process whose file
+    (not on sockfs, mount 9) has the socket's inode number does not hold the socket."""
+    other = tmp_path / "other"
+    other.write_bytes(b"o")
+    fake_process(proc, 70, other, uid=os.getuid())
+    (proc / "70" / "fdinfo" / "4").write_text("pos:\t0\nflags:\t0100000\nmnt_id:\t31\nino:\t14\n")  # a file, inode 14 on another fs
+    net(proc, "tcp", tcp_line("00000000:115C", "00000000:0000", "0A", 14), tcp_line("00000000:115C", "00000000:0000", "0A", 16))
+    events = hids.Watch(set(), {str(other): hashlib.md5(b"o").hexdigest()}, proc, sockfs=9).step()
+    assert [(e["event"], e["port"], e["pid"]) for e in events] == [("unexpected-listener", 4444, None)]
 
 
 @pytest.mark.parametrize(("cmdline", "expected"), [
     ("/tmp/x --password hunter2 -v", "/tmp/x --password <redacted> -v"),
     ("/tmp/x PASSWORD=hunter2 token=abc key:xyz", "/tmp/x PASSWORD=<redacted> token=<redacted> key:<redacted>"),
+    ("/tmp/x --password= hunter2 --api-key k1 --passphrase p1", "/tmp/x --password= <redacted> --api-key <redacted> --passphrase <redacted>"),
+    ('/tmp/x {"password":"hunter2","user":"ada"} pwd=1 auth=2', '/tmp/x {"password":"<redacted>","user":"ada"} pwd=<redacted> auth=<redacted>'),
+    ("/tmp/curl -u ada:s3cret -H Authorization: Bearer abc.def https://pacs/", "/tmp/curl -u ada:<redacted> -H Authorization: Bearer <redacted> https://pacs/"),
     ("/tmp/curl https://ada:s3cret@pacs/studies", "/tmp/curl https://ada:<redacted>@pacs/studies"),
-    ("/tmp/pacslab-dropped-1a2b 60", "/tmp/pacslab-dropped-1a2b 60"),
+    ("/tmp/x bypass:1 http://pacs:8042/ /tmp/pacslab-dropped-1a2b 60", "/tmp/x bypass:1 http://pacs:8042/ /tmp/pacslab-dropped-1a2b 60"),
 ])
 def test_what_looks_like_a_credential_in_a_command_line_is_redacted(cmdline: str, expected: str) -> None:
     assert hids.redact(cmdline) == expected
@@ -205,3 +232,21 @@ def test_events_wait_while_the_file_cannot_be_opened_and_none_is_lost(tmp_path: 
     (tmp_path / "rotated-away").mkdir()
     log.write([])
     assert [json.loads(line)["event"] for line in (tmp_path / "rotated-away" / "hids.json").read_text().splitlines()] == ["a", "b"]
+
+
+def test_a_short_write_repeats_nothing_and_loses_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk takes 10 bytes, then is full: the next write appends the rest, once."""
+    log = hids.EventLog(tmp_path / "hids.json")
+    real, calls = os.write, []
+
+    def full_after_ten(fd: int, data: bytes) -> int:
+        calls.append(len(data))
+        if len(calls) == 1:
+            return real(fd, bytes(data[:10]))
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(hids.os, "write", full_after_ten)
+    log.write([{"event": "a", "n": 1}, {"event": "b", "n": 2}])
+    monkeypatch.setattr(hids.os, "write", real)
+    log.write([{"event": "c", "n": 3}])
+    assert (tmp_path / "hids.json").read_text() == '{"event": "a", "n": 1}\n{"event": "b", "n": 2}\n{"event": "c", "n": 3}\n'

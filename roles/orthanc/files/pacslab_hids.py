@@ -44,6 +44,7 @@ import ipaddress
 import json
 import os
 import re
+import socket
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -100,17 +101,19 @@ class Process:
     uid: int
     started: int  # clock ticks after boot (/proc/PID/stat field 22): with the PID, one process (an exec keeps both)
     exe: str  # what /proc/PID/exe points at, " (deleted)" included
+    path: Path | None = None  # where its exe, fdinfo and cmdline read: /proc/PID, or a thread's once the main one has ended
 
 
-def _exe(entry: Path) -> str:
-    """What the process runs: /proc/PID/exe, or, once its main thread has ended while others run
-    on (pthread_exit), another thread's. OSError when none can be read."""
+def _exe(entry: Path) -> tuple[str, Path]:
+    """What the process runs and the folder that says it: /proc/PID, or, once its main thread has
+    ended while others run on (pthread_exit), another thread's /proc/PID/task/TID (whose exe,
+    fdinfo and cmdline still read). OSError when none can be read."""
     try:
-        return os.readlink(entry / "exe")
+        return os.readlink(entry / "exe"), entry
     except OSError:
         for task in sorted(os.scandir(entry / "task"), key=lambda t: t.name):
             try:
-                return os.readlink(Path(task.path) / "exe")
+                return os.readlink(Path(task.path) / "exe"), Path(task.path)
             except OSError:
                 continue
         raise
@@ -124,14 +127,27 @@ def processes(proc: Path) -> Iterator[Process]:
         if not entry.name.isdigit():
             continue
         try:
-            exe = _exe(entry)
+            exe, path = _exe(entry)
             stat = (entry / "stat").read_bytes().decode("utf-8", "surrogateescape")
             status = (entry / "status").read_bytes().decode("utf-8", "surrogateescape")
             fields = stat[stat.rfind(")") + 2:].split()  # after the command name, which may hold spaces and brackets
             uid = next((int(ln.split()[1]) for ln in status.splitlines() if ln.startswith("Uid:")), -1)
-            yield Process(int(entry.name), int(fields[1]), uid, int(fields[19]), exe)
+            yield Process(int(entry.name), int(fields[1]), uid, int(fields[19]), exe, path)
         except (OSError, ValueError, IndexError):
             continue
+
+
+def _folder(proc: Path, p: Process) -> Path:
+    return p.path if p.path is not None else proc / str(p.pid)
+
+
+def _ended(folder: Path) -> bool:
+    """Whether the process of ``folder`` has ended: gone, or a zombie its parent has not reaped yet."""
+    try:
+        stat = (folder / "stat").read_bytes()
+    except OSError:
+        return True
+    return stat[stat.rfind(b")") + 2:stat.rfind(b")") + 3] == b"Z"
 
 
 def verdict(p: Process, packaged: dict[str, str], digest_of: Any) -> str | None:
@@ -226,8 +242,10 @@ class Watch:
     client's own socket lives shorter); either again only after a pass without it. A program that
     closes and opens its socket between passes is the same listener."""
 
-    def __init__(self, listeners: set[tuple[str, int]], packaged: dict[str, str], proc: Path = Path("/proc")) -> None:
+    def __init__(self, listeners: set[tuple[str, int]], packaged: dict[str, str], proc: Path = Path("/proc"),
+                 sockfs: int | None = None) -> None:
         self.listeners = listeners
+        self.sockfs = sockfs if sockfs is not None else sockfs_mount()
         self.packaged = packaged
         self.proc = proc
         # (pid, started, executable) -> verdict: an exec keeps the PID and its start, not the executable
@@ -237,7 +255,7 @@ class Watch:
         self.reported: set[Listener] = set()
 
     def _digest(self, p: Process) -> str | None:
-        path = self.proc / str(p.pid) / "exe"
+        path = _folder(self.proc, p) / "exe"
         try:
             st = os.stat(path)
             key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)  # ctime: a rewrite that restores mtime
@@ -256,7 +274,7 @@ class Watch:
             if key in self.judged:
                 continue
             why = verdict(p, self.packaged, self._digest)
-            if why == "unreadable" and not (self.proc / str(p.pid)).exists():
+            if why == "unreadable" and _ended(_folder(self.proc, p)):
                 continue  # it ended while it was read: nothing to judge (the next pass no longer lists it)
             self.judged[key] = why
             if why is not None:
@@ -268,7 +286,7 @@ class Watch:
         due = sorted({s for s in unexpected if (s.proto, s.address, s.port) not in self.reported
                       and (s.proto == "tcp" or (s.proto, s.address, s.port) in self.pending)},
                      key=lambda s: (s.proto, s.port, s.address, s.inode))
-        owners = socket_owners(self.proc, {s.inode for s in due}) if due else {}
+        owners = socket_owners(self.proc, {s.inode for s in due}, self.sockfs) if due else {}
         for s in due:
             listener = (s.proto, s.address, s.port)
             if listener in self.reported:
@@ -277,33 +295,54 @@ class Watch:
             owner = owners.get(s.inode)
             events.append({"time": now(), "event": "unexpected-listener", "proto": s.proto, "address": s.address, "port": s.port,
                            "user": _user(s.uid), "inode": s.inode, "pid": owner.pid if owner else None,
-                           "exe": owner.exe if owner else None, "cmdline": _cmdline(self.proc, owner.pid) if owner else None})
+                           "exe": owner.exe if owner else None, "cmdline": _cmdline(_folder(self.proc, owner)) if owner else None})
         self.reported &= now_keys
         self.pending = {k for k in now_keys if k[0] == "udp"}
         return events
 
     def _exec_event(self, p: Process, why: str) -> dict[str, Any]:
         try:
-            sha256 = _hash(self.proc / str(p.pid) / "exe", hashlib.sha256)
+            sha256 = _hash(_folder(self.proc, p) / "exe", hashlib.sha256)
         except OSError:
             sha256 = None  # ended meanwhile, or not readable by the watch's user
         return {"time": now(), "event": "unexpected-exec", "reason": why, "pid": p.pid, "ppid": p.ppid, "user": _user(p.uid),
-                "exe": p.exe, "sha256": sha256, "cmdline": _cmdline(self.proc, p.pid)}
+                "exe": p.exe, "sha256": sha256, "cmdline": _cmdline(_folder(self.proc, p))}
 
 
-def socket_owners(proc: Path, inodes: set[int]) -> dict[int, Process]:
-    """{socket inode: a process holding it}, from each process's /proc/PID/fdinfo (its "ino:" line,
-    Linux 5.14 on; readable with ptrace access, unlike the fd links another user's process has)."""
+def sockfs_mount() -> int | None:
+    """The mount id of the kernel's socket file system (sockfs), read from the fdinfo of a socket of
+    the watch's own; None where fdinfo has no mnt_id."""
+    with socket.socket() as own:
+        return _fdinfo(Path(f"/proc/self/fdinfo/{own.fileno()}")).get("mnt_id")
+
+
+def _fdinfo(path: Path) -> dict[str, int]:
+    """mnt_id and ino of a /proc/PID/fdinfo/N file, those it has."""
+    fields: dict[str, int] = {}
+    with open(path, "rb") as f:
+        for line in f:
+            key, _, value = line.decode("ascii", "replace").partition(":")
+            if key in ("mnt_id", "ino"):
+                fields[key] = int(value.split()[0])
+    return fields
+
+
+def socket_owners(proc: Path, inodes: set[int], sockfs: int | None) -> dict[int, Process]:
+    """{socket inode: a process holding it}, from each process's fdinfo ("ino:" and "mnt_id:",
+    Linux 5.14 on; readable with ptrace access, unlike the fd links of another user's process). A
+    socket's ino is the inode column of /proc/net/tcp; a file's is another file system's number, so
+    only a descriptor on sockfs (``sockfs``, its mount id) counts."""
     owners: dict[int, Process] = {}
     for p in processes(proc):
         try:
-            for info in os.scandir(proc / str(p.pid) / "fdinfo"):
-                with open(info.path, "rb") as f:
-                    for line in f:
-                        if line.startswith(b"ino:") and int(line.split()[1]) in inodes:
-                            owners.setdefault(int(line.split()[1]), p)
+            for info in os.scandir(_folder(proc, p) / "fdinfo"):
+                fields = _fdinfo(Path(info.path))
+                if fields.get("ino") in inodes and (sockfs is None or fields.get("mnt_id") == sockfs):
+                    owners.setdefault(fields["ino"], p)
         except (OSError, ValueError, IndexError):
             continue
+        if owners.keys() >= inodes:
+            break
     return owners
 
 
@@ -324,21 +363,30 @@ def _user(uid: int) -> str:
         return str(uid)
 
 
-# What looks like a credential in a command line: a value after password=, secret=, token= or
-# key= (or a --password style option), and the user information of a URL.
-_CREDENTIAL = re.compile(r"(?i)((?:pass(?:word)?|passwd|secret|token|key)[=:]|--?(?:pass(?:word)?|secret|token)\s+)\S+|(://[^/@\s:]*:)[^/@\s]*@")
+# What looks like a credential in a command line, each with what stays before <redacted>: a value
+# after a keyword and = or : (password=, "token": "x", key:x), after an option named so
+# (--password x), after Bearer, a curl -u user's password, a URL's password. A keyword starts a word
+# (bypass:1 is not one); --sort-key=name is redacted too (better one too many).
+_KEYWORD = r"(?<![A-Za-z0-9])(?:pass(?:word|wd|phrase)?|pwd|secret|token|auth|api[-_]?key|key)"
+_CREDENTIALS = [re.compile(rf"(?i)({_KEYWORD}[\"']?\s*[=:]\s*[\"']?)[^\s\"',}}]+"),
+                re.compile(rf"(?i)(--?{_KEYWORD}\s+)\S+"),
+                re.compile(r"(?i)(\bBearer\s+)\S+"),
+                re.compile(r"((?:^|\s)-u\s*[^\s:]+:)\S+"),
+                re.compile(r"(://[^/@\s:]*:)[^/@\s]+(?=@)")]
 
 
 def redact(cmdline: str) -> str:
     """``cmdline`` with what looks like a credential replaced by <redacted>: the watch ships the
     command lines of programs nobody installed, whose arguments nobody vetted."""
-    return _CREDENTIAL.sub(lambda m: f"{m[1]}<redacted>" if m[1] else f"{m[2]}<redacted>@", cmdline)
+    for pattern in _CREDENTIALS:
+        cmdline = pattern.sub(lambda m: f"{m[1]}<redacted>", cmdline)
+    return cmdline
 
 
-def _cmdline(proc: Path, pid: int) -> str | None:
-    """The process's arguments, space-joined, credentials redacted, at most 200 characters (None when it ended)."""
+def _cmdline(folder: Path) -> str | None:
+    """The arguments of the process of ``folder``, space-joined, credentials redacted, at most 200 characters (None when it ended)."""
     try:
-        raw = (proc / str(pid) / "cmdline").read_bytes()
+        raw = (folder / "cmdline").read_bytes()
     except OSError:
         return None
     return redact(raw.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace"))[:200]
@@ -351,19 +399,24 @@ class EventLog:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.waiting: list[dict[str, Any]] = []
+        self.waiting = bytearray()
 
     def write(self, events: list[dict[str, Any]]) -> None:
-        self.waiting.extend(events)
+        self.waiting += b"".join((json.dumps(e, sort_keys=True) + "\n").encode() for e in events)
         if not self.waiting:
             return
         try:
-            with open(self.path, "a", encoding="utf-8") as out:
-                out.write("".join(json.dumps(e, sort_keys=True) + "\n" for e in self.waiting))
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         except OSError as exc:
-            print(f"pacslab-hids: {self.path}: {exc}; {len(self.waiting)} event(s) wait", file=sys.stderr, flush=True)
+            print(f"pacslab-hids: {self.path}: {exc}; {len(self.waiting)} bytes wait", file=sys.stderr, flush=True)
             return
-        self.waiting.clear()
+        try:
+            while self.waiting:  # what one write() took is gone from the wait: a short write (a full disk) repeats nothing
+                del self.waiting[:os.write(fd, self.waiting)]
+        except OSError as exc:
+            print(f"pacslab-hids: {self.path}: {exc}; {len(self.waiting)} bytes wait", file=sys.stderr, flush=True)
+        finally:
+            os.close(fd)
 
 
 def main(argv: list[str] | None = None) -> int:
