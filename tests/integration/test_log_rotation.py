@@ -36,6 +36,7 @@ RUN = secrets.token_hex(3).upper()
 CONF, STATE = "/etc/pacslab/logrotate.conf", "/tmp/pacslab-rotation-check.status"
 DROPS = "/var/log/pacslab/fw-drops.json"
 EVENTS, AUDIT = "/var/log/pacslab/orthanc-events.json", "/var/log/pacslab/dicom-audit.log"
+HIDS = "/var/log/pacslab/hids.json"  # roles/orthanc's host watch
 IDP_AUDIT = "/var/log/pacslab/idp-audit.log"  # roles/idp: the TOTP checker's User Authentication messages
 HL7_RECORD = "/var/log/pacslab/hl7-orders.json"  # roles/ris: the HL7 listener's record (pacslab_hl7_record)
 
@@ -212,9 +213,9 @@ def test_the_rotation_configuration_names_each_growing_log(running_lab: Lab) -> 
     """What logrotate is told on each host whose image writes such logs (roles/log_rotation's
     defaults, written out): a host can drift only through `up`."""
     lab = running_lab
-    expected = {lab.router.name: [DROPS, "/var/log/pacslab/fw-response.json"], pacs_of(lab).name: [EVENTS, AUDIT],
+    expected = {lab.router.name: [DROPS, "/var/log/pacslab/fw-response.json"], pacs_of(lab).name: [EVENTS, AUDIT, HIDS],
                 siem(lab).name: [f"{RAW_DIR}/*.log"], idp(lab).name: [IDP_AUDIT],
-                the(lab, "ris_servers").name: [EVENTS, AUDIT, HL7_RECORD]}
+                the(lab, "ris_servers").name: [EVENTS, AUDIT, HIDS, HL7_RECORD]}
     for host, paths in expected.items():
         conf = im.exec_in(lab, host, "cat", CONF)
         named = [line.split()[0] for line in conf.splitlines() if line.endswith("{")]
