@@ -163,6 +163,10 @@ class Plan:
     # DICOM TLS connection to Orthanc with the peer's own address). Packets from these ports are routed
     # back into the container (policy route, set from outside like the default route), to the front.
     front_ports: dict[str, list[int]] = field(default_factory=dict)
+    # Orthanc host -> what it may listen on outside loopback, "proto/port" (pacslab.listeners, as
+    # C-PRT-02's check reads it): its host watch (roles/orthanc, pacslab-hids) reports any other.
+    # Computed here, on the controller: inside Ansible the lab's loader would see the play's extra vars.
+    listeners: dict[str, list[str]] = field(default_factory=dict)
 
     def to_vars(self) -> dict[str, Any]:
         """Ansible extra vars: the whole plan under one key."""
@@ -256,6 +260,7 @@ def build_plan(lab: Lab, apt: AptSources | None = None) -> Plan:
         shared_digest=config_digest(lab, shared=True),
         host_inputs=host_inputs(lab),
         front_ports=front_ports(lab),
+        listeners=watched_listeners(lab),
     )
 
 
@@ -287,6 +292,14 @@ def front_ports(lab: Lab) -> dict[str, list[int]]:
 
     inner = {lab.container_name(h.name): front_inner_port(lab, h) for h in lab.deployed_hosts()}
     return {name: [port] for name, port in inner.items() if port is not None}
+
+
+def watched_listeners(lab: Lab) -> dict[str, list[str]]:
+    """Each deployed Orthanc host's expected listeners (pacslab.listeners), sorted, as "proto/port"."""
+    from .listeners import expected_listeners
+
+    return {h.name: [f"{proto}/{port}" for proto, port in sorted(expected_listeners(lab, h.name))]
+            for h in lab.deployed_hosts() if h.image == "orthanc"}
 
 
 # What the configure plays read besides the plan: roles, playbooks, plugins, the tools the roles

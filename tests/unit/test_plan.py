@@ -209,3 +209,13 @@ def test_no_role_reads_another_hosts_switch_or_the_waivers() -> None:
                 if key in line and ("hostvars" in line or (key == "lab_waivers" and where != assert_file)):
                     offending.append(f"{where}:{n}")
     assert offending == []
+
+
+def test_each_orthanc_host_is_given_the_listeners_its_watch_allows() -> None:
+    """Written out from the reference lab's flows and roles/orthanc's declared extras: the flows'
+    ports (DICOM TLS, HTTPS, the bastion's SSH to the PACS, HL7 to the RIS), the DICOM front's
+    inner port 4242 and Orthanc's HTTP 8042. Computed on the controller (roles/orthanc pacslab-hids)."""
+    plan = build_plan(load_lab(DEFAULT_LAB), APT)
+    assert plan.listeners == {"pacs": ["tcp/22", "tcp/443", "tcp/2762", "tcp/4242", "tcp/8042"],
+                              "vna": ["tcp/443", "tcp/2762", "tcp/4242", "tcp/8042"],
+                              "ris": ["tcp/2575", "tcp/2762", "tcp/4242", "tcp/8042"]}
