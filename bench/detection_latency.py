@@ -78,8 +78,8 @@ from bench.record import append_result  # noqa: E402
 from pacslab import listeners, people, response  # noqa: E402
 from pacslab.docker import docker  # noqa: E402
 from pacslab.plan import LABEL_LAB, LABEL_ROLE, SIEM_USER, SIEMS, Plan, build_plan  # noqa: E402
+from pacslab.probes import hostwatch, portscan, ssh  # noqa: E402
 from pacslab.probes import imaging as im  # noqa: E402
-from pacslab.probes import portscan, ssh  # noqa: E402
 from pacslab.topology import Lab, load_lab, safe_load  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "detection_latency.jsonl"
@@ -279,28 +279,24 @@ def malware(lab: Lab, siem: str) -> float:
     return took
 
 
-# Runs on the PACS as Orthanc's user: a program listening on argv[1] on every address for a minute.
-LISTENER = "import socket, sys, time\ns = socket.socket(); s.bind(('0.0.0.0', int(sys.argv[1]))); s.listen(); time.sleep(60)\n"
-
-
 def host_watch(lab: Lab, siem: str) -> dict[str, float]:
     """On the PACS, as Orthanc's user: a copy of sleep under /tmp started (-> unexpected-exec), then
     a listener on a port the lab does not give the PACS (-> unexpected-listener), each timed from
-    its start (roles/orthanc pacslab-hids: one pass a second; a listener is reported on its second)."""
+    its start (roles/orthanc pacslab-hids: one pass a second; a listener is reported on its second).
+    The steps are the integration checks' (pacslab.probes.hostwatch)."""
     pacs = next(h for h in lab.deployed_hosts() if "pacs_servers" in h.groups)
     path, port = f"/tmp/bench-dropped-{secrets.token_hex(4)}", 32000 + secrets.randbelow(700)  # below the ephemeral range
-    im.exec_in(lab, pacs.name, "runuser", "-u", "orthanc", "--", "cp", "/usr/bin/sleep", path)
+    hostwatch.as_user(lab, pacs.name, "orthanc", "cp", "/usr/bin/sleep", path)  # as hostwatch.dropped_copy, timed from the start
     started = time.monotonic()
-    pid = im.exec_in(lab, pacs.name, "runuser", "-u", "orthanc", "--", "sh", "-c", '"$0" 60 >/dev/null 2>&1 & echo $!', path).strip()
+    pid = hostwatch.in_background(lab, pacs.name, "orthanc", path, "60")
     try:
         took_exec = seconds_to_alert(lab, siem, started, path, "unexpected-exec", "unexpected-exec")
         started = time.monotonic()
-        listener = im.exec_in(lab, pacs.name, "runuser", "-u", "orthanc", "--", "sh", "-c", 'python3 -c "$0" "$1" >/dev/null 2>&1 & echo $!',
-                              LISTENER, str(port)).strip()
+        listener = hostwatch.listener(lab, pacs.name, port, "orthanc")
         took_listen = seconds_to_alert(lab, siem, started, f'"port": {port},', "unexpected-listener", "unexpected-listener")
-        im.exec_in(lab, pacs.name, "kill", listener)
+        hostwatch.end(lab, pacs.name, listener)
     finally:
-        im.exec_in(lab, pacs.name, "sh", "-c", f"kill {pid} 2>/dev/null; rm -f {path}")
+        hostwatch.end(lab, pacs.name, pid, remove=path)
     if took_exec is None or took_listen is None:
         raise SystemExit(f"host watch on {pacs.name}: unexpected-exec after {took_exec} s, unexpected-listener after {took_listen} s")
     return {"exec": took_exec, "listener": took_listen}

@@ -38,6 +38,7 @@ from .test_idp import one, wrong_code
 CLIENT = "vendor-eng"
 TARGET = "pacs"  # F08b: the bastion's maintenance target the checks use
 MARK = f"pacslab-mark-{secrets.token_hex(4)}"  # typed on the target in this run's session
+SUDO_LOG = "/var/log/pacslab/sudo.log"  # the maintained host's sudo log (pacslab_sudo_log, playbooks/group_vars/all/maintenance.yml)
 # Local ports of the forwardings the vendor asks for (on the vendor's computer, -L and -D) and the
 # remote one (on the bastion, -R).
 LOCAL, SOCKS, REMOTE = 18042, 11080, 2222
@@ -264,7 +265,7 @@ def test_every_forwarding_the_vendor_asks_for_is_refused(running_lab: Lab, maint
 @pytest.mark.control("C-MNT-02")
 def test_an_administrative_action_on_the_target_is_logged_with_the_person_s_name(running_lab: Lab, maintenance: dict[str, Any], evidence) -> None:
     person = maintenance["person"]
-    log = im.exec_in(running_lab, TARGET, "cat", str(listeners.role_var(running_lab, TARGET, "maintenance", "maintenance_sudo_log")))
+    log = im.exec_in(running_lab, TARGET, "cat", SUDO_LOG)
     mine = [ln for ln in log.splitlines() if f" : {person} : " in ln]
     evidence.update(sudo=mine[-2:])
     assert any("USER=root ; COMMAND=/usr/bin/supervisorctl restart sshd" in ln and "command not allowed" not in ln for ln in mine)

@@ -17,10 +17,9 @@ from typing import Any
 
 import pytest
 
-from pacslab.docker import docker
 from pacslab.listeners import expected_listeners
+from pacslab.probes import hostwatch, portscan
 from pacslab.probes import imaging as im
-from pacslab.probes import portscan
 from pacslab.topology import Lab
 
 from .test_devices import BASE, alerts_holding, drops_from, rogue, routed_rogue  # noqa: F401 (fixtures)
@@ -38,27 +37,21 @@ def hids_events(lab: Lab, kind: str, marker: str) -> list[dict[str, Any]]:
     return [e for e in siem_json(lab, "events", "--contains", marker) if e["source"] == "hids" and e["event_type"] == kind]
 
 
-def in_pacs(lab: Lab, *command: str, user: str = "root") -> str:
-    return docker("exec", "-u", user, lab.container_name(pacs(lab).name), *command, timeout=60).stdout.strip()
-
-
 @pytest.fixture
 def dropped(running_lab: Lab) -> Iterator[dict[str, Any]]:
     """On the PACS, as Orthanc's user (a compromised service): first the packaged sleep runs, then a
     copy of it under /tmp (a file no package installed, as a dropped tool would be). Both in the
     background for a minute: {"path", "packaged_pid", "dropped_pid", "sha256"}. Both ended and the
     file removed afterwards."""
-    lab = running_lab
+    lab, host = running_lab, pacs(running_lab).name
     path = f"/tmp/pacslab-dropped-{RUN}-{secrets.token_hex(2)}"  # each use its own
-    started = "sh", "-c", '"$0" 60 >/dev/null 2>&1 & echo $!'
-    packaged_pid = int(in_pacs(lab, *started, "/usr/bin/sleep", user="orthanc"))
-    in_pacs(lab, "cp", "/usr/bin/sleep", path, user="orthanc")
-    dropped_pid = int(in_pacs(lab, *started, path, user="orthanc"))
-    sha256 = in_pacs(lab, "sha256sum", path).split()[0]
+    packaged_pid = hostwatch.in_background(lab, host, "orthanc", "/usr/bin/sleep", "60")
+    dropped_pid = hostwatch.dropped_copy(lab, host, path, "orthanc")
+    sha256 = im.exec_in(lab, host, "sha256sum", path).split()[0]
     try:
         yield {"path": path, "packaged_pid": packaged_pid, "dropped_pid": dropped_pid, "sha256": sha256}
     finally:
-        in_pacs(lab, "sh", "-c", f"kill {packaged_pid} {dropped_pid} 2>/dev/null; rm -f {path}")
+        hostwatch.end(lab, host, packaged_pid, dropped_pid, remove=path)
 
 
 @pytest.mark.control("C-PRT-04")
@@ -90,18 +83,13 @@ def listening(running_lab: Lab) -> Iterator[dict[str, int]]:
     """On the PACS, as Orthanc's user: a Python program listening on a port of this use's on every
     address and on the next one on loopback (a back door, and a local helper no other host can
     reach), for a minute. {"pid", "port"}; ended afterwards."""
-    lab = running_lab
+    lab, host = running_lab, pacs(running_lab).name
     port = next(PORTS)
-    program = ("import socket, sys, time\n"
-               "for address, port in (('0.0.0.0', int(sys.argv[1])), ('127.0.0.1', int(sys.argv[1]) + 1)):\n"
-               "    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((address, port)); s.listen()\n"
-               "    globals()[f's{port}'] = s\n"
-               "time.sleep(60)\n")
-    pid = int(in_pacs(lab, "sh", "-c", 'python3 -c "$0" "$1" >/dev/null 2>&1 & echo $!', program, str(port), user="orthanc"))
+    pid = hostwatch.listener(lab, host, port, "orthanc", loopback_port=port + 1)
     try:
         yield {"pid": pid, "port": port}
     finally:
-        in_pacs(lab, "sh", "-c", f"kill {pid} 2>/dev/null || true")
+        hostwatch.end(lab, host, pid)
 
 
 @pytest.mark.control("C-PRT-02")
