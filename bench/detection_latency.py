@@ -48,6 +48,12 @@ host-watch   --runs times, on the PACS as Orthanc's user: a copy of sleep run fr
              from each start to the unexpected-exec and the unexpected-listener alert holding the
              host watch's event about it (roles/orthanc pacslab-hids, C-PRT-04 and C-DET-03; the
              catalogue's budget for a new binary: 30 s); p50 and p95. Both end, the file is removed.
+archive-rescan --runs times, the CT stores an image carrying bytes of the run that no signature
+             knows; a signature for them then reaches the PACS's clamd, and the PACS rescans what
+             it holds (POST /pacslab/rescan, what its hourly pass runs; C-DET-02): milliseconds of
+             the rescan per stored instance, and seconds from its answer to the malware-in-archive
+             alert holding the PACS's event about the image; p50 and p95. The signature and the
+             study are removed afterwards.
 ingest       --messages RFC 5424 messages sent by the bastion (a log source) over one TLS session
              with its lab certificate, as fast as the connection takes them: seconds until the
              siem's store holds the last one, and events per second.
@@ -78,7 +84,7 @@ from bench.record import append_result  # noqa: E402
 from pacslab import listeners, people, response  # noqa: E402
 from pacslab.docker import docker  # noqa: E402
 from pacslab.plan import LABEL_LAB, LABEL_ROLE, SIEM_USER, SIEMS, Plan, build_plan  # noqa: E402
-from pacslab.probes import hostwatch, portscan, ssh  # noqa: E402
+from pacslab.probes import clamd, hostwatch, portscan, ssh  # noqa: E402
 from pacslab.probes import imaging as im  # noqa: E402
 from pacslab.topology import Lab, load_lab, safe_load  # noqa: E402
 
@@ -86,7 +92,7 @@ RESULTS = REPO / "bench" / "results" / "detection_latency.jsonl"
 CLIENT, BASTION = "vendor-eng", "bastion"
 WAIT = 120
 MEASURES = ("brute-force", "port-scan", "compromised-modality", "integrity", "audit", "unknown-ae", "malware", "maintenance", "unknown-device",
-            "host-watch", "ingest")
+            "host-watch", "archive-rescan", "ingest")
 # The EICAR anti-malware test file (eicar.org), as the lab's own signature for it holds it.
 EICAR_HEX = "".join(next(s for s in safe_load((REPO / "roles" / "orthanc" / "defaults" / "main.yml").read_text())["orthanc_malware_signatures"]
                          if s["name"] == "Pacslab.Test.EICAR")["hex"].split())
@@ -279,6 +285,35 @@ def malware(lab: Lab, siem: str) -> float:
     return took
 
 
+def archive_rescan(lab: Lab, siem: str) -> dict[str, float]:
+    """The CT stores an image carrying bytes of the run (no signature knows them: stored); a signature
+    for them reaches the PACS's clamd (pacslab.probes.clamd, as the integration check does); the
+    PACS rescans what it holds (POST /pacslab/rescan). Milliseconds of the rescan per stored
+    instance, and seconds from its answer to the malware-in-archive alert holding the PACS's event
+    about the image. The signature and the study are removed afterwards."""
+    ct = next(h for h in lab.deployed_hosts() if "modalities" in h.groups and h.zone == "modality")
+    pacs = next(h for h in lab.deployed_hosts() if "pacs_servers" in h.groups).name
+    run = secrets.token_hex(3).upper()
+    accession, marker = f"BENCH{run}", f"pacslab-bench-{run}".encode().hex()
+    result = im.dicomsim(lab, ct.name, "store", "--images", "1", "--accession", accession, "--payload-hex", marker)
+    if result["failed"]:
+        raise SystemExit(f"the PACS did not store the image of the run: {result['failed']}")
+    update = clamd.add_signature(lab, pacs, f"Pacslab.Bench.{run}", marker)
+    try:
+        started = time.monotonic()
+        rescan = im.orthanc(lab, pacs, "/pacslab/rescan", "POST", "")
+        answered = time.monotonic()
+        took = seconds_to_alert(lab, siem, answered, accession, "malware-found-stored", "malware-in-archive")
+    finally:
+        clamd.remove_signature(lab, pacs, update, marker)
+        for study in im.find_study(lab, pacs, accession):
+            im.orthanc(lab, pacs, f"/studies/{study}", "DELETE")
+    if took is None or not rescan["complete"]:
+        raise SystemExit(f"no malware-in-archive alert about {accession} within {WAIT} s (rescan: {rescan})")
+    return {"rescan_ms_per_instance": 1000 * (answered - started) / max(1, rescan["scanned"]), "alert_from_answer": took,
+            "scanned": rescan["scanned"]}
+
+
 def host_watch(lab: Lab, siem: str) -> dict[str, float]:
     """On the PACS, as Orthanc's user: a copy of sleep under /tmp started (-> unexpected-exec), then
     a listener on a port the lab does not give the PACS (-> unexpected-listener), each timed from
@@ -444,6 +479,11 @@ def main() -> int:
         runs = [host_watch(lab, siem) for _ in range(n)]
         return {key: summary([r[key] for r in runs]) for key in ("exec", "listener")}
 
+    def rescans() -> dict[str, Any]:
+        runs = [archive_rescan(lab, siem) for _ in range(n)]
+        return {key: summary([r[key] for r in runs]) for key in ("rescan_ms_per_instance", "alert_from_answer")} | {
+            "instances": runs[-1]["scanned"]}
+
     def correlated_scans() -> dict[str, Any]:
         runs = [port_scan(lab, siem, correlate=True) for _ in range(n)]
         return {key: summary([r[key] for r in runs]) for key in ("correlated", "quarantine")}
@@ -459,6 +499,7 @@ def main() -> int:
         "maintenance": ("maintenance", maintenances),
         "unknown-device": ("unknown_device_from_appearance", devices),
         "host-watch": ("host_watch_from_start", host_watches),
+        "archive-rescan": ("archive_rescan", rescans),
         "ingest": ("ingest", lambda: ingest(lab, siem, args.messages)),
     }
     result: dict[str, Any] = {"rules": len(json.loads(im.exec_in(lab, siem, "cat", "/etc/pacslab/siem/rules.json"))), "runs": n}

@@ -28,8 +28,8 @@ from pacslab import cli, response
 from pacslab.docker import docker
 from pacslab.listeners import role_var
 from pacslab.plan import SIEM_USER, SIEMS, Plan
+from pacslab.probes import clamd, oidc, syslog
 from pacslab.probes import imaging as im
-from pacslab.probes import oidc, syslog
 from pacslab.topology import Host, Lab
 
 from .test_bastion import CLIENT, bastion, login, vendor
@@ -473,6 +473,52 @@ def test_an_object_the_pacs_cannot_scan_is_refused_not_stored_unscanned(running_
     assert (event["host"], event["calling_ae"], event["outcome"]) == (pacs.name, str(station.ae_title), "0xA700")
     assert (alert["severity"], alert["entities"]) == ("medium", {"host": pacs.name, "calling_ae": str(station.ae_title)})
     assert stored["failed"] == [] and len(stored["stored"]) == 1
+
+
+@pytest.mark.control("C-DET-02")
+def test_an_object_stored_before_its_signature_was_known_is_found_by_the_rescan_and_kept(running_lab: Lab, evidence) -> None:
+    """A legitimate modality stores two series, one whose instance carries this run's marker bytes
+    in a private element. No signature knows the marker: both are stored, and a rescan of the PACS
+    (POST /pacslab/rescan, what its hourly pass runs) names neither. A signature for the marker then
+    reaches the PACS's clamd as an update would (a database file of its own beside the lab's, clamd
+    told to reload), and the next rescan finds the instance carrying it: its malware-found-stored
+    event names the signature, the accession and the modality's AE title, malware-in-archive (high)
+    names the PACS and the modality, and the instance is still stored (removing it is the
+    responder's call). The twin is in no event of the rescan."""
+    lab = running_lab
+    pacs = pacs_of(lab)
+    station = tls_stations(lab)[0]
+    marker = f"pacslab-retro-{RUN}".encode().hex()
+    carrying, clean = f"RA{RUN}".upper(), f"RC{RUN}".upper()
+    stored = im.dicomsim(lab, station.name, "store", "--images", "1", "--accession", carrying, "--payload-hex", marker)
+    twin = im.dicomsim(lab, station.name, "store", "--images", "1", "--accession", clean)
+    assert stored["failed"] == [] and twin["failed"] == []  # no signature knows the marker yet
+    [carrying_study], [clean_study] = im.find_study(lab, pacs.name, carrying), im.find_study(lab, pacs.name, clean)
+    [carrying_instance] = [i["ID"] for i in im.orthanc(lab, pacs.name, f"/studies/{carrying_study}/instances")]
+    [clean_instance] = [i["ID"] for i in im.orthanc(lab, pacs.name, f"/studies/{clean_study}/instances")]
+    before = im.orthanc(lab, pacs.name, "/pacslab/rescan", "POST", "")
+    signature = f"Pacslab.Test.Retro{RUN}"
+    update = clamd.add_signature(lab, pacs.name, signature, marker)
+    try:
+        after = im.orthanc(lab, pacs.name, "/pacslab/rescan", "POST", "")
+        event = wait_for("the finding", lambda: [e for e in siem_json(lab, "events", "--contains", carrying)
+                                                 if e["event_type"] == "malware-found-stored" and e["host"] == pacs.name])[0]
+        alert = wait_for("malware-in-archive", lambda: [a for a in siem_json(lab, "alerts")
+                                                        if a["rule"] == "malware-in-archive" and event["id"] in a["events"]])[0]
+    finally:
+        clamd.remove_signature(lab, pacs.name, update, marker)
+    twin_events = [e for e in siem_json(lab, "events", "--contains", clean) if e["event_type"].startswith("malware-")]
+    raw = json.loads(event["message"])
+    evidence.update(before={k: before[k] for k in ("scanned", "complete")}, after={k: after[k] for k in ("scanned", "found", "complete")},
+                    event=raw, alert=alert, twin_events=twin_events)
+    assert before["complete"] and {carrying_instance, clean_instance} & set(before["found"]) == set()
+    assert after["complete"] and carrying_instance in after["found"] and clean_instance not in after["found"]
+    assert (event["host"], event["calling_ae"]) == (pacs.name, str(station.ae_title))
+    assert {k: raw[k] for k in ("instance", "accession", "signatures")} == {
+        "instance": carrying_instance, "accession": carrying, "signatures": [f"{signature}.UNOFFICIAL"]}
+    assert (alert["severity"], alert["entities"]) == ("high", {"host": pacs.name, "calling_ae": str(station.ae_title)})
+    assert im.find_study(lab, pacs.name, carrying) == [carrying_study]
+    assert twin_events == []
 
 
 @pytest.mark.control("C-PRT-01")

@@ -25,6 +25,9 @@
   polyglot hides). A hit is refused (C-STORE status 0x0124, "Refused: Not Authorized", PS3.7 C.5)
   with a "malware-refused" event naming the signature and the sender; a scan that cannot be made
   refuses the instance too (0xA700, "Refused: Out of Resources", PS3.4 B.2.3: the sender retries).
+  Every PacslabMalwareRescanEvery seconds, and on POST /pacslab/rescan, everything stored is
+  scanned again with the signatures clamd holds then: an object stored before a signature knew it
+  is a "malware-found-stored" event naming it and its sender (it stays stored: the responder decides).
 - DICOM audit trail (PS3.15 A.5, pacslab_audit.py beside this file), one XML message per line of
   PacslabAuditLog, which roles/log_shipping sends to the siem:
   - Application Activity when the plugin starts and when Orthanc stops;
@@ -68,6 +71,7 @@ USER_HEADER = CONFIG.get("PacslabUserHeader", "X-Pacslab-User").lower()
 ROLES_HEADER = CONFIG.get("PacslabRolesHeader", "X-Pacslab-Roles").lower()
 AUDIT_LOG = CONFIG.get("PacslabAuditLog", "")
 MALWARE_SCAN = CONFIG.get("PacslabMalwareScan", "")  # clamd's local socket, or "" for no scan
+RESCAN_EVERY = int(CONFIG.get("PacslabMalwareRescanEvery", 0))  # seconds between two rescans of what is stored, 0: on request only
 _audit_lock = threading.Lock()
 
 sys.path.insert(0, os.path.dirname(CONFIG.get("PythonScript", "/etc/pacslab/orthanc/pacslab_orthanc.py")))
@@ -147,23 +151,32 @@ def uid_refusal(tags):
     return None
 
 
-def malware_refusal(data, tags):
-    """Why ``data`` (the bytes of an instance, a DICOM file) must not be stored, as uid_refusal
-    says it, or None: clamd found one of the lab's signatures in it ("malware-refused", 0x0124), or
-    could not scan it ("malware-scan-failed", 0xA700: clamd down, an ERROR answer, an object beyond
-    StreamMaxLength). clamd's INSTREAM command (clamd(8)) answers OK, "<name> FOUND" or "<why> ERROR"."""
-    if not MALWARE_SCAN:
-        return None
-    ids = {"sop_instance_uid": tags.get("SOPInstanceUID"), "study_uid": tags.get("StudyInstanceUID"), "accession": tags.get("AccessionNumber")}
+def clamd_verdict(data):
+    """clamd's word on ``data`` (bytes, a DICOM file), through its INSTREAM command (clamd(8)):
+    ("OK", None); ("FOUND", the signature's name); ("ERROR", why) where clamd answered ERROR (an
+    object beyond StreamMaxLength); ("UNREACHABLE", why) where it could not be asked (clamd down)."""
     try:
         [(status, name)] = ClamdUnixSocket(path=MALWARE_SCAN, timeout=SCAN_TIMEOUT).instream(io.BytesIO(data)).values()
     except (ClamdError, ValueError) as exc:  # ValueError: an empty answer
-        return "malware-scan-failed", {**ids, "error": f"{type(exc).__name__}: {exc}"}, STATUS_OUT_OF_RESOURCES
+        return "UNREACHABLE", f"{type(exc).__name__}: {exc}"
+    if status in ("OK", "FOUND"):
+        return status, name
+    return "ERROR", f"clamd: {name} {status}"
+
+
+def malware_refusal(data, tags):
+    """Why ``data`` (the bytes of an instance, a DICOM file) must not be stored, as uid_refusal
+    says it, or None: clamd found one of the lab's signatures in it ("malware-refused", 0x0124), or
+    could not scan it ("malware-scan-failed", 0xA700: clamd down, an ERROR answer)."""
+    if not MALWARE_SCAN:
+        return None
+    ids = {"sop_instance_uid": tags.get("SOPInstanceUID"), "study_uid": tags.get("StudyInstanceUID"), "accession": tags.get("AccessionNumber")}
+    status, detail = clamd_verdict(data)
     if status == "OK":
         return None
     if status == "FOUND":
-        return "malware-refused", {**ids, "signatures": [name]}, STATUS_NOT_AUTHORIZED
-    return "malware-scan-failed", {**ids, "error": f"clamd: {name} {status}"}, STATUS_OUT_OF_RESOURCES
+        return "malware-refused", {**ids, "signatures": [detail]}, STATUS_NOT_AUTHORIZED
+    return "malware-scan-failed", {**ids, "error": detail}, STATUS_OUT_OF_RESOURCES
 
 
 def incoming_cstore(dicom):
@@ -643,6 +656,72 @@ def verify_loop():
             event("integrity-job-error", error=str(exc))
 
 
+def _stored_ids(instance_id):
+    """What names a stored instance in an event: its UIDs and accession (its tags) and who sent it
+    (Orthanc's RemoteAET and RemoteIP metadata, recorded for a C-STORE only)."""
+    tags = json.loads(orthanc.RestApiGet(f"/instances/{instance_id}/simplified-tags"))
+    ids = {"sop_instance_uid": tags.get("SOPInstanceUID"), "study_uid": tags.get("StudyInstanceUID"), "accession": tags.get("AccessionNumber")}
+    for key, name in (("calling_ae", "RemoteAET"), ("remote_ip", "RemoteIP")):
+        try:
+            ids[key] = orthanc.RestApiGet(f"/instances/{instance_id}/metadata/{name}").decode()
+        except Exception:  # not a C-STORE's: Orthanc recorded no sender
+            ids[key] = None
+    return ids
+
+
+_rescan_lock = threading.Lock()
+
+
+def rescan_all():
+    """C-DET-02 after the fact: every stored instance's file scanned again by clamd with the
+    signatures it holds now, for an object stored before a signature knew it. A hit is a
+    "malware-found-stored" event naming the instance, its UIDs, its accession, the signature and
+    who sent it; an ERROR answer a "malware-rescan-failed" event naming the instance. The instance
+    is kept: removing a patient's image, and warning whoever read it (the audit trail names them),
+    is the responder's call. A clamd that cannot be reached ends the pass with one
+    "malware-rescan-failed" event. The pass ends with a "malware-rescanned" event {scanned, found,
+    failed, complete}. One pass at a time. Answers {"scanned": n, "found": [instance ids],
+    "failed": [instance ids], "complete": bool}; where the scan is off, nothing is scanned and
+    "complete" is false."""
+    scanned, found, failed, complete = 0, [], [], bool(MALWARE_SCAN)
+    with _rescan_lock:
+        for instance_id in json.loads(orthanc.RestApiGet("/instances")) if MALWARE_SCAN else []:
+            try:
+                data = orthanc.RestApiGet(f"/instances/{instance_id}/file")
+            except Exception:  # deleted since the list was read
+                continue
+            status, detail = clamd_verdict(data)
+            if status == "UNREACHABLE":
+                event("malware-rescan-failed", error=detail, scanned=scanned)
+                complete = False
+                break
+            scanned += 1
+            if status == "FOUND":
+                found.append(instance_id)
+                event("malware-found-stored", instance=instance_id, signatures=[detail], **_stored_ids(instance_id))
+            elif status == "ERROR":
+                failed.append(instance_id)
+                event("malware-rescan-failed", instance=instance_id, error=detail, **_stored_ids(instance_id))
+        event("malware-rescanned", scanned=scanned, found=len(found), failed=len(failed), complete=complete)
+    return {"scanned": scanned, "found": found, "failed": failed, "complete": complete}
+
+
+def rescan_loop():
+    while True:
+        time.sleep(RESCAN_EVERY)
+        try:
+            rescan_all()
+        except Exception as exc:
+            event("malware-rescan-failed", error=f"{type(exc).__name__}: {exc}")
+
+
+def on_rescan(output, uri, **request):
+    if request["method"] != "POST":
+        output.SendMethodNotAllowed("POST")
+        return
+    output.AnswerBuffer(json.dumps(rescan_all()), "application/json")
+
+
 def on_verify(output, uri, **request):
     if request["method"] != "POST":
         output.SendMethodNotAllowed("POST")
@@ -735,8 +814,11 @@ orthanc.RegisterOnChangeCallback(on_change)
 if PERMISSIONS_FILE:
     orthanc.RegisterIncomingHttpRequestFilter(http_filter)
 orthanc.RegisterRestCallback("/pacslab/verify", on_verify)
+orthanc.RegisterRestCallback("/pacslab/rescan", on_rescan)
 orthanc.RegisterRestCallback("/pacslab/audit", on_audit)
 orthanc.RegisterRestCallback("/pacslab/audit/c-find", on_c_find)
 orthanc.RegisterRestCallback("/pacslab/studies/([^/]+)/demographics", on_demographics)
 threading.Thread(target=verify_loop, daemon=True).start()
+if MALWARE_SCAN and RESCAN_EVERY > 0:
+    threading.Thread(target=rescan_loop, daemon=True).start()
 audit_write(audit.application_activity, True, ME)
