@@ -407,6 +407,8 @@ RUNS_AS = (
            "roles/orthanc hids.yml: setpriv starts the host watch as pacslab-hids with CAP_SYS_PTRACE alone (every process's executable)"),
     RunsAs("/usr/bin/python3 /usr/local/sbin/pacslab-discovery ", "pacslab-scanner",
            "roles/scanner: setpriv starts the sweeps as pacslab-scanner with CAP_NET_RAW alone (nmap's raw and packet sockets)"),
+    RunsAs("/usr/bin/python3 /usr/local/sbin/pacslab-vulnscan ", "pacslab-scanner",
+           "roles/scanner vulnscan.yml: setpriv starts the vulnerability scans as pacslab-scanner with no capability (a TCP connect scan)"),
     RunsAs("sleep infinity", "root", "PID 1 of the ca and of the internet zone's computers: no service (the CA tool runs only through provisioning)"),
 )
 
@@ -454,6 +456,23 @@ def test_the_scanners_sweeps_hold_cap_net_raw_alone(running_lab: Lab, infra, evi
     sets = {k: int(status[k], 16) for k in ("CapEff", "CapPrm", "CapBnd", "CapAmb")}
     evidence.update(pid=sweeper.pid, sets={k: hex(v) for k, v in sets.items()})
     assert sets == {"CapEff": CAP_NET_RAW, "CapPrm": CAP_NET_RAW, "CapBnd": CAP_NET_RAW, "CapAmb": CAP_NET_RAW}
+
+
+@pytest.mark.control("C-RSK-02")
+def test_the_vulnerability_scans_hold_no_capability(running_lab: Lab, infra, evidence) -> None:
+    """The scanning program (roles/scanner pacslab-vulnscan) and the nmap it starts connect like any
+    program: their effective, permitted, bounding and ambient sets are empty, and they run as the
+    sweeps' user."""
+    scanners = [h.name for h in running_lab.deployed_hosts() if "scanners" in h.groups]
+    if not scanners:
+        pytest.skip(f"lab {running_lab.name!r} deploys no scanner")
+    host = infra(scanners[0])
+    scans = next(p for p in host.process.filter(ppid=1) if p.args.startswith("/usr/bin/python3 /usr/local/sbin/pacslab-vulnscan "))
+    status = dict(line.split(":\t", 1) for line in host.file(f"/proc/{scans.pid}/status").content_string.splitlines() if ":\t" in line)
+    sets = {k: int(status[k], 16) for k in ("CapEff", "CapPrm", "CapBnd", "CapAmb")}
+    evidence.update(pid=scans.pid, user=scans.user, sets={k: hex(v) for k, v in sets.items()})
+    assert scans.user == "pacslab-scanner"
+    assert sets == {"CapEff": 0, "CapPrm": 0, "CapBnd": 0, "CapAmb": 0}
 
 
 CAP_SYS_PTRACE = 1 << 19  # linux/capability.h

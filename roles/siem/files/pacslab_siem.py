@@ -259,6 +259,8 @@ def normalise(record: dict[str, Any], assets: dict[str, Any], connections: dict[
         event.update(_eve(msg))
     elif source == "discovery":
         event.update(_discovery(msg))
+    elif source == "vulnscan":
+        event.update(_vulnscan(msg))
     elif source == "idp-portal":
         event.update(_idp_portal(msg, peer))
     elif source == "rproxy-access":
@@ -526,7 +528,7 @@ def _eve(msg: str) -> dict[str, Any]:
 # reason as the outcome; the siem adds the host and zone the lab definition gives the address, no
 # host for a device nobody registered) and each zone's end of a sweep (discovery-sweep, "finished"
 # with the zone's addresses in the message, or "failed" with nmap's word). The time is the scanner's.
-SCANNER_PROGRAMS = ("discovery",)
+SCANNER_PROGRAMS = ("discovery", "vulnscan")
 DISCOVERY_KINDS = {"host-up": "discovered-address", "sweep-finished": "discovery-sweep", "sweep-failed": "discovery-sweep"}
 
 
@@ -541,6 +543,33 @@ def _discovery(msg: str) -> dict[str, Any]:
         found.update(src_ip=str(data.get("address") or "") or None, outcome=data.get("reason"))
     else:
         found["outcome"] = "finished" if data["event"] == "sweep-finished" else "failed"
+    return found
+
+
+# The scanner's vulnerability scans (roles/scanner pacslab-vulnscan, shipped as vulnscan), from a
+# host of the scanner's image only: each open port of a scanned host (vuln-service, the service's
+# name as the outcome), each weakness of one (vuln-finding, the finding as the outcome:
+# tls-below-1.2, weak-cipher), each with the scanned host's address as src_ip (the event is about
+# it: the siem adds its host and zone) and the port as dst_port; and each zone's end of a scan
+# (vuln-scan, "finished" with the hosts in the message, or "failed" with nmap's word). The time is
+# the scanner's.
+VULNSCAN_KINDS = {"vuln-service": "vuln-service", "vuln-finding": "vuln-finding", "vuln-scan-finished": "vuln-scan",
+                  "vuln-scan-failed": "vuln-scan"}
+
+
+def _vulnscan(msg: str) -> dict[str, Any]:
+    data = _json_object(msg)
+    kind = data.get("event")
+    if kind not in VULNSCAN_KINDS:
+        return {}
+    found: dict[str, Any] = {"event_type": VULNSCAN_KINDS[kind]}
+    if isinstance(data.get("time"), str):
+        found["time"] = _utc(data["time"])
+    if kind in ("vuln-service", "vuln-finding"):
+        found.update(src_ip=str(data.get("address") or "") or None, dst_port=str(data.get("port") or "") or None, proto=data.get("proto"),
+                     outcome=data.get("finding") if kind == "vuln-finding" else data.get("service"))
+    else:
+        found["outcome"] = "finished" if kind == "vuln-scan-finished" else "failed"
     return found
 
 

@@ -1,0 +1,143 @@
+"""The scanner's vulnerability scans (issue 13, C-RSK-02 and C-DET-04; roles/scanner pacslab-vulnscan,
+roles/siem/files/rules/vulnerabilities.yml): a report less than a day old for every zone the
+scanner reaches, with each of the zone's hosts; a planted weak target flagged, the PACS not; and
+the sensor quiet about the scanner's own authorised scan while it still sees the weak server.
+
+Markers: this run's scan id (the scan the check starts) and its TLS 1.0 server's lifetime.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from pacslab.probes import hostwatch
+from pacslab.probes import imaging as im
+from pacslab.topology import Host, Lab
+
+from .test_devices import scanning, swept_zones
+from .test_siem import pacs_of, siem_json, wait_for
+
+REPORT = "/var/log/pacslab/vulnscan.json"  # the scans' report on the scanner (pacslab_vulnscan_results)
+PROGRAM, CONFIG = "/usr/local/sbin/pacslab-vulnscan", "/etc/pacslab/vulnscan.json"  # roles/scanner's scanner_vuln_program, _config
+SCANNER_USER = "pacslab-scanner"
+WEAK_PORT = 443  # a port every scan tries (roles/scanner scanner_vuln_ports), where the planted server listens
+FIRST_SCAN_WITHIN = 300  # seconds: the first scan starts 120 s after the program (scanner_vuln_first_after) and takes about 25 s
+
+
+def weak_target(lab: Lab) -> Host:
+    """A modality with no service on WEAK_PORT (the MR of the reference lab)."""
+    found = [h for h in lab.deployed_hosts() if "modalities" in h.groups and h.zone == "modality" and "https" not in h.services]
+    if not found:
+        pytest.skip(f"lab {lab.name!r} deploys no modality without a web service")
+    return found[-1]
+
+
+def scanned_within_a_day(lab: Lab) -> dict[str, dict[str, str]]:
+    """What the scans of the last 24 hours covered, as the siem holds their ends: {zone: {host: the
+    time its newest scan there ended}}."""
+    day_ago = (datetime.now(UTC) - timedelta(hours=24)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    covered: dict[str, dict[str, str]] = {}
+    for e in siem_json(lab, "events", "--contains", '"event": "vuln-scan-finished"'):
+        if e["source"] == "vulnscan" and e["event_type"] == "vuln-scan" and e["outcome"] == "finished":
+            line = json.loads(e["message"])
+            if line["time"] > day_ago:
+                for host in line["hosts"]:
+                    covered.setdefault(line["zone"], {})[host] = max(line["time"], covered.get(line["zone"], {}).get(host, ""))
+    return covered
+
+
+@pytest.mark.control("C-DET-04")
+def test_every_zone_the_scanner_reaches_has_a_scan_less_than_a_day_old_with_each_of_its_hosts(running_lab: Lab, evidence) -> None:
+    """The scans of the last 24 hours (the daily one, its first two minutes after the program
+    starts) cover each zone the sweeps cover (the scanner's own and each a flow opens to it on any
+    port) and in each every deployed host of the lab definition but the scanner itself. A zone no
+    flow opens to the scanner has no scan."""
+    lab = running_lab
+    me = scanning(lab)
+    zones = swept_zones(lab)
+    expected = {z: sorted(h.name for h in lab.deployed_hosts() if h.zone == z and h.name != me.name and h.image != "fw") for z in zones}
+    deadline = time.monotonic() + FIRST_SCAN_WITHIN
+    covered = scanned_within_a_day(lab)
+    while {z: sorted(c) for z, c in covered.items()} != expected and time.monotonic() < deadline:
+        time.sleep(5)
+        covered = scanned_within_a_day(lab)
+    evidence.update(zones=sorted(zones), covered=covered)
+    assert set(covered) == zones, f"zones without a scan: {sorted(zones - set(covered))}; scanned outside them: {sorted(set(covered) - zones)}"
+    assert {z: sorted(c) for z, c in covered.items()} == expected
+
+
+@pytest.fixture
+def planted(running_lab: Lab) -> Iterator[Host]:
+    """On the weak target: an HTTPS server that accepts TLS 1.0 only (openssl s_server -tls1, its
+    weakest suites allowed, with the host's lab certificate) on WEAK_PORT for three minutes, as an
+    old device's web page would; ended afterwards."""
+    lab = running_lab
+    host = weak_target(lab)
+    pid = hostwatch.in_background(lab, host.name, "root", "timeout", "180", "openssl", "s_server", "-accept", str(WEAK_PORT),
+                                  "-cert", "/etc/pacslab/tls/node.crt", "-key", "/etc/pacslab/tls/node.key", "-tls1",
+                                  "-cipher", "DEFAULT@SECLEVEL=0", "-www", "-quiet")
+    try:
+        yield host
+    finally:
+        hostwatch.end(lab, host.name, pid)
+
+
+def scan_now(lab: Lab, *hosts: str) -> tuple[int, str, str]:
+    """One scan of ``hosts`` by the scanner's program, as its user (what its daily pass runs):
+    (its scan id, its start and end times as the report gives them)."""
+    scanner_host = scanning(lab).name
+    im.exec_in(lab, scanner_host, "runuser", "-u", SCANNER_USER, "--", PROGRAM, CONFIG, "--once", *(a for h in hosts for a in ("--host", h)),
+               timeout=600)
+    ends = [json.loads(line) for line in im.exec_in(lab, scanner_host, "tail", "-n", "50", REPORT).splitlines()]
+    last = [e for e in ends if e["event"] == "vuln-scan-finished"][-1]
+    return int(last["scan"]), str(last["started"]), str(last["time"])
+
+
+@pytest.mark.control("C-RSK-02")
+def test_a_planted_tls_1_0_server_is_flagged_and_the_pacs_is_not(running_lab: Lab, planted: Host, evidence) -> None:
+    """A scan of the weak target and the PACS: the target's port is reported with TLS 1.0 as the
+    only version, its tls-below-1.2 finding raises weak-tls-service (medium) about its address and
+    port, in the target's case; the PACS's web and DICOM ports are reported with TLS 1.2 and 1.3,
+    every suite graded A, and the PACS has no finding in that scan. The sensor, which sees the
+    scan cross the fw, alerts on the target's TLS 1.0 ServerHello (sid 9000012, about the target)
+    and on nothing the scanner sent (sids 9000011 and 9000021 are suppressed for it, roles/sensor;
+    a modality offering TLS 1.1 still raises ids-weak-tls: test_sensor.py)."""
+    lab = running_lab
+    pacs, me = pacs_of(lab), scanning(lab)
+    scan, started, ended = scan_now(lab, planted.name, pacs.name)
+
+    def scanned() -> list[dict[str, Any]]:  # the siem's events of this scan, once its end has arrived
+        found = siem_json(lab, "events", "--contains", f'"scan": {scan},')
+        return found if any(e["event_type"] == "vuln-scan" for e in found) else []
+    mine = wait_for("the scan's lines", scanned)
+    lines = {e["id"]: json.loads(e["message"]) for e in mine}
+    finding = [e for e in mine if e["event_type"] == "vuln-finding" and e["src_ip"] == str(planted.address)]
+    alert = wait_for("weak-tls-service", lambda: [a for a in siem_json(lab, "alerts")
+                                                  if a["rule"] == "weak-tls-service" and {e["id"] for e in finding} & set(a["events"])])[0]
+    cases = {c["id"]: c for c in siem_json(lab, "cases")}
+    pacs_ports = {ln["port"]: (ln["tls_versions"], ln["least_strength"]) for ln in lines.values()
+                  if ln["event"] == "vuln-service" and ln["host"] == pacs.name}
+    pacs_findings = [ln for ln in lines.values() if ln["event"] == "vuln-finding" and ln["host"] == pacs.name]
+
+    def ids_alerts(contains: str) -> list[dict[str, Any]]:  # the sensor's alerts (EVE, compact JSON) during the scan
+        return [e for e in siem_json(lab, "events", "--contains", contains)
+                if e["source"] == "suricata" and e["event_type"] == "ids-alert" and started <= e["time"] <= ended]
+    from_target = wait_for("the sensor's alert on the TLS 1.0 ServerHello", lambda: [
+        e for e in ids_alerts('"signature_id":9000012') if e["src_ip"] == str(planted.address)])
+    from_scanner = [e for e in ids_alerts(f'"src_ip":"{me.address}"') if e["src_ip"] == str(me.address)]  # not a flow's to the scanner
+    evidence.update(scan=scan, finding=[lines[e["id"]] for e in finding], alert=alert, pacs_ports=pacs_ports, ids_from_scanner=from_scanner,
+                    ids_from_target=len(from_target))
+    assert [(lines[e["id"]]["port"], lines[e["id"]]["finding"], lines[e["id"]]["tls_versions"]) for e in finding] == [
+        (WEAK_PORT, "tls-below-1.2", ["TLSv1.0"])]
+    assert (alert["severity"], alert["entities"]) == ("medium", {"src_ip": str(planted.address), "dst_port": str(WEAK_PORT),
+                                                                 "outcome": "tls-below-1.2"})
+    assert cases[alert["case"]]["host"] == planted.name
+    assert {p: pacs_ports.get(p) for p in (443, 2762)} == {443: (["TLSv1.2", "TLSv1.3"], "A"), 2762: (["TLSv1.2", "TLSv1.3"], "A")}
+    assert pacs_findings == []
+    assert from_target and from_scanner == []
