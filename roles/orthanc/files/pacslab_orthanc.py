@@ -55,7 +55,7 @@ import threading
 import time
 
 import orthanc
-from clamav_client.clamd import ClamdError, ClamdUnixSocket
+from clamav_client.clamd import ClamdError, ClamdUnixSocket, ResponseError
 
 CONFIG = json.loads(orthanc.GetConfiguration())
 EVENT_LOG = CONFIG.get("PacslabEventLog", "/var/log/pacslab/orthanc-events.json")
@@ -153,12 +153,19 @@ def uid_refusal(tags):
 
 def clamd_verdict(data):
     """clamd's word on ``data`` (bytes, a DICOM file), through its INSTREAM command (clamd(8)):
-    ("OK", None); ("FOUND", the signature's name); ("ERROR", why) where clamd answered ERROR (an
-    object beyond StreamMaxLength); ("UNREACHABLE", why) where it could not be asked (clamd down)."""
+    ("OK", None); ("FOUND", the signature's name); ("ERROR", why) where clamd refused this object
+    (an ERROR answer, one beyond StreamMaxLength: clamav-client's ResponseError and its
+    BufferTooLongError); ("UNREACHABLE", why) where clamd could not be asked or stopped answering
+    (clamd down, a socket error, no answer)."""
     try:
-        [(status, name)] = ClamdUnixSocket(path=MALWARE_SCAN, timeout=SCAN_TIMEOUT).instream(io.BytesIO(data)).values()
-    except (ClamdError, ValueError) as exc:  # ValueError: an empty answer
+        answer = ClamdUnixSocket(path=MALWARE_SCAN, timeout=SCAN_TIMEOUT).instream(io.BytesIO(data))
+    except ResponseError as exc:
+        return "ERROR", f"{type(exc).__name__}: {exc}"
+    except (ClamdError, OSError) as exc:  # CommunicationError; a broken pipe or a timeout while the object is sent
         return "UNREACHABLE", f"{type(exc).__name__}: {exc}"
+    if len(answer) != 1:
+        return "UNREACHABLE", "clamd gave no answer"
+    [(status, name)] = answer.values()
     if status in ("OK", "FOUND"):
         return status, name
     return "ERROR", f"clamd: {name} {status}"
@@ -647,49 +654,69 @@ def verify_all():
     return {"checked": checked, "failures": failures, "unverifiable": unverifiable}
 
 
-def verify_loop():
+def every(seconds, job, failed):
+    """``job`` run every ``seconds`` for as long as Orthanc runs (a daemon thread's loop); one that
+    raises is a ``failed`` event with the error, and the next run comes on time."""
     while True:
-        time.sleep(VERIFY_EVERY)
+        time.sleep(seconds)
         try:
-            verify_all()
+            job()
         except Exception as exc:
-            event("integrity-job-error", error=str(exc))
+            event(failed, error=str(exc))
 
 
 def _stored_ids(instance_id):
     """What names a stored instance in an event: its UIDs and accession (its tags) and who sent it
-    (Orthanc's RemoteAET and RemoteIP metadata, recorded for a C-STORE only)."""
-    tags = json.loads(orthanc.RestApiGet(f"/instances/{instance_id}/simplified-tags"))
+    (Orthanc's RemoteAET and RemoteIP metadata: a C-STORE's AE title and address; an upload has no
+    AE title, and its address is the HTTPS front's, 127.0.0.1). {} once the instance is gone."""
+    try:
+        tags = json.loads(orthanc.RestApiGet(f"/instances/{instance_id}/simplified-tags"))
+    except Exception:  # deleted meanwhile
+        return {}
     ids = {"sop_instance_uid": tags.get("SOPInstanceUID"), "study_uid": tags.get("StudyInstanceUID"), "accession": tags.get("AccessionNumber")}
     for key, name in (("calling_ae", "RemoteAET"), ("remote_ip", "RemoteIP")):
         try:
             ids[key] = orthanc.RestApiGet(f"/instances/{instance_id}/metadata/{name}").decode()
-        except Exception:  # not a C-STORE's: Orthanc recorded no sender
+        except Exception:  # not recorded for this instance
             ids[key] = None
     return ids
+
+
+def _exists(instance_id):
+    try:
+        orthanc.RestApiGet(f"/instances/{instance_id}")
+        return True
+    except Exception:
+        return False
 
 
 _rescan_lock = threading.Lock()
 
 
-def rescan_all():
+def rescan_all(wait=True):
     """C-DET-02 after the fact: every stored instance's file scanned again by clamd with the
     signatures it holds now, for an object stored before a signature knew it. A hit is a
     "malware-found-stored" event naming the instance, its UIDs, its accession, the signature and
-    who sent it; an ERROR answer a "malware-rescan-failed" event naming the instance. The instance
-    is kept: removing a patient's image, and warning whoever read it (the audit trail names them),
-    is the responder's call. A clamd that cannot be reached ends the pass with one
-    "malware-rescan-failed" event. The pass ends with a "malware-rescanned" event {scanned, found,
-    failed, complete}. One pass at a time. Answers {"scanned": n, "found": [instance ids],
-    "failed": [instance ids], "complete": bool}; where the scan is off, nothing is scanned and
-    "complete" is false."""
-    scanned, found, failed, complete = 0, [], [], bool(MALWARE_SCAN)
-    with _rescan_lock:
+    who sent it; an object clamd refused, or a stored file that could not be read, a
+    "malware-rescan-failed" event naming the instance. The instance is kept: removing a patient's
+    image, and warning whoever read it (the audit trail names them), is the responder's call. A
+    clamd that cannot be reached ends the pass with one "malware-rescan-failed" event. The pass
+    ends with a "malware-rescanned" event {scanned, found, failed, complete}, written after every
+    other event of the pass. One pass at a time: with ``wait`` false, None at once while another
+    runs. Answers {"scanned": n, "found": [instance ids], "failed": [instance ids], "complete":
+    bool}; where the scan is off, nothing is scanned and "complete" is false."""
+    if not _rescan_lock.acquire(blocking=wait):
+        return None
+    try:
+        scanned, found, failed, complete = 0, [], [], bool(MALWARE_SCAN)
         for instance_id in json.loads(orthanc.RestApiGet("/instances")) if MALWARE_SCAN else []:
             try:
                 data = orthanc.RestApiGet(f"/instances/{instance_id}/file")
-            except Exception:  # deleted since the list was read
-                continue
+            except Exception as exc:
+                if _exists(instance_id):  # stored, and its file unreadable: not scanned, and said so
+                    failed.append(instance_id)
+                    event("malware-rescan-failed", instance=instance_id, error=f"the stored file could not be read: {exc}")
+                continue  # else deleted since the list was read
             status, detail = clamd_verdict(data)
             if status == "UNREACHABLE":
                 event("malware-rescan-failed", error=detail, scanned=scanned)
@@ -703,23 +730,23 @@ def rescan_all():
                 failed.append(instance_id)
                 event("malware-rescan-failed", instance=instance_id, error=detail, **_stored_ids(instance_id))
         event("malware-rescanned", scanned=scanned, found=len(found), failed=len(failed), complete=complete)
-    return {"scanned": scanned, "found": found, "failed": failed, "complete": complete}
-
-
-def rescan_loop():
-    while True:
-        time.sleep(RESCAN_EVERY)
-        try:
-            rescan_all()
-        except Exception as exc:
-            event("malware-rescan-failed", error=f"{type(exc).__name__}: {exc}")
+        return {"scanned": scanned, "found": found, "failed": failed, "complete": complete}
+    finally:
+        _rescan_lock.release()
 
 
 def on_rescan(output, uri, **request):
+    """POST /pacslab/rescan: one whole pass (rescan_all), answered when it ends; 409 while another
+    pass runs (the hourly one, or another request's), so that requests do not queue up."""
     if request["method"] != "POST":
         output.SendMethodNotAllowed("POST")
         return
-    output.AnswerBuffer(json.dumps(rescan_all()), "application/json")
+    result = rescan_all(wait=False)
+    if result is None:
+        busy = "a rescan is running; ask again when it has ended"
+        output.SendHttpStatus(409, busy, len(busy))
+        return
+    output.AnswerBuffer(json.dumps(result), "application/json")
 
 
 def on_verify(output, uri, **request):
@@ -818,7 +845,7 @@ orthanc.RegisterRestCallback("/pacslab/rescan", on_rescan)
 orthanc.RegisterRestCallback("/pacslab/audit", on_audit)
 orthanc.RegisterRestCallback("/pacslab/audit/c-find", on_c_find)
 orthanc.RegisterRestCallback("/pacslab/studies/([^/]+)/demographics", on_demographics)
-threading.Thread(target=verify_loop, daemon=True).start()
+threading.Thread(target=every, args=(VERIFY_EVERY, verify_all, "integrity-job-error"), daemon=True).start()
 if MALWARE_SCAN and RESCAN_EVERY > 0:
-    threading.Thread(target=rescan_loop, daemon=True).start()
+    threading.Thread(target=every, args=(RESCAN_EVERY, rescan_all, "malware-rescan-failed"), daemon=True).start()
 audit_write(audit.application_activity, True, ME)
