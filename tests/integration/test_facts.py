@@ -440,6 +440,14 @@ def test_services_run_as_their_own_users(infra, fact_host: str, evidence) -> Non
     assert run_as_problems(procs) == []
 
 
+def capability_sets(host: InfraHost, command: str) -> tuple[Any, dict[str, int]]:
+    """The supervised process whose command line starts with ``command`` and its effective,
+    permitted, bounding and ambient capability sets (/proc/PID/status, hexadecimal)."""
+    process = next(p for p in host.process.filter(ppid=1) if p.args.startswith(command))
+    status = dict(line.split(":\t", 1) for line in host.file(f"/proc/{process.pid}/status").content_string.splitlines() if ":\t" in line)
+    return process, {k: int(status[k], 16) for k in ("CapEff", "CapPrm", "CapBnd", "CapAmb")}
+
+
 CAP_NET_RAW = 1 << 13  # linux/capability.h
 
 
@@ -450,10 +458,7 @@ def test_the_scanners_sweeps_hold_cap_net_raw_alone(running_lab: Lab, infra, evi
     scanners = [h.name for h in running_lab.deployed_hosts() if "scanners" in h.groups]
     if not scanners:
         pytest.skip(f"lab {running_lab.name!r} deploys no scanner")
-    host = infra(scanners[0])
-    sweeper = next(p for p in host.process.filter(ppid=1) if p.args.startswith("/usr/bin/python3 /usr/local/sbin/pacslab-discovery "))
-    status = dict(line.split(":\t", 1) for line in host.file(f"/proc/{sweeper.pid}/status").content_string.splitlines() if ":\t" in line)
-    sets = {k: int(status[k], 16) for k in ("CapEff", "CapPrm", "CapBnd", "CapAmb")}
+    sweeper, sets = capability_sets(infra(scanners[0]), "/usr/bin/python3 /usr/local/sbin/pacslab-discovery ")
     evidence.update(pid=sweeper.pid, sets={k: hex(v) for k, v in sets.items()})
     assert sets == {"CapEff": CAP_NET_RAW, "CapPrm": CAP_NET_RAW, "CapBnd": CAP_NET_RAW, "CapAmb": CAP_NET_RAW}
 
@@ -466,10 +471,7 @@ def test_the_vulnerability_scans_hold_no_capability(running_lab: Lab, infra, evi
     scanners = [h.name for h in running_lab.deployed_hosts() if "scanners" in h.groups]
     if not scanners:
         pytest.skip(f"lab {running_lab.name!r} deploys no scanner")
-    host = infra(scanners[0])
-    scans = next(p for p in host.process.filter(ppid=1) if p.args.startswith("/usr/bin/python3 /usr/local/sbin/pacslab-vulnscan "))
-    status = dict(line.split(":\t", 1) for line in host.file(f"/proc/{scans.pid}/status").content_string.splitlines() if ":\t" in line)
-    sets = {k: int(status[k], 16) for k in ("CapEff", "CapPrm", "CapBnd", "CapAmb")}
+    scans, sets = capability_sets(infra(scanners[0]), "/usr/bin/python3 /usr/local/sbin/pacslab-vulnscan ")
     evidence.update(pid=scans.pid, user=scans.user, sets={k: hex(v) for k, v in sets.items()})
     assert scans.user == "pacslab-scanner"
     assert sets == {"CapEff": 0, "CapPrm": 0, "CapBnd": 0, "CapAmb": 0}
@@ -483,10 +485,7 @@ def test_the_host_watch_holds_cap_sys_ptrace_alone(running_lab: Lab, infra, evid
     """The Orthanc hosts' watch (roles/orthanc pacslab-hids) reads every process's executable and
     nothing more: its effective, permitted, bounding and ambient sets are CAP_SYS_PTRACE alone,
     and it runs as its own user."""
-    host = infra(_deployed(running_lab, "orthanc")[0])
-    watch = next(p for p in host.process.filter(ppid=1) if p.args.startswith("/usr/bin/python3 /usr/local/lib/pacslab/pacslab_hids.py "))
-    status = dict(line.split(":\t", 1) for line in host.file(f"/proc/{watch.pid}/status").content_string.splitlines() if ":\t" in line)
-    sets = {k: int(status[k], 16) for k in ("CapEff", "CapPrm", "CapBnd", "CapAmb")}
+    watch, sets = capability_sets(infra(_deployed(running_lab, "orthanc")[0]), "/usr/bin/python3 /usr/local/lib/pacslab/pacslab_hids.py ")
     evidence.update(pid=watch.pid, user=watch.user, sets={k: hex(v) for k, v in sets.items()})
     assert watch.user == "pacslab-hids"
     assert sets == {"CapEff": CAP_SYS_PTRACE, "CapPrm": CAP_SYS_PTRACE, "CapBnd": CAP_SYS_PTRACE, "CapAmb": CAP_SYS_PTRACE}

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -19,10 +21,20 @@ from pacslab.topology import REPO_ROOT, load_lab
 from .test_detections import ASSETS, siem
 
 HERE = Path(__file__).parent
-_spec = importlib.util.spec_from_file_location("pacslab_discovery", REPO_ROOT / "roles" / "scanner" / "files" / "pacslab_discovery.py")
-assert _spec and _spec.loader
-program = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(program)
+SCANNER_FILES = REPO_ROOT / "roles" / "scanner" / "files"
+sys.path.insert(0, str(SCANNER_FILES))  # what the programs share (pacslab_scanning.py)
+
+
+def scanner_program(name: str) -> ModuleType:
+    """One of roles/scanner's programs (files/<name>.py), loaded as a module."""
+    spec = importlib.util.spec_from_file_location(name, SCANNER_FILES / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+program = scanner_program("pacslab_discovery")
 
 SCANNER = {"host": "scanner", "zone": "security", "owner": "it-security", "criticality": "medium", "address": "10.77.50.12", "image": "scanner"}
 SCANNER_ASSETS = ASSETS | {"addresses": ASSETS["addresses"] | {"10.77.50.12": SCANNER}}

@@ -200,3 +200,43 @@ def test_the_audit_trail_switch_keeps_only_the_audit_trail_on_the_host(host: str
     assert json.loads(render.expression(host, "log_shipping", tags)) == SHIPPED[host]
     assert json.loads(render.expression(host, "log_shipping", tags, log_shipping_dicom_audit=False)) == [
         t for t in SHIPPED[host] if t != "dicom-audit"]
+
+
+# Written out by hand from each lab's hosts.yml: the deployed hosts of the zones a flow opens to the
+# scanner on any port (F12, F12b: the datacenter and the modalities) and of its own (security),
+# but the scanner; and the TCP ports of their lab_services beyond roles/scanner's scanner_vuln_ports.
+VULNSCAN_HOSTS = {
+    "default": [("mod-ct", "modality", "10.77.30.10"), ("mod-mr", "modality", "10.77.30.11"), ("pacs", "datacenter", "10.77.40.10"),
+                ("ris", "datacenter", "10.77.40.12"), ("sensor", "security", "10.77.50.11"), ("siem", "security", "10.77.50.10"),
+                ("vna", "datacenter", "10.77.40.11")],
+    "alt": [("mod-ct", "modality", "10.66.30.10"), ("mod-mr", "modality", "10.66.30.11"), ("pacs", "datacenter", "10.66.40.10"),
+            ("ris", "datacenter", "10.66.40.12"), ("vna", "datacenter", "10.66.40.11")],
+}
+VULNSCAN_LAB_PORTS = {"default": {6514}, "alt": {2577}}  # the siem's syslog port; the alt RIS's HL7 port
+VULNSCAN_PORTS = {21, 22, 23, 80, 104, 139, 443, 445, 2575, 2762, 3389, 4242, 5900, 8042, 8080, 8443, 11112}
+
+
+def _deployed(path: Path) -> list[str]:
+    """The hosts of a lab's hosts.yml whose lab_state is not planned (playbooks/up.yml's pacslab_deployed)."""
+    found: list[str] = []
+
+    def walk(group: dict[str, Any]) -> None:
+        found.extend(h for h, v in (group.get("hosts") or {}).items() if (v or {}).get("lab_state", "deployed") != "planned")
+        for child in (group.get("children") or {}).values():
+            walk(child or {})
+    walk(yaml.safe_load((path / "hosts.yml").read_text())["all"])
+    return sorted(set(found))
+
+
+def test_the_vulnerability_scans_cover_the_scanners_zones_and_their_hosts_tcp_services(lab: tuple[str, Renderer]) -> None:
+    name, render = lab
+    config = json.loads(render("scanner", "scanner", "vulnscan.json.j2", groups={"pacslab_deployed": _deployed(LABS[name])}))
+    assert [(h["name"], h["zone"], h["address"]) for h in config["hosts"]] == VULNSCAN_HOSTS[name]
+    assert config["ports"] == sorted(VULNSCAN_PORTS | VULNSCAN_LAB_PORTS[name])
+
+
+def test_a_udp_service_is_no_port_of_the_tcp_scan() -> None:
+    render = Renderer(LABS["default"])  # its own: a host variable is set below
+    render.variables.set_host_variable("mod-mr", "lab_services", {"web": "8444/tcp", "syslog": "514/udp", "dicom": 104})
+    config = json.loads(render("scanner", "scanner", "vulnscan.json.j2", groups={"pacslab_deployed": _deployed(LABS["default"])}))
+    assert 8444 in config["ports"] and 514 not in config["ports"] and 0 not in config["ports"]

@@ -6,23 +6,17 @@ The live scans are tests/integration/test_vulnscan.py."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pacslab.topology import REPO_ROOT
-
 from .test_detections import siem
-from .test_discovery import SCANNER_ASSETS
+from .test_discovery import SCANNER_ASSETS, scanner_program
 
 HERE = Path(__file__).parent
-_spec = importlib.util.spec_from_file_location("pacslab_vulnscan", REPO_ROOT / "roles" / "scanner" / "files" / "pacslab_vulnscan.py")
-assert _spec and _spec.loader
-program = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(program)
+program = scanner_program("pacslab_vulnscan")
 
 REPORT = (HERE / "discovery" / "nmap-vulnscan.xml").read_text()
 CONFIG = {"interval": 86400, "first_after": 120, "timeout": 900, "results": "/x", "least_strength": "A", "ports": [22, 443, 8443],
@@ -31,16 +25,31 @@ CONFIG = {"interval": 86400, "first_after": 120, "timeout": 900, "results": "/x"
 
 
 def test_a_report_of_nmap_7_93_gives_each_open_port_with_its_tls_versions_and_grade() -> None:
-    version, found = program.read_report(REPORT)
+    version, found, answered = program.read_report(REPORT)
     assert version == "7.93"
     assert found == {
-        "10.77.30.11": [{"proto": "tcp", "port": 443, "service": "https", "product": None, "version": None,
+        "10.77.30.11": [{"proto": "tcp", "port": 443, "tls": True, "service": "https", "product": None, "version": None,
                          "tls_versions": ["TLSv1.0"], "least_strength": "A"}],
-        "10.77.40.10": [{"proto": "tcp", "port": 22, "service": "ssh", "product": "OpenSSH", "version": "9.2p1 Debian 2+deb12u10",
-                         "tls_versions": [], "least_strength": None},
-                        {"proto": "tcp", "port": 443, "service": "https", "product": None, "version": None,
+        "10.77.40.10": [{"proto": "tcp", "port": 22, "tls": False, "service": "ssh", "product": "OpenSSH",
+                         "version": "9.2p1 Debian 2+deb12u10", "tls_versions": [], "least_strength": None},
+                        {"proto": "tcp", "port": 443, "tls": True, "service": "https", "product": None, "version": None,
                          "tls_versions": ["TLSv1.2", "TLSv1.3"], "least_strength": "A"}],
     }  # the closed ports (22 on the modality, 8443 on both) are in no list
+    assert answered == {"10.77.30.11", "10.77.40.10"}
+
+
+def test_a_host_whose_every_port_was_filtered_did_not_answer() -> None:
+    open_tls = '<state state="open" reason="syn-ack" reason_ttl="0"/><service name="https" tunnel="ssl"'
+    filtered = REPORT.replace('state="closed" reason="conn-refused"', 'state="filtered" reason="no-response"')
+    filtered = filtered.replace(open_tls, open_tls.replace('state="open" reason="syn-ack"', 'state="filtered" reason="no-response"'), 1)
+    assert program.read_report(filtered)[2] == {"10.77.40.10"}  # the modality's ports are all filtered now; the PACS's 22 and 443 open
+
+
+def test_a_tls_port_whose_ciphers_could_not_be_enumerated_is_not_graded() -> None:
+    start = REPORT.index('<script id="ssl-enum-ciphers"')
+    ungraded = REPORT[:start] + REPORT[REPORT.index("</script>", start) + len("</script>"):]  # the modality's port: tunnel="ssl", no script
+    assert program.read_report(ungraded)[1]["10.77.30.11"] == [
+        {"proto": "tcp", "port": 443, "tls": True, "service": "https", "product": None, "version": None, "tls_versions": [], "least_strength": None}]
 
 
 def test_an_unfinished_report_is_refused() -> None:
@@ -48,18 +57,20 @@ def test_an_unfinished_report_is_refused() -> None:
         program.read_report(REPORT.replace(REPORT[REPORT.index("<runstats>"):REPORT.index("</runstats>") + 11], ""))
 
 
-@pytest.mark.parametrize(("versions", "grade", "least", "expected"), [
-    (["TLSv1.2", "TLSv1.3"], "A", "A", []),
-    (["TLSv1.0"], "A", "A", ["tls-below-1.2"]),
-    (["TLSv1.1", "TLSv1.2"], "A", "A", ["tls-below-1.2"]),
-    (["SSLv3"], "F", "A", ["tls-below-1.2", "weak-cipher"]),
-    (["TLSv1.2"], "C", "A", ["weak-cipher"]),
-    (["TLSv1.2"], "C", "C", []),
-    ([], None, "A", []),  # no TLS: nothing to judge here
+@pytest.mark.parametrize(("tls", "versions", "grade", "least", "expected"), [
+    (True, ["TLSv1.2", "TLSv1.3"], "A", "A", []),
+    (True, ["TLSv1.0"], "A", "A", ["tls-below-1.2"]),
+    (True, ["TLSv1.1", "TLSv1.2"], "A", "A", ["tls-below-1.2"]),
+    (True, ["SSLv3"], "F", "A", ["tls-below-1.2", "weak-cipher"]),
+    (True, ["TLSv1.2"], "C", "A", ["weak-cipher"]),
+    (True, ["TLSv1.2"], "C", "C", []),
+    (True, [], None, "A", ["tls-not-graded"]),  # TLS, and no version or grade came back
+    (True, ["TLSv1.2"], "unknown", "A", ["tls-not-graded"]),
+    (False, [], None, "A", []),  # no TLS: nothing to judge here
 ])
-def test_each_open_port_is_judged_by_its_tls_versions_and_its_weakest_suite(versions: list[str], grade: str | None, least: str,
+def test_each_open_port_is_judged_by_its_tls_versions_and_its_weakest_suite(tls: bool, versions: list[str], grade: str | None, least: str,
                                                                            expected: list[str]) -> None:
-    assert program.findings({"tls_versions": versions, "least_strength": grade}, least) == expected
+    assert program.findings({"tls": tls, "tls_versions": versions, "least_strength": grade}, least) == expected
 
 
 def test_a_scan_writes_each_open_port_each_finding_and_each_zones_end(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -73,7 +84,8 @@ def test_a_scan_writes_each_open_port_each_finding_and_each_zones_end(monkeypatc
         ("vuln-scan-finished", None, None, None),
         ("vuln-scan-finished", None, None, None),
     ]
-    assert [(ln["zone"], ln["hosts"]) for ln in lines[-2:]] == [("datacenter", ["pacs"]), ("modality", ["mod-mr"])]
+    assert [(ln["zone"], ln["hosts"], ln["answered"]) for ln in lines[-2:]] == [("datacenter", ["pacs"], ["pacs"]),
+                                                                             ("modality", ["mod-mr"], ["mod-mr"])]
     assert {k: lines[3][k] for k in ("scan", "zone", "address", "tls_versions", "least_strength")} == {
         "scan": 7, "zone": "modality", "address": "10.77.30.11", "tls_versions": ["TLSv1.0"], "least_strength": "A"}
 
@@ -132,3 +144,26 @@ def test_the_scans_lines_from_another_host_are_forged() -> None:
     line = {"event": "vuln-finding", "address": "10.77.30.11", "port": 443, "finding": "tls-below-1.2"}
     event = siem.normalise(_record(line, peer="10.77.70.10"), SCANNER_ASSETS)  # the bastion: a vendor's `logger -t vulnscan`
     assert (event["event_type"], event["src_ip"]) == ("forged-source", None)
+
+
+@pytest.mark.parametrize(("argv", "timeout", "error"), [
+    (["sh", "-c", "echo 'Failed to resolve' >&2; exit 1"], 10, "nmap exited 1: Failed to resolve"),
+    (["sh", "-c", "echo '<nmaprun'"], 10, "nmap's report could not be read"),
+    (["sleep", "5"], 0.2, "nmap did not finish within 0.2 s"),
+    (["/nonexistent/nmap"], 10, "nmap could not start"),
+])
+def test_the_shared_nmap_run_says_why_it_failed(argv: list[str], timeout: float, error: str) -> None:
+    """pacslab_scanning.run_nmap (both scanner programs' import of it), with a stand-in for nmap."""
+    with pytest.raises(RuntimeError, match=error.replace(".", r"\.")):
+        program.run_nmap(argv, program.read_report, timeout)
+
+
+def test_one_scan_writes_its_lines_and_prints_its_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    monkeypatch.setattr(program, "scan", lambda hosts, ports, timeout: program.read_report(REPORT))
+    path = tmp_path / "vulnscan.json"
+    path.write_text(json.dumps(CONFIG | {"results": str(tmp_path / "report.json")}))
+    assert program.main([str(path), "--once", "--host", "mod-mr"]) == 0
+    lines = [json.loads(ln) for ln in (tmp_path / "report.json").read_text().splitlines()]
+    assert [(ln["event"], ln.get("host"), ln.get("finding")) for ln in lines] == [
+        ("vuln-service", "mod-mr", None), ("vuln-finding", "mod-mr", "tls-below-1.2"), ("vuln-scan-finished", None, None)]
+    assert capsys.readouterr().out.strip() == str(lines[0]["scan"])

@@ -30,19 +30,16 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
-import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, "/usr/local/lib/pacslab")  # roles/scanner installs pacslab_scanning.py there
+from pacslab_scanning import run_nmap, stamp  # noqa: E402
+
 NMAP = ["nmap", "--privileged", "-sn", "-n", "-PE", "--max-retries", "1", "-oX", "-", "-iL", "-"]
-
-
-def stamp() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def targets(zones: list[dict[str, Any]]) -> list[str]:
@@ -72,16 +69,7 @@ def read_report(xml: str) -> tuple[str, list[dict[str, Any]]]:
 
 def sweep(zones: list[dict[str, Any]], timeout: float) -> tuple[str, list[dict[str, Any]]]:
     """One nmap run over every zone's targets; raises RuntimeError with nmap's word when it fails."""
-    try:
-        proc = subprocess.run(NMAP, input="\n".join(targets(zones)) + "\n", capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise RuntimeError(f"nmap did not finish within {timeout:g} s") from exc
-    if proc.returncode != 0:
-        raise RuntimeError(f"nmap exited {proc.returncode}: {proc.stderr.strip()[-300:]}")
-    try:
-        return read_report(proc.stdout)
-    except (ET.ParseError, ValueError) as exc:
-        raise RuntimeError(f"nmap's report could not be read: {exc}") from exc
+    return run_nmap(NMAP, read_report, timeout, stdin="\n".join(targets(zones)) + "\n")
 
 
 def round_lines(round_id: int, zones: list[dict[str, Any]], timeout: float) -> list[dict[str, Any]]:
