@@ -549,7 +549,7 @@ def _discovery(msg: str) -> dict[str, Any]:
 # The scanner's vulnerability scans (roles/scanner pacslab-vulnscan, shipped as vulnscan), from a
 # host of the scanner's image only: each open port of a scanned host (vuln-service, the service's
 # name as the outcome), each weakness of one (vuln-finding, the finding as the outcome:
-# tls-below-1.2, weak-cipher), each with the scanned host's address as src_ip (the event is about
+# tls-below-1.2, weak-cipher, tls-not-graded), each with the scanned host's address as src_ip (the event is about
 # it: the siem adds its host and zone) and the port as dst_port; and each zone's end of a scan
 # (vuln-scan, "finished" with the hosts in the message, or "failed" with nmap's word). The time is
 # the scanner's.
