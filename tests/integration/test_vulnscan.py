@@ -43,17 +43,21 @@ def weak_target(lab: Lab) -> Host:
     return found[-1]
 
 
+def report(lab: Lab) -> list[dict[str, Any]]:
+    """The scans' report on the scanner, line by line (what pacslab-vulnscan wrote; the siem's copy
+    may have been rewound since: `pacslab reset` puts the siem back to its state after the first up)."""
+    return [json.loads(line) for line in im.exec_in(lab, scanning(lab).name, "cat", REPORT).splitlines()]
+
+
 def scanned_within_a_day(lab: Lab) -> dict[str, dict[str, str]]:
-    """What the scans of the last 24 hours reached, as the siem holds their ends: {zone: {host that
-    answered on some port, open or closed: the time its newest scan there ended}}."""
+    """What the scans of the last 24 hours reached, as their ends in the report say: {zone: {host
+    that answered on some port, open or closed: the time its newest scan there ended}}."""
     day_ago = (datetime.now(UTC) - timedelta(hours=24)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     covered: dict[str, dict[str, str]] = {}
-    for e in siem_json(lab, "events", "--contains", '"event": "vuln-scan-finished"'):
-        if e["source"] == "vulnscan" and e["event_type"] == "vuln-scan" and e["outcome"] == "finished":
-            line = json.loads(e["message"])
-            if line["time"] > day_ago:
-                for host in line["answered"]:
-                    covered.setdefault(line["zone"], {})[host] = max(line["time"], covered.get(line["zone"], {}).get(host, ""))
+    for line in report(lab):
+        if line["event"] == "vuln-scan-finished" and line["time"] > day_ago:
+            for host in line["answered"]:
+                covered.setdefault(line["zone"], {})[host] = max(line["time"], covered.get(line["zone"], {}).get(host, ""))
     return covered
 
 
@@ -62,7 +66,8 @@ def test_every_zone_the_scanner_reaches_has_a_scan_less_than_a_day_old_with_each
     """The scans of the last 24 hours (the daily one, its first two minutes after the program
     starts) reached each zone the sweeps cover (the scanner's own and each a flow opens to it on
     any port) and in each every deployed host of the lab definition but the scanner itself: each
-    answered on some port. A zone no flow opens to the scanner has no scan."""
+    answered on some port. A zone no flow opens to the scanner has no scan. The scanner's report
+    is read: that its lines reach the siem is the next check's."""
     lab = running_lab
     me = scanning(lab)
     zones = swept_zones(lab)
@@ -93,48 +98,56 @@ def planted(running_lab: Lab) -> Iterator[Host]:
         hostwatch.end(lab, host.name, pid)
 
 
-def scan_now(lab: Lab, *hosts: str) -> tuple[int, str, str]:
+def scan_now(lab: Lab, *hosts: str) -> tuple[int, str, str, list[dict[str, Any]]]:
     """One scan of ``hosts`` by the scanner's program, as its user (what its daily pass runs), once
     SETTLED seconds have passed since the last scan ended: (its scan id, its start and end times
-    as the report gives them). The program waits for a scan running meanwhile (flock)."""
+    as the report gives them, its lines in the report). The program waits for a scan running
+    meanwhile (flock)."""
     scanner_host = scanning(lab).name
-    ends = [json.loads(line) for line in im.exec_in(lab, scanner_host, "tail", "-n", "200", REPORT).splitlines()]
-    last = max((e["time"] for e in ends if e["event"] == "vuln-scan-finished"), default=None)
+    last = max((e["time"] for e in report(lab) if e["event"] == "vuln-scan-finished"), default=None)
     if last:
         since = (datetime.now(UTC) - datetime.fromisoformat(last.replace("Z", "+00:00"))).total_seconds()
         time.sleep(max(0.0, SETTLED - since))
     scan = int(im.exec_in(lab, scanner_host, "runuser", "-u", SCANNER_USER, "--", PROGRAM, CONFIG, "--once",
                           *(a for h in hosts for a in ("--host", h)), timeout=600).strip())
-    ends = [json.loads(line) for line in im.exec_in(lab, scanner_host, "tail", "-n", "200", REPORT).splitlines()]
-    mine = [e for e in ends if e["event"] == "vuln-scan-finished" and e["scan"] == scan]
-    return scan, str(mine[0]["started"]), str(mine[0]["time"])
+    mine = [e for e in report(lab) if e["scan"] == scan]
+    end = next(e for e in mine if e["event"] == "vuln-scan-finished")
+    return scan, str(end["started"]), str(end["time"]), mine
 
 
 @pytest.mark.control("C-RSK-02")
 def test_a_planted_tls_1_0_server_is_flagged_and_the_pacs_is_not(running_lab: Lab, planted: Host, evidence) -> None:
     """A scan of the weak target and the PACS: the target's port is reported with TLS 1.0 as the
-    only version, its tls-below-1.2 finding raises weak-tls-service (medium) about its address and
-    port, in the target's case; the PACS's web and DICOM ports are reported with TLS 1.2 and 1.3,
-    every suite graded A, and the PACS has no finding in that scan. The sensor, which sees the
-    scan cross the fw, alerts on the target's TLS 1.0 ServerHello (sid 9000012, about the target)
-    and on nothing the scanner sent (sids 9000011 and 9000021 are suppressed for it, roles/sensor;
-    a modality offering TLS 1.1 still raises ids-weak-tls: test_sensor.py)."""
+    only version and the finding tls-below-1.2; the PACS answered, its web and DICOM ports are
+    reported with TLS 1.2 and 1.3, every suite graded A, and it has no finding in that scan (the
+    scanner's report). Every line of the scan reaches the siem, and the target's finding raises
+    weak-tls-service (medium) about its address and port, in the target's case. The sensor, which
+    sees the scan cross the fw, alerts on the target's TLS 1.0 ServerHello (sid 9000012, about the
+    target) and on nothing the scanner sent (sids 9000011 and 9000021 are suppressed for it,
+    roles/sensor; a modality offering TLS 1.1 still raises ids-weak-tls: test_sensor.py)."""
     lab = running_lab
     pacs, me = pacs_of(lab), scanning(lab)
-    scan, started, ended = scan_now(lab, planted.name, pacs.name)
+    scan, started, ended, written = scan_now(lab, planted.name, pacs.name)
+    answered = sorted(h for e in written if e["event"] == "vuln-scan-finished" for h in e["answered"])
+    weak = [(e["port"], e["finding"], e["tls_versions"]) for e in written if e["event"] == "vuln-finding" and e["host"] == planted.name]
+    pacs_ports = {e["port"]: (e["tls_versions"], e["least_strength"]) for e in written if e["event"] == "vuln-service" and e["host"] == pacs.name}
+    pacs_findings = [e for e in written if e["event"] == "vuln-finding" and e["host"] == pacs.name]
+    evidence.update(scan=scan, answered=answered, weak=weak, pacs_ports=pacs_ports, pacs_findings=pacs_findings)
+    assert answered == sorted([planted.name, pacs.name]), f"scan {scan}: the hosts that answered on some port"
+    assert weak == [(WEAK_PORT, "tls-below-1.2", ["TLSv1.0"])]
+    assert {p: pacs_ports.get(p) for p in (443, 2762)} == {443: (["TLSv1.2", "TLSv1.3"], "A"), 2762: (["TLSv1.2", "TLSv1.3"], "A")}
+    assert pacs_findings == []
 
-    def scanned() -> list[dict[str, Any]]:  # the siem's events of this scan, once its end has arrived
-        found = siem_json(lab, "events", "--contains", f'"scan": {scan},')
-        return found if any(e["event_type"] == "vuln-scan" for e in found) else []
-    mine = wait_for("the scan's lines", scanned)
-    lines = {e["id"]: json.loads(e["message"]) for e in mine}
+    def shipped() -> list[dict[str, Any]]:  # the siem's events of this scan, once all its lines have arrived
+        found = [e for e in siem_json(lab, "events", "--contains", f'"scan": {scan},') if e["source"] == "vulnscan"]
+        evidence["siem_lines"] = sorted(json.loads(e["message"])["event"] + " " + str(e["src_ip"]) for e in found)
+        return found if len(found) >= len(written) else []
+    mine = wait_for(f"all {len(written)} lines of scan {scan} in the siem", shipped)
+    assert sorted(json.loads(e["message"])["event"] for e in mine) == sorted(e["event"] for e in written)
     finding = [e for e in mine if e["event_type"] == "vuln-finding" and e["src_ip"] == str(planted.address)]
     alert = wait_for("weak-tls-service", lambda: [a for a in siem_json(lab, "alerts")
                                                   if a["rule"] == "weak-tls-service" and {e["id"] for e in finding} & set(a["events"])])[0]
     cases = {c["id"]: c for c in siem_json(lab, "cases")}
-    pacs_ports = {ln["port"]: (ln["tls_versions"], ln["least_strength"]) for ln in lines.values()
-                  if ln["event"] == "vuln-service" and ln["host"] == pacs.name}
-    pacs_findings = [ln for ln in lines.values() if ln["event"] == "vuln-finding" and ln["host"] == pacs.name]
 
     def ids_alerts(contains: str) -> list[dict[str, Any]]:  # the sensor's alerts (EVE, compact JSON) during the scan
         return [e for e in siem_json(lab, "events", "--contains", contains)
@@ -142,13 +155,8 @@ def test_a_planted_tls_1_0_server_is_flagged_and_the_pacs_is_not(running_lab: La
     from_target = wait_for("the sensor's alert on the TLS 1.0 ServerHello", lambda: [
         e for e in ids_alerts('"signature_id":9000012') if e["src_ip"] == str(planted.address)])
     from_scanner = [e for e in ids_alerts(f'"src_ip":"{me.address}"') if e["src_ip"] == str(me.address)]  # not a flow's to the scanner
-    evidence.update(scan=scan, finding=[lines[e["id"]] for e in finding], alert=alert, pacs_ports=pacs_ports, ids_from_scanner=from_scanner,
-                    ids_from_target=len(from_target))
-    assert [(lines[e["id"]]["port"], lines[e["id"]]["finding"], lines[e["id"]]["tls_versions"]) for e in finding] == [
-        (WEAK_PORT, "tls-below-1.2", ["TLSv1.0"])]
+    evidence.update(alert=alert, ids_from_scanner=from_scanner, ids_from_target=len(from_target))
     assert (alert["severity"], alert["entities"]) == ("medium", {"src_ip": str(planted.address), "dst_port": str(WEAK_PORT),
                                                                  "outcome": "tls-below-1.2"})
     assert cases[alert["case"]]["host"] == planted.name
-    assert {p: pacs_ports.get(p) for p in (443, 2762)} == {443: (["TLSv1.2", "TLSv1.3"], "A"), 2762: (["TLSv1.2", "TLSv1.3"], "A")}
-    assert pacs_findings == []
     assert from_target and from_scanner == []
