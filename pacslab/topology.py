@@ -90,6 +90,17 @@ FLOW_KEYS = {"id", "from", "to", "proto", "ports", "purpose", "csf", "service"}
 # would give its hosts another lab than the rest.
 LAB_WIDE_KEYS = ("lab_name", "lab_prefix", "lab_bridge_prefix", "lab_address_space", "lab_zones", "lab_flows", "lab_waivers",
                  "lab_people", "lab_service_accounts")
+# Role variables that were removed: a lab definition that still sets one is refused, not ignored
+# (its value would change nothing). Each names what took its place: one value every role reads.
+RETIRED_VARS = {
+    "orthanc_hids_events": "removed: the host watch's event file is the playbooks' pacslab_hids_events "
+                           "(playbooks/group_vars/all/monitoring.yml), which log_shipping and log_rotation read too",
+    "orthanc_hids_user": "removed: the host watch's user is the playbooks' pacslab_hids_user (playbooks/group_vars/all/monitoring.yml)",
+    "maintenance_sudo_log": "removed: sudo's log is the playbooks' pacslab_sudo_log (playbooks/group_vars/all/maintenance.yml), "
+                            "which log_shipping and log_rotation read too",
+    "ris_hl7_record": "removed: the HL7 record is the playbooks' pacslab_hl7_record (playbooks/group_vars/all/monitoring.yml), "
+                      "which log_shipping and log_rotation read too",
+}
 # Variables Ansible adds to every host (magic variables): not part of the definition.
 MAGIC_VARS = {"group_names", "groups", "inventory_dir", "inventory_file", "inventory_hostname", "inventory_hostname_short", "playbook_dir"}
 VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -374,8 +385,13 @@ def load_lab(path: str | Path) -> Lab:
     except Exception as exc:  # AnsibleError and what its plugins raise: refuse, never crash
         raise LabDefinitionError([Problem(reader.rel(inventory), "(inventory)", f"Ansible cannot read the inventory: {exc}")]) from exc
     where = _Origins(reader, root, inventory, membership, origins)
+    retired: set[tuple[Path, str]] = set()  # one refusal per place, not one per host it reaches
     for hname in hosts_raw:
         hv = resolved.get(hname, {})
+        for key in sorted(RETIRED_VARS.keys() & hv.keys()):
+            if (place := where.of(hname, key)) not in retired:
+                retired.add(place)
+                reader.fail(*place, RETIRED_VARS[key])
         for key in LAB_WIDE_KEYS:
             if key in hv and hv[key] != lab_vars.get(key):
                 file, keypath = where.of(hname, key)

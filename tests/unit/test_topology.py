@@ -296,6 +296,24 @@ def test_a_lab_wide_key_set_for_one_group_is_refused(lab_copy: Path) -> None:
     assert all(p.file.endswith("group_vars/modalities.yml") and "group_vars/all only" in p.reason for p in err.value.problems)
 
 
+@pytest.mark.parametrize(("place", "text", "key", "instead"), [
+    ("host_vars/pacs.yml", "\northanc_hids_events: /var/log/elsewhere.json\n", "pacs.orthanc_hids_events", "pacslab_hids_events"),
+    ("host_vars/pacs.yml", "\northanc_hids_user: watcher\n", "pacs.orthanc_hids_user", "pacslab_hids_user"),
+    ("group_vars/all/old.yml", "---\nmaintenance_sudo_log: /var/log/sudo-elsewhere.log\n", "maintenance_sudo_log", "pacslab_sudo_log"),
+    ("group_vars/ris_servers.yml", "---\nris_hl7_record: /tmp/hl7.json\n", "ris_hl7_record", "pacslab_hl7_record"),
+])
+def test_a_removed_role_variable_is_refused_naming_what_replaced_it(lab_copy: Path, place: str, text: str, key: str, instead: str) -> None:
+    """A lab definition written for an older pacslab that still sets a removed variable is refused
+    once per place that sets it (not once per host it reaches), naming the playbooks' variable
+    that replaced it: left alone it would change nothing, silently."""
+    _append(lab_copy / place, text)
+    with pytest.raises(LabDefinitionError) as err:
+        load_lab(lab_copy)
+    [problem] = err.value.problems
+    assert problem.file.endswith(place) and problem.key == key
+    assert problem.reason.startswith("removed: ") and f"the playbooks' {instead} (playbooks/group_vars/all/" in problem.reason
+
+
 def test_a_port_typed_beside_a_peer_is_refused(lab_copy: Path) -> None:
     """Ports come from the peer's lab_services: a second copy could disagree with the flow matrix."""
     text = (lab_copy / "host_vars" / "mod-ct.yml").read_text().replace("{name: pacs, host: pacs}", "{name: pacs, host: pacs, port: 2762}")
