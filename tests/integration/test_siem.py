@@ -15,6 +15,7 @@ import json
 import secrets
 import time
 import zoneinfo
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from io import BytesIO
 from typing import Any
@@ -524,6 +525,53 @@ def test_an_object_stored_before_its_signature_was_known_is_found_by_the_rescan_
     assert (alert["severity"], alert["entities"]) == ("high", {"host": pacs.name, "calling_ae": str(station.ae_title)})
     assert stored_after_rescan == [carrying_study]
     assert twin_events == []
+
+
+@pytest.mark.control("C-DET-02")
+def test_a_rescan_waits_for_a_restarting_clamd_and_ends_incomplete_when_it_stays_away(running_lab: Lab, evidence) -> None:
+    """A rescan of the PACS started while its clamd is stopped, clamd started again 5 s later (what
+    a converge that changed the signatures does): the pass waits for it and is complete, with no
+    malware-rescan-failed event. The twin: clamd stopped for the whole pass, which ends incomplete
+    after orthanc_malware_rescan_patience seconds, with one malware-rescan-failed event saying
+    clamd did not answer, and that event raises dicom-security-alert (medium) about the PACS."""
+    lab = running_lab
+    pacs = pacs_of(lab)
+    patience = int(role_var(lab, pacs.name, "orthanc", "orthanc_malware_rescan_patience"))
+
+    def rescan_with_clamd_away(seconds: float | None) -> tuple[dict[str, Any], list[dict[str, Any]], float]:
+        """A rescan with clamd stopped, started again ``seconds`` into the pass (None: after it):
+        its answer, the plugin's events of the pass, its seconds."""
+        since = im.orthanc_event_count(lab, pacs.name)
+        im.exec_in(lab, pacs.name, "supervisorctl", "stop", "clamd")
+        started = time.monotonic()
+        try:
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                answer = pool.submit(im.orthanc, lab, pacs.name, "/pacslab/rescan", "POST", "")
+                if seconds is not None:
+                    time.sleep(seconds)
+                    im.exec_in(lab, pacs.name, "supervisorctl", "start", "clamd")
+                result = answer.result()
+        finally:
+            im.exec_in(lab, pacs.name, "sh", "-c", "supervisorctl status clamd >/dev/null || supervisorctl start clamd")
+        took = time.monotonic() - started
+        return result, [e for e in im.orthanc_events(lab, pacs.name, since) if e["event"].startswith("malware-")], took
+
+    waited, waited_events, _ = rescan_with_clamd_away(5)
+    away, away_events, away_took = rescan_with_clamd_away(None)
+    [failed] = [e for e in away_events if e["event"] == "malware-rescan-failed"]
+    shipped = wait_for("the failed rescan in the siem", lambda: [
+        e for e in siem_json(lab, "events", "--contains", "malware-rescan-failed")
+        if e["host"] == pacs.name and json.loads(e["message"]) == failed])[0]
+    alert = wait_for("dicom-security-alert", lambda: [a for a in siem_json(lab, "alerts")
+                                                      if a["rule"] == "dicom-security-alert" and shipped["id"] in a["events"]])[0]
+    evidence.update(waited={k: waited[k] for k in ("scanned", "failed", "complete")}, waited_events=[e["event"] for e in waited_events],
+                    away={k: away[k] for k in ("scanned", "complete")}, away_seconds=round(away_took, 1), failed=failed, alert=alert)
+    assert waited["complete"] and waited["scanned"] > 0 and waited["failed"] == []
+    assert [e["event"] for e in waited_events] == ["malware-rescanned"]
+    assert (away["complete"], away["scanned"]) == (False, 0)
+    assert [e["event"] for e in away_events] == ["malware-rescan-failed", "malware-rescanned"]
+    assert failed["error"].startswith(f"clamd did not answer for {patience} s: ")
+    assert (alert["severity"], alert["entities"]["host"]) == ("medium", pacs.name)
 
 
 @pytest.mark.control("C-PRT-01")

@@ -72,6 +72,7 @@ ROLES_HEADER = CONFIG.get("PacslabRolesHeader", "X-Pacslab-Roles").lower()
 AUDIT_LOG = CONFIG.get("PacslabAuditLog", "")
 MALWARE_SCAN = CONFIG.get("PacslabMalwareScan", "")  # clamd's local socket, or "" for no scan
 RESCAN_EVERY = int(CONFIG.get("PacslabMalwareRescanEvery", 0))  # seconds between two rescans of what is stored, 0: on request only
+RESCAN_PATIENCE = int(CONFIG.get("PacslabMalwareRescanPatience", 0))  # seconds a rescan waits for a clamd that does not answer
 _audit_lock = threading.Lock()
 
 sys.path.insert(0, os.path.dirname(CONFIG.get("PythonScript", "/etc/pacslab/orthanc/pacslab_orthanc.py")))
@@ -702,7 +703,9 @@ def rescan_all(wait=True):
     image, and warning whoever read it (the audit trail names them), is the responder's call. A
     clamd that cannot be reached ends the pass with one "malware-rescan-failed" event. The pass
     ends with a "malware-rescanned" event {scanned, found, failed, complete}, written after every
-    other event of the pass. One pass at a time: with ``wait`` false, None at once while another
+    other event of the pass. A clamd that does not answer is asked again every 2 s for
+    PacslabMalwareRescanPatience seconds (a converge that changed the signatures restarts it)
+    before the pass ends that way. One pass at a time: with ``wait`` false, None at once while another
     runs. Answers {"scanned": n, "found": [instance ids], "failed": [instance ids], "complete":
     bool}; where the scan is off, nothing is scanned and "complete" is false."""
     if not _rescan_lock.acquire(blocking=wait):
@@ -718,8 +721,12 @@ def rescan_all(wait=True):
                     event("malware-rescan-failed", instance=instance_id, error=f"the stored file could not be read: {exc}")
                 continue  # else deleted since the list was read
             status, detail = clamd_verdict(data)
+            patience = time.monotonic() + RESCAN_PATIENCE
+            while status == "UNREACHABLE" and time.monotonic() < patience:
+                time.sleep(2)
+                status, detail = clamd_verdict(data)
             if status == "UNREACHABLE":
-                event("malware-rescan-failed", error=detail, scanned=scanned)
+                event("malware-rescan-failed", error=f"clamd did not answer for {RESCAN_PATIENCE} s: {detail}", scanned=scanned)
                 complete = False
                 break
             scanned += 1
