@@ -91,15 +91,15 @@ FLOW_KEYS = {"id", "from", "to", "proto", "ports", "purpose", "csf", "service"}
 LAB_WIDE_KEYS = ("lab_name", "lab_prefix", "lab_bridge_prefix", "lab_address_space", "lab_zones", "lab_flows", "lab_waivers",
                  "lab_people", "lab_service_accounts")
 # Role variables that were removed: a lab definition that still sets one is refused, not ignored
-# (its value would change nothing). Each names what took its place: one value every role reads.
+# (its value would change nothing). Each names what took its place: one value every role reads,
+# set for every lab in the playbooks' group_vars/all (which Ansible ranks above a lab's own
+# group_vars/all: a lab that must move the file sets it in a group's group_vars or in host_vars).
+_RETIRED = "removed, delete it: every role that reads {what} now reads the playbooks' {var} (playbooks/group_vars/all/{file})"
 RETIRED_VARS = {
-    "orthanc_hids_events": "removed: the host watch's event file is the playbooks' pacslab_hids_events "
-                           "(playbooks/group_vars/all/monitoring.yml), which log_shipping and log_rotation read too",
-    "orthanc_hids_user": "removed: the host watch's user is the playbooks' pacslab_hids_user (playbooks/group_vars/all/monitoring.yml)",
-    "maintenance_sudo_log": "removed: sudo's log is the playbooks' pacslab_sudo_log (playbooks/group_vars/all/maintenance.yml), "
-                            "which log_shipping and log_rotation read too",
-    "ris_hl7_record": "removed: the HL7 record is the playbooks' pacslab_hl7_record (playbooks/group_vars/all/monitoring.yml), "
-                      "which log_shipping and log_rotation read too",
+    "orthanc_hids_events": _RETIRED.format(what="the host watch's event file", var="pacslab_hids_events", file="monitoring.yml"),
+    "orthanc_hids_user": _RETIRED.format(what="the host watch's user", var="pacslab_hids_user", file="monitoring.yml"),
+    "maintenance_sudo_log": _RETIRED.format(what="sudo's log", var="pacslab_sudo_log", file="maintenance.yml"),
+    "ris_hl7_record": _RETIRED.format(what="the HL7 record", var="pacslab_hl7_record", file="monitoring.yml"),
 }
 # Variables Ansible adds to every host (magic variables): not part of the definition.
 MAGIC_VARS = {"group_names", "groups", "inventory_dir", "inventory_file", "inventory_hostname", "inventory_hostname_short", "playbook_dir"}

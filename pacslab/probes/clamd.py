@@ -2,7 +2,7 @@
 signatures, C-DET-02), as a feed would bring one: a database file of its own beside the lab's
 (pacslab.ndb, which the role writes) and clamd told to reload. The integration check of the
 archive's rescan (tests/integration/test_siem.py) and the benchmark (bench/detection_latency.py
---only archive-rescan) use it.
+--only archive-rescan) use it; ``started`` brings clamd back after a check stopped it.
 
 A signature is ClamAV's extended format (signatures(5), .ndb): ``name:0:*:hex``, the bytes
 matched anywhere in any file; clamd reports it as ``<name>.UNOFFICIAL``.
@@ -31,6 +31,28 @@ for _ in range(120):
         break
 print(verdict)
 """
+
+
+# Run as root: clamd (argv[1] its socket) asked every half second, for at most a minute, until it answers PING.
+PINGED = """\
+import sys, time
+from clamav_client.clamd import ClamdUnixSocket
+for _ in range(120):
+    try:
+        ClamdUnixSocket(path=sys.argv[1], timeout=5).ping()
+        break
+    except Exception:
+        time.sleep(0.5)
+else:
+    sys.exit("clamd did not answer PING within a minute")
+"""
+
+
+def started(lab: Lab, host: str) -> None:
+    """``host``'s clamd started again where it is stopped (supervisor), returned once it answers;
+    RuntimeError when it does not within a minute."""
+    exec_in(lab, host, "sh", "-c", "supervisorctl status clamd >/dev/null || supervisorctl start clamd || true")
+    exec_in(lab, host, "python3", "-c", PINGED, str(role_var(lab, host, "orthanc", "orthanc_clamd_socket")), timeout=90)
 
 
 def _reloaded(lab: Lab, host: str, probe_hex: str, verdict: str) -> None:

@@ -88,16 +88,17 @@ def curl_user(lab: Lab, host: str) -> str:
     return f'user = "{ADMIN}:{admin_password(lab, host)}"\n'
 
 
-def orthanc(lab: Lab, host: str, path: str, method: str = "GET", body: str | None = None, raw: bool = False) -> Any:
-    """Orthanc REST through its HTTPS front, from inside the host (loopback, the lab root as trust);
-    credentials go to curl on stdin."""
+def orthanc(lab: Lab, host: str, path: str, method: str = "GET", body: str | None = None, raw: bool = False,
+            max_time: int = 60) -> Any:
+    """Orthanc REST through its HTTPS front, from inside the host (loopback, the lab root as trust),
+    answered within ``max_time`` seconds; credentials go to curl on stdin."""
     argv = [
-        "curl", "-s", "--max-time", "60", "--cacert", "/etc/pacslab/tls/root.pem", "--resolve", f"{host}:443:127.0.0.1",
+        "curl", "-s", "--max-time", str(max_time), "--cacert", "/etc/pacslab/tls/root.pem", "--resolve", f"{host}:443:127.0.0.1",
         "-K", "-", "-X", method, f"https://{host}{path}",
     ]
     if body is not None:
         argv += ["--data-binary", body]
-    out = exec_in(lab, host, *argv, timeout=90, input=curl_user(lab, host))
+    out = exec_in(lab, host, *argv, timeout=max_time + 30, input=curl_user(lab, host))
     return out if raw else json.loads(out)
 
 

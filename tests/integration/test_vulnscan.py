@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -44,9 +45,11 @@ def weak_target(lab: Lab) -> Host:
 
 
 def report(lab: Lab) -> list[dict[str, Any]]:
-    """The scans' report on the scanner, line by line (what pacslab-vulnscan wrote; the siem's copy
-    may have been rewound since: `pacslab reset` puts the siem back to its state after the first up)."""
-    return [json.loads(line) for line in im.exec_in(lab, scanning(lab).name, "cat", REPORT).splitlines()]
+    """The scans' report on the scanner, line by line, the renamed file a rotation left first (what
+    pacslab-vulnscan wrote; the siem's copy may have been rewound since: `pacslab reset` puts the
+    siem back to its state after the first up)."""
+    text = im.exec_in(lab, scanning(lab).name, "sh", "-c", 'cat -- "$1.1" "$1" 2>/dev/null || true', "sh", REPORT)
+    return [json.loads(line) for line in text.splitlines()]
 
 
 def scanned_within_a_day(lab: Lab) -> dict[str, dict[str, str]]:
@@ -111,8 +114,9 @@ def scan_now(lab: Lab, *hosts: str) -> tuple[int, str, str, list[dict[str, Any]]
     scan = int(im.exec_in(lab, scanner_host, "runuser", "-u", SCANNER_USER, "--", PROGRAM, CONFIG, "--once",
                           *(a for h in hosts for a in ("--host", h)), timeout=600).strip())
     mine = [e for e in report(lab) if e["scan"] == scan]
-    end = next(e for e in mine if e["event"] == "vuln-scan-finished")
-    return scan, str(end["started"]), str(end["time"]), mine
+    ends = [e for e in mine if e["event"] == "vuln-scan-finished"]
+    assert ends, f"scan {scan}: no end in the report (its lines: {mine})"
+    return scan, str(ends[0]["started"]), str(ends[0]["time"]), mine
 
 
 @pytest.mark.control("C-RSK-02")
@@ -138,12 +142,15 @@ def test_a_planted_tls_1_0_server_is_flagged_and_the_pacs_is_not(running_lab: La
     assert {p: pacs_ports.get(p) for p in (443, 2762)} == {443: (["TLSv1.2", "TLSv1.3"], "A"), 2762: (["TLSv1.2", "TLSv1.3"], "A")}
     assert pacs_findings == []
 
-    def shipped() -> list[dict[str, Any]]:  # the siem's events of this scan, once all its lines have arrived
+    def as_written(line: dict[str, Any]) -> str:
+        return json.dumps(line, sort_keys=True)
+
+    def shipped() -> list[dict[str, Any]]:  # the siem's events of this scan, once every line written has arrived
         found = [e for e in siem_json(lab, "events", "--contains", f'"scan": {scan},') if e["source"] == "vulnscan"]
-        evidence["siem_lines"] = sorted(json.loads(e["message"])["event"] + " " + str(e["src_ip"]) for e in found)
-        return found if len(found) >= len(written) else []
+        evidence["siem_lacks"] = sorted((Counter(map(as_written, written)) - Counter(as_written(json.loads(e["message"])) for e in found)).elements())
+        return [] if evidence["siem_lacks"] else found
     mine = wait_for(f"all {len(written)} lines of scan {scan} in the siem", shipped)
-    assert sorted(json.loads(e["message"])["event"] for e in mine) == sorted(e["event"] for e in written)
+    assert sorted(as_written(json.loads(e["message"])) for e in mine) == sorted(map(as_written, written))  # each once, nothing else
     finding = [e for e in mine if e["event_type"] == "vuln-finding" and e["src_ip"] == str(planted.address)]
     alert = wait_for("weak-tls-service", lambda: [a for a in siem_json(lab, "alerts")
                                                   if a["rule"] == "weak-tls-service" and {e["id"] for e in finding} & set(a["events"])])[0]

@@ -311,7 +311,8 @@ def test_a_removed_role_variable_is_refused_naming_what_replaced_it(lab_copy: Pa
         load_lab(lab_copy)
     [problem] = err.value.problems
     assert problem.file.endswith(place) and problem.key == key
-    assert problem.reason.startswith("removed: ") and f"the playbooks' {instead} (playbooks/group_vars/all/" in problem.reason
+    assert problem.reason.startswith("removed, delete it: every role that reads ")
+    assert f"now reads the playbooks' {instead} (playbooks/group_vars/all/" in problem.reason
 
 
 def test_a_port_typed_beside_a_peer_is_refused(lab_copy: Path) -> None:

@@ -703,9 +703,10 @@ def rescan_all(wait=True):
     image, and warning whoever read it (the audit trail names them), is the responder's call. A
     clamd that cannot be reached ends the pass with one "malware-rescan-failed" event. The pass
     ends with a "malware-rescanned" event {scanned, found, failed, complete}, written after every
-    other event of the pass. A clamd that does not answer is asked again every 2 s for
-    PacslabMalwareRescanPatience seconds (a converge that changed the signatures restarts it)
-    before the pass ends that way. One pass at a time: with ``wait`` false, None at once while another
+    other event of the pass. A clamd that does not answer is asked again every 2 s until
+    PacslabMalwareRescanPatience seconds have passed since it was first asked about that instance
+    (a converge that changed the signatures restarts it) before the pass ends that way; one
+    question may overrun that by its own timeout (SCAN_TIMEOUT). One pass at a time: with ``wait`` false, None at once while another
     runs. Answers {"scanned": n, "found": [instance ids], "failed": [instance ids], "complete":
     bool}; where the scan is off, nothing is scanned and "complete" is false."""
     if not _rescan_lock.acquire(blocking=wait):
@@ -720,13 +721,14 @@ def rescan_all(wait=True):
                     failed.append(instance_id)
                     event("malware-rescan-failed", instance=instance_id, error=f"the stored file could not be read: {exc}")
                 continue  # else deleted since the list was read
+            asked = time.monotonic()
             status, detail = clamd_verdict(data)
-            patience = time.monotonic() + RESCAN_PATIENCE
-            while status == "UNREACHABLE" and time.monotonic() < patience:
+            while status == "UNREACHABLE" and time.monotonic() + 2 < asked + RESCAN_PATIENCE:
                 time.sleep(2)
                 status, detail = clamd_verdict(data)
             if status == "UNREACHABLE":
-                event("malware-rescan-failed", error=f"clamd did not answer for {RESCAN_PATIENCE} s: {detail}", scanned=scanned)
+                event("malware-rescan-failed", error=f"clamd did not answer within {RESCAN_PATIENCE} s "
+                      f"({time.monotonic() - asked:.0f} s asked): {detail}", scanned=scanned)
                 complete = False
                 break
             scanned += 1
