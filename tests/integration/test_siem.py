@@ -551,9 +551,9 @@ def test_a_rescan_waits_for_a_restarting_clamd_and_ends_incomplete_when_it_stays
                     time.sleep(seconds)
                     im.exec_in(lab, pacs.name, "supervisorctl", "start", "clamd")
                 result = answer.result()
+                took = time.monotonic() - started
         finally:
             clamd.started(lab, pacs.name)
-        took = time.monotonic() - started
         return result, [e for e in im.orthanc_events(lab, pacs.name, since) if e["event"].startswith("malware-")], took
 
     waited, waited_events, _ = rescan_with_clamd_away(5)

@@ -706,9 +706,10 @@ def rescan_all(wait=True):
     other event of the pass. A clamd that does not answer is asked again every 2 s until
     PacslabMalwareRescanPatience seconds have passed since it was first asked about that instance
     (a converge that changed the signatures restarts it) before the pass ends that way; one
-    question may overrun that by its own timeout (SCAN_TIMEOUT). One pass at a time: with ``wait`` false, None at once while another
-    runs. Answers {"scanned": n, "found": [instance ids], "failed": [instance ids], "complete":
-    bool}; where the scan is off, nothing is scanned and "complete" is false."""
+    question may overrun that by its own timeout (SCAN_TIMEOUT). One pass at a time: with
+    ``wait`` false, None at once while another runs. Answers {"scanned": n, "found": [instance
+    ids], "failed": [instance ids], "complete": bool}; where the scan is off, nothing is scanned
+    and "complete" is false."""
     if not _rescan_lock.acquire(blocking=wait):
         return None
     try:
