@@ -462,7 +462,7 @@ def test_an_object_the_pacs_cannot_scan_is_refused_not_stored_unscanned(running_
     try:
         refused = im.dicomsim(lab, station.name, "store", "--images", "1", "--accession", unscanned)
     finally:
-        im.exec_in(lab, pacs.name, "supervisorctl", "start", "clamd")
+        clamd.started(lab, pacs.name)
     stored = im.dicomsim(lab, station.name, "store", "--images", "1", "--accession", scanned)
     event = wait_for("the failed scan", lambda: [e for e in siem_json(lab, "events", "--contains", unscanned)
                                                  if e["event_type"] == "malware-scan-failed"])[0]
