@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,6 +101,10 @@ RETIRED_VARS = {
     "maintenance_sudo_log": _RETIRED.format(what="sudo's log", var="pacslab_sudo_log", file="maintenance.yml"),
     "ris_hl7_record": _RETIRED.format(what="the HL7 record", var="pacslab_hl7_record", file="monitoring.yml"),
 }
+# The playbooks' group_vars/all: values every lab gets, which Ansible ranks above a lab's own
+# group_vars/all and every group's vars in hosts.yml (a lab overrides one in a group's group_vars
+# file or in host_vars, which rank above it).
+PLAYBOOK_GROUP_VARS_ALL = REPO_ROOT / "playbooks" / "group_vars" / "all"
 # Variables Ansible adds to every host (magic variables): not part of the definition.
 MAGIC_VARS = {"group_names", "groups", "inventory_dir", "inventory_file", "inventory_hostname", "inventory_hostname_short", "playbook_dir"}
 VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -301,13 +305,53 @@ class _Reader:
             return {}
 
 
-def _vars_files(folder: Path) -> Iterator[Path]:
-    """group_vars/<name>.yml or group_vars/<name>/*.yml, in Ansible's order."""
-    for suffix in (".yml", ".yaml"):
-        if folder.with_suffix(suffix).is_file():
-            yield folder.with_suffix(suffix)
-    if folder.is_dir():
-        yield from sorted(p for p in folder.iterdir() if p.suffix in (".yml", ".yaml"))
+# The names Ansible reads as a vars file (ansible.constants YAML_FILENAME_EXTENSIONS), and none.
+VARS_SUFFIXES = ("", ".yml", ".yaml", ".json")
+
+
+def _vars_files(folder: Path) -> list[Path]:
+    """The files Ansible reads for group_vars/<name> or host_vars/<name>, in its order
+    (DataLoader.find_vars_files): the first of <name>, <name>.yml, <name>.yaml, <name>.json that
+    exists, alone; a folder read through, its sub-folders too, name by name, each file with one of
+    those suffixes or none, leaving out hidden files and backups (a trailing ~)."""
+    source = _vars_source(folder)
+    if source is None:
+        return []
+    return _vars_folder(source) if source.is_dir() else [source]
+
+
+def _vars_source(folder: Path) -> Path | None:
+    """The one of <name>, <name>.yml, <name>.yaml, <name>.json that Ansible reads: the first that exists."""
+    return next((c for c in (folder.with_name(folder.name + s) for s in VARS_SUFFIXES) if c.exists()), None)
+
+
+def _vars_names(folder: Path) -> list[str]:
+    """The names group_vars/ or host_vars/ holds vars for, as Ansible would match them with a host or
+    a group: folders, and files with a vars suffix or none (not hidden, not backups)."""
+    if not folder.is_dir():
+        return []
+    return sorted({e.name if e.is_dir() else e.name.removesuffix(e.suffix) for e in folder.iterdir()
+                   if not e.name.startswith(".") and not e.name.endswith("~") and (e.is_dir() or e.suffix in VARS_SUFFIXES)})
+
+
+def _group_names(node: Any) -> set[str]:
+    """Every group hosts.yml names, from 'all' down, with Ansible's own 'ungrouped'."""
+    names = {"all", "ungrouped"}
+    for child, body in ((node.get("children") or {}).items() if isinstance(node, Mapping) else []):
+        names |= {child} | _group_names(body)
+    return names
+
+
+def _vars_folder(folder: Path) -> list[Path]:
+    found: list[Path] = []
+    for entry in sorted(folder.iterdir(), key=lambda p: p.name):
+        if entry.name.startswith(".") or entry.name.endswith("~"):
+            continue
+        if entry.is_dir() and not entry.suffix:
+            found += _vars_folder(entry)
+        elif entry.is_file() and entry.suffix in VARS_SUFFIXES:
+            found.append(entry)
+    return found
 
 
 def _walk_groups(
@@ -370,11 +414,23 @@ def load_lab(path: str | Path) -> Lab:
         for key, value in data.items():
             lab_vars[key] = value
             var_origin[key] = vf
-    for folder in ("group_vars", "host_vars"):  # every other vars file must at least be a mapping
-        for entry in sorted((root / folder).iterdir()) if (root / folder).is_dir() else []:
-            for vf in _vars_files(entry.with_suffix("") if entry.is_file() else entry):
+    # Every other vars file, as Ansible finds it: it must be a mapping, be read, and name a host or group.
+    entities = {"host_vars": set(hosts_raw), "group_vars": _group_names(top.get("all") if isinstance(top, Mapping) else None)}
+    for folder, known in entities.items():
+        for name in _vars_names(root / folder):
+            source = _vars_source(root / folder / name)
+            for vf in _vars_files(root / folder / name) if (folder, name) != ("group_vars", "all") else []:  # read above
                 if not isinstance(reader.load_yaml(vf), Mapping):
                     reader.fail(vf, "(document)", "must be a mapping of variables")
+            for suffix in VARS_SUFFIXES:  # Ansible reads the first that exists, and only that one
+                unread = root / folder / (name + suffix)
+                if unread.exists() and source is not None and unread != source:
+                    reader.fail(unread, "(file)", f"Ansible does not read it: for {name} it reads {source.relative_to(root)} alone; "
+                                                  "move its variables there")
+            if name not in known:
+                what = "host" if folder == "host_vars" else "group"
+                reader.fail(source or root / folder / name, "(file)",
+                            f"no {what} of {inventory.name} is called {name}: Ansible never reads it")
     if reader.problems:  # unreadable files: later checks would only echo the damage
         raise LabDefinitionError(reader.problems)
 
@@ -386,12 +442,23 @@ def load_lab(path: str | Path) -> Lab:
         raise LabDefinitionError([Problem(reader.rel(inventory), "(inventory)", f"Ansible cannot read the inventory: {exc}")]) from exc
     where = _Origins(reader, root, inventory, membership, origins)
     retired: set[tuple[Path, str]] = set()  # one refusal per place, not one per host it reaches
+    shadowed: set[tuple[Path, str]] = set()
+    playbook_vars = _playbook_vars()
+    lab_all_files = set(_vars_files(root / "group_vars" / "all"))
     for hname in hosts_raw:
         hv = resolved.get(hname, {})
         for key in sorted(RETIRED_VARS.keys() & hv.keys()):
             if (place := where.of(hname, key)) not in retired:
                 retired.add(place)
                 reader.fail(*place, RETIRED_VARS[key])
+        for key in sorted(playbook_vars.keys() & hv.keys()):
+            file, keypath = place = where.of(hname, key)
+            outranked = file in lab_all_files or (file == inventory and keypath.endswith(f".vars.{key}"))
+            if outranked and place not in shadowed:
+                shadowed.add(place)
+                reader.fail(file, keypath, f"changes nothing: the playbooks' {playbook_vars[key]} sets {key} for every lab, and "
+                                           "Ansible ranks it above a lab's group_vars/all and the group vars of hosts.yml; "
+                                           "set it in a group's group_vars file or in host_vars")
         for key in LAB_WIDE_KEYS:
             if key in hv and hv[key] != lab_vars.get(key):
                 file, keypath = where.of(hname, key)
@@ -412,6 +479,14 @@ def load_lab(path: str | Path) -> Lab:
     if reader.problems or lab is None:
         raise LabDefinitionError(reader.problems)
     return lab
+
+
+def _playbook_vars() -> dict[str, str]:
+    """Each variable the playbooks' group_vars/all sets, with the file (relative to the repository) that sets it."""
+    found: dict[str, str] = {}
+    for vf in _vars_files(PLAYBOOK_GROUP_VARS_ALL):
+        found |= dict.fromkeys(safe_load(vf.read_text()) or {}, str(vf.relative_to(REPO_ROOT)))
+    return found
 
 
 def _plain(value: Any) -> Any:

@@ -315,6 +315,65 @@ def test_a_removed_role_variable_is_refused_naming_what_replaced_it(lab_copy: Pa
     assert f"now reads the playbooks' {instead} (playbooks/group_vars/all/" in problem.reason
 
 
+@pytest.mark.parametrize(("place", "text", "key", "where"), [
+    ("group_vars/all/paths.yml", "---\npacslab_hids_user: watcher\n", "pacslab_hids_user", "group_vars/all/paths.yml"),
+    ("hosts.yml", None, "pacs_servers.vars.pacslab_sudo_log", "hosts.yml"),
+])
+def test_a_playbook_wide_variable_set_where_ansible_outranks_it_is_refused(lab_copy: Path, place: str, text: str | None, key: str,
+                                                                           where: str) -> None:
+    """The playbooks' group_vars/all outranks a lab's group_vars/all and the group vars of hosts.yml
+    (Ansible's variable precedence 3 and 4 against 5): a value set there would be silently ignored."""
+    if text is None:
+        mutate(lab_copy, lambda h, lv, f: h["all"]["children"]["pacs_servers"].update(vars={"pacslab_sudo_log": "/tmp/sudo.log"}))
+    else:
+        _append(lab_copy / place, text)
+    with pytest.raises(LabDefinitionError) as err:
+        load_lab(lab_copy)
+    [problem] = err.value.problems
+    assert problem.file.endswith(where) and problem.key == key
+    assert problem.reason.startswith("changes nothing: the playbooks' playbooks/group_vars/all/")
+    assert problem.reason.endswith("set it in a group's group_vars file or in host_vars")
+
+
+def test_a_playbook_wide_variable_in_a_group_s_group_vars_file_is_taken(lab_copy: Path) -> None:
+    """A group's group_vars file ranks above the playbooks' group_vars/all (precedence 6 against 5)."""
+    _append(lab_copy / "group_vars" / "pacs_servers.yml", "---\npacslab_hids_user: watcher\n")
+    assert load_lab(lab_copy).host_vars["pacs"]["pacslab_hids_user"] == "watcher"
+
+
+@pytest.mark.parametrize("place", ["host_vars/fw.json", "host_vars/fw", "group_vars/firewalls/more/switches", "group_vars/all/switches.json"])
+def test_a_switch_in_any_file_ansible_reads_is_refused_naming_that_file(lab_copy: Path, place: str) -> None:
+    """Ansible reads vars files ending .yml, .yaml, .json or nothing, and folders all the way down;
+    a switch there is found and refused with that file, not with hosts.yml."""
+    _append(lab_copy / place, '{"firewall_dicom_limits": false}\n')
+    with pytest.raises(LabDefinitionError) as err:
+        load_lab(lab_copy)
+    [problem] = err.value.problems
+    assert problem.file.endswith(place), problem
+    assert problem.key in {"firewall_dicom_limits", "fw.firewall_dicom_limits"}
+    assert problem.reason.startswith("false turns off C-PRT-05 on fw")
+
+
+@pytest.mark.parametrize(("place", "reason"), [
+    ("group_vars/all.yml", "Ansible does not read it: for all it reads group_vars/all alone; move its variables there"),
+    ("host_vars/pacs.yaml", "Ansible does not read it: for pacs it reads host_vars/pacs.yml alone; move its variables there"),
+    ("group_vars/pacs_server.yml", "no group of hosts.yml is called pacs_server: Ansible never reads it"),
+    ("host_vars/pacs2.yml", "no host of hosts.yml is called pacs2: Ansible never reads it"),
+])
+def test_a_vars_file_ansible_never_reads_is_refused(lab_copy: Path, place: str, reason: str) -> None:
+    """A second file for the same name, or one for a misspelt group or host, would be silently ignored."""
+    _append(lab_copy / place, "---\northanc_threads: 8\n")
+    with pytest.raises(LabDefinitionError) as err:
+        load_lab(lab_copy)
+    assert [(p.file[-len(place):], p.key, p.reason) for p in err.value.problems] == [(place, "(file)", reason)]
+
+
+def test_hidden_files_backups_and_notes_in_vars_folders_are_left_alone(lab_copy: Path) -> None:
+    for name in ("group_vars/.gitkeep", "host_vars/pacs.yml~", "group_vars/README.md", "group_vars/all/.notes.yml"):
+        _append(lab_copy / name, "not: [a mapping\n")
+    load_lab(lab_copy)
+
+
 def test_a_port_typed_beside_a_peer_is_refused(lab_copy: Path) -> None:
     """Ports come from the peer's lab_services: a second copy could disagree with the flow matrix."""
     text = (lab_copy / "host_vars" / "mod-ct.yml").read_text().replace("{name: pacs, host: pacs}", "{name: pacs, host: pacs, port: 2762}")
