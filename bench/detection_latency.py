@@ -301,7 +301,7 @@ def archive_rescan(lab: Lab, siem: str) -> dict[str, float]:
     update = clamd.add_signature(lab, pacs, f"Pacslab.Bench.{run}", marker)
     try:
         started = time.monotonic()
-        rescan = im.orthanc(lab, pacs, "/pacslab/rescan", "POST", "")
+        rescan = im.rescan(lab, pacs)
         answered = time.monotonic()
         took = seconds_to_alert(lab, siem, answered, accession, "malware-found-stored", "malware-in-archive")
     finally:

@@ -102,6 +102,26 @@ def orthanc(lab: Lab, host: str, path: str, method: str = "GET", body: str | Non
     return out if raw else json.loads(out)
 
 
+def rescan(lab: Lab, host: str, max_time: int = 60, busy_for: float = 600) -> dict[str, Any]:
+    """One whole pass of the Orthanc plugin's archive rescan (POST /pacslab/rescan, roles/orthanc,
+    C-DET-02), answered within ``max_time`` seconds: {"scanned": n, "found": [instance ids],
+    "failed": [instance ids], "complete": bool}. While another pass runs (the hourly one) the
+    plugin answers 409 and queues nothing: asked again every 2 s for at most ``busy_for`` seconds,
+    then RuntimeError."""
+    argv = ["curl", "-s", "--max-time", str(max_time), "--cacert", "/etc/pacslab/tls/root.pem", "--resolve", f"{host}:443:127.0.0.1",
+            "-K", "-", "-X", "POST", "--data-binary", "", "-w", "\n%{http_code}", f"https://{host}/pacslab/rescan"]
+    deadline = time.monotonic() + busy_for
+    while True:
+        body, _, status = exec_in(lab, host, *argv, timeout=max_time + 30, input=curl_user(lab, host)).rpartition("\n")
+        if status != "409":
+            if status != "200":
+                raise RuntimeError(f"POST /pacslab/rescan on {host}: HTTP {status}: {body[:200]}")
+            return json.loads(body)
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"POST /pacslab/rescan on {host}: another pass still ran after {busy_for:.0f} s: {body[:200]}")
+        time.sleep(2)
+
+
 def instance_count(lab: Lab, host: str) -> int:
     return int(orthanc(lab, host, "/statistics")["CountInstances"])
 

@@ -498,11 +498,11 @@ def test_an_object_stored_before_its_signature_was_known_is_found_by_the_rescan_
     [carrying_study], [clean_study] = im.find_study(lab, pacs.name, carrying), im.find_study(lab, pacs.name, clean)
     [carrying_instance] = [i["ID"] for i in im.orthanc(lab, pacs.name, f"/studies/{carrying_study}/instances")]
     [clean_instance] = [i["ID"] for i in im.orthanc(lab, pacs.name, f"/studies/{clean_study}/instances")]
-    before = im.orthanc(lab, pacs.name, "/pacslab/rescan", "POST", "")
+    before = im.rescan(lab, pacs.name)
     signature = f"Pacslab.Test.Retro{RUN}"
     update = clamd.add_signature(lab, pacs.name, signature, marker)
     try:
-        after = im.orthanc(lab, pacs.name, "/pacslab/rescan", "POST", "")
+        after = im.rescan(lab, pacs.name)
         event = wait_for("the finding", lambda: [e for e in siem_json(lab, "events", "--contains", carrying)
                                                  if e["event_type"] == "malware-found-stored" and e["host"] == pacs.name])[0]
         alert = wait_for("malware-in-archive", lambda: [a for a in siem_json(lab, "alerts")
@@ -546,7 +546,7 @@ def test_a_rescan_waits_for_a_restarting_clamd_and_ends_incomplete_when_it_stays
         started = time.monotonic()
         try:
             with ThreadPoolExecutor(max_workers=1) as pool:
-                answer = pool.submit(im.orthanc, lab, pacs.name, "/pacslab/rescan", "POST", "", max_time=patience + 120)
+                answer = pool.submit(im.rescan, lab, pacs.name, max_time=patience + 120)
                 if seconds is not None:
                     time.sleep(seconds)
                     im.exec_in(lab, pacs.name, "supervisorctl", "start", "clamd")

@@ -703,10 +703,11 @@ def rescan_all(wait=True):
     image, and warning whoever read it (the audit trail names them), is the responder's call. A
     clamd that cannot be reached ends the pass with one "malware-rescan-failed" event. The pass
     ends with a "malware-rescanned" event {scanned, found, failed, complete}, written after every
-    other event of the pass. A clamd that does not answer is asked again every 2 s until
-    PacslabMalwareRescanPatience seconds have passed since it was first asked about that instance
-    (a converge that changed the signatures restarts it) before the pass ends that way; one
-    question may overrun that by its own timeout (SCAN_TIMEOUT). One pass at a time: with
+    other event of the pass. A clamd that does not answer is asked again every 2 s (a converge that
+    changed the signatures restarts it) before the pass ends that way: PacslabMalwareRescanPatience
+    seconds in all for the whole pass, counted from each first question clamd left unanswered to
+    its answer, so a clamd that falls over on every object does not stretch a pass to one patience
+    per object; one question may overrun that by its own timeout (SCAN_TIMEOUT). One pass at a time: with
     ``wait`` false, None at once while another runs. Answers {"scanned": n, "found": [instance
     ids], "failed": [instance ids], "complete": bool}; where the scan is off, nothing is scanned
     and "complete" is false."""
@@ -714,6 +715,7 @@ def rescan_all(wait=True):
         return None
     try:
         scanned, found, failed, complete = 0, [], [], bool(MALWARE_SCAN)
+        away = 0.0  # seconds of this pass spent asking a clamd that did not answer
         for instance_id in json.loads(orthanc.RestApiGet("/instances")) if MALWARE_SCAN else []:
             try:
                 data = orthanc.RestApiGet(f"/instances/{instance_id}/file")
@@ -724,12 +726,15 @@ def rescan_all(wait=True):
                 continue  # else deleted since the list was read
             asked = time.monotonic()
             status, detail = clamd_verdict(data)
-            while status == "UNREACHABLE" and time.monotonic() + 2 < asked + RESCAN_PATIENCE:
+            missed = status == "UNREACHABLE"
+            while status == "UNREACHABLE" and away + time.monotonic() - asked + 2 < RESCAN_PATIENCE:
                 time.sleep(2)
                 status, detail = clamd_verdict(data)
+            if missed:
+                away += time.monotonic() - asked
             if status == "UNREACHABLE":
                 event("malware-rescan-failed", error=f"clamd did not answer within {RESCAN_PATIENCE} s "
-                      f"({time.monotonic() - asked:.0f} s asked): {detail}", scanned=scanned)
+                      f"({away:.0f} s asked in this pass): {detail}", scanned=scanned)
                 complete = False
                 break
             scanned += 1
