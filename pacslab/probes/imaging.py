@@ -116,7 +116,8 @@ def rescan(lab: Lab, host: str, max_time: int = 60, busy_for: float = 600) -> di
         if status != "409":
             if status != "200":
                 raise RuntimeError(f"POST /pacslab/rescan on {host}: HTTP {status}: {body[:200]}")
-            return json.loads(body)
+            answer: dict[str, Any] = json.loads(body)
+            return answer
         if time.monotonic() > deadline:
             raise RuntimeError(f"POST /pacslab/rescan on {host}: another pass still ran after {busy_for:.0f} s: {body[:200]}")
         time.sleep(2)
