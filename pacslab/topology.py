@@ -99,6 +99,7 @@ RETIRED_VARS = {
     "orthanc_hids_events": _RETIRED.format(what="the host watch's event file", var="pacslab_hids_events", file="monitoring.yml"),
     "orthanc_hids_user": _RETIRED.format(what="the host watch's user", var="pacslab_hids_user", file="monitoring.yml"),
     "maintenance_sudo_log": _RETIRED.format(what="sudo's log", var="pacslab_sudo_log", file="maintenance.yml"),
+    "maintenance_sshd_log": _RETIRED.format(what="the maintenance sshd's log", var="pacslab_sshd_log", file="maintenance.yml"),
     "ris_hl7_record": _RETIRED.format(what="the HL7 record", var="pacslab_hl7_record", file="monitoring.yml"),
 }
 # The playbooks' group_vars/all: values every lab gets, which Ansible ranks above a lab's own

@@ -39,6 +39,7 @@ CLIENT = "vendor-eng"
 TARGET = "pacs"  # F08b: the bastion's maintenance target the checks use
 MARK = f"pacslab-mark-{secrets.token_hex(4)}"  # typed on the target in this run's session
 SUDO_LOG = "/var/log/pacslab/sudo.log"  # the maintained host's sudo log (pacslab_sudo_log, playbooks/group_vars/all/maintenance.yml)
+SSHD_LOG = "/var/log/pacslab/sshd.log"  # and its sshd's (pacslab_sshd_log, the same file)
 # Local ports of the forwardings the vendor asks for (on the vendor's computer, -L and -D) and the
 # remote one (on the bastion, -R).
 LOCAL, SOCKS, REMOTE = 18042, 11080, 2222
@@ -247,6 +248,39 @@ def test_the_administrative_actions_reach_the_siem_and_only_the_refused_one_rais
     assert [a["id"] for a in siem_json(running_lab, "alerts") if allowed in a["events"]] == []
 
 
+@pytest.mark.control("C-PRT-01")
+def test_the_sign_in_at_the_target_reaches_the_siem_from_its_own_sshd_and_a_name_it_does_not_know_as_invalid(
+        running_lab: Lab, maintenance: dict[str, Any], evidence) -> None:
+    """The PACS ships its maintenance sshd's log (pacslab_sshd_log, roles/log_shipping): the vendor's
+    sign-in there, with the bastion's key for them, is an ssh-login-success event from host pacs
+    naming the person and the bastion's address, in no vendor-outside-window alert (that rule is
+    about the sign-in at the bastion, which the session made first). The twin: a name the PACS has
+    no account for, this run's, tried from the bastion, is an ssh-invalid-user event from host
+    pacs with the bastion's address, and no success."""
+    from .test_siem import evaluated_after, siem_json, utc_now, wait_for
+
+    lab, person, b = running_lab, maintenance["person"], bastion(running_lab)
+    if TARGET not in (lab.host_vars.get(TARGET, {}).get("siem_sources") or []):
+        pytest.skip(f"{TARGET} is no log source of lab {lab.name!r}: its sshd log stays on it")
+    target = lab.hosts[TARGET]
+    port = next((s.port for s in target.services if s.name == "ssh"), 22)
+    nobody = f"nobody-{secrets.token_hex(3)}"
+    said = im.exec_in(lab, b.name, "ssh", "-n", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                      "-o", "ConnectTimeout=5", "-p", str(port), f"{nobody}@{target.address}", "true", check=(255,))
+
+    def at_target(text: str) -> Any:
+        return lambda: [e for e in siem_events(lab, maintenance["siem_since"], "--contains", text) if e["host"] == TARGET and e["source"] == "sshd"]
+
+    signed_in = wait_for(f"{person}'s sign-in at {TARGET} in the siem", at_target(f"Accepted publickey for {person} from "))
+    invalid = wait_for(f"{nobody} at {TARGET} in the siem", at_target(f"user {nobody} from "))
+    evaluated_after(lab, utc_now())
+    alerts = [(a["rule"], a["id"]) for a in siem_json(lab, "alerts") if {e["id"] for e in signed_in} & set(a["events"])]
+    evidence.update(signed_in=[e["message"] for e in signed_in], invalid=[e["message"] for e in invalid], said=said, alerts=alerts)
+    assert {(e["event_type"], e["user"], e["src_ip"], e["outcome"]) for e in signed_in} == {("ssh-login-success", person, str(b.address), "success")}
+    assert alerts == []
+    assert {(e["event_type"], e["user"], e["src_ip"], e["outcome"]) for e in invalid} == {("ssh-invalid-user", nobody, str(b.address), "failure")}
+
+
 @pytest.mark.control("C-MNT-01")
 def test_every_forwarding_the_vendor_asks_for_is_refused(running_lab: Lab, maintenance: dict[str, Any], evidence) -> None:
     r = maintenance["result"]
@@ -271,7 +305,7 @@ def test_an_administrative_action_on_the_target_is_logged_with_the_person_s_name
     assert any("USER=root ; COMMAND=/usr/bin/supervisorctl restart sshd" in ln and "command not allowed" not in ln for ln in mine)
     assert any("command not allowed" in ln and "COMMAND=/bin/cat /etc/shadow" in ln for ln in mine)
     assert f"Sorry, user {person} is not allowed to execute '/bin/cat /etc/shadow' as root" in outputs(maintenance["result"])[5]
-    sshd = im.exec_in(running_lab, TARGET, "cat", str(listeners.role_var(running_lab, TARGET, "maintenance", "maintenance_sshd_log")))
+    sshd = im.exec_in(running_lab, TARGET, "cat", SSHD_LOG)
     assert f"Accepted publickey for {person} from {bastion(running_lab).address} port" in sshd
 
 

@@ -204,6 +204,17 @@ def _record(program: str, msg: str, peer: str = "10.77.70.10") -> dict[str, Any]
      {"event_type": "ssh-login-failure", "user": "w13x", "src_ip": "10.77.90.11", "src_port": "40023", "outcome": "failure"}),
     ("sshd", "Accepted keyboard-interactive/pam for vendor1 from 10.77.90.11 port 40024 ssh2",
      {"event_type": "ssh-login-success", "user": "vendor1", "src_ip": "10.77.90.11", "src_port": "40024", "outcome": "success"}),
+    # a maintained host's sshd (roles/maintenance, its -E log): the bastion's key for the person
+    ("sshd", "Accepted publickey for vnd-acme from 10.77.70.10 port 51234 ssh2: ED25519 SHA256:0vQ0Yq8cJ1mL4Cm7hW2pX1b3Vd9kTn5eRs6uAy2zF+o",
+     {"event_type": "ssh-login-success", "user": "vnd-acme", "src_ip": "10.77.70.10", "src_port": "51234", "outcome": "success"}),
+    # sshd -E ends its lines CR LF: the CR arrives as rsyslog escapes it, #015
+    ("sshd", "Accepted publickey for vnd-acme from 10.77.70.10 port 43584 ssh2: ED25519 SHA256:fpINRQmaEQshsX2TE7QGXnBAXGr09iBVMgwHXCixRsE#015",
+     {"event_type": "ssh-login-success", "user": "vnd-acme", "src_ip": "10.77.70.10", "src_port": "43584", "outcome": "success"}),
+    ("sshd", "Invalid user nobody-1f2e3d from 10.77.70.10 port 43590#015",
+     {"event_type": "ssh-invalid-user", "user": "nobody-1f2e3d", "src_ip": "10.77.70.10", "src_port": "43590", "outcome": "failure"}),
+    # nor can it bring its own key's words to move the address
+    ("sshd", "Accepted publickey for x from 6.6.6.6 port 1 ssh2: RSA SHA256:abc from 10.77.70.10 port 2 ssh2: RSA SHA256:def",
+     {"event_type": "ssh-login-success", "user": "x from 6.6.6.6 port 1 ssh2: RSA SHA256:abc", "src_ip": "10.77.70.10", "src_port": "2"}),
     ("sshd", "Invalid user admin from 10.77.90.11 port 40025",
      {"event_type": "ssh-invalid-user", "user": "admin", "src_ip": "10.77.90.11", "src_port": "40025", "outcome": "failure"}),
     # a user name cannot smuggle another address in: the address is the one sshd appends, at the end
@@ -642,17 +653,25 @@ def _sign_in(user: str, at: datetime, verdict: str = "Accepted") -> str:
     return json.dumps(record | {"time": at.isoformat()}) + "\n"
 
 
+def _sign_in_at_target(user: str, at: datetime) -> str:
+    """A maintenance session's sign-in at the PACS, from its sshd's log, from the bastion's address."""
+    record = _record("sshd", f"Accepted publickey for {user} from 10.77.70.10 port 40101 ssh2: ED25519 SHA256:abc", peer="10.77.40.10")
+    return json.dumps(record | {"time": at.isoformat(), "hostname": "pacs"}) + "\n"
+
+
 def test_a_vendor_s_sign_in_is_stored_with_the_maintenance_window_that_covers_it() -> None:
     """C-DET-08: vnd-acme's window from 10:00 for 30 min holds its sign-ins at 10:00 and 10:30 (both
     ends) and not at 9:59 or 10:31; a window of vnd-old covers nobody else; the user is compared
-    without case; someone who is no vendor, and a failed sign-in, get no maintenance field."""
+    without case; someone who is no vendor, a failed sign-in, and the sign-in at the PACS a
+    maintenance session makes after the bastion's, get no maintenance field."""
     import io
     db = siem.connect(Path(":memory:"))
     acme = siem.open_maintenance(db, "vnd-acme", 30, "CHG-1 CT firmware", "biomed", ASSETS, start=T0)
     siem.open_maintenance(db, "vnd-old", 120, "CHG-2", "biomed", ASSETS, start=T0 - timedelta(minutes=60))
     lines = [_sign_in("vnd-acme", T0 - timedelta(minutes=1)), _sign_in("vnd-acme", T0), _sign_in("VND-ACME", T0 + timedelta(minutes=10)),
              _sign_in("vnd-acme", T0 + timedelta(minutes=30)), _sign_in("vnd-acme", T0 + timedelta(minutes=31)),
-             _sign_in("adm-pat", T0 + timedelta(minutes=10)), _sign_in("vnd-acme", T0 + timedelta(minutes=40), verdict="Failed")]
+             _sign_in("adm-pat", T0 + timedelta(minutes=10)), _sign_in("vnd-acme", T0 + timedelta(minutes=40), verdict="Failed"),
+             _sign_in_at_target("vnd-acme", T0 + timedelta(minutes=45))]
     siem.ingest(lines, io.StringIO(), db, ASSETS)
     assert [(e["user"], e["event_type"], e["maintenance"]) for e in siem.events(db) if e["source"] == "sshd"] == [
         ("vnd-acme", "ssh-login-success", "outside-window"),
@@ -662,6 +681,7 @@ def test_a_vendor_s_sign_in_is_stored_with_the_maintenance_window_that_covers_it
         ("vnd-acme", "ssh-login-success", "outside-window"),
         ("adm-pat", "ssh-login-success", None),
         ("vnd-acme", "ssh-login-failure", None),
+        ("vnd-acme", "ssh-login-success", None),
     ]
 
 

@@ -301,6 +301,7 @@ def test_a_lab_wide_key_set_for_one_group_is_refused(lab_copy: Path) -> None:
     ("host_vars/pacs.yml", "\northanc_hids_user: watcher\n", "pacs.orthanc_hids_user", "pacslab_hids_user"),
     ("group_vars/all/old.yml", "---\nmaintenance_sudo_log: /var/log/sudo-elsewhere.log\n", "maintenance_sudo_log", "pacslab_sudo_log"),
     ("group_vars/ris_servers.yml", "---\nris_hl7_record: /tmp/hl7.json\n", "ris_hl7_record", "pacslab_hl7_record"),
+    ("host_vars/pacs.yml", "\nmaintenance_sshd_log: /var/log/sshd-elsewhere.log\n", "pacs.maintenance_sshd_log", "pacslab_sshd_log"),
 ])
 def test_a_removed_role_variable_is_refused_naming_what_replaced_it(lab_copy: Path, place: str, text: str, key: str, instead: str) -> None:
     """A lab definition written for an older pacslab that still sets a removed variable is refused

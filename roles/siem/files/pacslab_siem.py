@@ -169,11 +169,15 @@ def _missing_columns(db: sqlite3.Connection) -> list[tuple[str, str, str]]:
 
 # OpenSSH's sshd (auth.c): the lines that end an authentication attempt. The user name is what the
 # client sent and may hold spaces or a forged "from"; the address and port are what sshd appends,
-# so they are read from the end of the line.
+# so they are read from the end of the line, after which only sshd's own words may come: the key
+# a publickey sign-in used (its type and SHA256 fingerprint: a maintained host's sshd, roles/maintenance).
 _SSHD_AUTH = re.compile(r"^(?P<verdict>Accepted|Failed) (?P<method>\S+) for (?:invalid user )?(?P<user>.*) "
-                        r"from (?P<ip>[0-9a-fA-F.:]+) port (?P<port>\d+)(?: ssh2)?(?: \[preauth\])?$")
+                        r"from (?P<ip>[0-9a-fA-F.:]+) port (?P<port>\d+)(?: ssh2(?:: [A-Z0-9-]+ SHA256:[A-Za-z0-9+/]+)?)?(?: \[preauth\])?$")
 _SSHD_INVALID = re.compile(r"^Invalid user (?P<user>.*) from (?P<ip>[0-9a-fA-F.:]+) port (?P<port>\d+)(?: \[preauth\])?$")
 
+
+# A carriage return as the sender's rsyslog writes a control character it read (#ooo, octal).
+CR_ESCAPED = "#015"
 
 # The name a log source's rsyslog gives a message its own rules found written under another
 # program's name (roles/bastion: sshd's verdict on a sign-in from any user but root, forged-sshd).
@@ -229,12 +233,13 @@ def normalise(record: dict[str, Any], assets: dict[str, Any], connections: dict[
     if str(source).startswith(FORGED_PREFIX):
         event.update(event_type="forged-source")  # the sender's own rsyslog found it was not its program's
     elif source == "sshd":
-        m = _SSHD_AUTH.match(msg)
+        line = msg.removesuffix(CR_ESCAPED)  # sshd -E (a maintained host, roles/maintenance) ends its lines CR LF
+        m = _SSHD_AUTH.match(line)
         if m:
             ok = m["verdict"] == "Accepted"
             event.update(event_type="ssh-login-success" if ok else "ssh-login-failure", outcome="success" if ok else "failure",
                          user=m["user"], src_ip=m["ip"], src_port=m["port"], proto="tcp", dst_ip=peer)
-        elif m := _SSHD_INVALID.match(msg):
+        elif m := _SSHD_INVALID.match(line):
             event.update(event_type="ssh-invalid-user", outcome="failure", user=m["user"], src_ip=m["ip"], src_port=m["port"],
                          proto="tcp", dst_ip=peer)
     elif source == "sudo":
@@ -1140,18 +1145,21 @@ def end_window(db: sqlite3.Connection, window: int) -> None:
 # Vendors' maintenance windows (C-DET-08, CSF DE.CM-6): when a vendor may work, by change ticket
 
 
-# The events that are a vendor's sign-in: sshd's success, from the bastion (a vendor reaches the
-# lab only through it, flow F08).
+# The events that are a vendor's sign-in: sshd's success at the bastion (a vendor reaches the lab
+# only through it, flow F08). The sign-in a maintenance session then makes at its target (the
+# target's own sshd log, from the bastion's address) is the same visit, not another one.
 VENDOR_SIGN_INS = ("ssh-login-success",)
 
 
 def in_maintenance(db: sqlite3.Connection, event: dict[str, Any], assets: dict[str, Any]) -> str | None:
-    """The ``maintenance`` field of a normalised event: None unless it is a vendor's sign-in (its
-    user, compared without case, is one of assets.json "vendors"); then "window N" for the
-    oldest maintenance window of that vendor whose span holds the event's time (both ends
-    included), else "outside-window"."""
+    """The ``maintenance`` field of a normalised event: None unless it is a vendor's sign-in at a
+    bastion (its user, compared without case, is one of assets.json "vendors"; its host has the
+    bastion image); then "window N" for the oldest maintenance window of that vendor whose span
+    holds the event's time (both ends included), else "outside-window"."""
     user = event.get("user")
     if event.get("event_type") not in VENDOR_SIGN_INS or not isinstance(user, str):
+        return None
+    if not any(a.get("host") == event.get("host") and a.get("image") == "bastion" for a in assets.get("addresses", {}).values()):
         return None
     vendors = {str(v).lower() for v in assets.get("vendors", [])}
     if user.lower() not in vendors:
