@@ -154,6 +154,16 @@ def siem_events(lab: Lab, since: int | None, *search: str) -> list[dict[str, Any
     return siem_json(lab, "events", "--since-id", str(since), *search)
 
 
+def unknown_name_at(lab: Lab, target: str, name: str) -> str:
+    """From the bastion (as root, no key the target takes), an SSH sign-in at ``target``'s
+    maintenance sshd under ``name``, which no account there has: sshd logs "Invalid user <name>
+    from <the bastion's address> port N" and ends the connection (ssh exits 255); what ssh said."""
+    host = lab.hosts[target]
+    port = next((s.port for s in host.services if s.name == "ssh"), 22)
+    return im.exec_in(lab, bastion(lab).name, "ssh", "-n", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o",
+                      "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5", "-p", str(port), f"{name}@{host.address}", "true", check=(255,))
+
+
 def outputs(result: dict[str, Any]) -> list[str]:
     return [c["output"].replace("\r", "").strip().split("\n", 1)[-1] if "\n" in c["output"].replace("\r", "").strip() else ""
             for c in result["commands"]]
@@ -262,11 +272,8 @@ def test_the_sign_in_at_the_target_reaches_the_siem_from_its_own_sshd_and_a_name
     lab, person, b = running_lab, maintenance["person"], bastion(running_lab)
     if TARGET not in (lab.host_vars.get(TARGET, {}).get("siem_sources") or []):
         pytest.skip(f"{TARGET} is no log source of lab {lab.name!r}: its sshd log stays on it")
-    target = lab.hosts[TARGET]
-    port = next((s.port for s in target.services if s.name == "ssh"), 22)
     nobody = f"nobody-{secrets.token_hex(3)}"
-    said = im.exec_in(lab, b.name, "ssh", "-n", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                      "-o", "ConnectTimeout=5", "-p", str(port), f"{nobody}@{target.address}", "true", check=(255,))
+    said = unknown_name_at(lab, TARGET, nobody)
 
     def at_target(text: str) -> Any:
         return lambda: [e for e in siem_events(lab, maintenance["siem_since"], "--contains", text) if e["host"] == TARGET and e["source"] == "sshd"]

@@ -23,7 +23,7 @@ from pacslab.probes import imaging as im
 from pacslab.probes import portscan
 from pacslab.topology import Lab
 
-from .test_bastion import bastion
+from .test_bastion import SSHD_LOG, SUDO_LOG, bastion, unknown_name_at
 from .test_devices import drops_from
 from .test_idp import CLIENT as IDP_CLIENT
 from .test_idp import idp
@@ -209,6 +209,45 @@ def test_the_ris_s_order_record_rotates_without_loss(running_lab: Lab, evidence:
     assert mode_owner(lab, ris.name, HL7_RECORD) == mode_owner(lab, ris.name, HL7_RECORD + ".1") == "640 pacslab-hl7 pacslab-hl7"
 
 
+def maintained(lab: Lab) -> list[str]:
+    """The hosts a bastion maintains, written out from the reference lab's flows (F08b, F08c: the
+    PACS and the CT), where a bastion is deployed (the second lab plans both flows)."""
+    deployed = any(h.deployed for h in lab.group("bastions"))
+    return [h for h in ("pacs", "mod-ct") if deployed and h in lab.hosts and lab.hosts[h].deployed]
+
+
+@pytest.mark.control("C-PRT-01")
+def test_a_maintained_host_s_sudo_and_sshd_logs_rotate_without_loss(running_lab: Lab, evidence: dict[str, Any]) -> None:
+    """On the PACS, which the bastion maintains: a name of this run tried at its sshd from the
+    bastion, and root's sudo use naming it, before the rotation and another pair after it. The
+    first lines are in sshd.log.1 and sudo.log.1, the second in new files, root's alone (600), and
+    the siem holds all four, from the PACS. sudo opens its log for each use, and so does each
+    connection's sshd (re-executed); the listener, sent SIGHUP after the rotation, re-executes
+    itself and writes "Server listening" to the new file, where its later lines go too."""
+    lab = running_lab
+    pacs = pacs_of(lab).name
+    if pacs not in maintained(lab):
+        pytest.skip(f"no bastion maintains {pacs} in lab {lab.name!r}")
+    names = {"before": f"rot-{RUN.lower()}-c", "after": f"rot-{RUN.lower()}-d"}
+
+    def shipped(name: str) -> set[str]:
+        return {e["event_type"] for e in siem_json(lab, "events", "--contains", name) if e["host"] == pacs}
+
+    for when, name in names.items():
+        if when == "after":
+            rotate(lab, pacs)
+        unknown_name_at(lab, pacs, name)
+        im.exec_in(lab, pacs, "sudo", "-n", "/bin/echo", name)
+        wait_for(f"the {when} sshd and sudo lines at the siem", lambda n=name: shipped(n) >= {"ssh-invalid-user", "sudo-command"})
+    evidence.update(names=names, sshd=mode_owner(lab, pacs, SSHD_LOG), sudo=mode_owner(lab, pacs, SUDO_LOG))
+    for path, written in ((SSHD_LOG, "Invalid user {} from "), (SUDO_LOG, "COMMAND=/bin/echo {}")):
+        assert len(lines_with(lab, pacs, path + ".1", written.format(names["before"]))) == 1, path
+        assert lines_with(lab, pacs, path, written.format(names["before"])) == [], path
+        assert len(lines_with(lab, pacs, path, written.format(names["after"]))) == 1, path
+        assert mode_owner(lab, pacs, path) == mode_owner(lab, pacs, path + ".1") == "600 root root"
+    assert lines_with(lab, pacs, SSHD_LOG, "Server listening on ") != []
+
+
 def test_the_rotation_configuration_names_each_growing_log(running_lab: Lab) -> None:
     """What logrotate is told on each host whose image writes such logs (roles/log_rotation's
     defaults, written out): a host can drift only through `up`."""
@@ -216,6 +255,8 @@ def test_the_rotation_configuration_names_each_growing_log(running_lab: Lab) -> 
     expected = {lab.router.name: [DROPS, "/var/log/pacslab/fw-response.json"], pacs_of(lab).name: [EVENTS, AUDIT, HIDS],
                 siem(lab).name: [f"{RAW_DIR}/*.log"], idp(lab).name: [IDP_AUDIT],
                 the(lab, "ris_servers").name: [EVENTS, AUDIT, HIDS, HL7_RECORD]}
+    for host in maintained(lab):  # sudo's log and sshd's where a bastion maintains the host
+        expected[host] = expected.get(host, []) + [SUDO_LOG, SSHD_LOG]
     for host, paths in expected.items():
         conf = im.exec_in(lab, host, "cat", CONF)
         named = [line.split()[0] for line in conf.splitlines() if line.endswith("{")]
