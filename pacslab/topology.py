@@ -9,6 +9,7 @@ definition is refused with the file, the key and the reason before anything on t
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import re
 from collections.abc import Mapping
@@ -294,8 +295,15 @@ class _Reader:
         self.problems.append(Problem(self.rel(file) if isinstance(file, Path) else file, key, reason))
 
     def load_yaml(self, path: Path) -> Any:
+        """The file's data, read as Ansible reads a vars file: JSON first (YAML would refuse a tab in
+        its indentation), else YAML."""
         try:
-            return safe_load(path.read_text()) or {}
+            text = path.read_text()
+            try:
+                return json.loads(text) or {}
+            except ValueError:
+                pass
+            return safe_load(text) or {}
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"line {mark.line + 1}" if mark is not None else "(document)"
@@ -326,13 +334,22 @@ def _vars_source(folder: Path) -> Path | None:
     return next((c for c in (folder.with_name(folder.name + s) for s in VARS_SUFFIXES) if c.exists()), None)
 
 
-def _vars_names(folder: Path) -> list[str]:
+def _vars_names(folder: Path, known: set[str]) -> list[str]:
     """The names group_vars/ or host_vars/ holds vars for, as Ansible would match them with a host or
-    a group: folders, and files with a vars suffix or none (not hidden, not backups)."""
+    a group (``known``): each entry, file or folder, less a .yml, .yaml or .json suffix; one with
+    another suffix (README.md, or a host named ct.local) only when it is a known name. Hidden
+    entries and backups are left out."""
     if not folder.is_dir():
         return []
-    return sorted({e.name if e.is_dir() else e.name.removesuffix(e.suffix) for e in folder.iterdir()
-                   if not e.name.startswith(".") and not e.name.endswith("~") and (e.is_dir() or e.suffix in VARS_SUFFIXES)})
+    names = set()
+    for entry in folder.iterdir():
+        if entry.name.startswith(".") or entry.name.endswith("~"):
+            continue
+        if entry.suffix in VARS_SUFFIXES:
+            names.add(entry.name.removesuffix(entry.suffix))
+        elif entry.name in known:
+            names.add(entry.name)
+    return sorted(names)
 
 
 def _group_names(node: Any) -> set[str]:
@@ -418,7 +435,7 @@ def load_lab(path: str | Path) -> Lab:
     # Every other vars file, as Ansible finds it: it must be a mapping, be read, and name a host or group.
     entities = {"host_vars": set(hosts_raw), "group_vars": _group_names(top.get("all") if isinstance(top, Mapping) else None)}
     for folder, known in entities.items():
-        for name in _vars_names(root / folder):
+        for name in _vars_names(root / folder, known):
             source = _vars_source(root / folder / name)
             for vf in _vars_files(root / folder / name) if (folder, name) != ("group_vars", "all") else []:  # read above
                 if not isinstance(reader.load_yaml(vf), Mapping):

@@ -369,6 +369,16 @@ def test_a_vars_file_ansible_never_reads_is_refused(lab_copy: Path, place: str, 
     assert [(p.file[-len(place):], p.key, p.reason) for p in err.value.problems] == [(place, "(file)", reason)]
 
 
+def test_a_vars_folder_with_a_suffix_and_tab_indented_json_are_read_as_ansible_reads_them(lab_copy: Path) -> None:
+    """Ansible takes group_vars/<group>.yml/ as that group's folder, and reads JSON before YAML (a
+    tab in the indentation is JSON's whitespace, not YAML's)."""
+    _append(lab_copy / "group_vars" / "firewalls.yml" / "limits.json", '{\n\t"firewall_dicom_limits": false\n}\n')
+    with pytest.raises(LabDefinitionError) as err:
+        load_lab(lab_copy)
+    [problem] = err.value.problems
+    assert problem.file.endswith("group_vars/firewalls.yml/limits.json") and problem.reason.startswith("false turns off C-PRT-05 on fw")
+
+
 def test_hidden_files_backups_and_notes_in_vars_folders_are_left_alone(lab_copy: Path) -> None:
     for name in ("group_vars/.gitkeep", "host_vars/pacs.yml~", "group_vars/README.md", "group_vars/all/.notes.yml"):
         _append(lab_copy / name, "not: [a mapping\n")
