@@ -398,7 +398,7 @@ RUNS_AS = (
     RunsAs("/bin/sh -c while :; do logrotate ", "root",
            "roles/log_rotation: renames logs of root, orthanc and pacslab-hl7, creates their successors with their owners, signals ulogd and "
            "rsyslogd through supervisor"),
-    RunsAs("/bin/sh -c while :; do flock /var/lib/pacslab/log-seal.lock ", "root",
+    RunsAs("/bin/sh -c while :; do flock /var/lib/logrotate/pacslab-seal.lock ", "root",
            "roles/log_rotation, where files are append-only (the siem's raw files): the same loop, each rotation and seal holding "
            "the seal lock; clears and sets the append-only flag (CAP_LINUX_IMMUTABLE)"),
     RunsAs("/usr/bin/suricata ", "suricata",

@@ -250,7 +250,8 @@ def test_a_maintained_host_s_sudo_and_sshd_logs_rotate_without_loss(running_lab:
 
 def test_the_rotation_configuration_names_each_growing_log(running_lab: Lab) -> None:
     """What logrotate is told on each host whose image writes such logs (roles/log_rotation's
-    defaults, written out): a host can drift only through `up`."""
+    defaults, written out), and that each rotation first removes the read position rsyslog keeps
+    for the inode of the copy it removes: a host can drift only through `up`."""
     lab = running_lab
     expected = {lab.router.name: [DROPS, "/var/log/pacslab/fw-response.json"], pacs_of(lab).name: [EVENTS, AUDIT, HIDS],
                 siem(lab).name: [f"{RAW_DIR}/*.log"], idp(lab).name: [IDP_AUDIT],
@@ -261,5 +262,9 @@ def test_the_rotation_configuration_names_each_growing_log(running_lab: Lab) -> 
         conf = im.exec_in(lab, host, "cat", CONF)
         named = [line.split()[0] for line in conf.splitlines() if line.endswith("{")]
         assert named == paths, (host, named)
+        # before the oldest copy goes, the read position rsyslog keeps for its inode goes (a new log may get the inode)
+        forget = [f'for copy in {path}.2; do inode=$(stat -c %i "$copy" 2>/dev/null) && rm -f /var/spool/rsyslog/imfile-state:"$inode" '
+                  f'/var/spool/rsyslog/imfile-state:"$inode":*; done; true' for path in paths]
+        assert [line.strip() for line in conf.splitlines() if line.strip().startswith("for copy in ")] == forget, host
         debug = im.exec_in(lab, host, "logrotate", "-d", "-s", "/dev/null", CONF, check=False)
         assert "error" not in debug.lower(), (host, debug)
