@@ -47,7 +47,7 @@ import yaml
 
 from .engine import SECRET_VARS
 from .plan import state_dir
-from .topology import Lab, LabDefinitionError, Problem, load_lab, safe_load
+from .topology import Lab, LabDefinitionError, Problem, lab_vars_files, load_lab, read_vars_file, write_vars_file
 
 PORT_STEP = 1000  # a student lab's published ports: the source's + PORT_STEP * its index
 ADDRESS = re.compile(r"(?<![\d.])(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})(?![\d.])")
@@ -113,8 +113,10 @@ def derive(lab: Lab, index: int, out: Path) -> Path:
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(lab.path, target)
     names = {"lab_name": student_name(lab, index), "lab_prefix": f"{lab.prefix}s{index}", "lab_bridge_prefix": f"{lab.bridge_prefix[0]}s{index}-"}
-    for path in sorted(target.rglob("*.yml")) + sorted(target.rglob("*.yaml")):
-        data = safe_load(path.read_text())
+    # Every YAML file, and every vars file Ansible reads whatever its suffix (.json, none).
+    read = {target / vf.relative_to(lab.path) for vf in lab_vars_files(lab)}
+    for path in sorted({*target.rglob("*.yml"), *target.rglob("*.yaml"), *read}):
+        data = read_vars_file(path)
         if data is None:
             continue
         data = _publish(_shift(data, space, offset), PORT_STEP * index)
@@ -126,7 +128,7 @@ def derive(lab: Lab, index: int, out: Path) -> Path:
             raise ClassError(f"student {index}: {path.relative_to(target)} still holds {left[0]} of {space} where it cannot be moved "
                              "(inside a longer value): write it as an address or a network of its own")
         header = f"# Derived by pacslab class from {lab.path} (student {index}); rewritten by `pacslab class up`.\n"
-        path.write_text(header + text)
+        write_vars_file(path, data, header)
     return target
 
 

@@ -314,6 +314,14 @@ class _Reader:
             return {}
 
 
+# The groups pacslab makes beside a lab's own (not in hosts.yml): Ansible would give a lab's
+# group_vars file of that name to whatever pacslab puts there, the engine's machine or, during an
+# up's configure play alone, every node, behind the lab definition's back.
+ENGINE_GROUPS = {
+    "pacslab_engine": "the machine of the Docker engine, pacslab.engine",
+    "pacslab_configuring": "the nodes an up configures, playbooks/up.yml",
+}
+
 # The names Ansible reads as a vars file (ansible.constants YAML_FILENAME_EXTENSIONS), and none.
 VARS_SUFFIXES = ("", ".yml", ".yaml", ".json")
 
@@ -370,6 +378,55 @@ def _vars_folder(folder: Path) -> list[Path]:
         elif entry.is_file() and entry.suffix in VARS_SUFFIXES:
             found.append(entry)
     return found
+
+
+def read_vars_file(path: Path) -> Any:
+    """A vars file's data as Ansible reads it (JSON first, else YAML; None when empty). OSError,
+    yaml.YAMLError as the reading raises them: for a file load_lab has already read."""
+    text = path.read_text()
+    try:
+        return json.loads(text)
+    except ValueError:
+        return safe_load(text)
+
+
+def write_vars_file(path: Path, data: Any, header: str = "") -> None:
+    """Write ``data`` to a vars file in its own format: JSON for a .json file (which has no comments,
+    so ``header``, a YAML comment, is left out), YAML otherwise."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".json":
+        path.write_text(json.dumps(data, indent=2) + "\n")
+    else:
+        path.write_text(header + yaml.safe_dump(data, sort_keys=False, width=160))
+
+
+def lab_vars_files(lab: Lab) -> list[Path]:
+    """Every file of the lab's folder Ansible reads variables from, less the inventory: for each
+    name in group_vars/ and host_vars/ that is one of the lab's hosts or groups, the files
+    DataLoader.find_vars_files reads for it (``_vars_files``), in its order. load_lab refuses a lab
+    with any other vars file, so these are all of them."""
+    inventory = next((lab.path / n for n in ("hosts.yml", "hosts.yaml") if (lab.path / n).is_file()), lab.path / "hosts.yml")
+    top = read_vars_file(inventory)
+    known = set(lab.hosts) | _group_names(top.get("all") if isinstance(top, Mapping) else None)
+    return [vf for folder in ("group_vars", "host_vars") for name in _vars_names(lab.path / folder, known)
+            for vf in _vars_files(lab.path / folder / name)]
+
+
+def host_vars_source(lab_path: Path, host: str) -> Path | None:
+    """What Ansible reads for ``host``'s host_vars in the lab folder ``lab_path``: a file, a folder,
+    or None when it has none (``_vars_source``)."""
+    return _vars_source(lab_path / "host_vars" / host)
+
+
+def group_vars_source(lab_path: Path, group: str) -> Path | None:
+    """What Ansible reads for ``group``'s group_vars in the lab folder ``lab_path``, as host_vars_source."""
+    return _vars_source(lab_path / "group_vars" / group)
+
+
+def vars_folder_files(folder: Path) -> list[Path]:
+    """The files Ansible reads in a vars folder (host_vars/<name>/, group_vars/<name>/), in its
+    order: a later file's variable replaces an earlier one's."""
+    return _vars_folder(folder)
 
 
 def _walk_groups(
@@ -445,7 +502,11 @@ def load_lab(path: str | Path) -> Lab:
                 if unread.exists() and source is not None and unread != source:
                     reader.fail(unread, "(file)", f"Ansible does not read it: for {name} it reads {source.relative_to(root)} alone; "
                                                   "move its variables there")
-            if name not in known:
+            if folder == "group_vars" and name in ENGINE_GROUPS:
+                reader.fail(source or root / folder / name, "(file)",
+                            f"{name} is pacslab's own group ({ENGINE_GROUPS[name]}): a lab does not set its variables; "
+                            f"set them for a group of {inventory.name}")
+            elif name not in known:
                 what = "host" if folder == "host_vars" else "group"
                 reader.fail(source or root / folder / name, "(file)",
                             f"no {what} of {inventory.name} is called {name}: Ansible never reads it")
@@ -471,7 +532,7 @@ def load_lab(path: str | Path) -> Lab:
                 reader.fail(*place, RETIRED_VARS[key])
         for key in sorted(playbook_vars.keys() & hv.keys()):
             file, keypath = place = where.of(hname, key)
-            outranked = file in lab_all_files or (file == inventory and keypath.endswith(f".vars.{key}"))
+            outranked = file in lab_all_files or where.is_inventory_group_vars(hname, place)
             if outranked and place not in shadowed:
                 shadowed.add(place)
                 reader.fail(file, keypath, f"changes nothing: the playbooks' {playbook_vars[key]} sets {key} for every lab, and "
@@ -540,6 +601,38 @@ class _Origins:
         self.reader, self.root, self.inventory = reader, root, inventory
         self.membership, self.host_entries = membership, dict(origins)
         self._cache: dict[Path, Any] = {}
+        # The group tree of hosts.yml: each group's parents, and its depth as Ansible counts it (a
+        # child one deeper than its deepest parent; 'all' is 0).
+        self.parents: dict[str, set[str]] = {}
+        self.depth: dict[str, int] = {}
+
+        def walk(node: Any, name: str, depth: int) -> None:
+            for child, body in ((node.get("children") or {}).items() if isinstance(node, Mapping) else ()):
+                self.parents.setdefault(child, set()).add(name)
+                self.depth[child] = max(self.depth.get(child, 0), depth + 1)
+                walk(body, child, depth + 1)
+
+        top = self._data(inventory)
+        walk(top.get("all") if isinstance(top, Mapping) else None, "all", 0)
+
+    def groups_of(self, host: str) -> list[str]:
+        """The host's groups, their parents too, 'all' left out, in the order Ansible combines their
+        variables (inventory.helpers.sort_groups: depth, then name): a later group's value wins."""
+        found: set[str] = set()
+        todo = list(self.membership.get(host, []))
+        while todo:
+            group = todo.pop()
+            if group != "all" and group not in found:
+                found.add(group)
+                todo += self.parents.get(group, ())
+        return sorted(found, key=lambda g: (self.depth.get(g, 1), g))
+
+    def is_inventory_group_vars(self, host: str, place: tuple[Path, str]) -> bool:
+        """Whether ``place`` (from ``of``) is a group's vars: in hosts.yml, not the host's own entry
+        (a host may be called "vars")."""
+        file, keypath = place
+        entry = self.host_entries.get(host, (self.inventory, f"all.hosts.{host}"))[1]
+        return file == self.inventory and not keypath.startswith(f"{entry}.") and ".vars." in f".{keypath}"
 
     def _data(self, path: Path) -> Any:
         if path not in self._cache:
@@ -577,7 +670,7 @@ class _Origins:
                     entry = (entry.get(part) if isinstance(entry, Mapping) else None) or {}
                 if isinstance(entry, Mapping) and key in entry:
                     return self.inventory, f"{keypath}.{key}"
-        for group in reversed(self.membership.get(host, []) if host else []):
+        for group in reversed(self.groups_of(host) if host else []):
             for vf in _vars_files(self.root / "group_vars" / group):
                 if isinstance(self._data(vf), Mapping) and key in self._data(vf):
                     return vf, key

@@ -36,6 +36,31 @@ def test_student_labs_are_moved_and_loadable(tmp_path: Path) -> None:
     assert not any(a.overlaps(b) for i, a in enumerate(spaces) for b in spaces[i + 1:])
 
 
+def test_vars_files_of_every_form_ansible_reads_are_moved(lab_copy: Path, tmp_path: Path) -> None:
+    """A lab may keep its vars as JSON, in a file without a suffix, or in a host's folder: Ansible
+    reads each (DataLoader.find_vars_files), so a student lab's copy of each is moved too, and a
+    .json stays JSON."""
+    import json
+
+    import yaml
+
+    lab_yml = lab_copy / "group_vars" / "all" / "lab.yml"
+    (lab_copy / "group_vars" / "all" / "lab.json").write_text(json.dumps(yaml.safe_load(lab_yml.read_text())))
+    lab_yml.unlink()
+    tech = lab_copy / "host_vars" / "ws-tech.yml"
+    (lab_copy / "host_vars" / "ws-tech").write_text(tech.read_text() + "\nextra_peer: 10.77.40.10\n")
+    tech.unlink()
+    (lab_copy / "host_vars" / "ws-rad").mkdir()
+    (lab_copy / "host_vars" / "ws-rad.yml").rename(lab_copy / "host_vars" / "ws-rad" / "main")
+    (lab_copy / "host_vars" / "ws-rad" / "peer.yml").write_text("extra_peer: 10.77.40.11\n")
+    student = classroom.derive(load_lab(lab_copy), 1, tmp_path)
+    one = load_lab(student)
+    assert (one.name, str(one.address_space), str(one.zones["datacenter"].subnet)) == ("default-s1", "10.78.0.0/16", "10.78.40.0/24")
+    assert json.loads((student / "group_vars" / "all" / "lab.json").read_text())["lab_name"] == "default-s1"
+    assert one.host_vars["ws-tech"]["extra_peer"] == "10.78.40.10"
+    assert one.host_vars["ws-rad"]["extra_peer"] == "10.78.40.11"
+
+
 def test_a_space_that_would_leave_the_private_range_is_refused(lab_copy: Path, tmp_path: Path) -> None:
     """10.255.0.0/16 has no room for a student: 11.0.0.0/16 is public."""
     for path in [lab_copy / "hosts.yml", lab_copy / "group_vars" / "all" / "lab.yml", *(lab_copy / "host_vars").glob("*.yml")]:

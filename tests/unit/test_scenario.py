@@ -208,6 +208,37 @@ def test_the_overlay_is_the_lab_with_its_switches_waivers_and_flows(tmp_path: Pa
     assert {p: p.read_bytes() for p in DEFAULT_LAB.rglob("*.yml")} == before
 
 
+def test_the_overlay_writes_where_ansible_reads(lab_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lab that keeps its variables in the other forms Ansible reads (DataLoader.find_vars_files):
+    group_vars/all as one JSON file, the fw's host_vars as JSON, the PACS's as a folder whose later
+    file sets orthanc_md5 again. Each overlay goes into the file Ansible uses for that variable (a
+    file beside it would be refused: Ansible reads one of them alone)."""
+    from pacslab import plan
+    from pacslab.topology import read_vars_file
+
+    monkeypatch.setattr(plan, "state_dir", lambda lab: tmp_path / lab.name)
+    folder = lab_copy / "group_vars" / "all"
+    merged = {k: v for f in sorted(folder.glob("*.yml")) for k, v in yaml.safe_load(f.read_text()).items()}
+    shutil.rmtree(folder)
+    (lab_copy / "group_vars" / "all.json").write_text(json.dumps(merged, default=str))
+    (lab_copy / "host_vars" / "fw.json").write_text('{"firewall_dicom_limits": true}')
+    (lab_copy / "host_vars" / "pacs").mkdir()
+    (lab_copy / "host_vars" / "pacs.yml").rename(lab_copy / "host_vars" / "pacs" / "main.yml")
+    (lab_copy / "host_vars" / "pacs" / "zz-integrity.yml").write_text("orthanc_md5: true\n")
+    lab = load_lab(lab_copy)
+    w12 = sc.derive_overlay(lab, sc.find(lab, "W12"))
+    assert w12.host_vars["fw"]["firewall_dicom_limits"] is False and [w.control for w in w12.waivers] == ["C-PRT-05"]
+    assert json.loads((w12.path / "host_vars" / "fw.json").read_text()) == {"firewall_dicom_limits": False}
+    assert [w["control"] for w in json.loads((w12.path / "group_vars" / "all.json").read_text())["lab_waivers"]] == ["C-PRT-05"]
+    w4 = sc.derive_overlay(lab, sc.find(lab, "W4"))
+    assert w4.host_vars["pacs"]["orthanc_md5"] is False
+    assert read_vars_file(w4.path / "host_vars" / "pacs" / "zz-integrity.yml") == {"orthanc_md5": False}
+    w3 = sc.derive_overlay(lab, sc.find(lab, "W3"))
+    assert {k: w3.host_vars["pacs"][k] for k in ("orthanc_dicom_allowlist", "orthanc_dicom_peer_certificates", "orthanc_md5")} == {
+        "orthanc_dicom_allowlist": False, "orthanc_dicom_peer_certificates": False, "orthanc_md5": True}
+    assert sorted(p.name for p in (w3.path / "host_vars" / "pacs").iterdir()) == ["main.yml", "zz-integrity.yml"]
+
+
 def test_an_overlay_the_lab_refuses_is_refused_before_anything_changes(w3: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from pacslab import plan
 

@@ -319,13 +319,18 @@ def test_a_removed_role_variable_is_refused_naming_what_replaced_it(lab_copy: Pa
 @pytest.mark.parametrize(("place", "text", "key", "where"), [
     ("group_vars/all/paths.yml", "---\npacslab_hids_user: watcher\n", "pacslab_hids_user", "group_vars/all/paths.yml"),
     ("hosts.yml", None, "pacs_servers.vars.pacslab_sudo_log", "hosts.yml"),
+    ("hosts.yml", "parent", "imaging.vars.pacslab_sudo_log", "hosts.yml"),
 ])
 def test_a_playbook_wide_variable_set_where_ansible_outranks_it_is_refused(lab_copy: Path, place: str, text: str | None, key: str,
                                                                            where: str) -> None:
     """The playbooks' group_vars/all outranks a lab's group_vars/all and the group vars of hosts.yml
-    (Ansible's variable precedence 3 and 4 against 5): a value set there would be silently ignored."""
+    (Ansible's variable precedence 3 and 4 against 5): a value set there would be silently ignored,
+    in a group's vars or in its parent group's (imaging, whose child pacs_servers is)."""
     if text is None:
         mutate(lab_copy, lambda h, lv, f: h["all"]["children"]["pacs_servers"].update(vars={"pacslab_sudo_log": "/tmp/sudo.log"}))
+    elif text == "parent":
+        mutate(lab_copy, lambda h, lv, f: h["all"]["children"].update(
+            imaging={"children": {"pacs_servers": None}, "vars": {"pacslab_sudo_log": "/tmp/sudo.log"}}))
     else:
         _append(lab_copy / place, text)
     with pytest.raises(LabDefinitionError) as err:
@@ -334,6 +339,15 @@ def test_a_playbook_wide_variable_set_where_ansible_outranks_it_is_refused(lab_c
     assert problem.file.endswith(where) and problem.key == key
     assert problem.reason.startswith("changes nothing: the playbooks' playbooks/group_vars/all/")
     assert problem.reason.endswith("set it in a group's group_vars file or in host_vars")
+
+
+def test_a_playbook_wide_variable_on_a_host_called_vars_is_taken(lab_copy: Path) -> None:
+    """A host's own entry in hosts.yml ranks above the playbooks' group_vars/all (precedence 8
+    against 5), whatever the host is called, "vars" too."""
+    mutate(lab_copy, lambda h, lv, f: h["all"]["children"]["workstations"]["hosts"].update(
+        vars={"lab_zone": "clinical", "lab_address": "10.77.20.99", "lab_state": "planned", "lab_owner": "radiology",
+              "lab_criticality": "low", "lab_purpose": "a spare workstation", "pacslab_sudo_log": "/var/log/sudo-spare.log"}))
+    assert load_lab(lab_copy).host_vars["vars"]["pacslab_sudo_log"] == "/var/log/sudo-spare.log"
 
 
 def test_a_playbook_wide_variable_in_a_group_s_group_vars_file_is_taken(lab_copy: Path) -> None:
@@ -360,6 +374,8 @@ def test_a_switch_in_any_file_ansible_reads_is_refused_naming_that_file(lab_copy
     ("host_vars/pacs.yaml", "Ansible does not read it: for pacs it reads host_vars/pacs.yml alone; move its variables there"),
     ("group_vars/pacs_server.yml", "no group of hosts.yml is called pacs_server: Ansible never reads it"),
     ("host_vars/pacs2.yml", "no host of hosts.yml is called pacs2: Ansible never reads it"),
+    ("group_vars/pacslab_configuring.yml", "pacslab_configuring is pacslab's own group (the nodes an up configures, playbooks/up.yml): "
+                                           "a lab does not set its variables; set them for a group of hosts.yml"),
 ])
 def test_a_vars_file_ansible_never_reads_is_refused(lab_copy: Path, place: str, reason: str) -> None:
     """A second file for the same name, or one for a misspelt group or host, would be silently ignored."""
