@@ -541,6 +541,9 @@ def test_a_rescan_waits_for_a_restarting_clamd_and_ends_incomplete_when_it_stays
     def rescan_with_clamd_away(seconds: float | None) -> tuple[dict[str, Any], list[dict[str, Any]], float]:
         """A rescan with clamd stopped, started again ``seconds`` into the pass (None: after it):
         its answer, the plugin's events of the pass, its seconds."""
+        # A pass with clamd up first: im.rescan waits out a pass already running (the hourly one), so
+        # none runs when clamd stops and ours starts at once, before clamd is back.
+        im.rescan(lab, pacs.name)
         since = im.orthanc_event_count(lab, pacs.name)
         im.exec_in(lab, pacs.name, "supervisorctl", "stop", "clamd")
         started = time.monotonic()
