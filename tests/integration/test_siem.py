@@ -159,6 +159,43 @@ def test_the_siem_takes_syslog_from_a_log_source_s_certificate_only(running_lab:
         assert siem_json(running_lab, "events", "--contains", marks[case]) == [], case
 
 
+@pytest.mark.control("C-PRT-01")
+def test_no_syslog_crosses_a_zone_in_cleartext(running_lab: Lab, plan: Plan, tmp_path, evidence) -> None:
+    """A capture on the fw while a modality stores an image whose patient name is this run's (the
+    PACS's DICOM audit trail names the patient) and the bastion logs a line of this run: the siem
+    holds both, from the PACS and the bastion, and the capture holds neither, though it crossed the
+    fw. The twin: the same capture holds a line the bastion sends the siem's syslog port in
+    cleartext (logger over TCP; the siem refuses it), so an absent name means encrypted, not unseen."""
+    lab = running_lab
+    pacs, source, collector = pacs_of(lab), bastion(lab), siem(lab)
+    assert len({pacs.zone, source.zone, collector.zone}) == 3, "the check needs the PACS, the bastion and the siem in three zones"
+    station = tls_stations(lab)[0]
+    fw_image = next(c.image for c in plan.containers if c.host == plan.firewall_host)
+    canary = f"PACSLAB^SYSLOG{RUN.upper()}"
+    marks = {"shipped": f"pacslab-siem-{RUN}-shipped", "cleartext": f"pacslab-siem-{RUN}-cleartext"}
+    name = f"syslog-{RUN}"
+    im.capture_start(lab, name, lab.router.name, fw_image)
+    try:
+        stored = im.dicomsim(lab, station.name, "store", "--images", "1", "--patient-name", canary)
+        im.exec_in(lab, source.name, "logger", "-t", "pacslab-probe", marks["shipped"])
+        # logger writes its line as soon as it connects (the siem's TLS listener then closes the session)
+        cleartext = docker("exec", lab.container_name(source.name), "logger", "-T", "-n", str(collector.address), "-P",
+                           str(collector.service("syslog-tls").port), "-t", "pacslab-probe", marks["cleartext"], check=False).returncode
+        audit = wait_for("the store's audit message at the siem", lambda: [
+            e for e in siem_json(lab, "events", "--contains", canary) if e["host"] == pacs.name and e["event_type"].startswith("dicom-audit")])
+        line = wait_for("the bastion's line at the siem", lambda: [
+            e for e in siem_json(lab, "events", "--contains", marks["shipped"]) if e["host"] == source.name])
+    finally:
+        capture = im.capture_stop(lab, name, tmp_path / "syslog.pcap")
+    evidence.update(stored=len(stored["stored"]), audit=sorted({e["event_type"] for e in audit}), line=line[0]["id"],
+                    cleartext=cleartext, capture_bytes=len(capture))
+    assert len(stored["stored"]) == 1, stored
+    assert canary.encode() not in capture, f"{canary} crossed the fw in cleartext"
+    assert marks["shipped"].encode() not in capture, "the bastion's line crossed the fw in cleartext"
+    assert marks["cleartext"].encode() in capture, "the capture did not see the cleartext line: it proves nothing"
+    assert siem_json(lab, "events", "--contains", marks["cleartext"]) == []
+
+
 @pytest.fixture(scope="module")
 def guessing(running_lab: Lab, plan: Plan) -> dict[str, Any]:
     """Five wrong passwords from the vendor's computer, one user name each (this run's): their five
