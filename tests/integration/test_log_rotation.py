@@ -39,6 +39,8 @@ EVENTS, AUDIT = "/var/log/pacslab/orthanc-events.json", "/var/log/pacslab/dicom-
 HIDS = "/var/log/pacslab/hids.json"  # roles/orthanc's host watch
 IDP_AUDIT = "/var/log/pacslab/idp-audit.log"  # roles/idp: the TOTP checker's User Authentication messages
 HL7_RECORD = "/var/log/pacslab/hl7-orders.json"  # roles/ris: the HL7 listener's record (pacslab_hl7_record)
+# roles/bastion's own rsyslogd: tlog's session records, sshd's and sudo's log (auth, authpriv), the rest
+SESSIONS, AUTH, SYSLOG = "/var/log/pacslab/sessions.log", "/var/log/pacslab/auth.log", "/var/log/pacslab/syslog.log"
 
 
 def rotate(lab: Lab, host: str) -> None:
@@ -209,6 +211,30 @@ def test_the_ris_s_order_record_rotates_without_loss(running_lab: Lab, evidence:
     assert mode_owner(lab, ris.name, HL7_RECORD) == mode_owner(lab, ris.name, HL7_RECORD + ".1") == "640 pacslab-hl7 pacslab-hl7"
 
 
+@pytest.mark.control("C-PRT-01")
+def test_the_bastion_s_own_records_rotate_without_loss(running_lab: Lab, evidence: dict[str, Any]) -> None:
+    """On the bastion, a line to its auth file (facility authpriv, where sshd and sudo write) and one
+    to its syslog file, before a rotation and a pair after it: the first pair in auth.log.1 and
+    syslog.log.1, the second in new files its rsyslogd reopened on SIGHUP (640 root root, as it made
+    the first), and the siem holds all four, from the bastion."""
+    lab = running_lab
+    host = bastion(lab).name
+    marks = {"before": f"pacslab-rot-{RUN}-e", "after": f"pacslab-rot-{RUN}-f"}
+    for when, mark in marks.items():
+        if when == "after":
+            rotate(lab, host)
+        im.exec_in(lab, host, "logger", "-p", "authpriv.notice", "-t", "pacslab-probe", f"{mark}-auth")
+        im.exec_in(lab, host, "logger", "-p", "user.notice", "-t", "pacslab-probe", f"{mark}-syslog")
+        wait_for(f"the {when} lines at the siem", lambda m=mark: all(any(
+            f"{m}-{kind}" in e["message"] for e in siem_json(lab, "events", "--contains", m) if e["host"] == host) for kind in ("auth", "syslog")))
+    evidence.update(marks=marks, auth=mode_owner(lab, host, AUTH), syslog=mode_owner(lab, host, SYSLOG))
+    for path, kind in ((AUTH, "auth"), (SYSLOG, "syslog")):
+        assert len(lines_with(lab, host, path + ".1", f"{marks['before']}-{kind}")) == 1, path
+        assert lines_with(lab, host, path, f"{marks['before']}-{kind}") == [], path
+        assert len(lines_with(lab, host, path, f"{marks['after']}-{kind}")) == 1, path
+        assert mode_owner(lab, host, path) == mode_owner(lab, host, path + ".1") == "640 root root"
+
+
 def maintained(lab: Lab) -> list[str]:
     """The hosts a bastion maintains, written out from the reference lab's flows (F08b, F08c: the
     PACS and the CT), where a bastion is deployed (the second lab plans both flows)."""
@@ -256,6 +282,8 @@ def test_the_rotation_configuration_names_each_growing_log(running_lab: Lab) -> 
     expected = {lab.router.name: [DROPS, "/var/log/pacslab/fw-response.json"], pacs_of(lab).name: [EVENTS, AUDIT, HIDS],
                 siem(lab).name: [f"{RAW_DIR}/*.log"], idp(lab).name: [IDP_AUDIT],
                 the(lab, "ris_servers").name: [EVENTS, AUDIT, HIDS, HL7_RECORD]}
+    for host in (h.name for h in lab.group("bastions") if h.deployed):  # its own rsyslogd's files
+        expected[host] = [SESSIONS, AUTH, SYSLOG]
     for host in maintained(lab):  # sudo's log and sshd's where a bastion maintains the host
         expected[host] = expected.get(host, []) + [SUDO_LOG, SSHD_LOG]
     for host, paths in expected.items():
