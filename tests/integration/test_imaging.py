@@ -169,7 +169,7 @@ def clinical(running_lab: Lab, plan, tmp_path_factory) -> ClinicalRun:
     gateway) -> PACS -> VNA -> C-MOVE to the reading workstation, with captures on the fw and on
     each legacy segment running the whole time."""
     lab = running_lab
-    pacs, ws = the(lab, "pacs_servers"), reader(lab)
+    ws = reader(lab)
     folder = tmp_path_factory.mktemp("captures")
     fw_image = next(c.image for c in plan.containers if c.host == plan.firewall_host)
     im.exec_in(lab, ws.name, "sh", "-c", "rm -f /var/lib/pacslab/received/*.dcm")
@@ -177,31 +177,71 @@ def clinical(running_lab: Lab, plan, tmp_path_factory) -> ClinicalRun:
     im.capture_start(lab, "fw", lab.router.name, fw_image)
     for gw in gateways:
         im.capture_start(lab, f"legacy-{gw}", gw, fw_image)
-    tag = secrets.token_hex(3).upper()
-    hosts = stations(lab)
-    accession = {h.name: f"A{tag}{i}" for i, h in enumerate(hosts)}
-    canary = {h.name: f"PACSLAB^CANARY{tag}{i}" for i, h in enumerate(hosts)}
     try:
-        sender = order_entry(lab).name
-        for h in hosts:
-            ack = im.send_order(lab, sender, accession[h.name], str(h.ae_title), modality_of(lab, h), canary[h.name], f"P{tag}{h.name[:6]}")
-            assert ack["ack"] == "AA", ack
-        pacs_rows, vna_rows, sent, moves = {}, {}, {}, {}
-        for h in hosts:
-            st = h.name
-            study = im.wait_for(f"{accession[st]} on the PACS", lambda st=st: im.find_study(lab, pacs.name, accession[st]), timeout=150)[0]
-            sent[st] = im.wait_for("the modality's record", lambda st=st: _sent(lab, st, accession[st]))
-            im.wait_for("every instance on the PACS", lambda study=study, st=st: len(im.study_instances(lab, pacs.name, study)) == len(sent[st]))
-            pacs_rows[st] = im.study_instances(lab, pacs.name, study)
-            im.wait_for(f"{accession[st]} on the VNA", lambda study=study, st=st: len(_vna_instances(lab, study)) == len(sent[st]), timeout=120)
-            vna_rows[st] = im.study_instances(lab, the(lab, "vna_servers").name, study)
-            uid = im.orthanc(lab, pacs.name, f"/studies/{study}")["MainDicomTags"]["StudyInstanceUID"]
-            moves[st] = im.dicomsim(lab, ws.name, "move", "--study", uid, "--destination", str(ws.ae_title))
+        work = clinical_round(lab, secrets.token_hex(3).upper())
         received = im.received_fingerprints(lab, ws.name)
     finally:
         fw = im.capture_stop(lab, "fw", folder / "fw.pcap")
         legacy = {gw: im.capture_stop(lab, f"legacy-{gw}", folder / f"legacy-{gw}.pcap") for gw in gateways}
-    return ClinicalRun(accession, canary, sent, pacs_rows, vna_rows, received, moves, fw, legacy)
+    return ClinicalRun(work.accession, work.canary, work.sent, work.pacs, work.vna, received, work.moves, fw, legacy)
+
+
+@dataclass
+class ClinicalRound:
+    accession: dict[str, str]  # station host -> accession
+    canary: dict[str, str]  # station host -> synthetic patient name
+    sent: dict[str, list[dict[str, str]]]  # station host -> fingerprints the modality sent
+    pacs: dict[str, list[dict[str, Any]]]
+    vna: dict[str, list[dict[str, Any]]]
+    moves: dict[str, dict[str, Any]]
+
+
+def clinical_round(lab: Lab, tag: str) -> ClinicalRound:
+    """One round of the clinical workflow, ``tag`` in its accessions and patient names: an HL7 order
+    for each station, which acquires from its worklist and stores to the PACS, which forwards to the
+    VNA; each study once on both, the reading workstation moves it to itself (C-MOVE)."""
+    pacs, ws = the(lab, "pacs_servers"), reader(lab)
+    hosts = stations(lab)
+    accession = {h.name: f"A{tag}{i}" for i, h in enumerate(hosts)}
+    canary = {h.name: f"PACSLAB^CANARY{tag}{i}" for i, h in enumerate(hosts)}
+    sender = order_entry(lab).name
+    for h in hosts:
+        ack = im.send_order(lab, sender, accession[h.name], str(h.ae_title), modality_of(lab, h), canary[h.name], f"P{tag}{h.name[:6]}")
+        assert ack["ack"] == "AA", ack
+    pacs_rows, vna_rows, sent, moves = {}, {}, {}, {}
+    for h in hosts:
+        st = h.name
+        study = im.wait_for(f"{accession[st]} on the PACS", lambda st=st: im.find_study(lab, pacs.name, accession[st]), timeout=150)[0]
+        sent[st] = im.wait_for("the modality's record", lambda st=st: _sent(lab, st, accession[st]))
+        im.wait_for("every instance on the PACS", lambda study=study, st=st: len(im.study_instances(lab, pacs.name, study)) == len(sent[st]))
+        pacs_rows[st] = im.study_instances(lab, pacs.name, study)
+        im.wait_for(f"{accession[st]} on the VNA", lambda study=study, st=st: len(_vna_instances(lab, study)) == len(sent[st]), timeout=120)
+        vna_rows[st] = im.study_instances(lab, the(lab, "vna_servers").name, study)
+        uid = im.orthanc(lab, pacs.name, f"/studies/{study}")["MainDicomTags"]["StudyInstanceUID"]
+        moves[st] = im.dicomsim(lab, ws.name, "move", "--study", uid, "--destination", str(ws.ae_title))
+    return ClinicalRound(accession, canary, sent, pacs_rows, vna_rows, moves)
+
+
+def devices_round(lab: Lab, tag: str) -> dict[str, dict[str, Any]]:
+    """One round of the clinical workflow as the lab's devices do it, with no person's or
+    administrator's read (clinical_round checks each study through Orthanc's REST API as the
+    administrator, whose reads of many studies are what bulk-access watches): an HL7 order for each
+    station, which acquires from its worklist and stores to the PACS (the PACS forwards to the VNA);
+    once the modality has recorded its store, the reading workstation finds the study (C-FIND) and
+    moves it to itself (C-MOVE). Its C-MOVE results, by station."""
+    ws = reader(lab)
+    hosts = stations(lab)
+    sender = order_entry(lab).name
+    for i, h in enumerate(hosts):
+        ack = im.send_order(lab, sender, f"A{tag}{i}", str(h.ae_title), modality_of(lab, h), f"PACSLAB^WORK{tag}{i}", f"P{tag}{h.name[:6]}")
+        assert ack["ack"] == "AA", ack
+    moves = {}
+    for i, h in enumerate(hosts):
+        im.wait_for("the modality's record", lambda h=h, i=i: _sent(lab, h.name, f"A{tag}{i}"), timeout=150)
+        [match] = im.wait_for(f"A{tag}{i} at the workstation's C-FIND", lambda i=i: im.dicomsim(
+            lab, ws.name, "find", "--accession", f"A{tag}{i}")["matches"])
+        moves[h.name] = im.dicomsim(lab, ws.name, "move", "--study", match["study_uid"], "--destination", str(ws.ae_title))
+    return moves
 
 
 def _sent(lab: Lab, host: str, accession: str) -> list[dict[str, str]] | None:

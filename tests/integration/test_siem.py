@@ -37,7 +37,7 @@ from .test_bastion import CLIENT, bastion, login, vendor
 from .test_idp import CLIENT as IDP_CLIENT
 from .test_idp import idp, one, secret
 from .test_idp import sign_in as idp_sign_in
-from .test_imaging import modality_of, order_entry, reader, the, tls_stations
+from .test_imaging import devices_round, modality_of, order_entry, reader, the, tls_stations
 from .test_orders import _message
 from .test_rproxy import basic_auth, proxy
 
@@ -194,6 +194,60 @@ def test_no_syslog_crosses_a_zone_in_cleartext(running_lab: Lab, plan: Plan, tmp
     assert marks["shipped"].encode() not in capture, "the bastion's line crossed the fw in cleartext"
     assert marks["cleartext"].encode() in capture, "the capture did not see the cleartext line: it proves nothing"
     assert siem_json(lab, "events", "--contains", marks["cleartext"]) == []
+
+
+# Seconds of clinical work the silence check runs (several rounds of the workflow).
+NORMAL_WORK = 120
+
+
+def _mark(lab: Lab, host: str, what: str) -> dict[str, Any]:
+    """A line ``host`` logs (this run's, naming ``what``), once the siem has stored it: its event."""
+    text = f"pacslab-siem-{RUN}-{what}"
+    im.exec_in(lab, host, "logger", "-t", "pacslab-probe", text)
+    return wait_for(f"the line {text} at the siem", lambda: [e for e in siem_json(lab, "events", "--contains", text) if e["host"] == host])[0]
+
+
+def _alerts_between(lab: Lab, first: dict[str, Any], last: dict[str, Any]) -> list[dict[str, Any]]:
+    """Once the siem has weighed everything stored so far: the alerts that hold an event stored
+    between the events ``first`` and ``last`` and stamped no earlier than ``first`` (a late event of an
+    earlier check is stamped before it)."""
+    def stamp(e: dict[str, Any]) -> datetime:
+        return datetime.fromisoformat(e["time"].replace("Z", "+00:00"))
+
+    window = {e["id"] for e in siem_json(lab, "events", "--since-id", str(first["id"])) if e["id"] < last["id"] and stamp(e) >= stamp(first)}
+    evaluated_after(lab, utc_now())
+    return [a for a in siem_json(lab, "alerts") if window & set(a["events"])]
+
+
+@pytest.mark.control("C-DET-06")
+def test_two_minutes_of_clinical_work_raise_no_alert_and_an_unknown_ae_after_them_does(running_lab: Lab, evidence) -> None:
+    """Rounds of the clinical workflow for two minutes (devices_round: HL7 orders, acquisitions from
+    the worklist, stores to the PACS, forwarding to the VNA, the reading workstation's C-FIND and
+    C-MOVE), between two lines the bastion logs, while the lab's own work goes on (the scanner's
+    sweeps, the fw, the sensor): once the siem has weighed it all, no alert holds any event stored
+    between the lines. The twin, found the same way between the second line and a third: a
+    modality's C-ECHO under an AE title nobody registered raises unknown-ae and dicom-access-denied.
+    (The administrator's REST reads of each study, clinical_round's, are not clinical work: eight
+    rounds of them raised bulk-access about the administrator, as that rule should.)"""
+    lab = running_lab
+    source = bastion(lab).name
+    start = _mark(lab, source, "work-start")
+    rounds, began = 0, time.monotonic()
+    while time.monotonic() - began < NORMAL_WORK:
+        devices_round(lab, f"N{RUN.upper()}{rounds}")
+        rounds += 1
+    end = _mark(lab, source, "work-end")
+    quiet = _alerts_between(lab, start, end)
+    rogue = f"NOBODY{RUN}".upper()
+    echo = im.dicomsim(lab, tls_stations(lab)[0].name, "echo", "--calling", rogue)
+    wait_for("the rejected association at the siem", lambda: [e for e in siem_json(lab, "events", "--contains", f"AET {rogue} on IP")
+                                                            if e["event_type"] == "dicom-association-rejected"])
+    loud = _alerts_between(lab, end, _mark(lab, source, "twin-end"))
+    evidence.update(rounds=rounds, window=[start["id"], end["id"]], alerts=quiet, echo=echo.get("outcome"),
+                    twin=sorted((a["rule"], a["severity"]) for a in loud))
+    assert rounds >= 3, f"only {rounds} rounds of the workflow in {NORMAL_WORK} s"
+    assert quiet == []
+    assert sorted(a["rule"] for a in loud) == ["dicom-access-denied", "unknown-ae"]
 
 
 @pytest.fixture(scope="module")
