@@ -11,18 +11,21 @@ its handshake, and no IDS alert names the modality."""
 
 from __future__ import annotations
 
+import secrets
+import time
 from typing import Any
 
 import pytest
 
 from pacslab.probes import imaging as im
+from pacslab.probes import portscan
 from pacslab.topology import Host, Lab
 
 from .test_imaging import tls_stations
-from .test_siem import pacs_of, siem_json, wait_for
+from .test_siem import evaluated_after, pacs_of, siem_json, utc_now, wait_for
 
 SENSORS = "sensors"
-CLEARTEXT_RQ, WEAK_CLIENT_HELLO = "9000001", "9000011"  # roles/sensor/files/pacslab.rules, written out
+CLEARTEXT_RQ, WEAK_CLIENT_HELLO, SYN_BURST = "9000001", "9000011", "9000021"  # roles/sensor/files/pacslab.rules, written out
 # The versions Suricata's TLS record names below 1.2. A record may say UNDETERMINED: Suricata did not
 # parse a version out of the ServerHello (seen on the modalities' TLS 1.3 associations).
 WEAK = {"SSLv2", "SSLv3", "TLSv1", "TLS 1.1"}
@@ -110,3 +113,39 @@ def test_a_tls_1_1_hello_across_a_zone_raises_ids_weak_tls(running_lab: Lab, evi
     assert (echo["outcome"], echo["tls_alert"]) == ("tls-alert", "protocol-version")
     assert seen[0]["signature"].startswith("PACSLAB TLS below 1.2 offered by a client")
     assert (alert["severity"], alert["entities"]) == ("medium", {"src_ip": str(tls_stations(lab)[0].address)})
+
+
+@pytest.mark.control("C-DET-01")
+def test_a_burst_of_connections_across_a_zone_raises_ids_scan_and_fewer_do_not(running_lab: Lab, evidence) -> None:
+    """A modality opens 25 TCP connections at once to the PACS's DICOM TLS port, which its zone may
+    reach (one port: no distinct-port scan for the fw's port-scan rule), each from a source port of
+    the run. The fw's limit on new DICOM connections (C-PRT-05) lets some through and drops the rest
+    (unanswered), but the sensor is sent a copy of each before the fw filters it: over the rule's 20
+    SYNs within 10 s, so its alert (sid 9000021) names the modality and the siem raises ids-scan
+    (medium, not contained) about it. The twin: 10 such connections from the other modality, after
+    10 s of its silence, raise neither."""
+    lab = running_lab
+    sensor(lab)
+    pacs = pacs_of(lab)
+    stations = tls_stations(lab)
+    if len(stations) < 2:
+        pytest.skip(f"lab {lab.name!r} has fewer than two TLS modalities")
+    burst, few = stations[0], stations[1]
+    since = {h.name: mark(lab, h) for h in (burst, few)}
+    base = 23000 + secrets.randbelow(40) * 50  # test_response's and test_devices' ranges lie below
+    answers = portscan.scan(lab, burst.name, str(pacs.address), (pacs.dicom_port,) * 25, base)
+    seen = wait_for("the sensor's alert 9000021", lambda: [
+        e for e in eve(lab, burst, since[burst.name]) if e["event_type"] == "ids-alert" and e["signature_id"] == SYN_BURST])
+    ids = {e["id"] for e in seen}
+    alert = wait_for("ids-scan", lambda: [a for a in siem_json(lab, "alerts") if a["rule"] == "ids-scan" and ids & set(a["events"])])[0]
+    time.sleep(10)  # the other modality's SYNs of the last 10 s would count with the twin's
+    quiet = portscan.scan(lab, few.name, str(pacs.address), (pacs.dicom_port,) * 10, base + 25)
+    evaluated_after(lab, utc_now())
+    after = [e for e in eve(lab, few, since[few.name]) if e["event_type"] == "ids-alert"]
+    evidence.update(answers={a: answers.count(a) for a in set(answers)}, quiet={a: quiet.count(a) for a in set(quiet)},
+                    event=seen[0], alert=alert, twin_alerts=after)
+    assert "open" in answers and set(answers) <= {"open", "unanswered"} and len(answers) == 25, answers
+    assert "open" in quiet and set(quiet) <= {"open", "unanswered"} and len(quiet) == 10, quiet
+    assert seen[0]["signature"].startswith("PACSLAB TCP SYN scan or flood")
+    assert (alert["severity"], alert["entities"]) == ("medium", {"src_ip": str(burst.address)})
+    assert after == []
