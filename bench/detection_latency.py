@@ -10,9 +10,11 @@ brute-force  --runs times, five wrong SSH passwords from the vendor engineer's c
 integrity    --runs times, scenario W4 in the defended lab (a byte flipped in a stored CT image on
              the PACS, then the integrity job): seconds from the job's answer to the
              integrity-failure alert holding the PACS's event about that instance; p50 and p95.
-audit        --runs times, one CT image stored on the PACS over DICOM TLS: seconds from the
-             C-STORE's answer to its DICOM Instances Transferred message (PS3.15 A.5) in the siem's
-             store; p50 and p95 (the issue's budget: 10 s). The study is deleted afterwards.
+audit        --runs times, each DICOM audit message the imaging work writes (PS3.15 A.5): a CT image
+             stored on the PACS over DICOM TLS (Instances Transferred), the reading workstation's
+             C-FIND for it (Query), a C-STORE the PACS refuses, its UID a path (Security Alert), and
+             the study's deletion afterwards (Study Deleted): seconds from each action's answer to
+             its message in the siem's store; p50 and p95 of each (the issue's budget: 10 s).
 port-scan    --runs times, nine ports of the VNA tried at once by the CT (pacslab.probes.portscan,
              source ports of the run): seconds from the scan's start to the port-scan alert
              holding the run's drops, and to the CT in the fw's quarantine (the siem's decision,
@@ -24,8 +26,18 @@ compromised-modality --runs times, the CT first calls the PACS with an AE title 
              run's drops (C-DET-06), and to the quarantine (port-scan's); p50 and p95.
 unknown-ae   --runs times, a C-ECHO to the PACS from the CT calling itself with an AE title of the run
              (no lab host has it): seconds from the rejection (A-ASSOCIATE-RJ) to the unknown-ae
-             alert holding Orthanc's line about that association; p50 and p95 (the catalogue's
-             budget: 30 s).
+             alert holding Orthanc's line about that association (the catalogue's budget: 30 s),
+             and to the dicom-access-denied alert holding its line about the rejection; p50 and p95.
+security-alert --runs times, a C-STORE from the CT whose SOP Instance UID is a path of the run, refused
+             by the PACS: seconds from the refusal to the dicom-security-alert alert holding the
+             PACS's invalid-uid-refused event; p50 and p95.
+device-anomaly --runs times, the CT tries the VNA's SSH port (outside its baseline flows; dropped) from a
+             source port of the run: seconds from the try to the device-anomaly alert holding the
+             fw's drop; p50 and p95.
+ids          --runs times each, from the CT to the PACS's DICOM TLS port: an association without TLS
+             (ids-cleartext-dicom), a TLS 1.1 hello (ids-weak-tls), 25 connections at once
+             (ids-scan): seconds from the provocation's end to the alert holding the sensor's record
+             of its signature (Suricata's EVE, shipped by the sensor); p50 and p95 of each.
 malware      --runs times, a CT image carrying the EICAR test file in a private element stored on the
              PACS by the CT (refused, 0x0124): seconds from the refusal to the malware-detected
              alert holding the PACS's event about that accession (C-DET-02); p50 and p95.
@@ -68,6 +80,7 @@ results are appended to bench/results/detection_latency.jsonl.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import secrets
 import statistics
@@ -76,6 +89,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -91,8 +105,8 @@ from pacslab.topology import Lab, load_lab, safe_load  # noqa: E402
 RESULTS = REPO / "bench" / "results" / "detection_latency.jsonl"
 CLIENT, BASTION = "vendor-eng", "bastion"
 WAIT = 120
-MEASURES = ("brute-force", "port-scan", "compromised-modality", "integrity", "audit", "unknown-ae", "malware", "maintenance", "unknown-device",
-            "host-watch", "archive-rescan", "ingest")
+MEASURES = ("brute-force", "port-scan", "compromised-modality", "integrity", "audit", "unknown-ae", "security-alert", "device-anomaly", "ids",
+            "malware", "maintenance", "unknown-device", "host-watch", "archive-rescan", "ingest")
 # The EICAR anti-malware test file (eicar.org), as the lab's own signature for it holds it.
 EICAR_HEX = "".join(next(s for s in safe_load((REPO / "roles" / "orthanc" / "defaults" / "main.yml").read_text())["orthanc_malware_signatures"]
                          if s["name"] == "Pacslab.Test.EICAR")["hex"].split())
@@ -201,23 +215,61 @@ def integrity(lab: Lab, siem: str) -> float:
         sc.reset_scenario(lab, w4)
 
 
-def audit(lab: Lab, siem: str) -> float:
+def audit(lab: Lab, siem: str) -> dict[str, float]:
+    """One run of each DICOM audit message the lab's imaging work writes (PS3.15 A.5): seconds from
+    the action's answer to the message in the siem's store."""
     pacs = next(h.name for h in lab.deployed_hosts() if "pacs_servers" in h.groups)
     station = next(h.name for h in lab.deployed_hosts() if "modalities" in h.groups and h.image == "dicom" and h.ae_title
                    and not any(p.get("via") for p in lab.host_vars[h.name].get("dicom_node_peers") or []))
+    reader = next(h.name for h in lab.deployed_hosts() if "workstations" in h.groups and h.ae_title)
     accession = f"BENCH{secrets.token_hex(3).upper()}"
+
+    def arrival(what: str, contains: str, event_type: str, since: float) -> float:
+        while time.monotonic() - since < WAIT:
+            if any(e["event_type"] == event_type for e in siem_rows(lab, siem, "events", "--contains", contains)):
+                return time.monotonic() - since
+            time.sleep(0.25)
+        raise SystemExit(f"no {what} ({event_type}) holding {contains} within {WAIT} s")
+
+    took: dict[str, float] = {}
     result = im.dicomsim(lab, station, "store", "--images", "1", "--accession", accession)
-    stored = time.monotonic()
     study_uid = result["stored"][0]["study_uid"]
     try:
-        while time.monotonic() - stored < WAIT:
-            if any(e["event_type"] == "dicom-audit-instances-transferred" for e in siem_rows(lab, siem, "events", "--contains", study_uid)):
-                return time.monotonic() - stored
+        took["instances_transferred"] = arrival("Instances Transferred", study_uid, "dicom-audit-instances-transferred", time.monotonic())
+        # A Query message holds the identifier base64-encoded (A.5.3.10): the newest from the workstation
+        ae = str(lab.hosts[reader].ae_title)
+        known = {e["id"] for e in siem_rows(lab, siem, "events", "--contains", "110112")}
+        im.dicomsim(lab, reader, "find", "--accession", accession)
+        asked = time.monotonic()
+        while not any(e["id"] not in known and e["event_type"] == "dicom-audit-query" and e["calling_ae"] == ae
+                      for e in siem_rows(lab, siem, "events", "--contains", "110112")):
+            if time.monotonic() - asked > WAIT:
+                raise SystemExit(f"no Query message from {ae} within {WAIT} s")
             time.sleep(0.25)
-        raise SystemExit(f"no DICOM Instances Transferred message about {study_uid} within {WAIT} s")
+        took["query"] = time.monotonic() - asked
+        refused = f"../{accession}"
+        im.dicomsim(lab, station, "store", "--images", "1", "--sop-instance-uid", refused)
+        answered = time.monotonic()
+        while not any(e["event_type"] == "dicom-audit-security-alert" and refused in _described(e["message"])
+                      for e in siem_rows(lab, siem, "events", "--contains", "110113")):
+            if time.monotonic() - answered > WAIT:
+                raise SystemExit(f"no Security Alert naming {refused} within {WAIT} s")
+            time.sleep(0.25)
+        took["security_alert"] = time.monotonic() - answered
     finally:
         for study in im.find_study(lab, pacs, accession):
             im.orthanc(lab, pacs, f"/studies/{study}", "DELETE")
+    took["study_deleted"] = arrival("Study Deleted", study_uid, "dicom-audit-study-deleted", time.monotonic())
+    return took
+
+
+def _described(message: str) -> str:
+    """A Security Alert's description (A.5.3.11: ParticipantObjectDetail, base64 in the XML), "" if none."""
+    try:
+        detail = ElementTree.fromstring(message).find("ParticipantObjectIdentification/ParticipantObjectDetail")
+        return base64.b64decode(detail.get("value", "")).decode(errors="replace") if detail is not None else ""
+    except (ElementTree.ParseError, ValueError):
+        return ""
 
 
 SCANNED = (22, 104, 443, 2575, 4242, 5432, 8042, 11112, 3389)  # none of them a modality may reach on the VNA
@@ -259,7 +311,9 @@ def port_scan(lab: Lab, siem: str, correlate: bool = False) -> dict[str, float]:
     return {"alert": alerted, "quarantine": contained} | ({"correlated": correlated} if correlate else {})
 
 
-def unknown_ae(lab: Lab, siem: str) -> float:
+def unknown_ae(lab: Lab, siem: str) -> dict[str, float]:
+    """A C-ECHO to the PACS under an AE title of the run: seconds from the rejection to unknown-ae
+    (the association received) and to dicom-access-denied (its rejection)."""
     ct = next(h for h in lab.deployed_hosts() if "modalities" in h.groups and h.zone == "modality")
     rogue = f"BENCH{secrets.token_hex(4).upper()}"
     result = im.dicomsim(lab, ct.name, "echo", "--calling", rogue)
@@ -267,9 +321,70 @@ def unknown_ae(lab: Lab, siem: str) -> float:
     if result["outcome"] != "rejected":
         raise SystemExit(f"the PACS did not reject {rogue}: {result}")
     took = seconds_to_alert(lab, siem, rejected, rogue, "dicom-association-received", "unknown-ae")
+    denied = seconds_to_alert(lab, siem, rejected, rogue, "dicom-association-rejected", "dicom-access-denied")
+    if took is None or denied is None:
+        raise SystemExit(f"about {rogue} within {WAIT} s: unknown-ae after {took} s, dicom-access-denied after {denied} s")
+    return {"unknown_ae": took, "dicom_access_denied": denied}
+
+
+def security_alert(lab: Lab, siem: str) -> float:
+    """A C-STORE whose SOP Instance UID is a path of the run, refused by the PACS (0xC000): seconds
+    from the refusal to the dicom-security-alert alert holding the PACS's invalid-uid-refused event."""
+    ct = next(h for h in lab.deployed_hosts() if "modalities" in h.groups and h.zone == "modality")
+    uid = f"../../tmp/bench-{secrets.token_hex(4)}"
+    result = im.dicomsim(lab, ct.name, "store", "--images", "1", "--sop-instance-uid", uid)
+    refused = time.monotonic()
+    if result["stored"]:
+        raise SystemExit(f"the PACS stored an object whose UID is {uid}: {result}")
+    took = seconds_to_alert(lab, siem, refused, uid, "invalid-uid-refused", "dicom-security-alert")
     if took is None:
-        raise SystemExit(f"no unknown-ae alert about {rogue} within {WAIT} s")
+        raise SystemExit(f"no dicom-security-alert about {uid} within {WAIT} s")
     return took
+
+
+def device_anomaly(lab: Lab, siem: str) -> float:
+    """The CT tries the VNA's SSH port (no flow of its baseline allows it; dropped) from a source
+    port of the run: seconds from the try's end to the device-anomaly alert holding the fw's drop."""
+    ct = next(h for h in lab.deployed_hosts() if "modalities" in h.groups and h.zone == "modality")
+    vna = next(h for h in lab.deployed_hosts() if "vna_servers" in h.groups)
+    port = 24000 + secrets.randbelow(900) * 10
+    if portscan.scan(lab, ct.name, str(vna.address), (22,), port) != ["unanswered"]:
+        raise SystemExit(f"{ct.name} reached the VNA's SSH port")
+    took = seconds_to_alert(lab, siem, time.monotonic(), f'"src_port": {port},', "fw-drop", "device-anomaly")
+    if took is None:
+        raise SystemExit(f"no device-anomaly about the drop from port {port} within {WAIT} s")
+    return took
+
+
+# The IDS's signatures (roles/sensor/files/pacslab.rules) and what provokes each from the CT toward
+# the PACS's DICOM TLS port, with the siem's rule they raise.
+IDS_RUNS = {
+    "ids_cleartext_dicom": ("9000001", "ids-cleartext-dicom", ("echo", "--tls", "cleartext")),
+    "ids_weak_tls": ("9000011", "ids-weak-tls", ("echo", "--tls-version", "TLSv1_1")),
+    "ids_scan": ("9000021", "ids-scan", None),  # 25 connections at once
+}
+
+
+def ids(lab: Lab, siem: str, key: str) -> float:
+    """One IDS_RUNS[key] from the CT: seconds from its end to the siem's alert holding the sensor's
+    record of that signature about the CT, stored since the run began."""
+    sid, rule, args = IDS_RUNS[key]
+    ct = next(h for h in lab.deployed_hosts() if "modalities" in h.groups and h.zone == "modality")
+    pacs = next(h for h in lab.deployed_hosts() if "pacs_servers" in h.groups)
+    seen = f'"src_ip":"{ct.address}"'
+    since = max((e["id"] for e in siem_rows(lab, siem, "events", "--contains", seen)), default=0)
+    if args is None:
+        portscan.scan(lab, ct.name, str(pacs.address), (pacs.dicom_port,) * 25, 25000 + secrets.randbelow(200) * 30)
+    else:
+        im.dicomsim(lab, ct.name, *args)
+    start = time.monotonic()
+    while time.monotonic() - start < WAIT:
+        held = {e["id"] for e in siem_rows(lab, siem, "events", "--since-id", str(since), "--contains", seen)
+                if e["event_type"] == "ids-alert" and e["signature_id"] == sid}
+        if held and any(a["rule"] == rule and held & set(a["events"]) for a in siem_rows(lab, siem, "alerts")):
+            return time.monotonic() - start
+        time.sleep(0.25)
+    raise SystemExit(f"no {rule} holding the sensor's {sid} about {ct.name} within {WAIT} s")
 
 
 def malware(lab: Lab, siem: str) -> float:
@@ -435,6 +550,11 @@ def seconds_to_alert(lab: Lab, siem: str, start: float, contains: str, event_typ
     return None
 
 
+def per_key(runs: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Runs that each measured several things: p50 and p95 of each."""
+    return {key: summary([r[key] for r in runs]) for key in runs[0]}
+
+
 def summary(values: list[float]) -> dict[str, float]:
     return {"p50": round(statistics.median(values), 2), "p95": round(p95(values), 2)}
 
@@ -493,8 +613,11 @@ def main() -> int:
         "port-scan": ("port_scan_from_start", scans),
         "compromised-modality": ("compromised_modality_from_scan_start", correlated_scans),
         "integrity": ("integrity_failure_from_answer", lambda: summary([integrity(lab, siem) for _ in range(n)])),
-        "audit": ("audit_instances_transferred_from_store", lambda: summary([audit(lab, siem) for _ in range(n)])),
-        "unknown-ae": ("unknown_ae_from_rejection", lambda: summary([unknown_ae(lab, siem) for _ in range(n)])),
+        "audit": ("audit_message_from_answer", lambda: per_key([audit(lab, siem) for _ in range(n)])),
+        "unknown-ae": ("unknown_ae_from_rejection", lambda: per_key([unknown_ae(lab, siem) for _ in range(n)])),
+        "security-alert": ("dicom_security_alert_from_refusal", lambda: summary([security_alert(lab, siem) for _ in range(n)])),
+        "device-anomaly": ("device_anomaly_from_try", lambda: summary([device_anomaly(lab, siem) for _ in range(n)])),
+        "ids": ("ids_from_provocation", lambda: {key: summary([ids(lab, siem, key) for _ in range(n)]) for key in IDS_RUNS}),
         "malware": ("malware_detected_from_refusal", lambda: summary([malware(lab, siem) for _ in range(n)])),
         "maintenance": ("maintenance", maintenances),
         "unknown-device": ("unknown_device_from_appearance", devices),
