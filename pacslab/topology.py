@@ -595,7 +595,7 @@ def ansible_host_vars(inventory: Path) -> dict[str, dict[str, Any]]:
 
 class _Origins:
     """Where a host's variable is set, most specific first, in Ansible's precedence: host_vars,
-    the host's entry in hosts.yml, group_vars of its groups, group vars in hosts.yml, group_vars/all."""
+    the host's entry in hosts.yml, group_vars of its groups, group_vars/all, group vars in hosts.yml."""
 
     def __init__(self, reader: _Reader, root: Path, inventory: Path, membership: dict[str, list[str]], origins: dict[str, tuple[Path, str]]):
         self.reader, self.root, self.inventory = reader, root, inventory
@@ -670,17 +670,16 @@ class _Origins:
                     entry = (entry.get(part) if isinstance(entry, Mapping) else None) or {}
                 if isinstance(entry, Mapping) and key in entry:
                     return self.inventory, f"{keypath}.{key}"
-        for group in reversed(self.groups_of(host) if host else []):
+        # Every group_vars file, of any group, ranks above every group's vars in hosts.yml (Ansible's
+        # precedence 4 and 6 against 3); among groups, the deepest (then the last by name) wins.
+        groups = list(reversed(self.groups_of(host))) if host else []
+        for group in [*groups, "all"]:
             for vf in _vars_files(self.root / "group_vars" / group):
                 if isinstance(self._data(vf), Mapping) and key in self._data(vf):
                     return vf, key
+        for group in [*groups, "all"]:
             if key in self._group_vars_in_inventory(group):
                 return self.inventory, f"{group}.vars.{key}"
-        for vf in _vars_files(self.root / "group_vars" / "all"):
-            if isinstance(self._data(vf), Mapping) and key in self._data(vf):
-                return vf, key
-        if key in self._group_vars_in_inventory("all"):
-            return self.inventory, f"all.vars.{key}"
         return self.inventory, f"{host}.{key}" if host else key
 
 

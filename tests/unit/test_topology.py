@@ -369,6 +369,19 @@ def test_a_switch_in_any_file_ansible_reads_is_refused_naming_that_file(lab_copy
     assert problem.reason.startswith("false turns off C-PRT-05 on fw")
 
 
+def test_a_switch_is_refused_where_ansible_takes_it_from(lab_copy: Path) -> None:
+    """group_vars/all ranks above every group's vars in hosts.yml (Ansible's precedence 4 against 3):
+    with the fw's group saying true in hosts.yml and group_vars/all false, Ansible takes false, and
+    the refusal names group_vars/all, where the false is, not hosts.yml."""
+    mutate(lab_copy, lambda h, lv, f: h["all"]["children"]["firewalls"].update(vars={"firewall_dicom_limits": True}))
+    _append(lab_copy / "group_vars" / "all" / "switches.yml", "---\nfirewall_dicom_limits: false\n")
+    with pytest.raises(LabDefinitionError) as err:
+        load_lab(lab_copy)
+    [problem] = err.value.problems
+    assert (problem.file.endswith("group_vars/all/switches.yml"), problem.key) == (True, "firewall_dicom_limits"), problem
+    assert problem.reason.startswith("false turns off C-PRT-05 on fw")
+
+
 @pytest.mark.parametrize(("place", "reason"), [
     ("group_vars/all.yml", "Ansible does not read it: for all it reads group_vars/all alone; move its variables there"),
     ("host_vars/pacs.yaml", "Ansible does not read it: for pacs it reads host_vars/pacs.yml alone; move its variables there"),
