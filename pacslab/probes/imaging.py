@@ -12,6 +12,7 @@ import json
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -211,24 +212,33 @@ def received_fingerprints(lab: Lab, host: str, folder: str = "/var/lib/pacslab/r
     return rows
 
 
-# The kernel's capture buffer, KiB: the default (2 MB) lost packets on the fw even when little
-# crossed it (1 to 548 per capture, seen), and a capture that lacks packets proves no absence.
+# The kernel's capture buffer, KiB (libpcap's TPACKET_V3 ring of blocks, filled packet after packet):
+# the default 2 MB lost packets on the fw even when little crossed it (1 to 548 per capture, seen),
+# and a capture that lacks packets proves no absence.
 CAPTURE_BUFFER_KIB = 65536
+# libpcap hands a block of that ring over once it is full or after its timeout (tcpdump's 1000 ms):
+# a capture is stopped that long after the last packet it must hold, and a little more.
+CAPTURE_SETTLE = 1.5
+
+
+@dataclass(frozen=True)
+class Capture:
+    """A pcap's bytes and the packets the kernel dropped while it ran (tcpdump's count; None when
+    tcpdump did not say). A check that a capture does not hold something asserts dropped == 0 too."""
+    data: bytes
+    dropped: int | None
 
 
 def capture_start(lab: Lab, name: str, netns_of: str, image: str) -> None:
     """tcpdump in a container's network namespace (the fw sees every inter-zone link), on every
-    interface, whole packets, in immediate mode (each packet written as it comes: without it,
-    libpcap holds them in its buffer, and a short capture stopped with none written), with a
-    CAPTURE_BUFFER_KIB buffer. Returns once tcpdump says it listens (a fixed 1.5 s once ended
-    before it did), at most 30 s, else RuntimeError."""
+    interface, whole packets, with a CAPTURE_BUFFER_KIB buffer. Returns once tcpdump says it
+    listens (a fixed 1.5 s once ended before it did), at most 30 s, else RuntimeError."""
     container = f"{lab.prefix}-capture-{name}"
     docker("rm", "-f", container, check=False)  # a capture a crashed run left behind
     docker(
         "run", "-d", "--name", container, "--label", f"pacslab.lab={lab.name}",
         "--network", f"container:{lab.container_name(netns_of)}", "--cap-add", "NET_RAW", "--cap-add", "NET_ADMIN",
-        "--entrypoint", "tcpdump", image, "-i", "any", "-s", "0", "-U", "--immediate-mode", "-B", str(CAPTURE_BUFFER_KIB),
-        "-w", f"/tmp/{name}.pcap",
+        "--entrypoint", "tcpdump", image, "-i", "any", "-s", "0", "-U", "-B", str(CAPTURE_BUFFER_KIB), "-w", f"/tmp/{name}.pcap",
     )
     deadline = time.monotonic() + 30
     while "listening on" not in docker("logs", container, check=False).stderr:
@@ -239,20 +249,23 @@ def capture_start(lab: Lab, name: str, netns_of: str, image: str) -> None:
     time.sleep(0.5)
 
 
-def capture_stop(lab: Lab, name: str, dest: Path) -> bytes:
-    """Stop the capture ``name`` (tcpdump ends on SIGINT and counts what it saw), copy its pcap to
-    ``dest`` and remove it: the pcap's bytes. RuntimeError when the kernel dropped any packet (or
-    tcpdump did not say), naming how many: what such a capture lacks proves nothing."""
+def capture_stop(lab: Lab, name: str, dest: Path) -> Capture:
+    """Stop the capture ``name`` CAPTURE_SETTLE seconds from now (tcpdump ends on SIGINT and counts
+    what the kernel dropped), copy its pcap to ``dest`` and remove its container, whatever fails."""
     container = f"{lab.prefix}-capture-{name}"
     try:
+        time.sleep(CAPTURE_SETTLE)
         docker("kill", "-s", "INT", container, check=False)
         docker("wait", container, check=False, timeout=30)
         said = docker("logs", container, check=False).stderr
         docker("cp", f"{container}:/tmp/{name}.pcap", str(dest), check=False)
     finally:
         docker("rm", "-f", container, check=False)
-    dropped = re.search(r"^(\d+) packets? dropped by kernel$", said, re.MULTILINE)
-    if dropped is None or int(dropped.group(1)) > 0:
-        lost = f"the kernel dropped {dropped.group(1)} packets" if dropped else f"tcpdump did not count them: {said[-300:]!r}"
-        raise RuntimeError(f"the capture {name} in {lab.prefix}: {lost}; what it lacks proves nothing")
-    return dest.read_bytes() if dest.is_file() else b""
+    return Capture(dest.read_bytes() if dest.is_file() else b"", kernel_drops(said))
+
+
+def kernel_drops(said: str) -> int | None:
+    """The packets tcpdump says the kernel dropped ("N packet(s) dropped by kernel", on its stderr as
+    it ends), None when it says nothing of it."""
+    found = re.search(r"^(\d+) packets? dropped by kernel$", said, re.MULTILINE)
+    return int(found.group(1)) if found else None

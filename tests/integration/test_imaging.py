@@ -14,6 +14,7 @@ lab's host variables whom it talks to; nothing here names an address or an AE ti
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import hashlib
@@ -161,6 +162,7 @@ class ClinicalRun:
     moves: dict[str, dict[str, Any]]
     fw_capture: bytes
     legacy_capture: dict[str, bytes]  # gateway host -> what its segment carried
+    fw_dropped: int | None  # packets the kernel dropped from the fw's capture (tcpdump's count)
 
 
 @pytest.fixture(scope="module")
@@ -174,16 +176,15 @@ def clinical(running_lab: Lab, plan, tmp_path_factory) -> ClinicalRun:
     fw_image = next(c.image for c in plan.containers if c.host == plan.firewall_host)
     im.exec_in(lab, ws.name, "sh", "-c", "rm -f /var/lib/pacslab/received/*.dcm")
     gateways = sorted({gw.name for h in legacy_stations(lab) if (gw := gateway_of(lab, h))})
-    im.capture_start(lab, "fw", lab.router.name, fw_image)
-    for gw in gateways:
-        im.capture_start(lab, f"legacy-{gw}", gw, fw_image)
-    try:
+    captures: dict[str, im.Capture] = {}
+    with contextlib.ExitStack() as running:  # each capture started is stopped and removed, whatever fails
+        for name, netns in [("fw", lab.router.name), *((f"legacy-{gw}", gw) for gw in gateways)]:
+            im.capture_start(lab, name, netns, fw_image)
+            running.callback(lambda name=name: captures.__setitem__(name, im.capture_stop(lab, name, folder / f"{name}.pcap")))
         work = clinical_round(lab, secrets.token_hex(3).upper())
         received = im.received_fingerprints(lab, ws.name)
-    finally:
-        fw = im.capture_stop(lab, "fw", folder / "fw.pcap")
-        legacy = {gw: im.capture_stop(lab, f"legacy-{gw}", folder / f"legacy-{gw}.pcap") for gw in gateways}
-    return ClinicalRun(work.accession, work.canary, work.sent, work.pacs, work.vna, received, work.moves, fw, legacy)
+    return ClinicalRun(work.accession, work.canary, work.sent, work.pacs, work.vna, received, work.moves, captures["fw"].data,
+                       {gw: captures[f"legacy-{gw}"].data for gw in gateways}, captures["fw"].dropped)
 
 
 @dataclass
@@ -306,8 +307,9 @@ def test_no_cleartext_dicom_crosses_a_zone(clinical: ClinicalRun, marker: str, e
         # ciphertext by chance about once in 4 GiB: in about 1 run in 200 of a 20 MB capture (seen).
         "DICM": [b"\x00" * 16 + b"DICM"],
     }[marker]
-    evidence.update(capture_bytes=len(clinical.fw_capture), needles=[n.decode() for n in needles])
+    evidence.update(capture_bytes=len(clinical.fw_capture), dropped=clinical.fw_dropped, needles=[n.decode() for n in needles])
     assert len(clinical.fw_capture) > 100_000, "the fw capture saw almost nothing: the workflow did not cross it"
+    assert clinical.fw_dropped == 0, f"the kernel dropped {clinical.fw_dropped} packets of the fw's capture: what it lacks proves nothing"
     for needle in needles:
         assert needle not in clinical.fw_capture, f"{needle!r} crossed a zone boundary in cleartext"
 
@@ -327,9 +329,12 @@ def test_a_modality_store_crosses_the_fw_inside_tls(running_lab: Lab, plan, devi
     try:
         result = im.dicomsim(lab, device.name, "store", "--images", "1", "--patient-name", canary)
     finally:
-        capture = im.capture_stop(lab, name, tmp_path / "link.pcap")
-    evidence.update(device=device.name, outcome=result["outcome"], stored=len(result["stored"]), capture_bytes=len(capture))
+        captured = im.capture_stop(lab, name, tmp_path / "link.pcap")
+    capture = captured.data
+    evidence.update(device=device.name, outcome=result["outcome"], stored=len(result["stored"]), capture_bytes=len(capture),
+                    dropped=captured.dropped)
     assert len(result["stored"]) == 1, f"the store did not go through, nothing to search: {result}"
+    assert captured.dropped == 0, f"the kernel dropped {captured.dropped} packets of the capture: what it lacks proves nothing"
     assert len(capture) > 100_000, "the fw capture saw almost nothing: the store did not cross it"
     assert APP_CONTEXT_UID not in capture, "a DICOM application context crossed the fw in cleartext"
     assert canary.encode() not in capture, f"{canary} crossed the fw in cleartext"
