@@ -319,6 +319,8 @@ class _Reader:
 # up's configure play alone, every node, behind the lab definition's back.
 ENGINE_GROUPS = {
     "pacslab_engine": "the machine of the Docker engine, pacslab.engine",
+    "pacslab_containers": "the lab's containers, roles/lab_provision",
+    "pacslab_deployed": "the deployed nodes, roles/lab_provision",
     "pacslab_configuring": "the nodes an up configures, playbooks/up.yml",
 }
 
@@ -478,6 +480,8 @@ def load_lab(path: str | Path) -> Lab:
     else:
         _walk_groups(reader, inventory, "all", top["all"], "all", hosts_raw, origins, membership)
 
+    for name in sorted(ENGINE_GROUPS.keys() & _group_names(top.get("all") if isinstance(top, Mapping) else None)):
+        reader.fail(inventory, name, f"{name} is pacslab's own group ({ENGINE_GROUPS[name]}): call the lab's group otherwise")
     # Lab-wide keys from group_vars/all, with the file each came from.
     lab_vars: dict[str, Any] = {}
     var_origin: dict[str, Path] = {}
@@ -660,7 +664,7 @@ class _Origins:
     def of(self, host: str | None, key: str) -> tuple[Path, str]:
         """(file, key path) of the most specific place that sets ``key`` for ``host``."""
         if host is not None:
-            for vf in _vars_files(self.root / "host_vars" / host):
+            for vf in reversed(_vars_files(self.root / "host_vars" / host)):  # in a folder, the last file that sets it wins
                 if isinstance(self._data(vf), Mapping) and key in self._data(vf):
                     return vf, f"{host}.{key}"
             file, keypath = self.host_entries.get(host, (self.inventory, f"all.hosts.{host}"))
@@ -674,7 +678,7 @@ class _Origins:
         # precedence 4 and 6 against 3); among groups, the deepest (then the last by name) wins.
         groups = list(reversed(self.groups_of(host))) if host else []
         for group in [*groups, "all"]:
-            for vf in _vars_files(self.root / "group_vars" / group):
+            for vf in reversed(_vars_files(self.root / "group_vars" / group)):
                 if isinstance(self._data(vf), Mapping) and key in self._data(vf):
                     return vf, key
         for group in [*groups, "all"]:

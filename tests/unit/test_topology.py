@@ -369,6 +369,26 @@ def test_a_switch_in_any_file_ansible_reads_is_refused_naming_that_file(lab_copy
     assert problem.reason.startswith("false turns off C-PRT-05 on fw")
 
 
+def test_a_switch_in_a_folder_is_refused_in_the_last_file_that_sets_it(lab_copy: Path) -> None:
+    """In a vars folder Ansible reads the files by name and a later one's value wins: a.yml says
+    true, b.yml false; Ansible takes false, and the refusal names b.yml."""
+    _append(lab_copy / "group_vars" / "firewalls" / "a.yml", "---\nfirewall_dicom_limits: true\n")
+    _append(lab_copy / "group_vars" / "firewalls" / "b.yml", "---\nfirewall_dicom_limits: false\n")
+    with pytest.raises(LabDefinitionError) as err:
+        load_lab(lab_copy)
+    [problem] = err.value.problems
+    assert problem.file.endswith("group_vars/firewalls/b.yml") and problem.reason.startswith("false turns off C-PRT-05 on fw"), problem
+
+
+def test_a_group_named_like_pacslab_s_own_is_refused(lab_copy: Path) -> None:
+    mutate(lab_copy, lambda h, lv, f: h["all"]["children"].update(pacslab_deployed={"children": {"pacs_servers": None}}))
+    with pytest.raises(LabDefinitionError) as err:
+        load_lab(lab_copy)
+    assert [(p.file.endswith("hosts.yml"), p.key, p.reason) for p in err.value.problems] == [
+        (True, "pacslab_deployed",
+         "pacslab_deployed is pacslab's own group (the deployed nodes, roles/lab_provision): call the lab's group otherwise")]
+
+
 def test_a_switch_is_refused_where_ansible_takes_it_from(lab_copy: Path) -> None:
     """group_vars/all ranks above every group's vars in hosts.yml (Ansible's precedence 4 against 3):
     with the fw's group saying true in hosts.yml and group_vars/all false, Ansible takes false, and
