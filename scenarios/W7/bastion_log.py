@@ -11,17 +11,20 @@ args, since = CONTEXT["args"], CONTEXT["since"]  # noqa: F821 (given by the scen
 
 
 def lines(path):
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                stamp = line.split(" ", 1)[0]
-                try:
-                    if dt.datetime.fromisoformat(stamp).timestamp() >= since:
-                        yield line
-                except ValueError:
-                    continue
-    except FileNotFoundError:
-        return
+    """The file's lines since the run began, its rotated copy's first (roles/log_rotation renames a
+    full file to .1 and the bastion's rsyslogd starts a new one: a run may straddle the rotation)."""
+    for name in (path + ".1", path):
+        try:
+            with open(name, encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    stamp = line.split(" ", 1)[0]
+                    try:
+                        if dt.datetime.fromisoformat(stamp).timestamp() >= since:
+                            yield line
+                    except ValueError:
+                        continue
+        except FileNotFoundError:
+            continue
 
 
 signed_in, recorded = set(), set()
