@@ -152,14 +152,18 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @dataclass
-class ClinicalRun:
+class ClinicalRound:
     accession: dict[str, str]  # station host -> accession
     canary: dict[str, str]  # station host -> synthetic patient name
     sent: dict[str, list[dict[str, str]]]  # station host -> fingerprints the modality sent
     pacs: dict[str, list[dict[str, Any]]]
     vna: dict[str, list[dict[str, Any]]]
-    received: list[dict[str, str]]
     moves: dict[str, dict[str, Any]]
+
+
+@dataclass
+class ClinicalRun(ClinicalRound):
+    received: list[dict[str, str]]
     fw_capture: bytes
     legacy_capture: dict[str, bytes]  # gateway host -> what its segment carried
     fw_dropped: int | None  # packets the kernel dropped from the fw's capture (tcpdump's count)
@@ -183,18 +187,8 @@ def clinical(running_lab: Lab, plan, tmp_path_factory) -> ClinicalRun:
             running.callback(lambda name=name: captures.__setitem__(name, im.capture_stop(lab, name, folder / f"{name}.pcap")))
         work = clinical_round(lab, secrets.token_hex(3).upper())
         received = im.received_fingerprints(lab, ws.name)
-    return ClinicalRun(work.accession, work.canary, work.sent, work.pacs, work.vna, received, work.moves, captures["fw"].data,
-                       {gw: captures[f"legacy-{gw}"].data for gw in gateways}, captures["fw"].dropped)
-
-
-@dataclass
-class ClinicalRound:
-    accession: dict[str, str]  # station host -> accession
-    canary: dict[str, str]  # station host -> synthetic patient name
-    sent: dict[str, list[dict[str, str]]]  # station host -> fingerprints the modality sent
-    pacs: dict[str, list[dict[str, Any]]]
-    vna: dict[str, list[dict[str, Any]]]
-    moves: dict[str, dict[str, Any]]
+    return ClinicalRun(**vars(work), received=received, fw_capture=captures["fw"].data,
+                       legacy_capture={gw: captures[f"legacy-{gw}"].data for gw in gateways}, fw_dropped=captures["fw"].dropped)
 
 
 def clinical_round(lab: Lab, tag: str) -> ClinicalRound:
