@@ -44,7 +44,7 @@ from .docker import docker
 from .plan import state_dir
 from .probes import oidc
 from .redact import redact, redact_tree, secret_values
-from .topology import REPO_ROOT, Lab, Problem, group_vars_source, host_vars_source, read_vars_file, safe_load, vars_folder_files, write_vars_file
+from .topology import REPO_ROOT, Lab, Problem, read_vars_file, safe_load, vars_file_for, write_vars_file
 
 SCENARIOS_DIR = REPO_ROOT / "scenarios"
 SCHEMA_FILE = SCENARIOS_DIR / "scenario.schema.json"
@@ -678,26 +678,6 @@ def overlay_dir(lab: Lab, scenario: Scenario) -> Path:
     return state_dir(lab) / "overlay" / scenario.id
 
 
-def _lab_vars_file_with(folder: Path, key: str) -> Path:
-    """The file of the lab folder's group_vars/all whose ``key`` Ansible uses: the last file of a
-    group_vars/all/ folder that sets it (a later file's value replaces an earlier one's), else that
-    folder's last file; group_vars/all.yml (.yaml, .json, no suffix) when the lab keeps it in one
-    file; group_vars/all/lab.yml when it has neither."""
-    source = group_vars_source(folder, "all")
-    return _vars_file_with(source, key) if source is not None else folder / "group_vars" / "all" / "lab.yml"
-
-
-def _vars_file_with(source: Path, key: str) -> Path:
-    """In what Ansible reads for one host or group (a file, or a folder), the file to write ``key`` in
-    for Ansible to use it: the file itself; in a folder, the last file that sets it, else its last
-    file, else a new overlay.yml in it."""
-    if not source.is_dir():
-        return source
-    files = vars_folder_files(source)
-    setting = [f for f in files if key in (read_vars_file(f) or {})]
-    return (setting or files or [source / "overlay.yml"])[-1]
-
-
 def derive_overlay(lab: Lab, scenario: Scenario) -> Lab:
     """Write the scenario's vulnerable overlay of ``lab`` (a copy of its folder, same lab name, with
     the overlay's host variables and flows and a waiver for each control it switches off) under
@@ -721,16 +701,14 @@ def derive_overlay(lab: Lab, scenario: Scenario) -> Lab:
     # Each host's and the lab's variables go where Ansible reads them (pacslab.topology): a lab may
     # keep them in a .json, a file without a suffix, or a folder of files.
     for hname, variables in v.host_vars.items():
-        source = host_vars_source(target, hname)
-        if source is None:
-            update(target / "host_vars" / f"{hname}.yml", lambda d, x=variables: d.update(x))
-            continue
         for key, value in variables.items():
-            update(_vars_file_with(source, key), lambda d, k=key, x=value: d.update({k: x}))
+            update(vars_file_for(target, "host_vars", hname, key, f"{hname}.yml"), lambda d, k=key, x=value: d.update({k: x}))
     if v.flows:
-        update(_lab_vars_file_with(target, "lab_flows"), lambda d: d.setdefault("lab_flows", []).extend(v.flows))
+        update(vars_file_for(target, "group_vars", "all", "lab_flows", "all/lab.yml"),
+               lambda d: d.setdefault("lab_flows", []).extend(v.flows))
     waivers = [{"control": c, "justification": JUSTIFICATION.format(id=scenario.id, repair=v.repair)} for c in v.waives]
-    update(_lab_vars_file_with(target, "lab_waivers"), lambda d: d.update(lab_waivers=[*(d.get("lab_waivers") or []), *waivers]))
+    update(vars_file_for(target, "group_vars", "all", "lab_waivers", "all/lab.yml"),
+           lambda d: d.update(lab_waivers=[*(d.get("lab_waivers") or []), *waivers]))
     try:
         return load_lab(target)
     except LabDefinitionError as exc:

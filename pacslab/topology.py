@@ -414,21 +414,21 @@ def lab_vars_files(lab: Lab) -> list[Path]:
             for vf in _vars_files(lab.path / folder / name)]
 
 
-def host_vars_source(lab_path: Path, host: str) -> Path | None:
-    """What Ansible reads for ``host``'s host_vars in the lab folder ``lab_path``: a file, a folder,
-    or None when it has none (``_vars_source``)."""
-    return _vars_source(lab_path / "host_vars" / host)
-
-
-def group_vars_source(lab_path: Path, group: str) -> Path | None:
-    """What Ansible reads for ``group``'s group_vars in the lab folder ``lab_path``, as host_vars_source."""
-    return _vars_source(lab_path / "group_vars" / group)
-
-
-def vars_folder_files(folder: Path) -> list[Path]:
-    """The files Ansible reads in a vars folder (host_vars/<name>/, group_vars/<name>/), in its
-    order: a later file's variable replaces an earlier one's."""
-    return _vars_folder(folder)
+def vars_file_for(lab_path: Path, folder: str, name: str, key: str, default: str) -> Path:
+    """The file of the lab folder ``lab_path`` to write ``key`` of ``folder``/``name`` (host_vars/pacs,
+    group_vars/all) in, for Ansible to use it: what Ansible reads for that name when it is a file
+    (``_vars_source``: .yml, .yaml, .json or no suffix); in a folder, the last file that sets the key
+    (a later file's value replaces an earlier one's), else the folder's last file, else a new
+    overlay.yml in it; ``folder``/``default`` (a path under ``folder``) when Ansible reads nothing
+    for the name."""
+    source = _vars_source(lab_path / folder / name)
+    if source is None:
+        return lab_path / folder / default
+    if not source.is_dir():
+        return source
+    files = _vars_folder(source)
+    setting = [f for f in files if key in (read_vars_file(f) or {})]
+    return (setting or files or [source / "overlay.yml"])[-1]
 
 
 def _walk_groups(
