@@ -12,17 +12,24 @@ Portal::Main::Constants), the redirect to the relying party and the claims of th
 A person can sign in once per 30-second TOTP step: the IdP refuses a code whose step is not later
 than the last one it accepted for them. The checks that succeed therefore each sign in a different
 person, and the replay check replays the very code that just succeeded.
+
+The module's refused sign-ins (the lockout's five wrong passwords, the demo users', wrong and
+replayed codes) and its sign-ins after them come from one workstation: the siem raises
+idp-brute-force-success about it, whose containment would quarantine the reading workstation. They
+are the suite's own, so the module runs in a window of authorised activity for that workstation (the
+alert is raised, its decision withheld); test_response proves the quarantine of a break-in.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pacslab import people
+from pacslab import people, response
 from pacslab.people import Person
 from pacslab.plan import Plan
 from pacslab.probes import imaging as im
@@ -33,6 +40,19 @@ from . import test_directory as td
 
 # The client of the sign-ins (sign_in's default): a clinical workstation (flow F10b reaches idp:443 from clinical).
 CLIENT = "ws-rad"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _guessing_authorised(running_lab: Lab) -> Iterator[None]:
+    """The module's refused sign-ins in a window of authorised activity for CLIENT (the module's docstring)."""
+    if CLIENT not in running_lab.hosts:
+        yield
+        return
+    with response.authorised(running_lab, "test_idp's refused sign-ins (tests/integration)", [str(running_lab.hosts[CLIENT].address)],
+                             by="pacslab-tests"):
+        yield
+
+
 # The IdP portal's log (roles/idp: LemonLDAP::NG's output and its TOTP checker's verdicts).
 PORTAL_LOG = "/var/log/pacslab/llng.log"
 # LemonLDAP::NG's result codes (Lemonldap::NG::Portal::Main::Constants, 2.0.16).

@@ -4,7 +4,8 @@ modalities keep storing, the release gives the path back and is logged, and a ru
 up` after drift) keeps the set (pacslab.response, roles/firewall pacslab-quarantine). Detection
 (C-DET-01): a port scan from a modality, seen in the fw's drops the siem reads, raises port-scan, and
 the siem's decision has the fw quarantine the modality; inside a window of authorised activity the
-alert is raised and nobody is quarantined.
+alert is raised and nobody is quarantined. A sign-in after password guessing (C-DET-06), at the
+bastion or at the IdP, has the fw quarantine the computer it came from.
 
 Expectations are written out: the answer a quarantined modality's SYN gets (the fw's TCP reset,
 which the modality reports as "Connection refused"), the fw's log prefix, the response log's fields.
@@ -23,17 +24,26 @@ import pytest
 
 from pacslab import cli, response
 from pacslab.docker import docker
+from pacslab.plan import Plan
 from pacslab.probes import imaging as im
 from pacslab.probes import portscan, standins
 from pacslab.probes import segmentation as seg
 from pacslab.topology import Host, Lab
 
-from .test_siem import evaluated_after, siem_json, utc_now
+from .test_bastion import CLIENT as VENDOR_CLIENT
+from .test_bastion import bastion, login, vendor
+from .test_idp import idp, one
+from .test_idp import sign_in as idp_sign_in
+from .test_siem import GUESSER, evaluated_after, siem_json, utc_now
 
 ENDED_WITHIN = 10  # seconds: an association open when its host is quarantined must stop within this (issue 13)
 LOG_WAIT = 10  # seconds the fw's NFLOG line is waited for at most
 DETECTED_WITHIN = 60  # seconds from the scan to its port-scan alert (issue 13's budget)
 CONTAINED_WITHIN = 30  # seconds from the alert to the quarantine (issue 13's budget)
+# Minutes of authorised activity for a computer after a break-in check: its person goes on signing
+# in from it, and each sign-in within the rules' ten minutes of the guessing is a break-in again,
+# which a release would see quarantined again (the alert goes on). Ten, and two to spare.
+SEQUEL = 12
 # The ports a scan tries on the VNA, none of which a modality may reach (nine: port-scan needs eight).
 SCANNED = (22, 104, 443, 2575, 4242, 5432, 8042, 11112, 3389)
 
@@ -384,3 +394,79 @@ def test_an_authorised_scan_raises_its_alert_and_quarantines_nobody(running_lab:
     assert withheld["decision"] == "withheld" and withheld["reason"].startswith("authorised activity (window "), withheld
     assert withheld["reason"].endswith(": integration test: a scheduled scan)"), withheld
     assert record == {}
+
+
+def _break_in(lab: Lab, plan: Plan, where: str) -> tuple[Host, Host, int, str, dict[str, Any]]:
+    """Five sign-ins under user names of this run that nobody has, then a person's own (password and
+    code), from one computer outside any window of authorised activity: at the bastion from the
+    vendor's computer (the only one flow F08a lets reach it), or at the IdP from the technologists'
+    workstation. (the computer, the service it signed in to, that service's port, the rule the
+    sign-in raises, the siem's event of the sign-in)."""
+    call = secrets.token_hex(3)
+    users = [f"break-{call}-guess{i}" for i in range(5)]
+    if where == "bastion":
+        client, service, rule, kind = lab.hosts[VENDOR_CLIENT], bastion(lab), "brute-force-success", "ssh"
+        for user in users:
+            login(lab, plan, user, password="guess")
+        who = vendor(lab, "enabled").name
+    else:
+        if GUESSER not in lab.hosts or not lab.hosts[GUESSER].deployed:
+            pytest.skip(f"lab {lab.name!r} deploys no {GUESSER}")
+        client, service, rule, kind = lab.hosts[GUESSER], idp(lab), "idp-brute-force-success", "idp"
+        for user in users:
+            idp_sign_in(lab, plan, user, password="guess", client=client.name)
+        who = one(lab, "enabled", "radiologist").name
+
+    def five() -> list[dict[str, Any]]:
+        found = [e for u in users for e in siem_json(lab, "events", "--contains", u) if e["event_type"] == f"{kind}-login-failure"]
+        return found if len(found) == 5 else []
+
+    failures = wait("the five failures at the siem", DETECTED_WITHIN, five)
+    if where == "bastion":
+        session = login(lab, plan, who, code="now", commands=("id -un",))
+        assert session["shell"], session["said"]
+    else:
+        idp_sign_in(lab, plan, who, code="now", client=client.name)
+    last = max(e["id"] for e in failures)
+    signed_in = wait(f"{who}'s sign-in after them", DETECTED_WITHIN, lambda: [
+        e for e in siem_json(lab, "events", "--contains", who)
+        if e["event_type"] == f"{kind}-login-success" and e["src_ip"] == str(client.address) and e["id"] > last])[0]
+    port = service.service("ssh" if where == "bastion" else "https").port
+    return client, service, port, rule, signed_in
+
+
+@pytest.mark.control("C-RSP-02")
+@pytest.mark.control("C-DET-06")
+@pytest.mark.parametrize("where", ["bastion", "idp"])
+def test_a_sign_in_after_password_guessing_quarantines_the_computer_it_came_from(running_lab: Lab, plan: Plan, where: str,
+                                                                                 evidence: dict[str, Any]) -> None:
+    """The break-in (_break_in) raises its rule (high) holding the sign-in, and the fw quarantines the
+    computer within CONTAINED_WITHIN seconds of the alert (the fw's record: by siem, the alert
+    named): its SYN to the service it broke into is then answered with the fw's reset. The twin:
+    once released, after a window of authorised activity for what the computer does next (SEQUEL),
+    the same SYN is answered by the service again. Guessing inside a window quarantines nobody:
+    test_siem's guessing fixtures are in one, and the vendor signs in after them."""
+    lab = running_lab
+    assert response.quarantined(lab) == {}, "a host was left in quarantine before this test"
+    client, service, port, rule, signed_in = _break_in(lab, plan, where)
+    address = str(client.address)
+    before = connect(lab, client, str(service.address), port)
+    try:
+        alert = wait(f"{rule} holding the sign-in", DETECTED_WITHIN, lambda: next(
+            (a for a in siem_json(lab, "alerts") if a["rule"] == rule and signed_in["id"] in a["events"]), None))
+        record = wait(f"quarantine of {client.name}", CONTAINED_WITHIN, lambda: response.quarantined(lab).get(address))
+        cut = connect(lab, client, str(service.address), port)
+        cases = [c for c in siem_json(lab, "cases") if alert["id"] in c["alerts"]]
+    finally:
+        response.authorise(lab, f"integration test: {client.name}'s sign-ins after the break-in check", [address], minutes=SEQUEL,
+                           by="pacslab-tests")
+        released = response.release_when_settled(lab, address, "integration test: the break-in was ours", by="pacslab-tests")
+    back = connect(lab, client, str(service.address), port)
+    evidence.update(signed_in=signed_in, alert=alert, record=record, cut=cut, back=back, released=released, cases=cases)
+    assert before == "open"
+    assert (alert["rule"], alert["severity"], alert["entities"]) == (rule, "high", {"src_ip": address}), alert
+    assert (record["by"], record["reason"], record["enforced"]) == ("siem", f"siem alert {alert['id']}: {rule}", True), record
+    assert cut == "refused"
+    assert [(c["host"], c["severity"]) for c in cases] == [(client.name, "high")], cases
+    assert released >= 1 and address not in response.quarantined(lab)
+    assert back == "open"

@@ -266,11 +266,16 @@ def test_clinical_work_raises_no_alert_and_an_unknown_ae_after_it_does(running_l
 @pytest.fixture(scope="module")
 def guessing(running_lab: Lab, plan: Plan) -> dict[str, Any]:
     """Five wrong passwords from the vendor's computer, one user name each (this run's): their five
-    events in the siem, the ssh-brute-force alert that holds them, and its case (and the user names)."""
+    events in the siem, the ssh-brute-force alert that holds them, and its case (and the user names).
+    The guessing is the suite's own, inside a window of authorised activity for that computer: the
+    vendor signs in from it all along, and a sign-in within ten minutes raises brute-force-success,
+    whose decision the window withholds (test_response proves the quarantine of a break-in)."""
     call = secrets.token_hex(2)  # modules that import this fixture run it again: each run its own names
     users = [f"siem-{RUN}-{call}-guess{i}" for i in range(5)]
-    for user in users:
-        login(running_lab, plan, user, password="guess")
+    with response.authorised(running_lab, "the suite's password guessing at the bastion (tests/integration)",
+                             [str(running_lab.hosts[CLIENT].address)], by="pacslab-tests"):
+        for user in users:
+            login(running_lab, plan, user, password="guess")
 
     def five() -> list[dict[str, Any]]:
         found = [e for u in users for e in siem_json(running_lab, "events", "--contains", u) if e["event_type"] == "ssh-login-failure"]
@@ -309,9 +314,9 @@ def test_the_alert_opens_a_case_enriched_from_the_lab_definition(running_lab: La
 
 
 # Where the guessing at the IdP comes from: a computer of the clinical zone (flow F10b) from which no
-# other check signs in, so that the alerts below are about this guessing alone. test_idp's refused
-# codes and its lockout come from ws-rad, followed by its sign-ins: they raise the same rules about
-# ws-rad, whose alerts would hold both runs' events.
+# other check signs in but test_response's break-in, so that the alerts below hold this guessing. test_idp's
+# refused codes and its lockout come from ws-rad, followed by its sign-ins: they raise the same rules
+# about ws-rad, whose alerts would hold both runs' events.
 GUESSER = "ws-tech"
 
 
@@ -320,13 +325,17 @@ def idp_guessing(running_lab: Lab, plan: Plan) -> dict[str, Any]:
     """From the technologists' workstation (GUESSER, in the clinical zone): five sign-ins at the
     IdP under user names of this run that nobody has, then the radiologist's own completed sign-in
     (password and code). Their events in the siem, and the alerts idp-brute-force and
-    idp-brute-force-success that hold them."""
+    idp-brute-force-success that hold them. The guessing is inside a window of authorised activity
+    for the workstation, so that the sign-in after it quarantines nobody (test_response proves the
+    quarantine of a break-in)."""
     if GUESSER not in running_lab.hosts or not running_lab.hosts[GUESSER].deployed:
         pytest.skip(f"lab {running_lab.name!r} deploys no {GUESSER}")
     call = secrets.token_hex(2)  # each run of the fixture its own names
     users = [f"idp-{RUN}-{call}-guess{i}" for i in range(5)]
-    for user in users:
-        idp_sign_in(running_lab, plan, user, password="guess", client=GUESSER)
+    with response.authorised(running_lab, "the suite's password guessing at the IdP (tests/integration)",
+                             [str(running_lab.hosts[GUESSER].address)], by="pacslab-tests"):
+        for user in users:
+            idp_sign_in(running_lab, plan, user, password="guess", client=GUESSER)
     who = one(running_lab, "enabled", "radiologist")
     signed_in = idp_sign_in(running_lab, plan, who.name, code="now", client=GUESSER)
 
@@ -372,10 +381,17 @@ def test_password_guessing_at_the_idp_raises_idp_brute_force_and_the_sign_in_aft
         running_lab: Lab, idp_guessing: dict[str, Any], evidence) -> None:
     """Five failures from one address raise idp-brute-force (medium) holding them; the completed
     sign-in from that address afterwards raises idp-brute-force-success (high) holding it. The
-    rules' own fixtures (tests/unit/sigma) hold their silent twins: four failures and a success, a
-    success from another address, a success before the failures."""
+    guessing was authorised (a window for the workstation): the alert's newest containment decision
+    is withheld, naming a window, and the fw holds no quarantine of the workstation. The rules' own
+    fixtures (tests/unit/sigma) hold their silent twins: four failures and a success, a success
+    from another address, a success before the failures."""
     g = idp_guessing
-    evidence.update(guessed=g["guessed"], broke_in=g["broke_in"])
+    decided = [d for d in siem_json(running_lab, "containment") if d["alert"] == g["broke_in"]["id"]]
+    time.sleep(response.FOLLOW)  # the fw asks every 2 s: a decision to quarantine would have been applied by now
+    record = response.quarantined(running_lab).get(g["client"])
+    evidence.update(guessed=g["guessed"], broke_in=g["broke_in"], decided=decided, record=record)
+    assert decided and decided[-1]["decision"] == "withheld" and decided[-1]["reason"].startswith("authorised activity (window "), decided
+    assert record is None
     assert (g["guessed"]["rule"], g["guessed"]["severity"], g["guessed"]["entities"]) == ("idp-brute-force", "medium", {"src_ip": g["client"]})
     assert {e["id"] for e in g["failures"]} <= set(g["guessed"]["events"])
     assert (g["broke_in"]["rule"], g["broke_in"]["severity"], g["broke_in"]["entities"]) == (

@@ -977,6 +977,41 @@ def test_an_alert_born_in_an_authorised_window_is_contained_when_the_host_scans_
     assert [(d["alert"], d["decision"]) for d in siem.containment(db)] == [(1, "withheld"), (1, "quarantine")]
 
 
+def _break_in(src_ip: str, failure: str, success: str, at: int = 0) -> list[dict[str, Any]]:
+    """Five refused sign-ins from ``src_ip`` ten seconds apart from ``at``, then one that gets in."""
+    return ([{"at": at + 10 * i, "event_type": failure, "user": f"guess{i}", "src_ip": src_ip} for i in range(5)]
+            + [{"at": at + 50, "event_type": success, "user": "vnd-acme", "src_ip": src_ip}])
+
+
+BREAK_INS = [("brute-force-success", "ssh-login-failure", "ssh-login-success", "10.77.90.11", "vendor-eng"),
+             ("idp-brute-force-success", "idp-login-failure", "idp-login-success", "10.77.20.11", "ws-tech")]
+
+
+@pytest.mark.parametrize(("name", "failure", "success", "src_ip", "host"), BREAK_INS)
+def test_a_sign_in_after_password_guessing_quarantines_the_address_it_came_from(rules, name: str, failure: str, success: str,
+                                                                                src_ip: str, host: str) -> None:
+    """The vendor's computer (SSH at the bastion) and a clinical workstation (the IdP's portal):
+    the break-in's alert is high and names its address, which the siem decides to quarantine."""
+    assert _decisions(rules[name], _break_in(src_ip, failure, success)) == [(1, src_ip, host, "quarantine", f"siem alert 1: {name}")]
+    assert _decisions(rules[name], _break_in(src_ip, failure, success)[:5]) == []  # guessing alone is medium: no decision
+
+
+@pytest.mark.parametrize(("name", "failure", "success", "src_ip", "host"), BREAK_INS)
+def test_a_sign_in_after_authorised_guessing_is_raised_but_contains_nobody(rules, name: str, failure: str, success: str,
+                                                                           src_ip: str, host: str) -> None:
+    """The guessing inside a window of authorised activity (0-45 s: a pen test, the suite's own) and
+    a person's sign-in after the window from that address: the alert is raised, and the sign-in
+    alone is no break-in, so the decision is withheld naming the window. Five failures outside the
+    window before the sign-in are a break-in on their own: quarantine."""
+    assert _decisions(rules[name], _break_in(src_ip, failure, success), window=(0, 45)) == [
+        (1, src_ip, host, "withheld", "authorised activity (window 1: segmentation check)")]
+    again = _break_in(src_ip, failure, success)[:5] + _break_in(src_ip, failure, success, at=100)
+    assert _decisions(rules[name], again, window=(0, 45)) == [(1, src_ip, host, "quarantine", f"siem alert 1: {name}")]
+    # four failures outside it are not five: withheld
+    short = _break_in(src_ip, failure, success)[:5] + _break_in(src_ip, failure, success, at=100)[1:]
+    assert _decisions(rules[name], short, window=(0, 45))[0][3:] == ("withheld", "authorised activity (window 1: segmentation check)")
+
+
 def test_an_event_rule_raises_one_alert_per_event_however_often_it_runs(rules) -> None:
     """Three refused objects from one AE title: three alerts (their entities alike), never more,
     however many runs of the detections see them in their window."""

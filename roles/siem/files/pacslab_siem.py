@@ -1060,17 +1060,24 @@ _IN_WINDOW = ("w.starts <= e.time AND w.ends >= e.time AND (w.addresses = '[]' O
 def _fires_outside_windows(db: sqlite3.Connection, rule: dict[str, Any], ids: list[int], address: str) -> bool:
     """Whether the events ``ids`` that no window of authorised activity for ``address`` covers fire
     the rule on their own (a stray packet of the host's ordinary traffic beside an authorised scan
-    does not): a counting correlation counts them over its windows (_counting_windows, over the
-    evaluation's table ``logs``), any other rule fires on any one of them."""
+    does not): a counting correlation counts them over its windows (_counting_windows), a temporal
+    one looks for its sequence among them alone (_sequences: a person's sign-in after the suite's
+    own guessing in a window is no break-in), both over the evaluation's table ``logs``; a rule
+    that alerts per event fires on any one of them."""
     # the ids as one JSON parameter: an alert of a long scan holds any number of events (a statement's
     # variables are limited: 32,766 in SQLite's default build, 250,000 in Debian's)
     outside = [i for (i,) in db.execute(f"SELECT id FROM events e WHERE id IN (SELECT value FROM json_each(?)) AND NOT EXISTS"
                                         f" (SELECT 1 FROM authorised w WHERE {_IN_WINDOW})", (json.dumps(ids), address))]
-    if not outside or not rule.get("base_sql"):
+    if not outside or not (rule.get("base_sql") or rule.get("steps")):
         return bool(outside)
     listed = ", ".join(str(int(i)) for i in outside)  # integers the store numbered, as SQL literals
-    only = rule | {"base_sql": f"SELECT * FROM ({rule['base_sql']}) WHERE id IN ({listed})"}
-    return bool(_counting_windows(db, only))
+
+    def among(query: str) -> str:
+        return f"SELECT * FROM ({query}) WHERE id IN ({listed})"
+
+    if rule.get("steps"):
+        return bool(_sequences(db, rule | {"steps": [step | {"base_sql": among(step["base_sql"])} for step in rule["steps"]]}))
+    return bool(_counting_windows(db, rule | {"base_sql": among(rule["base_sql"])}))
 
 
 def _reserved(address: str, subnet: str, gateway: str | None) -> bool:
