@@ -6,7 +6,18 @@ brute-force  --runs times, five wrong SSH passwords from the vendor engineer's c
              bastion (user names of the run, pacslab.probes.ssh): seconds from the first attempt's
              start and from the fifth failure's end to the ssh-brute-force alert holding all five
              events; p50 and p95. Alerts of one address grow while the rule keeps firing, so each
-             run waits for the alert to hold its own five events.
+             run waits for the alert to hold its own five events. The guessing is in a window of
+             authorised activity: the maintenance measure's sign-ins from that computer would be a
+             break-in after it (brute-force-success), which quarantines the computer.
+break-in     --runs times each, five sign-ins under user names of the run that nobody has, then a
+             person's own (password and TOTP code) from the same computer: at the bastion from the
+             vendor engineer's computer (the vendor; brute-force-success), at the IdP from the
+             technologists' workstation (the radiologist; idp-brute-force-success): seconds from
+             the sign-in's end to the alert holding it, and to the computer in the fw's quarantine
+             (the alert contains it, C-RSP-02); p50 and p95. The computer is released after each
+             run (the next run's break-in continues the alert, which decides again), and gets a
+             window of authorised activity of SEQUEL minutes after the last, for the sign-ins the
+             other measures make from it.
 integrity    --runs times, scenario W4 in the defended lab (a byte flipped in a stored CT image on
              the PACS, then the integrity job): seconds from the job's answer to the
              integrity-failure alert holding the PACS's event about that instance; p50 and p95.
@@ -98,15 +109,17 @@ from bench.record import append_result  # noqa: E402
 from pacslab import listeners, people, response  # noqa: E402
 from pacslab.docker import docker  # noqa: E402
 from pacslab.plan import LABEL_LAB, LABEL_ROLE, SIEM_USER, SIEMS, Plan, build_plan  # noqa: E402
-from pacslab.probes import clamd, hostwatch, portscan, ssh  # noqa: E402
+from pacslab.probes import clamd, hostwatch, oidc, portscan, ssh  # noqa: E402
 from pacslab.probes import imaging as im  # noqa: E402
 from pacslab.topology import Lab, load_lab, safe_load  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "detection_latency.jsonl"
 CLIENT, BASTION = "vendor-eng", "bastion"
+GUESSER = "ws-tech"  # the break-in at the IdP comes from the technologists' workstation (flow F10b)
+SEQUEL = 12  # minutes of authorised activity for a computer after its break-ins (tests/integration/test_response.py SEQUEL)
 WAIT = 120
-MEASURES = ("brute-force", "port-scan", "compromised-modality", "integrity", "audit", "unknown-ae", "security-alert", "device-anomaly", "ids",
-            "malware", "maintenance", "unknown-device", "host-watch", "archive-rescan", "ingest")
+MEASURES = ("brute-force", "break-in", "port-scan", "compromised-modality", "integrity", "audit", "unknown-ae", "security-alert",
+            "device-anomaly", "ids", "malware", "maintenance", "unknown-device", "host-watch", "archive-rescan", "ingest")
 # The EICAR anti-malware test file (eicar.org), as the lab's own signature for it holds it.
 EICAR_HEX = "".join(next(s for s in safe_load((REPO / "roles" / "orthanc" / "defaults" / "main.yml").read_text())["orthanc_malware_signatures"]
                          if s["name"] == "Pacslab.Test.EICAR")["hex"].split())
@@ -169,8 +182,9 @@ def brute_force(lab: Lab, plan: Plan, siem: str) -> dict[str, float]:
     tag = f"bench-{secrets.token_hex(3)}"
     users = [f"{tag}-{i}" for i in range(5)]
     start = time.monotonic()
-    for user in users:
-        wrong_password(lab, plan, user)
+    with response.authorised(lab, "bench: password guessing at the bastion", [str(lab.hosts[CLIENT].address)], by="pacslab-bench"):
+        for user in users:
+            wrong_password(lab, plan, user)
     fifth = time.monotonic()
     ids: set[int] = set()
     while time.monotonic() - fifth < WAIT:
@@ -181,6 +195,56 @@ def brute_force(lab: Lab, plan: Plan, siem: str) -> dict[str, float]:
             return {"from_start": now - start, "from_fifth": now - fifth}
         time.sleep(0.25)
     raise SystemExit(f"no ssh-brute-force alert holding the run's five failures within {WAIT} s")
+
+
+def break_in(lab: Lab, plan: Plan, siem: str, where: str) -> dict[str, float]:
+    """One break-in run (the docstring's break-in) at ``where``, "bastion" or "idp"."""
+    users = [f"bench-{secrets.token_hex(3)}-{i}" for i in range(5)]
+    if where == "bastion":
+        client, rule, kind = CLIENT, "brute-force-success", "ssh"
+        who = next(p for p in lab.people if "vendor" in p.roles and p.status() == "enabled").name
+        for user in users:
+            wrong_password(lab, plan, user)
+        code = ssh.fresh_code(lab, BASTION, str(listeners.role_var(lab, BASTION, "bastion", "bastion_oath_file")), plan.secrets_dir, who)
+        since = max((e["id"] for e in siem_rows(lab, siem, "events", "--contains", who)), default=0)
+        result = ssh.session(lab, CLIENT, BASTION, who, known_host_key=bastion_key(plan),
+                             notice=str(listeners.role_var(lab, BASTION, "bastion", "bastion_notice")),
+                             password=people.password(plan.secrets_dir, who), code=code, commands=("id -un",))
+        if not result["shell"]:
+            raise SystemExit(f"{who} did not get in at the bastion: {result['said']}")
+    else:
+        client, rule, kind = GUESSER, "idp-brute-force-success", "idp"
+        who = next(p for p in lab.people if "radiologist" in p.roles and p.status() == "enabled").name
+        idp, rp = lab.group("idp_servers")[0].name, lab.group("reverse_proxies")[0].name
+        rp_secret = (Path(plan.secrets_dir) / f"oidc-{rp}").read_text().split()[0]
+
+        def flow(user: str, password: str, code: str | None) -> dict[str, Any]:
+            return oidc.login(lab, client, f"https://{idp}", rp, f"https://{rp}/oidc/redirect", user=user, password=password, code=code,
+                              client_secret=rp_secret)
+
+        for user in users:
+            flow(user, "bench-wrong", None)
+        code = oidc.fresh_code(lab, idp, plan.secrets_dir, who)
+        since = max((e["id"] for e in siem_rows(lab, siem, "events", "--contains", who)), default=0)
+        result = flow(who, people.password(plan.secrets_dir, who), code)
+        if "redirect" not in result:
+            raise SystemExit(f"{who} did not get in at the IdP: {result['steps']}")
+    ended = time.monotonic()
+    address = str(lab.hosts[client].address)
+    alerted = contained = None
+    while time.monotonic() - ended < WAIT and contained is None:
+        if alerted is None:
+            signed = {e["id"] for e in siem_rows(lab, siem, "events", "--since-id", str(since), "--contains", who)
+                      if e["event_type"] == f"{kind}-login-success" and e["src_ip"] == address}
+            if signed and any(a["rule"] == rule and signed & set(a["events"]) for a in siem_rows(lab, siem, "alerts")):
+                alerted = time.monotonic() - ended
+        if alerted is not None and address in response.quarantined(lab):
+            contained = time.monotonic() - ended
+        time.sleep(0.25)
+    response.release_when_settled(lab, address, "bench: the break-in was the benchmark's", by="pacslab-bench")
+    if alerted is None or contained is None:
+        raise SystemExit(f"{rule} from {client}: alert after {alerted} s, quarantine after {contained} s (waited {WAIT} s)")
+    return {"alert": alerted, "quarantine": contained}
 
 
 def ingest(lab: Lab, siem: str, messages: int) -> dict[str, float]:
@@ -592,6 +656,15 @@ def main() -> int:
         runs = [brute_force(lab, plan, siem) for _ in range(n)]
         return {key: summary([r[key] for r in runs]) for key in ("from_start", "from_fifth")}
 
+    def break_ins() -> dict[str, Any]:
+        out = {}
+        for where, client in (("bastion", CLIENT), ("idp", GUESSER)):
+            runs = [break_in(lab, plan, siem, where) for _ in range(n)]
+            response.authorise(lab, f"bench: {client}'s sign-ins after the break-ins", [str(lab.hosts[client].address)], minutes=SEQUEL,
+                               by="pacslab-bench")
+            out[where] = {key: summary([r[key] for r in runs]) for key in ("alert", "quarantine")}
+        return out
+
     def maintenances() -> dict[str, Any]:
         runs = [maintenance(lab, plan, siem) for _ in range(n)]
         return {key: summary([r[key] for r in runs]) for key in runs[0]}
@@ -619,6 +692,7 @@ def main() -> int:
 
     measures: dict[str, tuple[str, Any]] = {
         "brute-force": ("brute_force", brute_forces),
+        "break-in": ("break_in_from_sign_in", break_ins),
         "port-scan": ("port_scan_from_start", scans),
         "compromised-modality": ("compromised_modality_from_scan_start", correlated_scans),
         "integrity": ("integrity_failure_from_answer", lambda: summary([integrity(lab, siem) for _ in range(n)])),

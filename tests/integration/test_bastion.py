@@ -14,6 +14,11 @@ forwarding at once; the replay twin replays its very code.
 
 Each expectation is written out: the prompts the client met, the words the client printed
 (OpenSSH's and PAM's own), the bastion's and the target's log lines.
+
+The module's refused sign-ins (a wrong password, an ended account, a person who is no vendor ...)
+are six failures from the vendor's computer within a minute: the siem raises ssh-brute-force about it, and a vendor's sign-in from it within ten minutes would raise
+brute-force-success, which quarantines the computer. They are the suite's own, so the module runs in
+a window of authorised activity for that computer; test_response proves the quarantine of a break-in.
 """
 
 from __future__ import annotations
@@ -21,12 +26,13 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pacslab import listeners, people
+from pacslab import listeners, people, response
 from pacslab.people import Person
 from pacslab.plan import SIEMS, Plan
 from pacslab.probes import imaging as im
@@ -52,6 +58,17 @@ def bastion(lab: Lab) -> Host:
     if not hosts or CLIENT not in lab.hosts or not lab.hosts[CLIENT].deployed:
         pytest.skip(f"lab {lab.name!r} deploys no bastion and vendor engineer")
     return hosts[0]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _refusals_authorised(running_lab: Lab) -> Iterator[None]:
+    """The module's refused sign-ins in a window of authorised activity for CLIENT (the module's docstring)."""
+    if CLIENT not in running_lab.hosts:
+        yield
+        return
+    with response.authorised(running_lab, "test_bastion's refused sign-ins (tests/integration)", [str(running_lab.hosts[CLIENT].address)],
+                             by="pacslab-tests"):
+        yield
 
 
 def var(lab: Lab, host: str, name: str) -> str:
