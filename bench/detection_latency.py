@@ -15,9 +15,8 @@ break-in     --runs times each, five sign-ins under user names of the run that n
              technologists' workstation (the radiologist; idp-brute-force-success): seconds from
              the sign-in's end to the alert holding it, and to the computer in the fw's quarantine
              (the alert contains it, C-RSP-02); p50 and p95. The computer is released after each
-             run (the next run's break-in continues the alert, which decides again), and gets a
-             window of authorised activity of SEQUEL minutes after the last, for the sign-ins the
-             other measures make from it.
+             run (the next run's break-in continues the alert, which decides again; a sign-in
+             alone after the release does not).
 integrity    --runs times, scenario W4 in the defended lab (a byte flipped in a stored CT image on
              the PACS, then the integrity job): seconds from the job's answer to the
              integrity-failure alert holding the PACS's event about that instance; p50 and p95.
@@ -116,7 +115,6 @@ from pacslab.topology import Lab, load_lab, safe_load  # noqa: E402
 RESULTS = REPO / "bench" / "results" / "detection_latency.jsonl"
 CLIENT, BASTION = "vendor-eng", "bastion"
 GUESSER = "ws-tech"  # the break-in at the IdP comes from the technologists' workstation (flow F10b)
-SEQUEL = 12  # minutes of authorised activity for a computer after its break-ins (tests/integration/test_response.py SEQUEL)
 WAIT = 120
 MEASURES = ("brute-force", "break-in", "port-scan", "compromised-modality", "integrity", "audit", "unknown-ae", "security-alert",
             "device-anomaly", "ids", "malware", "maintenance", "unknown-device", "host-watch", "archive-rescan", "ingest")
@@ -658,10 +656,8 @@ def main() -> int:
 
     def break_ins() -> dict[str, Any]:
         out = {}
-        for where, client in (("bastion", CLIENT), ("idp", GUESSER)):
+        for where in ("bastion", "idp"):
             runs = [break_in(lab, plan, siem, where) for _ in range(n)]
-            response.authorise(lab, f"bench: {client}'s sign-ins after the break-ins", [str(lab.hosts[client].address)], minutes=SEQUEL,
-                               by="pacslab-bench")
             out[where] = {key: summary([r[key] for r in runs]) for key in ("alert", "quarantine")}
         return out
 

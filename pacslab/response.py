@@ -124,9 +124,9 @@ def evaluated_after(lab: Lab, host: str, stamp: str) -> None:
 
 def release_when_settled(lab: Lab, address: str, reason: str, by: str | None = None, rounds: int = 5) -> int:
     """Release ``address`` once every deployed siem has weighed all it sent: an event of the alert
-    stored after a release decides again. For a device the lab no longer runs (a rogue the siem
-    quarantined, removed); a host that goes on working (the computer a break-in came from) needs
-    a window of authorised activity for what it does next first (authorise). Each round waits for
+    stored after a release decides again (a scan's; a sequence's, when those after the release form
+    it on their own). For a device the lab no longer runs (a rogue the siem quarantined, removed),
+    or a host whose activity that quarantined it is over (a check's break-in). Each round waits for
     a pass of each siem's detections that started after the round, gives the fw FOLLOW seconds to
     pull what they decided, and releases the address if it is quarantined; the rounds go on while
     one brings a new decision about the address, ``rounds`` at most. Returns how many releases were made (each one of the fw's log entries)."""

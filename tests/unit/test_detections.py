@@ -1012,6 +1012,32 @@ def test_a_sign_in_after_authorised_guessing_is_raised_but_contains_nobody(rules
     assert _decisions(rules[name], short, window=(0, 45))[0][3:] == ("withheld", "authorised activity (window 1: segmentation check)")
 
 
+@pytest.mark.parametrize(("name", "failure", "success", "src_ip", "host"), BREAK_INS)
+def test_after_the_release_a_sign_in_decides_nothing_and_a_new_break_in_quarantines_again(rules, name: str, failure: str, success: str,
+                                                                                          src_ip: str, host: str) -> None:
+    """The computer released after its break-in (the fw's release, shipped here): its person's next
+    sign-in, within the rule's ten minutes of the guessing, goes on the alert and decides nothing;
+    five failures and a sign-in after the release form the sequence again: quarantine."""
+    rule = rules[name]
+    db = siem.connect(Path(":memory:"))
+
+    def arrive(events: list[dict[str, Any]], at: int) -> None:
+        for e in events:
+            row = {k: (str(v) if v is not None else None) for k, v in e.items() if k != "at"}
+            row["time"] = (T0 + timedelta(seconds=e["at"])).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            siem.store(db, row)
+        siem.evaluate(db, [rule], ASSETS, at=T0 + timedelta(seconds=at))
+
+    arrive(_break_in(src_ip, failure, success), at=51)
+    arrive([{"at": 60, "source": "fw-response", "event_type": "containment-release", "dst_ip": src_ip, "outcome": "changed"}], at=61)
+    arrive([{"at": 90, "event_type": success, "user": "vnd-acme", "src_ip": src_ip}], at=91)
+    assert [(d["alert"], d["decision"]) for d in siem.containment(db)] == [(1, "quarantine")]
+    assert len(siem.alerts(db)[0]["events"]) == 7  # the sign-in went on the alert
+    arrive(_break_in(src_ip, failure, success, at=120), at=171)
+    assert [(d["alert"], d["decision"], d["reason"]) for d in siem.containment(db)] == [
+        (1, "quarantine", f"siem alert 1: {name}"), (1, "quarantine", f"siem alert 1: {name}")]
+
+
 def test_an_event_rule_raises_one_alert_per_event_however_often_it_runs(rules) -> None:
     """Three refused objects from one AE title: three alerts (their entities alike), never more,
     however many runs of the detections see them in their window."""

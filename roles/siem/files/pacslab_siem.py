@@ -34,7 +34,8 @@ new alert, the siem decides to quarantine that entity's address (a lab host's, o
 inside a lab zone: a rogue device), unless it is in no lab zone, a zone's network, broadcast or
 bridge address, the fw's, a planned host's, a critical asset's (a person decides), in a zone a quarantined host keeps (assets.json
 "spared_zones"), or authorised; a withheld decision is kept with its reason. An alert that goes on after the fw released its host (the
-release is shipped here) decides again; a withheld decision stands for the alert's life.
+release is shipped here) decides again (a sequence, when what came after the release forms it on its own); a withheld decision stands
+for the alert's life.
 
 The normalised event (one schema for every source): time (UTC, ISO 8601), host (the lab host that
 sent it, from the TLS connection's address; sender_host is what its syslog header said), source
@@ -1036,7 +1037,10 @@ def _decide_again(db: sqlite3.Connection, alert_id: int, rule: dict[str, Any], e
       threshold, of distinct values of the field a value_count counts): the host scans again after
       its window, not a stray packet of its ordinary traffic;
     - or it quarantined the host, the fw has released it since (the release is shipped here), and
-      the new events came after the release (events are numbered as they arrive)."""
+      the new events came after the release (events are numbered as they arrive); for a sequence
+      (a temporal correlation), those after the release that no window covers form it on their
+      own: a person's sign-in after their released computer's break-in is not another break-in,
+      five failures and a sign-in after the release are."""
     row = db.execute("SELECT address, upto, decision, reason FROM containment WHERE alert_id = ? ORDER BY id DESC LIMIT 1",
                      (alert_id,)).fetchone()
     if row is None:
@@ -1049,7 +1053,9 @@ def _decide_again(db: sqlite3.Connection, alert_id: int, rule: dict[str, Any], e
         return bool(since) and _fires_outside_windows(db, rule, since, address)
     released = db.execute("SELECT MAX(id) FROM events WHERE event_type = 'containment-release' AND outcome = 'changed'"
                           " AND dst_ip = ? AND id > ?", (address, upto)).fetchone()[0]
-    return released is not None and max(events) > released
+    if released is None or max(events) <= released:
+        return False
+    return not rule.get("steps") or _fires_outside_windows(db, rule, [i for i in events if i > released], address)
 
 
 # A window of authorised activity for an address covers an event from its start to its end.
