@@ -33,14 +33,14 @@ from typing import Any
 
 import pytest
 
-from pacslab import listeners, people, response
+from pacslab import listeners, people
 from pacslab.people import Person
 from pacslab.plan import SIEMS, Plan
 from pacslab.probes import imaging as im
 from pacslab.probes import ssh, standins
 from pacslab.topology import Host, Lab
 
-from .test_idp import one, wrong_code
+from .test_idp import one, refusals_authorised, wrong_code
 
 CLIENT = "vendor-eng"
 TARGET = "pacs"  # F08b: the bastion's maintenance target the checks use
@@ -64,11 +64,7 @@ def bastion(lab: Lab) -> Host:
 @pytest.fixture(scope="module", autouse=True)
 def _refusals_authorised(running_lab: Lab) -> Iterator[None]:
     """The module's refused sign-ins in a window of authorised activity for CLIENT (the module's docstring)."""
-    if CLIENT not in running_lab.hosts:
-        yield
-        return
-    with response.authorised(running_lab, "test_bastion's refused sign-ins (tests/integration)", [str(running_lab.hosts[CLIENT].address)],
-                             by="pacslab-tests"):
+    with refusals_authorised(running_lab, CLIENT, "test_bastion's refused sign-ins"):
         yield
 
 

@@ -22,6 +22,7 @@ alert is raised, its decision withheld); test_response proves the quarantine of 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,14 +43,21 @@ from . import test_directory as td
 CLIENT = "ws-rad"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _guessing_authorised(running_lab: Lab) -> Iterator[None]:
-    """The module's refused sign-ins in a window of authorised activity for CLIENT (the module's docstring)."""
-    if CLIENT not in running_lab.hosts:
+@contextlib.contextmanager
+def refusals_authorised(lab: Lab, client: str, what: str) -> Iterator[None]:
+    """A window of authorised activity for ``client`` while the block runs (pacslab.response.authorised):
+    a module's own refused sign-ins from it, which a sign-in after them would make a break-in."""
+    if client not in lab.hosts:
         yield
         return
-    with response.authorised(running_lab, "test_idp's refused sign-ins (tests/integration)", [str(running_lab.hosts[CLIENT].address)],
-                             by="pacslab-tests"):
+    with response.authorised(lab, f"{what} (tests/integration)", [str(lab.hosts[client].address)], by="pacslab-tests"):
+        yield
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _refusals_authorised(running_lab: Lab) -> Iterator[None]:
+    """The module's refused sign-ins in a window of authorised activity for CLIENT (the module's docstring)."""
+    with refusals_authorised(running_lab, CLIENT, "test_idp's refused sign-ins"):
         yield
 
 

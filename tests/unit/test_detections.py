@@ -935,22 +935,29 @@ def test_containment_is_refused_on_a_rule_that_is_not_high_or_on_a_field_it_does
         detections.compile_rules(tmp_path)
 
 
+def _arrive(db: Any, rule: dict[str, Any], events: list[dict[str, Any]], at: int) -> None:
+    """Store ``events`` (each "at" seconds after T0), then run ``rule`` once at T0 + ``at`` seconds."""
+    for e in events:
+        row = {k: (str(v) if v is not None else None) for k, v in e.items() if k != "at"}
+        row["time"] = (T0 + timedelta(seconds=e["at"])).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        siem.store(db, row)
+    siem.evaluate(db, [rule], ASSETS, at=T0 + timedelta(seconds=at))
+
+
+def _release(address: str, at: int) -> dict[str, Any]:
+    """The fw's release of ``address`` as the siem stores it (containment-release, shipped from the fw's log)."""
+    return {"at": at, "source": "fw-response", "event_type": "containment-release", "dst_ip": address, "outcome": "changed"}
+
+
 def test_a_scan_that_goes_on_after_the_release_is_contained_again(rules) -> None:
     """The fw's release reaches the siem (containment-release); the alert's events after it decide again."""
     rule = rules["port-scan"]
     db = siem.connect(Path(":memory:"))
 
-    def arrive(events: list[dict[str, Any]], at: int) -> None:
-        for e in events:
-            row = {k: (str(v) if v is not None else None) for k, v in e.items() if k != "at"}
-            row["time"] = (T0 + timedelta(seconds=e["at"])).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-            siem.store(db, row)
-        siem.evaluate(db, [rule], ASSETS, at=T0 + timedelta(seconds=at))
-
-    arrive(_scan("10.77.31.10", at=0), at=10)
-    arrive([{"at": 12, "source": "fw-response", "event_type": "containment-release", "dst_ip": "10.77.31.10", "outcome": "changed"}], at=13)
-    arrive(_scan("10.77.31.10", at=14)[:1], at=20)  # the same alert goes on (within its minute) after the release
-    arrive(_scan("10.77.31.10", at=21)[:1], at=22)  # nothing released since the second decision: no third
+    _arrive(db, rule, _scan("10.77.31.10", at=0), at=10)
+    _arrive(db, rule, [_release("10.77.31.10", at=12)], at=13)
+    _arrive(db, rule, _scan("10.77.31.10", at=14)[:1], at=20)  # the same alert goes on (within its minute) after the release
+    _arrive(db, rule, _scan("10.77.31.10", at=21)[:1], at=22)  # nothing released since the second decision: no third
     assert [(d["alert"], d["decision"], d["reason"]) for d in siem.containment(db)] == [
         (1, "quarantine", "siem alert 1: port-scan"), (1, "quarantine", "siem alert 1: port-scan")]
     assert len(siem.alerts(db)) == 1
@@ -1021,19 +1028,12 @@ def test_after_the_release_a_sign_in_decides_nothing_and_a_new_break_in_quaranti
     rule = rules[name]
     db = siem.connect(Path(":memory:"))
 
-    def arrive(events: list[dict[str, Any]], at: int) -> None:
-        for e in events:
-            row = {k: (str(v) if v is not None else None) for k, v in e.items() if k != "at"}
-            row["time"] = (T0 + timedelta(seconds=e["at"])).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-            siem.store(db, row)
-        siem.evaluate(db, [rule], ASSETS, at=T0 + timedelta(seconds=at))
-
-    arrive(_break_in(src_ip, failure, success), at=51)
-    arrive([{"at": 60, "source": "fw-response", "event_type": "containment-release", "dst_ip": src_ip, "outcome": "changed"}], at=61)
-    arrive([{"at": 90, "event_type": success, "user": "vnd-acme", "src_ip": src_ip}], at=91)
+    _arrive(db, rule, _break_in(src_ip, failure, success), at=51)
+    _arrive(db, rule, [_release(src_ip, at=60)], at=61)
+    _arrive(db, rule, [{"at": 90, "event_type": success, "user": "vnd-acme", "src_ip": src_ip}], at=91)
     assert [(d["alert"], d["decision"]) for d in siem.containment(db)] == [(1, "quarantine")]
     assert len(siem.alerts(db)[0]["events"]) == 7  # the sign-in went on the alert
-    arrive(_break_in(src_ip, failure, success, at=120), at=171)
+    _arrive(db, rule, _break_in(src_ip, failure, success, at=120), at=171)
     assert [(d["alert"], d["decision"], d["reason"]) for d in siem.containment(db)] == [
         (1, "quarantine", f"siem alert 1: {name}"), (1, "quarantine", f"siem alert 1: {name}")]
 
