@@ -126,10 +126,11 @@ def release_when_settled(lab: Lab, address: str, reason: str, by: str | None = N
     """Release ``address`` once every deployed siem has weighed all it sent: an event of the alert
     stored after a release decides again (a scan's; a sequence's, when those after the release form
     it on their own). For a device the lab no longer runs (a rogue the siem quarantined, removed),
-    or a host whose activity that quarantined it is over (a check's break-in). Each round waits for
-    a pass of each siem's detections that started after the round, gives the fw FOLLOW seconds to
-    pull what they decided, and releases the address if it is quarantined; the rounds go on while
-    one brings a new decision about the address, ``rounds`` at most. Returns how many releases were made (each one of the fw's log entries)."""
+    or a host whose part in the alert is over (a check's own break-in from it). Each round waits
+    for a pass of each siem's detections that started after the round, gives the fw FOLLOW seconds
+    to pull what they decided, and releases the address if it is quarantined; the rounds go on
+    while one brings a new decision about the address, ``rounds`` at most. Returns how many
+    releases were made (each one of the fw's log entries)."""
     siems = [h.name for h in lab.deployed_hosts() if SIEMS in h.groups]
     released, before = 0, None
     for _ in range(rounds):
@@ -146,24 +147,17 @@ def release_when_settled(lab: Lab, address: str, reason: str, by: str | None = N
     return released
 
 
-def authorise(lab: Lab, reason: str, addresses: list[str] | None = None, minutes: float = 30, by: str | None = None) -> dict[str, int]:
-    """Open a window of authorised activity from now for ``minutes`` on every deployed siem, for the
-    activity of ``addresses`` (None: any address): the alerts it covers are raised, their hosts are
-    not quarantined (the decision is withheld, naming the window). It ends on its own; returns
-    {siem host: its window's id} ({} for a lab without a siem)."""
-    covered = [arg for a in addresses or [] for arg in ("--address", a)]
-    return {h.name: int(_siem(lab, h.name, "authorise", "--minutes", str(minutes), "--reason", reason, "--by", by or getpass.getuser(),
-                              *covered)["window"])
-            for h in lab.deployed_hosts() if SIEMS in h.groups}
-
-
 @contextlib.contextmanager
 def authorised(lab: Lab, reason: str, addresses: list[str] | None = None, minutes: float = 30, by: str | None = None) -> Iterator[None]:
-    """A window of authorised activity (authorise) while the block runs (the lab's own
-    segmentation check, a scheduled scan), ended when it ends (at ``minutes`` at most). A siem gone
-    when the block ends (the lab taken down inside it): nothing to end."""
+    """A window of authorised activity on every deployed siem while the block runs (the lab's own
+    segmentation check, a scheduled scan), for the activity of ``addresses`` (None: any address):
+    the alerts it causes are raised, the hosts are not quarantined (their decision is withheld,
+    naming the window). A lab without a siem: nothing to tell; a siem gone when the block ends (the
+    lab taken down inside it): nothing to end."""
     who = by or getpass.getuser()
-    windows = authorise(lab, reason, addresses, minutes, who)
+    covered = [arg for a in addresses or [] for arg in ("--address", a)]
+    windows = {h.name: int(_siem(lab, h.name, "authorise", "--minutes", str(minutes), "--reason", reason, "--by", who, *covered)["window"])
+               for h in lab.deployed_hosts() if SIEMS in h.groups}
     try:
         yield
     finally:

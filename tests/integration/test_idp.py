@@ -47,7 +47,7 @@ CLIENT = "ws-rad"
 def refusals_authorised(lab: Lab, client: str, what: str) -> Iterator[None]:
     """A window of authorised activity for ``client`` while the block runs (pacslab.response.authorised):
     a module's own refused sign-ins from it, which a sign-in after them would make a break-in."""
-    if client not in lab.hosts:
+    if client not in lab.hosts or not lab.hosts[client].deployed:
         yield
         return
     with response.authorised(lab, f"{what} (tests/integration)", [str(lab.hosts[client].address)], by="pacslab-tests"):

@@ -34,7 +34,7 @@ from .test_bastion import CLIENT as VENDOR_CLIENT
 from .test_bastion import bastion, login, vendor
 from .test_idp import idp, one
 from .test_idp import sign_in as idp_sign_in
-from .test_siem import GUESSER, evaluated_after, siem_json, utc_now
+from .test_siem import GUESSER, evaluated_after, failures_at_siem, siem_json, utc_now
 
 ENDED_WITHIN = 10  # seconds: an association open when its host is quarantined must stop within this (issue 13)
 LOG_WAIT = 10  # seconds the fw's NFLOG line is waited for at most
@@ -392,43 +392,31 @@ def test_an_authorised_scan_raises_its_alert_and_quarantines_nobody(running_lab:
     assert record == {}
 
 
-def _break_in(lab: Lab, plan: Plan, where: str) -> tuple[Host, Host, int, str, dict[str, Any]]:
-    """Five sign-ins under user names of this run that nobody has, then a person's own (password and
-    code), from one computer outside any window of authorised activity: at the bastion from the
-    vendor's computer (the only one flow F08a lets reach it), or at the IdP from the technologists'
-    workstation. (the computer, the service it signed in to, that service's port, the rule the
-    sign-in raises, the siem's event of the sign-in)."""
-    call = secrets.token_hex(3)
-    users = [f"break-{call}-guess{i}" for i in range(5)]
+def _break_in_target(lab: Lab, where: str) -> tuple[Host, Host, int, str, str]:
+    """Where a break-in check signs in: at the bastion from the vendor's computer (the only one flow
+    F08a lets reach it), or at the IdP from the technologists' workstation. (the computer, the
+    service, its port, the rule a break-in raises, the prefix of its sign-in events)."""
     if where == "bastion":
-        client, service, rule, kind = lab.hosts[VENDOR_CLIENT], bastion(lab), "brute-force-success", "ssh"
-        for user in users:
-            login(lab, plan, user, password="guess")
-        who = vendor(lab, "enabled").name
-    else:
-        if GUESSER not in lab.hosts or not lab.hosts[GUESSER].deployed:
-            pytest.skip(f"lab {lab.name!r} deploys no {GUESSER}")
-        client, service, rule, kind = lab.hosts[GUESSER], idp(lab), "idp-brute-force-success", "idp"
-        for user in users:
-            idp_sign_in(lab, plan, user, password="guess", client=client.name)
-        who = one(lab, "enabled", "radiologist").name
+        service = bastion(lab)
+        return lab.hosts[VENDOR_CLIENT], service, service.service("ssh").port, "brute-force-success", "ssh"
+    if GUESSER not in lab.hosts or not lab.hosts[GUESSER].deployed:
+        pytest.skip(f"lab {lab.name!r} deploys no {GUESSER}")
+    service = idp(lab)
+    return lab.hosts[GUESSER], service, service.service("https").port, "idp-brute-force-success", "idp"
 
-    def five() -> list[dict[str, Any]]:
-        found = [e for u in users for e in siem_json(lab, "events", "--contains", u) if e["event_type"] == f"{kind}-login-failure"]
-        return found if len(found) == 5 else []
 
-    failures = wait("the five failures at the siem", DETECTED_WITHIN, five)
+def _sign_in(lab: Lab, plan: Plan, where: str, client: Host, who: str, since: int) -> dict[str, Any]:
+    """``who``'s own sign-in (password and a fresh code) from ``client`` at ``where``; the siem's
+    event of it (a sign-in of theirs from that address stored after the event ``since``)."""
+    kind = "ssh" if where == "bastion" else "idp"
     if where == "bastion":
         session = login(lab, plan, who, code="now", commands=("id -un",))
         assert session["shell"], session["said"]
     else:
         idp_sign_in(lab, plan, who, code="now", client=client.name)
-    last = max(e["id"] for e in failures)
-    signed_in = wait(f"{who}'s sign-in after them", DETECTED_WITHIN, lambda: [
+    return wait(f"{who}'s sign-in at the siem", DETECTED_WITHIN, lambda: [
         e for e in siem_json(lab, "events", "--contains", who)
-        if e["event_type"] == f"{kind}-login-success" and e["src_ip"] == str(client.address) and e["id"] > last])[0]
-    port = service.service("ssh" if where == "bastion" else "https").port
-    return client, service, port, rule, signed_in
+        if e["event_type"] == f"{kind}-login-success" and e["src_ip"] == str(client.address) and e["id"] > since])[0]
 
 
 @pytest.mark.control("C-RSP-02")
@@ -436,19 +424,31 @@ def _break_in(lab: Lab, plan: Plan, where: str) -> tuple[Host, Host, int, str, d
 @pytest.mark.parametrize("where", ["bastion", "idp"])
 def test_a_sign_in_after_password_guessing_quarantines_the_computer_it_came_from(running_lab: Lab, plan: Plan, where: str,
                                                                                  evidence: dict[str, Any]) -> None:
-    """The break-in (_break_in) raises its rule (high) holding the sign-in, and the fw quarantines the
+    """Five sign-ins under user names of this run that nobody has, then a person's own (the vendor
+    at the bastion, the radiologist at the IdP), from one computer outside any window of authorised
+    activity (_break_in_target): the rule (high) holds the sign-in, and the fw quarantines the
     computer within CONTAINED_WITHIN seconds of the alert (the fw's record: by siem, the alert
-    named): its SYN to the service it broke into is then answered with the fw's reset. The twin:
-    once released, the same SYN is answered by the service again, and the person's later sign-ins
-    from the computer (test_siem's, the scenarios') go on the alert without a new quarantine (no
-    guessing after the release). Guessing inside a window quarantines nobody: test_siem's guessing
-    fixtures are in one, and the vendor signs in after them."""
+    named); its SYN to the service, answered by the service before the guessing, is then answered
+    with the fw's reset. The twin: once released, the service answers again, and a person's next
+    sign-in from the computer (the vendor again, the auditor at the IdP) goes on the alert with no
+    new decision and no quarantine: no guessing came after the release. Guessing inside a window
+    quarantines nobody: test_siem's guessing fixtures are in one, and the vendor signs in after them."""
     lab = running_lab
     assert response.quarantined(lab) == {}, "a host was left in quarantine before this test"
-    client, service, port, rule, signed_in = _break_in(lab, plan, where)
+    client, service, port, rule, kind = _break_in_target(lab, where)
     address = str(client.address)
+    who, then = ((vendor(lab, "enabled").name,) * 2 if where == "bastion"
+                 else (one(lab, "enabled", "radiologist").name, one(lab, "enabled", "auditor").name))
+    users = [f"break-{secrets.token_hex(3)}-guess{i}" for i in range(5)]
     before = connect(lab, client, str(service.address), port)
-    try:
+    try:  # from the first guess: a check that stops anywhere after it leaves the computer released
+        for user in users:
+            if where == "bastion":
+                login(lab, plan, user, password="guess")
+            else:
+                idp_sign_in(lab, plan, user, password="guess", client=client.name)
+        failures = wait("the five failures at the siem", DETECTED_WITHIN, lambda: failures_at_siem(lab, users, f"{kind}-login-failure"))
+        signed_in = _sign_in(lab, plan, where, client, who, max(e["id"] for e in failures))
         alert = wait(f"{rule} holding the sign-in", DETECTED_WITHIN, lambda: next(
             (a for a in siem_json(lab, "alerts") if a["rule"] == rule and signed_in["id"] in a["events"]), None))
         record = wait(f"quarantine of {client.name}", CONTAINED_WITHIN, lambda: response.quarantined(lab).get(address))
@@ -457,11 +457,21 @@ def test_a_sign_in_after_password_guessing_quarantines_the_computer_it_came_from
     finally:
         released = response.release_when_settled(lab, address, "integration test: the break-in was ours", by="pacslab-tests")
     back = connect(lab, client, str(service.address), port)
-    evidence.update(signed_in=signed_in, alert=alert, record=record, cut=cut, back=back, released=released, cases=cases)
+    decided = [d["id"] for d in siem_json(lab, "containment") if d["alert"] == alert["id"]]
+    again = _sign_in(lab, plan, where, client, then, signed_in["id"])
+    evaluated_after(lab, utc_now())
+    time.sleep(response.FOLLOW)  # the fw asks every 2 s: a decision to quarantine would have been applied by now
+    held = [a["id"] for a in siem_json(lab, "alerts") if a["rule"] == rule and again["id"] in a["events"]]
+    decided_after = [d["id"] for d in siem_json(lab, "containment") if d["alert"] == alert["id"]]
+    evidence.update(signed_in=signed_in, alert=alert, record=record, before=before, cut=cut, back=back, released=released, cases=cases,
+                    again=again, held=held, decided=decided_after)
     assert before == "open"
     assert (alert["rule"], alert["severity"], alert["entities"]) == (rule, "high", {"src_ip": address}), alert
     assert (record["by"], record["reason"], record["enforced"]) == ("siem", f"siem alert {alert['id']}: {rule}", True), record
     assert cut == "refused"
     assert [(c["host"], c["severity"]) for c in cases] == [(client.name, "high")], cases
-    assert released >= 1 and address not in response.quarantined(lab)
+    assert released >= 1
     assert back == "open"
+    assert held == [alert["id"]]
+    assert decided_after == decided
+    assert address not in response.quarantined(lab)

@@ -35,7 +35,7 @@ from pacslab.topology import Host, Lab
 
 from .test_bastion import CLIENT, bastion, login, vendor
 from .test_idp import CLIENT as IDP_CLIENT
-from .test_idp import idp, one, secret
+from .test_idp import idp, one, refusals_authorised, secret
 from .test_idp import sign_in as idp_sign_in
 from .test_imaging import devices_round, modality_of, order_entry, reader, stations, the, tls_stations
 from .test_orders import _message
@@ -77,6 +77,12 @@ def wait_for(what: str, probe: Any) -> Any:
             assert found, f"no {what} within {WAIT} s"
             return found
         time.sleep(1)
+
+
+def failures_at_siem(lab: Lab, users: list[str], event_type: str) -> list[dict[str, Any]]:
+    """The siem's ``event_type`` events of the user names ``users``, once it holds one of each; else []."""
+    found = [e for u in users for e in siem_json(lab, "events", "--contains", u) if e["event_type"] == event_type]
+    return found if len(found) == len(users) else []
 
 
 def rfc5424(lab: Lab, host: str, marker: str) -> str:
@@ -272,16 +278,10 @@ def guessing(running_lab: Lab, plan: Plan) -> dict[str, Any]:
     whose decision the window withholds (test_response proves the quarantine of a break-in)."""
     call = secrets.token_hex(2)  # modules that import this fixture run it again: each run its own names
     users = [f"siem-{RUN}-{call}-guess{i}" for i in range(5)]
-    with response.authorised(running_lab, "the suite's password guessing at the bastion (tests/integration)",
-                             [str(running_lab.hosts[CLIENT].address)], by="pacslab-tests"):
+    with refusals_authorised(running_lab, CLIENT, "the suite's password guessing at the bastion"):
         for user in users:
             login(running_lab, plan, user, password="guess")
-
-    def five() -> list[dict[str, Any]]:
-        found = [e for u in users for e in siem_json(running_lab, "events", "--contains", u) if e["event_type"] == "ssh-login-failure"]
-        return found if len(found) == 5 else []
-
-    ids = {e["id"] for e in wait_for("the five failures", five)}
+    ids = {e["id"] for e in wait_for("the five failures", lambda: failures_at_siem(running_lab, users, "ssh-login-failure"))}
     alert = wait_for("ssh-brute-force holding them", lambda: [a for a in siem_json(running_lab, "alerts")
                                                            if a["rule"] == "ssh-brute-force" and ids <= set(a["events"])])[0]
     cases = [c for c in siem_json(running_lab, "cases") if c["id"] == alert["case"]]
@@ -332,18 +332,12 @@ def idp_guessing(running_lab: Lab, plan: Plan) -> dict[str, Any]:
         pytest.skip(f"lab {running_lab.name!r} deploys no {GUESSER}")
     call = secrets.token_hex(2)  # each run of the fixture its own names
     users = [f"idp-{RUN}-{call}-guess{i}" for i in range(5)]
-    with response.authorised(running_lab, "the suite's password guessing at the IdP (tests/integration)",
-                             [str(running_lab.hosts[GUESSER].address)], by="pacslab-tests"):
+    with refusals_authorised(running_lab, GUESSER, "the suite's password guessing at the IdP"):
         for user in users:
             idp_sign_in(running_lab, plan, user, password="guess", client=GUESSER)
     who = one(running_lab, "enabled", "radiologist")
     signed_in = idp_sign_in(running_lab, plan, who.name, code="now", client=GUESSER)
-
-    def five() -> list[dict[str, Any]]:
-        found = [e for u in users for e in siem_json(running_lab, "events", "--contains", u) if e["event_type"] == "idp-login-failure"]
-        return found if len(found) == 5 else []
-
-    failures = wait_for("the five failures", five)
+    failures = wait_for("the five failures", lambda: failures_at_siem(running_lab, users, "idp-login-failure"))
     client = str(running_lab.hosts[GUESSER].address)
     last = max(e["id"] for e in failures)
     success = wait_for(f"{who.name}'s sign-in after them", lambda: [

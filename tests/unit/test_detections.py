@@ -837,20 +837,38 @@ def _scan(src_ip: str, at: int = 0) -> list[dict[str, Any]]:
              "dst_ip": "10.77.40.10", "dst_port": str(port)} for i, port in enumerate((22, 104, 443, 2575, 2762, 4242, 5432, 8042, 11112))]
 
 
-def _decisions(rule: dict[str, Any], events: list[dict[str, Any]], window: tuple[int, int] | None = None) -> list[tuple[Any, ...]]:
-    db = siem.connect(Path(":memory:"))
-    if window is not None:
-        stamp = lambda s: (T0 + timedelta(seconds=s)).isoformat(timespec="milliseconds").replace("+00:00", "Z")  # noqa: E731
-        db.execute("INSERT INTO authorised (addresses, starts, ends, reason, by) VALUES ('[]', ?, ?, 'segmentation check', 'tests')",
-                   (stamp(window[0]), stamp(window[1])))
+def _arrive(db: Any, rule: dict[str, Any], events: list[dict[str, Any]], at: int) -> None:
+    """Store ``events`` (each "at" seconds after T0), then run ``rule`` once at T0 + ``at`` seconds."""
     for e in events:
         row = {k: (str(v) if v is not None else None) for k, v in e.items() if k != "at"}
         row["time"] = (T0 + timedelta(seconds=e["at"])).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         siem.store(db, row)
-    last = max(e["at"] for e in events)
-    siem.evaluate(db, [rule], ASSETS, at=T0 + timedelta(seconds=last + 1))
-    siem.evaluate(db, [rule], ASSETS, at=T0 + timedelta(seconds=last + 2))  # the same alert: no second decision
+    siem.evaluate(db, [rule], ASSETS, at=T0 + timedelta(seconds=at))
+
+
+def _release(address: str, at: int) -> dict[str, Any]:
+    """The fw's release of ``address`` as the siem stores it (containment-release, shipped from the fw's log)."""
+    return {"at": at, "source": "fw-response", "event_type": "containment-release", "dst_ip": address, "outcome": "changed"}
+
+
+def _window(db: Any, start: int, end: int, reason: str = "segmentation check") -> None:
+    """A window of authorised activity for every address from T0 + ``start`` to T0 + ``end`` seconds."""
+    stamp = lambda s: (T0 + timedelta(seconds=s)).isoformat(timespec="milliseconds").replace("+00:00", "Z")  # noqa: E731
+    db.execute("INSERT INTO authorised (addresses, starts, ends, reason, by) VALUES ('[]', ?, ?, ?, 'tests')", (stamp(start), stamp(end), reason))
+
+
+def _decided(db: Any) -> list[tuple[Any, ...]]:
     return [(d["alert"], d["address"], d["host"], d["decision"], d["reason"]) for d in siem.containment(db)]
+
+
+def _decisions(rule: dict[str, Any], events: list[dict[str, Any]], window: tuple[int, int] | None = None) -> list[tuple[Any, ...]]:
+    db = siem.connect(Path(":memory:"))
+    if window is not None:
+        _window(db, *window)
+    last = max(e["at"] for e in events)
+    _arrive(db, rule, events, at=last + 1)
+    _arrive(db, rule, [], at=last + 2)  # the same alert: no second decision
+    return _decided(db)
 
 
 def test_a_port_scan_quarantines_the_lab_host_that_scans(rules) -> None:
@@ -935,20 +953,6 @@ def test_containment_is_refused_on_a_rule_that_is_not_high_or_on_a_field_it_does
         detections.compile_rules(tmp_path)
 
 
-def _arrive(db: Any, rule: dict[str, Any], events: list[dict[str, Any]], at: int) -> None:
-    """Store ``events`` (each "at" seconds after T0), then run ``rule`` once at T0 + ``at`` seconds."""
-    for e in events:
-        row = {k: (str(v) if v is not None else None) for k, v in e.items() if k != "at"}
-        row["time"] = (T0 + timedelta(seconds=e["at"])).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        siem.store(db, row)
-    siem.evaluate(db, [rule], ASSETS, at=T0 + timedelta(seconds=at))
-
-
-def _release(address: str, at: int) -> dict[str, Any]:
-    """The fw's release of ``address`` as the siem stores it (containment-release, shipped from the fw's log)."""
-    return {"at": at, "source": "fw-response", "event_type": "containment-release", "dst_ip": address, "outcome": "changed"}
-
-
 def test_a_scan_that_goes_on_after_the_release_is_contained_again(rules) -> None:
     """The fw's release reaches the siem (containment-release); the alert's events after it decide again."""
     rule = rules["port-scan"]
@@ -998,9 +1002,14 @@ BREAK_INS = [("brute-force-success", "ssh-login-failure", "ssh-login-success", "
 def test_a_sign_in_after_password_guessing_quarantines_the_address_it_came_from(rules, name: str, failure: str, success: str,
                                                                                 src_ip: str, host: str) -> None:
     """The vendor's computer (SSH at the bastion) and a clinical workstation (the IdP's portal):
-    the break-in's alert is high and names its address, which the siem decides to quarantine."""
+    the break-in's alert is high and names its address, which the siem decides to quarantine. The
+    guessing alone raises its own rule's alert, medium, and decides nothing."""
     assert _decisions(rules[name], _break_in(src_ip, failure, success)) == [(1, src_ip, host, "quarantine", f"siem alert 1: {name}")]
-    assert _decisions(rules[name], _break_in(src_ip, failure, success)[:5]) == []  # guessing alone is medium: no decision
+    guessing = {"brute-force-success": "ssh-brute-force", "idp-brute-force-success": "idp-brute-force"}[name]
+    db = siem.connect(Path(":memory:"))
+    _arrive(db, rules[guessing], _break_in(src_ip, failure, success)[:5], at=41)
+    assert [(a["rule"], a["severity"], a["entities"]) for a in siem.alerts(db)] == [(guessing, "medium", {"src_ip": src_ip})]
+    assert _decided(db) == []
 
 
 @pytest.mark.parametrize(("name", "failure", "success", "src_ip", "host"), BREAK_INS)
@@ -1016,7 +1025,32 @@ def test_a_sign_in_after_authorised_guessing_is_raised_but_contains_nobody(rules
     assert _decisions(rules[name], again, window=(0, 45)) == [(1, src_ip, host, "quarantine", f"siem alert 1: {name}")]
     # four failures outside it are not five: withheld
     short = _break_in(src_ip, failure, success)[:5] + _break_in(src_ip, failure, success, at=100)[1:]
-    assert _decisions(rules[name], short, window=(0, 45))[0][3:] == ("withheld", "authorised activity (window 1: segmentation check)")
+    assert _decisions(rules[name], short, window=(0, 45)) == [(1, src_ip, host, "withheld", "authorised activity (window 1: segmentation check)")]
+
+
+@pytest.mark.parametrize(("name", "failure", "success", "src_ip", "host"), BREAK_INS)
+def test_a_withheld_break_in_decides_again_when_what_no_window_covers_forms_one(rules, name: str, failure: str, success: str,
+                                                                               src_ip: str, host: str) -> None:
+    """The alert goes on after a decision withheld for a window. Guessing in the window, a sign-in
+    after it (withheld), a second sign-in: nothing new; five failures and a sign-in after that:
+    quarantine. Five failures outside any window, a sign-in inside one (withheld), then a sign-in
+    outside it: the failures and that sign-in are a break-in no window covers: quarantine."""
+    rule, withheld = rules[name], (1, src_ip, host, "withheld", "authorised activity (window 1: a pen test)")
+    quarantine = (1, src_ip, host, "quarantine", f"siem alert 1: {name}")
+    db = siem.connect(Path(":memory:"))
+    _window(db, 0, 45, "a pen test")
+    _arrive(db, rule, _break_in(src_ip, failure, success), at=51)
+    _arrive(db, rule, [{"at": 90, "event_type": success, "user": "vnd-acme", "src_ip": src_ip}], at=91)
+    assert _decided(db) == [withheld]
+    _arrive(db, rule, _break_in(src_ip, failure, success, at=120), at=171)
+    assert _decided(db) == [withheld, quarantine]
+
+    db = siem.connect(Path(":memory:"))
+    _window(db, 45, 55, "a pen test")
+    _arrive(db, rule, _break_in(src_ip, failure, success), at=51)
+    assert _decided(db) == [withheld]
+    _arrive(db, rule, [{"at": 90, "event_type": success, "user": "vnd-acme", "src_ip": src_ip}], at=91)
+    assert _decided(db) == [withheld, quarantine]
 
 
 @pytest.mark.parametrize(("name", "failure", "success", "src_ip", "host"), BREAK_INS)
@@ -1027,7 +1061,6 @@ def test_after_the_release_a_sign_in_decides_nothing_and_a_new_break_in_quaranti
     five failures and a sign-in after the release form the sequence again: quarantine."""
     rule = rules[name]
     db = siem.connect(Path(":memory:"))
-
     _arrive(db, rule, _break_in(src_ip, failure, success), at=51)
     _arrive(db, rule, [_release(src_ip, at=60)], at=61)
     _arrive(db, rule, [{"at": 90, "event_type": success, "user": "vnd-acme", "src_ip": src_ip}], at=91)

@@ -1035,7 +1035,9 @@ def _decide_again(db: sqlite3.Connection, alert_id: int, rule: dict[str, Any], e
     - its last decision was withheld as authorised activity, and its events since that decision
       that fall outside every window for the address fire the rule on their own (as many as its
       threshold, of distinct values of the field a value_count counts): the host scans again after
-      its window, not a stray packet of its ordinary traffic;
+      its window, not a stray packet of its ordinary traffic; for a sequence, its events that no
+      window covers, from before the decision too, form one that holds an event since the
+      decision (five failures outside a window, a sign-in inside it, then one outside: a break-in);
     - or it quarantined the host, the fw has released it since (the release is shipped here), and
       the new events came after the release (events are numbered as they arrive); for a sequence
       (a temporal correlation), those after the release that no window covers form it on their
@@ -1049,6 +1051,8 @@ def _decide_again(db: sqlite3.Connection, alert_id: int, rule: dict[str, Any], e
     if decision == "withheld":
         if not str(reason).startswith("authorised activity"):
             return False
+        if rule.get("steps"):
+            return _fires_outside_windows(db, rule, events, address, newer_than=upto)
         since = [i for i in events if i > upto]
         return bool(since) and _fires_outside_windows(db, rule, since, address)
     released = db.execute("SELECT MAX(id) FROM events WHERE event_type = 'containment-release' AND outcome = 'changed'"
@@ -1063,13 +1067,14 @@ _IN_WINDOW = ("w.starts <= e.time AND w.ends >= e.time AND (w.addresses = '[]' O
               " WHERE value = ?))")
 
 
-def _fires_outside_windows(db: sqlite3.Connection, rule: dict[str, Any], ids: list[int], address: str) -> bool:
+def _fires_outside_windows(db: sqlite3.Connection, rule: dict[str, Any], ids: list[int], address: str, newer_than: int = 0) -> bool:
     """Whether the events ``ids`` that no window of authorised activity for ``address`` covers fire
     the rule on their own (a stray packet of the host's ordinary traffic beside an authorised scan
     does not): a counting correlation counts them over its windows (_counting_windows), a temporal
     one looks for its sequence among them alone (_sequences: a person's sign-in after the suite's
-    own guessing in a window is no break-in), both over the evaluation's table ``logs``; a rule
-    that alerts per event fires on any one of them."""
+    own guessing in a window is no break-in; ``newer_than``: a sequence that holds an event of a
+    later id), both over the evaluation's table ``logs``; a rule that alerts per event fires on any
+    one of them."""
     # the ids as one JSON parameter: an alert of a long scan holds any number of events (a statement's
     # variables are limited: 32,766 in SQLite's default build, 250,000 in Debian's)
     outside = [i for (i,) in db.execute(f"SELECT id FROM events e WHERE id IN (SELECT value FROM json_each(?)) AND NOT EXISTS"
@@ -1082,7 +1087,8 @@ def _fires_outside_windows(db: sqlite3.Connection, rule: dict[str, Any], ids: li
         return f"SELECT * FROM ({query}) WHERE id IN ({listed})"
 
     if rule.get("steps"):
-        return bool(_sequences(db, rule | {"steps": [step | {"base_sql": among(step["base_sql"])} for step in rule["steps"]]}))
+        found = _sequences(db, rule | {"steps": [step | {"base_sql": among(step["base_sql"])} for step in rule["steps"]]})
+        return any(max(_event_ids(f), default=0) > newer_than for f in found)
     return bool(_counting_windows(db, rule | {"base_sql": among(rule["base_sql"])}))
 
 
