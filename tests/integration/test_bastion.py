@@ -18,8 +18,8 @@ Each expectation is written out: the prompts the client met, the words the clien
 The module's refused sign-ins (a wrong password, an ended account, a person who is no vendor ...)
 are six failures from the vendor's computer within a minute: the siem raises ssh-brute-force about
 it, and a vendor's sign-in from it within ten minutes would raise brute-force-success, which
-quarantines the computer. They are the suite's own, so the module runs in
-a window of authorised activity for that computer; test_response proves the quarantine of a break-in.
+quarantines the computer. They are the suite's own, so the module runs in a window of authorised
+activity for that computer; test_response proves the quarantine of a break-in.
 """
 
 from __future__ import annotations

@@ -314,9 +314,9 @@ def test_the_alert_opens_a_case_enriched_from_the_lab_definition(running_lab: La
 
 
 # Where the guessing at the IdP comes from: a computer of the clinical zone (flow F10b) from which no
-# other check signs in but test_response's break-in, so that the alerts below hold this guessing. test_idp's
-# refused codes and its lockout come from ws-rad, followed by its sign-ins: they raise the same rules
-# about ws-rad, whose alerts would hold both runs' events.
+# other check signs in but test_response's break-in, so that the alerts below hold this guessing.
+# test_idp's refused codes and its lockout come from ws-rad, followed by its sign-ins: they raise the
+# same rules about ws-rad, whose alerts would hold both runs' events.
 GUESSER = "ws-tech"
 
 
