@@ -176,6 +176,16 @@ def wrong_password(lab: Lab, plan: Plan, user: str) -> None:
     ssh.session(lab, CLIENT, BASTION, user, known_host_key=bastion_key(plan), notice="", password="bench-wrong", code=None)
 
 
+def vendor_session(lab: Lab, plan: Plan, who: str, commands: tuple[Any, ...]) -> dict[str, Any]:
+    """A session of ``who`` from the vendor engineer's computer to the bastion with their password and
+    a fresh TOTP code (waiting for the next 30-second step when the bastion took this one), running
+    ``commands`` (pacslab.probes.ssh.session's answer)."""
+    code = ssh.fresh_code(lab, BASTION, str(listeners.role_var(lab, BASTION, "bastion", "bastion_oath_file")), plan.secrets_dir, who)
+    return ssh.session(lab, CLIENT, BASTION, who, known_host_key=bastion_key(plan),
+                       notice=str(listeners.role_var(lab, BASTION, "bastion", "bastion_notice")),
+                       password=people.password(plan.secrets_dir, who), code=code, commands=commands)
+
+
 def brute_force(lab: Lab, plan: Plan, siem: str) -> dict[str, float]:
     tag = f"bench-{secrets.token_hex(3)}"
     users = [f"{tag}-{i}" for i in range(5)]
@@ -203,11 +213,8 @@ def break_in(lab: Lab, plan: Plan, siem: str, where: str) -> dict[str, float]:
         who = next(p for p in lab.people if "vendor" in p.roles and p.status() == "enabled").name
         for user in users:
             wrong_password(lab, plan, user)
-        code = ssh.fresh_code(lab, BASTION, str(listeners.role_var(lab, BASTION, "bastion", "bastion_oath_file")), plan.secrets_dir, who)
         since = max((e["id"] for e in siem_rows(lab, siem, "events", "--contains", who)), default=0)
-        result = ssh.session(lab, CLIENT, BASTION, who, known_host_key=bastion_key(plan),
-                             notice=str(listeners.role_var(lab, BASTION, "bastion", "bastion_notice")),
-                             password=people.password(plan.secrets_dir, who), code=code, commands=("id -un",))
+        result = vendor_session(lab, plan, who, ("id -un",))
         if not result["shell"]:
             raise SystemExit(f"{who} did not get in at the bastion: {result['said']}")
     else:
@@ -527,11 +534,8 @@ def maintenance(lab: Lab, plan: Plan, siem: str) -> dict[str, float]:
     vendor = next(p for p in lab.people if "vendor" in p.roles and p.status() == "enabled")
     since = max((e["id"] for e in siem_rows(lab, siem, "events", "--contains", vendor.name)), default=0)
     mark = f"bench-mark-{secrets.token_hex(4)}"
-    code = ssh.fresh_code(lab, BASTION, str(listeners.role_var(lab, BASTION, "bastion", "bastion_oath_file")), plan.secrets_dir, vendor.name)
-    result = ssh.session(lab, CLIENT, BASTION, vendor.name, known_host_key=bastion_key(plan),
-                         notice=str(listeners.role_var(lab, BASTION, "bastion", "bastion_notice")),
-                         password=people.password(plan.secrets_dir, vendor.name), code=code,
-                         commands=({"command": "maint pacs", "shell": True}, f"echo {mark}", "sudo -n /bin/cat /etc/shadow", "exit"))
+    result = vendor_session(lab, plan, vendor.name,
+                            ({"command": "maint pacs", "shell": True}, f"echo {mark}", "sudo -n /bin/cat /etc/shadow", "exit"))
     ended = datetime.now(UTC)
     if not (result["shell"] and all(c["done"] for c in result["commands"])):
         raise SystemExit(f"the vendor's session did not run its commands: {result['said']} {result['commands']}")
