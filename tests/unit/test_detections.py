@@ -889,6 +889,8 @@ def test_a_port_scan_from_an_address_no_host_has_inside_a_lab_zone_quarantines_t
     ("10.77.50.254", "fw", "the fw's own address"),
     ("10.77.50.10", "siem", "siem is in the security zone, which a quarantined host keeps"),
     ("10.77.40.10", "pacs", "pacs is a critical asset: containing it stops clinical work, a person decides (pacslab quarantine)"),
+    ("10.77.70.10", "bastion", "bastion relays the vendors' sessions to the hosts they maintain: containing it ends every one, "
+                               "a person decides (pacslab quarantine)"),
     ("10.77.80.10", "offsite", "offsite is planned: nothing runs at its address"),
 ])
 def test_a_scan_from_what_the_fw_cannot_contain_is_withheld_with_its_reason(rules, src_ip: str, host: str | None, reason: str) -> None:
@@ -1010,6 +1012,17 @@ def test_a_sign_in_after_password_guessing_quarantines_the_address_it_came_from(
     _arrive(db, rules[guessing], _break_in(src_ip, failure, success)[:5], at=41)
     assert [(a["rule"], a["severity"], a["entities"]) for a in siem.alerts(db)] == [(guessing, "medium", {"src_ip": src_ip})]
     assert _decided(db) == []
+
+
+def test_guessing_through_the_bastion_then_a_sign_in_is_raised_but_does_not_cut_the_bastion_off(rules) -> None:
+    """A maintained host's sshd (the PACS) names the bastion's address for every vendor's sign-in:
+    five names it has no account for and a vendor's sign-in, all through the bastion, raise
+    brute-force-success about the bastion's address, and the decision is withheld: quarantining the
+    bastion ends every vendor's session (a person decides)."""
+    relayed = _break_in("10.77.70.10", "ssh-invalid-user", "ssh-login-success")
+    assert _decisions(rules["brute-force-success"], relayed) == [
+        (1, "10.77.70.10", "bastion", "withheld", "bastion relays the vendors' sessions to the hosts they maintain: containing it ends "
+                                                   "every one, a person decides (pacslab quarantine)")]
 
 
 @pytest.mark.parametrize(("name", "failure", "success", "src_ip", "host"), BREAK_INS)

@@ -32,7 +32,8 @@ Commands:
 Containment (C-RSP-02): when a high or critical rule that names a ``containment`` entity raises a
 new alert, the siem decides to quarantine that entity's address (a lab host's, or one no host has
 inside a lab zone: a rogue device), unless it is in no lab zone, a zone's network, broadcast or
-bridge address, the fw's, a planned host's, a critical asset's (a person decides), in a zone a quarantined host keeps (assets.json
+bridge address, the fw's, a planned host's, a bastion's or a critical asset's (a person decides: the maintained hosts' sshd name
+the bastion's address for every vendor's sign-in), in a zone a quarantined host keeps (assets.json
 "spared_zones"), or authorised; a withheld decision is kept with its reason. An alert that goes on after the fw released its host (the
 release is shipped here) decides again (a sequence, when what came after the release forms it on its own); a withheld decision stands
 for the alert's life.
@@ -1121,6 +1122,9 @@ def _contain(db: sqlite3.Connection, alert_id: int, rule: dict[str, Any], addres
         decision, reason = "withheld", "the fw's own address"
     elif asset is not None and not asset.get("deployed", True):
         decision, reason = "withheld", f"{name} is planned: nothing runs at its address"
+    elif asset is not None and asset.get("image") == "bastion":  # the maintained hosts' sshd name its address for the vendors'
+        decision, reason = "withheld", (f"{name} relays the vendors' sessions to the hosts they maintain: containing it ends "
+                                        "every one, a person decides (pacslab quarantine)")
     elif asset is not None and asset.get("criticality") == "critical":
         decision, reason = "withheld", (f"{name} is a critical asset: containing it stops clinical work, a person decides "
                                         "(pacslab quarantine)")
