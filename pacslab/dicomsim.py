@@ -640,7 +640,8 @@ def acquire(cfg: dict[str, Any], images: int, accession: str | None = None, **kw
             continue
         series = make_series(item, cfg["modality"], cfg["ae_title"], images)
         result = store(cfg, "pacs", series, **kw)
-        results.append({"accession": item["accession"], **result})
+        results.append({"accession": item["accession"], "patient_id": str(series[0].PatientID),
+                        "study_uid": str(series[0].StudyInstanceUID), **result})
         sent = STATE / "sent"
         sent.mkdir(parents=True, exist_ok=True)
         (sent / f"{item['accession']}.json").write_text(json.dumps([fingerprint(ds) for ds in series]))
@@ -655,13 +656,21 @@ def acquire(cfg: dict[str, Any], images: int, accession: str | None = None, **kw
 # Long-running services
 
 
+def record(event: str, **fields: Any) -> None:
+    """One line of the node's log (INFO) for the siem (roles/log_shipping ships the file as
+    dicom-node): the event and its fields as one JSON object, so that a value read off the wire (a
+    UID, an AE title) cannot break the line or pose as another field."""
+    log.info("%s", json.dumps({"event": event, **fields}, sort_keys=True))
+
+
 def serve_modality(cfg: dict[str, Any], every: float, images: int) -> None:
     """The modality as a service: poll the worklist every ``every`` seconds and acquire new items."""
     while True:
         try:
             result = acquire(cfg, images)
             for item in result["acquired"]:
-                log.info("acquired %s: %d stored, %d failed", item["accession"], len(item["stored"]), len(item["failed"]))
+                record("acquired", accession=item["accession"], patient_id=item["patient_id"], study_uid=item["study_uid"],
+                       calling_ae=cfg["ae_title"], stored=len(item["stored"]), failed=len(item["failed"]))
         except Exception:  # a service keeps going; the next round retries
             log.exception("acquisition round failed")
         time.sleep(every)
@@ -679,7 +688,9 @@ def serve_storage(cfg: dict[str, Any], port: int, folder: Path, allowed: list[st
         ds.file_meta = event.file_meta
         name = hashlib.sha256(str(ds.SOPInstanceUID).encode()).hexdigest()
         ds.save_as(folder / f"{name}.dcm", enforce_file_format=True)
-        log.info("stored %r from %s as %s.dcm", str(ds.SOPInstanceUID), event.assoc.requestor.ae_title, name)
+        record("received", sop_instance_uid=str(ds.SOPInstanceUID), study_uid=str(ds.get("StudyInstanceUID", "")),
+               patient_id=str(ds.get("PatientID", "")), calling_ae=str(event.assoc.requestor.ae_title),
+               src_ip=str(event.assoc.requestor.address), file=f"{name}.dcm")
         return 0x0000
 
     ae = AE(ae_title=cfg["ae_title"])

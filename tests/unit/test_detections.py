@@ -592,6 +592,45 @@ def test_normalise_the_ris_s_order_record(msg: str, expected: dict[str, Any]) ->
     assert siem.normalise(_record("hl7-orders", msg, peer="10.77.40.10"), ASSETS)["event_type"] == "forged-source"
 
 
+LEGACY = "10.77.31.10"  # mod-legacy: image dicom in ASSETS
+
+
+def _dicomsim(level: str, text: str) -> str:
+    return f"2026-12-05 22:52:27,956 dicomsim {level} {text}"
+
+
+@pytest.mark.parametrize(("msg", "expected"), [
+    (_dicomsim("INFO", json.dumps({"event": "acquired", "accession": "A1", "patient_id": "P1", "study_uid": "1.2.3", "calling_ae": "LEGACY01",
+                                   "stored": 4, "failed": 0})),
+     {"event_type": "modality-acquisition", "outcome": "stored", "patient_id": "P1", "study_uid": "1.2.3", "calling_ae": "LEGACY01",
+      "proto": "dicom", "src_ip": None}),
+    (_dicomsim("INFO", json.dumps({"event": "acquired", "patient_id": "P1", "stored": 3, "failed": 1})),
+     {"event_type": "modality-acquisition", "outcome": "incomplete", "patient_id": "P1"}),
+    # false is no count of zero failures
+    (_dicomsim("INFO", json.dumps({"event": "acquired", "failed": False})), {"event_type": "modality-acquisition", "outcome": "incomplete"}),
+    (_dicomsim("INFO", json.dumps({"event": "received", "sop_instance_uid": "1.2.3.4", "study_uid": "1.2.3", "patient_id": "P1",
+                                   "calling_ae": "PACS", "src_ip": "10.77.40.10", "file": "ab.dcm"})),
+     {"event_type": "dicom-instance-received", "outcome": "stored", "calling_ae": "PACS", "src_ip": "10.77.40.10", "src_host": "pacs",
+      "study_uid": "1.2.3", "patient_id": "P1"}),
+    # what was read off the wire is text or nothing
+    (_dicomsim("INFO", json.dumps({"event": "received", "calling_ae": ["PACS"], "src_ip": 7, "patient_id": ""})),
+     {"event_type": "dicom-instance-received", "calling_ae": None, "src_ip": None, "patient_id": None}),
+    (_dicomsim("ERROR", "Association Aborted"), {"event_type": "dicom-node-log", "outcome": "error", "patient_id": None}),
+    # a record's shape in a warning is no record
+    (_dicomsim("WARNING", json.dumps({"event": "acquired", "patient_id": "P1", "failed": 0})),
+     {"event_type": "dicom-node-log", "outcome": "warning"}),
+    ("acquired A1: 4 stored, 0 failed", {"event_type": "syslog"}),
+])
+def test_normalise_a_dicom_node_s_own_log(msg: str, expected: dict[str, Any]) -> None:
+    """The simulator's log on a modality or a workstation (pacslab/dicomsim.py record): an
+    acquisition with its patient and study, an instance received with the sender's AE title and
+    address; any other line by its level. From the bastion, which is no DICOM node, it is forged."""
+    event = siem.normalise(_record("dicom-node", msg, peer=LEGACY), ASSETS)
+    assert {k: event[k] for k in expected} == expected
+    assert (event["host"], event["source"], event["message"]) == ("mod-legacy", "dicom-node", msg)
+    assert siem.normalise(_record("dicom-node", msg), ASSETS)["event_type"] == "forged-source"
+
+
 def test_the_ris_s_hl7_front_is_read_as_a_tls_front_from_the_ris_only() -> None:
     """stunnel in front of the RIS's HL7 listener writes what the PACS's DICOM front does: the
     station's address, the certificate it showed, a refused handshake. The PACS sending it is forged."""

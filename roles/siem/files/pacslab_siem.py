@@ -274,6 +274,8 @@ def normalise(record: dict[str, Any], assets: dict[str, Any], connections: dict[
         event.update(_rproxy_access(msg, peer))
     elif source in RIS_PROGRAMS:
         event.update(_hl7_orders(msg, peer))
+    elif source in DICOM_NODE_PROGRAMS:
+        event.update(_dicom_node(msg))
     elif source in STUNNEL_PROGRAMS:
         event.update(_stunnel(msg, peer, str(source), {} if connections is None else connections))
     elif source == "tlog":
@@ -343,6 +345,35 @@ def _rproxy_access(msg: str, peer: str) -> dict[str, Any]:
         return {}
     return {"event_type": "proxy-access-denied" if m["status"] in ("401", "403") else "proxy-request", "outcome": m["status"],
             "user": None if m["user"] in ("", "-") else m["user"], "src_ip": m["ip"], "dst_ip": peer, "proto": "https"}
+
+
+# The lab's DICOM simulator on a modality, the legacy device or a reading workstation (pacslab/dicomsim.py,
+# roles/dicom_node), shipped as dicom-node: Python's logging lines ("2026-12-05 22:52:27,956 dicomsim
+# INFO text"). Its records are one JSON object each (dicomsim.record): "acquired" (a worklist item
+# acquired and stored to the PACS: accession, patient_id, study_uid, calling_ae, stored and failed
+# counts) and "received" (an instance a workstation's storage SCP took: sop_instance_uid, study_uid,
+# patient_id, calling_ae, src_ip). Any other line keeps its level as the outcome (dicom-node-log).
+DICOM_NODE_PROGRAMS = ("dicom-node",)
+_DICOMSIM = re.compile(r"^\d{4}-\d\d-\d\d [\d:,]+ dicomsim (?P<level>[A-Z]+) (?P<text>.*)$")
+
+
+def _dicom_node(msg: str) -> dict[str, Any]:
+    line = _DICOMSIM.match(msg)
+    if not line:
+        return {}
+    data = _json_object(line["text"]) if line["level"] == "INFO" else {}
+
+    def text(key: str) -> str | None:
+        value = data.get(key)
+        return value if isinstance(value, str) and value else None
+
+    found = {"patient_id": text("patient_id"), "study_uid": text("study_uid"), "calling_ae": text("calling_ae"), "proto": "dicom"}
+    if data.get("event") == "acquired":
+        failed = data.get("failed")
+        return found | {"event_type": "modality-acquisition", "outcome": "stored" if failed == 0 and not isinstance(failed, bool) else "incomplete"}
+    if data.get("event") == "received":
+        return found | {"event_type": "dicom-instance-received", "outcome": "stored", "src_ip": text("src_ip")}
+    return {"event_type": "dicom-node-log", "outcome": line["level"].lower()}
 
 
 # Programs only an Orthanc host's plugin writes (its image "orthanc" in assets.json): the same tag
@@ -661,7 +692,8 @@ def _stunnel(msg: str, peer: str, source: str, connections: dict[tuple[str, ...]
 # messages, roles/idp's pacslab-totp-verify).
 PROGRAM_IMAGES = {program: (image,) for programs, image in (
     (ORTHANC_PROGRAMS, "orthanc"), (FW_PROGRAMS, "fw"), (SENSOR_PROGRAMS, "sensor"), (SCANNER_PROGRAMS, "scanner"), (IDP_PROGRAMS, "idp"),
-    (RPROXY_PROGRAMS, "rproxy"), (("dicom-front",), "orthanc"))
+    (RPROXY_PROGRAMS, "rproxy"), (("dicom-front",), "orthanc"),
+    (DICOM_NODE_PROGRAMS, "dicom"))
     for program in programs} | {"dicom-audit": ("orthanc", "idp")}
 # Program name -> the group (assets.json "groups") of the only hosts whose word it is, for a program
 # whose image other hosts have too: the RIS's HL7 listener and front (the RIS is an Orthanc host).
