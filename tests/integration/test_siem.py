@@ -114,7 +114,7 @@ def sources(lab: Lab) -> list[str]:
 
 def not_a_source(lab: Lab) -> str:
     """A host with a lab certificate and Python that is no log source: an Orthanc host outside
-    siem_sources, else a workstation of the clinical zone (ws-rad in the reference lab)."""
+    siem_sources, else a workstation of the clinical zone (ws-tech in the reference lab)."""
     candidates = sorted((h for h in lab.deployed_hosts() if h.name not in sources(lab)
                          and (h.image == "orthanc" or (h.image == "dicom" and h.zone == "clinical"))),
                         key=lambda h: (h.image != "orthanc", h.name))
@@ -163,6 +163,46 @@ def test_the_siem_takes_syslog_from_a_log_source_s_certificate_only(running_lab:
     assert any(f"from {source.address} will be closed due to error" in ln for ln in said["cleartext"]), said
     for case in ("nocert", "other-host", "cleartext"):
         assert siem_json(running_lab, "events", "--contains", marks[case]) == [], case
+
+
+@pytest.mark.control("C-PRT-01")
+def test_the_modalities_acquisitions_and_the_workstations_receipts_reach_the_siem_from_their_own_logs(running_lab: Lab,
+                                                                                                   evidence) -> None:
+    """One round of the clinical workflow (devices_round: an order per station, its acquisition,
+    the reading workstation's C-MOVE of each study). The simulators' own logs (roles/log_shipping,
+    dicom-node) of the hosts siem_sources lists: each such modality's acquisition is a
+    modality-acquisition event from that modality with this run's patient and the study it stored
+    (the PACS's), its AE title and outcome stored; the workstation's receipt of each instance is a
+    dicom-instance-received event from the workstation with the patient, the PACS's AE title and
+    address. The twin: a station that is no log source (the legacy device, where the lab deploys
+    one) sends none, while its study is in the workstation's receipts all the same."""
+    lab, listed = running_lab, set(sources(running_lab))
+    ws, pacs = reader(lab), the(lab, "pacs_servers")
+    shipping = [h for h in stations(lab) if h.name in listed]
+    if not shipping or ws.name not in listed:
+        pytest.skip(f"lab {lab.name!r} lists no modality and reading workstation in siem_sources")
+    tag = f"S{RUN.upper()}"
+    patients = {h.name: f"P{tag}{h.name[:6]}" for h in stations(lab)}
+    devices_round(lab, tag)
+
+    def of(kind: str, wanted: int) -> Any:
+        def found() -> list[dict[str, Any]]:
+            events = [e for p in patients.values() for e in siem_json(lab, "events", "--contains", p)
+                      if e["source"] == "dicom-node" and e["event_type"] == kind]
+            return events if len(events) >= wanted else []
+        return found
+
+    acquired = wait_for("the acquisitions in the siem", of("modality-acquisition", len(shipping)))
+    images = sum(int(role_var(lab, h.name, "dicom_node", "dicom_node_images")) for h in stations(lab))
+    received = wait_for("the workstation's receipts in the siem", of("dicom-instance-received", images))
+    studies = {p: {e["study_uid"] for e in received if e["patient_id"] == p} for p in patients.values()}
+    evidence.update(acquired=[(e["host"], e["patient_id"], e["outcome"]) for e in acquired], received=len(received), studies=studies)
+    assert sorted((e["host"], e["patient_id"], e["calling_ae"], e["outcome"]) for e in acquired) == sorted(
+        (h.name, patients[h.name], str(h.ae_title), "stored") for h in shipping)
+    assert all(e["study_uid"] in studies[e["patient_id"]] for e in acquired), (acquired, studies)
+    assert {(e["host"], e["patient_id"], e["calling_ae"], e["src_ip"], e["src_host"]) for e in received} == {
+        (ws.name, p, str(pacs.ae_title), str(pacs.address), pacs.name) for p in patients.values()}
+    assert [e for e in acquired + received if e["host"] not in listed] == []
 
 
 @pytest.mark.control("C-PRT-01")
