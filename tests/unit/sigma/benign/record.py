@@ -8,8 +8,9 @@ record. clinical-workflow.jsonl: three runs of `pytest -p pacslab.pytest_plugin
 tests/integration/test_imaging.py tests/integration/test_browser.py -k "workflow_delivers or
 copies_match or open_the_viewer"` (orders, acquisitions, forwarding with both sides' audit messages,
 retrieval, the viewer with the radiologist's sign-in at the IdP: password, code, User Authentication;
-the proxy's access log; the scanner's sweeps meanwhile; recorded again on 3 December, after the IdP
-and the proxy became sources). Each
+the proxy's access log; the scanner's sweeps meanwhile), with an integrity pass of the PACS and the
+VNA (POST /pacslab/verify) after the second; recorded again on 5 December, after the RIS's HL7
+record and front, the PACS's DICOM TLS front and the DICOM nodes' own logs became sources. Each
 line is one event of the siem's schema without its store id, with ``at``: seconds after the first
 event. Every lab secret is redacted (pacslab.redact); the lab's patients are synthetic."""
 
