@@ -16,7 +16,9 @@ break-in     --runs times each, five sign-ins under user names of the run that n
              the sign-in's end to the alert holding it, and to the computer in the fw's quarantine
              (the alert contains it, C-RSP-02); p50 and p95. The computer is released after each
              run (the next run's break-in continues the alert, which decides again; a sign-in
-             alone after the release does not).
+             alone after the release does not). Also, before the sign-in: seconds from the fifth
+             refusal's end to the guessing alert holding the five (ssh-brute-force at the bastion,
+             idp-brute-force at the IdP).
 integrity    --runs times, scenario W4 in the defended lab (a byte flipped in a stored CT image on
              the PACS, then the integrity job): seconds from the job's answer to the
              integrity-failure alert holding the PACS's event about that instance; p50 and p95.
@@ -56,9 +58,10 @@ maintenance  --runs times, a vendor's session (password and TOTP code at the bas
              `sudo cat /etc/shadow`): seconds from the session's end to the siem's store holding every
              record of the session the bastion holds (C-MNT-01 (c), the catalogue's budget: 30 s), and from
              sudo's line on the PACS to its record in the siem and to the sudo-refused alert holding
-             it (C-MNT-02, the catalogue's budget for the record: 10 s); p50 and p95. A session
-             outside a maintenance window also raises vendor-outside-window; one session per
-             30-second step (a TOTP code is accepted once).
+             it (C-MNT-02, the catalogue's budget for the record: 10 s), and from the bastion's
+             line about the vendor's sign-in to the vendor-outside-window alert holding it (no
+             maintenance window is open: C-DET-08); p50 and p95. One session per 30-second step (a
+             TOTP code is accepted once).
 unknown-device --runs times, a container that sends nothing started in the modality zone at an
              address of its own (no lab host has it; the fw as its default route, as a device set up
              for the zone has): seconds from its start to the unknown-device alert holding the
@@ -213,6 +216,7 @@ def break_in(lab: Lab, plan: Plan, siem: str, where: str) -> dict[str, float]:
         who = next(p for p in lab.people if "vendor" in p.roles and p.status() == "enabled").name
         for user in users:
             wrong_password(lab, plan, user)
+        guessing = _guessing_alert(lab, siem, users, "ssh-login-failure", "ssh-brute-force")
         since = max((e["id"] for e in siem_rows(lab, siem, "events", "--contains", who)), default=0)
         result = vendor_session(lab, plan, who, ("id -un",))
         if not result["shell"]:
@@ -229,6 +233,7 @@ def break_in(lab: Lab, plan: Plan, siem: str, where: str) -> dict[str, float]:
 
         for user in users:
             flow(user, "bench-wrong", None)
+        guessing = _guessing_alert(lab, siem, users, "idp-login-failure", "idp-brute-force")
         code = oidc.fresh_code(lab, idp, plan.secrets_dir, who)
         since = max((e["id"] for e in siem_rows(lab, siem, "events", "--contains", who)), default=0)
         result = flow(who, people.password(plan.secrets_dir, who), code)
@@ -249,7 +254,19 @@ def break_in(lab: Lab, plan: Plan, siem: str, where: str) -> dict[str, float]:
     response.release_when_settled(lab, address, "bench: the break-in was the benchmark's", by="pacslab-bench")
     if alerted is None or contained is None:
         raise SystemExit(f"{rule} from {client}: alert after {alerted} s, quarantine after {contained} s (waited {WAIT} s)")
-    return {"alert": alerted, "quarantine": contained}
+    return {"guessing": guessing, "alert": alerted, "quarantine": contained}
+
+
+def _guessing_alert(lab: Lab, siem: str, users: list[str], event_type: str, rule: str) -> float:
+    """Seconds from now (the fifth refusal's end) until an alert of ``rule`` holds the refusals of
+    the five ``users`` (``event_type`` events)."""
+    fifth = time.monotonic()
+    while time.monotonic() - fifth < WAIT:
+        ids = {e["id"] for u in users for e in siem_rows(lab, siem, "events", "--contains", u) if e["event_type"] == event_type}
+        if len(ids) == len(users) and any(a["rule"] == rule and ids <= set(a["events"]) for a in siem_rows(lab, siem, "alerts")):
+            return time.monotonic() - fifth
+        time.sleep(0.25)
+    raise SystemExit(f"no {rule} alert holding the run's {len(users)} refusals within {WAIT} s")
 
 
 def ingest(lab: Lab, siem: str, messages: int) -> dict[str, float]:
@@ -539,7 +556,7 @@ def maintenance(lab: Lab, plan: Plan, siem: str) -> dict[str, float]:
     ended = datetime.now(UTC)
     if not (result["shell"] and all(c["done"] for c in result["commands"])):
         raise SystemExit(f"the vendor's session did not run its commands: {result['said']} {result['commands']}")
-    recorded = refused = alerted = None
+    recorded = refused = alerted = outside = None
     settled = float(listeners.role_var(lab, BASTION, "bastion", "bastion_latency")) + 1  # tlog writes what it holds within its latency
     while (datetime.now(UTC) - ended).total_seconds() < WAIT and alerted is None:
         if recorded is None:
@@ -550,13 +567,29 @@ def maintenance(lab: Lab, plan: Plan, siem: str) -> dict[str, float]:
         if refused is not None and recorded is not None:
             alerted = next((_utc(a["raised"]) for a in siem_rows(lab, siem, "alerts")
                             if a["rule"] == "sudo-refused" and refused["id"] in a["events"]), None)
+        if outside is None:
+            outside = _outside_window(lab, siem, since, vendor.name)
         time.sleep(0.25)
-    if alerted is None or refused is None or recorded is None:
-        raise SystemExit(f"within {WAIT} s: recording {recorded}, sudo's record {refused}, sudo-refused {alerted}")
+    if alerted is None or refused is None or recorded is None or outside is None:
+        raise SystemExit(f"within {WAIT} s: recording {recorded}, sudo's record {refused}, sudo-refused {alerted}, "
+                         f"vendor-outside-window {outside}")
     logged = _utc(refused["time"])
     return {"whole_recording_from_session_end": (recorded - ended).total_seconds(),
             "sudo_record_from_line": (_utc(refused["received"]) - logged).total_seconds(),
-            "sudo_refused_from_line": (alerted - logged).total_seconds()}
+            "sudo_refused_from_line": (alerted - logged).total_seconds(),
+            "vendor_outside_window_from_line": outside}
+
+
+def _outside_window(lab: Lab, siem: str, since: int, vendor: str) -> float | None:
+    """Seconds from the bastion's line about ``vendor``'s sign-in (an event after ``since``) to the
+    vendor-outside-window alert that holds it (raised once per sign-in); None before."""
+    signed = {e["id"]: _utc(e["time"]) for e in siem_rows(lab, siem, "events", "--since-id", str(since), "--contains", vendor)
+              if e["host"] == BASTION and e["event_type"] == "ssh-login-success"}
+    for a in siem_rows(lab, siem, "alerts"):
+        held = [signed[i] for i in a["events"] if i in signed]
+        if a["rule"] == "vendor-outside-window" and held:
+            return (_utc(a["raised"]) - held[0]).total_seconds()
+    return None
 
 
 def _whole_recording(lab: Lab, siem: str, since: int, mark: str, settled: float, ended: datetime) -> datetime | None:
@@ -662,7 +695,7 @@ def main() -> int:
         out = {}
         for where in ("bastion", "idp"):
             runs = [break_in(lab, plan, siem, where) for _ in range(n)]
-            out[where] = {key: summary([r[key] for r in runs]) for key in ("alert", "quarantine")}
+            out[where] = {key: summary([r[key] for r in runs]) for key in ("guessing", "alert", "quarantine")}
         return out
 
     def maintenances() -> dict[str, Any]:
