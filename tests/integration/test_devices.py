@@ -12,6 +12,7 @@ Markers: this run's source ports, and the rogue's address and name.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import subprocess
@@ -25,11 +26,12 @@ import pytest
 from pacslab import discovery, response
 from pacslab.docker import docker
 from pacslab.plan import LABEL_LAB, LABEL_ROLE, Plan
+from pacslab.probes import imaging as im
 from pacslab.probes import portscan
 from pacslab.topology import Host, Lab
 
 from .test_response import CONTAINED_WITHIN, modalities, pacs, scanner, vna, wait
-from .test_siem import WAIT, siem_json, utc_now, wait_for
+from .test_siem import WAIT, evaluated_after, siem_json, utc_now, wait_for
 
 RUN = secrets.token_hex(3)
 BASE = 22000 + secrets.randbelow(90) * 100  # source ports of this run, below the ephemeral range (32768-60999)
@@ -48,24 +50,37 @@ def modality(lab: Lab) -> Host:
     return modalities(lab)[0]
 
 
-@pytest.fixture
-def rogue(running_lab: Lab, plan: Plan) -> Iterator[tuple[str, str]]:
-    """A container of the tools image on the modality zone's network at an address no host of the
-    lab definition has (labelled as the lab's, so `pacslab down` removes it if this check cannot):
-    (its name, its address). Removed afterwards, and its address released from the fw's quarantine,
-    where unknown-device put it (C-RSP-02), once the siem has weighed everything the rogue sent."""
-    lab = running_lab
-    zone = lab.zones[modality(lab).zone]
+@contextlib.contextmanager
+def plugged_in(lab: Lab, plan: Plan, zone_name: str, routed: bool) -> Iterator[tuple[str, str]]:
+    """A container of the tools image on the zone's network at an address no host of the lab
+    definition has (labelled as the lab's, so `pacslab down` removes it if this check cannot):
+    (its name, its address). ``routed``: with the fw as its default route, as a device set up for
+    its zone (a DHCP lease would give it that) has: it answers what reaches it from another zone,
+    and reaches the fw's other zones. The route is set from outside (a helper in its network
+    namespace with NET_ADMIN, as roles/lab_provision does), the rogue holds no capability. Removed
+    afterwards, and its address released from the fw's quarantine, where unknown-device put it
+    (C-RSP-02), once the siem has weighed everything the rogue sent."""
+    zone = lab.zones[zone_name]
     taken = {str(h.address) for h in lab.hosts.values() if h.address} | {str(zone.router)}
     address = next(str(a) for a in list(zone.subnet.hosts())[199:249] if str(a) not in taken)
-    name = f"{lab.prefix}-rogue-{RUN}"
+    name = f"{lab.prefix}-rogue-{RUN}-{zone_name}"
     docker("run", "-d", "--name", name, "--label", f"{LABEL_LAB}={lab.name}", "--label", f"{LABEL_ROLE}=standin",
            "--network", lab.network_name(zone.name), "--ip", address, "--cap-drop", "ALL", plan.tools_image, "sleep", "600")
     try:
+        if routed:
+            docker("run", "--rm", "--network", f"container:{name}", "--cap-add", "NET_ADMIN", plan.tools_image,
+                   "ip", "route", "replace", "default", "via", str(zone.router))
         yield name, address
     finally:
         docker("rm", "-f", name, check=False)
         response.release_when_settled(lab, address, "check done: the rogue device is gone", by="pacslab-tests")
+
+
+@pytest.fixture
+def rogue(running_lab: Lab, plan: Plan) -> Iterator[tuple[str, str]]:
+    """A rogue in the modality zone with no route out of it (plugged_in)."""
+    with plugged_in(running_lab, plan, str(modality(running_lab).zone), routed=False) as found:
+        yield found
 
 
 @pytest.mark.control("C-AST-01")
@@ -127,6 +142,72 @@ def test_the_ct_trying_the_vna_raises_device_anomaly_and_not_unknown_device(runn
     assert alerts_holding(lab, "unknown-device", ws_drop["id"]) == []
 
 
+# A TLS session to the proxy's HTTPS port from a source port of the run (argv: address, port, source
+# port): the handshake, one request, the answer's first line.
+TLS_SESSION = r"""
+import socket, ssl, sys
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+raw = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=20, source_address=("", int(sys.argv[3])))
+with ctx.wrap_socket(raw) as conn:
+    conn.sendall(b"GET /pacslab-passive-check HTTP/1.1\r\nHost: proxy\r\nConnection: close\r\n\r\n")
+    print(conn.recv(200).split(b"\r\n", 1)[0].decode())
+"""
+
+
+def clinical_zone(lab: Lab) -> str:
+    zones = {str(h.zone) for h in lab.deployed_hosts() if "workstations" in h.groups}
+    if len(zones) != 1:
+        pytest.skip(f"lab {lab.name!r} has no one zone of workstations")
+    return zones.pop()
+
+
+def sensor_records(lab: Lab, address: str, source: int) -> list[dict[str, Any]]:
+    """The IDS sensor's TLS records of a connection from ``address`` and source port ``source``."""
+    return [e for e in siem_json(lab, "events", "--contains", f'"src_port":{source},')
+            if e["source"] == "suricata" and e["event_type"] == "ids-tls" and e["src_ip"] == address]
+
+
+@pytest.mark.control("C-AST-01")
+@pytest.mark.control("C-RSP-02")
+def test_a_rogue_device_using_its_zones_flow_is_seen_by_the_ids_sensor_and_raises_unknown_device(running_lab: Lab, plan: Plan,
+                                                                                               evidence) -> None:
+    """Passive discovery by the sensor: a rogue in the workstations' zone (which no sweep covers)
+    opens a TLS session to the proxy over the flow the whole zone has (F05a). The fw forwards it and
+    drops nothing of it; the IDS sensor records the handshake (ids-tls, the rogue's address and
+    source port, no host, the zone), and that record alone raises unknown-device (high) about the
+    address and its zone, which has the fw quarantine it within 30 s. The twin: a workstation's
+    same session is recorded by the sensor as its host's and held by no unknown-device alert."""
+    lab = running_lab
+    zone = clinical_zone(lab)
+    if not [h for h in lab.deployed_hosts() if "sensors" in h.groups]:
+        pytest.skip(f"lab {lab.name!r} deploys no IDS sensor")
+    proxy_host = next(h for h in lab.deployed_hosts() if "reverse_proxies" in h.groups)
+    workstation = next(h for h in lab.deployed_hosts() if "workstations" in h.groups)
+    target = (str(proxy_host.address), str(proxy_host.service("https").port))
+    with plugged_in(lab, plan, zone, routed=True) as (name, address):
+        said = docker("exec", name, "python3", "-c", TLS_SESSION, *target, str(BASE + 10), timeout=60).stdout.strip()
+        record = wait_for("the sensor's record of the rogue's handshake", lambda: sensor_records(lab, address, BASE + 10))[0]
+        alert = wait_for("unknown-device holding it", lambda: alerts_holding(lab, "unknown-device", record["id"]))[0]
+        held = wait(f"quarantine of {address}", CONTAINED_WITHIN, lambda: response.quarantined(lab).get(address))
+        dropped = drops_from(lab, address, BASE + 10)
+    twin_said = im.exec_in(lab, workstation.name, "python3", "-c", TLS_SESSION, *target, str(BASE + 11)).strip()
+    twin = wait_for("the sensor's record of the workstation's handshake", lambda: sensor_records(lab, str(workstation.address), BASE + 11))[0]
+    evaluated_after(lab, utc_now())
+    evidence.update(rogue=address, said=said, record={k: record[k] for k in ("id", "outcome", "src_host", "src_zone", "dst_ip")},
+                    alert=alert, held=held, dropped=len(dropped), twin_said=twin_said,
+                    twin={k: twin[k] for k in ("id", "src_host", "src_zone")})
+    assert said.startswith("HTTP/1.1 ") and twin_said.startswith("HTTP/1.1 "), (said, twin_said)
+    assert (record["src_host"], record["src_zone"], record["dst_ip"]) == (None, zone, str(proxy_host.address))
+    assert (alert["severity"], alert["entities"]) == ("high", {"src_ip": address, "src_zone": zone})
+    assert dropped == []
+    assert (held["host"], held["by"], held["reason"]) == (
+        "", "siem", f"siem alert {alert['id']}: unknown-device (no lab host has {address}, in the {zone} zone)")
+    assert (twin["src_host"], twin["src_zone"]) == (workstation.name, zone)
+    assert alerts_holding(lab, "unknown-device", twin["id"]) == []
+
+
 # ---------------------------------------------------------------------------------------------
 # Active discovery (C-AST-01, C-DET-04): the scanner's sweeps (roles/scanner) reconciled with the lab
 # definition by the siem (unknown-device) and by `pacslab discovery` (pacslab.discovery)
@@ -149,17 +230,12 @@ def swept_zones(lab: Lab) -> set[str]:
 
 
 @pytest.fixture
-def routed_rogue(running_lab: Lab, plan: Plan, rogue: tuple[str, str]) -> tuple[str, str]:
-    """The rogue with the fw as its default route, as a device set up for its zone (a DHCP lease
-    would give it that) has: it answers what reaches it from another zone, and reaches the fw's other zones. The route is set from
-    outside (a helper in its network namespace with NET_ADMIN, as roles/lab_provision does), the
-    rogue holds no capability. A device with no route out of its zone answers no sweep from
-    another zone: only a sweep inside the zone would find it (not built, README)."""
-    name, address = rogue
-    router = running_lab.zones[modality(running_lab).zone].router
-    docker("run", "--rm", "--network", f"container:{name}", "--cap-add", "NET_ADMIN", plan.tools_image,
-           "ip", "route", "replace", "default", "via", str(router))
-    return name, address
+def routed_rogue(running_lab: Lab, plan: Plan) -> Iterator[tuple[str, str]]:
+    """A rogue in the modality zone with the fw as its default route (plugged_in). A device with no
+    route out of its zone answers no sweep from another zone: only a sweep inside the zone would
+    find it (not built, README)."""
+    with plugged_in(running_lab, plan, str(modality(running_lab).zone), routed=True) as found:
+        yield found
 
 
 def discovered(lab: Lab, address: str) -> list[dict[str, Any]]:
