@@ -601,13 +601,24 @@ def _dicomsim(level: str, text: str) -> str:
 
 @pytest.mark.parametrize(("msg", "expected"), [
     (_dicomsim("INFO", json.dumps({"event": "acquired", "accession": "A1", "patient_id": "P1", "study_uid": "1.2.3", "calling_ae": "LEGACY01",
-                                   "stored": 4, "failed": 0})),
+                                   "outcome": "released", "stored": 4, "failed": 0, "unacknowledged": 0})),
      {"event_type": "modality-acquisition", "outcome": "stored", "patient_id": "P1", "study_uid": "1.2.3", "calling_ae": "LEGACY01",
       "proto": "dicom", "src_ip": None}),
-    (_dicomsim("INFO", json.dumps({"event": "acquired", "patient_id": "P1", "stored": 3, "failed": 1})),
+    (_dicomsim("INFO", json.dumps({"event": "acquired", "patient_id": "P1", "stored": 3, "failed": 1, "unacknowledged": 0})),
      {"event_type": "modality-acquisition", "outcome": "incomplete", "patient_id": "P1"}),
-    # false is no count of zero failures
-    (_dicomsim("INFO", json.dumps({"event": "acquired", "failed": False})), {"event_type": "modality-acquisition", "outcome": "incomplete"}),
+    # the PACS away or refusing the association: nothing stored, nothing failed, everything unanswered
+    (_dicomsim("INFO", json.dumps({"event": "acquired", "outcome": "rejected", "stored": 0, "failed": 0, "unacknowledged": 4})),
+     {"event_type": "modality-acquisition", "outcome": "incomplete"}),
+    (_dicomsim("INFO", json.dumps({"event": "acquired", "outcome": "aborted", "stored": 2, "failed": 0, "unacknowledged": 2})),
+     {"event_type": "modality-acquisition", "outcome": "incomplete"}),
+    (_dicomsim("INFO", json.dumps({"event": "acquired", "stored": 0, "failed": 0, "unacknowledged": 0})),
+     {"event_type": "modality-acquisition", "outcome": "incomplete"}),
+    # false is no count of zero failures; a missing count is no zero either
+    (_dicomsim("INFO", json.dumps({"event": "acquired", "stored": 4, "failed": False, "unacknowledged": 0})),
+     {"event_type": "modality-acquisition", "outcome": "incomplete"}),
+    (_dicomsim("INFO", json.dumps({"event": "acquired", "stored": 4, "failed": 0})), {"event_type": "modality-acquisition", "outcome": "incomplete"}),
+    # nested deeper than the parser recurses: no record, no crash
+    (_dicomsim("INFO", "[" * 100000), {"event_type": "dicom-node-log", "outcome": "info"}),
     (_dicomsim("INFO", json.dumps({"event": "received", "sop_instance_uid": "1.2.3.4", "study_uid": "1.2.3", "patient_id": "P1",
                                    "calling_ae": "PACS", "src_ip": "10.77.40.10", "file": "ab.dcm"})),
      {"event_type": "dicom-instance-received", "outcome": "stored", "calling_ae": "PACS", "src_ip": "10.77.40.10", "src_host": "pacs",
@@ -928,8 +939,6 @@ def test_a_port_scan_from_an_address_no_host_has_inside_a_lab_zone_quarantines_t
     ("10.77.50.254", "fw", "the fw's own address"),
     ("10.77.50.10", "siem", "siem is in the security zone, which a quarantined host keeps"),
     ("10.77.40.10", "pacs", "pacs is a critical asset: containing it stops clinical work, a person decides (pacslab quarantine)"),
-    ("10.77.70.10", "bastion", "bastion relays the vendors' sessions to the hosts they maintain: containing it ends every one, "
-                               "a person decides (pacslab quarantine)"),
     ("10.77.80.10", "offsite", "offsite is planned: nothing runs at its address"),
 ])
 def test_a_scan_from_what_the_fw_cannot_contain_is_withheld_with_its_reason(rules, src_ip: str, host: str | None, reason: str) -> None:
@@ -1057,11 +1066,16 @@ def test_guessing_through_the_bastion_then_a_sign_in_is_raised_but_does_not_cut_
     """A maintained host's sshd (the PACS) names the bastion's address for every vendor's sign-in:
     five names it has no account for and a vendor's sign-in, all through the bastion, raise
     brute-force-success about the bastion's address, and the decision is withheld: quarantining the
-    bastion ends every vendor's session (a person decides)."""
-    relayed = _break_in("10.77.70.10", "ssh-invalid-user", "ssh-login-success")
+    bastion ends every vendor's session (a person decides). What the bastion does itself (a scan
+    from it; guessing that its own sshd logged) is contained as any host's."""
+    relayed = [e | {"source": "sshd", "host": "pacs"} for e in _break_in("10.77.70.10", "ssh-invalid-user", "ssh-login-success")]
     assert _decisions(rules["brute-force-success"], relayed) == [
         (1, "10.77.70.10", "bastion", "withheld", "bastion relays the vendors' sessions to the hosts they maintain: containing it ends "
                                                    "every one, a person decides (pacslab quarantine)")]
+    # the bastion's own doing is contained as any host's: a scan from it, guessing at its own sshd
+    assert _decisions(rules["port-scan"], _scan("10.77.70.10")) == [(1, "10.77.70.10", "bastion", "quarantine", "siem alert 1: port-scan")]
+    own = [e | {"source": "sshd", "host": "bastion"} for e in _break_in("10.77.70.10", "ssh-login-failure", "ssh-login-success")]
+    assert _decisions(rules["brute-force-success"], own)[0][3:] == ("quarantine", "siem alert 1: brute-force-success")
 
 
 @pytest.mark.parametrize(("name", "failure", "success", "src_ip", "host"), BREAK_INS)

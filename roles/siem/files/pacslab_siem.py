@@ -32,8 +32,8 @@ Commands:
 Containment (C-RSP-02): when a high or critical rule that names a ``containment`` entity raises a
 new alert, the siem decides to quarantine that entity's address (a lab host's, or one no host has
 inside a lab zone: a rogue device), unless it is in no lab zone, a zone's network, broadcast or
-bridge address, the fw's, a planned host's, a bastion's or a critical asset's (a person decides: the maintained hosts' sshd name
-the bastion's address for every vendor's sign-in), in a zone a quarantined host keeps (assets.json
+bridge address, the fw's, a planned host's, a critical asset's, or a bastion's for sign-ins it relayed (a person decides: the
+maintained hosts' sshd name the bastion's address for every vendor's sign-in), in a zone a quarantined host keeps (assets.json
 "spared_zones"), or authorised; a withheld decision is kept with its reason. An alert that goes on after the fw released its host (the
 release is shipped here) decides again (a sequence, when what came after the release forms it on its own); a withheld decision stands
 for the alert's life.
@@ -210,10 +210,11 @@ def _sudo(msg: str) -> dict[str, Any]:
 
 
 def _json_object(msg: str) -> dict[str, Any]:
-    """The JSON object a message holds; {} for one that is not JSON, or JSON but no object."""
+    """The JSON object a message holds; {} for one that is not JSON, or JSON but no object (or
+    nested deeper than the parser recurses)."""
     try:
         data = json.loads(msg)
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -350,14 +351,17 @@ def _rproxy_access(msg: str, peer: str) -> dict[str, Any]:
 # The lab's DICOM simulator on a modality, the legacy device or a reading workstation (pacslab/dicomsim.py,
 # roles/dicom_node), shipped as dicom-node: Python's logging lines ("2026-12-05 22:52:27,956 dicomsim
 # INFO text"). Its records are one JSON object each (dicomsim.record): "acquired" (a worklist item
-# acquired and stored to the PACS: accession, patient_id, study_uid, calling_ae, stored and failed
-# counts) and "received" (an instance a workstation's storage SCP took: sop_instance_uid, study_uid,
-# patient_id, calling_ae, src_ip). Any other line keeps its level as the outcome (dicom-node-log).
+# acquired and sent to the PACS: accession, patient_id, study_uid, calling_ae, the association's
+# outcome, the instances stored, failed and left unacknowledged) and "received" (an instance a
+# workstation's storage SCP took: sop_instance_uid, study_uid, patient_id, calling_ae, src_ip). An
+# acquisition is "stored" only when the PACS took every instance and at least one; else
+# "incomplete". Any other line keeps its level as the outcome (dicom-node-log).
 DICOM_NODE_PROGRAMS = ("dicom-node",)
 _DICOMSIM = re.compile(r"^\d{4}-\d\d-\d\d [\d:,]+ dicomsim (?P<level>[A-Z]+) (?P<text>.*)$")
 
 
 def _dicom_node(msg: str) -> dict[str, Any]:
+    """The fields of one line of a DICOM node's log (above); {} for a line of another shape."""
     line = _DICOMSIM.match(msg)
     if not line:
         return {}
@@ -369,8 +373,9 @@ def _dicom_node(msg: str) -> dict[str, Any]:
 
     found = {"patient_id": text("patient_id"), "study_uid": text("study_uid"), "calling_ae": text("calling_ae"), "proto": "dicom"}
     if data.get("event") == "acquired":
-        failed = data.get("failed")
-        return found | {"event_type": "modality-acquisition", "outcome": "stored" if failed == 0 and not isinstance(failed, bool) else "incomplete"}
+        counts = [data.get(k) for k in ("stored", "failed", "unacknowledged")]
+        whole = all(isinstance(c, int) and not isinstance(c, bool) for c in counts) and counts[0] > 0 and counts[1] == counts[2] == 0
+        return found | {"event_type": "modality-acquisition", "outcome": "stored" if whole else "incomplete"}
     if data.get("event") == "received":
         return found | {"event_type": "dicom-instance-received", "outcome": "stored", "src_ip": text("src_ip")}
     return {"event_type": "dicom-node-log", "outcome": line["level"].lower()}
@@ -1135,6 +1140,14 @@ def _reserved(address: str, subnet: str, gateway: str | None) -> bool:
     return ip in (net.network_address, net.broadcast_address) or str(ip) == gateway
 
 
+def _relayed(db: sqlite3.Connection, ids: list[int], bastion: str) -> bool:
+    """Whether every event of ``ids`` is a sign-in another host's sshd logged: what a maintained host
+    (roles/maintenance) says of a session the bastion ``bastion`` relayed for a vendor, from the
+    bastion's address. A scan or a sign-in at the bastion itself is the bastion's own doing."""
+    rows = db.execute("SELECT source, host FROM events WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(ids),)).fetchall()
+    return bool(rows) and all(source == "sshd" and host != bastion for source, host in rows)
+
+
 def _contain(db: sqlite3.Connection, alert_id: int, rule: dict[str, Any], address: str, ids: list[int], assets: dict[str, Any]) -> None:
     """Decide the containment of a new alert's address: quarantine, or withheld with the reason.
     Windows of authorised activity cover the alert when what they do not cover does not fire the
@@ -1154,7 +1167,7 @@ def _contain(db: sqlite3.Connection, alert_id: int, rule: dict[str, Any], addres
         decision, reason = "withheld", "the fw's own address"
     elif asset is not None and not asset.get("deployed", True):
         decision, reason = "withheld", f"{name} is planned: nothing runs at its address"
-    elif asset is not None and asset.get("image") == "bastion":  # the maintained hosts' sshd name its address for the vendors'
+    elif asset is not None and asset.get("image") == "bastion" and _relayed(db, ids, name):
         decision, reason = "withheld", (f"{name} relays the vendors' sessions to the hosts they maintain: containing it ends "
                                         "every one, a person decides (pacslab quarantine)")
     elif asset is not None and asset.get("criticality") == "critical":
