@@ -670,7 +670,8 @@ def serve_modality(cfg: dict[str, Any], every: float, images: int) -> None:
             result = acquire(cfg, images)
             for item in result["acquired"]:
                 record("acquired", accession=item["accession"], patient_id=item["patient_id"], study_uid=item["study_uid"],
-                       calling_ae=cfg["ae_title"], stored=len(item["stored"]), failed=len(item["failed"]))
+                       calling_ae=cfg["ae_title"], outcome=item["outcome"], stored=len(item["stored"]), failed=len(item["failed"]),
+                       unacknowledged=len(item["unacknowledged"]))
         except Exception:  # a service keeps going; the next round retries
             log.exception("acquisition round failed")
         time.sleep(every)
