@@ -51,12 +51,12 @@ def modality(lab: Lab) -> Host:
 
 
 @contextlib.contextmanager
-def plugged_in(lab: Lab, plan: Plan, zone_name: str, routed: bool) -> Iterator[tuple[str, str]]:
+def plugged_in(lab: Lab, plan: Plan, zone_name: str) -> Iterator[tuple[str, str]]:
     """A container of the tools image on the zone's network at an address no host of the lab
     definition has (labelled as the lab's, so `pacslab down` removes it if this check cannot):
-    (its name, its address). ``routed``: with the fw as its default route, as a device set up for
-    its zone (a DHCP lease would give it that) has: it answers what reaches it from another zone,
-    and reaches the fw's other zones. The route is set from outside (a helper in its network
+    (its name, its address). It has the fw as its default route, as a device set up for its zone
+    (a DHCP lease would give it that) has: it answers what reaches it from another zone, and
+    reaches the fw's other zones. The route is set from outside (a helper in its network
     namespace with NET_ADMIN, as roles/lab_provision does), the rogue holds no capability. Removed
     afterwards, and its address released from the fw's quarantine, where unknown-device put it
     (C-RSP-02), once the siem has weighed everything the rogue sent."""
@@ -67,20 +67,12 @@ def plugged_in(lab: Lab, plan: Plan, zone_name: str, routed: bool) -> Iterator[t
     docker("run", "-d", "--name", name, "--label", f"{LABEL_LAB}={lab.name}", "--label", f"{LABEL_ROLE}=standin",
            "--network", lab.network_name(zone.name), "--ip", address, "--cap-drop", "ALL", plan.tools_image, "sleep", "600")
     try:
-        if routed:
-            docker("run", "--rm", "--network", f"container:{name}", "--cap-add", "NET_ADMIN", plan.tools_image,
-                   "ip", "route", "replace", "default", "via", str(zone.router))
+        docker("run", "--rm", "--network", f"container:{name}", "--cap-add", "NET_ADMIN", plan.tools_image,
+               "ip", "route", "replace", "default", "via", str(zone.router))
         yield name, address
     finally:
         docker("rm", "-f", name, check=False)
         response.release_when_settled(lab, address, "check done: the rogue device is gone", by="pacslab-tests")
-
-
-@pytest.fixture
-def rogue(running_lab: Lab, plan: Plan) -> Iterator[tuple[str, str]]:
-    """A rogue in the modality zone with no route out of it (plugged_in)."""
-    with plugged_in(running_lab, plan, str(modality(running_lab).zone), routed=False) as found:
-        yield found
 
 
 @pytest.mark.control("C-AST-01")
@@ -177,33 +169,40 @@ def test_a_rogue_device_using_its_zones_flow_is_seen_by_the_ids_sensor_and_raise
     opens a TLS session to the proxy over the flow the whole zone has (F05a). The fw forwards it and
     drops nothing of it; the IDS sensor records the handshake (ids-tls, the rogue's address and
     source port, no host, the zone), and that record alone raises unknown-device (high) about the
-    address and its zone, which has the fw quarantine it within 30 s. The twin: a workstation's
-    same session is recorded by the sensor as its host's and held by no unknown-device alert."""
+    address and its zone, which has the fw quarantine it within 30 s: its next session is refused
+    by the fw (a reset, logged as the quarantine's). The twin: a workstation's same session is
+    recorded by the sensor as its host's and held by no unknown-device alert."""
     lab = running_lab
     zone = clinical_zone(lab)
-    if not [h for h in lab.deployed_hosts() if "sensors" in h.groups]:
-        pytest.skip(f"lab {lab.name!r} deploys no IDS sensor")
-    proxy_host = next(h for h in lab.deployed_hosts() if "reverse_proxies" in h.groups)
+    proxies = [h for h in lab.deployed_hosts() if "reverse_proxies" in h.groups]
+    if not [h for h in lab.deployed_hosts() if "sensors" in h.groups] or not proxies:
+        pytest.skip(f"lab {lab.name!r} deploys no IDS sensor or no reverse proxy")
+    proxy_host = proxies[0]
     workstation = next(h for h in lab.deployed_hosts() if "workstations" in h.groups)
     target = (str(proxy_host.address), str(proxy_host.service("https").port))
-    with plugged_in(lab, plan, zone, routed=True) as (name, address):
+    with plugged_in(lab, plan, zone) as (name, address):
         said = docker("exec", name, "python3", "-c", TLS_SESSION, *target, str(BASE + 10), timeout=60).stdout.strip()
         record = wait_for("the sensor's record of the rogue's handshake", lambda: sensor_records(lab, address, BASE + 10))[0]
         alert = wait_for("unknown-device holding it", lambda: alerts_holding(lab, "unknown-device", record["id"]))[0]
         held = wait(f"quarantine of {address}", CONTAINED_WITHIN, lambda: response.quarantined(lab).get(address))
-        dropped = drops_from(lab, address, BASE + 10)
+        cut = docker("exec", name, "python3", "-c", TLS_SESSION, *target, str(BASE + 12), timeout=60, check=False)
+        quarantined = wait_for("the fw's log of the quarantined session", lambda: drops_from(lab, address, BASE + 12))[0]
+        dropped = drops_from(lab, address, BASE + 10)  # the drop log has reached the later drop: it holds none of the first session
     twin_said = im.exec_in(lab, workstation.name, "python3", "-c", TLS_SESSION, *target, str(BASE + 11)).strip()
     twin = wait_for("the sensor's record of the workstation's handshake", lambda: sensor_records(lab, str(workstation.address), BASE + 11))[0]
     evaluated_after(lab, utc_now())
     evidence.update(rogue=address, said=said, record={k: record[k] for k in ("id", "outcome", "src_host", "src_zone", "dst_ip")},
-                    alert=alert, held=held, dropped=len(dropped), twin_said=twin_said,
+                    alert=alert, held=held, dropped=len(dropped), cut=cut.stderr.strip().splitlines()[-1:],
+                    quarantined={k: quarantined[k] for k in ("outcome", "dst_ip", "dst_port")}, twin_said=twin_said,
                     twin={k: twin[k] for k in ("id", "src_host", "src_zone")})
     assert said.startswith("HTTP/1.1 ") and twin_said.startswith("HTTP/1.1 "), (said, twin_said)
     assert (record["src_host"], record["src_zone"], record["dst_ip"]) == (None, zone, str(proxy_host.address))
     assert (alert["severity"], alert["entities"]) == ("high", {"src_ip": address, "src_zone": zone})
     assert dropped == []
-    assert (held["host"], held["by"], held["reason"]) == (
-        "", "siem", f"siem alert {alert['id']}: unknown-device (no lab host has {address}, in the {zone} zone)")
+    assert (held["host"], held["by"], held["reason"], held["enforced"]) == (
+        "", "siem", f"siem alert {alert['id']}: unknown-device (no lab host has {address}, in the {zone} zone)", True)
+    assert cut.returncode != 0 and "ConnectionRefusedError" in cut.stderr, cut.stderr
+    assert (quarantined["outcome"], quarantined["dst_ip"], str(quarantined["dst_port"])) == ("quarantine", target[0], target[1])
     assert (twin["src_host"], twin["src_zone"]) == (workstation.name, zone)
     assert alerts_holding(lab, "unknown-device", twin["id"]) == []
 
@@ -234,7 +233,7 @@ def routed_rogue(running_lab: Lab, plan: Plan) -> Iterator[tuple[str, str]]:
     """A rogue in the modality zone with the fw as its default route (plugged_in). A device with no
     route out of its zone answers no sweep from another zone: only a sweep inside the zone would
     find it (not built, README)."""
-    with plugged_in(running_lab, plan, str(modality(running_lab).zone), routed=True) as found:
+    with plugged_in(running_lab, plan, str(modality(running_lab).zone)) as found:
         yield found
 
 

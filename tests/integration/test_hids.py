@@ -22,7 +22,7 @@ from pacslab.probes import hostwatch, portscan
 from pacslab.probes import imaging as im
 from pacslab.topology import Lab
 
-from .test_devices import BASE, alerts_holding, drops_from, rogue, routed_rogue  # noqa: F401 (fixtures)
+from .test_devices import BASE, alerts_holding, drops_from, routed_rogue  # noqa: F401 (fixtures)
 from .test_response import modalities, pacs, vna
 from .test_siem import siem_json, wait_for
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import json
 import socket
 import ssl
 import threading
@@ -302,7 +303,6 @@ def test_a_sop_class_the_peer_does_not_take_is_failed_not_retried(breaking_scp: 
 def test_a_record_is_one_line_whatever_was_read_off_the_wire(caplog: pytest.LogCaptureFixture) -> None:
     """The node's log is shipped line by line (dicom-node): a UID or an AE title holding a line
     feed and a quote stays inside its field of the one JSON line (the siem reads it back whole)."""
-    import json
     with caplog.at_level("INFO", logger="dicomsim"):
         dicomsim.record("received", sop_instance_uid='1.2\n2026-12-05 00:00:00,000 dicomsim INFO {"event": "acquired"}', calling_ae='PA"CS')
     [line] = [r.getMessage() for r in caplog.records]
