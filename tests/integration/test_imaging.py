@@ -33,6 +33,7 @@ from cryptography.x509.oid import NameOID
 from pacslab import certs
 from pacslab.engine import run_playbook
 from pacslab.firewall import PREFIX_DENY
+from pacslab.plan import SIEMS
 from pacslab.probes import imaging as im
 from pacslab.probes import segmentation as seg
 from pacslab.probes import standins
@@ -852,6 +853,8 @@ def test_revoked_device_is_refused_until_enrolled_again(running_lab: Lab, plan, 
     pacs = the(lab, "pacs_servers")
     victim = tls_stations(lab)[1]
     trusting = {h.name for h in tls_hosts(lab) if victim.name in tls_peers(lab, h)}
+    if victim.name in (lab.host_vars.get(victim.name, {}).get("siem_sources") or []):  # the siem's syslog bundle holds its sources
+        trusting |= {h.name for h in lab.deployed_hosts() if SIEMS in h.groups}
     assert im.dicomsim(lab, victim.name, "echo")["established"]
     im.ca(lab, "revoke", victim.name)
     try:
@@ -869,7 +872,8 @@ def test_revoked_device_is_refused_until_enrolled_again(running_lab: Lab, plan, 
     assert not revoked["established"] and not revoked["stored"]
     # the PACS's peers in the lab definition, without the revoked one (reference lab: mod-ct, ovl-gw, ws-rad, vna)
     assert bundle.count("BEGIN CERTIFICATE") == len(tls_peers(lab, pacs) - {victim.name})
-    # only the nodes whose bundles held the victim's anchor (reference lab: PACS, RIS) re-converge, and the victim itself
+    # only the nodes whose bundles held the victim's anchor (reference lab: PACS, RIS, and the siem, mod-mr being a log source)
+    # re-converge, and the victim itself
     assert pacs.name in changed_hosts and changed_hosts <= trusting | {victim.name}, changed_hosts
     assert restored_run.ok and restored["established"]
 
