@@ -656,11 +656,20 @@ def acquire(cfg: dict[str, Any], images: int, accession: str | None = None, **kw
 # Long-running services
 
 
+# A text field of a record is cut to this many characters: the DICOM values a record holds are at
+# most 64 long (PS3.5 6.2: UI 64, LO 64, AE 16), and a whole record stays far below the 64 KiB a
+# syslog message may hold (roles/log_shipping maxMessageSize), where rsyslog would split it.
+RECORD_FIELD_CHARS = 256
+
+
 def record(event: str, **fields: Any) -> None:
     """One line of the node's log (INFO) for the siem (roles/log_shipping ships the file as
     dicom-node): the event and its fields as one JSON object, so that a value read off the wire (a
-    UID, an AE title) cannot break the line or pose as another field."""
-    log.info("%s", json.dumps({"event": event, **fields}, sort_keys=True))
+    UID, an AE title) cannot break the line or pose as another field. A text field longer than
+    RECORD_FIELD_CHARS is cut there and named in the record's "truncated" list."""
+    cut = sorted(k for k, v in fields.items() if isinstance(v, str) and len(v) > RECORD_FIELD_CHARS)
+    fields = {k: v[:RECORD_FIELD_CHARS] if k in cut else v for k, v in fields.items()}
+    log.info("%s", json.dumps({"event": event, **fields, **({"truncated": cut} if cut else {})}, sort_keys=True))
 
 
 def serve_modality(cfg: dict[str, Any], every: float, images: int) -> None:

@@ -309,3 +309,15 @@ def test_a_record_is_one_line_whatever_was_read_off_the_wire(caplog: pytest.LogC
     assert "\n" not in line
     assert json.loads(line) == {"event": "received", "sop_instance_uid": '1.2\n2026-12-05 00:00:00,000 dicomsim INFO {"event": "acquired"}',
                                 "calling_ae": 'PA"CS'}
+
+
+def test_a_record_cuts_a_value_longer_than_any_dicom_field_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    """A UID of 100,000 characters (the VR allows 64) would make a line longer than the 64 KiB a
+    syslog message holds, and rsyslog would split it into lines that are no record: the value is cut
+    to 256 characters and the record names it as truncated. Twin: a 64-character UID is kept whole."""
+    with caplog.at_level("INFO", logger="dicomsim"):
+        dicomsim.record("received", sop_instance_uid="1." * 50_000, study_uid="1." * 32, calling_ae="PACS", stored=3)
+    [line] = [r.getMessage() for r in caplog.records]
+    assert len(line) < 1_000
+    assert json.loads(line) == {"event": "received", "sop_instance_uid": "1." * 128, "study_uid": "1." * 32, "calling_ae": "PACS",
+                                "stored": 3, "truncated": ["sop_instance_uid"]}

@@ -219,6 +219,14 @@ def _json_object(msg: str) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def _text(data: dict[str, Any], key: str, number: bool = False) -> str | None:
+    """A JSON record's field as the text of an event column: a non-empty string, or with ``number``
+    an integer written out (a port); None for anything else (absent, empty, true/false, a list, an object)."""
+    value = data.get(key)
+    kinds = (str, int) if number else (str,)
+    return str(value) if isinstance(value, kinds) and not isinstance(value, bool) and str(value) else None
+
+
 def normalise(record: dict[str, Any], assets: dict[str, Any], connections: dict[tuple[str, ...], tuple[str, str]] | None = None
               ) -> dict[str, Any]:
     """The event row for one message. ``record`` has rsyslog's properties: time (RFC 3339),
@@ -366,18 +374,14 @@ def _dicom_node(msg: str) -> dict[str, Any]:
     if not line:
         return {}
     data = _json_object(line["text"]) if line["level"] == "INFO" else {}
-
-    def text(key: str) -> str | None:
-        value = data.get(key)
-        return value if isinstance(value, str) and value else None
-
-    found = {"patient_id": text("patient_id"), "study_uid": text("study_uid"), "calling_ae": text("calling_ae"), "proto": "dicom"}
+    found = {"patient_id": _text(data, "patient_id"), "study_uid": _text(data, "study_uid"), "calling_ae": _text(data, "calling_ae"),
+             "proto": "dicom"}
     if data.get("event") == "acquired":
         counts = [data.get(k) for k in ("stored", "failed", "unacknowledged")]
         whole = all(isinstance(c, int) and not isinstance(c, bool) for c in counts) and counts[0] > 0 and counts[1] == counts[2] == 0
         return found | {"event_type": "modality-acquisition", "outcome": "stored" if whole else "incomplete"}
     if data.get("event") == "received":
-        return found | {"event_type": "dicom-instance-received", "outcome": "stored", "src_ip": text("src_ip")}
+        return found | {"event_type": "dicom-instance-received", "outcome": "stored", "src_ip": _text(data, "src_ip")}
     return {"event_type": "dicom-node-log", "outcome": line["level"].lower()}
 
 
@@ -636,17 +640,12 @@ def _hl7_orders(msg: str, peer: str) -> dict[str, Any]:
     kind = _HL7_EVENTS.get(str(data.get("event")))
     if kind is None:
         return {}
-
-    def text(key: str) -> str | None:
-        value = data.get(key)
-        return str(value) if isinstance(value, str | int) and not isinstance(value, bool) and str(value) else None
-
-    found = {"event_type": kind, "src_ip": text("src_ip"), "src_port": text("src_port"), "dst_ip": peer, "proto": "tcp"}
+    found = {"event_type": kind, "src_ip": _text(data, "src_ip"), "src_port": _text(data, "src_port", number=True), "dst_ip": peer, "proto": "tcp"}
     if kind == "hl7-order-scheduled":
-        return found | {"outcome": "AA", "patient_id": text("patient_id"), "study_uid": text("study_uid")}
+        return found | {"outcome": "AA", "patient_id": _text(data, "patient_id"), "study_uid": _text(data, "study_uid")}
     if kind == "hl7-message-refused":
-        return found | {"outcome": f"{text('ack')}-{text('code')}"}
-    reason = text("reason") or "no-proxy-header"  # a record of before the front's user was checked has none: no header, then
+        return found | {"outcome": f"{_text(data, 'ack')}-{_text(data, 'code', number=True)}"}
+    reason = _text(data, "reason") or "no-proxy-header"  # a record of before the front's user was checked has none: no header, then
     return found | {"outcome": reason if reason in HL7_REFUSALS else "refused"}
 
 
