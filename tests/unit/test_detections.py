@@ -37,7 +37,9 @@ ASSETS = {"addresses": {"10.77.90.11": {"host": "vendor-eng", "zone": "internet"
                         "10.77.50.254": {"host": "fw", "zone": "security", "owner": "network-team", "criticality": "critical",
                                          "address": "10.77.50.254", "image": "fw"},
                         "10.77.31.10": {"host": "mod-legacy", "zone": "legacy", "owner": "biomed", "criticality": "high",
-                                        "address": "10.77.31.10", "image": "dicom"},
+                                        "address": "10.77.31.10", "image": "dicom", "groups": ["modalities", "pacslab_deployed"]},
+                        "10.77.31.20": {"host": "ovl-gw", "zone": "legacy", "owner": "biomed", "criticality": "high",
+                                        "address": "10.77.31.20", "image": "dicom", "groups": ["overlay_gateways", "pacslab_deployed"]},
                         "10.77.50.10": {"host": "siem", "zone": "security", "owner": "it-security", "criticality": "high",
                                         "address": "10.77.50.10", "image": "siem"},
                         "10.77.50.11": {"host": "sensor", "zone": "security", "owner": "it-security", "criticality": "medium",
@@ -53,7 +55,7 @@ ASSETS = {"addresses": {"10.77.90.11": {"host": "vendor-eng", "zone": "internet"
                         "10.77.40.12": {"host": "ris", "zone": "datacenter", "owner": "radiology-it", "criticality": "high",
                                         "address": "10.77.40.12", "image": "orthanc", "groups": ["pacslab_deployed", "ris_servers"]},
                         "10.77.20.11": {"host": "ws-tech", "zone": "clinical", "owner": "radiology", "criticality": "medium",
-                                        "address": "10.77.20.11", "image": "dicom"}},
+                                        "address": "10.77.20.11", "image": "dicom", "groups": ["pacslab_deployed", "workstations"]}},
           "hosts": {}, "ae_titles": {"CT01": "mod-ct", "MR01": "mod-mr", "LEGACY01": "mod-legacy"},
           "zones": {"clinical": "10.77.20.0/24", "modality": "10.77.30.0/24", "legacy": "10.77.31.0/24", "datacenter": "10.77.40.0/24",
                     "security": "10.77.50.0/24",
@@ -635,11 +637,17 @@ def _dicomsim(level: str, text: str) -> str:
 def test_normalise_a_dicom_node_s_own_log(msg: str, expected: dict[str, Any]) -> None:
     """The simulator's log on a modality or a workstation (pacslab/dicomsim.py record): an
     acquisition with its patient and study, an instance received with the sender's AE title and
-    address; any other line by its level. From the bastion, which is no DICOM node, it is forged."""
+    address; any other line by its level. From the bastion, which is no DICOM node, it is forged;
+    so it is from the legacy zone's TLS gateway, which has the DICOM nodes' image and runs no simulator.
+    A workstation's is its own."""
     event = siem.normalise(_record("dicom-node", msg, peer=LEGACY), ASSETS)
     assert {k: event[k] for k in expected} == expected
     assert (event["host"], event["source"], event["message"]) == ("mod-legacy", "dicom-node", msg)
     assert siem.normalise(_record("dicom-node", msg), ASSETS)["event_type"] == "forged-source"
+    gateway = siem.normalise(_record("dicom-node", msg, peer="10.77.31.20"), ASSETS)
+    assert (gateway["host"], gateway["event_type"]) == ("ovl-gw", "forged-source")
+    workstation = siem.normalise(_record("dicom-node", msg, peer="10.77.20.11"), ASSETS)
+    assert (workstation["host"], workstation["event_type"]) == ("ws-tech", expected["event_type"])
 
 
 def test_the_ris_s_hl7_front_is_read_as_a_tls_front_from_the_ris_only() -> None:

@@ -257,7 +257,7 @@ def normalise(record: dict[str, Any], assets: dict[str, Any], connections: dict[
         event.update(_sudo(msg))
     elif source in PROGRAM_IMAGES and sender.get("image") not in PROGRAM_IMAGES[source]:
         event.update(event_type="forged-source")  # e.g. `logger -t orthanc-events` in a vendor's shell on the bastion
-    elif source in PROGRAM_GROUPS and PROGRAM_GROUPS[source] not in sender.get("groups", []):
+    elif source in PROGRAM_GROUPS and not set(PROGRAM_GROUPS[source]) & set(sender.get("groups", [])):
         event.update(event_type="forged-source")  # the RIS's words from the PACS, which has the RIS's image
     elif source == "fw-drops":
         event.update(_fw_drop(msg))
@@ -699,9 +699,12 @@ PROGRAM_IMAGES = {program: (image,) for programs, image in (
     (RPROXY_PROGRAMS, "rproxy"), (("dicom-front",), "orthanc"),
     (DICOM_NODE_PROGRAMS, "dicom"))
     for program in programs} | {"dicom-audit": ("orthanc", "idp")}
-# Program name -> the group (assets.json "groups") of the only hosts whose word it is, for a program
-# whose image other hosts have too: the RIS's HL7 listener and front (the RIS is an Orthanc host).
-PROGRAM_GROUPS = {program: "ris_servers" for program in (*RIS_PROGRAMS, "hl7-front")}
+# Program name -> the groups (assets.json "groups") of the only hosts whose word it is, for a program
+# whose image other hosts have too: the RIS's HL7 listener and front (the RIS is an Orthanc host);
+# the DICOM simulator's log, a modality's or a reading workstation's (the legacy zone's TLS gateway
+# has the dicom image too, and runs no simulator).
+PROGRAM_GROUPS = {program: ("ris_servers",) for program in (*RIS_PROGRAMS, "hl7-front")} | {
+    program: ("modalities", "workstations") for program in DICOM_NODE_PROGRAMS}
 
 
 def discovery(db: sqlite3.Connection) -> dict[str, Any]:
