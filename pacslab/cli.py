@@ -441,8 +441,9 @@ def cmd_siem(args: argparse.Namespace) -> int:
 
 def cmd_discovery(args: argparse.Namespace) -> int:
     """`discovery`: what the scanner's newest sweep of each zone found, reconciled both ways with the
-    lab definition (pacslab.discovery, C-AST-01): exit 0 when every swept zone holds exactly its
-    deployed hosts, EXIT_CHECKS_FAILED when an address is unknown or a host missing."""
+    lab definition, and the unknown addresses the fw and the IDS sensor saw in the last hour
+    (pacslab.discovery, C-AST-01): exit 0 when every swept zone holds exactly its deployed hosts
+    and nothing unknown was seen, EXIT_CHECKS_FAILED when an address is unknown or a host missing."""
     from . import discovery
 
     lab = _load(args.lab)
@@ -452,6 +453,7 @@ def cmd_discovery(args: argparse.Namespace) -> int:
     _require_up(lab)
     sweeps: dict[str, Any] = {}
     failed = []
+    seen: list[dict[str, Any]] = []
     for siem in siems:
         proc = docker("exec", "-u", SIEM_USER, lab.container_name(siem), "pacslab-siem", "discovery", check=False, timeout=60)
         if proc.returncode != 0:
@@ -462,19 +464,23 @@ def cmd_discovery(args: argparse.Namespace) -> int:
             if zone not in sweeps or str(sweep["finished"]) > str(sweeps[zone]["finished"]):
                 sweeps[zone] = sweep
         failed += [found["failed"] | {"siem": siem}] if found["failed"] else []
-    rows = discovery.reconcile(lab, sweeps)
+        seen += found.get("seen", [])
+    rows = discovery.reconcile(lab, sweeps, seen)
     if args.json:
         print(json.dumps({"zones": rows, "failed": failed}, indent=1))
     else:
-        _print_table([("zone", "subnet", "swept", "hosts", "unknown", "missing")]
+        _print_table([("zone", "subnet", "swept", "hosts", "unknown", "missing", "seen unknown (fw, sensor; last hour)")]
                      + [(r["zone"], r["subnet"], r["finished"] or "no", str(len(r["expected"])) if r["swept"] else "-",
-                         ",".join(r["unknown"]) or "-", ",".join(m["host"] for m in r["missing"]) or "-") for r in rows])
+                         ",".join(r["unknown"]) or "-", ",".join(m["host"] for m in r["missing"]) or "-",
+                         ",".join(s["address"] + (" (probe)" if s["probe"] else "") for s in r["seen"]) or "-") for r in rows])
         not_swept = [r["zone"] for r in rows if not r["swept"]]
         if not_swept:
             print(f"not swept: {', '.join(not_swept)}: {discovery.NOT_SWEPT}")
+        if any(s["probe"] for r in rows for s in r["seen"]):
+            print("(probe): the zone's probe address, which the segmentation checks use as a stand-in device")
         for f in failed:
             print(f"newest failed sweep ({f['siem']}): {f['time']}: {f['error']}")
-    return EXIT_CHECKS_FAILED if any(r["unknown"] or r["missing"] for r in rows) else EXIT_OK
+    return EXIT_CHECKS_FAILED if any(r["unknown"] or r["missing"] or r["seen"] for r in rows) else EXIT_OK
 
 
 def cmd_quarantine(args: argparse.Namespace) -> int:

@@ -170,13 +170,15 @@ def test_a_rogue_device_using_its_zones_flow_is_seen_by_the_ids_sensor_and_raise
     drops nothing of it; the IDS sensor records the handshake (ids-tls, the rogue's address and
     source port, no host, the zone), and that record alone raises unknown-device (high) about the
     address and its zone, which has the fw quarantine it within 30 s: its next session is refused
-    by the fw (a reset, logged as the quarantine's). The twin: a workstation's same session is
-    recorded by the sensor as its host's and held by no unknown-device alert."""
+    by the fw (a reset, logged as the quarantine's). `pacslab discovery` lists the address among
+    what the sensor and the fw saw in the zone (exit 5). The twin: a workstation's same session is
+    recorded by the sensor as its host's, held by no unknown-device alert and listed by nobody."""
     lab = running_lab
     zone = clinical_zone(lab)
     proxies = [h for h in lab.deployed_hosts() if "reverse_proxies" in h.groups]
     if not [h for h in lab.deployed_hosts() if "sensors" in h.groups] or not proxies:
         pytest.skip(f"lab {lab.name!r} deploys no IDS sensor or no reverse proxy")
+    scanning(lab)  # `pacslab discovery` reconciles the sweeps and the passive finds together
     proxy_host = proxies[0]
     workstation = next(h for h in lab.deployed_hosts() if "workstations" in h.groups)
     target = (str(proxy_host.address), str(proxy_host.service("https").port))
@@ -191,10 +193,12 @@ def test_a_rogue_device_using_its_zones_flow_is_seen_by_the_ids_sensor_and_raise
     twin_said = im.exec_in(lab, workstation.name, "python3", "-c", TLS_SESSION, *target, str(BASE + 11)).strip()
     twin = wait_for("the sensor's record of the workstation's handshake", lambda: sensor_records(lab, str(workstation.address), BASE + 11))[0]
     evaluated_after(lab, utc_now())
+    rc, reconciled = reconciliation(lab)
+    seen = {s["address"]: s for r in reconciled["zones"] if r["zone"] == zone for s in r["seen"]}
     evidence.update(rogue=address, said=said, record={k: record[k] for k in ("id", "outcome", "src_host", "src_zone", "dst_ip")},
                     alert=alert, held=held, dropped=len(dropped), cut=cut.stderr.strip().splitlines()[-1:],
                     quarantined={k: quarantined[k] for k in ("outcome", "dst_ip", "dst_port")}, twin_said=twin_said,
-                    twin={k: twin[k] for k in ("id", "src_host", "src_zone")})
+                    twin={k: twin[k] for k in ("id", "src_host", "src_zone")}, seen=seen)
     assert said.startswith("HTTP/1.1 ") and twin_said.startswith("HTTP/1.1 "), (said, twin_said)
     assert (record["src_host"], record["src_zone"], record["dst_ip"]) == (None, zone, str(proxy_host.address))
     assert (alert["severity"], alert["entities"]) == ("high", {"src_ip": address, "src_zone": zone})
@@ -205,6 +209,8 @@ def test_a_rogue_device_using_its_zones_flow_is_seen_by_the_ids_sensor_and_raise
     assert (quarantined["outcome"], quarantined["dst_ip"], str(quarantined["dst_port"])) == ("quarantine", target[0], target[1])
     assert (twin["src_host"], twin["src_zone"]) == (workstation.name, zone)
     assert alerts_holding(lab, "unknown-device", twin["id"]) == []
+    assert rc == 5 and {"suricata", "fw-drops"} <= set(seen[address]["seen_by"]) and not seen[address]["probe"], seen
+    assert str(workstation.address) not in seen
 
 
 # ---------------------------------------------------------------------------------------------

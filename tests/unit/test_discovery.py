@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -132,7 +133,44 @@ def test_the_siem_keeps_each_zones_newest_sweep_and_the_newest_failure() -> None
         },
         "failed": {"round": 2, "time": "2026-12-03T04:00:31.000Z", "zones": ["modality", "security"], "error": "nmap exited 1",
                    "scanner": "scanner"},
+        "seen": [],
     }
+
+
+def _seen(source: str, event_type: str, address: str, zone: str | None, at: str, host: str | None = None, outcome: str | None = None
+          ) -> dict[str, Any]:
+    return {"time": at, "host": "fw" if source == "fw-drops" else "sensor", "source": source, "event_type": event_type, "src_ip": address,
+            "src_zone": zone, "src_host": host, "outcome": outcome}
+
+
+def test_passive_discovery_lists_the_unknown_addresses_the_fw_and_the_sensor_saw_in_the_last_hour() -> None:
+    """`pacslab-siem discovery` "seen": per address and zone, which of the fw's drops and the
+    sensor's records saw it, and when first and last, within the hour before now. Left out: a lab
+    host's address, the internet zone, an address outside every zone, a spoofed source (the fw's
+    reverse-path check), an event of another kind, and anything older than the hour."""
+    db = siem.connect(Path(":memory:"))
+    at = datetime(2026, 12, 6, 3, 0, tzinfo=UTC)
+    for event in [
+        _seen("fw-drops", "fw-drop", "10.77.30.200", "modality", "2026-12-06T02:10:00.000Z", outcome="drop"),
+        _seen("suricata", "ids-tls", "10.77.30.200", "modality", "2026-12-06T02:20:00.000Z"),
+        _seen("fw-drops", "fw-drop", "10.77.30.200", "modality", "2026-12-06T02:30:00.000Z", outcome="drop"),
+        _seen("suricata", "ids-alert", "10.77.20.99", "clinical", "2026-12-06T02:59:00.000Z"),
+        _seen("fw-drops", "fw-drop", "10.77.30.201", "modality", "2026-12-06T01:59:00.000Z", outcome="drop"),  # over an hour ago
+        _seen("fw-drops", "fw-drop", "10.77.30.10", "modality", "2026-12-06T02:40:00.000Z", host="mod-ct", outcome="drop"),
+        _seen("suricata", "ids-tls", "10.77.90.66", "internet", "2026-12-06T02:40:00.000Z"),
+        _seen("fw-drops", "fw-drop", "192.0.2.1", None, "2026-12-06T02:40:00.000Z", outcome="drop"),
+        _seen("fw-drops", "fw-drop", "10.77.30.202", "modality", "2026-12-06T02:40:00.000Z", outcome="spoof"),
+        _seen("suricata", "ids-flow", "10.77.30.203", "modality", "2026-12-06T02:40:00.000Z"),
+        _seen("discovery", "discovered-address", "10.77.30.204", "modality", "2026-12-06T02:40:00.000Z"),
+    ]:
+        siem.store(db, event)
+    assert siem.seen_unknown(db, at) == [
+        {"address": "10.77.20.99", "zone": "clinical", "seen_by": {"suricata": 1}, "first": "2026-12-06T02:59:00.000Z",
+         "last": "2026-12-06T02:59:00.000Z"},
+        {"address": "10.77.30.200", "zone": "modality", "seen_by": {"fw-drops": 2, "suricata": 1}, "first": "2026-12-06T02:10:00.000Z",
+         "last": "2026-12-06T02:30:00.000Z"},
+    ]
+    assert siem.seen_unknown(db, datetime(2026, 12, 6, 4, 0, tzinfo=UTC)) == []  # an hour after the last
 
 
 def test_the_reconciliation_names_unknown_addresses_and_missing_hosts_per_zone() -> None:
@@ -152,3 +190,22 @@ def test_the_reconciliation_names_unknown_addresses_and_missing_hosts_per_zone()
     assert rows["security"]["expected"] == {"10.77.50.10": "siem", "10.77.50.11": "sensor", "10.77.50.12": "scanner", "10.77.50.254": "fw"}
     assert {k: rows["datacenter"][k] for k in ("swept", "finished", "unknown", "missing", "reason")} == {
         "swept": False, "finished": None, "unknown": [], "missing": [], "reason": discovery.NOT_SWEPT}
+
+
+def test_the_reconciliation_lists_the_passive_finds_of_every_zone_swept_or_not() -> None:
+    """The sensor's and the fw's unknown addresses land in their zone's row, swept or not (the
+    clinical zone is never swept): the zone's probe address is marked as such; an address a host of
+    the definition has (a planned one too), the fw's or the Docker bridge's, or one outside the zone's
+    subnet, is no find."""
+    lab = load_lab(REPO_ROOT / "inventories" / "default")
+    seen = [{"address": a, "zone": z, "seen_by": {"suricata": 1}, "first": "2026-12-06T02:00:00.000Z", "last": "2026-12-06T02:01:00.000Z"}
+            for a, z in [("10.77.20.99", "clinical"), (str(lab.zones["modality"].probe), "modality"), ("10.77.10.13", "enterprise"),
+                         ("10.77.30.1", "modality"), ("10.77.30.254", "modality"),
+                         ("10.77.31.99", "modality")]]
+    rows = {r["zone"]: r for r in discovery.reconcile(lab, {}, seen)}
+    assert (rows["clinical"]["swept"], rows["clinical"]["seen"]) == (False, [
+        {"address": "10.77.20.99", "seen_by": {"suricata": 1}, "first": "2026-12-06T02:00:00.000Z", "last": "2026-12-06T02:01:00.000Z",
+         "probe": False}])
+    assert [(s["address"], s["probe"]) for s in rows["modality"]["seen"]] == [(str(lab.zones["modality"].probe), True)]
+    assert rows["enterprise"]["seen"] == []  # ntp, planned: a host of the definition
+    assert all(r["seen"] == [] for z, r in rows.items() if z not in ("clinical", "modality"))

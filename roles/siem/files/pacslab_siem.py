@@ -707,10 +707,35 @@ PROGRAM_GROUPS = {program: ("ris_servers",) for program in (*RIS_PROGRAMS, "hl7-
     program: ("modalities", "workstations") for program in DICOM_NODE_PROGRAMS}
 
 
+# Passive discovery (C-AST-01): how far back `discovery` looks for addresses the fw and the sensor saw
+# in a lab zone that no host of the lab definition has - what rules/devices.yml's fw_drop_unknown_source
+# and sensor_unknown_source read (a spoofed source, the internet zone and addresses outside every
+# zone are none of them).
+SEEN_WITHIN = timedelta(hours=1)
+_SEEN = """SELECT src_ip, src_zone, source, MIN(time), MAX(time), COUNT(*) FROM events
+WHERE time >= ? AND src_host IS NULL AND src_ip IS NOT NULL AND src_zone IS NOT NULL AND src_zone != 'internet'
+  AND ((source = 'fw-drops' AND event_type = 'fw-drop' AND outcome IS NOT 'spoof')
+       OR (source = 'suricata' AND event_type IN ('ids-tls', 'ids-alert', 'ids-anomaly')))
+GROUP BY src_ip, src_zone, source"""
+
+
+def seen_unknown(db: sqlite3.Connection, at: datetime | None = None) -> list[dict[str, Any]]:
+    """Passive discovery: each address the fw dropped or the IDS sensor recorded, in SEEN_WITHIN
+    before ``at`` (default now), that lies in a lab zone (not the internet) and no lab host has:
+    [{address, zone, seen_by: {source: events}, first, last}] (RFC 3339 UTC), sorted by zone and address."""
+    since = ((at or datetime.now(UTC)) - SEEN_WITHIN).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for address, zone, source, first, last, count in db.execute(_SEEN, (since,)):
+        row = found.setdefault((zone, address), {"address": address, "zone": zone, "seen_by": {}, "first": first, "last": last})
+        row["seen_by"][source] = count
+        row["first"], row["last"] = min(row["first"], first), max(row["last"], last)
+    return [found[k] for k in sorted(found)]
+
+
 def discovery(db: sqlite3.Connection) -> dict[str, Any]:
     """What the scanner's newest sweeps found (C-AST-01): {"zones": {zone: {round, started,
     finished, subnet, exclude [addresses not tried], up [addresses], nmap, scanner}}, "failed": the newest failed sweep {round,
-    time, zones, error, scanner} or None}. Read from the newest 1,000 sweep records."""
+    time, zones, error, scanner} or None, "seen": seen_unknown}. Read from the newest 1,000 sweep records."""
     zones: dict[str, Any] = {}
     failed = None
     rows = db.execute("SELECT host, message FROM events WHERE event_type = 'discovery-sweep' AND source = 'discovery' ORDER BY id DESC LIMIT 1000")
@@ -727,7 +752,7 @@ def discovery(db: sqlite3.Connection) -> dict[str, Any]:
             zones[data["zone"]] = {"round": data.get("round"), "started": data.get("started"), "finished": data.get("time"),
                                    "subnet": data.get("subnet"), "exclude": [str(a) for a in data.get("exclude") or []],
                                    "up": [str(a) for a in data.get("up") or []], "nmap": data.get("nmap"), "scanner": host}
-    return {"zones": zones, "failed": failed}
+    return {"zones": zones, "failed": failed, "seen": seen_unknown(db)}
 
 
 def _utc(stamp: str) -> str:
