@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import secrets
 import time
 import zoneinfo
@@ -33,6 +34,7 @@ from pacslab.probes import clamd, oidc, syslog
 from pacslab.probes import imaging as im
 from pacslab.topology import Host, Lab
 
+from . import test_directory as td
 from .test_bastion import CLIENT, bastion, login, vendor
 from .test_idp import CLIENT as IDP_CLIENT
 from .test_idp import idp, one, refusals_authorised, secret
@@ -433,6 +435,47 @@ def test_password_guessing_at_the_idp_raises_idp_brute_force_and_the_sign_in_aft
     assert (g["broke_in"]["rule"], g["broke_in"]["severity"], g["broke_in"]["entities"]) == (
         "idp-brute-force-success", "high", {"src_ip": g["client"]})
     assert g["success"]["id"] in g["broke_in"]["events"]
+
+
+def slapd_binds(lab: Lab, dn: str, since: int = 0) -> list[dict[str, Any]]:
+    """The siem's ldap-bind events of the binds as ``dn`` after event ``since``: slapd names the DN on
+    an operation's BIND line and the verdict on its RESULT line, both under "conn=<n> op=<n>"."""
+    found = []
+    for line in siem_json(lab, "events", "--since-id", str(since), "--contains", f'BIND dn="{dn}" method='):
+        operation = re.search(r" (conn=\d+ op=\d+) BIND ", line["message"])
+        if line["source"] == "slapd" and operation:
+            found += [e for e in siem_json(lab, "events", "--since-id", str(line["id"]), "--contains", f"{operation[1]} RESULT tag=97 ")
+                      if e["event_type"] == "ldap-bind"][:1]
+    return found
+
+
+@pytest.mark.control("C-PRT-01")
+def test_the_directorys_binds_reach_the_siem_with_the_name_the_address_and_the_verdict(running_lab: Lab, plan: Plan, evidence) -> None:
+    """The directory ships slapd's log (level stats) as slapd. A bind as a name no person has (this
+    run's marker) with a wrong password arrives as ldap-bind invalid-credentials with that name and
+    the address it came from (the directory's own LDAPS client, over TLS); the twin, an enabled
+    person's bind with their own password right after it, as ldap-bind success with their name.
+    No password is in either event."""
+    lab = running_lab
+    host = td.directory(lab)
+    if host.name not in sources(lab):
+        pytest.skip(f"lab {lab.name!r} does not list its directory in siem_sources")
+    suffix = f"dc={lab.name},dc=pacslab"
+    who = one(lab, "enabled")
+    marker, wrong, right = f"siem-{RUN}-bind", secrets.token_hex(8), td.password(plan, "person", who.name)
+    results = td.ldap_steps(lab, [{"dn": td.person(suffix, marker), "password": wrong},
+                                  {"dn": td.person(suffix, who.name), "password": right}])
+    refused = wait_for(f"the directory's refusal of {marker}", lambda: slapd_binds(lab, td.person(suffix, marker)))[0]
+    bound = wait_for(f"the directory's bind of {who.name} after it", lambda: [
+        e for e in slapd_binds(lab, td.person(suffix, who.name), refused["id"]) if e["src_ip"] == str(host.address)])[0]
+    evidence.update(results=results, refused=refused, bound=bound)
+    assert results == [{"bind": td.INVALID}, {"bind": "success", "whoami": f"dn:{td.person(suffix, who.name)}"}]
+    assert {k: refused[k] for k in ("host", "source", "event_type", "outcome", "user", "src_ip", "dst_ip", "src_zone")} == {
+        "host": host.name, "source": "slapd", "event_type": "ldap-bind", "outcome": "invalid-credentials", "user": marker,
+        "src_ip": str(host.address), "dst_ip": str(host.address), "src_zone": str(host.zone)}
+    assert (bound["host"], bound["outcome"], bound["user"]) == (host.name, "success", who.name)
+    assert refused["src_port"] != bound["src_port"]  # one connection each
+    assert not any(word in e["message"] for e in (refused, bound) for word in (wrong, right))
 
 
 @pytest.mark.control("C-PRT-01")

@@ -287,6 +287,8 @@ def normalise(record: dict[str, Any], assets: dict[str, Any], connections: dict[
         event.update(_dicom_node(msg))
     elif source in STUNNEL_PROGRAMS:
         event.update(_stunnel(msg, peer, str(source), {} if connections is None else connections))
+    elif source == "slapd":
+        event.update(_slapd(msg, peer, {} if connections is None else connections))
     elif source == "tlog":
         data = _json_object(msg)
         if "user" in data:
@@ -354,6 +356,54 @@ def _rproxy_access(msg: str, peer: str) -> dict[str, Any]:
         return {}
     return {"event_type": "proxy-access-denied" if m["status"] in ("401", "403") else "proxy-request", "outcome": m["status"],
             "user": None if m["user"] in ("", "-") else m["user"], "src_ip": m["ip"], "dst_ip": peer, "proto": "https"}
+
+
+# The directory's slapd (roles/directory: OpenLDAP 2.5 at log level stats, supervisor's copy of its
+# output, shipped as slapd from the directory's image only): "<seconds>.<fraction> <thread> conn=<n>
+# <text>", seconds and fraction in hex, one connection's lines under its number. Its address is on its
+# first line only, "fd=<n> ACCEPT from IP=<address>:<port> (IP=<ours>:<port>)" (ldap-connection; a
+# local client's "PATH=" has none); "op=<n> BIND dn="<DN>" method=<n>" names the DN the operation
+# binds as, and that operation's "RESULT tag=97 err=<n> ... text=<text>" is the bind's verdict
+# (ldap-bind: outcome success, anonymous for an empty DN, invalid-credentials for err=49, else
+# err-<n>; user the DN's first uid= or cn= value, or the whole DN; none when its BIND line never came). "fd=<n> closed" ends the connection. The DN is
+# read from the end of its line, so a DN holding a quote cannot pose as the method.
+SLAPD_PROGRAMS = ("slapd",)
+_SLAPD = re.compile(r"^(?P<sec>[0-9a-f]{8,16})\.(?P<frac>[0-9a-f]{1,8}) 0x[0-9a-f]+ conn=(?P<conn>\d+) (?P<text>.*)$")
+_SLAPD_ACCEPT = re.compile(r"^fd=\d+ ACCEPT from (?:IP=(?P<ip>[0-9a-fA-F.:\[\]]+?):(?P<port>\d+)|PATH=\S*) \(")
+_SLAPD_BIND = re.compile(r'^op=(?P<op>\d+) BIND dn="(?P<dn>.*)" method=\d+$')
+_SLAPD_RESULT = re.compile(r"^op=(?P<op>\d+) RESULT tag=97 err=(?P<err>\d+) ")
+_SLAPD_USER = re.compile(r"^(?:uid|cn)=(?P<name>(?:[^,\\]|\\.)+)", re.IGNORECASE)
+LDAP_RESULTS = {"0": "success", "49": "invalid-credentials"}
+
+
+def _slapd(msg: str, peer: str, connections: dict[tuple[str, ...], tuple[str, str]]) -> dict[str, Any]:
+    line = _SLAPD.match(msg)
+    if not line:
+        return {}
+    key, text = (peer, "slapd", line["conn"]), line["text"]
+    when = {"time": _from_epoch(int(line["sec"], 16) + int(line["frac"], 16) / 16 ** len(line["frac"]))}
+    if m := _SLAPD_ACCEPT.match(text):
+        connections.pop(key, None)
+        connections[key] = (m["ip"] or "", m["port"] or "")
+        while len(connections) > STUNNEL_CONNECTIONS:
+            connections.pop(next(iter(connections)))
+        return when | {"event_type": "ldap-connection", "outcome": "accepted", "src_ip": m["ip"], "src_port": m["port"], "proto": "tcp",
+                       "dst_ip": peer}
+    if m := _SLAPD_BIND.match(text):
+        connections[(*key, m["op"])] = (m["dn"], "")
+        return {}
+    if text.endswith(" closed") and text.startswith("fd="):
+        connections.pop(key, None)
+        return {}
+    if m := _SLAPD_RESULT.match(text):
+        address = connections.get(key, ("", ""))
+        bound = connections.pop((*key, m["op"]), None)  # None: its BIND line never came (the DN is unknown, not empty)
+        dn = bound[0] if bound else ""
+        name = _SLAPD_USER.match(dn)
+        outcome = "anonymous" if m["err"] == "0" and bound and not dn else LDAP_RESULTS.get(m["err"], f"err-{m['err']}")
+        return when | {"event_type": "ldap-bind", "outcome": outcome, "user": name["name"] if name else (dn or None),
+                       "src_ip": address[0] or None, "src_port": address[1] or None, "proto": "tcp", "dst_ip": peer}
+    return {}
 
 
 # The lab's DICOM simulator on a modality, the legacy device or a reading workstation (pacslab/dicomsim.py,
@@ -696,7 +746,7 @@ def _stunnel(msg: str, peer: str, source: str, connections: dict[tuple[str, ...]
 # messages, roles/idp's pacslab-totp-verify).
 PROGRAM_IMAGES = {program: (image,) for programs, image in (
     (ORTHANC_PROGRAMS, "orthanc"), (FW_PROGRAMS, "fw"), (SENSOR_PROGRAMS, "sensor"), (SCANNER_PROGRAMS, "scanner"), (IDP_PROGRAMS, "idp"),
-    (RPROXY_PROGRAMS, "rproxy"), (("dicom-front",), "orthanc"),
+    (RPROXY_PROGRAMS, "rproxy"), (("dicom-front",), "orthanc"), (SLAPD_PROGRAMS, "dir"),
     (DICOM_NODE_PROGRAMS, "dicom"))
     for program in programs} | {"dicom-audit": ("orthanc", "idp")}
 # Program name -> the groups (assets.json "groups") of the only hosts whose word it is, for a program
