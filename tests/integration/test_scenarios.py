@@ -6,6 +6,8 @@ Orthanc. The twin: before the reset, the fingerprint names what the run left beh
 from __future__ import annotations
 
 import json
+import os
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -136,8 +138,27 @@ VULNERABLE_VERDICTS = {
 }
 
 
+# Break-and-fix takes two partial `up`s per overlay: the six cost about 560 s of `make test` on the
+# 2-core machine of 6 December (W5 128 s, W12 99 s, W3 91 s, W6 87 s, W4 77 s, W7 74 s), which must
+# stay under 45 minutes. Each run of the suite takes a third of them by the day (UTC), the thirds
+# balanced by those times (W5 and W7, W4 and W12, W3 and W6: 176-202 s), so three days' runs prove
+# every overlay. PACSLAB_BREAK_AND_FIX=all runs all six (about 6 minutes more).
+BREAK_AND_FIX_THIRD = {"W3": 2, "W4": 1, "W5": 0, "W6": 2, "W7": 0, "W12": 1}
+
+
+def _todays_third(scenario: str) -> Any:
+    """``scenario`` as a parameter, skipped (with the reason) on the days another third runs."""
+    day = datetime.now(UTC).date()
+    today = day.toordinal() % 3
+    if os.environ.get("PACSLAB_BREAK_AND_FIX") == "all" or BREAK_AND_FIX_THIRD[scenario] == today:
+        return scenario
+    others = sorted((s for s, third in BREAK_AND_FIX_THIRD.items() if third == today), key=lambda s: int(s[1:]))
+    return pytest.param(scenario, marks=pytest.mark.skip(
+        reason=f"break-and-fix runs a third of the overlays a day: on {day} {', '.join(others)}; PACSLAB_BREAK_AND_FIX=all runs every one"))
+
+
 @pytest.mark.lifecycle
-@pytest.mark.parametrize("scenario", list(VULNERABLE_VERDICTS))
+@pytest.mark.parametrize("scenario", [_todays_third(s) for s in VULNERABLE_VERDICTS])
 def test_break_and_fix(running_lab: Lab, scenario: str, capsys, evidence) -> None:
     """`scenario run ID --vulnerable` brings the lab into the scenario's overlay (a switch off, its
     controls waived) and every step goes as the vulnerable outcome says: W3's forged studies are
