@@ -442,7 +442,7 @@ def slapd_binds(lab: Lab, dn: str, since: int = 0) -> list[dict[str, Any]]:
     an operation's BIND line and the verdict on its RESULT line, both under "conn=<n> op=<n>"."""
     found = []
     for line in siem_json(lab, "events", "--since-id", str(since), "--contains", f'BIND dn="{dn}" method='):
-        operation = re.search(r" (conn=\d+ op=\d+) BIND ", line["message"])
+        operation = re.match(r"(conn=\d+ op=\d+) BIND ", line["message"])
         if line["source"] == "slapd" and operation:
             found += [e for e in siem_json(lab, "events", "--since-id", str(line["id"]), "--contains", f"{operation[1]} RESULT tag=97 ")
                       if e["event_type"] == "ldap-bind"][:1]
@@ -451,7 +451,7 @@ def slapd_binds(lab: Lab, dn: str, since: int = 0) -> list[dict[str, Any]]:
 
 @pytest.mark.control("C-PRT-01")
 def test_the_directorys_binds_reach_the_siem_with_the_name_the_address_and_the_verdict(running_lab: Lab, plan: Plan, evidence) -> None:
-    """The directory ships slapd's log (level stats) as slapd. A bind as a name no person has (this
+    """The directory ships what slapd logs through syslog (level stats) as slapd. A bind as a name no person has (this
     run's marker) with a wrong password arrives as ldap-bind invalid-credentials with that name and
     the address it came from (the directory's own LDAPS client, over TLS); the twin, an enabled
     person's bind with their own password right after it, as ldap-bind success with their name.

@@ -653,55 +653,68 @@ def test_normalise_a_dicom_node_s_own_log(msg: str, expected: dict[str, Any]) ->
 
 
 def test_the_directorys_binds_take_their_connections_address_and_dn() -> None:
-    """slapd at level stats (roles/directory) names the address on a connection's ACCEPT line and
-    the DN on the BIND line; the bind's RESULT (tag 97) is its verdict (ldap-bind), with both.
-    Interleaved here: the IdP binding as alice with a wrong password (err=49) and as its service
-    account; an anonymous bind; a local client over ldapi (no address); a search result, which is
-    no bind; a quote in a DN that tries to pose as the method; a RESULT whose ACCEPT never came; and
-    the same program from the bastion, stored as forged. The time is slapd's own (hex seconds)."""
+    """slapd at olcLogLevel stats, through syslog (roles/directory) names the address on a
+    connection's ACCEPT message and the DN on the BIND message; the bind's RESULT (tag 97) is its
+    verdict (ldap-bind), with both. Interleaved here: the IdP binding as alice with a wrong password
+    (err=49) and as its service account; a local root's SASL EXTERNAL bind over ldapi (no address,
+    named by the identity it authenticated, not anonymous); a search result, which is no bind; a
+    simple bind with no DN (anonymous); a DN holding a quote and an escaped line feed (#012) that
+    try to pose as the method and as another message; a RESULT after its connection closed with a
+    reason (no DN, no address); an IPv6 client; and the same program from the bastion, stored as forged."""
     import io
     d = "10.77.10.10"
-    lines = [(d, "6b14c9d8.31d487ee 0x7fab9fa566c0 conn=1000 fd=11 ACCEPT from IP=10.77.10.11:56658 (IP=10.77.10.10:636)"),
-             (d, "6b14c9d8.32844e20 0x7fab9f2556c0 conn=1001 fd=12 ACCEPT from IP=10.77.10.11:56666 (IP=10.77.10.10:636)"),
-             (d, "6b14c9d8.31d5a8ea 0x7fab9f2556c0 conn=1000 op=0 BIND dn=\"uid=alice,ou=people,dc=pacslab,dc=lab\" method=128"),
-             (d, "6b14c9d8.32864e0f 0x7fab9fa566c0 conn=1001 op=0 BIND dn=\"cn=svc-idp,ou=services,dc=pacslab,dc=lab\" method=128"),
-             (d, "6b14c9d8.31e081a4 0x7fab9f2556c0 conn=1000 op=0 RESULT tag=97 err=49 qtime=0.000066 etime=0.000803 text="),
-             (d, "6b14c9d8.3286aa80 0x7fab9fa566c0 conn=1001 op=0 BIND dn=\"cn=svc-idp,ou=services,dc=lab\" mech=SIMPLE bind_ssf=0 ssf=256"),
-             (d, "6b14c9d8.328c055b 0x7fab9fa566c0 conn=1001 op=0 RESULT tag=97 err=0 qtime=0.000011 etime=0.000404 text="),
-             (d, "6b14c9d8.35dcca7a 0x7fab9fa566c0 conn=1001 op=1 SRCH base=\"dc=pacslab,dc=lab\" scope=2 deref=0 filter=\"(uid=alice)\""),
-             (d, "6b14c9d8.35dfc481 0x7fab9fa566c0 conn=1001 op=1 SEARCH RESULT tag=101 err=0 qtime=0.000012 etime=0.000226 nentries=1 text="),
-             (d, "6b14c9d8.361f587b 0x7fab9fa566c0 conn=1000 fd=11 closed"),
-             (d, "6b14c9d9.00000000 0x7fab9fa566c0 conn=1000 op=1 RESULT tag=97 err=0 qtime=0.000011 etime=0.000404 text="),  # after close
-             (d, "6b14c9d9.10000000 0x7fab9fa566c0 conn=1002 fd=13 ACCEPT from PATH=/run/slapd/ldapi (PATH=/run/slapd/ldapi)"),
-             (d, "6b14c9d9.20000000 0x7fab9fa566c0 conn=1002 op=0 BIND dn=\"\" method=128"),
-             (d, "6b14c9d9.30000000 0x7fab9fa566c0 conn=1002 op=0 RESULT tag=97 err=0 qtime=0.000011 etime=0.000404 text="),
-             (d, "6b14c9d9.40000000 0x7fab9fa566c0 conn=1003 fd=14 ACCEPT from IP=10.77.20.11:40001 (IP=10.77.10.10:636)"),
-             (d, "6b14c9d9.50000000 0x7fab9fa566c0 conn=1003 op=0 BIND dn=\"uid=bob\\22 method=128,dc=lab\" method=128"),
-             (d, "6b14c9d9.60000000 0x7fab9fa566c0 conn=1003 op=0 RESULT tag=97 err=50 qtime=0.000011 etime=0.000404 text=x"),
-             ("10.77.70.10", "6b14c9d9.70000000 0x7fab9fa566c0 conn=1 op=0 RESULT tag=97 err=0 qtime=0.1 etime=0.1 text=")]
+    lines = [(d, "conn=1000 fd=11 ACCEPT from IP=10.77.10.11:56658 (IP=10.77.10.10:636)"),
+             (d, "conn=1001 fd=12 ACCEPT from IP=10.77.10.11:56666 (IP=10.77.10.10:636)"),
+             (d, 'conn=1000 op=0 BIND dn="uid=alice,ou=people,dc=pacslab,dc=lab" method=128'),
+             (d, 'conn=1001 op=0 BIND dn="cn=svc-idp,ou=services,dc=pacslab,dc=lab" method=128'),
+             (d, "conn=1000 op=0 RESULT tag=97 err=49 qtime=0.000066 etime=0.000803 text="),
+             (d, 'conn=1001 op=0 BIND dn="cn=svc-idp,ou=services,dc=lab" mech=SIMPLE bind_ssf=0 ssf=256'),
+             (d, "conn=1001 op=0 RESULT tag=97 err=0 qtime=0.000011 etime=0.000404 text="),
+             (d, 'conn=1001 op=1 SRCH base="dc=pacslab,dc=lab" scope=2 deref=0 filter="(uid=alice)"'),
+             (d, "conn=1001 op=1 SEARCH RESULT tag=101 err=0 qtime=0.000012 etime=0.000226 nentries=1 text="),
+             (d, "conn=1000 fd=11 closed (connection lost)"),
+             (d, "conn=1000 op=1 RESULT tag=97 err=0 qtime=0.000011 etime=0.000404 text="),  # after its connection closed
+             (d, "conn=1002 fd=13 ACCEPT from PATH=/var/run/slapd/ldapi (PATH=/var/run/slapd/ldapi)"),
+             (d, 'conn=1002 op=0 BIND dn="" method=163'),
+             (d, 'conn=1002 op=0 BIND authcid="gidNumber=0+uidNumber=0,cn=peercred,cn=external,cn=auth" '
+                 'authzid="gidNumber=0+uidNumber=0,cn=peercred,cn=external,cn=auth"'),
+             (d, 'conn=1002 op=0 BIND dn="gidNumber=0+uidNumber=0,cn=peercred,cn=external,cn=auth" mech=EXTERNAL bind_ssf=0 ssf=71'),
+             (d, "conn=1002 op=0 RESULT tag=97 err=0 qtime=0.000007 etime=0.000455 text="),
+             (d, 'conn=1002 op=1 BIND dn="" method=128'),
+             (d, "conn=1002 op=1 RESULT tag=97 err=0 qtime=0.000007 etime=0.000455 text="),
+             (d, "conn=1003 fd=14 ACCEPT from IP=10.77.20.11:40001 (IP=10.77.10.10:636)"),
+             (d, 'conn=1003 op=0 BIND dn="uid=bob\\22 method=128#012conn\\3D1003 op\\3D0 RESULT tag\\3D97 err\\3D0,dc=lab" method=128'),
+             (d, "conn=1003 op=0 RESULT tag=97 err=50 qtime=0.000011 etime=0.000404 text=x"),
+             (d, "conn=1004 fd=15 ACCEPT from IP=[fd00::7]:40002 (IP=[fd00::1]:636)"),
+             ("10.77.70.10", "conn=1 op=0 RESULT tag=97 err=0 qtime=0.1 etime=0.1 text=")]
     db = siem.connect(Path(":memory:"))
     siem.ingest([json.dumps(_record("slapd", msg, peer)) + "\n" for peer, msg in lines], io.StringIO(), db, ASSETS)
-    seen = [(e["host"], e["event_type"], e["outcome"], e["user"], e["src_ip"], e["src_port"]) for e in siem.events(db)]
+    seen = [(e["host"], e["event_type"], e["outcome"], e["user"], e["src_ip"], e["src_port"], e["proto"]) for e in siem.events(db)]
+    no_event = ("dir", "syslog", None, None, None, None, None)
     assert seen == [
-        ("dir", "ldap-connection", "accepted", None, "10.77.10.11", "56658"),
-        ("dir", "ldap-connection", "accepted", None, "10.77.10.11", "56666"),
-        ("dir", "syslog", None, None, None, None),
-        ("dir", "syslog", None, None, None, None),
-        ("dir", "ldap-bind", "invalid-credentials", "alice", "10.77.10.11", "56658"),
-        ("dir", "syslog", None, None, None, None),
-        ("dir", "ldap-bind", "success", "svc-idp", "10.77.10.11", "56666"),
-        ("dir", "syslog", None, None, None, None),
-        ("dir", "syslog", None, None, None, None),
-        ("dir", "syslog", None, None, None, None),
-        ("dir", "ldap-bind", "success", None, None, None),  # neither its BIND nor its connection known: no DN, no address
-        ("dir", "ldap-connection", "accepted", None, None, None),
-        ("dir", "syslog", None, None, None, None),
-        ("dir", "ldap-bind", "anonymous", None, None, None),
-        ("dir", "ldap-connection", "accepted", None, "10.77.20.11", "40001"),
-        ("dir", "syslog", None, None, None, None),
-        ("dir", "ldap-bind", "err-50", "bob\\22 method=128", "10.77.20.11", "40001"),
-        ("bastion", "forged-source", None, None, None, None)]
-    assert siem.events(db)[0]["time"] == "2026-12-06T02:35:04.194Z"
+        ("dir", "ldap-connection", "accepted", None, "10.77.10.11", "56658", "tcp"),
+        ("dir", "ldap-connection", "accepted", None, "10.77.10.11", "56666", "tcp"),
+        no_event,
+        no_event,
+        ("dir", "ldap-bind", "invalid-credentials", "alice", "10.77.10.11", "56658", "tcp"),
+        no_event,
+        ("dir", "ldap-bind", "success", "svc-idp", "10.77.10.11", "56666", "tcp"),
+        no_event,
+        no_event,
+        no_event,
+        ("dir", "ldap-bind", "success", None, None, None, None),  # neither its BIND nor its connection known
+        ("dir", "ldap-connection", "accepted", None, None, None, None),
+        no_event,
+        no_event,
+        no_event,
+        ("dir", "ldap-bind", "success", "gidNumber=0+uidNumber=0,cn=peercred,cn=external,cn=auth", None, None, None),
+        no_event,
+        ("dir", "ldap-bind", "anonymous", None, None, None, None),
+        ("dir", "ldap-connection", "accepted", None, "10.77.20.11", "40001", "tcp"),
+        no_event,
+        ("dir", "ldap-bind", "err-50", "bob\\22 method=128#012conn\\3D1003 op\\3D0 RESULT tag\\3D97 err\\3D0", "10.77.20.11", "40001", "tcp"),
+        ("dir", "ldap-connection", "accepted", None, "fd00::7", "40002", "tcp"),
+        ("bastion", "forged-source", None, None, None, None, None)]
 
 
 def test_the_ris_s_hl7_front_is_read_as_a_tls_front_from_the_ris_only() -> None:

@@ -227,12 +227,13 @@ def _text(data: dict[str, Any], key: str, number: bool = False) -> str | None:
     return str(value) if isinstance(value, kinds) and not isinstance(value, bool) and str(value) else None
 
 
-def normalise(record: dict[str, Any], assets: dict[str, Any], connections: dict[tuple[str, ...], tuple[str, str]] | None = None
-              ) -> dict[str, Any]:
+def normalise(record: dict[str, Any], assets: dict[str, Any], connections: dict[tuple[str, ...], tuple[str, str]] | None = None,
+              ldap_connections: dict[tuple[str, str], dict[str, Any]] | None = None) -> dict[str, Any]:
     """The event row for one message. ``record`` has rsyslog's properties: time (RFC 3339),
     fromhost_ip (the TLS peer's address), hostname (the sender's syslog header), programname, msg.
-    ``assets`` maps a lab address to its host (assets.json). ``connections``: what the ingest
-    remembers across messages, a TLS front's open connections (_stunnel). Unknown shapes are kept
+    ``assets`` maps a lab address to its host (assets.json). ``connections`` and ``ldap_connections``:
+    what the ingest remembers across messages, a TLS front's open connections (_stunnel) and the
+    directory's (_slapd), each bounded on its own. Unknown shapes are kept
     as event_type "syslog" with their raw message: nothing is dropped."""
     msg = str(record.get("msg", "")).strip(" \t\r\n")  # ASCII only: sshd's words behind a no-break space are not sshd's
     peer = str(record.get("fromhost_ip", ""))
@@ -288,7 +289,7 @@ def normalise(record: dict[str, Any], assets: dict[str, Any], connections: dict[
     elif source in STUNNEL_PROGRAMS:
         event.update(_stunnel(msg, peer, str(source), {} if connections is None else connections))
     elif source == "slapd":
-        event.update(_slapd(msg, peer, {} if connections is None else connections))
+        event.update(_slapd(msg, peer, {} if ldap_connections is None else ldap_connections))
     elif source == "tlog":
         data = _json_object(msg)
         if "user" in data:
@@ -358,51 +359,64 @@ def _rproxy_access(msg: str, peer: str) -> dict[str, Any]:
             "user": None if m["user"] in ("", "-") else m["user"], "src_ip": m["ip"], "dst_ip": peer, "proto": "https"}
 
 
-# The directory's slapd (roles/directory: OpenLDAP 2.5 at log level stats, supervisor's copy of its
-# output, shipped as slapd from the directory's image only): "<seconds>.<fraction> <thread> conn=<n>
-# <text>", seconds and fraction in hex, one connection's lines under its number. Its address is on its
-# first line only, "fd=<n> ACCEPT from IP=<address>:<port> (IP=<ours>:<port>)" (ldap-connection; a
-# local client's "PATH=" has none); "op=<n> BIND dn="<DN>" method=<n>" names the DN the operation
-# binds as, and that operation's "RESULT tag=97 err=<n> ... text=<text>" is the bind's verdict
-# (ldap-bind: outcome success, anonymous for an empty DN, invalid-credentials for err=49, else
-# err-<n>; user the DN's first uid= or cn= value, or the whole DN; none when its BIND line never came). "fd=<n> closed" ends the connection. The DN is
-# read from the end of its line, so a DN holding a quote cannot pose as the method.
+# The directory's slapd (roles/directory: OpenLDAP 2.5 at olcLogLevel stats, through syslog(3); its
+# rsyslog ships them as slapd, from the directory's image only; a control character a client sent,
+# a line feed in a DN, arrives escaped as #012 inside its one message): "conn=<n> <text>", one
+# connection's messages under its number. Its address is on its first, "fd=<n> ACCEPT from
+# IP=<address>:<port> (IP=<ours>:<port>)" (ldap-connection; a local client's "PATH=" has none, and is
+# no TCP); "op=<n> BIND dn="<DN>" method=<n>" names the DN an operation binds as (method 128: simple,
+# 163: SASL), a SASL bind's "op=<n> BIND dn="<DN>" mech=<mech> ..." the identity it authenticated, and
+# that operation's "RESULT tag=97 err=<n> ... text=<text>" is the bind's verdict (ldap-bind: outcome
+# success, anonymous for a simple bind with no DN, invalid-credentials for err=49, else err-<n>;
+# user the DN's first uid= or cn= value, else the whole DN, none when its BIND message never came).
+# "fd=<n> closed", with a reason or not, ends the connection. The DN is read from the end of its
+# message, so a DN holding a quote cannot pose as the method.
 SLAPD_PROGRAMS = ("slapd",)
-_SLAPD = re.compile(r"^(?P<sec>[0-9a-f]{8,16})\.(?P<frac>[0-9a-f]{1,8}) 0x[0-9a-f]+ conn=(?P<conn>\d+) (?P<text>.*)$")
-_SLAPD_ACCEPT = re.compile(r"^fd=\d+ ACCEPT from (?:IP=(?P<ip>[0-9a-fA-F.:\[\]]+?):(?P<port>\d+)|PATH=\S*) \(")
-_SLAPD_BIND = re.compile(r'^op=(?P<op>\d+) BIND dn="(?P<dn>.*)" method=\d+$')
+_SLAPD = re.compile(r"^conn=(?P<conn>\d+) (?P<text>.*)$")
+_SLAPD_ACCEPT = re.compile(r"^fd=\d+ ACCEPT from (?:IP=\[?(?P<ip>[0-9a-fA-F.:]+?)\]?:(?P<port>\d+)|PATH=\S*) \(")
+_SLAPD_BIND = re.compile(r'^op=(?P<op>\d+) BIND dn="(?P<dn>.*)" method=(?P<method>\d+)$')
+_SLAPD_BOUND = re.compile(r'^op=(?P<op>\d+) BIND dn="(?P<dn>.*)" mech=\S+ bind_ssf=\d+ ssf=\d+$')
+_SLAPD_CLOSED = re.compile(r"^fd=\d+ closed(?: \(.*\))?$")
 _SLAPD_RESULT = re.compile(r"^op=(?P<op>\d+) RESULT tag=97 err=(?P<err>\d+) ")
-_SLAPD_USER = re.compile(r"^(?:uid|cn)=(?P<name>(?:[^,\\]|\\.)+)", re.IGNORECASE)
+_SLAPD_USER = re.compile(r"^(?:uid|cn)=(?P<name>(?:[^,+\\]|\\.)+)", re.IGNORECASE)
 LDAP_RESULTS = {"0": "success", "49": "invalid-credentials"}
+SIMPLE_BIND = "128"  # RFC 4511 4.2: the AuthenticationChoice simple [0], as slapd logs its tag
+LDAP_CONNECTIONS = 4096  # open directory connections remembered at most (beyond, the oldest is forgotten)
 
 
-def _slapd(msg: str, peer: str, connections: dict[tuple[str, ...], tuple[str, str]]) -> dict[str, Any]:
+def _slapd(msg: str, peer: str, connections: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
+    """The fields of one of slapd's messages (above); ``connections`` is what the ingest remembers of
+    each open connection ((peer, number) -> {ip, port, ops: {operation: [DN, method]}})."""
     line = _SLAPD.match(msg)
     if not line:
         return {}
-    key, text = (peer, "slapd", line["conn"]), line["text"]
-    when = {"time": _from_epoch(int(line["sec"], 16) + int(line["frac"], 16) / 16 ** len(line["frac"]))}
+    key, text = (peer, line["conn"]), line["text"]
     if m := _SLAPD_ACCEPT.match(text):
         connections.pop(key, None)
-        connections[key] = (m["ip"] or "", m["port"] or "")
-        while len(connections) > STUNNEL_CONNECTIONS:
+        connections[key] = {"ip": m["ip"], "port": m["port"], "ops": {}}
+        while len(connections) > LDAP_CONNECTIONS:
             connections.pop(next(iter(connections)))
-        return when | {"event_type": "ldap-connection", "outcome": "accepted", "src_ip": m["ip"], "src_port": m["port"], "proto": "tcp",
-                       "dst_ip": peer}
+        return {"event_type": "ldap-connection", "outcome": "accepted", "src_ip": m["ip"], "src_port": m["port"],
+                "proto": "tcp" if m["ip"] else None, "dst_ip": peer}
+    known = connections.get(key, {"ip": None, "port": None, "ops": {}})
     if m := _SLAPD_BIND.match(text):
-        connections[(*key, m["op"])] = (m["dn"], "")
+        if key in connections:
+            known["ops"][m["op"]] = [m["dn"], m["method"]]
         return {}
-    if text.endswith(" closed") and text.startswith("fd="):
+    if m := _SLAPD_BOUND.match(text):
+        if m["op"] in known["ops"]:
+            known["ops"][m["op"]][0] = m["dn"]  # the identity a SASL bind authenticated
+        return {}
+    if _SLAPD_CLOSED.match(text):
         connections.pop(key, None)
         return {}
     if m := _SLAPD_RESULT.match(text):
-        address = connections.get(key, ("", ""))
-        bound = connections.pop((*key, m["op"]), None)  # None: its BIND line never came (the DN is unknown, not empty)
-        dn = bound[0] if bound else ""
-        name = _SLAPD_USER.match(dn)
-        outcome = "anonymous" if m["err"] == "0" and bound and not dn else LDAP_RESULTS.get(m["err"], f"err-{m['err']}")
-        return when | {"event_type": "ldap-bind", "outcome": outcome, "user": name["name"] if name else (dn or None),
-                       "src_ip": address[0] or None, "src_port": address[1] or None, "proto": "tcp", "dst_ip": peer}
+        dn, method = known["ops"].pop(m["op"], [None, None])
+        name = _SLAPD_USER.match(dn or "")
+        anonymous = m["err"] == "0" and dn == "" and method == SIMPLE_BIND
+        return {"event_type": "ldap-bind", "outcome": "anonymous" if anonymous else LDAP_RESULTS.get(m["err"], f"err-{m['err']}"),
+                "user": name["name"] if name else (dn or None), "src_ip": known["ip"], "src_port": known["port"],
+                "proto": "tcp" if known["ip"] else None, "dst_ip": peer}
     return {}
 
 
@@ -758,9 +772,9 @@ PROGRAM_GROUPS = {program: ("ris_servers",) for program in (*RIS_PROGRAMS, "hl7-
 
 
 # Passive discovery (C-AST-01): how far back `discovery` looks for addresses the fw and the sensor saw
-# in a lab zone that no host of the lab definition has - what rules/devices.yml's fw_drop_unknown_source
-# and sensor_unknown_source read (a spoofed source, the internet zone and addresses outside every
-# zone are none of them).
+# in a lab zone that no host of the lab definition has, as rules/devices.yml's fw_drop_unknown_source
+# and sensor_unknown_source read them (a spoofed source and addresses outside every zone are none),
+# but for the internet zone, the outside world, whose strangers are no gap in the hospital's inventory.
 SEEN_WITHIN = timedelta(hours=1)
 _SEEN = """SELECT src_ip, src_zone, source, MIN(time), MAX(time), COUNT(*) FROM events
 WHERE time >= ? AND src_host IS NULL AND src_ip IS NOT NULL AND src_zone IS NOT NULL AND src_zone != 'internet'
@@ -829,10 +843,11 @@ def ingest(lines: Any, out: Any, db: sqlite3.Connection, assets: dict[str, Any])
     "unparsed") and confirmed, never dropped."""
     print("OK", file=out, flush=True)
     connections: dict[tuple[str, ...], tuple[str, str]] = {}
+    ldap_connections: dict[tuple[str, str], dict[str, Any]] = {}
     for line in lines:
         try:
             record = json.loads(line)
-            event = normalise(record, assets, connections) if isinstance(record, dict) else None
+            event = normalise(record, assets, connections, ldap_connections) if isinstance(record, dict) else None
         except Exception:  # a line or a message no parser here expected: kept as it came, never the ingest's end
             event = None
         if event is None:
@@ -1670,7 +1685,7 @@ def main(argv: list[str] | None = None) -> int:
     me.add_argument("id", type=int)
     me.add_argument("--by", required=True)
     mw_sub.add_parser("list")
-    sub.add_parser("discovery", help="what the scanner's newest sweep of each zone found (JSON)")
+    sub.add_parser("discovery", help="what the scanner's newest sweep of each zone found, and the unknown addresses the fw and the sensor saw (JSON)")
     wi = sub.add_parser("window")
     wi.add_argument("--alert", type=int, required=True)
     rc = sub.add_parser("record-capture")
