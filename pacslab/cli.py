@@ -443,7 +443,8 @@ def cmd_discovery(args: argparse.Namespace) -> int:
     """`discovery`: what the scanner's newest sweep of each zone found, reconciled both ways with the
     lab definition, and the unknown addresses the fw and the IDS sensor saw in the last hour
     (pacslab.discovery, C-AST-01): exit 0 when every swept zone holds exactly its deployed hosts
-    and nothing unknown was seen, EXIT_CHECKS_FAILED when an address is unknown or a host missing."""
+    and nothing unknown was seen but a zone's probe address (the segmentation checks' stand-in),
+    EXIT_CHECKS_FAILED when an address is unknown or a host missing."""
     from . import discovery
 
     lab = _load(args.lab)
@@ -480,7 +481,8 @@ def cmd_discovery(args: argparse.Namespace) -> int:
             print("(probe): the zone's probe address, which the segmentation checks use as a stand-in device")
         for f in failed:
             print(f"newest failed sweep ({f['siem']}): {f['time']}: {f['error']}")
-    return EXIT_CHECKS_FAILED if any(r["unknown"] or r["missing"] or r["seen"] for r in rows) else EXIT_OK
+    seen_unknown = any(not s["probe"] for r in rows for s in r["seen"])  # the segmentation checks' stand-in: the lab's own
+    return EXIT_CHECKS_FAILED if seen_unknown or any(r["unknown"] or r["missing"] for r in rows) else EXIT_OK
 
 
 def cmd_quarantine(args: argparse.Namespace) -> int:
@@ -1026,8 +1028,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--contains", default="", metavar="TEXT", help="only events whose raw message holds TEXT (case matters)")
             p.add_argument("--since", type=int, default=0, metavar="ID", help="only events stored after the event ID")
         p.set_defaults(func=cmd_siem)
-    p = verb("discovery", "asset discovery: what the scanner's newest sweeps found, reconciled both ways with the lab definition "
-             f"(exit {EXIT_CHECKS_FAILED} when an address is unknown or a host missing)")
+    p = verb("discovery", "asset discovery: what the scanner's newest sweeps found, reconciled both ways with the lab definition, "
+             "and the unknown addresses the fw and the IDS sensor saw in the last hour "
+             f"(exit {EXIT_CHECKS_FAILED} when an address is unknown or a host missing; a zone's probe address seen counts not)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_discovery)
     p = verb("quarantine", "containment: put a host in the fw's quarantine (it keeps the security zone only); no HOST: list them")

@@ -39,10 +39,16 @@ def _seen_in(lab: Lab, name: str, seen: list[dict[str, Any]]) -> list[dict[str, 
     address)}, sorted numerically."""
     zone = lab.zones[name]
     known = {str(h.address) for h in lab.hosts.values() if h.address is not None} | {str(zone.router), str(zone.gateway)}
-    rows = [{"address": s["address"], "seen_by": dict(s["seen_by"]), "first": s["first"], "last": s["last"],
-             "probe": s["address"] == str(zone.probe)}
-            for s in seen if s.get("zone") == name and s["address"] not in known and ipaddress.ip_address(s["address"]) in zone.subnet]
-    return sorted(rows, key=lambda r: ipaddress.ip_address(r["address"]))
+    rows: dict[str, dict[str, Any]] = {}
+    for s in seen:
+        if s.get("zone") != name or s["address"] in known or ipaddress.ip_address(s["address"]) not in zone.subnet:
+            continue
+        row = rows.setdefault(s["address"], {"address": s["address"], "seen_by": {}, "first": s["first"], "last": s["last"],
+                                             "probe": s["address"] == str(zone.probe)})
+        for source, events in s["seen_by"].items():  # several siems: one row, their counts added
+            row["seen_by"][source] = row["seen_by"].get(source, 0) + events
+        row["first"], row["last"] = min(row["first"], s["first"]), max(row["last"], s["last"])
+    return sorted(rows.values(), key=lambda r: ipaddress.ip_address(r["address"]))
 
 
 def reconcile(lab: Lab, sweeps: dict[str, dict[str, Any]], seen: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:

@@ -209,7 +209,7 @@ def test_a_rogue_device_using_its_zones_flow_is_seen_by_the_ids_sensor_and_raise
     assert (quarantined["outcome"], quarantined["dst_ip"], str(quarantined["dst_port"])) == ("quarantine", target[0], target[1])
     assert (twin["src_host"], twin["src_zone"]) == (workstation.name, zone)
     assert alerts_holding(lab, "unknown-device", twin["id"]) == []
-    assert rc == 5 and {"suricata", "fw-drops"} <= set(seen[address]["seen_by"]) and not seen[address]["probe"], seen
+    assert rc == 5 and {"suricata", "fw-drops"} <= set(seen[address]["seen_by"]) and not seen[address]["probe"], (rc, seen)
     assert str(workstation.address) not in seen
 
 

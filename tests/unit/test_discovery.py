@@ -202,10 +202,12 @@ def test_the_reconciliation_lists_the_passive_finds_of_every_zone_swept_or_not()
             for a, z in [("10.77.20.99", "clinical"), (str(lab.zones["modality"].probe), "modality"), ("10.77.10.13", "enterprise"),
                          ("10.77.30.1", "modality"), ("10.77.30.254", "modality"),
                          ("10.77.31.99", "modality")]]
+    seen.append({"address": "10.77.20.99", "zone": "clinical", "seen_by": {"fw-drops": 2, "suricata": 1}, "first": "2026-12-06T01:59:00.000Z",
+                 "last": "2026-12-06T02:00:30.000Z"})  # a second siem's: one row, the counts added
     rows = {r["zone"]: r for r in discovery.reconcile(lab, {}, seen)}
     assert (rows["clinical"]["swept"], rows["clinical"]["seen"]) == (False, [
-        {"address": "10.77.20.99", "seen_by": {"suricata": 1}, "first": "2026-12-06T02:00:00.000Z", "last": "2026-12-06T02:01:00.000Z",
-         "probe": False}])
+        {"address": "10.77.20.99", "seen_by": {"suricata": 2, "fw-drops": 2}, "first": "2026-12-06T01:59:00.000Z",
+         "last": "2026-12-06T02:01:00.000Z", "probe": False}])
     assert [(s["address"], s["probe"]) for s in rows["modality"]["seen"]] == [(str(lab.zones["modality"].probe), True)]
     assert rows["enterprise"]["seen"] == []  # ntp, planned: a host of the definition
     assert all(r["seen"] == [] for z, r in rows.items() if z not in ("clinical", "modality"))
