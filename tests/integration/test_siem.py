@@ -455,7 +455,9 @@ def test_the_directorys_binds_reach_the_siem_with_the_name_the_address_and_the_v
     run's marker) with a wrong password arrives as ldap-bind invalid-credentials with that name and
     the address it came from (the directory's own LDAPS client, over TLS); the twin, an enabled
     person's bind with their own password right after it, as ldap-bind success with their name.
-    No password is in either event."""
+    No password is in either event. The negative twin, before both: a DN holding line feeds and
+    what slapd would log of another connection's successful bind as this run's second name arrives
+    as one message with its line feeds escaped (#012), and no event is a bind of that name."""
     lab = running_lab
     host = td.directory(lab)
     if host.name not in sources(lab):
@@ -463,13 +465,19 @@ def test_the_directorys_binds_reach_the_siem_with_the_name_the_address_and_the_v
     suffix = f"dc={lab.name},dc=pacslab"
     who = one(lab, "enabled")
     marker, wrong, right = f"siem-{RUN}-bind", secrets.token_hex(8), td.password(plan, "person", who.name)
-    results = td.ldap_steps(lab, [{"dn": td.person(suffix, marker), "password": wrong},
+    forged, connection = f"siem-{RUN}-forged", f"conn=9{secrets.randbelow(10**6)}"
+    injected = (f"uid={marker}\n{connection} op=0 BIND dn=\"{td.person(suffix, forged)}\" method=128\n"
+                f"{connection} op=0 RESULT tag=97 err=0 text=,ou=people,{suffix}")
+    results = td.ldap_steps(lab, [{"dn": injected, "password": wrong}, {"dn": td.person(suffix, marker), "password": wrong},
                                   {"dn": td.person(suffix, who.name), "password": right}])
     refused = wait_for(f"the directory's refusal of {marker}", lambda: slapd_binds(lab, td.person(suffix, marker)))[0]
     bound = wait_for(f"the directory's bind of {who.name} after it", lambda: [
         e for e in slapd_binds(lab, td.person(suffix, who.name), refused["id"]) if e["src_ip"] == str(host.address)])[0]
-    evidence.update(results=results, refused=refused, bound=bound)
-    assert results == [{"bind": td.INVALID}, {"bind": "success", "whoami": f"dn:{td.person(suffix, who.name)}"}]
+    as_forged = [e for e in siem_json(lab, "events", "--contains", forged) if e["source"] == "slapd"]
+    evidence.update(results=results, refused=refused, bound=bound, forged=as_forged)
+    assert results == [{"bind": {"error": "INVALID_DN_SYNTAX", "code": 34, "info": "invalid DN"}}, {"bind": td.INVALID},
+                       {"bind": "success", "whoami": f"dn:{td.person(suffix, who.name)}"}]
+    assert [(e["event_type"], e["message"].count("#012"), e["message"].startswith(connection)) for e in as_forged] == [("syslog", 2, False)]
     assert {k: refused[k] for k in ("host", "source", "event_type", "outcome", "user", "src_ip", "dst_ip", "src_zone")} == {
         "host": host.name, "source": "slapd", "event_type": "ldap-bind", "outcome": "invalid-credentials", "user": marker,
         "src_ip": str(host.address), "dst_ip": str(host.address), "src_zone": str(host.zone)}
