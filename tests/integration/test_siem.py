@@ -465,7 +465,7 @@ def test_the_directorys_binds_reach_the_siem_with_the_name_the_address_and_the_v
     suffix = f"dc={lab.name},dc=pacslab"
     who = one(lab, "enabled")
     marker, wrong, right = f"siem-{RUN}-bind", secrets.token_hex(8), td.password(plan, "person", who.name)
-    forged, connection = f"siem-{RUN}-forged", f"conn=9{secrets.randbelow(10**6)}"
+    forged, connection = f"siem-{RUN}-injected-bind", f"conn=9{secrets.randbelow(10**6)}"
     injected = (f"uid={marker}\n{connection} op=0 BIND dn=\"{td.person(suffix, forged)}\" method=128\n"
                 f"{connection} op=0 RESULT tag=97 err=0 text=,ou=people,{suffix}")
     results = td.ldap_steps(lab, [{"dn": injected, "password": wrong}, {"dn": td.person(suffix, marker), "password": wrong},
