@@ -93,7 +93,12 @@ INVALID = {"error": "INVALID_CREDENTIALS", "code": 49, "info": ""}
 
 @pytest.fixture(scope="module")
 def suffix(running_lab: Lab) -> str:
-    return f"dc={running_lab.name},dc=pacslab"
+    return suffix_of(running_lab)
+
+
+def suffix_of(lab: Lab) -> str:
+    """The directory's suffix (roles/directory: the lab's name under dc=pacslab)."""
+    return f"dc={lab.name},dc=pacslab"
 
 
 def person(suffix: str, name: str) -> str:

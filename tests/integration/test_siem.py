@@ -462,7 +462,7 @@ def test_the_directorys_binds_reach_the_siem_with_the_name_the_address_and_the_v
     host = td.directory(lab)
     if host.name not in sources(lab):
         pytest.skip(f"lab {lab.name!r} does not list its directory in siem_sources")
-    suffix = f"dc={lab.name},dc=pacslab"
+    suffix = td.suffix_of(lab)
     who = one(lab, "enabled")
     marker, wrong, right = f"siem-{RUN}-bind", secrets.token_hex(8), td.password(plan, "person", who.name)
     forged, connection = f"siem-{RUN}-injected-bind", f"conn=9{secrets.randbelow(10**6)}"

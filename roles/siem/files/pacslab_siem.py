@@ -219,6 +219,15 @@ def _json_object(msg: str) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def _remember(connections: dict[Any, Any], key: Any, value: Any, limit: int) -> None:
+    """Keep ``value`` as the newest open connection under ``key`` (a number reused starts over); beyond
+    ``limit`` connections, the oldest is forgotten (a flood of them cannot grow the ingest's memory)."""
+    connections.pop(key, None)
+    connections[key] = value
+    while len(connections) > limit:
+        connections.pop(next(iter(connections)))
+
+
 def _text(data: dict[str, Any], key: str, number: bool = False) -> str | None:
     """A JSON record's field as the text of an event column: a non-empty string, or with ``number``
     an integer written out (a port); None for anything else (absent, empty, true/false, a list, an object)."""
@@ -392,10 +401,7 @@ def _slapd(msg: str, peer: str, connections: dict[tuple[str, str], dict[str, Any
         return {}
     key, text = (peer, line["conn"]), line["text"]
     if m := _SLAPD_ACCEPT.match(text):
-        connections.pop(key, None)
-        connections[key] = {"ip": m["ip"], "port": m["port"], "ops": {}}
-        while len(connections) > LDAP_CONNECTIONS:
-            connections.pop(next(iter(connections)))
+        _remember(connections, key, {"ip": m["ip"], "port": m["port"], "ops": {}}, LDAP_CONNECTIONS)
         return {"event_type": "ldap-connection", "outcome": "accepted", "src_ip": m["ip"], "src_port": m["port"],
                 "proto": "tcp" if m["ip"] else None, "dst_ip": peer}
     known = connections.get(key, {"ip": None, "port": None, "ops": {}})
@@ -737,10 +743,7 @@ def _stunnel(msg: str, peer: str, source: str, connections: dict[tuple[str, ...]
         return {}
     key, text = (peer, source, line["conn"]), line["text"]
     if m := _STUNNEL_ACCEPTED.match(text):
-        connections.pop(key, None)
-        connections[key] = (m["ip"], m["port"])
-        while len(connections) > STUNNEL_CONNECTIONS:
-            connections.pop(next(iter(connections)))
+        _remember(connections, key, (m["ip"], m["port"]), STUNNEL_CONNECTIONS)
         return {"event_type": "tls-connection", "outcome": "accepted", "src_ip": m["ip"], "src_port": m["port"], "proto": "tcp", "dst_ip": peer}
     address = connections.get(key, (None, None))
     found = {"src_ip": address[0], "src_port": address[1], "proto": "tcp", "dst_ip": peer}
