@@ -185,23 +185,39 @@ def totp_now(seed: str, at: float | None = None) -> str:
 
 
 TOTP_STEP = 30  # seconds: RFC 6238's time step
-# Seconds a fresh code must still have in its own step: a verifier that takes one step either side
-# (RFC 6238 section 6) then accepts it for at least 30 + this many seconds, time for a browser or an
-# SSH client on a loaded host to reach the code prompt and send it.
+# Steps either side of its own that each of the lab's TOTP verifiers accepts (RFC 6238 section 6,
+# the allowed drift): roles/bastion's pam_oath (window=1) and roles/idp's pacslab-totp-verify
+# (WINDOW = 1); tests/unit/test_people.py holds both to this number.
+TOTP_WINDOW = 1
+# Seconds beyond one step that a fresh code must stay accepted, where the choice is free: time for a
+# browser or an SSH client on a loaded host to reach the code prompt and send it.
 TOTP_MARGIN = 10
 
 
 def fresh_totp(seed: str, last_step: int) -> str:
-    """The code of the first step after ``last_step`` (the step of the last code a verifier accepted
-    for the person, -1 for none: RFC 6238 section 5.2, a verifier refuses that code and any earlier
-    one) that still has TOTP_MARGIN seconds to run, after waiting for it (at most 40 s)."""
+    """The code of the earliest step after ``last_step`` (the step of the last code a verifier
+    accepted for the person, -1 for none: RFC 6238 section 5.2, a verifier refuses that code and any
+    earlier one) that the lab's verifiers accept now and for TOTP_STEP + TOTP_MARGIN seconds more:
+    the current step's, or the next one's, which a verifier taking TOTP_WINDOW steps ahead accepts
+    at once (RFC 6238 section 6) and for longer. Waits (at most TOTP_STEP seconds) only when the
+    steps up to the window's end were all used."""
     while True:
         now = time.time()
-        step = int(now // TOTP_STEP)
-        left = (step + 1) * TOTP_STEP - now
-        if step > last_step and left >= TOTP_MARGIN:
-            return totp_now(seed, now)
-        time.sleep(left + 0.5)
+        current = int(now // TOTP_STEP)
+        for step in range(max(current, last_step + 1), current + TOTP_WINDOW + 1):
+            if (step + TOTP_WINDOW + 1) * TOTP_STEP - now >= TOTP_STEP + TOTP_MARGIN:
+                return totp_now(seed, step * TOTP_STEP)
+        time.sleep((current + 1) * TOTP_STEP - now + 0.5)
+
+
+def step_of(seed: str, code: str, at: float) -> int:
+    """The RFC 6238 step of ``code``, which a verifier taking TOTP_WINDOW steps either side of its
+    own accepted at Unix time ``at`` (pam_oath keeps the code and that time, not the step): the
+    latest step in that window whose code it is; the window's last step when none is (the safe
+    side: no code of that step or an earlier one is offered after it)."""
+    at_step = int(at // TOTP_STEP)
+    window = range(at_step + TOTP_WINDOW, at_step - TOTP_WINDOW - 1, -1)
+    return next((step for step in window if totp_now(seed, step * TOTP_STEP) == code), at_step + TOTP_WINDOW)
 
 
 def totp_codes(seed: str, last_step: int, count: int = 6) -> dict[int, str]:

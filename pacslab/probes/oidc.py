@@ -159,10 +159,9 @@ def login(lab: Lab, from_host: str, issuer: str, client_id: str, redirect_uri: s
 
 
 def fresh_code(lab: Lab, idp_host: str, secrets_dir: str, user: str) -> str:
-    """A TOTP code for ``user`` that the IdP has not seen (people.fresh_totp): the current one, or,
-    when the IdP already accepted a code of the current 30-second step for them (it refuses a second
-    one, RFC 6238 5.2) or the step ends within people.TOTP_MARGIN seconds, the next step's, after
-    waiting for it (at most 40 s)."""
+    """A TOTP code for ``user`` of a later step than the last code the IdP accepted for them (it
+    refuses that code and any of an earlier step, RFC 6238 5.2), that it accepts now:
+    people.fresh_totp, which waits only when the next step's code was used too."""
     return people.fresh_totp(people.totp_seed(secrets_dir, user), last_step(lab, idp_host, user))
 
 

@@ -59,14 +59,13 @@ def session(lab: Lab, from_host: str, to_host: str, user: str, *, known_host_key
 
 
 def fresh_code(lab: Lab, bastion: str, oath_file: str, secrets_dir: str, user: str) -> str:
-    """A TOTP code for ``user`` that the bastion's pam_oath has not accepted (people.fresh_totp):
-    the current one, or, when the bastion already accepted the code of the current 30-second step
-    (it refuses that code and any earlier one) or the step ends within people.TOTP_MARGIN seconds,
-    the next step's, after waiting for it (at most 40 s). ``oath_file``: the bastion's users file,
-    whose line for the person ends with the time of the last accepted code."""
+    """A TOTP code for ``user`` of a later step than the last code the bastion's pam_oath accepted
+    (it refuses that code and any of an earlier step), that it accepts now: people.fresh_totp, which
+    waits only when the next step's code was used too. ``oath_file``: the bastion's users file,
+    whose line for the person ends with the last accepted code and the time it was accepted."""
     seed = people.totp_seed(secrets_dir, user)
-    line = im.exec_in(lab, bastion, "awk", "-v", f"u={user}", "$2 == u { print $NF }", oath_file).strip()
+    fields = im.exec_in(lab, bastion, "awk", "-v", f"u={user}", "$2 == u && NF >= 7 { print $(NF-1), $NF }", oath_file).split()
     last = -1
-    if line.endswith("L"):  # pam_oath's time of the last accepted code, e.g. 2026-12-01T20:01:54L (the bastion's clock, UTC)
-        last = calendar.timegm(time.strptime(line[:-1], "%Y-%m-%dT%H:%M:%S")) // people.TOTP_STEP
+    if len(fields) == 2 and fields[1].endswith("L"):  # e.g. 505637 2026-12-01T20:01:54L (the bastion's clock, UTC)
+        last = people.step_of(seed, fields[0], calendar.timegm(time.strptime(fields[1][:-1], "%Y-%m-%dT%H:%M:%S")))
     return people.fresh_totp(seed, last)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 import yaml
 
 from pacslab import cli, people
-from pacslab.topology import LabDefinitionError, load_lab
+from pacslab.topology import REPO_ROOT, LabDefinitionError, load_lab
 
 from .conftest import DEFAULT_LAB
 
@@ -129,21 +130,46 @@ class _Clock:
         self.now += seconds
 
 
-@pytest.mark.parametrize(("now", "last_step", "at"), [
-    (1111111081, -1, 1111111081),              # 1 s into step 37037036, nothing used: the current code
-    (1111111081, 37037036, 1111111110.5),      # the current step's code was used: the next step's (+0.5 s)
-    (1111111105, -1, 1111111110.5),            # 5 s left in the step: too close to its end, the next step's
-    (1111111100, -1, 1111111100),              # exactly 10 s left: still the current step's
+# Step 37037036 runs from 1111111080 to 1111111110; its code is 081804, the next step's 050471.
+@pytest.mark.parametrize(("now", "last_step", "at", "slept_to"), [
+    (1111111081, -1, 1111111081, 1111111081),                 # nothing used, 29 s left: the current code
+    (1111111081, 37037036, 1111111110, 1111111081),           # the current step's was used: the next step's, at once
+    (1111111105, -1, 1111111110, 1111111105),                 # 5 s left: the current code would stay 35 s, the next step's
+    (1111111100, -1, 1111111100, 1111111100),                 # exactly 10 s left: the current code stays 40 s
+    (1111111081, 37037037, 1111111140, 1111111110.5),         # the next step's was used too: wait for it, then the one after
+    (1111111081, 37037035, 1111111081, 1111111081),           # an earlier step was used: the current code
 ])
-def test_a_fresh_totp_is_of_a_later_step_than_the_last_used_with_ten_seconds_left(
-        monkeypatch: pytest.MonkeyPatch, now: float, last_step: int, at: float) -> None:
-    """people.fresh_totp waits for a step after the last accepted one (RFC 6238 5.2) that has at
-    least TOTP_MARGIN (10) seconds to run, and gives that step's code."""
+def test_a_fresh_totp_is_of_a_later_step_than_the_last_used_and_waits_only_past_the_window(
+        monkeypatch: pytest.MonkeyPatch, now: float, last_step: int, at: float, slept_to: float) -> None:
+    """people.fresh_totp gives the code of the first step after the last accepted one (RFC 6238 5.2)
+    that a verifier taking one step either side (RFC 6238 6) accepts now and for 40 s more, without
+    waiting when the current or the next step is free."""
     clock = _Clock(now)
     monkeypatch.setattr(people.time, "time", clock.time)
     monkeypatch.setattr(people.time, "sleep", clock.sleep)
     assert people.fresh_totp(RFC6238_SEED, last_step) == people.totp_now(RFC6238_SEED, at)
-    assert clock.now == at
+    assert clock.now == slept_to
+
+
+@pytest.mark.parametrize(("code", "at", "step"), [
+    ("081804", 1111111081, 37037036),     # the code of the step it was accepted in
+    ("050471", 1111111081, 37037037),     # the next step's, accepted one step early
+    ("081804", 1111111111, 37037036),     # the step before, accepted one step late
+    ("000000", 1111111081, 37037037),     # no step of the window: its last one
+])
+def test_the_step_of_an_accepted_code_is_found_in_the_verifiers_window(code: str, at: int, step: int) -> None:
+    """people.step_of: pam_oath keeps the last accepted code and when it was accepted, not its step."""
+    assert people.step_of(RFC6238_SEED, code, at) == step
+
+
+def test_the_verifiers_take_the_window_the_probes_assume() -> None:
+    """The bastion's pam_oath and the IdP's checker accept TOTP_WINDOW (1) steps either side: the
+    probes offer the next step's code at once on that ground."""
+    pam = (REPO_ROOT / "roles" / "bastion" / "templates" / "pam-sshd.j2").read_text()
+    checker = (REPO_ROOT / "roles" / "idp" / "files" / "pacslab-totp-verify").read_text()
+    assert people.TOTP_WINDOW == 1
+    assert re.findall(r"pam_oath\.so .*\bwindow=(\d+)", pam) == ["1"]
+    assert re.findall(r"^WINDOW = (\d+)$", checker, re.MULTILINE) == ["1"]
 
 
 @pytest.mark.parametrize(("last_step", "count", "codes"), [
