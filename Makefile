@@ -64,7 +64,7 @@ lint: $(DEPS)
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/ansible-lint
 
 unit: $(DEPS)
-	$(PY) -m pytest tests/unit
+	$(PY) -m pytest -n auto tests/unit
 
 down: $(DEPS)
 	$(PY) -m pacslab.cli down --lab $(LAB)
