@@ -139,32 +139,33 @@ VULNERABLE_VERDICTS = {
 
 
 # Break-and-fix takes two partial `up`s per overlay: the six cost about 560 s of `make test` on the
-# 2-core machine of 6 December (W5 128 s, W12 99 s, W3 91 s, W6 87 s, W4 77 s, W7 74 s), which must
-# stay under 45 minutes. Each run of the suite takes a third of them by the day (UTC), the thirds
-# balanced by those times (W5 and W7, W4 and W12, W3 and W6: 176-214 s), so three days' runs prove
-# every overlay. PACSLAB_BREAK_AND_FIX=all runs all six (about 6 minutes more); =0, 1 or 2 runs that
-# third (a red run repeated on another day); =W3,W6 runs those.
-BREAK_AND_FIX_THIRD = {"W3": 2, "W4": 1, "W5": 0, "W6": 2, "W7": 0, "W12": 1}
-assert set(BREAK_AND_FIX_THIRD) == set(VULNERABLE_VERDICTS), "each overlay of VULNERABLE_VERDICTS needs its third in BREAK_AND_FIX_THIRD"
+# 2-core machine of 6 December (W5 128-137 s, W12 99 s, W3 91 s, W6 87 s, W4 77 s, W7 74-77 s), which
+# must stay under 45 minutes. A third of them a day (214 s on the dearest day) was not enough there:
+# CI took 3,006 s. Each run of the suite now takes one overlay, by the day (UTC), so six days' runs
+# prove every overlay. PACSLAB_BREAK_AND_FIX=all runs all six (about 7 minutes more); =0 to 5 runs
+# that day's overlay (a red run repeated on another day); =W3,W6 runs those.
+BREAK_AND_FIX_DAY = {"W3": 0, "W4": 1, "W5": 2, "W6": 3, "W7": 4, "W12": 5}
+assert set(BREAK_AND_FIX_DAY) == set(VULNERABLE_VERDICTS), "each overlay of VULNERABLE_VERDICTS needs its day in BREAK_AND_FIX_DAY"
+assert sorted(BREAK_AND_FIX_DAY.values()) == list(range(len(BREAK_AND_FIX_DAY))), "one overlay a day, each day one"
 
 
-def _todays_third(scenario: str) -> Any:
-    """``scenario`` as a parameter, skipped (with the reason) on the days another third runs."""
+def _todays(scenario: str) -> Any:
+    """``scenario`` as a parameter, skipped (with the reason) on the days another overlay runs."""
     day = datetime.now(UTC).date()
-    today = day.toordinal() % 3
+    today = day.toordinal() % len(BREAK_AND_FIX_DAY)
     chosen = os.environ.get("PACSLAB_BREAK_AND_FIX", "").strip()
-    if chosen in ("0", "1", "2"):
+    if chosen.isdigit() and int(chosen) < len(BREAK_AND_FIX_DAY):
         today = int(chosen)
     listed = [s.strip() for s in chosen.split(",")] if chosen.startswith("W") else None
-    if chosen == "all" or (scenario in listed if listed is not None else BREAK_AND_FIX_THIRD[scenario] == today):
+    if chosen == "all" or (scenario in listed if listed is not None else BREAK_AND_FIX_DAY[scenario] == today):
         return scenario
-    others = listed if listed is not None else sorted((s for s, third in BREAK_AND_FIX_THIRD.items() if third == today), key=lambda s: int(s[1:]))
+    others = listed if listed is not None else [s for s, d in BREAK_AND_FIX_DAY.items() if d == today]
     return pytest.param(scenario, marks=pytest.mark.skip(
-        reason=f"break-and-fix runs a third of the overlays a day: on {day} {', '.join(others)}; PACSLAB_BREAK_AND_FIX=all runs every one"))
+        reason=f"break-and-fix runs one overlay a day: on {day} {', '.join(others)}; PACSLAB_BREAK_AND_FIX=all runs every one"))
 
 
 @pytest.mark.lifecycle
-@pytest.mark.parametrize("scenario", [_todays_third(s) for s in VULNERABLE_VERDICTS])
+@pytest.mark.parametrize("scenario", [_todays(s) for s in VULNERABLE_VERDICTS])
 def test_break_and_fix(running_lab: Lab, scenario: str, capsys, evidence) -> None:
     """`scenario run ID --vulnerable` brings the lab into the scenario's overlay (a switch off, its
     controls waived) and every step goes as the vulnerable outcome says: W3's forged studies are
