@@ -44,7 +44,7 @@ up: $(DEPS)
 ## checks take the lab down and bring it up cold, its last takes it down), then the report, then
 ## the fresh-machine check (it needs the root filesystem image that up builds, which down keeps).
 ## The lab is left down.
-# Lint and the unit suite run side by side, each one's output kept in one piece (2 cores: 104 s -> 84 s).
+# Lint and the unit suite run side by side, each one's output kept in one piece (2 cores, the unit suite on both: about 75 s).
 test: $(DEPS)
 	@$(MAKE) --no-print-directory -j2 --output-sync=target lint unit
 	$(PY) -m pacslab.cli verify --lifecycle --lab $(LAB)

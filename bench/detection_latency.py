@@ -60,8 +60,8 @@ maintenance  --runs times, a vendor's session (password and TOTP code at the bas
              sudo's line on the PACS to its record in the siem and to the sudo-refused alert holding
              it (C-MNT-02, the catalogue's budget for the record: 10 s), and from the bastion's
              line about the vendor's sign-in to the vendor-outside-window alert holding it (no
-             maintenance window is open: C-DET-08); p50 and p95. One session per 30-second step (a
-             TOTP code is accepted once).
+             maintenance window is open: C-DET-08); p50 and p95. A TOTP code of a later step
+             each session (a code is accepted once).
 unknown-device --runs times, a container that sends nothing started in the modality zone at an
              address of its own (no lab host has it; the fw as its default route, as a device set up
              for the zone has): seconds from its start to the unknown-device alert holding the
@@ -181,7 +181,7 @@ def wrong_password(lab: Lab, plan: Plan, user: str) -> None:
 
 def vendor_session(lab: Lab, plan: Plan, who: str, commands: tuple[Any, ...]) -> dict[str, Any]:
     """A session of ``who`` from the vendor engineer's computer to the bastion with their password and
-    a fresh TOTP code (waiting for the next 30-second step when the bastion took this one), running
+    a fresh TOTP code (people.fresh_totp: the next step's at once when the bastion took this one), running
     ``commands`` (pacslab.probes.ssh.session's answer)."""
     code = ssh.fresh_code(lab, BASTION, str(listeners.role_var(lab, BASTION, "bastion", "bastion_oath_file")), plan.secrets_dir, who)
     return ssh.session(lab, CLIENT, BASTION, who, known_host_key=bastion_key(plan),

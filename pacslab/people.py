@@ -194,13 +194,23 @@ TOTP_WINDOW = 1
 TOTP_MARGIN = 10
 
 
+def _ahead(last_step: int, now: float) -> None:
+    """Raise RuntimeError when ``last_step`` is further ahead of the clock at ``now`` than a
+    verifier taking TOTP_WINDOW steps ahead could have accepted: a wrong clock or time zone read,
+    which no wait would mend."""
+    if last_step > int(now // TOTP_STEP) + TOTP_WINDOW:
+        raise RuntimeError(f"the last accepted TOTP step {last_step} is more than {TOTP_WINDOW} step(s) ahead of "
+                           f"this clock's {int(now // TOTP_STEP)}: a clock or time zone differs")
+
+
 def fresh_totp(seed: str, last_step: int) -> str:
     """The code of the earliest step after ``last_step`` (the step of the last code a verifier
     accepted for the person, -1 for none: RFC 6238 section 5.2, a verifier refuses that code and any
     earlier one) that the lab's verifiers accept now and for TOTP_STEP + TOTP_MARGIN seconds more:
     the current step's, or the next one's, which a verifier taking TOTP_WINDOW steps ahead accepts
-    at once (RFC 6238 section 6) and for longer. Waits (at most TOTP_STEP seconds) only when the
-    steps up to the window's end were all used."""
+    at once (RFC 6238 section 6) and for longer. Waits (at most TOTP_STEP + 0.5 seconds) only when
+    the steps up to the window's end were all used. RuntimeError: ``last_step`` further ahead."""
+    _ahead(last_step, time.time())
     while True:
         now = time.time()
         current = int(now // TOTP_STEP)
@@ -223,8 +233,13 @@ def step_of(seed: str, code: str, at: float) -> int:
 def totp_codes(seed: str, last_step: int, count: int = 6) -> dict[int, str]:
     """{RFC 6238 step (Unix seconds // TOTP_STEP): code} for ``count`` steps from the current one,
     leaving out the steps at or before ``last_step`` (as for fresh_totp): for a client that types
-    the code of the step it reaches the prompt in, however long it took to get there. Six steps
-    cover three minutes."""
+    the code of the step it reaches the prompt in, or the next one's, however long it took to get
+    there. Six steps cover three minutes. Waits (at most TOTP_STEP + 0.5 seconds) only while
+    ``last_step`` is ahead of the clock (fresh_totp sent the next step's code early), so that the
+    first code given is of the current step or the next. RuntimeError: as fresh_totp."""
+    _ahead(last_step, time.time())
+    while (now := time.time()) // TOTP_STEP < last_step:
+        time.sleep((int(now // TOTP_STEP) + 1) * TOTP_STEP - now + 0.5)
     first = max(int(time.time() // TOTP_STEP), last_step + 1)
     totp = pyotp.TOTP(seed)
     return {step: totp.at(step * TOTP_STEP) for step in range(first, first + count)}

@@ -66,6 +66,7 @@ def fresh_code(lab: Lab, bastion: str, oath_file: str, secrets_dir: str, user: s
     seed = people.totp_seed(secrets_dir, user)
     fields = im.exec_in(lab, bastion, "awk", "-v", f"u={user}", "$2 == u && NF >= 7 { print $(NF-1), $NF }", oath_file).split()
     last = -1
-    if len(fields) == 2 and fields[1].endswith("L"):  # e.g. 505637 2026-12-01T20:01:54L (the bastion's clock, UTC)
+    # e.g. 505637 2026-12-01T20:01:54L: liboath writes its local time (L), UTC in the lab's images (no TZ set)
+    if len(fields) == 2 and fields[1].endswith("L"):
         last = people.step_of(seed, fields[0], calendar.timegm(time.strptime(fields[1][:-1], "%Y-%m-%dT%H:%M:%S")))
     return people.fresh_totp(seed, last)

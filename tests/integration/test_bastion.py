@@ -8,7 +8,8 @@ refuses a code it already accepted), starts a shell that tlog records (keys type
 its `maint TARGET` opens a shell on a maintenance target as the person's own account there, with a
 key only the bastion's broker can read; the target takes that key from the bastion's address only.
 
-A vendor signs in once per 30-second step (a replayed code is refused), so one session of the
+A vendor signs in at most once per 30-second step, beyond the next step's code taken early (a
+replayed code, or one of an earlier step, is refused), so one session of the
 enabled vendor serves the checks that need one (module fixture `maintenance`), asking for every
 forwarding at once; the replay twin replays its very code.
 

@@ -9,8 +9,9 @@ the probe on stdin. Each outcome is written out: the HTTP status, LemonLDAP's re
 pages (trmsg: 9 first access, 5 bad credentials, 96 bad OTP, 84 unauthorized partner; Lemonldap::NG::
 Portal::Main::Constants), the redirect to the relying party and the claims of the ID token.
 
-A person can sign in once per 30-second TOTP step: the IdP refuses a code whose step is not later
-than the last one it accepted for them. The checks that succeed therefore each sign in a different
+A person signs in at most once per 30-second TOTP step, beyond the next step's code taken early (the
+checker's window is one step either side): the IdP refuses a code whose step is not later than the
+last one it accepted for them. The checks that succeed therefore each sign in a different
 person, and the replay check replays the very code that just succeeded.
 
 The module's refused sign-ins (the lockout's five wrong passwords, the demo users', wrong and

@@ -150,18 +150,25 @@ assert sorted(BREAK_AND_FIX_DAY.values()) == list(range(len(BREAK_AND_FIX_DAY)))
 
 
 def _todays(scenario: str) -> Any:
-    """``scenario`` as a parameter, skipped (with the reason) on the days another overlay runs."""
+    """``scenario`` as a parameter, skipped (with the reason) on the days another overlay runs, or
+    when PACSLAB_BREAK_AND_FIX chooses others. pytest.UsageError: a value it does not take."""
     day = datetime.now(UTC).date()
-    today = day.toordinal() % len(BREAK_AND_FIX_DAY)
     chosen = os.environ.get("PACSLAB_BREAK_AND_FIX", "").strip()
-    if chosen.isdigit() and int(chosen) < len(BREAK_AND_FIX_DAY):
-        today = int(chosen)
-    listed = [s.strip() for s in chosen.split(",")] if chosen.startswith("W") else None
-    if chosen == "all" or (scenario in listed if listed is not None else BREAK_AND_FIX_DAY[scenario] == today):
+    if chosen == "all":
         return scenario
-    others = listed if listed is not None else [s for s, d in BREAK_AND_FIX_DAY.items() if d == today]
-    return pytest.param(scenario, marks=pytest.mark.skip(
-        reason=f"break-and-fix runs one overlay a day: on {day} {', '.join(others)}; PACSLAB_BREAK_AND_FIX=all runs every one"))
+    if chosen.isdigit() and int(chosen) < len(BREAK_AND_FIX_DAY):
+        picked, why = [s for s, d in BREAK_AND_FIX_DAY.items() if d == int(chosen)], f"PACSLAB_BREAK_AND_FIX={chosen} chose"
+    elif chosen:
+        picked, why = [s.strip() for s in chosen.split(",")], f"PACSLAB_BREAK_AND_FIX={chosen} chose"
+        if not set(picked) <= set(BREAK_AND_FIX_DAY):
+            raise pytest.UsageError(f"PACSLAB_BREAK_AND_FIX={chosen!r}: takes all, a day's number (0 to {len(BREAK_AND_FIX_DAY) - 1}) "
+                                    f"or overlays of {', '.join(BREAK_AND_FIX_DAY)} separated by commas")
+    else:
+        today = day.toordinal() % len(BREAK_AND_FIX_DAY)
+        picked, why = [s for s, d in BREAK_AND_FIX_DAY.items() if d == today], f"break-and-fix runs one overlay a day: on {day}"
+    if scenario in picked:
+        return scenario
+    return pytest.param(scenario, marks=pytest.mark.skip(reason=f"{why} {', '.join(picked)}; PACSLAB_BREAK_AND_FIX=all runs every one"))
 
 
 @pytest.mark.lifecycle

@@ -130,25 +130,56 @@ class _Clock:
         self.now += seconds
 
 
-# Step 37037036 runs from 1111111080 to 1111111110; its code is 081804, the next step's 050471.
-@pytest.mark.parametrize(("now", "last_step", "at", "slept_to"), [
-    (1111111081, -1, 1111111081, 1111111081),                 # nothing used, 29 s left: the current code
-    (1111111081, 37037036, 1111111110, 1111111081),           # the current step's was used: the next step's, at once
-    (1111111105, -1, 1111111110, 1111111105),                 # 5 s left: the current code would stay 35 s, the next step's
-    (1111111100, -1, 1111111100, 1111111100),                 # exactly 10 s left: the current code stays 40 s
-    (1111111081, 37037037, 1111111140, 1111111110.5),         # the next step's was used too: wait for it, then the one after
-    (1111111081, 37037035, 1111111081, 1111111081),           # an earlier step was used: the current code
+# Step 37037036 runs from 1111111080 to 1111111110; its code is 081804, the next two steps' 050471
+# and 266759 (RFC 6238 appendix B's seed).
+@pytest.mark.parametrize(("now", "last_step", "code", "slept_to"), [
+    (1111111081, -1, "081804", 1111111081),                   # nothing used, 29 s left: the current code
+    (1111111081, 37037036, "050471", 1111111081),             # the current step's was used: the next step's, at once
+    (1111111105, -1, "050471", 1111111105),                   # 5 s left: the current code would stay 35 s, the next step's
+    (1111111100, -1, "081804", 1111111100),                   # exactly 10 s left: the current code stays 40 s
+    (1111111081, 37037037, "266759", 1111111110.5),           # the next step's was used too: wait for it, then the one after
+    (1111111081, 37037035, "081804", 1111111081),             # an earlier step was used: the current code
 ])
 def test_a_fresh_totp_is_of_a_later_step_than_the_last_used_and_waits_only_past_the_window(
-        monkeypatch: pytest.MonkeyPatch, now: float, last_step: int, at: float, slept_to: float) -> None:
+        monkeypatch: pytest.MonkeyPatch, now: float, last_step: int, code: str, slept_to: float) -> None:
     """people.fresh_totp gives the code of the first step after the last accepted one (RFC 6238 5.2)
     that a verifier taking one step either side (RFC 6238 6) accepts now and for 40 s more, without
     waiting when the current or the next step is free."""
     clock = _Clock(now)
     monkeypatch.setattr(people.time, "time", clock.time)
     monkeypatch.setattr(people.time, "sleep", clock.sleep)
-    assert people.fresh_totp(RFC6238_SEED, last_step) == people.totp_now(RFC6238_SEED, at)
+    assert people.fresh_totp(RFC6238_SEED, last_step) == code
     assert clock.now == slept_to
+
+
+def test_a_last_step_beyond_the_window_is_refused_not_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two steps ahead of the clock no verifier with a one-step window accepted anything: a clock
+    or time zone read wrong, said at once (the probes would otherwise wait for ever)."""
+    clock = _Clock(1111111081)
+    monkeypatch.setattr(people.time, "time", clock.time)
+    monkeypatch.setattr(people.time, "sleep", clock.sleep)
+    for call in (people.fresh_totp, people.totp_codes):
+        with pytest.raises(RuntimeError, match="the last accepted TOTP step 37037038 is more than 1 step"):
+            call(RFC6238_SEED, 37037038)
+    assert clock.now == 1111111081
+
+
+def test_the_bastions_last_code_is_read_as_its_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ssh.fresh_code reads pam_oath's last code and the time it took it from the users file line:
+    050471 taken at 1111111081 (step 37037036) is the next step's code, so the fresh code is the
+    step after (266759, after the wait for step 37037037); a line with no code yet means none used."""
+    from pacslab.probes import ssh
+
+    clock = _Clock(1111111081)
+    monkeypatch.setattr(people.time, "time", clock.time)
+    monkeypatch.setattr(people.time, "sleep", clock.sleep)
+    monkeypatch.setattr(people, "totp_seed", lambda secrets_dir, name: RFC6238_SEED)
+    for said, code in (("050471 2005-03-18T01:58:01L\n", "266759"), ("", "081804")):
+        clock.now = 1111111081
+        asked: list[tuple[str, ...]] = []
+        monkeypatch.setattr(ssh.im, "exec_in", lambda lab, host, *argv, said=said, asked=asked: asked.append(argv) or said)
+        assert ssh.fresh_code(None, "bastion", "/var/lib/pacslab/oath/users.oath", "secrets", "vnd-acme") == code  # type: ignore[arg-type]
+        assert asked[0][0] == "awk" and asked[0][-1] == "/var/lib/pacslab/oath/users.oath"
 
 
 @pytest.mark.parametrize(("code", "at", "step"), [
@@ -187,6 +218,17 @@ def test_totp_codes_by_step_leave_out_the_used_steps_and_do_not_wait(
     monkeypatch.setattr(people.time, "sleep", clock.sleep)
     assert people.totp_codes(RFC6238_SEED, last_step, count) == codes
     assert clock.now == 1111111100
+
+
+def test_totp_codes_wait_while_the_last_step_is_ahead_of_the_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A probe sent the next step's code early (fresh_totp): totp_codes waits for that step, so
+    that its first code is the next step's of the clock, which a browser types (the current step's
+    or the next one's)."""
+    clock = _Clock(1111111100)
+    monkeypatch.setattr(people.time, "time", clock.time)
+    monkeypatch.setattr(people.time, "sleep", clock.sleep)
+    assert people.totp_codes(RFC6238_SEED, 37037037, 1) == {37037038: "266759"}
+    assert clock.now == 1111111110.5
 
 
 def test_totp_prints_the_code_of_a_known_person_only(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
