@@ -79,11 +79,29 @@ archive-rescan --runs times, the CT stores an image carrying bytes of the run th
              the rescan per stored instance, and seconds from its answer to the malware-in-archive
              alert holding the PACS's event about the image; p50 and p95. The signature and the
              study are removed afterwards.
+bulk-access  --runs times, twenty studies stored by the CT for the run, then read from the PACS by
+             a person named for the run as the proxy forwards a signed-in radiologist (the proxy's
+             account and certificate, WADO-RS), one after another: seconds from the twentieth read's
+             answer to the bulk-access alert about that person (twenty different studies in ten
+             minutes, the rule's threshold); p50 and p95. The studies are deleted afterwards.
+off-hours-deletion --runs times, the lab's administrator deletes a study the CT stored for the run:
+             seconds from the deletion's answer to the off-hours-deletion alert holding its DICOM
+             Study Deleted message (C-DET-07); p50 and p95. Only outside the siem's working hours:
+             on-hours, the deletion rightly raises nothing, and the measure says so.
+weak-tls-service --runs times, a server accepting TLS 1.0 only planted on the MR's port 443 (as the
+             integration check plants it), then the scanner's own scan of the MR (its program, as
+             its user, --once): seconds from the scan's end to the weak-tls-service alert holding
+             the scan's finding (C-RSK-02); p50 and p95. The server is ended afterwards.
+vulnerability-scan-failed --runs times, the scanner's program run once with a copy of its
+             configuration whose timeout nmap cannot meet (0.01 s): seconds from its end to the
+             vulnerability-scan-failed alert holding the scan's failure (C-DET-04); p50 and p95.
+             The copy is removed afterwards.
 ingest       --messages RFC 5424 messages sent by the bastion (a log source) over one TLS session
              with its lab certificate, as fast as the connection takes them: seconds until the
              siem's store holds the last one, and events per second.
 
 The integrity and audit runs leave nothing behind (W4's reset; the study deleted), nor do the
+bulk-access, off-hours-deletion, weak-tls-service and vulnerability-scan-failed runs, the
 port-scan run (the CT released) and the unknown-device run (its container removed, its address released). A benchmark, not a test: it asserts nothing;
 results are appended to bench/results/detection_latency.jsonl.
 
@@ -113,14 +131,16 @@ from pacslab.docker import docker  # noqa: E402
 from pacslab.plan import LABEL_LAB, LABEL_ROLE, SIEM_USER, SIEMS, Plan, build_plan  # noqa: E402
 from pacslab.probes import clamd, hostwatch, oidc, portscan, ssh  # noqa: E402
 from pacslab.probes import imaging as im  # noqa: E402
-from pacslab.topology import Lab, load_lab, safe_load  # noqa: E402
+from pacslab.probes.https import basic_auth  # noqa: E402
+from pacslab.topology import Host, Lab, load_lab, safe_load  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "detection_latency.jsonl"
 CLIENT, BASTION = "vendor-eng", "bastion"
 GUESSER = "ws-tech"  # the break-in at the IdP comes from the technologists' workstation (flow F10b)
 WAIT = 120
 MEASURES = ("brute-force", "break-in", "port-scan", "compromised-modality", "integrity", "audit", "unknown-ae", "security-alert",
-            "device-anomaly", "ids", "malware", "maintenance", "unknown-device", "host-watch", "archive-rescan", "ingest")
+            "device-anomaly", "ids", "malware", "maintenance", "unknown-device", "host-watch", "archive-rescan", "bulk-access",
+            "off-hours-deletion", "weak-tls-service", "vulnerability-scan-failed", "ingest")
 # The EICAR anti-malware test file (eicar.org), as the lab's own signature for it holds it.
 EICAR_HEX = "".join(next(s for s in safe_load((REPO / "roles" / "orthanc" / "defaults" / "main.yml").read_text())["orthanc_malware_signatures"]
                          if s["name"] == "Pacslab.Test.EICAR")["hex"].split())
@@ -640,6 +660,116 @@ def unknown_device(lab: Lab, plan: Plan, siem: str, run: int) -> dict[str, float
     return {"alert": alerted, "quarantine": contained}
 
 
+BULK_STUDIES = 20  # roles/siem/files/rules/bulk-access.yml: twenty different studies by one person in ten minutes
+
+
+def bulk_access(lab: Lab, plan: Plan, siem: str) -> float:
+    """One bulk-access run (the docstring's): seconds from the twentieth read's answer to the alert."""
+    ct = next(h for h in lab.deployed_hosts() if "modalities" in h.groups and h.zone == "modality")
+    pacs = next(h for h in lab.deployed_hosts() if "pacs_servers" in h.groups)
+    rp = next(h for h in lab.deployed_hosts() if "reverse_proxies" in h.groups)
+    run = secrets.token_hex(3).upper()
+    stored = im.dicomsim(lab, ct.name, "store", "--images", "1", "--studies", str(BULK_STUDIES), "--accession", f"BB{run}")
+    uids = [s["study_uid"] for s in stored["stored"]]
+    person = f"bench-bulk-{run.lower()}"
+    account = [rp.name, (Path(plan.secrets_dir) / f"orthanc-{pacs.name}-{rp.name}").read_text().split()[0]]
+    headers = {"X-Pacslab-User": person, "X-Pacslab-Roles": "radiologist"}
+    base = f"https://{pacs.name}:{pacs.service('https').port}/dicom-web/studies/"
+    try:
+        if len(set(uids)) != BULK_STUDIES:
+            raise SystemExit(f"the CT stored {len(set(uids))} studies of {BULK_STUDIES}: {stored['failed']}")
+        answers = basic_auth(lab, rp.name, [{"url": base + uid, "account": account, "headers": headers, "cert": True} for uid in uids])
+        read = time.monotonic()
+        if [a[0] for a in answers] != [200] * BULK_STUDIES:
+            raise SystemExit(f"the PACS did not serve the {BULK_STUDIES} studies: {answers}")
+        while time.monotonic() - read < WAIT:
+            if any(a["rule"] == "bulk-access" and a["entities"] == {"user": person} for a in siem_rows(lab, siem, "alerts")):
+                return time.monotonic() - read
+            time.sleep(0.25)
+        raise SystemExit(f"no bulk-access alert about {person} within {WAIT} s")
+    finally:
+        for study in im.find_study(lab, pacs.name, f"BB{run}"):
+            im.orthanc(lab, pacs.name, f"/studies/{study}", "DELETE")
+
+
+def off_hours_deletion(lab: Lab, siem: str) -> float | None:
+    """One off-hours-deletion run (the docstring's): seconds from the deletion's answer to the alert
+    holding its Study Deleted message; None when the siem stored the deletion as on-hours."""
+    ct = next(h for h in lab.deployed_hosts() if "modalities" in h.groups and h.zone == "modality")
+    pacs = next(h.name for h in lab.deployed_hosts() if "pacs_servers" in h.groups)
+    accession = f"BN{secrets.token_hex(3).upper()}"
+    result = im.dicomsim(lab, ct.name, "store", "--images", "1", "--accession", accession)
+    if len(result["stored"]) != 1:
+        raise SystemExit(f"the CT did not store the run's study: {result}")
+    study_uid = result["stored"][0]["study_uid"]
+    im.orthanc(lab, pacs, f"/studies/{im.find_study(lab, pacs, accession)[0]}", "DELETE")
+    deleted = time.monotonic()
+    while time.monotonic() - deleted < WAIT:
+        events = [e for e in siem_rows(lab, siem, "events", "--contains", study_uid) if e["event_type"] == "dicom-audit-study-deleted"]
+        if events and events[0]["shift"] == "on-hours":
+            return None
+        ids = {e["id"] for e in events}
+        if ids and any(a["rule"] == "off-hours-deletion" and ids & set(a["events"]) for a in siem_rows(lab, siem, "alerts")):
+            return time.monotonic() - deleted
+        time.sleep(0.25)
+    raise SystemExit(f"no off-hours-deletion alert holding the deletion of {study_uid} within {WAIT} s")
+
+
+VULNSCAN_PROGRAM, VULNSCAN_CONFIG = "/usr/local/sbin/pacslab-vulnscan", "/etc/pacslab/vulnscan.json"  # roles/scanner's
+SCANNER_USER = "pacslab-scanner"
+WEAK_PORT = 443  # a port every scan tries (roles/scanner scanner_vuln_ports) and the MR does not serve
+
+
+def weak_target(lab: Lab) -> Host:
+    """The last modality in the modality zone with no service on WEAK_PORT (the MR of the reference lab)."""
+    return [h for h in lab.deployed_hosts() if "modalities" in h.groups and h.zone == "modality"
+            and all(s.port != WEAK_PORT for s in h.services)][-1]
+
+
+def _vulnscan(lab: Lab, scanner: str, config: str, host: str) -> int:
+    """One scan of ``host`` by the scanner's program as its user (with ``config``); the scan id it printed."""
+    proc = docker("exec", "-u", SCANNER_USER, lab.container_name(scanner), VULNSCAN_PROGRAM, config, "--once", "--host", host,
+                  check=False, timeout=600)
+    return int(proc.stdout.strip())
+
+
+def weak_tls_service(lab: Lab, siem: str) -> float:
+    """One weak-tls-service run (the docstring's): seconds from the scan's end to the alert."""
+    scanner = next(h.name for h in lab.deployed_hosts() if h.image == "scanner")
+    target = weak_target(lab)
+    pid = hostwatch.in_background(lab, target.name, "root", "timeout", "600", "openssl", "s_server", "-accept", str(WEAK_PORT),
+                                  "-cert", "/etc/pacslab/tls/node.crt", "-key", "/etc/pacslab/tls/node.key", "-tls1",
+                                  "-cipher", "DEFAULT@SECLEVEL=0", "-www", "-quiet")
+    try:
+        scan = _vulnscan(lab, scanner, VULNSCAN_CONFIG, target.name)
+        ended = time.monotonic()
+        took = seconds_to_alert(lab, siem, ended, f'"scan": {scan},', "vuln-finding", "weak-tls-service")
+    finally:
+        hostwatch.end(lab, target.name, pid)
+    if took is None:
+        raise SystemExit(f"no weak-tls-service alert holding a finding of scan {scan} within {WAIT} s")
+    return took
+
+
+def vulnerability_scan_failed(lab: Lab, siem: str) -> float:
+    """One vulnerability-scan-failed run (the docstring's): seconds from the failed scan's end to the alert."""
+    scanner = next(h.name for h in lab.deployed_hosts() if h.image == "scanner")
+    target = weak_target(lab).name
+    copy = f"/tmp/bench-vulnscan-{secrets.token_hex(4)}.json"
+    docker("exec", "-u", SCANNER_USER, lab.container_name(scanner), "python3", "-c",
+           "import json, sys; c = json.load(open(sys.argv[1])); c['timeout'] = 0.01; json.dump(c, open(sys.argv[2], 'w'))",
+           VULNSCAN_CONFIG, copy)
+    try:
+        scan = _vulnscan(lab, scanner, copy, target)
+        ended = time.monotonic()
+    finally:
+        docker("exec", lab.container_name(scanner), "rm", "-f", copy)
+    took = seconds_to_alert(lab, siem, ended, f'"scan": {scan},', "vuln-scan", "vulnerability-scan-failed")
+    if took is None:
+        raise SystemExit(f"no vulnerability-scan-failed alert holding scan {scan}'s failure within {WAIT} s")
+    return took
+
+
 def seconds_to_alert(lab: Lab, siem: str, start: float, contains: str, event_type: str, rule: str) -> float | None:
     """Seconds from ``start`` (time.monotonic) until an alert of ``rule`` holds an event of
     ``event_type`` whose raw message holds ``contains``; None when none does within WAIT."""
@@ -716,6 +846,14 @@ def main() -> int:
         runs = [port_scan(lab, siem, correlate=True) for _ in range(n)]
         return {key: summary([r[key] for r in runs]) for key in ("correlated", "quarantine")}
 
+    def off_hours() -> dict[str, Any]:
+        runs = [off_hours_deletion(lab, siem) for _ in range(n)]
+        timed = [r for r in runs if r is not None]
+        if len(timed) < len(runs):
+            return {"not_measured": f"{len(runs) - len(timed)} of {len(runs)} deletions fell in the siem's working hours (no alert, rightly)"} | (
+                summary(timed) if timed else {})
+        return summary(timed)
+
     measures: dict[str, tuple[str, Any]] = {
         "brute-force": ("brute_force", brute_forces),
         "break-in": ("break_in_from_sign_in", break_ins),
@@ -732,6 +870,11 @@ def main() -> int:
         "unknown-device": ("unknown_device_from_appearance", devices),
         "host-watch": ("host_watch_from_start", host_watches),
         "archive-rescan": ("archive_rescan", rescans),
+        "bulk-access": ("bulk_access_from_twentieth_read", lambda: summary([bulk_access(lab, plan, siem) for _ in range(n)])),
+        "off-hours-deletion": ("off_hours_deletion_from_deletion", off_hours),
+        "weak-tls-service": ("weak_tls_service_from_scan_end", lambda: summary([weak_tls_service(lab, siem) for _ in range(n)])),
+        "vulnerability-scan-failed": ("vulnerability_scan_failed_from_scan_end",
+                                      lambda: summary([vulnerability_scan_failed(lab, siem) for _ in range(n)])),
         "ingest": ("ingest", lambda: ingest(lab, siem, args.messages)),
     }
     result: dict[str, Any] = {"rules": len(json.loads(im.exec_in(lab, siem, "cat", "/etc/pacslab/siem/rules.json"))), "runs": n}
