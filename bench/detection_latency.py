@@ -730,6 +730,8 @@ def _vulnscan(lab: Lab, scanner: str, config: str, host: str) -> int:
     """One scan of ``host`` by the scanner's program as its user (with ``config``); the scan id it printed."""
     proc = docker("exec", "-u", SCANNER_USER, lab.container_name(scanner), VULNSCAN_PROGRAM, config, "--once", "--host", host,
                   check=False, timeout=600)
+    if not proc.stdout.strip().isdigit():  # exit 2: a configuration it cannot use; said on stderr
+        raise SystemExit(f"pacslab-vulnscan on {scanner} printed no scan id (exit {proc.returncode}): {proc.stderr.strip()[-500:]}")
     return int(proc.stdout.strip())
 
 
