@@ -129,7 +129,7 @@ from bench.record import append_result  # noqa: E402
 from pacslab import listeners, people, response  # noqa: E402
 from pacslab.docker import docker  # noqa: E402
 from pacslab.plan import LABEL_LAB, LABEL_ROLE, SIEM_USER, SIEMS, Plan, build_plan  # noqa: E402
-from pacslab.probes import clamd, hostwatch, oidc, portscan, ssh  # noqa: E402
+from pacslab.probes import clamd, hostwatch, oidc, portscan, ssh, vulnscan  # noqa: E402
 from pacslab.probes import imaging as im  # noqa: E402
 from pacslab.probes.https import basic_auth  # noqa: E402
 from pacslab.topology import Host, Lab, load_lab, safe_load  # noqa: E402
@@ -715,20 +715,17 @@ def off_hours_deletion(lab: Lab, siem: str) -> float | None:
     raise SystemExit(f"no off-hours-deletion alert holding the deletion of {study_uid} within {WAIT} s")
 
 
-VULNSCAN_PROGRAM, VULNSCAN_CONFIG = "/usr/local/sbin/pacslab-vulnscan", "/etc/pacslab/vulnscan.json"  # roles/scanner's
-SCANNER_USER = "pacslab-scanner"
-WEAK_PORT = 443  # a port every scan tries (roles/scanner scanner_vuln_ports) and the MR does not serve
 
 
 def weak_target(lab: Lab) -> Host:
-    """The last modality in the modality zone with no service on WEAK_PORT (the MR of the reference lab)."""
+    """The last modality in the modality zone with no service on vulnscan.WEAK_PORT (the MR of the reference lab)."""
     return [h for h in lab.deployed_hosts() if "modalities" in h.groups and h.zone == "modality"
-            and all(s.port != WEAK_PORT for s in h.services)][-1]
+            and all(s.port != vulnscan.WEAK_PORT for s in h.services)][-1]
 
 
 def _vulnscan(lab: Lab, scanner: str, config: str, host: str) -> int:
     """One scan of ``host`` by the scanner's program as its user (with ``config``); the scan id it printed."""
-    proc = docker("exec", "-u", SCANNER_USER, lab.container_name(scanner), VULNSCAN_PROGRAM, config, "--once", "--host", host,
+    proc = docker("exec", "-u", vulnscan.SCANNER_USER, lab.container_name(scanner), vulnscan.PROGRAM, config, "--once", "--host", host,
                   check=False, timeout=600)
     if not proc.stdout.strip().isdigit():  # exit 2: a configuration it cannot use; said on stderr
         raise SystemExit(f"pacslab-vulnscan on {scanner} printed no scan id (exit {proc.returncode}): {proc.stderr.strip()[-500:]}")
@@ -739,11 +736,9 @@ def weak_tls_service(lab: Lab, siem: str) -> float:
     """One weak-tls-service run (the docstring's): seconds from the scan's end to the alert."""
     scanner = next(h.name for h in lab.deployed_hosts() if h.image == "scanner")
     target = weak_target(lab)
-    pid = hostwatch.in_background(lab, target.name, "root", "timeout", "600", "openssl", "s_server", "-accept", str(WEAK_PORT),
-                                  "-cert", "/etc/pacslab/tls/node.crt", "-key", "/etc/pacslab/tls/node.key", "-tls1",
-                                  "-cipher", "DEFAULT@SECLEVEL=0", "-www", "-quiet")
+    pid = vulnscan.plant_tls10(lab, target.name)
     try:
-        scan = _vulnscan(lab, scanner, VULNSCAN_CONFIG, target.name)
+        scan = _vulnscan(lab, scanner, vulnscan.CONFIG, target.name)
         ended = time.monotonic()
         took = seconds_to_alert(lab, siem, ended, f'"scan": {scan},', "vuln-finding", "weak-tls-service")
     finally:
@@ -758,9 +753,9 @@ def vulnerability_scan_failed(lab: Lab, siem: str) -> float:
     scanner = next(h.name for h in lab.deployed_hosts() if h.image == "scanner")
     target = weak_target(lab).name
     copy = f"/tmp/bench-vulnscan-{secrets.token_hex(4)}.json"
-    docker("exec", "-u", SCANNER_USER, lab.container_name(scanner), "python3", "-c",
+    docker("exec", "-u", vulnscan.SCANNER_USER, lab.container_name(scanner), "python3", "-c",
            "import json, sys; c = json.load(open(sys.argv[1])); c['timeout'] = 0.01; json.dump(c, open(sys.argv[2], 'w'))",
-           VULNSCAN_CONFIG, copy)
+           vulnscan.CONFIG, copy)
     try:
         scan = _vulnscan(lab, scanner, copy, target)
         ended = time.monotonic()

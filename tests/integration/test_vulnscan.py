@@ -19,15 +19,13 @@ import pytest
 
 from pacslab.probes import hostwatch
 from pacslab.probes import imaging as im
+from pacslab.probes.vulnscan import CONFIG, PROGRAM, SCANNER_USER, WEAK_PORT, plant_tls10
 from pacslab.topology import Host, Lab
 
 from .test_devices import scanning, swept_zones
 from .test_siem import pacs_of, siem_json, wait_for
 
 REPORT = "/var/log/pacslab/vulnscan.json"  # the scans' report on the scanner (pacslab_vulnscan_results)
-PROGRAM, CONFIG = "/usr/local/sbin/pacslab-vulnscan", "/etc/pacslab/vulnscan.json"  # roles/scanner's scanner_vuln_program, _config
-SCANNER_USER = "pacslab-scanner"
-WEAK_PORT = 443  # a port every scan tries (roles/scanner scanner_vuln_ports), where the planted server listens
 # seconds from the end of one scan to the start of the check's own: a full scan right after another
 # graded no TLS port (measured once; the fw's DICOM limits per source, C-PRT-05, drop part of the
 # many connections ssl-enum-ciphers opens), while scans two minutes apart were graded
@@ -92,9 +90,7 @@ def planted(running_lab: Lab) -> Iterator[Host]:
     as an old device's web page would; ended afterwards."""
     lab = running_lab
     host = weak_target(lab)
-    pid = hostwatch.in_background(lab, host.name, "root", "timeout", "600", "openssl", "s_server", "-accept", str(WEAK_PORT),
-                                  "-cert", "/etc/pacslab/tls/node.crt", "-key", "/etc/pacslab/tls/node.key", "-tls1",
-                                  "-cipher", "DEFAULT@SECLEVEL=0", "-www", "-quiet")
+    pid = plant_tls10(lab, host.name)
     try:
         yield host
     finally:
