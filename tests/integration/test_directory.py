@@ -2,7 +2,7 @@
 roles and service accounts (roles/directory), C-ACC-01 and C-ACC-03.
 
 Every bind is a real LDAP simple bind over LDAPS to the directory's lab address, made with
-python-ldap on the directory host itself (the only lab host with an LDAP client); the lab root
+python-ldap on the directory host itself (the only lab host with an LDAP client; pacslab.probes.ldap); the lab root
 verifies the server's certificate. Passwords are the ones `up` generated for this lab, read from
 .pacslab/<lab>/secrets/ and handed to the probe on stdin, never in an argv. Each expected outcome is
 the LDAP result (RFC 4511 4.1.9) written out, with slapd's diagnostic message where it has one.
@@ -24,53 +24,11 @@ from pacslab import cli
 from pacslab.people import Person
 from pacslab.plan import Plan, state_dir
 from pacslab.probes import imaging as im
-from pacslab.probes import oidc, openssl
+from pacslab.probes import ldap, oidc, openssl
 from pacslab.topology import Host, Lab
 
 from .test_class_hosts import CONNECT
 
-CA = "/etc/pacslab/tls/root.pem"
-
-# One LDAP session per step: a simple bind, then optionally a search and a modify as that identity.
-PROBE = r"""
-import json, sys
-import ldap
-
-req = json.load(sys.stdin)
-ldap.set_option(ldap.OPT_X_TLS_CACERTFILE, req["ca"])
-ldap.set_option(ldap.OPT_X_TLS_REQUIRE_CERT, ldap.OPT_X_TLS_DEMAND)
-ldap.set_option(ldap.OPT_NETWORK_TIMEOUT, 10)
-
-def failure(exc):
-    info = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
-    return {"error": type(exc).__name__, "code": info.get("result"), "info": info.get("info", "")}
-
-out = []
-for step in req["steps"]:
-    con = ldap.initialize(req["uri"])
-    try:
-        con.simple_bind_s(step.get("dn", ""), step.get("password", ""))
-    except ldap.LDAPError as exc:
-        out.append({"bind": failure(exc)})
-        continue
-    result = {"bind": "success", "whoami": con.whoami_s()}
-    if "search" in step:
-        try:
-            found = con.search_s(step["search"]["base"], ldap.SCOPE_SUBTREE, "(objectClass=*)", step["search"].get("attrs"))
-            result["search"] = {dn: {k: sorted(v.decode() for v in vs) for k, vs in attrs.items()} for dn, attrs in found}
-        except ldap.LDAPError as exc:
-            result["search"] = failure(exc)
-    if "modify" in step:
-        m = step["modify"]
-        try:
-            con.modify_s(m["dn"], [(ldap.MOD_REPLACE, m["attr"], [m["value"].encode()])])
-            result["modify"] = "success"
-        except ldap.LDAPError as exc:
-            result["modify"] = failure(exc)
-    out.append(result)
-    con.unbind_s()
-print(json.dumps(out))
-"""
 
 def directory(lab: Lab) -> Host:
     """The lab's directory host; the check is skipped in a lab that deploys none."""
@@ -88,7 +46,7 @@ def one(lab: Lab, status: str, vendor: bool = False) -> Person:
     return found[0]
 
 
-INVALID = {"error": "INVALID_CREDENTIALS", "code": 49, "info": ""}
+INVALID = ldap.INVALID
 
 
 @pytest.fixture(scope="module")
@@ -96,13 +54,8 @@ def suffix(running_lab: Lab) -> str:
     return suffix_of(running_lab)
 
 
-def suffix_of(lab: Lab) -> str:
-    """The directory's suffix (roles/directory: the lab's name under dc=pacslab)."""
-    return f"dc={lab.name},dc=pacslab"
-
-
-def person(suffix: str, name: str) -> str:
-    return f"uid={name},ou=people,{suffix}"
+suffix_of = ldap.suffix  # the directory's suffix (pacslab.probes.ldap)
+person = ldap.person  # a person's DN
 
 
 def password(plan: Plan, kind: str, name: str) -> str:
@@ -110,11 +63,8 @@ def password(plan: Plan, kind: str, name: str) -> str:
 
 
 def ldap_steps(lab: Lab, steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Run the probe's steps against the directory's LDAPS address; one result per step."""
-    host = directory(lab)
-    request = {"uri": f"ldaps://{host.address}:{host.service('ldaps').port}", "ca": CA, "steps": steps}
-    result: list[dict[str, Any]] = json.loads(im.exec_in(lab, host.name, "python3", "-c", PROBE, input=json.dumps(request)))
-    return result
+    """Run the probe's steps against the directory's LDAPS address from the directory itself; one result per step."""
+    return ldap.steps_on(lab, directory(lab), steps)
 
 
 def as_root(lab: Lab, *argv: str, input: str | None = None) -> str:
