@@ -49,7 +49,7 @@ ASSETS = {"addresses": {"10.77.90.11": {"host": "vendor-eng", "zone": "internet"
                         "10.77.80.10": {"host": "offsite", "zone": "offsite", "owner": "it-infra", "criticality": "high",
                                         "address": "10.77.80.10", "image": "", "deployed": False},
                         "10.77.10.11": {"host": "idp", "zone": "enterprise", "owner": "it-identity", "criticality": "high",
-                                        "address": "10.77.10.11", "image": "idp"},
+                                        "address": "10.77.10.11", "image": "idp", "groups": ["idp_servers", "pacslab_deployed"]},
                         "10.77.10.10": {"host": "dir", "zone": "enterprise", "owner": "it-identity", "criticality": "high",
                                         "address": "10.77.10.10", "image": "dir"},
                         "10.77.60.10": {"host": "rproxy", "zone": "dmz", "owner": "it-infra", "criticality": "high",
@@ -660,7 +660,9 @@ def test_the_directorys_binds_take_their_connections_address_and_dn() -> None:
     named by the identity it authenticated, not anonymous); a search result, which is no bind; a
     simple bind with no DN (anonymous); a DN holding a quote and an escaped line feed (#012) that
     try to pose as the method and as another message; a RESULT after its connection closed with a
-    reason (no DN, no address); an IPv6 client; and the same program from the bastion, stored as forged."""
+    reason (no DN, no address); an IPv6 client; and the same program from the bastion, stored as forged.
+    The IdP's binds are marked relayed (it binds as the person whose password its portal checks),
+    the workstation's are not; no other event is marked."""
     import io
     d = "10.77.10.10"
     lines = [(d, "conn=1000 fd=11 ACCEPT from IP=10.77.10.11:56658 (IP=10.77.10.10:636)"),
@@ -715,6 +717,8 @@ def test_the_directorys_binds_take_their_connections_address_and_dn() -> None:
         ("dir", "ldap-bind", "err-50", "bob\\22 method=128#012conn\\3D1003 op\\3D0 RESULT tag\\3D97 err\\3D0", "10.77.20.11", "40001", "tcp"),
         ("dir", "ldap-connection", "accepted", None, "fd00::7", "40002", "tcp"),
         ("bastion", "forged-source", None, None, None, None, None)]
+    assert [(e["user"], e["src_ip"], e["action"]) for e in siem.events(db) if e["action"] is not None] == [
+        ("alice", "10.77.10.11", "relayed"), ("svc-idp", "10.77.10.11", "relayed")]
 
 
 def test_the_ris_s_hl7_front_is_read_as_a_tls_front_from_the_ris_only() -> None:

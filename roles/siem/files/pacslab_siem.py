@@ -305,6 +305,8 @@ def normalise(record: dict[str, Any], assets: dict[str, Any], connections: dict[
             event.update(event_type="vendor-session", user=data.get("user"), outcome="recorded")
     if event["src_ip"]:
         event.update(_whose(str(event["src_ip"]), assets))
+        if event["event_type"] == "ldap-bind" and set(RELAYING_GROUPS) & set(assets.get("addresses", {}).get(event["src_ip"], {}).get("groups", [])):
+            event["action"] = "relayed"
     return event
 
 
@@ -379,7 +381,9 @@ def _rproxy_access(msg: str, peer: str) -> dict[str, Any]:
 # success, anonymous for a simple bind with no DN, invalid-credentials for err=49, else err-<n>;
 # user the DN's first uid= or cn= value, else the whole DN, none when its BIND message never came).
 # "fd=<n> closed", with a reason or not, ends the connection. The DN is read from the end of its
-# message, so a DN holding a quote cannot pose as the method.
+# message, so a DN holding a quote cannot pose as the method. A bind from a host of RELAYING_GROUPS
+# is marked action "relayed": the IdP binds as a person to check the password typed at its portal,
+# so its address stands for every browser; the portal's own log names the browser (idp-portal).
 SLAPD_PROGRAMS = ("slapd",)
 _SLAPD = re.compile(r"^conn=(?P<conn>\d+) (?P<text>.*)$")
 _SLAPD_ACCEPT = re.compile(r"^fd=\d+ ACCEPT from (?:IP=\[?(?P<ip>[0-9a-fA-F.:]+?)\]?:(?P<port>\d+)|PATH=\S*) \(")
@@ -391,6 +395,7 @@ _SLAPD_USER = re.compile(r"^(?:uid|cn)=(?P<name>(?:[^,+\\]|\\.)+)", re.IGNORECAS
 LDAP_RESULTS = {"0": "success", "49": "invalid-credentials"}
 SIMPLE_BIND = "128"  # RFC 4511 4.2: the AuthenticationChoice simple [0], as slapd logs its tag
 LDAP_CONNECTIONS = 4096  # open directory connections remembered at most (beyond, the oldest is forgotten)
+RELAYING_GROUPS = ("idp_servers",)
 
 
 def _slapd(msg: str, peer: str, connections: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
