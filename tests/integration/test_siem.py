@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import secrets
 import time
 import zoneinfo
@@ -30,7 +29,7 @@ from pacslab import cli, response
 from pacslab.docker import docker
 from pacslab.listeners import role_var
 from pacslab.plan import SIEM_USER, SIEMS, Plan
-from pacslab.probes import clamd, oidc, syslog
+from pacslab.probes import clamd, ldap, oidc, syslog
 from pacslab.probes import imaging as im
 from pacslab.topology import Host, Lab
 
@@ -438,15 +437,8 @@ def test_password_guessing_at_the_idp_raises_idp_brute_force_and_the_sign_in_aft
 
 
 def slapd_binds(lab: Lab, dn: str, since: int = 0) -> list[dict[str, Any]]:
-    """The siem's ldap-bind events of the binds as ``dn`` after event ``since``: slapd names the DN on
-    an operation's BIND line and the verdict on its RESULT line, both under "conn=<n> op=<n>"."""
-    found = []
-    for line in siem_json(lab, "events", "--since-id", str(since), "--contains", f'BIND dn="{dn}" method='):
-        operation = re.match(r"(conn=\d+ op=\d+) BIND ", line["message"])
-        if line["source"] == "slapd" and operation:
-            found += [e for e in siem_json(lab, "events", "--since-id", str(line["id"]), "--contains", f"{operation[1]} RESULT tag=97 ")
-                      if e["event_type"] == "ldap-bind"][:1]
-    return found
+    """The siem's ldap-bind events of the binds as ``dn`` after event ``since`` (pacslab.probes.ldap.bind_events)."""
+    return ldap.bind_events(lambda *args: siem_json(lab, *args), dn, since)
 
 
 @pytest.mark.control("C-PRT-01")
@@ -484,6 +476,51 @@ def test_the_directorys_binds_reach_the_siem_with_the_name_the_address_and_the_v
     assert (bound["host"], bound["outcome"], bound["user"]) == (host.name, "success", who.name)
     assert refused["src_port"] != bound["src_port"]  # one connection each
     assert not any(word in e["message"] for e in (refused, bound) for word in (wrong, right))
+
+
+def refused_binds(lab: Lab, suffix: str, names: list[str]) -> list[dict[str, Any]]:
+    """The siem's ldap-bind invalid-credentials events of the binds as ``names``, once it holds one of each; else []."""
+    found = [e for name in names for e in slapd_binds(lab, td.person(suffix, name)) if e["outcome"] == "invalid-credentials"]
+    return found if {e["user"] for e in found} >= set(names) else []
+
+
+@pytest.mark.control("C-DET-06")
+def test_password_guessing_at_the_directory_from_the_pacs_raises_ldap_brute_force(running_lab: Lab, plan: Plan, evidence) -> None:
+    """A program on the PACS (the flow matrix lets the datacenter reach the directory, F10a) binds
+    under five names of this run with wrong passwords: slapd refuses each (invalid credentials, 49),
+    and the five refusals, from the PACS's address and not relayed, raise ldap-brute-force (medium)
+    about that address, holding them; the rule names no containment, so no decision is taken about
+    it. The negative twin, first: five such binds from the IdP's address are five refusals marked
+    relayed (the IdP binds as each person whose password its portal checks; the portal's own log,
+    with the browser's address, is idp-brute-force's), and no alert holds them (the PACS's alert,
+    raised after them, shows the siem has evaluated them). Below the threshold, four refusals and a
+    success, is the rule's silent fixture (tests/unit/sigma/ldap-brute-force.yml)."""
+    lab = running_lab
+    host = td.directory(lab)
+    if host.name not in sources(lab):
+        pytest.skip(f"lab {lab.name!r} does not list its directory in siem_sources")
+    pacs, relay = the(lab, "pacs_servers"), idp(lab)
+    suffix = td.suffix_of(lab)
+    twin = [f"siem-{RUN}-relayed-guess-{i}" for i in range(5)]
+    guessed = [f"siem-{RUN}-pacs-guess-{i}" for i in range(5)]
+    wrong = secrets.token_hex(8)
+    from_idp = ldap.steps_from(lab, plan, host, relay.name, [{"dn": td.person(suffix, name), "password": wrong} for name in twin])
+    from_pacs = ldap.steps_from(lab, plan, host, pacs.name, [{"dn": td.person(suffix, name), "password": wrong} for name in guessed])
+    relayed = wait_for(f"the directory's refusals of {twin}", lambda: refused_binds(lab, suffix, twin))
+    refusals = wait_for(f"the directory's refusals of {guessed}", lambda: refused_binds(lab, suffix, guessed))
+    ours = {e["id"] for e in refusals}
+    alert = wait_for("ldap-brute-force alert holding the PACS's five refusals", lambda: [
+        a for a in siem_json(lab, "alerts") if a["rule"] == "ldap-brute-force" and ours <= set(a["events"])])[0]
+    alerts = siem_json(lab, "alerts")
+    decided = [d for d in siem_json(lab, "containment") if d["alert"] == alert["id"]]
+    evidence.update(from_idp=from_idp, from_pacs=from_pacs, relayed=relayed, refusals=refusals, alert=alert, decided=decided)
+    assert from_idp == [{"bind": ldap.INVALID}] * 5 and from_pacs == [{"bind": ldap.INVALID}] * 5
+    assert sorted((e["user"], e["src_ip"], e["src_host"], e["src_zone"], e["action"]) for e in relayed + refusals) == sorted(
+        [(name, str(relay.address), relay.name, str(relay.zone), "relayed") for name in twin]
+        + [(name, str(pacs.address), pacs.name, str(pacs.zone), None) for name in guessed])
+    assert (alert["severity"], alert["entities"]) == ("medium", {"src_ip": str(pacs.address)})
+    assert decided == []
+    assert not [a["id"] for a in alerts if {e["id"] for e in relayed} & set(a["events"])]
 
 
 @pytest.mark.control("C-PRT-01")
