@@ -96,6 +96,13 @@ vulnerability-scan-failed --runs times, the scanner's program run once with a co
              configuration whose timeout nmap cannot meet (0.01 s): seconds from its end to the
              vulnerability-scan-failed alert holding the scan's failure (C-DET-04); p50 and p95.
              The copy is removed afterwards.
+ldap-brute-force --runs times, five binds under names of the run with a wrong password, from the
+             PACS's network namespace to the directory over LDAPS (pacslab.probes.ldap, as the
+             integration check binds): seconds from the probe's end (the fifth refusal answered,
+             its container gone) to the ldap-brute-force alert holding the five ldap-bind refusals
+             (C-DET-06); p50 and p95. Alerts of one address grow while the rule keeps firing, so
+             each run waits for the alert to hold five events newer than its start, then checks
+             they are its refusals.
 ingest       --messages RFC 5424 messages sent by the bastion (a log source) over one TLS session
              with its lab certificate, as fast as the connection takes them: seconds until the
              siem's store holds the last one, and events per second.
@@ -129,7 +136,7 @@ from bench.record import append_result  # noqa: E402
 from pacslab import listeners, people, response  # noqa: E402
 from pacslab.docker import docker  # noqa: E402
 from pacslab.plan import LABEL_LAB, LABEL_ROLE, SIEM_USER, SIEMS, Plan, build_plan  # noqa: E402
-from pacslab.probes import clamd, hostwatch, oidc, portscan, ssh, vulnscan  # noqa: E402
+from pacslab.probes import clamd, hostwatch, ldap, oidc, portscan, ssh, vulnscan  # noqa: E402
 from pacslab.probes import imaging as im  # noqa: E402
 from pacslab.probes.https import basic_auth  # noqa: E402
 from pacslab.topology import Host, Lab, load_lab, safe_load  # noqa: E402
@@ -140,7 +147,7 @@ GUESSER = "ws-tech"  # the break-in at the IdP comes from the technologists' wor
 WAIT = 120
 MEASURES = ("brute-force", "break-in", "port-scan", "compromised-modality", "integrity", "audit", "unknown-ae", "security-alert",
             "device-anomaly", "ids", "malware", "maintenance", "unknown-device", "host-watch", "archive-rescan", "bulk-access",
-            "off-hours-deletion", "weak-tls-service", "vulnerability-scan-failed", "ingest")
+            "off-hours-deletion", "weak-tls-service", "vulnerability-scan-failed", "ldap-brute-force", "ingest")
 # The EICAR anti-malware test file (eicar.org), as the lab's own signature for it holds it.
 EICAR_HEX = "".join(next(s for s in safe_load((REPO / "roles" / "orthanc" / "defaults" / "main.yml").read_text())["orthanc_malware_signatures"]
                          if s["name"] == "Pacslab.Test.EICAR")["hex"].split())
@@ -187,6 +194,14 @@ def count(lab: Lab, siem: str, text: str) -> int:
     out = im.exec_in(lab, siem, "runuser", "-u", SIEM_USER, "--", "python3", "-c",
                      "import sqlite3,sys; print(sqlite3.connect('file:/var/lib/pacslab-siem/events.sqlite?mode=ro', uri=True)"
                      ".execute('SELECT count(*) FROM events WHERE instr(message, ?) > 0', (sys.argv[1],)).fetchone()[0])", text)
+    return int(out.strip())
+
+
+def last_event(lab: Lab, siem: str) -> int:
+    """The id of the newest event in the siem's store (0 when it is empty)."""
+    out = im.exec_in(lab, siem, "runuser", "-u", SIEM_USER, "--", "python3", "-c",
+                     "import sqlite3; print(sqlite3.connect('file:/var/lib/pacslab-siem/events.sqlite?mode=ro', uri=True)"
+                     ".execute('SELECT coalesce(max(id), 0) FROM events').fetchone()[0])")
     return int(out.strip())
 
 
@@ -767,6 +782,33 @@ def vulnerability_scan_failed(lab: Lab, siem: str) -> float:
     return took
 
 
+def ldap_brute_force(lab: Lab, plan: Plan, siem: str) -> float:
+    """One ldap-brute-force run (the docstring's): seconds from the probe's end to the alert about the
+    PACS holding five events newer than the run's start, then checked to be the run's five
+    refusals (the check is not timed)."""
+    directory = next(h for h in lab.deployed_hosts() if "directories" in h.groups)
+    pacs = next(h for h in lab.deployed_hosts() if "pacs_servers" in h.groups)
+    suffix, wrong = ldap.suffix(lab), secrets.token_hex(8)
+    names = [f"bench-{secrets.token_hex(3)}-guess-{i}" for i in range(5)]
+    before = last_event(lab, siem)
+    answers = ldap.steps_from(lab, plan, directory, pacs.name, [{"dn": ldap.person(suffix, name), "password": wrong} for name in names])
+    fifth = time.monotonic()
+    if answers != [{"bind": ldap.INVALID}] * 5:
+        raise SystemExit(f"the directory did not refuse the five binds as invalid credentials: {answers}")
+    while time.monotonic() - fifth < WAIT:
+        alert = next((a for a in siem_rows(lab, siem, "alerts") if a["rule"] == "ldap-brute-force"
+                      and a["entities"] == {"src_ip": str(pacs.address)} and len([i for i in a["events"] if i > before]) >= len(names)), None)
+        if alert is not None:
+            seconds = time.monotonic() - fifth
+            ids = {e["id"] for name in names for e in ldap.bind_events(lambda *args: siem_rows(lab, siem, *args), ldap.person(suffix, name), before)
+                   if e["outcome"] == "invalid-credentials"}
+            if len(ids) != len(names) or not ids <= set(alert["events"]):
+                raise SystemExit(f"alert {alert['id']} holds events of the run's time that are not its five refusals ({sorted(ids)})")
+            return seconds
+        time.sleep(0.25)
+    raise SystemExit(f"no ldap-brute-force alert holding the run's five refusals within {WAIT} s")
+
+
 def seconds_to_alert(lab: Lab, siem: str, start: float, contains: str, event_type: str, rule: str) -> float | None:
     """Seconds from ``start`` (time.monotonic) until an alert of ``rule`` holds an event of
     ``event_type`` whose raw message holds ``contains``; None when none does within WAIT."""
@@ -872,6 +914,7 @@ def main() -> int:
         "weak-tls-service": ("weak_tls_service_from_scan_end", lambda: summary([weak_tls_service(lab, siem) for _ in range(n)])),
         "vulnerability-scan-failed": ("vulnerability_scan_failed_from_scan_end",
                                       lambda: summary([vulnerability_scan_failed(lab, siem) for _ in range(n)])),
+        "ldap-brute-force": ("ldap_brute_force_from_probe_end", lambda: summary([ldap_brute_force(lab, plan, siem) for _ in range(n)])),
         "ingest": ("ingest", lambda: ingest(lab, siem, args.messages)),
     }
     result: dict[str, Any] = {"rules": len(json.loads(im.exec_in(lab, siem, "cat", "/etc/pacslab/siem/rules.json"))), "runs": n}
