@@ -10,7 +10,9 @@ copies_match or open_the_viewer"` (orders, acquisitions, forwarding with both si
 retrieval, the viewer with the radiologist's sign-in at the IdP: password, code, User Authentication;
 the proxy's access log; the scanner's sweeps meanwhile), with an integrity pass of the PACS and the
 VNA (POST /pacslab/verify) after the second; recorded again on 5 December, after the RIS's HL7
-record and front, the PACS's DICOM TLS front and the DICOM nodes' own logs became sources. Each
+record and front, the PACS's DICOM TLS front and the DICOM nodes' own logs became sources.
+clinical-workflow-2026-12-06.jsonl: the same three runs and integrity pass on 6 December, once the
+directory's slapd log was a source (the IdP's binds for each sign-in, marked relayed). Each
 line is one event of the siem's schema without its store id, with ``at``: seconds after the first
 event. Every lab secret is redacted (pacslab.redact); the lab's patients are synthetic."""
 
