@@ -535,6 +535,21 @@ def test_a_portal_line_from_another_host_is_not_the_idps_word(running_lab: Lab, 
     assert [(e["host"], e["source"], e["event_type"], e["user"]) for e in found] == [(bastion(running_lab).name, "idp-portal", "forged-source", None)]
 
 
+@pytest.mark.control("C-RSP-01")
+def test_the_siems_assets_give_each_address_its_hosts_groups_and_nothing_of_a_run(running_lab: Lab, evidence) -> None:
+    """assets.json (roles/siem) gives each lab address the groups its host has in the lab
+    definition: the siem tells a program's true sender by them (the RIS's HL7 record, the DICOM
+    nodes' logs) and marks the IdP's binds relayed. None of the groups pacslab makes for a run is
+    there: pacslab_configuring holds only the nodes one up configures, so with it every up that
+    converges the siem beside fewer nodes rewrote the file and restarted the siem's ingest."""
+    lab = running_lab
+    assets = json.loads(im.exec_in(lab, siem(lab).name, "cat", "/etc/pacslab/siem/assets.json"))
+    expected = {str(h.address): sorted(h.groups) for h in lab.hosts.values() if h.address is not None}
+    found = {address: asset.get("groups") for address, asset in assets["addresses"].items() if address in expected}
+    evidence.update(found=found)
+    assert found == expected
+
+
 @pytest.mark.control("C-DET-06")
 def test_sshd_s_verdicts_written_by_a_vendor_s_shell_are_no_sign_ins_and_raise_nothing(running_lab: Lab, guessing: dict[str, Any],
                                                                                       evidence) -> None:
