@@ -28,10 +28,10 @@ from pacslab.docker import docker
 from pacslab.plan import LABEL_LAB, LABEL_ROLE, Plan
 from pacslab.probes import imaging as im
 from pacslab.probes import portscan
-from pacslab.topology import Host, Lab
+from pacslab.topology import REPO_ROOT, Host, Lab
 
 from .test_response import CONTAINED_WITHIN, modalities, pacs, scanner, vna, wait
-from .test_siem import WAIT, evaluated_after, siem_json, utc_now, wait_for
+from .test_siem import WAIT, evaluated_after, siem_json, sources, utc_now, wait_for
 
 RUN = secrets.token_hex(3)
 BASE = 22000 + secrets.randbelow(90) * 100  # source ports of this run, below the ephemeral range (32768-60999)
@@ -51,8 +51,8 @@ def modality(lab: Lab) -> Host:
 
 
 @contextlib.contextmanager
-def plugged_in(lab: Lab, plan: Plan, zone_name: str) -> Iterator[tuple[str, str]]:
-    """A container of the tools image on the zone's network at an address no host of the lab
+def plugged_in(lab: Lab, plan: Plan, zone_name: str, image: str | None = None) -> Iterator[tuple[str, str]]:
+    """A container of the tools image (or ``image``) on the zone's network at an address no host of the lab
     definition has (labelled as the lab's, so `pacslab down` removes it if this check cannot):
     (its name, its address). It has the fw as its default route, as a device set up for its zone
     (a DHCP lease would give it that) has: it answers what reaches it from another zone, and
@@ -65,7 +65,7 @@ def plugged_in(lab: Lab, plan: Plan, zone_name: str) -> Iterator[tuple[str, str]
     address = next(str(a) for a in list(zone.subnet.hosts())[199:249] if str(a) not in taken)
     name = f"{lab.prefix}-rogue-{RUN}-{zone_name}"
     docker("run", "-d", "--name", name, "--label", f"{LABEL_LAB}={lab.name}", "--label", f"{LABEL_ROLE}=standin",
-           "--network", lab.network_name(zone.name), "--ip", address, "--cap-drop", "ALL", plan.tools_image, "sleep", "600")
+           "--network", lab.network_name(zone.name), "--ip", address, "--cap-drop", "ALL", image or plan.tools_image, "sleep", "600")
     try:
         docker("run", "--rm", "--network", f"container:{name}", "--cap-add", "NET_ADMIN", plan.tools_image,
                "ip", "route", "replace", "default", "via", str(zone.router))
@@ -211,6 +211,70 @@ def test_a_rogue_device_using_its_zones_flow_is_seen_by_the_ids_sensor_and_raise
     assert alerts_holding(lab, "unknown-device", twin["id"]) == []
     assert rc == 5 and {"suricata", "fw-drops"} <= set(seen[address]["seen_by"]) and not seen[address]["probe"], (rc, seen)
     assert str(workstation.address) not in seen
+
+
+def gateway_echo(lab: Lab, container: str, config: str) -> dict[str, Any]:
+    """A C-ECHO to the PACS from ``container`` (an image with pynetdicom) with a legacy device's own
+    DICOM configuration ``config`` (its AE title, its peers at its gateway's tunnels): the lab's
+    simulator (pacslab/dicomsim.py, as roles/dicom_node installs it) copied in; its JSON outcome."""
+    docker("cp", str(REPO_ROOT / "pacslab" / "dicomsim.py"), f"{container}:/tmp/dicomsim.py")
+    docker("exec", "-i", container, "sh", "-c", "cat > /tmp/dicom.json", input=config)
+    out = docker("exec", container, "python3", "/tmp/dicomsim.py", "--config", "/tmp/dicom.json", "echo", "--peer", "pacs", timeout=120).stdout
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+def gateway_connections(lab: Lab, text: str, since: int = 0) -> list[dict[str, Any]]:
+    """The siem's events of the overlay gateway's tunnels whose raw message holds ``text``, after event ``since``."""
+    return [e for e in siem_json(lab, "events", "--since-id", str(since), "--contains", text) if e["source"] == "overlay-gateway"]
+
+
+@pytest.mark.control("C-ACC-08")
+@pytest.mark.control("C-AST-01")
+@pytest.mark.control("C-RSP-02")
+@pytest.mark.control("C-PRT-01")
+def test_a_rogue_on_the_legacy_segment_is_refused_by_the_gateway_and_raises_unknown_device(running_lab: Lab, plan: Plan,
+                                                                                          evidence) -> None:
+    """The legacy segment: nothing there crosses the fw on its way to the overlay gateway and no sweep
+    covers it, so the gateway is its only witness. A rogue plugged in at an address no host has,
+    holding a copy of the legacy device's own DICOM configuration (its AE title, the gateway's
+    tunnel to the PACS: all a sniffer of the cleartext segment learns), offers the PACS a C-ECHO
+    through the tunnel. The gateway's allow-list (the devices whose peers go through it) resets the
+    connection before a byte goes on: the association is closed, reset, with no PDU received, and
+    the PACS never sees the legacy device's AE title from it. The gateway's log line, shipped as
+    overlay-gateway, is a refused tls-connection from the rogue's address (no host, the legacy
+    zone), which raises unknown-device (high) about the address and zone, and the fw quarantines
+    it within 30 s. The twin: the legacy device's own C-ECHO through the same tunnel right after
+    is answered 0x0000, and its connections there are accepted ones of its host, held by no alert."""
+    lab = running_lab
+    gateways = [h for h in lab.deployed_hosts() if "overlay_gateways" in h.groups]
+    if not gateways or gateways[0].name not in sources(lab):
+        pytest.skip(f"lab {lab.name!r} deploys no overlay gateway that ships its log")
+    gateway = gateways[0]
+    device = next(h for h in lab.deployed_hosts() if "modalities" in h.groups and h.zone == gateway.zone)
+    zone, image = str(gateway.zone), next(c.image for c in plan.containers if c.host == device.name)
+    config = im.exec_in(lab, device.name, "cat", "/etc/pacslab/dicom.json")
+    with plugged_in(lab, plan, zone, image) as (name, address):
+        rogue = gateway_echo(lab, name, config)
+        refusal = wait_for("the gateway's refusal of the rogue", lambda: gateway_connections(lab, f" REFUSED by libwrap from {address}:"))[0]
+        alert = wait_for("unknown-device holding it", lambda: alerts_holding(lab, "unknown-device", refusal["id"]))[0]
+        held = wait(f"quarantine of {address}", CONTAINED_WITHIN, lambda: response.quarantined(lab).get(address))
+    own = im.dicomsim(lab, device.name, "echo", "--peer", "pacs")
+    opened = f"] accepted connection from {device.address}:"
+    accepted = wait_for("the gateway's accepted connection of the legacy device", lambda: [
+        e for e in gateway_connections(lab, opened, refusal["id"]) if e["event_type"] == "tls-connection"])[0]
+    evidence.update(rogue_address=address, rogue=rogue, refusal={k: refusal[k] for k in ("id", "host", "event_type", "outcome", "message")},
+                    alert=alert, held=held, own=own, accepted={k: accepted[k] for k in ("id", "outcome", "src_host", "src_zone")})
+    assert {k: rogue.get(k) for k in ("established", "outcome", "reset", "pdus_received")} == {
+        "established": False, "outcome": "closed", "reset": True, "pdus_received": []}, rogue
+    assert (refusal["host"], refusal["event_type"], refusal["outcome"], refusal["src_ip"], refusal["src_host"], refusal["src_zone"]) == (
+        gateway.name, "tls-connection", "refused", address, None, zone)
+    assert (alert["severity"], alert["entities"]) == ("high", {"src_ip": address, "src_zone": zone})
+    assert (held["host"], held["by"], held["reason"], held["enforced"]) == (
+        "", "siem", f"siem alert {alert['id']}: unknown-device (no lab host has {address}, in the {zone} zone)", True)
+    assert (own["established"], own.get("status")) == (True, "0x0000"), own
+    assert (accepted["host"], accepted["outcome"], accepted["src_host"], accepted["src_zone"]) == (gateway.name, "accepted", device.name, zone)
+    assert alerts_holding(lab, "unknown-device", accepted["id"]) == []
 
 
 # ---------------------------------------------------------------------------------------------

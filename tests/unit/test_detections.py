@@ -737,6 +737,34 @@ def test_the_ris_s_hl7_front_is_read_as_a_tls_front_from_the_ris_only() -> None:
         ("pacs", "forged-source", None, None, None)]
 
 
+def test_the_overlay_gateways_tunnels_name_each_devices_address_and_the_allow_lists_refusals() -> None:
+    """The legacy zone's overlay gateway (stunnel as a TLS client, roles/dicom_node) writes a front's
+    lines of the devices that open its tunnels: the legacy device's connection (its address), the
+    certificate the gateway accepted, which is its TLS peer's, the RIS's (tls-server-certificate), and
+    a device its allow-list refused (libwrap: the address and port on the line itself). The same
+    lines from the legacy device, which has the gateway's image and is no gateway, are forged."""
+    import io
+    gw = "10.77.31.20"
+    lines = [(gw, "2026.12.06 09:25:01 LOG5[0]: Service [ris-2762] accepted connection from 10.77.31.10:41399"),
+             (gw, "2026.12.06 09:25:01 LOG5[0]: s_connect: connected 10.77.40.12:2762"),
+             (gw, "2026.12.06 09:25:01 LOG5[0]: Certificate accepted at depth=0: O=pacslab default, CN=ris"),
+             (gw, "2026.12.06 09:25:01 LOG5[0]: Connection closed: 526 byte(s) sent to TLS, 1472 byte(s) sent to socket"),
+             (gw, "2026.12.06 09:25:05 LOG4[1]: Service [pacs-2762] REFUSED by libwrap from 10.77.31.77:40521"),
+             (gw, "2026.12.06 09:25:05 LOG5[1]: Connection reset: 0 byte(s) sent to TLS, 0 byte(s) sent to socket"),
+             (LEGACY, "2026.12.06 09:25:06 LOG4[2]: Service [pacs-2762] REFUSED by libwrap from 10.77.31.78:40522")]
+    db = siem.connect(Path(":memory:"))
+    siem.ingest([json.dumps(_record("overlay-gateway", msg, peer)) + "\n" for peer, msg in lines], io.StringIO(), db, ASSETS)
+    assert [(e["host"], e["event_type"], e["outcome"], e["user"], e["src_ip"], e["src_port"], e["src_host"], e["src_zone"])
+            for e in siem.events(db)] == [
+        ("ovl-gw", "tls-connection", "accepted", None, "10.77.31.10", "41399", "mod-legacy", "legacy"),
+        ("ovl-gw", "syslog", None, None, None, None, None, None),
+        ("ovl-gw", "tls-server-certificate", "accepted", "ris", "10.77.31.10", "41399", "mod-legacy", "legacy"),
+        ("ovl-gw", "syslog", None, None, None, None, None, None),
+        ("ovl-gw", "tls-connection", "refused", None, "10.77.31.77", "40521", None, "legacy"),
+        ("ovl-gw", "syslog", None, None, None, None, None, None),
+        ("mod-legacy", "forged-source", None, None, None, None, None, None)]
+
+
 def test_a_tls_fronts_lines_take_their_connections_address() -> None:
     """The PACS's DICOM TLS front (stunnel) names the address on a connection's first line only; the
     ingest gives it to that connection's later lines (numbered per connection, interleaved here):

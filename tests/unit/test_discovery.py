@@ -139,15 +139,17 @@ def test_the_siem_keeps_each_zones_newest_sweep_and_the_newest_failure() -> None
 
 def _seen(source: str, event_type: str, address: str, zone: str | None, at: str, host: str | None = None, outcome: str | None = None
           ) -> dict[str, Any]:
-    return {"time": at, "host": "fw" if source == "fw-drops" else "sensor", "source": source, "event_type": event_type, "src_ip": address,
+    return {"time": at, "host": {"fw-drops": "fw", "overlay-gateway": "ovl-gw"}.get(source, "sensor"), "source": source,
+            "event_type": event_type, "src_ip": address,
             "src_zone": zone, "src_host": host, "outcome": outcome}
 
 
 def test_passive_discovery_lists_the_unknown_addresses_the_fw_and_the_sensor_saw_in_the_last_hour() -> None:
-    """`pacslab-siem discovery` "seen": per address and zone, which of the fw's drops and the
-    sensor's records saw it, and when first and last, within the hour before now. Left out: a lab
-    host's address, the internet zone, an address outside every zone, a spoofed source (the fw's
-    reverse-path check), an event of another kind, and anything older than the hour."""
+    """`pacslab-siem discovery` "seen": per address and zone, which of the fw's drops, the
+    sensor's records and the TLS fronts' and overlay gateway's connections saw it, and when first
+    and last, within the hour before now. Left out: a lab host's address, the internet zone, an
+    address outside every zone, a spoofed source (the fw's reverse-path check), an event of another
+    kind (a gateway's certificate line), and anything older than the hour."""
     db = siem.connect(Path(":memory:"))
     at = datetime(2026, 12, 6, 3, 0, tzinfo=UTC)
     for event in [
@@ -162,11 +164,16 @@ def test_passive_discovery_lists_the_unknown_addresses_the_fw_and_the_sensor_saw
         _seen("fw-drops", "fw-drop", "10.77.30.202", "modality", "2026-12-06T02:40:00.000Z", outcome="spoof"),
         _seen("suricata", "ids-flow", "10.77.30.203", "modality", "2026-12-06T02:40:00.000Z"),
         _seen("discovery", "discovered-address", "10.77.30.204", "modality", "2026-12-06T02:40:00.000Z"),
+        _seen("overlay-gateway", "tls-connection", "10.77.31.200", "legacy", "2026-12-06T02:45:00.000Z", outcome="refused"),
+        _seen("overlay-gateway", "tls-server-certificate", "10.77.31.205", "legacy", "2026-12-06T02:45:00.000Z", outcome="accepted"),
+        _seen("overlay-gateway", "tls-connection", "10.77.31.10", "legacy", "2026-12-06T02:45:00.000Z", host="mod-legacy", outcome="accepted"),
     ]:
         siem.store(db, event)
     assert siem.seen_unknown(db, at) == [
         {"address": "10.77.20.99", "zone": "clinical", "seen_by": {"suricata": 1}, "first": "2026-12-06T02:59:00.000Z",
          "last": "2026-12-06T02:59:00.000Z"},
+        {"address": "10.77.31.200", "zone": "legacy", "seen_by": {"overlay-gateway": 1}, "first": "2026-12-06T02:45:00.000Z",
+         "last": "2026-12-06T02:45:00.000Z"},
         {"address": "10.77.30.200", "zone": "modality", "seen_by": {"fw-drops": 2, "suricata": 1}, "first": "2026-12-06T02:10:00.000Z",
          "last": "2026-12-06T02:30:00.000Z"},
     ]

@@ -734,11 +734,18 @@ def _hl7_orders(msg: str, peer: str) -> dict[str, Any]:
 # rejected), "SSL_accept: <where>: error:<code>:SSL routines::<reason>" (tls-handshake-refused,
 # outcome: OpenSSL's reason, e.g. unsupported-protocol for TLS below 1.2, or
 # peer-did-not-return-a-certificate). A line that begins "Connection closed" or "Connection reset" ends it.
-STUNNEL_PROGRAMS = ("dicom-front", "hl7-front")
+# The legacy zone's overlay gateway (stunnel 5 as a TLS client, roles/dicom_node, shipped as
+# overlay-gateway) writes the same lines of the devices that open its tunnels; there the certificate
+# it accepts is its TLS peer's, the PACS's or the RIS's (tls-server-certificate), and its allow-list
+# refuses a device no lab host's peers send through it: "Service [<tunnel>] REFUSED by libwrap from
+# <address>:<port>" (tls-connection, outcome refused).
+STUNNEL_PROGRAMS = ("dicom-front", "hl7-front", "overlay-gateway")
+STUNNEL_CLIENTS = ("overlay-gateway",)  # the programs whose stunnel is the TLS client: the certificate it checks is the server's
 _STUNNEL = re.compile(r"^\d{4}\.\d\d\.\d\d \d\d:\d\d:\d\d LOG\d\[(?P<conn>[^\]]+)\]: (?P<text>.*)$")
 _STUNNEL_ACCEPTED = re.compile(r"^Service \[[^\]]+\] accepted connection from (?P<ip>[0-9a-fA-F.:]+):(?P<port>\d+)$")
 _STUNNEL_CERT = re.compile(r"^(?:Certificate accepted at depth=0|Rejected by CERT at DEPTH=(?P<depth>\d+)): (?P<subject>.*)$")
 _STUNNEL_REFUSED = re.compile(r"^SSL_accept: (?:.*?error:[0-9A-Fa-f]+:[^:]*:[^:]*:)?(?P<reason>[^:]+)$")
+_STUNNEL_LIBWRAP = re.compile(r"^Service \[[^\]]+\] REFUSED by libwrap from (?P<ip>[0-9a-fA-F.:]+):(?P<port>\d+)$")
 STUNNEL_CONNECTIONS = 4096  # open connections remembered at most (beyond, the oldest is forgotten)
 
 
@@ -750,11 +757,14 @@ def _stunnel(msg: str, peer: str, source: str, connections: dict[tuple[str, ...]
     if m := _STUNNEL_ACCEPTED.match(text):
         _remember(connections, key, (m["ip"], m["port"]), STUNNEL_CONNECTIONS)
         return {"event_type": "tls-connection", "outcome": "accepted", "src_ip": m["ip"], "src_port": m["port"], "proto": "tcp", "dst_ip": peer}
+    if m := _STUNNEL_LIBWRAP.match(text):
+        return {"event_type": "tls-connection", "outcome": "refused", "src_ip": m["ip"], "src_port": m["port"], "proto": "tcp", "dst_ip": peer}
     address = connections.get(key, (None, None))
     found = {"src_ip": address[0], "src_port": address[1], "proto": "tcp", "dst_ip": peer}
     if m := _STUNNEL_CERT.match(text):
         name = next((part.strip()[3:] for part in m["subject"].split(",") if part.strip().startswith("CN=")), None)
-        return found | {"event_type": "tls-client-certificate", "outcome": "rejected" if m["depth"] else "accepted", "user": name}
+        kind = "tls-server-certificate" if source in STUNNEL_CLIENTS else "tls-client-certificate"
+        return found | {"event_type": kind, "outcome": "rejected" if m["depth"] else "accepted", "user": name}
     if m := _STUNNEL_REFUSED.match(text):
         return found | {"event_type": "tls-handshake-refused", "outcome": re.sub(r"[^a-z0-9]+", "-", m["reason"].strip().lower()).strip("-")}
     if text.startswith(("Connection closed", "Connection reset")):
@@ -774,26 +784,29 @@ PROGRAM_IMAGES = {program: (image,) for programs, image in (
 # Program name -> the groups (assets.json "groups") of the only hosts whose word it is, for a program
 # whose image other hosts have too: the RIS's HL7 listener and front (the RIS is an Orthanc host);
 # the DICOM simulator's log, a modality's or a reading workstation's (the legacy zone's TLS gateway
-# has the dicom image too, and runs no simulator).
+# has the dicom image too, and runs no simulator); the tunnels' log, the overlay gateway's only.
 PROGRAM_GROUPS = {program: ("ris_servers",) for program in (*RIS_PROGRAMS, "hl7-front")} | {
-    program: ("modalities", "workstations") for program in DICOM_NODE_PROGRAMS}
+    program: ("modalities", "workstations") for program in DICOM_NODE_PROGRAMS} | {"overlay-gateway": ("overlay_gateways",)}
 
 
-# Passive discovery (C-AST-01): how far back `discovery` looks for addresses the fw and the sensor saw
-# in a lab zone that no host of the lab definition has, as rules/devices.yml's fw_drop_unknown_source
-# and sensor_unknown_source read them (a spoofed source and addresses outside every zone are none),
+# Passive discovery (C-AST-01): how far back `discovery` looks for addresses the fw, the sensor and the
+# TLS fronts and tunnels saw in a lab zone that no host of the lab definition has, as
+# rules/devices.yml's fw_drop_unknown_source, sensor_unknown_source and tls_unknown_source read them
+# (a spoofed source and addresses outside every zone are none),
 # but for the internet zone, the outside world, whose strangers are no gap in the hospital's inventory.
 SEEN_WITHIN = timedelta(hours=1)
 _SEEN = """SELECT src_ip, src_zone, source, MIN(time), MAX(time), COUNT(*) FROM events
 WHERE time >= ? AND src_host IS NULL AND src_ip IS NOT NULL AND src_zone IS NOT NULL AND src_zone != 'internet'
   AND ((source = 'fw-drops' AND event_type = 'fw-drop' AND outcome IS NOT 'spoof')
-       OR (source = 'suricata' AND event_type IN ('ids-tls', 'ids-alert', 'ids-anomaly')))
+       OR (source = 'suricata' AND event_type IN ('ids-tls', 'ids-alert', 'ids-anomaly'))
+       OR (source IN ('dicom-front', 'hl7-front', 'overlay-gateway') AND event_type = 'tls-connection'))
 GROUP BY src_ip, src_zone, source"""
 
 
 def seen_unknown(db: sqlite3.Connection, at: datetime | None = None) -> list[dict[str, Any]]:
-    """Passive discovery: each address the fw dropped or the IDS sensor recorded, in SEEN_WITHIN
-    before ``at`` (default now), that lies in a lab zone (not the internet) and no lab host has:
+    """Passive discovery: each address the fw dropped, the IDS sensor recorded or a TLS front or the
+    overlay gateway logged a connection of, in SEEN_WITHIN before ``at`` (default now), that lies in
+    a lab zone (not the internet) and no lab host has:
     [{address, zone, seen_by: {source: events}, first, last}] (RFC 3339 UTC), sorted by zone and address."""
     since = ((at or datetime.now(UTC)) - SEEN_WITHIN).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     found: dict[tuple[str, str], dict[str, Any]] = {}
