@@ -12,7 +12,9 @@ the proxy's access log; the scanner's sweeps meanwhile), with an integrity pass 
 VNA (POST /pacslab/verify) after the second; recorded again on 5 December, after the RIS's HL7
 record and front, the PACS's DICOM TLS front and the DICOM nodes' own logs became sources.
 clinical-workflow-2026-12-06.jsonl: the same three runs and integrity pass on 6 December, once the
-directory's slapd log was a source (the IdP's binds for each sign-in, marked relayed). Each
+directory's slapd log and the overlay gateway's tunnels were sources (the IdP's binds for each
+sign-in, marked relayed; the legacy device's connections). Record on a siem that has caught up:
+events a busy siem stores late (a segmentation run's drops) get ids after N. Each
 line is one event of the siem's schema without its store id, with ``at``: seconds after the first
 event. Every lab secret is redacted (pacslab.redact); the lab's patients are synthetic."""
 
