@@ -68,6 +68,11 @@ unknown-device --runs times, a container that sends nothing started in the modal
              scanner's record of that address (roles/scanner sweeps every 30 s; the catalogue's
              budget: 60 s) and to the fw's quarantine of the address (the alert contains it); p50
              and p95. The container is removed and its address released after each run.
+legacy-rogue --runs times, a container plugged into the legacy segment at an address of its own
+             opens a TCP connection to the overlay gateway's tunnel to the PACS, which its allow-list
+             resets: seconds from the reset to the unknown-device alert holding the gateway's
+             refusal (shipped as overlay-gateway; no sweep covers that zone) and to the fw's
+             quarantine of the address; p50 and p95. Removed and released after each run.
 host-watch   --runs times, on the PACS as Orthanc's user: a copy of sleep run from /tmp, then a
              program listening on a port of the run that the lab does not give the PACS: seconds
              from each start to the unexpected-exec and the unexpected-listener alert holding the
@@ -109,8 +114,9 @@ ingest       --messages RFC 5424 messages sent by the bastion (a log source) ove
 
 The integrity and audit runs leave nothing behind (W4's reset; the study deleted), nor do the
 bulk-access, off-hours-deletion, weak-tls-service and vulnerability-scan-failed runs, the
-port-scan run (the CT released) and the unknown-device run (its container removed, its address released). A benchmark, not a test: it asserts nothing;
-results are appended to bench/results/detection_latency.jsonl.
+port-scan run (the CT released) and the unknown-device and legacy-rogue runs (the container
+removed, its address released). A benchmark, not a test: it asserts nothing; results are
+appended to bench/results/detection_latency.jsonl.
 
     python3 bench/detection_latency.py [--lab inventories/default] [--runs 5] [--messages 2000] [--only MEASURE ...]
 """
@@ -146,7 +152,7 @@ CLIENT, BASTION = "vendor-eng", "bastion"
 GUESSER = "ws-tech"  # the break-in at the IdP comes from the technologists' workstation (flow F10b)
 WAIT = 120
 MEASURES = ("brute-force", "break-in", "port-scan", "compromised-modality", "integrity", "audit", "unknown-ae", "security-alert",
-            "device-anomaly", "ids", "malware", "maintenance", "unknown-device", "host-watch", "archive-rescan", "bulk-access",
+            "device-anomaly", "ids", "malware", "maintenance", "unknown-device", "legacy-rogue", "host-watch", "archive-rescan", "bulk-access",
             "off-hours-deletion", "weak-tls-service", "vulnerability-scan-failed", "ldap-brute-force", "ingest")
 # The EICAR anti-malware test file (eicar.org), as the lab's own signature for it holds it.
 EICAR_HEX = "".join(next(s for s in safe_load((REPO / "roles" / "orthanc" / "defaults" / "main.yml").read_text())["orthanc_malware_signatures"]
@@ -675,6 +681,52 @@ def unknown_device(lab: Lab, plan: Plan, siem: str, run: int) -> dict[str, float
     return {"alert": alerted, "quarantine": contained}
 
 
+# From a rogue on the legacy segment (argv: the gateway's address and tunnel port): one TCP connection,
+# its first read; the gateway's allow-list resets it before a byte (prints "reset" or "closed").
+KNOCK = r"""
+import socket, sys
+conn = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+try:
+    print("closed" if conn.recv(1) == b"" else "answered")
+except ConnectionResetError:
+    print("reset")
+"""
+
+
+def legacy_rogue(lab: Lab, plan: Plan, siem: str, run: int) -> dict[str, float]:
+    """One legacy-rogue run (the docstring's): seconds from the gateway's reset to the alert and to the quarantine."""
+    gateway = next(h for h in lab.deployed_hosts() if "overlay_gateways" in h.groups)
+    tunnel = int(next(t for t in listeners.role_var(lab, gateway.name, "dicom_node", "dicom_node_tunnels") if "pacs_servers" in
+                      lab.hosts[t["host"]].groups)["listen"])
+    zone = lab.zones[str(gateway.zone)]
+    taken = {str(h.address) for h in lab.hosts.values() if h.address} | {str(zone.router), str(zone.probe), str(zone.gateway)}
+    address = [str(a) for a in list(zone.subnet.hosts())[209:249] if str(a) not in taken][run]
+    name = f"{lab.prefix}-bench-legacy-rogue-{secrets.token_hex(3)}"
+    docker("run", "-d", "--name", name, "--label", f"{LABEL_LAB}={lab.name}", "--label", f"{LABEL_ROLE}=standin", "--network",
+           lab.network_name(zone.name), "--ip", address, "--cap-drop", "ALL", plan.tools_image, "sleep", "600")
+    alerted = contained = None
+    try:
+        said = docker("exec", name, "python3", "-c", KNOCK, str(gateway.address), str(tunnel), timeout=30).stdout.strip()
+        start = time.monotonic()
+        if said not in ("reset", "closed"):
+            raise SystemExit(f"the gateway {said} the rogue's connection: its allow-list is off")
+        while time.monotonic() - start < WAIT and contained is None:
+            if alerted is None:
+                ids = {e["id"] for e in siem_rows(lab, siem, "events", "--contains", f"REFUSED by libwrap from {address}:")
+                       if e["source"] == "overlay-gateway" and e["event_type"] == "tls-connection"}
+                if ids and any(a["rule"] == "unknown-device" and ids & set(a["events"]) for a in siem_rows(lab, siem, "alerts")):
+                    alerted = time.monotonic() - start
+            elif address in response.quarantined(lab):
+                contained = time.monotonic() - start
+            time.sleep(0.25)
+    finally:
+        docker("rm", "-f", name, check=False)
+        response.release_when_settled(lab, address, "benchmark run", by="pacslab-bench")
+    if alerted is None or contained is None:
+        raise SystemExit(f"unknown-device about {address}: alert after {alerted} s, quarantine after {contained} s (waited {WAIT} s)")
+    return {"alert": alerted, "quarantine": contained}
+
+
 BULK_STUDIES = 20  # roles/siem/files/rules/bulk-access.yml: twenty different studies by one person in ten minutes
 
 
@@ -872,6 +924,10 @@ def main() -> int:
         runs = [unknown_device(lab, plan, siem, run) for run in range(n)]
         return {key: summary([r[key] for r in runs]) for key in ("alert", "quarantine")}
 
+    def legacy_rogues() -> dict[str, Any]:
+        runs = [legacy_rogue(lab, plan, siem, run) for run in range(n)]
+        return {key: summary([r[key] for r in runs]) for key in ("alert", "quarantine")}
+
     def host_watches() -> dict[str, Any]:
         runs = [host_watch(lab, siem) for _ in range(n)]
         return {key: summary([r[key] for r in runs]) for key in ("exec", "listener")}
@@ -907,6 +963,7 @@ def main() -> int:
         "malware": ("malware_detected_from_refusal", lambda: summary([malware(lab, siem) for _ in range(n)])),
         "maintenance": ("maintenance", maintenances),
         "unknown-device": ("unknown_device_from_appearance", devices),
+        "legacy-rogue": ("legacy_rogue_from_gateway_reset", legacy_rogues),
         "host-watch": ("host_watch_from_start", host_watches),
         "archive-rescan": ("archive_rescan", rescans),
         "bulk-access": ("bulk_access_from_twentieth_read", lambda: summary([bulk_access(lab, plan, siem) for _ in range(n)])),
