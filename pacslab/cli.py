@@ -441,7 +441,7 @@ def cmd_siem(args: argparse.Namespace) -> int:
 
 def cmd_discovery(args: argparse.Namespace) -> int:
     """`discovery`: what the scanner's newest sweep of each zone found, reconciled both ways with the
-    lab definition, and the unknown addresses the fw and the IDS sensor saw in the last hour
+    lab definition, and the unknown addresses the fw, the IDS sensor, the TLS fronts and the overlay gateway saw in the last hour
     (pacslab.discovery, C-AST-01): exit 0 when every swept zone holds exactly its deployed hosts
     and nothing unknown was seen but a zone's probe address (the segmentation checks' stand-in),
     EXIT_CHECKS_FAILED when an address is unknown or a host missing."""
@@ -470,7 +470,7 @@ def cmd_discovery(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"zones": rows, "failed": failed}, indent=1))
     else:
-        _print_table([("zone", "subnet", "swept", "hosts", "unknown", "missing", "seen unknown (fw, sensor; last hour)")]
+        _print_table([("zone", "subnet", "swept", "hosts", "unknown", "missing", "seen unknown (fw, sensor, TLS; last hour)")]
                      + [(r["zone"], r["subnet"], r["finished"] or "no", str(len(r["expected"])) if r["swept"] else "-",
                          ",".join(r["unknown"]) or "-", ",".join(m["host"] for m in r["missing"]) or "-",
                          ",".join(s["address"] + (" (probe)" if s["probe"] else "") for s in r["seen"]) or "-") for r in rows])
@@ -1029,7 +1029,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--since", type=int, default=0, metavar="ID", help="only events stored after the event ID")
         p.set_defaults(func=cmd_siem)
     p = verb("discovery", "asset discovery: what the scanner's newest sweeps found, reconciled both ways with the lab definition, "
-             "and the unknown addresses the fw and the IDS sensor saw in the last hour "
+             "and the unknown addresses the fw, the IDS sensor, the TLS fronts and the overlay gateway saw in the last hour "
              f"(exit {EXIT_CHECKS_FAILED} when an address is unknown or a host missing; a zone's probe address seen counts not)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_discovery)

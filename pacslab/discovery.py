@@ -10,9 +10,10 @@ definition puts them). The fw counts as each zone's host at its address there; a
 sweep did not try (the Docker bridge's, the fw's behind the fw: its ``exclude``) is expected of nobody.
 
 Passive discovery is reconciled beside it, in every zone, swept or not: the addresses of the zone
-that the fw dropped or the IDS sensor recorded in the last hour and that no host of the definition
-has (``seen``, ``pacslab-siem discovery``), such as a device that only uses a flow its whole zone
-has, which no sweep reaches when the scanner may not reach its zone.
+that the fw dropped, the IDS sensor recorded or a TLS front or the legacy zone's overlay gateway
+logged a connection of in the last hour and that no host of the definition has (``seen``,
+``pacslab-siem discovery``), such as a device that only uses a flow its whole zone has, which no
+sweep reaches when the scanner may not reach its zone.
 """
 
 from __future__ import annotations

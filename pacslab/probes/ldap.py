@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..docker import docker
-from ..plan import Plan
+from ..plan import LABEL_LAB, LABEL_ROLE, Plan
 from ..redact import redact
 from ..topology import Host, Lab
 from . import imaging as im
@@ -99,6 +99,7 @@ def bind_events(rows: Callable[..., list[dict[str, Any]]], dn: str, since: int =
 
 
 def uri(directory: Host) -> str:
+    """The directory's LDAPS URI at its lab address (RFC 4516; the port of its lab_services ldaps)."""
     return f"ldaps://{directory.address}:{directory.service('ldaps').port}"
 
 
@@ -113,14 +114,17 @@ def steps_from(lab: Lab, plan: Plan, directory: Host, source: str, steps: list[d
     """The steps from lab host ``source``'s own address: a short-lived container of the directory's
     image (python-ldap) joins ``source``'s network namespace, as a program run on that host would,
     with no capability and nothing of the host but its network. The lab's root is read from
-    ``source``. One result per step; RuntimeError when the probe fails, with its stderr's tail."""
+    ``source``. The container is labelled as the lab's (a probe its caller's death left behind goes
+    with `pacslab down`). ``timeout`` in seconds. One result per step; RuntimeError when the probe
+    fails, with its stderr's tail (lab secrets redacted); subprocess.TimeoutExpired past ``timeout``."""
     image = next(c.image for c in plan.containers if c.host == directory.name)
     container = lab.container_name(source)
     name = f"{container}-ldap-probe"  # named, so a probe the timeout cut is removed, not left in the host's namespace
     request = {"uri": uri(directory), "ca_pem": im.exec_in(lab, source, "cat", CA), "steps": steps}
     docker("rm", "-f", name, check=False)
     try:
-        proc = docker("run", "--rm", "-i", "--name", name, "--network", f"container:{container}", "--cap-drop", "ALL",
+        proc = docker("run", "--rm", "-i", "--name", name, "--label", f"{LABEL_LAB}={lab.name}", "--label", f"{LABEL_ROLE}=standin",
+                      "--network", f"container:{container}", "--cap-drop", "ALL",
                       "--user", "nobody", "--entrypoint", "python3", image, "-c", PROBE,
                       input=json.dumps(request), check=False, timeout=timeout)
     finally:

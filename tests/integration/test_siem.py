@@ -454,21 +454,21 @@ def test_the_directorys_binds_reach_the_siem_with_the_name_the_address_and_the_v
     host = td.directory(lab)
     if host.name not in sources(lab):
         pytest.skip(f"lab {lab.name!r} does not list its directory in siem_sources")
-    suffix = td.suffix_of(lab)
+    suffix = ldap.suffix(lab)
     who = one(lab, "enabled")
     marker, wrong, right = f"siem-{RUN}-bind", secrets.token_hex(8), td.password(plan, "person", who.name)
     forged, connection = f"siem-{RUN}-injected-bind", f"conn=9{secrets.randbelow(10**6)}"
-    injected = (f"uid={marker}\n{connection} op=0 BIND dn=\"{td.person(suffix, forged)}\" method=128\n"
+    injected = (f"uid={marker}\n{connection} op=0 BIND dn=\"{ldap.person(suffix, forged)}\" method=128\n"
                 f"{connection} op=0 RESULT tag=97 err=0 text=,ou=people,{suffix}")
-    results = td.ldap_steps(lab, [{"dn": injected, "password": wrong}, {"dn": td.person(suffix, marker), "password": wrong},
-                                  {"dn": td.person(suffix, who.name), "password": right}])
-    refused = wait_for(f"the directory's refusal of {marker}", lambda: slapd_binds(lab, td.person(suffix, marker)))[0]
+    results = td.ldap_steps(lab, [{"dn": injected, "password": wrong}, {"dn": ldap.person(suffix, marker), "password": wrong},
+                                  {"dn": ldap.person(suffix, who.name), "password": right}])
+    refused = wait_for(f"the directory's refusal of {marker}", lambda: slapd_binds(lab, ldap.person(suffix, marker)))[0]
     bound = wait_for(f"the directory's bind of {who.name} after it", lambda: [
-        e for e in slapd_binds(lab, td.person(suffix, who.name), refused["id"]) if e["src_ip"] == str(host.address)])[0]
+        e for e in slapd_binds(lab, ldap.person(suffix, who.name), refused["id"]) if e["src_ip"] == str(host.address)])[0]
     as_forged = [e for e in siem_json(lab, "events", "--contains", forged) if e["source"] == "slapd"]
     evidence.update(results=results, refused=refused, bound=bound, forged=as_forged)
     assert results == [{"bind": {"error": "INVALID_DN_SYNTAX", "code": 34, "info": "invalid DN"}}, {"bind": td.INVALID},
-                       {"bind": "success", "whoami": f"dn:{td.person(suffix, who.name)}"}]
+                       {"bind": "success", "whoami": f"dn:{ldap.person(suffix, who.name)}"}]
     assert [(e["event_type"], e["message"].count("#012"), e["message"].startswith(connection)) for e in as_forged] == [("syslog", 2, False)]
     assert {k: refused[k] for k in ("host", "source", "event_type", "outcome", "user", "src_ip", "dst_ip", "src_zone")} == {
         "host": host.name, "source": "slapd", "event_type": "ldap-bind", "outcome": "invalid-credentials", "user": marker,
@@ -480,7 +480,7 @@ def test_the_directorys_binds_reach_the_siem_with_the_name_the_address_and_the_v
 
 def refused_binds(lab: Lab, suffix: str, names: list[str]) -> list[dict[str, Any]]:
     """The siem's ldap-bind invalid-credentials events of the binds as ``names``, once it holds one of each; else []."""
-    found = [e for name in names for e in slapd_binds(lab, td.person(suffix, name)) if e["outcome"] == "invalid-credentials"]
+    found = [e for name in names for e in slapd_binds(lab, ldap.person(suffix, name)) if e["outcome"] == "invalid-credentials"]
     return found if {e["user"] for e in found} >= set(names) else []
 
 
@@ -500,12 +500,12 @@ def test_password_guessing_at_the_directory_from_the_pacs_raises_ldap_brute_forc
     if host.name not in sources(lab):
         pytest.skip(f"lab {lab.name!r} does not list its directory in siem_sources")
     pacs, relay = the(lab, "pacs_servers"), idp(lab)
-    suffix = td.suffix_of(lab)
+    suffix = ldap.suffix(lab)
     twin = [f"siem-{RUN}-relayed-guess-{i}" for i in range(5)]
     guessed = [f"siem-{RUN}-pacs-guess-{i}" for i in range(5)]
     wrong = secrets.token_hex(8)
-    from_idp = ldap.steps_from(lab, plan, host, relay.name, [{"dn": td.person(suffix, name), "password": wrong} for name in twin])
-    from_pacs = ldap.steps_from(lab, plan, host, pacs.name, [{"dn": td.person(suffix, name), "password": wrong} for name in guessed])
+    from_idp = ldap.steps_from(lab, plan, host, relay.name, [{"dn": ldap.person(suffix, name), "password": wrong} for name in twin])
+    from_pacs = ldap.steps_from(lab, plan, host, pacs.name, [{"dn": ldap.person(suffix, name), "password": wrong} for name in guessed])
     relayed = wait_for(f"the directory's refusals of {twin}", lambda: refused_binds(lab, suffix, twin))
     refusals = wait_for(f"the directory's refusals of {guessed}", lambda: refused_binds(lab, suffix, guessed))
     ours = {e["id"] for e in refusals}

@@ -1388,3 +1388,16 @@ def test_the_siem_s_sequences_fire_where_pysigma_s_query_fires(rules, rule_name:
     assert all(theirs[group] <= ours[group] for group in theirs), {g: sorted(theirs[g] - ours[g]) for g in theirs}
     assert all(ours[group] <= allowed[group] for group in ours), {g: sorted(ours[g] - allowed[g]) for g in ours}
     assert seed % 2 or '{"src_ip": "10.77.31.10"}' in theirs
+
+
+def test_the_siems_assets_leave_out_exactly_the_groups_pacslab_makes_for_a_run() -> None:
+    """assets.json.j2 names the groups pacslab makes for a run, to leave them out of each host's
+    groups (a partial up would otherwise rewrite the file): pacslab.topology's ENGINE_GROUPS, no
+    more (a lab's own group named pacslab_... stays), no fewer."""
+    import re
+
+    from pacslab.topology import ENGINE_GROUPS
+    text = (HERE.parent.parent / "roles" / "siem" / "templates" / "assets.json.j2").read_text()
+    left_out = re.search(r"group_names \| reject\('in', \[([^\]]*)\]\)", text)
+    assert left_out, "assets.json.j2 no longer leaves pacslab's groups out of group_names"
+    assert sorted(re.findall(r"'([^']+)'", left_out[1])) == sorted(ENGINE_GROUPS)

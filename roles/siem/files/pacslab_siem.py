@@ -779,7 +779,7 @@ def _stunnel(msg: str, peer: str, source: str, connections: dict[tuple[str, ...]
 PROGRAM_IMAGES = {program: (image,) for programs, image in (
     (ORTHANC_PROGRAMS, "orthanc"), (FW_PROGRAMS, "fw"), (SENSOR_PROGRAMS, "sensor"), (SCANNER_PROGRAMS, "scanner"), (IDP_PROGRAMS, "idp"),
     (RPROXY_PROGRAMS, "rproxy"), (("dicom-front",), "orthanc"), (SLAPD_PROGRAMS, "dir"),
-    (DICOM_NODE_PROGRAMS, "dicom"))
+    (DICOM_NODE_PROGRAMS, "dicom"), (("overlay-gateway",), "dicom"))
     for program in programs} | {"dicom-audit": ("orthanc", "idp")}
 # Program name -> the groups (assets.json "groups") of the only hosts whose word it is, for a program
 # whose image other hosts have too: the RIS's HL7 listener and front (the RIS is an Orthanc host);
