@@ -660,22 +660,30 @@ def unknown_device(lab: Lab, plan: Plan, siem: str, run: int) -> dict[str, float
     docker("run", "-d", "--name", name, "--label", f"{LABEL_LAB}={lab.name}", "--label", f"{LABEL_ROLE}=standin", "--network",
            lab.network_name(zone.name), "--ip", address, "--cap-drop", "ALL", plan.tools_image, "sleep", "600")
     start = time.monotonic()
-    alerted = contained = None
     try:
         docker("run", "--rm", "--network", f"container:{name}", "--cap-add", "NET_ADMIN", plan.tools_image,
                "ip", "route", "replace", "default", "via", str(zone.router))
-        while time.monotonic() - start < WAIT and contained is None:
-            if alerted is None:
-                ids = {e["id"] for e in siem_rows(lab, siem, "events", "--contains", f'"address": "{address}"')
-                       if e["event_type"] == "discovered-address" and e["time"] >= since}
-                if ids and any(a["rule"] == "unknown-device" and ids & set(a["events"]) for a in siem_rows(lab, siem, "alerts")):
-                    alerted = time.monotonic() - start
-            elif address in response.quarantined(lab):
-                contained = time.monotonic() - start
-            time.sleep(0.5)
+        return alert_and_quarantine(lab, siem, address, start, 0.5, lambda: {
+            e["id"] for e in siem_rows(lab, siem, "events", "--contains", f'"address": "{address}"')
+            if e["event_type"] == "discovered-address" and e["time"] >= since})
     finally:
         docker("rm", "-f", name, check=False)
         response.release_when_settled(lab, address, "benchmark run", by="pacslab-bench")
+
+
+def alert_and_quarantine(lab: Lab, siem: str, address: str, start: float, every: float, events: Any) -> dict[str, float]:
+    """{alert, quarantine}: seconds from ``start`` (time.monotonic) until an unknown-device alert holds
+    one of the event ids ``events()`` returns, then until the fw's quarantine holds ``address``;
+    polled every ``every`` seconds. SystemExit when either does not come within WAIT."""
+    alerted = contained = None
+    while time.monotonic() - start < WAIT and contained is None:
+        if alerted is None:
+            ids = events()
+            if ids and any(a["rule"] == "unknown-device" and ids & set(a["events"]) for a in siem_rows(lab, siem, "alerts")):
+                alerted = time.monotonic() - start
+        elif address in response.quarantined(lab):
+            contained = time.monotonic() - start
+        time.sleep(every)
     if alerted is None or contained is None:
         raise SystemExit(f"unknown-device about {address}: alert after {alerted} s, quarantine after {contained} s (waited {WAIT} s)")
     return {"alert": alerted, "quarantine": contained}
@@ -704,27 +712,18 @@ def legacy_rogue(lab: Lab, plan: Plan, siem: str, run: int) -> dict[str, float]:
     name = f"{lab.prefix}-bench-legacy-rogue-{secrets.token_hex(3)}"
     docker("run", "-d", "--name", name, "--label", f"{LABEL_LAB}={lab.name}", "--label", f"{LABEL_ROLE}=standin", "--network",
            lab.network_name(zone.name), "--ip", address, "--cap-drop", "ALL", plan.tools_image, "sleep", "600")
-    alerted = contained = None
+    since = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")  # an earlier run's refusal from this address is not ours
     try:
         said = docker("exec", name, "python3", "-c", KNOCK, str(gateway.address), str(tunnel), timeout=30).stdout.strip()
         start = time.monotonic()
         if said not in ("reset", "closed"):
             raise SystemExit(f"the gateway {said} the rogue's connection: its allow-list is off")
-        while time.monotonic() - start < WAIT and contained is None:
-            if alerted is None:
-                ids = {e["id"] for e in siem_rows(lab, siem, "events", "--contains", f"REFUSED by libwrap from {address}:")
-                       if e["source"] == "overlay-gateway" and e["event_type"] == "tls-connection"}
-                if ids and any(a["rule"] == "unknown-device" and ids & set(a["events"]) for a in siem_rows(lab, siem, "alerts")):
-                    alerted = time.monotonic() - start
-            elif address in response.quarantined(lab):
-                contained = time.monotonic() - start
-            time.sleep(0.25)
+        return alert_and_quarantine(lab, siem, address, start, 0.25, lambda: {
+            e["id"] for e in siem_rows(lab, siem, "events", "--contains", f"REFUSED by libwrap from {address}:")
+            if e["source"] == "overlay-gateway" and e["event_type"] == "tls-connection" and e["time"] >= since})
     finally:
         docker("rm", "-f", name, check=False)
         response.release_when_settled(lab, address, "benchmark run", by="pacslab-bench")
-    if alerted is None or contained is None:
-        raise SystemExit(f"unknown-device about {address}: alert after {alerted} s, quarantine after {contained} s (waited {WAIT} s)")
-    return {"alert": alerted, "quarantine": contained}
 
 
 BULK_STUDIES = 20  # roles/siem/files/rules/bulk-access.yml: twenty different studies by one person in ten minutes
