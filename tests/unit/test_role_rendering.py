@@ -7,6 +7,7 @@ subnets, AE titles and ports). A template that kept a copy of the reference lab'
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -240,3 +241,15 @@ def test_a_udp_service_is_no_port_of_the_tcp_scan() -> None:
     render.variables.set_host_variable("mod-mr", "lab_services", {"web": "8444/tcp", "syslog": "514/udp", "dicom": 104})
     config = json.loads(render("scanner", "scanner", "vulnscan.json.j2", groups={"pacslab_deployed": _deployed(LABS["default"])}))
     assert 8444 in config["ports"] and 514 not in config["ports"] and 0 not in config["ports"]
+
+
+def test_the_siem_names_no_sender_by_dns(lab: tuple[str, Renderer]) -> None:
+    """rsyslog looks up a new sender's name in its listener's accept path, and every TLS session
+    waits meanwhile. From the siem, Docker's resolver cannot name a host of another zone: it waits
+    10 s for each such address, once per address and again after each restart of rsyslogd (a cold
+    `up` held the siem's ingest back by up to two minutes, a probe from a new address each time by 10
+    s). The siem keeps each sender by its address (fromhost-ip) and never needs its name."""
+    _, render = lab
+    conf = render("siem", "siem", "rsyslog.conf.j2", ansible_managed="managed", pacslab_log_sources=["fw"])
+    [settings] = re.findall(r"^global\((.*)\)$", conf, re.M)
+    assert 'net.enableDNS="off"' in settings.split()
