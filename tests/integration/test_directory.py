@@ -12,17 +12,13 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from pacslab import cli
 from pacslab.people import Person
-from pacslab.plan import Plan, state_dir
+from pacslab.plan import Plan
 from pacslab.probes import imaging as im
 from pacslab.probes import ldap, oidc, openssl
 from pacslab.topology import Host, Lab
@@ -276,64 +272,4 @@ def _proxy_answer(lab: Lab, cookie: str) -> list[tuple[str, str, int]]:
     return test_rproxy.hops(oidc.browse(lab, test_rproxy.CLIENT, f"https://{rp.name}{PROXY_READ}", headers={"Cookie": cookie}))
 
 
-@pytest.mark.lifecycle
-@pytest.mark.control("C-ACC-01")
-def test_a_person_disabled_in_the_definition_is_locked_out_by_the_next_up(running_lab: Lab, plan: Plan, suffix: str, evidence) -> None:
-    """The lab definition with one enabled person set to `state: disabled` (a copy of the lab folder,
-    kept under .pacslab/<lab>/overlay/ like a scenario's overlay, so that it is not saved as the
-    state to reset to): its `up` locks them in the directory and, where they hold an IdP session,
-    ends it at the IdP (nothing else changes), and that person's own password is refused, by the
-    directory and at the IdP. A proxy session they opened before that `up` ends within the access
-    token's lifetime after it (the proxy's refresh refused, measured), and the browser lands on the
-    IdP's login form; one a technologist opened at the same time goes on (200: a technologist may
-    search the PACS). The lab's own `up` enables them again."""
-    who = one(running_lab, "enabled")
-    other = next((p for p in running_lab.people if p.status() == "enabled" and "technologist" in p.roles), None)
-    dn, own = person(suffix, who.name), {"dn": person(suffix, who.name), "password": password(plan, "person", who.name)}
-    changed = state_dir(running_lab) / "overlay" / "people-disabled"
-    shutil.rmtree(changed, ignore_errors=True)
-    shutil.copytree(running_lab.path, changed)
-    people_file = changed / "group_vars" / "all" / "people.yml"
-    data = yaml.safe_load(people_file.read_text())
-    for entry in data["lab_people"]:
-        if entry["name"] == who.name:
-            entry["state"] = "disabled"
-    people_file.write_text(yaml.safe_dump(data, sort_keys=False))
-    # both may search the PACS through the proxy
-    sessions = _proxy_sessions(running_lab, plan, [who.name, other.name]) if other and "radiologist" in who.roles else None
-    ended = None
-    try:
-        assert cli.main(["up", "--lab", str(changed)]) == cli.EXIT_OK
-        up_done = time.monotonic()
-        if sessions is not None:
-            answers = im.wait_for("the disabled person's proxy session to end",
-                                  lambda: a if (a := _proxy_answer(running_lab, sessions[who.name]))[0][2] != 200 else None,
-                                  timeout=ACCESS_TOKEN_LIFETIME, every=5)
-            ended = {"seconds_after_up": round(time.monotonic() - up_done, 1), "answers": answers,
-                     "other": _proxy_answer(running_lab, sessions[other.name])}
-        tasks = [t for p in json.loads((state_dir(running_lab) / "last-up.json").read_text())["phases"] for t in p["changed_tasks"]]
-        [refused] = ldap_steps(running_lab, [own])
-        held = entries(running_lab, dn, "pwdAccountLockedTime")[dn]
-        signed_in = _idp_outline(running_lab, plan, who.name)
-    finally:
-        restored = cli.main(["up", "--lab", str(running_lab.path)])
-        shutil.rmtree(changed, ignore_errors=True)
-    [again] = ldap_steps(running_lab, [own])
-    evidence.update(who=who.name, changed_tasks=tasks, refused=refused, held=held, again=again["bind"], idp=signed_in, proxy_session=ended)
-    assert refused == {"bind": INVALID} and held == {"pwdAccountLockedTime": ["000001010000Z"]}
-    if signed_in is not None:  # the IdP binds as the person too: refused at the password, with a fresh TOTP code
-        from .test_idp import LOGIN_FORM, PE_BADCREDENTIALS, PE_FIRSTACCESS
-        assert signed_in == [("authorize", 200, [PE_FIRSTACCESS], [LOGIN_FORM]), ("password", 200, [PE_BADCREDENTIALS], [LOGIN_FORM])]
-    lock = "directory : Ensure each person disabled in the lab definition is locked until enabled again | C-ACC-01"
-    if ended is None:
-        assert tasks == [f"{lock} [{directory(running_lab).name}]"]
-    else:
-        end = "idp : Ensure no IdP session is left to a person disabled or past their end date | C-ACC-01"
-        provider = next(h for h in running_lab.group("idp_servers") if h.deployed)
-        assert sorted(tasks) == sorted([f"{lock} [{directory(running_lab).name}]", f"{end} [{provider.name}]"])
-        rp = next(h for h in running_lab.group("reverse_proxies") if h.deployed)
-        # the refused refresh ends the proxy's session: to the site's root, from there to the IdP's login form
-        assert ended["answers"] == [(f"{rp.name}/dicom-web/studies", "GET", 302), (f"{rp.name}/", "GET", 302),
-                                    (f"{provider.name}/oauth2/authorize", "GET", 200)]
-        assert ended["other"] == [(f"{rp.name}/dicom-web/studies", "GET", 200)]
-    assert restored == cli.EXIT_OK and again == {"bind": "success", "whoami": f"dn:{dn}"}
+# A person disabled in the lab definition (C-ACC-01): test_access_changes.py, whose one `up` also revokes a device.

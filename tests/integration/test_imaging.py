@@ -31,9 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from pacslab import certs
-from pacslab.engine import run_playbook
 from pacslab.firewall import PREFIX_DENY
-from pacslab.plan import SIEMS
 from pacslab.probes import imaging as im
 from pacslab.probes import segmentation as seg
 from pacslab.probes import standins
@@ -841,41 +839,7 @@ def test_pacs_survives_misbehaving_device(running_lab: Lab, case: str, evidence)
 
 
 # ---------------------------------------------------------------------------------------------
-# C-ACC-06 / C-DAT-05 revocation (changes the lab, then restores it)
-
-
-@pytest.mark.lifecycle
-@pytest.mark.control("C-ACC-06")
-def test_revoked_device_is_refused_until_enrolled_again(running_lab: Lab, plan, state, evidence) -> None:
-    """Revocation is the CA's record plus `up`: bundles are rebuilt without the node's anchor and
-    the consumers reload. Enrolling again gives the node a new issuer (its old anchor stays out)."""
-    lab = running_lab
-    pacs = the(lab, "pacs_servers")
-    victim = tls_stations(lab)[1]
-    trusting = {h.name for h in tls_hosts(lab) if victim.name in tls_peers(lab, h)}
-    if victim.name in (lab.host_vars.get(victim.name, {}).get("siem_sources") or []):  # the siem's syslog bundle holds its sources
-        trusting |= {h.name for h in lab.deployed_hosts() if SIEMS in h.groups}
-    assert im.dicomsim(lab, victim.name, "echo")["established"]
-    im.ca(lab, "revoke", victim.name)
-    try:
-        revoked_run = run_playbook(lab, plan, "up.yml", state, quiet=True)
-        assert revoked_run.ok
-        revoked = im.dicomsim(lab, victim.name, "store", "--images", "1")
-        bundle = im.read_from(lab, pacs.name, "/etc/pacslab/orthanc/trusted.pem")
-    finally:
-        im.ca(lab, "reenrol", victim.name)
-        restored_run = run_playbook(lab, plan, "up.yml", state, quiet=True)
-    restored = im.dicomsim(lab, victim.name, "echo")
-    evidence.update(revoked_established=revoked["established"], anchors_after_revocation=bundle.count("BEGIN CERTIFICATE"))
-    changed_hosts = {t.rsplit("[", 1)[-1].rstrip("]") for p in revoked_run.phases for t in p["changed_tasks"]}
-    evidence.update(restored=restored["established"], hosts_changed_by_revocation=sorted(changed_hosts), trusting=sorted(trusting))
-    assert not revoked["established"] and not revoked["stored"]
-    # the PACS's peers in the lab definition, without the revoked one (reference lab: mod-ct, ovl-gw, ws-rad, vna)
-    assert bundle.count("BEGIN CERTIFICATE") == len(tls_peers(lab, pacs) - {victim.name})
-    # only the nodes whose bundles held the victim's anchor (reference lab: PACS, RIS, and the siem, mod-mr being a log source)
-    # re-converge, and the victim itself
-    assert pacs.name in changed_hosts and changed_hosts <= trusting | {victim.name}, changed_hosts
-    assert restored_run.ok and restored["established"]
+# C-ACC-06 / C-DAT-05 revocation: test_access_changes.py, whose one `up` also disables a person.
 
 
 # ---------------------------------------------------------------------------------------------
