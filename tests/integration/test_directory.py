@@ -20,7 +20,7 @@ import pytest
 from pacslab.people import Person
 from pacslab.plan import Plan
 from pacslab.probes import imaging as im
-from pacslab.probes import ldap, oidc, openssl
+from pacslab.probes import ldap, openssl
 from pacslab.topology import Host, Lab
 
 from .test_class_hosts import CONNECT
@@ -232,44 +232,6 @@ def test_the_directory_speaks_ldaps_with_tls_1_2_or_later_only(running_lab: Lab,
         "tls1.2-cbc": {"closed": "unexpected eof"},
         "tls1.1": {"closed": "unexpected eof"},
     }[case]
-
-
-def _idp_outline(lab: Lab, plan: Plan, user: str) -> list[Any] | None:
-    """The steps of ``user``'s sign-in at the lab's IdP (test_idp), or None in a lab without one."""
-    from . import test_idp
-
-    if not any(h.deployed for h in lab.group("idp_servers")):
-        return None
-    return test_idp.outline(test_idp.sign_in(lab, plan, user, code="now"))
-
-
-# roles/idp idp_access_token_lifetime: the proxy refreshes its access token before it ends, and the
-# IdP refuses the refresh once up has ended a disabled person's IdP session.
-ACCESS_TOKEN_LIFETIME = 120
-PROXY_READ = "/dicom-web/studies?limit=1"
-
-
-def _proxy_sessions(lab: Lab, plan: Plan, names: list[str]) -> dict[str, str] | None:
-    """Each person signed in at the lab's reverse proxy from the internet computer, password and a
-    fresh code (test_rproxy): {name: the Cookie header of their proxy session}; None in a lab
-    without a proxy."""
-    from . import test_rproxy
-
-    if not any(h.deployed for h in lab.group("reverse_proxies")) or not lab.hosts.get(test_rproxy.CLIENT, None):
-        return None
-    out = {}
-    for name in names:
-        result = test_rproxy.browse(lab, plan, PROXY_READ, name, "now", keep=True)
-        out[name] = oidc.session_cookie(result)
-    return out
-
-
-def _proxy_answer(lab: Lab, cookie: str) -> list[tuple[str, str, int]]:
-    """The proxy's answers to a browser that sends ``cookie`` again (its redirects followed)."""
-    from . import test_rproxy
-
-    rp = next(h for h in lab.group("reverse_proxies") if h.deployed)
-    return test_rproxy.hops(oidc.browse(lab, test_rproxy.CLIENT, f"https://{rp.name}{PROXY_READ}", headers={"Cookie": cookie}))
 
 
 # A person disabled in the lab definition (C-ACC-01): test_access_changes.py, whose one `up` also revokes a device.
