@@ -9,7 +9,7 @@ engine, do not reach each other (each SYN dropped by the sender's own fw and log
 engine is the same derivation and the same playbook with a single Docker host.
 
 The class is derived from a slim copy of the reference lab (SLIM_HOSTS deployed, every other host
-planned, under its own name): the derivation, placement and playbook are the same for any lab, and
+planned, the modalities as clients, under its own name): the derivation, placement and playbook are the same for any lab, and
 two student labs of the whole reference lab cost this 2-core machine about nine minutes more
 (two full converges and every image copied to the second engine) for no check more."""
 
@@ -40,22 +40,21 @@ pytestmark = pytest.mark.lifecycle
 ENGINE = "pacslabtest-engine2"
 HERE = Path(__file__).parent / "engine"
 # What the checks below need of a student lab: its fw and CA, and W3's PACS, CT and MR (the MR
-# attacks; the cross-lab attempt goes from the CT to the other lab's PACS). The two modalities run
-# as clients (SLIM_MODALITY_VARS: the CLI that W3 and the attempt use, the PACS their one peer),
-# without the service that polls the RIS's worklist every few seconds: with the RIS planned, the
-# polls would go unanswered, and their retried SYNs put the modalities in the fw's DICOM
-# rate-limit set (C-PRT-05) within a minute, where the PACS no longer hears them. Deploying the
-# RIS instead, and ws-tech, its HL7 sender (without one its HL7 front does not start), made each
-# student's cold `up` converge two more nodes on this 2-core machine.
+# attacks; the cross-lab attempt, a bare TCP connect, goes from the CT to the other lab's PACS). The
+# modalities run as clients (_slim_copy: dicom_node_mode client, their peers among SLIM_HOSTS only):
+# the CLI W3 uses, without the service that polls the RIS's worklist every few seconds. With the
+# RIS planned, the polls would go unanswered, and their retried SYNs put the modalities in the fw's
+# DICOM rate-limit set (C-PRT-05) within a minute, where the PACS no longer hears them. Deploying
+# the RIS instead, and ws-tech, its HL7 sender (without one its HL7 front does not start), made
+# each student's cold `up` converge two more nodes on this 2-core machine.
 SLIM_HOSTS = frozenset({"fw", "ca", "pacs", "mod-ct", "mod-mr"})
-SLIM_MODALITY_VARS = {"dicom_node_mode": "client", "dicom_node_peers": [{"name": "pacs", "host": "pacs"}]}
 SLIM_NAMES = {"lab_name": "classcheck", "lab_prefix": "pcc", "lab_bridge_prefix": "cc-"}
 
 
 def _slim_copy(lab: Lab, out: Path) -> Lab:
     """A copy of ``lab``'s folder in ``out`` with SLIM_NAMES, every host but SLIM_HOSTS planned
-    (lab_state: planned: in the plan and the flow matrix, nothing started for it) and the
-    modalities' SLIM_MODALITY_VARS."""
+    (lab_state: planned: in the plan and the flow matrix, nothing started for it), and its
+    modalities among them clients whose peers are among them too."""
     target = out / SLIM_NAMES["lab_name"]
     shutil.copytree(lab.path, target)
     hosts_yml = target / "hosts.yml"
@@ -70,9 +69,12 @@ def _slim_copy(lab: Lab, out: Path) -> Lab:
 
     plan_all_but_slim(doc["all"])
     hosts_yml.write_text(yaml.safe_dump(doc, sort_keys=False))
-    for modality in ("mod-ct", "mod-mr"):
-        host_vars = target / "host_vars" / f"{modality}.yml"
-        host_vars.write_text(yaml.safe_dump(yaml.safe_load(host_vars.read_text()) | SLIM_MODALITY_VARS, sort_keys=False))
+    for modality in (h for h in lab.group("modalities") if h.name in SLIM_HOSTS):
+        host_vars = target / "host_vars" / f"{modality.name}.yml"
+        own = yaml.safe_load(host_vars.read_text())
+        own |= {"dicom_node_mode": "client",
+                "dicom_node_peers": [p for p in own.get("dicom_node_peers") or [] if p["host"] in SLIM_HOSTS]}
+        host_vars.write_text(yaml.safe_dump(own, sort_keys=False))
     lab_yml = target / "group_vars" / "all" / "lab.yml"
     lab_yml.write_text(yaml.safe_dump(yaml.safe_load(lab_yml.read_text()) | SLIM_NAMES, sort_keys=False))
     slim = load_lab(target)
