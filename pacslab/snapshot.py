@@ -103,6 +103,28 @@ def _stopped(lab: Lab, hosts: list[str], work: Any) -> dict[str, str]:
     return failed
 
 
+# A process a stopped program started can outlive it by a moment: the siem's ingest, rsyslogd's
+# child, closes its store after rsyslogd has ended, and SQLite then folds in and removes the WAL
+# beside it. tar says so ("file changed as we read it", exit 1) and reads again, here, until one
+# pass saw nothing change: that pass's archive is consistent.
+ARCHIVE_TRIES = 5
+
+
+def _archive(lab: Lab, host: str, path: str, target: Path) -> None:
+    """``path`` in ``host``'s container as a tar file at ``target``, read again while tar reports a
+    file changed during the read (at most ARCHIVE_TRIES reads, a second apart);
+    subprocess.CalledProcessError for any other failure, or when nothing settles."""
+    for attempt in range(1, ARCHIVE_TRIES + 1):
+        with target.open("wb") as out:
+            done = subprocess.run(["docker", "exec", lab.container_name(host), "tar", "-C", path, "-cf", "-", "."],
+                                  stdout=out, stderr=subprocess.PIPE, check=False, timeout=900)
+        changed = done.returncode == 1 and b"file changed as we read it" in done.stderr
+        if not changed or attempt == ARCHIVE_TRIES:
+            break
+        time.sleep(1)
+    done.check_returncode()
+
+
 def _wait_ready(lab: Lab) -> None:
     deadline = time.monotonic() + READY_TIMEOUT
     for host in fingerprint.orthanc_hosts(lab):
@@ -148,9 +170,7 @@ def save(lab: Lab, name: str, overwrite: bool = False) -> dict[str, Any]:
             for i, sp in enumerate(p for p in paths if p.host == host):
                 target = work / "state" / host / f"{i}.tar"
                 target.parent.mkdir(parents=True, exist_ok=True)
-                with target.open("wb") as out:
-                    subprocess.run(["docker", "exec", lab.container_name(host), "tar", "-C", sp.path, "-cf", "-", "."],
-                                   stdout=out, stderr=subprocess.PIPE, check=True, timeout=900)
+                _archive(lab, host, sp.path, target)
                 saved.append({"host": host, "path": sp.path, "source": sp.source, "file": str(target.relative_to(work)),
                               "bytes": target.stat().st_size})
 
