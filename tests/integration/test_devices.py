@@ -240,8 +240,9 @@ def test_a_rogue_on_the_legacy_segment_is_refused_by_the_gateway_and_raises_unkn
     holding a copy of the legacy device's own DICOM configuration (its AE title, the gateway's
     tunnel to the PACS: all a sniffer of the cleartext segment learns), offers the PACS a C-ECHO
     through the tunnel. The gateway's allow-list (the devices whose peers go through it) closes the
-    connection before a byte goes on: the association ends closed with no PDU received (reset or
-    not, as the timing of the request and the close falls), and the PACS never sees the legacy
+    connection before a byte goes on: the association ends with no PDU received (closed, reset, or
+    reset before the connection counts as made, as the timing of the request and the close
+    falls), and the PACS never sees the legacy
     device's AE title from it. The gateway's log line, shipped as
     overlay-gateway, is a refused tls-connection from the rogue's address (no host, the legacy
     zone), which raises unknown-device (high) about the address and zone, and the fw quarantines
@@ -269,9 +270,13 @@ def test_a_rogue_on_the_legacy_segment_is_refused_by_the_gateway_and_raises_unkn
     evaluated_after(lab, utc_now())  # a pass that started after the accepted connection was stored has weighed it
     evidence.update(rogue_address=address, rogue=rogue, refusal={k: refusal[k] for k in ("id", "host", "event_type", "outcome", "message")},
                     alert=alert, held=held, own=own, accepted={k: accepted[k] for k in ("id", "outcome", "src_host", "src_zone")})
-    # closed by the gateway before any PDU: a reset when the request was already on its way, else a plain close
-    assert {k: rogue.get(k) for k in ("established", "outcome", "pdus_received")} == {
-        "established": False, "outcome": "closed", "pdus_received": []}, rogue
+    # cut by the gateway before any PDU, as the timing of its close falls: a plain close or a reset
+    # while the request is on its way (closed, no PDU), or a reset before pynetdicom counts the
+    # connection as made (unreachable, ECONNRESET; a rehearsal saw it); never a refusal (the tunnel
+    # listens), a timeout or an answer
+    assert rogue["established"] is False and (
+        (rogue["outcome"] == "closed" and rogue["pdus_received"] == [])
+        or (rogue["outcome"] == "unreachable" and "[Errno 104] Connection reset by peer" in str(rogue.get("error")))), rogue
     assert (refusal["host"], refusal["event_type"], refusal["outcome"], refusal["src_ip"], refusal["src_host"], refusal["src_zone"]) == (
         gateway.name, "tls-connection", "refused", address, None, zone)
     assert (alert["severity"], alert["entities"]) == ("high", {"src_ip": address, "src_zone": zone})
