@@ -9,9 +9,10 @@ engine, do not reach each other (each SYN dropped by the sender's own fw and log
 engine is the same derivation and the same playbook with a single Docker host.
 
 The class is derived from a slim copy of the reference lab (SLIM_HOSTS deployed, every other host
-planned, the modalities as clients, under its own name): the derivation, placement and playbook are the same for any lab, and
-two student labs of the whole reference lab cost this 2-core machine about nine minutes more
-(two full converges and every image copied to the second engine) for no check more."""
+planned, the modalities as clients, under its own name): the derivation, placement and playbook
+are the same for any lab, and two student labs of the whole reference lab cost this 2-core machine
+about nine minutes more (two full converges and every image copied to the second engine) for no
+check more."""
 
 from __future__ import annotations
 

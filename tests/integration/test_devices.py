@@ -242,9 +242,8 @@ def test_a_rogue_on_the_legacy_segment_is_refused_by_the_gateway_and_raises_unkn
     through the tunnel. The gateway's allow-list (the devices whose peers go through it) closes the
     connection before a byte goes on: the association ends with no PDU received (closed, reset, or
     reset before the connection counts as made, as the timing of the request and the close
-    falls), and the PACS never sees the legacy
-    device's AE title from it. The gateway's log line, shipped as
-    overlay-gateway, is a refused tls-connection from the rogue's address (no host, the legacy
+    falls), and the PACS never sees the legacy device's AE title from it. The gateway's log line,
+    shipped as overlay-gateway, is a refused tls-connection from the rogue's address (no host, the legacy
     zone), which raises unknown-device (high) about the address and zone, and the fw quarantines
     it within 30 s. The twin: the legacy device's own C-ECHO through the same tunnel right after
     is answered 0x0000, and its connections there are accepted ones of its host, held by no alert."""

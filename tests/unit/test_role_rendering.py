@@ -245,10 +245,10 @@ def test_a_udp_service_is_no_port_of_the_tcp_scan() -> None:
 
 def test_the_siem_names_no_sender_by_dns(lab: tuple[str, Renderer]) -> None:
     """rsyslog looks up a new sender's name in its listener's accept path, and every TLS session
-    waits meanwhile. From the siem, Docker's resolver cannot name a host of another zone: it waits
-    10 s for each such address, once per address and again after each restart of rsyslogd (a cold
-    `up` held the siem's ingest back by up to two minutes, a probe from a new address each time by 10
-    s). The siem keeps each sender by its address (fromhost-ip) and never needs its name."""
+    waits meanwhile. From the siem, the name of a host of another zone is never answered and the
+    lookup gives up after 10 s, once per address and again after each restart of rsyslogd (a cold
+    `up` held the siem's ingest back by up to two minutes, a probe from a new address each time by
+    10 s). The siem keeps each sender by its address (fromhost-ip) and never needs its name."""
     _, render = lab
     conf = render("siem", "siem", "rsyslog.conf.j2", ansible_managed="managed", pacslab_log_sources=["fw"])
     [settings] = re.findall(r"^global\((.*)\)$", conf, re.M)
