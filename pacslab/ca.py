@@ -16,6 +16,13 @@ those: removing a node's anchor from the bundles revokes exactly that node (PR.A
 Commands print JSON. The inventory (``inventory.json``) records every certificate issued, with its
 status, so ``bundle`` never hands out a revoked node; ``inventory`` lists it (the C-DAT-05 checks
 read it).
+
+Every change is also appended to the CA's event log (``JOURNAL``, one JSON object per line, in the
+state folder: it is kept, and restored, with what it records), which roles/log_shipping ships to the
+siem as ``ca-events`` (C-PRT-01): ``{"time", "event", "name", ...}``
+with event one of ``root-created``, ``certificate-issued`` (serial, subject, sans, not_after, key,
+spki_sha256, expired; ``replaces``: the serials it supersedes), ``certificate-revoked`` (serials) and
+``re-enrolment`` (the serial of the revoked certificate). Times are UTC, RFC 3339, to the second.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 STATE = Path(os.environ.get("PACSLAB_CA_STATE", "/var/lib/pacslab-ca"))
+JOURNAL = Path(os.environ.get("PACSLAB_CA_EVENTS", str(STATE / "events.json")))
 MIN_DAYS_LEFT = 30  # C-DAT-05: a certificate in use keeps at least this many days
 RENEW_DAYS_LEFT = 60  # `issue` renews earlier than the check would complain
 KEY_TYPES = ("ec-p256", "rsa-3072")
@@ -142,11 +150,25 @@ def parse_sans(text: str) -> list[x509.GeneralName]:
 
 
 class Authority:
-    """The CA's state folder: root, per-node issuers, inventory. Every change holds the lock."""
+    """The CA's state folder: root, per-node issuers, inventory. Every change holds the lock, and
+    is appended to ``journal`` (one JSON object per line) when one is given."""
 
-    def __init__(self, state: Path = STATE):
+    def __init__(self, state: Path = STATE, journal: Path | None = None):
         self.state = state
         self.inventory_path = state / "inventory.json"
+        self.journal = journal
+
+    def _record(self, event: str, name: str, **details: Any) -> None:
+        """Append one change to the journal, under the lock of the change it records."""
+        if self.journal is None:
+            return
+        self.journal.parent.mkdir(parents=True, exist_ok=True)
+        line = json.dumps({"time": _now().isoformat().replace("+00:00", "Z"), "event": event, "name": name, **details}, sort_keys=True)
+        fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        try:
+            os.write(fd, (line + "\n").encode())
+        finally:
+            os.close(fd)
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -187,6 +209,8 @@ class Authority:
             cert = _ca_cert(subject, key, subject, key, days, path_length=1)
             (self.state / "root.crt").write_text(_pem(cert))
             (self.state / "meta.json").write_text(json.dumps({"lab": lab, "key_type": key_type}))
+            self._record("root-created", "root", serial=format(cert.serial_number, "x"), subject=subject.rfc4514_string(),
+                         key=key_strength(cert), not_after=not_after(cert).isoformat())
             return {"changed": True, "root": _pem(cert)}
 
     def _issuer(self, name: str) -> tuple[PrivateKey, x509.Certificate, x509.Certificate]:
@@ -263,11 +287,15 @@ class Authority:
                 "pem": _pem(cert),
             }
             records = self.inventory()
+            replaced = []
             if not expired:
                 for r in records:
                     if r["name"] == name and r["status"] == "valid":
                         r["status"] = "superseded"
+                        replaced.append(r["serial"])
             self._save([*records, record])
+            self._record("certificate-issued", name, expired=expired, replaces=replaced,
+                         **{k: record[k] for k in ("serial", "subject", "sans", "not_after", "key", "spki_sha256")})
             return {"changed": True, **self._bundle_for(name, record["pem"], cross, anchor)}
 
     def _bundle_for(self, name: str, leaf: str, cross: x509.Certificate, anchor: x509.Certificate) -> dict[str, Any]:
@@ -277,13 +305,15 @@ class Authority:
         """Mark the node's certificates revoked; consumers drop its anchor when their bundles are rebuilt."""
         with self.locked():
             records = self.inventory()
-            changed = False
+            serials = []
             for r in records:
                 if r["name"] == name and r["status"] in ("valid", "superseded"):
-                    r["status"], r["revoked"], changed = "revoked", _now().isoformat(), True
-            if changed:
+                    r["status"], r["revoked"] = "revoked", _now().isoformat()
+                    serials.append(r["serial"])
+            if serials:
                 self._save(records)
-            return {"changed": changed, "name": name}
+                self._record("certificate-revoked", name, serials=serials)
+            return {"changed": bool(serials), "name": name}
 
     def reenrol(self, name: str) -> dict[str, Any]:
         """Allow a revoked node to enrol again, with a new issuing key (its old anchor stays out)."""
@@ -297,6 +327,7 @@ class Authority:
             records = self.inventory()
             records.append({**current, "status": "re-enrolment", "pem": ""})
             self._save(records)
+            self._record("re-enrolment", name, serial=current["serial"])
             return {"changed": True, "name": name}
 
     def bundle(self, names: list[str]) -> dict[str, Any]:
@@ -344,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("inventory", help="every certificate issued, with its status")
     sub.add_parser("trust", help="digests of the root and of each node's status and anchor (what trust bundles depend on)")
     args = parser.parse_args(argv)
-    ca = Authority()
+    ca = Authority(STATE, JOURNAL)
     result: Any
     if args.command == "init":
         result = ca.init(args.lab, args.key_type, args.days)
