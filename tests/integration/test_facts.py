@@ -287,7 +287,7 @@ PEM_PRIVATE_KEY = "-----BEGIN ([A-Z0-9]+ )*PRIVATE KEY-----"
 # Keys a host of each image must hold (so that "no problem" cannot mean "nothing found").
 MUST_HOLD = {
     "orthanc": {"/etc/pacslab/tls/node.key", "/etc/pacslab/orthanc/node.key", "/etc/stunnel/https.key"},
-    "ca": {"/var/lib/pacslab-ca/root.key"},
+    "ca": {"/var/lib/pacslab-ca/root.key", "/etc/pacslab/tls/node.key"},
     "dir": {"/etc/pacslab/tls/node.key", "/etc/ldap/tls/node.key"},
     "idp": {"/etc/pacslab/tls/node.key", "/etc/lemonldap-ng/oidc-sig.key", "/var/lib/lemonldap-ng/conf/lmConf-1.json"},
     "rproxy": {"/etc/pacslab/tls/node.key", "/etc/apache2/pacslab-client.pem"},

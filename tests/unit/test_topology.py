@@ -486,7 +486,7 @@ def test_the_definition_is_what_ansible_inventory_lists(folder: Path) -> None:
     ("[bastion, nosuch]", "unknown host 'nosuch'"),
     ("[bastion, remote-rad]", "no flow in lab_flows lets remote-rad reach siem:6514/tcp"),
     ("bastion", "a list of host names"),
-    ("[bastion, ca]", "ca's image ca has no rsyslog with its TLS driver (rsyslog-gnutls) to ship with"),
+    ("[bastion, remote-rad]", "remote-rad's image client has no rsyslog with its TLS driver (rsyslog-gnutls) to ship with"),
 ])
 def test_a_log_source_the_siem_cannot_hear_is_refused(lab_copy: Path, sources: str, reason: str) -> None:
     """siem_sources (roles/log_shipping) names known hosts, each with a flow to the siem's
