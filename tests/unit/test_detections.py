@@ -6,6 +6,7 @@ also the normalisation of the sources' messages and the alert and case bookkeepi
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import sqlite3
 from datetime import UTC, datetime, timedelta
@@ -386,6 +387,65 @@ def test_normalise_the_fws_logs(program: str, msg: str, expected: dict[str, Any]
     event = siem.normalise(_record(program, msg, peer="10.77.50.254") | {"hostname": "fw"}, ASSETS)
     assert {k: event[k] for k in expected} == expected
     assert (event["host"], event["source"], event["message"]) == ("fw", program, msg)
+
+
+CA = {"host": "ca", "zone": "enterprise", "owner": "it-security", "criticality": "high", "address": "10.77.10.12", "image": "ca"}
+CA_ASSETS = ASSETS | {"addresses": ASSETS["addresses"] | {"10.77.10.12": CA},
+                      "hosts": {"ca": CA, "mod-ct": {"host": "mod-ct", "address": "10.77.30.10", "zone": "modality", "image": "dicom"}}}
+# pacslab-ca's lines as Authority._record writes them (tests/unit/test_ca.py holds that side)
+CA_ISSUED = {"event": "certificate-issued", "name": "mod-ct", "time": "2026-12-06T16:40:02Z", "serial": "5f1e",
+             "subject": "CN=mod-ct,O=pacslab default", "sans": "DNS:mod-ct,IP:10.77.30.10", "not_after": "2028-01-07T16:40:02+00:00",
+             "key": "ec-p256", "spki_sha256": "ab", "expired": False, "replaces": []}
+
+
+@pytest.mark.parametrize(("msg", "expected"), [
+    (json.dumps(CA_ISSUED),
+     {"event_type": "certificate-issued", "outcome": "valid", "action": "enrolment", "dst_ip": "10.77.30.10", "time": "2026-12-06T16:40:02.000Z"}),
+    (json.dumps(CA_ISSUED | {"replaces": ["41aa"]}), {"event_type": "certificate-issued", "outcome": "valid", "action": "renewal"}),
+    (json.dumps(CA_ISSUED | {"expired": True}), {"event_type": "certificate-issued", "outcome": "expired", "action": None}),
+    (json.dumps(CA_ISSUED | {"name": "laptop-9"}), {"event_type": "certificate-issued", "dst_ip": None}),  # no host of the lab has that name
+    (json.dumps({"event": "certificate-revoked", "name": "mod-ct", "time": "2026-12-06T16:41:00Z", "serials": ["41aa", "5f1e"]}),
+     {"event_type": "certificate-revoked", "outcome": "revoked", "action": None, "dst_ip": "10.77.30.10"}),
+    (json.dumps({"event": "re-enrolment", "name": "mod-ct", "time": "2026-12-06T16:42:00Z", "serial": "5f1e"}),
+     {"event_type": "certificate-re-enrolment", "outcome": "allowed", "dst_ip": "10.77.30.10"}),
+    (json.dumps({"event": "root-created", "name": "root", "time": "2026-12-06T16:39:00Z", "serial": "1", "subject": "CN=pacslab default root CA"}),
+     {"event_type": "ca-root-created", "outcome": "created", "dst_ip": None}),
+    (json.dumps({"event": "certificate-stolen", "name": "mod-ct"}), {"event_type": "syslog", "outcome": None}),
+    (json.dumps({"event": "certificate-revoked", "name": ["mod-ct"]}), {"event_type": "syslog", "dst_ip": None}),
+    ("{not json", {"event_type": "syslog", "dst_ip": None}),
+])
+def test_normalise_the_ca_s_event_log(msg: str, expected: dict[str, Any]) -> None:
+    """The CA's lines (ca-events, C-PRT-01): the node a certificate names is the destination, the
+    CA's own time is the event's; a line of another shape stays syslog, with its raw message."""
+    event = siem.normalise(_record("ca-events", msg, peer="10.77.10.12") | {"hostname": "ca"}, CA_ASSETS)
+    assert {k: event[k] for k in expected} == expected
+    assert (event["host"], event["source"], event["message"]) == ("ca", "ca-events", msg)
+
+
+def test_the_ca_s_words_from_another_host_are_forged() -> None:
+    """`logger -t ca-events` on the bastion does not revoke anything at the siem."""
+    msg = json.dumps({"event": "certificate-revoked", "name": "mod-ct", "time": "2026-12-06T16:41:00Z", "serials": ["5f1e"]})
+    event = siem.normalise(_record("ca-events", msg), CA_ASSETS)
+    assert (event["host"], event["event_type"], event["dst_ip"]) == ("bastion", "forged-source", None)
+
+
+def test_the_ca_s_log_shipped_again_is_stored_once(tmp_path: Path) -> None:
+    """A new CA container or a restored snapshot ships the CA's whole event log again: each line the
+    siem holds from the CA already is confirmed and not stored twice; a new line is stored; the same
+    line from the bastion is forged, stored each time it comes."""
+    db = siem.connect(tmp_path / "events.sqlite")
+    issued, revoked = json.dumps(CA_ISSUED), json.dumps({"event": "certificate-revoked", "name": "mod-ct", "time": "2026-12-06T16:41:00Z",
+                                                         "serials": ["5f1e"]})
+    first = [json.dumps(_record("ca-events", issued, peer="10.77.10.12")) + "\n"]
+    again = first + [json.dumps(_record("ca-events", revoked, peer="10.77.10.12")) + "\n", json.dumps(_record("ca-events", issued)) + "\n",
+                     json.dumps(_record("ca-events", issued)) + "\n"]
+    out = io.StringIO()
+    siem.ingest(first, out, db, CA_ASSETS)
+    siem.ingest(again, out, db, CA_ASSETS)
+    assert out.getvalue().split() == ["OK"] * 7  # ready twice, and every line confirmed
+    rows = db.execute("SELECT host, event_type FROM events ORDER BY id").fetchall()
+    assert [tuple(r) for r in rows] == [("ca", "certificate-issued"), ("ca", "certificate-revoked"), ("bastion", "forged-source"),
+                                        ("bastion", "forged-source")]
 
 
 # Suricata's EVE lines as the sensor writes them: the alerts (eve/offline-captures.jsonl) are what `suricata -r` wrote for

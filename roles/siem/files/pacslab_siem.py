@@ -299,6 +299,8 @@ def normalise(record: dict[str, Any], assets: dict[str, Any], connections: dict[
         event.update(_stunnel(msg, peer, str(source), {} if connections is None else connections))
     elif source == "slapd":
         event.update(_slapd(msg, peer, {} if ldap_connections is None else ldap_connections))
+    elif source in CA_PROGRAMS:
+        event.update(_ca_event(msg, assets))
     elif source == "tlog":
         data = _json_object(msg)
         if "user" in data:
@@ -458,6 +460,37 @@ def _dicom_node(msg: str) -> dict[str, Any]:
     if data.get("event") == "received":
         return found | {"event_type": "dicom-instance-received", "outcome": "stored", "src_ip": _text(data, "src_ip")}
     return {"event_type": "dicom-node-log", "outcome": line["level"].lower()}
+
+
+# The lab CA's event log (pacslab/ca.py JOURNAL, shipped as ca-events by roles/log_shipping), from a
+# host whose image is the CA's only: one JSON object per change, {"time", "event", "name", ...}. The
+# time is the CA's own (its event log is read from its start: rsyslogd may ship a line minutes after
+# it was written). A certificate's node is the event's destination (dst_ip, its lab address; none for
+# the root, nor for the fw, which has one in each zone), its serials and names stay in the raw message. event -> event_type, outcome:
+# certificate-issued -> certificate-issued, "valid", action "renewal" when it supersedes a certificate
+# of the node, else "enrolment" (or "expired", no action: issued already expired, for a negative check);
+# certificate-revoked -> certificate-revoked, "revoked"; re-enrolment -> certificate-re-enrolment,
+# "allowed" (the node may enrol again, with a new issuer); root-created -> ca-root-created, "created".
+CA_PROGRAMS = ("ca-events",)
+CA_EVENTS = {"certificate-issued": "certificate-issued", "certificate-revoked": "certificate-revoked",
+             "re-enrolment": "certificate-re-enrolment", "root-created": "ca-root-created"}
+CA_OUTCOMES = {"certificate-revoked": "revoked", "re-enrolment": "allowed", "root-created": "created"}
+
+
+def _ca_event(msg: str, assets: dict[str, Any]) -> dict[str, Any]:
+    data = _json_object(msg)
+    kind = data.get("event")
+    if kind not in CA_EVENTS or not isinstance(data.get("name"), str):
+        return {}
+    found: dict[str, Any] = {"event_type": CA_EVENTS[kind], "outcome": CA_OUTCOMES.get(kind)}
+    if kind == "certificate-issued":
+        expired = data.get("expired") is True  # nothing is enrolled by it: no node's trust changes
+        found.update(outcome="expired" if expired else "valid", action=None if expired else "renewal" if data.get("replaces") else "enrolment")
+    if kind != "root-created":
+        found["dst_ip"] = (assets.get("hosts", {}).get(data["name"]) or {}).get("address") or None
+    if isinstance(data.get("time"), str):
+        found["time"] = _utc(data["time"])
+    return found
 
 
 # Programs only an Orthanc host's plugin writes (its image "orthanc" in assets.json): the same tag
@@ -779,7 +812,7 @@ def _stunnel(msg: str, peer: str, source: str, connections: dict[tuple[str, ...]
 PROGRAM_IMAGES = {program: (image,) for programs, image in (
     (ORTHANC_PROGRAMS, "orthanc"), (FW_PROGRAMS, "fw"), (SENSOR_PROGRAMS, "sensor"), (SCANNER_PROGRAMS, "scanner"), (IDP_PROGRAMS, "idp"),
     (RPROXY_PROGRAMS, "rproxy"), (("dicom-front",), "orthanc"), (SLAPD_PROGRAMS, "dir"),
-    (DICOM_NODE_PROGRAMS, "dicom"), (("overlay-gateway",), "dicom"))
+    (DICOM_NODE_PROGRAMS, "dicom"), (("overlay-gateway",), "dicom"), (CA_PROGRAMS, "ca"))
     for program in programs} | {"dicom-audit": ("orthanc", "idp")}
 # Program name -> the groups (assets.json "groups") of the only hosts whose word it is, for a program
 # whose image other hosts have too: the RIS's HL7 listener and front (the RIS is an Orthanc host);
@@ -858,10 +891,24 @@ def store(db: sqlite3.Connection, event: dict[str, Any]) -> int:
     return int(cur.lastrowid or 0)
 
 
+# The CA's event log is read from its first line (roles/log_shipping, from_start): a new CA container
+# or a restored snapshot (whose files are new inodes to rsyslog) ships all of it again. Each of its
+# lines is unique (the CA's time, the change, the node and serials), so one already stored from the
+# CA is confirmed and not stored twice; the same line from another host is forged-source, stored.
+REPLAYED_PROGRAMS = CA_PROGRAMS
+
+
+def _replayed(db: sqlite3.Connection, event: dict[str, Any]) -> bool:
+    return event["source"] in REPLAYED_PROGRAMS and event["event_type"] != "forged-source" and db.execute(
+        "SELECT 1 FROM events WHERE time = ? AND host = ? AND source = ? AND message = ? LIMIT 1",
+        (event["time"], event["host"], event["source"], event["message"])).fetchone() is not None
+
+
 def ingest(lines: Any, out: Any, db: sqlite3.Connection, assets: dict[str, Any]) -> None:
     """omprog's protocol (rsyslog 8.2302, confirmMessages="on"): "OK" once ready, then one line per
     message once it is stored; a line that is not a JSON object is stored as it came (event_type
-    "unparsed") and confirmed, never dropped."""
+    "unparsed") and confirmed, never dropped. A line of the CA's event log stored already (the same
+    time, host and message) is confirmed and not stored again (REPLAYED_PROGRAMS)."""
     print("OK", file=out, flush=True)
     connections: dict[tuple[str, ...], tuple[str, str]] = {}
     ldap_connections: dict[tuple[str, str], dict[str, Any]] = {}
@@ -873,6 +920,9 @@ def ingest(lines: Any, out: Any, db: sqlite3.Connection, assets: dict[str, Any])
             event = None
         if event is None:
             event = {f: None for f in FIELDS} | {"time": now(), "event_type": "unparsed", "message": line.rstrip("\n")}
+        elif _replayed(db, event):
+            print("OK", file=out, flush=True)
+            continue
         else:
             event["maintenance"] = in_maintenance(db, event, assets)
         event["shift"] = shift(event, assets)
