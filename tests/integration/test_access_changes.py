@@ -33,7 +33,7 @@ from pacslab import cli
 from pacslab.plan import SIEMS, Plan, state_dir
 from pacslab.probes import imaging as im
 from pacslab.probes import oidc, standins
-from pacslab.topology import Lab
+from pacslab.topology import Host, Lab
 
 from .test_directory import INVALID, directory, entries, ldap_steps, password, person, suffix_of
 from .test_imaging import tls_hosts, tls_peers, tls_stations
@@ -112,6 +112,22 @@ def _person_half(lab: Lab, plan: Plan) -> dict[str, Any] | None:
     return {"who": who, "other": other, "dn": dn, "own": {"dn": dn, "password": password(plan, "person", who.name)}}
 
 
+def _revocation_at_siem(lab: Lab, victim: Host, serial: str) -> list[dict[str, Any]] | dict[str, str] | None:
+    """The siem's events from the CA's event log (test_siem) of the revocation of ``victim``'s
+    certificate ``serial``; {"timeout": why} when none came; None in a lab whose CA ships nothing."""
+    from . import test_siem
+
+    ca = [h for h in lab.group("pki_servers") if h.deployed]
+    if not ca or ca[0].name not in test_siem.sources(lab) or not any(SIEMS in h.groups for h in lab.deployed_hosts()):
+        return None
+    try:
+        return list(test_siem.wait_for("the revocation at the siem", lambda: [
+            e for e in test_siem.siem_json(lab, "events", "--contains", f'"{serial}"')
+            if e["host"] == ca[0].name and e["event_type"] == "certificate-revoked" and serial in json.loads(e["message"])["serials"]]))
+    except AssertionError as exc:
+        return {"timeout": str(exc)}
+
+
 @pytest.fixture(scope="module")
 def changed(running_lab: Lab, plan: Plan) -> Iterator[dict[str, Any]]:
     """Revoke the second TLS modality at the CA and disable the first enabled person in a copy of the
@@ -142,7 +158,9 @@ def changed(running_lab: Lab, plan: Plan) -> Iterator[dict[str, Any]]:
         sessions = (proxy_sessions(lab, plan, [who["who"].name, who["other"].name])
                     if who and who["other"] and "radiologist" in who["who"].roles else None)
         if device:
-            im.ca(lab, "revoke", device["victim"].name)
+            seen["serial"] = next(r["serial"] for r in reversed(im.ca(lab, "inventory"))
+                                  if r["name"] == device["victim"].name and r["status"] == "valid")
+            seen["revocation"] = im.ca(lab, "revoke", device["victim"].name)
         seen["up"] = cli.main(["up", "--lab", str(overlay)])
         up_done = time.monotonic()
         seen["tasks"] = [t for p in json.loads((state_dir(lab) / "last-up.json").read_text())["phases"] for t in p["changed_tasks"]]
@@ -151,6 +169,7 @@ def changed(running_lab: Lab, plan: Plan) -> Iterator[dict[str, Any]]:
             if device:
                 seen["revoked"] = im.dicomsim(lab, device["victim"].name, "store", "--images", "1")
                 seen["bundle"] = im.read_from(lab, device["pacs"].name, "/etc/pacslab/orthanc/trusted.pem")
+                seen["revocation_at_siem"] = _revocation_at_siem(lab, device["victim"], seen["serial"])
             if who:
                 [seen["refused"]] = ldap_steps(lab, [who["own"]])
                 seen["held"] = entries(lab, who["dn"], "pwdAccountLockedTime")[who["dn"]]
@@ -185,7 +204,9 @@ def _person_hosts(lab: Lab) -> set[str]:
 @pytest.mark.control("C-ACC-06")
 def test_revoked_device_is_refused_until_enrolled_again(running_lab: Lab, changed: dict[str, Any], evidence) -> None:
     """Revocation is the CA's record plus `up`: bundles are rebuilt without the node's anchor and
-    the consumers reload. Enrolling again gives the node a new issuer (its old anchor stays out)."""
+    the consumers reload. Enrolling again gives the node a new issuer (its old anchor stays out).
+    Where the CA is a log source, its event log carries the revocation of the node's certificate
+    to the siem: one certificate-revoked event from the CA, the node's address its destination."""
     lab, device = running_lab, changed["device"]
     if device is None:
         pytest.skip(f"lab {lab.name!r} deploys no PACS with two TLS modalities")
@@ -201,13 +222,19 @@ def test_revoked_device_is_refused_until_enrolled_again(running_lab: Lab, change
     changed_hosts = {_host_of(t) for t in changed["tasks"] if _host_of(t) not in person_hosts}
     evidence.update(revoked_established=revoked["established"], anchors_after_revocation=changed["bundle"].count("BEGIN CERTIFICATE"),
                     restored=changed["restored"]["established"], hosts_changed_by_revocation=sorted(changed_hosts),
-                    trusting=sorted(trusting))
+                    trusting=sorted(trusting), revocation_at_siem=changed["revocation_at_siem"])
     assert not revoked["established"] and not revoked["stored"]
     # the PACS's peers in the lab definition, without the revoked one (reference lab: mod-ct, ovl-gw, ws-rad, vna)
     assert changed["bundle"].count("BEGIN CERTIFICATE") == len(tls_peers(lab, pacs) - {victim.name})
     # only the nodes whose bundles held the victim's anchor (reference lab: PACS, RIS, and the siem, mod-mr being a log source)
     # re-converge, and the victim itself
     assert pacs.name in changed_hosts and changed_hosts <= trusting | {victim.name}, changed_hosts
+    assert changed["revocation"] == {"changed": True, "name": victim.name}
+    at_siem = changed["revocation_at_siem"]
+    if at_siem is not None:  # the CA's event log reached the siem (C-PRT-01), the node its destination
+        assert isinstance(at_siem, list), at_siem
+        assert [(e["source"], e["outcome"], e["dst_ip"], json.loads(e["message"])["name"]) for e in at_siem] == [
+            ("ca-events", "revoked", str(victim.address), victim.name)]
     assert changed["restored_up"] == cli.EXIT_OK and changed["restored"]["established"]
 
 

@@ -22,6 +22,7 @@ from typing import Any
 from xml.etree import ElementTree
 
 import pytest
+from cryptography import x509
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
 
@@ -164,6 +165,54 @@ def test_the_siem_takes_syslog_from_a_log_source_s_certificate_only(running_lab:
     assert any(f"from {source.address} will be closed due to error" in ln for ln in said["cleartext"]), said
     for case in ("nocert", "other-host", "cleartext"):
         assert siem_json(running_lab, "events", "--contains", marks[case]) == [], case
+
+
+def ca_source(lab: Lab) -> Host:
+    """The lab CA, when siem_sources lists it."""
+    hosts = [h for h in lab.group("pki_servers") if h.deployed and h.name in sources(lab)]
+    if not hosts:
+        pytest.skip(f"lab {lab.name!r} does not list its CA in siem_sources")
+    return hosts[0]
+
+
+@pytest.mark.control("C-PRT-01")
+def test_each_certificate_the_ca_issues_reaches_the_siem_from_the_ca_alone(running_lab: Lab, evidence) -> None:
+    """The CA's event log (pacslab/ca.py, shipped as ca-events by roles/log_shipping). A certificate
+    issued now (an already expired one for the first TLS modality: a record nothing trusts) is a
+    certificate-issued event from the CA, outcome expired, the modality's address its destination,
+    its serial in the message. Each issuance the CA's log holds is at the siem, those of the cold
+    `up` written before the CA's rsyslogd first ran included (the log is read from its start). The
+    same line sent by another log source with its own certificate (the bastion) is stored as
+    forged-source: no host but the CA speaks for it."""
+    lab = running_lab
+    ca, s, device = ca_source(lab), siem(lab).name, tls_stations(lab)[0]
+    csr = im.exec_in(lab, device.name, "openssl", "req", "-new", "-key", "/etc/pacslab/tls/node.key", "-subj", f"/CN={device.name}")
+    start = time.monotonic()
+    issued = im.ca(lab, "issue", device.name, "--sans", f"DNS:{device.name},IP:{device.address}", "--expired", input=csr)
+    serial = format(x509.load_pem_x509_certificate(issued["cert"].encode()).serial_number, "x")
+    [event] = wait_for("the CA's issuance at the siem", lambda: [e for e in siem_json(lab, "events", "--contains", f'"serial": "{serial}"')
+                                                               if e["source"] == "ca-events"])
+    seconds = round(time.monotonic() - start, 1)
+    journal = [json.loads(line) for line in im.read_from(lab, ca.name, "/var/lib/pacslab-ca/events.json").splitlines()]
+    logged = {e["serial"] for e in journal if e["event"] == "certificate-issued"}
+    at_siem = {json.loads(e["message"])["serial"] for e in siem_json(lab, "events", "--contains", '"event": "certificate-issued"')
+               if e["source"] == "ca-events" and e["host"] == ca.name}
+    forged_line = json.dumps({"event": "certificate-revoked", "name": device.name, "serials": [serial], "marker": f"siem-{RUN}-forged-ca"})
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    other = bastion(lab).name
+    sent = syslog.send(lab, other, s, "tls-own-certificate", f"<85>1 {stamp} {ca.name} ca-events - - - {forged_line}")
+    [forged] = wait_for("the forged line at the siem", lambda: siem_json(lab, "events", "--contains", f"siem-{RUN}-forged-ca"))
+    evidence.update(seconds=seconds, event={k: event[k] for k in ("host", "event_type", "outcome", "dst_ip", "time")},
+                    issuances_logged=len(logged), issuances_at_siem=len(at_siem & logged), forged=forged["event_type"])
+    assert {k: event[k] for k in ("host", "sender_host", "source", "event_type", "outcome", "action", "dst_ip")} == {
+        "host": ca.name, "sender_host": ca.name, "source": "ca-events", "event_type": "certificate-issued", "outcome": "expired",
+        "action": None, "dst_ip": str(device.address)}
+    assert json.loads(event["message"])["name"] == device.name and json.loads(event["message"])["expired"] is True
+    assert serial in logged and len(logged) > 1  # at least the CA's own certificate, issued in the up's first play, and this one
+    assert logged - at_siem == set()
+    assert sent == {"handshake": "ok", "outcome": "open", "alert": None}
+    assert {k: forged[k] for k in ("host", "sender_host", "source", "event_type", "dst_ip")} == {
+        "host": other, "sender_host": ca.name, "source": "ca-events", "event_type": "forged-source", "dst_ip": None}
 
 
 @pytest.mark.control("C-PRT-01")
