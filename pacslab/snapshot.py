@@ -70,7 +70,8 @@ def snapshots_dir(lab: Lab) -> Path:
 
 
 def _supervised(lab: Lab, host: str, action: str) -> None:
-    """supervisorctl stop|start all in the host, where it runs supervisor (the CA does not)."""
+    """supervisorctl stop|start all in the host, where it runs supervisor (every service host; a
+    person's computer does not)."""
     docker("exec", lab.container_name(host), "sh", "-c", f"! command -v supervisorctl >/dev/null || supervisorctl {action} all >/dev/null",
            timeout=180)
 

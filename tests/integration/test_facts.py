@@ -387,7 +387,7 @@ RUNS_AS = (
     RunsAs("/usr/sbin/rsyslogd ", "root",
            "roles/bastion, roles/siem, roles/log_shipping: reads /dev/log and keeps the bastion's records, which no vendor may change; on "
            "the siem, the TLS listener reads the node key (the store and the ingest run as pacslab-siem); on the PACS, the VNA, "
-           "the fw and the IdP, ships their logs with the node key"),
+           "the fw, the IdP and the CA, ships their logs with the node key (the CA's event log is in its root-only state folder)"),
     RunsAs("/usr/bin/python3 /usr/local/lib/pacslab/pacslab_siem.py evaluate ", "pacslab-siem", "roles/siem: user=pacslab-siem, the store's owner"),
     RunsAs("/usr/bin/python3 /usr/local/lib/pacslab/pacslab_siem.py serve ", "pacslab-siem",
            "roles/siem: the containment service, user=pacslab-siem with its own copy of the node key"),
@@ -409,7 +409,7 @@ RUNS_AS = (
            "roles/scanner: setpriv starts the sweeps as pacslab-scanner with CAP_NET_RAW alone (nmap's raw and packet sockets)"),
     RunsAs("/usr/bin/python3 /usr/local/sbin/pacslab-vulnscan ", "pacslab-scanner",
            "roles/scanner vulnscan.yml: setpriv starts the vulnerability scans as pacslab-scanner with no capability (a TCP connect scan)"),
-    RunsAs("sleep infinity", "root", "PID 1 of the ca and of the internet zone's computers: no service (the CA tool runs only through provisioning)"),
+    RunsAs("sleep infinity", "root", "PID 1 of the internet zone's computers: no service"),
 )
 
 
