@@ -35,7 +35,7 @@ from pacslab.probes import imaging as im
 from pacslab.probes import oidc, standins
 from pacslab.topology import Host, Lab
 
-from .test_directory import INVALID, directory, entries, ldap_steps, password, person, suffix_of
+from .test_directory import INVALID, directory, entries, first, ldap_steps, password, person, suffix_of
 from .test_imaging import tls_hosts, tls_peers, tls_stations
 
 pytestmark = pytest.mark.lifecycle
@@ -104,7 +104,7 @@ def _person_half(lab: Lab, plan: Plan) -> dict[str, Any] | None:
     session must go on, and the person's DN and own credentials; None in a lab without one."""
     if not any(h.deployed for h in lab.group("directories")):
         return None
-    who = next((p for p in lab.people if p.status() == "enabled" and "vendor" not in p.roles), None)
+    who = first(lab, "enabled")
     if who is None:
         return None
     other = next((p for p in lab.people if p.status() == "enabled" and "technologist" in p.roles), None)

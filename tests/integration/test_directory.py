@@ -34,12 +34,18 @@ def directory(lab: Lab) -> Host:
     return hosts[0]
 
 
+def first(lab: Lab, status: str, vendor: bool = False) -> Person | None:
+    """The first person of the definition whose status (today) is ``status``, a vendor or not; None
+    when the definition has none."""
+    return next((p for p in lab.people if p.status() == status and ("vendor" in p.roles) == vendor), None)
+
+
 def one(lab: Lab, status: str, vendor: bool = False) -> Person:
-    """The first person of the definition whose status (today) is ``status``, a vendor or not."""
-    found = [p for p in lab.people if p.status() == status and ("vendor" in p.roles) == vendor]
-    if not found:
+    """first(), or the check skipped when the definition has no such person."""
+    found = first(lab, status, vendor)
+    if found is None:
         pytest.skip(f"lab {lab.name!r} defines no {'vendor' if vendor else 'person'} who is {status}")
-    return found[0]
+    return found
 
 
 INVALID = ldap.INVALID
