@@ -314,7 +314,10 @@ def refusal(seen: _Observer, pdus: list[Any], connected: bool) -> dict[str, Any]
     aborted: A-ABORT received (PS3.8 9.3.8); timeout: no TCP connection, or no answer, in time;
     refused: TCP reset; unreachable: another connect error; closed: the peer closed the connection
     without an A-ASSOCIATE response (``reset``: it reset it; ``unknown_pdu``: the first byte when it
-    sent something that is not a PDU, e.g. 0x15, a TLS alert record).
+    sent something that is not a PDU, e.g. 0x15, a TLS alert record). A reset that the kernel reports
+    as the connect's own error (ECONNRESET: the peer accepted, then reset the connection before the
+    connect returned, or during the TLS handshake) is the peer's cut too: closed, reset, with
+    ``phase`` "connect".
     """
     rj = next((p for p in pdus if type(p).__name__ == "A_ASSOCIATE_RJ"), None)
     if rj is not None:
@@ -342,6 +345,8 @@ def refusal(seen: _Observer, pdus: list[Any], connected: bool) -> dict[str, Any]
             return {"outcome": "timeout", "phase": "connect", "error": connect_error}
         if connect_error is not None and "Connection refused" in connect_error:
             return {"outcome": "refused", "error": connect_error}
+        if connect_error is not None and "Connection reset by peer" in connect_error:
+            return {"outcome": "closed", "pdus_received": [], "reset": True, "phase": "connect", "error": connect_error}
         return {"outcome": "unreachable", "error": connect_error}
     if any(m.startswith("ACSE timeout") for m in seen.messages) or any(isinstance(e, TimeoutError) for e in errors):
         return {"outcome": "timeout", "phase": "association"}

@@ -8,6 +8,7 @@ Real peers on loopback, no mocks: a pynetdicom SCP with dicomsim's own mutual-TL
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import ipaddress
 import json
 import socket
@@ -168,6 +169,29 @@ def test_a_closed_port_is_refused(pki: Path) -> None:
         port = s.getsockname()[1]
     out = _echo(pki, port)
     assert out["outcome"] == "refused" and "Connection refused" in out["error"], out
+
+
+def test_a_reset_reported_by_the_connect_is_the_peers_cut(pki: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A listener that accepts and resets at once (the legacy overlay gateway's allow-list, stunnel's
+    libwrap) can reach a loaded host's kernel before the connect returns: the connect itself then
+    fails with ECONNRESET. That is the peer's cut, as after a connect: closed, reset, no PDU, and a
+    store does not try again (dicomsim.RETRY_OUTCOMES). The reset is played by the socket's connect,
+    which completes the TCP handshake with a real listener first."""
+    real_connect = socket.socket.connect
+
+    def reset_at_connect(self: socket.socket, address: Any) -> None:
+        real_connect(self, address)
+        raise ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        monkeypatch.setattr(socket.socket, "connect", reset_at_connect)
+        out = _echo(pki, listener.getsockname()[1], tls="cleartext")
+        stored = dicomsim.store(_cfg(pki, listener.getsockname()[1]), "pacs", _series(1), tls="cleartext", backoff=0.05)
+    assert {k: out.get(k) for k in ("outcome", "reset", "pdus_received", "phase", "error")} == {
+        "outcome": "closed", "reset": True, "pdus_received": [], "phase": "connect", "error": "[Errno 104] Connection reset by peer"}
+    assert [a["outcome"] for a in stored["attempts"]] == ["closed"] and len(stored["unacknowledged"]) == 1
 
 
 def test_silence_is_a_timeout_not_a_refusal(pki: Path, monkeypatch: pytest.MonkeyPatch) -> None:
