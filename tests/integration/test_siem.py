@@ -534,42 +534,58 @@ def refused_binds(lab: Lab, suffix: str, names: list[str]) -> list[dict[str, Any
 
 
 @pytest.mark.control("C-DET-06")
-def test_password_guessing_at_the_directory_from_the_pacs_raises_ldap_brute_force(running_lab: Lab, plan: Plan, evidence) -> None:
+def test_password_guessing_at_the_directory_from_the_pacs_raises_ldap_brute_force_and_its_success(running_lab: Lab, plan: Plan,
+                                                                                                   evidence) -> None:
     """A program on the PACS (the flow matrix lets the datacenter reach the directory, F10a) binds
-    under five names of this run with wrong passwords: slapd refuses each (invalid credentials, 49),
-    and the five refusals, from the PACS's address and not relayed, raise ldap-brute-force (medium)
-    about that address, holding them; the rule names no containment, so no decision is taken about
-    it. The negative twin, first: five such binds from the IdP's address are five refusals marked
-    relayed (the IdP binds as each person whose password its portal checks; the portal's own log,
-    with the browser's address, is idp-brute-force's), and no alert holds them (the PACS's alert,
-    raised after them, shows the siem has evaluated them). Below the threshold, four refusals and a
-    success, is the rule's silent fixture (tests/unit/sigma/ldap-brute-force.yml)."""
+    under five names of this run with wrong passwords, then as a person with their own password:
+    slapd refuses the five (invalid credentials, 49) and accepts the last. The five refusals, from
+    the PACS's address and not relayed, raise ldap-brute-force (medium) about that address, holding
+    them; the accepted bind after them raises ldap-brute-force-success (high), holding it. Neither
+    rule names a containment, so no decision is taken about either. The negative twin, first: the
+    same six binds from the IdP's address are marked relayed (the IdP binds as each person whose
+    password its portal checks; the portal's own log, with the browser's address, is
+    idp-brute-force's), and no alert holds them (the PACS's alerts, raised after them, show the siem
+    has evaluated them). Below the threshold, four refusals and a success, is the rules' silent
+    fixture (tests/unit/sigma/ldap-brute-force*.yml)."""
     lab = running_lab
     host = td.directory(lab)
     if host.name not in sources(lab):
         pytest.skip(f"lab {lab.name!r} does not list its directory in siem_sources")
-    pacs, relay = the(lab, "pacs_servers"), idp(lab)
-    suffix = ldap.suffix(lab)
+    pacs, relay, who = the(lab, "pacs_servers"), idp(lab), td.one(lab, "enabled")
+    suffix, dn = ldap.suffix(lab), ldap.person(ldap.suffix(lab), who.name)
+    own = {"dn": dn, "password": td.password(plan, "person", who.name)}
     twin = [f"siem-{RUN}-relayed-guess-{i}" for i in range(5)]
     guessed = [f"siem-{RUN}-pacs-guess-{i}" for i in range(5)]
     wrong = secrets.token_hex(8)
-    from_idp = ldap.steps_from(lab, plan, host, relay.name, [{"dn": ldap.person(suffix, name), "password": wrong} for name in twin])
-    from_pacs = ldap.steps_from(lab, plan, host, pacs.name, [{"dn": ldap.person(suffix, name), "password": wrong} for name in guessed])
+    since = max((e["id"] for e in slapd_binds(lab, dn)), default=0)  # the person's earlier binds (a sign-in's, a check's)
+    from_idp = ldap.steps_from(lab, plan, host, relay.name, [{"dn": ldap.person(suffix, name), "password": wrong} for name in twin] + [own])
+    from_pacs = ldap.steps_from(lab, plan, host, pacs.name, [{"dn": ldap.person(suffix, name), "password": wrong} for name in guessed] + [own])
     relayed = wait_for(f"the directory's refusals of {twin}", lambda: refused_binds(lab, suffix, twin))
     refusals = wait_for(f"the directory's refusals of {guessed}", lambda: refused_binds(lab, suffix, guessed))
+    sources_of = (str(pacs.address), str(relay.address))
+    accepted = wait_for(f"the directory's two binds as {who.name}", lambda: (
+        b if len(b := [e for e in slapd_binds(lab, dn, since) if e["outcome"] == "success" and e["src_ip"] in sources_of]) >= 2 else []))
     ours = {e["id"] for e in refusals}
+    success = [e for e in accepted if e["src_ip"] == str(pacs.address)]
     alert = wait_for("ldap-brute-force alert holding the PACS's five refusals", lambda: [
         a for a in siem_json(lab, "alerts") if a["rule"] == "ldap-brute-force" and ours <= set(a["events"])])[0]
+    broke_in = wait_for("ldap-brute-force-success alert holding the PACS's accepted bind", lambda: [
+        a for a in siem_json(lab, "alerts") if a["rule"] == "ldap-brute-force-success" and success[0]["id"] in a["events"]])[0]
     alerts = siem_json(lab, "alerts")
-    decided = [d for d in siem_json(lab, "containment") if d["alert"] == alert["id"]]
-    evidence.update(from_idp=from_idp, from_pacs=from_pacs, relayed=relayed, refusals=refusals, alert=alert, decided=decided)
-    assert from_idp == [{"bind": ldap.INVALID}] * 5 and from_pacs == [{"bind": ldap.INVALID}] * 5
+    decided = [d for d in siem_json(lab, "containment") if d["alert"] in (alert["id"], broke_in["id"])]
+    evidence.update(from_idp=from_idp, from_pacs=from_pacs, relayed=relayed, refusals=refusals, accepted=accepted, alert=alert,
+                    broke_in=broke_in, decided=decided)
+    assert from_idp == from_pacs == [{"bind": ldap.INVALID}] * 5 + [{"bind": "success", "whoami": f"dn:{dn}"}]
     assert sorted((e["user"], e["src_ip"], e["src_host"], e["src_zone"], e["action"]) for e in relayed + refusals) == sorted(
         [(name, str(relay.address), relay.name, str(relay.zone), "relayed") for name in twin]
         + [(name, str(pacs.address), pacs.name, str(pacs.zone), None) for name in guessed])
+    assert sorted((e["user"], e["src_ip"], e["action"]) for e in accepted) == sorted(
+        [(who.name, str(relay.address), "relayed"), (who.name, str(pacs.address), None)])
     assert (alert["severity"], alert["entities"]) == ("medium", {"src_ip": str(pacs.address)})
+    assert (broke_in["severity"], broke_in["entities"]) == ("high", {"src_ip": str(pacs.address)})
     assert decided == []
-    assert not [a["id"] for a in alerts if {e["id"] for e in relayed} & set(a["events"])]
+    twin_events = {e["id"] for e in relayed} | {e["id"] for e in accepted if e["action"] == "relayed"}
+    assert not [a["id"] for a in alerts if twin_events & set(a["events"])]
 
 
 @pytest.mark.control("C-PRT-01")
