@@ -159,7 +159,9 @@ class Authority:
         self.journal = journal
 
     def _record(self, event: str, name: str, **details: Any) -> None:
-        """Append one change to the journal, under the lock of the change it records."""
+        """Append one change to the journal, under the lock of the change it records, once the state
+        holds it: a change the state did not keep is never journalled (a crash between the two leaves
+        one unjournalled, which the inventory still lists)."""
         if self.journal is None:
             return
         self.journal.parent.mkdir(parents=True, exist_ok=True)

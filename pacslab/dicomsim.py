@@ -346,7 +346,7 @@ def refusal(seen: _Observer, pdus: list[Any], connected: bool) -> dict[str, Any]
         if connect_error is not None and "Connection refused" in connect_error:
             return {"outcome": "refused", "error": connect_error}
         if connect_error is not None and "Connection reset by peer" in connect_error:
-            return {"outcome": "closed", "pdus_received": [], "reset": True, "phase": "connect", "error": connect_error}
+            return {"outcome": "closed", "pdus_received": [], "reset": True, "phase": "connect", "error": f"ConnectionResetError: {connect_error}"}
         return {"outcome": "unreachable", "error": connect_error}
     if any(m.startswith("ACSE timeout") for m in seen.messages) or any(isinstance(e, TimeoutError) for e in errors):
         return {"outcome": "timeout", "phase": "association"}
@@ -435,7 +435,9 @@ def echo(cfg: dict[str, Any], peer: str, **kw: Any) -> dict[str, Any]:
 # (restarting: nothing listens), or the association it had accepted broke without an answer. After
 # such a break, a TLS front that closes the connection without a reset also counts (the service
 # behind it is restarting); before one, that close is the peer's answer (Orthanc closes on a SOP
-# class it does not take). A rejection, an A-ABORT, a TLS alert or a reset is never retried.
+# class it does not take). A rejection, an A-ABORT, a TLS alert or a reset is never retried, but a
+# reset the connect itself reported (phase "connect": also one during the TLS handshake, as a front
+# that is restarting may give): that one was tried again before it was told from an unreachable peer.
 RETRY_OUTCOMES = ("refused", "unreachable", "established")
 RETRIES, BACKOFF = 5, 1.0  # more associations after the first; seconds before the first retry, doubling (1, 2, 4, 8, 16)
 
@@ -443,7 +445,7 @@ RETRIES, BACKOFF = 5, 1.0  # more associations after the first; seconds before t
 def _retry(out: dict[str, Any], attempts: list[dict[str, Any]]) -> bool:
     broke = any(a["outcome"] == "established" and a.get("error") for a in attempts)
     last = attempts[-1]["outcome"]
-    return last in RETRY_OUTCOMES or (last == "closed" and out.get("reset") is False and broke)
+    return last in RETRY_OUTCOMES or (last == "closed" and (out.get("phase") == "connect" or (out.get("reset") is False and broke)))
 
 
 def _peer_aborted(assoc: Any) -> bool:

@@ -169,10 +169,10 @@ def test_the_siem_takes_syslog_from_a_log_source_s_certificate_only(running_lab:
 
 def ca_source(lab: Lab) -> Host:
     """The lab CA, when siem_sources lists it."""
-    hosts = [h for h in lab.group("pki_servers") if h.deployed and h.name in sources(lab)]
-    if not hosts:
+    ca = lab.hosts[im.ca_host(lab)]
+    if ca.name not in sources(lab):
         pytest.skip(f"lab {lab.name!r} does not list its CA in siem_sources")
-    return hosts[0]
+    return ca
 
 
 @pytest.mark.control("C-PRT-01")
@@ -197,11 +197,11 @@ def test_each_certificate_the_ca_issues_reaches_the_siem_from_the_ca_alone(runni
     logged = {e["serial"] for e in journal if e["event"] == "certificate-issued"}
     at_siem = {json.loads(e["message"])["serial"] for e in siem_json(lab, "events", "--contains", '"event": "certificate-issued"')
                if e["source"] == "ca-events" and e["host"] == ca.name}
-    forged_line = json.dumps({"event": "certificate-revoked", "name": device.name, "serials": [serial], "marker": f"siem-{RUN}-forged-ca"})
+    forged_line = json.dumps({"event": "certificate-revoked", "name": device.name, "serials": [serial], "marker": f"siem-{RUN}-ca-forged"})
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     other = bastion(lab).name
     sent = syslog.send(lab, other, s, "tls-own-certificate", f"<85>1 {stamp} {ca.name} ca-events - - - {forged_line}")
-    [forged] = wait_for("the forged line at the siem", lambda: siem_json(lab, "events", "--contains", f"siem-{RUN}-forged-ca"))
+    [forged] = wait_for("the forged line at the siem", lambda: siem_json(lab, "events", "--contains", f"siem-{RUN}-ca-forged"))
     evidence.update(seconds=seconds, event={k: event[k] for k in ("host", "event_type", "outcome", "dst_ip", "time")},
                     issuances_logged=len(logged), issuances_at_siem=len(at_siem & logged), forged=forged["event_type"])
     assert {k: event[k] for k in ("host", "sender_host", "source", "event_type", "outcome", "action", "dst_ip")} == {

@@ -1,11 +1,14 @@
-"""pacslab-ca trust: what a node's converge record depends on changes only with what it trusts."""
+"""pacslab-ca: its trust state (what a node's converge record depends on changes only with what it
+trusts) and its event log (each change, and nothing else)."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -44,7 +47,7 @@ def test_revoking_a_node_changes_only_its_own_entry(tmp_path: Path) -> None:
     assert {n: again["nodes"][n] for n in ("pacs", "mod-ct")} == {n: before["nodes"][n] for n in ("pacs", "mod-ct")}
 
 
-def test_every_change_and_no_other_call_is_journalled(tmp_path: Path) -> None:
+def test_every_change_is_journalled_and_a_call_that_changes_nothing_is_not(tmp_path: Path) -> None:
     journal = tmp_path / "log" / "ca-events.json"
     ca = Authority(tmp_path / "state", journal)
     ca.init("unit", "ec-p256", 30)
@@ -52,6 +55,10 @@ def test_every_change_and_no_other_call_is_journalled(tmp_path: Path) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     first = ca.issue("mod-ct", csr("mod-ct", key), "DNS:mod-ct,IP:10.77.30.10", 397)
     ca.issue("mod-ct", csr("mod-ct", key), "DNS:mod-ct,IP:10.77.30.10", 397)  # unchanged
+    ca.bundle(["mod-ct", "pacs"])  # reads
+    ca.trust()
+    ca.inventory()
+    ca.reenrol("mod-ct")  # a valid node: nothing to allow
     renewed = ca.issue("mod-ct", csr("mod-ct", key), "DNS:mod-ct,IP:10.77.30.10,DNS:ct", 397)  # new SANs: a new certificate
     ca.revoke("mod-ct")
     ca.revoke("mod-ct")  # already revoked
@@ -70,10 +77,24 @@ def test_every_change_and_no_other_call_is_journalled(tmp_path: Path) -> None:
     assert events[3]["serials"] == [serial["first"], serial["renewed"]]
     assert events[4]["serial"] == serial["renewed"]
     assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", e["time"]) for e in events)
-    assert oct(journal.stat().st_mode & 0o777) == "0o640"
+    assert journal.stat().st_mode & 0o007 == 0  # root's, and its group's to read (os.open's 0640, less the umask)
 
 
 def test_a_ca_without_a_journal_writes_none(tmp_path: Path) -> None:
     ca = Authority(tmp_path)
     ca.init("unit", "ec-p256", 30)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "meta.json", "root.crt", "root.key"]
+
+
+def test_the_tool_journals_where_its_state_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """`pacslab-ca init` (main) writes its change to the journal, kept in the CA's state folder (its
+    volume: restored with what it records)."""
+    from pacslab import ca as tool
+
+    if "PACSLAB_CA_EVENTS" not in os.environ and "PACSLAB_CA_STATE" not in os.environ:
+        assert tool.JOURNAL == Path("/var/lib/pacslab-ca/events.json")
+    monkeypatch.setattr(tool, "STATE", tmp_path / "state")
+    monkeypatch.setattr(tool, "JOURNAL", tmp_path / "state" / "events.json")
+    assert tool.main(["init", "--lab", "unit"]) == 0
+    assert json.loads(capsys.readouterr().out)["changed"] is True
+    assert [json.loads(line)["event"] for line in (tmp_path / "state" / "events.json").read_text().splitlines()] == ["root-created"]

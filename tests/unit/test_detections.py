@@ -437,8 +437,10 @@ def test_the_ca_s_log_shipped_again_is_stored_once(tmp_path: Path) -> None:
     issued, revoked = json.dumps(CA_ISSUED), json.dumps({"event": "certificate-revoked", "name": "mod-ct", "time": "2026-12-06T16:41:00Z",
                                                          "serials": ["5f1e"]})
     first = [json.dumps(_record("ca-events", issued, peer="10.77.10.12")) + "\n"]
-    again = first + [json.dumps(_record("ca-events", revoked, peer="10.77.10.12")) + "\n", json.dumps(_record("ca-events", issued)) + "\n",
-                     json.dumps(_record("ca-events", issued)) + "\n"]
+    later = {"time": "2026-12-07T09:00:00.000000+00:00"}  # rsyslog's time of the second reading, not the CA's
+    again = [json.dumps(_record("ca-events", issued, peer="10.77.10.12") | later) + "\n",
+             json.dumps(_record("ca-events", revoked, peer="10.77.10.12") | later) + "\n",
+             json.dumps(_record("ca-events", issued) | later) + "\n", json.dumps(_record("ca-events", issued) | later) + "\n"]
     out = io.StringIO()
     siem.ingest(first, out, db, CA_ASSETS)
     siem.ingest(again, out, db, CA_ASSETS)

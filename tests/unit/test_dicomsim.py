@@ -174,9 +174,10 @@ def test_a_closed_port_is_refused(pki: Path) -> None:
 def test_a_reset_reported_by_the_connect_is_the_peers_cut(pki: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A listener that accepts and resets at once (the legacy overlay gateway's allow-list, stunnel's
     libwrap) can reach a loaded host's kernel before the connect returns: the connect itself then
-    fails with ECONNRESET. That is the peer's cut, as after a connect: closed, reset, no PDU, and a
-    store does not try again (dicomsim.RETRY_OUTCOMES). The reset is played by the socket's connect,
-    which completes the TCP handshake with a real listener first."""
+    fails with ECONNRESET. That is the peer's cut, as after a connect: closed, reset, no PDU. A store
+    tries again, as it did when this was reported as unreachable (a TLS front restarting may reset a
+    handshake; dicomsim.RETRY_OUTCOMES). The reset is played by the socket's connect, which completes
+    the TCP handshake with a real listener first."""
     real_connect = socket.socket.connect
 
     def reset_at_connect(self: socket.socket, address: Any) -> None:
@@ -188,10 +189,11 @@ def test_a_reset_reported_by_the_connect_is_the_peers_cut(pki: Path, monkeypatch
         listener.listen()
         monkeypatch.setattr(socket.socket, "connect", reset_at_connect)
         out = _echo(pki, listener.getsockname()[1], tls="cleartext")
-        stored = dicomsim.store(_cfg(pki, listener.getsockname()[1]), "pacs", _series(1), tls="cleartext", backoff=0.05)
+        stored = dicomsim.store(_cfg(pki, listener.getsockname()[1]), "pacs", _series(1), tls="cleartext", retries=2, backoff=0.05)
     assert {k: out.get(k) for k in ("outcome", "reset", "pdus_received", "phase", "error")} == {
-        "outcome": "closed", "reset": True, "pdus_received": [], "phase": "connect", "error": "[Errno 104] Connection reset by peer"}
-    assert [a["outcome"] for a in stored["attempts"]] == ["closed"] and len(stored["unacknowledged"]) == 1
+        "outcome": "closed", "reset": True, "pdus_received": [], "phase": "connect",
+        "error": "ConnectionResetError: [Errno 104] Connection reset by peer"}
+    assert [a["outcome"] for a in stored["attempts"]] == ["closed"] * 3 and len(stored["unacknowledged"]) == 1
 
 
 def test_silence_is_a_timeout_not_a_refusal(pki: Path, monkeypatch: pytest.MonkeyPatch) -> None:
