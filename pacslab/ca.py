@@ -18,8 +18,8 @@ status, so ``bundle`` never hands out a revoked node; ``inventory`` lists it (th
 read it).
 
 Every change is also appended to the CA's event log (``JOURNAL``, one JSON object per line, in the
-state folder: it is kept, and restored, with what it records), which roles/log_shipping ships to the
-siem as ``ca-events`` (C-PRT-01): ``{"time", "event", "name", ...}``
+CA's log volume: kept when its container is made again, and, like every host's logs, never rolled
+back by a snapshot's restore), which roles/log_shipping ships to the siem as ``ca-events`` (C-PRT-01): ``{"time", "event", "name", ...}``
 with event one of ``root-created``, ``certificate-issued`` (serial, subject, sans, not_after, key,
 spki_sha256, expired; ``replaces``: the serials it supersedes), ``certificate-revoked`` (serials) and
 ``re-enrolment`` (the serial of the revoked certificate). Times are UTC, RFC 3339, to the second.
@@ -46,7 +46,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 STATE = Path(os.environ.get("PACSLAB_CA_STATE", "/var/lib/pacslab-ca"))
-JOURNAL = Path(os.environ.get("PACSLAB_CA_EVENTS", str(STATE / "events.json")))
+JOURNAL = Path(os.environ.get("PACSLAB_CA_EVENTS", "/var/log/pacslab/ca-events.json"))
 MIN_DAYS_LEFT = 30  # C-DAT-05: a certificate in use keeps at least this many days
 RENEW_DAYS_LEFT = 60  # `issue` renews earlier than the check would complain
 KEY_TYPES = ("ec-p256", "rsa-3072")

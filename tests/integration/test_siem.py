@@ -193,7 +193,7 @@ def test_each_certificate_the_ca_issues_reaches_the_siem_from_the_ca_alone(runni
     [event] = wait_for("the CA's issuance at the siem", lambda: [e for e in siem_json(lab, "events", "--contains", f'"serial": "{serial}"')
                                                                if e["source"] == "ca-events"])
     seconds = round(time.monotonic() - start, 1)
-    journal = [json.loads(line) for line in im.read_from(lab, ca.name, "/var/lib/pacslab-ca/events.json").splitlines()]
+    journal = [json.loads(line) for line in im.read_from(lab, ca.name, "/var/log/pacslab/ca-events.json").splitlines()]
     logged = {e["serial"] for e in journal if e["event"] == "certificate-issued"}
     at_siem = {json.loads(e["message"])["serial"] for e in siem_json(lab, "events", "--contains", '"event": "certificate-issued"')
                if e["source"] == "ca-events" and e["host"] == ca.name}

@@ -87,14 +87,14 @@ def test_a_ca_without_a_journal_writes_none(tmp_path: Path) -> None:
 
 
 def test_the_tool_journals_where_its_state_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    """`pacslab-ca init` (main) writes its change to the journal, kept in the CA's state folder (its
-    volume: restored with what it records)."""
+    """`pacslab-ca init` (main) writes its change to the journal, in the CA's log volume (a snapshot's
+    restore leaves it: evidence is not rolled back)."""
     from pacslab import ca as tool
 
     if "PACSLAB_CA_EVENTS" not in os.environ and "PACSLAB_CA_STATE" not in os.environ:
-        assert tool.JOURNAL == Path("/var/lib/pacslab-ca/events.json")
+        assert tool.JOURNAL == Path("/var/log/pacslab/ca-events.json")
     monkeypatch.setattr(tool, "STATE", tmp_path / "state")
-    monkeypatch.setattr(tool, "JOURNAL", tmp_path / "state" / "events.json")
+    monkeypatch.setattr(tool, "JOURNAL", tmp_path / "log" / "ca-events.json")
     assert tool.main(["init", "--lab", "unit"]) == 0
     assert json.loads(capsys.readouterr().out)["changed"] is True
-    assert [json.loads(line)["event"] for line in (tmp_path / "state" / "events.json").read_text().splitlines()] == ["root-created"]
+    assert [json.loads(line)["event"] for line in (tmp_path / "log" / "ca-events.json").read_text().splitlines()] == ["root-created"]

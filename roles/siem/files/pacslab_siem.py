@@ -892,7 +892,7 @@ def store(db: sqlite3.Connection, event: dict[str, Any]) -> int:
 
 
 # The CA's event log is read from its first line (roles/log_shipping, from_start): a new CA container
-# or a restored snapshot may ship all or part of it again, each line with a later syslog time. Each
+# ships all of it again, each line with a later syslog time. Each
 # of its lines is unique (the CA's own time, the change, the node and serials), and its event takes
 # the CA's time (_ca_event), so one already stored from the CA is confirmed and not stored twice. A
 # line without a time of the CA's (none is written so) would take the syslog time and be stored
