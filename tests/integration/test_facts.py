@@ -387,7 +387,7 @@ RUNS_AS = (
     RunsAs("/usr/sbin/rsyslogd ", "root",
            "roles/bastion, roles/siem, roles/log_shipping: reads /dev/log and keeps the bastion's records, which no vendor may change; on "
            "the siem, the TLS listener reads the node key (the store and the ingest run as pacslab-siem); on the PACS, the VNA, "
-           "the fw, the IdP and the CA, ships their logs with the node key (the CA's event log is in its root-only state folder)"),
+           "the fw, the IdP and the CA, ships their logs with the node key"),
     RunsAs("/usr/bin/python3 /usr/local/lib/pacslab/pacslab_siem.py evaluate ", "pacslab-siem", "roles/siem: user=pacslab-siem, the store's owner"),
     RunsAs("/usr/bin/python3 /usr/local/lib/pacslab/pacslab_siem.py serve ", "pacslab-siem",
            "roles/siem: the containment service, user=pacslab-siem with its own copy of the node key"),
