@@ -167,11 +167,20 @@ def test_the_siem_takes_syslog_from_a_log_source_s_certificate_only(running_lab:
         assert siem_json(running_lab, "events", "--contains", marks[case]) == [], case
 
 
-def ca_source(lab: Lab) -> Host:
-    """The lab CA, when siem_sources lists it."""
+def shipping_ca(lab: Lab) -> Host | None:
+    """The lab CA, when it ships its event log to a siem: siem_sources lists it and a siem is
+    deployed; None otherwise."""
     ca = lab.hosts[im.ca_host(lab)]
-    if ca.name not in sources(lab):
-        pytest.skip(f"lab {lab.name!r} does not list its CA in siem_sources")
+    if ca.name not in sources(lab) or not any(SIEMS in h.groups for h in lab.deployed_hosts()):
+        return None
+    return ca
+
+
+def ca_source(lab: Lab) -> Host:
+    """The lab CA, when it ships its event log to a siem (skipped otherwise)."""
+    ca = shipping_ca(lab)
+    if ca is None:
+        pytest.skip(f"lab {lab.name!r} does not list its CA in siem_sources, or deploys no siem")
     return ca
 
 
@@ -1070,6 +1079,39 @@ def test_a_stored_study_and_its_deletion_reach_the_siem_as_dicom_audit_messages(
         "host": pacs.name, "user": "pacslab-admin", "study_uid": stored["study_uid"], "patient_id": stored["patient_id"], "outcome": "success"}
     raw = [ln for ln in raw_lines(lab, pacs, stored["study_uid"]) if " dicom-audit " in ln]  # not the event log's lines about it
     assert len(raw) == 2 and all(ln.startswith("<85>1 ") and f" {pacs.name} dicom-audit - DICOM+RFC3881 - <AuditMessage>" in ln for ln in raw), raw
+
+
+@pytest.mark.control("C-PRT-01")
+def test_deleting_part_of_a_study_is_instances_accessed_d_and_deleting_its_last_image_is_study_deleted(running_lab: Lab,
+                                                                                                         evidence) -> None:
+    """A CT series of two images is stored on the PACS. The lab's administrator deletes one image:
+    the study stays, and the PACS writes DICOM Instances Accessed (PS3.15 A.5.3.6) with action D,
+    naming the administrator, the study and the patient. The twin: deleting the other image takes
+    the study with it (Orthanc deletes a study left without images), which is DICOM Study Deleted
+    (A.5.3.8), and no second Instances Accessed D."""
+    lab = running_lab
+    pacs, station = pacs_of(lab), tls_stations(lab)[0]
+    result = im.dicomsim(lab, station.name, "store", "--images", "2", "--patient-name", f"PACSLAB^PART{RUN}", "--accession", f"PD{RUN}")
+    assert len(result["stored"]) == 2, result
+    study_uid, patient_id = result["stored"][0]["study_uid"], result["stored"][0]["patient_id"]
+    first, last = im.study_instances(lab, pacs.name, im.find_study(lab, pacs.name, f"PD{RUN}")[0])
+
+    def audit(event_type: str, action: str) -> list[dict[str, Any]]:
+        return [{k: e[k] for k in ("host", "source", "user", "action", "study_uid", "patient_id", "outcome")}
+                for e in siem_json(lab, "events", "--contains", study_uid) if e["event_type"] == event_type and e["action"] == action]
+
+    im.orthanc(lab, pacs.name, f"/instances/{first['id']}", "DELETE")
+    part = wait_for("DICOM Instances Accessed, action D", lambda: audit("dicom-audit-instances-accessed", "D"))
+    assert len(im.orthanc(lab, pacs.name, f"/studies/{im.find_study(lab, pacs.name, f'PD{RUN}')[0]}/instances")) == 1
+    im.orthanc(lab, pacs.name, f"/instances/{last['id']}", "DELETE")
+    whole = wait_for("DICOM Study Deleted", lambda: audit("dicom-audit-study-deleted", "D"))
+    assert im.find_study(lab, pacs.name, f"PD{RUN}") == []
+    evidence.update(part=part, whole=whole, after=audit("dicom-audit-instances-accessed", "D"))
+    expected = {"host": pacs.name, "source": "dicom-audit", "user": "pacslab-admin", "action": "D", "study_uid": study_uid,
+                "patient_id": patient_id, "outcome": "success"}
+    assert part == [expected]
+    assert whole == [expected]
+    assert audit("dicom-audit-instances-accessed", "D") == [expected]
 
 
 def transfers(lab: Lab, study_uid: str) -> list[dict[str, Any]]:

@@ -37,7 +37,9 @@
   - DICOM Instances Accessed: C for each study a person's upload stored, R for each study a
     person's allowed download read, U for each demographic correction (once per person and study
     in five minutes for C and R);
-  - DICOM Study Deleted for each study an allowed delete removed (the person);
+  - DICOM Study Deleted for each study an allowed delete removed (the person), and DICOM Instances
+    Accessed, action D, for a delete of a series or an instance that leaves the rest of its study
+    (the person, this Orthanc, the study);
   - Security Alert for each object refused (its sender, what was refused and why);
   - Query for each QIDO-RS search and each C-FIND Orthanc accepted (the latter through
     pacslab_find.lua, Orthanc's Lua filter).
@@ -416,18 +418,23 @@ def http_filter(uri, **request):
     if verdict == "allow" and method == "DELETE" and resource:
         doomed = _doomed(path.split("/")[1], resource)
         studies = _studies_of(path.split("/")[1], resource)
+        part = _part_of(path.split("/")[1], resource)
         with _lock:
             now = time.monotonic()
-            for stale in [r for r, (_, at) in _deleting.items() if now - at > DELETE_WINDOW]:
-                del _deleting[stale]
-            for stale in [r for r, (*_, at) in _deleting_studies.items() if now - at > DELETE_WINDOW]:
-                del _deleting_studies[stale]
+            for held in (_deleting, _deleting_studies, _deleting_parts):
+                for stale in [r for r, (*_, at) in held.items() if now - at > DELETE_WINDOW]:
+                    del held[stale]
             _deleting.update({r: (person, now) for r in doomed})
             _deleting_studies.update({r: (person, study, patient, now) for r, (study, patient) in studies.items()})
+            if part:
+                _deleting_parts[resource] = (person, *part, now)
     return verdict == "allow"
 
 
 _deleting_studies = {}  # Orthanc study id -> (person, audit.Study, audit.Patient, when): the audit of a deleted study
+# Orthanc id of a series or an instance whose delete leaves its study -> (person, audit.Study,
+# audit.Patient, when): the audit of a part of a study deleted
+_deleting_parts = {}
 
 
 def _study_ids(level, resource):
@@ -587,6 +594,22 @@ ABOVE = {"patients": [], "studies": ["patient"], "series": ["patient", "study"],
 DELETE_WINDOW = 60  # seconds an allowed delete names the person for the resources it may remove
 
 
+def _part_of(level, resource):
+    """(audit.Study, audit.Patient) of the study a delete of ``resource`` (at ``level``, a REST
+    path's first part) takes instances from but leaves (it holds instances outside ``resource``);
+    None when the delete takes the whole study (Orthanc deletes a study left without instances: its
+    message is DICOM Study Deleted), or names a patient or a study, or no resource there is."""
+    if level not in ("series", "instances"):
+        return None
+    try:
+        study_id = json.loads(orthanc.RestApiGet(f"/{level}/{resource}/study"))["ID"]
+        taken = {resource} if level == "instances" else {r["ID"] for r in json.loads(orthanc.RestApiGet(f"/series/{resource}/instances"))}
+        held = {r["ID"] for r in json.loads(orthanc.RestApiGet(f"/studies/{study_id}/instances"))}
+        return _study_record(study_id) if held - taken else None
+    except Exception:  # no such resource (Orthanc answers the delete 404 itself), or an answer without what is read
+        return None
+
+
 def _doomed(level, resource):
     """The Orthanc ids a delete of ``resource`` (at ``level``, a REST path's first part) may remove:
     the resource, every resource below it, and its ancestors."""
@@ -614,6 +637,11 @@ def on_change(change_type, level, resource_id):
             if deleted:
                 who, study, patient, _ = deleted
                 audit_write(audit.study_deleted, [audit.Participant(who or "unknown", requestor=True)], [study], patient)
+        with _lock:
+            part = _deleting_parts.pop(resource_id, None)
+        if part:
+            who, study, patient, _ = part
+            audit_write(audit.instances_accessed, "D", [audit.Participant(who or "unknown", requestor=True), ME], [study], patient)
     if change_type == orthanc.ChangeType.ORTHANC_STOPPED:
         audit_write(audit.application_activity, False, ME)
     if change_type == orthanc.ChangeType.STABLE_STUDY:
