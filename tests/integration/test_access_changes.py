@@ -117,9 +117,10 @@ def _revocation_at_siem(lab: Lab, victim: Host, serial: str | None) -> list[dict
     certificate ``serial``; {"timeout": why} when none came; None in a lab whose CA ships nothing."""
     from . import test_siem
 
-    ca = im.ca_host(lab)
-    if ca not in test_siem.sources(lab) or not any(SIEMS in h.groups for h in lab.deployed_hosts()):
+    shipping = test_siem.shipping_ca(lab)
+    if shipping is None:
         return None
+    ca = shipping.name
     if serial is None:
         return {"timeout": f"{victim.name} had no valid certificate to revoke"}
     try:
