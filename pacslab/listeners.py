@@ -30,12 +30,31 @@ log = logging.getLogger(__name__)
 Listener = tuple[str, int]  # ("tcp" | "udp", port)
 
 ROLES_DIR = REPO_ROOT / "roles"
-# Which hosts a role configures, as playbooks/up.yml decides it (its `when:` conditions).
-ROLE_APPLIES: dict[str, Callable[[Host], bool]] = {
-    "orthanc": lambda h: h.image == "orthanc",
-    "ris": lambda h: "ris_servers" in h.groups,
-    "dicom_node": lambda h: h.image == "dicom",
-}
+UP_PLAYBOOK = REPO_ROOT / "playbooks" / "up.yml"
+
+
+def service_roles(playbook: Path = UP_PLAYBOOK) -> dict[str, Callable[[Host], bool]]:
+    """Which hosts each service role configures, as the configure play of ``playbook`` decides it:
+    role -> whether it applies to a host, from the play's ``pacslab_service_roles`` (each entry's
+    ``by``: "image:<image>" or "group:<inventory group>"), in the play's order. ValueError naming
+    the file when no play lists them, or an entry's ``by`` is neither."""
+    listed = [p["vars"]["pacslab_service_roles"] for p in safe_load(playbook.read_text()) or []
+              if "pacslab_service_roles" in (p.get("vars") or {})]
+    if len(listed) != 1:
+        raise ValueError(f"{playbook}: one play lists pacslab_service_roles, not {len(listed)}")
+
+    def applies(by: str) -> Callable[[Host], bool]:
+        kind, _, value = by.partition(":")
+        if kind == "image" and value:
+            return lambda h: h.image == value
+        if kind == "group" and value:
+            return lambda h: value in h.groups
+        raise ValueError(f"{playbook}: pacslab_service_roles: by {by!r} is neither image:<image> nor group:<group>")
+
+    return {entry["role"]: applies(str(entry["by"])) for entry in listed[0]}
+
+
+ROLE_APPLIES = service_roles()
 
 
 @dataclass(frozen=True)

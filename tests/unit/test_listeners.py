@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pacslab.listeners import Drift, ExtraListener, compare, declared_extras, expected_listeners, front_inner_port, outside_loopback
+from pacslab.listeners import Drift, ExtraListener, compare, declared_extras, expected_listeners, front_inner_port, outside_loopback, service_roles
 from pacslab.plan import front_ports
 from pacslab.topology import REPO_ROOT, load_lab
 
@@ -180,3 +180,26 @@ def test_flows_and_lab_services_agree(lab_path: Path) -> None:
     for h in lab.deployed_hosts():
         declared = {(s.proto, s.port) for s in h.services} | ({("tcp", 4242), ("tcp", 8042)} if h.image == "orthanc" else set())
         assert expected_listeners(lab, h.name) == declared, h.name
+
+
+def test_the_service_roles_are_read_from_the_configure_play_written_out() -> None:
+    """Which host each service role configures, as playbooks/up.yml's configure play lists it, for
+    the reference lab's hosts (written by hand from hosts.yml: images and groups)."""
+    lab = loaded(DEFAULT_LAB)
+    applied = {role: sorted(h.name for h in lab.deployed_hosts() if applies(h)) for role, applies in service_roles().items()}
+    assert list(applied) == ["orthanc", "ris", "dicom_node", "directory", "idp", "rproxy", "bastion", "siem", "sensor", "scanner", "firewall"]
+    assert {r: hosts for r, hosts in applied.items() if r in ("orthanc", "ris", "siem", "firewall")} == {
+        "orthanc": ["pacs", "ris", "vna"], "ris": ["ris"], "siem": ["siem"], "firewall": ["fw"]}
+
+
+@pytest.mark.parametrize(("entries", "why"), [
+    ([{"role": "orthanc", "by": "host:pacs"}], "by 'host:pacs' is neither"),
+    ([{"role": "orthanc", "by": "image:"}], "by 'image:' is neither"),
+    (None, "one play lists pacslab_service_roles, not 0"),
+])
+def test_a_service_role_list_it_cannot_read_is_refused(tmp_path: Path, entries: Any, why: str) -> None:
+    playbook = tmp_path / "up.yml"
+    plays = [{"hosts": "all", "vars": {"pacslab_service_roles": entries} if entries else {}, "tasks": []}]
+    playbook.write_text(yaml.safe_dump(plays))
+    with pytest.raises(ValueError, match=why):
+        service_roles(playbook)
