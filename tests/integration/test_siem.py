@@ -1084,34 +1084,47 @@ def test_a_stored_study_and_its_deletion_reach_the_siem_as_dicom_audit_messages(
 @pytest.mark.control("C-PRT-01")
 def test_deleting_part_of_a_study_is_instances_accessed_d_and_deleting_its_last_image_is_study_deleted(running_lab: Lab,
                                                                                                          evidence) -> None:
-    """A CT series of two images is stored on the PACS. The lab's administrator deletes one image:
-    the study stays, and the PACS writes DICOM Instances Accessed (PS3.15 A.5.3.6) with action D,
-    naming the administrator, the study and the patient. The twin: deleting the other image takes
-    the study with it (Orthanc deletes a study left without images), which is DICOM Study Deleted
-    (A.5.3.8), and no second Instances Accessed D."""
+    """A CT study of two series of two images each is stored on the PACS. The lab's administrator
+    deletes one image, then the other series whole: the study stays each time, and the PACS writes
+    DICOM Instances Accessed (PS3.15 A.5.3.6) with action D for each, naming the administrator, the
+    study and the patient. The twin: deleting the last image takes the study with it (Orthanc
+    deletes a study left without images), which is DICOM Study Deleted (A.5.3.8), and no third
+    Instances Accessed D: a study stored after it (its Instances Transferred message, later in the
+    same audit file) reaches the siem, and the D messages are still two."""
     lab = running_lab
     pacs, station = pacs_of(lab), tls_stations(lab)[0]
-    result = im.dicomsim(lab, station.name, "store", "--images", "2", "--patient-name", f"PACSLAB^PART{RUN}", "--accession", f"PD{RUN}")
-    assert len(result["stored"]) == 2, result
+    result = im.dicomsim(lab, station.name, "store", "--images", "2", "--repeat", "2", "--patient-name", f"PACSLAB^PART{RUN}",
+                         "--accession", f"PD{RUN}")
+    assert len(result["stored"]) == 4, result
     study_uid, patient_id = result["stored"][0]["study_uid"], result["stored"][0]["patient_id"]
-    first, last = im.study_instances(lab, pacs.name, im.find_study(lab, pacs.name, f"PD{RUN}")[0])
+    study = im.find_study(lab, pacs.name, f"PD{RUN}")[0]
+    first, other = (s["ID"] for s in im.orthanc(lab, pacs.name, f"/studies/{study}/series"))
+    one, last = im.orthanc(lab, pacs.name, f"/series/{first}")["Instances"]
 
-    def audit(event_type: str, action: str) -> list[dict[str, Any]]:
+    def audit(event_type: str) -> list[dict[str, Any]]:  # the deletions (the reads above are action R)
         return [{k: e[k] for k in ("host", "source", "user", "action", "study_uid", "patient_id", "outcome")}
-                for e in siem_json(lab, "events", "--contains", study_uid) if e["event_type"] == event_type and e["action"] == action]
+                for e in siem_json(lab, "events", "--contains", study_uid) if e["event_type"] == event_type and e["action"] == "D"]
 
-    im.orthanc(lab, pacs.name, f"/instances/{first['id']}", "DELETE")
-    part = wait_for("DICOM Instances Accessed, action D", lambda: audit("dicom-audit-instances-accessed", "D"))
-    assert len(im.orthanc(lab, pacs.name, f"/studies/{im.find_study(lab, pacs.name, f'PD{RUN}')[0]}/instances")) == 1
-    im.orthanc(lab, pacs.name, f"/instances/{last['id']}", "DELETE")
-    whole = wait_for("DICOM Study Deleted", lambda: audit("dicom-audit-study-deleted", "D"))
+    im.orthanc(lab, pacs.name, f"/instances/{one}", "DELETE")
+    image = wait_for("DICOM Instances Accessed, action D, of the image", lambda: audit("dicom-audit-instances-accessed"))
+    im.orthanc(lab, pacs.name, f"/series/{other}", "DELETE")
+    series = wait_for("DICOM Instances Accessed, action D, of the series",
+                      lambda: found if len(found := audit("dicom-audit-instances-accessed")) == 2 else [])
+    assert len(im.orthanc(lab, pacs.name, f"/studies/{study}/instances")) == 1
+    im.orthanc(lab, pacs.name, f"/instances/{last}", "DELETE")
+    whole = wait_for("DICOM Study Deleted", lambda: audit("dicom-audit-study-deleted"))
     assert im.find_study(lab, pacs.name, f"PD{RUN}") == []
-    evidence.update(part=part, whole=whole, after=audit("dicom-audit-instances-accessed", "D"))
+    later = im.dicomsim(lab, station.name, "store", "--images", "1", "--patient-name", f"PACSLAB^PART{RUN}", "--accession", f"PE{RUN}")
+    wait_for("the later study's Instances Transferred", lambda: [
+        e for e in siem_json(lab, "events", "--contains", later["stored"][0]["study_uid"]) if e["event_type"] == "dicom-audit-instances-transferred"])
+    after = audit("dicom-audit-instances-accessed")
+    evidence.update(image=image, series=series, whole=whole, after=after)
     expected = {"host": pacs.name, "source": "dicom-audit", "user": "pacslab-admin", "action": "D", "study_uid": study_uid,
                 "patient_id": patient_id, "outcome": "success"}
-    assert part == [expected]
+    assert image == [expected]
+    assert series == [expected, expected]
     assert whole == [expected]
-    assert audit("dicom-audit-instances-accessed", "D") == [expected]
+    assert after == [expected, expected]
 
 
 def transfers(lab: Lab, study_uid: str) -> list[dict[str, Any]]:

@@ -416,9 +416,9 @@ def http_filter(uri, **request):
         searched(person, path, uri, request.get("get"))
     resource = groups.get("resource") or groups.get("study")
     if verdict == "allow" and method == "DELETE" and resource:
-        doomed = _doomed(path.split("/")[1], resource)
-        studies = _studies_of(path.split("/")[1], resource)
-        part = _part_of(path.split("/")[1], resource)
+        level = path.split("/")[1]
+        doomed = _doomed(level, resource)
+        studies = _studies_of(level, resource)
         with _lock:
             now = time.monotonic()
             for held in (_deleting, _deleting_studies, _deleting_parts):
@@ -426,14 +426,14 @@ def http_filter(uri, **request):
                     del held[stale]
             _deleting.update({r: (person, now) for r in doomed})
             _deleting_studies.update({r: (person, study, patient, now) for r, (study, patient) in studies.items()})
-            if part:
-                _deleting_parts[resource] = (person, *part, now)
+            for study_id, (study, patient) in studies.items() if level in ("series", "instances") else ():
+                _deleting_parts[resource] = (person, study_id, study, patient, now)  # a part of one study: on_change tells if it stayed
     return verdict == "allow"
 
 
 _deleting_studies = {}  # Orthanc study id -> (person, audit.Study, audit.Patient, when): the audit of a deleted study
-# Orthanc id of a series or an instance whose delete leaves its study -> (person, audit.Study,
-# audit.Patient, when): the audit of a part of a study deleted
+# Orthanc id of a series or an instance an allowed delete names -> (person, Orthanc id of its
+# study, audit.Study, audit.Patient, when): the audit of a part of a study deleted, if the study stays
 _deleting_parts = {}
 
 
@@ -594,22 +594,6 @@ ABOVE = {"patients": [], "studies": ["patient"], "series": ["patient", "study"],
 DELETE_WINDOW = 60  # seconds an allowed delete names the person for the resources it may remove
 
 
-def _part_of(level, resource):
-    """(audit.Study, audit.Patient) of the study a delete of ``resource`` (at ``level``, a REST
-    path's first part) takes instances from but leaves (it holds instances outside ``resource``);
-    None when the delete takes the whole study (Orthanc deletes a study left without instances: its
-    message is DICOM Study Deleted), or names a patient or a study, or no resource there is."""
-    if level not in ("series", "instances"):
-        return None
-    try:
-        study_id = json.loads(orthanc.RestApiGet(f"/{level}/{resource}/study"))["ID"]
-        taken = {resource} if level == "instances" else {r["ID"] for r in json.loads(orthanc.RestApiGet(f"/series/{resource}/instances"))}
-        held = {r["ID"] for r in json.loads(orthanc.RestApiGet(f"/studies/{study_id}/instances"))}
-        return _study_record(study_id) if held - taken else None
-    except Exception:  # no such resource (Orthanc answers the delete 404 itself), or an answer without what is read
-        return None
-
-
 def _doomed(level, resource):
     """The Orthanc ids a delete of ``resource`` (at ``level``, a REST path's first part) may remove:
     the resource, every resource below it, and its ancestors."""
@@ -626,6 +610,15 @@ def _doomed(level, resource):
     return ids
 
 
+def _exists_study(study_id):
+    """Whether Orthanc still holds the study (its changes are told after the delete that made them)."""
+    try:
+        orthanc.RestApiGet(f"/studies/{study_id}")
+    except orthanc.OrthancException:
+        return False
+    return True
+
+
 def on_change(change_type, level, resource_id):
     if change_type == orthanc.ChangeType.DELETED:
         with _lock:
@@ -639,8 +632,8 @@ def on_change(change_type, level, resource_id):
                 audit_write(audit.study_deleted, [audit.Participant(who or "unknown", requestor=True)], [study], patient)
         with _lock:
             part = _deleting_parts.pop(resource_id, None)
-        if part:
-            who, study, patient, _ = part
+        if part and _exists_study(part[1]):  # a study left without images is deleted with them: that is Study Deleted
+            who, _, study, patient, _ = part
             audit_write(audit.instances_accessed, "D", [audit.Participant(who or "unknown", requestor=True), ME], [study], patient)
     if change_type == orthanc.ChangeType.ORTHANC_STOPPED:
         audit_write(audit.application_activity, False, ME)
