@@ -511,11 +511,21 @@ def _undo_additions(lab: Lab, baseline: dict[str, Any], kept: Path | None = None
     done = []
     for host in fingerprint.orthanc_hosts(lab):
         before = set(baseline.get(f"orthanc:{host}", {}).get("instances", []))
-        added = sorted(set(im.orthanc(lab, host, "/instances")) - before)
-        for instance in added:
+        new = set(im.orthanc(lab, host, "/instances")) - before
+        if not new:
+            continue
+        # A study made only of added instances goes in one delete (one DICOM Study Deleted in the
+        # audit trail); an instance added to a study of the baseline goes alone (Instances Accessed, D).
+        by_study: dict[str, set[str]] = {}
+        for series in im.orthanc(lab, host, "/series?expand"):
+            by_study.setdefault(series["ParentStudy"], set()).update(series["Instances"])
+        whole = sorted(study for study, instances in by_study.items() if instances <= new)
+        for study in whole:
+            im.orthanc(lab, host, f"/studies/{study}", "DELETE")
+        alone = sorted(new - set().union(*(by_study[study] for study in whole)))
+        for instance in alone:
             im.orthanc(lab, host, f"/instances/{instance}", "DELETE")
-        if added:
-            done.append(f"{host}: {len(added)} instance(s) deleted")
+        done.append(f"{host}: {len(new)} instance(s) deleted ({len(whole)} whole stud{'y' if len(whole) == 1 else 'ies'})")
     now = fingerprint.take(lab)
     folders = {f"worklists:{h}": (h, fingerprint.role_var(lab, h, "ris", "ris_worklists_dir")) for h in fingerprint.ris_hosts(lab)}
     folders |= {f"dicom_node:{h}": (h, fingerprint.DICOM_NODE_STATE) for h in fingerprint.dicom_node_hosts(lab)}
