@@ -140,14 +140,17 @@ VULNERABLE_VERDICTS = {
 
 
 # Break-and-fix takes two partial `up`s per overlay: the seven cost about 650 s of `make test` on the
-# 2-core machine of 6 December (W5 128-137 s, W12 99 s, W9 95-108 s, W3 91 s, W6 87 s, W4 77 s, W7
-# 74-77 s), which must stay under 45 minutes. A third of them a day (214 s on the dearest day) was not
-# enough there: CI took 3,006 s. Each run of the suite now takes one overlay, by the day (UTC), so
-# seven days' runs prove every overlay. PACSLAB_BREAK_AND_FIX=all runs all seven (about 9 minutes
-# more); =0 to 6 runs that day's overlay (a red run repeated on another day); =W3,W6 runs those.
+# 2-core machine (W5 128-137 s, W9 93-108 s, W12 99 s, W3 91 s, W6 87 s, W4 77 s, W7 74-77 s, 4 to 6
+# December), which must stay under 45 minutes. A third of them a day (214 s on the dearest day) was
+# not enough there: CI took 3,006 s. Each run of the suite now takes one overlay, by the day (UTC):
+# the day's number is its weekday (0 on Monday) plus its ISO week, modulo 7, so seven days in a row
+# prove every overlay, and each overlay moves to the next weekday every week (by the weekday alone,
+# one that runs on Sundays would never run where CI runs on working days only).
+# PACSLAB_BREAK_AND_FIX=all runs all seven (about 9 minutes more); =0 to 6 runs that day's overlay
+# (a red run repeated on another day); =W3,W6 runs those.
 BREAK_AND_FIX_DAY = {"W3": 0, "W4": 1, "W5": 2, "W6": 3, "W7": 4, "W12": 5, "W9": 6}
 assert set(BREAK_AND_FIX_DAY) == set(VULNERABLE_VERDICTS), "each overlay of VULNERABLE_VERDICTS needs its day in BREAK_AND_FIX_DAY"
-assert sorted(BREAK_AND_FIX_DAY.values()) == list(range(len(BREAK_AND_FIX_DAY))), "one overlay a day, each day one"
+assert sorted(BREAK_AND_FIX_DAY.values()) == list(range(7)), "one overlay a day of the week, each day one"
 
 
 def _todays(scenario: str) -> Any:
@@ -165,7 +168,7 @@ def _todays(scenario: str) -> Any:
             raise pytest.UsageError(f"PACSLAB_BREAK_AND_FIX={chosen!r}: takes all, a day's number (0 to {len(BREAK_AND_FIX_DAY) - 1}) "
                                     f"or overlays of {', '.join(BREAK_AND_FIX_DAY)} separated by commas")
     else:
-        today = day.toordinal() % len(BREAK_AND_FIX_DAY)
+        today = (day.weekday() + day.isocalendar().week) % len(BREAK_AND_FIX_DAY)
         picked, why = [s for s, d in BREAK_AND_FIX_DAY.items() if d == today], f"break-and-fix runs one overlay a day: on {day}"
     if scenario in picked:
         return scenario
@@ -178,7 +181,8 @@ def test_break_and_fix(running_lab: Lab, scenario: str, capsys, evidence) -> Non
     """`scenario run ID --vulnerable` brings the lab into the scenario's overlay (a switch off, its
     controls waived) and every step goes as the vulnerable outcome says: W3's forged studies are
     stored, W4's altered image is "unverifiable", W5's capture holds the patient's name, W6's leaked password alone
-    opens the viewer, W12's flood is neither limited nor logged.
+    opens the viewer, W7's ended contract opens a shell and the phished password a tunnel, W9's object carrying malware is stored and
+    served, W12's flood is neither limited nor logged.
     `scenario check ID` then names each control as failing; `scenario reset ID` brings the lab's
     own definition back, and the fingerprint equals the one before the run."""
     lab = running_lab
