@@ -36,8 +36,9 @@ UP_PLAYBOOK = REPO_ROOT / "playbooks" / "up.yml"
 def service_roles(playbook: Path = UP_PLAYBOOK) -> dict[str, Callable[[Host], bool]]:
     """Which hosts each service role configures, as the configure play of ``playbook`` decides it:
     role -> whether it applies to a host, from the play's ``pacslab_service_roles`` (each entry's
-    ``by``: "image:<image>" or "group:<inventory group>"), in the play's order. ValueError naming
-    the file when no play lists them, or an entry's ``by`` is neither."""
+    ``by``: "image:<image>" or "group:<inventory group>", a group the host is listed in itself, as
+    Host.groups holds them), in the play's order. ValueError naming the file when no play lists
+    them, a role is listed twice, or an entry's ``by`` is neither."""
     listed = [p["vars"]["pacslab_service_roles"] for p in safe_load(playbook.read_text()) or []
               if "pacslab_service_roles" in (p.get("vars") or {})]
     if len(listed) != 1:
@@ -51,7 +52,12 @@ def service_roles(playbook: Path = UP_PLAYBOOK) -> dict[str, Callable[[Host], bo
             return lambda h: value in h.groups
         raise ValueError(f"{playbook}: pacslab_service_roles: by {by!r} is neither image:<image> nor group:<group>")
 
-    return {entry["role"]: applies(str(entry["by"])) for entry in listed[0]}
+    found: dict[str, Callable[[Host], bool]] = {}
+    for entry in listed[0]:
+        if entry["role"] in found:
+            raise ValueError(f"{playbook}: pacslab_service_roles: {entry['role']} is listed twice")
+        found[entry["role"]] = applies(str(entry["by"]))
+    return found
 
 
 ROLE_APPLIES = service_roles()

@@ -187,14 +187,17 @@ def test_the_service_roles_are_read_from_the_configure_play_written_out() -> Non
     the reference lab's hosts (written by hand from hosts.yml: images and groups)."""
     lab = loaded(DEFAULT_LAB)
     applied = {role: sorted(h.name for h in lab.deployed_hosts() if applies(h)) for role, applies in service_roles().items()}
+    assert applied == {
+        "orthanc": ["pacs", "ris", "vna"], "ris": ["ris"], "dicom_node": ["mod-ct", "mod-legacy", "mod-mr", "ovl-gw", "ws-rad", "ws-tech"],
+        "directory": ["dir"], "idp": ["idp"], "rproxy": ["rproxy"], "bastion": ["bastion"], "siem": ["siem"], "sensor": ["sensor"],
+        "scanner": ["scanner"], "firewall": ["fw"]}
     assert list(applied) == ["orthanc", "ris", "dicom_node", "directory", "idp", "rproxy", "bastion", "siem", "sensor", "scanner", "firewall"]
-    assert {r: hosts for r, hosts in applied.items() if r in ("orthanc", "ris", "siem", "firewall")} == {
-        "orthanc": ["pacs", "ris", "vna"], "ris": ["ris"], "siem": ["siem"], "firewall": ["fw"]}
 
 
 @pytest.mark.parametrize(("entries", "why"), [
     ([{"role": "orthanc", "by": "host:pacs"}], "by 'host:pacs' is neither"),
     ([{"role": "orthanc", "by": "image:"}], "by 'image:' is neither"),
+    ([{"role": "ris", "by": "group:ris_servers"}, {"role": "ris", "by": "image:orthanc"}], "ris is listed twice"),
     (None, "one play lists pacslab_service_roles, not 0"),
 ])
 def test_a_service_role_list_it_cannot_read_is_refused(tmp_path: Path, entries: Any, why: str) -> None:
