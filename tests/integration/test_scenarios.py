@@ -143,9 +143,9 @@ VULNERABLE_VERDICTS = {
 # 2-core machine (W5 128-137 s, W9 93-108 s, W12 99 s, W3 91 s, W6 87 s, W4 77 s, W7 74-77 s, 4 to 6
 # December), which must stay under 45 minutes. A third of them a day (214 s on the dearest day) was
 # not enough there: CI took 3,006 s. Each run of the suite now takes one overlay, by the day (UTC):
-# the day's number is its weekday (0 on Monday) plus its ISO week, modulo 7, so seven days in a row
-# prove every overlay, and each overlay moves to the next weekday every week (by the weekday alone,
-# one that runs on Sundays would never run where CI runs on working days only).
+# the day's number is its weekday (0 on Monday) plus its ISO week, modulo 7, so each ISO week (Monday
+# to Sunday) proves every overlay, and an overlay moves one weekday earlier every week (by the weekday
+# alone, one that ran on Sundays would never run where CI runs on working days only).
 # PACSLAB_BREAK_AND_FIX=all runs all seven (about 9 minutes more); =0 to 6 runs that day's overlay
 # (a red run repeated on another day); =W3,W6 runs those.
 BREAK_AND_FIX_DAY = {"W3": 0, "W4": 1, "W5": 2, "W6": 3, "W7": 4, "W12": 5, "W9": 6}
@@ -169,7 +169,7 @@ def _todays(scenario: str) -> Any:
                                     f"or overlays of {', '.join(BREAK_AND_FIX_DAY)} separated by commas")
     else:
         today = (day.weekday() + day.isocalendar().week) % len(BREAK_AND_FIX_DAY)
-        picked, why = [s for s, d in BREAK_AND_FIX_DAY.items() if d == today], f"break-and-fix runs one overlay a day: on {day}"
+        picked, why = [s for s, d in BREAK_AND_FIX_DAY.items() if d == today], f"break-and-fix runs one overlay a day: on {day} (day {today})"
     if scenario in picked:
         return scenario
     return pytest.param(scenario, marks=pytest.mark.skip(reason=f"{why} {', '.join(picked)}; PACSLAB_BREAK_AND_FIX=all runs every one"))
