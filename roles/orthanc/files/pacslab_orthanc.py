@@ -49,6 +49,7 @@
 
 import base64
 import io
+import itertools
 import json
 import os
 import re
@@ -424,16 +425,23 @@ def http_filter(uri, **request):
             for held in (_deleting, _deleting_studies, _deleting_parts):
                 for stale in [r for r, (*_, at) in held.items() if now - at > DELETE_WINDOW]:
                     del held[stale]
+            seq = next(_delete_seq)
             _deleting.update({r: (person, now) for r in doomed})
-            _deleting_studies.update({r: (person, study, patient, now) for r, (study, patient) in studies.items()})
+            _deleting_studies.update({r: (person, study, patient, seq, now) for r, (study, patient) in studies.items()})
             for study_id, (study, patient) in studies.items() if level in ("series", "instances") else ():
-                _deleting_parts[resource] = (person, study_id, study, patient, now)  # a part of one study: on_change tells if it stayed
+                _deleting_parts[resource] = (person, study_id, study, patient, seq, now)  # a part of one study: on_change tells if it stayed
     return verdict == "allow"
 
 
-_deleting_studies = {}  # Orthanc study id -> (person, audit.Study, audit.Patient, when): the audit of a deleted study
+# Each allowed delete's number, in the order the filter let them through: a part's delete is
+# followed by the delete that took the rest of its study when that one's number is the larger.
+_delete_seq = itertools.count(1)
+# Orthanc study id -> (person, audit.Study, audit.Patient, number, when) of the last allowed delete
+# that named the study or a part of it: the audit of a deleted study
+_deleting_studies = {}
 # Orthanc id of a series or an instance an allowed delete names -> (person, Orthanc id of its
-# study, audit.Study, audit.Patient, when): the audit of a part of a study deleted, if the study stays
+# study, audit.Study, audit.Patient, number, when): the audit of a part of a study deleted, if the
+# study stays or a later delete took the rest
 _deleting_parts = {}
 
 
@@ -619,6 +627,22 @@ def _exists_study(study_id):
     return True
 
 
+def _part_left_study(part):
+    """Whether the delete of a series or an instance (its ``_deleting_parts`` record) left images in
+    its study: the study is still there, or a later allowed delete took the rest (its Study Deleted
+    names that delete's person). A delete that took the study's last images took the study too:
+    that is DICOM Study Deleted alone. Once the part's D is due, the study's record is dropped if
+    this delete was the last to name it, so a study removed later by a path the filter does not
+    read (a modify without KeepSource, /tools/bulk-delete) is not blamed on this person."""
+    _, study_id, _, _, seq, _ = part
+    stayed = _exists_study(study_id)
+    with _lock:
+        later = _deleting_studies.get(study_id, (None, None, None, 0, 0))[3]
+        if stayed and later == seq:
+            del _deleting_studies[study_id]
+    return stayed or later > seq
+
+
 def on_change(change_type, level, resource_id):
     if change_type == orthanc.ChangeType.DELETED:
         with _lock:
@@ -628,12 +652,12 @@ def on_change(change_type, level, resource_id):
             with _lock:
                 deleted = _deleting_studies.pop(resource_id, None)
             if deleted:
-                who, study, patient, _ = deleted
+                who, study, patient, _, _ = deleted
                 audit_write(audit.study_deleted, [audit.Participant(who or "unknown", requestor=True)], [study], patient)
         with _lock:
             part = _deleting_parts.pop(resource_id, None)
-        if part and _exists_study(part[1]):  # a study left without images is deleted with them: that is Study Deleted
-            who, _, study, patient, _ = part
+        if part and _part_left_study(part):
+            who, _, study, patient, _, _ = part
             audit_write(audit.instances_accessed, "D", [audit.Participant(who or "unknown", requestor=True), ME], [study], patient)
     if change_type == orthanc.ChangeType.ORTHANC_STOPPED:
         audit_write(audit.application_activity, False, ME)
