@@ -514,18 +514,26 @@ def _undo_additions(lab: Lab, baseline: dict[str, Any], kept: Path | None = None
         new = set(im.orthanc(lab, host, "/instances")) - before
         if not new:
             continue
-        # A study made only of added instances goes in one delete (one DICOM Study Deleted in the
-        # audit trail); an instance added to a study of the baseline goes alone (Instances Accessed, D).
+        # The largest whole that is only added instances goes in one delete: a study (one DICOM
+        # Study Deleted in the audit trail), else a series of a study of the baseline (one Instances
+        # Accessed, D), else an instance alone (one D each; at night each is an off-hours deletion).
+        series = im.orthanc(lab, host, "/series?expand")
         by_study: dict[str, set[str]] = {}
-        for series in im.orthanc(lab, host, "/series?expand"):
-            by_study.setdefault(series["ParentStudy"], set()).update(series["Instances"])
-        whole = sorted(study for study, instances in by_study.items() if instances <= new)
+        for one in series:
+            by_study.setdefault(one["ParentStudy"], set()).update(one["Instances"])
+        whole = sorted(study for study, instances in by_study.items() if instances and instances <= new)
+        whole_series = sorted((one["ID"], frozenset(one["Instances"])) for one in series
+                              if one["ParentStudy"] not in whole and one["Instances"] and set(one["Instances"]) <= new)
         for study in whole:
             im.orthanc(lab, host, f"/studies/{study}", "DELETE")
-        alone = sorted(new - set().union(*(by_study[study] for study in whole)))
+        for one_series, _ in whole_series:
+            im.orthanc(lab, host, f"/series/{one_series}", "DELETE")
+        gone = set().union(*(by_study[study] for study in whole), *(instances for _, instances in whole_series))
+        alone = sorted(new - gone)
         for instance in alone:
             im.orthanc(lab, host, f"/instances/{instance}", "DELETE")
-        done.append(f"{host}: {len(new)} instance(s) deleted ({len(whole)} whole stud{'y' if len(whole) == 1 else 'ies'})")
+        done.append(f"{host}: {len(new)} instance(s) deleted ({len(whole)} whole stud{'y' if len(whole) == 1 else 'ies'}, "
+                    f"{len(whole_series)} whole series)")
     now = fingerprint.take(lab)
     folders = {f"worklists:{h}": (h, fingerprint.role_var(lab, h, "ris", "ris_worklists_dir")) for h in fingerprint.ris_hosts(lab)}
     folders |= {f"dicom_node:{h}": (h, fingerprint.DICOM_NODE_STATE) for h in fingerprint.dicom_node_hosts(lab)}
