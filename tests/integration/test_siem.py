@@ -946,13 +946,35 @@ def test_an_object_the_pacs_refuses_reaches_the_siem_as_an_a5_security_alert_nam
 
 
 @pytest.mark.control("C-PRT-01")
+def test_each_user_name_the_idp_refused_is_a_failed_user_authentication_message(running_lab: Lab, idp_guessing: dict[str, Any],
+                                                                               evidence) -> None:
+    """Each of the five names of this run that nobody has, typed at the IdP (LemonLDAP: not in the
+    directory), is a DICOM User Authentication message from the IdP (PS3.15 A.5.3.12, Login,
+    outcome 4), naming the name as typed at the workstation's address, with the IdP as the node
+    that authenticated: the IdP's rsyslog hands the portal's refusals to its audit writer
+    (roles/idp's pacslab_idp_audit.py). Switched off, the wait finds none."""
+    g = idp_guessing
+    host = idp(running_lab)
+    messages = wait_for("a User Authentication message per refused name", lambda: failures_at_siem(
+        running_lab, [f'UserID="{u}"' for u in g["users"]], "dicom-audit-user-authentication"))
+    evidence.update(users=g["users"], messages=messages)
+    assert sorted((e["host"], e["source"], e["user"], e["src_ip"], e["outcome"]) for e in messages) == [
+        (host.name, "dicom-audit", u, g["client"], "minor-failure") for u in sorted(g["users"])]
+    for e in messages:
+        root = ElementTree.fromstring(e["message"])
+        assert root.find("EventIdentification/EventTypeCode[@csd-code='110122']") is not None  # Login
+        assert [p.get("UserID") for p in root.findall("ActiveParticipant")] == [e["user"], f"lemonldap@{host.name}"]
+
+
+@pytest.mark.control("C-PRT-01")
 def test_a_refused_code_and_a_completed_sign_in_at_the_idp_are_user_authentication_messages(running_lab: Lab, plan: Plan,
                                                                                             evidence) -> None:
-    """The radiologist, at the reading workstation, types a code that is not theirs, then signs in
-    with their own: the IdP's TOTP checker writes a DICOM User Authentication message (PS3.15
-    A.5.3.12, Login) for each, naming the person at the workstation's address, from the IdP (a
-    security server), outcome 4 then 0; both reach the siem from the IdP. The twin is the first:
-    the refused code is a failure, never a sign-in."""
+    """The radiologist, at the reading workstation, types a password that is not theirs, then a
+    code that is not theirs, then signs in with their own: the IdP writes a DICOM User
+    Authentication message (PS3.15 A.5.3.12, Login) for each (the refused password read from the
+    portal's log, the codes' verdicts by its TOTP checker), naming the person at the workstation's
+    address, from the IdP (a security server): two with outcome 4, one with 0; all three reach the
+    siem from the IdP. The twins are the first two: a refusal is a failure, never a sign-in."""
     lab = running_lab
     host, who, client = idp(lab), one(lab, "enabled", "radiologist").name, lab.hosts[IDP_CLIENT]
 
@@ -963,13 +985,18 @@ def test_a_refused_code_and_a_completed_sign_in_at_the_idp_are_user_authenticati
     before = max((e["id"] for e in logins()), default=0)
     code = oidc.fresh_code(lab, host.name, plan.secrets_dir, who)
     wrong = f"{(int(code) + 500000) % 1000000:06d}"  # not this step's code (nor, but by a one-in-a-million chance, a neighbour's)
+    bad_password = idp_sign_in(lab, plan, who, password=f"not-{who}s-password-{RUN}")
     refused = idp_sign_in(lab, plan, who, code=wrong)
     accepted = idp_sign_in(lab, plan, who, code="now")
-    found = wait_for("the two User Authentication messages", lambda: new if len(new := [e for e in logins() if e["id"] > before]) == 2 else [])
-    evidence.update(refused=refused.get("steps", [])[-1:], accepted=accepted.get("redirect"), messages=found)
-    assert accepted.get("redirect", {}).get("state") == "pacslab-state" and not refused.get("redirect")
-    assert [(e["host"], e["source"], e["user"], e["src_zone"], e["outcome"]) for e in found] == [
-        (host.name, "dicom-audit", who, client.zone, "minor-failure"), (host.name, "dicom-audit", who, client.zone, "success")]
+    found = wait_for("the three User Authentication messages",
+                     lambda: new if len(new := [e for e in logins() if e["id"] > before]) >= 3 else [])
+    evidence.update(bad_password=bad_password.get("steps", [])[-1:], refused=refused.get("steps", [])[-1:],
+                    accepted=accepted.get("redirect"), messages=found)
+    assert accepted.get("redirect", {}).get("state") == "pacslab-state" and not refused.get("redirect") and not bad_password.get("redirect")
+    # the refused password's message goes through the IdP's rsyslog, the checker's are written at once: counted, not ordered
+    assert sorted((e["host"], e["source"], e["user"], e["src_zone"], e["outcome"]) for e in found) == [
+        (host.name, "dicom-audit", who, client.zone, "minor-failure"), (host.name, "dicom-audit", who, client.zone, "minor-failure"),
+        (host.name, "dicom-audit", who, client.zone, "success")]
     for e in found:
         root = ElementTree.fromstring(e["message"])
         source = root.find("AuditSourceIdentification")
