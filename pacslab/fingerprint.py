@@ -140,9 +140,30 @@ def differences(before: dict[str, Any], after: dict[str, Any], ignore: tuple[str
                                  ("files added", new_files), ("files gone", lost)):
                 if items:
                     out.append(f"{section}: {len(items)} {label} ({', '.join(items[:3])}{', ...' if len(items) > 3 else ''})")
+        elif section == "converged":
+            out += _converged_differences(a, b)
         elif isinstance(a, dict) and isinstance(b, dict):
             keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
             out.append(f"{section}: {', '.join(keys)} differ")
         else:
             out.append(f"{section}: differs")
+    return out
+
+
+def _converged_differences(before: dict[str, str], after: dict[str, str]) -> list[str]:
+    """The converge records that differ, in words. A record is "<shared digest>/<host inputs>:<CA
+    state> <observed digest>" (roles/lab_converged); a node whose shared digest changed is
+    configured from another checkout or lab definition than when ``before`` was taken (the roles,
+    the playbooks or the lab folder were edited): no scenario reset can put that back, and the line
+    says so."""
+    keys = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    shared = {k: (before.get(k, "").split("/", 1)[0], after.get(k, "").split("/", 1)[0]) for k in keys}
+    edited = [k for k in keys if all(shared[k]) and shared[k][0] != shared[k][1]]
+    rest = [k for k in keys if k not in edited]
+    out = []
+    if edited:
+        out.append(f"converged: {', '.join(edited)} now configured from a changed checkout or lab definition (the roles, playbooks or "
+                   "lab folder were edited since the fingerprint): no scenario reset puts that back; `pacslab reset` closes the run")
+    if rest:
+        out.append(f"converged: {', '.join(rest)} differ")
     return out
