@@ -356,6 +356,46 @@ def test_an_upload_a_record_read_and_a_correction_are_instances_accessed_message
 
 
 @pytest.mark.control("C-PRT-01")
+def test_a_modify_that_drops_its_source_is_study_deleted_naming_the_person(running_lab: Lab,
+                                                                           sessions: dict[str, tuple[str, dict[str, str]]],
+                                                                           evidence) -> None:
+    """The PACS administrator, through the proxy, runs Orthanc's own modify (the permission table's
+    delete) on two studies the technologist uploaded: on the first keeping its source (KeepSource
+    true), on the second not (false). The second's source is gone, and that is a DICOM Study
+    Deleted message (PS3.15 A.5.3.8) naming the person and the study at the siem; the first's source
+    stays and no Study Deleted names it (the twin: the filter cannot see KeepSource, and a kept
+    source's note lapses unused)."""
+    lab = running_lab
+    host = pacs(lab).name
+    kept_accession, dropped_accession = f"PK{secrets.token_hex(3).upper()}", f"PD{secrets.token_hex(3).upper()}"
+    stow = {"path": "/dicom-web/studies", "method": "POST", "headers": {"Content-Type": STOW_TYPE, "Accept": "application/dicom+json"}}
+    uploads = as_person(lab, sessions, "technologist", [stow | {"body_base64": stow_body(kept_accession)},
+                                                        stow | {"body_base64": stow_body(dropped_accession)}])
+    [kept] = im.find_study(lab, host, kept_accession)
+    [dropped] = im.find_study(lab, host, dropped_accession)
+    uids = {s: im.orthanc(lab, host, f"/studies/{s}")["MainDicomTags"]["StudyInstanceUID"] for s in (kept, dropped)}
+
+    def modify(study: str, keep_source: bool) -> dict[str, Any]:
+        return {"path": f"/pacs/studies/{study}/modify", "method": "POST", "headers": {"Accept": "application/json"},
+                "body": json.dumps({"Replace": {"PatientName": "MODIFIED^BY^ADMIN"}, "KeepSource": keep_source})}
+
+    answers = as_person(lab, sessions, "pacs-admin", [modify(kept, True), modify(dropped, False)])
+
+    def study_deleted(study: str) -> list[dict[str, Any]]:
+        return [e for e in siem_json(lab, "events", "--contains", uids[study]) if e["event_type"] == "dicom-audit-study-deleted"]
+
+    found = wait_for("the dropped source's Study Deleted", lambda: study_deleted(dropped))
+    held = {accession: sorted(im.find_study(lab, host, accession)) for accession in (kept_accession, dropped_accession)}
+    evidence.update(uploads=[u["status"] for u in uploads], answers=[a["status"] for a in answers], held=held, deleted=found)
+    assert [u["status"] for u in uploads] == [200, 200] and [a["status"] for a in answers] == [200, 200]
+    assert len(held[kept_accession]) == 2 and kept in held[kept_accession]  # the source and its copy
+    assert len(held[dropped_accession]) == 1 and dropped not in held[dropped_accession]  # the copy alone
+    assert [(e["host"], e["source"], e["user"], e["study_uid"], e["outcome"]) for e in found] == [
+        (host, "dicom-audit", sessions["pacs-admin"][0], uids[dropped], "success")]
+    assert study_deleted(kept) == []
+
+
+@pytest.mark.control("C-PRT-01")
 def test_requests_through_the_proxy_reach_the_siem_with_the_person_the_address_and_the_status(
         running_lab: Lab, sessions: dict[str, tuple[str, dict[str, str]]], evidence) -> None:
     """The proxy's access log is a log source: the radiologist's read of a study the PACS does not

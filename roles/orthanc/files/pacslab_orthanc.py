@@ -398,6 +398,12 @@ def decide(method, path, account, person, roles):
     return "allow", permission, match
 
 
+# A modify or an anonymization removes its source when its body says KeepSource false, which the
+# filter is not shown: its person is noted as a delete's is, and the notes of a source it keeps
+# lapse unused (DELETE_WINDOW).
+MAY_DELETE_SOURCE = ("/modify", "/anonymize")
+
+
 def http_filter(uri, **request):
     """Orthanc's incoming HTTP filter: True lets the request through, False answers 403."""
     headers = {k.lower(): v for k, v in (request.get("headers") or {}).items()}
@@ -416,7 +422,7 @@ def http_filter(uri, **request):
     if verdict == "allow" and method == "GET" and is_search(path):
         searched(person, path, uri, request.get("get"))
     resource = groups.get("resource") or groups.get("study")
-    if verdict == "allow" and method == "DELETE" and resource:
+    if verdict == "allow" and resource and (method == "DELETE" or (method == "POST" and path.endswith(MAY_DELETE_SOURCE))):
         level = path.split("/")[1]
         doomed = _doomed(level, resource)
         studies = _studies_of(level, resource)
