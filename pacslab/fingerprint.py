@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -96,6 +97,35 @@ def _orthanc(lab: Lab, host: str) -> dict[str, Any]:
 # Sections read at once: each is a docker exec or two that waits on its container, not on this
 # process (a fingerprint of the reference lab takes about a third of the time it takes one by one).
 READERS = 8
+
+
+BUSY_JOBS = ("Pending", "Running", "Retry")  # Orthanc's job states of work still to be done (REST /jobs?expand)
+
+
+def in_flight(lab: Lab, host: str) -> list[str]:
+    """What Orthanc ``host`` still has to do that will change a fingerprint soon, in words: its
+    studies not yet stable (a PACS forwards a study once it is stable: Orthanc's StableAge after
+    its last image) and its jobs pending, running or waiting to retry (a forward, a modify)."""
+    unstable = [s["ID"] for s in im.orthanc(lab, host, "/studies?expand") if not s.get("IsStable", True)]
+    jobs = [j["ID"] for j in im.orthanc(lab, host, "/jobs?expand") if j.get("State") in BUSY_JOBS]
+    return ([f"{host}: {len(unstable)} stud{'y' if len(unstable) == 1 else 'ies'} not stable yet"] if unstable else []) + (
+        [f"{host}: {len(jobs)} job(s) not done"] if jobs else [])
+
+
+def settle(lab: Lab, timeout: float = 60.0, every: float = 0.5) -> list[str]:
+    """Wait until no Orthanc host has work in flight (``in_flight``) on two polls ``every`` seconds
+    apart (a study just stable has its forward submitted a moment later), so that a fingerprint
+    taken next holds what was already on its way: a study stored just before a scenario's run,
+    forwarded to the VNA during it, would otherwise be taken for an addition of the run, and its
+    reset would delete the VNA's copy. Returns [] once settled, else what was still in flight
+    when ``timeout`` (seconds) ran out (the caller goes on: a lab that is never quiet still runs)."""
+    deadline, quiet = time.monotonic() + timeout, 0
+    while True:
+        busy = [line for host in orthanc_hosts(lab) for line in in_flight(lab, host)]
+        quiet = 0 if busy else quiet + 1
+        if quiet >= 2 or time.monotonic() >= deadline:
+            return busy
+        time.sleep(every)
 
 
 def take(lab: Lab) -> dict[str, Any]:

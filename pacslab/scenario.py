@@ -744,7 +744,8 @@ def refuse_other_open_runs(lab: Lab, scenario: Scenario) -> None:
 
 def ensure_baseline(lab: Lab, scenario: Scenario) -> None:
     """Take the fingerprint a reset must come back to, unless a run since the last reset took it,
-    and keep a copy of each DICOM node's state folder beside it (state-<host>.tar, a few KB): a
+    once the Orthanc hosts have nothing in flight (fingerprint.settle, up to 60 s), and keep a copy
+    of each DICOM node's state folder beside it (state-<host>.tar, a few KB): a
     check run during the run (`scenario check` replays the clinical workflow) rewrites a modality's
     acquisition record and clears a workstation's received images, which deleting additions cannot
     bring back."""
@@ -754,6 +755,7 @@ def ensure_baseline(lab: Lab, scenario: Scenario) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     if (folder / "baseline.json").is_file():
         return
+    fingerprint.settle(lab)  # what is on its way (a forward to the VNA) belongs to the baseline, not to the run
     for host in fingerprint.dicom_node_hosts(lab):
         copy = subprocess.run(["docker", "exec", lab.container_name(host), "tar", "-C", fingerprint.DICOM_NODE_STATE, "-cf", "-", "."],
                               capture_output=True, check=True, timeout=120).stdout
