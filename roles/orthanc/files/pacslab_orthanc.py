@@ -398,10 +398,12 @@ def decide(method, path, account, person, roles):
     return "allow", permission, match
 
 
-# A modify or an anonymization removes its source when its body says KeepSource false, which the
-# filter is not shown: its person is noted as a delete's is, and the notes of a source it keeps
-# lapse unused (DELETE_WINDOW).
+# A modify or an anonymization of a patient, a study or a series stores its result and removes its
+# source when its body says KeepSource false, which the filter is not shown: its person is noted as
+# a delete's is, and the notes of a source it keeps lapse unused (DELETE_WINDOW). An instance's
+# answers the modified file and stores nothing.
 MAY_DELETE_SOURCE = ("/modify", "/anonymize")
+STORED_MODIFY_LEVELS = ("patients", "studies", "series")
 
 
 def http_filter(uri, **request):
@@ -422,7 +424,8 @@ def http_filter(uri, **request):
     if verdict == "allow" and method == "GET" and is_search(path):
         searched(person, path, uri, request.get("get"))
     resource = groups.get("resource") or groups.get("study")
-    if verdict == "allow" and resource and (method == "DELETE" or (method == "POST" and path.endswith(MAY_DELETE_SOURCE))):
+    if verdict == "allow" and resource and (method == "DELETE" or (method == "POST" and path.split("/")[1] in STORED_MODIFY_LEVELS
+                                                                   and path.endswith(MAY_DELETE_SOURCE))):
         level = path.split("/")[1]
         doomed = _doomed(level, resource)
         studies = _studies_of(level, resource)
@@ -432,6 +435,8 @@ def http_filter(uri, **request):
                 for stale in [r for r, (*_, at) in held.items() if now - at > DELETE_WINDOW]:
                     del held[stale]
             seq = next(_delete_seq)
+            for part in doomed:  # a part still there goes with this request, not with an earlier one that noted it
+                _deleting_parts.pop(part, None)
             _deleting.update({r: (person, now) for r in doomed})
             _deleting_studies.update({r: (person, study, patient, seq, now) for r, (study, patient) in studies.items()})
             for study_id, (study, patient) in studies.items() if level in ("series", "instances") else ():
@@ -639,29 +644,36 @@ def _part_left_study(part):
     names that delete's person). A delete that took the study's last images took the study too:
     that is DICOM Study Deleted alone. Once the part's D is due, the study's record is dropped if
     this delete was the last to name it, so a study removed later by a path the filter does not
-    read (a modify without KeepSource, /tools/bulk-delete) is not blamed on this person."""
+    read (/tools/bulk-delete) is not blamed on this person."""
     _, study_id, _, _, seq, _ = part
     stayed = _exists_study(study_id)
     with _lock:
-        later = _deleting_studies.get(study_id, (None, None, None, 0, 0))[3]
+        later = (_fresh(_deleting_studies.get(study_id)) or (None, None, None, 0, 0))[3]
         if stayed and later == seq:
             del _deleting_studies[study_id]
     return stayed or later > seq
 
 
+def _fresh(note):
+    """``note`` (a record of _deleting, _deleting_studies or _deleting_parts, its time last) if it
+    is at most DELETE_WINDOW old, else None: a note a request left unused (a modify that kept its
+    source) names no one for a removal that came later by another path."""
+    return note if note and time.monotonic() - note[-1] <= DELETE_WINDOW else None
+
+
 def on_change(change_type, level, resource_id):
     if change_type == orthanc.ChangeType.DELETED:
         with _lock:
-            person, _ = _deleting.pop(resource_id, (None, None))
+            person, _ = _fresh(_deleting.pop(resource_id, None)) or (None, None)
         event("resource-deleted", level=LEVELS.get(level, str(level)), resource=resource_id, user=person)
         if level == orthanc.ResourceType.STUDY:
             with _lock:
-                deleted = _deleting_studies.pop(resource_id, None)
+                deleted = _fresh(_deleting_studies.pop(resource_id, None))
             if deleted:
                 who, study, patient, _, _ = deleted
                 audit_write(audit.study_deleted, [audit.Participant(who or "unknown", requestor=True)], [study], patient)
         with _lock:
-            part = _deleting_parts.pop(resource_id, None)
+            part = _fresh(_deleting_parts.pop(resource_id, None))
         if part and _part_left_study(part):
             who, _, study, patient, _, _ = part
             audit_write(audit.instances_accessed, "D", [audit.Participant(who or "unknown", requestor=True), ME], [study], patient)
