@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -112,6 +113,13 @@ def in_flight(lab: Lab, host: str) -> list[str]:
         [f"{host}: {len(jobs)} job(s) not done"] if jobs else [])
 
 
+def _in_flight_or_silent(lab: Lab, host: str) -> list[str]:
+    try:
+        return in_flight(lab, host)
+    except (RuntimeError, ValueError, subprocess.SubprocessError) as exc:  # Orthanc restarting (an up): asked again on the next poll
+        return [f"{host}: not answering ({type(exc).__name__})"]
+
+
 def settle(lab: Lab, timeout: float = 60.0, every: float = 0.5) -> list[str]:
     """Wait until no Orthanc host has work in flight (``in_flight``) on two polls ``every`` seconds
     apart (a study just stable has its forward submitted a moment later), so that a fingerprint
@@ -121,7 +129,7 @@ def settle(lab: Lab, timeout: float = 60.0, every: float = 0.5) -> list[str]:
     when ``timeout`` (seconds) ran out (the caller goes on: a lab that is never quiet still runs)."""
     deadline, quiet = time.monotonic() + timeout, 0
     while True:
-        busy = [line for host in orthanc_hosts(lab) for line in in_flight(lab, host)]
+        busy = [line for host in orthanc_hosts(lab) for line in _in_flight_or_silent(lab, host)]
         quiet = 0 if busy else quiet + 1
         if quiet >= 2 or time.monotonic() >= deadline:
             return busy

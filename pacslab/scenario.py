@@ -609,6 +609,7 @@ def reset_scenario(lab: Lab, scenario: Scenario, done: list[dict[str, Any]] | No
     actions = list(done or []) + run_reset_actions(lab, scenario)
     undone: list[str] = []
     diff: list[str] = []
+    fingerprint.settle(lab)  # a study the run stored reaches the VNA before the additions are read
     for wait in SETTLE:
         time.sleep(wait)
         undone += _undo_additions(lab, baseline, folder)

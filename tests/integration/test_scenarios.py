@@ -32,7 +32,7 @@ def test_a_scenario_runs_as_expected_and_its_reset_puts_the_lab_back(running_lab
     for control in scenario.controls:
         evidence.setdefault("controls", []).append(control)
     sc.reset_scenario(lab, scenario)  # a run an earlier session left behind
-    fingerprint.settle(lab)  # an earlier test's upload still on its way to the VNA is no addition of this run
+    assert fingerprint.settle(lab) == []  # an earlier test's upload still on its way to the VNA is no addition of this run
     before, counted = fingerprint.take(lab), counts(lab)
     record = sc.run_scenario(lab, scenario, "defended")
     left = fingerprint.differences(before, fingerprint.take(lab))
@@ -50,7 +50,7 @@ def test_the_fingerprint_names_what_a_run_left_behind(running_lab: Lab, evidence
     lab = running_lab
     scenario = sc.find(lab, "W4")
     sc.reset_scenario(lab, scenario)
-    fingerprint.settle(lab)
+    assert fingerprint.settle(lab) == []
     before = fingerprint.take(lab)
     record = sc.run_scenario(lab, scenario, "defended")
     left = fingerprint.differences(before, fingerprint.take(lab))
@@ -188,7 +188,7 @@ def test_break_and_fix(running_lab: Lab, scenario: str, capsys, evidence) -> Non
     `scenario check ID` then names each control as failing; `scenario reset ID` brings the lab's
     own definition back, and the fingerprint equals the one before the run."""
     lab = running_lab
-    fingerprint.settle(lab)
+    assert fingerprint.settle(lab) == []
     before = fingerprint.take(lab)
     rc_run = cli.main(["scenario", "run", scenario, "--vulnerable", "--json", "--lab", str(lab.path)])
     run = _last_json(capsys)
