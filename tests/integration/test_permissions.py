@@ -363,8 +363,7 @@ def test_a_modify_that_drops_its_source_is_study_deleted_naming_the_person(runni
     delete) on two studies the technologist uploaded: on the first keeping its source (KeepSource
     true), on the second not (false). The second's source is gone, and that is a DICOM Study
     Deleted message (PS3.15 A.5.3.8) naming the person and the study at the siem; the first's source
-    stays and no Study Deleted names it (the twin: the filter cannot see KeepSource, and a kept
-    source's note lapses unused)."""
+    stays (the filter cannot see KeepSource: its note lapses unused, which the next test proves)."""
     lab = running_lab
     host = pacs(lab).name
     kept_accession, dropped_accession = f"PK{secrets.token_hex(3).upper()}", f"PD{secrets.token_hex(3).upper()}"
@@ -392,7 +391,49 @@ def test_a_modify_that_drops_its_source_is_study_deleted_naming_the_person(runni
     assert len(held[dropped_accession]) == 1 and dropped not in held[dropped_accession]  # the copy alone
     assert [(e["host"], e["source"], e["user"], e["study_uid"], e["outcome"]) for e in found] == [
         (host, "dicom-audit", sessions["pacs-admin"][0], uids[dropped], "success")]
-    assert study_deleted(kept) == []
+
+
+@pytest.mark.control("C-PRT-01")
+def test_a_modify_that_keeps_its_source_names_no_one_when_the_images_are_deleted_later(running_lab: Lab,
+                                                                                        sessions: dict[str, tuple[str, dict[str, str]]],
+                                                                                        evidence) -> None:
+    """The twin of the one above: the PACS administrator, through the proxy, modifies a study's
+    series keeping its source (a copy joins the study) and downloads a modified copy of its image
+    (an instance's modify stores nothing); then the lab's administrator account deletes the
+    original series. That is one DICOM Instances Accessed D naming that account, and none names the
+    PACS administrator: the delete took over the notes of what it removed, and the instance's
+    modify left none. (Then the study and a second one of the run are deleted: the second's Study
+    Deleted, written after every earlier change, is the barrier before counting.)"""
+    lab = running_lab
+    host = pacs(lab).name
+    accession, barrier = f"PT{secrets.token_hex(3).upper()}", f"PB{secrets.token_hex(3).upper()}"
+    stow = {"path": "/dicom-web/studies", "method": "POST", "headers": {"Content-Type": STOW_TYPE, "Accept": "application/dicom+json"}}
+    uploads = as_person(lab, sessions, "technologist", [stow | {"body_base64": stow_body(accession)},
+                                                        stow | {"body_base64": stow_body(barrier)}])
+    [study] = im.find_study(lab, host, accession)
+    [barrier_study] = im.find_study(lab, host, barrier)
+    uids = {s: im.orthanc(lab, host, f"/studies/{s}")["MainDicomTags"]["StudyInstanceUID"] for s in (study, barrier_study)}
+    [series] = im.orthanc(lab, host, f"/studies/{study}")["Series"]
+    [instance] = im.orthanc(lab, host, f"/series/{series}")["Instances"]
+    modified = as_person(lab, sessions, "pacs-admin", [
+        {"path": f"/pacs/series/{series}/modify", "method": "POST", "headers": {"Accept": "application/json"},
+         "body": json.dumps({"Replace": {"SeriesDescription": "COPY"}, "KeepSource": True})},
+        {"path": f"/pacs/instances/{instance}/modify", "method": "POST", "body": json.dumps({"Replace": {"PatientName": "COPY^ONLY"}})}])
+    series_after = sorted(im.orthanc(lab, host, f"/studies/{study}")["Series"])
+    im.orthanc(lab, host, f"/series/{series}", "DELETE")
+    for doomed in (study, barrier_study):
+        im.orthanc(lab, host, f"/studies/{doomed}", "DELETE")
+
+    def deletions(uid: str) -> list[tuple[str, str]]:
+        return sorted((e["event_type"], e["user"]) for e in siem_json(lab, "events", "--contains", uid)
+                      if e["study_uid"] == uid and e.get("action") == "D")
+
+    wait_for("the barrier's Study Deleted", lambda: deletions(uids[barrier_study]))
+    found = deletions(uids[study])
+    evidence.update(uploads=[u["status"] for u in uploads], modified=[m["status"] for m in modified], series=series_after, deletions=found)
+    assert [u["status"] for u in uploads] == [200, 200] and [m["status"] for m in modified] == [200, 200]
+    assert len(series_after) == 2 and series in series_after  # the source and its copy, one study
+    assert found == [("dicom-audit-instances-accessed", im.ADMIN), ("dicom-audit-study-deleted", im.ADMIN)]
 
 
 @pytest.mark.control("C-PRT-01")

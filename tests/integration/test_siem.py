@@ -37,7 +37,7 @@ from pacslab.topology import Host, Lab
 from . import test_directory as td
 from .test_bastion import CLIENT, bastion, login, vendor
 from .test_idp import CLIENT as IDP_CLIENT
-from .test_idp import LOGIN_FORM, PE_BADCREDENTIALS, idp, one, outline, refusals_authorised, secret
+from .test_idp import LOGIN_FORM, PE_BADCREDENTIALS, PE_BADOTP, idp, one, outline, refusals_authorised, secret
 from .test_idp import sign_in as idp_sign_in
 from .test_imaging import devices_round, modality_of, order_entry, reader, stations, the, tls_stations
 from .test_orders import _message
@@ -992,8 +992,9 @@ def test_a_refused_code_and_a_completed_sign_in_at_the_idp_are_user_authenticati
                      lambda: new if len(new := [e for e in logins() if e["id"] > before]) >= 3 else [])
     evidence.update(bad_password=bad_password.get("steps", [])[-1:], refused=refused.get("steps", [])[-1:],
                     accepted=accepted.get("redirect"), messages=found)
-    assert accepted.get("redirect", {}).get("state") == "pacslab-state" and not refused.get("redirect")
+    assert accepted.get("redirect", {}).get("state") == "pacslab-state"
     assert outline(bad_password)[-1] == ("password", 200, [PE_BADCREDENTIALS], [LOGIN_FORM])  # refused at the password, no code asked
+    assert outline(refused)[-1] == ("second-factor", 200, [PE_BADOTP], [])  # refused at the code
     # the refused password's message goes through the IdP's rsyslog, the checker's are written at once: counted, not ordered
     assert sorted((e["host"], e["source"], e["user"], e["src_zone"], e["outcome"]) for e in found) == [
         (host.name, "dicom-audit", who, client.zone, "minor-failure"), (host.name, "dicom-audit", who, client.zone, "minor-failure"),

@@ -355,7 +355,9 @@ METHODS = {orthanc.HttpMethod.GET: "GET", orthanc.HttpMethod.POST: "POST", ortha
            orthanc.HttpMethod.DELETE: "DELETE"}
 LEVELS = {orthanc.ResourceType.PATIENT: "Patient", orthanc.ResourceType.STUDY: "Study",
           orthanc.ResourceType.SERIES: "Series", orthanc.ResourceType.INSTANCE: "Instance"}
-_deleting = {}  # Orthanc id -> (the person whose delete may remove it, when), until Orthanc reports it deleted
+# Orthanc id -> (the person whose delete may remove it, whether a DELETE (not a modify) named it,
+# when), until Orthanc reports it deleted
+_deleting = {}
 
 
 def _account(headers):
@@ -434,25 +436,26 @@ def http_filter(uri, **request):
             for held in (_deleting, _deleting_studies, _deleting_parts):
                 for stale in [r for r, (*_, at) in held.items() if now - at > DELETE_WINDOW]:
                     del held[stale]
-            seq = next(_delete_seq)
-            for part in doomed:  # a part still there goes with this request, not with an earlier one that noted it
+            seq, surely = next(_delete_seq), method == "DELETE"  # a modify may keep its source
+            for part in doomed if surely else ():  # a part still there goes with this delete, not with an earlier request that noted it
                 _deleting_parts.pop(part, None)
-            _deleting.update({r: (person, now) for r in doomed})
-            _deleting_studies.update({r: (person, study, patient, seq, now) for r, (study, patient) in studies.items()})
+            _deleting.update({r: (person, surely, now) for r in doomed})
+            _deleting_studies.update({r: (person, study, patient, seq, surely, now) for r, (study, patient) in studies.items()})
             for study_id, (study, patient) in studies.items() if level in ("series", "instances") else ():
-                _deleting_parts[resource] = (person, study_id, study, patient, seq, now)  # a part of one study: on_change tells if it stayed
+                # a part of one study: on_change tells if it stayed
+                _deleting_parts[resource] = (person, study_id, study, patient, seq, surely, now)
     return verdict == "allow"
 
 
 # Each allowed delete's number, in the order the filter let them through: a part's delete is
 # followed by the delete that took the rest of its study when that one's number is the larger.
 _delete_seq = itertools.count(1)
-# Orthanc study id -> (person, audit.Study, audit.Patient, number, when) of the last allowed delete
-# that named the study or a part of it: the audit of a deleted study
+# Orthanc study id -> (person, audit.Study, audit.Patient, number, a DELETE?, when) of the last
+# allowed delete that named the study or a part of it: the audit of a deleted study
 _deleting_studies = {}
 # Orthanc id of a series or an instance an allowed delete names -> (person, Orthanc id of its
-# study, audit.Study, audit.Patient, number, when): the audit of a part of a study deleted, if the
-# study stays or a later delete took the rest
+# study, audit.Study, audit.Patient, number, a DELETE?, when): the audit of a part of a study
+# deleted, if the study stays or a later delete took the rest
 _deleting_parts = {}
 
 
@@ -645,37 +648,38 @@ def _part_left_study(part):
     that is DICOM Study Deleted alone. Once the part's D is due, the study's record is dropped if
     this delete was the last to name it, so a study removed later by a path the filter does not
     read (/tools/bulk-delete) is not blamed on this person."""
-    _, study_id, _, _, seq, _ = part
+    _, study_id, _, _, seq, _, _ = part
     stayed = _exists_study(study_id)
     with _lock:
-        later = (_fresh(_deleting_studies.get(study_id)) or (None, None, None, 0, 0))[3]
+        later = (_fresh(_deleting_studies.get(study_id)) or (None, None, None, 0, False, 0))[3]
         if stayed and later == seq:
             del _deleting_studies[study_id]
     return stayed or later > seq
 
 
 def _fresh(note):
-    """``note`` (a record of _deleting, _deleting_studies or _deleting_parts, its time last) if it
-    is at most DELETE_WINDOW old, else None: a note a request left unused (a modify that kept its
-    source) names no one for a removal that came later by another path."""
-    return note if note and time.monotonic() - note[-1] <= DELETE_WINDOW else None
+    """``note`` (a record of _deleting, _deleting_studies or _deleting_parts: whether a DELETE made
+    it, then its time, last) if a DELETE made it or it is at most DELETE_WINDOW old, else None. A
+    modify's note that its job left unused (the source kept) names no one for a removal that came
+    later by another path; a DELETE's is used however late Orthanc reports the removal."""
+    return note if note and (note[-2] or time.monotonic() - note[-1] <= DELETE_WINDOW) else None
 
 
 def on_change(change_type, level, resource_id):
     if change_type == orthanc.ChangeType.DELETED:
         with _lock:
-            person, _ = _fresh(_deleting.pop(resource_id, None)) or (None, None)
+            person, _, _ = _fresh(_deleting.pop(resource_id, None)) or (None, None, None)
         event("resource-deleted", level=LEVELS.get(level, str(level)), resource=resource_id, user=person)
         if level == orthanc.ResourceType.STUDY:
             with _lock:
                 deleted = _fresh(_deleting_studies.pop(resource_id, None))
             if deleted:
-                who, study, patient, _, _ = deleted
+                who, study, patient, _, _, _ = deleted
                 audit_write(audit.study_deleted, [audit.Participant(who or "unknown", requestor=True)], [study], patient)
         with _lock:
             part = _fresh(_deleting_parts.pop(resource_id, None))
         if part and _part_left_study(part):
-            who, _, study, patient, _, _ = part
+            who, _, study, patient, _, _, _ = part
             audit_write(audit.instances_accessed, "D", [audit.Participant(who or "unknown", requestor=True), ME], [study], patient)
     if change_type == orthanc.ChangeType.ORTHANC_STOPPED:
         audit_write(audit.application_activity, False, ME)
