@@ -120,14 +120,27 @@ def _in_flight_or_silent(lab: Lab, host: str) -> list[str]:
         return [f"{host}: not answering ({type(exc).__name__})"]
 
 
-def settle(lab: Lab, timeout: float = 60.0, every: float = 0.5) -> list[str]:
+# Seconds settle waits beyond two of the lab's longest StableAge (a study stable on the PACS after
+# its StableAge, forwarded, then stable on the VNA after its own): 60 s in all with Orthanc's 5 s.
+SETTLE_MARGIN = 50.0
+
+
+def settle_timeout(lab: Lab) -> float:
+    """How long settle waits by default (seconds): SETTLE_MARGIN plus twice the longest
+    orthanc_stable_age of the lab's Orthanc hosts (0 without one)."""
+    ages = [float(role_var(lab, host, "orthanc", "orthanc_stable_age")) for host in orthanc_hosts(lab)]
+    return SETTLE_MARGIN + 2 * max(ages, default=0.0)
+
+
+def settle(lab: Lab, timeout: float | None = None, every: float = 0.5) -> list[str]:
     """Wait until no Orthanc host has work in flight (``in_flight``) on two polls ``every`` seconds
     apart (a study just stable has its forward submitted a moment later), so that a fingerprint
     taken next holds what was already on its way: a study stored just before a scenario's run,
     forwarded to the VNA during it, would otherwise be taken for an addition of the run, and its
     reset would delete the VNA's copy. Returns [] once settled, else what was still in flight
-    when ``timeout`` (seconds) ran out (the caller goes on: a lab that is never quiet still runs)."""
-    deadline, quiet = time.monotonic() + timeout, 0
+    when ``timeout`` (seconds; settle_timeout(lab) when None) ran out (the caller goes on: a lab
+    that is never quiet still runs)."""
+    deadline, quiet = time.monotonic() + (settle_timeout(lab) if timeout is None else timeout), 0
     while True:
         busy = [line for host in orthanc_hosts(lab) for line in _in_flight_or_silent(lab, host)]
         quiet = 0 if busy else quiet + 1

@@ -745,8 +745,9 @@ def refuse_other_open_runs(lab: Lab, scenario: Scenario) -> None:
 
 def ensure_baseline(lab: Lab, scenario: Scenario) -> None:
     """Take the fingerprint a reset must come back to, unless a run since the last reset took it,
-    once the Orthanc hosts have nothing in flight (fingerprint.settle, up to 60 s), and keep a copy
-    of each DICOM node's state folder beside it (state-<host>.tar, a few KB): a
+    once the Orthanc hosts have nothing in flight (fingerprint.settle: up to 60 s with Orthanc's
+    StableAge of 5 s), and keep a copy of each DICOM node's state folder beside it
+    (state-<host>.tar, a few KB): a
     check run during the run (`scenario check` replays the clinical workflow) rewrites a modality's
     acquisition record and clears a workstation's received images, which deleting additions cannot
     bring back."""
