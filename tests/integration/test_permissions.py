@@ -129,6 +129,21 @@ def stow_body(accession: str, sop_instance_uid: str | None = None, preamble: byt
     return base64.b64encode(body).decode()
 
 
+def upload_studies(lab: Lab, sessions: dict[str, tuple[str, dict[str, str]]], *prefixes: str) -> list[dict[str, Any]]:
+    """The technologist uploads (STOW-RS, through the proxy) one new study per accession prefix
+    (the prefix and six hex digits): each {status, accession, id (the PACS's), uid (its Study
+    Instance UID)}, in the order of ``prefixes``."""
+    accessions = [f"{prefix}{secrets.token_hex(3).upper()}" for prefix in prefixes]
+    stow = {"path": "/dicom-web/studies", "method": "POST", "headers": {"Content-Type": STOW_TYPE, "Accept": "application/dicom+json"}}
+    answers = as_person(lab, sessions, "technologist", [stow | {"body_base64": stow_body(a)} for a in accessions])
+    host, out = pacs(lab).name, []
+    for accession, answer in zip(accessions, answers, strict=True):
+        [study] = im.find_study(lab, host, accession)
+        uid = im.orthanc(lab, host, f"/studies/{study}")["MainDicomTags"]["StudyInstanceUID"]
+        out.append({"status": answer["status"], "accession": accession, "id": study, "uid": uid})
+    return out
+
+
 @pytest.mark.control("C-ACC-03")
 def test_each_role_gets_what_its_permissions_allow_through_the_proxy(running_lab: Lab, sessions: dict[str, tuple[str, dict[str, str]]],
                                                                      stored: dict[str, str], evidence) -> None:
@@ -366,13 +381,9 @@ def test_a_modify_that_drops_its_source_is_study_deleted_naming_the_person(runni
     stays (the filter cannot see KeepSource: its note lapses unused, which the next test proves)."""
     lab = running_lab
     host = pacs(lab).name
-    kept_accession, dropped_accession = f"PK{secrets.token_hex(3).upper()}", f"PD{secrets.token_hex(3).upper()}"
-    stow = {"path": "/dicom-web/studies", "method": "POST", "headers": {"Content-Type": STOW_TYPE, "Accept": "application/dicom+json"}}
-    uploads = as_person(lab, sessions, "technologist", [stow | {"body_base64": stow_body(kept_accession)},
-                                                        stow | {"body_base64": stow_body(dropped_accession)}])
-    [kept] = im.find_study(lab, host, kept_accession)
-    [dropped] = im.find_study(lab, host, dropped_accession)
-    uids = {s: im.orthanc(lab, host, f"/studies/{s}")["MainDicomTags"]["StudyInstanceUID"] for s in (kept, dropped)}
+    uploads = upload_studies(lab, sessions, "PK", "PD")
+    (kept, kept_accession), (dropped, dropped_accession) = ((u["id"], u["accession"]) for u in uploads)
+    uids = {u["id"]: u["uid"] for u in uploads}
 
     def modify(study: str, keep_source: bool) -> dict[str, Any]:
         return {"path": f"/pacs/studies/{study}/modify", "method": "POST", "headers": {"Accept": "application/json"},
@@ -406,13 +417,9 @@ def test_a_modify_that_keeps_its_source_names_no_one_when_the_images_are_deleted
     Deleted, written after every earlier change, is the barrier before counting.)"""
     lab = running_lab
     host = pacs(lab).name
-    accession, barrier = f"PT{secrets.token_hex(3).upper()}", f"PB{secrets.token_hex(3).upper()}"
-    stow = {"path": "/dicom-web/studies", "method": "POST", "headers": {"Content-Type": STOW_TYPE, "Accept": "application/dicom+json"}}
-    uploads = as_person(lab, sessions, "technologist", [stow | {"body_base64": stow_body(accession)},
-                                                        stow | {"body_base64": stow_body(barrier)}])
-    [study] = im.find_study(lab, host, accession)
-    [barrier_study] = im.find_study(lab, host, barrier)
-    uids = {s: im.orthanc(lab, host, f"/studies/{s}")["MainDicomTags"]["StudyInstanceUID"] for s in (study, barrier_study)}
+    uploads = upload_studies(lab, sessions, "PT", "PB")
+    study, barrier_study = (u["id"] for u in uploads)
+    uids = {u["id"]: u["uid"] for u in uploads}
     [series] = im.orthanc(lab, host, f"/studies/{study}")["Series"]
     [instance] = im.orthanc(lab, host, f"/series/{series}")["Instances"]
     modified = as_person(lab, sessions, "pacs-admin", [
@@ -434,6 +441,60 @@ def test_a_modify_that_keeps_its_source_names_no_one_when_the_images_are_deleted
     assert [u["status"] for u in uploads] == [200, 200] and [m["status"] for m in modified] == [200, 200]
     assert len(series_after) == 2 and series in series_after  # the source and its copy, one study
     assert found == [("dicom-audit-instances-accessed", im.ADMIN), ("dicom-audit-study-deleted", im.ADMIN)]
+
+
+def as_administrator(lab: Lab, method: str, path: str, body: dict[str, Any] | None = None) -> int:
+    """The status the PACS answers the lab's REST administrator (its own tooling's account, from the
+    PACS host itself: loopback to its HTTPS front) for ``method`` ``path`` with a JSON ``body``."""
+    host = pacs(lab).name
+    data = ["--data-binary", json.dumps(body)] if body is not None else []
+    return int(im.exec_in(lab, host, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "60",
+                          "--cacert", "/etc/pacslab/tls/root.pem", "--resolve", f"{host}:443:127.0.0.1", "-K", "-",
+                          "-X", method, *data, f"https://{host}{path}", input=im.curl_user(lab, host)))
+
+
+@pytest.mark.control("C-PRT-01")
+def test_the_deletions_the_audit_trail_cannot_name_are_refused_even_to_the_lab_s_administrator(
+        running_lab: Lab, sessions: dict[str, tuple[str, dict[str, str]]], evidence) -> None:
+    """Orthanc's bulk-delete, bulk-modify and bulk-anonymize, and a study's merge and split, remove
+    what their body names, which the PACS's filter is not shown: no DICOM audit message could name
+    it. The lab's REST administrator, who may do everything else, asks for each to remove one of
+    two studies the technologist uploaded (or its series): each is refused (403), logged as
+    refused-to-all, and both studies stay. The twin: the same account's DELETE of that study is
+    allowed (200), the study is gone, and a DICOM Study Deleted message (PS3.15 A.5.3.8) naming the
+    account and the study reaches the siem."""
+    lab = running_lab
+    host = pacs(lab).name
+    first, second = upload_studies(lab, sessions, "PX", "PY")
+    [series] = im.orthanc(lab, host, f"/studies/{first['id']}")["Series"]
+    asked = [
+        ("/tools/bulk-delete", {"Resources": [first["id"]]}),
+        ("/tools/bulk-modify", {"Resources": [first["id"]], "Level": "Study", "Replace": {"PatientName": "BULK^MODIFIED"}, "KeepSource": False}),
+        ("/tools/bulk-anonymize", {"Resources": [first["id"]], "Level": "Study", "KeepSource": False}),
+        (f"/studies/{second['id']}/merge", {"Resources": [first["id"]], "KeepSource": False}),
+        (f"/studies/{first['id']}/split", {"Series": [series], "KeepSource": False}),
+    ]
+    since = log_length(lab)
+    answers = [as_administrator(lab, "POST", path, body) for path, body in asked]
+    held = [im.find_study(lab, host, u["accession"]) for u in (first, second)]
+    evidence.update(uploads=[first["status"], second["status"]], answers=answers, held=held)
+    assert [first["status"], second["status"]] == [200, 200]
+    assert answers == [403, 403, 403, 403, 403]
+    assert held == [[first["id"]], [second["id"]]]
+    deleted = as_administrator(lab, "DELETE", f"/studies/{first['id']}")
+
+    def study_deleted() -> list[dict[str, Any]]:
+        return [e for e in siem_json(lab, "events", "--contains", first["uid"]) if e["event_type"] == "dicom-audit-study-deleted"]
+
+    found = wait_for("the DELETE's Study Deleted", study_deleted)
+    asked_paths = {path for path, _ in asked} | {f"/studies/{first['id']}"}  # not the searches of find_study
+    logged = [(d["user"], d["method"], d["path"], d["permission"], d["verdict"]) for d in decisions(lab, since)
+              if d["user"] == im.ADMIN and d["path"] in asked_paths and d["method"] != "GET"]
+    evidence.update(deleted=deleted, logged=logged, audit=found)
+    assert logged == [(im.ADMIN, "POST", path, "refused-to-all", "deny") for path, _ in asked] + [
+        (im.ADMIN, "DELETE", f"/studies/{first['id']}", "delete", "allow")]
+    assert deleted == 200 and im.find_study(lab, host, first["accession"]) == []
+    assert [(e["host"], e["user"], e["study_uid"], e["outcome"]) for e in found] == [(host, im.ADMIN, first["uid"], "success")]
 
 
 @pytest.mark.control("C-PRT-01")

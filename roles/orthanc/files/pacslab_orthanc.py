@@ -12,8 +12,9 @@
   (PacslabPermissions, one JSON file rendered from roles/orthanc's orthanc_permission_rules and
   orthanc_role_permissions). A proxy's account (PacslabProxies) acts for the person named in the
   proxy's identity headers, with their roles: the table decides. The lab's REST administrator (the
-  lab's own tooling) may do everything. Any other account, and a proxy request naming no person,
-  is refused (403). Every decision is an "access-decision" event (user, roles, account, method,
+  lab's own tooling) may do everything but what the table refuses to every account (its
+  "refused": Orthanc's ways of deleting images whose targets the filter is not shown). Any other
+  account, and a proxy request naming no person, is refused (403). Every decision is an "access-decision" event (user, roles, account, method,
   path, study, permission, verdict); as Orthanc reports each resource an allowed delete removed, a
   "resource-deleted" event names the person. GET /pacslab/audit answers the event log's last
   records (the auditor's).
@@ -341,15 +342,19 @@ def forward_ended(job_id, succeeded):
 
 
 def load_permissions(path):
-    """The table: {"rules": [{"methods", "path", "permission"}], "roles": {role: [permission]},
-    "send_to": [AE title]}, each rule's path compiled (it must match the whole path)."""
+    """The table: {"rules": [{"methods", "path", "permission"}], "refused": [{"methods", "path",
+    "reason"}], "roles": {role: [permission]}, "send_to": [AE title]}, each path compiled (it must
+    match the whole path)."""
     with open(path) as f:
         table = json.load(f)
     rules = [(set(r["methods"]), re.compile(r["path"]), r["permission"]) for r in table["rules"]]
-    return rules, {role: set(perms) for role, perms in table["roles"].items()}, set(table["send_to"])
+    refused = [(set(r["methods"]), re.compile(r["path"])) for r in table.get("refused", [])]
+    return rules, refused, {role: set(perms) for role, perms in table["roles"].items()}, set(table["send_to"])
 
 
-RULES, ROLE_PERMISSIONS, SEND_TO = load_permissions(PERMISSIONS_FILE) if PERMISSIONS_FILE else ([], {}, set())
+RULES, REFUSED, ROLE_PERMISSIONS, SEND_TO = load_permissions(PERMISSIONS_FILE) if PERMISSIONS_FILE else ([], [], {}, set())
+# The permission an access-decision names for a request the table refuses to every account.
+REFUSED_TO_ALL = "refused-to-all"
 # The filter's method is an OrthancPluginHttpMethod, which has no HEAD.
 METHODS = {orthanc.HttpMethod.GET: "GET", orthanc.HttpMethod.POST: "POST", orthanc.HttpMethod.PUT: "PUT",
            orthanc.HttpMethod.DELETE: "DELETE"}
@@ -382,9 +387,12 @@ def _who(headers):
 
 
 def decide(method, path, account, person, roles):
-    """(verdict, permission, match): the first rule whose methods and whole path match names the
+    """(verdict, permission, match): a request REFUSED names is denied to every account (the
+    permission REFUSED_TO_ALL); else the first rule whose methods and whole path match names the
     permission the request needs; the service accounts hold every permission, a proxy's person the
     union of their roles' permissions; `send` goes only to SEND_TO (a destination named in the path)."""
+    if any(method in methods and pattern.fullmatch(path) for methods, pattern in REFUSED):
+        return "deny", REFUSED_TO_ALL, None
     rule = next(((permission, m) for methods, pattern, permission in RULES if method in methods
                  for m in [pattern.fullmatch(path)] if m), (None, None))
     permission, match = rule
