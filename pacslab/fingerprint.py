@@ -113,10 +113,16 @@ def in_flight(lab: Lab, host: str) -> list[str]:
         [f"{host}: {len(jobs)} job(s) not done"] if jobs else [])
 
 
+def in_flight_everywhere(lab: Lab) -> list[str]:
+    """``in_flight`` of every Orthanc host of the lab, one poll; an Orthanc that does not answer
+    (restarting, an up) counts as busy."""
+    return [line for host in orthanc_hosts(lab) for line in _in_flight_or_silent(lab, host)]
+
+
 def _in_flight_or_silent(lab: Lab, host: str) -> list[str]:
     try:
         return in_flight(lab, host)
-    except (RuntimeError, ValueError, subprocess.SubprocessError) as exc:  # Orthanc restarting (an up): asked again on the next poll
+    except (RuntimeError, ValueError, subprocess.SubprocessError) as exc:  # Orthanc restarting: asked again on the next poll
         return [f"{host}: not answering ({type(exc).__name__})"]
 
 
@@ -142,7 +148,7 @@ def settle(lab: Lab, timeout: float | None = None, every: float = 0.5) -> list[s
     that is never quiet still runs)."""
     deadline, quiet = time.monotonic() + (settle_timeout(lab) if timeout is None else timeout), 0
     while True:
-        busy = [line for host in orthanc_hosts(lab) for line in _in_flight_or_silent(lab, host)]
+        busy = in_flight_everywhere(lab)
         quiet = 0 if busy else quiet + 1
         if quiet >= 2 or time.monotonic() >= deadline:
             return busy

@@ -32,7 +32,12 @@ def test_a_scenario_runs_as_expected_and_its_reset_puts_the_lab_back(running_lab
     for control in scenario.controls:
         evidence.setdefault("controls", []).append(control)
     sc.reset_scenario(lab, scenario)  # a run an earlier session left behind
-    assert fingerprint.settle(lab) == []  # an earlier test's upload still on its way to the VNA is no addition of this run
+    # the run's baseline, taken once nothing is in flight (an earlier test's upload still on its way
+    # to the VNA is no addition of this run), as `scenario run` takes it; then the test's own
+    # fingerprint, of the settled lab
+    sc.refuse_other_open_runs(lab, scenario)
+    sc.ensure_baseline(lab, scenario)
+    assert fingerprint.in_flight_everywhere(lab) == []
     before, counted = fingerprint.take(lab), counts(lab)
     record = sc.run_scenario(lab, scenario, "defended")
     left = fingerprint.differences(before, fingerprint.take(lab))
@@ -50,7 +55,9 @@ def test_the_fingerprint_names_what_a_run_left_behind(running_lab: Lab, evidence
     lab = running_lab
     scenario = sc.find(lab, "W4")
     sc.reset_scenario(lab, scenario)
-    assert fingerprint.settle(lab) == []
+    sc.refuse_other_open_runs(lab, scenario)
+    sc.ensure_baseline(lab, scenario)
+    assert fingerprint.in_flight_everywhere(lab) == []
     before = fingerprint.take(lab)
     record = sc.run_scenario(lab, scenario, "defended")
     left = fingerprint.differences(before, fingerprint.take(lab))
@@ -188,7 +195,9 @@ def test_break_and_fix(running_lab: Lab, scenario: str, capsys, evidence) -> Non
     `scenario check ID` then names each control as failing; `scenario reset ID` brings the lab's
     own definition back, and the fingerprint equals the one before the run."""
     lab = running_lab
-    assert fingerprint.settle(lab) == []
+    sc.refuse_other_open_runs(lab, sc.find(lab, scenario))
+    sc.ensure_baseline(lab, sc.find(lab, scenario))  # settled, as `scenario run` takes it (then it takes none)
+    assert fingerprint.in_flight_everywhere(lab) == []
     before = fingerprint.take(lab)
     rc_run = cli.main(["scenario", "run", scenario, "--vulnerable", "--json", "--lab", str(lab.path)])
     run = _last_json(capsys)
