@@ -20,7 +20,7 @@ import pytest
 from pacslab.docker import docker
 from pacslab.listeners import role_var
 from pacslab.probes import imaging as im
-from pacslab.probes import portscan
+from pacslab.probes import oidc, portscan
 from pacslab.topology import Lab
 
 from .test_bastion import SSHD_LOG, SUDO_LOG, bastion, unknown_name_at
@@ -29,6 +29,8 @@ from .test_idp import CLIENT as IDP_CLIENT
 from .test_idp import idp
 from .test_imaging import modality_of, order_entry, the, tls_stations
 from .test_response import scanner, vna
+from .test_rproxy import CLIENT as PROXY_CLIENT
+from .test_rproxy import proxy
 from .test_siem import RAW_DIR, pacs_of, siem, siem_json, wait_for
 
 RUN = secrets.token_hex(3).upper()
@@ -41,6 +43,8 @@ IDP_AUDIT = "/var/log/pacslab/idp-audit.log"  # roles/idp: the TOTP checker's Us
 HL7_RECORD = "/var/log/pacslab/hl7-orders.json"  # roles/ris: the HL7 listener's record (pacslab_hl7_record)
 # roles/bastion's own rsyslogd: tlog's session records, sshd's and sudo's log (auth, authpriv), the rest
 SESSIONS, AUTH, SYSLOG = "/var/log/pacslab/sessions.log", "/var/log/pacslab/auth.log", "/var/log/pacslab/syslog.log"
+# roles/rproxy's Apache: the access logs of its own site and of the IdP it passes through, its error log
+RPROXY_LOGS, RPROXY_IDP_LOG = "/var/log/pacslab/rproxy-*.log", "/var/log/pacslab/rproxy-idp-access.log"
 
 
 def rotate(lab: Lab, host: str) -> None:
@@ -212,6 +216,29 @@ def test_the_ris_s_order_record_rotates_without_loss(running_lab: Lab, evidence:
 
 
 @pytest.mark.control("C-PRT-01")
+def test_the_proxy_s_access_logs_rotate_without_loss(running_lab: Lab, evidence: dict[str, Any]) -> None:
+    """The internet computer asks the proxy for a page of the IdP (which it passes through) named
+    for this run before the rotation, and another after it: the first request's line is in
+    rproxy-idp-access.log.1, the second's in a new rproxy-idp-access.log (Apache opened it again on
+    its graceful restart; the mode and owner of the first), and the siem holds both, from the proxy."""
+    lab = running_lab
+    host = proxy(lab).name
+    pages = {"before": f"/rot-{RUN.lower()}-a", "after": f"/rot-{RUN.lower()}-b"}
+    for when, page in pages.items():
+        if when == "after":
+            rotate(lab, host)
+        [step] = oidc.browse(lab, PROXY_CLIENT, f"https://{idp(lab).name}{page}")["steps"]
+        assert step.get("status") == 200, step  # the IdP's portal answers any page
+        wait_for(f"the {when} request at the siem", lambda p=page: [
+            e for e in siem_json(lab, "events", "--contains", f" {p} ") if e["event_type"] == "proxy-idp-request"])
+    evidence.update(pages=pages, mode_owner=mode_owner(lab, host, RPROXY_IDP_LOG))
+    assert len(lines_with(lab, host, RPROXY_IDP_LOG + ".1", f" {pages['before']} ")) == 1
+    assert lines_with(lab, host, RPROXY_IDP_LOG, f" {pages['before']} ") == []
+    assert len(lines_with(lab, host, RPROXY_IDP_LOG, f" {pages['after']} ")) == 1
+    assert mode_owner(lab, host, RPROXY_IDP_LOG) == mode_owner(lab, host, RPROXY_IDP_LOG + ".1") == "644 root root"
+
+
+@pytest.mark.control("C-PRT-01")
 def test_the_bastion_s_own_records_rotate_without_loss(running_lab: Lab, evidence: dict[str, Any]) -> None:
     """On the bastion, a line to its auth file (facility authpriv, where sshd and sudo write) and one
     to its syslog file, before a rotation and a pair after it: the first pair in auth.log.1 and
@@ -280,7 +307,7 @@ def test_the_rotation_configuration_names_each_growing_log(running_lab: Lab) -> 
     for the inode of the copy it removes: a host can drift only through `up`."""
     lab = running_lab
     expected = {lab.router.name: [DROPS, "/var/log/pacslab/fw-response.json"], pacs_of(lab).name: [EVENTS, AUDIT, HIDS],
-                siem(lab).name: [f"{RAW_DIR}/*.log"], idp(lab).name: [IDP_AUDIT],
+                siem(lab).name: [f"{RAW_DIR}/*.log"], idp(lab).name: [IDP_AUDIT], proxy(lab).name: [RPROXY_LOGS],
                 the(lab, "ris_servers").name: [EVENTS, AUDIT, HIDS, HL7_RECORD]}
     for host in (h.name for h in lab.group("bastions") if h.deployed):  # its own rsyslogd's files
         expected[host] = [SESSIONS, AUTH, SYSLOG]

@@ -30,7 +30,7 @@ from pacslab.probes import imaging as im
 from pacslab.probes import oidc
 from pacslab.topology import Lab
 
-from .test_idp import one, secret
+from .test_idp import idp, one, secret
 from .test_rproxy import CLIENT, basic_auth, browse, pacs, proxy, store_study
 from .test_siem import EICAR_HEX, siem_json, wait_for
 
@@ -500,26 +500,30 @@ def test_the_deletions_the_audit_trail_cannot_name_are_refused_even_to_the_lab_s
 @pytest.mark.control("C-PRT-01")
 def test_requests_through_the_proxy_reach_the_siem_with_the_person_the_address_and_the_status(
         running_lab: Lab, sessions: dict[str, tuple[str, dict[str, str]]], evidence) -> None:
-    """The proxy's access log is a log source: the radiologist's read of a study the PACS does not
+    """The proxy's access logs are log sources: the radiologist's read of a study the PACS does not
     hold (the proxy passes it, the PACS answers 404) is a proxy-request, the auditor's DICOMweb
     search (the proxy's route does not admit the role) a proxy-access-denied, each with the person
-    of the session, the internet computer's address and the status, from the proxy."""
+    of the session, the internet computer's address and the status, from the proxy; the same
+    computer's request for a page of the IdP, which the proxy passes through (the IdP's portal
+    answers 200), a proxy-idp-request with its address and that status, and no person."""
     lab = running_lab
     marker = f"nosuch{secrets.token_hex(4)}"
     [read] = as_person(lab, sessions, "radiologist", [{"path": f"/pacs/studies/{marker}", "method": "GET"}])
     [refused] = as_person(lab, sessions, "auditor", [{"path": f"/dicom-web/studies/{marker}", "method": "GET"}])
+    [at_idp] = oidc.browse(lab, CLIENT, f"https://{idp(lab).name}/{marker}")["steps"]
 
     def logged() -> list[dict[str, Any]]:
-        found = [e for e in siem_json(lab, "events", "--contains", marker) if e["source"] == "rproxy-access"]
-        return found if len(found) == 2 else []
+        found = [e for e in siem_json(lab, "events", "--contains", marker) if e["source"] in ("rproxy-access", "rproxy-idp-access")]
+        return found if len(found) == 3 else []
 
-    found = wait_for("the two requests at the siem", logged)
-    evidence.update(statuses=[read["status"], refused["status"]], events=found)
-    assert [read["status"], refused["status"]] == [404, 403]
+    found = wait_for("the three requests at the siem", logged)
+    evidence.update(statuses=[read["status"], refused["status"], at_idp["status"]], events=found)
+    assert [read["status"], refused["status"], at_idp["status"]] == [404, 403, 200]
     client = str(lab.hosts[CLIENT].address)
-    assert sorted((e["host"], e["event_type"], e["user"], e["src_ip"], e["outcome"]) for e in found) == sorted([
-        (proxy(lab).name, "proxy-request", sessions["radiologist"][0], client, "404"),
-        (proxy(lab).name, "proxy-access-denied", sessions["auditor"][0], client, "403")])
+    assert sorted((e["host"], e["source"], e["event_type"], e["user"], e["src_ip"], e["outcome"]) for e in found) == sorted([
+        (proxy(lab).name, "rproxy-access", "proxy-request", sessions["radiologist"][0], client, "404"),
+        (proxy(lab).name, "rproxy-access", "proxy-access-denied", sessions["auditor"][0], client, "403"),
+        (proxy(lab).name, "rproxy-idp-access", "proxy-idp-request", None, client, "200")])
 
 
 @pytest.mark.control("C-DAT-03")

@@ -520,7 +520,7 @@ def test_normalise_the_idps_portal_log(msg: str, expected: dict[str, Any]) -> No
 
 
 @pytest.mark.parametrize("program", ["orthanc-events", "dicom-audit", "orthanc-log", "hids", "fw-drops", "fw-response", "suricata", "discovery",
-                                     "idp-portal", "rproxy-access", "hl7-orders", "hl7-front", "dicom-front"])
+                                     "idp-portal", "rproxy-access", "rproxy-idp-access", "hl7-orders", "hl7-front", "dicom-front"])
 def test_the_pacs_s_programs_from_another_host_are_marked_forged(program: str) -> None:
     """`logger -t orthanc-events '{"event": "integrity-failure"}'` in a vendor's shell on the bastion
     (a log source) is not the PACS's word: stored as forged-source, and no rule reads it as an
@@ -551,6 +551,23 @@ def test_normalise_the_proxys_access_log(msg: str, expected: dict[str, Any]) -> 
     assert {k: event[k] for k in expected} == expected
     assert event["host"] == "rproxy"
     assert siem.normalise(_record("rproxy-access", msg), ASSETS)["event_type"] == "forged-source"
+
+
+@pytest.mark.parametrize(("msg", "expected"), [
+    ('10.77.90.10 TLSv1.3 "POST /ext2fcheck HTTP/1.1" 302 user=- roles=-',
+     {"event_type": "proxy-idp-request", "outcome": "302", "user": None, "src_ip": "10.77.90.10", "dst_ip": RPROXY}),
+    # the IdP's refusals are its own: a request the IdP answered 403 is no refusal by the proxy
+    ('10.77.90.66 TLSv1.3 "GET /manager.html HTTP/1.1" 403 user=- roles=-',
+     {"event_type": "proxy-idp-request", "outcome": "403", "user": None, "src_ip": "10.77.90.66"}),
+    ("not an access line", {"event_type": "syslog", "user": None}),
+])
+def test_normalise_the_proxys_access_log_of_the_idp_it_passes_through(msg: str, expected: dict[str, Any]) -> None:
+    """Each request the proxy passes to the IdP: the browser's address and the IdP's status, no
+    person. From another log source, forged."""
+    event = siem.normalise(_record("rproxy-idp-access", msg, peer=RPROXY), ASSETS)
+    assert {k: event[k] for k in expected} == expected
+    assert (event["host"], event["source"]) == ("rproxy", "rproxy-idp-access")
+    assert siem.normalise(_record("rproxy-idp-access", msg), ASSETS)["event_type"] == "forged-source"
 
 
 IDP_LOGIN = ('<AuditMessage><EventIdentification EventActionCode="E" EventDateTime="2026-11-30T10:00:00.000+00:00" '

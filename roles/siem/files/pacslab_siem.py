@@ -289,8 +289,8 @@ def normalise(record: dict[str, Any], assets: dict[str, Any], connections: dict[
         event.update(_vulnscan(msg))
     elif source == "idp-portal":
         event.update(_idp_portal(msg, peer))
-    elif source == "rproxy-access":
-        event.update(_rproxy_access(msg, peer))
+    elif source in RPROXY_PROGRAMS:
+        event.update(_rproxy_access(msg, peer, str(source)))
     elif source in RIS_PROGRAMS:
         event.update(_hl7_orders(msg, peer))
     elif source in DICOM_NODE_PROGRAMS:
@@ -353,22 +353,26 @@ def _idp_portal(msg: str, peer: str) -> dict[str, Any]:
             "user": data.get("user") or None, "src_ip": data.get("src_ip") or None, "dst_ip": peer, "proto": "https"}
 
 
-# The reverse proxy's access log (roles/rproxy: Apache's LogFormat pacslab_access, shipped as
-# rproxy-access by roles/log_shipping), from a host whose image is the proxy's only: one line per
-# request to the proxy's own site, `<client> <TLS> "<method> <path> <protocol>" <status>
-# user=<person> roles=<roles>` (the person and roles from the IdP's ID token; "-" before sign-in).
-# Apache escapes a quote in the path as \", so the fields after it are read from the end of the line.
-# 401 and 403 are proxy-access-denied, any other status proxy-request; the status is the outcome.
-RPROXY_PROGRAMS = ("rproxy-access",)
+# The reverse proxy's access logs (roles/rproxy: Apache's LogFormat pacslab_access, shipped by
+# roles/log_shipping), from a host whose image is the proxy's only: one line per request,
+# `<client> <TLS> "<method> <path> <protocol>" <status> user=<person> roles=<roles>`. Apache escapes
+# a quote in the path as \", so the fields after it are read from the end of the line.
+# - rproxy-access, the proxy's own site: the person and roles from the IdP's ID token ("-" before
+#   sign-in); 401 and 403 are proxy-access-denied, any other status proxy-request;
+# - rproxy-idp-access, the IdP it passes through to hosts that may not reach it directly (no
+#   person: the IdP logs who signs in): proxy-idp-request, whatever the IdP answered.
+# The status is the outcome.
+RPROXY_PROGRAMS = ("rproxy-access", "rproxy-idp-access")
 _RPROXY_ACCESS = re.compile(r'^(?P<ip>[0-9a-fA-F.:]+) (?P<tls>\S+) "(?P<method>[A-Z]+) (?P<path>.*) (?P<protocol>HTTP/[0-9.]+)" '
                             r"(?P<status>\d{3}) user=(?P<user>\S*) roles=(?P<roles>\S*)$")
 
 
-def _rproxy_access(msg: str, peer: str) -> dict[str, Any]:
+def _rproxy_access(msg: str, peer: str, source: str) -> dict[str, Any]:
     m = _RPROXY_ACCESS.match(msg)
     if not m:
         return {}
-    return {"event_type": "proxy-access-denied" if m["status"] in ("401", "403") else "proxy-request", "outcome": m["status"],
+    kind = "proxy-idp-request" if source == "rproxy-idp-access" else "proxy-access-denied" if m["status"] in ("401", "403") else "proxy-request"
+    return {"event_type": kind, "outcome": m["status"],
             "user": None if m["user"] in ("", "-") else m["user"], "src_ip": m["ip"], "dst_ip": peer, "proto": "https"}
 
 
