@@ -108,6 +108,12 @@ ldap-brute-force --runs times, five binds under names of the run with a wrong pa
              the same machine's clock; C-DET-06); p50 and p95. Alerts of one address grow while
              the rule keeps firing, so each run waits for the alert to hold five events newer than
              its start, then checks they are its refusals.
+audit-trail-failure --runs times, the IdP's audit file made read-only to its writers, then a name
+             of the run that nobody has typed at the IdP from the technologists' workstation (in a
+             window of authorised activity): seconds from the portal's refusal to the
+             audit-trail-failure alert holding the reader's audit-failed event about that name
+             (AU-5, C-PRT-01); p50 and p95. The file's mode is put back after each run. Five runs
+             are five refused names from one address: idp-brute-force rightly fires too.
 ingest       --messages RFC 5424 messages sent by the bastion (a log source) over one TLS session
              with its lab certificate, as fast as the connection takes them: seconds until the
              siem's store holds the last one, and events per second.
@@ -153,7 +159,7 @@ GUESSER = "ws-tech"  # the break-in at the IdP comes from the technologists' wor
 WAIT = 120
 MEASURES = ("brute-force", "break-in", "port-scan", "compromised-modality", "integrity", "audit", "unknown-ae", "security-alert",
             "device-anomaly", "ids", "malware", "maintenance", "unknown-device", "legacy-rogue", "host-watch", "archive-rescan", "bulk-access",
-            "off-hours-deletion", "weak-tls-service", "vulnerability-scan-failed", "ldap-brute-force", "ingest")
+            "off-hours-deletion", "weak-tls-service", "vulnerability-scan-failed", "ldap-brute-force", "audit-trail-failure", "ingest")
 # The EICAR anti-malware test file (eicar.org), as the lab's own signature for it holds it.
 EICAR_HEX = "".join(next(s for s in safe_load((REPO / "roles" / "orthanc" / "defaults" / "main.yml").read_text())["orthanc_malware_signatures"]
                          if s["name"] == "Pacslab.Test.EICAR")["hex"].split())
@@ -859,6 +865,29 @@ def ldap_brute_force(lab: Lab, plan: Plan, siem: str) -> float:
     raise SystemExit(f"no ldap-brute-force alert holding the run's five refusals within {WAIT} s")
 
 
+IDP_AUDIT = "/var/log/pacslab/idp-audit.log"  # roles/idp: the IdP's DICOM audit trail, written as www-data
+
+
+def audit_trail_failure(lab: Lab, plan: Plan, siem: str) -> float:
+    """One audit-trail-failure run (the docstring's): seconds from the portal's refusal of a name of
+    the run, whose User Authentication message the IdP's reader could not write, to the alert."""
+    idp, rp = lab.group("idp_servers")[0].name, lab.group("reverse_proxies")[0].name
+    rp_secret = (Path(plan.secrets_dir) / f"oidc-{rp}").read_text().split()[0]
+    user = f"bench-{secrets.token_hex(3)}-lost"
+    with response.authorised(lab, "bench: a name nobody has at the IdP", [str(lab.hosts[GUESSER].address)], by="pacslab-bench"):
+        im.exec_in(lab, idp, "chmod", "0440", IDP_AUDIT)
+        try:
+            oidc.login(lab, GUESSER, f"https://{idp}", rp, f"https://{rp}/oidc/redirect", user=user, password="bench-wrong", code=None,
+                       client_secret=rp_secret)
+            refused = time.monotonic()
+            seconds = seconds_to_alert(lab, siem, refused, user, "audit-failed", "audit-trail-failure")
+        finally:
+            im.exec_in(lab, idp, "chmod", "0640", IDP_AUDIT)
+    if seconds is None:
+        raise SystemExit(f"no audit-trail-failure alert holding the lost message about {user} within {WAIT} s")
+    return seconds
+
+
 def seconds_to_alert(lab: Lab, siem: str, start: float, contains: str, event_type: str, rule: str) -> float | None:
     """Seconds from ``start`` (time.monotonic) until an alert of ``rule`` holds an event of
     ``event_type`` whose raw message holds ``contains``; None when none does within WAIT."""
@@ -970,6 +999,8 @@ def main() -> int:
         "vulnerability-scan-failed": ("vulnerability_scan_failed_from_scan_end",
                                       lambda: summary([vulnerability_scan_failed(lab, siem) for _ in range(n)])),
         "ldap-brute-force": ("ldap_brute_force_from_fifth_refusal", lambda: summary([ldap_brute_force(lab, plan, siem) for _ in range(n)])),
+        "audit-trail-failure": ("audit_trail_failure_from_refusal",
+                                lambda: summary([audit_trail_failure(lab, plan, siem) for _ in range(n)])),
         "ingest": ("ingest", lambda: ingest(lab, siem, args.messages)),
     }
     result: dict[str, Any] = {"rules": len(json.loads(im.exec_in(lab, siem, "cat", "/etc/pacslab/siem/rules.json"))), "runs": n}

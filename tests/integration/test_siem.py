@@ -1007,6 +1007,48 @@ def test_a_refused_code_and_a_completed_sign_in_at_the_idp_are_user_authenticati
         assert root.find("EventIdentification/EventTypeCode[@csd-code='110122']") is not None  # Login
 
 
+IDP_AUDIT = "/var/log/pacslab/idp-audit.log"  # roles/idp: the IdP's DICOM audit trail, written as www-data
+
+
+@pytest.mark.control("C-PRT-01")
+def test_a_message_the_idp_cannot_write_raises_audit_trail_failure_naming_the_person(running_lab: Lab, plan: Plan,
+                                                                                     evidence) -> None:
+    """A name of this run that nobody has, typed at the IdP from the technologists' workstation, is
+    a User Authentication message. The IdP's audit file is then made read-only to its writers for a
+    moment, and a second such name typed: the portal refuses it as ever, but its message cannot be
+    written. The reader's audit-failed line (its output, shipped as idp-portal-reader) reaches the
+    siem naming the second name, and audit-trail-failure (high, NIST SP 800-53 AU-5) is raised
+    about the IdP. The twin is the first name: its message written, no audit-failed names it."""
+    lab = running_lab
+    host = idp(lab)
+    if GUESSER not in lab.hosts or not lab.hosts[GUESSER].deployed:
+        pytest.skip(f"lab {lab.name!r} deploys no {GUESSER}")
+    written, lost = f"idp-{RUN}-audit-kept", f"idp-{RUN}-audit-lost"
+
+    def audit_failed(user: str) -> list[dict[str, Any]]:
+        return [e for e in siem_json(lab, "events", "--contains", user) if e["event_type"] == "audit-failed"]
+
+    with refusals_authorised(lab, GUESSER, "the suite's unknown names at the IdP"):
+        idp_sign_in(lab, plan, written, password="guess", client=GUESSER)
+        kept = wait_for("the first name's User Authentication message",
+                        lambda: failures_at_siem(lab, [f'UserID="{written}"'], "dicom-audit-user-authentication"))
+        im.exec_in(lab, host.name, "chmod", "0440", IDP_AUDIT)
+        try:
+            idp_sign_in(lab, plan, lost, password="guess", client=GUESSER)
+            failed = wait_for("the second name's audit-failed event", lambda: audit_failed(lost))
+        finally:
+            im.exec_in(lab, host.name, "chmod", "0640", IDP_AUDIT)
+    alert = wait_for("audit-trail-failure holding it", lambda: [
+        a for a in siem_json(lab, "alerts") if a["rule"] == "audit-trail-failure" and failed[0]["id"] in a["events"]])[0]
+    evidence.update(kept=[e["id"] for e in kept], failed=failed, alert=alert)
+    assert [(e["host"], e["source"], e["user"], e["outcome"]) for e in failed] == [
+        (host.name, "idp-portal-reader", lost, "user_authentication")]
+    assert "PermissionError" in json.loads(failed[0]["message"])["error"]
+    assert (alert["severity"], alert["entities"], alert["events"]) == ("high", {"host": host.name}, [failed[0]["id"]])
+    assert audit_failed(written) == []
+    assert failures_at_siem(lab, [f'UserID="{lost}"'], "dicom-audit-user-authentication") == []
+
+
 # ---------------------------------------------------------------------------------------------
 # The DICOM audit trail (PS3.15 A.5 messages, roles/orthanc's pacslab_audit.py)
 

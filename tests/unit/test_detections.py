@@ -519,8 +519,28 @@ def test_normalise_the_idps_portal_log(msg: str, expected: dict[str, Any]) -> No
     assert (event["host"], event["source"], event["message"]) == ("idp", "idp-portal", msg)
 
 
+@pytest.mark.parametrize(("program", "msg", "expected"), [
+    # the TOTP checker's, in the portal's log (no person: its message was about the code's owner, named before it)
+    ("idp-portal", '{"event": "audit-failed", "message": "user_authentication", "error": "PermissionError: [Errno 13] Permission denied"}',
+     {"event_type": "audit-failed", "outcome": "user_authentication", "user": None, "dst_ip": "10.77.10.11"}),
+    # the reader's, in its own output (roles/log_shipping: idp-portal's reader, shipped as idp-portal-reader)
+    ("idp-portal-reader", '{"event": "audit-failed", "message": "user_authentication", "user": "idp-1a2b-guess0", "error": "OSError: x"}',
+     {"event_type": "audit-failed", "outcome": "user_authentication", "user": "idp-1a2b-guess0"}),
+    ("idp-portal-reader", '{"event": "audit-failed", "message": 7, "user": ["x"]}', {"event_type": "audit-failed", "outcome": None, "user": None}),
+    ("idp-portal-reader", "Traceback (most recent call last):", {"event_type": "syslog", "user": None}),
+])
+def test_normalise_a_message_the_idp_could_not_write(program: str, msg: str, expected: dict[str, Any]) -> None:
+    """A DICOM audit message the IdP's TOTP checker or its reader of the portal's refusals could not
+    write is audit-failed: the message's kind as the outcome, the person it was about where the line
+    names them."""
+    event = siem.normalise(_record(program, msg, peer="10.77.10.11") | {"hostname": "idp"}, ASSETS)
+    assert {k: event[k] for k in expected} == expected
+    assert (event["host"], event["source"]) == ("idp", program)
+
+
 @pytest.mark.parametrize("program", ["orthanc-events", "dicom-audit", "orthanc-log", "hids", "fw-drops", "fw-response", "suricata", "discovery",
-                                     "idp-portal", "rproxy-access", "rproxy-idp-access", "hl7-orders", "hl7-front", "dicom-front"])
+                                     "idp-portal", "idp-portal-reader", "rproxy-access", "rproxy-idp-access", "hl7-orders", "hl7-front",
+                                     "dicom-front"])
 def test_the_pacs_s_programs_from_another_host_are_marked_forged(program: str) -> None:
     """`logger -t orthanc-events '{"event": "integrity-failure"}'` in a vendor's shell on the bastion
     (a log source) is not the PACS's word: stored as forged-source, and no rule reads it as an

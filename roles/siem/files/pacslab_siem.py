@@ -287,7 +287,7 @@ def normalise(record: dict[str, Any], assets: dict[str, Any], connections: dict[
         event.update(_discovery(msg))
     elif source == "vulnscan":
         event.update(_vulnscan(msg))
-    elif source == "idp-portal":
+    elif source in IDP_PROGRAMS:
         event.update(_idp_portal(msg, peer))
     elif source in RPROXY_PROGRAMS:
         event.update(_rproxy_access(msg, peer, str(source)))
@@ -332,9 +332,13 @@ def _whose(address: str, assets: dict[str, Any]) -> dict[str, Any]:
 #   from the end of the line (LemonLDAP's userControl keeps a user name to letters, digits, ._-@);
 # - pacslab-totp-verify's {"event": "totp", "user", "src_ip", "verdict"}: "accepted" completes the
 #   sign-in (idp-login-success); "refused: <why>" is an idp-login-failure whose outcome says why
-#   (wrong-code, code-already-used, no-seed ...).
+#   (wrong-code, code-already-used, no-seed ...);
+# - {"event": "audit-failed", "message", "error"[, "user"]}: a DICOM audit message the checker, or
+#   the IdP's reader of these lines (roles/idp's pacslab_idp_audit.py, its own output shipped as
+#   idp-portal-reader), could not write (audit-failed: the message's kind as the outcome, the person
+#   it was about as the user).
 # Any other line of the portal stays "syslog", with its raw message.
-IDP_PROGRAMS = ("idp-portal",)
+IDP_PROGRAMS = ("idp-portal", "idp-portal-reader")
 _LLNG_BAD_PASSWORD = re.compile(r"^\[[^\]]*\] \[LLNG:\d+\] \[\w+\] Bad password for (?P<user>.+) \((?P<ip>[0-9a-fA-F.:]+)\)$")
 _LLNG_UNKNOWN_USER = re.compile(r"^\[[^\]]*\] \[LLNG:\d+\] \[\w+\] (?P<user>.+) was not found in LDAP directory \((?P<ip>[0-9a-fA-F.:]+)\)$")
 
@@ -345,6 +349,9 @@ def _idp_portal(msg: str, peer: str) -> dict[str, Any]:
             return {"event_type": "idp-login-failure", "outcome": outcome, "user": m["user"], "src_ip": m["ip"], "dst_ip": peer,
                     "proto": "https"}
     data = _json_object(msg)
+    if data.get("event") == "audit-failed":
+        return {"event_type": "audit-failed", "outcome": data.get("message") if isinstance(data.get("message"), str) else None,
+                "user": data.get("user") if isinstance(data.get("user"), str) else None, "dst_ip": peer}
     if data.get("event") != "totp" or not isinstance(data.get("verdict"), str):
         return {}
     accepted = data["verdict"] == "accepted"
