@@ -133,9 +133,17 @@ SETTLE_MARGIN = 50.0
 
 def settle_timeout(lab: Lab) -> float:
     """How long settle waits by default (seconds): SETTLE_MARGIN plus twice the longest
-    orthanc_stable_age of the lab's Orthanc hosts (0 without one)."""
-    ages = [float(role_var(lab, host, "orthanc", "orthanc_stable_age")) for host in orthanc_hosts(lab)]
-    return SETTLE_MARGIN + 2 * max(ages, default=0.0)
+    orthanc_stable_age of the lab's Orthanc hosts (0 without one; a value that is no number here,
+    a Jinja expression Ansible would resolve, counts as the role's default)."""
+    default = float(listeners.role_default("orthanc", "orthanc_stable_age"))
+
+    def age(host: str) -> float:
+        try:
+            return float(role_var(lab, host, "orthanc", "orthanc_stable_age"))
+        except (TypeError, ValueError):
+            return default
+
+    return SETTLE_MARGIN + 2 * max((age(host) for host in orthanc_hosts(lab)), default=0.0)
 
 
 def settle(lab: Lab, timeout: float | None = None, every: float = 0.5) -> list[str]:

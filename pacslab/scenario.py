@@ -743,26 +743,28 @@ def refuse_other_open_runs(lab: Lab, scenario: Scenario) -> None:
                                      f"not reset yet: `pacslab scenario reset {open_runs[0]}` before running {scenario.id}")])
 
 
-def ensure_baseline(lab: Lab, scenario: Scenario) -> None:
+def ensure_baseline(lab: Lab, scenario: Scenario) -> list[str]:
     """Take the fingerprint a reset must come back to, unless a run since the last reset took it,
     once the Orthanc hosts have nothing in flight (fingerprint.settle: up to 60 s with Orthanc's
     StableAge of 5 s), and keep a copy of each DICOM node's state folder beside it
     (state-<host>.tar, a few KB): a
     check run during the run (`scenario check` replays the clinical workflow) rewrites a modality's
     acquisition record and clears a workstation's received images, which deleting additions cannot
-    bring back."""
+    bring back. Returns what was still in flight when the wait ran out (settle's words; [] once
+    settled, and when the baseline was already taken): the baseline is taken either way."""
     from . import fingerprint
 
     folder = run_dir(lab, scenario)
     folder.mkdir(parents=True, exist_ok=True)
     if (folder / "baseline.json").is_file():
-        return
-    fingerprint.settle(lab)  # what is on its way (a forward to the VNA) belongs to the baseline, not to the run
+        return []
+    unsettled = fingerprint.settle(lab)  # what is on its way (a forward to the VNA) belongs to the baseline, not to the run
     for host in fingerprint.dicom_node_hosts(lab):
         copy = subprocess.run(["docker", "exec", lab.container_name(host), "tar", "-C", fingerprint.DICOM_NODE_STATE, "-cf", "-", "."],
                               capture_output=True, check=True, timeout=120).stdout
         (folder / f"state-{host}.tar").write_bytes(copy)
     (folder / "baseline.json").write_text(json.dumps(fingerprint.take(lab)))
+    return unsettled
 
 
 def last_mode(lab: Lab, scenario: Scenario) -> str | None:

@@ -224,10 +224,19 @@ def test_the_proxy_s_access_logs_rotate_without_loss(running_lab: Lab, evidence:
     lab = running_lab
     host = proxy(lab).name
     pages = {"before": f"/rot-{RUN.lower()}-a", "after": f"/rot-{RUN.lower()}-b"}
+    def request(page: str) -> dict[str, Any]:
+        [step] = oidc.browse(lab, PROXY_CLIENT, f"https://{idp(lab).name}{page}")["steps"]
+        return step
+
     for when, page in pages.items():
         if when == "after":
             rotate(lab, host)
-        [step] = oidc.browse(lab, PROXY_CLIENT, f"https://{idp(lab).name}{page}")["steps"]
+            # the signal returns before Apache's graceful restart has ended the children that hold
+            # the renamed file: unmarked requests until one is written to the new file
+            probe = f"/rot-{RUN.lower()}-probe"
+            im.wait_for("Apache writing to the new file",
+                        lambda p=probe: request(p) and lines_with(lab, host, RPROXY_IDP_LOG, f" {p} "), timeout=30, every=1)
+        step = request(page)
         assert step.get("status") == 200, step  # the IdP's portal answers any page
         wait_for(f"the {when} request at the siem", lambda p=page: [
             e for e in siem_json(lab, "events", "--contains", f" {p} ") if e["event_type"] == "proxy-idp-request"])

@@ -458,9 +458,10 @@ def test_the_deletions_the_audit_trail_cannot_name_are_refused_even_to_the_lab_s
         running_lab: Lab, sessions: dict[str, tuple[str, dict[str, str]]], evidence) -> None:
     """Orthanc's bulk-delete, bulk-modify and bulk-anonymize, and a study's merge and split, remove
     what their body names, which the PACS's filter is not shown: no DICOM audit message could name
-    it. The lab's REST administrator, who may do everything else, asks for each to remove one of
-    two studies the technologist uploaded (or its series): each is refused (403), logged as
-    refused-to-all, and both studies stay. The twin: the same account's DELETE of that study is
+    it (nor could it for a job resubmitted: a modify run again long after its request). The lab's
+    REST administrator, who may do everything else, asks for each to remove one of two studies the
+    technologist uploaded (or its series), and for a job's resubmission: each is refused (403),
+    logged as refused-to-all, and both studies stay. The twin: the same account's DELETE of that study is
     allowed (200), the study is gone, and a DICOM Study Deleted message (PS3.15 A.5.3.8) naming the
     account and the study reaches the siem."""
     lab = running_lab
@@ -473,13 +474,14 @@ def test_the_deletions_the_audit_trail_cannot_name_are_refused_even_to_the_lab_s
         ("/tools/bulk-anonymize", {"Resources": [first["id"]], "Level": "Study", "KeepSource": False}),
         (f"/studies/{second['id']}/merge", {"Resources": [first["id"]], "KeepSource": False}),
         (f"/studies/{first['id']}/split", {"Series": [series], "KeepSource": False}),
+        ("/jobs/pacslab-no-such-job/resubmit", {}),  # a job's id: refused before Orthanc looks it up
     ]
     since = log_length(lab)
     answers = [as_administrator(lab, "POST", path, body) for path, body in asked]
     held = [im.find_study(lab, host, u["accession"]) for u in (first, second)]
     evidence.update(uploads=[first["status"], second["status"]], answers=answers, held=held)
     assert [first["status"], second["status"]] == [200, 200]
-    assert answers == [403, 403, 403, 403, 403]
+    assert answers == [403, 403, 403, 403, 403, 403]
     assert held == [[first["id"]], [second["id"]]]
     deleted = as_administrator(lab, "DELETE", f"/studies/{first['id']}")
 

@@ -25,6 +25,17 @@ def counts(lab: Lab) -> dict[str, int]:
     return {h: im.instance_count(lab, h) for h in fingerprint.orthanc_hosts(lab)}
 
 
+def baseline_taken(lab: Lab, scenario: sc.Scenario) -> None:
+    """The run's baseline, taken as `scenario run` takes it once nothing is in flight (an earlier
+    test's upload still on its way to the VNA is no addition of this run). A wait that ran out
+    fails the test and leaves no open run behind (it would refuse every later scenario)."""
+    sc.refuse_other_open_runs(lab, scenario)
+    unsettled = sc.ensure_baseline(lab, scenario)
+    if unsettled:
+        sc.forget(lab, scenario)
+    assert unsettled == []
+
+
 @pytest.mark.parametrize("scenario_id", SCENARIO_IDS)
 def test_a_scenario_runs_as_expected_and_its_reset_puts_the_lab_back(running_lab: Lab, scenario_id: str, evidence) -> None:
     lab = running_lab
@@ -32,12 +43,8 @@ def test_a_scenario_runs_as_expected_and_its_reset_puts_the_lab_back(running_lab
     for control in scenario.controls:
         evidence.setdefault("controls", []).append(control)
     sc.reset_scenario(lab, scenario)  # a run an earlier session left behind
-    # the run's baseline, taken once nothing is in flight (an earlier test's upload still on its way
-    # to the VNA is no addition of this run), as `scenario run` takes it; then the test's own
-    # fingerprint, of the settled lab
-    sc.refuse_other_open_runs(lab, scenario)
-    sc.ensure_baseline(lab, scenario)
-    assert fingerprint.in_flight_everywhere(lab) == []
+    # the run's baseline, then the test's own fingerprint of the settled lab
+    baseline_taken(lab, scenario)
     before, counted = fingerprint.take(lab), counts(lab)
     record = sc.run_scenario(lab, scenario, "defended")
     left = fingerprint.differences(before, fingerprint.take(lab))
@@ -55,9 +62,7 @@ def test_the_fingerprint_names_what_a_run_left_behind(running_lab: Lab, evidence
     lab = running_lab
     scenario = sc.find(lab, "W4")
     sc.reset_scenario(lab, scenario)
-    sc.refuse_other_open_runs(lab, scenario)
-    sc.ensure_baseline(lab, scenario)
-    assert fingerprint.in_flight_everywhere(lab) == []
+    baseline_taken(lab, scenario)
     before = fingerprint.take(lab)
     record = sc.run_scenario(lab, scenario, "defended")
     left = fingerprint.differences(before, fingerprint.take(lab))
@@ -195,9 +200,7 @@ def test_break_and_fix(running_lab: Lab, scenario: str, capsys, evidence) -> Non
     `scenario check ID` then names each control as failing; `scenario reset ID` brings the lab's
     own definition back, and the fingerprint equals the one before the run."""
     lab = running_lab
-    sc.refuse_other_open_runs(lab, sc.find(lab, scenario))
-    sc.ensure_baseline(lab, sc.find(lab, scenario))  # settled, as `scenario run` takes it (then it takes none)
-    assert fingerprint.in_flight_everywhere(lab) == []
+    baseline_taken(lab, sc.find(lab, scenario))  # as `scenario run` takes it (then it takes none)
     before = fingerprint.take(lab)
     rc_run = cli.main(["scenario", "run", scenario, "--vulnerable", "--json", "--lab", str(lab.path)])
     run = _last_json(capsys)

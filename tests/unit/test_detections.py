@@ -269,6 +269,10 @@ def _record(program: str, msg: str, peer: str = "10.77.70.10") -> dict[str, Any]
     # a proxy's request naming no person: the proxy's account is no user
     ("orthanc-events", json.dumps({"event": "access-decision", "account": "svc-rproxy", "user": "", "verdict": "deny"}),
      {"event_type": "access-decision", "user": None, "outcome": "deny"}),
+    # an audit message the plugin could not write: its kind is the outcome (another event's "message" is not)
+    ("orthanc-events", json.dumps({"event": "audit-failed", "message": "study_deleted", "error": "OSError: [Errno 28] No space left on device"}),
+     {"event_type": "audit-failed", "user": None, "outcome": "study_deleted"}),
+    ("orthanc-events", json.dumps({"event": "forward-failed", "message": "study_deleted"}), {"event_type": "forward-failed", "outcome": None}),
     # a DICOM audit message (PS3.15 A.5.3.7) as the PACS writes it: the requestor is the sender
     ("dicom-audit", '<AuditMessage><EventIdentification EventActionCode="C" EventDateTime="2026-11-30T10:00:00.000+00:00" '
                     'EventOutcomeIndicator="0"><EventID csd-code="110104" codeSystemName="DCM" originalText="DICOM Instances Transferred" />'
@@ -528,6 +532,9 @@ def test_normalise_the_idps_portal_log(msg: str, expected: dict[str, Any]) -> No
      {"event_type": "audit-failed", "outcome": "user_authentication", "user": "idp-1a2b-guess0"}),
     ("idp-portal-reader", '{"event": "audit-failed", "message": 7, "user": ["x"]}', {"event_type": "audit-failed", "outcome": None, "user": None}),
     ("idp-portal-reader", "Traceback (most recent call last):", {"event_type": "syslog", "user": None}),
+    # the reader's output holds its failures only: the portal's words there are no sign-in
+    ("idp-portal-reader", IDP_LINES["bad-password"], {"event_type": "syslog", "user": None, "src_ip": None}),
+    ("idp-portal-reader", IDP_LINES["accepted"], {"event_type": "syslog", "user": None}),
 ])
 def test_normalise_a_message_the_idp_could_not_write(program: str, msg: str, expected: dict[str, Any]) -> None:
     """A DICOM audit message the IdP's TOTP checker or its reader of the portal's refusals could not

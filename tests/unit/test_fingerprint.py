@@ -46,3 +46,5 @@ def test_settle_waits_beyond_twice_the_longest_stable_age_of_the_lab() -> None:
     assert settle_timeout(lab) == 60.0
     lab.host_vars.setdefault("vna", {})["orthanc_stable_age"] = 40
     assert settle_timeout(lab) == 130.0
+    lab.host_vars["vna"]["orthanc_stable_age"] = "{{ site_stable_age }}"  # resolved by Ansible only: the role's default counts
+    assert settle_timeout(lab) == 60.0

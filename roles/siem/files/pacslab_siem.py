@@ -287,6 +287,8 @@ def normalise(record: dict[str, Any], assets: dict[str, Any], connections: dict[
         event.update(_discovery(msg))
     elif source == "vulnscan":
         event.update(_vulnscan(msg))
+    elif source == "idp-portal-reader":
+        event.update(_audit_failed(_json_object(msg), peer))
     elif source in IDP_PROGRAMS:
         event.update(_idp_portal(msg, peer))
     elif source in RPROXY_PROGRAMS:
@@ -350,14 +352,22 @@ def _idp_portal(msg: str, peer: str) -> dict[str, Any]:
                     "proto": "https"}
     data = _json_object(msg)
     if data.get("event") == "audit-failed":
-        return {"event_type": "audit-failed", "outcome": data.get("message") if isinstance(data.get("message"), str) else None,
-                "user": data.get("user") if isinstance(data.get("user"), str) else None, "dst_ip": peer}
+        return _audit_failed(data, peer)
     if data.get("event") != "totp" or not isinstance(data.get("verdict"), str):
         return {}
     accepted = data["verdict"] == "accepted"
     return {"event_type": "idp-login-success" if accepted else "idp-login-failure",
             "outcome": "success" if accepted else data["verdict"].removeprefix("refused:").strip().replace(" ", "-"),
             "user": data.get("user") or None, "src_ip": data.get("src_ip") or None, "dst_ip": peer, "proto": "https"}
+
+
+def _audit_failed(data: dict[str, Any], peer: str) -> dict[str, Any]:
+    """An IdP writer's {"event": "audit-failed", "message", "error"[, "user"]}; {} for any other line
+    (the reader's output holds nothing else a writer of the lab wrote)."""
+    if data.get("event") != "audit-failed":
+        return {}
+    return {"event_type": "audit-failed", "outcome": data.get("message") if isinstance(data.get("message"), str) else None,
+            "user": data.get("user") if isinstance(data.get("user"), str) else None, "dst_ip": peer}
 
 
 # The reverse proxy's access logs (roles/rproxy: Apache's LogFormat pacslab_access, shipped by
@@ -527,16 +537,18 @@ def _hids(msg: str) -> dict[str, Any]:
 
 # The lab plugin's event log on the PACS and the VNA (roles/orthanc, files/pacslab_orthanc.py): one
 # JSON object per line, its kind in "event". Its fields map onto the schema; the kind is the
-# event_type as the plugin names it (integrity-failure, invalid-uid-refused, access-decision, ...).
+# event_type as the plugin names it (integrity-failure, invalid-uid-refused, access-decision, ...);
+# an audit-failed event's outcome is the kind of audit message it could not write.
 def _orthanc_event(msg: str) -> dict[str, Any]:
     data = _json_object(msg)
     if not isinstance(data.get("event"), str):
         return {}
     verdict = data.get("verdict")
     status = data.get("status")
+    kind = data.get("message") if data["event"] == "audit-failed" else None  # the audit message it could not write
     return {"event_type": data["event"], "user": data.get("user") or None, "calling_ae": data.get("calling_ae"),
             "study_uid": data.get("study_uid") or data.get("held_study_uid"),
-            "outcome": verdict if isinstance(verdict, str) else status if isinstance(status, str) else None}
+            "outcome": verdict if isinstance(verdict, str) else status if isinstance(status, str) else kind if isinstance(kind, str) else None}
 
 
 # Orthanc's own log (glog, run with --verbose: "W1202 11:13:52.397176 CommandDispatcher.cpp:617]
