@@ -31,7 +31,7 @@ from .test_imaging import modality_of, order_entry, the, tls_stations
 from .test_response import scanner, vna
 from .test_rproxy import CLIENT as PROXY_CLIENT
 from .test_rproxy import proxy
-from .test_siem import RAW_DIR, pacs_of, siem, siem_json, wait_for
+from .test_siem import IDP_AUDIT, RAW_DIR, pacs_of, siem, siem_json, wait_for
 
 RUN = secrets.token_hex(3).upper()
 # The check's own state file: the supervisor's logrotate holds a lock on the lab's while it runs.
@@ -39,7 +39,6 @@ CONF, STATE = "/etc/pacslab/logrotate.conf", "/tmp/pacslab-rotation-check.status
 DROPS = "/var/log/pacslab/fw-drops.json"
 EVENTS, AUDIT = "/var/log/pacslab/orthanc-events.json", "/var/log/pacslab/dicom-audit.log"
 HIDS = "/var/log/pacslab/hids.json"  # roles/orthanc's host watch
-IDP_AUDIT = "/var/log/pacslab/idp-audit.log"  # roles/idp: the TOTP checker's User Authentication messages
 HL7_RECORD = "/var/log/pacslab/hl7-orders.json"  # roles/ris: the HL7 listener's record (pacslab_hl7_record)
 # roles/bastion's own rsyslogd: tlog's session records, sshd's and sudo's log (auth, authpriv), the rest
 SESSIONS, AUTH, SYSLOG = "/var/log/pacslab/sessions.log", "/var/log/pacslab/auth.log", "/var/log/pacslab/syslog.log"
