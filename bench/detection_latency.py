@@ -114,6 +114,11 @@ audit-trail-failure --runs times, the IdP's audit file made read-only to its wri
              audit-trail-failure alert holding the reader's audit-failed event about that name
              (AU-5, C-PRT-01); p50 and p95. The file's mode is put back after each run. Five runs
              are five refused names from one address: idp-brute-force rightly fires too.
+untraceable-deletion-refused --runs times, the lab's REST administrator (from the PACS itself, as
+             the lab's tooling calls it) asks the PACS to merge into a study named by the run, which
+             the PACS refuses to every account (403) before it looks the study up: seconds from the
+             answer to the untraceable-deletion-refused alert holding its access decision (AU-9,
+             C-PRT-01); p50 and p95. Nothing is stored or removed.
 ingest       --messages RFC 5424 messages sent by the bastion (a log source) over one TLS session
              with its lab certificate, as fast as the connection takes them: seconds until the
              siem's store holds the last one, and events per second.
@@ -159,7 +164,8 @@ GUESSER = "ws-tech"  # the break-in at the IdP comes from the technologists' wor
 WAIT = 120
 MEASURES = ("brute-force", "break-in", "port-scan", "compromised-modality", "integrity", "audit", "unknown-ae", "security-alert",
             "device-anomaly", "ids", "malware", "maintenance", "unknown-device", "legacy-rogue", "host-watch", "archive-rescan", "bulk-access",
-            "off-hours-deletion", "weak-tls-service", "vulnerability-scan-failed", "ldap-brute-force", "audit-trail-failure", "ingest")
+            "off-hours-deletion", "weak-tls-service", "vulnerability-scan-failed", "ldap-brute-force", "audit-trail-failure",
+            "untraceable-deletion-refused", "ingest")
 # The EICAR anti-malware test file (eicar.org), as the lab's own signature for it holds it.
 EICAR_HEX = "".join(next(s for s in safe_load((REPO / "roles" / "orthanc" / "defaults" / "main.yml").read_text())["orthanc_malware_signatures"]
                          if s["name"] == "Pacslab.Test.EICAR")["hex"].split())
@@ -888,6 +894,21 @@ def audit_trail_failure(lab: Lab, plan: Plan, siem: str) -> float:
     return seconds
 
 
+def untraceable_deletion_refused(lab: Lab, siem: str) -> float:
+    """One untraceable-deletion-refused run (the docstring's): seconds from the PACS's 403 to the
+    alert holding its access decision."""
+    pacs = lab.group("pacs_servers")[0].name
+    marker = f"bench-{secrets.token_hex(4)}-merge"
+    status, answer = im.orthanc_call(lab, pacs, f"/studies/{marker}/merge", "POST", json.dumps({"Resources": [], "KeepSource": False}))
+    refused = time.monotonic()
+    if status != 403:
+        raise SystemExit(f"the PACS answered the merge {status}, not 403: {answer[:200]}")
+    seconds = seconds_to_alert(lab, siem, refused, marker, "access-decision", "untraceable-deletion-refused")
+    if seconds is None:
+        raise SystemExit(f"no untraceable-deletion-refused alert holding the refused merge {marker} within {WAIT} s")
+    return seconds
+
+
 def seconds_to_alert(lab: Lab, siem: str, start: float, contains: str, event_type: str, rule: str) -> float | None:
     """Seconds from ``start`` (time.monotonic) until an alert of ``rule`` holds an event of
     ``event_type`` whose raw message holds ``contains``; None when none does within WAIT."""
@@ -1001,6 +1022,8 @@ def main() -> int:
         "ldap-brute-force": ("ldap_brute_force_from_fifth_refusal", lambda: summary([ldap_brute_force(lab, plan, siem) for _ in range(n)])),
         "audit-trail-failure": ("audit_trail_failure_from_refusal",
                                 lambda: summary([audit_trail_failure(lab, plan, siem) for _ in range(n)])),
+        "untraceable-deletion-refused": ("untraceable_deletion_refused_from_answer",
+                                         lambda: summary([untraceable_deletion_refused(lab, siem) for _ in range(n)])),
         "ingest": ("ingest", lambda: ingest(lab, siem, args.messages)),
     }
     result: dict[str, Any] = {"rules": len(json.loads(im.exec_in(lab, siem, "cat", "/etc/pacslab/siem/rules.json"))), "runs": n}

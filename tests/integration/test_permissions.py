@@ -446,11 +446,7 @@ def test_a_modify_that_keeps_its_source_names_no_one_when_the_images_are_deleted
 def as_administrator(lab: Lab, method: str, path: str, body: dict[str, Any] | None = None) -> int:
     """The status the PACS answers the lab's REST administrator (its own tooling's account, from the
     PACS host itself: loopback to its HTTPS front) for ``method`` ``path`` with a JSON ``body``."""
-    host = pacs(lab).name
-    data = ["--data-binary", json.dumps(body)] if body is not None else []
-    return int(im.exec_in(lab, host, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "60",
-                          "--cacert", "/etc/pacslab/tls/root.pem", "--resolve", f"{host}:443:127.0.0.1", "-K", "-",
-                          "-X", method, *data, f"https://{host}{path}", input=im.curl_user(lab, host)))
+    return im.orthanc_call(lab, pacs(lab).name, path, method, json.dumps(body) if body is not None else None)[0]
 
 
 @pytest.mark.control("C-PRT-01")
@@ -461,9 +457,11 @@ def test_the_deletions_the_audit_trail_cannot_name_are_refused_even_to_the_lab_s
     it (nor could it for a job resubmitted: a modify run again long after its request). The lab's
     REST administrator, who may do everything else, asks for each to remove one of two studies the
     technologist uploaded (or its series), and for a job's resubmission: each is refused (403),
-    logged as refused-to-all, and both studies stay. The twin: the same account's DELETE of that study is
-    allowed (200), the study is gone, and a DICOM Study Deleted message (PS3.15 A.5.3.8) naming the
-    account and the study reaches the siem."""
+    logged as refused-to-all, and both studies stay; at the siem each refusal raises its own
+    untraceable-deletion-refused alert (high, NIST SP 800-53 AU-9) naming the account and the PACS.
+    The twin: the same account's DELETE of that study is allowed (200), the study is gone, and a
+    DICOM Study Deleted message (PS3.15 A.5.3.8) naming the account and the study reaches the siem,
+    in no such alert."""
     lab = running_lab
     host = pacs(lab).name
     first, second = upload_studies(lab, sessions, "PX", "PY")
@@ -477,6 +475,7 @@ def test_the_deletions_the_audit_trail_cannot_name_are_refused_even_to_the_lab_s
         ("/jobs/pacslab-no-such-job/resubmit", {}),  # a job's id: refused before Orthanc looks it up
     ]
     since = log_length(lab)
+    earlier = {e["id"] for e in refused_to_all_at_siem(lab)}
     answers = [as_administrator(lab, "POST", path, body) for path, body in asked]
     held = [im.find_study(lab, host, u["accession"]) for u in (first, second)]
     evidence.update(uploads=[first["status"], second["status"]], answers=answers, held=held)
@@ -497,6 +496,24 @@ def test_the_deletions_the_audit_trail_cannot_name_are_refused_even_to_the_lab_s
         (im.ADMIN, "DELETE", f"/studies/{first['id']}", "delete", "allow")]
     assert deleted == 200 and im.find_study(lab, host, first["accession"]) == []
     assert [(e["host"], e["user"], e["study_uid"], e["outcome"]) for e in found] == [(host, im.ADMIN, first["uid"], "success")]
+
+    def alerted() -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        refused = {e["id"]: e for e in refused_to_all_at_siem(lab) if e["id"] not in earlier}
+        pairs = [(a, refused[i]) for a in siem_json(lab, "alerts") if a["rule"] == "untraceable-deletion-refused"
+                 for i in a["events"] if i in refused]
+        return pairs if len(pairs) == len(asked) else []
+
+    pairs = wait_for("the untraceable-deletion-refused alerts, one per refusal", alerted)
+    evidence.update(alerts=[a["id"] for a, _ in pairs])
+    assert sorted((a["severity"], a["entities"]["user"], a["entities"]["host"], len(a["events"]), json.loads(e["message"])["path"])
+                  for a, e in pairs) == sorted(("high", im.ADMIN, host, 1, path) for path, _ in asked)
+    assert not {e["id"] for e in found} & {i for a in siem_json(lab, "alerts") if a["rule"] == "untraceable-deletion-refused" for i in a["events"]}
+
+
+def refused_to_all_at_siem(lab: Lab) -> list[dict[str, Any]]:
+    """The PACS's access decisions the siem holds whose outcome is refused-to-all (pacslab_siem)."""
+    return [e for e in siem_json(lab, "events", "--contains", "refused-to-all")
+            if (e["source"], e["event_type"], e["outcome"]) == ("orthanc-events", "access-decision", "refused-to-all")]
 
 
 @pytest.mark.control("C-PRT-01")

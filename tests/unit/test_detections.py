@@ -266,6 +266,12 @@ def _record(program: str, msg: str, peer: str = "10.77.70.10") -> dict[str, Any]
      {"event_type": "access-decision", "user": "rad1", "outcome": "deny"}),
     ("orthanc-events", json.dumps({"event": "access-decision", "account": "pacslab-admin", "user": "pacslab-admin", "verdict": "allow"}),
      {"event_type": "access-decision", "user": "pacslab-admin", "outcome": "allow"}),
+    # a request the PACS refuses to every account (a deletion no audit message could name): that is the outcome
+    ("orthanc-events", json.dumps({"event": "access-decision", "account": "pacslab-admin", "user": "pacslab-admin", "method": "POST",
+                                   "path": "/tools/bulk-delete", "permission": "refused-to-all", "verdict": "deny"}),
+     {"event_type": "access-decision", "user": "pacslab-admin", "outcome": "refused-to-all"}),
+    ("orthanc-events", json.dumps({"event": "access-decision", "user": "rad1", "permission": "delete", "verdict": "deny"}),
+     {"event_type": "access-decision", "user": "rad1", "outcome": "deny"}),
     # a proxy's request naming no person: the proxy's account is no user
     ("orthanc-events", json.dumps({"event": "access-decision", "account": "svc-rproxy", "user": "", "verdict": "deny"}),
      {"event_type": "access-decision", "user": None, "outcome": "deny"}),

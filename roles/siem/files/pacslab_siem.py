@@ -538,12 +538,15 @@ def _hids(msg: str) -> dict[str, Any]:
 # The lab plugin's event log on the PACS and the VNA (roles/orthanc, files/pacslab_orthanc.py): one
 # JSON object per line, its kind in "event". Its fields map onto the schema; the kind is the
 # event_type as the plugin names it (integrity-failure, invalid-uid-refused, access-decision, ...);
-# an audit-failed event's outcome is the kind of audit message it could not write.
+# an audit-failed event's outcome is the kind of audit message it could not write; an
+# access-decision's is its verdict, or "refused-to-all" where the request is one the PACS refuses
+# to every account (its permission: a deletion no audit message could name, roles/orthanc's
+# orthanc_refused_rules).
 def _orthanc_event(msg: str) -> dict[str, Any]:
     data = _json_object(msg)
     if not isinstance(data.get("event"), str):
         return {}
-    verdict = data.get("verdict")
+    verdict = "refused-to-all" if data["event"] == "access-decision" and data.get("permission") == "refused-to-all" else data.get("verdict")
     status = data.get("status")
     kind = data.get("message") if data["event"] == "audit-failed" else None  # the audit message it could not write
     return {"event_type": data["event"], "user": data.get("user") or None, "calling_ae": data.get("calling_ae"),
