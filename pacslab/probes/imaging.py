@@ -90,18 +90,27 @@ def curl_user(lab: Lab, host: str) -> str:
     return f'user = "{ADMIN}:{admin_password(lab, host)}"\n'
 
 
+def orthanc_call(lab: Lab, host: str, path: str, method: str = "GET", body: str | None = None, max_time: int = 60,
+                 authenticated: bool = True) -> tuple[int, str]:
+    """One Orthanc REST request through the host's HTTPS front, from inside the host (loopback, the
+    lab root as trust), answered within ``max_time`` seconds: (HTTP status, body). The lab's REST
+    administrator's credentials go to curl on stdin; ``authenticated`` False sends none. Raises
+    RuntimeError when curl gets no answer (exec_in's message)."""
+    argv = ["curl", "-s", "--max-time", str(max_time), "--cacert", "/etc/pacslab/tls/root.pem", "--resolve", f"{host}:443:127.0.0.1",
+            "-X", method, "-w", "\n%{http_code}"]
+    argv += ["-K", "-"] if authenticated else []
+    argv += ["--data-binary", body] if body is not None else []
+    out = exec_in(lab, host, *argv, f"https://{host}{path}", timeout=max_time + 30, input=curl_user(lab, host) if authenticated else None)
+    answer, _, status = out.rpartition("\n")
+    return int(status), answer
+
+
 def orthanc(lab: Lab, host: str, path: str, method: str = "GET", body: str | None = None, raw: bool = False,
             max_time: int = 60) -> Any:
-    """Orthanc REST through its HTTPS front, from inside the host (loopback, the lab root as trust),
-    answered within ``max_time`` seconds; credentials go to curl on stdin."""
-    argv = [
-        "curl", "-s", "--max-time", str(max_time), "--cacert", "/etc/pacslab/tls/root.pem", "--resolve", f"{host}:443:127.0.0.1",
-        "-K", "-", "-X", method, f"https://{host}{path}",
-    ]
-    if body is not None:
-        argv += ["--data-binary", body]
-    out = exec_in(lab, host, *argv, timeout=max_time + 30, input=curl_user(lab, host))
-    return out if raw else json.loads(out)
+    """Orthanc REST through its HTTPS front as the lab's REST administrator (orthanc_call): the
+    body, parsed as JSON unless ``raw``, whatever the status."""
+    _, answer = orthanc_call(lab, host, path, method, body, max_time)
+    return answer if raw else json.loads(answer)
 
 
 def rescan(lab: Lab, host: str, max_time: int = 60, busy_for: float = 600) -> dict[str, Any]:
@@ -110,13 +119,11 @@ def rescan(lab: Lab, host: str, max_time: int = 60, busy_for: float = 600) -> di
     "failed": [instance ids], "complete": bool}. While another pass runs (the hourly one) the
     plugin answers 409 and queues nothing: asked again every 2 s for at most ``busy_for`` seconds,
     then RuntimeError."""
-    argv = ["curl", "-s", "--max-time", str(max_time), "--cacert", "/etc/pacslab/tls/root.pem", "--resolve", f"{host}:443:127.0.0.1",
-            "-K", "-", "-X", "POST", "--data-binary", "", "-w", "\n%{http_code}", f"https://{host}/pacslab/rescan"]
     deadline = time.monotonic() + busy_for
     while True:
-        body, _, status = exec_in(lab, host, *argv, timeout=max_time + 30, input=curl_user(lab, host)).rpartition("\n")
-        if status != "409":
-            if status != "200":
+        status, body = orthanc_call(lab, host, "/pacslab/rescan", "POST", "", max_time)
+        if status != 409:
+            if status != 200:
                 raise RuntimeError(f"POST /pacslab/rescan on {host}: HTTP {status}: {body[:200]}")
             answer: dict[str, Any] = json.loads(body)
             return answer

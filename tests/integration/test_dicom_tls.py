@@ -60,10 +60,8 @@ def _served(lab: Lab, server: Host, client: Host) -> dict[str, Any]:
     if client.image == "dicom":
         peer = "ris" if "ris_servers" in server.groups else "pacs"
         return im.dicomsim(lab, client.name, "echo", "--peer", peer)
-    out = im.exec_in(lab, client.name, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "30", "--cacert", f"{TLS}/root.pem",
-                     "--resolve", f"{client.name}:443:127.0.0.1", "-K", "-", "-X", "POST", "--data-binary", "{}",
-                     f"https://{client.name}/modalities/{server.ae_title}/echo", input=im.curl_user(lab, client.name))
-    return {"outcome": "established" if out.strip() == "200" else f"http {out.strip()}", "status": "0x0000" if out.strip() == "200" else None}
+    status, _ = im.orthanc_call(lab, client.name, f"/modalities/{server.ae_title}/echo", "POST", "{}", max_time=30)
+    return {"outcome": "established" if status == 200 else f"http {status}", "status": "0x0000" if status == 200 else None}
 
 
 @pytest.fixture(scope="module")
