@@ -19,6 +19,7 @@ import pytest
 
 from pacslab.docker import docker
 from pacslab.listeners import role_var
+from pacslab.plan import Plan
 from pacslab.probes import imaging as im
 from pacslab.probes import oidc, portscan
 from pacslab.topology import Lab
@@ -26,7 +27,8 @@ from pacslab.topology import Lab
 from .test_bastion import SSHD_LOG, SUDO_LOG, bastion, unknown_name_at
 from .test_devices import drops_from
 from .test_idp import CLIENT as IDP_CLIENT
-from .test_idp import idp
+from .test_idp import idp, refusals_authorised
+from .test_idp import sign_in as idp_sign_in
 from .test_imaging import modality_of, order_entry, the, tls_stations
 from .test_response import scanner, vna
 from .test_rproxy import CLIENT as PROXY_CLIENT
@@ -42,6 +44,10 @@ HIDS = "/var/log/pacslab/hids.json"  # roles/orthanc's host watch
 HL7_RECORD = "/var/log/pacslab/hl7-orders.json"  # roles/ris: the HL7 listener's record (pacslab_hl7_record)
 # roles/bastion's own rsyslogd: tlog's session records, sshd's and sudo's log (auth, authpriv), the rest
 SESSIONS, AUTH, SYSLOG = "/var/log/pacslab/sessions.log", "/var/log/pacslab/auth.log", "/var/log/pacslab/syslog.log"
+# On the IdP: what the reader of the portal's refusals writes on its standard error (roles/log_shipping's
+# /var/log/pacslab/<tag>-reader.log, the tag idp-portal), and nginx's access log of the portal (roles/idp)
+READER_LOGS, IDP_READER_LOG = "/var/log/pacslab/*-reader.log", "/var/log/pacslab/idp-portal-reader.log"
+IDP_ACCESS_LOG = "/var/log/pacslab/idp-access.log"
 # roles/rproxy's Apache: the access logs of its own site and of the IdP it passes through, its error log
 RPROXY_LOGS, RPROXY_IDP_LOG = "/var/log/pacslab/rproxy-*.log", "/var/log/pacslab/rproxy-idp-access.log"
 
@@ -199,6 +205,50 @@ def test_the_idps_audit_file_rotates_without_loss(running_lab: Lab, evidence: di
 
 
 @pytest.mark.control("C-PRT-01")
+def test_the_idp_s_reader_output_and_portal_access_log_rotate_without_loss(running_lab: Lab, plan: Plan, evidence: dict[str, Any]) -> None:
+    """With the IdP's audit file read-only to its writers for the moment, a name of this run typed
+    at the IdP before a rotation and another after it: the reader of the portal's refusals cannot
+    write either message, and its audit-failed line for the first is in idp-portal-reader.log.1, for
+    the second in a new idp-portal-reader.log (rsyslogd opened it again on SIGHUP; the mode and owner
+    of the first), and the siem holds both, from the IdP. The same rotation moves nginx's access log
+    of the portal: a page of this run asked before it is in idp-access.log.1, one asked after it in
+    a new idp-access.log (nginx opened it again on SIGUSR1)."""
+    lab = running_lab
+    host, client = idp(lab).name, "ws-tech"
+    if client not in lab.hosts or not lab.hosts[client].deployed:
+        pytest.skip(f"lab {lab.name!r} deploys no {client}")
+    users = {"before": f"rot-{RUN.lower()}-lost-a", "after": f"rot-{RUN.lower()}-lost-b"}
+    pages = {"before": f"/rot-{RUN.lower()}-page-a", "after": f"/rot-{RUN.lower()}-page-b"}
+
+    def request(page: str) -> dict[str, Any]:
+        [step] = oidc.browse(lab, client, f"https://{host}{page}")["steps"]
+        return step
+
+    with refusals_authorised(lab, client, "the rotation check's unknown names at the IdP"):
+        im.exec_in(lab, host, "chmod", "0440", IDP_AUDIT)
+        try:
+            for when, user in users.items():
+                if when == "after":
+                    rotate(lab, host)
+                    im.exec_in(lab, host, "chmod", "0440", IDP_AUDIT)  # the new audit file, as logrotate made it: writable
+                    # nginx's workers open the new file after the signal returns: unmarked requests until one is written there
+                    probe = f"/rot-{RUN.lower()}-probe"
+                    im.wait_for("nginx writing to the new file",
+                                lambda p=probe: request(p) and lines_with(lab, host, IDP_ACCESS_LOG, f" {p} "), timeout=30, every=1)
+                assert request(pages[when]).get("status") == 200  # the portal answers any page
+                idp_sign_in(lab, plan, user, password="guess", client=client)
+                wait_for(f"the {when} name's audit-failed event at the siem", lambda u=user: [
+                    e for e in siem_json(lab, "events", "--contains", u) if (e["source"], e["event_type"]) == ("idp-portal-reader", "audit-failed")])
+        finally:
+            im.exec_in(lab, host, "sh", "-c", f"chmod 0640 {IDP_AUDIT} && {{ [ ! -e {IDP_AUDIT}.1 ] || chmod 0640 {IDP_AUDIT}.1; }}")
+    evidence.update(users=users, pages=pages, mode_owner=[mode_owner(lab, host, IDP_READER_LOG), mode_owner(lab, host, IDP_ACCESS_LOG)])
+    assert split_by_rotation(lab, host, IDP_READER_LOG, f'"{users["before"]}"', f'"{users["after"]}"') == (
+        1, 0, 1, "600 root root", "600 root root")
+    assert split_by_rotation(lab, host, IDP_ACCESS_LOG, f" {pages['before']} ", f" {pages['after']} ") == (
+        1, 0, 1, "644 www-data root", "644 www-data root")
+
+
+@pytest.mark.control("C-PRT-01")
 def test_the_ris_s_order_record_rotates_without_loss(running_lab: Lab, evidence: dict[str, Any]) -> None:
     """An order of this run before the rotation and another after it: the first record is in
     hl7-orders.json.1, the second in a new hl7-orders.json (the listener's WatchedFileHandler
@@ -317,7 +367,7 @@ def test_the_rotation_configuration_names_each_growing_log(running_lab: Lab) -> 
     for the inode of the copy it removes: a host can drift only through `up`."""
     lab = running_lab
     expected = {lab.router.name: [DROPS, "/var/log/pacslab/fw-response.json"], pacs_of(lab).name: [EVENTS, AUDIT, HIDS],
-                siem(lab).name: [f"{RAW_DIR}/*.log"], idp(lab).name: [IDP_AUDIT], proxy(lab).name: [RPROXY_LOGS],
+                siem(lab).name: [f"{RAW_DIR}/*.log"], idp(lab).name: [IDP_AUDIT, READER_LOGS, IDP_ACCESS_LOG], proxy(lab).name: [RPROXY_LOGS],
                 the(lab, "ris_servers").name: [EVENTS, AUDIT, HIDS, HL7_RECORD]}
     for host in (h.name for h in lab.group("bastions") if h.deployed):  # its own rsyslogd's files
         expected[host] = [SESSIONS, AUTH, SYSLOG]

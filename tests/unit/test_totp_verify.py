@@ -181,3 +181,30 @@ def test_a_refusal_that_cannot_be_written_is_said_and_the_next_line_is_read(trai
     failed = [json.loads(line) for line in err.getvalue().splitlines()]
     assert [(f["event"], f["user"], f["error"].split(":")[0]) for f in failed] == [
         ("audit-failed", "rad-ada", "FileNotFoundError"), ("audit-failed", "idp-9025a0-c273-guess0", "FileNotFoundError")]
+
+
+def test_a_line_that_is_not_utf8_is_read_and_so_is_the_next(trail: ModuleType) -> None:
+    """A byte that is no UTF-8 in the portal's log (the reader's input is bytes) does not stop the
+    reader: its refusal is a Login naming the name with U+FFFD where the byte was, and the refusal
+    on the next line is one too."""
+    lines = b"[Sun Dec  6 22:41:20 2026] [LLNG:83] [warn] Bad password for r\xffad (10.77.20.10)\n" + \
+        b"[Sun Dec  6 22:41:21 2026] [LLNG:83] [warn] Bad password for rad-ada (10.77.20.10)\n"
+    out, err = io.StringIO(), io.StringIO()
+    assert trail.main(trail.portal_lines(io.BytesIO(lines)), out, err) == 0
+    assert out.getvalue() == "OK\n" * 3 and err.getvalue() == ""
+    assert [m["participants"][0][0] for m in map(user_authentication, messages(trail))] == ["r\ufffdad", "rad-ada"]
+
+
+def test_a_reader_that_fails_says_it_stopped_and_exits_1(trail: ModuleType) -> None:
+    """A failure outside a message's writing (here the input itself) is an audit-failed line that
+    says the reader stopped, naming no one, and exit 1 (omprog starts it again)."""
+    class Broken(io.StringIO):
+        def __iter__(self):  # type: ignore[override]
+            yield "[Sun Dec  6 22:41:21 2026] [LLNG:83] [warn] Bad password for rad-ada (10.77.20.10)\n"
+            raise OSError("the pipe went away")
+
+    out, err = io.StringIO(), io.StringIO()
+    assert trail.main(Broken(), out, err) == 1
+    assert out.getvalue() == "OK\n" * 2
+    assert [json.loads(line) for line in err.getvalue().splitlines()] == [
+        {"event": "audit-failed", "message": "user_authentication", "error": "the reader stopped: OSError: the pipe went away"}]

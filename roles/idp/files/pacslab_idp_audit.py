@@ -15,12 +15,16 @@ It has two writers:
   directory does not hold ("<user> was not found in LDAP directory (<address>)"), the name as
   typed. Any other line writes nothing. A message that cannot be written is an "audit-failed"
   JSON line on its standard error (omprog's output file), and the next line is read all the same.
+  Its input is read as UTF-8 with each undecodable byte replaced (a line is never a reason to stop);
+  should the loop fail all the same, an "audit-failed" line says the reader stopped and it exits 1:
+  omprog starts it again and hands it the line it had not confirmed.
 """
 
+import io
 import json
 import re
 import sys
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 AUDIT_LOG = "/var/log/pacslab/idp-audit.log"
 AUDIT_LIB = "/usr/local/lib/pacslab"
@@ -59,20 +63,31 @@ def refused_first_factor(line: str) -> tuple[str, str] | None:
     return None
 
 
+def portal_lines(stream: BinaryIO) -> TextIO:
+    """The lines omprog hands over (bytes), as text: UTF-8, each undecodable byte replaced (U+FFFD)."""
+    return io.TextIOWrapper(stream, encoding="utf-8", errors="replace")
+
+
 def main(lines: TextIO, out: TextIO, err: TextIO) -> int:
-    """omprog's loop: one portal log line per input line; "OK" once ready and after each."""
+    """omprog's loop: one portal log line per input line; "OK" once ready and after each. 0 at the
+    input's end; 1 after a failure outside a message's writing, said on ``err`` (audit-failed)."""
     print("OK", file=out, flush=True)
-    for line in lines:
-        found = refused_first_factor(line)
-        if found:
-            try:
-                login(*found, accepted=False)
-            except Exception as exc:  # the next line is read all the same; this one says what is missing
-                print(json.dumps({"event": "audit-failed", "message": "user_authentication", "user": found[0],
-                                  "error": f"{type(exc).__name__}: {exc}"}), file=err, flush=True)
-        print("OK", file=out, flush=True)
+    try:
+        for line in lines:
+            found = refused_first_factor(line)
+            if found:
+                try:
+                    login(*found, accepted=False)
+                except Exception as exc:  # the next line is read all the same; this one says what is missing
+                    print(json.dumps({"event": "audit-failed", "message": "user_authentication", "user": found[0],
+                                      "error": f"{type(exc).__name__}: {exc}"}), file=err, flush=True)
+            print("OK", file=out, flush=True)
+    except Exception as exc:  # noqa: BLE001 (the refusals that come until omprog starts it again are not audited: said)
+        print(json.dumps({"event": "audit-failed", "message": "user_authentication",
+                          "error": f"the reader stopped: {type(exc).__name__}: {exc}"}), file=err, flush=True)
+        return 1
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.stdin, sys.stdout, sys.stderr))
+    sys.exit(main(portal_lines(sys.stdin.buffer), sys.stdout, sys.stderr))
