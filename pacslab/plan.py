@@ -308,6 +308,14 @@ def watched_listeners(lab: Lab) -> dict[str, list[str]]:
 CONFIG_SOURCES = ("roles", "playbooks", "plugins", "ansible.cfg", "pacslab/ca.py", "pacslab/dicomsim.py", "pacslab/orders.py")
 
 
+def read_by_plays(path: Path) -> bool:
+    """Whether a file of CONFIG_SOURCES (an absolute path in this checkout) is one the configure
+    plays can read: not a role's README.md, which pacslab.docs writes from the role's argument
+    specs (those are counted), so regenerating the documentation converges no host again."""
+    parts = path.relative_to(REPO_ROOT).parts
+    return not (len(parts) == 3 and parts[0] == "roles" and parts[2] == "README.md")
+
+
 def config_digest(lab: Lab, shared: bool = False) -> str:
     """sha256 (16 hex digits) of CONFIG_SOURCES and the lab folder, file by file. shared: the part
     every host is configured from - the lab folder's YAML read with the control switches and
@@ -320,7 +328,7 @@ def config_digest(lab: Lab, shared: bool = False) -> str:
     for root in [REPO_ROOT / s for s in CONFIG_SOURCES] + [lab.path]:
         files = [root] if root.is_file() else sorted(root.rglob("*"))
         for f in files:
-            if f.is_file() and "__pycache__" not in f.parts:
+            if f.is_file() and "__pycache__" not in f.parts and (root == lab.path or read_by_plays(f)):
                 body = f.read_bytes()
                 if shared and root == lab.path and f.suffix in (".yml", ".yaml"):
                     data = _without(safe_load(body), HOST_INPUT_KEYS)

@@ -97,6 +97,17 @@ def test_networks_are_one_per_zone_with_the_bridge_name() -> None:
     assert plan.docker_user_comment == "pacslab:default" and plan.bridge_glob == "lab-+"
 
 
+def test_a_role_s_generated_readme_is_no_converge_input() -> None:
+    """pacslab.docs writes each role's README.md from its argument specs (counted): regenerating it
+    must not make a warm `up` converge every host again. What the plays read is counted."""
+    from pacslab.plan import REPO_ROOT, read_by_plays
+
+    assert not read_by_plays(REPO_ROOT / "roles" / "idp" / "README.md")
+    assert read_by_plays(REPO_ROOT / "roles" / "idp" / "tasks" / "main.yml")
+    assert read_by_plays(REPO_ROOT / "roles" / "idp" / "meta" / "argument_specs.yml")
+    assert read_by_plays(REPO_ROOT / "roles" / "siem" / "files" / "rules" / "README.md")  # not a role's own
+
+
 def test_a_switch_on_one_host_changes_only_that_hosts_converge_inputs(lab_copy: Path) -> None:
     """W4's break-and-fix switch on the PACS (with its waiver): the shared digest is unchanged, only
     the PACS's own inputs differ, so a warm `up` re-converges the PACS alone; the full digest (what a
