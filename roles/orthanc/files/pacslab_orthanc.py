@@ -42,8 +42,9 @@
     Accessed, action D, for a delete of a series or an instance that leaves the rest of its study
     (the person, this Orthanc, the study);
   - Security Alert for each object refused (its sender, what was refused and why);
-  - Query for each QIDO-RS search and each C-FIND Orthanc accepted (the latter through
-    pacslab_find.lua, Orthanc's Lua filter).
+  - Query for each QIDO-RS search, each search of Orthanc's own REST API (/tools/find and
+    /tools/lookup, whose bodies this plugin's route for them reads before Orthanc answers) and each
+    C-FIND Orthanc accepted (through pacslab_find.lua, Orthanc's Lua filter).
   A message that cannot be built or written is an "audit-failed" event, never an exception in
   Orthanc's callback.
 """
@@ -581,6 +582,50 @@ def searched(person, path, uri, arguments):
         event("audit-failed", message="query", path=path, error=f"{type(exc).__name__}: {exc}")
 
 
+# The status Orthanc's REST API answers an error of its own with (Orthanc 1.10.1's mapping of its
+# error codes to HTTP, for those a search can meet); any other error is 500.
+_ERROR_STATUS = {name: status for name, status in (("BAD_REQUEST", 400), ("BAD_FILE_FORMAT", 400), ("BAD_PARAMETER_TYPE", 400),
+                                                   ("PARAMETER_OUT_OF_RANGE", 400), ("INEXISTENT_TAG", 400), ("INEXISTENT_ITEM", 404),
+                                                   ("UNKNOWN_RESOURCE", 404), ("NOT_IMPLEMENTED", 501))}
+
+
+def _error_status(exc):
+    """The HTTP status of an OrthancException (its first argument: the error code)."""
+    code = exc.args[0] if exc.args else None
+    return next((status for name, status in _ERROR_STATUS.items() if getattr(orthanc.ErrorCode, name, object()) == code), 500)
+
+
+def on_tools_search(output, uri, **request):
+    """POST /tools/find and /tools/lookup, Orthanc's own searches, once the filter let them through
+    (the permission table decided): each is handed to Orthanc's built-in route as it came
+    (orthanc.RestApiPost, the built-in API alone: this route is not called again) and its answer
+    returned unchanged; the filter is not shown a request's body, this route is. Each search Orthanc
+    answered writes its Query message (PS3.15 A.5.3.10): the person (the proxy's, or the account) as
+    the issuer (110153, requestor), this Orthanc as the responder (110152), the FIND class of the
+    level asked (Patient Root's for Patient, else Study Root's: a lookup names no level) and the
+    body as the query. A search Orthanc refuses gets its status (400 for a body it cannot read) and
+    writes no message. Any other method: 405."""
+    if request["method"] != "POST":
+        output.SendMethodNotAllowed("POST")
+        return
+    body = request.get("body") or b""
+    try:
+        answer = orthanc.RestApiPost(uri, body)
+    except orthanc.OrthancException as exc:
+        text = f"{uri}: {exc.args[-1] if exc.args else exc}"  # (the error code, its description)
+        output.SendHttpStatus(_error_status(exc), text, len(text.encode()))
+        return
+    _, person, _ = _who({k.lower(): v for k, v in (request.get("headers") or {}).items()})
+    try:
+        model = STUDY_ROOT_FIND
+        if uri.endswith("/find") and str(json.loads(body).get("Level", "")).strip().upper() == "PATIENT":
+            model = PATIENT_ROOT_FIND
+        audit_write(audit.query, audit.Participant(person, requestor=True), ME, model, bytes(body))
+    except Exception as exc:  # the answer goes out; the event says what is missing
+        event("audit-failed", message="query", path=uri, error=f"{type(exc).__name__}: {exc}")
+    output.AnswerBuffer(answer, "application/json")
+
+
 # The C-FIND information models (PS3.4 C.6.1.3, C.6.2.3) Orthanc 1.10.1 answers. Its Lua filter is
 # not told which one a request used: a query at the PATIENT level is Patient Root's (Study Root has
 # no such level); any other is named Study Root's, the model the lab's workstations query with.
@@ -934,6 +979,7 @@ orthanc.RegisterRestCallback("/pacslab/verify", on_verify)
 orthanc.RegisterRestCallback("/pacslab/rescan", on_rescan)
 orthanc.RegisterRestCallback("/pacslab/audit", on_audit)
 orthanc.RegisterRestCallback("/pacslab/audit/c-find", on_c_find)
+orthanc.RegisterRestCallback("/tools/(find|lookup)", on_tools_search)
 orthanc.RegisterRestCallback("/pacslab/studies/([^/]+)/demographics", on_demographics)
 threading.Thread(target=every, args=(VERIFY_EVERY, verify_all, "integrity-job-error"), daemon=True).start()
 if MALWARE_SCAN and RESCAN_EVERY > 0:
