@@ -520,19 +520,24 @@ def refused_to_all_at_siem(lab: Lab) -> list[dict[str, Any]]:
 
 @pytest.mark.control("C-PRT-01")
 def test_a_search_of_orthanc_s_own_api_is_a_query_message_naming_the_person_and_the_body(
-        running_lab: Lab, sessions: dict[str, tuple[str, dict[str, str]]], evidence) -> None:
+        running_lab: Lab, sessions: dict[str, tuple[str, dict[str, str]]], stored: dict[str, str], evidence) -> None:
     """Orthanc's own search (POST /tools/find), whose body the PACS's filter is not shown: the
-    radiologist's, through the proxy, is answered as Orthanc answers it (200, no match for a patient
-    of this run) and written as a DICOM Query message (PS3.15 A.5.3.10) from the PACS naming the
-    person, the Study Root FIND class and the body as sent. The twins write none: the auditor's
-    (whose role may not view: 403 from the PACS) and the lab's REST administrator's search whose body
-    Orthanc cannot read (400, as Orthanc's own route answers it)."""
+    radiologist's, through the proxy, for the accession of a study a modality stored is answered as
+    Orthanc answers it (that study's id) and written as a DICOM Query message (PS3.15 A.5.3.10) from
+    the PACS naming the person, the Study Root FIND class and the body as sent; so is their search at
+    the Patient level (Patient Root FIND), whose body ends in a comment Orthanc's JSON reader skips
+    and Python's does not. The twins write none: the auditor's (whose role may not view: 403 from
+    the PACS) and the lab's REST administrator's search whose body Orthanc cannot read (400, as
+    Orthanc's own route answers it)."""
     lab = running_lab
     host = pacs(lab).name
     marker = secrets.token_hex(3).upper()
-    found, refused, broken = (json.dumps({"Level": "Study", "Query": {"PatientID": f"{p}{marker}"}}) for p in ("TFQ", "TFA", "TFB"))
+    found = json.dumps({"Level": "Study", "Query": {"AccessionNumber": stored["accession"]}, "Limit": 10})  # not the body of find_study's
+    patients = json.dumps({"Level": "Patients", "Query": {"PatientID": f"TFP{marker}"}}) + " // a comment"
+    refused, broken = (json.dumps({"Level": "Study", "Query": {"PatientID": f"{p}{marker}"}}) for p in ("TFA", "TFB"))
     headers = {"Content-Type": "application/json"}
-    [asked] = as_person(lab, sessions, "radiologist", [{"path": "/pacs/tools/find", "method": "POST", "headers": headers, "body": found}])
+    asked = as_person(lab, sessions, "radiologist", [{"path": "/pacs/tools/find", "method": "POST", "headers": headers, "body": body}
+                                                     for body in (found, patients)])
     [denied] = as_person(lab, sessions, "auditor", [{"path": "/pacs/tools/find", "method": "POST", "headers": headers, "body": refused}])
     unread = im.orthanc_call(lab, host, "/tools/find", "POST", broken[:-1])  # its closing brace cut
 
@@ -540,14 +545,16 @@ def test_a_search_of_orthanc_s_own_api_is_a_query_message_naming_the_person_and_
         return [e for e in siem_json(lab, "events", "--contains", base64.b64encode(body.encode()).decode())
                 if e["event_type"] == "dicom-audit-query"]
 
-    written = wait_for("the radiologist's Query message", lambda: queries(found))
-    time.sleep(3)  # the other two came before it was found: a message of theirs would be in the siem by now
-    evidence.update(statuses=[asked["status"], denied["status"], unread[0]], query=written)
-    assert (asked["status"], asked.get("json"), denied["status"], unread[0]) == (200, [], 403, 400)
-    assert [(e["host"], e["source"], e["user"], e["outcome"]) for e in written] == [(host, "dicom-audit", sessions["radiologist"][0], "success")]
-    obj = ElementTree.fromstring(written[0]["message"]).find("ParticipantObjectIdentification")
-    assert obj is not None and obj.get("ParticipantObjectID") == "1.2.840.10008.5.1.4.1.2.2.1"
-    assert base64.b64decode(obj.findtext("ParticipantObjectQuery") or "").decode() == found
+    written = [wait_for(f"the radiologist's Query message {n}", lambda b=body: queries(b)) for n, body in enumerate((found, patients))]
+    time.sleep(3)  # the other two came before these were found: a message of theirs would be in the siem by now
+    evidence.update(statuses=[a["status"] for a in asked] + [denied["status"], unread[0]], query=written)
+    assert [(a["status"], a.get("json")) for a in asked] == [(200, [stored["id"]]), (200, [])]
+    assert (denied["status"], unread[0]) == (403, 400)
+    for messages, body, model in zip(written, (found, patients), ("1.2.840.10008.5.1.4.1.2.2.1", "1.2.840.10008.5.1.4.1.2.1.1"), strict=True):
+        assert [(e["host"], e["source"], e["user"], e["outcome"]) for e in messages] == [(host, "dicom-audit", sessions["radiologist"][0], "success")]
+        obj = ElementTree.fromstring(messages[0]["message"]).find("ParticipantObjectIdentification")
+        assert obj is not None and obj.get("ParticipantObjectID") == model
+        assert base64.b64decode(obj.findtext("ParticipantObjectQuery") or "").decode() == body
     assert queries(refused) == [] and queries(broken[:-1]) == []
 
 

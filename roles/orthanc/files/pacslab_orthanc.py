@@ -43,7 +43,7 @@
     (the person, this Orthanc, the study);
   - Security Alert for each object refused (its sender, what was refused and why);
   - Query for each QIDO-RS search, each search of Orthanc's own REST API (/tools/find and
-    /tools/lookup, whose bodies this plugin's route for them reads before Orthanc answers) and each
+    /tools/lookup: this plugin's route for them hands each to Orthanc and writes its body) and each
     C-FIND Orthanc accepted (through pacslab_find.lua, Orthanc's Lua filter).
   A message that cannot be built or written is an "audit-failed" event, never an exception in
   Orthanc's callback.
@@ -582,48 +582,68 @@ def searched(person, path, uri, arguments):
         event("audit-failed", message="query", path=path, error=f"{type(exc).__name__}: {exc}")
 
 
-# The status Orthanc's REST API answers an error of its own with (Orthanc 1.10.1's mapping of its
-# error codes to HTTP, for those a search can meet); any other error is 500.
-_ERROR_STATUS = {name: status for name, status in (("BAD_REQUEST", 400), ("BAD_FILE_FORMAT", 400), ("BAD_PARAMETER_TYPE", 400),
-                                                   ("PARAMETER_OUT_OF_RANGE", 400), ("INEXISTENT_TAG", 400), ("INEXISTENT_ITEM", 404),
-                                                   ("UNKNOWN_RESOURCE", 404), ("NOT_IMPLEMENTED", 501))}
+# The status Orthanc 1.10.1's REST API answers an error of its own with (its mapping of error codes
+# to HTTP, Enumerations.cpp); any other error is 500.
+_ERROR_STATUS = (("BAD_REQUEST", 400), ("BAD_FILE_FORMAT", 400), ("BAD_PARAMETER_TYPE", 400), ("PARAMETER_OUT_OF_RANGE", 400),
+                 ("BAD_JSON", 400), ("URI_SYNTAX", 400), ("UNAUTHORIZED", 401), ("INEXISTENT_ITEM", 404), ("INEXISTENT_TAG", 404),
+                 ("UNKNOWN_RESOURCE", 404), ("NOT_ACCEPTABLE", 406), ("UNSUPPORTED_MEDIA_TYPE", 415), ("DATABASE_UNAVAILABLE", 503),
+                 ("DATABASE_CANNOT_SERIALIZE", 503))
+SEARCH_BODY_LIMIT = 16384  # bytes: a search is a few hundred; its Query message must fit the siem's 64 KB (roles/log_shipping)
 
 
 def _error_status(exc):
     """The HTTP status of an OrthancException (its first argument: the error code)."""
     code = exc.args[0] if exc.args else None
-    return next((status for name, status in _ERROR_STATUS.items() if getattr(orthanc.ErrorCode, name, object()) == code), 500)
+    return next((status for name, status in _ERROR_STATUS if getattr(orthanc.ErrorCode, name, object()) == code), 500)
+
+
+def find_class(level):
+    """The FIND SOP Class of a query at ``level`` (a C-FIND's QueryRetrieveLevel, or the Level of a
+    /tools/find body, which Orthanc reads in any case, singular or plural): Patient Root's for the
+    patient level (Study Root has none), Study Root's for any other (PS3.4 C.6.1.3, C.6.2.3)."""
+    return PATIENT_ROOT_FIND if str(level or "").strip().upper() in ("PATIENT", "PATIENTS") else STUDY_ROOT_FIND
+
+
+def _answer_error(output, status, text):
+    output.SendHttpStatus(status, text, len(text.encode()))
 
 
 def on_tools_search(output, uri, **request):
     """POST /tools/find and /tools/lookup, Orthanc's own searches, once the filter let them through
     (the permission table decided): each is handed to Orthanc's built-in route as it came
     (orthanc.RestApiPost, the built-in API alone: this route is not called again) and its answer
-    returned unchanged; the filter is not shown a request's body, this route is. Each search Orthanc
-    answered writes its Query message (PS3.15 A.5.3.10): the person (the proxy's, or the account) as
-    the issuer (110153, requestor), this Orthanc as the responder (110152), the FIND class of the
-    level asked (Patient Root's for Patient, else Study Root's: a lookup names no level) and the
-    body as the query. A search Orthanc refuses gets its status (400 for a body it cannot read) and
-    writes no message. Any other method: 405."""
+    returned (application/json); the filter is not shown a request's body, this route is. Each
+    search Orthanc answered writes its Query message (PS3.15 A.5.3.10): the person (the proxy's, or
+    the account) as the issuer (110153, requestor), this Orthanc as the responder (110152), the FIND
+    class of the level asked (find_class: a lookup names no level, nor does a body Python's JSON
+    reader cannot read, though Orthanc's could: a comment inside it) and the body as the query. A search Orthanc refuses
+    gets the status Orthanc gives its error (400 for a body it cannot read) and writes no message; a
+    body over SEARCH_BODY_LIMIT is refused (413) before Orthanc reads it. Any other method: 405.
+    orthanc-python 4.0 holds Python's lock while Orthanc searches: the plugin's other callbacks wait."""
     if request["method"] != "POST":
         output.SendMethodNotAllowed("POST")
         return
-    body = request.get("body") or b""
+    body = bytes(request.get("body") or b"")
+    if len(body) > SEARCH_BODY_LIMIT:
+        _answer_error(output, 413, f"{uri}: a search body of {len(body)} bytes; at most {SEARCH_BODY_LIMIT}")
+        return
     try:
         answer = orthanc.RestApiPost(uri, body)
     except orthanc.OrthancException as exc:
-        text = f"{uri}: {exc.args[-1] if exc.args else exc}"  # (the error code, its description)
-        output.SendHttpStatus(_error_status(exc), text, len(text.encode()))
+        _answer_error(output, _error_status(exc), f"{uri}: {exc.args[-1] if exc.args else exc}")  # (the error code, its description)
         return
     _, person, _ = _who({k.lower(): v for k, v in (request.get("headers") or {}).items()})
+    level = None
+    if uri.endswith("/find"):
+        try:  # the object at the start, as Orthanc's reader takes it (it skips what follows: a comment, other text)
+            level = json.JSONDecoder().raw_decode(body.decode("utf-8").lstrip())[0].get("Level")
+        except (ValueError, AttributeError):  # not read as Orthanc read it (a comment inside): the class is Study Root's
+            level = None
     try:
-        model = STUDY_ROOT_FIND
-        if uri.endswith("/find") and str(json.loads(body).get("Level", "")).strip().upper() == "PATIENT":
-            model = PATIENT_ROOT_FIND
-        audit_write(audit.query, audit.Participant(person, requestor=True), ME, model, bytes(body))
+        audit_write(audit.query, audit.Participant(person, requestor=True), ME, find_class(level), body)
     except Exception as exc:  # the answer goes out; the event says what is missing
-        event("audit-failed", message="query", path=uri, error=f"{type(exc).__name__}: {exc}")
-    output.AnswerBuffer(answer, "application/json")
+        event("audit-failed", message="query", path=uri, user=person, error=f"{type(exc).__name__}: {exc}")
+    output.AnswerBuffer(answer, "application/json; charset=utf-8")
 
 
 # The C-FIND information models (PS3.4 C.6.1.3, C.6.2.3) Orthanc 1.10.1 answers. Its Lua filter is
@@ -653,7 +673,7 @@ def on_c_find(output, uri, **request):
         query, origin = found["query"] or {}, found["origin"]  # DumpJson writes an empty Lua table as []
         calling, address = str(origin.get("RemoteAet") or ""), str(origin.get("RemoteIp") or "") or None
         issuer = audit.Participant(calling or "unknown", requestor=True, address=address, ae_titles=(calling,) if calling else ())
-        model = PATIENT_ROOT_FIND if str(query.get(QUERY_LEVEL) or "").strip().upper() == "PATIENT" else STUDY_ROOT_FIND
+        model = find_class(query.get(QUERY_LEVEL))
         identifier = audit.c_find_identifier(query)
     except Exception as exc:
         event("audit-failed", message="query", path="C-FIND", error=f"{type(exc).__name__}: {exc}")
