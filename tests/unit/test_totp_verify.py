@@ -195,6 +195,16 @@ def test_a_line_that_is_not_utf8_is_read_and_so_is_the_next(trail: ModuleType) -
     assert [m["participants"][0][0] for m in map(user_authentication, messages(trail))] == ["r\ufffdad", "rad-ada"]
 
 
+def test_a_carriage_return_inside_a_message_is_no_line_end(trail: ModuleType) -> None:
+    """omprog hands one message per line feed and waits for one "OK" each: a carriage return inside
+    a message (rsyslog passes it) must not make two lines, or the confirmations run ahead."""
+    lines = b"[Sun Dec  6 22:41:20 2026] [LLNG:83] [warn] a line\rwith a carriage return\n" + \
+        b"[Sun Dec  6 22:41:21 2026] [LLNG:83] [warn] Bad password for rad-ada (10.77.20.10)\n"
+    out, err = io.StringIO(), io.StringIO()
+    assert trail.main(trail.portal_lines(io.BytesIO(lines)), out, err) == 0
+    assert out.getvalue() == "OK\n" * 3 and err.getvalue() == ""
+
+
 def test_a_reader_that_fails_says_it_stopped_and_exits_1(trail: ModuleType) -> None:
     """A failure outside a message's writing (here the input itself) is an audit-failed line that
     says the reader stopped, naming no one, and exit 1 (omprog starts it again)."""

@@ -64,8 +64,10 @@ def refused_first_factor(line: str) -> tuple[str, str] | None:
 
 
 def portal_lines(stream: BinaryIO) -> TextIO:
-    """The lines omprog hands over (bytes), as text: UTF-8, each undecodable byte replaced (U+FFFD)."""
-    return io.TextIOWrapper(stream, encoding="utf-8", errors="replace")
+    """The lines omprog hands over (bytes), as text: UTF-8, each undecodable byte replaced (U+FFFD),
+    a line ending at a line feed only (a carriage return inside a message is no end: one "OK" per
+    message, or omprog's confirmations would run ahead of the lines)."""
+    return io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline="\n")
 
 
 def main(lines: TextIO, out: TextIO, err: TextIO) -> int:
