@@ -96,11 +96,11 @@ def orthanc_call(lab: Lab, host: str, path: str, method: str = "GET", body: str 
     lab root as trust), answered within ``max_time`` seconds: (HTTP status, body). The lab's REST
     administrator's credentials go to curl on stdin; ``authenticated`` False sends none. Raises
     RuntimeError when curl gets no answer (exec_in's message)."""
-    argv = ["curl", "-s", "--max-time", str(max_time), "--cacert", "/etc/pacslab/tls/root.pem", "--resolve", f"{host}:443:127.0.0.1",
+    argv = ["curl", "-sS", "--max-time", str(max_time), "--cacert", "/etc/pacslab/tls/root.pem", "--resolve", f"{host}:443:127.0.0.1",
             "-X", method, "-w", "\n%{http_code}"]
     argv += ["-K", "-"] if authenticated else []
     argv += ["--data-binary", body] if body is not None else []
-    out = exec_in(lab, host, *argv, f"https://{host}{path}", timeout=max_time + 30, input=curl_user(lab, host) if authenticated else None)
+    out = exec_in(lab, host, *argv, f"https://{host}{path}", timeout=max_time + 30, input=curl_user(lab, host) if authenticated else "")
     answer, _, status = out.rpartition("\n")
     return int(status), answer
 

@@ -97,15 +97,25 @@ def test_networks_are_one_per_zone_with_the_bridge_name() -> None:
     assert plan.docker_user_comment == "pacslab:default" and plan.bridge_glob == "lab-+"
 
 
-def test_a_role_s_generated_readme_is_no_converge_input() -> None:
+def test_a_role_s_generated_readme_is_no_converge_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """pacslab.docs writes each role's README.md from its argument specs (counted): regenerating it
-    must not make a warm `up` converge every host again. What the plays read is counted."""
-    from pacslab.plan import REPO_ROOT, read_by_plays
+    must not make a warm `up` converge every host again. What the plays read is counted, and so is
+    a README.md deeper in a role (a file a task may copy)."""
+    from pacslab import plan as plan_module
 
-    assert not read_by_plays(REPO_ROOT / "roles" / "idp" / "README.md")
-    assert read_by_plays(REPO_ROOT / "roles" / "idp" / "tasks" / "main.yml")
-    assert read_by_plays(REPO_ROOT / "roles" / "idp" / "meta" / "argument_specs.yml")
-    assert read_by_plays(REPO_ROOT / "roles" / "siem" / "files" / "rules" / "README.md")  # not a role's own
+    role = tmp_path / "roles" / "idp"
+    for rel, text in (("README.md", "# idp\n"), ("tasks/main.yml", "---\n[]\n"), ("files/notes/README.md", "copied\n")):
+        (role / rel).parent.mkdir(parents=True, exist_ok=True)
+        (role / rel).write_text(text)
+    monkeypatch.setattr(plan_module, "REPO_ROOT", tmp_path)
+    lab = load_lab(DEFAULT_LAB)
+    before = plan_module.config_digest(lab)
+    (role / "README.md").write_text("# idp, regenerated\n")
+    assert plan_module.config_digest(lab) == before
+    for rel in ("tasks/main.yml", "files/notes/README.md"):
+        (role / rel).write_text("changed\n")
+        assert plan_module.config_digest(lab) != before, rel
+        before = plan_module.config_digest(lab)
 
 
 def test_a_switch_on_one_host_changes_only_that_hosts_converge_inputs(lab_copy: Path) -> None:
