@@ -33,7 +33,7 @@ from .test_imaging import modality_of, order_entry, the, tls_stations
 from .test_response import scanner, vna
 from .test_rproxy import CLIENT as PROXY_CLIENT
 from .test_rproxy import proxy
-from .test_siem import IDP_AUDIT, RAW_DIR, pacs_of, siem, siem_json, wait_for
+from .test_siem import GUESSER, IDP_AUDIT, RAW_DIR, idp_audit_read_only, pacs_of, reader_failures, siem, siem_json, wait_for
 
 RUN = secrets.token_hex(3).upper()
 # The check's own state file: the supervisor's logrotate holds a lock on the lab's while it runs.
@@ -65,6 +65,19 @@ def lines_with(lab: Lab, host: str, path: str, marker: str) -> list[str]:
 
 def mode_owner(lab: Lab, host: str, path: str) -> str:
     return im.exec_in(lab, host, "stat", "-c", "%a %U %G", path).strip()
+
+
+def page(lab: Lab, client: str, url: str) -> dict[str, Any]:
+    """The one step of ``client``'s browser asking for ``url`` (its status)."""
+    [step] = oidc.browse(lab, client, url)["steps"]
+    return step
+
+
+def until_written_anew(lab: Lab, host: str, path: str, writer: str, ask: Any) -> None:
+    """After a rotation whose signal returns before the writer has let go of the renamed file:
+    ``ask(page)`` for unmarked pages until one is written to the new ``path``."""
+    probe = f"/rot-{RUN.lower()}-probe"
+    im.wait_for(f"{writer} writing to the new file", lambda: ask(probe) and lines_with(lab, host, path, f" {probe} "), timeout=30, every=1)
 
 
 def split_by_rotation(lab: Lab, host: str, path: str, before: str, after: str) -> tuple[int, int, int, str, str]:
@@ -214,33 +227,24 @@ def test_the_idp_s_reader_output_and_portal_access_log_rotate_without_loss(runni
     of the portal: a page of this run asked before it is in idp-access.log.1, one asked after it in
     a new idp-access.log (nginx opened it again on SIGUSR1)."""
     lab = running_lab
-    host, client = idp(lab).name, "ws-tech"
-    if client not in lab.hosts or not lab.hosts[client].deployed:
-        pytest.skip(f"lab {lab.name!r} deploys no {client}")
+    host = idp(lab).name
+    if GUESSER not in lab.hosts or not lab.hosts[GUESSER].deployed:
+        pytest.skip(f"lab {lab.name!r} deploys no {GUESSER}")
     users = {"before": f"rot-{RUN.lower()}-lost-a", "after": f"rot-{RUN.lower()}-lost-b"}
     pages = {"before": f"/rot-{RUN.lower()}-page-a", "after": f"/rot-{RUN.lower()}-page-b"}
 
-    def request(page: str) -> dict[str, Any]:
-        [step] = oidc.browse(lab, client, f"https://{host}{page}")["steps"]
-        return step
+    def request(path: str) -> dict[str, Any]:
+        return page(lab, GUESSER, f"https://{host}{path}")
 
-    with refusals_authorised(lab, client, "the rotation check's unknown names at the IdP"):
-        im.exec_in(lab, host, "chmod", "0440", IDP_AUDIT)
-        try:
-            for when, user in users.items():
-                if when == "after":
-                    rotate(lab, host)
-                    im.exec_in(lab, host, "chmod", "0440", IDP_AUDIT)  # the new audit file, as logrotate made it: writable
-                    # nginx's workers open the new file after the signal returns: unmarked requests until one is written there
-                    probe = f"/rot-{RUN.lower()}-probe"
-                    im.wait_for("nginx writing to the new file",
-                                lambda p=probe: request(p) and lines_with(lab, host, IDP_ACCESS_LOG, f" {p} "), timeout=30, every=1)
-                assert request(pages[when]).get("status") == 200  # the portal answers any page
-                idp_sign_in(lab, plan, user, password="guess", client=client)
-                wait_for(f"the {when} name's audit-failed event at the siem", lambda u=user: [
-                    e for e in siem_json(lab, "events", "--contains", u) if (e["source"], e["event_type"]) == ("idp-portal-reader", "audit-failed")])
-        finally:
-            im.exec_in(lab, host, "sh", "-c", f"chmod 0640 {IDP_AUDIT} && {{ [ ! -e {IDP_AUDIT}.1 ] || chmod 0640 {IDP_AUDIT}.1; }}")
+    with refusals_authorised(lab, GUESSER, "the rotation check's unknown names at the IdP"), idp_audit_read_only(lab, host) as seal:
+        for when, user in users.items():
+            if when == "after":
+                rotate(lab, host)
+                seal()  # the new audit file, as logrotate made it, is writable
+                until_written_anew(lab, host, IDP_ACCESS_LOG, "nginx", request)  # its workers open the new file after the signal returns
+            assert request(pages[when]).get("status") == 200  # the portal answers any page
+            idp_sign_in(lab, plan, user, password="guess", client=GUESSER)
+            wait_for(f"the {when} name's audit-failed event at the siem", lambda u=user: reader_failures(lab, u))
     evidence.update(users=users, pages=pages, mode_owner=[mode_owner(lab, host, IDP_READER_LOG), mode_owner(lab, host, IDP_ACCESS_LOG)])
     assert split_by_rotation(lab, host, IDP_READER_LOG, f'"{users["before"]}"', f'"{users["after"]}"') == (
         1, 0, 1, "600 root root", "600 root root")
@@ -277,21 +281,18 @@ def test_the_proxy_s_access_logs_rotate_without_loss(running_lab: Lab, evidence:
     lab = running_lab
     host = proxy(lab).name
     pages = {"before": f"/rot-{RUN.lower()}-a", "after": f"/rot-{RUN.lower()}-b"}
-    def request(page: str) -> dict[str, Any]:
-        [step] = oidc.browse(lab, PROXY_CLIENT, f"https://{idp(lab).name}{page}")["steps"]
-        return step
 
-    for when, page in pages.items():
+    def request(path: str) -> dict[str, Any]:
+        return page(lab, PROXY_CLIENT, f"https://{idp(lab).name}{path}")
+
+    for when, marked in pages.items():
         if when == "after":
             rotate(lab, host)
-            # the signal returns before Apache's graceful restart has ended the children that hold
-            # the renamed file: unmarked requests until one is written to the new file
-            probe = f"/rot-{RUN.lower()}-probe"
-            im.wait_for("Apache writing to the new file",
-                        lambda p=probe: request(p) and lines_with(lab, host, RPROXY_IDP_LOG, f" {p} "), timeout=30, every=1)
-        step = request(page)
+            # the signal returns before Apache's graceful restart has ended the children that hold the renamed file
+            until_written_anew(lab, host, RPROXY_IDP_LOG, "Apache", request)
+        step = request(marked)
         assert step.get("status") == 200, step  # the IdP's portal answers any page
-        wait_for(f"the {when} request at the siem", lambda p=page: [
+        wait_for(f"the {when} request at the siem", lambda p=marked: [
             e for e in siem_json(lab, "events", "--contains", f" {p} ") if e["event_type"] == "proxy-idp-request"])
     evidence.update(pages=pages, mode_owner=mode_owner(lab, host, RPROXY_IDP_LOG))
     assert split_by_rotation(lab, host, RPROXY_IDP_LOG, f" {pages['before']} ", f" {pages['after']} ") == (

@@ -15,7 +15,9 @@ import json
 import secrets
 import time
 import zoneinfo
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from io import BytesIO
 from typing import Any
@@ -1010,6 +1012,26 @@ def test_a_refused_code_and_a_completed_sign_in_at_the_idp_are_user_authenticati
 IDP_AUDIT = "/var/log/pacslab/idp-audit.log"  # roles/idp: the IdP's DICOM audit trail, written as www-data
 
 
+@contextmanager
+def idp_audit_read_only(lab: Lab, host: str) -> Iterator[Callable[[], None]]:
+    """The IdP's audit file read-only to its writers (0440) while the block runs, its mode put back
+    after it, and its rotated copy's too; yields a call that makes it read-only again (a rotation
+    leaves a new, writable file)."""
+    def seal() -> None:
+        im.exec_in(lab, host, "chmod", "0440", IDP_AUDIT)
+
+    seal()
+    try:
+        yield seal
+    finally:
+        im.exec_in(lab, host, "sh", "-c", f"chmod 0640 {IDP_AUDIT} && {{ [ ! -e {IDP_AUDIT}.1 ] || chmod 0640 {IDP_AUDIT}.1; }}")
+
+
+def reader_failures(lab: Lab, user: str) -> list[dict[str, Any]]:
+    """The audit-failed events at the siem from the IdP's reader of the portal's refusals about ``user``."""
+    return [e for e in siem_json(lab, "events", "--contains", user) if (e["source"], e["event_type"]) == ("idp-portal-reader", "audit-failed")]
+
+
 @pytest.mark.control("C-PRT-01")
 def test_a_message_the_idp_cannot_write_raises_audit_trail_failure_naming_the_person(running_lab: Lab, plan: Plan,
                                                                                      evidence) -> None:
@@ -1025,19 +1047,16 @@ def test_a_message_the_idp_cannot_write_raises_audit_trail_failure_naming_the_pe
         pytest.skip(f"lab {lab.name!r} deploys no {GUESSER}")
     written, lost = f"idp-{RUN}-audit-kept", f"idp-{RUN}-audit-lost"
 
-    def audit_failed(user: str) -> list[dict[str, Any]]:
+    def audit_failed(user: str) -> list[dict[str, Any]]:  # from any writer: the twin's name must be in none
         return [e for e in siem_json(lab, "events", "--contains", user) if e["event_type"] == "audit-failed"]
 
     with refusals_authorised(lab, GUESSER, "the suite's unknown names at the IdP"):
         idp_sign_in(lab, plan, written, password="guess", client=GUESSER)
         kept = wait_for("the first name's User Authentication message",
                         lambda: failures_at_siem(lab, [f'UserID="{written}"'], "dicom-audit-user-authentication"))
-        im.exec_in(lab, host.name, "chmod", "0440", IDP_AUDIT)
-        try:
+        with idp_audit_read_only(lab, host.name):
             idp_sign_in(lab, plan, lost, password="guess", client=GUESSER)
             failed = wait_for("the second name's audit-failed event", lambda: audit_failed(lost))
-        finally:
-            im.exec_in(lab, host.name, "chmod", "0640", IDP_AUDIT)
     alert = wait_for("audit-trail-failure holding it", lambda: [
         a for a in siem_json(lab, "alerts") if a["rule"] == "audit-trail-failure" and failed[0]["id"] in a["events"]])[0]
     evidence.update(kept=[e["id"] for e in kept], failed=failed, alert=alert)
