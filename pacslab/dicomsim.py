@@ -693,11 +693,27 @@ def serve_modality(cfg: dict[str, Any], every: float, images: int) -> None:
         time.sleep(every)
 
 
-def serve_storage(cfg: dict[str, Any], port: int, folder: Path, allowed: list[str]) -> None:
+def _association(event: Any, kind: str) -> None:
+    """Record an association request the SCP received (``kind`` "association-received", before it
+    decides) or rejected ("association-rejected", with the A-ASSOCIATE-RJ reason it sent, PS3.8
+    9.3.4): the calling and called AE titles and the caller's address, as Orthanc's log names them
+    on the PACS, so that the siem knows every AE title that called the node (C-AST-05)."""
+    assoc, reason = event.assoc, None
+    if kind == "association-rejected":
+        rj = assoc.acceptor.primitive
+        reason = RJ_REASONS.get(int(rj.result_source), {}).get(int(rj.diagnostic), "reserved") if rj is not None else None
+    rq = assoc.requestor.primitive  # the A-ASSOCIATE-RQ as received (requestor.ae_title is set only once it is negotiated)
+    record(kind, calling_ae=str(rq.calling_ae_title), called_ae=str(rq.called_ae_title),
+           src_ip=str(assoc.requestor.address), **({"reason": reason} if kind == "association-rejected" else {}))
+
+
+def serve_storage(cfg: dict[str, Any], port: int, folder: Path, allowed: list[str], block: bool = True) -> Any:
     """A storage SCP over mutual TLS (the workstation's C-MOVE destination). Only the AE titles in
     ``allowed`` may associate; received instances are written as Part 10 files. A file's name never
     comes from what was received (a SOP Instance UID of "../../tmp/x" would have written outside the
-    folder): it is the SHA-256 of the SOP Instance UID, so the same instance received twice is one file."""
+    folder): it is the SHA-256 of the SOP Instance UID, so the same instance received twice is one file.
+    Each association request is recorded when it arrives, and again if it is rejected (_association).
+    ``block`` False: returns the running server (pynetdicom's ThreadedAssociationServer) at once."""
     folder.mkdir(parents=True, exist_ok=True)
 
     def on_store(event: Any) -> int:
@@ -715,7 +731,9 @@ def serve_storage(cfg: dict[str, Any], port: int, folder: Path, allowed: list[st
     ae.add_supported_context(Verification)
     for uid in STORAGE.values():
         ae.add_supported_context(uid)
-    ae.start_server(("0.0.0.0", port), ssl_context=server_context(cfg), evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    return ae.start_server(("0.0.0.0", port), block=block, ssl_context=server_context(cfg), evt_handlers=[
+        (evt.EVT_C_STORE, on_store), (evt.EVT_REQUESTED, lambda event: _association(event, "association-received")),
+        (evt.EVT_REJECTED, lambda event: _association(event, "association-rejected"))])
 
 
 def serve_sink(port: int) -> None:

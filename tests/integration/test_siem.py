@@ -41,7 +41,7 @@ from .test_bastion import CLIENT, bastion, login, vendor
 from .test_idp import CLIENT as IDP_CLIENT
 from .test_idp import LOGIN_FORM, PE_BADCREDENTIALS, PE_BADOTP, idp, one, outline, refusals_authorised, secret
 from .test_idp import sign_in as idp_sign_in
-from .test_imaging import devices_round, modality_of, order_entry, reader, stations, the, tls_stations
+from .test_imaging import devices_round, members, modality_of, order_entry, reader, stations, the, tls_stations
 from .test_orders import _message
 from .test_rproxy import basic_auth, proxy
 
@@ -1535,6 +1535,104 @@ def test_a_known_ae_title_from_the_wrong_address_raises_dicom_access_denied_but_
         str(first.ae_title), str(second.address), "calling-ae-not-allowed")
     assert denied["entities"] == {"host": pacs.name, "src_ip": str(second.address), "calling_ae": str(first.ae_title), "called_ae": None}
     assert _alerts_of(lab, "unknown-ae", {received["id"], rejected["id"]}) == []
+
+
+# Runs on a workstation that holds the PACS's stolen certificate and key (given on stdin as JSON with
+# the calling and called AE titles and the target's address and port; written to files only this
+# process may read, gone with it): dicomsim's C-ECHO under that AE title, the lab root as the trust
+# anchor of the target's certificate. Prints dicomsim's result (one JSON object).
+STOLEN_KEY = """
+import json, os, subprocess, sys, tempfile
+given = json.load(sys.stdin)
+own = json.load(open("/etc/pacslab/dicom.json"))
+with tempfile.TemporaryDirectory() as d:
+    for name in ("chain", "key"):
+        fd = os.open(f"{d}/{name}.pem", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.write(fd, given[name].encode())
+        os.close(fd)
+    cfg = {"ae_title": given["calling"], "transport": "device",
+           "peers": {"target": {"ae_title": given["called"], "host": given["host"], "port": given["port"], "transport": "device"}},
+           "tls": {"cert": f"{d}/chain.pem", "key": f"{d}/key.pem", "trusted": "/etc/pacslab/tls/root.pem",
+                   "tls12_ciphers": own["tls"]["tls12_ciphers"]}}
+    with open(f"{d}/dicom.json", "w") as f:
+        json.dump(cfg, f)
+    done = subprocess.run([sys.executable, "/usr/local/lib/pacslab/dicomsim.py", "--config", f"{d}/dicom.json", "echo", "--peer", "target"],
+                          capture_output=True, text=True)
+    print(done.stdout.strip().splitlines()[-1] if done.stdout.strip() else json.dumps({"outcome": "no-output", "stderr": done.stderr[-500:]}))
+"""
+
+
+def _association_events(lab: Lab, node: Host, calling_ae: str, address: object) -> dict[str, list[dict[str, Any]]]:
+    """The siem's association events of ``node`` (received, rejected) from ``calling_ae`` at ``address``:
+    Orthanc's lines name the title as "AET <title> on IP", dicomsim's records as a JSON field."""
+    found: dict[str, list[dict[str, Any]]] = {"dicom-association-received": [], "dicom-association-rejected": []}
+    needle = f"AET {calling_ae} on IP" if node.image == "orthanc" else f'"calling_ae": "{calling_ae}"'
+    for e in siem_json(lab, "events", "--contains", needle):
+        if e["host"] == node.name and e["event_type"] in found and e["calling_ae"] == calling_ae and e["src_ip"] == str(address):
+            found[e["event_type"]].append(e)
+    return found
+
+
+@pytest.mark.control("C-AST-05")
+@pytest.mark.control("C-DET-01")
+@pytest.mark.parametrize("node", ["ris", "ws-rad"])
+def test_an_unknown_ae_title_at_the_ris_or_the_reading_workstation_raises_unknown_ae_and_dicom_access_denied(running_lab: Lab, node: str,
+                                                                                                                 evidence) -> None:
+    """Beyond the PACS: the RIS's worklist (Orthanc's log, as on the PACS) and the reading
+    workstation's storage SCP (dicomsim's record of every association request it receives and of
+    each it rejects). First the node's own caller under its lab AE title (a modality's C-ECHO to the
+    RIS; the PACS's C-ECHO to the workstation, through Orthanc's REST): received, lab-ae. Then a
+    caller under an AE title no host has: a modality at the RIS; at the workstation, whose TLS
+    trusts the PACS's issuer alone, another workstation holding the PACS's stolen certificate and
+    key. Rejected (calling AE title not recognised); both records reach the siem naming the node,
+    the caller's address and the title (unknown-calling-ae), and unknown-ae and dicom-access-denied
+    alert on them, about the caller. Once unknown-ae has seen the rogue's event, its silence on the
+    lab title's earlier one is a result, not a wait cut short."""
+    lab = running_lab
+    rogue = f"NODE{RUN}".upper()
+    if node == "ris":
+        target = the(lab, "ris_servers")
+        caller = thief = tls_stations(lab)[0]
+        own = im.dicomsim(lab, caller.name, "echo", "--peer", "ris")
+        theft = im.dicomsim(lab, thief.name, "echo", "--peer", "ris", "--calling", rogue)
+    else:
+        target, caller = reader(lab), pacs_of(lab)
+        thieves = [h for h in members(lab, "workstations") if h.name != target.name and h.zone == target.zone]
+        if not thieves:
+            pytest.skip(f"lab {lab.name!r} deploys no other workstation in {target.zone}")
+        thief = thieves[0]
+        status, _ = im.orthanc_call(lab, caller.name, f"/modalities/{target.ae_title}/echo", "POST", "{}", max_time=30)
+        own = {"outcome": "established" if status == 200 else f"http {status}"}
+        stolen = {"chain": im.exec_in(lab, caller.name, "cat", "/etc/pacslab/tls/chain.pem"),
+                  "key": im.exec_in(lab, caller.name, "cat", "/etc/pacslab/tls/node.key"),
+                  "calling": rogue, "called": str(target.ae_title), "host": str(target.address), "port": target.dicom_port}
+        theft = json.loads(im.exec_in(lab, thief.name, "python3", "-c", STOLEN_KEY, input=json.dumps(stolen)).strip().splitlines()[-1])
+    lab_ae = str(caller.ae_title)
+    own_events = wait_for(f"{lab_ae}'s association at {target.name}",
+                          lambda: _association_events(lab, target, lab_ae, caller.address)["dicom-association-received"])
+    rogue_events = wait_for(f"{rogue}'s association received and rejected at {target.name}",
+                            lambda: found if all((found := _association_events(lab, target, rogue, thief.address)).values()) else None)
+    received, rejected = rogue_events["dicom-association-received"][0], rogue_events["dicom-association-rejected"][0]
+    unknown = wait_for("unknown-ae", lambda: _alerts_of(lab, "unknown-ae", {received["id"]}))[0]
+    denied = wait_for("dicom-access-denied", lambda: _alerts_of(lab, "dicom-access-denied", {rejected["id"]}))[0]
+    cases = {c["id"]: c for c in siem_json(lab, "cases")}
+    evidence.update(own=own, theft={k: theft.get(k) for k in ("outcome", "reject", "tls_alert")}, lab_ae_event=own_events[-1],
+                    received=received, rejected=rejected, unknown_ae=unknown, denied=denied)
+    assert own["outcome"] == "established", own
+    assert (theft["outcome"], theft.get("reject", {}).get("reason_name")) == ("rejected", "calling-AE-title-not-recognized"), theft
+    source = "orthanc-log" if node == "ris" else "dicom-node"
+    assert {k: own_events[-1][k] for k in ("source", "outcome", "dst_ip")} == {"source": source, "outcome": "lab-ae", "dst_ip": str(target.address)}
+    for event in (received, rejected):
+        assert {k: event[k] for k in ("host", "source", "calling_ae", "src_ip", "dst_ip", "outcome")} == {
+            "host": target.name, "source": source, "calling_ae": rogue, "src_ip": str(thief.address), "dst_ip": str(target.address),
+            "outcome": "unknown-calling-ae"}
+    called = None if node == "ris" else str(target.ae_title)  # Orthanc's lines name the caller only
+    assert (unknown["severity"], unknown["entities"]) == ("medium", {"host": target.name, "src_ip": str(thief.address), "calling_ae": rogue})
+    assert (denied["severity"], denied["entities"]) == (
+        "medium", {"host": target.name, "src_ip": str(thief.address), "calling_ae": rogue, "called_ae": called})
+    assert cases[unknown["case"]]["host"] == thief.name  # about the caller, not the node it called
+    assert _alerts_of(lab, "unknown-ae", {e["id"] for e in own_events}) == []
+    assert _alerts_of(lab, "dicom-access-denied", {e["id"] for e in own_events}) == []
 
 
 # Runs in a modality: three TLS handshakes with the PACS's DICOM TLS front, each from a source port

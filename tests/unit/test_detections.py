@@ -59,7 +59,7 @@ ASSETS = {"addresses": {"10.77.90.11": {"host": "vendor-eng", "zone": "internet"
                                         "address": "10.77.40.12", "image": "orthanc", "groups": ["ris_servers"]},
                         "10.77.20.11": {"host": "ws-tech", "zone": "clinical", "owner": "radiology", "criticality": "medium",
                                         "address": "10.77.20.11", "image": "dicom", "groups": ["workstations"]}},
-          "hosts": {}, "ae_titles": {"CT01": "mod-ct", "MR01": "mod-mr", "LEGACY01": "mod-legacy"},
+          "hosts": {}, "ae_titles": {"CT01": "mod-ct", "MR01": "mod-mr", "LEGACY01": "mod-legacy", "PACS": "pacs"},
           "zones": {"clinical": "10.77.20.0/24", "modality": "10.77.30.0/24", "legacy": "10.77.31.0/24", "datacenter": "10.77.40.0/24",
                     "security": "10.77.50.0/24",
                     "vendor": "10.77.70.0/24", "internet": "10.77.90.0/24"},
@@ -742,6 +742,29 @@ def _dicomsim(level: str, text: str) -> str:
     # what was read off the wire is text or nothing
     (_dicomsim("INFO", json.dumps({"event": "received", "calling_ae": ["PACS"], "src_ip": 7, "patient_id": ""})),
      {"event_type": "dicom-instance-received", "calling_ae": None, "src_ip": None, "patient_id": None}),
+    # the storage SCP's record of each association request (dicomsim._association): Orthanc's events and outcomes
+    (_dicomsim("INFO", json.dumps({"event": "association-received", "calling_ae": "PACS", "called_ae": "WSRAD01", "src_ip": "10.77.40.10"})),
+     {"event_type": "dicom-association-received", "outcome": "lab-ae", "calling_ae": "PACS", "called_ae": "WSRAD01", "src_ip": "10.77.40.10",
+      "src_host": "pacs", "proto": "dicom"}),
+    (_dicomsim("INFO", json.dumps({"event": "association-received", "calling_ae": "evilmod", "called_ae": "WSRAD01", "src_ip": "10.77.20.11"})),
+     {"event_type": "dicom-association-received", "outcome": "unknown-calling-ae", "calling_ae": "evilmod", "src_ip": "10.77.20.11"}),
+    (_dicomsim("INFO", json.dumps({"event": "association-rejected", "calling_ae": "EVILMOD", "called_ae": "WSRAD01", "src_ip": "10.77.20.11",
+                                   "reason": "calling-AE-title-not-recognized"})),
+     {"event_type": "dicom-association-rejected", "outcome": "unknown-calling-ae", "calling_ae": "EVILMOD", "called_ae": "WSRAD01"}),
+    # a lab AE title the SCP does not allow (the CT's), a wrong called title, a full SCP, a reason missing
+    (_dicomsim("INFO", json.dumps({"event": "association-rejected", "calling_ae": "CT01", "called_ae": "WSRAD01", "src_ip": "10.77.30.10",
+                                   "reason": "calling-AE-title-not-recognized"})),
+     {"event_type": "dicom-association-rejected", "outcome": "calling-ae-not-allowed", "calling_ae": "CT01"}),
+    (_dicomsim("INFO", json.dumps({"event": "association-rejected", "calling_ae": "PACS", "called_ae": "NOTWS", "src_ip": "10.77.40.10",
+                                   "reason": "called-AE-title-not-recognized"})),
+     {"event_type": "dicom-association-rejected", "outcome": "called-ae-not-recognised", "called_ae": "NOTWS"}),
+    (_dicomsim("INFO", json.dumps({"event": "association-rejected", "calling_ae": "PACS", "reason": "local-limit-exceeded"})),
+     {"event_type": "dicom-association-rejected", "outcome": "local-limit-exceeded", "called_ae": None, "src_ip": None}),
+    (_dicomsim("INFO", json.dumps({"event": "association-rejected", "calling_ae": "PACS", "reason": ["x"]})),
+     {"event_type": "dicom-association-rejected", "outcome": "rejected"}),
+    # no calling AE title (or none as text) is no lab title
+    (_dicomsim("INFO", json.dumps({"event": "association-received", "calling_ae": 7})),
+     {"event_type": "dicom-association-received", "outcome": "unknown-calling-ae", "calling_ae": None}),
     (_dicomsim("ERROR", "Association Aborted"), {"event_type": "dicom-node-log", "outcome": "error", "patient_id": None}),
     # a record's shape in a warning is no record
     (_dicomsim("WARNING", json.dumps({"event": "acquired", "patient_id": "P1", "failed": 0})),

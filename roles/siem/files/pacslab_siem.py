@@ -296,7 +296,7 @@ def normalise(record: dict[str, Any], assets: dict[str, Any], connections: dict[
     elif source in RIS_PROGRAMS:
         event.update(_hl7_orders(msg, peer))
     elif source in DICOM_NODE_PROGRAMS:
-        event.update(_dicom_node(msg))
+        event.update(_dicom_node(msg, assets, peer))
     elif source in STUNNEL_PROGRAMS:
         event.update(_stunnel(msg, peer, str(source), {} if connections is None else connections))
     elif source == "slapd":
@@ -459,14 +459,19 @@ def _slapd(msg: str, peer: str, connections: dict[tuple[str, str], dict[str, Any
 # INFO text"). Its records are one JSON object each (dicomsim.record): "acquired" (a worklist item
 # acquired and sent to the PACS: accession, patient_id, study_uid, calling_ae, the association's
 # outcome, the instances stored, failed and left unacknowledged) and "received" (an instance a
-# workstation's storage SCP took: sop_instance_uid, study_uid, patient_id, calling_ae, src_ip). An
-# acquisition is "stored" only when the PACS took every instance and at least one; else
-# "incomplete". Any other line keeps its level as the outcome (dicom-node-log).
+# workstation's storage SCP took: sop_instance_uid, study_uid, patient_id, calling_ae, src_ip),
+# "association-received" and "association-rejected" (each association request the storage SCP
+# received, and each it rejected with its PS3.8 reason: calling_ae, called_ae, src_ip; the same
+# events and outcomes as Orthanc's lines on the PACS, _orthanc_log, so that unknown-ae and
+# dicom-access-denied read both). An acquisition is "stored" only when the PACS took every instance
+# and at least one; else "incomplete". Any other line keeps its level as the outcome (dicom-node-log).
 DICOM_NODE_PROGRAMS = ("dicom-node",)
 _DICOMSIM = re.compile(r"^\d{4}-\d\d-\d\d [\d:,]+ dicomsim (?P<level>[A-Z]+) (?P<text>.*)$")
+# A-ASSOCIATE-RJ reason (dicomsim's spelling of PS3.8 Table 9-21) -> the outcome Orthanc's lines get for it
+_NODE_REJECTIONS = {"calling-AE-title-not-recognized": "calling-ae-not-allowed", "called-AE-title-not-recognized": "called-ae-not-recognised"}
 
 
-def _dicom_node(msg: str) -> dict[str, Any]:
+def _dicom_node(msg: str, assets: dict[str, Any], peer: str) -> dict[str, Any]:
     """The fields of one line of a DICOM node's log (above); {} for a line of another shape."""
     line = _DICOMSIM.match(msg)
     if not line:
@@ -474,6 +479,13 @@ def _dicom_node(msg: str) -> dict[str, Any]:
     data = _json_object(line["text"]) if line["level"] == "INFO" else {}
     found = {"patient_id": _text(data, "patient_id"), "study_uid": _text(data, "study_uid"), "calling_ae": _text(data, "calling_ae"),
              "proto": "dicom"}
+    if data.get("event") in ("association-received", "association-rejected"):
+        known = {str(ae).upper() for ae in assets.get("ae_titles", {})}
+        calling, received = found["calling_ae"], data["event"] == "association-received"
+        outcome = ("unknown-calling-ae" if (calling or "").upper() not in known else "lab-ae" if received
+                   else _NODE_REJECTIONS.get(_text(data, "reason") or "", _text(data, "reason") or "rejected"))
+        return found | {"event_type": "dicom-association-received" if received else "dicom-association-rejected", "outcome": outcome,
+                        "called_ae": _text(data, "called_ae"), "src_ip": _text(data, "src_ip"), "dst_ip": peer}
     if data.get("event") == "acquired":
         counts = [data.get(k) for k in ("stored", "failed", "unacknowledged")]
         whole = all(isinstance(c, int) and not isinstance(c, bool) for c in counts) and counts[0] > 0 and counts[1] == counts[2] == 0
