@@ -1635,6 +1635,56 @@ def test_an_unknown_ae_title_at_the_ris_or_the_reading_workstation_raises_unknow
     assert _alerts_of(lab, "dicom-access-denied", {e["id"] for e in own_events}) == []
 
 
+def _wire_events(lab: Lab, gateway: Host, calling_ae: str, since: int = 0) -> list[dict[str, Any]]:
+    """The gateway's capture's association events (dicom-wire) under ``calling_ae``, after event ``since``."""
+    return [e for e in siem_json(lab, "events", "--since-id", str(since), "--contains", calling_ae)
+            if e["host"] == gateway.name and e["source"] == "dicom-wire" and e["calling_ae"] == calling_ae]
+
+
+@pytest.mark.control("C-AST-05")
+def test_the_overlay_gateway_names_each_ae_title_the_legacy_segment_sends_with_the_device_s_own_address(running_lab: Lab, evidence) -> None:
+    """The legacy device speaks cleartext DICOM to its overlay gateway, whose tunnel carries it to
+    the PACS inside TLS: the PACS's log names the gateway's address for it. The gateway's capture of
+    the segment (tshark's DICOM dissector, shipped as dicom-wire) names the device's own. The legacy
+    device's C-ECHO to the PACS under its own AE title: an association received at the gateway from
+    the device's address and port, lab-ae. Then under an AE title no host has: the PACS rejects it
+    (calling AE title not recognised); the gateway's event names that title, the PACS's AE title as
+    called, the device's address, unknown-calling-ae; unknown-ae alerts on it about the gateway and
+    the device's address, in the device's case, while the PACS's unknown-ae for the same
+    association names the gateway's address. Once unknown-ae has seen the rogue title's event, its
+    silence on the device's own, earlier, is a result."""
+    lab = running_lab
+    gateways = [h for h in lab.deployed_hosts() if "overlay_gateways" in h.groups]
+    if not gateways or gateways[0].name not in sources(lab):
+        pytest.skip(f"lab {lab.name!r} deploys no overlay gateway that ships its log")
+    gateway, pacs = gateways[0], pacs_of(lab)
+    device = next(h for h in lab.deployed_hosts() if "modalities" in h.groups and h.zone == gateway.zone)
+    rogue, own_ae = f"WIRE{RUN}".upper(), str(device.ae_title)
+    since = max((e["id"] for e in siem_json(lab, "events", "--contains", "dicom_assoc_ae_calling")), default=0)
+    own = im.dicomsim(lab, device.name, "echo", "--peer", "pacs")
+    theft = im.dicomsim(lab, device.name, "echo", "--peer", "pacs", "--calling", rogue)
+    seen = wait_for(f"the gateway's record of {rogue}", lambda: _wire_events(lab, gateway, rogue, since))[0]
+    own_seen = [e for e in _wire_events(lab, gateway, own_ae, since) if e["called_ae"] == str(pacs.ae_title)]
+    unknown = wait_for("unknown-ae on the gateway's record", lambda: _alerts_of(lab, "unknown-ae", {seen["id"]}))[0]
+    at_pacs = wait_for(f"{rogue}'s association at the PACS",
+                       lambda: _association_events(lab, pacs, rogue, gateway.address)["dicom-association-received"])[0]
+    cases = {c["id"]: c for c in siem_json(lab, "cases")}
+    evidence.update(own=own.get("outcome"), theft={k: theft.get(k) for k in ("outcome", "reject")}, seen=seen, own_seen=own_seen[:1],
+                    unknown_ae=unknown, at_pacs=at_pacs)
+    assert (own["outcome"], theft["outcome"], theft["reject"]["reason_name"]) == ("established", "rejected", "calling-AE-title-not-recognized")
+    assert {k: seen[k] for k in ("host", "source", "event_type", "calling_ae", "called_ae", "src_ip", "src_host", "dst_ip", "outcome")} == {
+        "host": gateway.name, "source": "dicom-wire", "event_type": "dicom-association-received", "calling_ae": rogue,
+        "called_ae": str(pacs.ae_title), "src_ip": str(device.address), "src_host": device.name, "dst_ip": str(gateway.address),
+        "outcome": "unknown-calling-ae"}
+    assert str(seen["src_port"]).isdigit() and str(seen["dst_port"]) in {str(t["listen"]) for t in role_var(
+        lab, gateway.name, "dicom_node", "dicom_node_tunnels")}, seen  # the store keeps a port as text
+    assert (unknown["severity"], unknown["entities"]) == ("medium", {"host": gateway.name, "src_ip": str(device.address), "calling_ae": rogue})
+    assert cases[unknown["case"]]["host"] == device.name  # the device, not its gateway
+    assert (at_pacs["src_ip"], at_pacs["outcome"]) == (str(gateway.address), "unknown-calling-ae")  # what the PACS alone could tell
+    assert own_seen and {(e["src_ip"], e["outcome"]) for e in own_seen} == {(str(device.address), "lab-ae")}, own_seen
+    assert _alerts_of(lab, "unknown-ae", {e["id"] for e in own_seen}) == []
+
+
 # Runs in a modality: three TLS handshakes with the PACS's DICOM TLS front, each from a source port
 # of its own (the marker): TLS 1.1 alone, TLS 1.2 without a certificate, TLS 1.2 with the node's
 # own certificate. Prints each outcome: the version negotiated, or the error.

@@ -787,6 +787,41 @@ def test_normalise_a_dicom_node_s_own_log(msg: str, expected: dict[str, Any]) ->
     assert (workstation["host"], workstation["event_type"]) == ("ws-tech", expected["event_type"])
 
 
+def _ek(**layers: Any) -> str:
+    """One document line of tshark's EK output (-T ek with -e fields: "." written "_", values in lists)."""
+    return json.dumps({"timestamp": "1765097095123", "layers": {k: [v] if not isinstance(v, list) else v for k, v in layers.items()}})
+
+
+WIRE_RQ = {"frame_time_epoch": "1796633095.123456789", "ip_src": "10.77.31.10", "tcp_srcport": "40412", "ip_dst": "10.77.31.20",
+           "tcp_dstport": "104", "dicom_assoc_ae_calling": "LEGACY01", "dicom_assoc_ae_called": "PACS"}
+
+
+@pytest.mark.parametrize(("msg", "expected"), [
+    (_ek(**WIRE_RQ), {"event_type": "dicom-association-received", "outcome": "lab-ae", "calling_ae": "LEGACY01", "called_ae": "PACS",
+                      "src_ip": "10.77.31.10", "src_port": 40412, "dst_ip": "10.77.31.20", "dst_port": 104, "proto": "dicom",
+                      "src_host": "mod-legacy", "time": "2026-12-07T08:44:55.123Z"}),
+    # an AE title no host has (Wireshark keeps the padding a sender put in: it is no part of the title)
+    (_ek(**WIRE_RQ | {"dicom_assoc_ae_calling": "ROGUE01   ", "ip_src": "10.77.31.99"}),
+     {"outcome": "unknown-calling-ae", "calling_ae": "ROGUE01", "src_ip": "10.77.31.99", "src_host": None}),
+    # no calling AE title, or two (no one title): no lab title; a port or time that is no number is none
+    (_ek(**{k: v for k, v in WIRE_RQ.items() if k != "dicom_assoc_ae_calling"}), {"outcome": "unknown-calling-ae", "calling_ae": None}),
+    (_ek(**WIRE_RQ | {"dicom_assoc_ae_calling": ["LEGACY01", "CT01"]}), {"outcome": "unknown-calling-ae", "calling_ae": None}),
+    (_ek(**WIRE_RQ | {"tcp_srcport": "99999", "frame_time_epoch": "soon"}), {"src_port": None, "time": "2026-11-30T10:00:00.123Z"}),
+    # the EK index line between two documents, and a line that is no JSON: stored as the gateway's words, nothing read
+    (json.dumps({"index": {"_index": "packets-2026-12-07", "_type": "doc"}}), {"event_type": "syslog", "calling_ae": None}),
+    ("Capturing on 'any'", {"event_type": "syslog", "calling_ae": None}),
+])
+def test_the_overlay_gateway_s_capture_names_each_association_request_on_the_legacy_segment(msg: str, expected: dict[str, Any]) -> None:
+    """tshark's DICOM dissector on the gateway (roles/dicom_node, gateway mode, shipped as
+    dicom-wire): each A-ASSOCIATE-RQ a device on the cleartext legacy segment sent is an association
+    received, with the device's own address and the AE titles, as Orthanc's line for one; from any
+    host but the overlay gateway the same line is forged."""
+    event = siem.normalise(_record("dicom-wire", msg, peer="10.77.31.20"), ASSETS)
+    assert {k: event.get(k) for k in expected} == expected
+    assert (event["host"], event["source"]) == ("ovl-gw", "dicom-wire")
+    assert siem.normalise(_record("dicom-wire", msg, peer=LEGACY), ASSETS)["event_type"] == "forged-source"
+
+
 def test_the_directorys_binds_take_their_connections_address_and_dn() -> None:
     """slapd at olcLogLevel stats, through syslog (roles/directory) names the address on a
     connection's ACCEPT message and the DN on the BIND message; the bind's RESULT (tag 97) is its

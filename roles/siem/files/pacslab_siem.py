@@ -297,6 +297,8 @@ def normalise(record: dict[str, Any], assets: dict[str, Any], connections: dict[
         event.update(_hl7_orders(msg, peer))
     elif source in DICOM_NODE_PROGRAMS:
         event.update(_dicom_node(msg, assets, peer))
+    elif source in DICOM_WIRE_PROGRAMS:
+        event.update(_dicom_wire(msg, assets))
     elif source in STUNNEL_PROGRAMS:
         event.update(_stunnel(msg, peer, str(source), {} if connections is None else connections))
     elif source == "slapd":
@@ -493,6 +495,43 @@ def _dicom_node(msg: str, assets: dict[str, Any], peer: str) -> dict[str, Any]:
     if data.get("event") == "received":
         return found | {"event_type": "dicom-instance-received", "outcome": "stored", "src_ip": _text(data, "src_ip")}
     return {"event_type": "dicom-node-log", "outcome": line["level"].lower()}
+
+
+# The overlay gateway's view of the cleartext legacy segment (roles/dicom_node, gateway mode), shipped
+# as dicom-wire: tshark's EK output (Wireshark's DICOM dissector, fields named with "_" for "."),
+# one {"timestamp", "layers": {field: [value]}} per A-ASSOCIATE-RQ a device sent to one of the
+# gateway's tunnels (its index lines, {"index": ...}, are no record). A dicom-association-received
+# event, as Orthanc's line for an association, with the device's own address (the PACS sees the
+# gateway's) and the gateway's as the destination: "unknown-calling-ae" when no host of the lab
+# definition has the calling AE title, else "lab-ae". The time is the packet's.
+DICOM_WIRE_PROGRAMS = ("dicom-wire",)
+
+
+def _dicom_wire(msg: str, assets: dict[str, Any]) -> dict[str, Any]:
+    """The fields of one line of the gateway's DICOM capture (above); {} for a line of another shape."""
+    layers = _json_object(msg).get("layers")
+    if not isinstance(layers, dict):
+        return {}
+
+    def one(field: str) -> str | None:
+        values = layers.get(field)
+        value = values[0] if isinstance(values, list) and len(values) == 1 else None
+        return value.strip() or None if isinstance(value, str) else None
+
+    def port(field: str) -> int | None:
+        value = one(field)
+        return int(value) if value is not None and value.isdigit() and int(value) < 65536 else None
+
+    calling, known = one("dicom_assoc_ae_calling"), {str(ae).upper() for ae in assets.get("ae_titles", {})}
+    found: dict[str, Any] = {"event_type": "dicom-association-received", "proto": "dicom", "calling_ae": calling,
+                             "called_ae": one("dicom_assoc_ae_called"), "src_ip": one("ip_src"), "src_port": port("tcp_srcport"),
+                             "dst_ip": one("ip_dst"), "dst_port": port("tcp_dstport"),
+                             "outcome": "unknown-calling-ae" if (calling or "").upper() not in known else "lab-ae"}
+    try:
+        found["time"] = _from_epoch(one("frame_time_epoch"))
+    except (TypeError, ValueError, OverflowError, OSError):
+        pass  # no packet time: the event keeps the time the siem received it
+    return found
 
 
 # The lab CA's event log (pacslab/ca.py JOURNAL, shipped as ca-events by roles/log_shipping), from a
@@ -850,14 +889,15 @@ def _stunnel(msg: str, peer: str, source: str, connections: dict[tuple[str, ...]
 PROGRAM_IMAGES = {program: (image,) for programs, image in (
     (ORTHANC_PROGRAMS, "orthanc"), (FW_PROGRAMS, "fw"), (SENSOR_PROGRAMS, "sensor"), (SCANNER_PROGRAMS, "scanner"), (IDP_PROGRAMS, "idp"),
     (RPROXY_PROGRAMS, "rproxy"), (("dicom-front",), "orthanc"), (SLAPD_PROGRAMS, "dir"),
-    (DICOM_NODE_PROGRAMS, "dicom"), (("overlay-gateway",), "dicom"), (CA_PROGRAMS, "ca"))
+    (DICOM_NODE_PROGRAMS, "dicom"), (("overlay-gateway", *DICOM_WIRE_PROGRAMS), "dicom"), (CA_PROGRAMS, "ca"))
     for program in programs} | {"dicom-audit": ("orthanc", "idp")}
 # Program name -> the groups (assets.json "groups") of the only hosts whose word it is, for a program
 # whose image other hosts have too: the RIS's HL7 listener and front (the RIS is an Orthanc host);
 # the DICOM simulator's log, a modality's or a reading workstation's (the legacy zone's TLS gateway
 # has the dicom image too, and runs no simulator); the tunnels' log, the overlay gateway's only.
 PROGRAM_GROUPS = {program: ("ris_servers",) for program in (*RIS_PROGRAMS, "hl7-front")} | {
-    program: ("modalities", "workstations") for program in DICOM_NODE_PROGRAMS} | {"overlay-gateway": ("overlay_gateways",)}
+    program: ("modalities", "workstations") for program in DICOM_NODE_PROGRAMS} | {
+    program: ("overlay_gateways",) for program in ("overlay-gateway", *DICOM_WIRE_PROGRAMS)}
 
 
 # Passive discovery (C-AST-01): how far back `discovery` looks for addresses the fw, the sensor and the
