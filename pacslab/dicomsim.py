@@ -709,7 +709,7 @@ def _association(event: Any, kind: str) -> None:
 
 def serve_storage(cfg: dict[str, Any], port: int, folder: Path, allowed: list[str], block: bool = True) -> Any:
     """A storage SCP over mutual TLS (the workstation's C-MOVE destination). Only the AE titles in
-    ``allowed`` may associate; received instances are written as Part 10 files. A file's name never
+    ``allowed`` may associate, and only by the node's own AE title; received instances are written as Part 10 files. A file's name never
     comes from what was received (a SOP Instance UID of "../../tmp/x" would have written outside the
     folder): it is the SHA-256 of the SOP Instance UID, so the same instance received twice is one file.
     Each association request is recorded when it arrives, and again if it is rejected (_association).
@@ -728,6 +728,7 @@ def serve_storage(cfg: dict[str, Any], port: int, folder: Path, allowed: list[st
 
     ae = AE(ae_title=cfg["ae_title"])
     ae.require_calling_aet = allowed
+    ae.require_called_aet = True  # the caller must name this node's AE title (PS3.8 9.3.4: called-AE-title-not-recognized)
     ae.add_supported_context(Verification)
     for uid in STORAGE.values():
         ae.add_supported_context(uid)

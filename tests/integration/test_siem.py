@@ -1607,6 +1607,8 @@ def test_an_unknown_ae_title_at_the_ris_or_the_reading_workstation_raises_unknow
                   "key": im.exec_in(lab, caller.name, "cat", "/etc/pacslab/tls/node.key"),
                   "calling": rogue, "called": str(target.ae_title), "host": str(target.address), "port": target.dicom_port}
         theft = json.loads(im.exec_in(lab, thief.name, "python3", "-c", STOLEN_KEY, input=json.dumps(stolen)).strip().splitlines()[-1])
+    assert own["outcome"] == "established", own
+    assert (theft["outcome"], theft.get("reject", {}).get("reason_name")) == ("rejected", "calling-AE-title-not-recognized"), theft
     lab_ae = str(caller.ae_title)
     own_events = wait_for(f"{lab_ae}'s association at {target.name}",
                           lambda: _association_events(lab, target, lab_ae, caller.address)["dicom-association-received"])
@@ -1618,8 +1620,6 @@ def test_an_unknown_ae_title_at_the_ris_or_the_reading_workstation_raises_unknow
     cases = {c["id"]: c for c in siem_json(lab, "cases")}
     evidence.update(own=own, theft={k: theft.get(k) for k in ("outcome", "reject", "tls_alert")}, lab_ae_event=own_events[-1],
                     received=received, rejected=rejected, unknown_ae=unknown, denied=denied)
-    assert own["outcome"] == "established", own
-    assert (theft["outcome"], theft.get("reject", {}).get("reason_name")) == ("rejected", "calling-AE-title-not-recognized"), theft
     source = "orthanc-log" if node == "ris" else "dicom-node"
     assert {k: own_events[-1][k] for k in ("source", "outcome", "dst_ip")} == {"source": source, "outcome": "lab-ae", "dst_ip": str(target.address)}
     for event in (received, rejected):
@@ -1663,6 +1663,7 @@ def test_the_overlay_gateway_names_each_ae_title_the_legacy_segment_sends_with_t
     since = max((e["id"] for e in siem_json(lab, "events", "--contains", "dicom_assoc_ae_calling")), default=0)
     own = im.dicomsim(lab, device.name, "echo", "--peer", "pacs")
     theft = im.dicomsim(lab, device.name, "echo", "--peer", "pacs", "--calling", rogue)
+    assert (own["outcome"], theft["outcome"], theft["reject"]["reason_name"]) == ("established", "rejected", "calling-AE-title-not-recognized")
     seen = wait_for(f"the gateway's record of {rogue}", lambda: _wire_events(lab, gateway, rogue, since))[0]
     own_seen = [e for e in _wire_events(lab, gateway, own_ae, since) if e["called_ae"] == str(pacs.ae_title)]
     unknown = wait_for("unknown-ae on the gateway's record", lambda: _alerts_of(lab, "unknown-ae", {seen["id"]}))[0]
@@ -1671,7 +1672,6 @@ def test_the_overlay_gateway_names_each_ae_title_the_legacy_segment_sends_with_t
     cases = {c["id"]: c for c in siem_json(lab, "cases")}
     evidence.update(own=own.get("outcome"), theft={k: theft.get(k) for k in ("outcome", "reject")}, seen=seen, own_seen=own_seen[:1],
                     unknown_ae=unknown, at_pacs=at_pacs)
-    assert (own["outcome"], theft["outcome"], theft["reject"]["reason_name"]) == ("established", "rejected", "calling-AE-title-not-recognized")
     assert {k: seen[k] for k in ("host", "source", "event_type", "calling_ae", "called_ae", "src_ip", "src_host", "dst_ip", "outcome")} == {
         "host": gateway.name, "source": "dicom-wire", "event_type": "dicom-association-received", "calling_ae": rogue,
         "called_ae": str(pacs.ae_title), "src_ip": str(device.address), "src_host": device.name, "dst_ip": str(gateway.address),

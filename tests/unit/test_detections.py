@@ -762,6 +762,9 @@ def _dicomsim(level: str, text: str) -> str:
      {"event_type": "dicom-association-rejected", "outcome": "local-limit-exceeded", "called_ae": None, "src_ip": None}),
     (_dicomsim("INFO", json.dumps({"event": "association-rejected", "calling_ae": "PACS", "reason": ["x"]})),
      {"event_type": "dicom-association-rejected", "outcome": "rejected"}),
+    # the SCP compares titles exactly: the PACS's in other letters is no lab title (Orthanc's lines fold case)
+    (_dicomsim("INFO", json.dumps({"event": "association-received", "calling_ae": "pacs", "called_ae": "WSRAD01", "src_ip": "10.77.40.10"})),
+     {"event_type": "dicom-association-received", "outcome": "unknown-calling-ae", "calling_ae": "pacs"}),
     # no calling AE title (or none as text) is no lab title
     (_dicomsim("INFO", json.dumps({"event": "association-received", "calling_ae": 7})),
      {"event_type": "dicom-association-received", "outcome": "unknown-calling-ae", "calling_ae": None}),
@@ -803,10 +806,15 @@ WIRE_RQ = {"frame_time_epoch": "1796633095.123456789", "ip_src": "10.77.31.10", 
     # an AE title no host has (Wireshark keeps the padding a sender put in: it is no part of the title)
     (_ek(**WIRE_RQ | {"dicom_assoc_ae_calling": "ROGUE01   ", "ip_src": "10.77.31.99"}),
      {"outcome": "unknown-calling-ae", "calling_ae": "ROGUE01", "src_ip": "10.77.31.99", "src_host": None}),
+    # the legacy device's title from another address of the segment (here the gateway's own): a title the PACS cannot
+    # tell from its owner's; a lab title in other letters is no lab title (AE titles compare exactly, PS3.5)
+    (_ek(**WIRE_RQ | {"ip_src": "10.77.31.20"}), {"outcome": "lab-ae-from-another-address", "calling_ae": "LEGACY01", "src_host": "ovl-gw"}),
+    (_ek(**WIRE_RQ | {"dicom_assoc_ae_calling": "legacy01"}), {"outcome": "unknown-calling-ae", "calling_ae": "legacy01"}),
     # no calling AE title, or two (no one title): no lab title; a port or time that is no number is none
     (_ek(**{k: v for k, v in WIRE_RQ.items() if k != "dicom_assoc_ae_calling"}), {"outcome": "unknown-calling-ae", "calling_ae": None}),
     (_ek(**WIRE_RQ | {"dicom_assoc_ae_calling": ["LEGACY01", "CT01"]}), {"outcome": "unknown-calling-ae", "calling_ae": None}),
     (_ek(**WIRE_RQ | {"tcp_srcport": "99999", "frame_time_epoch": "soon"}), {"src_port": None, "time": "2026-11-30T10:00:00.123Z"}),
+    (_ek(**WIRE_RQ | {"tcp_srcport": "\u00b2", "tcp_dstport": "\u0661\u0660\u0664"}), {"src_port": None, "dst_port": None}),
     # the EK index line between two documents, and a line that is no JSON: stored as the gateway's words, nothing read
     (json.dumps({"index": {"_index": "packets-2026-12-07", "_type": "doc"}}), {"event_type": "syslog", "calling_ae": None}),
     ("Capturing on 'any'", {"event_type": "syslog", "calling_ae": None}),

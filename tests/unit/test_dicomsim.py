@@ -354,20 +354,25 @@ def test_the_storage_scp_records_each_caller_and_each_rejection_with_its_reason(
     """The workstation's storage SCP (serve_storage, allowing PACS only) records every association
     request it receives with the calling and called AE titles and the caller's address, and a
     rejection with the reason it sent (PS3.8 9.3.4), as Orthanc's log does on the PACS (the siem's
-    unknown-ae, C-AST-05). Twin: the allowed caller's association is received, not rejected."""
+    unknown-ae, C-AST-05): a title it does not allow, the allowed title naming another called AE
+    title. Twin: the allowed caller naming the node's title is received, not rejected."""
     server = dicomsim.serve_storage(_cfg(pki, 0, "server") | {"ae_title": "WSRAD01"}, 0, tmp_path / "in", ["PACS"], block=False)
     port = server.server_address[1]
     try:
         with caplog.at_level("INFO", logger="dicomsim"):
             rogue = _echo(pki, port, calling="ROGUE01", called="WSRAD01")
+            misnamed = _echo(pki, port, calling="PACS", called="WSRAD99")
             allowed = _echo(pki, port, calling="PACS", called="WSRAD01")
     finally:
         server.shutdown()
     records = [json.loads(r.getMessage()) for r in caplog.records if r.name == "dicomsim" and r.getMessage().startswith("{")]
-    assert (rogue["outcome"], allowed["outcome"]) == ("rejected", "established")
+    assert (rogue["outcome"], misnamed["outcome"], allowed["outcome"]) == ("rejected", "rejected", "established")
     assert records == [
         {"event": "association-received", "calling_ae": "ROGUE01", "called_ae": "WSRAD01", "src_ip": "127.0.0.1"},
         {"event": "association-rejected", "calling_ae": "ROGUE01", "called_ae": "WSRAD01", "src_ip": "127.0.0.1",
          "reason": "calling-AE-title-not-recognized"},
+        {"event": "association-received", "calling_ae": "PACS", "called_ae": "WSRAD99", "src_ip": "127.0.0.1"},
+        {"event": "association-rejected", "calling_ae": "PACS", "called_ae": "WSRAD99", "src_ip": "127.0.0.1",
+         "reason": "called-AE-title-not-recognized"},
         {"event": "association-received", "calling_ae": "PACS", "called_ae": "WSRAD01", "src_ip": "127.0.0.1"},
     ]

@@ -468,6 +468,20 @@ def _slapd(msg: str, peer: str, connections: dict[tuple[str, str], dict[str, Any
 # dicom-access-denied read both). An acquisition is "stored" only when the PACS took every instance
 # and at least one; else "incomplete". Any other line keeps its level as the outcome (dicom-node-log).
 DICOM_NODE_PROGRAMS = ("dicom-node",)
+
+
+def _lab_title(calling_ae: str | None, assets: dict[str, Any], fold_case: bool = False) -> str | None:
+    """The host of the lab definition whose AE title ``calling_ae`` is (assets.json "ae_titles",
+    C-AST-05), else None. ``fold_case``: compared without case, as Orthanc compares; pynetdicom's
+    SCP and the wire compare exactly (PS3.5 AE: only leading and trailing spaces are not significant)."""
+    titles = assets.get("ae_titles", {})
+    if calling_ae is None:
+        return None
+    if fold_case:
+        return next((str(host) for ae, host in titles.items() if str(ae).upper() == calling_ae.upper()), None)
+    return str(titles[calling_ae]) if calling_ae in titles else None
+
+
 _DICOMSIM = re.compile(r"^\d{4}-\d\d-\d\d [\d:,]+ dicomsim (?P<level>[A-Z]+) (?P<text>.*)$")
 # A-ASSOCIATE-RJ reason (dicomsim's spelling of PS3.8 Table 9-21) -> the outcome Orthanc's lines get for it
 _NODE_REJECTIONS = {"calling-AE-title-not-recognized": "calling-ae-not-allowed", "called-AE-title-not-recognized": "called-ae-not-recognised"}
@@ -482,9 +496,8 @@ def _dicom_node(msg: str, assets: dict[str, Any], peer: str) -> dict[str, Any]:
     found = {"patient_id": _text(data, "patient_id"), "study_uid": _text(data, "study_uid"), "calling_ae": _text(data, "calling_ae"),
              "proto": "dicom"}
     if data.get("event") in ("association-received", "association-rejected"):
-        known = {str(ae).upper() for ae in assets.get("ae_titles", {})}
         calling, received = found["calling_ae"], data["event"] == "association-received"
-        outcome = ("unknown-calling-ae" if (calling or "").upper() not in known else "lab-ae" if received
+        outcome = ("unknown-calling-ae" if _lab_title(calling, assets) is None else "lab-ae" if received
                    else _NODE_REJECTIONS.get(_text(data, "reason") or "", _text(data, "reason") or "rejected"))
         return found | {"event_type": "dicom-association-received" if received else "dicom-association-rejected", "outcome": outcome,
                         "called_ae": _text(data, "called_ae"), "src_ip": _text(data, "src_ip"), "dst_ip": peer}
@@ -503,7 +516,10 @@ def _dicom_node(msg: str, assets: dict[str, Any], peer: str) -> dict[str, Any]:
 # gateway's tunnels (its index lines, {"index": ...}, are no record). A dicom-association-received
 # event, as Orthanc's line for an association, with the device's own address (the PACS sees the
 # gateway's) and the gateway's as the destination: "unknown-calling-ae" when no host of the lab
-# definition has the calling AE title, else "lab-ae". The time is the packet's.
+# definition has the calling AE title, "lab-ae" when the address is that host's, else
+# "lab-ae-from-another-address" (a device calling itself by another's title, which the PACS, seeing
+# the gateway's address, cannot tell). The address is the packet's source as the segment carried it:
+# a device there could forge it. The time is the packet's.
 DICOM_WIRE_PROGRAMS = ("dicom-wire",)
 
 
@@ -520,13 +536,14 @@ def _dicom_wire(msg: str, assets: dict[str, Any]) -> dict[str, Any]:
 
     def port(field: str) -> int | None:
         value = one(field)
-        return int(value) if value is not None and value.isdigit() and int(value) < 65536 else None
+        return int(value) if value is not None and value.isascii() and value.isdecimal() and int(value) < 65536 else None
 
-    calling, known = one("dicom_assoc_ae_calling"), {str(ae).upper() for ae in assets.get("ae_titles", {})}
+    calling, source = one("dicom_assoc_ae_calling"), one("ip_src")
+    owner, sender = _lab_title(calling, assets), (assets.get("addresses", {}).get(source or "") or {}).get("host")
     found: dict[str, Any] = {"event_type": "dicom-association-received", "proto": "dicom", "calling_ae": calling,
-                             "called_ae": one("dicom_assoc_ae_called"), "src_ip": one("ip_src"), "src_port": port("tcp_srcport"),
+                             "called_ae": one("dicom_assoc_ae_called"), "src_ip": source, "src_port": port("tcp_srcport"),
                              "dst_ip": one("ip_dst"), "dst_port": port("tcp_dstport"),
-                             "outcome": "unknown-calling-ae" if (calling or "").upper() not in known else "lab-ae"}
+                             "outcome": "unknown-calling-ae" if owner is None else "lab-ae" if owner == sender else "lab-ae-from-another-address"}
     try:
         found["time"] = _from_epoch(one("frame_time_epoch"))
     except (TypeError, ValueError, OverflowError, OSError):
@@ -634,18 +651,20 @@ def _orthanc_log(msg: str, assets: dict[str, Any], peer: str) -> dict[str, Any]:
     line = _GLOG.match(msg)
     if not line:
         return {}
-    text, known = line["text"], {str(ae).upper() for ae in assets.get("ae_titles", {})}  # Orthanc compares without case
+    text = line["text"]
     if m := _ASSOCIATION_RQ.match(text) or _ASSOCIATION_RJ.match(text):
         received = text.startswith("Association Received")
+        known = _lab_title(m["ae"], assets, fold_case=True) is not None  # Orthanc compares without case
         return {"event_type": "dicom-association-received" if received else "dicom-association-rejected", "calling_ae": m["ae"],
                 "src_ip": m["ip"], "dst_ip": peer, "proto": "dicom",
-                "outcome": "unknown-calling-ae" if m["ae"].upper() not in known else "lab-ae" if received else "calling-ae-not-allowed"}
+                "outcome": "unknown-calling-ae" if not known else "lab-ae" if received else "calling-ae-not-allowed"}
     if m := _CALLED_RJ.match(text):
         return {"event_type": "dicom-association-rejected", "called_ae": m["ae"], "dst_ip": peer, "proto": "dicom",
                 "outcome": "called-ae-not-recognised"}
     if m := _REQUEST_RJ.match(text):
         return {"event_type": "dicom-request-rejected", "calling_ae": m["ae"], "src_ip": m["ip"], "dst_ip": peer, "proto": "dicom",
-                "outcome": "unknown-calling-ae" if m["ae"].upper() not in known else DIMSE.get(m["command"] or "", m["command"] or "not-listed")}
+                "outcome": "unknown-calling-ae" if _lab_title(m["ae"], assets, fold_case=True) is None
+                else DIMSE.get(m["command"] or "", m["command"] or "not-listed")}
     return {"event_type": "orthanc-log", "outcome": GLOG_LEVELS[line["level"]]}
 
 
