@@ -378,6 +378,8 @@ RUNS_AS = (
     RunsAs("/usr/bin/tcpdump -i any ", "tcpdump",
            "roles/firewall capture.yml: the capture ring opens the interfaces as root, then runs as Debian's tcpdump user"),
     RunsAs("/usr/sbin/ulogd", "root", "finding, not fixed yet: the fw's NFLOG collector (supervisor starts it without --uid)"),
+    RunsAs("/bin/sh -c /usr/bin/dumpcap ", "root",
+           "roles/dicom_node (gateway): the shell of the capture's pipeline; dumpcap captures as root, tshark and grep run as nobody"),
     RunsAs("sshd: /usr/sbin/sshd ", "root",
            "roles/bastion, roles/maintenance: sshd's listener binds 22 and reads the host key as root; each session runs as its person"),
     RunsAs("/usr/sbin/rsyslogd ", "root",
@@ -434,6 +436,25 @@ def test_services_run_as_their_own_users(infra, fact_host: str, evidence) -> Non
     procs = services(infra(fact_host))
     evidence.update(runs_as=[f"{user}: {args[:80]}" for _, user, args in procs])
     assert run_as_problems(procs) == []
+
+
+@pytest.mark.control("C-PRT-02")
+def test_the_gateway_s_capture_parses_the_segment_s_bytes_as_nobody(running_lab: Lab, infra, evidence) -> None:
+    """roles/dicom_node (gateway): of the capture's pipeline only dumpcap keeps root (CAP_NET_RAW, to
+    capture); tshark, which parses what any device on the legacy segment sends, and grep run as
+    nobody with no capability left (setpriv). The twin: dumpcap itself is root's."""
+    gateways = [h for h in running_lab.deployed_hosts() if "overlay_gateways" in h.groups]
+    if not gateways:
+        pytest.skip(f"lab {running_lab.name!r} deploys no overlay gateway")
+    host = infra(gateways[0].name)
+    shell = next(p for p in host.process.filter(ppid=1) if p.args.startswith("/bin/sh -c /usr/bin/dumpcap "))
+    found = {}
+    for child in host.process.filter(ppid=shell.pid):
+        status = dict(ln.split(":\t", 1) for ln in host.file(f"/proc/{child.pid}/status").content_string.splitlines() if ":\t" in ln)
+        found[child.args.split()[0]] = (str(child.user), int(status["CapEff"], 16), int(status["CapPrm"], 16))
+    evidence.update(pipeline=found)
+    assert found["/usr/bin/tshark"] == ("nobody", 0, 0) and found["/bin/grep"] == ("nobody", 0, 0), found
+    assert found["/usr/bin/dumpcap"][0] == "root", found
 
 
 def capability_sets(host: InfraHost, command: str) -> tuple[Any, dict[str, int]]:
