@@ -119,6 +119,11 @@ untraceable-deletion-refused --runs times, the lab's REST administrator (from th
              the PACS refuses to every account (403) before it looks the study up: seconds from the
              answer to the untraceable-deletion-refused alert holding its access decision (AU-9,
              C-PRT-01); p50 and p95. Nothing is stored or removed.
+monitoring-down --runs times, the PACS's host watch stopped (supervisorctl stop hids): seconds from
+             the stop to the monitoring-down alert holding the PACS's program-down record of hids
+             newer than the run (roles/log_shipping pacslab-supervision: reported once it has been
+             down for the grace, 30 s, looked at every 5 s; AU-5, C-PRT-01, C-PRT-04); p50 and p95.
+             hids is started again after each run, and the run waits for its program-up.
 ingest       --messages RFC 5424 messages sent by the bastion (a log source) over one TLS session
              with its lab certificate, as fast as the connection takes them: seconds until the
              siem's store holds the last one, and events per second.
@@ -165,7 +170,7 @@ WAIT = 120
 MEASURES = ("brute-force", "break-in", "port-scan", "compromised-modality", "integrity", "audit", "unknown-ae", "security-alert",
             "device-anomaly", "ids", "malware", "maintenance", "unknown-device", "legacy-rogue", "host-watch", "archive-rescan", "bulk-access",
             "off-hours-deletion", "weak-tls-service", "vulnerability-scan-failed", "ldap-brute-force", "audit-trail-failure",
-            "untraceable-deletion-refused", "ingest")
+            "untraceable-deletion-refused", "monitoring-down", "ingest")
 # The EICAR anti-malware test file (eicar.org), as the lab's own signature for it holds it.
 EICAR_HEX = "".join(next(s for s in safe_load((REPO / "roles" / "orthanc" / "defaults" / "main.yml").read_text())["orthanc_malware_signatures"]
                          if s["name"] == "Pacslab.Test.EICAR")["hex"].split())
@@ -909,6 +914,34 @@ def untraceable_deletion_refused(lab: Lab, siem: str) -> float:
     return seconds
 
 
+def monitoring_down(lab: Lab, siem: str) -> float:
+    """One monitoring-down run (the docstring's): seconds from the stop of the PACS's hids to the
+    alert holding the PACS's program-down record of it stored after the run began."""
+    pacs = lab.group("pacs_servers")[0].name
+    since = last_event(lab, siem)
+
+    def records(event_type: str) -> list[dict[str, Any]]:
+        return [e for e in siem_rows(lab, siem, "events", "--since-id", str(since), "--contains", f'"{event_type}"')
+                if (e["host"], e["source"], e["event_type"], e["program"]) == (pacs, "supervision", event_type, "hids")]
+
+    im.exec_in(lab, pacs, "supervisorctl", "stop", "hids")
+    stopped, seconds = time.monotonic(), None
+    try:
+        while seconds is None and time.monotonic() - stopped < WAIT:
+            ids = {e["id"] for e in records("program-down")}
+            if ids and any(a["rule"] == "monitoring-down" and ids & set(a["events"]) for a in siem_rows(lab, siem, "alerts")):
+                seconds = time.monotonic() - stopped
+            time.sleep(0.25)
+    finally:
+        im.exec_in(lab, pacs, "supervisorctl", "start", "hids")
+    back = time.monotonic()
+    while not records("program-up") and time.monotonic() - back < WAIT:
+        time.sleep(1)
+    if seconds is None:
+        raise SystemExit(f"no monitoring-down alert holding {pacs}'s program-down of hids within {WAIT} s")
+    return seconds
+
+
 def seconds_to_alert(lab: Lab, siem: str, start: float, contains: str, event_type: str, rule: str) -> float | None:
     """Seconds from ``start`` (time.monotonic) until an alert of ``rule`` holds an event of
     ``event_type`` whose raw message holds ``contains``; None when none does within WAIT."""
@@ -1024,6 +1057,7 @@ def main() -> int:
                                 lambda: summary([audit_trail_failure(lab, plan, siem) for _ in range(n)])),
         "untraceable-deletion-refused": ("untraceable_deletion_refused_from_answer",
                                          lambda: summary([untraceable_deletion_refused(lab, siem) for _ in range(n)])),
+        "monitoring-down": ("monitoring_down_from_stop", lambda: summary([monitoring_down(lab, siem) for _ in range(n)])),
         "ingest": ("ingest", lambda: ingest(lab, siem, args.messages)),
     }
     result: dict[str, Any] = {"rules": len(json.loads(im.exec_in(lab, siem, "cat", "/etc/pacslab/siem/rules.json"))), "runs": n}

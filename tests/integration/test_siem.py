@@ -1954,3 +1954,56 @@ def test_a_vendor_signed_in_outside_a_maintenance_window_raises_vendor_outside_w
         "medium", {"user": user, "src_ip": client}, [outside["id"]])
     assert inside["maintenance"] == f"window {windows[siem(lab).name]}"
     assert quiet == []
+
+
+def _supervision_events(lab: Lab, since: int, event_type: str) -> list[dict[str, Any]]:
+    """The siem's ``event_type`` records of the sources' watches over their programs, stored after event ``since``."""
+    return [e for e in siem_json(lab, "events", "--since-id", str(since), "--contains", f'"{event_type}"')
+            if e["source"] == "supervision" and e["event_type"] == event_type]
+
+
+def _of_each(lab: Lab, since: int, event_type: str, programs: dict[str, str]) -> list[dict[str, Any]]:
+    """Those records once they name each host's program of ``programs`` {host: program}; else []."""
+    found = _supervision_events(lab, since, event_type)
+    return found if {(e["host"], e["program"]) for e in found} >= set(programs.items()) else []
+
+
+@pytest.mark.control("C-PRT-01")
+@pytest.mark.control("C-PRT-04")
+def test_a_watch_that_stays_stopped_raises_monitoring_down_and_a_clinical_service_or_a_restart_does_not(running_lab: Lab,
+                                                                                                        evidence) -> None:
+    """Every log source's watch over its supervised programs (pacslab-supervision, a supervisor
+    event listener; AU-5). At one moment: the PACS's host watch (hids) stopped, the reading
+    workstation's storage SCP stopped, and the VNA's host watch restarted (supervisorctl). Once
+    the grace (30 s) has passed, the PACS's record names hids, stopped, and raises monitoring-down
+    (high) about the PACS and hids; the workstation's names storage-scp, stopped, and no
+    monitoring-down holds it (a clinical service's stop is stored, no watch's); the VNA's restart
+    is no record at all. Started again, both programs' program-up records reach the siem."""
+    lab = running_lab
+    pacs, vna = pacs_of(lab), the(lab, "vna_servers")
+    reading = [h for h in lab.deployed_hosts() if "workstations" in h.groups and h.name in sources(lab)]
+    if not {pacs.name, vna.name} <= set(sources(lab)) or not reading:
+        pytest.skip(f"lab {lab.name!r} ships no PACS, VNA and reading workstation to its siem")
+    workstation = reading[0]
+    since = max((e["id"] for kind in ("program-down", "program-up") for e in _supervision_events(lab, 0, kind)), default=0)
+    stopped = {pacs.name: "hids", workstation.name: "storage-scp"}
+    try:
+        for host, program in stopped.items():
+            assert im.exec_in(lab, host, "supervisorctl", "stop", program).strip() == f"{program}: stopped"
+        im.exec_in(lab, vna.name, "supervisorctl", "restart", "hids")
+        down = wait_for("the PACS's and the workstation's program-down", lambda: _of_each(lab, since, "program-down", stopped))
+    finally:
+        for host, program in stopped.items():
+            im.exec_in(lab, host, "supervisorctl", "start", program)
+    up = wait_for("both programs' program-up", lambda: _of_each(lab, since, "program-up", stopped))
+    evaluated_after(lab, utc_now())
+    [watch] = [e for e in down if (e["host"], e["program"]) == (pacs.name, "hids")]
+    [service] = [e for e in down if (e["host"], e["program"]) == (workstation.name, "storage-scp")]
+    raised = _alerts_of(lab, "monitoring-down", {watch["id"]})
+    quiet = _alerts_of(lab, "monitoring-down", {service["id"]})
+    restarted = [e for e in down + up if e["host"] == vna.name]
+    evidence.update(down=down, up=up, alert=raised, service_alerts=quiet)
+    assert (watch["outcome"], service["outcome"]) == ("stopped", "stopped")
+    assert len(raised) == 1 and (raised[0]["severity"], raised[0]["entities"]) == ("high", {"host": pacs.name, "program": "hids"})
+    assert quiet == [] and restarted == []
+    assert {(e["host"], e["program"], e["outcome"]) for e in up} >= {(pacs.name, "hids", "running"), (workstation.name, "storage-scp", "running")}

@@ -352,6 +352,19 @@ def _record(program: str, msg: str, peer: str = "10.77.70.10") -> dict[str, Any]
     ("hids", '{"event": "hids-started", "packaged_files": 31000, "listeners": ["tcp/443"], "interval": 1.0}',
      {"event_type": "hids-started", "user": None}),
     ("hids", "not json", {"event_type": "syslog"}),
+    # every source's watch over its supervised programs (roles/log_shipping, pacslab-supervision), from any host
+    ("supervision", '{"time": "2026-11-30T10:00:00.000Z", "event": "program-down", "program": "dicom-wire", "state": "STOPPED",'
+                    ' "description": "Nov 30 09:59 AM", "since": "2026-11-30T09:59:30.000Z", "down_seconds": 30.0}',
+     {"event_type": "program-down", "program": "dicom-wire", "outcome": "stopped", "user": None}),
+    ("supervision", '{"event": "program-down", "program": "clamd", "state": "REMOVED"}',
+     {"event_type": "program-down", "program": "clamd", "outcome": "removed"}),
+    ("supervision", '{"event": "program-up", "program": "scp:scp_01", "state": "RUNNING"}',
+     {"event_type": "program-up", "program": "scp:scp_01", "outcome": "running"}),
+    ("supervision", '{"event": "supervision-started", "programs": ["rsyslogd"], "after_seconds": 30}',
+     {"event_type": "supervision-started", "program": None, "outcome": None}),
+    ("supervision", '{"event": "program-down", "program": ["ulogd"], "state": 3}',
+     {"event_type": "program-down", "program": None, "outcome": None}),
+    ("supervision", '{"event": "unexpected-exec", "program": "ulogd"}', {"event_type": "syslog", "program": None}),
 ])
 def test_normalise(program: str, msg: str, expected: dict[str, Any]) -> None:
     orthanc = program in ("orthanc-events", "dicom-audit", "orthanc-log", "hids")  # what the PACS sends, from the PACS's address
@@ -624,7 +637,8 @@ def test_the_idps_user_authentication_messages_are_its_word_and_no_one_elses() -
 
 @pytest.mark.parametrize(("program", "peer"), [("orthanc-events", "10.77.40.10"), ("fw-drops", "10.77.50.254"),
                                              ("fw-response", "10.77.50.254"), ("suricata", "10.77.50.11"), ("discovery", "10.77.50.12"),
-                                             ("idp-portal", "10.77.10.11"), ("tlog", "10.77.70.10")])
+                                             ("idp-portal", "10.77.10.11"), ("tlog", "10.77.70.10"),
+                                             ("supervision", "10.77.30.10")])
 @pytest.mark.parametrize("msg", ['["user", "event"]', '"user"', "42", "null", '{"user":', ""])
 def test_a_json_source_s_line_that_holds_no_object_stays_syslog(program: str, peer: str, msg: str) -> None:
     """A line of a JSON log source that is not a JSON object (a list, a string, a number, null, a

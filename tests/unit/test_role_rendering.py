@@ -184,11 +184,12 @@ def test_gateway_tunnels_come_from_the_definition(lab: tuple[str, Renderer]) -> 
 
 # What each Orthanc host ships (roles/log_shipping log_shipping_files), written out by hand: every
 # Orthanc host its event log, audit trail, own log, DICOM TLS front's log and host watch; the PACS,
-# which the bastion's flow F08b reaches on SSH, sudo's and sshd's logs; the RIS its HL7 record and front.
+# which the bastion's flow F08b reaches on SSH, sudo's and sshd's logs; the RIS its HL7 record and front;
+# each, as every source, the watch over its supervised programs.
 SHIPPED = {
-    "pacs": ["orthanc-events", "dicom-audit", "orthanc-log", "dicom-front", "hids", "sudo", "sshd"],
-    "vna": ["orthanc-events", "dicom-audit", "orthanc-log", "dicom-front", "hids"],
-    "ris": ["orthanc-events", "dicom-audit", "orthanc-log", "dicom-front", "hids", "hl7-orders", "hl7-front"],
+    "pacs": ["orthanc-events", "dicom-audit", "orthanc-log", "dicom-front", "hids", "sudo", "sshd", "supervision"],
+    "vna": ["orthanc-events", "dicom-audit", "orthanc-log", "dicom-front", "hids", "supervision"],
+    "ris": ["orthanc-events", "dicom-audit", "orthanc-log", "dicom-front", "hids", "hl7-orders", "hl7-front", "supervision"],
 }
 
 

@@ -76,7 +76,7 @@ ASSETS = Path("/etc/pacslab/siem/assets.json")
 
 FIELDS = ("time", "host", "sender_host", "source", "event_type", "user", "src_ip", "src_port", "dst_ip", "dst_port", "proto",
           "calling_ae", "called_ae", "patient_id", "study_uid", "outcome", "message", "src_host", "src_zone", "signature_id", "signature",
-          "maintenance", "action", "shift")
+          "maintenance", "action", "shift", "program")
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS events (
@@ -281,6 +281,8 @@ def normalise(record: dict[str, Any], assets: dict[str, Any], connections: dict[
         event.update(_dicom_audit(msg))
     elif source == "hids":
         event.update(_hids(msg))
+    elif source in SUPERVISION_PROGRAMS:
+        event.update(_supervision(msg))
     elif source == "suricata":
         event.update(_eve(msg))
     elif source == "discovery":
@@ -601,6 +603,26 @@ def _hids(msg: str) -> dict[str, Any]:
             "proto": data.get("proto") if isinstance(data.get("proto"), str) else None,
             "dst_port": port if isinstance(port, int) and not isinstance(port, bool) else None,
             "outcome": data.get("reason") if isinstance(data.get("reason"), str) else None}
+
+
+SUPERVISION_PROGRAMS = ("supervision",)
+SUPERVISION_EVENTS = ("program-down", "program-up", "supervision-started", "supervision-failed")
+
+
+# Every log source's watch over its supervised programs (roles/log_shipping,
+# files/pacslab_supervision.py), shipped as supervision from any host (each speaks of its own
+# programs only: the host is the TLS peer's): one JSON object per line, its kind in "event" -
+# program-down (a program supervisor should run has not been RUNNING for the listener's grace:
+# "state" is supervisor's state name, or REMOVED from its configuration), program-up (it runs
+# again), supervision-started, supervision-failed. The program is supervisor's name of it; the
+# outcome its state, in lower case.
+def _supervision(msg: str) -> dict[str, Any]:
+    data = _json_object(msg)
+    if data.get("event") not in SUPERVISION_EVENTS:
+        return {}
+    program, state = data.get("program"), data.get("state")
+    return {"event_type": data["event"], "program": program if isinstance(program, str) else None,
+            "outcome": state.lower() if isinstance(state, str) else None}
 
 
 # The lab plugin's event log on the PACS and the VNA (roles/orthanc, files/pacslab_orthanc.py): one
