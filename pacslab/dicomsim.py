@@ -707,12 +707,24 @@ def _association(event: Any, kind: str) -> None:
            src_ip=str(assoc.requestor.address), **({"reason": reason} if kind == "association-rejected" else {}))
 
 
+def _closed_before_request(event: Any) -> None:
+    """The connection closed before any A-ASSOCIATE-RQ came (PS3.8 9.2, state Sta2 with Evt17:
+    action AA-5): a TLS handshake that failed, a peer that connected and left. pynetdicom's acceptor
+    then still waits its ACSE timeout (30 s) for a request that cannot come, holding one of its
+    maximum_associations: ten failed handshakes made the workstation refuse the PACS's C-MOVE as
+    local-limit-exceeded for 30 s. An empty item on the DUL's queue to its user ends that wait at
+    once, by pynetdicom's own path for an ACSE timeout (the association is killed, its socket shut)."""
+    if event.action == "AA-5" and event.assoc.is_acceptor:
+        event.assoc.dul.to_user_queue.put(None)
+
+
 def serve_storage(cfg: dict[str, Any], port: int, folder: Path, allowed: list[str], block: bool = True) -> Any:
     """A storage SCP over mutual TLS (the workstation's C-MOVE destination). Only the AE titles in
     ``allowed`` may associate, and only by the node's own AE title; received instances are written as Part 10 files. A file's name never
     comes from what was received (a SOP Instance UID of "../../tmp/x" would have written outside the
     folder): it is the SHA-256 of the SOP Instance UID, so the same instance received twice is one file.
     Each association request is recorded when it arrives, and again if it is rejected (_association).
+    A connection that closes before its request frees its association at once (_closed_before_request).
     ``block`` False: returns the running server (pynetdicom's ThreadedAssociationServer) at once."""
     folder.mkdir(parents=True, exist_ok=True)
 
@@ -734,7 +746,7 @@ def serve_storage(cfg: dict[str, Any], port: int, folder: Path, allowed: list[st
         ae.add_supported_context(uid)
     return ae.start_server(("0.0.0.0", port), block=block, ssl_context=server_context(cfg), evt_handlers=[
         (evt.EVT_C_STORE, on_store), (evt.EVT_REQUESTED, lambda event: _association(event, "association-received")),
-        (evt.EVT_REJECTED, lambda event: _association(event, "association-rejected"))])
+        (evt.EVT_REJECTED, lambda event: _association(event, "association-rejected")), (evt.EVT_FSM_TRANSITION, _closed_before_request)])
 
 
 def serve_sink(port: int) -> None:

@@ -14,6 +14,7 @@ import json
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -376,3 +377,24 @@ def test_the_storage_scp_records_each_caller_and_each_rejection_with_its_reason(
          "reason": "called-AE-title-not-recognized"},
         {"event": "association-received", "calling_ae": "PACS", "called_ae": "WSRAD01", "src_ip": "127.0.0.1"},
     ]
+
+
+def test_connections_whose_handshake_fails_hold_no_association_of_the_storage_scp(pki: Path, tmp_path: Path) -> None:
+    """Ten connections to the workstation's storage SCP without a client certificate (each ends
+    with the certificate-required alert) leave it no association held: pynetdicom's acceptor alone
+    would wait 30 s (its ACSE timeout) for each one's request and refuse the eleventh caller,
+    the allowed PACS, as local-limit-exceeded (PS3.8 9.3.4: rejected-transient). The PACS's
+    association right after them is established."""
+    server = dicomsim.serve_storage(_cfg(pki, 0, "server") | {"ae_title": "WSRAD01"}, 0, tmp_path / "in", ["PACS"], block=False)
+    port = server.server_address[1]
+    try:
+        failed = [_echo(pki, port, tls="nocert", calling="PACS", called="WSRAD01") for _ in range(10)]
+        deadline = time.monotonic() + 5  # each ends in its own thread as its handshake fails; 30 s without the fix
+        while server.active_associations and time.monotonic() < deadline:
+            time.sleep(0.05)
+        held = len(server.active_associations)
+        allowed = _echo(pki, port, calling="PACS", called="WSRAD01")
+    finally:
+        server.shutdown()
+    assert {(f["outcome"], f.get("tls_alert")) for f in failed} == {("tls-alert", "certificate-required")}
+    assert (held, allowed["outcome"], allowed.get("reject")) == (0, "established", None)
