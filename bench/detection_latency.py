@@ -124,6 +124,11 @@ monitoring-down --runs times, the PACS's host watch stopped (supervisorctl stop 
              newer than the run (roles/log_shipping pacslab-supervision: reported once it has been
              down for the grace, 30 s, looked at every 5 s; AU-5, C-PRT-01, C-PRT-04); p50 and p95.
              hids is started again after each run, and the run waits for its program-up.
+log-source-silent --runs times, the MR's shipping stopped (supervisorctl stop rsyslogd): seconds
+             from the stop to the log-source-silent alert holding the siem's own event about the MR
+             newer than the run (its watch's heartbeat, every 30 s, not heard for 90 s; AU-5,
+             C-PRT-01); p50 and p95. rsyslogd is started again after each run, and the run waits
+             for the siem's log-source-resumed about the MR.
 ingest       --messages RFC 5424 messages sent by the bastion (a log source) over one TLS session
              with its lab certificate, as fast as the connection takes them: seconds until the
              siem's store holds the last one, and events per second.
@@ -170,7 +175,7 @@ WAIT = 120
 MEASURES = ("brute-force", "break-in", "port-scan", "compromised-modality", "integrity", "audit", "unknown-ae", "security-alert",
             "device-anomaly", "ids", "malware", "maintenance", "unknown-device", "legacy-rogue", "host-watch", "archive-rescan", "bulk-access",
             "off-hours-deletion", "weak-tls-service", "vulnerability-scan-failed", "ldap-brute-force", "audit-trail-failure",
-            "untraceable-deletion-refused", "monitoring-down", "ingest")
+            "untraceable-deletion-refused", "monitoring-down", "log-source-silent", "ingest")
 # The EICAR anti-malware test file (eicar.org), as the lab's own signature for it holds it.
 EICAR_HEX = "".join(next(s for s in safe_load((REPO / "roles" / "orthanc" / "defaults" / "main.yml").read_text())["orthanc_malware_signatures"]
                          if s["name"] == "Pacslab.Test.EICAR")["hex"].split())
@@ -942,6 +947,34 @@ def monitoring_down(lab: Lab, siem: str) -> float:
     return seconds
 
 
+def log_source_silent(lab: Lab, siem: str) -> float:
+    """One log-source-silent run (the docstring's): seconds from the stop of the MR's rsyslogd to the
+    alert holding the siem's own log-source-silent event about the MR stored after the run began."""
+    quiet = [h.name for h in lab.deployed_hosts() if "modalities" in h.groups and h.zone != "legacy"][-1]  # the integration check's
+    since = last_event(lab, siem)
+
+    def said(event_type: str) -> list[dict[str, Any]]:
+        return [e for e in siem_rows(lab, siem, "events", "--since-id", str(since), "--contains", f'"{event_type}"')
+                if (e["host"], e["source"], e["event_type"]) == (quiet, "pacslab-siem", event_type)]
+
+    im.exec_in(lab, quiet, "supervisorctl", "stop", "rsyslogd")
+    stopped, seconds = time.monotonic(), None
+    try:
+        while seconds is None and time.monotonic() - stopped < WAIT + 90:
+            ids = {e["id"] for e in said("log-source-silent")}
+            if ids and any(a["rule"] == "log-source-silent" and ids & set(a["events"]) for a in siem_rows(lab, siem, "alerts")):
+                seconds = time.monotonic() - stopped
+            time.sleep(0.5)
+    finally:
+        im.exec_in(lab, quiet, "supervisorctl", "start", "rsyslogd")
+    back = time.monotonic()
+    while not said("log-source-resumed") and time.monotonic() - back < WAIT:
+        time.sleep(1)
+    if seconds is None:
+        raise SystemExit(f"no log-source-silent alert about {quiet} within {WAIT + 90} s")
+    return seconds
+
+
 def seconds_to_alert(lab: Lab, siem: str, start: float, contains: str, event_type: str, rule: str) -> float | None:
     """Seconds from ``start`` (time.monotonic) until an alert of ``rule`` holds an event of
     ``event_type`` whose raw message holds ``contains``; None when none does within WAIT."""
@@ -1058,6 +1091,7 @@ def main() -> int:
         "untraceable-deletion-refused": ("untraceable_deletion_refused_from_answer",
                                          lambda: summary([untraceable_deletion_refused(lab, siem) for _ in range(n)])),
         "monitoring-down": ("monitoring_down_from_stop", lambda: summary([monitoring_down(lab, siem) for _ in range(n)])),
+        "log-source-silent": ("log_source_silent_from_stop", lambda: summary([log_source_silent(lab, siem) for _ in range(n)])),
         "ingest": ("ingest", lambda: ingest(lab, siem, args.messages)),
     }
     result: dict[str, Any] = {"rules": len(json.loads(im.exec_in(lab, siem, "cat", "/etc/pacslab/siem/rules.json"))), "runs": n}

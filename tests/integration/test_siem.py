@@ -1471,7 +1471,7 @@ def test_an_association_from_an_unknown_ae_title_raises_unknown_ae_and_dicom_acc
     echo = im.dicomsim(lab, station.name, "echo", "--calling", rogue)
 
     def logged(kind: str) -> list[dict[str, Any]]:
-        return [e for e in siem_json(lab, "events", "--contains", f"AET {rogue} on IP") if e["event_type"] == kind]
+        return _association_events(lab, pacs, rogue, station.address)[kind]
 
     received = wait_for("the association received", lambda: logged("dicom-association-received"))[0]
     rejected = wait_for("the association rejected", lambda: logged("dicom-association-rejected"))[0]
@@ -2007,3 +2007,52 @@ def test_a_watch_that_stays_stopped_raises_monitoring_down_and_a_clinical_servic
     assert len(raised) == 1 and (raised[0]["severity"], raised[0]["entities"]) == ("high", {"host": pacs.name, "program": "hids"})
     assert quiet == [] and restarted == []
     assert {(e["host"], e["program"], e["outcome"]) for e in up} >= {(pacs.name, "hids", "running"), (workstation.name, "storage-scp", "running")}
+
+
+def _siem_said(lab: Lab, since: int, event_type: str) -> list[dict[str, Any]]:
+    """The siem's own ``event_type`` events (its detections', source pacslab-siem) stored after event ``since``."""
+    return [e for e in siem_json(lab, "events", "--since-id", str(since), "--contains", f'"{event_type}"')
+            if e["source"] == "pacslab-siem" and e["event_type"] == event_type]
+
+
+@pytest.mark.control("C-PRT-01")
+def test_a_source_whose_shipping_stops_raises_log_source_silent_and_its_watch_s_record_arrives_when_it_ships_again(
+        running_lab: Lab, evidence) -> None:
+    """The MR's rsyslogd stopped (supervisorctl): nothing of the MR reaches the siem. Once its
+    watch's heartbeat (every 30 s) has not been heard for siem_silent_after (90 s), the siem's
+    own log-source-silent event about the MR raises log-source-silent (high) about it, while the
+    CT, shipping on, is never silent. rsyslogd started again: what the MR's watch wrote meanwhile
+    arrives, its program-down of rsyslogd among it (monitoring-down about the MR and rsyslogd), and
+    log-source-resumed names the silence's length."""
+    lab = running_lab
+    shipping = [h for h in lab.deployed_hosts() if "modalities" in h.groups and h.name in sources(lab) and h.zone != "legacy"]
+    if len(shipping) < 2:
+        pytest.skip(f"lab {lab.name!r} ships no two modalities' logs to its siem")
+    quiet, other = shipping[-1], shipping[0]
+    after = int(role_var(lab, siem(lab).name, "siem", "siem_silent_after"))
+    since = max((e["id"] for kind in ("program-down", "program-up") for e in _supervision_events(lab, 0, kind)), default=0)
+    since = max([since] + [e["id"] for kind in ("log-source-silent", "log-source-resumed") for e in _siem_said(lab, 0, kind)])
+    stopped = utc_now()
+    assert im.exec_in(lab, quiet.name, "supervisorctl", "stop", "rsyslogd").strip() == "rsyslogd: stopped"
+    try:
+        time.sleep(after)
+        silent = wait_for(f"{quiet.name}'s log-source-silent", lambda: [e for e in _siem_said(lab, since, "log-source-silent")
+                                                                        if e["host"] == quiet.name])[0]
+    finally:
+        im.exec_in(lab, quiet.name, "supervisorctl", "start", "rsyslogd")
+    resumed = wait_for(f"{quiet.name}'s log-source-resumed", lambda: [e for e in _siem_said(lab, since, "log-source-resumed")
+                                                                      if e["host"] == quiet.name])[0]
+    late = wait_for(f"{quiet.name}'s program-down of rsyslogd", lambda: [e for e in _supervision_events(lab, since, "program-down")
+                                                                         if (e["host"], e["program"]) == (quiet.name, "rsyslogd")])[0]
+    evaluated_after(lab, utc_now())
+    raised = _alerts_of(lab, "log-source-silent", {silent["id"]})
+    stop_alert = _alerts_of(lab, "monitoring-down", {late["id"]})
+    others = [e for e in _siem_said(lab, since, "log-source-silent") if e["host"] == other.name]
+    said = json.loads(silent["message"])
+    evidence.update(silent=silent, resumed=resumed, late=late, alert=raised, stop_alert=stop_alert, other_silent=others)
+    assert said["last_heard"] < silent["time"] and stopped < silent["time"] and said["seconds"] > after, said
+    assert len(raised) == 1 and (raised[0]["severity"], raised[0]["entities"]) == ("high", {"host": quiet.name})
+    assert others == []
+    assert late["id"] > silent["id"] and late["outcome"] == "stopped"
+    assert len(stop_alert) == 1 and stop_alert[0]["entities"] == {"host": quiet.name, "program": "rsyslogd"}
+    assert resumed["id"] > silent["id"] and json.loads(resumed["message"])["last_heard"] == said["last_heard"]

@@ -1593,3 +1593,74 @@ def test_the_siems_assets_leave_out_exactly_the_groups_pacslab_makes_for_a_run()
     left_out = re.search(r"group_names \| reject\('in', \[([^\]]*)\]\)", text)
     assert left_out, "assets.json.j2 no longer leaves pacslab's groups out of group_names"
     assert sorted(re.findall(r"'([^']+)'", left_out[1])) == sorted(ENGINE_GROUPS)
+
+
+SILENCE_T0 = datetime(2026, 12, 7, 12, 0, 0, tzinfo=UTC)
+SOURCES = {"sources": ["mod-mr", "pacs", "ca"], "silent_after": 90}
+
+
+def _heard(db: sqlite3.Connection, host: str, seconds: float, source: str = "supervision", kind: str = "supervision-alive") -> None:
+    """A record of ``host``'s watch that reached the siem ``seconds`` after SILENCE_T0."""
+    stamp = at(seconds).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    row = siem.store(db, {"time": stamp, "host": host, "source": source, "event_type": kind, "message": "{}"})
+    db.execute("UPDATE events SET received = ? WHERE id = ?", (stamp, row))
+
+
+def at(seconds: float) -> datetime:
+    return SILENCE_T0 + timedelta(seconds=seconds)
+
+
+def _said(db: sqlite3.Connection) -> list[tuple[str, str, str, str]]:
+    return [tuple(r) for r in db.execute("SELECT time, host, event_type, outcome FROM events WHERE source = 'pacslab-siem' ORDER BY id")]
+
+
+def test_a_source_whose_watch_is_not_heard_for_silent_after_is_silent_once_then_resumed(tmp_path: Path) -> None:
+    """Heard at 0 and 30 s, the MR is silent once 90 s have passed since (not at 120 s, at 121 s),
+    once; heard again at 200 s, resumed after 170 s. The PACS heard all along is never silent;
+    the CA, a source whose watch the store has never heard, is not judged; the bastion, heard but
+    no source, neither."""
+    db = siem.connect(tmp_path / "events.sqlite")
+    silences = siem.Silences(db, SILENCE_T0)
+    for second in (0, 30):
+        _heard(db, "mod-mr", second)
+    _heard(db, "bastion", 0)
+    for second in range(0, 240, 30):
+        _heard(db, "pacs", second)
+    assert silences.listen(db, SOURCES, at(120)) == []
+    assert len(silences.listen(db, SOURCES, at(121))) == 1
+    assert silences.listen(db, SOURCES, at(150)) == []
+    _heard(db, "mod-mr", 200)
+    assert len(silences.listen(db, SOURCES, at(201))) == 1
+    assert silences.listen(db, SOURCES, at(230)) == []
+    assert _said(db) == [("2026-12-07T12:02:01.000Z", "mod-mr", "log-source-silent", "silent 91 s"),
+                         ("2026-12-07T12:03:20.000Z", "mod-mr", "log-source-resumed", "resumed after 170 s")]
+    silent = json.loads(db.execute("SELECT message FROM events WHERE event_type = 'log-source-silent'").fetchone()[0])
+    assert silent == {"event": "log-source-silent", "host": "mod-mr", "last_heard": "2026-12-07T12:00:30.000Z", "seconds": 91.0,
+                      "silent_after": 90.0}
+
+
+def test_silence_counts_from_the_detections_start_and_a_restart_keeps_what_was_declared(tmp_path: Path) -> None:
+    """A siem that was down (or a store restored) is no source's silence: heard last at 0, the MR
+    is judged from the detections' start at 300 s and silent at 391 s. Detections started again
+    at 400 s read the silence from the store: no second event, and the MR heard at 450 s resumes."""
+    db = siem.connect(tmp_path / "events.sqlite")
+    _heard(db, "mod-mr", 0)
+    first = siem.Silences(db, at(300))
+    assert first.listen(db, SOURCES, at(390)) == []
+    assert len(first.listen(db, SOURCES, at(391))) == 1
+    again = siem.Silences(db, at(400))
+    assert again.listen(db, SOURCES, at(600)) == []
+    _heard(db, "mod-mr", 450)
+    assert len(again.listen(db, SOURCES, at(601))) == 1
+    assert [(host, kind) for _, host, kind, _ in _said(db)] == [("mod-mr", "log-source-silent"), ("mod-mr", "log-source-resumed")]
+
+
+def test_only_the_watch_s_own_records_are_its_heartbeat_and_silent_after_0_judges_nobody(tmp_path: Path) -> None:
+    """The MR's other lines (its simulator's) do not keep its watch heard; a lab without
+    silent_after judges no source."""
+    db = siem.connect(tmp_path / "events.sqlite")
+    _heard(db, "mod-mr", 0)
+    _heard(db, "mod-mr", 60, source="dicom-node", kind="modality-acquisition")
+    silences = siem.Silences(db, SILENCE_T0)
+    assert silences.listen(db, SOURCES | {"silent_after": 0}, at(500)) == []
+    assert len(silences.listen(db, SOURCES, at(91))) == 1

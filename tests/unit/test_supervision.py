@@ -104,7 +104,18 @@ def test_the_start_record_names_what_is_watched_and_each_record_is_one_json_line
     watch = supervision.Supervision(after=30, own="pacslab-supervision")
     start = supervision.started(watch, [*CONFIGS, conf("by-hand", autostart=False)], T0)
     assert start == {"time": "2026-11-30T00:53:20.000Z", "event": "supervision-started", "programs": ["dicom-wire", "rsyslogd"],
-                     "after_seconds": 30}
+                     "after_seconds": 30, "heartbeat_seconds": 0.0}
     out = io.StringIO()
     supervision.write(out, [start, {"event": "program-up", "program": "a\nb"}])
     assert [json.loads(line) for line in out.getvalue().splitlines()] == [start, {"event": "program-up", "program": "a\nb"}]
+
+
+def test_the_heartbeat_comes_at_the_first_look_and_then_every_heartbeat_seconds_with_what_is_not_running() -> None:
+    watch = supervision.Supervision(after=30, own="pacslab-supervision", heartbeat=30)
+    running = [proc("dicom-wire", "RUNNING"), proc("rsyslogd", "RUNNING")]
+    beats = {at: [r for r in watch.tick(running if at < 10 else [proc("dicom-wire", "BACKOFF"), running[1]], CONFIGS, T0 + at)
+                  if r["event"] == "supervision-alive"] for at in range(0, 65, 5)}
+    assert {at: b for at, b in beats.items() if b} == {
+        0: [{"time": "2026-11-30T00:53:20.000Z", "event": "supervision-alive", "programs": 2, "not_running": []}],
+        30: [{"time": "2026-11-30T00:53:50.000Z", "event": "supervision-alive", "programs": 2, "not_running": ["dicom-wire"]}],
+        60: [{"time": "2026-11-30T00:54:20.000Z", "event": "supervision-alive", "programs": 2, "not_running": ["dicom-wire"]}]}

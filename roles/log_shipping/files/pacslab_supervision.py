@@ -10,13 +10,16 @@ for its programs (XML-RPC ``supervisor.getAllProcessInfo`` and ``getAllConfigInf
   (supervisor gave up restarting it), or REMOVED from supervisor's configuration;
 - ``program-up`` when a program it reported runs again (or is back in the configuration);
 - ``supervision-started`` once per start, naming the programs it watches (a restart of the
-  listener itself shows as a second one).
+  listener itself shows as a second one);
+- ``supervision-alive`` every ``--heartbeat`` seconds, with the programs out of RUNNING: the
+  siem raises log-source-silent about a source whose heartbeat stops (its listener, its
+  shipping, its supervisord or the host itself stopped).
 
 A restart or a converge that loads a program again within ``--after`` seconds is no event; a
-program that starts and stops between two ticks is not seen. What it cannot report: its own stop
-(root can stop it; supervisor starts it again, and ``supervision-started`` says so), supervisord's
-(the container's first process: the container ends), and a record rsyslogd cannot ship while it is
-the program down (it ships the record once it runs again, from its read position).
+program that starts and stops between two ticks is not seen. What it cannot report itself: its own
+stop, supervisord's (the container's first process: the container ends), and a record rsyslogd
+cannot ship while it is the program down (it ships the record once it runs again, from its read
+position); its heartbeat's silence says so at the siem.
 
 Records are JSON objects, one per line, on standard error (supervisor's log of the listener,
 rotated by supervisor; standard output is the protocol's): {"time" (RFC 3339 UTC), "event",
@@ -24,7 +27,7 @@ rotated by supervisor; standard output is the protocol's): {"time" (RFC 3339 UTC
 (supervisor's state name, or REMOVED), "description" (supervisor's), "since" (when it left
 RUNNING), "down_seconds"}.
 
-Usage (supervisor's [eventlistener:x] command): pacslab_supervision.py --after 30
+Usage (supervisor's [eventlistener:x] command): pacslab_supervision.py --after 30 --heartbeat 30
 """
 
 from __future__ import annotations
@@ -59,8 +62,10 @@ class Supervision:
 
     after: float
     own: str = ""
+    heartbeat: float = 0.0  # seconds between two supervision-alive records; 0: none
     down: dict[str, dict[str, Any]] = field(default_factory=dict)
     seen: set[str] = field(default_factory=set)
+    beat: float | None = None  # when the last supervision-alive was written
 
     def tick(self, processes: list[dict[str, Any]], configs: list[dict[str, Any]], at: float) -> list[dict[str, Any]]:
         """The records of one look at supervisor: ``processes`` as getAllProcessInfo returns them
@@ -84,6 +89,9 @@ class Supervision:
             if not entry["reported"] and at - entry["since"] >= self.after:
                 entry["reported"] = True
                 records.append(self._record("program-down", name, state, description, entry["since"], at))
+        if self.heartbeat and (self.beat is None or at - self.beat >= self.heartbeat):
+            self.beat = at
+            records.append({"time": stamp(at), "event": "supervision-alive", "programs": len(wanted), "not_running": sorted(self.down)})
         return records
 
     @staticmethod
@@ -95,7 +103,8 @@ class Supervision:
 def started(supervision: Supervision, configs: list[dict[str, Any]], at: float) -> dict[str, Any]:
     """The record of the listener's start: the programs it watches and after how long it reports one."""
     watched = sorted({program_name(c) for c in configs if c.get("autostart", True)} - {supervision.own})
-    return {"time": stamp(at), "event": "supervision-started", "programs": watched, "after_seconds": supervision.after}
+    return {"time": stamp(at), "event": "supervision-started", "programs": watched, "after_seconds": supervision.after,
+            "heartbeat_seconds": supervision.heartbeat}
 
 
 def write(out: TextIO, records: list[dict[str, Any]]) -> None:
@@ -107,6 +116,7 @@ def write(out: TextIO, records: list[dict[str, Any]]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pacslab-supervision", description=__doc__.split("\n\n")[0])
     parser.add_argument("--after", type=float, default=30.0, help="seconds out of RUNNING before a program is reported (default 30)")
+    parser.add_argument("--heartbeat", type=float, default=30.0, help="seconds between two supervision-alive records (default 30; 0: none)")
     args = parser.parse_args(argv)
     # supervisor's own library (Debian's supervisor package, on every host that runs supervisord):
     # the listener protocol and the XML-RPC client over supervisord's socket (SUPERVISOR_SERVER_URL).
@@ -114,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rpc = childutils.getRPCInterface(os.environ)
     own = program_name({"group": os.environ.get("SUPERVISOR_GROUP_NAME", ""), "name": os.environ.get("SUPERVISOR_PROCESS_NAME", "")})
-    supervision = Supervision(after=args.after, own=own)
+    supervision = Supervision(after=args.after, own=own, heartbeat=args.heartbeat)
     write(sys.stderr, [started(supervision, rpc.supervisor.getAllConfigInfo(), time.time())])
     while True:
         childutils.listener.wait(sys.stdin, sys.stdout)  # READY, then the next event (a TICK_5)

@@ -606,7 +606,7 @@ def _hids(msg: str) -> dict[str, Any]:
 
 
 SUPERVISION_PROGRAMS = ("supervision",)
-SUPERVISION_EVENTS = ("program-down", "program-up", "supervision-started", "supervision-failed")
+SUPERVISION_EVENTS = ("program-down", "program-up", "supervision-started", "supervision-alive", "supervision-failed")
 
 
 # Every log source's watch over its supervised programs (roles/log_shipping,
@@ -614,8 +614,8 @@ SUPERVISION_EVENTS = ("program-down", "program-up", "supervision-started", "supe
 # programs only: the host is the TLS peer's): one JSON object per line, its kind in "event" -
 # program-down (a program supervisor should run has not been RUNNING for the listener's grace:
 # "state" is supervisor's state name, or REMOVED from its configuration), program-up (it runs
-# again), supervision-started, supervision-failed. The program is supervisor's name of it; the
-# outcome its state, in lower case.
+# again), supervision-started, supervision-alive (its heartbeat, every 30 s: Silences reads it),
+# supervision-failed. The program is supervisor's name of it; the outcome its state, in lower case.
 def _supervision(msg: str) -> dict[str, Any]:
     data = _json_object(msg)
     if data.get("event") not in SUPERVISION_EVENTS:
@@ -1080,6 +1080,75 @@ def evaluate(db: sqlite3.Connection, rules: list[dict[str, Any]], assets: dict[s
         except Exception as exc:  # noqa: BLE001 (one rule's failure must not stop the others, nor the loop)
             print(f"pacslab-siem evaluate: rule {rule.get('name')}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
     return touched
+
+
+# Log sources fallen silent (C-PRT-01, SP 800-53 AU-5). Every source's watch over its programs
+# (roles/log_shipping, pacslab-supervision) writes a heartbeat (supervision-alive, every 30 s); its
+# records stop when the listener, the host's shipping, its supervisord or the host itself stops, or
+# when its messages no longer reach the siem. The detections then store an event of their own about
+# the source (its host; source pacslab-siem), which rules/supervision.yml's log-source-silent reads.
+SILENT, RESUMED = "log-source-silent", "log-source-resumed"
+SUPERVISION_TYPES = ("supervision-alive", "supervision-started", "program-down", "program-up")
+
+
+class Silences:
+    """What the detections know of the sources' watches between two passes (``listen``): the newest
+    event id read, when each source's watch was last heard (the siem's arrival time, ``received``),
+    and the sources declared silent (when). A source is judged once the store has heard its watch
+    (one whose shipping never worked is the deployment checks' to find), from the later of its last
+    record and ``started``, the detections' own start: a siem that was down, or a store restored
+    from a snapshot, is no source's silence."""
+
+    def __init__(self, db: sqlite3.Connection, started: datetime) -> None:
+        self.started = started
+        self.last_id = int(db.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0])
+        marks = ", ".join("?" * len(SUPERVISION_TYPES))
+        self.heard = {str(host): _parse(at) for host, at in db.execute(
+            f"SELECT host, MAX(received) FROM events WHERE event_type IN ({marks}) AND source = 'supervision' GROUP BY host",
+            SUPERVISION_TYPES)}
+        # each source silent now, with when it was declared so and when it was last heard before
+        # (SQLite takes the bare columns from the row that gave MAX(id): each source's newest of the two)
+        self.silent = {str(host): (_parse(at), _parse(json.loads(message)["last_heard"])) for host, kind, at, message, _ in db.execute(
+            "SELECT host, event_type, time, message, MAX(id) FROM events WHERE event_type IN (?, ?) AND source = 'pacslab-siem' GROUP BY host",
+            (SILENT, RESUMED)) if kind == SILENT}
+
+    def listen(self, db: sqlite3.Connection, assets: dict[str, Any], at: datetime) -> list[int]:
+        """Read the watches' records stored since the last call; then store log-source-silent about
+        each source of assets["sources"] not heard for assets["silent_after"] seconds, and
+        log-source-resumed about a silent one heard again. Returns the ids of the events stored."""
+        top = int(db.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0])
+        for host, received in db.execute("SELECT host, received FROM events WHERE id > ? AND id <= ? AND source = 'supervision'",
+                                         (self.last_id, top)):
+            heard = _parse(received)
+            if str(host) not in self.heard or heard > self.heard[str(host)]:
+                self.heard[str(host)] = heard
+        self.last_id = top
+        after = float(assets.get("silent_after") or 0)
+        stored = []
+        for host in assets.get("sources", []) if after > 0 else []:
+            heard = self.heard.get(host)
+            if heard is None:
+                continue
+            if host in self.silent:
+                declared, before = self.silent[host]
+                if heard > declared:  # the silence lasted from the record before it to this one
+                    stored.append(self._own(db, RESUMED, host, before, (heard - before).total_seconds(), after, heard))
+                    del self.silent[host]
+                continue
+            quiet = (at - max(heard, self.started)).total_seconds()
+            if quiet > after:
+                stored.append(self._own(db, SILENT, host, heard, quiet, after, at))
+                self.silent[host] = (at, heard)
+        return stored
+
+    @staticmethod
+    def _own(db: sqlite3.Connection, kind: str, host: str, heard: datetime, seconds: float, after: float, at: datetime) -> int:
+        """One event of the detections' own about ``host``, at ``at``: ``heard`` is when its watch was
+        last heard before the silence, ``seconds`` how long it has been silent (or was)."""
+        message = {"event": kind, "host": host, "last_heard": _stamp(heard), "seconds": round(seconds, 1), "silent_after": after}
+        return store(db, {f: None for f in FIELDS} | {"time": _stamp(at), "host": host, "source": "pacslab-siem", "event_type": kind,
+                                                      "outcome": f"{'silent' if kind == SILENT else 'resumed after'} {int(seconds)} s",
+                                                      "message": json.dumps(message, sort_keys=True)})
 
 
 def _look_back(rule: dict[str, Any]) -> int:
@@ -1950,8 +2019,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "evaluate":
         rules = _load(RULES, [])
+        silences = Silences(db, datetime.now(UTC))
         while True:
             started = now()
+            silences.listen(db, assets, datetime.now(UTC))
             evaluate(db, rules, assets)
             _passed(started)
             if args.once:
