@@ -708,14 +708,18 @@ def _association(event: Any, kind: str) -> None:
 
 
 def _closed_before_request(event: Any) -> None:
-    """The connection closed before any A-ASSOCIATE-RQ came (PS3.8 9.2, state Sta2 with Evt17:
-    action AA-5): a TLS handshake that failed, a peer that connected and left. pynetdicom's acceptor
-    then still waits its ACSE timeout (30 s) for a request that cannot come, holding one of its
-    maximum_associations: ten failed handshakes made the workstation refuse the PACS's C-MOVE as
-    local-limit-exceeded for 30 s. An empty item on the DUL's queue to its user ends that wait at
-    once, by pynetdicom's own path for an ACSE timeout (the association is killed, its socket shut)."""
-    if event.action == "AA-5" and event.assoc.is_acceptor:
-        event.assoc.dul.to_user_queue.put(None)
+    """The connection closed before any A-ASSOCIATE-RQ came (PS3.8 9.2's state machine, from Sta2
+    or, after the acceptor's A-ABORT of a PDU out of place (AA-1), from Sta13, to Sta1: AA-5 a TLS
+    handshake that failed or a peer that connected and left, AA-2 its A-ABORT or the ARTIM timer).
+    pynetdicom's acceptor then still waits its ACSE timeout (30 s) for a request that cannot come,
+    holding one of its maximum_associations: ten failed handshakes made the workstation refuse the
+    PACS's C-MOVE as local-limit-exceeded for 30 s. An empty item on the DUL's queue to its user
+    ends that wait at once, by pynetdicom's own path for an ACSE timeout (the association is
+    killed, its socket shut). An association whose request was taken is left to its own course."""
+    assoc = event.assoc
+    if (assoc.is_acceptor and assoc.requestor.primitive is None and event.current_state in ("Sta2", "Sta13")
+            and event.next_state == "Sta1"):
+        assoc.dul.to_user_queue.put(None)
 
 
 def serve_storage(cfg: dict[str, Any], port: int, folder: Path, allowed: list[str], block: bool = True) -> Any:

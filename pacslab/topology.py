@@ -559,6 +559,7 @@ def load_lab(path: str | Path) -> Lab:
         _check_control_switches(reader, lab, where)
         _check_peers(reader, lab, where)
         _check_dicom_threads(reader, lab, where)
+        _check_silence(reader, lab, where)
     if reader.problems or lab is None:
         raise LabDefinitionError(reader.problems)
     return lab
@@ -727,6 +728,39 @@ def _check_dicom_threads(reader: _Reader, lab: Lab, where: _Origins) -> None:
             ROLES_DIR / "orthanc" / "defaults" / "main.yml", "orthanc_dicom_threads")
         reader.fail(file, key, f"{threads!r}: {host.name} must serve more DICOM associations at once than the {DICOM_HELD} the fw lets "
                     "one source hold (C-PRT-05), or one flooding device takes every one")
+
+
+def _check_silence(reader: _Reader, lab: Lab, where: _Origins) -> None:
+    """A log source is silent for the siem (log-source-silent, C-PRT-01) once no heartbeat of its
+    watch over its programs came for siem_silent_after seconds; the watch writes one every
+    pacslab_supervision_heartbeat seconds (roles/log_shipping). Each is a whole number of seconds,
+    the heartbeat at least 1, and the silence longer than two of any source's heartbeats (a
+    heartbeat late by one tick must not make a source silent); 0 turns the silence off."""
+    default = (safe_load((PLAYBOOK_GROUP_VARS_ALL / "monitoring.yml").read_text()) or {}).get("pacslab_supervision_heartbeat", 30)
+
+    def whole(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    beats: dict[str, int] = {}
+    for name, hv in lab.host_vars.items():
+        beat = hv.get("pacslab_supervision_heartbeat", default)
+        if not whole(beat) or beat < 1:
+            file, key = where.of(name, "pacslab_supervision_heartbeat")
+            reader.fail(file, key, f"{beat!r}: a whole number of seconds, at least 1")
+            continue
+        beats[name] = beat
+    sources = [h for h in (lab.host_vars.get(next(iter(lab.host_vars), ""), {}).get("siem_sources") or []) if h in beats]
+    for host in lab.deployed_hosts():
+        if "siem_servers" not in host.groups or host.name not in beats:
+            continue
+        hv = lab.host_vars.get(host.name, {})
+        after = hv.get("siem_silent_after", 3 * beats[host.name])
+        longest = max((beats[s] for s in sources), default=beats[host.name])
+        if not whole(after) or (after != 0 and after <= 2 * longest):
+            file, key = where.of(host.name, "siem_silent_after") if "siem_silent_after" in hv else where.of(
+                host.name, "pacslab_supervision_heartbeat")
+            reader.fail(file, key, f"{after!r}: {host.name} must wait longer than two heartbeats of its slowest source "
+                        f"({2 * longest} s) before it calls a source silent, or 0 to call none")
 
 
 DIMSE_ALLOW = ("echo", "store", "find", "worklist", "move", "get")

@@ -18,7 +18,7 @@ import zoneinfo
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from io import BytesIO
 from typing import Any
 from xml.etree import ElementTree
@@ -1997,6 +1997,7 @@ def test_a_watch_that_stays_stopped_raises_monitoring_down_and_a_clinical_servic
             im.exec_in(lab, host, "supervisorctl", "start", program)
     up = wait_for("both programs' program-up", lambda: _of_each(lab, since, "program-up", stopped))
     evaluated_after(lab, utc_now())
+    down = _supervision_events(lab, since, "program-down")  # read again: a record of the VNA's would be here by now
     [watch] = [e for e in down if (e["host"], e["program"]) == (pacs.name, "hids")]
     [service] = [e for e in down if (e["host"], e["program"]) == (workstation.name, "storage-scp")]
     raised = _alerts_of(lab, "monitoring-down", {watch["id"]})
@@ -2007,6 +2008,24 @@ def test_a_watch_that_stays_stopped_raises_monitoring_down_and_a_clinical_servic
     assert len(raised) == 1 and (raised[0]["severity"], raised[0]["entities"]) == ("high", {"host": pacs.name, "program": "hids"})
     assert quiet == [] and restarted == []
     assert {(e["host"], e["program"], e["outcome"]) for e in up} >= {(pacs.name, "hids", "running"), (workstation.name, "storage-scp", "running")}
+
+
+@pytest.mark.control("C-PRT-01")
+def test_a_watch_s_record_through_the_bastion_s_syslog_socket_is_forged_and_raises_nothing(running_lab: Lab, evidence) -> None:
+    """On the bastion, where vendors have shells, a program-down record of rsyslogd written with
+    `logger -t supervision` (the local syslog socket, not the watch's file) reaches the siem as
+    forged-source under forged-supervision, naming no program; no monitoring-down holds it."""
+    lab = running_lab
+    host = bastion(lab).name
+    forged = f"rsyslogd-{RUN}"
+    im.exec_in(lab, host, "logger", "-t", "supervision", json.dumps({"event": "program-down", "program": forged, "state": "STOPPED"}))
+    event = wait_for("the forged record at the siem", lambda: [e for e in siem_json(lab, "events", "--contains", forged)
+                                                               if e["host"] == host])[0]
+    evaluated_after(lab, utc_now())
+    held = _alerts_of(lab, "monitoring-down", {event["id"]})
+    evidence.update(event=event, alerts=held)
+    assert (event["source"], event["event_type"], event["program"]) == ("forged-supervision", "forged-source", None)
+    assert held == []
 
 
 def _siem_said(lab: Lab, since: int, event_type: str) -> list[dict[str, Any]]:
@@ -2029,7 +2048,7 @@ def test_a_source_whose_shipping_stops_raises_log_source_silent_and_its_watch_s_
     if len(shipping) < 2:
         pytest.skip(f"lab {lab.name!r} ships no two modalities' logs to its siem")
     quiet, other = shipping[-1], shipping[0]
-    after = int(role_var(lab, siem(lab).name, "siem", "siem_silent_after"))
+    after = int(json.loads(im.exec_in(lab, siem(lab).name, "cat", "/etc/pacslab/siem/assets.json"))["silent_after"])  # as deployed
     since = max((e["id"] for kind in ("program-down", "program-up") for e in _supervision_events(lab, 0, kind)), default=0)
     since = max([since] + [e["id"] for kind in ("log-source-silent", "log-source-resumed") for e in _siem_said(lab, 0, kind)])
     stopped = utc_now()
@@ -2050,7 +2069,9 @@ def test_a_source_whose_shipping_stops_raises_log_source_silent_and_its_watch_s_
     others = [e for e in _siem_said(lab, since, "log-source-silent") if e["host"] == other.name]
     said = json.loads(silent["message"])
     evidence.update(silent=silent, resumed=resumed, late=late, alert=raised, stop_alert=stop_alert, other_silent=others)
-    assert said["last_heard"] < silent["time"] and stopped < silent["time"] and said["seconds"] > after, said
+    declared, last_heard = _stamp(silent), datetime.fromisoformat(said["last_heard"].replace("Z", "+00:00"))
+    assert last_heard < datetime.fromisoformat(stopped.replace("Z", "+00:00")) + timedelta(seconds=5), said  # written before the stop
+    assert (declared - last_heard).total_seconds() > after, said  # not before the ingest had got that far past it
     assert len(raised) == 1 and (raised[0]["severity"], raised[0]["entities"]) == ("high", {"host": quiet.name})
     assert others == []
     assert late["id"] > silent["id"] and late["outcome"] == "stopped"

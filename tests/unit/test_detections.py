@@ -365,6 +365,9 @@ def _record(program: str, msg: str, peer: str = "10.77.70.10") -> dict[str, Any]
     ("supervision", '{"event": "program-down", "program": ["ulogd"], "state": 3}',
      {"event_type": "program-down", "program": None, "outcome": None}),
     ("supervision", '{"event": "unexpected-exec", "program": "ulogd"}', {"event_type": "syslog", "program": None}),
+    # the same tag through a host's local syslog socket (roles/log_shipping marks it so)
+    ("forged-supervision", '{"event": "program-down", "program": "rsyslogd", "state": "STOPPED"}',
+     {"event_type": "forged-source", "program": None, "outcome": None}),
 ])
 def test_normalise(program: str, msg: str, expected: dict[str, Any]) -> None:
     orthanc = program in ("orthanc-events", "dicom-audit", "orthanc-log", "hids")  # what the PACS sends, from the PACS's address
@@ -1599,15 +1602,13 @@ SILENCE_T0 = datetime(2026, 12, 7, 12, 0, 0, tzinfo=UTC)
 SOURCES = {"sources": ["mod-mr", "pacs", "ca"], "silent_after": 90}
 
 
-def _heard(db: sqlite3.Connection, host: str, seconds: float, source: str = "supervision", kind: str = "supervision-alive") -> None:
-    """A record of ``host``'s watch that reached the siem ``seconds`` after SILENCE_T0."""
-    stamp = at(seconds).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    row = siem.store(db, {"time": stamp, "host": host, "source": source, "event_type": kind, "message": "{}"})
-    db.execute("UPDATE events SET received = ? WHERE id = ?", (stamp, row))
-
-
 def at(seconds: float) -> datetime:
     return SILENCE_T0 + timedelta(seconds=seconds)
+
+
+def _heard(db: sqlite3.Connection, host: str, seconds: float, source: str = "supervision", kind: str = "supervision-alive") -> None:
+    """A record ``host`` wrote ``seconds`` after SILENCE_T0 (its syslog time), stored."""
+    siem.store(db, {"time": siem._stamp(at(seconds)), "host": host, "source": source, "event_type": kind, "message": "{}"})
 
 
 def _said(db: sqlite3.Connection) -> list[tuple[str, str, str, str]]:
@@ -1615,28 +1616,50 @@ def _said(db: sqlite3.Connection) -> list[tuple[str, str, str, str]]:
 
 
 def test_a_source_whose_watch_is_not_heard_for_silent_after_is_silent_once_then_resumed(tmp_path: Path) -> None:
-    """Heard at 0 and 30 s, the MR is silent once 90 s have passed since (not at 120 s, at 121 s),
-    once; heard again at 200 s, resumed after 170 s. The PACS heard all along is never silent;
-    the CA, a source whose watch the store has never heard, is not judged; the bastion, heard but
-    no source, neither."""
+    """Heard at 0 and 30 s while the PACS's heartbeats move the ingest on, the MR is silent once the
+    ingest has got 90 s past its last record (not at 120 s, at 121 s), once; heard again at 200 s,
+    resumed after a silence of 170 s. The PACS is never silent; the CA, a source whose watch the
+    store has never heard, is not judged; the bastion, heard but no source, neither."""
     db = siem.connect(tmp_path / "events.sqlite")
     silences = siem.Silences(db, SILENCE_T0)
     for second in (0, 30):
         _heard(db, "mod-mr", second)
     _heard(db, "bastion", 0)
-    for second in range(0, 240, 30):
+    for second in (0, 60, 120):
         _heard(db, "pacs", second)
     assert silences.listen(db, SOURCES, at(120)) == []
+    _heard(db, "pacs", 121)
     assert len(silences.listen(db, SOURCES, at(121))) == 1
+    _heard(db, "pacs", 150)
     assert silences.listen(db, SOURCES, at(150)) == []
     _heard(db, "mod-mr", 200)
     assert len(silences.listen(db, SOURCES, at(201))) == 1
+    _heard(db, "pacs", 230)
     assert silences.listen(db, SOURCES, at(230)) == []
     assert _said(db) == [("2026-12-07T12:02:01.000Z", "mod-mr", "log-source-silent", "silent 91 s"),
-                         ("2026-12-07T12:03:20.000Z", "mod-mr", "log-source-resumed", "resumed after 170 s")]
+                         ("2026-12-07T12:03:21.000Z", "mod-mr", "log-source-resumed", "resumed after 170 s")]
     silent = json.loads(db.execute("SELECT message FROM events WHERE event_type = 'log-source-silent'").fetchone()[0])
     assert silent == {"event": "log-source-silent", "host": "mod-mr", "last_heard": "2026-12-07T12:00:30.000Z", "seconds": 91.0,
                       "silent_after": 90.0}
+
+
+def test_an_ingest_running_behind_calls_no_source_silent(tmp_path: Path) -> None:
+    """At 300 s the newest message stored was written at 100 s (the ingest behind, or nothing
+    arriving): the MR, last heard at 30 s, is 70 s behind it, not silent; once a message written at
+    121 s is stored, it is. A sender's clock ahead of the siem's moves the ingest no further than now."""
+    db = siem.connect(tmp_path / "events.sqlite")
+    silences = siem.Silences(db, SILENCE_T0)
+    _heard(db, "mod-mr", 30)
+    _heard(db, "pacs", 100, source="orthanc-events", kind="integrity-verified")
+    assert silences.listen(db, SOURCES, at(300)) == []
+    _heard(db, "pacs", 121, source="orthanc-events", kind="integrity-verified")
+    assert len(silences.listen(db, SOURCES, at(300))) == 1
+    assert [(host, outcome) for _, host, _, outcome in _said(db)] == [("mod-mr", "silent 91 s")]
+    ahead = siem.connect(tmp_path / "ahead.sqlite")
+    watching = siem.Silences(ahead, SILENCE_T0)
+    _heard(ahead, "mod-mr", 30)
+    _heard(ahead, "pacs", 10_000)
+    assert watching.listen(ahead, SOURCES, at(100)) == []  # the ingest at 100 s at most: 70 s past the MR
 
 
 def test_silence_counts_from_the_detections_start_and_a_restart_keeps_what_was_declared(tmp_path: Path) -> None:
@@ -1646,21 +1669,27 @@ def test_silence_counts_from_the_detections_start_and_a_restart_keeps_what_was_d
     db = siem.connect(tmp_path / "events.sqlite")
     _heard(db, "mod-mr", 0)
     first = siem.Silences(db, at(300))
+    _heard(db, "pacs", 390)
     assert first.listen(db, SOURCES, at(390)) == []
+    _heard(db, "pacs", 391)
     assert len(first.listen(db, SOURCES, at(391))) == 1
     again = siem.Silences(db, at(400))
+    _heard(db, "pacs", 600)
     assert again.listen(db, SOURCES, at(600)) == []
     _heard(db, "mod-mr", 450)
     assert len(again.listen(db, SOURCES, at(601))) == 1
     assert [(host, kind) for _, host, kind, _ in _said(db)] == [("mod-mr", "log-source-silent"), ("mod-mr", "log-source-resumed")]
 
 
-def test_only_the_watch_s_own_records_are_its_heartbeat_and_silent_after_0_judges_nobody(tmp_path: Path) -> None:
-    """The MR's other lines (its simulator's) do not keep its watch heard; a lab without
-    silent_after judges no source."""
+def test_only_the_watch_s_own_records_at_work_are_its_heartbeat_and_silent_after_0_judges_nobody(tmp_path: Path) -> None:
+    """The MR's other lines (its simulator's) and its watch's failed looks at supervisor
+    (supervision-failed) do not keep its watch heard; a lab without silent_after judges no source."""
     db = siem.connect(tmp_path / "events.sqlite")
+    silences = siem.Silences(db, SILENCE_T0)
     _heard(db, "mod-mr", 0)
     _heard(db, "mod-mr", 60, source="dicom-node", kind="modality-acquisition")
-    silences = siem.Silences(db, SILENCE_T0)
-    assert silences.listen(db, SOURCES | {"silent_after": 0}, at(500)) == []
-    assert len(silences.listen(db, SOURCES, at(91))) == 1
+    _heard(db, "mod-mr", 80, kind="supervision-failed")
+    _heard(db, "pacs", 500)
+    assert silences.listen(db, SOURCES | {"silent_after": 0}, at(500)) == [] and _said(db) == []
+    assert len(silences.listen(db, SOURCES, at(500))) == 1
+    assert [(host, outcome) for _, host, _, outcome in _said(db)] == [("mod-mr", "silent 500 s")]

@@ -182,6 +182,33 @@ def test_the_role_default_threads_exceed_what_one_source_may_hold(lab_copy: Path
     assert defaults["orthanc_dicom_threads"] == 8  # twice what one source may hold: room for a second device
 
 
+@pytest.mark.parametrize(("file", "line", "key", "reason"), [
+    ("siem.yml", "siem_silent_after: 60", "siem.siem_silent_after",
+     "60: siem must wait longer than two heartbeats of its slowest source (60 s) before it calls a source silent, or 0 to call none"),
+    ("siem.yml", "siem_silent_after: soon", "siem.siem_silent_after",
+     "'soon': siem must wait longer than two heartbeats of its slowest source (60 s) before it calls a source silent, or 0 to call none"),
+    ("mod-mr.yml", "pacslab_supervision_heartbeat: 0", "mod-mr.pacslab_supervision_heartbeat", "0: a whole number of seconds, at least 1"),
+    ("mod-mr.yml", "pacslab_supervision_heartbeat: 50", "siem.pacslab_supervision_heartbeat",
+     "90: siem must wait longer than two heartbeats of its slowest source (100 s) before it calls a source silent, or 0 to call none"),
+])
+def test_a_silence_no_longer_than_two_heartbeats_is_refused(lab_copy: Path, file: str, line: str, key: str, reason: str) -> None:
+    """The siem calls a source silent when no heartbeat of its watch came for siem_silent_after
+    seconds (log-source-silent, C-PRT-01): a wait of two heartbeats or less, or a heartbeat that is
+    no whole number of seconds, would call sources silent that are not."""
+    with (lab_copy / "host_vars" / file).open("a") as f:
+        f.write(f"\n{line}\n")
+    with pytest.raises(LabDefinitionError) as err:
+        load_lab(lab_copy)
+    [problem] = err.value.problems
+    assert (problem.key, problem.reason) == (key, reason)
+
+
+def test_a_silence_of_0_calls_no_source_silent_and_is_accepted(lab_copy: Path) -> None:
+    with (lab_copy / "host_vars" / "siem.yml").open("a") as f:
+        f.write("\nsiem_silent_after: 0\n")
+    assert load_lab(lab_copy).host_vars["siem"]["siem_silent_after"] == 0
+
+
 # What each switch turns off, written out from the controls catalogue (C-ACC-05 allow-listing,
 # C-ACC-06 device certificates, C-DAT-02 DICOM TLS, C-DAT-03 MD5, C-DET-02 malware scan, C-PRT-05
 # DICOM limits).

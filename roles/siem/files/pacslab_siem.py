@@ -620,9 +620,8 @@ def _supervision(msg: str) -> dict[str, Any]:
     data = _json_object(msg)
     if data.get("event") not in SUPERVISION_EVENTS:
         return {}
-    program, state = data.get("program"), data.get("state")
-    return {"event_type": data["event"], "program": program if isinstance(program, str) else None,
-            "outcome": state.lower() if isinstance(state, str) else None}
+    state = _text(data, "state")
+    return {"event_type": data["event"], "program": _text(data, "program"), "outcome": state.lower() if state else None}
 
 
 # The lab plugin's event log on the PACS and the VNA (roles/orthanc, files/pacslab_orthanc.py): one
@@ -1088,40 +1087,52 @@ def evaluate(db: sqlite3.Connection, rules: list[dict[str, Any]], assets: dict[s
 # when its messages no longer reach the siem. The detections then store an event of their own about
 # the source (its host; source pacslab-siem), which rules/supervision.yml's log-source-silent reads.
 SILENT, RESUMED = "log-source-silent", "log-source-resumed"
-SUPERVISION_TYPES = ("supervision-alive", "supervision-started", "program-down", "program-up")
+OWN_SOURCE = "pacslab-siem"  # the source of the events the siem writes itself (silences, maintenance windows)
+# The watch's records that show it at work (a supervision-failed one does not: its look at supervisor failed).
+HEARTBEAT_TYPES = ("supervision-alive", "supervision-started", "program-down", "program-up")
 
 
 class Silences:
     """What the detections know of the sources' watches between two passes (``listen``): the newest
-    event id read, when each source's watch was last heard (the siem's arrival time, ``received``),
-    and the sources declared silent (when). A source is judged once the store has heard its watch
-    (one whose shipping never worked is the deployment checks' to find), from the later of its last
-    record and ``started``, the detections' own start: a siem that was down, or a store restored
-    from a snapshot, is no source's silence."""
+    event id read, how far the ingest has got (``progress``: the newest sender's time among the
+    sources' messages stored), when each source's watch was last heard (its newest record's time),
+    and the sources declared silent. Times are the senders' (syslog TIMESTAMP): the lab's containers
+    share one clock. A source is silent when the ingest has got ``silent_after`` seconds past its
+    last record: an ingest running behind delays every source alike and calls none silent, nor does
+    a siem that takes nothing at all. A source is judged once the store has heard its watch (one
+    whose shipping never worked is the deployment checks' to find), and from no earlier than
+    ``started``, the detections' own start: a siem that was down, or a store a snapshot put back, is
+    no source's silence."""
 
     def __init__(self, db: sqlite3.Connection, started: datetime) -> None:
         self.started = started
+        self.progress = started
         self.last_id = int(db.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0])
-        marks = ", ".join("?" * len(SUPERVISION_TYPES))
+        marks = ", ".join("?" * len(HEARTBEAT_TYPES))
         self.heard = {str(host): _parse(at) for host, at in db.execute(
-            f"SELECT host, MAX(received) FROM events WHERE event_type IN ({marks}) AND source = 'supervision' GROUP BY host",
-            SUPERVISION_TYPES)}
+            f"SELECT host, MAX(time) FROM events WHERE event_type IN ({marks}) AND source = ? GROUP BY host",
+            (*HEARTBEAT_TYPES, SUPERVISION_PROGRAMS[0])) if at}
         # each source silent now, with when it was declared so and when it was last heard before
         # (SQLite takes the bare columns from the row that gave MAX(id): each source's newest of the two)
         self.silent = {str(host): (_parse(at), _parse(json.loads(message)["last_heard"])) for host, kind, at, message, _ in db.execute(
-            "SELECT host, event_type, time, message, MAX(id) FROM events WHERE event_type IN (?, ?) AND source = 'pacslab-siem' GROUP BY host",
-            (SILENT, RESUMED)) if kind == SILENT}
+            "SELECT host, event_type, time, message, MAX(id) FROM events WHERE event_type IN (?, ?) AND source = ? GROUP BY host",
+            (SILENT, RESUMED, OWN_SOURCE)) if kind == SILENT}
 
     def listen(self, db: sqlite3.Connection, assets: dict[str, Any], at: datetime) -> list[int]:
-        """Read the watches' records stored since the last call; then store log-source-silent about
-        each source of assets["sources"] not heard for assets["silent_after"] seconds, and
-        log-source-resumed about a silent one heard again. Returns the ids of the events stored."""
+        """Read what was stored since the last call; then store log-source-silent about each source
+        of assets["sources"] whose watch the ingest has got assets["silent_after"] seconds past,
+        and log-source-resumed about a silent one heard again since. ``at``: now, which caps the
+        ingest's progress (a sender's clock ahead of the siem's). Returns the ids of the events stored."""
         top = int(db.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0])
-        for host, received in db.execute("SELECT host, received FROM events WHERE id > ? AND id <= ? AND source = 'supervision'",
-                                         (self.last_id, top)):
-            heard = _parse(received)
-            if str(host) not in self.heard or heard > self.heard[str(host)]:
-                self.heard[str(host)] = heard
+        window = (self.last_id, top)
+        newest = db.execute("SELECT MAX(time) FROM events WHERE id > ? AND id <= ? AND source IS NOT ?", (*window, OWN_SOURCE)).fetchone()[0]
+        if newest:
+            self.progress = max(self.progress, min(_parse(newest), at))
+        marks = ", ".join("?" * len(HEARTBEAT_TYPES))
+        for host, time_ in db.execute(f"SELECT host, MAX(time) FROM events WHERE id > ? AND id <= ? AND source = ? "
+                                      f"AND event_type IN ({marks}) GROUP BY host", (*window, SUPERVISION_PROGRAMS[0], *HEARTBEAT_TYPES)):
+            if time_ and (str(host) not in self.heard or _parse(time_) > self.heard[str(host)]):
+                self.heard[str(host)] = _parse(time_)
         self.last_id = top
         after = float(assets.get("silent_after") or 0)
         stored = []
@@ -1131,11 +1142,11 @@ class Silences:
                 continue
             if host in self.silent:
                 declared, before = self.silent[host]
-                if heard > declared:  # the silence lasted from the record before it to this one
-                    stored.append(self._own(db, RESUMED, host, before, (heard - before).total_seconds(), after, heard))
+                if heard > declared:  # a record written after the silence was declared: it lasted from the one before
+                    stored.append(self._own(db, RESUMED, host, before, (heard - before).total_seconds(), after, at))
                     del self.silent[host]
                 continue
-            quiet = (at - max(heard, self.started)).total_seconds()
+            quiet = (self.progress - max(heard, self.started)).total_seconds()
             if quiet > after:
                 stored.append(self._own(db, SILENT, host, heard, quiet, after, at))
                 self.silent[host] = (at, heard)
@@ -1146,7 +1157,7 @@ class Silences:
         """One event of the detections' own about ``host``, at ``at``: ``heard`` is when its watch was
         last heard before the silence, ``seconds`` how long it has been silent (or was)."""
         message = {"event": kind, "host": host, "last_heard": _stamp(heard), "seconds": round(seconds, 1), "silent_after": after}
-        return store(db, {f: None for f in FIELDS} | {"time": _stamp(at), "host": host, "source": "pacslab-siem", "event_type": kind,
+        return store(db, {f: None for f in FIELDS} | {"time": _stamp(at), "host": host, "source": OWN_SOURCE, "event_type": kind,
                                                       "outcome": f"{'silent' if kind == SILENT else 'resumed after'} {int(seconds)} s",
                                                       "message": json.dumps(message, sort_keys=True)})
 
@@ -1653,7 +1664,7 @@ def end_maintenance(db: sqlite3.Connection, window_id: int, by: str) -> dict[str
 def _own_event(db: sqlite3.Connection, event_type: str, user: str, window_id: int, message: str) -> None:
     """A change of a maintenance window, stored as an event of this host (source pacslab-siem):
     who opened or ended which window, for whom, and why, beside the sign-ins it covers."""
-    store(db, {f: None for f in FIELDS} | {"time": now(), "host": socket.gethostname(), "source": "pacslab-siem",
+    store(db, {f: None for f in FIELDS} | {"time": now(), "host": socket.gethostname(), "source": OWN_SOURCE,
                                            "event_type": event_type, "user": user, "outcome": f"window {window_id}", "message": message})
 
 
@@ -2022,7 +2033,10 @@ def main(argv: list[str] | None = None) -> int:
         silences = Silences(db, datetime.now(UTC))
         while True:
             started = now()
-            silences.listen(db, assets, datetime.now(UTC))
+            try:
+                silences.listen(db, assets, datetime.now(UTC))
+            except sqlite3.Error as exc:  # a busy store: the next pass reads on from where this one stood
+                print(f"pacslab-siem evaluate: silences: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
             evaluate(db, rules, assets)
             _passed(started)
             if args.once:
