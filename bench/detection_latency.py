@@ -923,55 +923,45 @@ def monitoring_down(lab: Lab, siem: str) -> float:
     """One monitoring-down run (the docstring's): seconds from the stop of the PACS's hids to the
     alert holding the PACS's program-down record of it stored after the run began."""
     pacs = lab.group("pacs_servers")[0].name
-    since = last_event(lab, siem)
-
-    def records(event_type: str) -> list[dict[str, Any]]:
-        return [e for e in siem_rows(lab, siem, "events", "--since-id", str(since), "--contains", f'"{event_type}"')
-                if (e["host"], e["source"], e["event_type"], e["program"]) == (pacs, "supervision", event_type, "hids")]
-
-    im.exec_in(lab, pacs, "supervisorctl", "stop", "hids")
-    stopped, seconds = time.monotonic(), None
-    try:
-        while seconds is None and time.monotonic() - stopped < WAIT:
-            ids = {e["id"] for e in records("program-down")}
-            if ids and any(a["rule"] == "monitoring-down" and ids & set(a["events"]) for a in siem_rows(lab, siem, "alerts")):
-                seconds = time.monotonic() - stopped
-            time.sleep(0.25)
-    finally:
-        im.exec_in(lab, pacs, "supervisorctl", "start", "hids")
-    back = time.monotonic()
-    while not records("program-up") and time.monotonic() - back < WAIT:
-        time.sleep(1)
-    if seconds is None:
-        raise SystemExit(f"no monitoring-down alert holding {pacs}'s program-down of hids within {WAIT} s")
-    return seconds
+    return _stopped_until(lab, siem, pacs, "hids", "monitoring-down", ("supervision", "program-down", "hids"),
+                          ("supervision", "program-up", "hids"), WAIT)
 
 
 def log_source_silent(lab: Lab, siem: str) -> float:
     """One log-source-silent run (the docstring's): seconds from the stop of the MR's rsyslogd to the
     alert holding the siem's own log-source-silent event about the MR stored after the run began."""
     quiet = [h.name for h in lab.deployed_hosts() if "modalities" in h.groups and h.zone != "legacy"][-1]  # the integration check's
+    return _stopped_until(lab, siem, quiet, "rsyslogd", "log-source-silent", ("pacslab-siem", "log-source-silent", None),
+                          ("pacslab-siem", "log-source-resumed", None), WAIT + 90)
+
+
+def _stopped_until(lab: Lab, siem: str, host: str, program: str, rule: str, alerted: tuple[str, str, str | None],
+                   back: tuple[str, str, str | None], limit: float) -> float:
+    """``program`` stopped on ``host`` (supervisorctl): seconds until an alert of ``rule`` holds an
+    event of ``host`` stored since, of (source, event_type, program) ``alerted`` (program None: any).
+    The program is started again, and the run waits (WAIT at most) for such an event ``back``.
+    SystemExit when no alert came within ``limit`` seconds."""
     since = last_event(lab, siem)
 
-    def said(event_type: str) -> list[dict[str, Any]]:
+    def events(source: str, event_type: str, named: str | None) -> list[dict[str, Any]]:
         return [e for e in siem_rows(lab, siem, "events", "--since-id", str(since), "--contains", f'"{event_type}"')
-                if (e["host"], e["source"], e["event_type"]) == (quiet, "pacslab-siem", event_type)]
+                if (e["host"], e["source"], e["event_type"]) == (host, source, event_type) and named in (None, e["program"])]
 
-    im.exec_in(lab, quiet, "supervisorctl", "stop", "rsyslogd")
+    im.exec_in(lab, host, "supervisorctl", "stop", program)
     stopped, seconds = time.monotonic(), None
     try:
-        while seconds is None and time.monotonic() - stopped < WAIT + 90:
-            ids = {e["id"] for e in said("log-source-silent")}
-            if ids and any(a["rule"] == "log-source-silent" and ids & set(a["events"]) for a in siem_rows(lab, siem, "alerts")):
+        while seconds is None and time.monotonic() - stopped < limit:
+            ids = {e["id"] for e in events(*alerted)}
+            if ids and any(a["rule"] == rule and ids & set(a["events"]) for a in siem_rows(lab, siem, "alerts")):
                 seconds = time.monotonic() - stopped
-            time.sleep(0.5)
+            time.sleep(0.25)
     finally:
-        im.exec_in(lab, quiet, "supervisorctl", "start", "rsyslogd")
-    back = time.monotonic()
-    while not said("log-source-resumed") and time.monotonic() - back < WAIT:
+        im.exec_in(lab, host, "supervisorctl", "start", program)
+    returned = time.monotonic()
+    while not events(*back) and time.monotonic() - returned < WAIT:
         time.sleep(1)
     if seconds is None:
-        raise SystemExit(f"no log-source-silent alert about {quiet} within {WAIT + 90} s")
+        raise SystemExit(f"no {rule} alert about {host}'s {program} within {limit} s")
     return seconds
 
 
