@@ -407,7 +407,7 @@ RUNS_AS = (
            "roles/scanner: setpriv starts the sweeps as pacslab-scanner with CAP_NET_RAW alone (nmap's raw and packet sockets)"),
     RunsAs("/usr/bin/python3 /usr/local/sbin/pacslab-vulnscan ", "pacslab-scanner",
            "roles/scanner vulnscan.yml: setpriv starts the vulnerability scans as pacslab-scanner with no capability (a TCP connect scan)"),
-    RunsAs("/usr/bin/python3 /usr/local/lib/pacslab/pacslab_supervision.py ", "root",
+    RunsAs("/usr/bin/python3 /usr/local/sbin/pacslab-supervision ", "root",
            "roles/log_shipping supervision.yml: the watch over the host's programs asks supervisord, whose socket is root's alone (0700)"),
     RunsAs("sleep infinity", "root", "PID 1 of the internet zone's computers: no service"),
 )

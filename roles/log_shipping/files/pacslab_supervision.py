@@ -27,7 +27,8 @@ rotated by supervisor; standard output is the protocol's): {"time" (RFC 3339 UTC
 (supervisor's state name, or REMOVED), "description" (supervisor's), "since" (when it left
 RUNNING), "down_seconds"}.
 
-Usage (supervisor's [eventlistener:x] command): pacslab_supervision.py --after 30 --heartbeat 30
+Usage (supervisor's [eventlistener:x] command, installed as /usr/local/sbin/pacslab-supervision):
+    pacslab-supervision --after 30 --heartbeat 30
 """
 
 from __future__ import annotations
