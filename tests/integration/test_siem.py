@@ -1956,10 +1956,15 @@ def test_a_vendor_signed_in_outside_a_maintenance_window_raises_vendor_outside_w
     assert quiet == []
 
 
-def _supervision_events(lab: Lab, since: int, event_type: str) -> list[dict[str, Any]]:
-    """The siem's ``event_type`` records of the sources' watches over their programs, stored after event ``since``."""
+def _events_from(lab: Lab, since: int, source: str, event_type: str) -> list[dict[str, Any]]:
+    """The siem's ``event_type`` events of ``source`` stored after event ``since`` (each record names its kind as "event_type")."""
     return [e for e in siem_json(lab, "events", "--since-id", str(since), "--contains", f'"{event_type}"')
-            if e["source"] == "supervision" and e["event_type"] == event_type]
+            if e["source"] == source and e["event_type"] == event_type]
+
+
+def _supervision_events(lab: Lab, since: int, event_type: str) -> list[dict[str, Any]]:
+    """The records of the sources' watches over their programs."""
+    return _events_from(lab, since, "supervision", event_type)
 
 
 def _of_each(lab: Lab, since: int, event_type: str, programs: dict[str, str]) -> list[dict[str, Any]]:
@@ -2029,9 +2034,8 @@ def test_a_watch_s_record_through_the_bastion_s_syslog_socket_is_forged_and_rais
 
 
 def _siem_said(lab: Lab, since: int, event_type: str) -> list[dict[str, Any]]:
-    """The siem's own ``event_type`` events (its detections', source pacslab-siem) stored after event ``since``."""
-    return [e for e in siem_json(lab, "events", "--since-id", str(since), "--contains", f'"{event_type}"')
-            if e["source"] == "pacslab-siem" and e["event_type"] == event_type]
+    """The siem's own events (its detections', source pacslab-siem)."""
+    return _events_from(lab, since, "pacslab-siem", event_type)
 
 
 @pytest.mark.control("C-PRT-01")
