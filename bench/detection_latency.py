@@ -126,7 +126,7 @@ monitoring-down --runs times, the PACS's host watch stopped (supervisorctl stop 
              hids is started again after each run, and the run waits for its program-up.
 log-source-silent --runs times, the MR's shipping stopped (supervisorctl stop rsyslogd): seconds
              from the stop to the log-source-silent alert holding the siem's own event about the MR
-             newer than the run (its watch's heartbeat, every 30 s, not heard for 90 s; AU-5,
+             newer than the run (its watch's heartbeat, every 15 s, not heard for 45 s; AU-5,
              C-PRT-01); p50 and p95. rsyslogd is started again after each run, and the run waits
              for the siem's log-source-resumed about the MR.
 ingest       --messages RFC 5424 messages sent by the bastion (a log source) over one TLS session

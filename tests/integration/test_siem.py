@@ -1973,46 +1973,89 @@ def _of_each(lab: Lab, since: int, event_type: str, programs: dict[str, str]) ->
     return found if {(e["host"], e["program"]) for e in found} >= set(programs.items()) else []
 
 
+def _siem_said(lab: Lab, since: int, event_type: str) -> list[dict[str, Any]]:
+    """The siem's own events (its detections', source pacslab-siem)."""
+    return _events_from(lab, since, "pacslab-siem", event_type)
+
+
 @pytest.mark.control("C-PRT-01")
 @pytest.mark.control("C-PRT-04")
-def test_a_watch_that_stays_stopped_raises_monitoring_down_and_a_clinical_service_or_a_restart_does_not(running_lab: Lab,
-                                                                                                        evidence) -> None:
+def test_a_watch_that_stays_stopped_raises_monitoring_down_and_a_source_that_falls_silent_log_source_silent(running_lab: Lab,
+                                                                                                           evidence) -> None:
     """Every log source's watch over its supervised programs (pacslab-supervision, a supervisor
-    event listener; AU-5). At one moment: the PACS's host watch (hids) stopped, the reading
-    workstation's storage SCP stopped, and the VNA's host watch restarted (supervisorctl). Once
-    the grace (30 s) has passed, the PACS's record names hids, stopped, and raises monitoring-down
-    (high) about the PACS and hids; the workstation's names storage-scp, stopped, and no
-    monitoring-down holds it (a clinical service's stop is stored, no watch's); the VNA's restart
-    is no record at all. Started again, both programs' program-up records reach the siem."""
+    event listener; AU-5) and the siem's ear for the watches' heartbeats, all at one moment (one
+    wait serves both rules):
+    - the PACS's host watch (hids) stopped: once the grace (30 s) has passed, its record names
+      hids, stopped, and raises monitoring-down (high) about the PACS and hids;
+    - the reading workstation's storage SCP stopped: its record names storage-scp, stopped, and no
+      monitoring-down holds it (a clinical service's stop is stored, no watch's);
+    - the VNA's host watch restarted (supervisorctl): no record at all;
+    - the MR's rsyslogd stopped: nothing of the MR reaches the siem. Once its watch's heartbeat
+      (every 15 s) has not been heard for siem_silent_after (45 s), the siem's own
+      log-source-silent event about the MR raises log-source-silent (high) about it, while the
+      CT, shipping on, is never silent.
+    Started again: hids' and storage-scp's program-up; what the MR's watch wrote meanwhile
+    arrives, its program-down of rsyslogd among it (monitoring-down about the MR and rsyslogd), and
+    log-source-resumed names the silence's length."""
     lab = running_lab
     pacs, vna = pacs_of(lab), the(lab, "vna_servers")
     reading = [h for h in lab.deployed_hosts() if "workstations" in h.groups and h.name in sources(lab)]
-    if not {pacs.name, vna.name} <= set(sources(lab)) or not reading:
-        pytest.skip(f"lab {lab.name!r} ships no PACS, VNA and reading workstation to its siem")
-    workstation = reading[0]
+    shipping = [h for h in lab.deployed_hosts() if "modalities" in h.groups and h.name in sources(lab) and h.zone != "legacy"]
+    if not {pacs.name, vna.name} <= set(sources(lab)) or not reading or len(shipping) < 2:
+        pytest.skip(f"lab {lab.name!r} ships no PACS, VNA, reading workstation and two modalities to its siem")
+    workstation, quiet, other = reading[0], shipping[-1], shipping[0]
+    after = int(json.loads(im.exec_in(lab, siem(lab).name, "cat", "/etc/pacslab/siem/assets.json"))["silent_after"])  # as deployed
     since = max((e["id"] for kind in ("program-down", "program-up") for e in _supervision_events(lab, 0, kind)), default=0)
+    since = max([since] + [e["id"] for kind in ("log-source-silent", "log-source-resumed") for e in _siem_said(lab, 0, kind)])
     stopped = {pacs.name: "hids", workstation.name: "storage-scp"}
+    began, clock = utc_now(), time.monotonic()
+    assert im.exec_in(lab, quiet.name, "supervisorctl", "stop", "rsyslogd").strip() == "rsyslogd: stopped"
     try:
-        for host, program in stopped.items():
-            assert im.exec_in(lab, host, "supervisorctl", "stop", program).strip() == f"{program}: stopped"
-        im.exec_in(lab, vna.name, "supervisorctl", "restart", "hids")
-        down = wait_for("the PACS's and the workstation's program-down", lambda: _of_each(lab, since, "program-down", stopped))
+        try:
+            for host, program in stopped.items():
+                assert im.exec_in(lab, host, "supervisorctl", "stop", program).strip() == f"{program}: stopped"
+            im.exec_in(lab, vna.name, "supervisorctl", "restart", "hids")
+            wait_for("the PACS's and the workstation's program-down", lambda: _of_each(lab, since, "program-down", stopped))
+        finally:
+            for host, program in stopped.items():
+                im.exec_in(lab, host, "supervisorctl", "start", program)
+        time.sleep(max(0.0, after - (time.monotonic() - clock)))
+        silent = wait_for(f"{quiet.name}'s log-source-silent", lambda: [e for e in _siem_said(lab, since, "log-source-silent")
+                                                                        if e["host"] == quiet.name])[0]
     finally:
-        for host, program in stopped.items():
-            im.exec_in(lab, host, "supervisorctl", "start", program)
+        im.exec_in(lab, quiet.name, "supervisorctl", "start", "rsyslogd")
     up = wait_for("both programs' program-up", lambda: _of_each(lab, since, "program-up", stopped))
+    resumed = wait_for(f"{quiet.name}'s log-source-resumed", lambda: [e for e in _siem_said(lab, since, "log-source-resumed")
+                                                                      if e["host"] == quiet.name])[0]
+    late = wait_for(f"{quiet.name}'s program-down of rsyslogd", lambda: [e for e in _supervision_events(lab, since, "program-down")
+                                                                         if (e["host"], e["program"]) == (quiet.name, "rsyslogd")])[0]
     evaluated_after(lab, utc_now())
     down = _supervision_events(lab, since, "program-down")  # read again: a record of the VNA's would be here by now
     [watch] = [e for e in down if (e["host"], e["program"]) == (pacs.name, "hids")]
     [service] = [e for e in down if (e["host"], e["program"]) == (workstation.name, "storage-scp")]
     raised = _alerts_of(lab, "monitoring-down", {watch["id"]})
-    quiet = _alerts_of(lab, "monitoring-down", {service["id"]})
+    service_alerts = _alerts_of(lab, "monitoring-down", {service["id"]})
     restarted = [e for e in down + up if e["host"] == vna.name]
-    evidence.update(down=down, up=up, alert=raised, service_alerts=quiet)
+    silent_alert = _alerts_of(lab, "log-source-silent", {silent["id"]})
+    stop_alert = _alerts_of(lab, "monitoring-down", {late["id"]})
+    others = [e for e in _siem_said(lab, since, "log-source-silent") if e["host"] == other.name]
+    said = json.loads(silent["message"])
+    evidence.update(down=down, up=up, alert=raised, service_alerts=service_alerts, silent=silent, resumed=resumed,
+                    silent_alert=silent_alert, stop_alert=stop_alert, other_silent=others)
+    # monitoring-down: a watch's stop raises it, a clinical service's and a restart do not
     assert (watch["outcome"], service["outcome"]) == ("stopped", "stopped")
     assert len(raised) == 1 and (raised[0]["severity"], raised[0]["entities"]) == ("high", {"host": pacs.name, "program": "hids"})
-    assert quiet == [] and restarted == []
+    assert service_alerts == [] and restarted == []
     assert {(e["host"], e["program"], e["outcome"]) for e in up} >= {(pacs.name, "hids", "running"), (workstation.name, "storage-scp", "running")}
+    # log-source-silent: declared once the ingest had got the silence past the MR's last record, written before the stop
+    declared, last_heard = _stamp(silent), datetime.fromisoformat(said["last_heard"].replace("Z", "+00:00"))
+    assert last_heard < datetime.fromisoformat(began.replace("Z", "+00:00")) + timedelta(seconds=5), said
+    assert (declared - last_heard).total_seconds() > after, said
+    assert len(silent_alert) == 1 and (silent_alert[0]["severity"], silent_alert[0]["entities"]) == ("high", {"host": quiet.name})
+    assert others == []
+    assert late["id"] > silent["id"] and late["outcome"] == "stopped"
+    assert len(stop_alert) == 1 and stop_alert[0]["entities"] == {"host": quiet.name, "program": "rsyslogd"}
+    assert resumed["id"] > silent["id"] and json.loads(resumed["message"])["last_heard"] == said["last_heard"]
 
 
 @pytest.mark.control("C-PRT-01")
@@ -2031,53 +2074,3 @@ def test_a_watch_s_record_through_the_bastion_s_syslog_socket_is_forged_and_rais
     evidence.update(event=event, alerts=held)
     assert (event["source"], event["event_type"], event["program"]) == ("forged-supervision", "forged-source", None)
     assert held == []
-
-
-def _siem_said(lab: Lab, since: int, event_type: str) -> list[dict[str, Any]]:
-    """The siem's own events (its detections', source pacslab-siem)."""
-    return _events_from(lab, since, "pacslab-siem", event_type)
-
-
-@pytest.mark.control("C-PRT-01")
-def test_a_source_whose_shipping_stops_raises_log_source_silent_and_its_watch_s_record_arrives_when_it_ships_again(
-        running_lab: Lab, evidence) -> None:
-    """The MR's rsyslogd stopped (supervisorctl): nothing of the MR reaches the siem. Once its
-    watch's heartbeat (every 30 s) has not been heard for siem_silent_after (90 s), the siem's
-    own log-source-silent event about the MR raises log-source-silent (high) about it, while the
-    CT, shipping on, is never silent. rsyslogd started again: what the MR's watch wrote meanwhile
-    arrives, its program-down of rsyslogd among it (monitoring-down about the MR and rsyslogd), and
-    log-source-resumed names the silence's length."""
-    lab = running_lab
-    shipping = [h for h in lab.deployed_hosts() if "modalities" in h.groups and h.name in sources(lab) and h.zone != "legacy"]
-    if len(shipping) < 2:
-        pytest.skip(f"lab {lab.name!r} ships no two modalities' logs to its siem")
-    quiet, other = shipping[-1], shipping[0]
-    after = int(json.loads(im.exec_in(lab, siem(lab).name, "cat", "/etc/pacslab/siem/assets.json"))["silent_after"])  # as deployed
-    since = max((e["id"] for kind in ("program-down", "program-up") for e in _supervision_events(lab, 0, kind)), default=0)
-    since = max([since] + [e["id"] for kind in ("log-source-silent", "log-source-resumed") for e in _siem_said(lab, 0, kind)])
-    stopped = utc_now()
-    assert im.exec_in(lab, quiet.name, "supervisorctl", "stop", "rsyslogd").strip() == "rsyslogd: stopped"
-    try:
-        time.sleep(after)
-        silent = wait_for(f"{quiet.name}'s log-source-silent", lambda: [e for e in _siem_said(lab, since, "log-source-silent")
-                                                                        if e["host"] == quiet.name])[0]
-    finally:
-        im.exec_in(lab, quiet.name, "supervisorctl", "start", "rsyslogd")
-    resumed = wait_for(f"{quiet.name}'s log-source-resumed", lambda: [e for e in _siem_said(lab, since, "log-source-resumed")
-                                                                      if e["host"] == quiet.name])[0]
-    late = wait_for(f"{quiet.name}'s program-down of rsyslogd", lambda: [e for e in _supervision_events(lab, since, "program-down")
-                                                                         if (e["host"], e["program"]) == (quiet.name, "rsyslogd")])[0]
-    evaluated_after(lab, utc_now())
-    raised = _alerts_of(lab, "log-source-silent", {silent["id"]})
-    stop_alert = _alerts_of(lab, "monitoring-down", {late["id"]})
-    others = [e for e in _siem_said(lab, since, "log-source-silent") if e["host"] == other.name]
-    said = json.loads(silent["message"])
-    evidence.update(silent=silent, resumed=resumed, late=late, alert=raised, stop_alert=stop_alert, other_silent=others)
-    declared, last_heard = _stamp(silent), datetime.fromisoformat(said["last_heard"].replace("Z", "+00:00"))
-    assert last_heard < datetime.fromisoformat(stopped.replace("Z", "+00:00")) + timedelta(seconds=5), said  # written before the stop
-    assert (declared - last_heard).total_seconds() > after, said  # not before the ingest had got that far past it
-    assert len(raised) == 1 and (raised[0]["severity"], raised[0]["entities"]) == ("high", {"host": quiet.name})
-    assert others == []
-    assert late["id"] > silent["id"] and late["outcome"] == "stopped"
-    assert len(stop_alert) == 1 and stop_alert[0]["entities"] == {"host": quiet.name, "program": "rsyslogd"}
-    assert resumed["id"] > silent["id"] and json.loads(resumed["message"])["last_heard"] == said["last_heard"]

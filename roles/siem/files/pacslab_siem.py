@@ -614,7 +614,7 @@ SUPERVISION_EVENTS = ("program-down", "program-up", "supervision-started", "supe
 # programs only: the host is the TLS peer's): one JSON object per line, its kind in "event" -
 # program-down (a program supervisor should run has not been RUNNING for the listener's grace:
 # "state" is supervisor's state name, or REMOVED from its configuration), program-up (it runs
-# again), supervision-started, supervision-alive (its heartbeat, every 30 s: Silences reads it),
+# again), supervision-started, supervision-alive (its heartbeat, every 15 s by default: Silences reads it),
 # supervision-failed. The program is supervisor's name of it; the outcome its state, in lower case.
 def _supervision(msg: str) -> dict[str, Any]:
     data = _json_object(msg)
@@ -1082,7 +1082,7 @@ def evaluate(db: sqlite3.Connection, rules: list[dict[str, Any]], assets: dict[s
 
 
 # Log sources fallen silent (C-PRT-01, SP 800-53 AU-5). Every source's watch over its programs
-# (roles/log_shipping, pacslab-supervision) writes a heartbeat (supervision-alive, every 30 s); its
+# (roles/log_shipping, pacslab-supervision) writes a heartbeat (supervision-alive, every 15 s by default); its
 # records stop when the listener, the host's shipping, its supervisord or the host itself stops, or
 # when its messages no longer reach the siem. The detections then store an event of their own about
 # the source (its host; source pacslab-siem), which rules/supervision.yml's log-source-silent reads.
