@@ -27,8 +27,8 @@ def proc(name: str, state: str, group: str | None = None, description: str = "")
     return {"group": group or name, "name": name, "statename": state, "description": description}
 
 
-def conf(name: str, group: str | None = None, autostart: bool = True) -> dict[str, Any]:
-    return {"group": group or name, "name": name, "autostart": autostart}
+def conf(name: str, group: str | None = None, autostart: bool = True, inuse: bool = True) -> dict[str, Any]:
+    return {"group": group or name, "name": name, "autostart": autostart, "inuse": inuse}
 
 
 CONFIGS = [conf("dicom-wire"), conf("rsyslogd"), conf("pacslab-supervision")]
@@ -83,6 +83,21 @@ def test_a_program_removed_from_supervisor_is_reported_unless_it_is_loaded_again
     assert watch.tick([proc("hids", "RUNNING")], [conf("hids")], T0 + 60) == []
     [back] = watch.tick([proc("hids", "RUNNING"), proc("clamd", "RUNNING")], both, T0 + 65)
     assert (back["event"], back["program"], back["down_seconds"]) == ("program-up", "clamd", 64.0)
+
+
+def test_a_program_removed_by_hand_is_reported_and_one_read_but_not_yet_loaded_is_not_watched() -> None:
+    """`supervisorctl remove hids` leaves hids in the configuration files (inuse false): REMOVED;
+    `supervisorctl reread` of a new program without `add` is not yet supervisor's to run."""
+    watch = supervision.Supervision(after=30)
+    assert watch.tick([proc("hids", "RUNNING")], [conf("hids"), conf("newcomer", inuse=False)], T0) == []
+    [removed] = watch.tick([], [conf("hids", inuse=False), conf("newcomer", inuse=False)], T0 + 1) + \
+        watch.tick([], [conf("hids", inuse=False), conf("newcomer", inuse=False)], T0 + 31)
+    assert (removed["event"], removed["program"], removed["state"]) == ("program-down", "hids", "REMOVED")
+    assert watch.tick([], [conf("hids", inuse=False), conf("newcomer", inuse=False)], T0 + 300) == []
+    assert supervision.started(watch, [conf("hids", inuse=False), conf("newcomer", inuse=False)], T0)["programs"] == []
+    # added (loaded), the newcomer is watched like any other
+    assert watch.tick([proc("newcomer", "STOPPED")], [conf("newcomer")], T0 + 301) == []
+    assert [r["program"] for r in watch.tick([proc("newcomer", "STOPPED")], [conf("newcomer")], T0 + 331)] == ["newcomer"]
 
 
 def test_the_listener_itself_a_program_without_autostart_and_one_never_configured_are_none_of_its_business() -> None:

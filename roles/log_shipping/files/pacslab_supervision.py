@@ -56,6 +56,12 @@ def program_name(info: dict[str, Any]) -> str:
     return name if group in ("", name) else f"{group}:{name}"
 
 
+def watched(configs: list[dict[str, Any]]) -> set[str]:
+    """The programs of getAllConfigInfo's ``configs`` supervisor should run: started with it
+    (autostart) and loaded (inuse: in a process group supervisord runs)."""
+    return {program_name(c) for c in configs if c.get("autostart", True) and c.get("inuse", True)}
+
+
 @dataclass
 class Supervision:
     """What the listener knows between ticks: each watched program it saw out of RUNNING (since
@@ -71,9 +77,11 @@ class Supervision:
     def tick(self, processes: list[dict[str, Any]], configs: list[dict[str, Any]], at: float) -> list[dict[str, Any]]:
         """The records of one look at supervisor: ``processes`` as getAllProcessInfo returns them
         ({group, name, statename, description, ...}), ``configs`` as getAllConfigInfo ({group,
-        name, autostart, ...}: a program without autostart is none of its business), ``at`` the
-        time (epoch seconds). A program once configured and now in neither list is REMOVED."""
-        wanted = {program_name(c) for c in configs if c.get("autostart", True)} - {self.own}
+        name, autostart, inuse, ...}: a program without autostart is none of its business, nor one
+        read from the configuration and not loaded, `supervisorctl reread` without `add`), ``at``
+        the time (epoch seconds). A program once watched and now not loaded (`supervisorctl
+        remove`, or gone from the configuration) is REMOVED."""
+        wanted = watched(configs) - {self.own}
         states = {program_name(p): p for p in processes}
         self.seen |= wanted
         records = []
@@ -103,8 +111,8 @@ class Supervision:
 
 def started(supervision: Supervision, configs: list[dict[str, Any]], at: float) -> dict[str, Any]:
     """The record of the listener's start: the programs it watches and after how long it reports one."""
-    watched = sorted({program_name(c) for c in configs if c.get("autostart", True)} - {supervision.own})
-    return {"time": stamp(at), "event": "supervision-started", "programs": watched, "after_seconds": supervision.after,
+    return {"time": stamp(at), "event": "supervision-started", "programs": sorted(watched(configs) - {supervision.own}),
+            "after_seconds": supervision.after,
             "heartbeat_seconds": supervision.heartbeat}
 
 
