@@ -1990,11 +1990,13 @@ def test_a_watch_that_stays_stopped_raises_monitoring_down_and_a_source_that_fal
     - the reading workstation's storage SCP stopped: its record names storage-scp, stopped, and no
       monitoring-down holds it (a clinical service's stop is stored, no watch's);
     - the VNA's host watch restarted (supervisorctl): no record at all;
+    - the siem's console stopped: the siem's own watch's record names it, stopped, and raises
+      monitoring-down (high) about the siem and its console;
     - the MR's rsyslogd stopped: nothing of the MR reaches the siem. Once its watch's heartbeat
       (every 15 s) has not been heard for siem_silent_after (45 s), the siem's own
       log-source-silent event about the MR raises log-source-silent (high) about it, while the
       CT, shipping on, is never silent.
-    Started again: hids' and storage-scp's program-up; what the MR's watch wrote meanwhile
+    Started again: hids', storage-scp's and the console's program-up; what the MR's watch wrote meanwhile
     arrives, its program-down of rsyslogd among it (monitoring-down about the MR and rsyslogd), and
     log-source-resumed names the silence's length."""
     lab = running_lab
@@ -2007,7 +2009,7 @@ def test_a_watch_that_stays_stopped_raises_monitoring_down_and_a_source_that_fal
     after = int(json.loads(im.exec_in(lab, siem(lab).name, "cat", "/etc/pacslab/siem/assets.json"))["silent_after"])  # as deployed
     since = max((e["id"] for kind in ("program-down", "program-up") for e in _supervision_events(lab, 0, kind)), default=0)
     since = max([since] + [e["id"] for kind in ("log-source-silent", "log-source-resumed") for e in _siem_said(lab, 0, kind)])
-    stopped = {pacs.name: "hids", workstation.name: "storage-scp"}
+    stopped = {pacs.name: "hids", workstation.name: "storage-scp", siem(lab).name: "pacslab-siem-console"}
     began, clock = utc_now(), time.monotonic()
     assert im.exec_in(lab, quiet.name, "supervisorctl", "stop", "rsyslogd").strip() == "rsyslogd: stopped"
     try:
@@ -2015,7 +2017,7 @@ def test_a_watch_that_stays_stopped_raises_monitoring_down_and_a_source_that_fal
             for host, program in stopped.items():
                 assert im.exec_in(lab, host, "supervisorctl", "stop", program).strip() == f"{program}: stopped"
             im.exec_in(lab, vna.name, "supervisorctl", "restart", "hids")
-            wait_for("the PACS's and the workstation's program-down", lambda: _of_each(lab, since, "program-down", stopped))
+            wait_for("the PACS's, the workstation's and the siem's program-down", lambda: _of_each(lab, since, "program-down", stopped))
         finally:
             for host, program in stopped.items():
                 im.exec_in(lab, host, "supervisorctl", "start", program)
@@ -2024,7 +2026,7 @@ def test_a_watch_that_stays_stopped_raises_monitoring_down_and_a_source_that_fal
                                                                         if e["host"] == quiet.name])[0]
     finally:
         im.exec_in(lab, quiet.name, "supervisorctl", "start", "rsyslogd")
-    up = wait_for("both programs' program-up", lambda: _of_each(lab, since, "program-up", stopped))
+    up = wait_for("the three programs' program-up", lambda: _of_each(lab, since, "program-up", stopped))
     resumed = wait_for(f"{quiet.name}'s log-source-resumed", lambda: [e for e in _siem_said(lab, since, "log-source-resumed")
                                                                       if e["host"] == quiet.name])[0]
     late = wait_for(f"{quiet.name}'s program-down of rsyslogd", lambda: [e for e in _supervision_events(lab, since, "program-down")
@@ -2033,20 +2035,25 @@ def test_a_watch_that_stays_stopped_raises_monitoring_down_and_a_source_that_fal
     down = _supervision_events(lab, since, "program-down")  # read again: a record of the VNA's would be here by now
     [watch] = [e for e in down if (e["host"], e["program"]) == (pacs.name, "hids")]
     [service] = [e for e in down if (e["host"], e["program"]) == (workstation.name, "storage-scp")]
+    [console] = [e for e in down if (e["host"], e["program"]) == (siem(lab).name, "pacslab-siem-console")]
     raised = _alerts_of(lab, "monitoring-down", {watch["id"]})
+    console_alerts = _alerts_of(lab, "monitoring-down", {console["id"]})
     service_alerts = _alerts_of(lab, "monitoring-down", {service["id"]})
     restarted = [e for e in down + up if e["host"] == vna.name]
     silent_alert = _alerts_of(lab, "log-source-silent", {silent["id"]})
     stop_alert = _alerts_of(lab, "monitoring-down", {late["id"]})
     others = [e for e in _siem_said(lab, since, "log-source-silent") if e["host"] == other.name]
     said = json.loads(silent["message"])
-    evidence.update(down=down, up=up, alert=raised, service_alerts=service_alerts, silent=silent, resumed=resumed,
+    evidence.update(down=down, up=up, alert=raised, service_alerts=service_alerts, console_alerts=console_alerts, silent=silent, resumed=resumed,
                     silent_alert=silent_alert, stop_alert=stop_alert, other_silent=others)
     # monitoring-down: a watch's stop raises it, a clinical service's and a restart do not
-    assert (watch["outcome"], service["outcome"]) == ("stopped", "stopped")
+    assert (watch["outcome"], service["outcome"], console["outcome"]) == ("stopped", "stopped", "stopped")
     assert len(raised) == 1 and (raised[0]["severity"], raised[0]["entities"]) == ("high", {"host": pacs.name, "program": "hids"})
+    assert len(console_alerts) == 1 and (console_alerts[0]["severity"], console_alerts[0]["entities"]) == (
+        "high", {"host": siem(lab).name, "program": "pacslab-siem-console"})
     assert service_alerts == [] and restarted == []
-    assert {(e["host"], e["program"], e["outcome"]) for e in up} >= {(pacs.name, "hids", "running"), (workstation.name, "storage-scp", "running")}
+    assert {(e["host"], e["program"], e["outcome"]) for e in up} >= {(pacs.name, "hids", "running"), (workstation.name, "storage-scp", "running"),
+                                                                      (siem(lab).name, "pacslab-siem-console", "running")}
     # log-source-silent: declared once the ingest had got the silence past the MR's last record, written before the stop
     declared, last_heard = _stamp(silent), datetime.fromisoformat(said["last_heard"].replace("Z", "+00:00"))
     assert last_heard < datetime.fromisoformat(began.replace("Z", "+00:00")) + timedelta(seconds=5), said

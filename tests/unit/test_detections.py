@@ -1599,7 +1599,7 @@ def test_the_siems_assets_leave_out_exactly_the_groups_pacslab_makes_for_a_run()
 
 
 SILENCE_T0 = datetime(2026, 12, 7, 12, 0, 0, tzinfo=UTC)
-SOURCES = {"sources": ["mod-mr", "pacs", "ca"], "silent_after": 90}
+SOURCES = {"watches": ["mod-mr", "pacs", "ca"], "silent_after": 90}
 
 
 def at(seconds: float) -> datetime:

@@ -609,8 +609,8 @@ SUPERVISION_PROGRAMS = ("supervision",)
 SUPERVISION_EVENTS = ("program-down", "program-up", "supervision-started", "supervision-alive", "supervision-failed")
 
 
-# Every log source's watch over its supervised programs (roles/log_shipping,
-# files/pacslab_supervision.py), shipped as supervision from any host (each speaks of its own
+# Every log source's watch over its supervised programs, and the siem's own (roles/log_shipping,
+# files/pacslab_supervision.py), shipped as supervision from any host (the siem's read from its file) (each speaks of its own
 # programs only: the host is the TLS peer's): one JSON object per line, its kind in "event" -
 # program-down (a program supervisor should run has not been RUNNING for the listener's grace:
 # "state" is supervisor's state name, or REMOVED from its configuration), program-up (it runs
@@ -1120,7 +1120,7 @@ class Silences:
 
     def listen(self, db: sqlite3.Connection, assets: dict[str, Any], at: datetime) -> list[int]:
         """Read what was stored since the last call; then store log-source-silent about each source
-        of assets["sources"] whose watch the ingest has got assets["silent_after"] seconds past,
+        of assets["watches"] whose watch the ingest has got assets["silent_after"] seconds past,
         and log-source-resumed about a silent one heard again since. ``at``: now, which caps the
         ingest's progress (a sender's clock ahead of the siem's). Returns the ids of the events stored."""
         top = int(db.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0])
@@ -1136,7 +1136,7 @@ class Silences:
         self.last_id = top
         after = float(assets.get("silent_after") or 0)
         stored = []
-        for host in assets.get("sources", []) if after > 0 else []:
+        for host in assets.get("watches", []) if after > 0 else []:
             heard = self.heard.get(host)
             if heard is None:
                 continue
