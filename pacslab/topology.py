@@ -731,12 +731,13 @@ def _check_dicom_threads(reader: _Reader, lab: Lab, where: _Origins) -> None:
 
 
 def _check_silence(reader: _Reader, lab: Lab, where: _Origins) -> None:
-    """A log source is silent for the siem (log-source-silent, C-PRT-01) once no heartbeat of its
-    watch over its programs came for siem_silent_after seconds; the watch writes one every
-    pacslab_supervision_heartbeat seconds (roles/log_shipping). Each is a whole number of seconds,
-    the heartbeat at least 1, and the silence longer than two of any source's heartbeats (a
-    heartbeat late by one tick must not make a source silent); 0 turns the silence off."""
-    default = (safe_load((PLAYBOOK_GROUP_VARS_ALL / "monitoring.yml").read_text()) or {}).get("pacslab_supervision_heartbeat", 30)
+    """A log source, or the siem itself, is silent for the siem (log-source-silent, C-PRT-01) once
+    no heartbeat of its watch over its programs came for siem_silent_after seconds; the watch writes
+    one every pacslab_supervision_heartbeat seconds (roles/log_shipping). Each is a whole number of
+    seconds, the heartbeat at least 1, and the silence longer than two heartbeats of any watch it
+    judges, its own included (a heartbeat late by one tick must not make a host silent); 0 turns the
+    silence off."""
+    default = (safe_load((PLAYBOOK_GROUP_VARS_ALL / "monitoring.yml").read_text()) or {})["pacslab_supervision_heartbeat"]
 
     def whole(value: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
@@ -755,12 +756,12 @@ def _check_silence(reader: _Reader, lab: Lab, where: _Origins) -> None:
             continue
         hv = lab.host_vars.get(host.name, {})
         after = hv.get("siem_silent_after", 3 * beats[host.name])
-        longest = max((beats[s] for s in sources), default=beats[host.name])
+        longest = max(beats[s] for s in [*sources, host.name])
         if not whole(after) or (after != 0 and after <= 2 * longest):
             file, key = where.of(host.name, "siem_silent_after") if "siem_silent_after" in hv else where.of(
                 host.name, "pacslab_supervision_heartbeat")
-            reader.fail(file, key, f"{after!r}: {host.name} must wait longer than two heartbeats of its slowest source "
-                        f"({2 * longest} s) before it calls a source silent, or 0 to call none")
+            reader.fail(file, key, f"{after!r}: {host.name} must wait longer than two heartbeats of its slowest watch "
+                        f"({2 * longest} s) before it calls a host silent, or 0 to call none")
 
 
 DIMSE_ALLOW = ("echo", "store", "find", "worklist", "move", "get")

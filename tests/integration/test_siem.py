@@ -1108,6 +1108,7 @@ def test_the_siems_raw_files_are_append_only_and_rsyslogd_cannot_release_them(ru
     evidence.update(flags=flags)
     zone = lab.zones[str(siem(lab).zone)]  # the fw sends from its address in the siem's zone
     own = {f"{RAW_DIR}/{zone.router if h.is_router else h.address}.log" for h in lab.deployed_hosts() if h.name in sources(lab)}
+    own.add(f"{RAW_DIR}/{siem(lab).address}.log")  # its own watch's records (roles/siem rsyslog.conf, ruleset own)
     assert raw in flags and own <= set(flags), (sorted(own - set(flags)), listed)
     assert [path for path, f in flags.items() if "a" not in f] == []
     older = [path for path in flags if path.rsplit(".", 1)[1].isdigit() and int(path.rsplit(".", 1)[1]) >= 2]  # .2 on
@@ -2011,21 +2012,21 @@ def test_a_watch_that_stays_stopped_raises_monitoring_down_and_a_source_that_fal
     since = max([since] + [e["id"] for kind in ("log-source-silent", "log-source-resumed") for e in _siem_said(lab, 0, kind)])
     stopped = {pacs.name: "hids", workstation.name: "storage-scp", siem(lab).name: "pacslab-siem-console"}
     began, clock = utc_now(), time.monotonic()
-    assert im.exec_in(lab, quiet.name, "supervisorctl", "stop", "rsyslogd").strip() == "rsyslogd: stopped"
     try:
+        assert im.exec_in(lab, quiet.name, "supervisorctl", "stop", "rsyslogd").strip() == "rsyslogd: stopped"
         try:
             for host, program in stopped.items():
                 assert im.exec_in(lab, host, "supervisorctl", "stop", program).strip() == f"{program}: stopped"
             im.exec_in(lab, vna.name, "supervisorctl", "restart", "hids")
             wait_for("the PACS's, the workstation's and the siem's program-down", lambda: _of_each(lab, since, "program-down", stopped))
-        finally:
+        finally:  # each started again whatever failed (supervisorctl start of a running program answers 0 too)
             for host, program in stopped.items():
-                im.exec_in(lab, host, "supervisorctl", "start", program)
+                im.exec_in(lab, host, "supervisorctl", "start", program, check=False)
         time.sleep(max(0.0, after - (time.monotonic() - clock)))
         silent = wait_for(f"{quiet.name}'s log-source-silent", lambda: [e for e in _siem_said(lab, since, "log-source-silent")
                                                                         if e["host"] == quiet.name])[0]
     finally:
-        im.exec_in(lab, quiet.name, "supervisorctl", "start", "rsyslogd")
+        im.exec_in(lab, quiet.name, "supervisorctl", "start", "rsyslogd", check=False)
     up = wait_for("the three programs' program-up", lambda: _of_each(lab, since, "program-up", stopped))
     resumed = wait_for(f"{quiet.name}'s log-source-resumed", lambda: [e for e in _siem_said(lab, since, "log-source-resumed")
                                                                       if e["host"] == quiet.name])[0]
@@ -2044,8 +2045,8 @@ def test_a_watch_that_stays_stopped_raises_monitoring_down_and_a_source_that_fal
     stop_alert = _alerts_of(lab, "monitoring-down", {late["id"]})
     others = [e for e in _siem_said(lab, since, "log-source-silent") if e["host"] == other.name]
     said = json.loads(silent["message"])
-    evidence.update(down=down, up=up, alert=raised, service_alerts=service_alerts, console_alerts=console_alerts, silent=silent, resumed=resumed,
-                    silent_alert=silent_alert, stop_alert=stop_alert, other_silent=others)
+    evidence.update(down=down, up=up, alert=raised, service_alerts=service_alerts, console_alerts=console_alerts, silent=silent,
+                    resumed=resumed, late=late, silent_alert=silent_alert, stop_alert=stop_alert, other_silent=others)
     # monitoring-down: a watch's stop raises it, a clinical service's and a restart do not
     assert (watch["outcome"], service["outcome"], console["outcome"]) == ("stopped", "stopped", "stopped")
     assert len(raised) == 1 and (raised[0]["severity"], raised[0]["entities"]) == ("high", {"host": pacs.name, "program": "hids"})
@@ -2069,15 +2070,21 @@ def test_a_watch_that_stays_stopped_raises_monitoring_down_and_a_source_that_fal
 def test_a_watch_s_record_through_the_bastion_s_syslog_socket_is_forged_and_raises_nothing(running_lab: Lab, evidence) -> None:
     """On the bastion, where vendors have shells, a program-down record of rsyslogd written with
     `logger -t supervision` (the local syslog socket, not the watch's file) reaches the siem as
-    forged-source under forged-supervision, naming no program; no monitoring-down holds it."""
+    forged-source under forged-supervision, naming no program; no monitoring-down holds it. The
+    same line written on the siem itself, first, only reaches the siem's own syslog file: the store
+    holds nothing of it once the bastion's has arrived."""
     lab = running_lab
-    host = bastion(lab).name
-    forged = f"rsyslogd-{RUN}"
+    host, collector = bastion(lab).name, siem(lab).name
+    forged, local = f"rsyslogd-{RUN}", f"pacslab-siem-evaluate-{RUN}"
+    im.exec_in(lab, collector, "logger", "-t", "supervision", json.dumps({"event": "program-down", "program": local, "state": "STOPPED"}))
     im.exec_in(lab, host, "logger", "-t", "supervision", json.dumps({"event": "program-down", "program": forged, "state": "STOPPED"}))
     event = wait_for("the forged record at the siem", lambda: [e for e in siem_json(lab, "events", "--contains", forged)
                                                                if e["host"] == host])[0]
     evaluated_after(lab, utc_now())
     held = _alerts_of(lab, "monitoring-down", {event["id"]})
-    evidence.update(event=event, alerts=held)
+    stored_local = siem_json(lab, "events", "--contains", local)
+    in_syslog = im.exec_in(lab, collector, "grep", "-c", local, "/var/log/pacslab/syslog.log", check=False).strip()
+    evidence.update(event=event, alerts=held, stored_local=stored_local, in_siem_syslog=in_syslog)
     assert (event["source"], event["event_type"], event["program"]) == ("forged-supervision", "forged-source", None)
     assert held == []
+    assert stored_local == [] and in_syslog == "1"

@@ -1599,7 +1599,7 @@ def test_the_siems_assets_leave_out_exactly_the_groups_pacslab_makes_for_a_run()
 
 
 SILENCE_T0 = datetime(2026, 12, 7, 12, 0, 0, tzinfo=UTC)
-SOURCES = {"watches": ["mod-mr", "pacs", "ca"], "silent_after": 90}
+SOURCES = {"watches": ["mod-mr", "pacs", "ca", "siem"], "silent_after": 90, "self": "siem"}
 
 
 def at(seconds: float) -> datetime:
@@ -1660,6 +1660,23 @@ def test_an_ingest_running_behind_calls_no_source_silent(tmp_path: Path) -> None
     _heard(ahead, "mod-mr", 30)
     _heard(ahead, "pacs", 10_000)
     assert watching.listen(ahead, SOURCES, at(100)) == []  # the ingest at 100 s at most: 70 s past the MR
+
+
+def test_the_siem_s_own_records_do_not_move_the_ingest_on(tmp_path: Path) -> None:
+    """The siem's own watch's records are read from its own file at once, stamped when read: after
+    its rsyslogd was down, they arrive first, before the sources' backlogs. At 300 s the siem's own
+    heartbeat (written at 290 s) is stored, the newest message of any source was written at 100 s:
+    the MR, last heard at 30 s, is not silent; the siem is judged as a watch like any other."""
+    db = siem.connect(tmp_path / "events.sqlite")
+    silences = siem.Silences(db, SILENCE_T0)
+    _heard(db, "mod-mr", 30)
+    _heard(db, "siem", 0)
+    _heard(db, "pacs", 100)
+    _heard(db, "siem", 290)
+    assert silences.listen(db, SOURCES, at(300)) == []
+    _heard(db, "pacs", 200)  # the backlog arrives: the MR is 170 s behind, the siem 90 s ahead
+    assert len(silences.listen(db, SOURCES, at(301))) == 1
+    assert [(host, kind) for _, host, kind, _ in _said(db)] == [("mod-mr", "log-source-silent")]
 
 
 def test_silence_counts_from_the_detections_start_and_a_restart_keeps_what_was_declared(tmp_path: Path) -> None:

@@ -244,6 +244,30 @@ def test_a_udp_service_is_no_port_of_the_tcp_scan() -> None:
     assert 8444 in config["ports"] and 514 not in config["ports"] and 0 not in config["ports"]
 
 
+# Written out by hand from each lab's hosts.yml: the siem's lab address.
+SIEM_ADDRESS = {"default": "10.77.50.10", "alt": "10.66.50.10"}
+
+
+def test_the_siem_stores_its_own_watch_s_records_from_their_file_alone_under_its_own_address(lab: tuple[str, Renderer]) -> None:
+    """The siem's watch over its programs (roles/log_shipping) writes to the playbooks'
+    pacslab_supervision_log; the siem's rsyslog reads that file alone into the ruleset that stores
+    it as the siem's own address's, through the same store as the sources' messages. Its local
+    syslog socket (a `logger -t supervision` on the siem) stays in the default ruleset, which
+    writes the siem's own syslog file and stores nothing."""
+    name, render = lab
+    conf = render("siem", "siem", "rsyslog.conf.j2", ansible_managed="managed", pacslab_log_sources=["fw"])
+    inputs = re.findall(r"^input\((.*?)\)$", conf, re.M | re.S)
+    [own] = [i for i in inputs if 'type="imfile"' in i]
+    assert 'File="/var/log/pacslab/supervision.json"' in own and 'Tag="supervision"' in own and 'ruleset="own"' in own
+    assert [i for i in inputs if 'ruleset="own"' in i] == [own]
+    rulesets = dict(re.findall(r'^ruleset\(name="(\w+)"\) \{\n(.*?)^\}', conf, re.M | re.S))
+    assert rulesets["own"].split() == ["set", "$.peer", "=", f'"{SIEM_ADDRESS[name]}";', "call", "store"]
+    assert rulesets["remote"].split() == ["set", "$.peer", "=", "$fromhost-ip;", "call", "store"]
+    assert 'name="pacslab-siem-ingest"' in rulesets["store"] and "call" not in rulesets["store"]
+    default = conf.split("\n# The siem's own programs\n", 1)[1]
+    assert default.split() == ["*.*", "/var/log/pacslab/syslog.log"]
+
+
 def test_the_siem_names_no_sender_by_dns(lab: tuple[str, Renderer]) -> None:
     """rsyslog looks up a new sender's name in its listener's accept path, and every TLS session
     waits meanwhile. From the siem, the name of a host of another zone is never answered and the

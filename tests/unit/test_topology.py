@@ -184,12 +184,14 @@ def test_the_role_default_threads_exceed_what_one_source_may_hold(lab_copy: Path
 
 @pytest.mark.parametrize(("file", "line", "key", "reason"), [
     ("siem.yml", "siem_silent_after: 30", "siem.siem_silent_after",
-     "30: siem must wait longer than two heartbeats of its slowest source (30 s) before it calls a source silent, or 0 to call none"),
+     "30: siem must wait longer than two heartbeats of its slowest watch (30 s) before it calls a host silent, or 0 to call none"),
     ("siem.yml", "siem_silent_after: soon", "siem.siem_silent_after",
-     "'soon': siem must wait longer than two heartbeats of its slowest source (30 s) before it calls a source silent, or 0 to call none"),
+     "'soon': siem must wait longer than two heartbeats of its slowest watch (30 s) before it calls a host silent, or 0 to call none"),
     ("mod-mr.yml", "pacslab_supervision_heartbeat: 0", "mod-mr.pacslab_supervision_heartbeat", "0: a whole number of seconds, at least 1"),
     ("mod-mr.yml", "pacslab_supervision_heartbeat: 50", "siem.pacslab_supervision_heartbeat",
-     "45: siem must wait longer than two heartbeats of its slowest source (100 s) before it calls a source silent, or 0 to call none"),
+     "45: siem must wait longer than two heartbeats of its slowest watch (100 s) before it calls a host silent, or 0 to call none"),
+    ("siem.yml", "pacslab_supervision_heartbeat: 50\nsiem_silent_after: 90", "siem.siem_silent_after",
+     "90: siem must wait longer than two heartbeats of its slowest watch (100 s) before it calls a host silent, or 0 to call none"),
 ])
 def test_a_silence_no_longer_than_two_heartbeats_is_refused(lab_copy: Path, file: str, line: str, key: str, reason: str) -> None:
     """The siem calls a source silent when no heartbeat of its watch came for siem_silent_after

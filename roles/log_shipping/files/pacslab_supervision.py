@@ -7,7 +7,8 @@ for its programs (XML-RPC ``supervisor.getAllProcessInfo`` and ``getAllConfigInf
 
 - ``program-down`` once a program supervisor should run (autostart) has not been RUNNING for
   ``--after`` seconds: stopped (``supervisorctl stop``, a stop signal), exited, in BACKOFF, FATAL
-  (supervisor gave up restarting it), or REMOVED from supervisor's configuration;
+  (supervisor gave up restarting it), or REMOVED (no longer loaded: ``supervisorctl remove``, or
+  gone from supervisor's configuration; a program read but never loaded is not watched);
 - ``program-up`` when a program it reported runs again (or is back in the configuration);
 - ``supervision-started`` once per start, naming the programs it watches (a restart of the
   listener itself shows as a second one);
@@ -28,7 +29,7 @@ rotated by supervisor; standard output is the protocol's): {"time" (RFC 3339 UTC
 RUNNING), "down_seconds"}.
 
 Usage (supervisor's [eventlistener:x] command, installed as /usr/local/sbin/pacslab-supervision):
-    pacslab-supervision --after 30 --heartbeat 30
+    pacslab-supervision --after 30 --heartbeat 15
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ def write(out: TextIO, records: list[dict[str, Any]]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pacslab-supervision", description=__doc__.split("\n\n")[0])
     parser.add_argument("--after", type=float, default=30.0, help="seconds out of RUNNING before a program is reported (default 30)")
-    parser.add_argument("--heartbeat", type=float, default=30.0, help="seconds between two supervision-alive records (default 30; 0: none)")
+    parser.add_argument("--heartbeat", type=float, default=15.0, help="seconds between two supervision-alive records (default 15; 0: none)")
     args = parser.parse_args(argv)
     # supervisor's own library (Debian's supervisor package, on every host that runs supervisord):
     # the listener protocol and the XML-RPC client over supervisord's socket (SUPERVISOR_SERVER_URL).

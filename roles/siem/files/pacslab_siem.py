@@ -239,7 +239,8 @@ def _text(data: dict[str, Any], key: str, number: bool = False) -> str | None:
 def normalise(record: dict[str, Any], assets: dict[str, Any], connections: dict[tuple[str, ...], tuple[str, str]] | None = None,
               ldap_connections: dict[tuple[str, str], dict[str, Any]] | None = None) -> dict[str, Any]:
     """The event row for one message. ``record`` has rsyslog's properties: time (RFC 3339),
-    fromhost_ip (the TLS peer's address), hostname (the sender's syslog header), programname, msg.
+    fromhost_ip (the TLS peer's address; the siem's own for its own watch's records, which its rsyslog
+    reads from their file), hostname (the sender's syslog header), programname, msg.
     ``assets`` maps a lab address to its host (assets.json). ``connections`` and ``ldap_connections``:
     what the ingest remembers across messages, a TLS front's open connections (_stunnel) and the
     directory's (_slapd), each bounded on its own. Unknown shapes are kept
@@ -610,10 +611,10 @@ SUPERVISION_EVENTS = ("program-down", "program-up", "supervision-started", "supe
 
 
 # Every log source's watch over its supervised programs, and the siem's own (roles/log_shipping,
-# files/pacslab_supervision.py), shipped as supervision from any host (the siem's read from its file) (each speaks of its own
-# programs only: the host is the TLS peer's): one JSON object per line, its kind in "event" -
+# files/pacslab_supervision.py), shipped as supervision from any host (each speaks of its own
+# programs only: the host is the TLS peer's, or the siem's for the records its rsyslog reads itself): one JSON object per line, its kind in "event" -
 # program-down (a program supervisor should run has not been RUNNING for the listener's grace:
-# "state" is supervisor's state name, or REMOVED from its configuration), program-up (it runs
+# "state" is supervisor's state name, or REMOVED: no longer loaded), program-up (it runs
 # again), supervision-started, supervision-alive (its heartbeat, every 15 s by default: Silences reads it),
 # supervision-failed. The program is supervisor's name of it; the outcome its state, in lower case.
 def _supervision(msg: str) -> dict[str, Any]:
@@ -1095,7 +1096,7 @@ HEARTBEAT_TYPES = ("supervision-alive", "supervision-started", "program-down", "
 class Silences:
     """What the detections know of the sources' watches between two passes (``listen``): the newest
     event id read, how far the ingest has got (``progress``: the newest sender's time among the
-    sources' messages stored), when each source's watch was last heard (its newest record's time),
+    sources' messages stored, the siem's own left out), when each source's watch was last heard (its newest record's time),
     and the sources declared silent. Times are the senders' (syslog TIMESTAMP): the lab's containers
     share one clock. A source is silent when the ingest has got ``silent_after`` seconds past its
     last record: an ingest running behind delays every source alike and calls none silent, nor does
@@ -1125,7 +1126,11 @@ class Silences:
         ingest's progress (a sender's clock ahead of the siem's). Returns the ids of the events stored."""
         top = int(db.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0])
         window = (self.last_id, top)
-        newest = db.execute("SELECT MAX(time) FROM events WHERE id > ? AND id <= ? AND source IS NOT ?", (*window, OWN_SOURCE)).fetchone()[0]
+        # not the siem's own records (its watch's, read from its own file at once and stamped when
+        # read): after an outage of its rsyslogd they would move the ingest to now before the
+        # sources' backlogs arrive, and call every source silent
+        newest = db.execute("SELECT MAX(time) FROM events WHERE id > ? AND id <= ? AND source IS NOT ? AND host IS NOT ?",
+                            (*window, OWN_SOURCE, assets.get("self"))).fetchone()[0]
         if newest:
             self.progress = max(self.progress, min(_parse(newest), at))
         marks = ", ".join("?" * len(HEARTBEAT_TYPES))
