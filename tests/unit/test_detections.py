@@ -1510,8 +1510,8 @@ def test_the_siem_s_counting_windows_find_what_pysigma_s_query_finds(rules, rule
 
 @pytest.mark.parametrize("order", ["event-rule-first", "correlation-first"])
 def test_rules_of_one_pass_each_read_their_own_look_back(rules: dict[str, dict[str, Any]], order: str) -> None:
-    """One pass copies the events of each look-back once and lets the rules that have it share the
-    copy: an IDS alert and an integrity failure both stored 630 s before the pass raise ids-scan
+    """One pass shows the events of each look-back once and lets the rules that have it share what
+    it shows: an IDS alert and an integrity failure both stored 630 s before the pass raise ids-scan
     (an event_count over 600 s reads 660 s back) but not integrity-failure (a rule per event reads
     600 s back), whichever comes first in the rule list; the next pass adds nothing."""
     db = siem.connect(Path(":memory:"))
@@ -1523,6 +1523,33 @@ def test_rules_of_one_pass_each_read_their_own_look_back(rules: dict[str, dict[s
     for _ in range(2):
         siem.evaluate(db, chosen if order == "event-rule-first" else chosen[::-1], ASSETS, at=T0 + timedelta(seconds=630))
     assert [(a["rule"], a["entities"]) for a in siem.alerts(db)] == [("ids-scan", {"src_ip": "10.77.90.66"})]
+
+
+def test_the_look_back_kept_between_passes_holds_what_a_copy_of_the_store_would(rules: dict[str, dict[str, Any]]) -> None:
+    """The evaluator keeps its look-back from one pass to the next (_refresh_window): a pass adds
+    what was stored since the last one, a late event whose time is still inside the look-back too,
+    and drops what has left the look-back; a pass whose look-back starts earlier builds it again,
+    with the events the last pass had dropped. A rule per event reads 600 s back."""
+    db = siem.connect(Path(":memory:"))
+
+    def put(second: int) -> int:
+        return siem.store(db, {"time": (T0 + timedelta(seconds=second)).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                               "host": "pacs", "source": "orthanc-events", "event_type": "integrity-failure"})
+
+    def seen() -> tuple[list[int], list[int]]:
+        return ([row[0] for row in db.execute("SELECT id FROM temp.recent ORDER BY id")],
+                [row[0] for row in db.execute("SELECT id FROM temp.logs ORDER BY id")])
+
+    integrity = [rules["integrity-failure"]]
+    put(0), put(100)  # ids 1, 2
+    siem.evaluate(db, integrity, ASSETS, at=T0 + timedelta(seconds=650))  # from 50 s
+    assert seen() == ([2], [2])
+    put(640), put(300), put(20)  # ids 3, 4 (late, inside the look-back), 5 (late, before it)
+    siem.evaluate(db, integrity, ASSETS, at=T0 + timedelta(seconds=750))  # from 150 s
+    assert seen() == ([3, 4], [3, 4])
+    siem.evaluate(db, integrity, ASSETS, at=T0 + timedelta(seconds=400))  # from -200 s: built again
+    assert seen() == ([1, 2, 3, 4, 5], [1, 2, 3, 4, 5])
+    assert sorted(a["events"][0] for a in siem.alerts(db)) == [1, 2, 3, 4, 5]
 
 
 @pytest.mark.parametrize("seed", range(10))

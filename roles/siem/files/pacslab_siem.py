@@ -644,7 +644,7 @@ def _orthanc_event(msg: str) -> dict[str, Any]:
             "outcome": verdict if isinstance(verdict, str) else status if isinstance(status, str) else kind if isinstance(kind, str) else None}
 
 
-# Orthanc's own log (glog, run with --verbose: "W1202 11:13:52.397176 CommandDispatcher.cpp:617]
+# Orthanc's own log (glog, run with --verbose-dicom: "W1202 11:13:52.397176 CommandDispatcher.cpp:617]
 # text", a category such as "(dicom) " before some texts), shipped as orthanc-log. The lines about
 # DICOM access (Orthanc 1.10.1's wording, seen on the lab):
 # - "Association Received from AET <AE> on IP <ip>": every association, before it is accepted or
@@ -1058,9 +1058,9 @@ def ingest(lines: Any, out: Any, db: sqlite3.Connection, assets: dict[str, Any])
 def evaluate(db: sqlite3.Connection, rules: list[dict[str, Any]], assets: dict[str, Any], at: datetime | None = None) -> list[int]:
     """Run every rule once over the events of its look-back window and raise or update alerts;
     returns the ids of the alerts raised or updated. The look-back is a correlation's timespan plus
-    a minute for late arrivals, 10 minutes for a rule that alerts per event; the events of one
-    look-back are copied once per pass for every rule that has it (a pass sees the events stored
-    before it copied them; later ones, the next pass). A rule is a dict of
+    a minute for late arrivals, 10 minutes for a rule that alerts per event; a pass sees the events
+    stored before it began (later ones, the next pass), through temp.logs (_refresh_window,
+    _show_window). A rule is a dict of
     pacslab/detections.py: id, name, title, level, kind ("event" or a Sigma correlation type),
     timespan (seconds), group_by (fields), sql (pySigma's SQLite query over the table ``logs``),
     base_sql (an event_count or value_count correlation's base rules as one query: the siem counts
@@ -1069,13 +1069,15 @@ def evaluate(db: sqlite3.Connection, rules: list[dict[str, Any]], assets: dict[s
     the others still run."""
     at = at or datetime.now(UTC)
     touched: list[int] = []
-    copied = None  # the look-back temp.logs holds: rules with the same one share a copy (in look-back order)
+    if rules:
+        _refresh_window(db, at - timedelta(seconds=max(_look_back(r) for r in rules)))
+    shown = None  # the look-back temp.logs shows: rules with the same one share it (in look-back order)
     for rule in sorted(rules, key=_look_back):
         try:
-            if _look_back(rule) != copied:
-                copied = None
-                _copy_window(db, at - timedelta(seconds=_look_back(rule)))
-                copied = _look_back(rule)
+            if _look_back(rule) != shown:
+                shown = None
+                _show_window(db, at - timedelta(seconds=_look_back(rule)))
+                shown = _look_back(rule)
             touched += _evaluate_rule(db, rule, assets)
         except Exception as exc:  # noqa: BLE001 (one rule's failure must not stop the others, nor the loop)
             print(f"pacslab-siem evaluate: rule {rule.get('name')}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
@@ -1176,13 +1178,48 @@ def _look_back(rule: dict[str, Any]) -> int:
     return int(rule.get("timespan") or 0) + 60 + max((int(s.get("timespan") or 0) for s in rule.get("steps") or []), default=0)
 
 
-def _copy_window(db: sqlite3.Connection, since: datetime) -> None:
-    """temp.logs: the events stored at or after ``since``, as pySigma's SQLite backend reads them
-    (the table `logs`, its column `timestamp`, its rowid: the event's id, an INTEGER PRIMARY KEY)."""
-    db.execute("DROP TABLE IF EXISTS temp.logs")
-    db.execute(f"CREATE TEMP TABLE logs (id INTEGER PRIMARY KEY, timestamp TEXT, {', '.join(f'{f} TEXT' for f in FIELDS)})")
-    db.execute(f"INSERT INTO temp.logs SELECT id, time, {', '.join(FIELDS)} FROM events WHERE time >= ?",
-               (since.isoformat(timespec="milliseconds").replace("+00:00", "Z"),))
+_STORE_STAMP = re.compile(r"^[0-9T:.Z-]+$")
+
+
+def _refresh_window(db: sqlite3.Connection, since: datetime) -> None:
+    """temp.recent: the events whose time is at or after ``since`` (a pass's longest look-back),
+    kept on the connection from one pass to the next. Each pass adds the events stored since the
+    one before and removes those older than ``since``, where copying the whole look-back again
+    cost every pass about as many rows as the lab sends in ten minutes. Built again whole when
+    ``since`` is earlier than the last pass's, or the store's newest id is lower than the last
+    pass saw (a store put back); events are never changed once stored. Indexed on the time, the
+    source and the event type, which every rule's query names."""
+    stamp = _stamp(since)
+    top = int(db.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0])
+    kept = db.execute("SELECT since, last_id FROM temp.recent_state").fetchone() \
+        if db.execute("SELECT 1 FROM temp.sqlite_master WHERE name = 'recent_state'").fetchone() else None
+    columns = ", ".join(FIELDS)
+    if kept is None or stamp < kept[0] or top < kept[1]:
+        db.execute("DROP TABLE IF EXISTS temp.recent")
+        db.execute(f"CREATE TEMP TABLE recent (id INTEGER PRIMARY KEY, timestamp TEXT, {', '.join(f'{f} TEXT' for f in FIELDS)})")
+        for column in ("timestamp", "source", "event_type"):
+            db.execute(f"CREATE INDEX temp.recent_{column} ON recent ({column})")
+        db.execute(f"INSERT INTO temp.recent SELECT id, time, {columns} FROM events WHERE id <= ? AND time >= ?", (top, stamp))
+        db.execute("CREATE TEMP TABLE IF NOT EXISTS recent_state (since TEXT, last_id INTEGER)")
+        db.execute("DELETE FROM temp.recent_state")
+        db.execute("INSERT INTO temp.recent_state VALUES (?, ?)", (stamp, top))
+        return
+    db.execute(f"INSERT INTO temp.recent SELECT id, time, {columns} FROM events WHERE id > ? AND id <= ? AND time >= ?",
+               (kept[1], top, stamp))
+    db.execute("DELETE FROM temp.recent WHERE timestamp < ?", (stamp,))
+    db.execute("UPDATE temp.recent_state SET since = ?, last_id = ?", (stamp, top))
+
+
+def _show_window(db: sqlite3.Connection, since: datetime) -> None:
+    """temp.logs: the events of temp.recent at or after ``since`` (one rule's look-back), as
+    pySigma's SQLite backend reads them: the relation `logs`, its column `timestamp`, and `id`
+    the event's id. A view, made again for each look-back of a pass; ``since`` is written into it
+    as the store writes times (it holds no quote)."""
+    stamp = _stamp(since)
+    if not _STORE_STAMP.match(stamp):
+        raise ValueError(f"not a time of the store: {stamp!r}")
+    db.execute("DROP VIEW IF EXISTS temp.logs")
+    db.execute(f"CREATE TEMP VIEW logs AS SELECT * FROM temp.recent WHERE timestamp >= '{stamp}'")
 
 
 def _evaluate_rule(db: sqlite3.Connection, rule: dict[str, Any], assets: dict[str, Any]) -> list[int]:
