@@ -1626,7 +1626,7 @@ def test_the_siems_assets_leave_out_exactly_the_groups_pacslab_makes_for_a_run()
 
 
 SILENCE_T0 = datetime(2026, 12, 7, 12, 0, 0, tzinfo=UTC)
-SOURCES = {"watches": ["mod-mr", "pacs", "ca", "siem"], "silent_after": 90, "self": "siem"}
+SILENCE_ASSETS = {"watches": ["mod-mr", "pacs", "ca", "siem"], "silent_after": 90, "self": "siem"}
 
 
 def at(seconds: float) -> datetime:
@@ -1654,15 +1654,15 @@ def test_a_source_whose_watch_is_not_heard_for_silent_after_is_silent_once_then_
     _heard(db, "bastion", 0)
     for second in (0, 60, 120):
         _heard(db, "pacs", second)
-    assert silences.listen(db, SOURCES, at(120)) == []
+    assert silences.listen(db, SILENCE_ASSETS, at(120)) == []
     _heard(db, "pacs", 121)
-    assert len(silences.listen(db, SOURCES, at(121))) == 1
+    assert len(silences.listen(db, SILENCE_ASSETS, at(121))) == 1
     _heard(db, "pacs", 150)
-    assert silences.listen(db, SOURCES, at(150)) == []
+    assert silences.listen(db, SILENCE_ASSETS, at(150)) == []
     _heard(db, "mod-mr", 200)
-    assert len(silences.listen(db, SOURCES, at(201))) == 1
+    assert len(silences.listen(db, SILENCE_ASSETS, at(201))) == 1
     _heard(db, "pacs", 230)
-    assert silences.listen(db, SOURCES, at(230)) == []
+    assert silences.listen(db, SILENCE_ASSETS, at(230)) == []
     assert _said(db) == [("2026-12-07T12:02:01.000Z", "mod-mr", "log-source-silent", "silent 91 s"),
                          ("2026-12-07T12:03:21.000Z", "mod-mr", "log-source-resumed", "resumed after 170 s")]
     silent = json.loads(db.execute("SELECT message FROM events WHERE event_type = 'log-source-silent'").fetchone()[0])
@@ -1678,15 +1678,15 @@ def test_an_ingest_running_behind_calls_no_source_silent(tmp_path: Path) -> None
     silences = siem.Silences(db, SILENCE_T0)
     _heard(db, "mod-mr", 30)
     _heard(db, "pacs", 100, source="orthanc-events", kind="integrity-verified")
-    assert silences.listen(db, SOURCES, at(300)) == []
+    assert silences.listen(db, SILENCE_ASSETS, at(300)) == []
     _heard(db, "pacs", 121, source="orthanc-events", kind="integrity-verified")
-    assert len(silences.listen(db, SOURCES, at(300))) == 1
+    assert len(silences.listen(db, SILENCE_ASSETS, at(300))) == 1
     assert [(host, outcome) for _, host, _, outcome in _said(db)] == [("mod-mr", "silent 91 s")]
     ahead = siem.connect(tmp_path / "ahead.sqlite")
     watching = siem.Silences(ahead, SILENCE_T0)
     _heard(ahead, "mod-mr", 30)
     _heard(ahead, "pacs", 10_000)
-    assert watching.listen(ahead, SOURCES, at(100)) == []  # the ingest at 100 s at most: 70 s past the MR
+    assert watching.listen(ahead, SILENCE_ASSETS, at(100)) == []  # the ingest at 100 s at most: 70 s past the MR
 
 
 def test_the_siem_s_own_records_do_not_move_the_ingest_on(tmp_path: Path) -> None:
@@ -1700,9 +1700,9 @@ def test_the_siem_s_own_records_do_not_move_the_ingest_on(tmp_path: Path) -> Non
     _heard(db, "siem", 0)
     _heard(db, "pacs", 100)
     _heard(db, "siem", 290)
-    assert silences.listen(db, SOURCES, at(300)) == []
+    assert silences.listen(db, SILENCE_ASSETS, at(300)) == []
     _heard(db, "pacs", 200)  # the backlog arrives: the MR is 170 s behind, the siem 90 s ahead
-    assert len(silences.listen(db, SOURCES, at(301))) == 1
+    assert len(silences.listen(db, SILENCE_ASSETS, at(301))) == 1
     assert [(host, kind) for _, host, kind, _ in _said(db)] == [("mod-mr", "log-source-silent")]
 
 
@@ -1714,14 +1714,14 @@ def test_silence_counts_from_the_detections_start_and_a_restart_keeps_what_was_d
     _heard(db, "mod-mr", 0)
     first = siem.Silences(db, at(300))
     _heard(db, "pacs", 390)
-    assert first.listen(db, SOURCES, at(390)) == []
+    assert first.listen(db, SILENCE_ASSETS, at(390)) == []
     _heard(db, "pacs", 391)
-    assert len(first.listen(db, SOURCES, at(391))) == 1
+    assert len(first.listen(db, SILENCE_ASSETS, at(391))) == 1
     again = siem.Silences(db, at(400))
     _heard(db, "pacs", 600)
-    assert again.listen(db, SOURCES, at(600)) == []
+    assert again.listen(db, SILENCE_ASSETS, at(600)) == []
     _heard(db, "mod-mr", 450)
-    assert len(again.listen(db, SOURCES, at(601))) == 1
+    assert len(again.listen(db, SILENCE_ASSETS, at(601))) == 1
     assert [(host, kind) for _, host, kind, _ in _said(db)] == [("mod-mr", "log-source-silent"), ("mod-mr", "log-source-resumed")]
 
 
@@ -1734,6 +1734,6 @@ def test_only_the_watch_s_own_records_at_work_are_its_heartbeat_and_silent_after
     _heard(db, "mod-mr", 60, source="dicom-node", kind="modality-acquisition")
     _heard(db, "mod-mr", 80, kind="supervision-failed")
     _heard(db, "pacs", 500)
-    assert silences.listen(db, SOURCES | {"silent_after": 0}, at(500)) == [] and _said(db) == []
-    assert len(silences.listen(db, SOURCES, at(500))) == 1
+    assert silences.listen(db, SILENCE_ASSETS | {"silent_after": 0}, at(500)) == [] and _said(db) == []
+    assert len(silences.listen(db, SILENCE_ASSETS, at(500))) == 1
     assert [(host, outcome) for _, host, _, outcome in _said(db)] == [("mod-mr", "silent 500 s")]
