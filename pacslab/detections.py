@@ -70,7 +70,8 @@ def compile_rules(rules_dir: Path = RULES_DIR) -> list[dict[str, Any]]:
     Base rules a correlation refers to are left out (they do not alert alone), unless pySigma
     outputs them (``generate``) and they are more than informational."""
     collection = load(rules_dir)
-    backend = sqliteBackend()  # type: ignore[no-untyped-call]
+    # the siem's `logs` is a view (pacslab_siem._show_window), which has no rowid: the event's id is `id`
+    backend = sqliteBackend(event_id_field="id")  # type: ignore[no-untyped-call]
     referenced = {id(r.rule) for c in collection if isinstance(c, SigmaCorrelationRule) for r in c.rules or []}
     conditions: dict[int, str] = {}  # a base rule's condition as SQL, for the counting correlations (below)
     counters: dict[int, dict[str, Any]] = {}  # a counting correlation as a temporal one's step (below)

@@ -1453,7 +1453,7 @@ def test_an_event_rule_raises_one_alert_per_event_however_often_it_runs(rules) -
 
 
 def _as_logs(db: Any) -> None:
-    """Every stored event in temp.logs, as the siem's evaluation copies a look-back (_copy_window)."""
+    """Every stored event in a table temp.logs, as the siem's evaluation shows a look-back (_show_window)."""
     fields = ", ".join(siem.FIELDS)
     db.execute(f"CREATE TEMP TABLE logs (id INTEGER PRIMARY KEY, timestamp TEXT, {fields})")
     db.execute(f"INSERT INTO temp.logs SELECT id, time, {fields} FROM events")
@@ -1550,6 +1550,79 @@ def test_the_look_back_kept_between_passes_holds_what_a_copy_of_the_store_would(
     siem.evaluate(db, integrity, ASSETS, at=T0 + timedelta(seconds=400))  # from -200 s: built again
     assert seen() == ([1, 2, 3, 4, 5], [1, 2, 3, 4, 5])
     assert sorted(a["events"][0] for a in siem.alerts(db)) == [1, 2, 3, 4, 5]
+
+
+class _FailingOnce:
+    """A store connection whose first statement starting with ``sql`` fails (sqlite3.OperationalError),
+    as a busy or full store would; every other call goes to the connection."""
+
+    def __init__(self, db: sqlite3.Connection, sql: str) -> None:
+        self.db, self.sql, self.failed = db, sql, False
+
+    def execute(self, statement: str, *args: Any) -> Any:
+        if not self.failed and statement.startswith(self.sql):
+            self.failed = True
+            raise sqlite3.OperationalError(f"failed here: {self.sql}")
+        return self.db.execute(statement, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.db, name)
+
+
+@pytest.mark.parametrize("fails", ["UPDATE temp.recent_state", "CREATE INDEX temp.recent_source"])
+def test_a_look_back_that_cannot_be_brought_up_to_date_is_undone_whole_and_the_pass_raises_nothing(
+        rules: dict[str, dict[str, Any]], fails: str, capsys) -> None:
+    """A statement of _refresh_window that fails (the last of a pass that adds, or one of a pass that
+    builds again) leaves the look-back as the pass before left it: that pass raises nothing and says
+    so on stderr, and the next one sees every event and raises their alerts."""
+    db = siem.connect(Path(":memory:"))
+    integrity = [rules["integrity-failure"]]
+
+    def put(second: int) -> int:
+        return siem.store(db, {"time": (T0 + timedelta(seconds=second)).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                               "host": "pacs", "source": "orthanc-events", "event_type": "integrity-failure"})
+
+    def kept() -> list[int]:
+        return [row[0] for row in db.execute("SELECT id FROM temp.recent ORDER BY id")]
+
+    put(0), put(100)  # ids 1, 2
+    siem.evaluate(db, integrity, ASSETS, at=T0 + timedelta(seconds=650))  # from 50 s
+    put(640)  # id 3
+    at = T0 + timedelta(seconds=750 if fails.startswith("UPDATE") else 400)  # from 150 s (adds), from -200 s (builds again)
+    assert siem.evaluate(_FailingOnce(db, fails), integrity, ASSETS, at=at) == []  # type: ignore[arg-type]
+    assert kept() == [2] and [a["events"] for a in siem.alerts(db)] == [[2]]
+    assert f"pacslab-siem evaluate: look-back: OperationalError: failed here: {fails}" in capsys.readouterr().err
+    siem.evaluate(db, integrity, ASSETS, at=at)
+    assert kept() == ([3] if fails.startswith("UPDATE") else [1, 2, 3])
+    assert sorted(a["events"][0] for a in siem.alerts(db)) == ([2, 3] if fails.startswith("UPDATE") else [1, 2, 3])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_kept_look_back_shows_each_rule_what_the_store_holds_for_its_look_back(rules: dict[str, dict[str, Any]], seed: int) -> None:
+    """Random stores between passes (times before, inside and after each pass's look-backs, the
+    pass's time moving on and sometimes back): after every pass, temp.recent holds the events whose
+    time is at or after the longest look-back's start, as a query of the store finds them, so does
+    temp.logs (the last look-back a pass shows is the longest), and its part at or after the
+    shortest's start is the store's for that one (a rule per event reads 600 s back, ids-scan 660 s)."""
+    import random
+
+    rng = random.Random(seed)
+    db = siem.connect(Path(":memory:"))
+    chosen = [rules["integrity-failure"], rules["ids-scan"]]
+    now = 700.0
+    for _ in range(25):
+        for _ in range(rng.randrange(0, 12)):
+            second = now + rng.uniform(-800, 30)
+            siem.store(db, {"time": (T0 + timedelta(seconds=second)).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                            "host": "pacs", "source": rng.choice(["orthanc-events", "suricata", "sshd"]), "event_type": "syslog"})
+        now += rng.choice([2, 2, 2, 45, -120])
+        siem.evaluate(db, chosen, ASSETS, at=T0 + timedelta(seconds=now))
+
+        since = {back: (T0 + timedelta(seconds=now - back)).isoformat(timespec="milliseconds").replace("+00:00", "Z") for back in (600, 660)}
+        store = {back: [r[0] for r in db.execute("SELECT id FROM events WHERE time >= ? ORDER BY id", (stamp,))] for back, stamp in since.items()}
+        assert [r[0] for r in db.execute("SELECT id FROM temp.logs ORDER BY id")] == store[660]  # the last look-back shown: ids-scan's
+        assert [r[0] for r in db.execute("SELECT id FROM temp.recent ORDER BY id")] == store[660]
+        assert [r[0] for r in db.execute("SELECT id FROM temp.recent WHERE timestamp >= ? ORDER BY id", (since[600],))] == store[600]
 
 
 @pytest.mark.parametrize("seed", range(10))

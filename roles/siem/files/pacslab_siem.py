@@ -1059,18 +1059,23 @@ def evaluate(db: sqlite3.Connection, rules: list[dict[str, Any]], assets: dict[s
     """Run every rule once over the events of its look-back window and raise or update alerts;
     returns the ids of the alerts raised or updated. The look-back is a correlation's timespan plus
     a minute for late arrivals, 10 minutes for a rule that alerts per event; a pass sees the events
-    stored before it began (later ones, the next pass), through temp.logs (_refresh_window,
-    _show_window). A rule is a dict of
+    stored before it began (later ones, the next pass), through the view temp.logs (_refresh_window,
+    _show_window); a pass whose look-back could not be brought up to date evaluates nothing and
+    says so on stderr. A rule is a dict of
     pacslab/detections.py: id, name, title, level, kind ("event" or a Sigma correlation type),
-    timespan (seconds), group_by (fields), sql (pySigma's SQLite query over the table ``logs``),
+    timespan (seconds), group_by (fields), sql (pySigma's SQLite query over the relation ``logs``),
     base_sql (an event_count or value_count correlation's base rules as one query: the siem counts
     those itself, _counting_windows) and steps (a temporal or temporal_ordered correlation's rules:
     the siem finds the sequences itself, _sequences). A rule that fails is reported on stderr and
     the others still run."""
-    at = at or datetime.now(UTC)
+    at = (at or datetime.now(UTC)).astimezone(UTC)
     touched: list[int] = []
     if rules:
-        _refresh_window(db, at - timedelta(seconds=max(_look_back(r) for r in rules)))
+        try:
+            _refresh_window(db, at - timedelta(seconds=max(_look_back(r) for r in rules)))
+        except sqlite3.Error as exc:  # a busy store: undone whole, the next pass reads on from where this one stood
+            print(f"pacslab-siem evaluate: look-back: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            return touched
     shown = None  # the look-back temp.logs shows: rules with the same one share it (in look-back order)
     for rule in sorted(rules, key=_look_back):
         try:
@@ -1186,35 +1191,45 @@ def _refresh_window(db: sqlite3.Connection, since: datetime) -> None:
     kept on the connection from one pass to the next. Each pass adds the events stored since the
     one before and removes those older than ``since``, where copying the whole look-back again
     cost every pass about as many rows as the lab sends in ten minutes. Built again whole when
-    ``since`` is earlier than the last pass's, or the store's newest id is lower than the last
-    pass saw (a store put back); events are never changed once stored. Indexed on the time, the
-    source and the event type, which every rule's query names."""
+    ``since`` is earlier than the last pass's, or when the store's newest id is lower than the last
+    pass saw (a guard: a snapshot's restore restarts the evaluator, and events are never changed
+    once stored). Indexed on the time, the source and the event type, which every rule's query
+    names. One savepoint: the table and what it holds up to (temp.recent_state) change together or
+    not at all; sqlite3.Error is raised with nothing changed."""
     stamp = _stamp(since)
-    top = int(db.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0])
-    kept = db.execute("SELECT since, last_id FROM temp.recent_state").fetchone() \
-        if db.execute("SELECT 1 FROM temp.sqlite_master WHERE name = 'recent_state'").fetchone() else None
     columns = ", ".join(FIELDS)
-    if kept is None or stamp < kept[0] or top < kept[1]:
-        db.execute("DROP TABLE IF EXISTS temp.recent")
-        db.execute(f"CREATE TEMP TABLE recent (id INTEGER PRIMARY KEY, timestamp TEXT, {', '.join(f'{f} TEXT' for f in FIELDS)})")
-        for column in ("timestamp", "source", "event_type"):
-            db.execute(f"CREATE INDEX temp.recent_{column} ON recent ({column})")
-        db.execute(f"INSERT INTO temp.recent SELECT id, time, {columns} FROM events WHERE id <= ? AND time >= ?", (top, stamp))
-        db.execute("CREATE TEMP TABLE IF NOT EXISTS recent_state (since TEXT, last_id INTEGER)")
-        db.execute("DELETE FROM temp.recent_state")
-        db.execute("INSERT INTO temp.recent_state VALUES (?, ?)", (stamp, top))
-        return
-    db.execute(f"INSERT INTO temp.recent SELECT id, time, {columns} FROM events WHERE id > ? AND id <= ? AND time >= ?",
-               (kept[1], top, stamp))
-    db.execute("DELETE FROM temp.recent WHERE timestamp < ?", (stamp,))
-    db.execute("UPDATE temp.recent_state SET since = ?, last_id = ?", (stamp, top))
+    db.execute("SAVEPOINT refresh_window")
+    try:
+        top = int(db.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0])
+        kept = db.execute("SELECT since, last_id FROM temp.recent_state").fetchone() \
+            if db.execute("SELECT 1 FROM temp.sqlite_master WHERE name = 'recent_state'").fetchone() else None
+        if kept is None or stamp < kept[0] or top < kept[1]:
+            db.execute("DROP TABLE IF EXISTS temp.recent")
+            db.execute(f"CREATE TEMP TABLE recent (id INTEGER PRIMARY KEY, timestamp TEXT, {', '.join(f'{f} TEXT' for f in FIELDS)})")
+            for column in ("timestamp", "source", "event_type"):
+                db.execute(f"CREATE INDEX temp.recent_{column} ON recent ({column})")
+            db.execute(f"INSERT INTO temp.recent SELECT id, time, {columns} FROM events WHERE id <= ? AND time >= ?", (top, stamp))
+            db.execute("CREATE TEMP TABLE IF NOT EXISTS recent_state (since TEXT, last_id INTEGER)")
+            db.execute("DELETE FROM temp.recent_state")
+            db.execute("INSERT INTO temp.recent_state VALUES (?, ?)", (stamp, top))
+        else:
+            db.execute(f"INSERT INTO temp.recent SELECT id, time, {columns} FROM events WHERE id > ? AND id <= ? AND time >= ?",
+                       (kept[1], top, stamp))
+            db.execute("DELETE FROM temp.recent WHERE timestamp < ?", (stamp,))
+            db.execute("UPDATE temp.recent_state SET since = ?, last_id = ?", (stamp, top))
+    except BaseException:
+        db.execute("ROLLBACK TO refresh_window")
+        db.execute("RELEASE refresh_window")
+        raise
+    db.execute("RELEASE refresh_window")
 
 
 def _show_window(db: sqlite3.Connection, since: datetime) -> None:
     """temp.logs: the events of temp.recent at or after ``since`` (one rule's look-back), as
     pySigma's SQLite backend reads them: the relation `logs`, its column `timestamp`, and `id`
-    the event's id. A view, made again for each look-back of a pass; ``since`` is written into it
-    as the store writes times (it holds no quote)."""
+    the event's id (a view has no rowid: pacslab/detections.py has the backend name `id`). A
+    view, made again for each look-back of a pass; ``since`` is written into it as the store
+    writes times (UTC, it holds no quote). Raises ValueError for any other stamp."""
     stamp = _stamp(since)
     if not _STORE_STAMP.match(stamp):
         raise ValueError(f"not a time of the store: {stamp!r}")
@@ -1517,7 +1532,7 @@ def _fires_outside_windows(db: sqlite3.Connection, rule: dict[str, Any], ids: li
     does not): a counting correlation counts them over its windows (_counting_windows), a temporal
     one looks for its sequence among them alone (_sequences: a person's sign-in after the suite's
     own guessing in a window is no break-in; ``newer_than``: a sequence that holds an event of a
-    later id), both over the evaluation's table ``logs``; a rule that alerts per event fires on any
+    later id), both over the evaluation's view ``logs``; a rule that alerts per event fires on any
     one of them."""
     # the ids as one JSON parameter: an alert of a long scan holds any number of events (a statement's
     # variables are limited: 32,766 in SQLite's default build, 250,000 in Debian's)
