@@ -1552,16 +1552,17 @@ def test_the_look_back_kept_between_passes_holds_what_a_copy_of_the_store_would(
     assert sorted(a["events"][0] for a in siem.alerts(db)) == [1, 2, 3, 4, 5]
 
 
-class _FailingOnce:
-    """A store connection whose first statement starting with ``sql`` fails (sqlite3.OperationalError),
-    as a busy or full store would; every other call goes to the connection."""
+class _Failing:
+    """A store connection whose first ``times`` statements starting with ``sql`` fail
+    (sqlite3.OperationalError), as a full store or temp store would; every other call goes to the
+    connection."""
 
-    def __init__(self, db: sqlite3.Connection, sql: str) -> None:
-        self.db, self.sql, self.failed = db, sql, False
+    def __init__(self, db: sqlite3.Connection, sql: str, times: int = 1) -> None:
+        self.db, self.sql, self.left = db, sql, times
 
     def execute(self, statement: str, *args: Any) -> Any:
-        if not self.failed and statement.startswith(self.sql):
-            self.failed = True
+        if self.left and statement.startswith(self.sql):
+            self.left -= 1
             raise sqlite3.OperationalError(f"failed here: {self.sql}")
         return self.db.execute(statement, *args)
 
@@ -1571,10 +1572,10 @@ class _FailingOnce:
 
 @pytest.mark.parametrize("fails", ["UPDATE temp.recent_state", "CREATE INDEX temp.recent_source"])
 def test_a_look_back_that_cannot_be_brought_up_to_date_is_undone_whole_and_the_pass_raises_nothing(
-        rules: dict[str, dict[str, Any]], fails: str, capsys) -> None:
+        rules: dict[str, dict[str, Any]], fails: str) -> None:
     """A statement of _refresh_window that fails (the last of a pass that adds, or one of a pass that
-    builds again) leaves the look-back as the pass before left it: that pass raises nothing and says
-    so on stderr, and the next one sees every event and raises their alerts."""
+    builds again) leaves the look-back as the pass before left it: that pass raises the error and no
+    alert, and the next one sees every event of its look-back and raises their alerts."""
     db = siem.connect(Path(":memory:"))
     integrity = [rules["integrity-failure"]]
 
@@ -1589,12 +1590,41 @@ def test_a_look_back_that_cannot_be_brought_up_to_date_is_undone_whole_and_the_p
     siem.evaluate(db, integrity, ASSETS, at=T0 + timedelta(seconds=650))  # from 50 s
     put(640)  # id 3
     at = T0 + timedelta(seconds=750 if fails.startswith("UPDATE") else 400)  # from 150 s (adds), from -200 s (builds again)
-    assert siem.evaluate(_FailingOnce(db, fails), integrity, ASSETS, at=at) == []  # type: ignore[arg-type]
+    with pytest.raises(sqlite3.OperationalError, match=f"^failed here: {fails}$"):
+        siem.evaluate(_Failing(db, fails), integrity, ASSETS, at=at)  # type: ignore[arg-type]
     assert kept() == [2] and [a["events"] for a in siem.alerts(db)] == [[2]]
-    assert f"pacslab-siem evaluate: look-back: OperationalError: failed here: {fails}" in capsys.readouterr().err
     siem.evaluate(db, integrity, ASSETS, at=at)
     assert kept() == ([3] if fails.startswith("UPDATE") else [1, 2, 3])
     assert sorted(a["events"][0] for a in siem.alerts(db)) == ([2, 3] if fails.startswith("UPDATE") else [1, 2, 3])
+
+
+def test_a_skipped_pass_is_not_noted_and_fifteen_in_a_row_end_the_detections(rules: dict[str, dict[str, Any]], tmp_path: Path,
+                                                                               monkeypatch, capsys) -> None:
+    """`pacslab-siem evaluate`: a pass whose look-back cannot be brought up to date is not written to
+    EVALUATED (a check waiting for a pass after its event must not take it for one), --once
+    answers 1; then a pass that works is noted, --once answers 0. The fifteenth such pass in a row
+    ends the detections (1), for supervisor to start them again; none of them was noted."""
+    store = siem.connect(Path(":memory:"))
+    (tmp_path / "rules.json").write_text(json.dumps([rules["integrity-failure"]]))
+    (tmp_path / "assets.json").write_text(json.dumps(ASSETS))
+    monkeypatch.setattr(siem, "RULES", tmp_path / "rules.json")
+    monkeypatch.setattr(siem, "ASSETS", tmp_path / "assets.json")
+    monkeypatch.setattr(siem, "EVALUATED", tmp_path / "evaluated.json")
+    monkeypatch.setattr(siem.time, "sleep", lambda seconds: None)
+    failing = _Failing(store, "CREATE INDEX temp.recent_source", times=1)
+    monkeypatch.setattr(siem, "connect", lambda *args, **kwargs: failing)
+    assert siem.main(["evaluate", "--once"]) == 1
+    assert not (tmp_path / "evaluated.json").exists()
+    assert "pacslab-siem evaluate: pass skipped (1 in a row): OperationalError: failed here: CREATE INDEX temp.recent_source" \
+        in capsys.readouterr().err
+    assert siem.main(["evaluate", "--once"]) == 0
+    assert set(json.loads((tmp_path / "evaluated.json").read_text())) == {"started", "finished"}
+
+    (tmp_path / "evaluated.json").unlink()
+    failing.sql, failing.left = "INSERT INTO temp.recent", 1000
+    assert siem.main(["evaluate"]) == 1
+    assert not (tmp_path / "evaluated.json").exists() and failing.left == 1000 - 15
+    assert "pass skipped (15 in a row)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("seed", range(5))

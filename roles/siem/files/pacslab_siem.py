@@ -1060,8 +1060,8 @@ def evaluate(db: sqlite3.Connection, rules: list[dict[str, Any]], assets: dict[s
     returns the ids of the alerts raised or updated. The look-back is a correlation's timespan plus
     a minute for late arrivals, 10 minutes for a rule that alerts per event; a pass sees the events
     stored before it began (later ones, the next pass), through the view temp.logs (_refresh_window,
-    _show_window); a pass whose look-back could not be brought up to date evaluates nothing and
-    says so on stderr. A rule is a dict of
+    _show_window). Raises sqlite3.Error, with nothing evaluated and the look-back as it was, when
+    the look-back cannot be brought up to date (the store or its temp store failed). A rule is a dict of
     pacslab/detections.py: id, name, title, level, kind ("event" or a Sigma correlation type),
     timespan (seconds), group_by (fields), sql (pySigma's SQLite query over the relation ``logs``),
     base_sql (an event_count or value_count correlation's base rules as one query: the siem counts
@@ -1070,12 +1070,8 @@ def evaluate(db: sqlite3.Connection, rules: list[dict[str, Any]], assets: dict[s
     the others still run."""
     at = (at or datetime.now(UTC)).astimezone(UTC)
     touched: list[int] = []
-    if rules:
-        try:
-            _refresh_window(db, at - timedelta(seconds=max(_look_back(r) for r in rules)))
-        except sqlite3.Error as exc:  # a busy store: undone whole, the next pass reads on from where this one stood
-            print(f"pacslab-siem evaluate: look-back: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-            return touched
+    if rules:  # sqlite3.Error: nothing evaluated, the look-back as it was
+        _refresh_window(db, at - timedelta(seconds=max(_look_back(r) for r in rules)))
     shown = None  # the look-back temp.logs shows: rules with the same one share it (in look-back order)
     for rule in sorted(rules, key=_look_back):
         try:
@@ -1218,8 +1214,9 @@ def _refresh_window(db: sqlite3.Connection, since: datetime) -> None:
             db.execute("DELETE FROM temp.recent WHERE timestamp < ?", (stamp,))
             db.execute("UPDATE temp.recent_state SET since = ?, last_id = ?", (stamp, top))
     except BaseException:
-        db.execute("ROLLBACK TO refresh_window")
-        db.execute("RELEASE refresh_window")
+        if db.in_transaction:  # SQLite rolls back the whole transaction itself after some errors (full, I/O)
+            db.execute("ROLLBACK TO refresh_window")
+            db.execute("RELEASE refresh_window")
         raise
     db.execute("RELEASE refresh_window")
 
@@ -1960,12 +1957,17 @@ def events(db: sqlite3.Connection, since_id: int = 0, contains: str = "") -> lis
     return [dict(zip(columns, r, strict=True)) for r in cur.fetchall()]
 
 
+# Passes in a row whose look-back could not be brought up to date (about 30 s at --every 2) after
+# which the detections end, for supervisor to start them again on a new connection.
+SKIPPED_PASSES = 15
 EVALUATED = STORE.parent / "evaluated.json"  # the evaluator's last finished pass: {"started", "finished"} (UTC)
 
 
 def _passed(started: str) -> None:
     """Note a finished pass of the rules (EVALUATED, replaced whole): a check that an event raised
-    nothing waits for a pass that started after the event was stored, instead of guessing a time."""
+    nothing waits for a pass that started after the event was stored, instead of guessing a time.
+    A pass whose look-back could not be brought up to date is not noted; one where a single rule
+    failed is (its error is on stderr)."""
     partial = EVALUATED.with_suffix(".tmp")
     partial.write_text(json.dumps({"started": started, "finished": now()}))
     partial.replace(EVALUATED)
@@ -2088,16 +2090,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "evaluate":
         rules = _load(RULES, [])
         silences = Silences(db, datetime.now(UTC))
+        skipped = 0  # passes in a row whose look-back could not be brought up to date
         while True:
             started = now()
             try:
                 silences.listen(db, assets, datetime.now(UTC))
             except sqlite3.Error as exc:  # a busy store: the next pass reads on from where this one stood
                 print(f"pacslab-siem evaluate: silences: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-            evaluate(db, rules, assets)
-            _passed(started)
+            try:
+                evaluate(db, rules, assets)
+            except sqlite3.Error as exc:  # no rule ran: not a pass a check may wait for (_passed)
+                skipped += 1
+                print(f"pacslab-siem evaluate: pass skipped ({skipped} in a row): {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+                if skipped >= SKIPPED_PASSES:
+                    return 1  # supervisor starts the detections again, on a new connection
+            else:
+                skipped = 0
+                _passed(started)
             if args.once:
-                return 0
+                return 1 if skipped else 0
             time.sleep(args.every)
     found = {"alerts": alerts, "cases": cases, "containment": containment, "captures": captures}.get(args.command)
     rows = found(db) if found else events(db, args.since_id, args.contains)
