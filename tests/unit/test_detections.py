@@ -10,6 +10,7 @@ import io
 import json
 import sqlite3
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -1525,6 +1526,12 @@ def test_rules_of_one_pass_each_read_their_own_look_back(rules: dict[str, dict[s
     assert [(a["rule"], a["entities"]) for a in siem.alerts(db)] == [("ids-scan", {"src_ip": "10.77.90.66"})]
 
 
+def _integrity_failure(db: sqlite3.Connection, second: float) -> int:
+    """One integrity failure from the PACS stored at T0 + ``second``; its id."""
+    return siem.store(db, {"time": siem._stamp(T0 + timedelta(seconds=second)), "host": "pacs", "source": "orthanc-events",
+                           "event_type": "integrity-failure"})
+
+
 def test_the_look_back_kept_between_passes_holds_what_a_copy_of_the_store_would(rules: dict[str, dict[str, Any]]) -> None:
     """The evaluator keeps its look-back from one pass to the next (_refresh_window): a pass adds
     what was stored since the last one, a late event whose time is still inside the look-back too,
@@ -1532,15 +1539,12 @@ def test_the_look_back_kept_between_passes_holds_what_a_copy_of_the_store_would(
     with the events the last pass had dropped. A rule per event reads 600 s back."""
     db = siem.connect(Path(":memory:"))
 
-    def put(second: int) -> int:
-        return siem.store(db, {"time": (T0 + timedelta(seconds=second)).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-                               "host": "pacs", "source": "orthanc-events", "event_type": "integrity-failure"})
-
     def seen() -> tuple[list[int], list[int]]:
         return ([row[0] for row in db.execute("SELECT id FROM temp.recent ORDER BY id")],
                 [row[0] for row in db.execute("SELECT id FROM temp.logs ORDER BY id")])
 
     integrity = [rules["integrity-failure"]]
+    put = partial(_integrity_failure, db)
     put(0), put(100)  # ids 1, 2
     siem.evaluate(db, integrity, ASSETS, at=T0 + timedelta(seconds=650))  # from 50 s
     assert seen() == ([2], [2])
@@ -1571,7 +1575,7 @@ class _Failing:
 
 
 @pytest.mark.parametrize("fails", ["UPDATE temp.recent_state", "CREATE INDEX temp.recent_source"])
-def test_a_look_back_that_cannot_be_brought_up_to_date_is_undone_whole_and_the_pass_raises_nothing(
+def test_a_look_back_that_cannot_be_brought_up_to_date_is_undone_whole_and_its_pass_raises_no_alert(
         rules: dict[str, dict[str, Any]], fails: str) -> None:
     """A statement of _refresh_window that fails (the last of a pass that adds, or one of a pass that
     builds again) leaves the look-back as the pass before left it: that pass raises the error and no
@@ -1579,13 +1583,10 @@ def test_a_look_back_that_cannot_be_brought_up_to_date_is_undone_whole_and_the_p
     db = siem.connect(Path(":memory:"))
     integrity = [rules["integrity-failure"]]
 
-    def put(second: int) -> int:
-        return siem.store(db, {"time": (T0 + timedelta(seconds=second)).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-                               "host": "pacs", "source": "orthanc-events", "event_type": "integrity-failure"})
-
     def kept() -> list[int]:
         return [row[0] for row in db.execute("SELECT id FROM temp.recent ORDER BY id")]
 
+    put = partial(_integrity_failure, db)
     put(0), put(100)  # ids 1, 2
     siem.evaluate(db, integrity, ASSETS, at=T0 + timedelta(seconds=650))  # from 50 s
     put(640)  # id 3
@@ -1643,12 +1644,12 @@ def test_a_kept_look_back_shows_each_rule_what_the_store_holds_for_its_look_back
     for _ in range(25):
         for _ in range(rng.randrange(0, 12)):
             second = now + rng.uniform(-800, 30)
-            siem.store(db, {"time": (T0 + timedelta(seconds=second)).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-                            "host": "pacs", "source": rng.choice(["orthanc-events", "suricata", "sshd"]), "event_type": "syslog"})
+            siem.store(db, {"time": siem._stamp(T0 + timedelta(seconds=second)), "host": "pacs",
+                            "source": rng.choice(["orthanc-events", "suricata", "sshd"]), "event_type": "syslog"})
         now += rng.choice([2, 2, 2, 45, -120])
         siem.evaluate(db, chosen, ASSETS, at=T0 + timedelta(seconds=now))
 
-        since = {back: (T0 + timedelta(seconds=now - back)).isoformat(timespec="milliseconds").replace("+00:00", "Z") for back in (600, 660)}
+        since = {back: siem._stamp(T0 + timedelta(seconds=now - back)) for back in (600, 660)}
         store = {back: [r[0] for r in db.execute("SELECT id FROM events WHERE time >= ? ORDER BY id", (stamp,))] for back, stamp in since.items()}
         assert [r[0] for r in db.execute("SELECT id FROM temp.logs ORDER BY id")] == store[660]  # the last look-back shown: ids-scan's
         assert [r[0] for r in db.execute("SELECT id FROM temp.recent ORDER BY id")] == store[660]
