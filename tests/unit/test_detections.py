@@ -1841,3 +1841,80 @@ def test_only_the_watch_s_own_records_at_work_are_its_heartbeat_and_silent_after
     assert silences.listen(db, SILENCE_ASSETS | {"silent_after": 0}, at(500)) == [] and _said(db) == []
     assert len(silences.listen(db, SILENCE_ASSETS, at(500))) == 1
     assert [(host, outcome) for _, host, _, outcome in _said(db)] == [("mod-mr", "silent 500 s")]
+
+
+def _fed(db: sqlite3.Connection, host: str, seconds: float, received: float | None = None, source: str = "supervision",
+         kind: str = "supervision-alive") -> None:
+    """A record ``host`` wrote ``seconds`` after SILENCE_T0, stored by the ingest ``received``
+    seconds after it (the siem's clock; default: when it was written)."""
+    _heard(db, host, seconds, source, kind)
+    db.execute("UPDATE events SET received = ? WHERE id = (SELECT max(id) FROM events)",
+               (siem._stamp(at(seconds if received is None else received)),))
+
+
+def _stalls(db: sqlite3.Connection) -> list[tuple[str, str, str, str]]:
+    return [s for s in _said(db) if s[2] in ("ingest-stalled", "ingest-resumed")]
+
+
+def test_an_ingest_that_stores_nothing_for_silent_after_is_stalled_once_then_resumed(tmp_path: Path) -> None:
+    """The ingest last stored a record at 0 s: not stalled at 90 s, stalled at 91 s (about the siem,
+    assets "self"), once; the detections' own events (the stall's, a maintenance window's) are no
+    record stored; a record stored at 150 s ends it: resumed after 150 s."""
+    db = siem.connect(tmp_path / "events.sqlite")
+    silences = siem.Silences(db, SILENCE_T0)
+    _fed(db, "pacs", 0)
+    assert silences.listen(db, SILENCE_ASSETS, at(90)) == []
+    assert len(silences.listen(db, SILENCE_ASSETS, at(91))) == 1
+    assert silences.listen(db, SILENCE_ASSETS, at(120)) == []
+    _fed(db, "vendor1", 130, source="pacslab-siem", kind="maintenance-opened")
+    assert silences.listen(db, SILENCE_ASSETS, at(140)) == []
+    _fed(db, "pacs", 150)
+    assert len(silences.listen(db, SILENCE_ASSETS, at(151))) == 1
+    assert _stalls(db) == [("2026-12-07T12:01:31.000Z", "siem", "ingest-stalled", "stalled 91 s"),
+                           ("2026-12-07T12:02:31.000Z", "siem", "ingest-resumed", "resumed after 150 s")]
+    stalled = json.loads(db.execute("SELECT message FROM events WHERE event_type = 'ingest-stalled'").fetchone()[0])
+    assert stalled == {"event": "ingest-stalled", "host": "siem", "last_heard": "2026-12-07T12:00:00.000Z", "seconds": 91.0,
+                       "silent_after": 90.0}
+
+
+def test_a_stall_is_judged_once_a_record_is_stored_from_the_detections_start_and_kept_through_a_restart(tmp_path: Path) -> None:
+    """An empty store is no stall, however long; silent_after 0 judges no stall either. A record
+    stored at 0 s, detections started at 300 s: stalled at 391 s, not at once. Detections started
+    again at 400 s read the stall from the store: no second event; a record stored at 450 s ends it."""
+    empty = siem.connect(tmp_path / "empty.sqlite")
+    assert siem.Silences(empty, SILENCE_T0).listen(empty, SILENCE_ASSETS, at(1000)) == []
+    db = siem.connect(tmp_path / "events.sqlite")
+    _fed(db, "pacs", 0)
+    assert siem.Silences(db, at(300)).listen(db, SILENCE_ASSETS | {"silent_after": 0}, at(1000)) == []
+    first = siem.Silences(db, at(300))
+    assert first.listen(db, SILENCE_ASSETS, at(390)) == []
+    assert len(first.listen(db, SILENCE_ASSETS, at(391))) == 1
+    again = siem.Silences(db, at(400))
+    assert again.listen(db, SILENCE_ASSETS, at(600)) == []
+    _fed(db, "pacs", 450)
+    assert len(again.listen(db, SILENCE_ASSETS, at(601))) == 1
+    assert [(kind, outcome) for _, _, kind, outcome in _stalls(db)] == [("ingest-stalled", "stalled 91 s"),
+                                                                         ("ingest-resumed", "resumed after 450 s")]
+
+
+def test_after_the_siem_stored_nothing_the_sources_are_judged_from_when_it_stores_again(tmp_path: Path) -> None:
+    """The siem's rsyslogd down from 40 s to 140 s (stalled at 131 s): the PACS's sender sends
+    again at 140 s, the MR's at 150 s. The MR, last heard at 30 s, is 110 s behind the PACS's
+    record of 140 s, yet no source is silent for the siem's own outage. After a gap of 44 s (less
+    than half of silent_after: a heartbeat of the siem's own would have come) the sources are judged
+    on: the MR, last heard at 170 s and then quiet, is silent once the ingest is 90 s past it."""
+    db = siem.connect(tmp_path / "events.sqlite")
+    silences = siem.Silences(db, SILENCE_T0)
+    _fed(db, "mod-mr", 30)
+    _fed(db, "pacs", 40)
+    assert silences.listen(db, SILENCE_ASSETS, at(40)) == []
+    assert len(silences.listen(db, SILENCE_ASSETS, at(131))) == 1
+    _fed(db, "pacs", 140)
+    assert len(silences.listen(db, SILENCE_ASSETS, at(141))) == 1  # ingest-resumed, and no silence
+    _fed(db, "mod-mr", 150)
+    for second in (170, 214, 250, 261):  # 170 -> 214: a gap of 44 s
+        _fed(db, "pacs" if second != 170 else "mod-mr", second)
+        silences.listen(db, SILENCE_ASSETS, at(second))
+    assert [(host, kind) for _, host, kind, _ in _said(db)] == [("siem", "ingest-stalled"), ("siem", "ingest-resumed"),
+                                                                 ("mod-mr", "log-source-silent")]
+    assert _said(db)[-1][3] == "silent 91 s"

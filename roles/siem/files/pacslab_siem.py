@@ -1090,10 +1090,16 @@ def evaluate(db: sqlite3.Connection, rules: list[dict[str, Any]], assets: dict[s
 # records stop when the listener, the host's shipping, its supervisord or the host itself stops, or
 # when its messages no longer reach the siem. The detections then store an event of their own about
 # the source (its host; source pacslab-siem), which rules/supervision.yml's log-source-silent reads.
+# The siem's ingest stalled (AU-5 of the siem itself): nothing at all stored, not even the siem's own
+# watch's heartbeat, which goes through the same rsyslogd; the detections, which read the store
+# directly, say so while it lasts (ingest-stalled), where the siem's own watch's record of its stopped
+# rsyslogd can only arrive once rsyslogd runs again.
 SILENT, RESUMED = "log-source-silent", "log-source-resumed"
+STALLED, FED_AGAIN = "ingest-stalled", "ingest-resumed"
 OWN_SOURCE = "pacslab-siem"  # the source of the events the siem writes itself (silences, maintenance windows)
 # The watch's records that show it at work (a supervision-failed one does not: its look at supervisor failed).
 HEARTBEAT_TYPES = ("supervision-alive", "supervision-started", "program-down", "program-up")
+_OUTCOMES = {SILENT: "silent", RESUMED: "resumed after", STALLED: "stalled", FED_AGAIN: "resumed after"}
 
 
 class Silences:
@@ -1106,7 +1112,17 @@ class Silences:
     a siem that takes nothing at all. A source is judged once the store has heard its watch (one
     whose shipping never worked is the deployment checks' to find), and from no earlier than
     ``started``, the detections' own start: a siem that was down, or a store a snapshot put back, is
-    no source's silence."""
+    no source's silence.
+
+    The ingest itself (``fed``: when it last stored a record, the store's ``received`` time, the
+    siem's own clock; the detections' own events left out) stalls once it has stored nothing for
+    ``silent_after`` seconds: more than two heartbeats of the siem's own watch, whose records it
+    stores like any source's (pacslab.topology checks the lab definition for that). It is judged
+    once the store holds a record, and from no earlier than ``started``. An ingest that stored
+    nothing for longer than half of ``silent_after`` (a gap no heartbeat of the siem's own leaves)
+    is a siem that was not listening: the sources are judged again from when it stored again, or
+    those whose senders took a few seconds longer to send again than the first would be called
+    silent for the siem's own outage."""
 
     def __init__(self, db: sqlite3.Connection, started: datetime) -> None:
         self.started = started
@@ -1121,6 +1137,13 @@ class Silences:
         self.silent = {str(host): (_parse(at), _parse(json.loads(message)["last_heard"])) for host, kind, at, message, _ in db.execute(
             "SELECT host, event_type, time, message, MAX(id) FROM events WHERE event_type IN (?, ?) AND source = ? GROUP BY host",
             (SILENT, RESUMED, OWN_SOURCE)) if kind == SILENT}
+        # the newest record the ingest stored (ids grow as rows are stored), and a stall declared and not yet over
+        fed = db.execute("SELECT received FROM events WHERE source IS NOT ? ORDER BY id DESC LIMIT 1", (OWN_SOURCE,)).fetchone()
+        self.fed: datetime | None = _parse(fed[0]) if fed else None
+        said = db.execute("SELECT event_type, time, message FROM events WHERE event_type IN (?, ?) AND source = ? ORDER BY id DESC LIMIT 1",
+                          (STALLED, FED_AGAIN, OWN_SOURCE)).fetchone()
+        self.stalled: tuple[datetime, datetime] | None = (
+            (_parse(said[1]), _parse(json.loads(said[2])["last_heard"])) if said and said[0] == STALLED else None)
 
     def listen(self, db: sqlite3.Connection, assets: dict[str, Any], at: datetime) -> list[int]:
         """Read what was stored since the last call; then store log-source-silent about each source
@@ -1129,6 +1152,8 @@ class Silences:
         ingest's progress (a sender's clock ahead of the siem's). Returns the ids of the events stored."""
         top = int(db.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0])
         window = (self.last_id, top)
+        after = float(assets.get("silent_after") or 0)
+        stored = self._ingest(db, window, assets.get("self"), after, at) if after > 0 else []
         # not the siem's own records (its watch's, read from its own file at once and stamped when
         # read): after an outage of its rsyslogd they would move the ingest to now before the
         # sources' backlogs arrive, and call every source silent
@@ -1142,8 +1167,6 @@ class Silences:
             if time_ and (str(host) not in self.heard or _parse(time_) > self.heard[str(host)]):
                 self.heard[str(host)] = _parse(time_)
         self.last_id = top
-        after = float(assets.get("silent_after") or 0)
-        stored = []
         for host in assets.get("watches", []) if after > 0 else []:
             heard = self.heard.get(host)
             if heard is None:
@@ -1160,13 +1183,38 @@ class Silences:
                 self.silent[host] = (at, heard)
         return stored
 
+    def _ingest(self, db: sqlite3.Connection, window: tuple[int, int], siem: str | None, after: float, at: datetime) -> list[int]:
+        """Read when the ingest stored the records of ``window`` (ids after, up to); store
+        ingest-stalled about ``siem`` (the siem's own host) once it has stored nothing for ``after``
+        seconds before ``at``, ingest-resumed once it stores again. Returns the ids of the events stored."""
+        first, newest = db.execute("SELECT MIN(received), MAX(received) FROM events WHERE id > ? AND id <= ? AND source IS NOT ?",
+                                   (*window, OWN_SOURCE)).fetchone()
+        if first:
+            if self.fed is not None and (_parse(first) - self.fed).total_seconds() > after / 2:
+                self.started = max(self.started, _parse(first))  # the siem was not listening: no source's silence
+            self.fed = max(self.fed or _parse(newest), _parse(newest))
+        if self.fed is None:
+            return []
+        if self.stalled:
+            declared, before = self.stalled
+            if self.fed <= declared:
+                return []
+            self.stalled = None  # a record stored after the stall was declared: it lasted from the one before
+            return [self._own(db, FED_AGAIN, siem, before, (self.fed - before).total_seconds(), after, at)]
+        quiet = (at - max(self.fed, self.started)).total_seconds()
+        if quiet <= after:
+            return []
+        self.stalled = (at, self.fed)
+        return [self._own(db, STALLED, siem, self.fed, quiet, after, at)]
+
     @staticmethod
-    def _own(db: sqlite3.Connection, kind: str, host: str, heard: datetime, seconds: float, after: float, at: datetime) -> int:
+    def _own(db: sqlite3.Connection, kind: str, host: str | None, heard: datetime, seconds: float, after: float, at: datetime) -> int:
         """One event of the detections' own about ``host``, at ``at``: ``heard`` is when its watch was
-        last heard before the silence, ``seconds`` how long it has been silent (or was)."""
+        last heard (the ingest last stored a record) before the silence (the stall), ``seconds`` how
+        long it has lasted (or did)."""
         message = {"event": kind, "host": host, "last_heard": _stamp(heard), "seconds": round(seconds, 1), "silent_after": after}
         return store(db, {f: None for f in FIELDS} | {"time": _stamp(at), "host": host, "source": OWN_SOURCE, "event_type": kind,
-                                                      "outcome": f"{'silent' if kind == SILENT else 'resumed after'} {int(seconds)} s",
+                                                      "outcome": f"{_OUTCOMES[kind]} {int(seconds)} s",
                                                       "message": json.dumps(message, sort_keys=True)})
 
 
