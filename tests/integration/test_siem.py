@@ -1588,9 +1588,14 @@ def test_an_unknown_ae_title_at_the_ris_or_the_reading_workstation_raises_unknow
     key. Rejected (calling AE title not recognised); both records reach the siem naming the node,
     the caller's address and the title (unknown-calling-ae), and unknown-ae and dicom-access-denied
     alert on them, about the caller. Once unknown-ae has seen the rogue's event, its silence on the
-    lab title's earlier one is a result, not a wait cut short."""
+    lab title's earlier one is a result, not a wait cut short. At the workstation, whose SCP checks
+    the calling title and not its address, the thief then calls under the PACS's own title: accepted,
+    and recorded as lab-ae-from-another-address, which raises dicom-ae-impersonation (high) about
+    the workstation, the thief's address and the PACS's title; the PACS's own call raised none."""
     lab = running_lab
     rogue = f"NODE{RUN}".upper()
+    impostor: dict[str, Any] | None = None
+    earlier: set[int] = set()
     if node == "ris":
         target = the(lab, "ris_servers")
         caller = thief = tls_stations(lab)[0]
@@ -1608,6 +1613,9 @@ def test_an_unknown_ae_title_at_the_ris_or_the_reading_workstation_raises_unknow
                   "key": im.exec_in(lab, caller.name, "cat", "/etc/pacslab/tls/node.key"),
                   "calling": rogue, "called": str(target.ae_title), "host": str(target.address), "port": target.dicom_port}
         theft = json.loads(im.exec_in(lab, thief.name, "python3", "-c", STOLEN_KEY, input=json.dumps(stolen)).strip().splitlines()[-1])
+        earlier = {e["id"] for e in _association_events(lab, target, str(caller.ae_title), thief.address)["dicom-association-received"]}
+        impostor = json.loads(im.exec_in(lab, thief.name, "python3", "-c", STOLEN_KEY, input=json.dumps(
+            stolen | {"calling": str(caller.ae_title)})).strip().splitlines()[-1])
     assert own["outcome"] == "established", own
     assert (theft["outcome"], theft.get("reject", {}).get("reason_name")) == ("rejected", "calling-AE-title-not-recognized"), theft
     lab_ae = str(caller.ae_title)
@@ -1634,6 +1642,17 @@ def test_an_unknown_ae_title_at_the_ris_or_the_reading_workstation_raises_unknow
     assert cases[unknown["case"]]["host"] == thief.name  # about the caller, not the node it called
     assert _alerts_of(lab, "unknown-ae", {e["id"] for e in own_events}) == []
     assert _alerts_of(lab, "dicom-access-denied", {e["id"] for e in own_events}) == []
+    if impostor is None:
+        return
+    posed = wait_for(f"{lab_ae}'s association from {thief.name} at {target.name}", lambda: [
+        e for e in _association_events(lab, target, lab_ae, thief.address)["dicom-association-received"] if e["id"] not in earlier])[0]
+    impersonation = wait_for("dicom-ae-impersonation", lambda: _alerts_of(lab, "dicom-ae-impersonation", {posed["id"]}))
+    evidence.update(impostor={k: impostor.get(k) for k in ("outcome", "reject")}, posed=posed, impersonation=impersonation)
+    assert impostor["outcome"] == "established", impostor  # the SCP checks the title only
+    assert (posed["outcome"], posed["src_host"]) == ("lab-ae-from-another-address", thief.name)
+    assert [(a["severity"], a["entities"]) for a in impersonation] == [
+        ("high", {"host": target.name, "src_ip": str(thief.address), "calling_ae": lab_ae})]
+    assert _alerts_of(lab, "dicom-ae-impersonation", {e["id"] for e in own_events}) == []
 
 
 def _wire_events(lab: Lab, gateway: Host, calling_ae: str, since: int = 0) -> list[dict[str, Any]]:
@@ -1653,7 +1672,11 @@ def test_the_overlay_gateway_names_each_ae_title_the_legacy_segment_sends_with_t
     called, the device's address, unknown-calling-ae; unknown-ae alerts on it about the gateway and
     the device's address, in the device's case, while the PACS's unknown-ae for the same
     association names the gateway's address. Once unknown-ae has seen the rogue title's event, its
-    silence on the device's own, earlier, is a result."""
+    silence on the device's own, earlier, is a result. Then under the title of another lab device (a
+    modality of another zone): the PACS refuses it (that title's registered address is not the
+    gateway's); the gateway's event names the title from the device's address,
+    lab-ae-from-another-address, and dicom-ae-impersonation (high) alerts on it; on the device's
+    own title, earlier, it did not."""
     lab = running_lab
     gateways = [h for h in lab.deployed_hosts() if "overlay_gateways" in h.groups]
     if not gateways or gateways[0].name not in sources(lab):
@@ -1662,9 +1685,12 @@ def test_the_overlay_gateway_names_each_ae_title_the_legacy_segment_sends_with_t
     device = next(h for h in lab.deployed_hosts() if "modalities" in h.groups and h.zone == gateway.zone)
     rogue, own_ae = f"WIRE{RUN}".upper(), str(device.ae_title)
     since = max((e["id"] for e in siem_json(lab, "events", "--contains", "dicom_assoc_ae_calling")), default=0)
+    other = next(h for h in lab.deployed_hosts() if "modalities" in h.groups and h.zone != gateway.zone and h.ae_title)
     own = im.dicomsim(lab, device.name, "echo", "--peer", "pacs")
     theft = im.dicomsim(lab, device.name, "echo", "--peer", "pacs", "--calling", rogue)
+    posing = im.dicomsim(lab, device.name, "echo", "--peer", "pacs", "--calling", str(other.ae_title))
     assert (own["outcome"], theft["outcome"], theft["reject"]["reason_name"]) == ("established", "rejected", "calling-AE-title-not-recognized")
+    assert posing["outcome"] == "rejected", posing  # the PACS: not from the title's registered address
     seen = wait_for(f"the gateway's record of {rogue}", lambda: _wire_events(lab, gateway, rogue, since))[0]
     own_seen = [e for e in _wire_events(lab, gateway, own_ae, since) if e["called_ae"] == str(pacs.ae_title)]
     unknown = wait_for("unknown-ae on the gateway's record", lambda: _alerts_of(lab, "unknown-ae", {seen["id"]}))[0]
@@ -1684,6 +1710,13 @@ def test_the_overlay_gateway_names_each_ae_title_the_legacy_segment_sends_with_t
     assert (at_pacs["src_ip"], at_pacs["outcome"]) == (str(gateway.address), "unknown-calling-ae")  # what the PACS alone could tell
     assert own_seen and {(e["src_ip"], e["outcome"]) for e in own_seen} == {(str(device.address), "lab-ae")}, own_seen
     assert _alerts_of(lab, "unknown-ae", {e["id"] for e in own_seen}) == []
+    posed = wait_for(f"the gateway's record of {other.ae_title}", lambda: _wire_events(lab, gateway, str(other.ae_title), since))[0]
+    impersonation = wait_for("dicom-ae-impersonation", lambda: _alerts_of(lab, "dicom-ae-impersonation", {posed["id"]}))
+    evidence.update(posing={k: posing.get(k) for k in ("outcome", "reject")}, posed=posed, impersonation=impersonation)
+    assert (posed["src_ip"], posed["src_host"], posed["outcome"]) == (str(device.address), device.name, "lab-ae-from-another-address")
+    assert [(a["severity"], a["entities"]) for a in impersonation] == [
+        ("high", {"host": gateway.name, "src_ip": str(device.address), "calling_ae": str(other.ae_title)})]
+    assert _alerts_of(lab, "dicom-ae-impersonation", {e["id"] for e in own_seen}) == []
 
 
 # Runs in a modality: three TLS handshakes with the PACS's DICOM TLS front, each from a source port
@@ -2044,9 +2077,10 @@ def test_a_watch_that_stays_stopped_raises_monitoring_down_and_a_source_that_fal
     silent_alert = _alerts_of(lab, "log-source-silent", {silent["id"]})
     stop_alert = _alerts_of(lab, "monitoring-down", {late["id"]})
     others = [e for e in _siem_said(lab, since, "log-source-silent") if e["host"] == other.name]
+    stalls = _siem_said(lab, since, "ingest-stalled")  # the siem's ingest stored on: the MR's silence is the MR's alone
     said = json.loads(silent["message"])
     evidence.update(down=down, up=up, alert=raised, service_alerts=service_alerts, console_alerts=console_alerts, silent=silent,
-                    resumed=resumed, late=late, silent_alert=silent_alert, stop_alert=stop_alert, other_silent=others)
+                    resumed=resumed, late=late, silent_alert=silent_alert, stop_alert=stop_alert, other_silent=others, stalls=stalls)
     # monitoring-down: a watch's stop raises it, a clinical service's and a restart do not
     assert (watch["outcome"], service["outcome"], console["outcome"]) == ("stopped", "stopped", "stopped")
     assert len(raised) == 1 and (raised[0]["severity"], raised[0]["entities"]) == ("high", {"host": pacs.name, "program": "hids"})
@@ -2060,10 +2094,58 @@ def test_a_watch_that_stays_stopped_raises_monitoring_down_and_a_source_that_fal
     assert last_heard < datetime.fromisoformat(began.replace("Z", "+00:00")) + timedelta(seconds=5), said
     assert (declared - last_heard).total_seconds() > after, said
     assert len(silent_alert) == 1 and (silent_alert[0]["severity"], silent_alert[0]["entities"]) == ("high", {"host": quiet.name})
-    assert others == []
+    assert others == [] and stalls == []
     assert late["id"] > silent["id"] and late["outcome"] == "stopped"
     assert len(stop_alert) == 1 and stop_alert[0]["entities"] == {"host": quiet.name, "program": "rsyslogd"}
     assert resumed["id"] > silent["id"] and json.loads(resumed["message"])["last_heard"] == said["last_heard"]
+
+
+@pytest.mark.control("C-PRT-01")
+def test_a_siem_that_stores_nothing_raises_ingest_stalled_while_it_lasts_and_calls_no_source_silent_for_it(running_lab: Lab,
+                                                                                                          evidence) -> None:
+    """The siem's own rsyslogd stopped: nothing any source sends is stored, the siem's own watch's
+    heartbeat included (AU-5 of the siem itself). Once nothing has been stored for siem_silent_after
+    (45 s), the detections' own ingest-stalled event about the siem raises ingest-stalled (high)
+    about it while rsyslogd is still stopped, naming the last record stored before the stop.
+    Started again: ingest-resumed names the stall's length from that record; the siem's watch's
+    program-down of its rsyslogd arrives and raises monitoring-down; and once every source's watch
+    has been heard again, none was called silent for the siem's own outage (the senders do not all
+    send again in the same second). The twin, a source's shipping stopped while the siem stores on,
+    is no stall: the check above."""
+    lab = running_lab
+    host = siem(lab)
+    assets = json.loads(im.exec_in(lab, host.name, "cat", "/etc/pacslab/siem/assets.json"))
+    after, watches = int(assets["silent_after"]), set(assets["watches"])
+    since = max([e["id"] for kind in ("program-down", "program-up") for e in _supervision_events(lab, 0, kind)]
+                + [e["id"] for kind in ("log-source-silent", "ingest-stalled", "ingest-resumed") for e in _siem_said(lab, 0, kind)], default=0)
+    began = datetime.fromisoformat(utc_now().replace("Z", "+00:00"))
+    try:
+        assert im.exec_in(lab, host.name, "supervisorctl", "stop", "rsyslogd").strip() == "rsyslogd: stopped"
+        stalled = wait_for("the siem's ingest-stalled", lambda: _siem_said(lab, since, "ingest-stalled"))
+        alert = wait_for("the ingest-stalled alert", lambda: _alerts_of(lab, "ingest-stalled", {e["id"] for e in stalled}))
+        status = im.exec_in(lab, host.name, "supervisorctl", "status", "rsyslogd", check=False).split()
+    finally:
+        im.exec_in(lab, host.name, "supervisorctl", "start", "rsyslogd", check=False)
+    resumed = wait_for("the siem's ingest-resumed", lambda: _siem_said(lab, since, "ingest-resumed"))
+    late = wait_for("the siem's program-down of its rsyslogd", lambda: [e for e in _supervision_events(lab, since, "program-down")
+                                                                        if (e["host"], e["program"]) == (host.name, "rsyslogd")])
+    stop_alert = wait_for("monitoring-down about the siem's rsyslogd", lambda: _alerts_of(lab, "monitoring-down", {late[0]["id"]}))
+    heard = wait_for("every source's watch heard again", lambda: (lambda found: found if found >= watches else set())(
+        {e["host"] for e in _supervision_events(lab, resumed[0]["id"], "supervision-alive")}))
+    evaluated_after(lab, utc_now())
+    silent = _siem_said(lab, since, "log-source-silent")
+    said, again = json.loads(stalled[0]["message"]), json.loads(resumed[0]["message"])
+    evidence.update(stalled=stalled, alert=alert, status=status, resumed=resumed, late=late, stop_alert=stop_alert, heard=sorted(heard),
+                    silent=silent)
+    assert status[:2] == ["rsyslogd", "STOPPED"], status  # the alert was raised while the ingest was down
+    assert [(e["host"], e["outcome"].split()[0]) for e in stalled] == [(host.name, "stalled")]
+    last = datetime.fromisoformat(said["last_heard"].replace("Z", "+00:00"))
+    assert last < began + timedelta(seconds=5) and said["seconds"] > after, said
+    assert len(alert) == 1 and (alert[0]["severity"], alert[0]["entities"]) == ("high", {"host": host.name})
+    assert [e["host"] for e in resumed] == [host.name] and again["last_heard"] == said["last_heard"] and again["seconds"] > after
+    assert late[0]["outcome"] == "stopped"
+    assert len(stop_alert) == 1 and stop_alert[0]["entities"] == {"host": host.name, "program": "rsyslogd"}
+    assert silent == [], "a source called silent for the siem's own outage"
 
 
 @pytest.mark.control("C-PRT-01")

@@ -764,6 +764,13 @@ def _dicomsim(level: str, text: str) -> str:
     (_dicomsim("INFO", json.dumps({"event": "association-received", "calling_ae": "PACS", "called_ae": "WSRAD01", "src_ip": "10.77.40.10"})),
      {"event_type": "dicom-association-received", "outcome": "lab-ae", "calling_ae": "PACS", "called_ae": "WSRAD01", "src_ip": "10.77.40.10",
       "src_host": "pacs", "proto": "dicom"}),
+    # the PACS's title from an address no lab host has, and from the RIS's: another device calling itself the PACS; no address: not judged
+    (_dicomsim("INFO", json.dumps({"event": "association-received", "calling_ae": "PACS", "called_ae": "WSRAD01", "src_ip": "10.77.40.99"})),
+     {"event_type": "dicom-association-received", "outcome": "lab-ae-from-another-address", "calling_ae": "PACS", "src_host": None}),
+    (_dicomsim("INFO", json.dumps({"event": "association-received", "calling_ae": "PACS", "called_ae": "WSRAD01", "src_ip": "10.77.40.12"})),
+     {"event_type": "dicom-association-received", "outcome": "lab-ae-from-another-address", "src_host": "ris"}),
+    (_dicomsim("INFO", json.dumps({"event": "association-received", "calling_ae": "PACS", "called_ae": "WSRAD01"})),
+     {"event_type": "dicom-association-received", "outcome": "lab-ae", "src_ip": None}),
     (_dicomsim("INFO", json.dumps({"event": "association-received", "calling_ae": "evilmod", "called_ae": "WSRAD01", "src_ip": "10.77.20.11"})),
      {"event_type": "dicom-association-received", "outcome": "unknown-calling-ae", "calling_ae": "evilmod", "src_ip": "10.77.20.11"}),
     (_dicomsim("INFO", json.dumps({"event": "association-rejected", "calling_ae": "EVILMOD", "called_ae": "WSRAD01", "src_ip": "10.77.20.11",

@@ -468,7 +468,9 @@ def _slapd(msg: str, peer: str, connections: dict[tuple[str, str], dict[str, Any
 # "association-received" and "association-rejected" (each association request the storage SCP
 # received, and each it rejected with its PS3.8 reason: calling_ae, called_ae, src_ip; the same
 # events and outcomes as Orthanc's lines on the PACS, _orthanc_log, so that unknown-ae and
-# dicom-access-denied read both). An acquisition is "stored" only when the PACS took every instance
+# dicom-access-denied read both; an association accepted under a lab title from an address not its
+# host's is "lab-ae-from-another-address", which the SCP, checking titles only, cannot refuse and
+# dicom-ae-impersonation reads). An acquisition is "stored" only when the PACS took every instance
 # and at least one; else "incomplete". Any other line keeps its level as the outcome (dicom-node-log).
 DICOM_NODE_PROGRAMS = ("dicom-node",)
 
@@ -485,6 +487,16 @@ def _lab_title(calling_ae: str | None, assets: dict[str, Any], fold_case: bool =
     return str(titles[calling_ae]) if calling_ae in titles else None
 
 
+def _from_owner(owner: str, address: str | None, assets: dict[str, Any]) -> str:
+    """The outcome of an association a DICOM node accepted under the AE title of the lab host
+    ``owner``, from ``address`` (None: not known): "lab-ae" from the owner's own address,
+    "lab-ae-from-another-address" from any other (another device calling itself by the owner's
+    title: dicom-ae-impersonation)."""
+    if address is None:
+        return "lab-ae"
+    return "lab-ae" if (assets.get("addresses", {}).get(address) or {}).get("host") == owner else "lab-ae-from-another-address"
+
+
 _DICOMSIM = re.compile(r"^\d{4}-\d\d-\d\d [\d:,]+ dicomsim (?P<level>[A-Z]+) (?P<text>.*)$")
 # A-ASSOCIATE-RJ reason (dicomsim's spelling of PS3.8 Table 9-21) -> the outcome Orthanc's lines get for it
 _NODE_REJECTIONS = {"calling-AE-title-not-recognized": "calling-ae-not-allowed", "called-AE-title-not-recognized": "called-ae-not-recognised"}
@@ -499,11 +511,12 @@ def _dicom_node(msg: str, assets: dict[str, Any], peer: str) -> dict[str, Any]:
     found = {"patient_id": _text(data, "patient_id"), "study_uid": _text(data, "study_uid"), "calling_ae": _text(data, "calling_ae"),
              "proto": "dicom"}
     if data.get("event") in ("association-received", "association-rejected"):
-        calling, received = found["calling_ae"], data["event"] == "association-received"
-        outcome = ("unknown-calling-ae" if _lab_title(calling, assets) is None else "lab-ae" if received
+        calling, received, source = found["calling_ae"], data["event"] == "association-received", _text(data, "src_ip")
+        owner = _lab_title(calling, assets)
+        outcome = ("unknown-calling-ae" if owner is None else _from_owner(owner, source, assets) if received
                    else _NODE_REJECTIONS.get(_text(data, "reason") or "", _text(data, "reason") or "rejected"))
         return found | {"event_type": "dicom-association-received" if received else "dicom-association-rejected", "outcome": outcome,
-                        "called_ae": _text(data, "called_ae"), "src_ip": _text(data, "src_ip"), "dst_ip": peer}
+                        "called_ae": _text(data, "called_ae"), "src_ip": source, "dst_ip": peer}
     if data.get("event") == "acquired":
         counts = [data.get(k) for k in ("stored", "failed", "unacknowledged")]
         whole = all(isinstance(c, int) and not isinstance(c, bool) for c in counts) and counts[0] > 0 and counts[1] == counts[2] == 0
@@ -542,11 +555,11 @@ def _dicom_wire(msg: str, assets: dict[str, Any]) -> dict[str, Any]:
         return int(value) if value is not None and value.isascii() and value.isdecimal() and int(value) < 65536 else None
 
     calling, source = one("dicom_assoc_ae_calling"), one("ip_src")
-    owner, sender = _lab_title(calling, assets), (assets.get("addresses", {}).get(source or "") or {}).get("host")
+    owner = _lab_title(calling, assets)
     found: dict[str, Any] = {"event_type": "dicom-association-received", "proto": "dicom", "calling_ae": calling,
                              "called_ae": one("dicom_assoc_ae_called"), "src_ip": source, "src_port": port("tcp_srcport"),
                              "dst_ip": one("ip_dst"), "dst_port": port("tcp_dstport"),
-                             "outcome": "unknown-calling-ae" if owner is None else "lab-ae" if owner == sender else "lab-ae-from-another-address"}
+                             "outcome": "unknown-calling-ae" if owner is None else _from_owner(owner, source, assets)}
     try:
         found["time"] = _from_epoch(one("frame_time_epoch"))
     except (TypeError, ValueError, OverflowError, OSError):
