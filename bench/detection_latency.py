@@ -40,6 +40,11 @@ unknown-ae   --runs times, a C-ECHO to the PACS from the CT calling itself with 
              (no lab host has it): seconds from the rejection (A-ASSOCIATE-RJ) to the unknown-ae
              alert holding Orthanc's line about that association (the catalogue's budget: 30 s),
              and to the dicom-access-denied alert holding its line about the rejection; p50 and p95.
+ae-impersonation --runs times, a C-ECHO to the PACS from the legacy device calling itself by the
+             CT's AE title, refused by the PACS (not the title's registered address): seconds from
+             the rejection to the dicom-ae-impersonation alert holding the overlay gateway's record
+             of it on the legacy segment (dicom-wire, lab-ae-from-another-address) stored after the
+             run began; p50 and p95.
 security-alert --runs times, a C-STORE from the CT whose SOP Instance UID is a path of the run, refused
              by the PACS: seconds from the refusal to the dicom-security-alert alert holding the
              PACS's invalid-uid-refused event; p50 and p95.
@@ -129,6 +134,11 @@ log-source-silent --runs times, the MR's shipping stopped (supervisorctl stop rs
              newer than the run (its watch's heartbeat, every 15 s, not heard for 45 s; AU-5,
              C-PRT-01); p50 and p95. rsyslogd is started again after each run, and the run waits
              for the siem's log-source-resumed about the MR.
+ingest-stalled --runs times, the siem's own rsyslogd stopped (its ingest: supervisorctl stop
+             rsyslogd on the siem): seconds from the stop to the ingest-stalled alert holding the
+             siem's own event about itself newer than the run (nothing stored for 45 s, the siem's
+             own watch's heartbeat every 15 s included; AU-5, C-PRT-01); p50 and p95. rsyslogd is
+             started again after each run, and the run waits for the siem's ingest-resumed.
 ingest       --messages RFC 5424 messages sent by the bastion (a log source) over one TLS session
              with its lab certificate, as fast as the connection takes them: seconds until the
              siem's store holds the last one, and events per second.
@@ -172,10 +182,11 @@ RESULTS = REPO / "bench" / "results" / "detection_latency.jsonl"
 CLIENT, BASTION = "vendor-eng", "bastion"
 GUESSER = "ws-tech"  # the break-in at the IdP comes from the technologists' workstation (flow F10b)
 WAIT = 120
-MEASURES = ("brute-force", "break-in", "port-scan", "compromised-modality", "integrity", "audit", "unknown-ae", "security-alert",
+MEASURES = ("brute-force", "break-in", "port-scan", "compromised-modality", "integrity", "audit", "unknown-ae", "ae-impersonation",
+            "security-alert",
             "device-anomaly", "ids", "malware", "maintenance", "unknown-device", "legacy-rogue", "host-watch", "archive-rescan", "bulk-access",
             "off-hours-deletion", "weak-tls-service", "vulnerability-scan-failed", "ldap-brute-force", "audit-trail-failure",
-            "untraceable-deletion-refused", "monitoring-down", "log-source-silent", "ingest")
+            "untraceable-deletion-refused", "monitoring-down", "log-source-silent", "ingest-stalled", "ingest")
 # The EICAR anti-malware test file (eicar.org), as the lab's own signature for it holds it.
 EICAR_HEX = "".join(next(s for s in safe_load((REPO / "roles" / "orthanc" / "defaults" / "main.yml").read_text())["orthanc_malware_signatures"]
                          if s["name"] == "Pacslab.Test.EICAR")["hex"].split())
@@ -475,6 +486,25 @@ def unknown_ae(lab: Lab, siem: str) -> dict[str, float]:
     if len(took) < len(wanted):
         raise SystemExit(f"about {rogue} within {WAIT} s: only {took}")
     return {"unknown_ae": took["unknown-ae"], "dicom_access_denied": took["dicom-access-denied"]}
+
+
+def ae_impersonation(lab: Lab, siem: str) -> float:
+    """One ae-impersonation run (the docstring's): seconds from the PACS's rejection to the alert."""
+    gateway = next(h for h in lab.deployed_hosts() if "overlay_gateways" in h.groups)
+    device = next(h for h in lab.deployed_hosts() if "modalities" in h.groups and h.zone == gateway.zone)
+    title = str(next(h for h in lab.deployed_hosts() if "modalities" in h.groups and h.zone == "modality").ae_title)
+    since = last_event(lab, siem)
+    result = im.dicomsim(lab, device.name, "echo", "--peer", "pacs", "--calling", title)
+    rejected = time.monotonic()
+    if result["outcome"] != "rejected":
+        raise SystemExit(f"the PACS did not reject {title} from the legacy segment: {result}")
+    while time.monotonic() - rejected < WAIT:
+        ids = {e["id"] for e in siem_rows(lab, siem, "events", "--since-id", str(since), "--contains", title)
+               if (e["host"], e["source"], e["outcome"]) == (gateway.name, "dicom-wire", "lab-ae-from-another-address")}
+        if ids and any(a["rule"] == "dicom-ae-impersonation" and ids & set(a["events"]) for a in siem_rows(lab, siem, "alerts")):
+            return time.monotonic() - rejected
+        time.sleep(0.25)
+    raise SystemExit(f"no dicom-ae-impersonation about {title} from {device.name} within {WAIT} s")
 
 
 def security_alert(lab: Lab, siem: str) -> float:
@@ -935,6 +965,13 @@ def log_source_silent(lab: Lab, siem: str) -> float:
                           ("pacslab-siem", "log-source-resumed", None), WAIT + 90)
 
 
+def ingest_stalled(lab: Lab, siem: str) -> float:
+    """One ingest-stalled run (the docstring's): seconds from the stop of the siem's own rsyslogd to
+    the alert holding the siem's own ingest-stalled event stored after the run began."""
+    return _stopped_until(lab, siem, siem, "rsyslogd", "ingest-stalled", ("pacslab-siem", "ingest-stalled", None),
+                          ("pacslab-siem", "ingest-resumed", None), WAIT + 90)
+
+
 def _stopped_until(lab: Lab, siem: str, host: str, program: str, rule: str, alerted: tuple[str, str, str | None],
                    back: tuple[str, str, str | None], limit: float) -> float:
     """``program`` stopped on ``host`` (supervisorctl): seconds until an alert of ``rule`` holds an
@@ -1082,6 +1119,8 @@ def main() -> int:
                                          lambda: summary([untraceable_deletion_refused(lab, siem) for _ in range(n)])),
         "monitoring-down": ("monitoring_down_from_stop", lambda: summary([monitoring_down(lab, siem) for _ in range(n)])),
         "log-source-silent": ("log_source_silent_from_stop", lambda: summary([log_source_silent(lab, siem) for _ in range(n)])),
+        "ae-impersonation": ("ae_impersonation_from_rejection", lambda: summary([ae_impersonation(lab, siem) for _ in range(n)])),
+        "ingest-stalled": ("ingest_stalled_from_stop", lambda: summary([ingest_stalled(lab, siem) for _ in range(n)])),
         "ingest": ("ingest", lambda: ingest(lab, siem, args.messages)),
     }
     result: dict[str, Any] = {"rules": len(json.loads(im.exec_in(lab, siem, "cat", "/etc/pacslab/siem/rules.json"))), "runs": n}
