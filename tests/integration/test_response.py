@@ -34,6 +34,7 @@ from .test_bastion import CLIENT as VENDOR_CLIENT
 from .test_bastion import bastion, login, vendor
 from .test_idp import idp, one
 from .test_idp import sign_in as idp_sign_in
+from .test_ruleset import canonical, diff, rendered_listing
 from .test_siem import GUESSER, evaluated_after, failures_at_siem, siem_json, utc_now
 
 ENDED_WITHIN = 10  # seconds: an association open when its host is quarantined must stop within this (issue 13)
@@ -207,26 +208,34 @@ def test_the_release_gives_the_path_back_and_is_logged(running_lab: Lab, evidenc
 
 
 @pytest.mark.control("C-RSP-02")
-def test_up_keeps_the_quarantine_when_it_loads_the_ruleset_again(running_lab: Lab, evidence: dict[str, Any]) -> None:
-    """A rule added by hand is drift: `up` loads the whole ruleset again (flush ruleset first). The
+@pytest.mark.control("C-AST-03")
+def test_up_repairs_drift_and_keeps_the_quarantine_when_it_loads_the_ruleset_again(running_lab: Lab, plan: Plan,
+                                                                                     evidence: dict[str, Any]) -> None:
+    """A rule added by hand (an accept of the internet zone) is drift: the live ruleset no longer
+    equals the rendered one (C-AST-03, test_ruleset's comparison, the twin of its check), and `up`
+    loads the whole ruleset again (flush ruleset first), which puts back exactly the rendered one,
+    while a modality quarantined before it stays in the quarantine set, enforced (C-RSP-02). The
     lab's snapshot _up is brought up to date first, as `up` ends (cli.after_up_snapshot): an `up`
     that finds it out of date takes it again, and it must not take a test's quarantine as the
     lab's state after up. (A whole `up` before the quarantine did the same in 18 s more.)"""
     lab = running_lab
     held, _ = modalities(lab)
+    want = canonical(rendered_listing(plan, lab))
+    fw = lab.container_name(lab.router.name)
     cli.after_up_snapshot(lab)
     response.quarantine(lab, held.name, "integration test: containment through up", by="pacslab-tests")
     try:
-        fw = lab.container_name(lab.router.name)
-        docker("exec", fw, "nft", "add", "rule", "inet", "pacslab", "forward", "meta", "nftrace", "set", "1")
+        docker("exec", fw, "nft", "insert", "rule", "inet", "pacslab", "forward", "ip", "saddr", str(lab.zones["internet"].subnet), "accept")
+        drifted = diff(canonical(docker("exec", fw, "nft", "-j", "list", "ruleset").stdout), want)
         assert cli.main(["up", "--lab", str(lab.path)]) == cli.EXIT_OK
-        ruleset = docker("exec", fw, "nft", "list", "chain", "inet", "pacslab", "forward").stdout
+        repaired = diff(canonical(docker("exec", fw, "nft", "-j", "list", "ruleset").stdout), want)
         record = response.quarantined(lab)
         still_cut = store_one(lab, held, "STILLCUT")["outcome"]
     finally:
         response.release(lab, held.name, "integration test: done", by="pacslab-tests")
-    evidence.update(record=record)
-    assert "nftrace" not in ruleset, "up did not load the ruleset again: the drift is still there"
+    evidence.update(drift=drifted, repaired=repaired[:20], record=record)
+    assert drifted and all(d.startswith("+ ") for d in drifted) and str(lab.zones["internet"].subnet.network_address) in drifted[0]
+    assert repaired == [], "up did not put back the rendered ruleset"
     assert record[str(held.address)]["enforced"] is True
     assert still_cut == "refused"
 

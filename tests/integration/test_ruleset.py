@@ -2,7 +2,9 @@
 
 The live ruleset (nft -j list ruleset in the fw) is compared with what pacslab.firewall renders,
 canonicalised by nft itself in a throw-away container (no network), handles and counter values
-removed. Drift made by hand is detected, and `pacslab up` puts the rendered ruleset back.
+removed. Its negative twin, drift made by hand detected and the rendered ruleset put back by
+`pacslab up`, shares that `up` with containment's check that the quarantine set survives it
+(test_response: test_up_repairs_drift_and_keeps_the_quarantine_when_it_loads_the_ruleset_again).
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from pacslab import cli
 from pacslab.docker import docker
 from pacslab.firewall import RUNTIME_SETS, render
 from pacslab.plan import Plan
@@ -59,14 +60,3 @@ def test_live_ruleset_equals_rendered(running_lab: Lab, plan: Plan, fw_exec, evi
     want = canonical(rendered_listing(plan, running_lab))
     evidence.update(objects=len(want), rules=sum("rule" in o for o in want), differences=diff(live, want)[:20])
     assert live == want, "live fw ruleset differs from the flow matrix:\n" + "\n".join(diff(live, want)[:20])
-
-
-def test_drift_is_detected_and_repaired_by_up(running_lab: Lab, plan: Plan, fw_exec, evidence) -> None:
-    """Negative twin: a rule added by hand makes the comparison fail; `pacslab up` removes it."""
-    want = canonical(rendered_listing(plan, running_lab))
-    fw_exec("nft", "insert", "rule", "inet", "pacslab", "forward", "ip", "saddr", str(running_lab.zones["internet"].subnet), "accept")
-    drifted = diff(canonical(fw_exec("nft", "-j", "list", "ruleset")), want)
-    evidence.update(drift=drifted)
-    assert drifted and all(d.startswith("+ ") for d in drifted) and str(running_lab.zones["internet"].subnet.network_address) in drifted[0]
-    assert cli.main(["up", "--lab", str(running_lab.path)]) == cli.EXIT_OK
-    assert canonical(fw_exec("nft", "-j", "list", "ruleset")) == want
