@@ -136,8 +136,8 @@ log-source-silent --runs times, the MR's shipping stopped (supervisorctl stop rs
              for the siem's log-source-resumed about the MR.
 ingest-stalled --runs times, the siem's own rsyslogd stopped (its ingest: supervisorctl stop
              rsyslogd on the siem): seconds from the stop to the ingest-stalled alert holding the
-             siem's own event about itself newer than the run (nothing stored for 45 s, the siem's
-             own watch's heartbeat every 15 s included; AU-5, C-PRT-01); p50 and p95. rsyslogd is
+             siem's own event about itself newer than the run (no other host's record stored for
+             45 s, three heartbeats of every source; AU-5, C-PRT-01); p50 and p95. rsyslogd is
              started again after each run, and the run waits for the siem's ingest-resumed.
 ingest       --messages RFC 5424 messages sent by the bastion (a log source) over one TLS session
              with its lab certificate, as fast as the connection takes them: seconds until the

@@ -764,13 +764,13 @@ def _dicomsim(level: str, text: str) -> str:
     (_dicomsim("INFO", json.dumps({"event": "association-received", "calling_ae": "PACS", "called_ae": "WSRAD01", "src_ip": "10.77.40.10"})),
      {"event_type": "dicom-association-received", "outcome": "lab-ae", "calling_ae": "PACS", "called_ae": "WSRAD01", "src_ip": "10.77.40.10",
       "src_host": "pacs", "proto": "dicom"}),
-    # the PACS's title from an address no lab host has, and from the RIS's: another device calling itself the PACS; no address: not judged
+    # the PACS's title from an address no lab host has, and from the RIS's: another device calling itself the PACS; no address: not told
     (_dicomsim("INFO", json.dumps({"event": "association-received", "calling_ae": "PACS", "called_ae": "WSRAD01", "src_ip": "10.77.40.99"})),
      {"event_type": "dicom-association-received", "outcome": "lab-ae-from-another-address", "calling_ae": "PACS", "src_host": None}),
     (_dicomsim("INFO", json.dumps({"event": "association-received", "calling_ae": "PACS", "called_ae": "WSRAD01", "src_ip": "10.77.40.12"})),
      {"event_type": "dicom-association-received", "outcome": "lab-ae-from-another-address", "src_host": "ris"}),
     (_dicomsim("INFO", json.dumps({"event": "association-received", "calling_ae": "PACS", "called_ae": "WSRAD01"})),
-     {"event_type": "dicom-association-received", "outcome": "lab-ae", "src_ip": None}),
+     {"event_type": "dicom-association-received", "outcome": "lab-ae-address-unknown", "src_ip": None}),
     (_dicomsim("INFO", json.dumps({"event": "association-received", "calling_ae": "evilmod", "called_ae": "WSRAD01", "src_ip": "10.77.20.11"})),
      {"event_type": "dicom-association-received", "outcome": "unknown-calling-ae", "calling_ae": "evilmod", "src_ip": "10.77.20.11"}),
     (_dicomsim("INFO", json.dumps({"event": "association-rejected", "calling_ae": "EVILMOD", "called_ae": "WSRAD01", "src_ip": "10.77.20.11",
@@ -835,6 +835,8 @@ WIRE_RQ = {"frame_time_epoch": "1796633095.123456789", "ip_src": "10.77.31.10", 
     # tell from its owner's; a lab title in other letters is no lab title (AE titles compare exactly, PS3.5)
     (_ek(**WIRE_RQ | {"ip_src": "10.77.31.20"}), {"outcome": "lab-ae-from-another-address", "calling_ae": "LEGACY01", "src_host": "ovl-gw"}),
     (_ek(**WIRE_RQ | {"dicom_assoc_ae_calling": "legacy01"}), {"outcome": "unknown-calling-ae", "calling_ae": "legacy01"}),
+    # a request whose packet names no one source address (two, or none): who sent the title cannot be told
+    (_ek(**WIRE_RQ | {"ip_src": ["10.77.31.10", "10.77.31.20"]}), {"outcome": "lab-ae-address-unknown", "src_ip": None}),
     # no calling AE title, or two (no one title): no lab title; a port or time that is no number is none
     (_ek(**{k: v for k, v in WIRE_RQ.items() if k != "dicom_assoc_ae_calling"}), {"outcome": "unknown-calling-ae", "calling_ae": None}),
     (_ek(**WIRE_RQ | {"dicom_assoc_ae_calling": ["LEGACY01", "CT01"]}), {"outcome": "unknown-calling-ae", "calling_ae": None}),
@@ -1866,7 +1868,7 @@ def _stalls(db: sqlite3.Connection) -> list[tuple[str, str, str, str]]:
 def test_an_ingest_that_stores_nothing_for_silent_after_is_stalled_once_then_resumed(tmp_path: Path) -> None:
     """The ingest last stored a record at 0 s: not stalled at 90 s, stalled at 91 s (about the siem,
     assets "self"), once; the detections' own events (the stall's, a maintenance window's) are no
-    record stored; a record stored at 150 s ends it: resumed after 150 s."""
+    record stored; records stored at 150 s and 160 s end it: resumed after 150 s, to the first."""
     db = siem.connect(tmp_path / "events.sqlite")
     silences = siem.Silences(db, SILENCE_T0)
     _fed(db, "pacs", 0)
@@ -1876,9 +1878,10 @@ def test_an_ingest_that_stores_nothing_for_silent_after_is_stalled_once_then_res
     _fed(db, "vendor1", 130, source="pacslab-siem", kind="maintenance-opened")
     assert silences.listen(db, SILENCE_ASSETS, at(140)) == []
     _fed(db, "pacs", 150)
-    assert len(silences.listen(db, SILENCE_ASSETS, at(151))) == 1
+    _fed(db, "mod-mr", 160)
+    assert len(silences.listen(db, SILENCE_ASSETS, at(161))) == 1
     assert _stalls(db) == [("2026-12-07T12:01:31.000Z", "siem", "ingest-stalled", "stalled 91 s"),
-                           ("2026-12-07T12:02:31.000Z", "siem", "ingest-resumed", "resumed after 150 s")]
+                           ("2026-12-07T12:02:41.000Z", "siem", "ingest-resumed", "resumed after 150 s")]
     stalled = json.loads(db.execute("SELECT message FROM events WHERE event_type = 'ingest-stalled'").fetchone()[0])
     assert stalled == {"event": "ingest-stalled", "host": "siem", "last_heard": "2026-12-07T12:00:00.000Z", "seconds": 91.0,
                        "silent_after": 90.0}
@@ -1925,3 +1928,39 @@ def test_after_the_siem_stored_nothing_the_sources_are_judged_from_when_it_store
     assert [(host, kind) for _, host, kind, _ in _said(db)] == [("siem", "ingest-stalled"), ("siem", "ingest-resumed"),
                                                                  ("mod-mr", "log-source-silent")]
     assert _said(db)[-1][3] == "silent 91 s"
+
+
+def test_a_listener_that_takes_nothing_is_a_stall_though_the_siem_s_own_records_arrive(tmp_path: Path) -> None:
+    """The siem's own watch's records are read from its own file: they reach the store while its
+    listener takes nothing (a certificate expired, the fw closed the port). The PACS last heard at
+    0 s, the siem's own heartbeat every 15 s: stalled at 91 s all the same."""
+    db = siem.connect(tmp_path / "events.sqlite")
+    silences = siem.Silences(db, SILENCE_T0)
+    _fed(db, "pacs", 0)
+    for second in range(15, 91, 15):
+        _fed(db, "siem", second)
+        assert silences.listen(db, SILENCE_ASSETS, at(second)) == []
+    assert len(silences.listen(db, SILENCE_ASSETS, at(91))) == 1
+    assert [(host, kind) for _, host, kind, _ in _stalls(db)] == [("siem", "ingest-stalled")]
+
+
+def test_a_stall_whose_event_cannot_be_stored_is_declared_at_the_next_pass(tmp_path: Path) -> None:
+    """The store refuses the stall's event (a busy store: sqlite3.Error out of listen): nothing is
+    noted, and the next pass stores it."""
+    db = siem.connect(tmp_path / "events.sqlite")
+    silences = siem.Silences(db, SILENCE_T0)
+    _fed(db, "pacs", 0)
+    assert silences.listen(db, SILENCE_ASSETS, at(10)) == []
+    stored = siem.store
+
+    def busy(*_: Any) -> int:
+        raise sqlite3.OperationalError("database is locked")
+
+    siem.store = busy  # type: ignore[assignment]
+    try:
+        with pytest.raises(sqlite3.OperationalError):
+            silences.listen(db, SILENCE_ASSETS, at(91))
+    finally:
+        siem.store = stored  # type: ignore[assignment]
+    assert len(silences.listen(db, SILENCE_ASSETS, at(93))) == 1
+    assert [(kind, outcome) for _, _, kind, outcome in _stalls(db)] == [("ingest-stalled", "stalled 93 s")]

@@ -489,11 +489,11 @@ def _lab_title(calling_ae: str | None, assets: dict[str, Any], fold_case: bool =
 
 def _from_owner(owner: str, address: str | None, assets: dict[str, Any]) -> str:
     """The outcome of an association a DICOM node accepted under the AE title of the lab host
-    ``owner``, from ``address`` (None: not known): "lab-ae" from the owner's own address,
-    "lab-ae-from-another-address" from any other (another device calling itself by the owner's
-    title: dicom-ae-impersonation)."""
+    ``owner``, from ``address``: "lab-ae" from the owner's own address, "lab-ae-from-another-address"
+    from any other (another device calling itself by the owner's title: dicom-ae-impersonation),
+    "lab-ae-address-unknown" when the record names no one address (neither can be told)."""
     if address is None:
-        return "lab-ae"
+        return "lab-ae-address-unknown"
     return "lab-ae" if (assets.get("addresses", {}).get(address) or {}).get("host") == owner else "lab-ae-from-another-address"
 
 
@@ -1127,15 +1127,16 @@ class Silences:
     ``started``, the detections' own start: a siem that was down, or a store a snapshot put back, is
     no source's silence.
 
-    The ingest itself (``fed``: when it last stored a record, the store's ``received`` time, the
-    siem's own clock; the detections' own events left out) stalls once it has stored nothing for
-    ``silent_after`` seconds: more than two heartbeats of the siem's own watch, whose records it
-    stores like any source's (pacslab.topology checks the lab definition for that). It is judged
-    once the store holds a record, and from no earlier than ``started``. An ingest that stored
-    nothing for longer than half of ``silent_after`` (a gap no heartbeat of the siem's own leaves)
-    is a siem that was not listening: the sources are judged again from when it stored again, or
-    those whose senders took a few seconds longer to send again than the first would be called
-    silent for the siem's own outage."""
+    The ingest itself (``fed``: when it last stored a record of another host than the siem, the
+    store's ``received`` time, the siem's own clock; the detections' own events left out) stalls
+    once it has stored none for ``silent_after`` seconds: more than two heartbeats of any source's
+    watch (pacslab.topology checks the lab definition for that). The siem's own records do not
+    count: read from its own files, they reach the store while its listener takes nothing. It is
+    judged once the store holds another host's record, and from no earlier than ``started``. An
+    ingest that stored no other host's record for longer than half of ``silent_after`` (a gap no
+    heartbeat leaves) is a siem that was not listening: the sources are judged again from when it
+    stored one again, or those whose senders took a few seconds longer to send again than the
+    first would be called silent for the siem's own outage."""
 
     def __init__(self, db: sqlite3.Connection, started: datetime) -> None:
         self.started = started
@@ -1150,9 +1151,10 @@ class Silences:
         self.silent = {str(host): (_parse(at), _parse(json.loads(message)["last_heard"])) for host, kind, at, message, _ in db.execute(
             "SELECT host, event_type, time, message, MAX(id) FROM events WHERE event_type IN (?, ?) AND source = ? GROUP BY host",
             (SILENT, RESUMED, OWN_SOURCE)) if kind == SILENT}
-        # the newest record the ingest stored (ids grow as rows are stored), and a stall declared and not yet over
-        fed = db.execute("SELECT received FROM events WHERE source IS NOT ? ORDER BY id DESC LIMIT 1", (OWN_SOURCE,)).fetchone()
-        self.fed: datetime | None = _parse(fed[0]) if fed else None
+        # when the ingest last stored another host's record (read at the first pass, which knows the
+        # siem's own name), and a stall declared and not yet over
+        self.fed: datetime | None = None
+        self.fed_read = False
         said = db.execute("SELECT event_type, time, message FROM events WHERE event_type IN (?, ?) AND source = ? ORDER BY id DESC LIMIT 1",
                           (STALLED, FED_AGAIN, OWN_SOURCE)).fetchone()
         self.stalled: tuple[datetime, datetime] | None = (
@@ -1197,14 +1199,21 @@ class Silences:
         return stored
 
     def _ingest(self, db: sqlite3.Connection, window: tuple[int, int], siem: str | None, after: float, at: datetime) -> list[int]:
-        """Read when the ingest stored the records of ``window`` (ids after, up to); store
-        ingest-stalled about ``siem`` (the siem's own host) once it has stored nothing for ``after``
-        seconds before ``at``, ingest-resumed once it stores again. Returns the ids of the events stored."""
-        first, newest = db.execute("SELECT MIN(received), MAX(received) FROM events WHERE id > ? AND id <= ? AND source IS NOT ?",
-                                   (*window, OWN_SOURCE)).fetchone()
-        if first:
-            if self.fed is not None and (_parse(first) - self.fed).total_seconds() > after / 2:
-                self.started = max(self.started, _parse(first))  # the siem was not listening: no source's silence
+        """Read when the ingest stored the other hosts' records of ``window`` (ids after, up to; the
+        siem's own, ``siem``, are read from its own files and reach the store even when its listener
+        takes nothing); store ingest-stalled about ``siem`` once it has stored none for ``after``
+        seconds before ``at``, ingest-resumed once it stores one again. Returns the ids of the
+        events stored; the state changes only once they are."""
+        if not self.fed_read:  # the newest such record before the detections' first pass
+            fed = db.execute("SELECT received FROM events WHERE id <= ? AND source IS NOT ? AND host IS NOT ? ORDER BY id DESC LIMIT 1",
+                             (window[0], OWN_SOURCE, siem)).fetchone()
+            self.fed, self.fed_read = (_parse(fed[0]) if fed else None), True
+        first, newest = db.execute("SELECT MIN(received), MAX(received) FROM events WHERE id > ? AND id <= ? AND source IS NOT ? "
+                                   "AND host IS NOT ?", (*window, OWN_SOURCE, siem)).fetchone()
+        back = _parse(first) if first else None
+        if back and newest:
+            if self.fed is not None and (back - self.fed).total_seconds() > after / 2:
+                self.started = max(self.started, back)  # the siem was not listening: no source's silence
             self.fed = max(self.fed or _parse(newest), _parse(newest))
         if self.fed is None:
             return []
@@ -1212,13 +1221,17 @@ class Silences:
             declared, before = self.stalled
             if self.fed <= declared:
                 return []
-            self.stalled = None  # a record stored after the stall was declared: it lasted from the one before
-            return [self._own(db, FED_AGAIN, siem, before, (self.fed - before).total_seconds(), after, at)]
+            # it lasted from the last record before it to the first after it (after a restart of the
+            # detections during the stall, to the newest they found)
+            stored = [self._own(db, FED_AGAIN, siem, before, ((back or self.fed) - before).total_seconds(), after, at)]
+            self.stalled = None
+            return stored
         quiet = (at - max(self.fed, self.started)).total_seconds()
         if quiet <= after:
             return []
+        stored = [self._own(db, STALLED, siem, self.fed, quiet, after, at)]
         self.stalled = (at, self.fed)
-        return [self._own(db, STALLED, siem, self.fed, quiet, after, at)]
+        return stored
 
     @staticmethod
     def _own(db: sqlite3.Connection, kind: str, host: str | None, heard: datetime, seconds: float, after: float, at: datetime) -> int:
