@@ -1964,3 +1964,18 @@ def test_a_stall_whose_event_cannot_be_stored_is_declared_at_the_next_pass(tmp_p
         siem.store = stored  # type: ignore[assignment]
     assert len(silences.listen(db, SILENCE_ASSETS, at(93))) == 1
     assert [(kind, outcome) for _, _, kind, outcome in _stalls(db)] == [("ingest-stalled", "stalled 93 s")]
+
+
+def test_a_lab_with_one_source_and_a_short_silent_after_still_calls_a_quiet_source_silent(tmp_path: Path) -> None:
+    """silent_after 31 s, the least the lab definition takes with heartbeats of 15 s, and one
+    source besides the MR whose heartbeats come 20 s apart (supervisor's 5 s tick): its healthy
+    gaps are no siem outage (they are under a heartbeat and HEARTBEAT_SLACK, assets "heartbeat"),
+    so the MR, last heard at 0 s, is silent once the ingest is 31 s past it."""
+    db = siem.connect(tmp_path / "events.sqlite")
+    silences = siem.Silences(db, SILENCE_T0)
+    small = {"watches": ["mod-mr", "pacs"], "silent_after": 31, "heartbeat": 15, "self": "siem"}
+    _fed(db, "mod-mr", 0)
+    for second in (0, 20, 40):
+        _fed(db, "pacs", second)
+        silences.listen(db, small, at(second))
+    assert [(host, outcome) for _, host, _, outcome in _said(db)] == [("mod-mr", "silent 40 s")]

@@ -1103,15 +1103,18 @@ def evaluate(db: sqlite3.Connection, rules: list[dict[str, Any]], assets: dict[s
 # records stop when the listener, the host's shipping, its supervisord or the host itself stops, or
 # when its messages no longer reach the siem. The detections then store an event of their own about
 # the source (its host; source pacslab-siem), which rules/supervision.yml's log-source-silent reads.
-# The siem's ingest stalled (AU-5 of the siem itself): nothing at all stored, not even the siem's own
-# watch's heartbeat, which goes through the same rsyslogd; the detections, which read the store
-# directly, say so while it lasts (ingest-stalled), where the siem's own watch's record of its stopped
-# rsyslogd can only arrive once rsyslogd runs again.
+# The siem's ingest stalled (AU-5 of the siem itself): no other host's record stored (the siem's own
+# are read from its own files); the detections, which read the store directly, say so while it
+# lasts (ingest-stalled), where the siem's own watch's record of its stopped rsyslogd can only
+# arrive once rsyslogd runs again.
 SILENT, RESUMED = "log-source-silent", "log-source-resumed"
 STALLED, FED_AGAIN = "ingest-stalled", "ingest-resumed"
 OWN_SOURCE = "pacslab-siem"  # the source of the events the siem writes itself (silences, maintenance windows)
 # The watch's records that show it at work (a supervision-failed one does not: its look at supervisor failed).
 HEARTBEAT_TYPES = ("supervision-alive", "supervision-started", "program-down", "program-up")
+# Seconds a healthy lab's ingest may go without another host's record beyond one heartbeat: the
+# watch beats on supervisor's 5 s tick (pacslab_supervision), and 2 s for the way to the store.
+HEARTBEAT_SLACK = 7
 _OUTCOMES = {SILENT: "silent", RESUMED: "resumed after", STALLED: "stalled", FED_AGAIN: "resumed after"}
 
 
@@ -1133,10 +1136,12 @@ class Silences:
     watch (pacslab.topology checks the lab definition for that). The siem's own records do not
     count: read from its own files, they reach the store while its listener takes nothing. It is
     judged once the store holds another host's record, and from no earlier than ``started``. An
-    ingest that stored no other host's record for longer than half of ``silent_after`` (a gap no
-    heartbeat leaves) is a siem that was not listening: the sources are judged again from when it
-    stored one again, or those whose senders took a few seconds longer to send again than the
-    first would be called silent for the siem's own outage."""
+    ingest that stored no other host's record for longer than half of ``silent_after`` and than a
+    heartbeat and HEARTBEAT_SLACK (a gap no healthy lab leaves, assets "heartbeat") is a siem that
+    was not listening: the sources are judged again from when it stored one again, or those whose
+    senders took a few seconds longer to send again than the first would be called silent for the
+    siem's own outage. In a lab whose sources all stop at once (one source alone, say), the stall
+    is the siem's to say: no source's silence is told from its ingest's."""
 
     def __init__(self, db: sqlite3.Connection, started: datetime) -> None:
         self.started = started
@@ -1168,7 +1173,7 @@ class Silences:
         top = int(db.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0])
         window = (self.last_id, top)
         after = float(assets.get("silent_after") or 0)
-        stored = self._ingest(db, window, assets.get("self"), after, at) if after > 0 else []
+        stored = self._ingest(db, window, assets.get("self"), after, float(assets.get("heartbeat") or 0), at) if after > 0 else []
         # not the siem's own records (its watch's, read from its own file at once and stamped when
         # read): after an outage of its rsyslogd they would move the ingest to now before the
         # sources' backlogs arrive, and call every source silent
@@ -1198,12 +1203,14 @@ class Silences:
                 self.silent[host] = (at, heard)
         return stored
 
-    def _ingest(self, db: sqlite3.Connection, window: tuple[int, int], siem: str | None, after: float, at: datetime) -> list[int]:
+    def _ingest(self, db: sqlite3.Connection, window: tuple[int, int], siem: str | None, after: float, beat: float,
+                at: datetime) -> list[int]:
         """Read when the ingest stored the other hosts' records of ``window`` (ids after, up to; the
         siem's own, ``siem``, are read from its own files and reach the store even when its listener
         takes nothing); store ingest-stalled about ``siem`` once it has stored none for ``after``
-        seconds before ``at``, ingest-resumed once it stores one again. Returns the ids of the
-        events stored; the state changes only once they are."""
+        seconds before ``at``, ingest-resumed once it stores one again. ``beat``: the longest
+        seconds between two heartbeats of a watch (0: not known). Returns the ids of the events
+        stored; the state changes only once they are."""
         if not self.fed_read:  # the newest such record before the detections' first pass
             fed = db.execute("SELECT received FROM events WHERE id <= ? AND source IS NOT ? AND host IS NOT ? ORDER BY id DESC LIMIT 1",
                              (window[0], OWN_SOURCE, siem)).fetchone()
@@ -1212,7 +1219,7 @@ class Silences:
                                    "AND host IS NOT ?", (*window, OWN_SOURCE, siem)).fetchone()
         back = _parse(first) if first else None
         if back and newest:
-            if self.fed is not None and (back - self.fed).total_seconds() > after / 2:
+            if self.fed is not None and (back - self.fed).total_seconds() > max(after / 2, beat + HEARTBEAT_SLACK):
                 self.started = max(self.started, back)  # the siem was not listening: no source's silence
             self.fed = max(self.fed or _parse(newest), _parse(newest))
         if self.fed is None:
@@ -1236,7 +1243,7 @@ class Silences:
     @staticmethod
     def _own(db: sqlite3.Connection, kind: str, host: str | None, heard: datetime, seconds: float, after: float, at: datetime) -> int:
         """One event of the detections' own about ``host``, at ``at``: ``heard`` is when its watch was
-        last heard (the ingest last stored a record) before the silence (the stall), ``seconds`` how
+        last heard (the ingest last stored another host's record) before the silence (the stall), ``seconds`` how
         long it has lasted (or did)."""
         message = {"event": kind, "host": host, "last_heard": _stamp(heard), "seconds": round(seconds, 1), "silent_after": after}
         return store(db, {f: None for f in FIELDS} | {"time": _stamp(at), "host": host, "source": OWN_SOURCE, "event_type": kind,
