@@ -2015,6 +2015,18 @@ def _siem_said(lab: Lab, since: int, event_type: str) -> list[dict[str, Any]]:
     return _events_from(lab, since, "pacslab-siem", event_type)
 
 
+# The siem's own events about its sources and its ingest (Silences)
+SILENT_KINDS = ("log-source-silent", "log-source-resumed", "ingest-stalled", "ingest-resumed")
+
+
+def _newest_watch_record(lab: Lab) -> int:
+    """The id of the newest record of the watches' programs (program-down, program-up) or of the
+    siem's own word about its sources and its ingest: the checks below read only what comes after."""
+    watches = [e["id"] for kind in ("program-down", "program-up") for e in _supervision_events(lab, 0, kind)]
+    said = [e["id"] for kind in SILENT_KINDS for e in _siem_said(lab, 0, kind)]
+    return max(watches + said, default=0)
+
+
 @pytest.mark.control("C-PRT-01")
 @pytest.mark.control("C-PRT-04")
 def test_a_watch_that_stays_stopped_raises_monitoring_down_and_a_source_that_falls_silent_log_source_silent(running_lab: Lab,
@@ -2044,8 +2056,7 @@ def test_a_watch_that_stays_stopped_raises_monitoring_down_and_a_source_that_fal
         pytest.skip(f"lab {lab.name!r} ships no PACS, VNA, reading workstation and two modalities to its siem")
     workstation, quiet, other = reading[0], shipping[-1], shipping[0]
     after = int(json.loads(im.exec_in(lab, siem(lab).name, "cat", "/etc/pacslab/siem/assets.json"))["silent_after"])  # as deployed
-    since = max((e["id"] for kind in ("program-down", "program-up") for e in _supervision_events(lab, 0, kind)), default=0)
-    since = max([since] + [e["id"] for kind in ("log-source-silent", "log-source-resumed") for e in _siem_said(lab, 0, kind)])
+    since = _newest_watch_record(lab)
     stopped = {pacs.name: "hids", workstation.name: "storage-scp", siem(lab).name: "pacslab-siem-console"}
     began, clock = utc_now(), time.monotonic()
     try:
@@ -2119,8 +2130,7 @@ def test_a_siem_that_stores_nothing_raises_ingest_stalled_while_it_lasts_and_cal
     host = siem(lab)
     assets = json.loads(im.exec_in(lab, host.name, "cat", "/etc/pacslab/siem/assets.json"))
     after, watches = int(assets["silent_after"]), set(assets["watches"])
-    since = max([e["id"] for kind in ("program-down", "program-up") for e in _supervision_events(lab, 0, kind)]
-                + [e["id"] for kind in ("log-source-silent", "ingest-stalled", "ingest-resumed") for e in _siem_said(lab, 0, kind)], default=0)
+    since = _newest_watch_record(lab)
     began, clock = datetime.fromisoformat(utc_now().replace("Z", "+00:00")), time.monotonic()
     try:
         assert im.exec_in(lab, host.name, "supervisorctl", "stop", "rsyslogd").strip() == "rsyslogd: stopped"
