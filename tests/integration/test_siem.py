@@ -862,54 +862,41 @@ def test_an_object_stored_before_its_signature_was_known_is_found_by_the_rescan_
     assert twin_events == []
 
 
+def _rescan_with_clamd_away(lab: Lab, pacs: str, patience: int, seconds: float | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A rescan of ``pacs`` with its clamd stopped, started again ``seconds`` into the pass (None:
+    after it): its answer and the plugin's malware- events of the pass. ``patience``:
+    orthanc_malware_rescan_patience as deployed."""
+    # A pass with clamd up first: im.rescan waits out a pass already running (the hourly one), so
+    # none runs when clamd stops and ours starts at once, before clamd is back.
+    im.rescan(lab, pacs, max_time=patience + 120)
+    since = im.orthanc_event_count(lab, pacs)
+    im.exec_in(lab, pacs, "supervisorctl", "stop", "clamd")
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            answer = pool.submit(im.rescan, lab, pacs, max_time=patience + 120)
+            if seconds is not None:
+                time.sleep(seconds)
+                im.exec_in(lab, pacs, "supervisorctl", "start", "clamd")
+            result = answer.result()
+    finally:
+        clamd.started(lab, pacs)
+    return result, [e for e in im.orthanc_events(lab, pacs, since) if e["event"].startswith("malware-")]
+
+
 @pytest.mark.control("C-DET-02")
-def test_a_rescan_waits_for_a_restarting_clamd_and_ends_incomplete_when_it_stays_away(running_lab: Lab, evidence) -> None:
+def test_a_rescan_waits_for_a_restarting_clamd(running_lab: Lab, evidence) -> None:
     """A rescan of the PACS started while its clamd is stopped, clamd started again 5 s later (what
     a converge that changed the signatures does): the pass waits for it and is complete, with no
-    malware-rescan-failed event. The twin: clamd stopped for the whole pass, which ends incomplete
-    after orthanc_malware_rescan_patience seconds, with one malware-rescan-failed event saying
-    clamd did not answer, and that event raises dicom-security-alert (medium) about the PACS."""
+    malware-rescan-failed event. The twin, clamd stopped for the whole pass (which ends incomplete
+    after orthanc_malware_rescan_patience seconds), runs during the siem's stall below, whose wait
+    it shares: test_a_siem_that_stores_nothing_raises_ingest_stalled_while_it_lasts_and_calls_no_source_silent_for_it."""
     lab = running_lab
     pacs = pacs_of(lab)
     patience = int(role_var(lab, pacs.name, "orthanc", "orthanc_malware_rescan_patience"))
-
-    def rescan_with_clamd_away(seconds: float | None) -> tuple[dict[str, Any], list[dict[str, Any]], float]:
-        """A rescan with clamd stopped, started again ``seconds`` into the pass (None: after it):
-        its answer, the plugin's events of the pass, its seconds."""
-        # A pass with clamd up first: im.rescan waits out a pass already running (the hourly one), so
-        # none runs when clamd stops and ours starts at once, before clamd is back.
-        im.rescan(lab, pacs.name, max_time=patience + 120)
-        since = im.orthanc_event_count(lab, pacs.name)
-        im.exec_in(lab, pacs.name, "supervisorctl", "stop", "clamd")
-        started = time.monotonic()
-        try:
-            with ThreadPoolExecutor(max_workers=1) as pool:
-                answer = pool.submit(im.rescan, lab, pacs.name, max_time=patience + 120)
-                if seconds is not None:
-                    time.sleep(seconds)
-                    im.exec_in(lab, pacs.name, "supervisorctl", "start", "clamd")
-                result = answer.result()
-                took = time.monotonic() - started
-        finally:
-            clamd.started(lab, pacs.name)
-        return result, [e for e in im.orthanc_events(lab, pacs.name, since) if e["event"].startswith("malware-")], took
-
-    waited, waited_events, _ = rescan_with_clamd_away(5)
-    away, away_events, away_took = rescan_with_clamd_away(None)
-    [failed] = [e for e in away_events if e["event"] == "malware-rescan-failed"]
-    shipped = wait_for("the failed rescan in the siem", lambda: [
-        e for e in siem_json(lab, "events", "--contains", "malware-rescan-failed")
-        if e["host"] == pacs.name and json.loads(e["message"]) == failed])[0]
-    alert = wait_for("dicom-security-alert", lambda: [a for a in siem_json(lab, "alerts")
-                                                      if a["rule"] == "dicom-security-alert" and shipped["id"] in a["events"]])[0]
-    evidence.update(waited={k: waited[k] for k in ("scanned", "failed", "complete")}, waited_events=[e["event"] for e in waited_events],
-                    away={k: away[k] for k in ("scanned", "complete")}, away_seconds=round(away_took, 1), failed=failed, alert=alert)
+    waited, waited_events = _rescan_with_clamd_away(lab, pacs.name, patience, 5)
+    evidence.update(waited={k: waited[k] for k in ("scanned", "failed", "complete")}, waited_events=[e["event"] for e in waited_events])
     assert waited["complete"] and waited["scanned"] > 0
     assert "malware-rescan-failed" not in [e["event"] for e in waited_events]
-    assert (away["complete"], away["scanned"]) == (False, 0)
-    assert [e["event"] for e in away_events] == ["malware-rescan-failed", "malware-rescanned"]
-    assert failed["error"].startswith(f"clamd did not answer within {patience} s (")
-    assert (alert["severity"], alert["entities"]["host"]) == ("medium", pacs.name)
 
 
 @pytest.mark.control("C-PRT-01")
@@ -2115,6 +2102,7 @@ def test_a_watch_that_stays_stopped_raises_monitoring_down_and_a_source_that_fal
 
 
 @pytest.mark.control("C-PRT-01")
+@pytest.mark.control("C-DET-02")
 def test_a_siem_that_stores_nothing_raises_ingest_stalled_while_it_lasts_and_calls_no_source_silent_for_it(running_lab: Lab,
                                                                                                           evidence) -> None:
     """The siem's own rsyslogd stopped: nothing any source sends is stored (AU-5 of the siem
@@ -2125,32 +2113,47 @@ def test_a_siem_that_stores_nothing_raises_ingest_stalled_while_it_lasts_and_cal
     program-down of its rsyslogd arrives and raises monitoring-down; and once every source's watch
     has been heard again, none was called silent for the siem's own outage (the senders do not all
     send again in the same second). The twin, a source's shipping stopped while the siem stores on,
-    is no stall: the check above."""
+    is no stall: the check above.
+    The same wait serves a rescan of the PACS with its clamd stopped for the whole pass (the twin
+    of test_a_rescan_waits_for_a_restarting_clamd): it ends incomplete after
+    orthanc_malware_rescan_patience seconds, with one malware-rescan-failed event saying clamd did
+    not answer, which reaches the siem once it stores again and raises dicom-security-alert
+    (medium) about the PACS."""
     lab = running_lab
     host = siem(lab)
     assets = json.loads(im.exec_in(lab, host.name, "cat", "/etc/pacslab/siem/assets.json"))
     after, watches = int(assets["silent_after"]), set(assets["watches"])
+    pacs = pacs_of(lab)
+    patience = int(role_var(lab, pacs.name, "orthanc", "orthanc_malware_rescan_patience"))
     since = _newest_watch_record(lab)
     began, clock = datetime.fromisoformat(utc_now().replace("Z", "+00:00")), time.monotonic()
-    try:
-        assert im.exec_in(lab, host.name, "supervisorctl", "stop", "rsyslogd").strip() == "rsyslogd: stopped"
-        time.sleep(max(0.0, after - (time.monotonic() - clock)))  # the stall cannot come sooner: WAIT is for what follows
-        stalled = wait_for("the siem's ingest-stalled", lambda: _siem_said(lab, since, "ingest-stalled"))
-        alert = wait_for("the ingest-stalled alert", lambda: _alerts_of(lab, "ingest-stalled", {e["id"] for e in stalled}))
-        status = im.exec_in(lab, host.name, "supervisorctl", "status", "rsyslogd", check=False).split()
-    finally:
-        im.exec_in(lab, host.name, "supervisorctl", "start", "rsyslogd", check=False)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        try:
+            assert im.exec_in(lab, host.name, "supervisorctl", "stop", "rsyslogd").strip() == "rsyslogd: stopped"
+            rescan = pool.submit(_rescan_with_clamd_away, lab, pacs.name, patience, None)
+            time.sleep(max(0.0, after - (time.monotonic() - clock)))  # the stall cannot come sooner: WAIT is for what follows
+            stalled = wait_for("the siem's ingest-stalled", lambda: _siem_said(lab, since, "ingest-stalled"))
+            alert = wait_for("the ingest-stalled alert", lambda: _alerts_of(lab, "ingest-stalled", {e["id"] for e in stalled}))
+            status = im.exec_in(lab, host.name, "supervisorctl", "status", "rsyslogd", check=False).split()
+        finally:
+            im.exec_in(lab, host.name, "supervisorctl", "start", "rsyslogd", check=False)
+        away, away_events = rescan.result()
     resumed = wait_for("the siem's ingest-resumed", lambda: _siem_said(lab, since, "ingest-resumed"))
     late = wait_for("the siem's program-down of its rsyslogd", lambda: [e for e in _supervision_events(lab, since, "program-down")
                                                                         if (e["host"], e["program"]) == (host.name, "rsyslogd")])
     stop_alert = wait_for("monitoring-down about the siem's rsyslogd", lambda: _alerts_of(lab, "monitoring-down", {late[0]["id"]}))
     heard = wait_for("every source's watch heard again", lambda: (lambda found: found if found >= watches else set())(
         {e["host"] for e in _supervision_events(lab, resumed[0]["id"], "supervision-alive")}))
+    [failed] = [e for e in away_events if e["event"] == "malware-rescan-failed"]
+    shipped = wait_for("the failed rescan in the siem", lambda: [
+        e for e in siem_json(lab, "events", "--contains", "malware-rescan-failed")
+        if e["host"] == pacs.name and json.loads(e["message"]) == failed])[0]
+    scan_alert = wait_for("dicom-security-alert", lambda: _alerts_of(lab, "dicom-security-alert", {shipped["id"]}))
     evaluated_after(lab, utc_now())
     silent = _siem_said(lab, since, "log-source-silent")
     said, again = json.loads(stalled[0]["message"]), json.loads(resumed[0]["message"])
     evidence.update(stalled=stalled, alert=alert, status=status, resumed=resumed, late=late, stop_alert=stop_alert, heard=sorted(heard),
-                    silent=silent)
+                    silent=silent, away={k: away[k] for k in ("scanned", "complete")}, failed=failed, scan_alert=scan_alert)
     assert status[:2] == ["rsyslogd", "STOPPED"], status  # the alert was raised while the ingest was down
     assert [(e["host"], e["outcome"].split()[0]) for e in stalled] == [(host.name, "stalled")]
     last = datetime.fromisoformat(said["last_heard"].replace("Z", "+00:00"))
@@ -2160,6 +2163,11 @@ def test_a_siem_that_stores_nothing_raises_ingest_stalled_while_it_lasts_and_cal
     assert late[0]["outcome"] == "stopped"
     assert len(stop_alert) == 1 and stop_alert[0]["entities"] == {"host": host.name, "program": "rsyslogd"}
     assert silent == [], "a source called silent for the siem's own outage"
+    # the rescan with clamd away the whole pass
+    assert (away["complete"], away["scanned"]) == (False, 0)
+    assert [e["event"] for e in away_events] == ["malware-rescan-failed", "malware-rescanned"]
+    assert failed["error"].startswith(f"clamd did not answer within {patience} s (")
+    assert len(scan_alert) == 1 and (scan_alert[0]["severity"], scan_alert[0]["entities"]["host"]) == ("medium", pacs.name)
 
 
 @pytest.mark.control("C-PRT-01")
