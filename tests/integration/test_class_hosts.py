@@ -28,7 +28,7 @@ import yaml
 
 from pacslab import classroom, cli
 from pacslab import scenario as sc
-from pacslab.docker import docker, lab_objects
+from pacslab.docker import docker, image_id, lab_objects
 from pacslab.firewall import PREFIX_EGRESS
 from pacslab.plan import _tree_hash, build_plan
 from pacslab.probes import imaging as im
@@ -94,13 +94,12 @@ def _engine_cmd(*argv: str) -> str:
 
 @pytest.fixture(scope="module")
 def second_engine(running_lab: Lab, slim_lab: Lab, tmp_path_factory: pytest.TempPathFactory):
-    """The second engine, answering at a socket in a temporary folder; removed at the end. Its
-    /var/lib/docker (the volume ENGINE) is kept from one run to the next, holding the images a
+    """The second engine, answering at a socket in a temporary folder; stopped and removed at the
+    end. Its /var/lib/docker (the volume ENGINE) is kept from one run to the next for the images a
     student lab runs: copying all of them (1.3 GB in the engine's store, through one archive) cost
-    each run about 47 s more of the 45-minute `make test` (249 s against 202 s for this module). Every image the class does not run is removed from it
-    first, so it holds one lab's images at the most, and so is the CA's, so that every run still
-    proves class up's copy of the images an engine lacks (`docker volume rm pacslabtest-engine2`
-    frees it)."""
+    each run about 47 s of the 45-minute `make test` (249 s against 202 s for this module). Before
+    the class, _second_engine_reused leaves it nothing but those images, and not the CA's, which
+    class up copies there again (`docker volume rm pacslabtest-engine2` frees the volume)."""
     base = build_plan(running_lab).base.tag
     tag = f"pacslabtest/engine:{_tree_hash(base.encode(), HERE)}"
     docker("build", "-q", "--build-arg", f"BASE={base}", "-t", tag, str(HERE), timeout=900)
@@ -118,17 +117,41 @@ def second_engine(running_lab: Lab, slim_lab: Lab, tmp_path_factory: pytest.Temp
             time.sleep(1)
         else:
             pytest.fail(f"the second engine did not answer: {docker('logs', ENGINE, check=False).stderr[-1500:]}")
-        plan = build_plan(slim_lab)
-        ca = [i.tag for i in plan.images if i.name == "ca"]
-        kept = {plan.rootfs, plan.base.tag, *(i.tag for i in plan.images)} - set(ca)
-        held = docker("--host", url, "image", "ls", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
-        gone = [t for t in held if t not in kept and "<none>" not in t]
-        if gone:
-            docker("--host", url, "image", "rm", "--force", *gone, timeout=120)
-        docker("--host", url, "image", "prune", "--force", timeout=120)
+        _second_engine_reused(url, slim_lab)
         yield url
     finally:
+        docker("stop", "--time", "30", ENGINE, check=False, timeout=60)  # dockerd shuts its kept store down cleanly
         docker("rm", "-f", ENGINE, check=False)
+
+
+def ca_image(slim_lab: Lab) -> str:
+    [tag] = [i.tag for i in build_plan(slim_lab).images if i.name == "ca"]
+    return tag
+
+
+def _second_engine_reused(url: str, slim_lab: Lab) -> None:
+    """Whatever an earlier run left on the second engine (at ``url``) gone but the images class up
+    would copy there, as they are on this machine's engine: every container, network and volume
+    (a run killed before its class down leaves a student lab's, which would start again with the
+    engine); every image under another tag, or under a kept tag but another image id (one rebuilt
+    here since); and the CA's, so that class up copies it there again (a build there would give
+    another id: test_each_student_runs_on_its_own_docker_host)."""
+    def engine2(*argv: str) -> list[str]:
+        return docker("--host", url, *argv, timeout=120).stdout.split()
+
+    if containers := engine2("ps", "-aq"):
+        engine2("rm", "-f", *containers)
+    engine2("network", "prune", "--force")
+    if volumes := engine2("volume", "ls", "-q"):
+        engine2("volume", "rm", "--force", *volumes)
+    plan = build_plan(slim_lab)
+    kept = {plan.rootfs, plan.base.tag, *(i.tag for i in plan.images)} - {ca_image(slim_lab)}
+    held = dict(line.split(" ", 1) for line in docker("--host", url, "image", "ls", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}",
+                                                      timeout=120).stdout.splitlines() if "<none>" not in line)
+    here = {t: image_id(t) for t in kept & set(held)}
+    if gone := [t for t, short in held.items() if t not in here or not (here[t] or "").removeprefix("sha256:").startswith(short)]:
+        engine2("image", "rm", "--force", *gone)
+    engine2("image", "prune", "--force")
 
 
 @pytest.fixture(scope="module")
@@ -191,6 +214,9 @@ def test_each_student_runs_on_its_own_docker_host(slim_lab: Lab, class_of_two, e
     assert rc == 0 and where == {"classcheck-s1": "here", "classcheck-s2": "engine2"}
     assert containers[("classcheck-s1", "engine2")] == 0 and containers[("classcheck-s2", "here")] == 0
     assert containers[("classcheck-s1", "here")] == containers[("classcheck-s2", "engine2")] == len(SLIM_HOSTS)
+    # the CA's image, removed from the second engine before the class (_second_engine_reused), was copied there from this one
+    ca = ca_image(slim_lab)
+    assert docker("--host", engine2, "image", "inspect", "--format", "{{.Id}}", ca).stdout.strip() == image_id(ca)
     rules_engine2 = _engine_cmd("iptables", "-S", "DOCKER-USER")
     rules_here = subprocess.run(["iptables", "-S", "DOCKER-USER"], capture_output=True, text=True, check=True).stdout
     assert "pacslab:classcheck-s2" in rules_engine2 and "pacslab:classcheck-s2" not in rules_here
