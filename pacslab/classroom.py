@@ -46,7 +46,7 @@ from typing import Any
 import yaml
 
 from .engine import SECRET_VARS
-from .plan import state_dir
+from .plan import Plan, state_dir
 from .topology import Lab, LabDefinitionError, Problem, lab_vars_files, load_lab, read_vars_file, write_vars_file
 
 PORT_STEP = 1000  # a student lab's published ports: the source's + PORT_STEP * its index
@@ -412,6 +412,12 @@ def engine_of(lab: Lab, student: Lab) -> DockerHost:
     return placement(lab).get(str(student.path)) or this_machine()
 
 
+def class_images(plan: Plan) -> list[str]:
+    """The image tags a student lab of ``plan`` runs, as `class up` copies them to an engine that
+    lacks one (playbooks/class.yml): the root file system, the base and every image of the plan."""
+    return [plan.rootfs, plan.base.tag] + [i.tag for i in plan.images]
+
+
 def run_class(lab: Lab, students: list[Lab], action: str) -> int:
     """Run playbooks/class.yml: each Docker host's students brought ``action`` (up or down) on its
     engine, the hosts in parallel. Placement is recorded first (up), so a failed run can be
@@ -438,7 +444,7 @@ def run_class(lab: Lab, students: list[Lab], action: str) -> int:
         "class_action": action,
         "class_students_of": students_of,
         "class_environment": {name: h.environment() for name, h in hosts.items()} | {h.name: h.environment() for h in where.values()},
-        "class_images": [plan.rootfs, plan.base.tag] + [i.tag for i in plan.images],
+        "class_images": class_images(plan),
         "class_controller_engine": this_machine().docker_host,
         "class_pacslab": [str(beside)] if beside.is_file() else [shutil.which("pacslab") or "pacslab"],
     }

@@ -144,8 +144,7 @@ def _second_engine_reused(url: str, slim_lab: Lab) -> None:
     engine2("network", "prune", "--force")
     if volumes := engine2("volume", "ls", "-q"):
         engine2("volume", "rm", "--force", *volumes)
-    plan = build_plan(slim_lab)
-    kept = {plan.rootfs, plan.base.tag, *(i.tag for i in plan.images)} - {ca_image(slim_lab)}
+    kept = set(classroom.class_images(build_plan(slim_lab))) - {ca_image(slim_lab)}
     held = dict(line.split(" ", 1) for line in docker("--host", url, "image", "ls", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}",
                                                       timeout=120).stdout.splitlines() if "<none>" not in line)
     here = {t: image_id(t) for t in kept & set(held)}
